@@ -1,1 +1,106 @@
-//! nstest.
+//! `nstest`: the harness that runs vtid's scenario tests on a real Linux kernel.
+//!
+//! - [`netns`], [`topo`]: hosts as network namespaces, veth links, LANs, routes, NAT, netem.
+//! - [`peer`], [`strongswan`]: tunnel ends played by strongSwan (and vtid), chosen by parameter.
+//! - [`kernel`]: the kernel's view through `ip` (SAs, counters), pings, captures, waiting.
+//! - [`vm`], [`suite`]: the VM that has the modules this machine lacks, and the one-boot suite.
+//! - [`Scenario`]: a test's workspace that prints every log and kernel dump when it fails.
+
+pub mod cmd;
+pub mod kernel;
+pub mod netns;
+pub mod peer;
+pub mod strongswan;
+pub mod suite;
+pub mod topo;
+pub mod vm;
+
+use std::path::{Path, PathBuf};
+
+pub use netns::Netns;
+pub use topo::{Topo, TopoSpec};
+
+/// A scenario's working directory, its topology and its peers. When the test panics, `Drop`
+/// prints each peer's log and every host's `ip xfrm`/`ip link`/routes, so a failure in CI
+/// explains itself.
+pub struct Scenario {
+    /// The topology.
+    pub topo: Topo,
+    dir: PathBuf,
+    peers: Vec<(String, Box<dyn peer::Peer>)>,
+}
+
+impl Scenario {
+    /// Builds `spec` for the test `name`. Fails (never skips) outside the VM: scenario tests
+    /// need kernel modules this machine does not have.
+    pub fn new(name: &str, spec: TopoSpec) -> anyhow::Result<Self> {
+        if !vm::in_vm() {
+            anyhow::bail!(
+                "scenario {name} needs the VM kernel (esp4, ip_vti, xfrm_interface): run it \
+                 through `nstest vm-suite` / the README's test command"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("nstest-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { topo: spec.build()?, dir, peers: Vec::new() })
+    }
+
+    /// Directory for this scenario's files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts a peer on `host` and keeps it for diagnostics; returns its index.
+    pub fn start_peer(
+        &mut self,
+        which: peer::Impl,
+        host: &str,
+        end: &peer::TunnelEnd,
+    ) -> anyhow::Result<usize> {
+        let dir = self.dir.join(host);
+        let p = peer::start(which, self.topo.host(host), &dir, end)?;
+        self.peers.push((host.to_string(), p));
+        Ok(self.peers.len() - 1)
+    }
+
+    /// A started peer.
+    pub fn peer(&self, i: usize) -> &dyn peer::Peer {
+        self.peers[i].1.as_ref()
+    }
+
+    /// Every peer's log and every host's kernel state.
+    pub fn diagnostics(&self) -> String {
+        let mut s = String::new();
+        for (host, p) in &self.peers {
+            s.push_str(&format!("==== log of {:?} on {host}\n{}\n", p.implementation(), p.log()));
+        }
+        s.push_str(&self.topo.diagnostics());
+        s
+    }
+}
+
+/// Runs a scenario body; when it fails, prints [`Scenario::diagnostics`] and panics with the
+/// error, so the test fails with the whole story in its output.
+pub fn scenario(
+    name: &str,
+    spec: TopoSpec,
+    body: impl FnOnce(&mut Scenario) -> anyhow::Result<()>,
+) {
+    let mut sc = match Scenario::new(name, spec) {
+        Ok(sc) => sc,
+        Err(e) => panic!("scenario {name}: set-up failed: {e:#}"),
+    };
+    if let Err(e) = body(&mut sc) {
+        eprintln!("{}", sc.diagnostics());
+        sc.peers.clear();
+        panic!("scenario {name} failed: {e:#}");
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.peers.is_empty() {
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+}

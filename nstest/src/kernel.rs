@@ -1,0 +1,298 @@
+//! Reading kernel state the way an operator would, with `ip`, independent of vtid's own
+//! netlink code: SAs (`ip -s xfrm state`, parsed from text because iproute2 6.1 has no JSON
+//! output for xfrm), interface counters (`ip -j -s link`), pings and packet captures.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::netns::Netns;
+
+/// One SA as `ip -s xfrm state` prints it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XfrmState {
+    /// Outer source address.
+    pub src: String,
+    /// Outer destination address.
+    pub dst: String,
+    /// `esp`, `ah`, ...
+    pub proto: String,
+    /// SPI in host order.
+    pub spi: u32,
+    /// reqid.
+    pub reqid: u32,
+    /// `tunnel` or `transport`.
+    pub mode: String,
+    /// Algorithm names: `aead rfc4106(gcm(aes))`, `enc cbc(aes)`, `auth-trunc hmac(sha256)`.
+    pub algs: Vec<String>,
+    /// if_id, when set.
+    pub if_id: Option<u32>,
+    /// mark value, when set.
+    pub mark: Option<u32>,
+    /// NAT-T encapsulation (`encap type espinudp sport 4500 dport 4500`), when set.
+    pub encap: Option<String>,
+    /// Bytes processed (lifetime current).
+    pub bytes: u64,
+    /// Packets processed (lifetime current).
+    pub packets: u64,
+    /// The `crypto offload parameters: ...` line, when the SA is offloaded.
+    pub offload: Option<String>,
+}
+
+/// Parses `ip -s xfrm state` output.
+pub fn parse_xfrm_states(text: &str) -> Result<Vec<XfrmState>> {
+    let mut out: Vec<XfrmState> = Vec::new();
+    let mut expect_counters = false;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if line.starts_with("src ") {
+            out.push(XfrmState {
+                src: words.get(1).unwrap_or(&"").to_string(),
+                dst: words.get(3).unwrap_or(&"").to_string(),
+                ..Default::default()
+            });
+            continue;
+        }
+        let Some(sa) = out.last_mut() else { continue };
+        match words.first().copied() {
+            Some("proto") => {
+                sa.proto = words.get(1).unwrap_or(&"").to_string();
+                sa.spi = field(&words, "spi").map(parse_num_paren).transpose()?.unwrap_or(0);
+                sa.reqid = field(&words, "reqid").map(parse_num_paren).transpose()?.unwrap_or(0);
+                sa.mode = field(&words, "mode").unwrap_or("").to_string();
+            }
+            Some(k @ ("aead" | "enc" | "auth" | "auth-trunc")) => {
+                sa.algs.push(format!("{k} {}", words.get(1).unwrap_or(&"")));
+            }
+            Some("if_id") => sa.if_id = words.get(1).map(|v| parse_num_paren(v)).transpose()?,
+            Some("mark") => {
+                sa.mark = words
+                    .get(1)
+                    .map(|v| parse_num_paren(v.split('/').next().unwrap_or(v)))
+                    .transpose()?
+            }
+            Some("encap") => sa.encap = Some(line.trim().to_string()),
+            Some("crypto") => sa.offload = Some(line.trim().to_string()),
+            Some("lifetime") if words.get(1) == Some(&"current:") => expect_counters = true,
+            Some(w) if expect_counters && w.ends_with("(bytes),") => {
+                sa.bytes = w.trim_end_matches("(bytes),").parse()?;
+                sa.packets = words
+                    .get(1)
+                    .map(|p| p.trim_end_matches("(packets)").parse())
+                    .transpose()?
+                    .unwrap_or(0);
+                expect_counters = false;
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn field<'a>(words: &[&'a str], key: &str) -> Option<&'a str> {
+    words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied()
+}
+
+/// Parses `0x2a`, `42`, or iproute2's `0xcfc75aec(3485948652)`.
+fn parse_num_paren(s: &str) -> Result<u32> {
+    let s = s.split('(').next().unwrap_or(s);
+    let v = match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    v.with_context(|| format!("not a number: {s}"))
+}
+
+/// The SAs of a namespace.
+pub fn xfrm_states(ns: &Netns) -> Result<Vec<XfrmState>> {
+    parse_xfrm_states(&ns.ip(&["-s", "xfrm", "state"])?)
+}
+
+/// Counters of one interface from `ip -j -s link show IFACE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Received packets.
+    pub rx_packets: u64,
+    /// Transmitted packets.
+    pub tx_packets: u64,
+    /// Received bytes.
+    pub rx_bytes: u64,
+    /// Transmitted bytes.
+    pub tx_bytes: u64,
+}
+
+/// Reads an interface's counters.
+pub fn link_stats(ns: &Netns, iface: &str) -> Result<LinkStats> {
+    let v = ns.ip_json(&["-s", "link", "show", "dev", iface])?;
+    let s = &v[0]["stats64"];
+    let n = |a: &str, b: &str| s[a][b].as_u64().with_context(|| format!("{iface}: no {a}.{b}"));
+    Ok(LinkStats {
+        rx_packets: n("rx", "packets")?,
+        tx_packets: n("tx", "packets")?,
+        rx_bytes: n("rx", "bytes")?,
+        tx_bytes: n("tx", "bytes")?,
+    })
+}
+
+/// The MTU of an interface.
+pub fn link_mtu(ns: &Netns, iface: &str) -> Result<u32> {
+    let v = ns.ip_json(&["link", "show", "dev", iface])?;
+    v[0]["mtu"]
+        .as_u64()
+        .map(|m| m as u32)
+        .with_context(|| format!("{iface}: no mtu"))
+}
+
+/// Sends `count` pings from `ns` (source `src`) to `dst`, one every 0.2 s, and returns how
+/// many answers came back.
+pub fn ping(ns: &Netns, src: &str, dst: &str, count: u32) -> Result<u32> {
+    let out = crate::cmd::output(ns.command("ping").args([
+        "-n",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-I",
+        src,
+        dst,
+    ]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .with_context(|| format!("ping printed no summary: {text}"))?;
+    let received = line
+        .split(',')
+        .nth(1)
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("cannot parse ping summary: {line}"))?;
+    Ok(received)
+}
+
+/// Polls `cond` every 100 ms until it returns true or `timeout` passes; the error names
+/// `what` and the last error `cond` returned.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut last_err = None;
+    while start.elapsed() < timeout {
+        match cond() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match last_err {
+        Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+        None => bail!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// A running `tcpdump` on one interface of a namespace, writing to a pcap file.
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing every packet on `iface` in `ns` into `file`.
+    pub fn start(ns: &Netns, iface: &str, file: PathBuf) -> Result<Self> {
+        crate::cmd::require_program("tcpdump")?;
+        let errlog = file.with_extension("stderr");
+        let child = ns
+            .command("tcpdump")
+            .args(["-n", "-U", "-i", iface, "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errlog)?)
+            .spawn()
+            .context("start tcpdump")?;
+        let cap = Self { child, file };
+        // "listening on" is printed once the capture is armed; packets sent before that are
+        // not seen (measured: under TCG the first second of a ping could be missed).
+        wait_until("tcpdump to start listening", Duration::from_secs(20), || {
+            Ok(std::fs::read_to_string(&errlog)?.contains("listening on"))
+        })?;
+        Ok(cap)
+    }
+
+    /// Stops the capture and counts the captured packets matching each pcap `filter`.
+    pub fn stop_and_count(mut self, filters: &[&str]) -> Result<Vec<usize>> {
+        // SIGINT makes tcpdump break its loop and drop what still sits in its capture buffer,
+        // so give it time to drain first (measured under TCG: 300 ms lost the last packets).
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        filters
+            .iter()
+            .map(|f| {
+                let out = crate::cmd::run(
+                    Command::new("tcpdump")
+                        .args(["-n", "-r"])
+                        .arg(&self.file)
+                        .arg(f),
+                )?;
+                Ok(out.lines().count())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "src 192.0.2.2 dst 192.0.2.1
+	proto esp spi 0xcfc75aec(3485948652) reqid 1(0x00000001) mode tunnel
+	replay-window 0 seq 0x00000000 flag af-unspec (0x00100000)
+	aead rfc4106(gcm(aes)) 0x014b (288 bits) 128
+	anti-replay context: seq 0x0, oseq 0x3, bitmap 0x00000000
+	if_id 0x2a
+	lifetime config:
+	  limit: soft (INF)(bytes), hard (INF)(bytes)
+	lifetime current:
+	  252(bytes), 3(packets)
+	  add 2026-11-23 02:02:35 use 2026-11-23 02:02:35
+src 192.0.2.1 dst 192.0.2.2
+	proto esp spi 0xc11d8655(3239937621) reqid 7(0x00000007) mode transport
+	enc cbc(aes) 0x00
+	auth-trunc hmac(sha256) 0x00 128
+	mark 0x2a/0xffffffff
+	lifetime current:
+	  0(bytes), 0(packets)
+";
+
+    #[test]
+    fn parses_ip_xfrm_state_text() {
+        let s = parse_xfrm_states(SAMPLE).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].spi, 0xcfc7_5aec);
+        assert_eq!(s[0].if_id, Some(42));
+        assert_eq!(s[0].bytes, 252);
+        assert_eq!(s[0].packets, 3);
+        assert_eq!(s[0].algs, vec!["aead rfc4106(gcm(aes))"]);
+        assert_eq!(s[1].reqid, 7);
+        assert_eq!(s[1].mode, "transport");
+        assert_eq!(s[1].mark, Some(42));
+        assert_eq!(s[1].algs.len(), 2);
+        assert_eq!(s[1].packets, 0);
+    }
+}

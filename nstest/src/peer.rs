@@ -1,0 +1,155 @@
+//! One side of a tunnel, described once and played by either implementation (house rule 7:
+//! interop scenarios are written once and pick each side by parameter). A scenario talks to a
+//! peer only through the network and its CLI, and checks the kernel with `ip`.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::netns::Netns;
+use crate::strongswan::{SwanConn, Strongswan};
+
+/// Which implementation plays a side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    /// strongSwan's charon, configured through swanctl.
+    Strongswan,
+}
+
+impl Impl {
+    /// Reads `var` (e.g. `NSTEST_LEFT`), defaulting to `default`. Unknown values are errors.
+    pub fn from_env(var: &str, default: Impl) -> Result<Impl> {
+        match std::env::var(var).as_deref() {
+            Err(_) => Ok(default),
+            Ok("strongswan") => Ok(Impl::Strongswan),
+            Ok(other) => bail!("{var}={other}: expected `strongswan`"),
+        }
+    }
+}
+
+/// The route-based tunnel device of one side.
+#[derive(Clone, Debug)]
+pub enum Device {
+    /// An xfrm interface (`ip link add NAME type xfrm dev UNDERLAY if_id ID`).
+    Xfrmi {
+        /// Interface name.
+        name: String,
+        /// if_id binding SAs and policies to it.
+        if_id: u32,
+        /// Underlay interface.
+        underlay: String,
+    },
+    /// An ip_vti device (`ip link add NAME type vti local L remote R key K`).
+    Vti {
+        /// Interface name.
+        name: String,
+        /// ikey = okey = mark on SAs and policies.
+        key: u32,
+    },
+}
+
+impl Device {
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Xfrmi { name, .. } | Self::Vti { name, .. } => name,
+        }
+    }
+}
+
+/// Everything one side needs to know about a route-based tunnel.
+#[derive(Clone, Debug)]
+pub struct TunnelEnd {
+    /// Our outer address.
+    pub local: String,
+    /// The peer's outer address.
+    pub remote: String,
+    /// Pre-shared key.
+    pub psk: String,
+    /// Tunnel device.
+    pub device: Device,
+    /// Inner address of the tunnel device (CIDR), if any.
+    pub address: Option<String>,
+    /// Prefixes routed into the tunnel.
+    pub routes: Vec<String>,
+    /// Whether this side starts the negotiation.
+    pub initiator: bool,
+    /// IKE proposals (strongSwan syntax, translated for other implementations).
+    pub ike_proposals: String,
+    /// ESP proposals (strongSwan syntax).
+    pub esp_proposals: String,
+}
+
+/// A running peer.
+pub trait Peer {
+    /// Which implementation this is.
+    fn implementation(&self) -> Impl;
+    /// Starts the negotiation now.
+    fn initiate(&self) -> Result<()>;
+    /// True when the peer reports an established IKE SA with an installed Child SA.
+    fn is_up(&self) -> Result<bool>;
+    /// The peer's log so far.
+    fn log(&self) -> String;
+}
+
+/// Starts `which` in `ns` for `end`, keeping its files in `dir`.
+pub fn start(which: Impl, ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Box<dyn Peer>> {
+    match which {
+        Impl::Strongswan => Ok(Box::new(SwanPeer::start(ns, dir, end)?)),
+    }
+}
+
+struct SwanPeer(Strongswan);
+
+impl SwanPeer {
+    fn start(ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Self> {
+        // strongSwan does not manage route-based devices: create them as its users do.
+        let mut conn = SwanConn::psk(&end.local, &end.remote, &end.psk);
+        conn.ike_proposals = end.ike_proposals.clone();
+        conn.esp_proposals = end.esp_proposals.clone();
+        let dev = end.device.name();
+        match &end.device {
+            Device::Xfrmi { if_id, underlay, .. } => {
+                ns.ip(&[
+                    "link", "add", dev, "type", "xfrm", "dev", underlay, "if_id",
+                    &if_id.to_string(),
+                ])?;
+                conn.if_id = Some(*if_id);
+            }
+            Device::Vti { key, .. } => {
+                let k = key.to_string();
+                ns.ip(&[
+                    "link", "add", dev, "type", "vti", "local", &end.local, "remote", &end.remote,
+                    "key", &k,
+                ])?;
+                // ip_vti drops decapsulated packets on the inbound policy check unless
+                // disable_policy is set on the device (strongSwan's documented practice).
+                ns.sysctl(&format!("net.ipv4.conf.{dev}.disable_policy"), "1")?;
+                conn.mark = Some(*key);
+            }
+        }
+        ns.ip(&["link", "set", dev, "up"])?;
+        if let Some(a) = &end.address {
+            ns.ip(&["addr", "add", a, "dev", dev])?;
+        }
+        for r in &end.routes {
+            ns.ip(&["route", "add", r, "dev", dev])?;
+        }
+        Ok(Self(Strongswan::start(ns, dir, &conn)?))
+    }
+}
+
+impl Peer for SwanPeer {
+    fn implementation(&self) -> Impl {
+        Impl::Strongswan
+    }
+    fn initiate(&self) -> Result<()> {
+        self.0.initiate()
+    }
+    fn is_up(&self) -> Result<bool> {
+        self.0.is_up()
+    }
+    fn log(&self) -> String {
+        self.0.log()
+    }
+}

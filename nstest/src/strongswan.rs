@@ -1,0 +1,264 @@
+//! strongSwan (Debian's `charon` + `swanctl`) as a peer in a namespace: the real, independent
+//! IKEv2 implementation vtid is measured against.
+//!
+//! Pitfalls paid for in `shared/recipes/strongswan-vti-pair.sh`: charon's pid file path is
+//! compiled in, so each instance gets a private tmpfs `/run` (`unshare -m`); the vici unix
+//! socket must not live on a 9p share (the VM shares the host's tree over 9p); swanctl.conf
+//! takes one `key = value` per line.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::kernel::wait_until;
+use crate::netns::Netns;
+
+/// How strongSwan authenticates (both sides use the same method here).
+#[derive(Clone, Debug)]
+pub enum SwanAuth {
+    /// Pre-shared key (the raw secret; written to swanctl.conf's `secrets` section).
+    Psk(String),
+    /// Certificates: our certificate, our private key, and the CA that signed the peer's.
+    Cert {
+        /// PEM certificate of this side.
+        cert: PathBuf,
+        /// PEM private key of this side.
+        key: PathBuf,
+        /// PEM CA certificate trusted for the peer.
+        ca: PathBuf,
+    },
+}
+
+/// One strongSwan connection with one child, rendered into swanctl.conf.
+#[derive(Clone, Debug)]
+pub struct SwanConn {
+    /// Our outer address.
+    pub local_addr: String,
+    /// The peer's outer address (`%any` for a responder accepting anyone).
+    pub remote_addr: String,
+    /// Our IKE identity.
+    pub local_id: String,
+    /// The identity we expect from the peer.
+    pub remote_id: String,
+    /// Authentication.
+    pub auth: SwanAuth,
+    /// IKE proposals, strongSwan syntax.
+    pub ike_proposals: String,
+    /// ESP proposals, strongSwan syntax.
+    pub esp_proposals: String,
+    /// Local traffic selector.
+    pub local_ts: String,
+    /// Remote traffic selector.
+    pub remote_ts: String,
+    /// `if_id_in`/`if_id_out` for an xfrm interface.
+    pub if_id: Option<u32>,
+    /// `mark_in`/`mark_out` for an ip_vti device (its key).
+    pub mark: Option<u32>,
+    /// `none`, `trap` or `start`.
+    pub start_action: String,
+    /// IKE SA `rekey_time` (e.g. `"4h"`).
+    pub ike_rekey_time: Option<String>,
+    /// Child `rekey_time`.
+    pub child_rekey_time: Option<String>,
+    /// Child `life_time`.
+    pub child_life_time: Option<String>,
+    /// `dpd_delay`.
+    pub dpd_delay: Option<String>,
+    /// `tunnel` or `transport`.
+    pub mode: String,
+}
+
+impl SwanConn {
+    /// A PSK tunnel-mode connection with strongSwan's common modern defaults.
+    pub fn psk(local: &str, remote: &str, psk: &str) -> Self {
+        Self {
+            local_addr: local.into(),
+            remote_addr: remote.into(),
+            local_id: local.into(),
+            remote_id: remote.into(),
+            auth: SwanAuth::Psk(psk.into()),
+            ike_proposals: "aes256gcm16-prfsha256-x25519".into(),
+            esp_proposals: "aes256gcm16".into(),
+            local_ts: "0.0.0.0/0,::/0".into(),
+            remote_ts: "0.0.0.0/0,::/0".into(),
+            if_id: None,
+            mark: None,
+            start_action: "none".into(),
+            ike_rekey_time: None,
+            child_rekey_time: None,
+            child_life_time: None,
+            dpd_delay: None,
+            mode: "tunnel".into(),
+        }
+    }
+
+    /// swanctl.conf for this connection (named `t`, child `c`).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let opt = |s: &mut String, indent: &str, k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                let _ = writeln!(s, "{indent}{k} = {v}");
+            }
+        };
+        let (auth, cert_lines) = match &self.auth {
+            SwanAuth::Psk(_) => ("psk", String::new()),
+            SwanAuth::Cert { cert, .. } => ("pubkey", format!("      certs = {}\n", cert.display())),
+        };
+        let _ = writeln!(s, "connections {{\n  t {{\n    version = 2");
+        let _ = writeln!(s, "    local_addrs = {}", self.local_addr);
+        let _ = writeln!(s, "    remote_addrs = {}", self.remote_addr);
+        let _ = writeln!(s, "    proposals = {}", self.ike_proposals);
+        opt(&mut s, "    ", "rekey_time", &self.ike_rekey_time);
+        opt(&mut s, "    ", "dpd_delay", &self.dpd_delay);
+        let _ = writeln!(
+            s,
+            "    local {{\n      auth = {auth}\n      id = {}\n{cert_lines}    }}",
+            self.local_id
+        );
+        let _ = writeln!(s, "    remote {{\n      auth = {auth}\n      id = {}\n    }}", self.remote_id);
+        let _ = writeln!(s, "    children {{\n      c {{");
+        let _ = writeln!(s, "        local_ts = {}", self.local_ts);
+        let _ = writeln!(s, "        remote_ts = {}", self.remote_ts);
+        let _ = writeln!(s, "        esp_proposals = {}", self.esp_proposals);
+        let _ = writeln!(s, "        mode = {}", self.mode);
+        let _ = writeln!(s, "        start_action = {}", self.start_action);
+        opt(&mut s, "        ", "rekey_time", &self.child_rekey_time);
+        opt(&mut s, "        ", "life_time", &self.child_life_time);
+        if let Some(id) = self.if_id {
+            let _ = writeln!(s, "        if_id_in = {id}\n        if_id_out = {id}");
+        }
+        if let Some(m) = self.mark {
+            let _ = writeln!(s, "        mark_in = {m}\n        mark_out = {m}");
+        }
+        let _ = writeln!(s, "      }}\n    }}\n  }}\n}}");
+        match &self.auth {
+            SwanAuth::Psk(psk) => {
+                let _ = writeln!(
+                    s,
+                    "secrets {{\n  ike-1 {{\n    id-1 = {}\n    id-2 = {}\n    secret = \"{psk}\"\n  }}\n}}",
+                    self.local_id, self.remote_id
+                );
+            }
+            SwanAuth::Cert { key, ca, .. } => {
+                let _ = writeln!(
+                    s,
+                    "authorities {{\n  ca {{\n    cacert = {}\n  }}\n}}\nsecrets {{\n  private-1 {{\n    file = {}\n  }}\n}}",
+                    ca.display(),
+                    key.display()
+                );
+            }
+        }
+        s
+    }
+}
+
+/// A running charon in a namespace.
+pub struct Strongswan {
+    ns_name: String,
+    dir: PathBuf,
+    run: PathBuf,
+    charon: Child,
+}
+
+impl Strongswan {
+    /// Starts charon in `ns` with `conn` loaded. `dir` receives the config files and
+    /// `charon.log`.
+    pub fn start(ns: &Netns, dir: &Path, conn: &SwanConn) -> Result<Self> {
+        crate::cmd::require_program("swanctl")?;
+        if !Path::new("/usr/lib/ipsec/charon").exists() {
+            anyhow::bail!("strongSwan's charon is not installed (apt-get install strongswan-charon)");
+        }
+        std::fs::create_dir_all(dir)?;
+        // Unix sockets do not work on 9p: keep the vici socket in the (guest-local) /tmp.
+        let run = std::env::temp_dir().join(format!("nstest-ss-{}", ns.name()));
+        std::fs::create_dir_all(&run)?;
+        std::fs::write(
+            dir.join("strongswan.conf"),
+            format!(
+                "charon {{\n  install_routes = no\n  load_modular = yes\n  retransmit_tries = 3\n  \
+                 retransmit_timeout = 1.0\n  plugins {{\n    include /etc/strongswan.d/charon/*.conf\n    \
+                 vici {{\n      socket = unix://{}/charon.vici\n    }}\n  }}\n  filelog {{\n    stderr {{\n      \
+                 default = 1\n      ike = 2\n      cfg = 2\n      knl = 2\n    }}\n  }}\n}}\n",
+                run.display()
+            ),
+        )?;
+        std::fs::write(dir.join("swanctl.conf"), conn.render())?;
+        let log = std::fs::File::create(dir.join("charon.log"))?;
+        let charon = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "unshare", "-m", "sh", "-c"])
+            // Private /run: charon's pid file path is compiled in and would collide.
+            .arg("mount -t tmpfs tmpfs /run && exec /usr/lib/ipsec/charon")
+            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start charon")?;
+        let ss = Self {
+            ns_name: ns.name().to_string(),
+            dir: dir.to_path_buf(),
+            run,
+            charon,
+        };
+        let sock = ss.run.join("charon.vici");
+        wait_until("charon's vici socket", Duration::from_secs(20), || {
+            Ok(sock.exists())
+        })
+        .with_context(|| ss.log())?;
+        ss.swanctl(&["--load-all", "--noprompt", "--file"], Some(&dir.join("swanctl.conf")))
+            .with_context(|| ss.log())?;
+        Ok(ss)
+    }
+
+    fn swanctl(&self, args: &[&str], file: Option<&Path>) -> Result<String> {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_name, "swanctl"])
+            .args(args)
+            .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"));
+        if let Some(f) = file {
+            c.arg(f);
+        }
+        c.arg("--uri")
+            .arg(format!("unix://{}/charon.vici", self.run.display()));
+        crate::cmd::run(&mut c)
+    }
+
+    /// `swanctl --initiate --child c`: blocks until the child is up or the attempt failed.
+    pub fn initiate(&self) -> Result<()> {
+        self.swanctl(&["--initiate", "--child", "c", "--timeout", "30"], None)
+            .map(drop)
+    }
+
+    /// `swanctl --terminate --ike t`.
+    pub fn terminate(&self) -> Result<()> {
+        self.swanctl(&["--terminate", "--ike", "t", "--timeout", "10"], None)
+            .map(drop)
+    }
+
+    /// `swanctl --list-sas --raw`: strongSwan's own view (state, SPIs, algorithms, counters).
+    pub fn list_sas(&self) -> Result<String> {
+        self.swanctl(&["--list-sas", "--raw"], None)
+    }
+
+    /// True when strongSwan reports an ESTABLISHED IKE SA with an INSTALLED child.
+    pub fn is_up(&self) -> Result<bool> {
+        let s = self.list_sas()?;
+        Ok(s.contains("state=ESTABLISHED") && s.contains("state=INSTALLED"))
+    }
+
+    /// charon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Strongswan {
+    fn drop(&mut self) {
+        let _ = self.charon.kill();
+        let _ = self.charon.wait();
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}

@@ -1,0 +1,160 @@
+//! Running the scenario suite in one VM boot.
+//!
+//! Scenario tests are ordinary `#[test]`s marked `#[ignore = "vm"]` whose names start with
+//! `vm_`; that is the only use of `#[ignore]` in the workspace. On the host they show up as
+//! ignored. [`run_suite`] builds every test binary on the host, boots the VM once and, inside,
+//! runs each binary with `--ignored` ([`run_inside`]). Inside the VM a missing prerequisite is
+//! a failure, never a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// One test binary to run inside the VM.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct TestBinary {
+    /// Path of the compiled test executable.
+    pub exe: PathBuf,
+    /// Package directory: libtest binaries run with it as the working directory, as cargo does.
+    pub dir: PathBuf,
+    /// Human name, `package::target`.
+    pub name: String,
+}
+
+/// Builds all test binaries of the workspace (`cargo test --no-run`) and lists them.
+pub fn build_test_binaries(workspace: &Path) -> Result<Vec<TestBinary>> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace)
+        .args(["test", "--workspace", "--no-run", "--message-format=json-render-diagnostics"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+            continue;
+        }
+        let Some(exe) = v["executable"].as_str() else { continue };
+        let manifest = v["manifest_path"].as_str().unwrap_or_default();
+        let dir = Path::new(manifest).parent().unwrap_or(workspace).to_path_buf();
+        let pkg = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let target = v["target"]["name"].as_str().unwrap_or_default();
+        bins.push(TestBinary { exe: exe.into(), dir, name: format!("{pkg}::{target}") });
+    }
+    if bins.is_empty() {
+        bail!("cargo listed no test binaries");
+    }
+    Ok(bins)
+}
+
+/// Host side: build, boot once, run every `vm_` scenario inside, report.
+pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> Result<()> {
+    let bins = build_test_binaries(workspace)?;
+    let state = workspace.join("target").join("nstest-vm");
+    std::fs::create_dir_all(&state)?;
+    let list = state.join("binaries.json");
+    std::fs::write(&list, serde_json::to_vec_pretty(&bins)?)?;
+    let filter_arg = filter.map(|f| format!(" --filter {f}")).unwrap_or_default();
+    let script = format!(
+        "{} vm-inner --list {}{filter_arg}",
+        nstest_exe.display(),
+        list.display()
+    );
+    let started = std::time::Instant::now();
+    let status = crate::vm::run(&script, &[&state])?;
+    eprintln!("nstest: VM suite took {:.0?}", started.elapsed());
+    if !status.success() {
+        bail!("VM scenario suite failed ({status})");
+    }
+    Ok(())
+}
+
+/// VM side: run each binary's ignored (`vm_`) tests, print every libtest summary and one
+/// closing `vm: N passed, M failed` line; error if anything failed or nothing ran.
+pub fn run_inside(list: &Path, filter: Option<&str>, threads: usize) -> Result<()> {
+    if !crate::vm::in_vm() {
+        bail!("vm-inner runs inside the VM only (use `nstest vm-suite`)");
+    }
+    let bins: Vec<TestBinary> = serde_json::from_slice(&std::fs::read(list)?)?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let mut failures = Vec::new();
+    for b in &bins {
+        // List first, so binaries without scenarios cost one quick exec and print nothing.
+        let listing = Command::new(&b.exe)
+            .current_dir(&b.dir)
+            .args(["--ignored", "--list", "--format", "terse"])
+            .args(filter)
+            .output()
+            .with_context(|| format!("list tests of {}", b.name))?;
+        let n = String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .filter(|l| l.ends_with(": test"))
+            .count();
+        if n == 0 {
+            continue;
+        }
+        eprintln!("nstest: {} ({n} scenario tests)", b.name);
+        let out = Command::new(&b.exe)
+            .current_dir(&b.dir)
+            .args(["--ignored", "--test-threads", &threads.to_string()])
+            .args(filter)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("run {}", b.name))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        print!("{text}");
+        let (p, f) = parse_libtest_summary(&text);
+        passed += p;
+        failed += f;
+        if !out.status.success() {
+            failures.push(b.name.clone());
+            if f == 0 {
+                failed += 1; // crashed before printing a summary
+            }
+        }
+    }
+    println!("vm: {passed} passed, {failed} failed");
+    if !failures.is_empty() {
+        bail!("scenario failures in: {}", failures.join(", "));
+    }
+    if passed == 0 {
+        bail!("no scenario test ran");
+    }
+    Ok(())
+}
+
+/// Sums `test result: ... N passed; M failed` lines.
+pub fn parse_libtest_summary(text: &str) -> (u64, u64) {
+    let (mut p, mut f) = (0, 0);
+    for l in text.lines().filter(|l| l.starts_with("test result:")) {
+        for part in l.split([';', '.']) {
+            let w: Vec<&str> = part.split_whitespace().collect();
+            match w.as_slice() {
+                [n, "passed"] => p += n.parse::<u64>().unwrap_or(0),
+                [n, "failed"] => f += n.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    (p, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_libtest_summaries() {
+        let t = "test a ... ok\ntest result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; \
+                 0 filtered out; finished in 1.0s\ntest result: FAILED. 1 passed; 2 failed; 0 \
+                 ignored; 0 measured; 0 filtered out; finished in 1.0s\n";
+        assert_eq!(parse_libtest_summary(t), (4, 2));
+    }
+}

@@ -133,11 +133,14 @@ impl TopoSpec {
             topo.host(h).ip(&args)?;
         }
         for (h, out) in &self.nat {
+            let ns = topo.host(h);
             let rules = format!(
-                "table ip nstest_nat {{ chain post {{ type nat hook postrouting priority 100; \
-                 oifname \"{out}\" masquerade; }} }}"
+                "table ip nstest_nat {{\n  chain post {{\n    type nat hook postrouting priority 100;\n    \
+                 oifname \"{out}\" masquerade\n  }}\n}}\n"
             );
-            topo.host(h).exec(&["nft", &rules])?;
+            let file = std::env::temp_dir().join(format!("{}.nft", ns.name()));
+            std::fs::write(&file, rules)?;
+            ns.exec(&["nft", "-f", &file.to_string_lossy()])?;
         }
         for (h, iface, params) in &self.netem {
             let mut args = vec!["qdisc", "add", "dev", iface.as_str(), "root", "netem"];

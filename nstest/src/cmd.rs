@@ -51,7 +51,9 @@ pub fn require_program(name: &str) -> Result<()> {
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
     if !found && !std::path::Path::new(name).is_file() {
-        bail!("required program `{name}` is not installed (run the README's test command, which installs it)");
+        bail!(
+            "required program `{name}` is not installed (run the README's test command, which installs it)"
+        );
     }
     Ok(())
 }

@@ -28,14 +28,21 @@ pub(crate) fn run() -> Result<()> {
     let a = end(
         "192.0.2.1",
         "192.0.2.2",
-        Device::Vti { name: "vti0".into(), key: 42 },
+        Device::Vti {
+            name: "vti0".into(),
+            key: 42,
+        },
         "10.2.0.0/24",
         true,
     );
     let b = end(
         "192.0.2.2",
         "192.0.2.1",
-        Device::Xfrmi { name: "ipsec0".into(), if_id: 42, underlay: "e-a".into() },
+        Device::Xfrmi {
+            name: "ipsec0".into(),
+            if_id: 42,
+            underlay: "e-a".into(),
+        },
         "10.1.0.0/24",
         false,
     );
@@ -68,7 +75,10 @@ pub(crate) fn run() -> Result<()> {
         }
     }
     ensure!(got == 5, "only {got}/5 pings answered");
-    ensure!(counts[0] >= 10 && counts[1] == 0, "traffic was not encrypted: {counts:?}");
+    ensure!(
+        counts[0] >= 10 && counts[1] == 0,
+        "traffic was not encrypted: {counts:?}"
+    );
     println!("demo: OK");
     Ok(())
 }

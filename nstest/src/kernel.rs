@@ -59,8 +59,14 @@ pub fn parse_xfrm_states(text: &str) -> Result<Vec<XfrmState>> {
         match words.first().copied() {
             Some("proto") => {
                 sa.proto = words.get(1).unwrap_or(&"").to_string();
-                sa.spi = field(&words, "spi").map(parse_num_paren).transpose()?.unwrap_or(0);
-                sa.reqid = field(&words, "reqid").map(parse_num_paren).transpose()?.unwrap_or(0);
+                sa.spi = field(&words, "spi")
+                    .map(parse_num_paren)
+                    .transpose()?
+                    .unwrap_or(0);
+                sa.reqid = field(&words, "reqid")
+                    .map(parse_num_paren)
+                    .transpose()?
+                    .unwrap_or(0);
                 sa.mode = field(&words, "mode").unwrap_or("").to_string();
             }
             Some(k @ ("aead" | "enc" | "auth" | "auth-trunc")) => {
@@ -92,7 +98,11 @@ pub fn parse_xfrm_states(text: &str) -> Result<Vec<XfrmState>> {
 }
 
 fn field<'a>(words: &[&'a str], key: &str) -> Option<&'a str> {
-    words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied()
+    words
+        .iter()
+        .position(|w| *w == key)
+        .and_then(|i| words.get(i + 1))
+        .copied()
 }
 
 /// Parses `0x2a`, `42`, or iproute2's `0xcfc75aec(3485948652)`.
@@ -127,7 +137,11 @@ pub struct LinkStats {
 pub fn link_stats(ns: &Netns, iface: &str) -> Result<LinkStats> {
     let v = ns.ip_json(&["-s", "link", "show", "dev", iface])?;
     let s = &v[0]["stats64"];
-    let n = |a: &str, b: &str| s[a][b].as_u64().with_context(|| format!("{iface}: no {a}.{b}"));
+    let n = |a: &str, b: &str| {
+        s[a][b]
+            .as_u64()
+            .with_context(|| format!("{iface}: no {a}.{b}"))
+    };
     Ok(LinkStats {
         rx_packets: n("rx", "packets")?,
         tx_packets: n("tx", "packets")?,
@@ -219,9 +233,11 @@ impl Capture {
         let cap = Self { child, file };
         // "listening on" is printed once the capture is armed; packets sent before that are
         // not seen (measured: under TCG the first second of a ping could be missed).
-        wait_until("tcpdump to start listening", Duration::from_secs(20), || {
-            Ok(std::fs::read_to_string(&errlog)?.contains("listening on"))
-        })?;
+        wait_until(
+            "tcpdump to start listening",
+            Duration::from_secs(20),
+            || Ok(std::fs::read_to_string(&errlog)?.contains("listening on")),
+        )?;
         Ok(cap)
     }
 

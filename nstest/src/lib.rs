@@ -7,6 +7,7 @@
 //! - [`Scenario`]: a test's workspace that prints every log and kernel dump when it fails.
 
 pub mod cmd;
+pub mod frr;
 pub mod kernel;
 pub mod netns;
 pub mod peer;
@@ -42,7 +43,11 @@ impl Scenario {
         }
         let dir = std::env::temp_dir().join(format!("nstest-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { topo: spec.build()?, dir, peers: Vec::new() })
+        Ok(Self {
+            topo: spec.build()?,
+            dir,
+            peers: Vec::new(),
+        })
     }
 
     /// Directory for this scenario's files.
@@ -72,7 +77,11 @@ impl Scenario {
     pub fn diagnostics(&self) -> String {
         let mut s = String::new();
         for (host, p) in &self.peers {
-            s.push_str(&format!("==== log of {:?} on {host}\n{}\n", p.implementation(), p.log()));
+            s.push_str(&format!(
+                "==== log of {:?} on {host}\n{}\n",
+                p.implementation(),
+                p.log()
+            ));
         }
         s.push_str(&self.topo.diagnostics());
         s

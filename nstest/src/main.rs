@@ -32,7 +32,11 @@ fn real_main() -> Result<()> {
     let me = std::env::current_exe().context("locate nstest")?;
     match sub {
         "vm" => {
-            let cmd = rest.iter().skip_while(|a| *a == "--").cloned().collect::<Vec<_>>();
+            let cmd = rest
+                .iter()
+                .skip_while(|a| *a == "--")
+                .cloned()
+                .collect::<Vec<_>>();
             if cmd.is_empty() {
                 bail!("usage: nstest vm -- COMMAND...");
             }
@@ -69,5 +73,8 @@ fn workspace_root() -> Result<PathBuf> {
         return Ok(dir.into());
     }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest.parent().context("nstest has a parent dir")?.to_path_buf())
+    Ok(manifest
+        .parent()
+        .context("nstest has a parent dir")?
+        .to_path_buf())
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use crate::netns::Netns;
-use crate::strongswan::{SwanConn, Strongswan};
+use crate::strongswan::{Strongswan, SwanConn};
 
 /// Which implementation plays a side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,9 +109,18 @@ impl SwanPeer {
         conn.esp_proposals = end.esp_proposals.clone();
         let dev = end.device.name();
         match &end.device {
-            Device::Xfrmi { if_id, underlay, .. } => {
+            Device::Xfrmi {
+                if_id, underlay, ..
+            } => {
                 ns.ip(&[
-                    "link", "add", dev, "type", "xfrm", "dev", underlay, "if_id",
+                    "link",
+                    "add",
+                    dev,
+                    "type",
+                    "xfrm",
+                    "dev",
+                    underlay,
+                    "if_id",
                     &if_id.to_string(),
                 ])?;
                 conn.if_id = Some(*if_id);
@@ -119,8 +128,17 @@ impl SwanPeer {
             Device::Vti { key, .. } => {
                 let k = key.to_string();
                 ns.ip(&[
-                    "link", "add", dev, "type", "vti", "local", &end.local, "remote", &end.remote,
-                    "key", &k,
+                    "link",
+                    "add",
+                    dev,
+                    "type",
+                    "vti",
+                    "local",
+                    &end.local,
+                    "remote",
+                    &end.remote,
+                    "key",
+                    &k,
                 ])?;
                 // ip_vti drops decapsulated packets on the inbound policy check unless
                 // disable_policy is set on the device (strongSwan's documented practice).

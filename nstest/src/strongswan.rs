@@ -105,7 +105,9 @@ impl SwanConn {
         };
         let (auth, cert_lines) = match &self.auth {
             SwanAuth::Psk(_) => ("psk", String::new()),
-            SwanAuth::Cert { cert, .. } => ("pubkey", format!("      certs = {}\n", cert.display())),
+            SwanAuth::Cert { cert, .. } => {
+                ("pubkey", format!("      certs = {}\n", cert.display()))
+            }
         };
         let _ = writeln!(s, "connections {{\n  t {{\n    version = 2");
         let _ = writeln!(s, "    local_addrs = {}", self.local_addr);
@@ -118,7 +120,11 @@ impl SwanConn {
             "    local {{\n      auth = {auth}\n      id = {}\n{cert_lines}    }}",
             self.local_id
         );
-        let _ = writeln!(s, "    remote {{\n      auth = {auth}\n      id = {}\n    }}", self.remote_id);
+        let _ = writeln!(
+            s,
+            "    remote {{\n      auth = {auth}\n      id = {}\n    }}",
+            self.remote_id
+        );
         let _ = writeln!(s, "    children {{\n      c {{");
         let _ = writeln!(s, "        local_ts = {}", self.local_ts);
         let _ = writeln!(s, "        remote_ts = {}", self.remote_ts);
@@ -169,7 +175,9 @@ impl Strongswan {
     pub fn start(ns: &Netns, dir: &Path, conn: &SwanConn) -> Result<Self> {
         crate::cmd::require_program("swanctl")?;
         if !Path::new("/usr/lib/ipsec/charon").exists() {
-            anyhow::bail!("strongSwan's charon is not installed (apt-get install strongswan-charon)");
+            anyhow::bail!(
+                "strongSwan's charon is not installed (apt-get install strongswan-charon)"
+            );
         }
         std::fs::create_dir_all(dir)?;
         // Unix sockets do not work on 9p: keep the vici socket in the (guest-local) /tmp.
@@ -208,8 +216,11 @@ impl Strongswan {
             Ok(sock.exists())
         })
         .with_context(|| ss.log())?;
-        ss.swanctl(&["--load-all", "--noprompt", "--file"], Some(&dir.join("swanctl.conf")))
-            .with_context(|| ss.log())?;
+        ss.swanctl(
+            &["--load-all", "--noprompt", "--file"],
+            Some(&dir.join("swanctl.conf")),
+        )
+        .with_context(|| ss.log())?;
         Ok(ss)
     }
 

@@ -27,7 +27,12 @@ pub struct TestBinary {
 pub fn build_test_binaries(workspace: &Path) -> Result<Vec<TestBinary>> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace)
-        .args(["test", "--workspace", "--no-run", "--message-format=json-render-diagnostics"])
+        .args([
+            "test",
+            "--workspace",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("cargo test --no-run")?;
@@ -36,16 +41,30 @@ pub fn build_test_binaries(workspace: &Path) -> Result<Vec<TestBinary>> {
     }
     let mut bins = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
             continue;
         }
-        let Some(exe) = v["executable"].as_str() else { continue };
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
         let manifest = v["manifest_path"].as_str().unwrap_or_default();
-        let dir = Path::new(manifest).parent().unwrap_or(workspace).to_path_buf();
-        let pkg = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = Path::new(manifest)
+            .parent()
+            .unwrap_or(workspace)
+            .to_path_buf();
+        let pkg = dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let target = v["target"]["name"].as_str().unwrap_or_default();
-        bins.push(TestBinary { exe: exe.into(), dir, name: format!("{pkg}::{target}") });
+        bins.push(TestBinary {
+            exe: exe.into(),
+            dir,
+            name: format!("{pkg}::{target}"),
+        });
     }
     if bins.is_empty() {
         bail!("cargo listed no test binaries");

@@ -100,8 +100,19 @@ impl TopoSpec {
             let (na, nb) = (topo.host(a), topo.host(b));
             let (ia, ib) = (iface_to(b), iface_to(a));
             crate::cmd::run_args(&[
-                "ip", "link", "add", &ia, "netns", na.name(), "type", "veth", "peer", "name",
-                &ib, "netns", nb.name(),
+                "ip",
+                "link",
+                "add",
+                &ia,
+                "netns",
+                na.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ib,
+                "netns",
+                nb.name(),
             ])
             .with_context(|| format!("veth {a}<->{b}"))?;
             for (ns, iface, addr) in [(na, &ia, a_addr), (nb, &ib, b_addr)] {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, Capture};
 use nstest::peer::{Device, Impl, TunnelEnd};
 use nstest::{Scenario, TopoSpec, scenario};
@@ -37,14 +37,21 @@ fn vti_to_xfrmi(sc: &mut Scenario, a_initiates: bool) -> Result<()> {
     let a = end(
         "192.0.2.1",
         "192.0.2.2",
-        Device::Vti { name: "vti0".into(), key: 42 },
+        Device::Vti {
+            name: "vti0".into(),
+            key: 42,
+        },
         "10.2.0.0/24",
         a_initiates,
     );
     let b = end(
         "192.0.2.2",
         "192.0.2.1",
-        Device::Xfrmi { name: "ipsec0".into(), if_id: 42, underlay: "e-a".into() },
+        Device::Xfrmi {
+            name: "ipsec0".into(),
+            if_id: 42,
+            underlay: "e-a".into(),
+        },
         "10.1.0.0/24",
         !a_initiates,
     );
@@ -52,26 +59,48 @@ fn vti_to_xfrmi(sc: &mut Scenario, a_initiates: bool) -> Result<()> {
     let pa = sc.start_peer(left, "a", &a)?;
     let (init, resp) = if a_initiates { (pa, pb) } else { (pb, pa) };
     sc.peer(init).initiate()?;
-    kernel::wait_until("child SA up on the responder", Duration::from_secs(30), || {
-        sc.peer(resp).is_up()
-    })?;
+    kernel::wait_until(
+        "child SA up on the responder",
+        Duration::from_secs(30),
+        || sc.peer(resp).is_up(),
+    )?;
 
     let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
     let before = kernel::link_stats(hb, "ipsec0")?;
     let cap = Capture::start(hb, "e-a", sc.dir().join("underlay.pcap"))?;
     let replies = kernel::ping(ha, "10.1.0.1", "10.2.0.1", 5)?;
-    let [esp, icmp] = cap.stop_and_count(&["esp", "icmp"])?[..] else { unreachable!() };
+    let [esp, icmp] = cap.stop_and_count(&["esp", "icmp"])?[..] else {
+        unreachable!()
+    };
     ensure!(replies == 5, "{replies}/5 pings answered across the tunnel");
-    ensure!(icmp == 0, "{icmp} plaintext ICMP packets seen on the underlay");
-    ensure!(esp >= 10, "only {esp} ESP packets on the underlay for 5 echo round trips");
+    ensure!(
+        icmp == 0,
+        "{icmp} plaintext ICMP packets seen on the underlay"
+    );
+    ensure!(
+        esp >= 10,
+        "only {esp} ESP packets on the underlay for 5 echo round trips"
+    );
 
     // Both kernels counted the traffic on their SAs, in both directions.
     for (name, ns) in [("a", ha), ("b", hb)] {
         let sas = kernel::xfrm_states(ns)?;
-        ensure!(sas.len() == 2, "{name}: expected one SA per direction, got {sas:?}");
+        ensure!(
+            sas.len() == 2,
+            "{name}: expected one SA per direction, got {sas:?}"
+        );
         for sa in &sas {
-            ensure!(sa.packets >= 5, "{name}: SA 0x{:08x} counted {} packets", sa.spi, sa.packets);
-            ensure!(sa.algs == ["aead rfc4106(gcm(aes))"], "{name}: algs {:?}", sa.algs);
+            ensure!(
+                sa.packets >= 5,
+                "{name}: SA 0x{:08x} counted {} packets",
+                sa.spi,
+                sa.packets
+            );
+            ensure!(
+                sa.algs == ["aead rfc4106(gcm(aes))"],
+                "{name}: algs {:?}",
+                sa.algs
+            );
         }
     }
     // The SPIs match across the two kernels: a's outbound is b's inbound and vice versa.
@@ -80,7 +109,10 @@ fn vti_to_xfrmi(sc: &mut Scenario, a_initiates: bool) -> Result<()> {
         v.sort();
         Ok(v)
     };
-    ensure!(spis(ha)? == spis(hb)?, "SPIs differ between the two kernels");
+    ensure!(
+        spis(ha)? == spis(hb)?,
+        "SPIs differ between the two kernels"
+    );
     let after = kernel::link_stats(hb, "ipsec0")?;
     ensure!(
         after.rx_packets >= before.rx_packets + 5 && after.tx_packets >= before.tx_packets + 5,
@@ -99,4 +131,76 @@ fn vm_strongswan_vti_initiates_to_xfrmi() {
 #[ignore = "vm"]
 fn vm_strongswan_xfrmi_initiates_to_vti() {
     scenario("ss-xfrmi-init", pair_spec(), |sc| vti_to_xfrmi(sc, false));
+}
+
+/// The recipe's MTU finding, as a regression guard for the harness and as the baseline vtid
+/// must beat: with default device MTUs (ip_vti 1480, xfrmi 1500) and no `mtu-ignore`, OSPF
+/// does not reach Full; with equal MTUs it does and the LANs learn each other's routes.
+#[test]
+#[ignore = "vm"]
+fn vm_strongswan_ospf_needs_equal_tunnel_mtus() {
+    use nstest::frr::{Frr, Ospf};
+    scenario("ss-ospf", pair_spec(), |sc| {
+        let mut a = end(
+            "192.0.2.1",
+            "192.0.2.2",
+            Device::Vti {
+                name: "vti0".into(),
+                key: 42,
+            },
+            "10.255.0.0/30",
+            true,
+        );
+        a.routes.clear();
+        a.address = Some("10.255.0.1/30".into());
+        let mut b = end(
+            "192.0.2.2",
+            "192.0.2.1",
+            Device::Xfrmi {
+                name: "ipsec0".into(),
+                if_id: 42,
+                underlay: "e-a".into(),
+            },
+            "",
+            false,
+        );
+        b.routes.clear();
+        b.address = Some("10.255.0.2/30".into());
+        let pb = sc.start_peer(Impl::Strongswan, "b", &b)?;
+        let pa = sc.start_peer(Impl::Strongswan, "a", &a)?;
+        sc.peer(pa).initiate()?;
+        kernel::wait_until("tunnel up", Duration::from_secs(30), || sc.peer(pb).is_up())?;
+        let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
+        ensure!(kernel::link_mtu(ha, "vti0")? == 1480 && kernel::link_mtu(hb, "ipsec0")? == 1500);
+        let ospf = |rid: &str, tun: &str, lan: &str| Ospf {
+            router_id: rid.into(),
+            p2p_interfaces: vec![tun.into()],
+            networks: vec!["10.255.0.0/30".into(), lan.into()],
+            mtu_ignore: false,
+        };
+        let fa = Frr::start(ha, &ospf("1.1.1.1", "vti0", "10.1.0.0/24"))?;
+        let _fb = Frr::start(hb, &ospf("2.2.2.2", "ipsec0", "10.2.0.0/24"))?;
+        // Mismatched MTUs: the adjacency must not come up within several dead intervals.
+        std::thread::sleep(Duration::from_secs(8));
+        let states = fa.neighbor_states()?;
+        ensure!(
+            !states.iter().any(|s| s.starts_with("Full")),
+            "OSPF reached Full despite MTU 1480 vs 1500: {states:?}"
+        );
+        // Equal MTUs on both ends (what vtid derives): Full, and b's LAN is learnt.
+        ha.ip(&["link", "set", "vti0", "mtu", "1446"])?;
+        hb.ip(&["link", "set", "ipsec0", "mtu", "1446"])?;
+        kernel::wait_until("OSPF Full", Duration::from_secs(40), || {
+            Ok(fa.neighbor_states()?.iter().any(|s| s.starts_with("Full")))
+        })
+        .with_context(|| fa.log())?;
+        kernel::wait_until("route to b's LAN", Duration::from_secs(20), || {
+            Ok(ha
+                .ip(&["route", "show", "10.2.0.0/24", "proto", "ospf"])?
+                .contains("10.2.0.0/24"))
+        })?;
+        let got = kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)?;
+        ensure!(got == 3, "{got}/3 pings over the OSPF route");
+        Ok(())
+    });
 }

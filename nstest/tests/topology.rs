@@ -1,6 +1,5 @@
 //! The topology builder itself: links, routes, NAT and netem behave as declared.
 
-
 use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, Capture};
 use nstest::{TopoSpec, scenario};
@@ -14,7 +13,10 @@ fn veth_link_between_two_hosts() -> Result<()> {
         let topo = TopoSpec::new()
             .link("a", "198.51.100.1/30", "b", "198.51.100.2/30")
             .build()?;
-        names = topo.hosts().map(|(_, ns)| ns.name().to_string()).collect::<Vec<_>>();
+        names = topo
+            .hosts()
+            .map(|(_, ns)| ns.name().to_string())
+            .collect::<Vec<_>>();
         let got = kernel::ping(topo.host("a"), "198.51.100.1", "198.51.100.2", 2)?;
         ensure!(got == 2, "{got}/2 replies over a plain veth");
         let mtu = kernel::link_mtu(topo.host("a"), "e-b")?;
@@ -39,16 +41,19 @@ fn vm_nat_box_masquerades_and_netem_delays() {
     scenario("topo-nat", spec, |sc| {
         let out = sc.topo.host("outside");
         let cap = Capture::start(out, "e-nat", sc.dir().join("outside.pcap"))?;
-        let reply = sc
-            .topo
-            .host("inside")
-            .exec(&["ping", "-n", "-c", "2", "-W", "3", "203.0.113.2"])?;
+        let reply =
+            sc.topo
+                .host("inside")
+                .exec(&["ping", "-n", "-c", "2", "-W", "3", "203.0.113.2"])?;
         let [from_nat, from_inside] =
             cap.stop_and_count(&["icmp and src 203.0.113.1", "src 10.9.0.2"])?[..]
         else {
             unreachable!()
         };
-        ensure!(from_nat == 2, "outside saw {from_nat} echo requests from the NAT address");
+        ensure!(
+            from_nat == 2,
+            "outside saw {from_nat} echo requests from the NAT address"
+        );
         ensure!(from_inside == 0, "outside saw the private source address");
         // rtt min/avg/max/mdev = 100.5/...: the 100 ms of netem is in every round trip.
         let min: f64 = reply

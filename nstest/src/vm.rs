@@ -57,7 +57,7 @@ pub fn find_kernel() -> Result<PathBuf> {
             .then(|| (ver, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| version_key(&a.0).cmp(&version_key(&b.0)));
+    found.sort_by_key(|(ver, _)| version_key(ver));
     match found.pop() {
         Some((_, p)) => Ok(p),
         None => bail!(

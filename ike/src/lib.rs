@@ -3,6 +3,65 @@
 //! This crate performs no IO and reads no clock: every input takes `now`, outputs are drained
 //! from one ordered queue, and randomness comes from a caller-provided seed (quinn-proto's
 //! shape). The `vtid` agent drives it over tokio; tests drive two engines in memory.
+//!
+//! # Driving the engine
+//!
+//! ```text
+//! let mut ep = Endpoint::new(Arc::new(config), seed_from_os);   // EndpointConfig / PeerConfig
+//! ep.handle_command(now, Command::Initiate { conn });            // or wait for peers
+//! loop {
+//!     // inputs, each with `now` (never Instant::now() inside the crate):
+//!     ep.handle_datagram(now, Datagram { local, remote, bytes }); // :4500 marker stripped
+//!     ep.handle_timeout(now);                                     // when poll_timeout() passed
+//!     // outputs, strictly in order:
+//!     while let Some(out) = ep.poll_output() {
+//!         match out {
+//!             Output::Transmit(t) => { /* send; prepend the non-ESP marker on :4500 */ }
+//!             Output::NatKeepalive { .. } => { /* send 0xFF on :4500 */ }
+//!             Output::InstallChildSa(i) => {
+//!                 let res = /* xfrm install */;
+//!                 ep.handle_install_result(now, i.child, res);
+//!             }
+//!             Output::RemoveChildSa(r) => { /* xfrm delete */ }
+//!             Output::Event(e) => { /* Event::PeerAuthenticated comes before the first
+//!                                     install of that peer: create its interface */ }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! `Datagram::local` must be the concrete address the packet arrived on (IP_PKTINFO), not a
+//! wildcard: it feeds NAT detection (RFC 7296 §2.23) and the responder's default identity.
+//!
+//! # Map
+//!
+//! | What | Where |
+//! |---|---|
+//! | public surface (quinn-proto shape) | [`endpoint`] |
+//! | typed configuration | [`config`] |
+//! | wire codec, IANA registries (RFC 7296 §3) | [`wire`] |
+//! | errors and the NOTIFY map (§2.21) | [`error`] |
+//! | proposal selection (§2.7, §3.3), TS narrowing (§2.9) | [`proposal`], [`ts`] |
+//! | crypto and key derivation | [`crypto`], [`keys`] |
+//! | IKE SA states (`ExpectSaInitResponse`, `ExpectAuthResponse`, `ExpectAuthRequest`, `Established`) | `sa` (private) |
 
+#![warn(missing_docs)]
+
+pub mod cert;
+pub mod config;
+pub mod crypto;
+pub mod endpoint;
+pub mod error;
+pub mod keys;
+pub mod proposal;
+mod sa;
 pub mod secret;
 pub mod transform;
+pub mod ts;
+pub mod wire;
+
+pub use config::*;
+pub use endpoint::*;
+
+#[cfg(test)]
+mod tests;

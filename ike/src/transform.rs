@@ -8,9 +8,15 @@ pub enum Encr {
     /// ENCR_3DES (3). Legacy: only behind an explicit opt-in.
     TripleDes,
     /// ENCR_AES_CBC (12) with Key Length attribute 128, 192 or 256.
-    AesCbc { key_bits: u16 },
+    AesCbc {
+        /// Key Length attribute (RFC 7296 §3.3.5).
+        key_bits: u16,
+    },
     /// ENCR_AES_GCM_16 (20), RFC 5282 / RFC 4106, 16-octet ICV.
-    AesGcm16 { key_bits: u16 },
+    AesGcm16 {
+        /// Key Length attribute (RFC 7296 §3.3.5).
+        key_bits: u16,
+    },
     /// ENCR_CHACHA20_POLY1305 (28), RFC 7634 / RFC 7634 for ESP.
     ChaCha20Poly1305,
 }

@@ -1,0 +1,1609 @@
+//! Raw TOML to [`Config`]: parses every section, checks every value and reference, and
+//! collects all errors instead of stopping at the first.
+//!
+//! Each `[section.NAME]` entry is deserialized on its own, so a serde error (unknown key,
+//! wrong type, missing key) in one entry does not hide mistakes in the others. Names are
+//! gathered from the raw document before anything is converted, so a reference to an entry
+//! that exists but has its own errors is not reported a second time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ike::transform::{DhGroup, Encr, Integ, Prf};
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::algo::{self, ENCR, INTEG, PRF};
+use super::error::{Sink, suggestion};
+use super::raw::{self, GroupValue, SStr, StrOrList};
+use super::secret;
+use super::{
+    AuthMethod, Config, ConfigErrors, Dpd, Global, Identity, IdentityMatch, IfId, IkeProfile,
+    IkeProposal, InnerAddress, IpsecProfile, Keyring, KeyringPeer, LoadOptions, LocalIdentity,
+    LocalTermination, LogLevel, Offload, PeerMatch, SaLifetime, SaMode, TemplateRoutes,
+    TransformSet, Trustpoint, Tunnel, TunnelMode, TunnelSource, VirtualTemplate, Vrf,
+};
+
+/// Default IKE SA lifetime: 24 hours, the Cisco IKEv2 profile default.
+pub(crate) const DEFAULT_IKE_LIFETIME: u32 = 86_400;
+
+/// Section names, in the order they are converted (referenced objects before referrers).
+const SECTIONS: &[&str] = &[
+    "global",
+    "vrf",
+    "ike_proposal",
+    "transform_set",
+    "ipsec_profile",
+    "keyring",
+    "trustpoint",
+    "ike_profile",
+    "tunnel",
+    "virtual_template",
+];
+
+/// Keys of `[global]`, to point a misplaced top-level `allow_legacy = true` at `[global]`.
+const GLOBAL_KEYS: &[&str] = &[
+    "allow_legacy",
+    "control_socket",
+    "log_level",
+    "metrics",
+    "ike_port",
+    "nat_t_port",
+    "interface_prefix",
+];
+
+const LOG_LEVELS: &[(&str, LogLevel)] = &[
+    ("error", LogLevel::Error),
+    ("warn", LogLevel::Warn),
+    ("info", LogLevel::Info),
+    ("debug", LogLevel::Debug),
+    ("trace", LogLevel::Trace),
+];
+const SA_MODES: &[(&str, SaMode)] = &[("tunnel", SaMode::Tunnel), ("transport", SaMode::Transport)];
+const OFFLOADS: &[(&str, Offload)] = &[
+    ("off", Offload::Off),
+    ("crypto", Offload::Crypto),
+    ("packet", Offload::Packet),
+    ("auto", Offload::Auto),
+];
+const AUTH_METHODS: &[(&str, AuthMethod)] = &[
+    ("psk", AuthMethod::Psk),
+    ("rsa-sig", AuthMethod::RsaSig),
+    ("ecdsa-sig", AuthMethod::EcdsaSig),
+];
+const TUNNEL_MODES: &[(&str, TunnelMode)] =
+    &[("xfrmi", TunnelMode::Xfrmi), ("vti", TunnelMode::Vti)];
+
+/// Cisco's range for `set security-association lifetime seconds` starts at 120; we allow 60
+/// because rekey tests (seed scenario T1.7) use a 60 s lifetime.
+const SA_SECONDS: (i64, i64) = (60, 86_400);
+/// Cisco's range for `lifetime kilobytes`.
+const SA_KILOBYTES: (i64, i64) = (2_560, 4_294_967_295);
+/// Cisco's range for the IKEv2 profile `lifetime`.
+const IKE_SECONDS: (i64, i64) = (120, 86_400);
+/// Cisco allows at most six transform sets per profile.
+const MAX_TRANSFORM_SETS: usize = 6;
+
+/// One `[section.NAME]` entry: its name, the span of the name, and the raw value.
+struct Named<T> {
+    name: String,
+    span: Range<usize>,
+    raw: T,
+}
+
+/// The document split into sections, each entry deserialized on its own.
+#[derive(Default)]
+struct RawDoc {
+    global: Option<raw::Global>,
+    vrf: Vec<Named<raw::Vrf>>,
+    ike_proposal: Vec<Named<raw::IkeProposal>>,
+    transform_set: Vec<Named<raw::TransformSet>>,
+    ipsec_profile: Vec<Named<raw::IpsecProfile>>,
+    keyring: Vec<Named<raw::Keyring>>,
+    trustpoint: Vec<Named<raw::Trustpoint>>,
+    ike_profile: Vec<Named<raw::IkeProfile>>,
+    tunnel: Vec<Named<raw::Tunnel>>,
+    virtual_template: Vec<Named<raw::VirtualTemplate>>,
+    /// Every entry name per section, including entries that failed to deserialize.
+    names: HashMap<&'static str, BTreeSet<String>>,
+}
+
+/// Conversion context: where errors go and what the whole file declares.
+struct Cx<'a> {
+    sink: Sink<'a>,
+    names: HashMap<&'static str, BTreeSet<String>>,
+    allow_legacy: bool,
+    opts: &'a LoadOptions,
+}
+
+pub(crate) fn convert(file: &Path, src: &str, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let mut sink = Sink::new(file, src);
+    let (doc, syntax) = DeTable::parse_recoverable(src);
+    for e in &syntax {
+        sink.at(
+            e.span().unwrap_or(0..0),
+            format!("invalid TOML: {}", one_line(e.message())),
+        );
+    }
+    if !syntax.is_empty() {
+        // A partly parsed document would only add confusing follow-on errors.
+        return Err(sink.finish().expect("syntax errors were recorded"));
+    }
+    let mut rd = RawDoc::default();
+    split(&mut sink, doc, &mut rd);
+    let names = std::mem::take(&mut rd.names);
+    let mut cx = Cx {
+        sink,
+        names,
+        allow_legacy: false,
+        opts,
+    };
+    let config = cx.config(rd);
+    match cx.sink.finish() {
+        Some(errors) => Err(errors),
+        None => Ok(config),
+    }
+}
+
+/// Splits the top-level table into sections and deserializes each entry.
+fn split(sink: &mut Sink<'_>, doc: Spanned<DeTable<'_>>, rd: &mut RawDoc) {
+    for (key, value) in doc.into_inner() {
+        let key_span = key.span();
+        let key = key.into_inner();
+        let Some(&section) = SECTIONS.iter().find(|s| **s == key) else {
+            if GLOBAL_KEYS.contains(&&*key) {
+                sink.at(
+                    key_span,
+                    format!("\"{key}\" belongs in the [global] section"),
+                );
+            } else {
+                sink.at(
+                    key_span,
+                    format!(
+                        "unknown section \"{key}\"{}; expected one of {}",
+                        suggestion(&key, SECTIONS.iter().copied()),
+                        SECTIONS.join(", ")
+                    ),
+                );
+            }
+            continue;
+        };
+        if section == "global" {
+            rd.global = deserialize(sink, value, key_span, "global");
+            continue;
+        }
+        let value_span = value.span();
+        let DeValue::Table(entries) = value.into_inner() else {
+            sink.at(
+                value_span,
+                format!("\"{section}\" must be a table of named entries, e.g. [{section}.NAME]"),
+            );
+            continue;
+        };
+        for (name, v) in entries {
+            let span = name.span();
+            let name = name.into_inner().into_owned();
+            rd.names.entry(section).or_default().insert(name.clone());
+            let path = format!("{section}.{name}");
+            macro_rules! push {
+                ($field:ident) => {
+                    if let Some(raw) = deserialize(sink, v, span.clone(), &path) {
+                        rd.$field.push(Named { name, span, raw });
+                    }
+                };
+            }
+            match section {
+                "vrf" => push!(vrf),
+                "ike_proposal" => push!(ike_proposal),
+                "transform_set" => push!(transform_set),
+                "ipsec_profile" => push!(ipsec_profile),
+                "keyring" => push!(keyring),
+                "trustpoint" => push!(trustpoint),
+                "ike_profile" => push!(ike_profile),
+                "tunnel" => push!(tunnel),
+                "virtual_template" => push!(virtual_template),
+                _ => unreachable!("SECTIONS lists exactly the sections matched here"),
+            }
+        }
+    }
+}
+
+/// Deserializes one entry, reporting serde's error at its span in our words. A missing key
+/// of the entry itself is reported at the entry's name (`[tunnel.NAME]`), not at the start of
+/// its header.
+fn deserialize<T: DeserializeOwned>(
+    sink: &mut Sink<'_>,
+    value: Spanned<DeValue<'_>>,
+    name_span: Range<usize>,
+    path: &str,
+) -> Option<T> {
+    let whole = value.span();
+    match T::deserialize(ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let span = match e.span() {
+                Some(s) if !(s == whole && e.message().starts_with("missing field")) => s,
+                _ => name_span,
+            };
+            sink.at(span, format!("{path}: {}", serde_message(e.message())));
+            None
+        }
+    }
+}
+
+/// Rewrites serde's messages for people: keys are "keys", unknown ones get a suggestion.
+fn serde_message(msg: &str) -> String {
+    let backticked =
+        |s: &str| -> Vec<String> { s.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let words = backticked(msg);
+        let (unknown, expected) = words.split_first().map_or(("", &[][..]), |(u, e)| (u, e));
+        let _ = rest;
+        let hint = suggestion(unknown, expected.iter().map(String::as_str));
+        if expected.is_empty() {
+            return format!("unknown key \"{unknown}\"; this table takes no keys");
+        }
+        return format!(
+            "unknown key \"{unknown}\"{hint}; expected one of {}",
+            expected.join(", ")
+        );
+    }
+    if msg.starts_with("missing field `") {
+        let words = backticked(msg);
+        if let Some(k) = words.first() {
+            return format!("missing key \"{k}\"");
+        }
+    }
+    one_line(msg)
+}
+
+fn one_line(msg: &str) -> String {
+    msg.trim().lines().next().unwrap_or_default().to_owned()
+}
+
+impl Cx<'_> {
+    fn config(&mut self, rd: RawDoc) -> Config {
+        let global = self.global(rd.global);
+        self.allow_legacy = global.allow_legacy;
+        let mut c = Config {
+            global,
+            vrfs: BTreeMap::new(),
+            ike_proposals: BTreeMap::new(),
+            transform_sets: BTreeMap::new(),
+            ipsec_profiles: BTreeMap::new(),
+            keyrings: BTreeMap::new(),
+            trustpoints: BTreeMap::new(),
+            ike_profiles: BTreeMap::new(),
+            tunnels: BTreeMap::new(),
+            virtual_templates: BTreeMap::new(),
+        };
+        let mut tables: HashMap<u32, String> = HashMap::new();
+        for n in rd.vrf {
+            if let Some(v) = self.vrf(&n, &mut tables) {
+                c.vrfs.insert(n.name, v);
+            }
+        }
+        for n in rd.ike_proposal {
+            if let Some(v) = self.ike_proposal(&n) {
+                c.ike_proposals.insert(n.name, v);
+            }
+        }
+        let mut transport_sets: BTreeSet<String> = BTreeSet::new();
+        for n in rd.transform_set {
+            if let Some(v) = self.transform_set(&n) {
+                if v.mode == SaMode::Transport {
+                    transport_sets.insert(n.name.clone());
+                }
+                c.transform_sets.insert(n.name, v);
+            }
+        }
+        for n in rd.ipsec_profile {
+            if let Some(v) = self.ipsec_profile(&n) {
+                c.ipsec_profiles.insert(n.name, v);
+            }
+        }
+        for n in rd.keyring {
+            if let Some(v) = self.keyring(&n) {
+                c.keyrings.insert(n.name, v);
+            }
+        }
+        for n in rd.trustpoint {
+            if let Some(v) = self.trustpoint(&n) {
+                c.trustpoints.insert(n.name, v);
+            }
+        }
+        let mut dvti_profiles = BTreeSet::new();
+        for n in rd.ike_profile {
+            if let Some(v) = self.ike_profile(&n) {
+                if v.virtual_template.is_some() {
+                    dvti_profiles.insert(n.name.clone());
+                }
+                c.ike_profiles.insert(n.name, v);
+            }
+        }
+        // Every keyring converted, so "no keyring entry" is not a follow-on error.
+        let all_keyrings_ok = c.keyrings.len() == self.count("keyring");
+        let vtis = VtiChecks {
+            transport_sets,
+            dvti_profiles,
+            all_keyrings_ok,
+        };
+        self.tunnels(rd.tunnel, &mut c, &vtis);
+        for n in rd.virtual_template {
+            if let Some(v) = self.virtual_template(&n, &c, &vtis) {
+                c.virtual_templates.insert(n.name, v);
+            }
+        }
+        c
+    }
+
+    fn count(&self, section: &str) -> usize {
+        self.names.get(section).map_or(0, BTreeSet::len)
+    }
+
+    // ---- leaf helpers -------------------------------------------------------------------
+
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        self.sink.at(span, msg);
+    }
+
+    fn int(&mut self, v: &Spanned<i64>, path: &str, (lo, hi): (i64, i64)) -> Option<i64> {
+        let n = *v.get_ref();
+        if (lo..=hi).contains(&n) {
+            Some(n)
+        } else {
+            self.err(
+                v.span(),
+                format!("{path}: {n} is out of range; expected {lo} to {hi}"),
+            );
+            None
+        }
+    }
+
+    fn u32_in(&mut self, v: &Spanned<i64>, path: &str, range: (i64, i64)) -> Option<u32> {
+        self.int(v, path, range).and_then(|n| u32::try_from(n).ok())
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        v: &SStr,
+        path: &str,
+        table: &[(&str, T)],
+        what: &str,
+    ) -> Option<T> {
+        let s = v.get_ref();
+        if let Some(x) = algo::lookup(table, s) {
+            return Some(x);
+        }
+        let hint = suggestion(s, table.iter().map(|(n, _)| *n));
+        self.err(
+            v.span(),
+            format!(
+                "{path}: unknown {what} \"{s}\"{hint}; expected one of {}",
+                algo::names(table)
+            ),
+        );
+        None
+    }
+
+    /// Checks that `v` names an entry of `section`; returns the name.
+    fn reference(&mut self, v: &SStr, path: &str, section: &str) -> Option<String> {
+        self.reference_or(v, path, section, &[])
+    }
+
+    /// Like [`Self::reference`], also accepting the built-in names in `builtin`.
+    fn reference_or(
+        &mut self,
+        v: &SStr,
+        path: &str,
+        section: &str,
+        builtin: &[&str],
+    ) -> Option<String> {
+        let name = v.get_ref();
+        let empty = BTreeSet::new();
+        let known = self.names.get(section).unwrap_or(&empty);
+        if known.contains(name) || builtin.contains(&name.as_str()) {
+            return Some(name.clone());
+        }
+        let hint = suggestion(
+            name,
+            known
+                .iter()
+                .map(String::as_str)
+                .chain(builtin.iter().copied()),
+        );
+        let msg = format!("{path} = \"{name}\": no {section} named \"{name}\"{hint}");
+        self.err(v.span(), msg);
+        None
+    }
+
+    fn ip(&mut self, v: &SStr, path: &str) -> Option<IpAddr> {
+        match v.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let msg = format!("{path}: \"{}\" is not an IP address", v.get_ref());
+                self.err(v.span(), msg);
+                None
+            }
+        }
+    }
+
+    /// An interface address with prefix length (host bits allowed).
+    fn address_cidr(&mut self, v: &SStr, path: &str) -> Option<IpNet> {
+        match v.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let msg = format!(
+                    "{path}: \"{}\" is not an address with prefix length (expected e.g. \
+                     \"10.0.51.203/24\")",
+                    v.get_ref()
+                );
+                self.err(v.span(), msg);
+                None
+            }
+        }
+    }
+
+    /// A network prefix: host bits must be zero, so a typo cannot route more than meant.
+    fn prefix(&mut self, v: &SStr, path: &str) -> Option<IpNet> {
+        let s = v.get_ref();
+        let net: IpNet = match s.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                let msg = format!(
+                    "{path}: \"{s}\" is not a prefix in CIDR notation (expected e.g. \"10.0.36.0/24\")"
+                );
+                self.err(v.span(), msg);
+                return None;
+            }
+        };
+        if net.trunc() != net {
+            let msg = format!(
+                "{path}: \"{s}\" has host bits set (did you mean \"{}\"?)",
+                net.trunc()
+            );
+            self.err(v.span(), msg);
+            return None;
+        }
+        Some(net)
+    }
+
+    /// An address or a prefix (`10.0.0.1` means `10.0.0.1/32`).
+    fn address_or_prefix(&mut self, v: &SStr, path: &str) -> Option<IpNet> {
+        if let Ok(a) = v.get_ref().parse::<IpAddr>() {
+            return Some(IpNet::from(a));
+        }
+        self.prefix(v, path)
+    }
+
+    fn ifname(&mut self, name: &str, span: Range<usize>, path: &str) -> Option<String> {
+        match check_ifname(name) {
+            Ok(()) => Some(name.to_owned()),
+            Err(why) => {
+                self.err(
+                    span,
+                    format!("{path}: \"{name}\" is not a valid interface name: {why}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn legacy_ok(&mut self, legacy: bool, v: &SStr, path: &str) -> bool {
+        if legacy && !self.allow_legacy {
+            let msg = format!(
+                "{path}: \"{}\" is a legacy algorithm; set allow_legacy = true in [global] to \
+                 use it",
+                v.get_ref()
+            );
+            self.err(v.span(), msg);
+            return false;
+        }
+        true
+    }
+
+    fn encr(&mut self, v: &SStr, path: &str) -> Option<Encr> {
+        let e = self.choice(v, path, ENCR, "cipher")?;
+        self.legacy_ok(e.is_legacy(), v, path).then_some(e)
+    }
+
+    fn integ(&mut self, v: &SStr, path: &str) -> Option<Integ> {
+        let i = self.choice(v, path, INTEG, "integrity algorithm")?;
+        self.legacy_ok(algo::integ_is_legacy(i), v, path)
+            .then_some(i)
+    }
+
+    fn prf(&mut self, v: &SStr, path: &str) -> Option<Prf> {
+        let p = self.choice(v, path, PRF, "PRF")?;
+        self.legacy_ok(algo::prf_is_legacy(p), v, path).then_some(p)
+    }
+
+    /// A DH group; `Ok(None)` for `false` when `allow_false`.
+    fn group(
+        &mut self,
+        v: &Spanned<GroupValue>,
+        path: &str,
+        allow_false: bool,
+    ) -> Option<Option<DhGroup>> {
+        let (text, g) = match v.get_ref() {
+            GroupValue::Bool(false) if allow_false => return Some(None),
+            GroupValue::Bool(b) => {
+                let msg = if allow_false {
+                    format!(
+                        "{path}: {b} is not a group; expected a group such as 19 or \"group14\", or false"
+                    )
+                } else {
+                    format!(
+                        "{path}: {b} is not a group; expected a group such as 19 or \"group14\""
+                    )
+                };
+                self.err(v.span(), msg);
+                return None;
+            }
+            GroupValue::Num(n) => (
+                n.to_string(),
+                u16::try_from(*n).ok().and_then(DhGroup::from_id),
+            ),
+            GroupValue::Name(s) => (s.clone(), algo::group_by_name(s)),
+        };
+        let Some(g) = g else {
+            let spellings = algo::group_spellings();
+            let hint = match v.get_ref() {
+                GroupValue::Name(s) => suggestion(s, spellings.iter().map(String::as_str)),
+                _ => String::new(),
+            };
+            let nums: Vec<String> = algo::GROUP_NUMBERS.iter().map(u16::to_string).collect();
+            self.err(
+                v.span(),
+                format!(
+                    "{path}: unknown DH group {text}{hint}; expected one of {} (or \"groupN\")",
+                    nums.join(", ")
+                ),
+            );
+            return None;
+        };
+        if g.is_legacy() && !self.allow_legacy {
+            self.err(
+                v.span(),
+                format!(
+                    "{path}: group {} is a legacy algorithm; set allow_legacy = true in [global] \
+                     to use it",
+                    g.id()
+                ),
+            );
+            return None;
+        }
+        Some(Some(g))
+    }
+
+    fn path_buf(&mut self, v: &SStr, path: &str) -> Option<PathBuf> {
+        let p = PathBuf::from(v.get_ref());
+        if !p.is_absolute() {
+            self.err(
+                v.span(),
+                format!("{path}: \"{}\" must be an absolute path", v.get_ref()),
+            );
+            return None;
+        }
+        Some(p)
+    }
+
+    // ---- sections -----------------------------------------------------------------------
+
+    fn global(&mut self, raw: Option<raw::Global>) -> Global {
+        let mut g = Global::default();
+        let Some(raw) = raw else { return g };
+        if let Some(b) = raw.allow_legacy {
+            g.allow_legacy = *b.get_ref();
+        }
+        if let Some(p) = &raw.control_socket
+            && let Some(p) = self.path_buf(p, "global.control_socket")
+        {
+            g.control_socket = p;
+        }
+        if let Some(l) = &raw.log_level
+            && let Some(l) = self.choice(l, "global.log_level", LOG_LEVELS, "log level")
+        {
+            g.log_level = l;
+        }
+        if let Some(m) = &raw.metrics {
+            match m.get_ref().parse::<SocketAddr>() {
+                Ok(a) => g.metrics = Some(a),
+                Err(_) => self.err(
+                    m.span(),
+                    format!(
+                        "global.metrics: \"{}\" is not ADDRESS:PORT (e.g. \"127.0.0.1:9477\" or \
+                         \"[::1]:9477\")",
+                        m.get_ref()
+                    ),
+                ),
+            }
+        }
+        let port_range = (1, 65_535);
+        if let Some(p) = &raw.ike_port
+            && let Some(p) = self.int(p, "global.ike_port", port_range)
+        {
+            g.ike_port = p as u16;
+        }
+        if let Some(p) = &raw.nat_t_port
+            && let Some(n) = self.int(p, "global.nat_t_port", port_range)
+        {
+            g.nat_t_port = n as u16;
+            if g.nat_t_port == g.ike_port {
+                self.err(
+                    p.span(),
+                    format!("global.nat_t_port: {n} is also the ike_port; they must differ"),
+                );
+            }
+        }
+        if let Some(p) = &raw.interface_prefix {
+            let s = p.get_ref();
+            // Leave room for a 6-digit clone number inside the 15-byte IFNAMSIZ limit.
+            if s.is_empty() || s.len() > 9 || check_ifname(s).is_err() {
+                self.err(
+                    p.span(),
+                    format!(
+                        "global.interface_prefix: \"{s}\" must be 1 to 9 characters valid in an \
+                         interface name"
+                    ),
+                );
+            } else {
+                g.interface_prefix = s.clone();
+            }
+        }
+        g
+    }
+
+    fn vrf(&mut self, n: &Named<raw::Vrf>, tables: &mut HashMap<u32, String>) -> Option<Vrf> {
+        let path = format!("vrf.{}", n.name);
+        let name = self.ifname(&n.name, n.span.clone(), &path);
+        let t = &n.raw.table;
+        let table = self.u32_in(t, &format!("{path}.table"), (1, u32::MAX as i64))?;
+        // 253 default, 254 main, 255 local (include/uapi/linux/rtnetlink.h RT_TABLE_*).
+        if matches!(table, 253..=255) {
+            self.err(
+                t.span(),
+                format!("{path}.table: table {table} is reserved by Linux (default/main/local)"),
+            );
+            return None;
+        }
+        if let Some(other) = tables.get(&table) {
+            let msg = format!("{path}.table: table {table} is already used by vrf.{other}");
+            self.err(t.span(), msg);
+            return None;
+        }
+        tables.insert(table, n.name.clone());
+        name.map(|_| Vrf { table })
+    }
+
+    fn ike_proposal(&mut self, n: &Named<raw::IkeProposal>) -> Option<IkeProposal> {
+        let path = format!("ike_proposal.{}", n.name);
+        let r = &n.raw;
+        let mut ok = true;
+        let mut encryption = Vec::new();
+        for v in &r.encryption {
+            match self.encr(v, &format!("{path}.encryption")) {
+                Some(e) => encryption.push(e),
+                None => ok = false,
+            }
+        }
+        let mut integrity = Vec::new();
+        for v in &r.integrity {
+            match self.integ(v, &format!("{path}.integrity")) {
+                Some(i) => integrity.push(i),
+                None => ok = false,
+            }
+        }
+        let mut prf = Vec::new();
+        for v in &r.prf {
+            match self.prf(v, &format!("{path}.prf")) {
+                Some(p) => prf.push(p),
+                None => ok = false,
+            }
+        }
+        let mut groups = Vec::new();
+        for v in &r.group {
+            match self.group(v, &format!("{path}.group"), false) {
+                Some(Some(g)) => groups.push(g),
+                _ => ok = false,
+            }
+        }
+        if r.encryption.is_empty() {
+            self.err(
+                n.span.clone(),
+                format!("{path}: encryption must list at least one cipher"),
+            );
+            ok = false;
+        }
+        if r.group.is_empty() {
+            self.err(
+                n.span.clone(),
+                format!("{path}: group must list at least one DH group"),
+            );
+            ok = false;
+        }
+        if !ok {
+            return None;
+        }
+        let aead = encryption.iter().filter(|e| e.is_aead()).count();
+        // RFC 7296 §3.3: a proposal with AEAD ciphers carries no INTEG transform, and mixing
+        // AEAD and non-AEAD in one proposal cannot be expressed.
+        if aead != 0 && aead != encryption.len() {
+            self.err(
+                r.encryption[0].span(),
+                format!(
+                    "{path}.encryption: AEAD ciphers (aes-gcm-*, chacha20-poly1305) cannot be \
+                     mixed with others in one proposal; use two proposals"
+                ),
+            );
+            return None;
+        }
+        if aead != 0 && !integrity.is_empty() {
+            self.err(
+                r.integrity[0].span(),
+                format!("{path}.integrity: AEAD ciphers have built-in integrity; remove integrity"),
+            );
+            return None;
+        }
+        if aead == 0 && integrity.is_empty() {
+            self.err(
+                n.span.clone(),
+                format!("{path}: non-AEAD ciphers need integrity (e.g. integrity = [\"sha256\"])"),
+            );
+            return None;
+        }
+        if prf.is_empty() {
+            prf = if integrity.is_empty() {
+                vec![Prf::HmacSha256]
+            } else {
+                integrity.iter().map(|i| algo::prf_for_integ(*i)).collect()
+            };
+        }
+        Some(IkeProposal {
+            encryption,
+            integrity,
+            prf,
+            groups,
+        })
+    }
+
+    fn transform_set(&mut self, n: &Named<raw::TransformSet>) -> Option<TransformSet> {
+        let path = format!("transform_set.{}", n.name);
+        let r = &n.raw;
+        let esp = self.encr(&r.esp, &format!("{path}.esp"));
+        let integrity = match &r.integrity {
+            Some(i) => self.integ(i, &format!("{path}.integrity")).map(Some),
+            None => Some(None),
+        };
+        let mode = match &r.mode {
+            Some(m) => self.choice(m, &format!("{path}.mode"), SA_MODES, "mode"),
+            None => Some(SaMode::Tunnel),
+        };
+        let (esp, integrity, mode) = (esp?, integrity?, mode?);
+        match (esp.is_aead(), &r.integrity, integrity) {
+            (true, Some(i), _) => {
+                let msg = format!(
+                    "{path}.integrity: \"{}\" is AEAD and has built-in integrity; remove \
+                     integrity",
+                    r.esp.get_ref()
+                );
+                self.err(i.span(), msg);
+                None
+            }
+            (false, _, None) => {
+                let msg = format!(
+                    "{path}: \"{}\" needs an integrity algorithm (e.g. integrity = \"sha256\")",
+                    r.esp.get_ref()
+                );
+                self.err(n.span.clone(), msg);
+                None
+            }
+            _ => Some(TransformSet {
+                esp,
+                integrity,
+                mode,
+            }),
+        }
+    }
+
+    fn ipsec_profile(&mut self, n: &Named<raw::IpsecProfile>) -> Option<IpsecProfile> {
+        let path = format!("ipsec_profile.{}", n.name);
+        let r = &n.raw;
+        let mut ok = true;
+        let sets = r.transform_sets.get_ref();
+        if sets.is_empty() || sets.len() > MAX_TRANSFORM_SETS {
+            self.err(
+                r.transform_sets.span(),
+                format!(
+                    "{path}.transform_sets: lists {} transform sets; expected 1 to \
+                     {MAX_TRANSFORM_SETS}",
+                    sets.len()
+                ),
+            );
+            ok = false;
+        }
+        let mut transform_sets = Vec::new();
+        for s in sets {
+            match self.reference(s, &format!("{path}.transform_sets"), "transform_set") {
+                Some(name) if transform_sets.contains(&name) => {
+                    self.err(
+                        s.span(),
+                        format!("{path}.transform_sets: \"{name}\" is listed twice"),
+                    );
+                    ok = false;
+                }
+                Some(name) => transform_sets.push(name),
+                None => ok = false,
+            }
+        }
+        let pfs = match &r.pfs {
+            Some(g) => self.group(g, &format!("{path}.pfs"), true),
+            None => Some(None),
+        };
+        let mut lifetime = SaLifetime::default();
+        if let Some(l) = &r.lifetime {
+            if let Some(s) = &l.get_ref().seconds {
+                match self.u32_in(s, &format!("{path}.lifetime.seconds"), SA_SECONDS) {
+                    Some(s) => lifetime.seconds = s,
+                    None => ok = false,
+                }
+            }
+            if let Some(k) = &l.get_ref().kilobytes {
+                match self.int(k, &format!("{path}.lifetime.kilobytes"), SA_KILOBYTES) {
+                    Some(k) => lifetime.kilobytes = k as u64,
+                    None => ok = false,
+                }
+            }
+        }
+        let offload = match &r.offload {
+            Some(o) => self.choice(o, &format!("{path}.offload"), OFFLOADS, "offload mode"),
+            None => Some(Offload::Off),
+        };
+        let ike_profile = match &r.ike_profile {
+            Some(p) => self
+                .reference(p, &format!("{path}.ike_profile"), "ike_profile")
+                .map(Some),
+            None => Some(None),
+        };
+        let (pfs, offload, ike_profile) = (pfs?, offload?, ike_profile?);
+        ok.then_some(IpsecProfile {
+            transform_sets,
+            pfs,
+            lifetime,
+            offload,
+            ike_profile,
+        })
+    }
+
+    fn keyring(&mut self, n: &Named<raw::Keyring>) -> Option<Keyring> {
+        let path = format!("keyring.{}", n.name);
+        let mut ok = true;
+        let mut peers = Vec::new();
+        for (i, p) in n.raw.peer.iter().enumerate() {
+            let ppath = format!("{path}.peer[{i}]");
+            let r = p.get_ref();
+            let peer = match (&r.address, &r.identity) {
+                (Some(a), None) => self
+                    .address_or_prefix(a, &format!("{ppath}.address"))
+                    .map(PeerMatch::Address),
+                (None, Some(id)) => match parse_identity(id.get_ref()) {
+                    Ok(id) => Some(PeerMatch::Identity(id)),
+                    Err(why) => {
+                        self.err(id.span(), format!("{ppath}.identity: {why}"));
+                        None
+                    }
+                },
+                (Some(_), Some(id)) => {
+                    self.err(
+                        id.span(),
+                        format!("{ppath}: set either address or identity, not both"),
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.err(p.span(), format!("{ppath}: needs address or identity"));
+                    None
+                }
+            };
+            let file = self.path_buf(&r.psk_file, &format!("{ppath}.psk_file"));
+            let psk = match &file {
+                Some(f) if self.opts.read_files => {
+                    match secret::read_psk(f, self.opts.secret_owner_uid) {
+                        Ok(k) => Some(k),
+                        Err(why) => {
+                            self.err(r.psk_file.span(), format!("{ppath}.psk_file: {why}"));
+                            ok = false;
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            match (peer, file) {
+                (Some(peer), Some(psk_file)) => peers.push(KeyringPeer {
+                    peer,
+                    psk_file,
+                    psk,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(Keyring { peers })
+    }
+
+    fn trustpoint(&mut self, n: &Named<raw::Trustpoint>) -> Option<Trustpoint> {
+        let path = format!("trustpoint.{}", n.name);
+        let r = &n.raw;
+        let mut ok = true;
+        let check = |cx: &mut Self, v: &SStr, key: &str, secret_file: bool| -> Option<PathBuf> {
+            let p = cx.path_buf(v, &format!("{path}.{key}"))?;
+            if cx.opts.read_files {
+                let res = if secret_file {
+                    secret::check_secret_file(&p, cx.opts.secret_owner_uid)
+                } else {
+                    secret::check_readable(&p)
+                };
+                if let Err(why) = res {
+                    cx.err(v.span(), format!("{path}.{key}: {why}"));
+                    return None;
+                }
+            }
+            Some(p)
+        };
+        let mut ca = Vec::new();
+        for v in &r.ca {
+            match check(self, v, "ca", false) {
+                Some(p) => ca.push(p),
+                None => ok = false,
+            }
+        }
+        let certificate = r
+            .certificate
+            .as_ref()
+            .map(|v| check(self, v, "certificate", false));
+        let private_key = r
+            .private_key
+            .as_ref()
+            .map(|v| check(self, v, "private_key", true));
+        if certificate.is_some() != private_key.is_some() {
+            self.err(
+                n.span.clone(),
+                format!("{path}: certificate and private_key go together; set both or neither"),
+            );
+            ok = false;
+        }
+        let certificate = match certificate {
+            Some(Some(p)) => Some(p),
+            Some(None) => {
+                ok = false;
+                None
+            }
+            None => None,
+        };
+        let private_key = match private_key {
+            Some(Some(p)) => Some(p),
+            Some(None) => {
+                ok = false;
+                None
+            }
+            None => None,
+        };
+        ok.then_some(Trustpoint {
+            ca,
+            certificate,
+            private_key,
+        })
+    }
+
+    fn ike_profile(&mut self, n: &Named<raw::IkeProfile>) -> Option<IkeProfile> {
+        let path = format!("ike_profile.{}", n.name);
+        let r = &n.raw;
+        let mut ok = true;
+        let mut match_identity = Vec::new();
+        for v in r.match_identity.iter().flatten() {
+            match parse_identity_match(v.get_ref()) {
+                Ok(m) => match_identity.push(m),
+                Err(why) => {
+                    self.err(v.span(), format!("{path}.match_identity: {why}"));
+                    ok = false;
+                }
+            }
+        }
+        let local_identity = match &r.local_identity {
+            None => LocalIdentity::Address,
+            Some(v) if v.get_ref() == "address" => LocalIdentity::Address,
+            Some(v) => match parse_identity(v.get_ref()) {
+                Ok(id) => LocalIdentity::Explicit(id),
+                Err(why) => {
+                    self.err(v.span(), format!("{path}.local_identity: {why}"));
+                    ok = false;
+                    LocalIdentity::Address
+                }
+            },
+        };
+        let local_auth = match &r.local_auth {
+            Some(v) => self.choice(
+                v,
+                &format!("{path}.local_auth"),
+                AUTH_METHODS,
+                "auth method",
+            ),
+            None => Some(AuthMethod::Psk),
+        };
+        let mut remote_auth = Vec::new();
+        match &r.remote_auth {
+            Some(list) => {
+                for v in list {
+                    match self.choice(
+                        v,
+                        &format!("{path}.remote_auth"),
+                        AUTH_METHODS,
+                        "auth method",
+                    ) {
+                        Some(m) => remote_auth.push(m),
+                        None => ok = false,
+                    }
+                }
+                if list.is_empty() {
+                    self.err(
+                        n.span.clone(),
+                        format!("{path}.remote_auth: list at least one method"),
+                    );
+                    ok = false;
+                }
+            }
+            None => remote_auth.push(local_auth.unwrap_or(AuthMethod::Psk)),
+        }
+        let local_auth = local_auth?;
+        let keyring = match &r.keyring {
+            Some(v) => self
+                .reference(v, &format!("{path}.keyring"), "keyring")
+                .map(Some),
+            None => Some(None),
+        };
+        let trustpoint = match &r.trustpoint {
+            Some(v) => self
+                .reference(v, &format!("{path}.trustpoint"), "trustpoint")
+                .map(Some),
+            None => Some(None),
+        };
+        let uses_psk = local_auth == AuthMethod::Psk || remote_auth.contains(&AuthMethod::Psk);
+        let uses_sig =
+            local_auth != AuthMethod::Psk || remote_auth.iter().any(|m| *m != AuthMethod::Psk);
+        if uses_psk && r.keyring.is_none() {
+            self.err(
+                n.span.clone(),
+                format!("{path}: psk authentication needs keyring = \"NAME\""),
+            );
+            ok = false;
+        }
+        if uses_sig && r.trustpoint.is_none() {
+            self.err(
+                n.span.clone(),
+                format!("{path}: signature authentication needs trustpoint = \"NAME\""),
+            );
+            ok = false;
+        }
+        let dpd = match &r.dpd {
+            None => Some(None),
+            Some(d) => {
+                let d = d.get_ref();
+                let interval = self.u32_in(&d.interval, &format!("{path}.dpd.interval"), (1, 3600));
+                let retries = match &d.retries {
+                    Some(v) => self.u32_in(v, &format!("{path}.dpd.retries"), (1, 60)),
+                    None => Some(3),
+                };
+                match (interval, retries) {
+                    (Some(interval), Some(retries)) => Some(Some(Dpd { interval, retries })),
+                    _ => None,
+                }
+            }
+        };
+        let local = match (&r.local_address, &r.local_interface) {
+            (Some(_), Some(i)) => {
+                self.err(
+                    i.span(),
+                    format!("{path}: set either local_address or local_interface, not both"),
+                );
+                None
+            }
+            (Some(a), None) => self
+                .ip(a, &format!("{path}.local_address"))
+                .map(|a| Some(LocalTermination::Address(a))),
+            (None, Some(i)) => self
+                .ifname(i.get_ref(), i.span(), &format!("{path}.local_interface"))
+                .map(|i| Some(LocalTermination::Interface(i))),
+            (None, None) => Some(None),
+        };
+        let virtual_template = match &r.virtual_template {
+            Some(v) => {
+                let t = self.reference(v, &format!("{path}.virtual_template"), "virtual_template");
+                if t.is_some() && match_identity.is_empty() && r.match_identity.is_none() {
+                    self.err(
+                        n.span.clone(),
+                        format!(
+                            "{path}: a profile with a virtual_template answers peers, so it \
+                             needs match_identity (e.g. [\"10.1.1.0/24\"] or [\"any\"])"
+                        ),
+                    );
+                    ok = false;
+                }
+                t.map(Some)
+            }
+            None => Some(None),
+        };
+        let mut proposals = Vec::new();
+        for v in r.proposals.iter().flatten() {
+            match self.reference_or(
+                v,
+                &format!("{path}.proposals"),
+                "ike_proposal",
+                &[IkeProposal::DEFAULT_NAME],
+            ) {
+                Some(p) => proposals.push(p),
+                None => ok = false,
+            }
+        }
+        let fvrf = match &r.fvrf {
+            Some(v) => self.reference(v, &format!("{path}.fvrf"), "vrf").map(Some),
+            None => Some(None),
+        };
+        let lifetime_seconds = match &r.lifetime_seconds {
+            Some(v) => self.u32_in(v, &format!("{path}.lifetime_seconds"), IKE_SECONDS),
+            None => Some(DEFAULT_IKE_LIFETIME),
+        };
+        let (keyring, trustpoint, dpd, local, virtual_template, fvrf, lifetime_seconds) = (
+            keyring?,
+            trustpoint?,
+            dpd?,
+            local?,
+            virtual_template?,
+            fvrf?,
+            lifetime_seconds?,
+        );
+        ok.then_some(IkeProfile {
+            match_identity,
+            local_identity,
+            local_auth,
+            remote_auth,
+            keyring,
+            trustpoint,
+            dpd,
+            local,
+            virtual_template,
+            proposals,
+            fvrf,
+            lifetime_seconds,
+        })
+    }
+
+    fn tunnels(&mut self, raws: Vec<Named<raw::Tunnel>>, c: &mut Config, vtis: &VtiChecks) {
+        // (source as written, destination, fvrf) of vti-mode tunnels → first tunnel's name.
+        let mut vti_pairs: HashMap<(String, IpAddr, Option<String>), String> = HashMap::new();
+        let mut if_ids: HashMap<u32, String> = HashMap::new();
+        for n in raws {
+            let path = format!("tunnel.{}", n.name);
+            let r = &n.raw;
+            let name_ok = self.ifname(&n.name, n.span.clone(), &path).is_some();
+            let mode = match &r.mode {
+                Some(m) => self.choice(m, &format!("{path}.mode"), TUNNEL_MODES, "tunnel mode"),
+                None => Some(TunnelMode::Xfrmi),
+            };
+            let source = match r.source.get_ref().parse::<IpAddr>() {
+                Ok(a) => Some(TunnelSource::Address(a)),
+                Err(_) if looks_like_ip(r.source.get_ref()) => {
+                    self.ip(&r.source, &format!("{path}.source"));
+                    None
+                }
+                Err(_) => self
+                    .ifname(
+                        r.source.get_ref(),
+                        r.source.span(),
+                        &format!("{path}.source"),
+                    )
+                    .map(TunnelSource::Interface),
+            };
+            let destination = self.ip(&r.destination, &format!("{path}.destination"));
+            if let (Some(TunnelSource::Address(s)), Some(d)) = (&source, destination)
+                && s.is_ipv4() != d.is_ipv4()
+            {
+                self.err(
+                    r.destination.span(),
+                    format!(
+                        "{path}.destination: {d} is {} but source {s} is {}; the underlay \
+                         addresses must be the same family",
+                        family(d),
+                        family(*s)
+                    ),
+                );
+            }
+            let inner = match (&r.address, &r.unnumbered) {
+                (Some(_), Some(u)) => {
+                    self.err(
+                        u.span(),
+                        format!("{path}: set either address or unnumbered, not both"),
+                    );
+                    None
+                }
+                (Some(a), None) => self
+                    .address_cidr(a, &format!("{path}.address"))
+                    .map(InnerAddress::Address),
+                (None, Some(u)) => self
+                    .ifname(u.get_ref(), u.span(), &format!("{path}.unnumbered"))
+                    .map(InnerAddress::Unnumbered),
+                (None, None) => {
+                    self.err(
+                        n.span.clone(),
+                        format!(
+                            "{path}: needs address = \"ADDRESS/LEN\" or unnumbered = \"IFACE\""
+                        ),
+                    );
+                    None
+                }
+            };
+            let protection = self.reference(
+                &r.protection,
+                &format!("{path}.protection"),
+                "ipsec_profile",
+            );
+            if let Some(p) = protection.as_ref().and_then(|p| c.ipsec_profiles.get(p)) {
+                self.check_tunnel_mode_sets(p, &r.protection, &path, vtis);
+            }
+            let ike_profile = match &r.ike_profile {
+                Some(v) => {
+                    let p = self.reference(v, &format!("{path}.ike_profile"), "ike_profile");
+                    if let Some(p) = &p
+                        && vtis.dvti_profiles.contains(p)
+                    {
+                        self.err(
+                            v.span(),
+                            format!(
+                                "{path}.ike_profile: \"{p}\" clones a virtual_template for each \
+                                 peer; a static tunnel needs a profile without one"
+                            ),
+                        );
+                    }
+                    p.map(Some)
+                }
+                None => Some(None),
+            };
+            let mtu = match &r.mtu {
+                Some(v) => {
+                    let v6 = matches!(&inner, Some(InnerAddress::Address(IpNet::V6(_))));
+                    // RFC 8200 §5: IPv6 links need an MTU of at least 1280.
+                    let lo = if v6 { 1280 } else { 576 };
+                    self.u32_in(v, &format!("{path}.mtu"), (lo, 9000)).map(Some)
+                }
+                None => Some(None),
+            };
+            let mut routes = Vec::new();
+            let mut routes_ok = true;
+            for v in &r.routes {
+                match self.prefix(v, &format!("{path}.routes")) {
+                    Some(p) => routes.push(p),
+                    None => routes_ok = false,
+                }
+            }
+            let vrf = match &r.vrf {
+                Some(v) => self.reference(v, &format!("{path}.vrf"), "vrf").map(Some),
+                None => Some(None),
+            };
+            let fvrf = match &r.fvrf {
+                Some(v) => self.reference(v, &format!("{path}.fvrf"), "vrf").map(Some),
+                None => Some(None),
+            };
+            let if_id = match &r.if_id {
+                Some(v) => {
+                    let id = self.u32_in(v, &format!("{path}.if_id"), (1, u32::MAX as i64));
+                    if let Some(id) = id {
+                        if let Some(other) = if_ids.get(&id) {
+                            let msg = format!(
+                                "{path}.if_id: if_id {id} is already used by tunnel.{other}"
+                            );
+                            self.err(v.span(), msg);
+                        } else {
+                            if_ids.insert(id, n.name.clone());
+                        }
+                    }
+                    id.map(|i| Some(IfId(i)))
+                }
+                None => Some(None),
+            };
+            let initiate = r.initiate.as_ref().is_none_or(|b| *b.get_ref());
+
+            if let (Some(TunnelMode::Vti), Some(d)) = (mode, destination) {
+                let key = (
+                    r.source.get_ref().clone(),
+                    d,
+                    r.fvrf.as_ref().map(|v| v.get_ref().clone()),
+                );
+                if let Some(other) = vti_pairs.get(&key) {
+                    let msg = format!(
+                        "{path}: tunnel.{other} already uses mode = \"vti\" from {} to {d}; \
+                         ip_vti finds the receiving device by (source, destination) only, \
+                         ignoring the key, so two vti tunnels between the same addresses are \
+                         ambiguous (use mode = \"xfrmi\" for one of them)",
+                        r.source.get_ref()
+                    );
+                    self.err(r.destination.span(), msg);
+                } else {
+                    vti_pairs.insert(key, n.name.clone());
+                }
+            }
+            // Without an IKE profile the tunnel negotiates with a derived one, which needs a
+            // keyring entry for its destination.
+            let has_profile = r.ike_profile.is_some()
+                || protection
+                    .as_ref()
+                    .and_then(|p| c.ipsec_profiles.get(p))
+                    .is_some_and(|p| p.ike_profile.is_some());
+            if !has_profile
+                && vtis.all_keyrings_ok
+                && let Some(d) = destination
+                && !c.keyrings.values().any(|k| k.find_by_address(d).is_some())
+                && (protection.is_none()
+                    || c.ipsec_profiles
+                        .contains_key(protection.as_deref().unwrap_or_default()))
+            {
+                self.err(
+                    n.span.clone(),
+                    format!(
+                        "{path}: no ike_profile given and no keyring has a peer entry for {d}; \
+                         set ike_profile = \"NAME\" or add [[keyring.NAME.peer]] with address = \
+                         \"{d}\""
+                    ),
+                );
+                routes_ok = false;
+            }
+            let (Some(mode), Some(source), Some(destination), Some(inner), Some(protection)) =
+                (mode, source, destination, inner, protection)
+            else {
+                continue;
+            };
+            let (Some(ike_profile), Some(mtu), Some(vrf), Some(fvrf), Some(if_id)) =
+                (ike_profile, mtu, vrf, fvrf, if_id)
+            else {
+                continue;
+            };
+            if !name_ok || !routes_ok {
+                continue;
+            }
+            c.tunnels.insert(
+                n.name,
+                Tunnel {
+                    mode,
+                    source,
+                    destination,
+                    inner,
+                    protection,
+                    ike_profile,
+                    mtu,
+                    routes,
+                    vrf,
+                    fvrf,
+                    if_id,
+                    initiate,
+                },
+            );
+        }
+    }
+
+    /// VTIs carry whole packets, so every transform set of their profile must be tunnel mode
+    /// (ip_vti's `vti_state_check` refuses transport SAs; seed F-G10.1).
+    fn check_tunnel_mode_sets(
+        &mut self,
+        p: &IpsecProfile,
+        at: &SStr,
+        path: &str,
+        vtis: &VtiChecks,
+    ) {
+        for ts in &p.transform_sets {
+            if vtis.transport_sets.contains(ts) {
+                self.err(
+                    at.span(),
+                    format!(
+                        "{path}.protection: ipsec_profile \"{}\" uses transform_set \"{ts}\", \
+                         which is mode = \"transport\"; VTIs need tunnel mode",
+                        at.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn virtual_template(
+        &mut self,
+        n: &Named<raw::VirtualTemplate>,
+        c: &Config,
+        vtis: &VtiChecks,
+    ) -> Option<VirtualTemplate> {
+        let path = format!("virtual_template.{}", n.name);
+        let r = &n.raw;
+        let unnumbered = self.ifname(
+            r.unnumbered.get_ref(),
+            r.unnumbered.span(),
+            &format!("{path}.unnumbered"),
+        );
+        let mtu = match &r.mtu {
+            Some(v) => self
+                .u32_in(v, &format!("{path}.mtu"), (576, 9000))
+                .map(Some),
+            None => Some(None),
+        };
+        let vrf = match &r.vrf {
+            Some(v) => self.reference(v, &format!("{path}.vrf"), "vrf").map(Some),
+            None => Some(None),
+        };
+        let group = match &r.group {
+            Some(v) => self
+                .u32_in(v, &format!("{path}.group"), (0, u32::MAX as i64))
+                .map(Some),
+            None => Some(None),
+        };
+        let protection = self.reference(
+            &r.protection,
+            &format!("{path}.protection"),
+            "ipsec_profile",
+        );
+        if let Some(p) = protection.as_ref().and_then(|p| c.ipsec_profiles.get(p)) {
+            self.check_tunnel_mode_sets(p, &r.protection, &path, vtis);
+        }
+        let qdisc = match &r.qdisc {
+            Some(q) if q.get_ref().trim().is_empty() || q.get_ref().contains('\n') => {
+                self.err(
+                    q.span(),
+                    format!("{path}.qdisc: expected a tc qdisc on one line, e.g. \"fq_codel\""),
+                );
+                None
+            }
+            Some(q) => Some(Some(q.get_ref().trim().to_owned())),
+            None => Some(None),
+        };
+        let routes = match &r.routes {
+            None => Some(TemplateRoutes::TrafficSelectors),
+            Some(v) => match v.get_ref() {
+                StrOrList::One(s) if s == "traffic-selectors" => {
+                    Some(TemplateRoutes::TrafficSelectors)
+                }
+                StrOrList::One(s) => {
+                    let hint = suggestion(s, ["traffic-selectors"]);
+                    self.err(
+                        v.span(),
+                        format!(
+                            "{path}.routes: unknown routes mode \"{s}\"{hint}; expected \
+                             \"traffic-selectors\" or a list of prefixes"
+                        ),
+                    );
+                    None
+                }
+                StrOrList::Many(list) => {
+                    let mut out = Vec::new();
+                    let mut ok = true;
+                    for p in list {
+                        match self.prefix(p, &format!("{path}.routes")) {
+                            Some(p) => out.push(p),
+                            None => ok = false,
+                        }
+                    }
+                    ok.then_some(TemplateRoutes::Prefixes(out))
+                }
+            },
+        };
+        Some(VirtualTemplate {
+            unnumbered: unnumbered?,
+            mtu: mtu?,
+            vrf: vrf?,
+            group: group?,
+            protection: protection?,
+            qdisc: qdisc?,
+            routes: routes?,
+        })
+    }
+}
+
+/// Facts gathered from earlier sections that tunnel and template checks need.
+struct VtiChecks {
+    /// Transform sets in transport mode.
+    transport_sets: BTreeSet<String>,
+    /// IKE profiles that clone a virtual template.
+    dvti_profiles: BTreeSet<String>,
+    /// Every keyring converted, so "no keyring entry" is not a follow-on error.
+    all_keyrings_ok: bool,
+}
+
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// True when `s` was probably meant as an address (digits and dots, or contains ':'), so a
+/// malformed one is reported as a bad address rather than a bad interface name.
+fn looks_like_ip(s: &str) -> bool {
+    s.contains(':') || (!s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+/// Linux interface name rules (`dev_valid_name` in net/core/dev.c): 1 to 15 bytes, not `.`
+/// or `..`, no `/`, `:` or whitespace.
+pub(crate) fn check_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 15 {
+        return Err("Linux limits interface names to 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return Err("\".\" and \"..\" are reserved");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err("it may not contain '/', ':' or whitespace");
+    }
+    Ok(())
+}
+
+/// `fqdn:NAME`, `email:ADDR`, `dn:DN`, `address:IP` or a bare IP address.
+fn parse_identity(s: &str) -> Result<Identity, String> {
+    if let Ok(a) = s.parse::<IpAddr>() {
+        return Ok(Identity::Address(a));
+    }
+    let Some((kind, value)) = s.split_once(':') else {
+        return Err(format!(
+            "\"{s}\" is not an identity; expected an IP address or fqdn:NAME, email:ADDR, \
+             dn:DN, address:IP"
+        ));
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(format!("\"{s}\" has an empty {kind}"));
+    }
+    match kind {
+        "fqdn" => Ok(Identity::Fqdn(value.to_owned())),
+        "email" => Ok(Identity::Email(value.to_owned())),
+        "dn" => Ok(Identity::Dn(value.to_owned())),
+        "address" => value
+            .parse()
+            .map(Identity::Address)
+            .map_err(|_| format!("\"{value}\" is not an IP address")),
+        _ => Err(format!(
+            "unknown identity type \"{kind}\"{}; expected fqdn, email, dn or address",
+            suggestion(kind, ["fqdn", "email", "dn", "address"])
+        )),
+    }
+}
+
+/// `any`, an address or prefix (bare or `address:`), `fqdn:`, `email:` or `dn:`.
+fn parse_identity_match(s: &str) -> Result<IdentityMatch, String> {
+    if s == "any" {
+        return Ok(IdentityMatch::Any);
+    }
+    let addr = s.strip_prefix("address:").unwrap_or(s);
+    if let Ok(a) = addr.parse::<IpAddr>() {
+        return Ok(IdentityMatch::Address(IpNet::from(a)));
+    }
+    if let Ok(n) = addr.parse::<IpNet>() {
+        if n.trunc() != n {
+            return Err(format!(
+                "\"{addr}\" has host bits set (did you mean \"{}\"?)",
+                n.trunc()
+            ));
+        }
+        return Ok(IdentityMatch::Address(n));
+    }
+    match parse_identity(s) {
+        Ok(Identity::Fqdn(f)) => Ok(IdentityMatch::Fqdn(f)),
+        Ok(Identity::Email(e)) => Ok(IdentityMatch::Email(e)),
+        Ok(Identity::Dn(d)) => Ok(IdentityMatch::Dn(d)),
+        Ok(Identity::Address(a)) => Ok(IdentityMatch::Address(IpNet::from(a))),
+        // "kind:value" with a mistyped kind: the identity parser's message names the kind.
+        Err(e) if s.contains(':') => Err(e),
+        Err(_) => Err(format!(
+            "\"{s}\" is not an identity pattern; expected \"any\", an address or prefix, or \
+             fqdn:NAME, email:ADDR, dn:DN"
+        )),
+    }
+}

@@ -1,0 +1,584 @@
+//! vtid's configuration: the TOML file (`/etc/vtid/vtid.toml`), its checking, and the typed
+//! [`Config`] the rest of the agent works from.
+//!
+//! The file speaks Cisco IOS vocabulary: `transform_set`, `ipsec_profile`, `ike_proposal`,
+//! `ike_profile`, `keyring`, `trustpoint`, `tunnel` (static VTIs), `virtual_template` (dynamic
+//! VTIs) and `vrf`. See `packaging/examples/` for complete files.
+//!
+//! Loading parses and checks everything before returning, and reports every mistake at once
+//! with its `file:line:column` ([`ConfigErrors`]). A [`Config`] is therefore always coherent:
+//! every name it holds refers to an existing object, every algorithm is allowed, every secret
+//! file has been read. Reload builds a new `Config` and uses [`Config::diff`] to touch only
+//! what changed.
+
+mod algo;
+mod convert;
+mod diff;
+mod error;
+mod raw;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ike::transform::{DhGroup, Encr, Integ, Prf};
+use ipnet::IpNet;
+
+pub use diff::{ConfigDiff, ObjectDiff};
+pub use error::{ConfigError, ConfigErrors};
+pub use secret::Psk;
+
+/// Where the daemon reads its configuration unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/vtid/vtid.toml";
+
+/// The configuration the demo and `vtid check --default` use, shipped inside the binary.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// How [`Config::load_with`] treats the files a configuration points at.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Uid that must own secret files (PSKs, private keys). Root (0) in production; tests
+    /// that run unprivileged pass their own uid.
+    pub secret_owner_uid: u32,
+    /// Read PSK files and check certificate paths. False only to check the structure of a
+    /// file written for another machine (the packaging examples); PSKs are then absent.
+    pub read_files: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            secret_owner_uid: 0,
+            read_files: true,
+        }
+    }
+}
+
+/// A complete, checked configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Process-wide settings (`[global]`).
+    pub global: Global,
+    /// VRFs by name (`[vrf.NAME]`).
+    pub vrfs: BTreeMap<String, Vrf>,
+    /// IKE proposals by name (`[ike_proposal.NAME]`).
+    pub ike_proposals: BTreeMap<String, IkeProposal>,
+    /// ESP transform sets by name (`[transform_set.NAME]`).
+    pub transform_sets: BTreeMap<String, TransformSet>,
+    /// IPsec profiles by name (`[ipsec_profile.NAME]`).
+    pub ipsec_profiles: BTreeMap<String, IpsecProfile>,
+    /// Keyrings by name (`[keyring.NAME]`).
+    pub keyrings: BTreeMap<String, Keyring>,
+    /// Certificate trustpoints by name (`[trustpoint.NAME]`).
+    pub trustpoints: BTreeMap<String, Trustpoint>,
+    /// IKE profiles by name (`[ike_profile.NAME]`).
+    pub ike_profiles: BTreeMap<String, IkeProfile>,
+    /// Static VTIs by interface name (`[tunnel.NAME]`).
+    pub tunnels: BTreeMap<String, Tunnel>,
+    /// Dynamic VTI templates by name (`[virtual_template.NAME]`).
+    pub virtual_templates: BTreeMap<String, VirtualTemplate>,
+}
+
+/// `[global]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Global {
+    /// Legacy algorithms (3DES, SHA-1, group 2) are accepted.
+    pub allow_legacy: bool,
+    /// Control socket path (default `/run/vtid/vtid.sock`).
+    pub control_socket: PathBuf,
+    /// Log verbosity (default `info`).
+    pub log_level: LogLevel,
+    /// Metrics listener; `None` (the default) means no listener.
+    pub metrics: Option<SocketAddr>,
+    /// IKE UDP port (default 500).
+    pub ike_port: u16,
+    /// NAT-T UDP port (default 4500).
+    pub nat_t_port: u16,
+    /// Prefix of dynamic VTI clone names (default `va`, giving `va1`, `va2`, ...).
+    pub interface_prefix: String,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            allow_legacy: false,
+            control_socket: PathBuf::from("/run/vtid/vtid.sock"),
+            log_level: LogLevel::Info,
+            metrics: None,
+            ike_port: 500,
+            nat_t_port: 4500,
+            interface_prefix: "va".to_owned(),
+        }
+    }
+}
+
+/// Log verbosity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Normal operation (session up/down, rekeys).
+    Info,
+    /// Protocol detail.
+    Debug,
+    /// Everything, including packet dumps (never key material).
+    Trace,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// `[vrf.NAME]`: a Linux VRF device of that name bound to a routing table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vrf {
+    /// Routing table id (not 0, 253, 254 or 255, which Linux reserves).
+    pub table: u32,
+}
+
+/// `[ike_proposal.NAME]`: transforms offered or accepted for the IKE SA. Every combination
+/// of the lists is acceptable (RFC 7296 §3.3 proposal semantics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeProposal {
+    /// Encryption, most preferred first. Either all AEAD or none.
+    pub encryption: Vec<Encr>,
+    /// Integrity; empty for AEAD.
+    pub integrity: Vec<Integ>,
+    /// PRFs, never empty.
+    pub prf: Vec<Prf>,
+    /// DH groups, never empty.
+    pub groups: Vec<DhGroup>,
+}
+
+impl IkeProposal {
+    /// The name under which the built-in proposal may be referenced.
+    pub const DEFAULT_NAME: &'static str = "default";
+
+    /// The proposal used when an IKE profile names none: AES-GCM-256, PRF-HMAC-SHA256,
+    /// groups 31 (Curve25519), 19 (ECP-256) and 14 (MODP-2048).
+    pub fn builtin_default() -> Self {
+        Self {
+            encryption: vec![Encr::AesGcm16 { key_bits: 256 }],
+            integrity: Vec::new(),
+            prf: vec![Prf::HmacSha256],
+            groups: vec![DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Modp2048],
+        }
+    }
+}
+
+/// `[transform_set.NAME]`: one ESP transform combination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransformSet {
+    /// ESP cipher.
+    pub esp: Encr,
+    /// ESP integrity; `None` exactly when `esp` is AEAD.
+    pub integrity: Option<Integ>,
+    /// SA mode. VTIs need tunnel mode.
+    pub mode: SaMode,
+}
+
+/// ESP encapsulation mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaMode {
+    /// Tunnel mode (default; required by VTIs).
+    Tunnel,
+    /// Transport mode.
+    Transport,
+}
+
+/// `[ipsec_profile.NAME]`: what `tunnel protection` applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpsecProfile {
+    /// Transform set names, most preferred first (1 to 6, all existing).
+    pub transform_sets: Vec<String>,
+    /// PFS group for CREATE_CHILD_SA, or `None` for no PFS (the default).
+    pub pfs: Option<DhGroup>,
+    /// Child SA lifetimes.
+    pub lifetime: SaLifetime,
+    /// ESP hardware offload policy.
+    pub offload: Offload,
+    /// IKE profile that negotiates these SAs, when set.
+    pub ike_profile: Option<String>,
+}
+
+/// Child SA lifetime (`set security-association lifetime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaLifetime {
+    /// Seconds (default 3600).
+    pub seconds: u32,
+    /// Kilobytes of traffic (default 4,608,000).
+    pub kilobytes: u64,
+}
+
+impl Default for SaLifetime {
+    fn default() -> Self {
+        // Cisco IOS defaults, as shown by `show crypto ipsec sa`.
+        Self {
+            seconds: 3600,
+            kilobytes: 4_608_000,
+        }
+    }
+}
+
+/// ESP offload policy (`ip xfrm state ... offload [crypto|packet] dev DEV dir DIR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    /// Software only (default).
+    Off,
+    /// Crypto offload; fail the SA if the device refuses.
+    Crypto,
+    /// Full packet offload; fail the SA if the device refuses.
+    Packet,
+    /// Try packet, then crypto, then software.
+    Auto,
+}
+
+/// `[keyring.NAME]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyring {
+    /// Peer entries in file order.
+    pub peers: Vec<KeyringPeer>,
+}
+
+impl Keyring {
+    /// The entry for a peer address: the longest matching prefix (Cisco keyring lookup).
+    pub fn find_by_address(&self, addr: IpAddr) -> Option<&KeyringPeer> {
+        self.peers
+            .iter()
+            .filter_map(|p| match &p.peer {
+                PeerMatch::Address(net) if net.contains(&addr) => Some((net.prefix_len(), p)),
+                _ => None,
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, p)| p)
+    }
+}
+
+/// One pre-shared key and the peers it is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyringPeer {
+    /// Which peers use this key.
+    pub peer: PeerMatch,
+    /// File the key was read from.
+    pub psk_file: PathBuf,
+    /// The key; `None` only when loaded with `read_files: false`.
+    pub psk: Option<Psk>,
+}
+
+/// How a keyring entry selects peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMatch {
+    /// By underlay address or prefix.
+    Address(IpNet),
+    /// By IKE identity.
+    Identity(Identity),
+}
+
+/// An IKE identity (RFC 7296 §3.5 ID types).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// ID_IPV4_ADDR / ID_IPV6_ADDR.
+    Address(IpAddr),
+    /// ID_FQDN.
+    Fqdn(String),
+    /// ID_RFC822_ADDR.
+    Email(String),
+    /// ID_DER_ASN1_DN, in its string form.
+    Dn(String),
+}
+
+/// A `match_identity` pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityMatch {
+    /// Any identity.
+    Any,
+    /// An address identity inside this prefix.
+    Address(IpNet),
+    /// An FQDN equal to this, or ending with it when written `*.example.com`.
+    Fqdn(String),
+    /// An email equal to this, or in this domain when written `*@example.com`.
+    Email(String),
+    /// A DN equal to this string.
+    Dn(String),
+}
+
+/// Our identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalIdentity {
+    /// The address the IKE SA uses (default).
+    Address,
+    /// An explicit identity.
+    Explicit(Identity),
+}
+
+/// `[trustpoint.NAME]`: certificate material, by path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trustpoint {
+    /// CA certificates (PEM).
+    pub ca: Vec<PathBuf>,
+    /// Our certificate (PEM).
+    pub certificate: Option<PathBuf>,
+    /// Our private key (PEM), checked like a PSK file.
+    pub private_key: Option<PathBuf>,
+}
+
+/// IKE authentication method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Pre-shared key.
+    Psk,
+    /// RSA signature (certificate).
+    RsaSig,
+    /// ECDSA signature (certificate).
+    EcdsaSig,
+}
+
+/// Dead peer detection (`dpd INTERVAL RETRY` / RFC 7296 §2.4 liveness checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dpd {
+    /// Seconds of silence before a check.
+    pub interval: u32,
+    /// Unanswered checks before the peer is dead (default 3).
+    pub retries: u32,
+}
+
+/// Where an IKE profile terminates (`local-address`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalTermination {
+    /// This address.
+    Address(IpAddr),
+    /// The addresses of this interface.
+    Interface(String),
+}
+
+/// `[ike_profile.NAME]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeProfile {
+    /// Remote identities this profile accepts (empty: responder selection does not use it).
+    pub match_identity: Vec<IdentityMatch>,
+    /// Our identity.
+    pub local_identity: LocalIdentity,
+    /// How we authenticate.
+    pub local_auth: AuthMethod,
+    /// How peers may authenticate.
+    pub remote_auth: Vec<AuthMethod>,
+    /// Keyring name (present when either side uses PSK).
+    pub keyring: Option<String>,
+    /// Trustpoint name (present when either side uses signatures).
+    pub trustpoint: Option<String>,
+    /// Dead peer detection, off when `None`.
+    pub dpd: Option<Dpd>,
+    /// Local termination restriction.
+    pub local: Option<LocalTermination>,
+    /// Virtual template to clone for each session (dynamic VTIs).
+    pub virtual_template: Option<String>,
+    /// IKE proposal names; empty means [`IkeProposal::builtin_default`].
+    pub proposals: Vec<String>,
+    /// Front-door VRF.
+    pub fvrf: Option<String>,
+    /// IKE SA lifetime in seconds (default 86400).
+    pub lifetime_seconds: u32,
+}
+
+/// Static VTI backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelMode {
+    /// XFRM interface (`ip link add NAME type xfrm if_id N`), the default.
+    Xfrmi,
+    /// `ip_vti` / `ip6_vti` (`ip link add NAME type vti local A remote B key N`).
+    Vti,
+}
+
+/// A tunnel's local underlay end (`tunnel source`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TunnelSource {
+    /// This address.
+    Address(IpAddr),
+    /// The primary address of this interface.
+    Interface(String),
+}
+
+/// The tunnel interface's own address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InnerAddress {
+    /// `ip address`.
+    Address(IpNet),
+    /// `ip unnumbered IFACE`.
+    Unnumbered(String),
+}
+
+/// XFRM interface id (also the ip_vti key). Never 0: the kernel reserves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfId(pub u32);
+
+/// `[tunnel.NAME]`: a static VTI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Backend.
+    pub mode: TunnelMode,
+    /// Local underlay end.
+    pub source: TunnelSource,
+    /// Peer underlay address; same family as an address `source`.
+    pub destination: IpAddr,
+    /// Interface address.
+    pub inner: InnerAddress,
+    /// IPsec profile name.
+    pub protection: String,
+    /// IKE profile name; `None` means derived, see [`Config::tunnel_ike_profile`].
+    pub ike_profile: Option<String>,
+    /// MTU; `None` means computed from the underlay.
+    pub mtu: Option<u32>,
+    /// Prefixes routed into the tunnel.
+    pub routes: Vec<IpNet>,
+    /// Inside VRF name.
+    pub vrf: Option<String>,
+    /// Front-door VRF name.
+    pub fvrf: Option<String>,
+    /// Interface id; `None` means allocated by the agent.
+    pub if_id: Option<IfId>,
+    /// Initiate the IKE SA ourselves (default true).
+    pub initiate: bool,
+}
+
+/// How routes are installed for dynamic VTI clones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplateRoutes {
+    /// Route the peer's negotiated traffic selectors into its clone (default).
+    TrafficSelectors,
+    /// Route these fixed prefixes into every clone.
+    Prefixes(Vec<IpNet>),
+}
+
+/// `[virtual_template.NAME]`: the model each dynamic VTI clone is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualTemplate {
+    /// Interface whose address the clones borrow.
+    pub unnumbered: String,
+    /// Clone MTU; computed when `None`.
+    pub mtu: Option<u32>,
+    /// Inside VRF name.
+    pub vrf: Option<String>,
+    /// Linux interface group of the clones (`ip link set dev X group N`).
+    pub group: Option<u32>,
+    /// IPsec profile name.
+    pub protection: String,
+    /// Root qdisc of each clone, in `tc qdisc replace dev X root ...` syntax.
+    pub qdisc: Option<String>,
+    /// Route installation.
+    pub routes: TemplateRoutes,
+}
+
+impl Config {
+    /// Reads and checks `path` with [`LoadOptions::default`] (secret files owned by root).
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Reads and checks `path`.
+    pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+        let path = path.as_ref();
+        match std::fs::read_to_string(path) {
+            Ok(src) => Self::from_toml(path, &src, opts),
+            Err(e) => Err(ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the configuration: {e}"),
+            }])),
+        }
+    }
+
+    /// Checks `src`, naming it `file` in errors (which also anchors nothing: paths inside the
+    /// file are used as written).
+    pub fn from_toml(file: &Path, src: &str, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+        convert::convert(file, src, opts)
+    }
+
+    /// The configuration shipped in the binary ([`DEFAULT_TOML`]), without reading files.
+    pub fn builtin_default() -> Result<Config, ConfigErrors> {
+        let opts = LoadOptions {
+            read_files: false,
+            ..LoadOptions::default()
+        };
+        Self::from_toml(Path::new("<built-in default.toml>"), DEFAULT_TOML, &opts)
+    }
+
+    /// What changed from `old` to `new`, per tunnel and per virtual template.
+    pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+        diff::diff(old, new)
+    }
+
+    /// The IKE profile a tunnel negotiates with: its own `ike_profile`, else its IPsec
+    /// profile's, else one derived from the keyring entry for its destination (PSK both ways,
+    /// identity = address, built-in proposal). Loading guarantees one of these exists.
+    pub fn tunnel_ike_profile(&self, tunnel: &str) -> Option<IkeProfile> {
+        let t = self.tunnels.get(tunnel)?;
+        let named = t.ike_profile.as_ref().or_else(|| {
+            self.ipsec_profiles
+                .get(&t.protection)
+                .and_then(|p| p.ike_profile.as_ref())
+        });
+        if let Some(name) = named {
+            return self.ike_profiles.get(name).cloned();
+        }
+        let keyring = self.keyring_for_address(t.destination)?;
+        Some(IkeProfile {
+            match_identity: vec![IdentityMatch::Address(IpNet::from(t.destination))],
+            local_identity: LocalIdentity::Address,
+            local_auth: AuthMethod::Psk,
+            remote_auth: vec![AuthMethod::Psk],
+            keyring: Some(keyring.to_owned()),
+            trustpoint: None,
+            dpd: None,
+            local: None,
+            virtual_template: None,
+            proposals: Vec::new(),
+            fvrf: t.fvrf.clone(),
+            lifetime_seconds: convert::DEFAULT_IKE_LIFETIME,
+        })
+    }
+
+    /// Name of the keyring with the most specific address entry for `addr`.
+    pub fn keyring_for_address(&self, addr: IpAddr) -> Option<&str> {
+        self.keyrings
+            .iter()
+            .filter_map(|(name, k)| {
+                let entry = k.find_by_address(addr)?;
+                match &entry.peer {
+                    PeerMatch::Address(net) => Some((net.prefix_len(), name.as_str())),
+                    PeerMatch::Identity(_) => None,
+                }
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, name)| name)
+    }
+
+    /// A one-line summary for `vtid check`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} tunnel(s), {} virtual template(s), {} IPsec profile(s), {} IKE profile(s), \
+             {} keyring(s), {} VRF(s)",
+            self.tunnels.len(),
+            self.virtual_templates.len(),
+            self.ipsec_profiles.len(),
+            self.ike_profiles.len(),
+            self.keyrings.len(),
+            self.vrfs.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! The file as written: serde mirrors of each TOML section, before any checking.
+//!
+//! Every value that validation may complain about is wrapped in [`Spanned`] so the error can
+//! point at it (`file:line:column`). Enumerations and algorithm names stay strings here: the
+//! converter in `convert.rs` parses them itself so that it can suggest the nearest valid name
+//! and keep going after the first mistake. Each struct denies unknown keys, so a typo such as
+//! `destinaton` is an error, never silently ignored.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use toml::Spanned;
+
+/// A spanned string (most leaf values).
+pub type SStr = Spanned<String>;
+
+/// `[global]`: process-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// Accept legacy algorithms (3DES, SHA-1, MODP-1024 / group 2). Off by default.
+    pub allow_legacy: Option<Spanned<bool>>,
+    /// Path of the control socket used by the `vtid` CLI.
+    pub control_socket: Option<SStr>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: Option<SStr>,
+    /// `ADDRESS:PORT` for the Prometheus metrics listener; absent means off.
+    pub metrics: Option<SStr>,
+    /// UDP port for IKE (500).
+    pub ike_port: Option<Spanned<i64>>,
+    /// UDP port for NAT traversal, IKE and ESP-in-UDP (4500).
+    pub nat_t_port: Option<Spanned<i64>>,
+    /// Name prefix of the interfaces cloned from virtual templates (`va` gives `va1`, `va2`).
+    pub interface_prefix: Option<SStr>,
+}
+
+/// `[vrf.NAME]`: a Linux VRF device and its routing table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vrf {
+    /// Routing table id of the VRF.
+    pub table: Spanned<i64>,
+}
+
+/// `[ike_proposal.NAME]`: an IKEv2 proposal (`crypto ikev2 proposal`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IkeProposal {
+    /// Encryption algorithms, most preferred first.
+    pub encryption: Vec<SStr>,
+    /// Integrity algorithms; only with non-AEAD encryption.
+    #[serde(default)]
+    pub integrity: Vec<SStr>,
+    /// Pseudo-random functions; default: derived from integrity, else `sha256`.
+    #[serde(default)]
+    pub prf: Vec<SStr>,
+    /// Diffie-Hellman groups, as numbers (`14`) or names (`"group14"`).
+    pub group: Vec<Spanned<GroupValue>>,
+}
+
+/// `[transform_set.NAME]`: one ESP transform set (`crypto ipsec transform-set`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSet {
+    /// The ESP cipher, e.g. `aes-gcm-256`, `aes-cbc-128`, `chacha20-poly1305`.
+    pub esp: SStr,
+    /// The ESP integrity algorithm (non-AEAD ciphers only), e.g. `sha256`.
+    pub integrity: Option<SStr>,
+    /// `tunnel` (default) or `transport`.
+    pub mode: Option<SStr>,
+}
+
+/// `lifetime = { seconds = .., kilobytes = .. }` of an IPsec profile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifetime {
+    /// Child SA lifetime in seconds.
+    pub seconds: Option<Spanned<i64>>,
+    /// Child SA lifetime in kilobytes of traffic.
+    pub kilobytes: Option<Spanned<i64>>,
+}
+
+/// `[ipsec_profile.NAME]` (`crypto ipsec profile`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpsecProfile {
+    /// Transform sets in order of preference (1 to 6).
+    pub transform_sets: Spanned<Vec<SStr>>,
+    /// PFS group for rekeys, or `false` (default).
+    pub pfs: Option<Spanned<GroupValue>>,
+    /// SA lifetimes.
+    pub lifetime: Option<Spanned<Lifetime>>,
+    /// `off` (default), `crypto`, `packet` or `auto`.
+    pub offload: Option<SStr>,
+    /// IKE profile used to negotiate the SAs.
+    pub ike_profile: Option<SStr>,
+}
+
+/// One `[[keyring.NAME.peer]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringPeer {
+    /// Peer address or prefix (`0.0.0.0/0` for any IPv4 peer).
+    pub address: Option<SStr>,
+    /// Peer identity instead of an address (`fqdn:...`, `email:...`, `dn:...`).
+    pub identity: Option<SStr>,
+    /// File holding the pre-shared key, mode 0600, owned by root.
+    pub psk_file: SStr,
+}
+
+/// `[keyring.NAME]` (`crypto keyring` / `crypto ikev2 keyring`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keyring {
+    /// Peer entries, searched most specific first.
+    #[serde(default)]
+    pub peer: Vec<Spanned<KeyringPeer>>,
+}
+
+/// `[trustpoint.NAME]`: certificate material (`crypto pki trustpoint`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trustpoint {
+    /// CA certificate files (PEM) that anchor the peers' chains.
+    #[serde(default)]
+    pub ca: Vec<SStr>,
+    /// Our certificate (PEM).
+    pub certificate: Option<SStr>,
+    /// Our private key (PEM), mode 0600, owned by root.
+    pub private_key: Option<SStr>,
+}
+
+/// `dpd = { interval = .., retries = .. }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dpd {
+    /// Seconds of silence before a liveness check.
+    pub interval: Spanned<i64>,
+    /// Unanswered checks before the peer is declared dead.
+    pub retries: Option<Spanned<i64>>,
+}
+
+/// `[ike_profile.NAME]` (`crypto ikev2 profile` / `crypto isakmp profile`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IkeProfile {
+    /// Remote identities accepted by this profile.
+    pub match_identity: Option<Vec<SStr>>,
+    /// Our identity: `address` (default), `fqdn:NAME`, `email:ADDR`, `dn:DN`, `address:IP`.
+    pub local_identity: Option<SStr>,
+    /// How we authenticate: `psk`, `rsa-sig` or `ecdsa-sig`.
+    pub local_auth: Option<SStr>,
+    /// How the peer may authenticate (one or more methods).
+    pub remote_auth: Option<Vec<SStr>>,
+    /// Keyring holding the pre-shared keys.
+    pub keyring: Option<SStr>,
+    /// Trustpoint holding certificates.
+    pub trustpoint: Option<SStr>,
+    /// Dead peer detection.
+    pub dpd: Option<Spanned<Dpd>>,
+    /// Only answer on this local address.
+    pub local_address: Option<SStr>,
+    /// Only answer on this interface's addresses.
+    pub local_interface: Option<SStr>,
+    /// Clone a dynamic VTI from this template for each session.
+    pub virtual_template: Option<SStr>,
+    /// IKE proposals in order of preference.
+    pub proposals: Option<Vec<SStr>>,
+    /// Front-door VRF: where the IKE and ESP packets travel.
+    pub fvrf: Option<SStr>,
+    /// IKE SA lifetime in seconds.
+    pub lifetime_seconds: Option<Spanned<i64>>,
+}
+
+/// `[tunnel.NAME]`: a static VTI (`interface TunnelN` + `tunnel mode ipsec`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tunnel {
+    /// `xfrmi` (default) or `vti`.
+    pub mode: Option<SStr>,
+    /// Local underlay address or interface name (`tunnel source`).
+    pub source: SStr,
+    /// Peer underlay address (`tunnel destination`).
+    pub destination: SStr,
+    /// Inner address with prefix length (`ip address`).
+    pub address: Option<SStr>,
+    /// Borrow the address of this interface (`ip unnumbered`).
+    pub unnumbered: Option<SStr>,
+    /// IPsec profile (`tunnel protection ipsec profile`).
+    pub protection: SStr,
+    /// IKE profile; derived from the keyrings when absent.
+    pub ike_profile: Option<SStr>,
+    /// Interface MTU; computed from the underlay and transforms when absent.
+    pub mtu: Option<Spanned<i64>>,
+    /// Prefixes routed into the tunnel.
+    #[serde(default)]
+    pub routes: Vec<SStr>,
+    /// Inside VRF (`ip vrf forwarding`).
+    pub vrf: Option<SStr>,
+    /// Front-door VRF of the underlay (`tunnel vrf`).
+    pub fvrf: Option<SStr>,
+    /// XFRM interface id / vti key; allocated when absent.
+    pub if_id: Option<Spanned<i64>>,
+    /// Start negotiation ourselves (default true).
+    pub initiate: Option<Spanned<bool>>,
+}
+
+/// `[virtual_template.NAME]`: the model for dynamic VTIs (`interface Virtual-Template N type
+/// tunnel`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualTemplate {
+    /// Interface whose address the clones borrow (`ip unnumbered`).
+    pub unnumbered: SStr,
+    /// Clone MTU; computed when absent.
+    pub mtu: Option<Spanned<i64>>,
+    /// Inside VRF of the clones.
+    pub vrf: Option<SStr>,
+    /// Linux interface group of the clones.
+    pub group: Option<Spanned<i64>>,
+    /// IPsec profile protecting the clones.
+    pub protection: SStr,
+    /// Root qdisc for each clone, in `tc` syntax.
+    pub qdisc: Option<SStr>,
+    /// `"traffic-selectors"` (default) or a list of prefixes.
+    pub routes: Option<Spanned<StrOrList>>,
+}
+
+/// A DH group written as a number, a name, or `false` (for `pfs`).
+#[derive(Debug)]
+pub enum GroupValue {
+    /// `14`.
+    Num(i64),
+    /// `"group14"`, `"modp2048"`.
+    Name(String),
+    /// `false` (or `true`, which is rejected: a group must be named).
+    Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for GroupValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = GroupValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a DH group number or name, or false")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GroupValue, E> {
+                Ok(GroupValue::Num(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GroupValue, E> {
+                Ok(GroupValue::Num(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GroupValue, E> {
+                Ok(GroupValue::Name(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<GroupValue, E> {
+                Ok(GroupValue::Bool(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string or a list of strings (`routes = "traffic-selectors"` or `routes = ["10.0.0.0/8"]`).
+#[derive(Debug)]
+pub enum StrOrList {
+    /// A single string.
+    One(String),
+    /// A list; each element keeps its own position.
+    Many(Vec<SStr>),
+}
+
+impl<'de> Deserialize<'de> for StrOrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrOrList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrList, E> {
+                Ok(StrOrList::One(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrOrList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<SStr>()? {
+                    out.push(item);
+                }
+                Ok(StrOrList::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

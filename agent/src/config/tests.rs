@@ -1,0 +1,929 @@
+//! Unit tests: every error kind with its exact position, secrets, diff, shipped examples.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ike::transform::{DhGroup, Encr, Integ, Prf};
+
+use super::*;
+
+/// No file access: structure only.
+fn no_files() -> LoadOptions {
+    LoadOptions {
+        read_files: false,
+        ..LoadOptions::default()
+    }
+}
+
+fn parse(src: &str) -> Result<Config, ConfigErrors> {
+    Config::from_toml(Path::new("t.toml"), src, &no_files())
+}
+
+/// `(line, column, message)` of every error.
+fn errors(src: &str) -> Vec<(usize, usize, String)> {
+    match parse(src) {
+        Ok(_) => panic!("expected errors, config was accepted"),
+        Err(e) => {
+            e.0.into_iter()
+                .map(|e| (e.line, e.column, e.message))
+                .collect()
+        }
+    }
+}
+
+/// The single error, asserting there is exactly one.
+#[track_caller]
+fn one_error(src: &str) -> (usize, usize, String) {
+    let mut e = errors(src);
+    assert_eq!(e.len(), 1, "expected one error, got {e:#?}");
+    e.remove(0)
+}
+
+#[track_caller]
+fn assert_error(src: &str, line: usize, column: usize, contains: &str) {
+    let (l, c, m) = one_error(src);
+    assert_eq!((l, c), (line, column), "position of: {m}");
+    assert!(m.contains(contains), "message {m:?} lacks {contains:?}");
+}
+
+/// A valid base every case below appends to: profile P1 with set T1, keyring for any peer.
+const BASE: &str = r#"[transform_set.T1]
+esp = "aes-gcm-256"
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+[keyring.KR1]
+[[keyring.KR1.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/psk/any.key"
+"#;
+// BASE is 8 lines, so appended text starts on line 9.
+
+fn with_base(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+/// A private scratch directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "vtid-config-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    fn file(&self, name: &str, contents: &str, mode: u32) -> PathBuf {
+        let p = self.0.join(name);
+        fs::write(&p, contents).expect("write temp file");
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn my_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+fn psk_config(key_path: &Path) -> String {
+    format!(
+        r#"[transform_set.T1]
+esp = "aes-gcm-256"
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+[keyring.KR1]
+[[keyring.KR1.peer]]
+address = "10.0.149.217"
+psk_file = "{}"
+[tunnel.Tunnel0]
+source = "10.0.149.203"
+destination = "10.0.149.217"
+address = "10.0.51.203/24"
+protection = "P1"
+"#,
+        key_path.display()
+    )
+}
+
+// ---- accepted configurations ----------------------------------------------------------------
+
+#[test]
+fn seed_static_vti_is_typed() {
+    let c = parse(&with_base(
+        r#"[tunnel.Tunnel0]
+source = "10.0.149.203"
+destination = "10.0.149.217"
+address = "10.0.51.203/24"
+protection = "P1"
+routes = ["10.0.36.0/24"]
+"#,
+    ))
+    .expect("valid");
+    let t = &c.tunnels["Tunnel0"];
+    assert_eq!(t.mode, TunnelMode::Xfrmi);
+    assert_eq!(
+        t.source,
+        TunnelSource::Address("10.0.149.203".parse().unwrap())
+    );
+    assert_eq!(
+        t.inner,
+        InnerAddress::Address("10.0.51.203/24".parse().unwrap())
+    );
+    assert_eq!(t.routes, vec!["10.0.36.0/24".parse::<IpNet>().unwrap()]);
+    assert!(t.initiate);
+    assert_eq!(t.if_id, None);
+    let p = &c.ipsec_profiles["P1"];
+    assert_eq!(
+        p.lifetime,
+        SaLifetime {
+            seconds: 3600,
+            kilobytes: 4_608_000
+        }
+    );
+    assert_eq!(p.pfs, None);
+    assert_eq!(p.offload, Offload::Off);
+    assert_eq!(
+        c.transform_sets["T1"],
+        TransformSet {
+            esp: Encr::AesGcm16 { key_bits: 256 },
+            integrity: None,
+            mode: SaMode::Tunnel
+        }
+    );
+    assert_eq!(c.global, Global::default());
+    // No ike_profile anywhere: one is derived from the keyring entry.
+    let ike = c.tunnel_ike_profile("Tunnel0").expect("derived");
+    assert_eq!(ike.keyring.as_deref(), Some("KR1"));
+    assert_eq!(ike.local_auth, AuthMethod::Psk);
+    assert!(ike.proposals.is_empty());
+}
+
+#[test]
+fn algorithms_and_groups_in_every_spelling() {
+    let c = parse(
+        r#"[ike_proposal.IKE1]
+encryption = ["aes-cbc-256", "aes-cbc-128"]
+integrity = ["sha384"]
+group = [14, "group19", "x25519", "21"]
+[transform_set.T2]
+esp = "aes-cbc-128"
+integrity = "sha256"
+mode = "transport"
+[transform_set.T3]
+esp = "chacha20-poly1305"
+[ipsec_profile.P2]
+transform_sets = ["T3", "T2"]
+pfs = "group14"
+offload = "auto"
+lifetime = { seconds = 60, kilobytes = 2560 }
+"#,
+    )
+    .expect("valid");
+    let p = &c.ike_proposals["IKE1"];
+    assert_eq!(
+        p.encryption,
+        vec![
+            Encr::AesCbc { key_bits: 256 },
+            Encr::AesCbc { key_bits: 128 }
+        ]
+    );
+    assert_eq!(p.integrity, vec![Integ::HmacSha384_192]);
+    // PRF defaults from integrity, as IOS does.
+    assert_eq!(p.prf, vec![Prf::HmacSha384]);
+    assert_eq!(
+        p.groups,
+        vec![
+            DhGroup::Modp2048,
+            DhGroup::Ecp256,
+            DhGroup::Curve25519,
+            DhGroup::Ecp521
+        ]
+    );
+    assert_eq!(c.transform_sets["T2"].mode, SaMode::Transport);
+    assert_eq!(c.ipsec_profiles["P2"].pfs, Some(DhGroup::Modp2048));
+    assert_eq!(c.ipsec_profiles["P2"].offload, Offload::Auto);
+    assert_eq!(c.ipsec_profiles["P2"].transform_sets, ["T3", "T2"]);
+}
+
+#[test]
+fn builtin_default_proposal() {
+    let p = IkeProposal::builtin_default();
+    assert_eq!(p.encryption, vec![Encr::AesGcm16 { key_bits: 256 }]);
+    assert_eq!(p.prf, vec![Prf::HmacSha256]);
+    assert_eq!(
+        p.groups,
+        vec![DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Modp2048]
+    );
+    assert!(p.integrity.is_empty());
+}
+
+#[test]
+fn legacy_allowed_with_opt_in() {
+    let c = parse(
+        r#"[global]
+allow_legacy = true
+[transform_set.T1]
+esp = "3des"
+integrity = "sha1"
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+pfs = 2
+"#,
+    )
+    .expect("valid with allow_legacy");
+    assert_eq!(c.transform_sets["T1"].esp, Encr::TripleDes);
+    assert_eq!(c.ipsec_profiles["P1"].pfs, Some(DhGroup::Modp1024));
+}
+
+#[test]
+fn embedded_default_parses() {
+    let c = Config::builtin_default().unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.tunnels.contains_key("Tunnel0"));
+}
+
+#[test]
+fn packaging_examples_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples");
+    let mut n = 0;
+    for entry in fs::read_dir(&dir).expect("packaging/examples exists") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load_with(&path, &no_files()).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "expected at least 4 examples, found {n}");
+}
+
+// ---- every error kind, with its position ----------------------------------------------------
+
+#[test]
+fn toml_syntax_error() {
+    let (l, c, m) = one_error("[global]\nike_port = 500\nlog_level = \"info\n");
+    // The string runs to the end of the line; toml reports where it expected the quote.
+    assert_eq!((l, c), (3, 18), "{m}");
+    assert!(m.starts_with("invalid TOML"), "{m}");
+}
+
+#[test]
+fn unknown_section_suggests() {
+    assert_error(
+        "[tunel.Tunnel0]\nsource = \"eth0\"\n",
+        1,
+        2,
+        "unknown section \"tunel\" (did you mean \"tunnel\"?)",
+    );
+}
+
+#[test]
+fn global_key_at_top_level() {
+    assert_error(
+        "allow_legacy = true\n",
+        1,
+        1,
+        "\"allow_legacy\" belongs in the [global] section",
+    );
+}
+
+#[test]
+fn unknown_key_suggests() {
+    assert_error(
+        "[transform_set.T1]\nesp = \"aes-gcm-256\"\nmdoe = \"tunnel\"\n",
+        3,
+        1,
+        "transform_set.T1: unknown key \"mdoe\" (did you mean \"mode\"?)",
+    );
+}
+
+#[test]
+fn missing_key() {
+    assert_error(
+        "[transform_set.T1]\nmode = \"tunnel\"\n",
+        1,
+        16,
+        "missing key \"esp\"",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_error(
+        &with_base(
+            "[tunnel.Tunnel0]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nmtu = \"1400\"\n",
+        ),
+        14,
+        7,
+        "tunnel.Tunnel0",
+    );
+}
+
+#[test]
+fn unknown_transform() {
+    let (l, c, m) = one_error("[transform_set.T1]\nesp = \"aes-gcm-257\"\n");
+    assert_eq!((l, c), (2, 7));
+    assert!(
+        m.contains("unknown cipher \"aes-gcm-257\" (did you mean \"aes-gcm-256\"?)"),
+        "{m}"
+    );
+    assert!(m.contains("expected one of \"aes-gcm-128\""), "{m}");
+}
+
+#[test]
+fn legacy_without_opt_in() {
+    let e = errors(
+        "[transform_set.T1]\nesp = \"3des\"\nintegrity = \"sha1\"\n[ipsec_profile.P1]\ntransform_sets = [\"T1\"]\npfs = 2\n",
+    );
+    let pos: Vec<_> = e.iter().map(|(l, c, _)| (*l, *c)).collect();
+    assert_eq!(pos, [(2, 7), (3, 13), (6, 7)], "{e:#?}");
+    for (_, _, m) in &e {
+        assert!(
+            m.contains("legacy algorithm; set allow_legacy = true in [global]"),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn aead_with_integrity() {
+    assert_error(
+        "[transform_set.T1]\nesp = \"aes-gcm-128\"\nintegrity = \"sha256\"\n",
+        3,
+        13,
+        "AEAD and has built-in integrity",
+    );
+}
+
+#[test]
+fn cbc_without_integrity() {
+    assert_error(
+        "[transform_set.T1]\nesp = \"aes-cbc-128\"\n",
+        1,
+        16,
+        "needs an integrity algorithm",
+    );
+}
+
+#[test]
+fn ike_proposal_errors() {
+    let e = errors(
+        "[ike_proposal.A]\nencryption = [\"aes-gcm-256\", \"aes-cbc-128\"]\nintegrity = [\"sha256\"]\ngroup = [19]\n[ike_proposal.B]\nencryption = [\"aes-gcm-256\"]\ngroup = [\"grop14\", 99]\n",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (2, 15));
+    assert!(e[0].2.contains("cannot be mixed"), "{}", e[0].2);
+    assert_eq!((e[1].0, e[1].1), (7, 10));
+    assert!(
+        e[1].2
+            .contains("unknown DH group grop14 (did you mean \"group14\"?)"),
+        "{}",
+        e[1].2
+    );
+    assert_eq!((e[2].0, e[2].1), (7, 20));
+    assert!(e[2].2.contains("unknown DH group 99"), "{}", e[2].2);
+}
+
+#[test]
+fn unknown_reference_suggests() {
+    let src = with_base(
+        "[tunnel.Tunnel0]\nsource = \"10.0.149.203\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.51.203/24\"\nprotection = \"P2\"\n",
+    );
+    let (l, c, m) = one_error(&src);
+    assert_eq!((l, c), (13, 14));
+    assert_eq!(
+        m,
+        "tunnel.Tunnel0.protection = \"P2\": no ipsec_profile named \"P2\" (did you mean \"P1\"?)"
+    );
+    // Display is `file:line:column: error: message`.
+    let shown = parse(&src).unwrap_err().to_string();
+    assert_eq!(
+        shown,
+        "t.toml:13:14: error: tunnel.Tunnel0.protection = \"P2\": no ipsec_profile named \"P2\" \
+         (did you mean \"P1\"?)"
+    );
+}
+
+#[test]
+fn unknown_reference_without_close_name() {
+    let (_, _, m) = one_error(&with_base(
+        "[ipsec_profile.P9]\ntransform_sets = [\"STRONG\"]\n",
+    ));
+    assert_eq!(
+        m,
+        "ipsec_profile.P9.transform_sets = \"STRONG\": no transform_set named \"STRONG\""
+    );
+}
+
+#[test]
+fn bad_cidr_and_host_bits() {
+    let e = errors(&with_base(
+        "[tunnel.Tunnel0]\nsource = \"10.0.149.203\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.51.203/33\"\nprotection = \"P1\"\nroutes = [\"10.0.36.1/24\", \"10.0.37/24\"]\n",
+    ));
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (12, 11));
+    assert!(
+        e[0].2
+            .contains("\"10.0.51.203/33\" is not an address with prefix length"),
+        "{}",
+        e[0].2
+    );
+    assert_eq!((e[1].0, e[1].1), (14, 11));
+    assert!(
+        e[1].2
+            .contains("host bits set (did you mean \"10.0.36.0/24\"?)"),
+        "{}",
+        e[1].2
+    );
+    assert_eq!((e[2].0, e[2].1), (14, 27));
+    assert!(
+        e[2].2.contains("not a prefix in CIDR notation"),
+        "{}",
+        e[2].2
+    );
+}
+
+#[test]
+fn bad_destination_address() {
+    assert_error(
+        &with_base(
+            "[tunnel.Tunnel0]\nsource = \"eth0\"\ndestination = \"10.0.149.300\"\naddress = \"10.0.51.203/24\"\nprotection = \"P1\"\n",
+        ),
+        11,
+        15,
+        "\"10.0.149.300\" is not an IP address",
+    );
+}
+
+#[test]
+fn address_family_mismatch() {
+    assert_error(
+        &with_base(
+            "[tunnel.Tunnel0]\nsource = \"10.0.149.203\"\ndestination = \"2001:db8::1\"\naddress = \"10.0.51.203/24\"\nprotection = \"P1\"\nike_profile = \"I\"\n[ike_profile.I]\nkeyring = \"KR1\"\n",
+        ),
+        11,
+        15,
+        "2001:db8::1 is IPv6 but source 10.0.149.203 is IPv4",
+    );
+}
+
+#[test]
+fn vti_same_source_and_destination() {
+    let two = |mode2: &str| {
+        with_base(&format!(
+            "[tunnel.Tunnel0]\nmode = \"vti\"\nsource = \"eth0\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.51.203/24\"\nprotection = \"P1\"\n[tunnel.Tunnel1]\nmode = \"{mode2}\"\nsource = \"eth0\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.52.203/24\"\nprotection = \"P1\"\n"
+        ))
+    };
+    assert_error(
+        &two("vti"),
+        18,
+        15,
+        "tunnel.Tunnel0 already uses mode = \"vti\" from eth0 to 10.0.149.217",
+    );
+    // xfrm interfaces are told apart by if_id, so the same pair is fine there.
+    parse(&two("xfrmi")).expect("xfrmi + vti to the same peer is fine");
+}
+
+#[test]
+fn duplicate_if_id() {
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nif_id = 42\n[tunnel.B]\nsource = \"eth0\"\ndestination = \"10.0.0.2\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nif_id = 42\n",
+        ),
+        20,
+        9,
+        "tunnel.B.if_id: if_id 42 is already used by tunnel.A",
+    );
+}
+
+#[test]
+fn if_id_zero_is_reserved() {
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nif_id = 0\n",
+        ),
+        14,
+        9,
+        "0 is out of range; expected 1 to 4294967295",
+    );
+}
+
+#[test]
+fn unnumbered_and_address() {
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nunnumbered = \"lo\"\nprotection = \"P1\"\n",
+        ),
+        13,
+        14,
+        "tunnel.A: set either address or unnumbered, not both",
+    );
+}
+
+#[test]
+fn neither_address_nor_unnumbered() {
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\nprotection = \"P1\"\n",
+        ),
+        9,
+        9,
+        "needs address = \"ADDRESS/LEN\" or unnumbered = \"IFACE\"",
+    );
+}
+
+#[test]
+fn bad_interface_name() {
+    assert_error(
+        &with_base(
+            "[tunnel.Tunnel0123456789ab]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\n",
+        ),
+        9,
+        9,
+        "Linux limits interface names to 15 bytes",
+    );
+}
+
+#[test]
+fn lifetime_out_of_range() {
+    let e = errors(&with_base(
+        "[ipsec_profile.P2]\ntransform_sets = [\"T1\"]\nlifetime = { seconds = 10, kilobytes = 99999999999 }\n",
+    ));
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (11, 24));
+    assert!(
+        e[0].2
+            .contains("lifetime.seconds: 10 is out of range; expected 60 to 86400"),
+        "{}",
+        e[0].2
+    );
+    assert_eq!((e[1].0, e[1].1), (11, 40));
+    assert!(e[1].2.contains("lifetime.kilobytes"), "{}", e[1].2);
+}
+
+#[test]
+fn too_many_transform_sets() {
+    let e = errors(&with_base(
+        "[ipsec_profile.P2]\ntransform_sets = [\"T1\",\"T1\",\"T1\",\"T1\",\"T1\",\"T1\",\"T1\"]\n",
+    ));
+    assert_eq!((e[0].0, e[0].1), (10, 18));
+    assert!(
+        e[0].2.contains("lists 7 transform sets; expected 1 to 6"),
+        "{}",
+        e[0].2
+    );
+    // Each repetition is reported too, at its own position.
+    assert_eq!(
+        (e[1].0, e[1].1, e[1].2.as_str()),
+        (
+            10,
+            24,
+            "ipsec_profile.P2.transform_sets: \"T1\" is listed twice"
+        )
+    );
+}
+
+#[test]
+fn transport_mode_on_vti() {
+    assert_error(
+        "[transform_set.T1]\nesp = \"aes-gcm-256\"\nmode = \"transport\"\n[ipsec_profile.P1]\ntransform_sets = [\"T1\"]\n[ike_profile.I]\nkeyring = \"K\"\n[keyring.K]\n[tunnel.Tunnel0]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n",
+        13,
+        14,
+        "VTIs need tunnel mode",
+    );
+}
+
+#[test]
+fn tunnel_without_keyring_entry() {
+    assert_error(
+        "[transform_set.T1]\nesp = \"aes-gcm-256\"\n[ipsec_profile.P1]\ntransform_sets = [\"T1\"]\n[tunnel.Tunnel0]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\n",
+        5,
+        9,
+        "no ike_profile given and no keyring has a peer entry for 10.0.0.1",
+    );
+}
+
+#[test]
+fn static_tunnel_cannot_use_dvti_profile() {
+    assert_error(
+        &with_base(
+            "[ike_profile.HUB]\nkeyring = \"KR1\"\nmatch_identity = [\"any\"]\nvirtual_template = \"VT1\"\n[virtual_template.VT1]\nunnumbered = \"lo\"\nprotection = \"P1\"\n[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"HUB\"\n",
+        ),
+        21,
+        15,
+        "clones a virtual_template",
+    );
+}
+
+#[test]
+fn ike_profile_errors() {
+    let e = errors(&with_base(
+        "[ike_profile.I]\nlocal_auth = \"rsa-sig\"\nremote_auth = [\"psk\", \"ecdsa\"]\nkeyring = \"KR1\"\ndpd = { interval = 0 }\nlocal_address = \"10.0.0.1\"\nlocal_interface = \"eth0\"\nmatch_identity = [\"fqdm:x.example\"]\n",
+    ));
+    let pos: Vec<_> = e.iter().map(|(l, c, _)| (*l, *c)).collect();
+    // No trustpoint (at the profile name), unknown method, dpd range, both terminations,
+    // bad identity type.
+    assert_eq!(
+        pos,
+        [(9, 14), (11, 23), (13, 20), (15, 19), (16, 19)],
+        "{e:#?}"
+    );
+    assert!(e[0].2.contains("needs trustpoint"), "{}", e[0].2);
+    assert!(
+        e[1].2
+            .contains("unknown auth method \"ecdsa\" (did you mean \"ecdsa-sig\"?)"),
+        "{}",
+        e[1].2
+    );
+    assert!(
+        e[4].2
+            .contains("unknown identity type \"fqdm\" (did you mean \"fqdn\"?)"),
+        "{}",
+        e[4].2
+    );
+}
+
+#[test]
+fn vrf_tables() {
+    let e = errors("[vrf.BLUE]\ntable = 201\n[vrf.RED]\ntable = 201\n[vrf.MAIN]\ntable = 254\n");
+    let pos: Vec<_> = e.iter().map(|(l, c, _)| (*l, *c)).collect();
+    assert_eq!(pos, [(4, 9), (6, 9)], "{e:#?}");
+    assert!(
+        e[0].2.contains("table 201 is already used by vrf.BLUE"),
+        "{}",
+        e[0].2
+    );
+    assert!(e[1].2.contains("reserved by Linux"), "{}", e[1].2);
+}
+
+#[test]
+fn global_errors() {
+    let e = errors(
+        "[global]\nike_port = 4500\nnat_t_port = 4500\nlog_level = \"verbose\"\nmetrics = \"localhost\"\ncontrol_socket = \"vtid.sock\"\n",
+    );
+    let pos: Vec<_> = e.iter().map(|(l, c, _)| (*l, *c)).collect();
+    assert_eq!(pos, [(3, 14), (4, 13), (5, 11), (6, 18)], "{e:#?}");
+    assert!(e[0].2.contains("also the ike_port"), "{}", e[0].2);
+}
+
+#[test]
+fn template_routes_mode() {
+    assert_error(
+        &with_base(
+            "[virtual_template.VT1]\nunnumbered = \"lo\"\nprotection = \"P1\"\nroutes = \"traffic-selector\"\n",
+        ),
+        12,
+        10,
+        "unknown routes mode \"traffic-selector\" (did you mean \"traffic-selectors\"?)",
+    );
+}
+
+#[test]
+fn three_mistakes_all_reported() {
+    let src = r#"[transform_set.T1]
+esp = "aes-gcm-257"
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+lifetime = { seconds = 3600, kilobytes = 4608000 }
+[keyring.KR1]
+[[keyring.KR1.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/psk/any.key"
+[tunnel.Tunnel0]
+source = "eth0"
+destination = "10.0.149.217"
+address = "10.0.51.203/24"
+protection = "P2"
+routes = ["10.0.36.0/33"]
+"#;
+    let e = parse(src).unwrap_err();
+    let lines: Vec<String> = e.to_string().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("t.toml:2:7: error: transform_set.T1.esp: unknown cipher"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("t.toml:14:14: error: tunnel.Tunnel0.protection = \"P2\""),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("t.toml:15:11: error: tunnel.Tunnel0.routes: \"10.0.36.0/33\""),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn errors_in_separate_entries_are_all_reported() {
+    // serde stops at the first error of an entry, but each entry is deserialized on its own.
+    let e = errors("[transform_set.A]\nesp = 5\n[transform_set.B]\nespp = \"aes-gcm-256\"\n");
+    let pos: Vec<_> = e.iter().map(|(l, c, _)| (*l, *c)).collect();
+    assert_eq!(pos, [(2, 7), (4, 1)], "{e:#?}");
+}
+
+#[test]
+fn columns_count_characters() {
+    assert_eq!(error::line_col("a\n\u{e9}\u{e9}x", 6), (2, 3));
+    assert_eq!(error::line_col("abc", 0), (1, 1));
+}
+
+#[test]
+fn did_you_mean_thresholds() {
+    assert_eq!(error::did_you_mean("P2", ["P1", "LONGNAME"]), Some("P1"));
+    assert_eq!(error::did_you_mean("BLUEE", ["BLUE", "RED"]), Some("BLUE"));
+    assert_eq!(error::did_you_mean("Tunnel7", ["BLUE"]), None);
+}
+
+// ---- secrets --------------------------------------------------------------------------------
+
+#[test]
+fn psk_file_mode_0644_refused_0600_accepted() {
+    let dir = TempDir::new();
+    let opts = LoadOptions {
+        secret_owner_uid: my_uid(),
+        read_files: true,
+    };
+    let loose = dir.file("loose.key", "hunter2-secret\n", 0o644);
+    let src = psk_config(&loose);
+    let e = Config::from_toml(Path::new("t.toml"), &src, &opts).unwrap_err();
+    assert_eq!(e.len(), 1, "{e}");
+    let err = &e.0[0];
+    assert_eq!((err.line, err.column), (8, 12));
+    assert!(err.message.contains("has mode 0644"), "{}", err.message);
+    assert!(err.message.contains("chmod 600"), "{}", err.message);
+
+    let tight = dir.file("tight.key", "hunter2-secret\n", 0o600);
+    let c = Config::from_toml(Path::new("t.toml"), &psk_config(&tight), &opts).expect("0600 ok");
+    let peer = &c.keyrings["KR1"].peers[0];
+    // The trailing newline of `echo KEY > file` is not part of the key.
+    assert_eq!(
+        peer.psk.as_ref().map(Psk::expose),
+        Some(&b"hunter2-secret"[..])
+    );
+}
+
+#[test]
+fn psk_file_owner_refused() {
+    let dir = TempDir::new();
+    let key = dir.file("k.key", "hunter2-secret", 0o600);
+    let opts = LoadOptions {
+        secret_owner_uid: my_uid().wrapping_add(1),
+        read_files: true,
+    };
+    let e = Config::from_toml(Path::new("t.toml"), &psk_config(&key), &opts).unwrap_err();
+    assert!(
+        e.to_string().contains("secret files must be owned by uid"),
+        "{e}"
+    );
+}
+
+#[test]
+fn psk_file_missing_or_empty() {
+    let dir = TempDir::new();
+    let opts = LoadOptions {
+        secret_owner_uid: my_uid(),
+        read_files: true,
+    };
+    let empty = dir.file("e.key", "\n", 0o600);
+    let e = Config::from_toml(Path::new("t.toml"), &psk_config(&empty), &opts).unwrap_err();
+    assert!(e.to_string().contains("is empty"), "{e}");
+    let missing = dir.0.join("nope.key");
+    let e = Config::from_toml(Path::new("t.toml"), &psk_config(&missing), &opts).unwrap_err();
+    assert!(e.to_string().contains("No such file"), "{e}");
+}
+
+#[test]
+fn secrets_never_printed() {
+    let dir = TempDir::new();
+    let opts = LoadOptions {
+        secret_owner_uid: my_uid(),
+        read_files: true,
+    };
+    let key = dir.file("k.key", "hunter2-secret", 0o600);
+    let c = Config::from_toml(Path::new("t.toml"), &psk_config(&key), &opts).expect("valid");
+    let debug = format!("{c:?} {c:#?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(debug.contains("Psk(<redacted>)"));
+    // A refused key file must not leak its contents into the message either.
+    let loose = dir.file("loose.key", "hunter2-secret", 0o640);
+    let e = Config::from_toml(Path::new("t.toml"), &psk_config(&loose), &opts).unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("hunter2"));
+}
+
+#[test]
+fn trustpoint_paths_checked() {
+    let dir = TempDir::new();
+    let opts = LoadOptions {
+        secret_owner_uid: my_uid(),
+        read_files: true,
+    };
+    let ca = dir.file("ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
+    let cert = dir.file("me.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
+    let key = dir.file("me.key", "-----BEGIN PRIVATE KEY-----\n", 0o644);
+    let src = format!(
+        "[trustpoint.TP]\nca = [\"{}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let e = Config::from_toml(Path::new("t.toml"), &src, &opts).unwrap_err();
+    assert_eq!((e.0[0].line, e.0[0].column), (4, 15));
+    assert!(e.0[0].message.contains("mode 0644"), "{e}");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let c = Config::from_toml(Path::new("t.toml"), &src, &opts).expect("valid");
+    assert_eq!(c.trustpoints["TP"].ca, vec![ca]);
+}
+
+// ---- diff -----------------------------------------------------------------------------------
+
+const DIFF_BASE: &str = r#"[transform_set.T1]
+esp = "aes-gcm-256"
+[transform_set.T2]
+esp = "aes-gcm-128"
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+[ipsec_profile.P2]
+transform_sets = ["T2"]
+[keyring.KR1]
+[[keyring.KR1.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/psk/any.key"
+[tunnel.A]
+source = "eth0"
+destination = "10.0.0.1"
+address = "10.9.0.1/30"
+protection = "P1"
+[tunnel.B]
+source = "eth0"
+destination = "10.0.0.2"
+address = "10.9.0.5/30"
+protection = "P2"
+[virtual_template.VT1]
+unnumbered = "lo"
+protection = "P2"
+"#;
+
+#[test]
+fn diff_same_is_empty() {
+    let a = parse(DIFF_BASE).expect("valid");
+    assert!(Config::diff(&a, &a.clone()).is_empty());
+}
+
+#[test]
+fn diff_added_removed_changed() {
+    let old = parse(DIFF_BASE).expect("valid");
+    let new_src = DIFF_BASE
+        .replace("[tunnel.A]", "[tunnel.C]")
+        .replace("10.9.0.5/30", "10.9.0.9/30");
+    let new = parse(&new_src).expect("valid");
+    let d = Config::diff(&old, &new);
+    assert_eq!(d.tunnels.added, ["C"]);
+    assert_eq!(d.tunnels.removed, ["A"]);
+    assert_eq!(d.tunnels.changed, ["B"]);
+    assert!(d.virtual_templates.is_empty());
+    assert!(!d.global_changed);
+}
+
+#[test]
+fn diff_follows_dependencies() {
+    let old = parse(DIFF_BASE).expect("valid");
+    // T2 is used by P2, which protects tunnel B and template VT1, not tunnel A.
+    let new = parse(&DIFF_BASE.replace("esp = \"aes-gcm-128\"", "esp = \"chacha20-poly1305\""))
+        .expect("valid");
+    let d = Config::diff(&old, &new);
+    assert_eq!(d.tunnels.changed, ["B"]);
+    assert_eq!(d.virtual_templates.changed, ["VT1"]);
+    assert!(d.tunnels.added.is_empty() && d.tunnels.removed.is_empty());
+}
+
+#[test]
+fn diff_sees_key_change() {
+    let old = parse(DIFF_BASE).expect("valid");
+    let mut new = old.clone();
+    new.keyrings.get_mut("KR1").unwrap().peers[0].psk = Some(Psk::new(b"new".to_vec()));
+    let d = Config::diff(&old, &new);
+    // Both tunnels derive their IKE profile from KR1.
+    assert_eq!(d.tunnels.changed, ["A", "B"]);
+}
+
+#[test]
+fn diff_global() {
+    let old = parse(DIFF_BASE).expect("valid");
+    let new = parse(&format!("[global]\nike_port = 1500\n{DIFF_BASE}")).expect("valid");
+    let d = Config::diff(&old, &new);
+    assert!(d.global_changed);
+    assert!(d.tunnels.is_empty());
+}

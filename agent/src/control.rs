@@ -1,0 +1,226 @@
+//! The control socket (`/run/vtid/vtid.sock`): one JSON request per connection, one JSON
+//! response back. The CLI (`vtid show ...`, `up`, `down`, `reload`, `debug`) is its client.
+//!
+//! The socket is created mode 0600 and every connection's peer credentials are checked
+//! (SO_PEERCRED): only root, or the daemon's own uid, may talk to it. Errors travel as
+//! structured `{"error":{"kind":...,"message":...}}`, never as Debug output.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// Largest request accepted, in bytes: requests are tiny; this bounds a hostile client.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// IKE sessions: peer, state, uptime, addresses and ports, interface.
+    ShowSessions,
+    /// Child SAs with counters and lifetimes.
+    ShowSa,
+    /// Tunnel interfaces.
+    ShowTunnels,
+    /// Bring a configured tunnel up (initiate now).
+    Up {
+        /// Tunnel name from the config.
+        tunnel: String,
+    },
+    /// Take a tunnel down (delete its SAs, keep it configured).
+    Down {
+        /// Tunnel name from the config.
+        tunnel: String,
+    },
+    /// Re-read the config file and apply only the difference.
+    Reload,
+    /// Raise (or lower again) logging for one peer, SA or tunnel.
+    Debug {
+        /// `peer`, `spi` or `tunnel`.
+        kind: String,
+        /// The address, SPI or tunnel name.
+        value: String,
+        /// False to turn it off again.
+        on: bool,
+    },
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    /// Success, with a command-specific JSON body.
+    Ok(serde_json::Value),
+    /// Failure with a machine-readable kind and a message for people.
+    Error {
+        /// Short kind, e.g. `not-found`, `invalid-config`, `denied`.
+        kind: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(kind: &str, message: impl Into<String>) -> Self {
+        Self::Error {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A request received by the server, with the channel to answer it on.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The request.
+    pub request: Request,
+    /// Where the daemon sends the response.
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// Binds the control socket at `path`: creates the parent directory, refuses to steal the
+/// socket of a running daemon, removes a stale one, and sets mode 0600.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another vtid is already answering on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Accepts connections forever, forwarding each valid request to `to_daemon`. Runs as its own
+/// task; a misbehaving client only ever affects its own connection.
+pub async fn serve(listener: UnixListener, to_daemon: mpsc::Sender<Incoming>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = to_daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_conn(stream, tx).await {
+                tracing::debug!("control connection: {e:#}");
+            }
+        });
+    }
+}
+
+async fn handle_conn(stream: UnixStream, to_daemon: mpsc::Sender<Incoming>) -> Result<()> {
+    let cred = stream.peer_cred()?;
+    let me = nix::unistd::geteuid().as_raw();
+    let (rd, mut wr) = stream.into_split();
+    let response = if cred.uid() != 0 && cred.uid() != me {
+        Response::error("denied", "the control socket is for root only")
+    } else {
+        let mut line = String::new();
+        let mut rd = tokio::io::BufReader::new(rd).take(MAX_REQUEST as u64);
+        tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut line))
+            .await
+            .context("request timed out")??;
+        match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response::error("bad-request", format!("cannot parse request: {e}")),
+            Ok(request) => {
+                let (reply, rx) = oneshot::channel();
+                to_daemon.send(Incoming { request, reply }).await?;
+                rx.await
+                    .unwrap_or_else(|_| Response::error("internal", "daemon stopped"))
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    wr.write_all(&out).await?;
+    Ok(())
+}
+
+/// Client side (the CLI): sends one request and waits for the response.
+pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!(
+            "cannot reach vtid at {} (is `vtid run` running?)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut msg = serde_json::to_vec(req)?;
+    msg.push(b'\n');
+    s.write_all(&msg)?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).with_context(|| format!("bad response from vtid: {line:?}"))
+}
+
+/// The default control socket path.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("/run/vtid/vtid.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn request_round_trip_and_bad_request() {
+        let dir = std::env::temp_dir().join(format!("vtid-ctl-{}", std::process::id()));
+        let path = dir.join("vtid.sock");
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A second daemon must not steal the socket of a running one.
+        assert!(bind(&path).is_err());
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(serve(listener, tx));
+        tokio::spawn(async move {
+            while let Some(inc) = rx.recv().await {
+                let body = match &inc.request {
+                    Request::Up { tunnel } => Response::Ok(serde_json::json!({ "up": tunnel })),
+                    _ => Response::error("not-found", "nope"),
+                };
+                let _ = inc.reply.send(body);
+            }
+        });
+        let p = path.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            request(
+                &p,
+                &Request::Up {
+                    tunnel: "Tunnel0".into(),
+                },
+                Duration::from_secs(5),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(r, Response::Ok(serde_json::json!({ "up": "Tunnel0" })));
+
+        let p = path.clone();
+        let raw = tokio::task::spawn_blocking(move || {
+            let mut s = std::os::unix::net::UnixStream::connect(&p).unwrap();
+            s.write_all(b"{\"cmd\":\"explode\"}\n").unwrap();
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).unwrap();
+            line
+        })
+        .await
+        .unwrap();
+        let resp: Response = serde_json::from_str(&raw).unwrap();
+        assert!(matches!(resp, Response::Error { ref kind, .. } if kind == "bad-request"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

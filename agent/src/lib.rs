@@ -1,0 +1,8 @@
+//! The vtid agent: configuration, the daemon that drives the IKE engine and programs the
+//! kernel, the control socket and the CLI. `main.rs` is a thin clap front end over this.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod mtu;
+pub mod udp;

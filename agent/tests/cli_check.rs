@@ -1,0 +1,191 @@
+//! `vtid check` as an operator runs it: the built binary on a good and a bad file.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result, ensure};
+
+const VTID: &str = env!("CARGO_BIN_EXE_vtid");
+
+/// A scratch directory for this test, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Result<Self> {
+        let p = std::env::temp_dir().join(format!("vtid-cli-check-{tag}-{}", std::process::id()));
+        fs::create_dir_all(&p).with_context(|| format!("create {}", p.display()))?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(args: &[&str]) -> Result<Output> {
+    Command::new(VTID)
+        .args(args)
+        .output()
+        .with_context(|| format!("run vtid {args:?}"))
+}
+
+fn good_config(psk: &std::path::Path) -> String {
+    format!(
+        r#"[keyring.KR1]
+[[keyring.KR1.peer]]
+address = "0.0.0.0/0"
+psk_file = "{}"
+
+[transform_set.T1]
+esp = "aes-gcm-256"
+
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+pfs = 31
+lifetime = {{ seconds = 3600, kilobytes = 4608000 }}
+
+[tunnel.Tunnel0]
+source = "10.0.149.203"
+destination = "10.0.149.217"
+address = "10.0.51.203/24"
+protection = "P1"
+routes = ["10.0.36.0/24"]
+"#,
+        psk.display()
+    )
+}
+
+#[test]
+fn check_good_file() -> Result<()> {
+    let dir = Scratch::new("good")?;
+    let psk = dir.0.join("peer.key");
+    fs::write(&psk, "Cisco12345\n")?;
+    fs::set_permissions(&psk, fs::Permissions::from_mode(0o600))?;
+    let cfg = dir.0.join("vtid.toml");
+    fs::write(&cfg, good_config(&psk))?;
+    let cfg_s = cfg.to_str().context("utf-8 path")?;
+    // Secret files must belong to root; unprivileged runs can only check the structure.
+    let root = nix::unistd::getuid().is_root();
+    let args: &[&str] = if root {
+        &["check", cfg_s]
+    } else {
+        &["check", "--no-files", cfg_s]
+    };
+    let out = run(args)?;
+    let stdout = String::from_utf8(out.stdout)?;
+    ensure!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.starts_with(&format!("{cfg_s}: ok (1 tunnel(s)")),
+        "stdout: {stdout}"
+    );
+    ensure!(!stdout.contains("Cisco12345"));
+    Ok(())
+}
+
+#[test]
+fn check_bad_file_reports_every_error() -> Result<()> {
+    let dir = Scratch::new("bad")?;
+    let cfg = dir.0.join("vtid.toml");
+    // Three mistakes: a cipher typo (line 2), a wrong profile name (line 14), a bad prefix
+    // (line 15).
+    fs::write(
+        &cfg,
+        r#"[transform_set.T1]
+esp = "aes-gcm-257"
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+lifetime = { seconds = 3600, kilobytes = 4608000 }
+[keyring.KR1]
+[[keyring.KR1.peer]]
+address = "0.0.0.0/0"
+psk_file = "/nonexistent/vtid/peer.key"
+[tunnel.Tunnel0]
+source = "eth0"
+destination = "10.0.149.217"
+address = "10.0.51.203/24"
+protection = "P2"
+routes = ["10.0.36.0/33"]
+"#,
+    )?;
+    let cfg_s = cfg.to_str().context("utf-8 path")?;
+    let out = run(&["check", "--no-files", cfg_s])?;
+    ensure!(out.status.code() == Some(1), "exit {:?}", out.status);
+    ensure!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8(out.stderr)?;
+    let lines: Vec<&str> = stderr.lines().collect();
+    ensure!(lines.len() == 4, "stderr: {stderr}");
+    ensure!(lines[0].starts_with(&format!("{cfg_s}:2:7: error: transform_set.T1.esp: unknown cipher \"aes-gcm-257\" (did you mean \"aes-gcm-256\"?)")), "{}", lines[0]);
+    ensure!(
+        lines[1]
+            == format!(
+                "{cfg_s}:14:14: error: tunnel.Tunnel0.protection = \"P2\": no ipsec_profile named \"P2\" (did you mean \"P1\"?)"
+            ),
+        "{}",
+        lines[1]
+    );
+    ensure!(
+        lines[2].starts_with(&format!("{cfg_s}:15:11: error: tunnel.Tunnel0.routes:")),
+        "{}",
+        lines[2]
+    );
+    ensure!(lines[3] == format!("{cfg_s}: 3 errors"), "{}", lines[3]);
+
+    // Reading the files as well adds the missing PSK file (line 9) to the three.
+    let out = run(&["check", cfg_s])?;
+    let stderr = String::from_utf8(out.stderr)?;
+    ensure!(
+        stderr.contains(&format!(
+            "{cfg_s}:9:12: error: keyring.KR1.peer[0].psk_file: cannot read"
+        )),
+        "{stderr}"
+    );
+    ensure!(stderr.ends_with("4 errors\n"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn check_missing_file() -> Result<()> {
+    let out = run(&["check", "/nonexistent/vtid.toml"])?;
+    ensure!(out.status.code() == Some(1));
+    let stderr = String::from_utf8(out.stderr)?;
+    ensure!(
+        stderr.starts_with("/nonexistent/vtid.toml: error: cannot read the configuration"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn daemon_commands_not_implemented_yet() -> Result<()> {
+    for args in [
+        &["show", "sessions", "--json"][..],
+        &["up", "Tunnel0"],
+        &["reload"],
+    ] {
+        let out = run(args)?;
+        ensure!(out.status.code() == Some(2), "{args:?}: {:?}", out.status);
+        ensure!(String::from_utf8(out.stderr)?.contains("not implemented yet"));
+    }
+    Ok(())
+}
+
+#[test]
+fn version() -> Result<()> {
+    let out = run(&["--version"])?;
+    ensure!(out.status.success());
+    ensure!(String::from_utf8(out.stdout)?.starts_with("vtid "));
+    Ok(())
+}

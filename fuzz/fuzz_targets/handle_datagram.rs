@@ -1,0 +1,85 @@
+//! `Endpoint::handle_datagram` on a PSK responder must never panic, whatever arrives, and its
+//! outputs must drain.
+#![no_main]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use ike::config::*;
+use ike::endpoint::*;
+use ike::secret::Secret;
+use ike::wire::TrafficSelector;
+use libfuzzer_sys::fuzz_target;
+
+fn config() -> Arc<EndpointConfig> {
+    static CONFIG: OnceLock<Arc<EndpointConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let peer = PeerConfig {
+                id: ConnId(1),
+                name: "fuzz".into(),
+                local: "192.0.2.2:500".parse().expect("addr"),
+                remote: RemoteAddr::Any,
+                local_id: None,
+                remote_id: IdMatch::Any,
+                auth: AuthConfig::Psk(Secret::from_slice(b"fuzz")),
+                ike_proposals: vec![
+                    IkeProposal::AES256GCM_SHA256_X25519,
+                    IkeProposal::AES128_SHA256_MODP2048,
+                ],
+                ike_lifetime: Lifetime::IKE_DEFAULT,
+                child: ChildConfig {
+                    esp_proposals: vec![EspProposal::AES256GCM],
+                    pfs: None,
+                    local_ts: vec![TrafficSelector::any(false)],
+                    remote_ts: vec![TrafficSelector::any(false)],
+                    mode: Mode::Tunnel,
+                    lifetime: Lifetime::CHILD_DEFAULT,
+                    lifetime_bytes: None,
+                },
+                dpd_interval: None,
+                allow_legacy: true,
+            };
+            Arc::new(EndpointConfig {
+                peers: vec![peer],
+                ..EndpointConfig::default()
+            })
+        })
+        .clone()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(config(), [3; 32]);
+    let local: SocketAddr = "192.0.2.2:500".parse().expect("addr");
+    let remote: SocketAddr = "192.0.2.1:500".parse().expect("addr");
+    // The input may hold several datagrams separated by a 2-octet length.
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let (d, tail) = rest[2..].split_at(len);
+        ep.handle_datagram(
+            now,
+            Datagram {
+                local,
+                remote,
+                bytes: d,
+            },
+        );
+        rest = tail;
+    }
+    ep.handle_datagram(
+        now,
+        Datagram {
+            local,
+            remote,
+            bytes: rest,
+        },
+    );
+    while ep.poll_output().is_some() {}
+    if let Some(t) = ep.poll_timeout() {
+        ep.handle_timeout(t);
+    }
+});

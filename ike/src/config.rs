@@ -1,0 +1,321 @@
+//! Typed engine configuration. The agent translates its TOML into these types; the engine never
+//! sees the file format. Defaults follow RFC 7296 and strongSwan where the RFC leaves a choice.
+
+use std::net::IpAddr;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::secret::Secret;
+use crate::transform::DhGroup;
+use crate::transform::Encr;
+use crate::transform::Esn;
+use crate::transform::Integ;
+use crate::transform::Prf;
+use crate::wire::Identity;
+use crate::wire::TrafficSelector;
+
+/// Engine-wide settings and the connections it knows.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Connection profiles, each initiable by [`crate::Command::Initiate`] and matched by
+    /// address and identity when a peer initiates.
+    pub peers: Vec<PeerConfig>,
+    /// Retransmission schedule for requests (RFC 7296 §2.1).
+    pub retransmit: RetransmitConfig,
+    /// Half-open (IKE_SA_INIT done, IKE_AUTH not yet) responder SAs above which new
+    /// IKE_SA_INIT requests must carry a COOKIE (RFC 7296 §2.6).
+    pub cookie_threshold: usize,
+    /// Hard cap on half-open responder SAs; requests above it are dropped.
+    pub half_open_limit: usize,
+    /// How long a half-open responder SA waits for IKE_AUTH before it is dropped.
+    pub half_open_timeout: Duration,
+    /// Largest IKE datagram (IP payload excluded) sent unfragmented; above it protected
+    /// messages are split per RFC 7383 when the peer supports it.
+    pub fragment_size: usize,
+    /// Interval of NAT-T keepalives when we are behind a NAT (RFC 3948 §4, strongSwan: 20 s).
+    pub nat_keepalive: Duration,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            peers: Vec::new(),
+            retransmit: RetransmitConfig::default(),
+            cookie_threshold: 64,
+            half_open_limit: 4096,
+            half_open_timeout: Duration::from_secs(30),
+            fragment_size: 1280,
+            nat_keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Exponential back-off for requests: `initial`, doubled each try, `tries` sends in all;
+/// the peer is declared dead when the last one times out.
+#[derive(Clone, Copy, Debug)]
+pub struct RetransmitConfig {
+    /// Wait after the first send.
+    pub initial: Duration,
+    /// Total number of sends (the first plus retransmissions).
+    pub tries: u32,
+}
+
+impl Default for RetransmitConfig {
+    fn default() -> Self {
+        // 1, 2, 4, 8, 16 s then declare the peer dead.
+        Self {
+            initial: Duration::from_secs(1),
+            tries: 5,
+        }
+    }
+}
+
+/// Identifies a connection profile; chosen by the agent (it also names the reqid/interface).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u32);
+
+/// One connection profile.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Stable identifier.
+    pub id: ConnId,
+    /// Name for logs.
+    pub name: String,
+    /// Our address; port 500 (the engine floats to 4500 when a NAT is detected).
+    pub local: SocketAddr,
+    /// Where the peer is. Only [`RemoteAddr::Host`] can be initiated.
+    pub remote: RemoteAddr,
+    /// Our identity; `None` uses our IP address (strongSwan's default).
+    pub local_id: Option<Identity>,
+    /// Which peer identities are accepted.
+    pub remote_id: IdMatch,
+    /// How both sides authenticate.
+    pub auth: AuthConfig,
+    /// IKE SA proposals, most preferred first.
+    pub ike_proposals: Vec<IkeProposal>,
+    /// IKE SA lifetime; the engine rekeys `rekey_margin` (minus jitter) before it.
+    pub ike_lifetime: Lifetime,
+    /// The Child SA negotiated with IKE_AUTH and on later CREATE_CHILD_SA.
+    pub child: ChildConfig,
+    /// Liveness check interval (RFC 7296 §2.4); `None` disables DPD.
+    pub dpd_interval: Option<Duration>,
+    /// Accept 3DES, HMAC-SHA1-96, PRF-HMAC-SHA1 and MODP-1024.
+    pub allow_legacy: bool,
+}
+
+impl PeerConfig {
+    /// Our identity as sent in IDi/IDr.
+    pub fn local_identity(&self) -> Identity {
+        self.local_identity_at(self.local.ip())
+    }
+
+    /// Our identity when the SA runs on `addr` (a profile bound to the unspecified address
+    /// identifies by the address the exchange actually uses).
+    pub fn local_identity_at(&self, addr: IpAddr) -> Identity {
+        let ip = if self.local.ip().is_unspecified() {
+            addr
+        } else {
+            self.local.ip()
+        };
+        self.local_id
+            .clone()
+            .unwrap_or_else(|| Identity::from_ip(ip))
+    }
+}
+
+/// Peer address match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteAddr {
+    /// Any address (responder-only hub profile).
+    Any,
+    /// A fixed peer; initiable. The port is normally 500.
+    Host(SocketAddr),
+    /// Any address inside a prefix (responder-only).
+    Prefix(IpAddr, u8),
+}
+
+impl RemoteAddr {
+    /// True when `addr` may be this peer.
+    pub fn matches(&self, addr: IpAddr) -> bool {
+        match *self {
+            Self::Any => true,
+            Self::Host(h) => h.ip() == addr,
+            Self::Prefix(net, len) => {
+                let ts = TrafficSelector::prefix(net, len);
+                crate::ts::addr_in(addr, &ts)
+            }
+        }
+    }
+}
+
+/// Which remote identities a profile accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdMatch {
+    /// Any identity (the PSK still has to match).
+    Any,
+    /// Exactly this identity.
+    Exact(Identity),
+}
+
+impl IdMatch {
+    /// True when `id` is acceptable.
+    pub fn matches(&self, id: &Identity) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(want) => want == id,
+        }
+    }
+}
+
+/// Authentication method (both directions use the same one).
+#[derive(Clone, Debug)]
+pub enum AuthConfig {
+    /// Pre-shared key, used in both directions (RFC 7296 §2.15).
+    Psk(Secret),
+    /// RFC 7427 Digital Signature with our private key; the peer's key is pinned.
+    Signature(SignatureAuth),
+}
+
+/// Signature authentication (RFC 7427). X.509 chain validation is not implemented: the
+/// peer's public key is configured (pinned), and its CERT payload, if any, is ignored.
+#[derive(Clone, Debug)]
+pub struct SignatureAuth {
+    /// Our private key.
+    pub key: std::sync::Arc<crate::crypto::sig::SigningKey>,
+    /// Our certificate (DER), sent in a CERT payload so certificate-based peers can check it.
+    pub certificate: Option<Vec<u8>>,
+    /// The peer's public key: SubjectPublicKeyInfo DER (from a pinned certificate with
+    /// [`crate::cert::subject_public_key_info`]) or the raw forms
+    /// [`crate::crypto::sig::verify`] accepts.
+    pub peer_key: Vec<u8>,
+}
+
+/// One IKE SA proposal: a single transform of each type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IkeProposal {
+    /// Encryption.
+    pub encr: Encr,
+    /// Pseudo-random function.
+    pub prf: Prf,
+    /// Integrity; `None` with AEAD ciphers.
+    pub integ: Option<Integ>,
+    /// Key exchange group.
+    pub dh: DhGroup,
+}
+
+impl IkeProposal {
+    /// strongSwan's first default: `aes256gcm16-prfsha256-x25519`.
+    pub const AES256GCM_SHA256_X25519: Self = Self {
+        encr: Encr::AesGcm16 { key_bits: 256 },
+        prf: Prf::HmacSha256,
+        integ: None,
+        dh: DhGroup::Curve25519,
+    };
+
+    /// `aes128-sha256-modp2048`-style CBC proposal.
+    pub const AES128_SHA256_MODP2048: Self = Self {
+        encr: Encr::AesCbc { key_bits: 128 },
+        prf: Prf::HmacSha256,
+        integ: Some(Integ::HmacSha256_128),
+        dh: DhGroup::Modp2048,
+    };
+
+    /// True when any transform needs the legacy opt-in.
+    pub fn is_legacy(&self) -> bool {
+        self.encr.is_legacy()
+            || self.dh.is_legacy()
+            || matches!(self.prf, Prf::HmacSha1)
+            || matches!(self.integ, Some(Integ::HmacSha1_96))
+    }
+}
+
+/// One ESP proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EspProposal {
+    /// Encryption.
+    pub encr: Encr,
+    /// Integrity; `None` with AEAD ciphers.
+    pub integ: Option<Integ>,
+    /// Extended sequence numbers.
+    pub esn: Esn,
+}
+
+impl EspProposal {
+    /// strongSwan's default `aes256gcm16` (no ESN).
+    pub const AES256GCM: Self = Self {
+        encr: Encr::AesGcm16 { key_bits: 256 },
+        integ: None,
+        esn: Esn::No,
+    };
+
+    /// True when any transform needs the legacy opt-in.
+    pub fn is_legacy(&self) -> bool {
+        self.encr.is_legacy() || matches!(self.integ, Some(Integ::HmacSha1_96))
+    }
+}
+
+/// IPsec mode of a Child SA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Tunnel mode (the default, RFC 7296 §1.3.1).
+    Tunnel,
+    /// Transport mode, negotiated with USE_TRANSPORT_MODE.
+    Transport,
+}
+
+/// An SA lifetime with rekey margin and jitter (strongSwan `rekey_time` = lifetime - margin,
+/// randomised down by up to `jitter`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Hard lifetime.
+    pub lifetime: Duration,
+    /// Rekey this long before the hard lifetime.
+    pub rekey_margin: Duration,
+    /// Rekey up to this much earlier still, drawn from the seeded RNG.
+    pub jitter: Duration,
+}
+
+impl Lifetime {
+    /// strongSwan's IKE default: rekey after 4 h (margin 10 % jitter).
+    pub const IKE_DEFAULT: Self = Self {
+        lifetime: Duration::from_secs(4 * 3600 + 1440),
+        rekey_margin: Duration::from_secs(1440),
+        jitter: Duration::from_secs(1440),
+    };
+
+    /// strongSwan's child default: rekey after 1 h.
+    pub const CHILD_DEFAULT: Self = Self {
+        lifetime: Duration::from_secs(3600 + 360),
+        rekey_margin: Duration::from_secs(360),
+        jitter: Duration::from_secs(360),
+    };
+}
+
+/// Child SA parameters.
+#[derive(Clone, Debug)]
+pub struct ChildConfig {
+    /// ESP proposals, most preferred first.
+    pub esp_proposals: Vec<EspProposal>,
+    /// PFS group for CREATE_CHILD_SA; IKE_AUTH never carries KE (RFC 7296 §1.2).
+    pub pfs: Option<DhGroup>,
+    /// Our traffic selectors (TSi when we initiate).
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's traffic selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Tunnel or transport mode.
+    pub mode: Mode,
+    /// Time lifetime; rekeyed by the engine.
+    pub lifetime: Lifetime,
+    /// Byte limits handed to the kernel; its soft EXPIRE comes back as
+    /// [`crate::Command::RekeyChild`].
+    pub lifetime_bytes: Option<ByteLimits>,
+}
+
+/// Kernel byte limits of a Child SA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteLimits {
+    /// Soft limit: the kernel reports EXPIRE(soft) and the agent sends RekeyChild.
+    pub soft: u64,
+    /// Hard limit: the kernel deletes the SA.
+    pub hard: u64,
+}

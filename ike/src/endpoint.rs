@@ -1,0 +1,744 @@
+//! The engine's public surface (quinn-proto shape): `handle_*` inputs that take `now`, one
+//! ordered output queue drained with [`Endpoint::poll_output`], and the earliest deadline from
+//! [`Endpoint::poll_timeout`].
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use rand_core::RngCore;
+use rand_core::SeedableRng;
+
+use crate::config::ByteLimits;
+use crate::config::ConnId;
+use crate::config::EndpointConfig;
+use crate::config::Mode;
+use crate::crypto::Rng;
+use crate::error::Error;
+use crate::error::PeerIncompatible;
+use crate::error::PeerMisbehaved;
+use crate::sa::Ctx;
+use crate::sa::IkeSa;
+use crate::sa::SaAction;
+use crate::secret::Secret;
+use crate::transform::Encr;
+use crate::transform::Integ;
+use crate::wire::Header;
+use crate::wire::Identity;
+use crate::wire::InvalidMessage;
+use crate::wire::Message;
+use crate::wire::Notify;
+use crate::wire::Payload;
+use crate::wire::TrafficSelector;
+use crate::wire::enums::ExchangeType;
+use crate::wire::enums::NotifyType;
+
+/// A received UDP datagram.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    /// The address it was received on (port 500 or 4500).
+    pub local: SocketAddr,
+    /// The sender.
+    pub remote: SocketAddr,
+    /// The IKE message; on port 4500 the driver has already stripped the non-ESP marker.
+    pub bytes: &'a [u8],
+}
+
+/// Identifies one authenticated peer session; it survives IKE SA rekeying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Identifies one Child SA (a pair of ESP SAs) for the engine's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChildSaId(pub u64);
+
+/// Application commands.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Start the connection (config start, CLI `up`, XFRM ACQUIRE).
+    Initiate {
+        /// The profile.
+        conn: ConnId,
+    },
+    /// Delete every IKE SA of the connection (with a DELETE to the peer).
+    Terminate {
+        /// The profile.
+        conn: ConnId,
+    },
+    /// Rekey a Child SA now (XFRM soft EXPIRE on bytes/packets).
+    RekeyChild {
+        /// The Child SA.
+        child: ChildSaId,
+    },
+    /// Rekey the IKE SA of a session now.
+    RekeyIke {
+        /// The session.
+        session: SessionId,
+    },
+    /// Send a liveness check now (RFC 7296 §2.4).
+    Dpd {
+        /// The session.
+        session: SessionId,
+    },
+    /// The kernel hard-expired a Child SA: forget it and tell the peer.
+    ChildExpired {
+        /// The Child SA.
+        child: ChildSaId,
+    },
+    /// Replace the configuration. Existing SAs keep the profile they were set up with.
+    Reconfigure(Arc<EndpointConfig>),
+}
+
+/// Why a Child SA install failed in the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallFailed {
+    /// Human-readable reason (errno text).
+    pub reason: String,
+}
+
+/// Engine output, handled by the driver strictly in order.
+// Outputs are drained one at a time right after they are queued; boxing the install would
+// only add an allocation per Child SA.
+#[allow(clippy::large_enum_variant)]
+#[must_use]
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram. On port 4500 the driver prepends the 4-octet non-ESP marker.
+    Transmit(Transmit),
+    /// Send a NAT-T keepalive: the single octet 0xFF on port 4500, no marker (RFC 3948 §2.3).
+    NatKeepalive {
+        /// Our address (port 4500).
+        local: SocketAddr,
+        /// The peer (port 4500 or its NAT mapping).
+        remote: SocketAddr,
+    },
+    /// Install both directions of a Child SA. Await the kernel's answer and report it with
+    /// [`Endpoint::handle_install_result`] before handling the next output.
+    InstallChildSa(ChildSaInstall),
+    /// Remove both directions of a Child SA.
+    RemoveChildSa(ChildSaRemove),
+    /// Something to log or show.
+    Event(Event),
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Source address (port 500 or 4500).
+    pub local: SocketAddr,
+    /// Destination.
+    pub remote: SocketAddr,
+    /// The IKE message (without non-ESP marker).
+    pub bytes: Vec<u8>,
+}
+
+/// Keys of one ESP direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EspKeys {
+    /// Encryption key; for AES-GCM and ChaCha20-Poly1305 it ends with the 4-octet salt
+    /// (RFC 4106 §8.1, RFC 7634 §4), the layout the kernel's `rfc4106(gcm(aes))` expects.
+    pub encr: Secret,
+    /// Integrity key; `None` for AEAD.
+    pub integ: Option<Secret>,
+}
+
+/// UDP encapsulation of ESP (RFC 3948), present when a NAT was detected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpEncap {
+    /// Our port (4500).
+    pub local_port: u16,
+    /// The peer's port (4500 or its NAT mapping).
+    pub remote_port: u16,
+}
+
+/// Everything the kernel needs for a Child SA, both directions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildSaInstall {
+    /// The Child SA.
+    pub child: ChildSaId,
+    /// The Child SA this one replaces (rekey); remove that one when told.
+    pub replaces: Option<ChildSaId>,
+    /// The session (peer) it belongs to.
+    pub session: SessionId,
+    /// The profile; the agent derives reqid / if_id from it.
+    pub conn: ConnId,
+    /// Our outer address (tunnel source).
+    pub local: SocketAddr,
+    /// The peer's outer address (tunnel destination).
+    pub remote: SocketAddr,
+    /// SPI of the inbound SA (chosen by us).
+    pub inbound_spi: u32,
+    /// SPI of the outbound SA (chosen by the peer).
+    pub outbound_spi: u32,
+    /// ESP encryption.
+    pub encr: Encr,
+    /// ESP integrity; `None` for AEAD.
+    pub integ: Option<Integ>,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Inbound keys.
+    pub inbound: EspKeys,
+    /// Outbound keys.
+    pub outbound: EspKeys,
+    /// Our side's traffic selectors.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's traffic selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Tunnel or transport.
+    pub mode: Mode,
+    /// UDP encapsulation when NAT-T is in use.
+    pub encap: Option<UdpEncap>,
+    /// Kernel hard time limit (safety net; the engine rekeys and deletes before it).
+    pub hard_lifetime: Duration,
+    /// Kernel byte limits.
+    pub bytes: Option<ByteLimits>,
+}
+
+/// Remove a Child SA (both directions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildSaRemove {
+    /// The Child SA.
+    pub child: ChildSaId,
+    /// The session.
+    pub session: SessionId,
+    /// The profile.
+    pub conn: ConnId,
+    /// Our outer address.
+    pub local: SocketAddr,
+    /// The peer's outer address.
+    pub remote: SocketAddr,
+    /// Inbound SPI.
+    pub inbound_spi: u32,
+    /// Outbound SPI.
+    pub outbound_spi: u32,
+}
+
+/// Why an IKE SA went away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// Deleted by us (command or replaced by a rekey).
+    Local,
+    /// Deleted by the peer.
+    Peer,
+    /// Retransmissions exhausted.
+    Timeout,
+    /// Handshake failed.
+    Failed(&'static str),
+    /// Replaced by a newer IKE SA of the same peer (INITIAL_CONTACT or rekey).
+    Replaced,
+}
+
+/// Log/status events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The peer's AUTH verified. Emitted before its first Child SA install so the agent can
+    /// create the per-peer interface.
+    PeerAuthenticated {
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+        /// The peer's authenticated identity.
+        peer_id: Identity,
+        /// The peer's address.
+        remote: SocketAddr,
+    },
+    /// An IKE SA is established.
+    IkeSaUp {
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+        /// Our address.
+        local: SocketAddr,
+        /// The peer's address.
+        remote: SocketAddr,
+        /// True when we initiated it.
+        initiator: bool,
+    },
+    /// The IKE SA of a session was replaced by a rekeyed one (RFC 7296 §2.18).
+    IkeSaRekeyed {
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+    },
+    /// An IKE SA (and the session, unless rekeyed) is gone.
+    IkeSaDown {
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+        /// Why.
+        reason: DownReason,
+    },
+    /// A Child SA is installed and usable.
+    ChildSaUp {
+        /// The Child SA.
+        child: ChildSaId,
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+    },
+    /// A Child SA was replaced by `new` (make-before-break; `old` is removed later).
+    ChildSaRekeyed {
+        /// The old Child SA.
+        old: ChildSaId,
+        /// Its replacement.
+        new: ChildSaId,
+        /// The session.
+        session: SessionId,
+    },
+    /// A Child SA is gone.
+    ChildSaDown {
+        /// The Child SA.
+        child: ChildSaId,
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+    },
+    /// Authentication failed (ours rejected by the peer, or theirs by us).
+    AuthFailed {
+        /// The profile, when one was matched.
+        conn: Option<ConnId>,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Stable reason name.
+        reason: &'static str,
+    },
+    /// Liveness checks or retransmissions got no answer.
+    PeerDead {
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// An input was rejected (also counted in [`Endpoint::stats`]).
+    Rejected {
+        /// Stable reason name.
+        reason: &'static str,
+        /// The sender.
+        peer: SocketAddr,
+    },
+}
+
+/// Status of one IKE SA (see [`Endpoint::sas`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeSaInfo {
+    /// The session.
+    pub session: SessionId,
+    /// The profile.
+    pub conn: ConnId,
+    /// State name (`ExpectSaInitResponse`, `ExpectAuthResponse`, `ExpectAuthRequest`,
+    /// `Established`, `Rekeyed`, `Closed`).
+    pub state: &'static str,
+    /// True when we are the original initiator.
+    pub initiator: bool,
+    /// Initiator SPI.
+    pub spi_i: u64,
+    /// Responder SPI.
+    pub spi_r: u64,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// The peer's authenticated identity.
+    pub peer_id: Option<Identity>,
+    /// A NAT was detected (RFC 7296 §2.23).
+    pub nat: bool,
+    /// Child SAs: (id, inbound SPI, outbound SPI).
+    pub children: Vec<(ChildSaId, u32, u32)>,
+}
+
+/// Counters, readable at any time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Rejected inputs by reason ([`Error::reason`]).
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// IKE SAs that reached `Established`.
+    pub ike_sas_established: u64,
+    /// Child SAs installed.
+    pub child_sas_installed: u64,
+    /// Requests retransmitted.
+    pub retransmits: u64,
+}
+
+/// The IKEv2 engine: owns every IKE SA, demultiplexes datagrams by SPI.
+pub struct Endpoint {
+    config: Arc<EndpointConfig>,
+    rng: Rng,
+    /// IKE SAs by our own SPI.
+    sas: HashMap<u64, IkeSa>,
+    /// Responder SAs by (peer address, initiator SPI), to catch retransmitted IKE_SA_INIT
+    /// for as long as the SA lives (a late duplicate must not start a second SA).
+    half_open: HashMap<(SocketAddr, u64), u64>,
+    out: VecDeque<Output>,
+    stats: Stats,
+    cookie_secret: Secret,
+    next_id: u64,
+    actions: Vec<SaAction>,
+}
+
+/// Borrows the engine's shared parts as a [`Ctx`] while leaving `sas` free.
+macro_rules! ctx {
+    ($self:ident, $now:expr) => {
+        Ctx {
+            now: $now,
+            rng: &mut $self.rng,
+            out: &mut $self.out,
+            config: &$self.config,
+            stats: &mut $self.stats,
+            actions: &mut $self.actions,
+            next_id: &mut $self.next_id,
+        }
+    };
+}
+
+impl Endpoint {
+    /// A new engine. All randomness (SPIs, nonces, key exchange, jitter) comes from `rng_seed`.
+    pub fn new(config: Arc<EndpointConfig>, rng_seed: [u8; 32]) -> Self {
+        let mut rng = Rng::from_seed(rng_seed);
+        let mut secret = vec![0u8; 32];
+        rng.fill_bytes(&mut secret);
+        Self {
+            config,
+            rng,
+            sas: HashMap::new(),
+            half_open: HashMap::new(),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+            cookie_secret: Secret::new(secret),
+            next_id: 1,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Counters of handled and rejected inputs.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration in force for new SAs.
+    pub fn config(&self) -> &Arc<EndpointConfig> {
+        &self.config
+    }
+
+    /// Number of IKE SAs in any state.
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// A snapshot of every IKE SA and its Child SAs, for status output.
+    pub fn sas(&self) -> Vec<IkeSaInfo> {
+        let mut out: Vec<IkeSaInfo> = self.sas.values().map(IkeSa::info).collect();
+        out.sort_by_key(|i| (i.conn, i.session, i.spi_i));
+        out
+    }
+
+    /// Handles one received datagram. Never fails: rejections become counters, events and,
+    /// where RFC 7296 §2.21 says so, error notifies.
+    pub fn handle_datagram(&mut self, now: Instant, dgram: Datagram<'_>) {
+        self.stats.datagrams += 1;
+        if let Err(e) = self.datagram(now, dgram) {
+            self.reject(&e, dgram.remote);
+        }
+        self.run_actions(now);
+    }
+
+    /// Handles an application command.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Initiate { conn } => {
+                let Some(peer) = self.config.peers.iter().find(|p| p.id == conn).cloned() else {
+                    tracing::warn!(?conn, "initiate: unknown connection");
+                    return;
+                };
+                // An established IKE SA without children gets a new Child SA; repeated
+                // ACQUIREs or `up` while an SA exists or is being set up do nothing.
+                let childless = self
+                    .sas
+                    .iter()
+                    .find(|(_, sa)| sa.conn() == conn && sa.is_childless())
+                    .map(|(k, _)| *k);
+                if let Some(spi) = childless {
+                    self.with_sa(now, spi, |sa, ctx| sa.create_child(ctx));
+                    self.run_actions(now);
+                    return;
+                }
+                if self
+                    .sas
+                    .values()
+                    .any(|sa| sa.conn() == conn && !sa.is_closed())
+                {
+                    tracing::debug!(?conn, "initiate: connection already has an IKE SA");
+                    return;
+                }
+                let spi = self.fresh_spi();
+                let session = self.alloc_id();
+                let mut ctx = ctx!(self, now);
+                match IkeSa::initiate(&mut ctx, Arc::new(peer), spi, SessionId(session)) {
+                    Ok(sa) => {
+                        self.sas.insert(spi, sa);
+                    }
+                    Err(e) => tracing::warn!(?conn, error = %e, "initiate failed"),
+                }
+            }
+            Command::Terminate { conn } => {
+                let spis: Vec<u64> = self
+                    .sas
+                    .iter()
+                    .filter(|(_, sa)| sa.conn() == conn)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for spi in spis {
+                    self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                }
+            }
+            Command::RekeyChild { child } => {
+                if let Some(spi) = self.sa_of_child(child) {
+                    self.with_sa(now, spi, |sa, ctx| sa.rekey_child(ctx, child));
+                }
+            }
+            Command::ChildExpired { child } => {
+                if let Some(spi) = self.sa_of_child(child) {
+                    self.with_sa(now, spi, |sa, ctx| sa.child_expired(ctx, child));
+                }
+            }
+            Command::RekeyIke { session } => {
+                if let Some(spi) = self.sa_of_session(session) {
+                    self.with_sa(now, spi, |sa, ctx| sa.rekey_ike(ctx));
+                }
+            }
+            Command::Dpd { session } => {
+                if let Some(spi) = self.sa_of_session(session) {
+                    self.with_sa(now, spi, |sa, ctx| sa.dpd(ctx));
+                }
+            }
+            Command::Reconfigure(config) => self.config = config,
+        }
+        self.run_actions(now);
+    }
+
+    /// Reports the kernel's answer to an [`Output::InstallChildSa`]. On failure the engine
+    /// deletes that Child SA with the peer.
+    pub fn handle_install_result(
+        &mut self,
+        now: Instant,
+        child: ChildSaId,
+        res: Result<(), InstallFailed>,
+    ) {
+        if let Err(e) = res {
+            tracing::warn!(?child, reason = %e.reason, "child SA install failed");
+            if let Some(spi) = self.sa_of_child(child) {
+                self.with_sa(now, spi, |sa, ctx| sa.install_failed(ctx, child));
+            }
+            self.run_actions(now);
+        }
+    }
+
+    /// Runs timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.next_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for spi in due {
+            self.with_sa(now, spi, |sa, ctx| sa.on_timeout(ctx));
+        }
+        self.run_actions(now);
+    }
+
+    /// The next output, in order. Call after every `handle_*` until it returns `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The earliest deadline at which [`Endpoint::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(IkeSa::next_timeout).min()
+    }
+
+    fn datagram(&mut self, now: Instant, dgram: Datagram<'_>) -> Result<(), Error> {
+        let mut r = crate::wire::Reader::new(dgram.bytes);
+        let header = <Header as crate::wire::Codec>::read(&mut r)?;
+        if header.length as usize != dgram.bytes.len() {
+            return Err(InvalidMessage::BadLength.into());
+        }
+        // RFC 7296 §2.2: the I flag says which SPI is ours.
+        let ours = if header.is_initiator() {
+            header.spi_r
+        } else {
+            header.spi_i
+        };
+        if header.exchange == ExchangeType::IkeSaInit
+            && !header.is_response()
+            && header.spi_r == 0
+            && header.message_id == 0
+        {
+            if let Some(&spi) = self.half_open.get(&(dgram.remote, header.spi_i)) {
+                let mut ctx = ctx!(self, now);
+                if let Some(sa) = self.sas.get_mut(&spi) {
+                    sa.retransmit_sa_init_response(&mut ctx, dgram.bytes);
+                }
+                return Ok(());
+            }
+            return self.new_responder(now, dgram, header);
+        }
+        if ours == 0 || !self.sas.contains_key(&ours) {
+            // §2.21.4: an unknown SPI may get an unprotected INVALID_IKE_SPI; we stay quiet
+            // rather than reflect traffic at spoofed sources.
+            return Err(PeerMisbehaved::UnknownIkeSpi.into());
+        }
+        let mut ctx = ctx!(self, now);
+        let sa = self
+            .sas
+            .get_mut(&ours)
+            .ok_or(PeerMisbehaved::UnknownIkeSpi)?;
+        let res = sa.handle_datagram(&mut ctx, dgram, &header);
+        self.after(ours);
+        res
+    }
+
+    fn new_responder(
+        &mut self,
+        now: Instant,
+        dgram: Datagram<'_>,
+        header: Header,
+    ) -> Result<(), Error> {
+        let half_open = self.sas.values().filter(|sa| sa.is_half_open()).count();
+        if half_open >= self.config.half_open_limit {
+            return Err(PeerIncompatible::HalfOpenLimit.into());
+        }
+        let msg = match Message::decode(dgram.bytes) {
+            Ok(m) => m,
+            Err(e @ InvalidMessage::UnsupportedCriticalPayload(ty)) => {
+                // RFC 7296 §3.2: answer an unknown critical payload, unprotected, with
+                // UNSUPPORTED_CRITICAL_PAYLOAD naming its type. Other garbage is not answered.
+                let reply = Message {
+                    header: Header::new(header.spi_i, 0, ExchangeType::IkeSaInit, false, true, 0),
+                    payloads: vec![Payload::Notify(Notify::new(
+                        NotifyType::UnsupportedCriticalPayload,
+                        vec![ty],
+                    ))],
+                };
+                self.out.push_back(Output::Transmit(Transmit {
+                    local: dgram.local,
+                    remote: dgram.remote,
+                    bytes: reply.encode(),
+                }));
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let require_cookie = half_open >= self.config.cookie_threshold;
+        let spi = self.fresh_spi();
+        let session = self.alloc_id();
+        let secret = self.cookie_secret.clone();
+        let mut ctx = ctx!(self, now);
+        let sa = IkeSa::respond(
+            &mut ctx,
+            dgram,
+            &msg,
+            spi,
+            SessionId(session),
+            require_cookie.then_some(&secret),
+        )?;
+        self.half_open.insert((dgram.remote, header.spi_i), spi);
+        self.sas.insert(spi, sa);
+        Ok(())
+    }
+
+    fn with_sa(&mut self, now: Instant, spi: u64, f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>)) {
+        let mut ctx = ctx!(self, now);
+        if let Some(sa) = self.sas.get_mut(&spi) {
+            f(sa, &mut ctx);
+        }
+        self.after(spi);
+    }
+
+    /// Removes an SA that closed itself.
+    fn after(&mut self, spi: u64) {
+        if self.sas.get(&spi).is_some_and(IkeSa::is_closed) {
+            self.sas.remove(&spi);
+            self.half_open.retain(|_, v| *v != spi);
+        }
+    }
+
+    fn run_actions(&mut self, now: Instant) {
+        while let Some(action) = self.actions.pop() {
+            match action {
+                SaAction::Insert(sa) => {
+                    let spi = sa.local_spi();
+                    self.sas.insert(spi, *sa);
+                }
+                SaAction::DeleteOthers {
+                    keep,
+                    conn,
+                    peer_id,
+                } => {
+                    let victims: Vec<u64> = self
+                        .sas
+                        .iter()
+                        .filter(|(k, sa)| {
+                            **k != keep && sa.conn() == conn && sa.peer_id() == Some(&peer_id)
+                        })
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for spi in victims {
+                        self.with_sa(now, spi, |sa, ctx| sa.drop_silently(ctx));
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, e: &Error, peer: SocketAddr) {
+        let reason = e.reason();
+        tracing::debug!(%peer, error = %e, "rejected input");
+        *self.stats.rejected.entry(reason).or_default() += 1;
+        self.out
+            .push_back(Output::Event(Event::Rejected { reason, peer }));
+    }
+
+    fn fresh_spi(&mut self) -> u64 {
+        loop {
+            let spi = self.rng.next_u64();
+            if spi != 0 && !self.sas.contains_key(&spi) {
+                return spi;
+            }
+        }
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn sa_of_child(&self, child: ChildSaId) -> Option<u64> {
+        self.sas
+            .iter()
+            .find(|(_, sa)| sa.has_child(child))
+            .map(|(k, _)| *k)
+    }
+
+    fn sa_of_session(&self, session: SessionId) -> Option<u64> {
+        self.sas
+            .iter()
+            .filter(|(_, sa)| sa.session() == session && sa.is_established())
+            .map(|(k, _)| *k)
+            .next()
+    }
+}

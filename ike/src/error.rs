@@ -1,0 +1,218 @@
+//! Errors and the one map from each protocol violation to the NOTIFY RFC 7296 §2.21 prescribes.
+//!
+//! Families follow rustls: [`InvalidMessage`] (decode failures), [`PeerMisbehaved`] (the peer
+//! broke the protocol), [`PeerIncompatible`] (the peer is well-behaved but we cannot agree).
+//! [`Error::reaction`] is the single exhaustive match deciding what goes on the wire.
+
+use crate::wire::InvalidMessage;
+use crate::wire::enums::NotifyType;
+
+/// Any reason the engine rejected an input.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The bytes do not decode.
+    #[error("invalid message: {0}")]
+    InvalidMessage(#[from] InvalidMessage),
+    /// The peer broke the protocol.
+    #[error("peer misbehaved: {0:?}")]
+    PeerMisbehaved(#[from] PeerMisbehaved),
+    /// The peer is well-behaved but we cannot agree.
+    #[error("peer incompatible: {0:?}")]
+    PeerIncompatible(#[from] PeerIncompatible),
+    /// A local failure (crypto provider, configuration) while handling a valid message.
+    #[error("local failure: {0}")]
+    Local(&'static str),
+}
+
+/// Protocol violations. Each has its own variant so stats and logs say exactly what happened.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMisbehaved {
+    /// The AUTH payload does not verify (RFC 7296 §2.15).
+    AuthenticationFailed,
+    /// The cookie in a retried IKE_SA_INIT does not match what we handed out (§2.6).
+    BadCookie,
+    /// The peer's KE data is not a valid public value for the group.
+    BadKeData,
+    /// A fragment set exceeds our reassembly bounds (RFC 7383 §2.6).
+    FragmentOverflow,
+    /// The peer's identity is not one the matched profile accepts.
+    IdentityMismatch,
+    /// The SK/SKF payload failed its integrity check; silently dropped (§2.21.2).
+    IntegrityCheckFailed,
+    /// The KE payload's group differs from the negotiated or proposed one.
+    KeGroupMismatch,
+    /// A mandatory payload is absent.
+    MissingPayload(&'static str),
+    /// A plaintext message arrived where only protected ones are allowed.
+    NotEncrypted,
+    /// The response chose a proposal or transform we did not offer (§2.7).
+    ProposalNotOffered,
+    /// The responder's traffic selectors are not a subset of what we offered (§2.9).
+    TsOutsideOffer,
+    /// An exchange type that is not valid in the current state.
+    UnexpectedExchange(u8),
+    /// A request or response outside the message-ID window (§2.3).
+    UnexpectedMessageId(u32),
+    /// A response to a request we never sent.
+    UnsolicitedResponse,
+    /// A request refers to a Child SA we do not have (§2.25).
+    UnknownChildSa(u32),
+    /// An IKE SPI we do not know (§2.21.4).
+    UnknownIkeSpi,
+}
+
+/// Well-formed input on which we cannot agree.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerIncompatible {
+    /// None of the peer's proposals is acceptable (§2.7).
+    NoProposalChosen,
+    /// The proposal is fine but the KE payload uses another group; we want `0` (§1.2).
+    InvalidKePayload(u16),
+    /// No profile matches the peer's address (IKE_SA_INIT) or identity (IKE_AUTH).
+    NoMatchingProfile,
+    /// The traffic selectors do not intersect ours (§2.9).
+    TsUnacceptable,
+    /// The peer answered our request with this error notify.
+    PeerRejected(NotifyType),
+    /// A cookie is required before we keep state (§2.6).
+    CookieRequired,
+    /// A simultaneous exchange prevents this one right now (§2.25).
+    TemporaryFailure,
+    /// Too many half-open SAs; the request is dropped.
+    HalfOpenLimit,
+}
+
+/// What the engine puts on the wire for an error found in a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reaction {
+    /// Answer with this error notify (data per §3.10.1). Protection follows the exchange:
+    /// IKE_SA_INIT answers are unprotected, later ones travel in SK.
+    Notify(NotifyType, Vec<u8>),
+    /// Say nothing (integrity failures, replays, unknown SPIs, responses).
+    Drop,
+}
+
+impl Error {
+    /// RFC 7296 §2.21: the notify to send in response to a request that failed this way.
+    pub fn reaction(&self) -> Reaction {
+        use NotifyType as N;
+        let n = |t| Reaction::Notify(t, Vec::new());
+        match self {
+            Self::InvalidMessage(InvalidMessage::UnsupportedCriticalPayload(t)) => {
+                // §3.10.1: the notification data holds the one-octet payload type.
+                Reaction::Notify(N::UnsupportedCriticalPayload, vec![*t])
+            }
+            Self::InvalidMessage(InvalidMessage::UnsupportedVersion(_)) => {
+                n(N::InvalidMajorVersion)
+            }
+            Self::InvalidMessage(
+                InvalidMessage::Truncated
+                | InvalidMessage::TrailingData
+                | InvalidMessage::BadLength
+                | InvalidMessage::MisplacedPayload(_)
+                | InvalidMessage::BadNonceLength(_)
+                | InvalidMessage::BadValue(_),
+            ) => n(N::InvalidSyntax),
+            Self::PeerMisbehaved(e) => match e {
+                PeerMisbehaved::AuthenticationFailed | PeerMisbehaved::IdentityMismatch => {
+                    n(N::AuthenticationFailed)
+                }
+                PeerMisbehaved::BadKeData
+                | PeerMisbehaved::MissingPayload(_)
+                | PeerMisbehaved::UnexpectedExchange(_)
+                | PeerMisbehaved::ProposalNotOffered => n(N::InvalidSyntax),
+                PeerMisbehaved::KeGroupMismatch => n(N::InvalidKePayload),
+                PeerMisbehaved::TsOutsideOffer => n(N::TsUnacceptable),
+                PeerMisbehaved::UnknownChildSa(_) => n(N::ChildSaNotFound),
+                // §2.21.2 / §2.21.4: never answer what we cannot authenticate or place.
+                PeerMisbehaved::BadCookie
+                | PeerMisbehaved::FragmentOverflow
+                | PeerMisbehaved::IntegrityCheckFailed
+                | PeerMisbehaved::NotEncrypted
+                | PeerMisbehaved::UnexpectedMessageId(_)
+                | PeerMisbehaved::UnsolicitedResponse
+                | PeerMisbehaved::UnknownIkeSpi => Reaction::Drop,
+            },
+            Self::PeerIncompatible(e) => match e {
+                PeerIncompatible::NoProposalChosen => n(N::NoProposalChosen),
+                PeerIncompatible::InvalidKePayload(g) => {
+                    // §3.10.1: INVALID_KE_PAYLOAD carries the accepted group, two octets.
+                    Reaction::Notify(N::InvalidKePayload, g.to_be_bytes().to_vec())
+                }
+                PeerIncompatible::NoMatchingProfile => n(N::AuthenticationFailed),
+                PeerIncompatible::TsUnacceptable => n(N::TsUnacceptable),
+                PeerIncompatible::TemporaryFailure => n(N::TemporaryFailure),
+                PeerIncompatible::PeerRejected(_)
+                | PeerIncompatible::CookieRequired
+                | PeerIncompatible::HalfOpenLimit => Reaction::Drop,
+            },
+            Self::Local(_) => n(N::TemporaryFailure),
+        }
+    }
+
+    /// A short stable name used as the key of [`crate::Stats`] counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidMessage(InvalidMessage::UnsupportedCriticalPayload(_)) => {
+                "unsupported_critical_payload"
+            }
+            Self::InvalidMessage(_) => "invalid_message",
+            Self::PeerMisbehaved(e) => match e {
+                PeerMisbehaved::AuthenticationFailed => "authentication_failed",
+                PeerMisbehaved::BadCookie => "bad_cookie",
+                PeerMisbehaved::BadKeData => "bad_ke_data",
+                PeerMisbehaved::FragmentOverflow => "fragment_overflow",
+                PeerMisbehaved::IdentityMismatch => "identity_mismatch",
+                PeerMisbehaved::IntegrityCheckFailed => "integrity_check_failed",
+                PeerMisbehaved::KeGroupMismatch => "ke_group_mismatch",
+                PeerMisbehaved::MissingPayload(_) => "missing_payload",
+                PeerMisbehaved::NotEncrypted => "not_encrypted",
+                PeerMisbehaved::ProposalNotOffered => "proposal_not_offered",
+                PeerMisbehaved::TsOutsideOffer => "ts_outside_offer",
+                PeerMisbehaved::UnexpectedExchange(_) => "unexpected_exchange",
+                PeerMisbehaved::UnexpectedMessageId(_) => "unexpected_message_id",
+                PeerMisbehaved::UnsolicitedResponse => "unsolicited_response",
+                PeerMisbehaved::UnknownChildSa(_) => "unknown_child_sa",
+                PeerMisbehaved::UnknownIkeSpi => "unknown_ike_spi",
+            },
+            Self::PeerIncompatible(e) => match e {
+                PeerIncompatible::NoProposalChosen => "no_proposal_chosen",
+                PeerIncompatible::InvalidKePayload(_) => "invalid_ke_payload",
+                PeerIncompatible::NoMatchingProfile => "no_matching_profile",
+                PeerIncompatible::TsUnacceptable => "ts_unacceptable",
+                PeerIncompatible::PeerRejected(_) => "peer_rejected",
+                PeerIncompatible::CookieRequired => "cookie_required",
+                PeerIncompatible::TemporaryFailure => "temporary_failure",
+                PeerIncompatible::HalfOpenLimit => "half_open_limit",
+            },
+            Self::Local(_) => "local_failure",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerMisbehaved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for PeerMisbehaved {}
+
+impl std::fmt::Display for PeerIncompatible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for PeerIncompatible {}
+
+/// A crypto failure on our side (key generation, cipher setup) while handling valid input;
+/// peer-caused crypto failures are mapped to [`PeerMisbehaved`] variants at the call site.
+impl From<crate::crypto::CryptoError> for Error {
+    fn from(_: crate::crypto::CryptoError) -> Self {
+        Self::Local("crypto")
+    }
+}

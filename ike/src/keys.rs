@@ -1,0 +1,249 @@
+//! Key derivation and authentication values built on [`crate::crypto`]:
+//! SKEYSEED and SK_* (RFC 7296 §2.14), IKE SA rekey (§2.18), Child SA KEYMAT (§2.17),
+//! PSK AUTH and the signed octets (§2.15), and the NAT_DETECTION hashes (§2.23).
+//!
+//! SPIs are passed as `u64` and serialized big-endian, as they appear in the IKE header.
+
+use std::net::IpAddr;
+
+use aws_lc_rs::constant_time;
+use aws_lc_rs::digest;
+
+use crate::crypto::{CryptoError, PrfKey, SkCipher};
+use crate::secret::Secret;
+use crate::transform::{Encr, Integ, Prf};
+
+/// The negotiated IKE SA transforms that key derivation depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IkeSuite {
+    /// PRF transform.
+    pub prf: Prf,
+    /// Encryption transform.
+    pub encr: Encr,
+    /// Integrity transform; `None` for AEAD ciphers (RFC 5282 §8).
+    pub integ: Option<Integ>,
+}
+
+/// The seven IKE SA keys (RFC 7296 §2.14). For AEAD suites `sk_ai`/`sk_ar` are empty and
+/// `sk_ei`/`sk_er` carry key | 4-byte salt.
+#[derive(Debug)]
+pub struct IkeKeys {
+    /// The suite the keys were derived for.
+    pub suite: IkeSuite,
+    /// Derives Child SA KEYMAT and the next IKE SA's SKEYSEED.
+    pub sk_d: Secret,
+    /// Integrity key for messages sent by the original initiator.
+    pub sk_ai: Secret,
+    /// Integrity key for messages sent by the original responder.
+    pub sk_ar: Secret,
+    /// Encryption key for messages sent by the original initiator.
+    pub sk_ei: Secret,
+    /// Encryption key for messages sent by the original responder.
+    pub sk_er: Secret,
+    /// Used in the initiator's AUTH payload (MACedIDForI, §2.15).
+    pub sk_pi: Secret,
+    /// Used in the responder's AUTH payload (MACedIDForR, §2.15).
+    pub sk_pr: Secret,
+}
+
+impl IkeKeys {
+    /// The cipher protecting messages the original initiator sends (SK_ei / SK_ai).
+    pub fn initiator_cipher(&self) -> Result<SkCipher, CryptoError> {
+        self.cipher(&self.sk_ei, &self.sk_ai)
+    }
+
+    /// The cipher protecting messages the original responder sends (SK_er / SK_ar).
+    pub fn responder_cipher(&self) -> Result<SkCipher, CryptoError> {
+        self.cipher(&self.sk_er, &self.sk_ar)
+    }
+
+    fn cipher(&self, enc: &Secret, integ: &Secret) -> Result<SkCipher, CryptoError> {
+        let IkeSuite {
+            encr, integ: alg, ..
+        } = self.suite;
+        SkCipher::new(encr, alg, enc, alg.map(|_| integ))
+    }
+}
+
+/// IKE_SA_INIT key derivation (RFC 7296 §2.14):
+/// `SKEYSEED = prf(Ni | Nr, g^ir)`, then
+/// `{SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr)`.
+/// `ni`/`nr` are the Nonce Data; HMAC PRFs take the whole `Ni | Nr` as key.
+pub fn derive_ike_keys(
+    suite: IkeSuite,
+    ni: &[u8],
+    nr: &[u8],
+    g_ir: &Secret,
+    spi_i: u64,
+    spi_r: u64,
+) -> IkeKeys {
+    let mut nonces = zeroize::Zeroizing::new(Vec::with_capacity(ni.len() + nr.len()));
+    nonces.extend_from_slice(ni);
+    nonces.extend_from_slice(nr);
+    let skeyseed = PrfKey::new(suite.prf, &nonces).compute(&[g_ir.expose()]);
+    expand_ike_keys(suite, &skeyseed, ni, nr, spi_i, spi_r)
+}
+
+/// Rekeyed IKE SA keys (RFC 7296 §2.18): `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)`
+/// with the **old** SA's PRF ("it is the old IKE SA's PRF that is used to generate
+/// SKEYSEED"), then prf+ as in §2.14 with the new suite's PRF and the new SPIs.
+// Each argument is a distinct protocol input of §2.18; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_rekeyed_ike_keys(
+    old_prf: Prf,
+    old_sk_d: &Secret,
+    suite: IkeSuite,
+    g_ir: &Secret,
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> IkeKeys {
+    let skeyseed = PrfKey::new(old_prf, old_sk_d.expose()).compute(&[g_ir.expose(), ni, nr]);
+    expand_ike_keys(suite, &skeyseed, ni, nr, spi_i, spi_r)
+}
+
+fn expand_ike_keys(
+    suite: IkeSuite,
+    skeyseed: &Secret,
+    ni: &[u8],
+    nr: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> IkeKeys {
+    let prf_len = suite.prf.preferred_key_len();
+    let a_len = suite.integ.map_or(0, Integ::key_len);
+    let e_len = suite.encr.keymat_len();
+    let total = 3 * prf_len + 2 * a_len + 2 * e_len;
+    let stream = PrfKey::new(suite.prf, skeyseed.expose())
+        .plus(&[ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()], total);
+    let mut rest = stream.expose();
+    let mut take = |n: usize| {
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Secret::from_slice(head)
+    };
+    IkeKeys {
+        suite,
+        sk_d: take(prf_len),
+        sk_ai: take(a_len),
+        sk_ar: take(a_len),
+        sk_ei: take(e_len),
+        sk_er: take(e_len),
+        sk_pi: take(prf_len),
+        sk_pr: take(prf_len),
+    }
+}
+
+/// Child SA keys (RFC 7296 §2.17), one set per direction. `*_i` protect traffic from the
+/// initiator of the exchange that created the SA to its responder; `*_r` the reverse.
+/// For AEAD the encryption keys carry key | salt (RFC 4106 §8.1, RFC 7634 §4) and the integrity
+/// keys are empty.
+#[derive(Debug)]
+pub struct ChildKeys {
+    /// Initiator → responder encryption key.
+    pub encr_i: Secret,
+    /// Initiator → responder integrity key.
+    pub integ_i: Secret,
+    /// Responder → initiator encryption key.
+    pub encr_r: Secret,
+    /// Responder → initiator integrity key.
+    pub integ_r: Secret,
+}
+
+/// Child SA KEYMAT (RFC 7296 §2.17): `KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr)`, taken in
+/// order encr_i, integ_i, encr_r, integ_r ("all keys for SAs carrying data from the initiator
+/// to the responder are taken before SAs going from the responder to the initiator";
+/// encryption key before integrity key). `g_ir` is `Some` only for a CREATE_CHILD_SA with
+/// PFS. `ni`/`nr` are from the exchange that creates the Child SA.
+pub fn derive_child_keys(
+    prf: Prf,
+    sk_d: &Secret,
+    encr: Encr,
+    integ: Option<Integ>,
+    g_ir: Option<&Secret>,
+    ni: &[u8],
+    nr: &[u8],
+) -> ChildKeys {
+    let e_len = encr.keymat_len();
+    let a_len = integ.map_or(0, Integ::key_len);
+    let key = PrfKey::new(prf, sk_d.expose());
+    let total = 2 * (e_len + a_len);
+    let stream = match g_ir {
+        Some(g) => key.plus(&[g.expose(), ni, nr], total),
+        None => key.plus(&[ni, nr], total),
+    };
+    let (i, r) = stream.expose().split_at(e_len + a_len);
+    ChildKeys {
+        encr_i: Secret::from_slice(&i[..e_len]),
+        integ_i: Secret::from_slice(&i[e_len..]),
+        encr_r: Secret::from_slice(&r[..e_len]),
+        integ_r: Secret::from_slice(&r[e_len..]),
+    }
+}
+
+/// RFC 7296 §2.15 pad string for shared-key AUTH.
+const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
+
+/// The octets an AUTH payload signs or MACs (RFC 7296 §2.15):
+/// `RealMessage | Nonce | prf(SK_p, IDx')`.
+///
+/// * Initiator's AUTH: `real_message` = our IKE_SA_INIT request as sent, `peer_nonce` = Nr,
+///   `sk_p` = SK_pi, `id_body` = our IDi payload body (ID Type, 3 reserved octets, data; no
+///   generic payload header).
+/// * Responder's AUTH: IKE_SA_INIT response, Ni, SK_pr, IDr body.
+///
+/// Verifying the peer's AUTH uses the peer's message, our nonce, the peer's SK_p and ID.
+pub fn signed_octets(
+    prf: Prf,
+    real_message: &[u8],
+    peer_nonce: &[u8],
+    sk_p: &Secret,
+    id_body: &[u8],
+) -> Vec<u8> {
+    let maced_id = PrfKey::new(prf, sk_p.expose()).compute(&[id_body]);
+    let mut out = Vec::with_capacity(real_message.len() + peer_nonce.len() + maced_id.len());
+    out.extend_from_slice(real_message);
+    out.extend_from_slice(peer_nonce);
+    out.extend_from_slice(maced_id.expose());
+    out
+}
+
+/// Shared-key AUTH data (RFC 7296 §2.15):
+/// `AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)`.
+pub fn psk_auth(prf: Prf, psk: &Secret, signed_octets: &[u8]) -> Secret {
+    let inner = PrfKey::new(prf, psk.expose()).compute(&[KEY_PAD]);
+    PrfKey::new(prf, inner.expose()).compute(&[signed_octets])
+}
+
+/// Checks a peer's shared-key AUTH in constant time (RFC 7296 §2.15).
+pub fn verify_psk_auth(
+    prf: Prf,
+    psk: &Secret,
+    signed_octets: &[u8],
+    received: &[u8],
+) -> Result<(), CryptoError> {
+    let expected = psk_auth(prf, psk, signed_octets);
+    constant_time::verify_slices_are_equal(expected.expose(), received)
+        .map_err(|_| CryptoError::IntegrityCheckFailed)
+}
+
+/// NAT_DETECTION_SOURCE_IP / _DESTINATION_IP data (RFC 7296 §2.23):
+/// `SHA-1(SPIi | SPIr | IP | Port)`, IP as 4 or 16 octets, port in network order.
+/// In IKE_SA_INIT requests `spi_r` is 0.
+pub fn nat_detection_hash(spi_i: u64, spi_r: u64, ip: IpAddr, port: u16) -> [u8; 20] {
+    let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(&spi_i.to_be_bytes());
+    ctx.update(&spi_r.to_be_bytes());
+    match ip {
+        IpAddr::V4(v4) => ctx.update(&v4.octets()),
+        IpAddr::V6(v6) => ctx.update(&v6.octets()),
+    }
+    ctx.update(&port.to_be_bytes());
+    let mut out = [0u8; 20];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests;

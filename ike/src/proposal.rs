@@ -1,0 +1,446 @@
+//! SA payload construction and proposal selection (RFC 7296 §2.7, §3.3).
+//!
+//! The responder prefers its own configured order (strongSwan's
+//! `prefer_configured_proposals = yes`) and answers with exactly one transform of each type,
+//! keeping the initiator's proposal number (§3.3.1).
+
+use crate::config::EspProposal;
+use crate::config::IkeProposal;
+use crate::error::PeerIncompatible;
+use crate::error::PeerMisbehaved;
+use crate::transform::DhGroup;
+use crate::transform::Encr;
+use crate::transform::Esn;
+use crate::transform::Integ;
+use crate::transform::Prf;
+use crate::wire::Proposal;
+use crate::wire::Sa;
+use crate::wire::Transform;
+use crate::wire::enums::ProtocolId;
+use crate::wire::enums::TransformType;
+
+/// The SA payload offering `ours` for an IKE SA; `spi` is empty for IKE_SA_INIT and our new
+/// 8-octet SPI when rekeying (§3.3.1).
+pub fn ike_offer(ours: &[IkeProposal], spi: &[u8]) -> Sa {
+    // A run of configured suites forming a full cross product (what a Cisco/strongSwan
+    // proposal with several algorithms per type means) travels as one proposal with several
+    // transforms per type (§3.3.6), keeping IKE_SA_INIT small.
+    let mut proposals = Vec::new();
+    let mut i = 0;
+    while i < ours.len() {
+        let j = (i + 1..=ours.len())
+            .rev()
+            .find(|&j| is_cross_product(&ours[i..j]))
+            .unwrap_or(i + 1);
+        let num = proposals.len() as u8 + 1;
+        let mut transforms = Vec::new();
+        for p in &ours[i..j] {
+            for t in ike_proposal(num, p, spi).transforms {
+                if !transforms.contains(&t) {
+                    transforms.push(t);
+                }
+            }
+        }
+        // §3.3.2: transforms are grouped by type.
+        transforms.sort_by_key(|t| t.ty.to_raw());
+        proposals.push(Proposal {
+            num,
+            protocol: ProtocolId::Ike,
+            spi: spi.to_vec(),
+            transforms,
+        });
+        i = j;
+    }
+    Sa { proposals }
+}
+
+/// True when `run` holds exactly every combination of its per-type transform sets.
+fn is_cross_product(run: &[IkeProposal]) -> bool {
+    fn distinct<T: PartialEq + Copy>(run: &[IkeProposal], f: impl Fn(&IkeProposal) -> T) -> usize {
+        let mut seen: Vec<T> = Vec::new();
+        for p in run {
+            let v = f(p);
+            if !seen.contains(&v) {
+                seen.push(v);
+            }
+        }
+        seen.len()
+    }
+    let mut unique: Vec<&IkeProposal> = Vec::new();
+    for p in run {
+        if unique.contains(&p) {
+            return false;
+        }
+        unique.push(p);
+    }
+    let product = distinct(run, |p| p.encr)
+        * distinct(run, |p| p.prf)
+        * distinct(run, |p| p.integ)
+        * distinct(run, |p| p.dh);
+    product == run.len()
+}
+
+/// The SA payload offering `ours` for an ESP Child SA with our inbound `spi`; `dh` adds a KE
+/// transform for PFS in CREATE_CHILD_SA (never in IKE_AUTH, §1.2).
+pub fn esp_offer(ours: &[EspProposal], dh: Option<DhGroup>, spi: u32) -> Sa {
+    Sa {
+        proposals: ours
+            .iter()
+            .enumerate()
+            .map(|(i, p)| esp_proposal(i as u8 + 1, p, dh, spi))
+            .collect(),
+    }
+}
+
+fn ike_proposal(num: u8, p: &IkeProposal, spi: &[u8]) -> Proposal {
+    let mut transforms = vec![
+        encr_transform(p.encr),
+        Transform::new(TransformType::Prf, p.prf.id()),
+    ];
+    if let Some(i) = p.integ {
+        transforms.push(Transform::new(TransformType::Integ, i.id()));
+    }
+    transforms.push(Transform::new(TransformType::Dh, p.dh.id()));
+    Proposal {
+        num,
+        protocol: ProtocolId::Ike,
+        spi: spi.to_vec(),
+        transforms,
+    }
+}
+
+fn esp_proposal(num: u8, p: &EspProposal, dh: Option<DhGroup>, spi: u32) -> Proposal {
+    let mut transforms = vec![encr_transform(p.encr)];
+    if let Some(i) = p.integ {
+        transforms.push(Transform::new(TransformType::Integ, i.id()));
+    }
+    if let Some(g) = dh {
+        transforms.push(Transform::new(TransformType::Dh, g.id()));
+    }
+    transforms.push(Transform::new(TransformType::Esn, esn_id(p.esn)));
+    Proposal {
+        num,
+        protocol: ProtocolId::Esp,
+        spi: spi.to_be_bytes().to_vec(),
+        transforms,
+    }
+}
+
+fn encr_transform(e: Encr) -> Transform {
+    Transform::with_key_length(TransformType::Encr, e.id(), e.key_length_attr())
+}
+
+fn esn_id(e: Esn) -> u16 {
+    match e {
+        Esn::No => 0,
+        Esn::Yes => 1,
+    }
+}
+
+/// Equal transform sets regardless of order (responders order transforms as they like).
+fn same_transforms(a: &[Transform], b: &[Transform]) -> bool {
+    let key = |t: &Transform| (t.ty.to_raw(), t.id, t.key_length());
+    let mut ka: Vec<_> = a.iter().map(key).collect();
+    let mut kb: Vec<_> = b.iter().map(key).collect();
+    ka.sort_unstable();
+    kb.sort_unstable();
+    ka == kb
+}
+
+fn has(p: &Proposal, t: &Transform) -> bool {
+    p.transforms
+        .iter()
+        .any(|x| x.ty == t.ty && x.id == t.id && x.key_length() == t.key_length())
+}
+
+fn has_type(p: &Proposal, ty: TransformType) -> bool {
+    p.transforms.iter().any(|x| x.ty == ty)
+}
+
+/// RFC 7296 §3.3.6: a transform carrying an attribute we do not understand must be ignored.
+fn understood(p: &Proposal) -> bool {
+    p.transforms.iter().all(|t| {
+        t.attributes
+            .iter()
+            .all(|a| a.ty == crate::wire::enums::ATTR_KEY_LENGTH)
+    })
+}
+
+fn integ_ok(p: &Proposal, integ: Option<Integ>) -> bool {
+    match integ {
+        Some(i) => has(p, &Transform::new(TransformType::Integ, i.id())),
+        // AEAD: no INTEG transform, or only "NONE" (0).
+        None => p
+            .transforms
+            .iter()
+            .filter(|t| t.ty == TransformType::Integ)
+            .all(|t| t.id == 0),
+    }
+}
+
+/// Responder: picks the first of `ours` (allowed by `allow_legacy`) contained in any of the
+/// peer's IKE proposals. Returns our choice and the one-proposal SA payload to send back.
+pub fn select_ike(
+    offer: &Sa,
+    ours: &[IkeProposal],
+    allow_legacy: bool,
+    spi: &[u8],
+) -> Result<(IkeProposal, Sa), PeerIncompatible> {
+    for mine in ours.iter().filter(|p| allow_legacy || !p.is_legacy()) {
+        let probe = ike_proposal(0, mine, &[]);
+        for theirs in offer
+            .proposals
+            .iter()
+            .filter(|p| p.protocol == ProtocolId::Ike)
+        {
+            if understood(theirs)
+                && has(theirs, &probe.transforms[0])
+                && has(theirs, &Transform::new(TransformType::Prf, mine.prf.id()))
+                && integ_ok(theirs, mine.integ)
+                && has(theirs, &Transform::new(TransformType::Dh, mine.dh.id()))
+            {
+                if mine.is_legacy() {
+                    tracing::warn!(proposal = ?mine, "accepting a legacy IKE proposal");
+                }
+                let reply = Sa {
+                    proposals: vec![ike_proposal(theirs.num, mine, spi)],
+                };
+                return Ok((*mine, reply));
+            }
+        }
+    }
+    Err(PeerIncompatible::NoProposalChosen)
+}
+
+/// Initiator: checks the responder's one-proposal answer is one of ours (§2.7: "the
+/// responder MUST choose a single suite"), returning it and the responder's SPI bytes.
+pub fn accept_ike(
+    reply: &Sa,
+    ours: &[IkeProposal],
+) -> Result<(IkeProposal, Vec<u8>), PeerMisbehaved> {
+    let [p] = reply.proposals.as_slice() else {
+        return Err(PeerMisbehaved::ProposalNotOffered);
+    };
+    let mine = ours
+        .iter()
+        .find(|m| same_transforms(&ike_proposal(p.num, m, &p.spi).transforms, &p.transforms))
+        .ok_or(PeerMisbehaved::ProposalNotOffered)?;
+    Ok((*mine, p.spi.clone()))
+}
+
+/// A negotiated ESP suite with the peer's inbound SPI (our outbound SPI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EspChoice {
+    /// The suite.
+    pub proposal: EspProposal,
+    /// PFS group, when a KE transform was negotiated.
+    pub dh: Option<DhGroup>,
+    /// The peer's SPI.
+    pub peer_spi: u32,
+}
+
+/// Responder: picks the first of `ours` contained in any of the peer's ESP proposals.
+/// `dh` is the PFS group we require (CREATE_CHILD_SA) or `None` (IKE_AUTH, where KE
+/// transforms in the offer are ignored per RFC 7296 §1.2).
+pub fn select_esp(
+    offer: &Sa,
+    ours: &[EspProposal],
+    dh: Option<DhGroup>,
+    allow_legacy: bool,
+    our_spi: u32,
+) -> Result<(EspChoice, Sa), PeerIncompatible> {
+    for mine in ours.iter().filter(|p| allow_legacy || !p.is_legacy()) {
+        for theirs in offer
+            .proposals
+            .iter()
+            .filter(|p| p.protocol == ProtocolId::Esp)
+        {
+            let Ok(spi) = <[u8; 4]>::try_from(theirs.spi.as_slice()) else {
+                continue;
+            };
+            let esn_ok = has(
+                theirs,
+                &Transform::new(TransformType::Esn, esn_id(mine.esn)),
+            ) || (!has_type(theirs, TransformType::Esn) && mine.esn == Esn::No);
+            let dh_ok = match dh {
+                Some(g) => has(theirs, &Transform::new(TransformType::Dh, g.id())),
+                None => true,
+            };
+            if understood(theirs)
+                && has(theirs, &encr_transform(mine.encr))
+                && integ_ok(theirs, mine.integ)
+                && esn_ok
+                && dh_ok
+            {
+                if mine.is_legacy() {
+                    tracing::warn!(proposal = ?mine, "accepting a legacy ESP proposal");
+                }
+                let reply = Sa {
+                    proposals: vec![esp_proposal(theirs.num, mine, dh, our_spi)],
+                };
+                let choice = EspChoice {
+                    proposal: *mine,
+                    dh,
+                    peer_spi: u32::from_be_bytes(spi),
+                };
+                return Ok((choice, reply));
+            }
+        }
+    }
+    Err(PeerIncompatible::NoProposalChosen)
+}
+
+/// Initiator: checks the responder's ESP answer is one of ours.
+pub fn accept_esp(
+    reply: &Sa,
+    ours: &[EspProposal],
+    dh: Option<DhGroup>,
+) -> Result<EspChoice, PeerMisbehaved> {
+    let [p] = reply.proposals.as_slice() else {
+        return Err(PeerMisbehaved::ProposalNotOffered);
+    };
+    let spi =
+        <[u8; 4]>::try_from(p.spi.as_slice()).map_err(|_| PeerMisbehaved::ProposalNotOffered)?;
+    let spi = u32::from_be_bytes(spi);
+    let mine = ours
+        .iter()
+        .find(|m| same_transforms(&esp_proposal(p.num, m, dh, spi).transforms, &p.transforms))
+        .ok_or(PeerMisbehaved::ProposalNotOffered)?;
+    Ok(EspChoice {
+        proposal: *mine,
+        dh,
+        peer_spi: spi,
+    })
+}
+
+/// Maps wire transform IDs back to typed transforms (used for logging peer offers).
+pub fn encr_from_wire(id: u16, key_bits: Option<u16>) -> Option<Encr> {
+    Some(match (id, key_bits) {
+        (3, None) => Encr::TripleDes,
+        (12, Some(k)) => Encr::AesCbc { key_bits: k },
+        (20, Some(k)) => Encr::AesGcm16 { key_bits: k },
+        (28, None) => Encr::ChaCha20Poly1305,
+        _ => return None,
+    })
+}
+
+/// Maps a PRF transform ID.
+pub fn prf_from_wire(id: u16) -> Option<Prf> {
+    [
+        Prf::HmacSha1,
+        Prf::HmacSha256,
+        Prf::HmacSha384,
+        Prf::HmacSha512,
+    ]
+    .into_iter()
+    .find(|p| p.id() == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CBC: IkeProposal = IkeProposal::AES128_SHA256_MODP2048;
+    const GCM: IkeProposal = IkeProposal::AES256GCM_SHA256_X25519;
+
+    #[test]
+    fn responder_prefers_its_order_and_initiator_accepts() {
+        let offer = ike_offer(&[CBC, GCM], &[]);
+        let (chosen, reply) = select_ike(&offer, &[GCM, CBC], false, &[]).expect("match");
+        assert_eq!(chosen, GCM);
+        assert_eq!(reply.proposals[0].num, 2);
+        assert_eq!(accept_ike(&reply, &[CBC, GCM]).expect("accept").0, GCM);
+        assert!(accept_ike(&reply, &[CBC]).is_err());
+    }
+
+    #[test]
+    fn cross_product_offered_as_one_proposal() {
+        let mut ours = Vec::new();
+        for encr in [
+            Encr::AesGcm16 { key_bits: 256 },
+            Encr::AesGcm16 { key_bits: 128 },
+        ] {
+            for dh in [DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Modp2048] {
+                ours.push(IkeProposal { encr, dh, ..GCM });
+            }
+        }
+        ours.push(CBC);
+        let offer = ike_offer(&ours, &[]);
+        assert_eq!(offer.proposals.len(), 2);
+        assert_eq!(offer.proposals[0].transforms.len(), 2 + 1 + 3);
+        // A responder preferring one combination picks it out of the merged proposal.
+        let want = IkeProposal {
+            encr: Encr::AesGcm16 { key_bits: 128 },
+            dh: DhGroup::Ecp256,
+            ..GCM
+        };
+        let (chosen, reply) = select_ike(&offer, &[want], false, &[]).expect("match");
+        assert_eq!(chosen, want);
+        assert_eq!(accept_ike(&reply, &ours).expect("accept").0, want);
+    }
+
+    #[test]
+    fn reply_transform_order_does_not_matter() {
+        let offer = ike_offer(&[CBC], &[]);
+        let (_, mut reply) = select_ike(&offer, &[CBC], false, &[]).expect("match");
+        reply.proposals[0].transforms.reverse();
+        assert_eq!(accept_ike(&reply, &[CBC]).expect("accept").0, CBC);
+    }
+
+    #[test]
+    fn no_overlap_and_legacy() {
+        let legacy = IkeProposal {
+            encr: Encr::TripleDes,
+            prf: Prf::HmacSha1,
+            integ: Some(Integ::HmacSha1_96),
+            dh: DhGroup::Modp1024,
+        };
+        let offer = ike_offer(&[legacy], &[]);
+        assert_eq!(
+            select_ike(&offer, &[legacy], false, &[]).err(),
+            Some(PeerIncompatible::NoProposalChosen)
+        );
+        assert!(select_ike(&offer, &[legacy], true, &[]).is_ok());
+        assert!(select_ike(&ike_offer(&[CBC], &[]), &[GCM], true, &[]).is_err());
+    }
+
+    #[test]
+    fn esp_selection_with_esn_and_pfs() {
+        let esn = EspProposal {
+            esn: Esn::Yes,
+            ..EspProposal::AES256GCM
+        };
+        let offer = esp_offer(
+            &[esn, EspProposal::AES256GCM],
+            Some(DhGroup::Curve25519),
+            0x1234,
+        );
+        let (c, reply) = select_esp(
+            &offer,
+            &[EspProposal::AES256GCM],
+            Some(DhGroup::Curve25519),
+            false,
+            9,
+        )
+        .expect("match");
+        assert_eq!(c.peer_spi, 0x1234);
+        assert_eq!(reply.proposals[0].num, 2);
+        let back = accept_esp(
+            &reply,
+            &[esn, EspProposal::AES256GCM],
+            Some(DhGroup::Curve25519),
+        )
+        .expect("ok");
+        assert_eq!(back.peer_spi, 9);
+        assert!(
+            select_esp(
+                &offer,
+                &[EspProposal::AES256GCM],
+                Some(DhGroup::Ecp256),
+                false,
+                9
+            )
+            .is_err()
+        );
+    }
+}

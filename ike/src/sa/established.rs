@@ -1,0 +1,1133 @@
+//! The established IKE SA (quinn-style struct): Child SA table, one outstanding request
+//! (window 1, RFC 7296 §2.3) typed as [`Pending`], a queue of requests waiting for the window,
+//! CREATE_CHILD_SA (new child, child rekey with make-before-break, PFS, IKE SA rekey §2.18,
+//! simultaneous child rekey §2.8.1) and INFORMATIONAL (delete §1.4, liveness §2.4).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+use std::time::Instant;
+
+use rand_core::RngCore;
+
+use crate::config::IkeProposal;
+use crate::config::Lifetime;
+use crate::config::Mode;
+use crate::crypto::KeyExchange;
+use crate::endpoint::ChildSaId;
+use crate::endpoint::ChildSaInstall;
+use crate::endpoint::ChildSaRemove;
+use crate::endpoint::DownReason;
+use crate::endpoint::EspKeys;
+use crate::endpoint::Event;
+use crate::endpoint::Output;
+use crate::endpoint::UdpEncap;
+use crate::error::Error;
+use crate::error::PeerIncompatible;
+use crate::error::PeerMisbehaved;
+use crate::keys;
+use crate::proposal;
+use crate::proposal::EspChoice;
+use crate::sa::Common;
+use crate::sa::Ctx;
+use crate::sa::IkeSa;
+use crate::sa::SaAction;
+use crate::sa::State;
+use crate::sa::error_notify;
+use crate::sa::glue;
+use crate::sa::initiator::esp_usable;
+use crate::sa::initiator::usable;
+use crate::sa::later;
+use crate::sa::responder::negotiate_child_pfs;
+use crate::secret::Secret;
+use crate::transform::DhGroup;
+use crate::transform::Esn;
+use crate::ts;
+use crate::wire::Delete;
+use crate::wire::Ke;
+use crate::wire::Nonce;
+use crate::wire::Notify;
+use crate::wire::Payload;
+use crate::wire::Sa;
+use crate::wire::TrafficSelector;
+use crate::wire::enums::ExchangeType;
+use crate::wire::enums::NotifyType;
+use crate::wire::enums::ProtocolId;
+use crate::wire::notifies;
+
+/// How long an IKE SA replaced by a rekey waits for the peer's DELETE before going quietly.
+const REKEYED_LINGER: Duration = Duration::from_secs(30);
+
+/// One Child SA.
+pub(crate) struct Child {
+    pub(crate) id: ChildSaId,
+    pub(crate) spi_in: u32,
+    pub(crate) spi_out: u32,
+    pub(crate) local_ts: Vec<TrafficSelector>,
+    pub(crate) remote_ts: Vec<TrafficSelector>,
+    pub(crate) mode: Mode,
+    pub(crate) rekey_at: Option<Instant>,
+    pub(crate) expire_at: Instant,
+    /// Our rekey of this child is in flight.
+    pub(crate) rekeying: bool,
+    /// A successor exists; this one only waits to be deleted.
+    pub(crate) replaced: bool,
+    /// We sent a DELETE for it.
+    pub(crate) deleting: bool,
+    /// The peer rekeyed this child while our own rekey was in flight: (its new child, the
+    /// lowest nonce of its exchange), for §2.8.1 collision resolution.
+    pub(crate) rekeyed_by_peer: Option<(ChildSaId, Vec<u8>)>,
+}
+
+/// Inputs to [`install_child`].
+pub(crate) struct ChildParams<'a> {
+    /// We initiated the exchange creating the child (§2.17 key order).
+    pub(crate) exchange_initiator: bool,
+    pub(crate) spi_in: u32,
+    pub(crate) choice: EspChoice,
+    pub(crate) g_ir: Option<&'a Secret>,
+    pub(crate) ni: &'a [u8],
+    pub(crate) nr: &'a [u8],
+    pub(crate) local_ts: Vec<TrafficSelector>,
+    pub(crate) remote_ts: Vec<TrafficSelector>,
+    pub(crate) mode: Mode,
+    pub(crate) replaces: Option<ChildSaId>,
+}
+
+/// Derives KEYMAT (§2.17), emits [`Output::InstallChildSa`] and the matching event.
+pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -> Child {
+    let id = ChildSaId(ctx.alloc_id());
+    let enc = p.choice.proposal.encr;
+    let integ = p.choice.proposal.integ;
+    let (prf, sk_d) = match &c.keys {
+        Some(k) => (k.suite.prf, k.sk_d.clone()),
+        // Established SAs always have keys; an empty SK_d yields keys nobody shares, and the
+        // SA is useless rather than the process dead.
+        None => (crate::transform::Prf::HmacSha256, Secret::new(Vec::new())),
+    };
+    let ck = keys::derive_child_keys(prf, &sk_d, enc, integ, p.g_ir, p.ni, p.nr);
+    let keys_i = EspKeys {
+        encr: ck.encr_i,
+        integ: integ.map(|_| ck.integ_i),
+    };
+    let keys_r = EspKeys {
+        encr: ck.encr_r,
+        integ: integ.map(|_| ck.integ_r),
+    };
+    let (outbound, inbound) = if p.exchange_initiator {
+        (keys_i, keys_r)
+    } else {
+        (keys_r, keys_i)
+    };
+    let lt = c.peer.child.lifetime;
+    let encap = (c.nat_local || c.nat_remote).then(|| UdpEncap {
+        local_port: c.local.port(),
+        remote_port: c.remote.port(),
+    });
+    ctx.out.push_back(Output::InstallChildSa(ChildSaInstall {
+        child: id,
+        replaces: p.replaces,
+        session: c.session,
+        conn: c.peer.id,
+        local: c.local,
+        remote: c.remote,
+        inbound_spi: p.spi_in,
+        outbound_spi: p.choice.peer_spi,
+        encr: enc,
+        integ,
+        esn: p.choice.proposal.esn == Esn::Yes,
+        inbound,
+        outbound,
+        local_ts: p.local_ts.clone(),
+        remote_ts: p.remote_ts.clone(),
+        mode: p.mode,
+        encap,
+        hard_lifetime: lt.lifetime.saturating_add(Duration::from_secs(60)),
+        bytes: c.peer.child.lifetime_bytes,
+    }));
+    ctx.stats.child_sas_installed += 1;
+    match p.replaces {
+        Some(old) => ctx.event(Event::ChildSaRekeyed {
+            old,
+            new: id,
+            session: c.session,
+        }),
+        None => ctx.event(Event::ChildSaUp {
+            child: id,
+            session: c.session,
+            conn: c.peer.id,
+        }),
+    }
+    Child {
+        id,
+        spi_in: p.spi_in,
+        spi_out: p.choice.peer_spi,
+        local_ts: p.local_ts,
+        remote_ts: p.remote_ts,
+        mode: p.mode,
+        rekey_at: Some(later(ctx.now, rekey_after(ctx, lt))),
+        expire_at: later(ctx.now, lt.lifetime),
+        rekeying: false,
+        replaced: false,
+        deleting: false,
+        rekeyed_by_peer: None,
+    }
+}
+
+/// `lifetime - margin - random(0..=jitter)` from the seeded RNG.
+pub(crate) fn rekey_after(ctx: &mut Ctx<'_>, lt: Lifetime) -> Duration {
+    let base = lt.lifetime.saturating_sub(lt.rekey_margin);
+    let j = lt.jitter.as_millis() as u64;
+    let r = if j == 0 {
+        0
+    } else {
+        ctx.rng.next_u64() % (j + 1)
+    };
+    base.saturating_sub(Duration::from_millis(r))
+}
+
+/// A request waiting for the window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Queued {
+    CreateChild,
+    RekeyChild(ChildSaId),
+    RekeyIke,
+    /// Delete live children (removed when the peer answers).
+    Delete(Vec<ChildSaId>),
+    /// Tell the peer about children we already removed.
+    DeleteSpis(Vec<u32>),
+    DeleteIke,
+    Dpd,
+}
+
+/// The one request in flight, typed by what its response completes.
+pub(crate) enum Pending {
+    CreateChild(ExpectCreateChildResponse),
+    RekeyChild(ExpectCreateChildResponse),
+    RekeyIke(ExpectRekeyIkeResponse),
+    Informational(Informational),
+}
+
+/// Waiting for the CREATE_CHILD_SA response of a new child or a child rekey.
+pub(crate) struct ExpectCreateChildResponse {
+    /// The child being rekeyed; `None` for a new child.
+    old: Option<ChildSaId>,
+    spi_in: u32,
+    ni: Vec<u8>,
+    ke: Option<KeyExchange>,
+}
+
+/// Waiting for the CREATE_CHILD_SA response of an IKE SA rekey.
+pub(crate) struct ExpectRekeyIkeResponse {
+    spi: u64,
+    ni: Vec<u8>,
+    ke: KeyExchange,
+}
+
+/// What an INFORMATIONAL request was for.
+pub(crate) enum Informational {
+    Dpd,
+    Delete(Vec<ChildSaId>),
+    DeleteSpis,
+    DeleteIke,
+}
+
+/// An established IKE SA.
+pub(crate) struct Established {
+    pub(crate) suite: IkeProposal,
+    pub(crate) children: Vec<Child>,
+    pub(crate) queue: VecDeque<Queued>,
+    pub(crate) pending: Option<Pending>,
+    pub(crate) rekey_at: Option<Instant>,
+    /// Replaced by a rekeyed IKE SA; only DELETE traffic remains.
+    pub(crate) rekeyed: bool,
+    pub(crate) linger_until: Option<Instant>,
+}
+
+impl Established {
+    pub(crate) fn new(c: &Common, ctx: &mut Ctx<'_>, suite: IkeProposal) -> Self {
+        let after = rekey_after(ctx, c.peer.ike_lifetime);
+        Self {
+            suite,
+            children: Vec::new(),
+            queue: VecDeque::new(),
+            pending: None,
+            rekey_at: Some(later(ctx.now, after)),
+            rekeyed: false,
+            linger_until: None,
+        }
+    }
+
+    pub(crate) fn next_timeout(&self, c: &Common) -> Option<Instant> {
+        let mut t = self.linger_until;
+        let mut min = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |y| y.min(x)));
+            }
+        };
+        if !self.rekeyed {
+            min(self.rekey_at);
+            if let Some(iv) = c.peer.dpd_interval {
+                if c.outstanding.is_none() {
+                    min(Some(later(c.last_heard, iv)));
+                }
+            }
+        }
+        for ch in &self.children {
+            if !ch.rekeying && !ch.replaced {
+                min(ch.rekey_at);
+            }
+            min(Some(ch.expire_at));
+        }
+        t
+    }
+
+    pub(crate) fn on_timeout(&mut self, c: &mut Common, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        if self.linger_until.is_some_and(|t| t <= now) {
+            self.linger_until = None;
+            self.remove_all_children(c, ctx);
+            ctx.event(Event::IkeSaDown {
+                session: c.session,
+                conn: c.peer.id,
+                reason: DownReason::Replaced,
+            });
+            c.closed = true;
+            return;
+        }
+        if self.rekeyed {
+            return;
+        }
+        if self.rekey_at.is_some_and(|t| t <= now) {
+            self.rekey_at = None;
+            self.queue.push_back(Queued::RekeyIke);
+        }
+        let mut expired = Vec::new();
+        for ch in &mut self.children {
+            if ch.expire_at <= now {
+                expired.push(ch.id);
+            } else if !ch.rekeying && !ch.replaced && ch.rekey_at.is_some_and(|t| t <= now) {
+                ch.rekey_at = None;
+                self.queue.push_back(Queued::RekeyChild(ch.id));
+            }
+        }
+        for id in expired {
+            self.expire_child(c, ctx, id);
+        }
+        if let Some(iv) = c.peer.dpd_interval {
+            if c.outstanding.is_none() && self.queue.is_empty() && now >= later(c.last_heard, iv) {
+                self.queue.push_back(Queued::Dpd);
+            }
+        }
+    }
+
+    pub(crate) fn queue_rekey_child(&mut self, child: ChildSaId) {
+        let q = Queued::RekeyChild(child);
+        if !self.queue.contains(&q) {
+            self.queue.push_back(q);
+        }
+    }
+
+    /// Removes a child now (hard expiry, failed install) and tells the peer.
+    pub(crate) fn expire_child(&mut self, c: &Common, ctx: &mut Ctx<'_>, id: ChildSaId) {
+        if let Some(ch) = self.take_child(id) {
+            let spi = ch.spi_in;
+            remove_child(c, ctx, &ch);
+            self.queue.push_back(Queued::DeleteSpis(vec![spi]));
+        }
+    }
+
+    fn take_child(&mut self, id: ChildSaId) -> Option<Child> {
+        let i = self.children.iter().position(|c| c.id == id)?;
+        Some(self.children.remove(i))
+    }
+
+    pub(crate) fn remove_all_children(&mut self, c: &Common, ctx: &mut Ctx<'_>) {
+        for ch in std::mem::take(&mut self.children) {
+            remove_child(c, ctx, &ch);
+        }
+    }
+
+    /// Starts queued requests while the window is free.
+    pub(crate) fn pump(&mut self, c: &mut Common, ctx: &mut Ctx<'_>) {
+        while c.outstanding.is_none() && !c.closed {
+            let Some(q) = self.queue.pop_front() else {
+                return;
+            };
+            if let Err(e) = self.start(c, ctx, q) {
+                tracing::warn!(error = %e, "cannot start request");
+            }
+        }
+    }
+
+    fn start(&mut self, c: &mut Common, ctx: &mut Ctx<'_>, q: Queued) -> Result<(), Error> {
+        if self.rekeyed && !matches!(q, Queued::DeleteIke) {
+            return Ok(());
+        }
+        match q {
+            Queued::RekeyChild(id) => {
+                let pfs = c.peer.child.pfs;
+                let Some(ch) = self
+                    .children
+                    .iter_mut()
+                    .find(|ch| ch.id == id && !ch.rekeying && !ch.replaced && !ch.deleting)
+                else {
+                    return Ok(());
+                };
+                ch.rekeying = true;
+                let spi_in = ctx.spi32();
+                let ni = ctx.nonce();
+                let ke = match pfs {
+                    Some(g) => Some(KeyExchange::generate(g, ctx.rng)?),
+                    None => None,
+                };
+                // §1.3.3: REKEY_SA names the SA being replaced by our inbound SPI.
+                let mut p = vec![Payload::Notify(Notify::esp(
+                    NotifyType::RekeySa,
+                    ch.spi_in,
+                    vec![],
+                ))];
+                if ch.mode == Mode::Transport {
+                    p.push(Payload::Notify(Notify::new(
+                        NotifyType::UseTransportMode,
+                        vec![],
+                    )));
+                }
+                p.push(Payload::Sa(proposal::esp_offer(
+                    &esp_usable(&c.peer),
+                    pfs,
+                    spi_in,
+                )));
+                p.push(Payload::Nonce(Nonce(ni.clone())));
+                if let Some(k) = &ke {
+                    p.push(Payload::Ke(Ke {
+                        group: k.group().id(),
+                        data: k.public().to_vec(),
+                    }));
+                }
+                p.push(Payload::TsI(ch.local_ts.clone()));
+                p.push(Payload::TsR(ch.remote_ts.clone()));
+                c.send_request(ctx, ExchangeType::CreateChildSa, &p)?;
+                self.pending = Some(Pending::RekeyChild(ExpectCreateChildResponse {
+                    old: Some(id),
+                    spi_in,
+                    ni,
+                    ke,
+                }));
+            }
+            Queued::CreateChild => {
+                // §1.3.1: a new Child SA on the existing IKE SA, from the profile's selectors.
+                let child = &c.peer.child;
+                let pfs = child.pfs;
+                let spi_in = ctx.spi32();
+                let ni = ctx.nonce();
+                let ke = match pfs {
+                    Some(g) => Some(KeyExchange::generate(g, ctx.rng)?),
+                    None => None,
+                };
+                let mut p = Vec::new();
+                if child.mode == Mode::Transport {
+                    p.push(Payload::Notify(Notify::new(
+                        NotifyType::UseTransportMode,
+                        vec![],
+                    )));
+                }
+                p.push(Payload::Sa(proposal::esp_offer(
+                    &esp_usable(&c.peer),
+                    pfs,
+                    spi_in,
+                )));
+                p.push(Payload::Nonce(Nonce(ni.clone())));
+                if let Some(k) = &ke {
+                    p.push(Payload::Ke(Ke {
+                        group: k.group().id(),
+                        data: k.public().to_vec(),
+                    }));
+                }
+                p.push(Payload::TsI(child.local_ts.clone()));
+                p.push(Payload::TsR(child.remote_ts.clone()));
+                c.send_request(ctx, ExchangeType::CreateChildSa, &p)?;
+                self.pending = Some(Pending::CreateChild(ExpectCreateChildResponse {
+                    old: None,
+                    spi_in,
+                    ni,
+                    ke,
+                }));
+            }
+            Queued::RekeyIke => {
+                let spi = ctx.spi64();
+                let ni = ctx.nonce();
+                let ke = KeyExchange::generate(self.suite.dh, ctx.rng)?;
+                // §2.18: offer our proposals with the negotiated suite first.
+                let mut props = vec![self.suite];
+                props.extend(usable(&c.peer).into_iter().filter(|p| *p != self.suite));
+                let p = [
+                    Payload::Sa(proposal::ike_offer(&props, &spi.to_be_bytes())),
+                    Payload::Nonce(Nonce(ni.clone())),
+                    Payload::Ke(Ke {
+                        group: ke.group().id(),
+                        data: ke.public().to_vec(),
+                    }),
+                ];
+                c.send_request(ctx, ExchangeType::CreateChildSa, &p)?;
+                self.pending = Some(Pending::RekeyIke(ExpectRekeyIkeResponse { spi, ni, ke }));
+            }
+            Queued::Delete(ids) => {
+                let mut spis = Vec::new();
+                for ch in self.children.iter_mut().filter(|ch| ids.contains(&ch.id)) {
+                    ch.deleting = true;
+                    spis.push(ch.spi_in);
+                }
+                if spis.is_empty() {
+                    return Ok(());
+                }
+                let p = [Payload::Delete(Delete {
+                    protocol: ProtocolId::Esp,
+                    spis,
+                })];
+                c.send_request(ctx, ExchangeType::Informational, &p)?;
+                self.pending = Some(Pending::Informational(Informational::Delete(ids)));
+            }
+            Queued::DeleteSpis(spis) => {
+                let p = [Payload::Delete(Delete {
+                    protocol: ProtocolId::Esp,
+                    spis,
+                })];
+                c.send_request(ctx, ExchangeType::Informational, &p)?;
+                self.pending = Some(Pending::Informational(Informational::DeleteSpis));
+            }
+            Queued::DeleteIke => {
+                let p = [Payload::Delete(Delete {
+                    protocol: ProtocolId::Ike,
+                    spis: vec![],
+                })];
+                c.send_request(ctx, ExchangeType::Informational, &p)?;
+                self.pending = Some(Pending::Informational(Informational::DeleteIke));
+            }
+            Queued::Dpd => {
+                // §2.4: an empty INFORMATIONAL request is the liveness check.
+                c.send_request(ctx, ExchangeType::Informational, &[])?;
+                self.pending = Some(Pending::Informational(Informational::Dpd));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the (authenticated) response to our outstanding request.
+    pub(crate) fn handle_response(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        payloads: Vec<Payload>,
+    ) -> Result<(), Error> {
+        let Some(pending) = self.pending.take() else {
+            return Err(PeerMisbehaved::UnsolicitedResponse.into());
+        };
+        match (pending, exchange) {
+            (Pending::RekeyChild(p) | Pending::CreateChild(p), ExchangeType::CreateChildSa) => {
+                self.create_child_done(c, ctx, p, &payloads)
+            }
+            (Pending::RekeyIke(p), ExchangeType::CreateChildSa) => {
+                self.rekey_ike_done(c, ctx, p, &payloads)
+            }
+            (Pending::Informational(i), ExchangeType::Informational) => {
+                match i {
+                    Informational::Dpd | Informational::DeleteSpis => {}
+                    Informational::Delete(ids) => {
+                        for id in ids {
+                            if let Some(ch) = self.take_child(id) {
+                                remove_child(c, ctx, &ch);
+                            }
+                        }
+                    }
+                    Informational::DeleteIke => {
+                        self.remove_all_children(c, ctx);
+                        let reason = if self.rekeyed {
+                            DownReason::Replaced
+                        } else {
+                            DownReason::Local
+                        };
+                        ctx.event(Event::IkeSaDown {
+                            session: c.session,
+                            conn: c.peer.id,
+                            reason,
+                        });
+                        c.closed = true;
+                    }
+                }
+                Ok(())
+            }
+            (_, ex) => Err(PeerMisbehaved::UnexpectedExchange(ex.to_raw()).into()),
+        }
+    }
+
+    fn create_child_done(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        p: ExpectCreateChildResponse,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        if let Some(ty) = error_notify(payloads) {
+            // §2.25: TEMPORARY_FAILURE means "try again later"; CHILD_SA_NOT_FOUND that the
+            // peer no longer has it.
+            let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
+            let Some(old) = p.old else {
+                tracing::warn!(?ty, conn = ?c.peer.id, "new Child SA refused by the peer");
+                return Err(PeerIncompatible::PeerRejected(ty).into());
+            };
+            if ty == NotifyType::ChildSaNotFound {
+                if let Some(ch) = self.take_child(old) {
+                    remove_child(c, ctx, &ch);
+                }
+            } else if let Some(ch) = self.children.iter_mut().find(|ch| Some(ch.id) == p.old) {
+                ch.rekeying = false;
+                ch.rekey_at = Some(ctx.now + retry);
+            }
+            return Err(PeerIncompatible::PeerRejected(ty).into());
+        }
+        let (sa, nr, ke, tsi, tsr) = child_payloads(payloads)?;
+        let pfs = c.peer.child.pfs;
+        let choice = proposal::accept_esp(sa, &esp_usable(&c.peer), pfs)?;
+        let g_ir = agree(p.ke, ke)?;
+        let (local_ts, remote_ts) = match self.children.iter().find(|ch| Some(ch.id) == p.old) {
+            Some(ch) => (ch.local_ts.clone(), ch.remote_ts.clone()),
+            None => (
+                c.peer.child.local_ts.clone(),
+                c.peer.child.remote_ts.clone(),
+            ),
+        };
+        let transport = notifies(payloads, NotifyType::UseTransportMode)
+            .next()
+            .is_some();
+        let mode = match (transport, c.peer.child.mode) {
+            (true, Mode::Transport) => Mode::Transport,
+            _ => Mode::Tunnel,
+        };
+        if !ts::is_subset(tsi, &local_ts) || !ts::is_subset(tsr, &remote_ts) {
+            return Err(PeerMisbehaved::TsOutsideOffer.into());
+        }
+        let new = install_child(
+            c,
+            ctx,
+            ChildParams {
+                exchange_initiator: true,
+                spi_in: p.spi_in,
+                choice,
+                g_ir: g_ir.as_ref(),
+                ni: &p.ni,
+                nr,
+                local_ts: tsi.to_vec(),
+                remote_ts: tsr.to_vec(),
+                mode,
+                replaces: p.old,
+            },
+        );
+        let new_id = new.id;
+        let ours_min = p.ni.as_slice().min(nr).to_vec();
+        self.children.push(new);
+        // Make-before-break: the new child is installed; now retire the old one. §2.8.1: on
+        // a collision the exchange with the lowest nonce made the redundant SA, and whoever
+        // initiated that exchange deletes what it created.
+        let Some(old_id) = p.old else {
+            return Ok(());
+        };
+        if let Some(old) = self.children.iter_mut().find(|ch| ch.id == old_id) {
+            old.rekeying = false;
+            old.replaced = true;
+            match old.rekeyed_by_peer.take() {
+                Some((_, theirs_min)) if ours_min < theirs_min => {
+                    tracing::debug!(?new_id, "simultaneous rekey: ours is redundant");
+                    if let Some(n) = self.children.iter_mut().find(|ch| ch.id == new_id) {
+                        n.replaced = true;
+                    }
+                    self.queue.push_front(Queued::Delete(vec![new_id]));
+                }
+                _ => self.queue.push_front(Queued::Delete(vec![old_id])),
+            }
+        }
+        Ok(())
+    }
+
+    fn rekey_ike_done(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        p: ExpectRekeyIkeResponse,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        if let Some(ty) = error_notify(payloads) {
+            let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
+            self.rekey_at = Some(ctx.now + retry);
+            return Err(PeerIncompatible::PeerRejected(ty).into());
+        }
+        let mut sa = None;
+        let mut nonce = None;
+        let mut ke = None;
+        for p in payloads {
+            match p {
+                Payload::Sa(s) => sa = Some(s),
+                Payload::Nonce(n) => nonce = Some(n),
+                Payload::Ke(k) => ke = Some(k),
+                _ => {}
+            }
+        }
+        let sa = sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?;
+        let nr = &nonce.ok_or(PeerMisbehaved::MissingPayload("Nr"))?.0;
+        let ke = ke.ok_or(PeerMisbehaved::MissingPayload("KE"))?;
+        let mut props = vec![self.suite];
+        props.extend(usable(&c.peer).into_iter().filter(|x| *x != self.suite));
+        let (suite, spi) = proposal::accept_ike(sa, &props)?;
+        let peer_spi = <[u8; 8]>::try_from(spi.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| PeerMisbehaved::ProposalNotOffered)?;
+        if ke.group != p.ke.group().id() || suite.dh != p.ke.group() || peer_spi == 0 {
+            return Err(PeerMisbehaved::KeGroupMismatch.into());
+        }
+        let g_ir =
+            p.ke.agree(&ke.data)
+                .map_err(|_| PeerMisbehaved::BadKeData)?;
+        self.rekeyed_into(c, ctx, suite, &g_ir, &p.ni, nr, p.spi, peer_spi, true)?;
+        // §2.18: the initiator of the rekey deletes the old IKE SA.
+        self.queue.clear();
+        self.queue.push_back(Queued::DeleteIke);
+        Ok(())
+    }
+
+    /// Builds the rekeyed IKE SA, moves the children to it (§2.18) and registers it.
+    #[allow(clippy::too_many_arguments)]
+    fn rekeyed_into(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        suite: IkeProposal,
+        g_ir: &Secret,
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+        initiator: bool,
+    ) -> Result<(), Error> {
+        let old = c.keys.as_ref().ok_or(Error::Local("keys"))?;
+        let keys = keys::derive_rekeyed_ike_keys(
+            old.suite.prf,
+            &old.sk_d,
+            glue::suite(&suite),
+            g_ir,
+            ni,
+            nr,
+            spi_i,
+            spi_r,
+        );
+        let sa_keys = glue::sa_keys(suite, keys, initiator)?;
+        let mut nc = Common {
+            peer: c.peer.clone(),
+            session: c.session,
+            spi_i,
+            spi_r,
+            initiator,
+            local: c.local,
+            remote: c.remote,
+            nat_local: c.nat_local,
+            nat_remote: c.nat_remote,
+            frag: c.frag,
+            keys: Some(sa_keys),
+            peer_id: c.peer_id.clone(),
+            next_req: 0,
+            outstanding: None,
+            next_peer_req: 0,
+            cached: None,
+            reassembly: None,
+            last_heard: ctx.now,
+            keepalive_at: c.keepalive_at,
+            half_open_until: None,
+            closed: false,
+            reply_to: None,
+        };
+        let mut est = Established::new(&nc, ctx, suite);
+        est.children = std::mem::take(&mut self.children);
+        for ch in &mut est.children {
+            ch.rekeying = false;
+        }
+        // Requests for children travel on the new SA.
+        est.queue.extend(self.queue.drain(..).filter(|q| {
+            matches!(
+                q,
+                Queued::CreateChild
+                    | Queued::RekeyChild(_)
+                    | Queued::Delete(_)
+                    | Queued::DeleteSpis(_)
+            )
+        }));
+        est.pump(&mut nc, ctx);
+        self.rekeyed = true;
+        self.rekey_at = None;
+        self.linger_until = Some(ctx.now + REKEYED_LINGER);
+        c.keepalive_at = None;
+        ctx.event(Event::IkeSaRekeyed {
+            session: c.session,
+            conn: c.peer.id,
+        });
+        ctx.actions.push(SaAction::Insert(Box::new(IkeSa {
+            c: nc,
+            state: State::Established(Box::new(est)),
+        })));
+        Ok(())
+    }
+
+    /// Handles an (authenticated) request from the peer.
+    pub(crate) fn handle_request(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        match exchange {
+            ExchangeType::CreateChildSa => {
+                if self.rekeyed {
+                    return Err(PeerIncompatible::TemporaryFailure.into());
+                }
+                let ike = payloads.iter().any(|p| {
+                    matches!(p, Payload::Sa(s) if s.proposals.first().is_some_and(|x| x.protocol == ProtocolId::Ike))
+                });
+                if ike {
+                    self.respond_rekey_ike(c, ctx, id, payloads)
+                } else {
+                    self.respond_create_child(c, ctx, id, payloads)
+                }
+            }
+            ExchangeType::Informational => self.respond_informational(c, ctx, id, payloads),
+            ex => Err(PeerMisbehaved::UnexpectedExchange(ex.to_raw()).into()),
+        }
+    }
+
+    fn respond_rekey_ike(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        // §2.25.2: while our own CREATE_CHILD_SA is in flight, ask the peer to retry; both
+        // sides back off with random delays, so one rekey wins.
+        if matches!(
+            self.pending,
+            Some(Pending::RekeyIke(_) | Pending::RekeyChild(_) | Pending::CreateChild(_))
+        ) {
+            return Err(PeerIncompatible::TemporaryFailure.into());
+        }
+        let mut sa = None;
+        let mut nonce = None;
+        let mut ke = None;
+        for p in payloads {
+            match p {
+                Payload::Sa(s) => sa = Some(s),
+                Payload::Nonce(n) => nonce = Some(n),
+                Payload::Ke(k) => ke = Some(k),
+                _ => {}
+            }
+        }
+        let sa = sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?;
+        let ni = &nonce.ok_or(PeerMisbehaved::MissingPayload("Ni"))?.0;
+        let ke = ke.ok_or(PeerMisbehaved::MissingPayload("KE"))?;
+        let our_spi = ctx.spi64();
+        let mut props = vec![self.suite];
+        props.extend(usable(&c.peer).into_iter().filter(|x| *x != self.suite));
+        // Prefer the group of the KE payload already sent (§1.2), as in IKE_SA_INIT.
+        let same: Vec<IkeProposal> = props
+            .iter()
+            .copied()
+            .filter(|p| p.dh.id() == ke.group)
+            .collect();
+        let spi_bytes = our_spi.to_be_bytes();
+        let (suite, reply) = proposal::select_ike(sa, &same, c.peer.allow_legacy, &spi_bytes)
+            .or_else(|_| proposal::select_ike(sa, &props, c.peer.allow_legacy, &spi_bytes))?;
+        let chosen_num = reply.proposals.first().map(|p| p.num);
+        let peer_spi = sa
+            .proposals
+            .iter()
+            .find(|p| Some(p.num) == chosen_num)
+            .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .filter(|s| *s != 0)
+            .ok_or(PeerMisbehaved::MissingPayload("SPI"))?;
+        if ke.group != suite.dh.id() {
+            return Err(PeerIncompatible::InvalidKePayload(suite.dh.id()).into());
+        }
+        let ours = KeyExchange::generate(suite.dh, ctx.rng)?;
+        let public = ours.public().to_vec();
+        let g_ir = ours
+            .agree(&ke.data)
+            .map_err(|_| PeerMisbehaved::BadKeData)?;
+        let nr = ctx.nonce();
+        let p = [
+            Payload::Sa(reply),
+            Payload::Nonce(Nonce(nr.clone())),
+            Payload::Ke(Ke {
+                group: suite.dh.id(),
+                data: public,
+            }),
+        ];
+        c.send_response(ctx, ExchangeType::CreateChildSa, id, &p)?;
+        // The peer initiated the rekey, so it is the new SA's original initiator (§2.18).
+        self.rekeyed_into(c, ctx, suite, &g_ir, ni, &nr, peer_spi, our_spi, false)?;
+        self.queue.clear();
+        Ok(())
+    }
+
+    fn respond_create_child(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        let (sa, ni, ke, tsi, tsr) = child_payloads(payloads)?;
+        let rekey = notifies(payloads, NotifyType::RekeySa).next();
+        let old = match rekey {
+            Some(n) => {
+                let spi = n
+                    .spi32()
+                    .ok_or(PeerMisbehaved::MissingPayload("REKEY_SA SPI"))?;
+                // The peer names the SA by its inbound SPI, i.e. our outbound one.
+                let ch = self
+                    .children
+                    .iter()
+                    .find(|ch| ch.spi_out == spi && !ch.deleting)
+                    .ok_or(PeerMisbehaved::UnknownChildSa(spi))?;
+                Some(ch.id)
+            }
+            None => None,
+        };
+        // Without a configured PFS group we still follow a peer that sends KE, if we
+        // implement its group (strongSwan's `esp = aes256gcm16-x25519` style proposals).
+        let pfs = c
+            .peer
+            .child
+            .pfs
+            .or_else(|| ke.and_then(|k| DhGroup::from_id(k.group)));
+        if let (Some(g), Some(k)) = (pfs, ke) {
+            if k.group != g.id() {
+                return Err(PeerIncompatible::InvalidKePayload(g.id()).into());
+            }
+        }
+        if pfs.is_some() && ke.is_none() {
+            return Err(PeerIncompatible::NoProposalChosen.into());
+        }
+        let transport = notifies(payloads, NotifyType::UseTransportMode)
+            .next()
+            .is_some();
+        let n = negotiate_child_pfs(c, ctx, sa, tsi, tsr, transport, pfs)?;
+        let (public, g_ir) = match (pfs, ke) {
+            (Some(g), Some(k)) => {
+                let ours = KeyExchange::generate(g, ctx.rng)?;
+                let public = ours.public().to_vec();
+                let shared = ours.agree(&k.data).map_err(|_| PeerMisbehaved::BadKeData)?;
+                (Some((g, public)), Some(shared))
+            }
+            _ => (None, None),
+        };
+        let nr = ctx.nonce();
+        let new = install_child(
+            c,
+            ctx,
+            ChildParams {
+                exchange_initiator: false,
+                spi_in: n.spi_in,
+                choice: n.choice,
+                g_ir: g_ir.as_ref(),
+                ni,
+                nr: &nr,
+                local_ts: n.tsr.clone(),
+                remote_ts: n.tsi.clone(),
+                mode: n.mode,
+                replaces: old,
+            },
+        );
+        let new_id = new.id;
+        self.children.push(new);
+        if let Some(old) = old {
+            let min = ni.min(nr.as_slice()).to_vec();
+            if let Some(ch) = self.children.iter_mut().find(|ch| ch.id == old) {
+                if ch.rekeying {
+                    // §2.8.1: a collision with our own rekey of the same child; decided when
+                    // our response arrives.
+                    ch.rekeyed_by_peer = Some((new_id, min));
+                } else {
+                    // The peer deletes the old child; we stop rekeying it.
+                    ch.replaced = true;
+                }
+            }
+        }
+        let mut p = Vec::new();
+        if n.mode == Mode::Transport {
+            p.push(Payload::Notify(Notify::new(
+                NotifyType::UseTransportMode,
+                vec![],
+            )));
+        }
+        p.push(Payload::Sa(n.reply_sa));
+        p.push(Payload::Nonce(Nonce(nr)));
+        if let Some((g, public)) = public {
+            p.push(Payload::Ke(Ke {
+                group: g.id(),
+                data: public,
+            }));
+        }
+        p.push(Payload::TsI(n.tsi));
+        p.push(Payload::TsR(n.tsr));
+        c.send_response(ctx, ExchangeType::CreateChildSa, id, &p)
+    }
+
+    fn respond_informational(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        // §2.21.2: the initiator rejected our AUTH after we considered the SA up.
+        if notifies(payloads, NotifyType::AuthenticationFailed)
+            .next()
+            .is_some()
+        {
+            c.send_response(ctx, ExchangeType::Informational, id, &[])?;
+            ctx.event(Event::AuthFailed {
+                conn: Some(c.peer.id),
+                peer: c.remote,
+                reason: "peer_rejected",
+            });
+            self.remove_all_children(c, ctx);
+            ctx.event(Event::IkeSaDown {
+                session: c.session,
+                conn: c.peer.id,
+                reason: DownReason::Failed("peer_rejected"),
+            });
+            c.closed = true;
+            c.outstanding = None;
+            return Ok(());
+        }
+        let mut reply_spis = Vec::new();
+        let mut delete_ike = false;
+        for p in payloads {
+            let Payload::Delete(d) = p else {
+                continue;
+            };
+            match d.protocol {
+                ProtocolId::Ike => delete_ike = true,
+                ProtocolId::Esp | ProtocolId::Ah => {
+                    for spi in &d.spis {
+                        // §1.4.1: the peer lists its inbound SPIs; we answer with ours, except
+                        // for children we are deleting ourselves already.
+                        let Some(i) = self.children.iter().position(|ch| ch.spi_out == *spi) else {
+                            continue;
+                        };
+                        let ch = self.children.remove(i);
+                        if !ch.deleting {
+                            reply_spis.push(ch.spi_in);
+                        }
+                        remove_child(c, ctx, &ch);
+                    }
+                }
+                ProtocolId::Unknown(_) => {}
+            }
+        }
+        if delete_ike {
+            // §1.4.1: answer with an empty INFORMATIONAL, then the SA and its children go.
+            c.send_response(ctx, ExchangeType::Informational, id, &[])?;
+            self.remove_all_children(c, ctx);
+            let reason = if self.rekeyed {
+                DownReason::Replaced
+            } else {
+                DownReason::Peer
+            };
+            ctx.event(Event::IkeSaDown {
+                session: c.session,
+                conn: c.peer.id,
+                reason,
+            });
+            c.closed = true;
+            c.outstanding = None;
+            return Ok(());
+        }
+        let mut reply = Vec::new();
+        if !reply_spis.is_empty() {
+            reply.push(Payload::Delete(Delete {
+                protocol: ProtocolId::Esp,
+                spis: reply_spis,
+            }));
+        }
+        c.send_response(ctx, ExchangeType::Informational, id, &reply)
+    }
+}
+
+type ChildPayloads<'a> = (
+    &'a Sa,
+    &'a [u8],
+    Option<&'a Ke>,
+    &'a [TrafficSelector],
+    &'a [TrafficSelector],
+);
+
+fn child_payloads(payloads: &[Payload]) -> Result<ChildPayloads<'_>, Error> {
+    let mut sa = None;
+    let mut nonce = None;
+    let mut ke = None;
+    let mut tsi = None;
+    let mut tsr = None;
+    for p in payloads {
+        match p {
+            Payload::Sa(s) => sa = Some(s),
+            Payload::Nonce(n) => nonce = Some(n.0.as_slice()),
+            Payload::Ke(k) => ke = Some(k),
+            Payload::TsI(t) => tsi = Some(t.as_slice()),
+            Payload::TsR(t) => tsr = Some(t.as_slice()),
+            _ => {}
+        }
+    }
+    Ok((
+        sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?,
+        nonce.ok_or(PeerMisbehaved::MissingPayload("Nonce"))?,
+        ke,
+        tsi.ok_or(PeerMisbehaved::MissingPayload("TSi"))?,
+        tsr.ok_or(PeerMisbehaved::MissingPayload("TSr"))?,
+    ))
+}
+
+/// The PFS shared secret of a CREATE_CHILD_SA we initiated.
+fn agree(ours: Option<KeyExchange>, theirs: Option<&Ke>) -> Result<Option<Secret>, Error> {
+    match (ours, theirs) {
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(PeerMisbehaved::MissingPayload("KEr").into()),
+        (Some(k), Some(t)) => {
+            if t.group != k.group().id() {
+                return Err(PeerMisbehaved::KeGroupMismatch.into());
+            }
+            Ok(Some(
+                k.agree(&t.data).map_err(|_| PeerMisbehaved::BadKeData)?,
+            ))
+        }
+    }
+}
+
+/// Emits the removal of a child and, unless it was replaced, its down event.
+pub(crate) fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: &Child) {
+    ctx.out.push_back(Output::RemoveChildSa(ChildSaRemove {
+        child: ch.id,
+        session: c.session,
+        conn: c.peer.id,
+        local: c.local,
+        remote: c.remote,
+        inbound_spi: ch.spi_in,
+        outbound_spi: ch.spi_out,
+    }));
+    if !ch.replaced {
+        ctx.event(Event::ChildSaDown {
+            child: ch.id,
+            session: c.session,
+            conn: c.peer.id,
+        });
+    }
+}

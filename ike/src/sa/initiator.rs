@@ -1,0 +1,419 @@
+//! Initiator handshake states: IKE_SA_INIT (with COOKIE and INVALID_KE_PAYLOAD retries,
+//! RFC 7296 §1.2, §2.6) and IKE_AUTH with PSK (§2.15) carrying the first Child SA.
+
+use std::sync::Arc;
+
+use crate::config::Mode;
+use crate::config::PeerConfig;
+use crate::config::RemoteAddr;
+use crate::crypto::KeyExchange;
+use crate::endpoint::Event;
+use crate::endpoint::SessionId;
+use crate::error::Error;
+use crate::error::PeerIncompatible;
+use crate::error::PeerMisbehaved;
+use crate::keys;
+use crate::proposal;
+use crate::sa::Common;
+use crate::sa::Ctx;
+use crate::sa::IkeSa;
+use crate::sa::NATT_PORT;
+use crate::sa::State;
+use crate::sa::auth;
+use crate::sa::error_notify;
+use crate::sa::established::ChildParams;
+use crate::sa::established::Established;
+use crate::sa::established::Queued;
+use crate::sa::established::install_child;
+use crate::sa::glue;
+use crate::sa::later;
+use crate::transform::DhGroup;
+use crate::ts;
+use crate::wire::Codec;
+use crate::wire::Header;
+use crate::wire::Ke;
+use crate::wire::Message;
+use crate::wire::Nonce;
+use crate::wire::Notify;
+use crate::wire::Payload;
+use crate::wire::enums::ExchangeType;
+use crate::wire::enums::NotifyType;
+use crate::wire::notifies;
+
+/// Cookie round trips we follow before giving up (§2.6 does not bound them; we do).
+const MAX_COOKIE_RETRIES: u8 = 3;
+
+/// Waiting for the IKE_SA_INIT response.
+pub(crate) struct ExpectSaInitResponse {
+    ke: KeyExchange,
+    nonce: Vec<u8>,
+    cookie: Option<Vec<u8>>,
+    cookie_retries: u8,
+    ke_retried: bool,
+    /// Our request as last sent: the initiator's RealMessage1 for AUTH (§2.15).
+    request: Vec<u8>,
+}
+
+impl IkeSa {
+    /// Starts an IKE SA as initiator: sends IKE_SA_INIT.
+    pub(crate) fn initiate(
+        ctx: &mut Ctx<'_>,
+        peer: Arc<PeerConfig>,
+        spi: u64,
+        session: SessionId,
+    ) -> Result<Self, Error> {
+        let RemoteAddr::Host(remote) = peer.remote else {
+            return Err(Error::Local("connection is responder-only"));
+        };
+        // §1.2: guess the KE group of our most preferred (usable) suite.
+        let group = usable(&peer)
+            .first()
+            .ok_or(Error::Local("no usable IKE proposals"))?
+            .dh;
+        let ke = KeyExchange::generate(group, ctx.rng)?;
+        let nonce = ctx.nonce();
+        let mut c = Common {
+            local: peer.local,
+            peer,
+            session,
+            spi_i: spi,
+            spi_r: 0,
+            initiator: true,
+            remote,
+            nat_local: false,
+            nat_remote: false,
+            frag: false,
+            keys: None,
+            peer_id: None,
+            next_req: 0,
+            outstanding: None,
+            next_peer_req: 0,
+            cached: None,
+            reassembly: None,
+            last_heard: ctx.now,
+            keepalive_at: None,
+            half_open_until: None,
+            closed: false,
+            reply_to: None,
+        };
+        let mut st = ExpectSaInitResponse {
+            ke,
+            nonce,
+            cookie: None,
+            cookie_retries: 0,
+            ke_retried: false,
+            request: Vec::new(),
+        };
+        st.send(&mut c, ctx);
+        Ok(Self {
+            c,
+            state: State::ExpectSaInitResponse(Box::new(st)),
+        })
+    }
+}
+
+impl ExpectSaInitResponse {
+    fn send(&mut self, c: &mut Common, ctx: &mut Ctx<'_>) {
+        let mut payloads = Vec::new();
+        if let Some(cookie) = &self.cookie {
+            // §2.6: the COOKIE notify MUST be the first payload.
+            payloads.push(Payload::Notify(Notify::new(
+                NotifyType::Cookie,
+                cookie.clone(),
+            )));
+        }
+        let offer = proposal::ike_offer(&usable(&c.peer), &[]);
+        payloads.push(Payload::Sa(offer));
+        payloads.push(Payload::Ke(Ke {
+            group: self.ke.group().id(),
+            data: self.ke.public().to_vec(),
+        }));
+        payloads.push(Payload::Nonce(Nonce(self.nonce.clone())));
+        payloads.extend(glue::nat_notifies(c.spi_i, 0, c.local, c.remote));
+        payloads.push(glue::fragmentation_supported());
+        payloads.push(glue::signature_hash_algorithms());
+        let msg = Message {
+            header: Header::new(c.spi_i, 0, ExchangeType::IkeSaInit, true, false, 0),
+            payloads,
+        };
+        self.request = c.send_plain_request(ctx, &msg);
+    }
+
+    /// Handles the IKE_SA_INIT response (unprotected).
+    pub(crate) fn handle(
+        mut self: Box<Self>,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        msg: Message,
+    ) -> Result<State, Error> {
+        // §2.6: a COOKIE answer means "repeat the request with this cookie first".
+        if let Some(n) = msg.notifies(NotifyType::Cookie).next() {
+            if self.cookie_retries >= MAX_COOKIE_RETRIES || n.data.is_empty() || n.data.len() > 64 {
+                return Err(PeerIncompatible::PeerRejected(NotifyType::Cookie).into());
+            }
+            self.cookie_retries += 1;
+            self.cookie = Some(n.data.clone());
+            self.send(c, ctx);
+            return Ok(State::ExpectSaInitResponse(self));
+        }
+        // §1.2: INVALID_KE_PAYLOAD names the group the responder wants; retry once with it
+        // if we proposed it.
+        if let Some(n) = msg.notifies(NotifyType::InvalidKePayload).next() {
+            let wanted = <[u8; 2]>::try_from(n.data.as_slice())
+                .ok()
+                .map(u16::from_be_bytes)
+                .and_then(DhGroup::from_id);
+            let ok = wanted.filter(|g| {
+                !self.ke_retried
+                    && *g != self.ke.group()
+                    && usable(&c.peer).iter().any(|p| p.dh == *g)
+            });
+            let Some(group) = ok else {
+                return Err(PeerIncompatible::PeerRejected(NotifyType::InvalidKePayload).into());
+            };
+            tracing::debug!(?group, "responder asked for another KE group; retrying");
+            self.ke = KeyExchange::generate(group, ctx.rng)?;
+            self.ke_retried = true;
+            self.send(c, ctx);
+            return Ok(State::ExpectSaInitResponse(self));
+        }
+        if let Some(ty) = error_notify(&msg.payloads) {
+            return Err(PeerIncompatible::PeerRejected(ty).into());
+        }
+        let mut sa = None;
+        let mut ke = None;
+        let mut nonce = None;
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa = Some(s),
+                Payload::Ke(k) => ke = Some(k),
+                Payload::Nonce(n) => nonce = Some(n),
+                _ => {}
+            }
+        }
+        let sa = sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?;
+        let ke = ke.ok_or(PeerMisbehaved::MissingPayload("KE"))?;
+        let nr = nonce.ok_or(PeerMisbehaved::MissingPayload("Nr"))?.0.clone();
+        let (suite, _) = proposal::accept_ike(sa, &usable(&c.peer))?;
+        if ke.group != self.ke.group().id() || suite.dh != self.ke.group() {
+            return Err(PeerMisbehaved::KeGroupMismatch.into());
+        }
+        if msg.header.spi_r == 0 {
+            return Err(PeerMisbehaved::MissingPayload("SPIr").into());
+        }
+        c.spi_r = msg.header.spi_r;
+        let g_ir = self
+            .ke
+            .agree(&ke.data)
+            .map_err(|_| PeerMisbehaved::BadKeData)?;
+        let keys = keys::derive_ike_keys(
+            glue::suite(&suite),
+            &self.nonce,
+            &nr,
+            &g_ir,
+            c.spi_i,
+            c.spi_r,
+        );
+        c.keys = Some(glue::sa_keys(suite, keys, true)?);
+        c.frag = msg
+            .notifies(NotifyType::Ikev2FragmentationSupported)
+            .next()
+            .is_some();
+        c.request_done();
+        // §2.23: NAT detection, then float to port 4500 for everything after IKE_SA_INIT.
+        if let Some((peer_nat, our_nat)) =
+            glue::nat_detect(&msg.payloads, c.spi_i, c.spi_r, c.remote, c.local)
+        {
+            c.nat_remote = peer_nat;
+            c.nat_local = our_nat;
+            if peer_nat || our_nat {
+                c.local.set_port(NATT_PORT);
+                c.remote.set_port(NATT_PORT);
+                if our_nat {
+                    c.keepalive_at = Some(later(ctx.now, ctx.config.nat_keepalive));
+                }
+            }
+        }
+        let id = c.peer.local_identity_at(c.local.ip());
+        let id_body = id.to_vec();
+        let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
+        let prf = suite.prf;
+        let octets = keys::signed_octets(prf, &self.request, &nr, &keys.sk_pi, &id_body);
+        let auth = auth::build(&c.peer.auth, prf, &octets)?;
+        let child = &c.peer.child;
+        let spi_in = ctx.spi32();
+        let mut payloads = vec![Payload::IdI(id)];
+        // §2.4: INITIAL_CONTACT tells the responder to drop state from our earlier life.
+        payloads.push(Payload::Notify(Notify::new(
+            NotifyType::InitialContact,
+            Vec::new(),
+        )));
+        if let crate::config::IdMatch::Exact(r) = &c.peer.remote_id {
+            payloads.push(Payload::IdR(r.clone()));
+        }
+        payloads.extend(auth);
+        if child.mode == Mode::Transport {
+            payloads.push(Payload::Notify(Notify::new(
+                NotifyType::UseTransportMode,
+                Vec::new(),
+            )));
+        }
+        payloads.push(Payload::Sa(proposal::esp_offer(
+            &esp_usable(&c.peer),
+            None,
+            spi_in,
+        )));
+        payloads.push(Payload::TsI(child.local_ts.clone()));
+        payloads.push(Payload::TsR(child.remote_ts.clone()));
+        c.send_request(ctx, ExchangeType::IkeAuth, &payloads)?;
+        Ok(State::ExpectAuthResponse(Box::new(ExpectAuthResponse {
+            suite,
+            ni: self.nonce,
+            nr,
+            response: raw.to_vec(),
+            spi_in,
+        })))
+    }
+}
+
+/// Waiting for the IKE_AUTH response.
+pub(crate) struct ExpectAuthResponse {
+    suite: crate::config::IkeProposal,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    /// The responder's IKE_SA_INIT message: its RealMessage2 (§2.15).
+    response: Vec<u8>,
+    spi_in: u32,
+}
+
+impl ExpectAuthResponse {
+    /// Verifies the responder's AUTH and installs the first Child SA.
+    // rustls: a handler consumes its boxed state, so a stale state cannot be reused.
+    #[allow(clippy::boxed_local)]
+    pub(crate) fn handle(
+        self: Box<Self>,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        payloads: Vec<Payload>,
+    ) -> Result<State, Error> {
+        let mut idr = None;
+        let mut auth = None;
+        let mut sa = None;
+        let mut tsi = None;
+        let mut tsr = None;
+        for p in &payloads {
+            match p {
+                Payload::IdR(i) => idr = Some(i),
+                Payload::Auth(a) => auth = Some(a),
+                Payload::Sa(s) => sa = Some(s),
+                Payload::TsI(t) => tsi = Some(t),
+                Payload::TsR(t) => tsr = Some(t),
+                _ => {}
+            }
+        }
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            // §2.21.2: an IKE_AUTH response without AUTH carries the reason as an error.
+            let ty = error_notify(&payloads).unwrap_or(NotifyType::AuthenticationFailed);
+            return Err(PeerIncompatible::PeerRejected(ty).into());
+        };
+        if !c.peer.remote_id.matches(idr) {
+            return Err(PeerMisbehaved::IdentityMismatch.into());
+        }
+        let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
+        let prf = self.suite.prf;
+        let octets = keys::signed_octets(prf, &self.response, &self.ni, &keys.sk_pr, &idr.to_vec());
+        auth::verify(&c.peer.auth, prf, &octets, auth)?;
+        c.peer_id = Some(idr.clone());
+        let mut est = Established::new(c, ctx, self.suite);
+        ctx.stats.ike_sas_established += 1;
+        ctx.event(Event::PeerAuthenticated {
+            session: c.session,
+            conn: c.peer.id,
+            peer_id: idr.clone(),
+            remote: c.remote,
+        });
+        ctx.event(Event::IkeSaUp {
+            session: c.session,
+            conn: c.peer.id,
+            local: c.local,
+            remote: c.remote,
+            initiator: true,
+        });
+        // The first Child SA (§1.2). Its failure leaves the IKE SA up (§2.21.2 / RFC 6023).
+        if let Some(ty) = error_notify(&payloads) {
+            tracing::warn!(?ty, conn = ?c.peer.id, "first Child SA refused by the responder");
+            return Ok(State::Established(Box::new(est)));
+        }
+        let child = &c.peer.child;
+        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+            return Ok(State::Established(Box::new(est)));
+        };
+        // A Child SA we cannot accept does not void the authenticated IKE SA: the responder
+        // has installed it, so delete it with the peer (§1.4.1) and keep the IKE SA.
+        let checked = proposal::accept_esp(sa, &esp_usable(&c.peer), None).and_then(|choice| {
+            match ts::is_subset(tsi, &child.local_ts) && ts::is_subset(tsr, &child.remote_ts) {
+                true => Ok(choice),
+                false => Err(PeerMisbehaved::TsOutsideOffer),
+            }
+        });
+        let choice = match checked {
+            Ok(choice) => choice,
+            Err(e) => {
+                tracing::warn!(error = %e, conn = ?c.peer.id, "first Child SA rejected");
+                ctx.stats
+                    .rejected
+                    .entry(Error::from(e).reason())
+                    .and_modify(|n| *n += 1)
+                    .or_insert(1);
+                est.queue.push_back(Queued::DeleteSpis(vec![self.spi_in]));
+                return Ok(State::Established(Box::new(est)));
+            }
+        };
+        let transport = notifies(&payloads, NotifyType::UseTransportMode)
+            .next()
+            .is_some();
+        let mode = if transport && child.mode == Mode::Transport {
+            Mode::Transport
+        } else {
+            Mode::Tunnel
+        };
+        let ch = install_child(
+            c,
+            ctx,
+            ChildParams {
+                exchange_initiator: true,
+                spi_in: self.spi_in,
+                choice,
+                g_ir: None,
+                ni: &self.ni,
+                nr: &self.nr,
+                local_ts: tsi.clone(),
+                remote_ts: tsr.clone(),
+                mode,
+                replaces: None,
+            },
+        );
+        est.children.push(ch);
+        Ok(State::Established(Box::new(est)))
+    }
+}
+
+/// Our IKE proposals, minus legacy ones unless allowed.
+pub(crate) fn usable(peer: &PeerConfig) -> Vec<crate::config::IkeProposal> {
+    peer.ike_proposals
+        .iter()
+        .copied()
+        .filter(|p| peer.allow_legacy || !p.is_legacy())
+        .collect()
+}
+
+/// Our ESP proposals, minus legacy ones unless allowed.
+pub(crate) fn esp_usable(peer: &PeerConfig) -> Vec<crate::config::EspProposal> {
+    peer.child
+        .esp_proposals
+        .iter()
+        .copied()
+        .filter(|p| peer.allow_legacy || !p.is_legacy())
+        .collect()
+}

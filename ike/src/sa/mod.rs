@@ -1,0 +1,932 @@
+//! One IKE SA: the common part (SPIs, addresses, message-ID windows, retransmission, the
+//! response cache, SK protection and fragmentation) and the state it is in.
+//!
+//! States are types named for what they wait for (rustls): [`initiator::ExpectSaInitResponse`],
+//! [`initiator::ExpectAuthResponse`], [`responder::ExpectAuthRequest`], and the long-lived
+//! [`established::Established`]. Handshake states are consumed by their `handle`; a protected
+//! message is authenticated (decrypted) by [`Common`] before any state sees it, so
+//! unauthenticated packets never change state.
+
+pub(crate) mod auth;
+pub(crate) mod established;
+pub(crate) mod glue;
+pub(crate) mod initiator;
+pub(crate) mod responder;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use rand_core::RngCore;
+
+use crate::config::ConnId;
+use crate::config::EndpointConfig;
+use crate::config::PeerConfig;
+use crate::crypto::Rng;
+use crate::crypto::SkCipher;
+use crate::endpoint::ChildSaId;
+use crate::endpoint::Datagram;
+use crate::endpoint::DownReason;
+use crate::endpoint::Event;
+use crate::endpoint::Output;
+use crate::endpoint::SessionId;
+use crate::endpoint::Stats;
+use crate::endpoint::Transmit;
+use crate::error::Error;
+use crate::error::PeerMisbehaved;
+use crate::error::Reaction;
+use crate::wire::Header;
+use crate::wire::Identity;
+use crate::wire::Message;
+use crate::wire::Notify;
+use crate::wire::Payload;
+use crate::wire::Sk;
+use crate::wire::Skf;
+use crate::wire::decode_chain;
+use crate::wire::encode_chain;
+use crate::wire::enums::ExchangeType;
+use crate::wire::enums::PayloadType;
+
+use established::Established;
+use initiator::ExpectAuthResponse;
+use initiator::ExpectSaInitResponse;
+use responder::ExpectAuthRequest;
+
+/// Largest number of fragments we reassemble (RFC 7383 §2.6 asks for bounds).
+const MAX_FRAGMENTS: u16 = 64;
+/// Largest reassembled message.
+const MAX_REASSEMBLED: usize = 64 * 1024;
+/// Longest wait the engine schedules; longer configured durations are clamped so that
+/// `Instant + Duration` cannot overflow.
+const MAX_WAIT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `now + d`, clamped (configuration may hold absurd durations; peers never set these).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(MAX_WAIT)).unwrap_or(now)
+}
+
+/// NAT-T port (RFC 3948).
+pub(crate) const NATT_PORT: u16 = 4500;
+
+/// Everything a state handler may touch besides its own SA.
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) rng: &'a mut Rng,
+    pub(crate) out: &'a mut VecDeque<Output>,
+    pub(crate) config: &'a EndpointConfig,
+    pub(crate) stats: &'a mut Stats,
+    pub(crate) actions: &'a mut Vec<SaAction>,
+    pub(crate) next_id: &'a mut u64,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    pub(crate) fn alloc_id(&mut self) -> u64 {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        id
+    }
+
+    pub(crate) fn nonce(&mut self) -> Vec<u8> {
+        // RFC 7296 §2.10: at least 128 bits and at least half the PRF key size; 32 octets
+        // covers every PRF we offer.
+        let mut n = vec![0u8; 32];
+        self.rng.fill_bytes(&mut n);
+        n
+    }
+
+    pub(crate) fn spi32(&mut self) -> u32 {
+        loop {
+            // SPIs 1..=255 are reserved by IANA (RFC 4303 §2.1).
+            let s = self.rng.next_u32();
+            if s > 0xff {
+                return s;
+            }
+        }
+    }
+
+    pub(crate) fn spi64(&mut self) -> u64 {
+        loop {
+            let s = self.rng.next_u64();
+            if s != 0 {
+                return s;
+            }
+        }
+    }
+}
+
+/// Effects on other SAs, applied by the endpoint after the handler returns.
+pub(crate) enum SaAction {
+    /// A new IKE SA (rekeyed) to register.
+    Insert(Box<IkeSa>),
+    /// INITIAL_CONTACT (RFC 7296 §2.4): drop other SAs of this peer without notifying it.
+    DeleteOthers {
+        keep: u64,
+        conn: ConnId,
+        peer_id: Identity,
+    },
+}
+
+/// SK ciphers and the keys that outlive IKE_AUTH.
+pub(crate) struct SaKeys {
+    pub(crate) suite: crate::config::IkeProposal,
+    pub(crate) sk_d: crate::secret::Secret,
+    pub(crate) sk_pi: crate::secret::Secret,
+    pub(crate) sk_pr: crate::secret::Secret,
+    pub(crate) send: SkCipher,
+    pub(crate) recv: SkCipher,
+}
+
+/// A request in flight (window size 1, RFC 7296 §2.3).
+pub(crate) struct Outstanding {
+    pub(crate) id: u32,
+    pub(crate) packets: Vec<Vec<u8>>,
+    pub(crate) sends: u32,
+    pub(crate) next_at: Instant,
+}
+
+struct Reassembly {
+    id: u32,
+    first: PayloadType,
+    parts: Vec<Option<Vec<u8>>>,
+    bytes: usize,
+}
+
+/// State-independent data of an IKE SA.
+pub(crate) struct Common {
+    pub(crate) peer: Arc<PeerConfig>,
+    pub(crate) session: SessionId,
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    /// We are the original initiator (RFC 7296 §2.2: sets the I flag).
+    pub(crate) initiator: bool,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    /// A NAT in front of us (we send keepalives).
+    pub(crate) nat_local: bool,
+    /// A NAT in front of the peer.
+    pub(crate) nat_remote: bool,
+    /// The peer sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3).
+    pub(crate) frag: bool,
+    pub(crate) keys: Option<SaKeys>,
+    pub(crate) peer_id: Option<Identity>,
+    /// Message ID of our next request.
+    pub(crate) next_req: u32,
+    pub(crate) outstanding: Option<Outstanding>,
+    /// Message ID we expect in the peer's next request.
+    pub(crate) next_peer_req: u32,
+    /// Our last response, replayed on a retransmitted request (RFC 7296 §2.1).
+    pub(crate) cached: Option<(u32, Vec<Vec<u8>>)>,
+    reassembly: Option<Reassembly>,
+    pub(crate) last_heard: Instant,
+    pub(crate) keepalive_at: Option<Instant>,
+    /// Responder: drop the SA if IKE_AUTH has not completed by then.
+    pub(crate) half_open_until: Option<Instant>,
+    pub(crate) closed: bool,
+    /// Where the request being answered came from (RFC 7296 §2.11: responses go back to the
+    /// address and port the request came from).
+    pub(crate) reply_to: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl Common {
+    pub(crate) fn local_spi(&self) -> u64 {
+        if self.initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
+    }
+
+    fn header(&self, exchange: ExchangeType, response: bool, id: u32) -> Header {
+        Header::new(
+            self.spi_i,
+            self.spi_r,
+            exchange,
+            self.initiator,
+            response,
+            id,
+        )
+    }
+
+    fn transmit(&self, ctx: &mut Ctx<'_>, packets: &[Vec<u8>]) {
+        self.transmit_to(ctx, (self.local, self.remote), packets);
+    }
+
+    fn transmit_to(
+        &self,
+        ctx: &mut Ctx<'_>,
+        (local, remote): (SocketAddr, SocketAddr),
+        packets: &[Vec<u8>],
+    ) {
+        for p in packets {
+            ctx.out.push_back(Output::Transmit(Transmit {
+                local,
+                remote,
+                bytes: p.clone(),
+            }));
+        }
+    }
+
+    /// Sends an unprotected IKE_SA_INIT request (message ID 0) and arms retransmission.
+    pub(crate) fn send_plain_request(&mut self, ctx: &mut Ctx<'_>, msg: &Message) -> Vec<u8> {
+        let bytes = msg.encode();
+        self.arm(ctx, 0, vec![bytes.clone()]);
+        bytes
+    }
+
+    /// Protects and sends a request with the next message ID.
+    pub(crate) fn send_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        let id = self.next_req;
+        let packets = self.protect(ctx, exchange, false, id, payloads)?;
+        self.arm(ctx, id, packets);
+        Ok(())
+    }
+
+    fn arm(&mut self, ctx: &mut Ctx<'_>, id: u32, packets: Vec<Vec<u8>>) {
+        self.transmit(ctx, &packets);
+        self.outstanding = Some(Outstanding {
+            id,
+            packets,
+            sends: 1,
+            next_at: later(ctx.now, ctx.config.retransmit.initial),
+        });
+    }
+
+    /// Protects and sends a response, caching it for retransmitted requests.
+    pub(crate) fn send_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        let packets = self.protect(ctx, exchange, true, id, payloads)?;
+        let to = self.reply_to.unwrap_or((self.local, self.remote));
+        self.transmit_to(ctx, to, &packets);
+        self.cached = Some((id, packets));
+        Ok(())
+    }
+
+    /// RFC 7296 §3.14 / RFC 7383 §2.5: wraps `payloads` in SK, or in SKF fragments when the
+    /// message would exceed the configured size and the peer supports fragmentation.
+    fn protect(
+        &self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        response: bool,
+        id: u32,
+        payloads: &[Payload],
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let keys = self.keys.as_ref().ok_or(Error::Local("no SK keys"))?;
+        let mut inner = Vec::new();
+        encode_chain(payloads, &mut inner);
+        let first = payloads.first().map_or(PayloadType::None, Payload::kind);
+        let mut header = self.header(exchange, response, id);
+        let whole = Header::LEN + 4 + keys.send.sealed_len(inner.len());
+        let limit = ctx.config.fragment_size;
+        if whole <= limit || !self.frag || exchange == ExchangeType::IkeSaInit {
+            header.next = PayloadType::Sk;
+            header.length = whole as u32;
+            let mut out = crate::wire::Codec::to_vec(&header);
+            out.extend_from_slice(&[first.to_raw(), 0]);
+            out.extend_from_slice(&((whole - Header::LEN) as u16).to_be_bytes());
+            keys.send.seal_append(ctx.rng, &mut out, &inner);
+            return Ok(vec![out]);
+        }
+        // Room for inner bytes per fragment: the fixed parts, then the cipher's overhead
+        // (IV, ICV, pad length and at most one block of padding).
+        let overhead = keys.send.sealed_len(limit) - limit + 16;
+        let room = limit
+            .saturating_sub(Header::LEN + 4 + Skf::FIXED + overhead)
+            .max(64);
+        let chunks: Vec<&[u8]> = inner.chunks(room).collect();
+        let total = chunks.len() as u16;
+        let mut out = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let number = i as u16 + 1;
+            let len = Header::LEN + 4 + Skf::FIXED + keys.send.sealed_len(chunk.len());
+            header.next = PayloadType::Skf;
+            header.length = len as u32;
+            let mut pkt = crate::wire::Codec::to_vec(&header);
+            let next = if number == 1 {
+                first
+            } else {
+                PayloadType::None
+            };
+            pkt.extend_from_slice(&[next.to_raw(), 0]);
+            pkt.extend_from_slice(&((len - Header::LEN) as u16).to_be_bytes());
+            pkt.extend_from_slice(&number.to_be_bytes());
+            pkt.extend_from_slice(&total.to_be_bytes());
+            keys.send.seal_append(ctx.rng, &mut pkt, chunk);
+            out.push(pkt);
+        }
+        Ok(out)
+    }
+
+    /// Authenticates and decrypts a protected message. `Ok(None)` means a fragment was stored
+    /// and the message is not complete yet.
+    fn unprotect(&mut self, raw: &[u8], msg: &Message) -> Result<Option<Vec<Payload>>, Error> {
+        let keys = self.keys.as_ref().ok_or(PeerMisbehaved::NotEncrypted)?;
+        match msg.payloads.last() {
+            Some(Payload::Sk(Sk { first, body })) => {
+                let aad = &raw[..raw.len() - body.len()];
+                let pt = keys
+                    .recv
+                    .open(aad, body)
+                    .map_err(|_| PeerMisbehaved::IntegrityCheckFailed)?;
+                let mut out: Vec<Payload> = msg.payloads[..msg.payloads.len() - 1].to_vec();
+                out.extend(decode_chain(*first, pt.expose())?);
+                Ok(Some(out))
+            }
+            Some(Payload::Skf(skf)) => {
+                let aad = &raw[..raw.len() - skf.body.len()];
+                let pt = keys
+                    .recv
+                    .open(aad, &skf.body)
+                    .map_err(|_| PeerMisbehaved::IntegrityCheckFailed)?;
+                self.reassemble(msg.header.message_id, skf, pt.expose())
+            }
+            _ => Err(PeerMisbehaved::NotEncrypted.into()),
+        }
+    }
+
+    /// RFC 7383 §2.6: collect authenticated fragments of one message, bounded in count and
+    /// size; a fragment of a newer message discards an older incomplete set.
+    fn reassemble(&mut self, id: u32, skf: &Skf, pt: &[u8]) -> Result<Option<Vec<Payload>>, Error> {
+        if skf.total > MAX_FRAGMENTS {
+            return Err(PeerMisbehaved::FragmentOverflow.into());
+        }
+        let fresh = match &self.reassembly {
+            Some(r) => r.id != id || r.parts.len() != usize::from(skf.total),
+            None => true,
+        };
+        if fresh {
+            self.reassembly = Some(Reassembly {
+                id,
+                first: PayloadType::None,
+                parts: vec![None; usize::from(skf.total)],
+                bytes: 0,
+            });
+        }
+        let Some(r) = self.reassembly.as_mut() else {
+            return Ok(None);
+        };
+        let slot = usize::from(skf.number - 1);
+        if r.parts[slot].is_none() {
+            r.bytes += pt.len();
+            if r.bytes > MAX_REASSEMBLED {
+                self.reassembly = None;
+                return Err(PeerMisbehaved::FragmentOverflow.into());
+            }
+            r.parts[slot] = Some(pt.to_vec());
+            if skf.number == 1 {
+                r.first = skf.first;
+            }
+        }
+        if r.parts.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let Some(r) = self.reassembly.take() else {
+            return Ok(None);
+        };
+        let mut all = Vec::with_capacity(r.bytes);
+        for p in r.parts.into_iter().flatten() {
+            all.extend_from_slice(&p);
+        }
+        Ok(Some(decode_chain(r.first, &all)?))
+    }
+
+    /// Sends an error notify as the response to request `id` (RFC 7296 §2.21).
+    fn answer_error(&mut self, ctx: &mut Ctx<'_>, exchange: ExchangeType, id: u32, e: &Error) {
+        if let Reaction::Notify(ty, data) = e.reaction() {
+            let p = [Payload::Notify(Notify::new(ty, data))];
+            if let Err(err) = self.send_response(ctx, exchange, id, &p) {
+                tracing::debug!(error = %err, "cannot answer with an error notify");
+            }
+        }
+    }
+
+    /// Message-ID bookkeeping after a request was answered (RFC 7296 §2.3).
+    fn request_done(&mut self) {
+        self.outstanding = None;
+        self.next_req = self.next_req.wrapping_add(1);
+    }
+}
+
+/// The state machine position of an IKE SA.
+pub(crate) enum State {
+    ExpectSaInitResponse(Box<ExpectSaInitResponse>),
+    ExpectAuthResponse(Box<ExpectAuthResponse>),
+    ExpectAuthRequest(Box<ExpectAuthRequest>),
+    Established(Box<Established>),
+    Closed,
+}
+
+/// One IKE SA.
+pub(crate) struct IkeSa {
+    pub(crate) c: Common,
+    pub(crate) state: State,
+}
+
+impl IkeSa {
+    pub(crate) fn conn(&self) -> ConnId {
+        self.c.peer.id
+    }
+
+    pub(crate) fn session(&self) -> SessionId {
+        self.c.session
+    }
+
+    pub(crate) fn peer_id(&self) -> Option<&Identity> {
+        self.c.peer_id.as_ref()
+    }
+
+    pub(crate) fn local_spi(&self) -> u64 {
+        self.c.local_spi()
+    }
+
+    pub(crate) fn info(&self) -> crate::endpoint::IkeSaInfo {
+        let (state, children) = match &self.state {
+            State::ExpectSaInitResponse(_) => ("ExpectSaInitResponse", Vec::new()),
+            State::ExpectAuthResponse(_) => ("ExpectAuthResponse", Vec::new()),
+            State::ExpectAuthRequest(_) => ("ExpectAuthRequest", Vec::new()),
+            State::Established(e) => (
+                if e.rekeyed { "Rekeyed" } else { "Established" },
+                e.children
+                    .iter()
+                    .map(|c| (c.id, c.spi_in, c.spi_out))
+                    .collect(),
+            ),
+            State::Closed => ("Closed", Vec::new()),
+        };
+        crate::endpoint::IkeSaInfo {
+            session: self.c.session,
+            conn: self.c.peer.id,
+            state,
+            initiator: self.c.initiator,
+            spi_i: self.c.spi_i,
+            spi_r: self.c.spi_r,
+            local: self.c.local,
+            remote: self.c.remote,
+            peer_id: self.c.peer_id.clone(),
+            nat: self.c.nat_local || self.c.nat_remote,
+            children,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.c.closed || matches!(self.state, State::Closed)
+    }
+
+    pub(crate) fn is_half_open(&self) -> bool {
+        matches!(self.state, State::ExpectAuthRequest(_))
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        matches!(&self.state, State::Established(e) if !e.rekeyed)
+    }
+
+    pub(crate) fn has_child(&self, child: ChildSaId) -> bool {
+        match &self.state {
+            State::Established(e) => e.children.iter().any(|c| c.id == child),
+            _ => false,
+        }
+    }
+
+    /// The earliest deadline of this SA.
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        let mut t = [
+            self.c.outstanding.as_ref().map(|o| o.next_at),
+            self.c.half_open_until,
+            self.c.keepalive_at,
+            None,
+        ];
+        if let State::Established(e) = &self.state {
+            t[3] = e.next_timeout(&self.c);
+        }
+        t.into_iter().flatten().min()
+    }
+
+    /// Replays the cached IKE_SA_INIT response for a retransmitted request (§2.1).
+    pub(crate) fn retransmit_sa_init_response(&mut self, ctx: &mut Ctx<'_>, _req: &[u8]) {
+        if let Some((0, packets)) = &self.c.cached {
+            let packets = packets.clone();
+            self.c.transmit(ctx, &packets);
+        }
+    }
+
+    /// Handles a datagram addressed to this SA.
+    pub(crate) fn handle_datagram(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dgram: Datagram<'_>,
+        header: &Header,
+    ) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(PeerMisbehaved::UnknownIkeSpi.into());
+        }
+        let msg = Message::decode(dgram.bytes)?;
+        if header.is_response() {
+            let Some(out) = &self.c.outstanding else {
+                return Err(PeerMisbehaved::UnsolicitedResponse.into());
+            };
+            if out.id != header.message_id {
+                return Err(PeerMisbehaved::UnexpectedMessageId(header.message_id).into());
+            }
+            // The I flag of a response comes from the original responder.
+            if header.is_initiator() == self.c.initiator {
+                return Err(PeerMisbehaved::UnsolicitedResponse.into());
+            }
+            if header.exchange == ExchangeType::IkeSaInit {
+                return self.on_sa_init_response(ctx, dgram, msg);
+            }
+            let Some(payloads) = self.c.unprotect(dgram.bytes, &msg)? else {
+                return Ok(());
+            };
+            self.c.last_heard = ctx.now;
+            return self.on_response(ctx, header, payloads);
+        }
+        // A request.
+        if header.is_initiator() == self.c.initiator {
+            return Err(PeerMisbehaved::UnsolicitedResponse.into());
+        }
+        let id = header.message_id;
+        if let Some((cid, packets)) = &self.c.cached {
+            if *cid == id && id.wrapping_add(1) == self.c.next_peer_req {
+                // RFC 7296 §2.1: a retransmitted request gets the cached response, once it is
+                // authentic (so we are no amplifier for forged copies). For fragments only the
+                // first one triggers the replay (RFC 7383 §2.6.1).
+                let packets = packets.clone();
+                let first_fragment = match msg.payloads.last() {
+                    Some(Payload::Skf(s)) => s.number == 1,
+                    _ => true,
+                };
+                let keys = self.c.keys.as_ref().ok_or(PeerMisbehaved::NotEncrypted)?;
+                let body = match msg.payloads.last() {
+                    Some(Payload::Sk(s)) => &s.body,
+                    Some(Payload::Skf(s)) => &s.body,
+                    _ => return Err(PeerMisbehaved::NotEncrypted.into()),
+                };
+                let aad = &dgram.bytes[..dgram.bytes.len() - body.len()];
+                keys.recv
+                    .open(aad, body)
+                    .map_err(|_| PeerMisbehaved::IntegrityCheckFailed)?;
+                if first_fragment {
+                    ctx.stats.retransmits += 1;
+                    self.c
+                        .transmit_to(ctx, (dgram.local, dgram.remote), &packets);
+                }
+                return Ok(());
+            }
+        }
+        if id != self.c.next_peer_req {
+            return Err(PeerMisbehaved::UnexpectedMessageId(id).into());
+        }
+        let Some(payloads) = self.c.unprotect(dgram.bytes, &msg)? else {
+            return Ok(());
+        };
+        self.c.last_heard = ctx.now;
+        // RFC 7296 §2.23: with a NAT in the path, follow the peer's latest authenticated
+        // address (its mapping may change).
+        let floated = dgram.remote.ip() == self.c.remote.ip()
+            && dgram.local.ip() == self.c.local.ip()
+            && dgram.remote.port() == NATT_PORT
+            && dgram.local.port() == NATT_PORT;
+        if ((self.c.nat_remote || self.c.nat_local) && self.c.remote != dgram.remote) || floated {
+            // Also when the peer moved to port 4500 without a NAT (strongSwan does so in
+            // IKE_AUTH when MOBIKE is enabled): our later requests follow it there.
+            self.c.remote = dgram.remote;
+            self.c.local = dgram.local;
+        }
+        self.c.next_peer_req = id.wrapping_add(1);
+        self.c.reply_to = Some((dgram.local, dgram.remote));
+        let res = self.on_request(ctx, header.exchange, id, payloads);
+        self.c.reply_to = None;
+        res
+    }
+
+    fn on_sa_init_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        dgram: Datagram<'_>,
+        msg: Message,
+    ) -> Result<(), Error> {
+        let State::ExpectSaInitResponse(_) = &self.state else {
+            return Err(PeerMisbehaved::UnexpectedExchange(msg.header.exchange.to_raw()).into());
+        };
+        let State::ExpectSaInitResponse(st) = std::mem::replace(&mut self.state, State::Closed)
+        else {
+            return Ok(());
+        };
+        self.c.last_heard = ctx.now;
+        match st.handle(&mut self.c, ctx, dgram.bytes, msg) {
+            Ok(next) => {
+                self.state = next;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(ctx, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: &Header,
+        payloads: Vec<Payload>,
+    ) -> Result<(), Error> {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::ExpectAuthResponse(st) if header.exchange == ExchangeType::IkeAuth => {
+                self.c.request_done();
+                match st.handle(&mut self.c, ctx, payloads) {
+                    Ok(next) => {
+                        self.state = next;
+                        self.pump(ctx);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.fail(ctx, &e);
+                        Err(e)
+                    }
+                }
+            }
+            State::Established(mut est) => {
+                self.c.request_done();
+                let res = est.handle_response(&mut self.c, ctx, header.exchange, payloads);
+                self.state = State::Established(est);
+                self.pump(ctx);
+                res
+            }
+            other => {
+                self.state = other;
+                Err(PeerMisbehaved::UnexpectedExchange(header.exchange.to_raw()).into())
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        id: u32,
+        payloads: Vec<Payload>,
+    ) -> Result<(), Error> {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::ExpectAuthRequest(st) if exchange == ExchangeType::IkeAuth => {
+                match st.handle(&mut self.c, ctx, id, payloads) {
+                    Ok(next) => {
+                        self.state = next;
+                        self.c.half_open_until = None;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // §2.21.2: IKE_AUTH errors are answered protected, then the SA goes.
+                        self.c.answer_error(ctx, exchange, id, &e);
+                        self.fail(ctx, &e);
+                        Err(e)
+                    }
+                }
+            }
+            State::Established(mut est) => {
+                let res = est.handle_request(&mut self.c, ctx, exchange, id, &payloads);
+                if let Err(e) = &res {
+                    self.c.answer_error(ctx, exchange, id, e);
+                }
+                self.state = if self.c.closed {
+                    State::Closed
+                } else {
+                    State::Established(est)
+                };
+                self.pump(ctx);
+                res
+            }
+            other => {
+                let e: Error = PeerMisbehaved::UnexpectedExchange(exchange.to_raw()).into();
+                // Keep the state: an out-of-place request does not end the SA.
+                self.state = other;
+                self.c.answer_error(ctx, exchange, id, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// A handshake failed: report it and close without further messages.
+    fn fail(&mut self, ctx: &mut Ctx<'_>, e: &Error) {
+        let reason = e.reason();
+        if matches!(
+            e,
+            Error::PeerMisbehaved(PeerMisbehaved::AuthenticationFailed)
+                | Error::PeerMisbehaved(PeerMisbehaved::IdentityMismatch)
+                | Error::PeerIncompatible(crate::error::PeerIncompatible::PeerRejected(
+                    crate::wire::enums::NotifyType::AuthenticationFailed
+                ))
+                | Error::PeerIncompatible(crate::error::PeerIncompatible::NoMatchingProfile)
+        ) {
+            ctx.event(Event::AuthFailed {
+                conn: Some(self.c.peer.id),
+                peer: self.c.remote,
+                reason,
+            });
+            // §2.21.2: an initiator rejecting the responder's AUTH tells it in a separate
+            // INFORMATIONAL (sent once, not retransmitted: the SA is gone on our side).
+            let ours = matches!(
+                e,
+                Error::PeerMisbehaved(
+                    PeerMisbehaved::AuthenticationFailed | PeerMisbehaved::IdentityMismatch
+                )
+            );
+            if ours && self.c.initiator && self.c.keys.is_some() && self.c.peer_id.is_none() {
+                let n = [Payload::Notify(Notify::new(
+                    crate::wire::enums::NotifyType::AuthenticationFailed,
+                    Vec::new(),
+                ))];
+                let id = self.c.next_req;
+                if let Ok(packets) = self
+                    .c
+                    .protect(ctx, ExchangeType::Informational, false, id, &n)
+                {
+                    self.c.transmit(ctx, &packets);
+                }
+            }
+        }
+        ctx.event(Event::IkeSaDown {
+            session: self.c.session,
+            conn: self.c.peer.id,
+            reason: DownReason::Failed(reason),
+        });
+        self.c.closed = true;
+        self.c.outstanding = None;
+        self.state = State::Closed;
+    }
+
+    /// Starts the next queued request when the window is free.
+    fn pump(&mut self, ctx: &mut Ctx<'_>) {
+        if let State::Established(est) = &mut self.state {
+            est.pump(&mut self.c, ctx);
+            if self.c.closed {
+                self.state = State::Closed;
+            }
+        }
+    }
+
+    /// Runs due timers.
+    pub(crate) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        if self.c.half_open_until.is_some_and(|t| t <= now) {
+            tracing::debug!(spi = self.c.local_spi(), "half-open IKE SA timed out");
+            self.c.closed = true;
+            self.state = State::Closed;
+            return;
+        }
+        if let Some(out) = &mut self.c.outstanding {
+            if out.next_at <= now {
+                if out.sends >= ctx.config.retransmit.tries {
+                    self.dead(ctx);
+                    return;
+                }
+                // RFC 7296 §2.1: retransmit with exponential back-off.
+                out.sends += 1;
+                let backoff = 1u32 << (out.sends - 1).min(16);
+                out.next_at = later(now, ctx.config.retransmit.initial.saturating_mul(backoff));
+                let packets = out.packets.clone();
+                ctx.stats.retransmits += 1;
+                self.c.transmit(ctx, &packets);
+            }
+        }
+        if self.c.keepalive_at.is_some_and(|t| t <= now) {
+            ctx.out.push_back(Output::NatKeepalive {
+                local: self.c.local,
+                remote: self.c.remote,
+            });
+            self.c.keepalive_at = Some(later(now, ctx.config.nat_keepalive));
+        }
+        if let State::Established(est) = &mut self.state {
+            est.on_timeout(&mut self.c, ctx);
+        }
+        self.pump(ctx);
+    }
+
+    /// Retransmissions exhausted: the peer is dead (RFC 7296 §2.4).
+    fn dead(&mut self, ctx: &mut Ctx<'_>) {
+        let est = matches!(self.state, State::Established(_));
+        if est {
+            ctx.event(Event::PeerDead {
+                session: self.c.session,
+                conn: self.c.peer.id,
+                peer: self.c.remote,
+            });
+        }
+        self.close(ctx, DownReason::Timeout);
+    }
+
+    /// Removes every child and closes the SA.
+    pub(crate) fn close(&mut self, ctx: &mut Ctx<'_>, reason: DownReason) {
+        if let State::Established(est) = &mut self.state {
+            est.remove_all_children(&self.c, ctx);
+        }
+        ctx.event(Event::IkeSaDown {
+            session: self.c.session,
+            conn: self.c.peer.id,
+            reason,
+        });
+        self.c.closed = true;
+        self.c.outstanding = None;
+        self.state = State::Closed;
+    }
+
+    /// INITIAL_CONTACT from a new SA of the same peer: drop this one without messages.
+    pub(crate) fn drop_silently(&mut self, ctx: &mut Ctx<'_>) {
+        self.close(ctx, DownReason::Replaced);
+    }
+
+    /// Command: delete the IKE SA with the peer (or just drop it before it is established).
+    pub(crate) fn terminate(&mut self, ctx: &mut Ctx<'_>) {
+        match &mut self.state {
+            State::Established(est) => {
+                est.queue.push_back(established::Queued::DeleteIke);
+                self.pump(ctx);
+            }
+            _ => self.close(ctx, DownReason::Local),
+        }
+    }
+
+    /// Command: rekey a child now.
+    pub(crate) fn rekey_child(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {
+        if let State::Established(est) = &mut self.state {
+            est.queue_rekey_child(child);
+            self.pump(ctx);
+        }
+    }
+
+    /// Command: the kernel hard-expired a child.
+    pub(crate) fn child_expired(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {
+        if let State::Established(est) = &mut self.state {
+            est.expire_child(&self.c, ctx, child);
+            self.pump(ctx);
+        }
+    }
+
+    /// The kernel refused a child: delete it with the peer.
+    pub(crate) fn install_failed(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {
+        self.child_expired(ctx, child);
+    }
+
+    /// True when established and without live Child SAs.
+    pub(crate) fn is_childless(&self) -> bool {
+        match &self.state {
+            State::Established(e) => !e.rekeyed && e.children.iter().all(|c| c.replaced),
+            _ => false,
+        }
+    }
+
+    /// Command: create the profile's Child SA on this IKE SA (CREATE_CHILD_SA, §1.3.1).
+    pub(crate) fn create_child(&mut self, ctx: &mut Ctx<'_>) {
+        if let State::Established(est) = &mut self.state {
+            if !est.queue.contains(&established::Queued::CreateChild) {
+                est.queue.push_back(established::Queued::CreateChild);
+            }
+            self.pump(ctx);
+        }
+    }
+
+    /// Command: rekey the IKE SA now.
+    pub(crate) fn rekey_ike(&mut self, ctx: &mut Ctx<'_>) {
+        if let State::Established(est) = &mut self.state {
+            est.queue.push_back(established::Queued::RekeyIke);
+            self.pump(ctx);
+        }
+    }
+
+    /// Command: liveness check now.
+    pub(crate) fn dpd(&mut self, ctx: &mut Ctx<'_>) {
+        if let State::Established(est) = &mut self.state {
+            est.queue.push_back(established::Queued::Dpd);
+            self.pump(ctx);
+        }
+    }
+}
+
+/// Compares secrets without an early exit on the first differing octet.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The error notify types (if any) among `payloads`.
+pub(crate) fn error_notify(payloads: &[Payload]) -> Option<crate::wire::enums::NotifyType> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.ty.is_error() => Some(n.ty),
+        _ => None,
+    })
+}

@@ -1,0 +1,484 @@
+//! Responder handshake: IKE_SA_INIT with proposal selection, INVALID_KE_PAYLOAD and the
+//! stateless COOKIE (RFC 7296 §1.2, §2.6, §2.7), then IKE_AUTH with PSK (§2.15).
+
+use std::sync::Arc;
+
+use crate::config::IkeProposal;
+use crate::config::Mode;
+use crate::config::PeerConfig;
+use crate::crypto::KeyExchange;
+use crate::endpoint::Datagram;
+use crate::endpoint::Event;
+use crate::endpoint::SessionId;
+use crate::endpoint::Transmit;
+use crate::error::Error;
+use crate::error::PeerIncompatible;
+use crate::error::PeerMisbehaved;
+use crate::error::Reaction;
+use crate::keys;
+use crate::proposal;
+use crate::sa::Common;
+use crate::sa::Ctx;
+use crate::sa::IkeSa;
+use crate::sa::SaAction;
+use crate::sa::State;
+use crate::sa::auth;
+use crate::sa::established::ChildParams;
+use crate::sa::established::Established;
+use crate::sa::established::install_child;
+use crate::sa::glue;
+use crate::sa::initiator::esp_usable;
+use crate::sa::later;
+use crate::secret::Secret;
+use crate::transform::Prf;
+use crate::ts;
+use crate::wire::Codec;
+use crate::wire::Header;
+use crate::wire::Ke;
+use crate::wire::Message;
+use crate::wire::Nonce;
+use crate::wire::Notify;
+use crate::wire::Payload;
+use crate::wire::enums::ExchangeType;
+use crate::wire::enums::NotifyType;
+use crate::wire::notifies;
+
+impl IkeSa {
+    /// Answers an IKE_SA_INIT request. On error the unprotected error notify (or COOKIE) has
+    /// already been sent and no state is kept.
+    pub(crate) fn respond(
+        ctx: &mut Ctx<'_>,
+        dgram: Datagram<'_>,
+        msg: &Message,
+        spi: u64,
+        session: SessionId,
+        cookie_secret: Option<&Secret>,
+    ) -> Result<Self, Error> {
+        match Self::respond_inner(ctx, dgram, msg, spi, session, cookie_secret) {
+            Ok(sa) => Ok(sa),
+            Err(e) => {
+                if let Reaction::Notify(ty, data) = e.reaction() {
+                    let ty = match ty {
+                        // Before IKE_AUTH there is nothing to authenticate; say "no proposal".
+                        NotifyType::AuthenticationFailed => NotifyType::NoProposalChosen,
+                        t => t,
+                    };
+                    let reply = Message {
+                        header: Header::new(
+                            msg.header.spi_i,
+                            0,
+                            ExchangeType::IkeSaInit,
+                            false,
+                            true,
+                            0,
+                        ),
+                        payloads: vec![Payload::Notify(Notify::new(ty, data))],
+                    };
+                    ctx.out
+                        .push_back(crate::endpoint::Output::Transmit(Transmit {
+                            local: dgram.local,
+                            remote: dgram.remote,
+                            bytes: reply.encode(),
+                        }));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn respond_inner(
+        ctx: &mut Ctx<'_>,
+        dgram: Datagram<'_>,
+        msg: &Message,
+        spi: u64,
+        session: SessionId,
+        cookie_secret: Option<&Secret>,
+    ) -> Result<Self, Error> {
+        let mut sa = None;
+        let mut ke = None;
+        let mut nonce = None;
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa = Some(s),
+                Payload::Ke(k) => ke = Some(k),
+                Payload::Nonce(n) => nonce = Some(n),
+                _ => {}
+            }
+        }
+        let sa = sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?;
+        let ke = ke.ok_or(PeerMisbehaved::MissingPayload("KE"))?;
+        let ni = nonce.ok_or(PeerMisbehaved::MissingPayload("Ni"))?.0.clone();
+        // §2.6: above the half-open threshold, keep no state until the initiator proves it
+        // receives at its address by echoing a cookie bound to (Ni, IPi, SPIi).
+        if let Some(secret) = cookie_secret {
+            let mut data = ni.clone();
+            data.extend_from_slice(&ip_octets(dgram.remote.ip()));
+            data.extend_from_slice(&msg.header.spi_i.to_be_bytes());
+            let want = crate::crypto::prf(Prf::HmacSha256, secret.expose(), &data);
+            let got = match msg.payloads.first() {
+                Some(Payload::Notify(n)) if n.ty == NotifyType::Cookie => Some(&n.data),
+                _ => None,
+            };
+            if !got.is_some_and(|g| crate::sa::ct_eq(g, want.expose())) {
+                let reply = Message {
+                    header: Header::new(
+                        msg.header.spi_i,
+                        0,
+                        ExchangeType::IkeSaInit,
+                        false,
+                        true,
+                        0,
+                    ),
+                    payloads: vec![Payload::Notify(Notify::new(
+                        NotifyType::Cookie,
+                        want.expose().to_vec(),
+                    ))],
+                };
+                ctx.out
+                    .push_back(crate::endpoint::Output::Transmit(Transmit {
+                        local: dgram.local,
+                        remote: dgram.remote,
+                        bytes: reply.encode(),
+                    }));
+                return Err(match got {
+                    Some(_) => PeerMisbehaved::BadCookie.into(),
+                    None => PeerIncompatible::CookieRequired.into(),
+                });
+            }
+        }
+        let candidates: Vec<Arc<PeerConfig>> = ctx
+            .config
+            .peers
+            .iter()
+            .filter(|p| p.remote.matches(dgram.remote.ip()))
+            .filter(|p| {
+                p.local.ip().is_unspecified()
+                    || dgram.local.ip().is_unspecified()
+                    || p.local.ip() == dgram.local.ip()
+            })
+            .cloned()
+            .map(Arc::new)
+            .collect();
+        if candidates.is_empty() {
+            return Err(PeerIncompatible::NoProposalChosen.into());
+        }
+        // §1.2: prefer a suite whose group matches the KE the initiator already sent (as
+        // strongSwan does), so a multi-group offer costs no INVALID_KE_PAYLOAD round trip.
+        let mut chosen = None;
+        for same_group in [true, false] {
+            for cand in &candidates {
+                let ours: Vec<IkeProposal> = cand
+                    .ike_proposals
+                    .iter()
+                    .copied()
+                    .filter(|p| !same_group || p.dh.id() == ke.group)
+                    .collect();
+                if let Ok(c) = proposal::select_ike(sa, &ours, cand.allow_legacy, &[]) {
+                    chosen = Some(c);
+                    break;
+                }
+            }
+            if chosen.is_some() {
+                break;
+            }
+        }
+        let (suite, reply_sa) = chosen.ok_or(PeerIncompatible::NoProposalChosen)?;
+        // §1.2: the proposal is fine but the KE guess is wrong: tell the initiator our group.
+        if ke.group != suite.dh.id() {
+            return Err(PeerIncompatible::InvalidKePayload(suite.dh.id()).into());
+        }
+        let ours = KeyExchange::generate(suite.dh, ctx.rng)?;
+        let public = ours.public().to_vec();
+        let shared = ours
+            .agree(&ke.data)
+            .map_err(|_| PeerMisbehaved::BadKeData)?;
+        let nr = ctx.nonce();
+        let spi_i = msg.header.spi_i;
+        let keys = keys::derive_ike_keys(glue::suite(&suite), &ni, &nr, &shared, spi_i, spi);
+        // Keep only profiles that accept the chosen suite; IKE_AUTH picks among them by ID.
+        let candidates: Vec<Arc<PeerConfig>> = candidates
+            .into_iter()
+            .filter(|p| p.ike_proposals.contains(&suite))
+            .collect();
+        let peer = candidates
+            .first()
+            .cloned()
+            .ok_or(PeerIncompatible::NoProposalChosen)?;
+        let nat = glue::nat_detect(&msg.payloads, spi_i, 0, dgram.remote, dgram.local);
+        let frag = msg
+            .notifies(NotifyType::Ikev2FragmentationSupported)
+            .next()
+            .is_some();
+        let mut c = Common {
+            peer,
+            session,
+            spi_i,
+            spi_r: spi,
+            initiator: false,
+            local: dgram.local,
+            remote: dgram.remote,
+            nat_local: nat.is_some_and(|n| n.1),
+            nat_remote: nat.is_some_and(|n| n.0),
+            frag,
+            keys: Some(glue::sa_keys(suite, keys, false)?),
+            peer_id: None,
+            next_req: 0,
+            outstanding: None,
+            next_peer_req: 1,
+            cached: None,
+            reassembly: None,
+            last_heard: ctx.now,
+            keepalive_at: None,
+            half_open_until: Some(later(ctx.now, ctx.config.half_open_timeout)),
+            closed: false,
+            reply_to: None,
+        };
+        if c.nat_local {
+            c.keepalive_at = Some(later(ctx.now, ctx.config.nat_keepalive));
+        }
+        let mut payloads = vec![
+            Payload::Sa(reply_sa),
+            Payload::Ke(Ke {
+                group: suite.dh.id(),
+                data: public,
+            }),
+            Payload::Nonce(Nonce(nr.clone())),
+        ];
+        payloads.extend(glue::nat_notifies(spi_i, spi, dgram.local, dgram.remote));
+        if frag {
+            payloads.push(glue::fragmentation_supported());
+        }
+        payloads.push(glue::signature_hash_algorithms());
+        let reply = Message {
+            header: Header::new(spi_i, spi, ExchangeType::IkeSaInit, false, true, 0),
+            payloads,
+        };
+        let bytes = reply.encode();
+        ctx.out
+            .push_back(crate::endpoint::Output::Transmit(Transmit {
+                local: c.local,
+                remote: c.remote,
+                bytes: bytes.clone(),
+            }));
+        c.cached = Some((0, vec![bytes.clone()]));
+        let st = ExpectAuthRequest {
+            suite,
+            ni,
+            nr,
+            request: dgram.bytes.to_vec(),
+            response: bytes,
+            candidates,
+        };
+        Ok(Self {
+            c,
+            state: State::ExpectAuthRequest(Box::new(st)),
+        })
+    }
+}
+
+fn ip_octets(ip: std::net::IpAddr) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Responder after IKE_SA_INIT: waiting for IKE_AUTH.
+pub(crate) struct ExpectAuthRequest {
+    suite: IkeProposal,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    /// The initiator's IKE_SA_INIT request (its RealMessage1).
+    request: Vec<u8>,
+    /// Our IKE_SA_INIT response (our RealMessage2).
+    response: Vec<u8>,
+    /// Profiles matching address and suite; IDi and the PSK pick one.
+    candidates: Vec<Arc<PeerConfig>>,
+}
+
+impl ExpectAuthRequest {
+    /// Authenticates the initiator, answers with our AUTH and the first Child SA.
+    // rustls: a handler consumes its boxed state, so a stale state cannot be reused.
+    #[allow(clippy::boxed_local)]
+    pub(crate) fn handle(
+        self: Box<Self>,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        payloads: Vec<Payload>,
+    ) -> Result<State, Error> {
+        let mut idi = None;
+        let mut idr = None;
+        let mut auth = None;
+        let mut sa = None;
+        let mut tsi = None;
+        let mut tsr = None;
+        for p in &payloads {
+            match p {
+                Payload::IdI(i) => idi = Some(i),
+                Payload::IdR(i) => idr = Some(i),
+                Payload::Auth(a) => auth = Some(a),
+                Payload::Sa(s) => sa = Some(s),
+                Payload::TsI(t) => tsi = Some(t),
+                Payload::TsR(t) => tsr = Some(t),
+                _ => {}
+            }
+        }
+        let idi = idi.ok_or(PeerMisbehaved::MissingPayload("IDi"))?;
+        let auth = auth.ok_or(PeerMisbehaved::MissingPayload("AUTH"))?;
+        let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
+        let prf = self.suite.prf;
+        let octets = keys::signed_octets(prf, &self.request, &self.nr, &keys.sk_pi, &idi.to_vec());
+        // The first profile whose identity rules and PSK both accept the initiator.
+        let peer = self
+            .candidates
+            .iter()
+            .filter(|p| p.remote_id.matches(idi))
+            .filter(|p| idr.is_none_or(|r| *r == p.local_identity_at(c.local.ip())))
+            .filter(|p| auth::method_matches(&p.auth, auth.method))
+            .find(|p| auth::verify(&p.auth, prf, &octets, auth).is_ok())
+            .cloned()
+            .ok_or(PeerMisbehaved::AuthenticationFailed)?;
+        c.peer = peer;
+        c.peer_id = Some(idi.clone());
+        let our_id = c.peer.local_identity_at(c.local.ip());
+        let octets =
+            keys::signed_octets(prf, &self.response, &self.ni, &keys.sk_pr, &our_id.to_vec());
+        let our_auth = auth::build(&c.peer.auth, prf, &octets)?;
+        if notifies(&payloads, NotifyType::InitialContact)
+            .next()
+            .is_some()
+        {
+            ctx.actions.push(SaAction::DeleteOthers {
+                keep: c.local_spi(),
+                conn: c.peer.id,
+                peer_id: idi.clone(),
+            });
+        }
+        let mut est = Established::new(c, ctx, self.suite);
+        ctx.stats.ike_sas_established += 1;
+        ctx.event(Event::PeerAuthenticated {
+            session: c.session,
+            conn: c.peer.id,
+            peer_id: idi.clone(),
+            remote: c.remote,
+        });
+        ctx.event(Event::IkeSaUp {
+            session: c.session,
+            conn: c.peer.id,
+            local: c.local,
+            remote: c.remote,
+            initiator: false,
+        });
+        let mut reply = vec![Payload::IdR(our_id)];
+        reply.extend(our_auth);
+        // The first Child SA; its failure is reported with a notify but keeps the IKE SA.
+        let child = match (sa, tsi, tsr) {
+            (Some(sa), Some(tsi), Some(tsr)) => {
+                let transport = notifies(&payloads, NotifyType::UseTransportMode)
+                    .next()
+                    .is_some();
+                negotiate_child(c, ctx, sa, tsi, tsr, transport)
+            }
+            _ => Err(PeerMisbehaved::MissingPayload("SA/TS").into()),
+        };
+        match child {
+            Ok(n) => {
+                let ch = install_child(
+                    c,
+                    ctx,
+                    ChildParams {
+                        exchange_initiator: false,
+                        spi_in: n.spi_in,
+                        choice: n.choice,
+                        g_ir: None,
+                        ni: &self.ni,
+                        nr: &self.nr,
+                        local_ts: n.tsr.clone(),
+                        remote_ts: n.tsi.clone(),
+                        mode: n.mode,
+                        replaces: None,
+                    },
+                );
+                est.children.push(ch);
+                if n.mode == Mode::Transport {
+                    reply.push(Payload::Notify(Notify::new(
+                        NotifyType::UseTransportMode,
+                        Vec::new(),
+                    )));
+                }
+                reply.push(Payload::Sa(n.reply_sa));
+                reply.push(Payload::TsI(n.tsi));
+                reply.push(Payload::TsR(n.tsr));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, conn = ?c.peer.id, "first Child SA refused");
+                if let Reaction::Notify(ty, data) = e.reaction() {
+                    reply.push(Payload::Notify(Notify::new(ty, data)));
+                }
+            }
+        }
+        c.send_response(ctx, ExchangeType::IkeAuth, id, &reply)?;
+        Ok(State::Established(Box::new(est)))
+    }
+}
+
+/// A Child SA the responder agreed to.
+pub(crate) struct Negotiated {
+    pub(crate) spi_in: u32,
+    pub(crate) choice: proposal::EspChoice,
+    pub(crate) reply_sa: crate::wire::Sa,
+    pub(crate) tsi: Vec<crate::wire::TrafficSelector>,
+    pub(crate) tsr: Vec<crate::wire::TrafficSelector>,
+    pub(crate) mode: Mode,
+}
+
+/// Responder side of a Child SA negotiation (IKE_AUTH without PFS, §1.2; CREATE_CHILD_SA
+/// passes its PFS group through [`negotiate_child_pfs`]).
+pub(crate) fn negotiate_child(
+    c: &Common,
+    ctx: &mut Ctx<'_>,
+    sa: &crate::wire::Sa,
+    tsi: &[crate::wire::TrafficSelector],
+    tsr: &[crate::wire::TrafficSelector],
+    transport: bool,
+) -> Result<Negotiated, Error> {
+    negotiate_child_pfs(c, ctx, sa, tsi, tsr, transport, None)
+}
+
+/// Responder side of a Child SA negotiation with an optional PFS group.
+pub(crate) fn negotiate_child_pfs(
+    c: &Common,
+    ctx: &mut Ctx<'_>,
+    sa: &crate::wire::Sa,
+    tsi: &[crate::wire::TrafficSelector],
+    tsr: &[crate::wire::TrafficSelector],
+    transport: bool,
+    dh: Option<crate::transform::DhGroup>,
+) -> Result<Negotiated, Error> {
+    let child = &c.peer.child;
+    let spi_in = ctx.spi32();
+    let (choice, reply_sa) =
+        proposal::select_esp(sa, &esp_usable(&c.peer), dh, c.peer.allow_legacy, spi_in)?;
+    // §2.9: TSi is the initiator's side (our remote), TSr ours.
+    let n_tsi = ts::narrow(tsi, &child.remote_ts);
+    let n_tsr = ts::narrow(tsr, &child.local_ts);
+    if n_tsi.is_empty() || n_tsr.is_empty() {
+        return Err(PeerIncompatible::TsUnacceptable.into());
+    }
+    // §1.3.1: transport mode only when both ask for it; a tunnel-mode profile answers a
+    // transport request with a tunnel SA, a transport profile refuses tunnel mode.
+    let mode = match (transport, child.mode) {
+        (true, Mode::Transport) => Mode::Transport,
+        (false, Mode::Transport) => return Err(PeerIncompatible::NoProposalChosen.into()),
+        (_, Mode::Tunnel) => Mode::Tunnel,
+    };
+    Ok(Negotiated {
+        spi_in,
+        choice,
+        reply_sa,
+        tsi: n_tsi,
+        tsr: n_tsr,
+        mode,
+    })
+}

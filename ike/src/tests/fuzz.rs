@@ -1,0 +1,126 @@
+//! Stable stand-in for the `fuzz/handle_datagram` target: replays a recorded conversation into
+//! a fresh responder (same seed, so the recorded protected messages stay valid for it) with one
+//! datagram mutated, and checks the engine never panics and keeps its outputs drainable.
+//!
+//! `IKE_FUZZ_ITERS` overrides the iteration count (default 3000 keeps `cargo test` fast).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::RngCore;
+use rand_core::SeedableRng;
+
+use super::pair::*;
+use crate::endpoint::*;
+
+#[test]
+fn mutated_conversation_never_panics_responder() {
+    let iters: usize = std::env::var("IKE_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    // Record A's side of a handshake, a child rekey, an IKE rekey and a delete.
+    let mut p = Pair::default_pair();
+    p.connect();
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(1));
+    let session = p.a.installs[0].session;
+    p.command(Side::A, Command::RekeyIke { session });
+    p.drive_for(Duration::from_secs(1));
+    p.command(
+        Side::A,
+        Command::Terminate {
+            conn: crate::config::ConnId(1),
+        },
+    );
+    p.drive_for(Duration::from_secs(1));
+    let script: Vec<Transmit> = p.a.sent.clone();
+    assert!(script.len() >= 6);
+    let config = Arc::new(endpoint_config(vec![peer(1, B_IP, A_IP, "secret")]));
+    // An unmutated replay reaches the same states (installs, rekeys, delete).
+    let mut b = Endpoint::new(config.clone(), [2; 32]);
+    let mut installs = 0;
+    for t in &script {
+        b.handle_datagram(
+            p.start,
+            Datagram {
+                local: t.remote,
+                remote: t.local,
+                bytes: &t.bytes,
+            },
+        );
+        while let Some(o) = b.poll_output() {
+            installs += usize::from(matches!(o, Output::InstallChildSa(_)));
+        }
+    }
+    assert_eq!(
+        installs, 2,
+        "replay must reach IKE_AUTH and CREATE_CHILD_SA"
+    );
+    assert!(b.stats().rejected.is_empty(), "{:?}", b.stats().rejected);
+    let mut rng = ChaCha20Rng::from_seed([42; 32]);
+    let mut execs = 0usize;
+    let now = p.start;
+    for i in 0..iters {
+        let mut b = Endpoint::new(config.clone(), [2; 32]);
+        let target = i % script.len();
+        for (k, t) in script.iter().enumerate().take(target + 1) {
+            let mut bytes = t.bytes.clone();
+            if k == target {
+                crate::wire::tests::mutate(&mut rng, &mut bytes);
+                if rng.next_u32() % 2 == 0 && bytes.len() >= 28 {
+                    // Keep the header length right so the payload chain is reached.
+                    let len = bytes.len() as u32;
+                    bytes[24..28].copy_from_slice(&len.to_be_bytes());
+                }
+            }
+            b.handle_datagram(
+                now,
+                Datagram {
+                    local: t.remote,
+                    remote: t.local,
+                    bytes: &bytes,
+                },
+            );
+            execs += 1;
+            while b.poll_output().is_some() {}
+        }
+        if let Some(t) = b.poll_timeout() {
+            b.handle_timeout(t);
+            while b.poll_output().is_some() {}
+        }
+    }
+    eprintln!("engine mutation loop: {iters} iterations, {execs} handle_datagram calls");
+}
+
+/// Writes seed inputs for the cargo-fuzz targets: `IKE_FUZZ_SEED_DIR=fuzz/corpus cargo test
+/// -p ike write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files; run by hand to refresh fuzz seeds"]
+fn write_fuzz_seeds() {
+    let Ok(dir) = std::env::var("IKE_FUZZ_SEED_DIR") else {
+        return;
+    };
+    let mut p = Pair::default_pair();
+    p.connect();
+    let dir = std::path::Path::new(&dir);
+    let _ = std::fs::create_dir_all(dir.join("message_decode"));
+    let _ = std::fs::create_dir_all(dir.join("handle_datagram"));
+    let mut conv = Vec::new();
+    for (i, t) in p.a.sent.iter().chain(p.b.sent.iter()).enumerate() {
+        let _ = std::fs::write(
+            dir.join("message_decode").join(format!("seed{i}")),
+            &t.bytes,
+        );
+    }
+    for t in &p.a.sent {
+        conv.extend_from_slice(&(t.bytes.len() as u16).to_be_bytes());
+        conv.extend_from_slice(&t.bytes);
+    }
+    let _ = std::fs::write(dir.join("handle_datagram").join("handshake"), &conv);
+    if let Some(t) = p.a.sent.first() {
+        let _ = std::fs::write(dir.join("handle_datagram").join("sa_init"), &t.bytes);
+    }
+}

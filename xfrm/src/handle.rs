@@ -1,0 +1,320 @@
+//! The entry point: a [`Handle`] bound to one network namespace, with sub-handles per object
+//! kind (rtnetlink style: `handle.sa().add(&spec).await`).
+
+use std::sync::Arc;
+
+use netlink_packet_xfrm::XfrmMessage;
+use rtnetlink::sys::AsyncSocket;
+
+use crate::conn::{Conn, open_socket};
+use crate::error::{Error, Result};
+use crate::link::LinkHandle;
+use crate::netns::Netns;
+use crate::spec::*;
+use crate::wire::{self, AllocSpi, Body};
+
+/// A connection to the kernel's XFRM and routing tables of one network namespace.
+///
+/// Cheap to clone; clones share the sockets. Open it from inside a tokio runtime.
+#[derive(Clone)]
+pub struct Handle {
+    xfrm: Arc<Conn>,
+    route: rtnetlink::Handle,
+    netns: Arc<Netns>,
+}
+
+impl Handle {
+    /// Opens NETLINK_XFRM and NETLINK_ROUTE sockets inside `netns` and spawns the rtnetlink
+    /// connection task on the current tokio runtime.
+    ///
+    /// The sockets are created on a short-lived helper thread that has entered `netns` (see
+    /// [`Netns::run`]); this call blocks for that moment.
+    pub fn open(netns: Netns) -> Result<Self> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| Error::Io {
+            op: "open handle",
+            source: std::io::Error::other("xfrm::Handle::open must run inside a tokio runtime"),
+        })?;
+        let sock = open_socket(&netns, &[])?;
+        let (conn, route, _msgs) = netns.run(|| {
+            let _guard = rt.enter();
+            let op = "open NETLINK_ROUTE socket";
+            let (mut conn, route, msgs) =
+                rtnetlink::new_connection().map_err(|source| Error::Io { op, source })?;
+            // Same socket options as our XFRM socket: errors echo only the request header,
+            // followed by the kernel's extended-ack text (see link::route_err).
+            let s = conn.socket_mut().socket_mut();
+            s.set_cap_ack(true)
+                .map_err(|source| Error::Io { op, source })?;
+            s.set_ext_ack(true)
+                .map_err(|source| Error::Io { op, source })?;
+            Ok((conn, route, msgs))
+        })?;
+        rt.spawn(conn);
+        Ok(Handle {
+            xfrm: Arc::new(Conn::new(sock)?),
+            route,
+            netns: Arc::new(netns),
+        })
+    }
+
+    /// The namespace this handle works in.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// SA operations (`ip xfrm state ...`).
+    pub fn sa(&self) -> SaHandle<'_> {
+        SaHandle(self)
+    }
+
+    /// Policy operations (`ip xfrm policy ...`).
+    pub fn policy(&self) -> PolicyHandle<'_> {
+        PolicyHandle(self)
+    }
+
+    /// Link, address, route and sysctl operations (`ip link/addr/route`, `sysctl`).
+    pub fn link(&self) -> LinkHandle<'_> {
+        LinkHandle::new(&self.route, &self.netns)
+    }
+
+    /// The underlying rtnetlink handle, for routing operations this crate does not wrap.
+    pub fn rtnetlink(&self) -> &rtnetlink::Handle {
+        &self.route
+    }
+
+    /// Starts a pipelined batch of SA/policy changes.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            handle: self,
+            bodies: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+/// SA operations. Obtained from [`Handle::sa`].
+pub struct SaHandle<'a>(&'a Handle);
+
+impl SaHandle<'_> {
+    /// Installs a new SA; fails with [`Error::Exists`] if one with the same key exists.
+    ///
+    /// Equivalent to: `ip xfrm state add ...` (see [`SaSpec`]).
+    pub async fn add(&self, sa: &SaSpec) -> Result<()> {
+        self.0.xfrm.ack(wire::sa_body(sa, false)?).await
+    }
+
+    /// Replaces an SA (e.g. fills in a larval SA created by [`SaHandle::alloc_spi`]).
+    ///
+    /// Equivalent to: `ip xfrm state update ...`.
+    pub async fn update(&self, sa: &SaSpec) -> Result<()> {
+        self.0.xfrm.ack(wire::sa_body(sa, true)?).await
+    }
+
+    /// Reads one SA with its counters.
+    ///
+    /// Equivalent to: `ip -s xfrm state get src S dst D proto P spi SPI [mark M]`.
+    pub async fn get(&self, id: &SaId) -> Result<SaState> {
+        let msgs = self
+            .0
+            .xfrm
+            .fetch(wire::sa_id_body(id, false), false)
+            .await?;
+        msgs.into_iter()
+            .find_map(|m| sa_of(m, "get SA").transpose())
+            .unwrap_or(Err(Error::NotFound {
+                op: "get SA",
+                ext_ack: None,
+            }))
+    }
+
+    /// Deletes one SA.
+    ///
+    /// Equivalent to: `ip xfrm state delete src S dst D proto P spi SPI [mark M]`.
+    pub async fn delete(&self, id: &SaId) -> Result<()> {
+        self.0.xfrm.ack(wire::sa_id_body(id, true)).await
+    }
+
+    /// Lists all SAs with counters.
+    ///
+    /// Equivalent to: `ip -s xfrm state list`.
+    pub async fn dump(&self) -> Result<Vec<SaState>> {
+        let msgs = self.0.xfrm.fetch(wire::dump_body(true), true).await?;
+        msgs.into_iter()
+            .filter_map(|m| sa_of(m, "dump SAs").transpose())
+            .collect()
+    }
+
+    /// Deletes all SAs, or those of one protocol.
+    ///
+    /// Equivalent to: `ip xfrm state flush [proto P]`. This also removes SAs we do not own;
+    /// reconcilers should delete their own SAs one by one instead.
+    pub async fn flush(&self, proto: Option<Proto>) -> Result<()> {
+        self.0.xfrm.ack(wire::flush_sa_body(proto)).await
+    }
+
+    /// Asks the kernel for an unused SPI and creates a larval SA holding it (expires after
+    /// `net.core.xfrm_acq_expires` seconds unless completed by [`SaHandle::update`]).
+    ///
+    /// Equivalent to: `ip xfrm state allocspi src S dst D proto esp ... min LO max HI`.
+    pub async fn alloc_spi(&self, req: &AllocSpi) -> Result<Spi> {
+        let msgs = self.0.xfrm.fetch(wire::allocspi_body(req), false).await?;
+        for m in msgs {
+            if let Some(st) = sa_of(m, "allocate SPI")? {
+                return Ok(st.spec.spi);
+            }
+        }
+        Err(Error::Decode {
+            op: "allocate SPI",
+            detail: "no SA in reply".into(),
+        })
+    }
+}
+
+fn sa_of(m: XfrmMessage, op: &'static str) -> Result<Option<SaState>> {
+    match m {
+        XfrmMessage::AddSa(mut msg) | XfrmMessage::UpdateSa(mut msg) => {
+            wire::sa_from_kernel(&msg.user_sa_info, &mut msg.nlas, op).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn policy_of(m: XfrmMessage) -> Result<Option<PolicySpec>> {
+    match m {
+        XfrmMessage::AddPolicy(msg) | XfrmMessage::UpdatePolicy(msg) => {
+            wire::policy_from_kernel(&msg.user_policy_info, &msg.nlas).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Policy operations. Obtained from [`Handle::policy`].
+pub struct PolicyHandle<'a>(&'a Handle);
+
+impl PolicyHandle<'_> {
+    /// Installs a policy; [`Error::Exists`] if one with the same selector/dir/mark/if_id exists.
+    ///
+    /// Equivalent to: `ip xfrm policy add ...` (see [`PolicySpec`]).
+    pub async fn add(&self, p: &PolicySpec) -> Result<()> {
+        self.0.xfrm.ack(wire::policy_body(p, false)?).await
+    }
+
+    /// Installs or replaces a policy.
+    ///
+    /// Equivalent to: `ip xfrm policy update ...`.
+    pub async fn update(&self, p: &PolicySpec) -> Result<()> {
+        self.0.xfrm.ack(wire::policy_body(p, true)?).await
+    }
+
+    /// Reads one policy.
+    ///
+    /// Equivalent to: `ip xfrm policy get src A dst B dir D [mark M] [if_id I]` or `... index I`.
+    pub async fn get(&self, id: &PolicyId) -> Result<PolicySpec> {
+        let msgs = self
+            .0
+            .xfrm
+            .fetch(wire::policy_id_body(id, false)?, false)
+            .await?;
+        msgs.into_iter()
+            .find_map(|m| policy_of(m).transpose())
+            .unwrap_or(Err(Error::NotFound {
+                op: "get policy",
+                ext_ack: None,
+            }))
+    }
+
+    /// Deletes one policy.
+    ///
+    /// Equivalent to: `ip xfrm policy delete src A dst B dir D [mark M] [if_id I]`.
+    pub async fn delete(&self, id: &PolicyId) -> Result<()> {
+        self.0.xfrm.ack(wire::policy_id_body(id, true)?).await
+    }
+
+    /// Lists all policies (main type; per-socket policies are not in the SPD and not listed).
+    ///
+    /// Equivalent to: `ip xfrm policy list`.
+    pub async fn dump(&self) -> Result<Vec<PolicySpec>> {
+        let msgs = self.0.xfrm.fetch(wire::dump_body(false), true).await?;
+        msgs.into_iter()
+            .filter_map(|m| policy_of(m).transpose())
+            .collect()
+    }
+
+    /// Deletes all policies. Equivalent to: `ip xfrm policy flush`.
+    pub async fn flush(&self) -> Result<()> {
+        self.0.xfrm.ack(wire::flush_policy_body()).await
+    }
+}
+
+/// A pipelined list of SA/policy changes, sent many per datagram with one ack at the end.
+///
+/// Each added item is emitted immediately (keys go straight into the zeroizing request buffer);
+/// [`Batch::execute`] returns one result per item in order, so partial failures are visible.
+pub struct Batch<'a> {
+    handle: &'a Handle,
+    bodies: Vec<Body>,
+    error: Option<(usize, Error)>,
+}
+
+impl Batch<'_> {
+    fn push(&mut self, b: Result<Body>) -> &mut Self {
+        match b {
+            Ok(b) => self.bodies.push(b),
+            Err(e) => {
+                if self.error.is_none() {
+                    self.error = Some((self.bodies.len(), e));
+                }
+            }
+        }
+        self
+    }
+
+    /// Queues `ip xfrm state add`.
+    pub fn add_sa(&mut self, sa: &SaSpec) -> &mut Self {
+        self.push(wire::sa_body(sa, false))
+    }
+
+    /// Queues `ip xfrm state update`.
+    pub fn update_sa(&mut self, sa: &SaSpec) -> &mut Self {
+        self.push(wire::sa_body(sa, true))
+    }
+
+    /// Queues `ip xfrm state delete`.
+    pub fn delete_sa(&mut self, id: &SaId) -> &mut Self {
+        self.push(Ok(wire::sa_id_body(id, true)))
+    }
+
+    /// Queues `ip xfrm policy add`.
+    pub fn add_policy(&mut self, p: &PolicySpec) -> &mut Self {
+        self.push(wire::policy_body(p, false))
+    }
+
+    /// Queues `ip xfrm policy update`.
+    pub fn update_policy(&mut self, p: &PolicySpec) -> &mut Self {
+        self.push(wire::policy_body(p, true))
+    }
+
+    /// Queues `ip xfrm policy delete`.
+    pub fn delete_policy(&mut self, id: &PolicyId) -> &mut Self {
+        self.push(wire::policy_id_body(id, true))
+    }
+
+    /// Number of queued requests.
+    pub fn len(&self) -> usize {
+        self.bodies.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.bodies.is_empty()
+    }
+
+    /// Sends everything. If any item could not be encoded, nothing is sent and that error is
+    /// returned; otherwise the per-item kernel results come back in order.
+    pub async fn execute(self) -> Result<Vec<Result<()>>> {
+        if let Some((_, e)) = self.error {
+            return Err(e);
+        }
+        Ok(self.handle.xfrm.batch(&self.bodies).await)
+    }
+}

@@ -1,0 +1,564 @@
+//! Tunnel and helper devices, addresses, routes and per-interface sysctls (NETLINK_ROUTE via
+//! rtnetlink, plus `/proc/sys` written from inside the target namespace).
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use nix::errno::Errno;
+use rtnetlink::RouteMessageBuilder;
+use rtnetlink::packet_core::{NlaBuffer, NlasIterator};
+use rtnetlink::packet_route::link::{
+    LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVrf, LinkVti, LinkVti6, LinkXfrm};
+
+use crate::error::{Error, Result};
+use crate::netns::Netns;
+
+/// Maps an rtnetlink error to ours, keeping errno and the extended ack. The route socket is
+/// opened with NETLINK_CAP_ACK + NETLINK_EXT_ACK, so the error payload is the 16-byte echoed
+/// header followed by the ack TLVs.
+pub(crate) fn route_err(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> Error {
+    move |e| match e {
+        rtnetlink::Error::NetlinkError(m) => {
+            let errno = Errno::from_raw(-m.raw_code());
+            let ext_ack = m.header.get(16..).and_then(|tlvs| {
+                NlasIterator::new(tlvs).find_map(|n| {
+                    let n: NlaBuffer<&[u8]> = n.ok()?;
+                    (n.kind() == 1).then(|| {
+                        let v = n.value();
+                        let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+                        String::from_utf8_lossy(&v[..end]).into_owned()
+                    })
+                })
+            });
+            Error::from_errno(op, errno, ext_ack)
+        }
+        other => Error::Decode {
+            op,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// A route-based VPN interface of kind `vti` (IPv4) or `vti6` (IPv6).
+///
+/// Equivalent to: `ip link add NAME type vti|vti6 local L remote R ikey I okey O [dev UNDERLAY]`.
+/// ip_vti marks decapsulated packets with `ikey` before the inbound policy check, so the
+/// inbound SA and IN/FWD policies must carry mark = ikey, and outbound ones mark = okey. Set
+/// `disable_policy=1` on the device (see [`LinkHandle::set_disable_policy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VtiSpec {
+    /// Interface name.
+    pub name: String,
+    /// Local tunnel address.
+    pub local: IpAddr,
+    /// Remote tunnel address.
+    pub remote: IpAddr,
+    /// Input key (mark on inbound SAs/policies).
+    pub ikey: u32,
+    /// Output key (mark on outbound SAs/policies).
+    pub okey: u32,
+    /// Underlay interface index.
+    pub underlay: Option<u32>,
+}
+
+/// An xfrm interface.
+///
+/// Equivalent to: `ip link add NAME type xfrm if_id ID [dev UNDERLAY]`. `if_id` must be
+/// non-zero (xfrmi_newlink rejects 0); SAs and policies carry the same `if_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XfrmiSpec {
+    /// Interface name.
+    pub name: String,
+    /// Interface id.
+    pub if_id: u32,
+    /// Underlay interface index (`dev`), used for the outer route lookup.
+    pub underlay: Option<u32>,
+}
+
+/// A route.
+///
+/// Equivalent to: `ip route add DST [via GW] [dev DEV] [src SRC] [metric M] [table T]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Destination prefix.
+    pub dst: IpNet,
+    /// Output interface index.
+    pub dev: Option<u32>,
+    /// Gateway.
+    pub gateway: Option<IpAddr>,
+    /// Preferred source address.
+    pub src: Option<IpAddr>,
+    /// Metric (priority).
+    pub metric: Option<u32>,
+    /// Table id (254 = main).
+    pub table: u32,
+}
+
+impl RouteSpec {
+    /// A route to `dst` out of interface `dev` in the main table.
+    pub fn dev(dst: IpNet, dev: u32) -> Self {
+        RouteSpec {
+            dst,
+            dev: Some(dev),
+            gateway: None,
+            src: None,
+            metric: None,
+            table: 254,
+        }
+    }
+
+    /// `table T`.
+    pub fn table(mut self, t: u32) -> Self {
+        self.table = t;
+        self
+    }
+
+    /// `src SRC`.
+    pub fn src(mut self, a: IpAddr) -> Self {
+        self.src = Some(a);
+        self
+    }
+
+    /// `via GW`.
+    pub fn gateway(mut self, a: IpAddr) -> Self {
+        self.gateway = Some(a);
+        self
+    }
+
+    /// `metric M`.
+    pub fn metric(mut self, m: u32) -> Self {
+        self.metric = Some(m);
+        self
+    }
+}
+
+/// What `ip link show` tells about one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// ifindex.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// `info_kind` (vti, xfrm, vrf, veth, ...), if any.
+    pub kind: Option<String>,
+    /// Administratively up.
+    pub up: bool,
+    /// MTU.
+    pub mtu: Option<u32>,
+    /// Interface group.
+    pub group: Option<u32>,
+    /// IFLA_IFALIAS.
+    pub alias: Option<String>,
+    /// Master (VRF/bridge) ifindex.
+    pub master: Option<u32>,
+}
+
+fn link_info(m: &LinkMessage) -> LinkInfo {
+    let mut li = LinkInfo {
+        index: m.header.index,
+        name: String::new(),
+        kind: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+        mtu: None,
+        group: None,
+        alias: None,
+        master: None,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => li.name = n.clone(),
+            LinkAttribute::Mtu(v) => li.mtu = Some(*v),
+            LinkAttribute::Group(v) => li.group = Some(*v),
+            LinkAttribute::IfAlias(v) => li.alias = Some(v.clone()),
+            LinkAttribute::Controller(v) => li.master = Some(*v),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let NlLinkInfo::Kind(k) = i {
+                        li.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    li
+}
+
+fn inval(e: impl std::fmt::Display) -> Error {
+    Error::InvalidSpec(e.to_string())
+}
+
+/// Link, address, route and sysctl operations. Obtained from [`crate::Handle::link`].
+pub struct LinkHandle<'a> {
+    route: &'a rtnetlink::Handle,
+    netns: &'a Netns,
+}
+
+impl<'a> LinkHandle<'a> {
+    pub(crate) fn new(route: &'a rtnetlink::Handle, netns: &'a Netns) -> Self {
+        LinkHandle { route, netns }
+    }
+
+    async fn add_msg(&self, msg: LinkMessage) -> Result<()> {
+        self.route
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(route_err("add link"))
+    }
+
+    async fn set_msg(&self, msg: LinkMessage, op: &'static str) -> Result<()> {
+        self.route
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(route_err(op))
+    }
+
+    /// Lists all interfaces. Equivalent to: `ip link show`.
+    pub async fn list(&self) -> Result<Vec<LinkInfo>> {
+        let mut s = self.route.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(route_err("list links"))? {
+            out.push(link_info(&m));
+        }
+        Ok(out)
+    }
+
+    /// One interface by name. Equivalent to: `ip link show dev NAME`.
+    pub async fn get(&self, name: &str) -> Result<LinkInfo> {
+        let mut s = self
+            .route
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(link_info(&m)),
+            Ok(None) => Err(Error::NoSuchLink(name.to_string())),
+            Err(e) => match route_err("get link")(e) {
+                Error::NotFound { .. } => Err(Error::NoSuchLink(name.to_string())),
+                Error::Kernel {
+                    errno: Errno::ENODEV,
+                    ..
+                } => Err(Error::NoSuchLink(name.to_string())),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// ifindex of `name`.
+    pub async fn index_of(&self, name: &str) -> Result<u32> {
+        Ok(self.get(name).await?.index)
+    }
+
+    /// Creates an `ip_vti`/`ip6_vti` device (down). See [`VtiSpec`].
+    pub async fn add_vti(&self, v: &VtiSpec) -> Result<()> {
+        let msg = match (v.local, v.remote) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                let mut b = LinkVti::new(&v.name)
+                    .local(l)
+                    .remote(r)
+                    .ikey(v.ikey)
+                    .okey(v.okey);
+                if let Some(u) = v.underlay {
+                    b = b.dev(u);
+                }
+                b.build()
+            }
+            (IpAddr::V6(l), IpAddr::V6(r)) => {
+                let mut b = LinkVti6::new(&v.name)
+                    .local(l)
+                    .remote(r)
+                    .ikey(v.ikey)
+                    .okey(v.okey);
+                if let Some(u) = v.underlay {
+                    b = b.dev(u);
+                }
+                b.build()
+            }
+            _ => {
+                return Err(Error::InvalidSpec(format!(
+                    "vti {}: local/remote families differ",
+                    v.name
+                )));
+            }
+        };
+        self.add_msg(msg).await
+    }
+
+    /// Creates an xfrm interface (down). See [`XfrmiSpec`].
+    pub async fn add_xfrmi(&self, x: &XfrmiSpec) -> Result<()> {
+        if x.if_id == 0 {
+            return Err(Error::InvalidSpec(
+                "xfrm interface if_id must be non-zero".into(),
+            ));
+        }
+        let mut b = LinkMessageBuilder::<LinkXfrm>::new(&x.name).if_id(x.if_id);
+        if let Some(u) = x.underlay {
+            b = b.dev(u);
+        }
+        self.add_msg(b.build()).await
+    }
+
+    /// Creates a VRF device. Equivalent to: `ip link add NAME type vrf table T`.
+    pub async fn add_vrf(&self, name: &str, table: u32) -> Result<()> {
+        self.add_msg(LinkVrf::new(name, table).build()).await
+    }
+
+    /// Creates a veth pair. Equivalent to: `ip link add NAME type veth peer name PEER`.
+    pub async fn add_veth(&self, name: &str, peer: &str) -> Result<()> {
+        self.add_msg(LinkVeth::new(name, peer).build()).await
+    }
+
+    /// Deletes an interface. Equivalent to: `ip link del dev NAME`.
+    pub async fn delete(&self, index: u32) -> Result<()> {
+        self.route
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(route_err("delete link"))
+    }
+
+    /// Equivalent to: `ip link set dev X up`.
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.set_msg(
+            LinkUnspec::new_with_index(index).up().build(),
+            "set link up",
+        )
+        .await
+    }
+
+    /// Equivalent to: `ip link set dev X down`.
+    pub async fn set_down(&self, index: u32) -> Result<()> {
+        self.set_msg(
+            LinkUnspec::new_with_index(index).down().build(),
+            "set link down",
+        )
+        .await
+    }
+
+    /// Equivalent to: `ip link set dev X mtu M`.
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.set_msg(
+            LinkUnspec::new_with_index(index).mtu(mtu).build(),
+            "set mtu",
+        )
+        .await
+    }
+
+    /// Equivalent to: `ip link set dev X group G` (see the crate docs on ownership marking).
+    pub async fn set_group(&self, index: u32, group: u32) -> Result<()> {
+        self.set_msg(
+            LinkUnspec::new_with_index(index).link_group(group).build(),
+            "set group",
+        )
+        .await
+    }
+
+    /// Equivalent to: `ip link set dev X alias TEXT` (IFLA_IFALIAS; we use the `vtid:` prefix).
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        self.set_msg(
+            LinkUnspec::new_with_index(index).alias(alias).build(),
+            "set alias",
+        )
+        .await
+    }
+
+    /// Equivalent to: `ip link set dev X master M` (enslave to a VRF).
+    pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {
+        self.set_msg(
+            LinkUnspec::new_with_index(index).controller(master).build(),
+            "set master",
+        )
+        .await
+    }
+
+    /// Equivalent to: `ip link set dev X nomaster`.
+    pub async fn set_nomaster(&self, index: u32) -> Result<()> {
+        self.set_msg(
+            LinkUnspec::new_with_index(index).nocontroller().build(),
+            "set nomaster",
+        )
+        .await
+    }
+
+    /// Moves an interface into another namespace. Equivalent to: `ip link set dev X netns NS`.
+    pub async fn set_netns(&self, index: u32, target: &Netns) -> Result<()> {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        let fd: OwnedFd = match target {
+            Netns::Current => return Ok(()),
+            Netns::Path(p) => std::fs::File::open(p)
+                .map_err(|source| Error::Io {
+                    op: "open netns",
+                    source,
+                })?
+                .into(),
+            Netns::Fd(f) => f.try_clone().map_err(|source| Error::Io {
+                op: "dup netns fd",
+                source,
+            })?,
+        };
+        let msg = LinkUnspec::new_with_index(index)
+            .setns_by_fd(fd.as_raw_fd())
+            .build();
+        // `fd` stays open until the kernel has answered.
+        let r = self.set_msg(msg, "move link to netns").await;
+        drop(fd);
+        r
+    }
+
+    /// Equivalent to: `ip addr add ADDR/LEN dev X`.
+    pub async fn add_address(&self, index: u32, addr: IpNet) -> Result<()> {
+        self.route
+            .address()
+            .add(index, addr.addr(), addr.prefix_len())
+            .execute()
+            .await
+            .map_err(route_err("add address"))
+    }
+
+    /// Borrows an underlay address for an unnumbered tunnel: adds `addr/32` (`/128`) to the
+    /// tunnel, the Linux form of `ip unnumbered`. Equivalent to: `ip addr add A/32 dev X`.
+    pub async fn add_unnumbered(&self, index: u32, addr: IpAddr) -> Result<()> {
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        let net = IpNet::new(addr, len).expect("full-length prefix is valid");
+        self.add_address(index, net).await
+    }
+
+    /// Equivalent to: `ip addr del ADDR/LEN dev X`.
+    pub async fn del_address(&self, index: u32, addr: IpNet) -> Result<()> {
+        let mut s = self
+            .route
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(m) = s.try_next().await.map_err(route_err("list addresses"))? {
+            use rtnetlink::packet_route::address::AddressAttribute;
+            let matches = m.header.prefix_len == addr.prefix_len()
+                && m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(x) | AddressAttribute::Address(x) if *x == addr.addr()));
+            if matches {
+                return self
+                    .route
+                    .address()
+                    .del(m)
+                    .execute()
+                    .await
+                    .map_err(route_err("delete address"));
+            }
+        }
+        Err(Error::NotFound {
+            op: "delete address",
+            ext_ack: None,
+        })
+    }
+
+    fn route_msg(r: &RouteSpec) -> Result<rtnetlink::packet_route::route::RouteMessage> {
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+            .map_err(inval)?
+            .table_id(r.table);
+        if let Some(d) = r.dev {
+            b = b.output_interface(d);
+        }
+        if let Some(g) = r.gateway {
+            b = b.gateway(g).map_err(inval)?;
+        }
+        if let Some(s) = r.src {
+            b = b.pref_source(s).map_err(inval)?;
+        }
+        if let Some(m) = r.metric {
+            b = b.priority(m);
+        }
+        Ok(b.build())
+    }
+
+    /// Adds a route. See [`RouteSpec`].
+    pub async fn add_route(&self, r: &RouteSpec) -> Result<()> {
+        self.route
+            .route()
+            .add(Self::route_msg(r)?)
+            .execute()
+            .await
+            .map_err(route_err("add route"))
+    }
+
+    /// Deletes a route. Equivalent to: `ip route del DST [dev DEV] [table T]`.
+    pub async fn del_route(&self, r: &RouteSpec) -> Result<()> {
+        self.route
+            .route()
+            .del(Self::route_msg(r)?)
+            .execute()
+            .await
+            .map_err(route_err("delete route"))
+    }
+
+    /// Writes `/proc/sys/<path>` in this handle's namespace (path with `/`, e.g.
+    /// `net/ipv4/conf/vti0/disable_policy`). /proc/sys/net shows the namespace of the thread
+    /// that opens the file, so the write happens on a thread inside the target namespace.
+    pub fn set_sysctl(&self, path: &str, value: &str) -> Result<()> {
+        set_sysctl(self.netns, path, value)
+    }
+
+    /// `net.ipv4.conf.DEV.disable_policy` (and `net.ipv6.conf.DEV.disable_policy` when it
+    /// exists). ip_vti needs 1: decapsulated packets would otherwise be checked against the
+    /// IN policies again and dropped.
+    pub fn set_disable_policy(&self, dev: &str, on: bool) -> Result<()> {
+        self.per_dev(dev, "disable_policy", on)
+    }
+
+    /// `net.ipv4.conf.DEV.disable_xfrm`: skip XFRM output lookups for traffic leaving DEV.
+    pub fn set_disable_xfrm(&self, dev: &str, on: bool) -> Result<()> {
+        self.per_dev(dev, "disable_xfrm", on)
+    }
+
+    fn per_dev(&self, dev: &str, key: &str, on: bool) -> Result<()> {
+        if dev.contains('/') || dev == "." || dev == ".." {
+            return Err(Error::InvalidSpec(format!("bad interface name {dev:?}")));
+        }
+        let v = if on { "1" } else { "0" };
+        set_sysctl(self.netns, &format!("net/ipv4/conf/{dev}/{key}"), v)?;
+        // The IPv6 knob exists only on newer kernels (disable_policy since 5.17).
+        match set_sysctl(self.netns, &format!("net/ipv6/conf/{dev}/{key}"), v) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+/// Writes `/proc/sys/<path>` from inside `netns`.
+pub fn set_sysctl(netns: &Netns, path: &str, value: &str) -> Result<()> {
+    if path.split('/').any(|c| c == ".." || c.is_empty()) {
+        return Err(Error::InvalidSpec(format!("bad sysctl path {path:?}")));
+    }
+    let full = format!("/proc/sys/{path}");
+    let value = value.to_string();
+    netns.run(move || {
+        std::fs::write(&full, value.as_bytes()).map_err(|source| Error::Io {
+            op: "write sysctl",
+            source,
+        })
+    })
+}
+
+/// Reads `/proc/sys/<path>` from inside `netns` (trimmed).
+pub fn get_sysctl(netns: &Netns, path: &str) -> Result<String> {
+    let full = format!("/proc/sys/{path}");
+    netns.run(move || {
+        std::fs::read_to_string(&full)
+            .map(|s| s.trim().to_string())
+            .map_err(|source| Error::Io {
+                op: "read sysctl",
+                source,
+            })
+    })
+}

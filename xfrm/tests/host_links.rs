@@ -1,0 +1,190 @@
+//! Links, addresses, routes on the host kernel (veth; vti/xfrm/vrf only where the kernel has
+//! them), checked with `ip -j`.
+
+mod common;
+
+use anyhow::{Result, ensure};
+use common::*;
+use xfrm::*;
+
+fn find<'a>(v: &'a serde_json::Value, key: &str, val: &str) -> Option<&'a serde_json::Value> {
+    v.as_array()?.iter().find(|e| e[key] == val)
+}
+
+#[test]
+fn host_veth_addresses_routes_and_marking() -> Result<()> {
+    in_fresh_netns(|| async {
+        let h = Handle::open(Netns::Current)?;
+        let l = h.link();
+        l.add_veth("ul0", "ul1").await?;
+        let idx = l.index_of("ul0").await?;
+        let peer = l.index_of("ul1").await?;
+        l.set_up(idx).await?;
+        l.set_up(peer).await?;
+        l.set_mtu(idx, 1400).await?;
+        l.set_group(idx, OWNED_LINK_GROUP).await?;
+        l.set_alias(idx, "vtid:test underlay").await?;
+        l.add_address(idx, "192.0.2.1/24".parse()?).await?;
+        l.add_address(idx, "2001:db8::1/64".parse()?).await?;
+        l.add_unnumbered(peer, "192.0.2.1".parse()?).await?;
+        l.add_route(
+            &RouteSpec::dev("10.20.0.0/16".parse()?, idx)
+                .table(100)
+                .src("192.0.2.1".parse()?),
+        )
+        .await?;
+        l.add_route(
+            &RouteSpec::dev("10.21.0.0/16".parse()?, idx)
+                .gateway("192.0.2.254".parse()?)
+                .metric(50),
+        )
+        .await?;
+
+        let links = ip_json(&["-d", "link", "show"])?;
+        let ul0 = find(&links, "ifname", "ul0").expect("ul0 listed");
+        assert_eq!(ul0["mtu"], 1400);
+        assert_eq!(ul0["ifalias"], "vtid:test underlay");
+        ensure!(
+            ul0["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{ul0}"
+        );
+        assert_eq!(ul0["linkinfo"]["info_kind"], "veth");
+        // ip prints the group number (or its name from /etc/iproute2/group).
+        let group = ul0["group"].to_string();
+        ensure!(
+            group.trim_matches('"').parse::<u32>().ok() == Some(OWNED_LINK_GROUP),
+            "{group}"
+        );
+
+        // Our view agrees.
+        let info = l.get("ul0").await?;
+        assert_eq!(info.mtu, Some(1400));
+        assert_eq!(info.group, Some(OWNED_LINK_GROUP));
+        assert!(is_owned_alias(info.alias.as_deref()));
+        assert!(info.up);
+        assert_eq!(info.kind.as_deref(), Some("veth"));
+
+        let addrs = ip_json(&["addr", "show", "dev", "ul0"])?;
+        let a: Vec<String> = addrs[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| format!("{}/{}", x["local"].as_str().unwrap(), x["prefixlen"]))
+            .collect();
+        ensure!(
+            a.contains(&"192.0.2.1/24".to_string()) && a.contains(&"2001:db8::1/64".to_string()),
+            "{a:?}"
+        );
+        let p = ip_json(&["addr", "show", "dev", "ul1"])?;
+        ensure!(
+            p[0]["addr_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["local"] == "192.0.2.1" && x["prefixlen"] == 32)
+        );
+
+        let t100 = ip_json(&["route", "show", "table", "100"])?;
+        let r = find(&t100, "dst", "10.20.0.0/16").expect("route in table 100");
+        assert_eq!(r["dev"], "ul0");
+        assert_eq!(r["prefsrc"], "192.0.2.1");
+        let main = ip_json(&["route", "show"])?;
+        let r = find(&main, "dst", "10.21.0.0/16").expect("route via gateway");
+        assert_eq!(r["gateway"], "192.0.2.254");
+        assert_eq!(r["metric"], 50);
+
+        l.del_route(&RouteSpec::dev("10.20.0.0/16".parse()?, idx).table(100))
+            .await?;
+        ensure!(
+            find(
+                &ip_json(&["route", "show", "table", "100"])?,
+                "dst",
+                "10.20.0.0/16"
+            )
+            .is_none()
+        );
+        l.del_address(idx, "192.0.2.1/24".parse()?).await?;
+        ensure!(!ip(&["addr", "show", "dev", "ul0"])?.contains("192.0.2.1/24"));
+        let e = l
+            .del_address(idx, "192.0.2.1/24".parse()?)
+            .await
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+        l.set_down(idx).await?;
+        ensure!(!l.get("ul0").await?.up);
+        l.delete(idx).await?;
+        assert!(matches!(l.get("ul0").await, Err(Error::NoSuchLink(_))));
+        ensure!(find(&ip_json(&["link", "show"])?, "ifname", "ul0").is_none());
+        let e = l.add_veth("lo", "x1").await.unwrap_err();
+        assert!(e.is_exists(), "{e:?}");
+        Ok(())
+    })
+}
+
+/// On kernels without ip_vti/xfrm_interface/vrf (this host) creation fails with a typed error
+/// whose hint names the module; where the module exists the device appears in `ip -d link`.
+#[test]
+fn host_tunnel_links_created_or_typed_error() -> Result<()> {
+    in_fresh_netns(|| async {
+        let h = Handle::open(Netns::Current)?;
+        let l = h.link();
+        let attempts: Vec<(&str, Result<(), Error>)> = vec![
+            (
+                "vti",
+                l.add_vti(&VtiSpec {
+                    name: "vti9".into(),
+                    local: "192.0.2.1".parse()?,
+                    remote: "192.0.2.2".parse()?,
+                    ikey: 9,
+                    okey: 9,
+                    underlay: None,
+                })
+                .await,
+            ),
+            (
+                "xfrm",
+                l.add_xfrmi(&XfrmiSpec {
+                    name: "xfrm9".into(),
+                    if_id: 9,
+                    underlay: None,
+                })
+                .await,
+            ),
+            ("vrf", l.add_vrf("vrf9", 9).await),
+        ];
+        for (kind, r) in attempts {
+            match r {
+                Ok(()) => {
+                    let links = ip_json(&["-d", "link", "show"])?;
+                    ensure!(
+                        links
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|x| x["linkinfo"]["info_kind"] == kind),
+                        "{kind} created but not listed"
+                    );
+                }
+                Err(e) => {
+                    assert_eq!(
+                        e.errno(),
+                        Some(nix::errno::Errno::EOPNOTSUPP),
+                        "{kind}: {e:?}"
+                    );
+                    assert_eq!(e.ext_ack(), Some("Unknown device type"), "{kind}: {e:?}");
+                    assert!(e.hint().unwrap().contains("modprobe"), "{kind}");
+                }
+            }
+        }
+        let e = l
+            .add_xfrmi(&XfrmiSpec {
+                name: "xfrm0".into(),
+                if_id: 0,
+                underlay: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidSpec(_)));
+        Ok(())
+    })
+}

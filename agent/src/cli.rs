@@ -10,9 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, LoadOptions};
-
-/// Exit code of a command that is not implemented yet.
-pub const EXIT_NOT_IMPLEMENTED: u8 = 2;
+use crate::control::{Request, Response};
 
 /// vtid: route-based IPsec VPN agent (IKEv2, XFRM, VTIs).
 #[derive(Debug, Parser)]
@@ -42,6 +40,10 @@ pub enum Command {
         /// Stay in the foreground and log to stderr (systemd runs it this way too).
         #[arg(long)]
         foreground: bool,
+        /// Leave tunnels and SAs in the kernel when stopping (traffic keeps flowing until
+        /// the SAs expire).
+        #[arg(long)]
+        keep_on_exit: bool,
     },
     /// Check a configuration file and report every error; changes nothing.
     Check {
@@ -111,13 +113,173 @@ pub enum DebugKind {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config, no_files } => Ok(check(&config, no_files)),
-        Command::Run { .. } => Ok(not_implemented("run")),
-        Command::Show { .. } => Ok(not_implemented("show")),
-        Command::Up { .. } => Ok(not_implemented("up")),
-        Command::Down { .. } => Ok(not_implemented("down")),
-        Command::Reload => Ok(not_implemented("reload")),
-        Command::Debug { .. } => Ok(not_implemented("debug")),
+        Command::Run {
+            config,
+            keep_on_exit,
+            ..
+        } => run(config, cli.socket, keep_on_exit),
+        Command::Show { what, json } => {
+            let req = match what {
+                ShowWhat::Sessions => Request::ShowSessions,
+                ShowWhat::Sa => Request::ShowSa,
+                ShowWhat::Tunnels => Request::ShowTunnels,
+            };
+            let body = ask(&cli.socket, &req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print!("{}", render(what, &body));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { tunnel } => print_ok(ask(&cli.socket, &Request::Up { tunnel })?),
+        Command::Down { tunnel } => print_ok(ask(&cli.socket, &Request::Down { tunnel })?),
+        Command::Reload => print_ok(ask(&cli.socket, &Request::Reload)?),
+        Command::Debug { kind, value, off } => {
+            let kind = match kind {
+                DebugKind::Peer => "peer",
+                DebugKind::Spi => "spi",
+                DebugKind::Tunnel => "tunnel",
+            };
+            let req = Request::Debug {
+                kind: kind.into(),
+                value,
+                on: !off,
+            };
+            print_ok(ask(&cli.socket, &req)?)
+        }
     }
+}
+
+fn run(config: PathBuf, socket: PathBuf, keep_on_exit: bool) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let opts = crate::daemon::RunOptions {
+        config,
+        socket: Some(socket),
+        keep_on_exit,
+    };
+    rt.block_on(crate::daemon::run(opts))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends one request to the daemon; a daemon-side error becomes this command's error.
+fn ask(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
+    match crate::control::request(socket, req, std::time::Duration::from_secs(30))? {
+        Response::Ok(v) => Ok(v),
+        Response::Error { kind, message } => anyhow::bail!("{kind}: {message}"),
+    }
+}
+
+fn print_ok(v: serde_json::Value) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string(&v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Plain-text tables for people; `--json` gives the same data for programs.
+fn render(what: ShowWhat, body: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let rows = body.as_array().cloned().unwrap_or_default();
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    match what {
+        ShowWhat::Sessions => {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<14} {:<22} {:<22} {:>8} {:>6}",
+                "TUNNEL", "STATE", "LOCAL", "REMOTE", "UPTIME", "CHILD"
+            );
+            for r in &rows {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<14} {:<22} {:<22} {:>8} {:>6}",
+                    s(&r["tunnel"]),
+                    s(&r["state"]),
+                    s(&r["local"]),
+                    s(&r["remote"]),
+                    s(&r["uptime_secs"]),
+                    s(&r["child_sas"])
+                );
+            }
+        }
+        ShowWhat::Sa => {
+            for r in &rows {
+                let _ = writeln!(
+                    out,
+                    "interface: {}  peer: {}",
+                    s(&r["tunnel"]),
+                    s(&r["peer"])
+                );
+                let _ = writeln!(
+                    out,
+                    "  transform: {}, {}, path mtu {}",
+                    s(&r["transform"]),
+                    s(&r["mode"]),
+                    s(&r["path_mtu"])
+                );
+                let _ = writeln!(
+                    out,
+                    "  inbound spi 0x{}: #pkts decaps {}, bytes {}",
+                    s(&r["spi_in"]),
+                    s(&r["in"]["packets"]),
+                    s(&r["in"]["bytes"])
+                );
+                let _ = writeln!(
+                    out,
+                    "  outbound spi 0x{}: #pkts encaps {}, bytes {}",
+                    s(&r["spi_out"]),
+                    s(&r["out"]["packets"]),
+                    s(&r["out"]["bytes"])
+                );
+                let _ = writeln!(
+                    out,
+                    "  errors: replay {}, integrity {}",
+                    s(&r["replay_errors"]),
+                    s(&r["integrity_errors"])
+                );
+                let _ = writeln!(
+                    out,
+                    "  remaining key lifetime (k/sec): ({}/{})",
+                    s(&r["lifetime_remaining_kb"]),
+                    s(&r["lifetime_remaining_secs"])
+                );
+            }
+        }
+        ShowWhat::Tunnels => {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<6} {:>10} {:<16} {:<16} {:<20} {:>5} {:<5}",
+                "NAME", "MODE", "IF_ID", "LOCAL", "REMOTE", "ADDRESS", "MTU", "STATE"
+            );
+            for r in &rows {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<6} {:>10} {:<16} {:<16} {:<20} {:>5} {:<5}",
+                    s(&r["name"]),
+                    s(&r["mode"]),
+                    s(&r["if_id"]),
+                    s(&r["local"]),
+                    s(&r["remote"]),
+                    s(&r["address"]),
+                    s(&r["mtu"]),
+                    s(&r["state"])
+                );
+            }
+        }
+    }
+    out
 }
 
 /// `vtid check`: prints `PATH: ok (summary)` and exits 0, or every error (one per line,
@@ -143,11 +305,6 @@ pub fn check(path: &Path, no_files: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn not_implemented(what: &str) -> ExitCode {
-    eprintln!("vtid {what}: not implemented yet");
-    ExitCode::from(EXIT_NOT_IMPLEMENTED)
 }
 
 #[cfg(test)]

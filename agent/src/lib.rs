@@ -4,5 +4,9 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
+pub mod kernel;
 pub mod mtu;
+pub mod notify;
+pub mod plan;
 pub mod udp;

@@ -161,8 +161,23 @@ impl IkeSocket {
 
     /// Sends `msg` to `remote` from our address `local` (adding the non-ESP marker on NAT-T).
     pub async fn send(&self, local: IpAddr, remote: SocketAddr, msg: &[u8]) -> io::Result<()> {
-        let fd = self.sock.as_raw_fd();
         let marker: &[u8] = if self.natt { &NON_ESP_MARKER } else { &[] };
+        self.send_parts(local, remote, marker, msg).await
+    }
+
+    /// Sends a NAT-T keepalive: the single octet 0xff, without a marker (RFC 3948 §2.3).
+    pub async fn send_keepalive(&self, local: IpAddr, remote: SocketAddr) -> io::Result<()> {
+        self.send_parts(local, remote, &[], &[0xff]).await
+    }
+
+    async fn send_parts(
+        &self,
+        local: IpAddr,
+        remote: SocketAddr,
+        marker: &[u8],
+        msg: &[u8],
+    ) -> io::Result<()> {
+        let fd = self.sock.as_raw_fd();
         let iov = [IoSlice::new(marker), IoSlice::new(msg)];
         self.sock
             .async_io(Interest::WRITABLE, || {

@@ -15,6 +15,7 @@ pub mod strongswan;
 pub mod suite;
 pub mod topo;
 pub mod vm;
+pub mod vtid;
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +72,11 @@ impl Scenario {
     /// A started peer.
     pub fn peer(&self, i: usize) -> &dyn peer::Peer {
         self.peers[i].1.as_ref()
+    }
+
+    /// A started peer, mutable (to reach a vtid's CLI).
+    pub fn peer_mut(&mut self, i: usize) -> &mut dyn peer::Peer {
+        self.peers[i].1.as_mut()
     }
 
     /// Every peer's log and every host's kernel state.

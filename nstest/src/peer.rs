@@ -8,12 +8,15 @@ use anyhow::{Result, bail};
 
 use crate::netns::Netns;
 use crate::strongswan::{Strongswan, SwanConn};
+use crate::vtid::Vtid;
 
 /// Which implementation plays a side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Impl {
     /// strongSwan's charon, configured through swanctl.
     Strongswan,
+    /// vtid, configured through its TOML file and driven through its CLI.
+    Vtid,
 }
 
 impl Impl {
@@ -22,7 +25,8 @@ impl Impl {
         match std::env::var(var).as_deref() {
             Err(_) => Ok(default),
             Ok("strongswan") => Ok(Impl::Strongswan),
-            Ok(other) => bail!("{var}={other}: expected `strongswan`"),
+            Ok("vtid") => Ok(Impl::Vtid),
+            Ok(other) => bail!("{var}={other}: expected `strongswan` or `vtid`"),
         }
     }
 }
@@ -90,12 +94,37 @@ pub trait Peer {
     fn is_up(&self) -> Result<bool>;
     /// The peer's log so far.
     fn log(&self) -> String;
+    /// The vtid instance, when this peer is one (for its CLI: show, reload, restart).
+    fn as_vtid(&mut self) -> Option<&mut Vtid> {
+        None
+    }
+}
+
+struct VtidPeer(Vtid);
+
+impl Peer for VtidPeer {
+    fn implementation(&self) -> Impl {
+        Impl::Vtid
+    }
+    fn initiate(&self) -> Result<()> {
+        self.0.initiate()
+    }
+    fn is_up(&self) -> Result<bool> {
+        self.0.is_up()
+    }
+    fn log(&self) -> String {
+        self.0.log()
+    }
+    fn as_vtid(&mut self) -> Option<&mut Vtid> {
+        Some(&mut self.0)
+    }
 }
 
 /// Starts `which` in `ns` for `end`, keeping its files in `dir`.
 pub fn start(which: Impl, ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Box<dyn Peer>> {
     match which {
         Impl::Strongswan => Ok(Box::new(SwanPeer::start(ns, dir, end)?)),
+        Impl::Vtid => Ok(Box::new(VtidPeer(Vtid::start(ns, dir, end)?))),
     }
 }
 

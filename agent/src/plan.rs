@@ -1,0 +1,324 @@
+//! From the typed configuration to what the daemon runs: one [`TunnelPlan`] per static tunnel
+//! (its device, addresses, routes, kernel identifiers) and the `ike::EndpointConfig` the
+//! engine negotiates with. Pure functions, so reloads can compute the new plan completely
+//! before touching anything.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ike::secret::Secret;
+use ike::transform::Esn;
+use ike::wire::{Identity as IkeIdentity, TrafficSelector};
+use ipnet::IpNet;
+
+use crate::config::{
+    self, AuthMethod, Config, IdentityMatch, InnerAddress, LocalIdentity, TunnelMode, TunnelSource,
+};
+use crate::mtu::{EspOverhead, IPV6_MIN_MTU};
+
+/// Base of vtid's reqids (xfrm's ownership band): reqid = base + connection id.
+pub const REQID_BASE: u32 = *xfrm::OWNED_REQID.start();
+/// Policy priority inside xfrm's owned band. Lower is preferred by the kernel; route-based
+/// 0/0 policies are keyed by if_id or mark, so one value for all is enough.
+pub const POLICY_PRIORITY: u32 = *xfrm::OWNED_PRIORITY.start() + 0x100;
+/// Base for if_ids that the configuration does not fix.
+pub const IF_ID_BASE: u32 = 0x7654_0000;
+/// Underlay MTU assumed when the underlay device cannot be determined.
+pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
+
+/// Everything the daemon needs to build and run one static tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelPlan {
+    /// Tunnel (and interface) name.
+    pub name: String,
+    /// The engine's connection id.
+    pub conn: ike::ConnId,
+    /// xfrm interface or ip_vti.
+    pub mode: TunnelMode,
+    /// if_id (xfrmi) or key/mark (vti).
+    pub if_id: u32,
+    /// reqid of its SAs and policy templates.
+    pub reqid: u32,
+    /// Our underlay address.
+    pub local: IpAddr,
+    /// The peer's underlay address.
+    pub remote: IpAddr,
+    /// Inner address of the device.
+    pub inner: InnerAddress,
+    /// Prefixes routed into the tunnel.
+    pub routes: Vec<IpNet>,
+    /// MTU set on the device.
+    pub mtu: u32,
+    /// Start the negotiation ourselves.
+    pub initiate: bool,
+}
+
+/// The whole plan of a configuration.
+#[derive(Debug)]
+pub struct Plan {
+    /// Static tunnels by name.
+    pub tunnels: BTreeMap<String, TunnelPlan>,
+    /// What the IKE engine negotiates.
+    pub endpoint: ike::EndpointConfig,
+}
+
+/// Builds the plan. `conn_ids` keeps connection ids stable across reloads: names already in it
+/// keep theirs, new names get the next free one (and are added).
+pub fn build(cfg: &Config, conn_ids: &mut BTreeMap<String, u32>) -> Result<Plan> {
+    let mut tunnels = BTreeMap::new();
+    let mut peers = Vec::new();
+    let fixed: Vec<u32> = cfg
+        .tunnels
+        .values()
+        .filter_map(|t| t.if_id.map(|i| i.0))
+        .collect();
+    for (name, t) in &cfg.tunnels {
+        let next = conn_ids.values().max().copied().unwrap_or(0) + 1;
+        let conn = *conn_ids.entry(name.clone()).or_insert(next);
+        let local = match &t.source {
+            TunnelSource::Address(a) => *a,
+            TunnelSource::Interface(i) => {
+                bail!(
+                    "tunnel {name}: `source = \"{i}\"` (an interface) is not supported yet; give its address"
+                )
+            }
+        };
+        let profile = cfg
+            .ipsec_profiles
+            .get(&t.protection)
+            .with_context(|| format!("tunnel {name}: no ipsec_profile {}", t.protection))?;
+        let ike_profile = cfg
+            .tunnel_ike_profile(name)
+            .with_context(|| format!("tunnel {name}: no IKE profile"))?;
+        let esp: Vec<ike::EspProposal> = profile
+            .transform_sets
+            .iter()
+            .filter_map(|ts| cfg.transform_sets.get(ts))
+            .map(|ts| ike::EspProposal {
+                encr: ts.esp,
+                integ: ts.integrity,
+                esn: Esn::No,
+            })
+            .collect();
+        let first = esp
+            .first()
+            .context("ipsec profile without transform sets")?;
+        let if_id = match t.if_id {
+            Some(i) => i.0,
+            None => (IF_ID_BASE + conn..)
+                .find(|i| !fixed.contains(i))
+                .unwrap_or(IF_ID_BASE),
+        };
+        // One MTU for both ends: the largest inner packet that fits the underlay after ESP in
+        // tunnel mode with the preferred transform (see mtu.rs for why this matters).
+        let derived = EspOverhead {
+            outer_ipv6: local.is_ipv6(),
+            udp_encap: false,
+            encr: first.encr,
+            integ: first.integ,
+        }
+        .tunnel_mtu(DEFAULT_UNDERLAY_MTU);
+        let mtu = t
+            .mtu
+            .unwrap_or(derived)
+            .max(if has_v6(t) { IPV6_MIN_MTU } else { 576 });
+        let plan = TunnelPlan {
+            name: name.clone(),
+            conn: ike::ConnId(conn),
+            mode: t.mode,
+            if_id,
+            reqid: REQID_BASE + conn,
+            local,
+            remote: t.destination,
+            inner: t.inner.clone(),
+            routes: t.routes.clone(),
+            mtu,
+            initiate: t.initiate,
+        };
+        peers.push(peer_config(cfg, &plan, profile, &ike_profile, esp)?);
+        tunnels.insert(name.clone(), plan);
+    }
+    let endpoint = ike::EndpointConfig {
+        peers,
+        ..Default::default()
+    };
+    Ok(Plan { tunnels, endpoint })
+}
+
+fn has_v6(t: &config::Tunnel) -> bool {
+    matches!(t.inner, InnerAddress::Address(IpNet::V6(_)))
+        || t.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
+}
+
+fn peer_config(
+    cfg: &Config,
+    plan: &TunnelPlan,
+    profile: &config::IpsecProfile,
+    ike_profile: &config::IkeProfile,
+    esp_proposals: Vec<ike::EspProposal>,
+) -> Result<ike::PeerConfig> {
+    let port = cfg.global.ike_port;
+    if ike_profile.local_auth != AuthMethod::Psk {
+        bail!(
+            "tunnel {}: certificate authentication is not wired into the daemon yet",
+            plan.name
+        );
+    }
+    let keyring = ike_profile
+        .keyring
+        .as_ref()
+        .and_then(|k| cfg.keyrings.get(k))
+        .with_context(|| format!("tunnel {}: no keyring", plan.name))?;
+    let entry = keyring.find_by_address(plan.remote).with_context(|| {
+        format!(
+            "tunnel {}: keyring has no key for {}",
+            plan.name, plan.remote
+        )
+    })?;
+    let psk = entry
+        .psk
+        .as_ref()
+        .with_context(|| format!("tunnel {}: pre-shared key was not read", plan.name))?;
+    let proposals = if ike_profile.proposals.is_empty() {
+        vec![config::IkeProposal::builtin_default()]
+    } else {
+        ike_profile
+            .proposals
+            .iter()
+            .filter_map(|p| cfg.ike_proposals.get(p).cloned())
+            .collect()
+    };
+    let ike_proposals = proposals.iter().flat_map(expand_ike).collect();
+    let remote_id = match ike_profile.match_identity.as_slice() {
+        [IdentityMatch::Address(net)] if net.prefix_len() == net.max_prefix_len() => {
+            ike::IdMatch::Exact(IkeIdentity::from_ip(net.addr()))
+        }
+        _ => ike::IdMatch::Any,
+    };
+    let local_id = match &ike_profile.local_identity {
+        LocalIdentity::Address => None,
+        LocalIdentity::Explicit(config::Identity::Address(a)) => Some(IkeIdentity::from_ip(*a)),
+        LocalIdentity::Explicit(config::Identity::Fqdn(f)) => Some(IkeIdentity::Fqdn(f.clone())),
+        LocalIdentity::Explicit(config::Identity::Email(e)) => Some(IkeIdentity::Rfc822(e.clone())),
+        LocalIdentity::Explicit(config::Identity::Dn(_)) => {
+            bail!("tunnel {}: DN identities are not supported yet", plan.name)
+        }
+    };
+    let secs = u64::from(profile.lifetime.seconds);
+    let child_lifetime = ike::Lifetime {
+        lifetime: Duration::from_secs(secs),
+        rekey_margin: Duration::from_secs((secs / 10).max(5)),
+        jitter: Duration::from_secs((secs / 20).max(1)),
+    };
+    let ike_secs = u64::from(ike_profile.lifetime_seconds);
+    let ike_lifetime = ike::Lifetime {
+        lifetime: Duration::from_secs(ike_secs),
+        rekey_margin: Duration::from_secs((ike_secs / 10).max(5)),
+        jitter: Duration::from_secs((ike_secs / 20).max(1)),
+    };
+    // Route-based tunnels carry everything routed into the device: 0/0 selectors for both
+    // families, narrowed by the peer if it wants less (RFC 7296 §2.9).
+    let any = vec![TrafficSelector::any(false), TrafficSelector::any(true)];
+    let hard = profile.lifetime.kilobytes.saturating_mul(1024);
+    Ok(ike::PeerConfig {
+        id: plan.conn,
+        name: plan.name.clone(),
+        local: SocketAddr::new(plan.local, port),
+        remote: ike::RemoteAddr::Host(SocketAddr::new(plan.remote, port)),
+        local_id,
+        remote_id,
+        auth: ike::AuthConfig::Psk(Secret::from_slice(psk.expose())),
+        ike_proposals,
+        ike_lifetime,
+        child: ike::ChildConfig {
+            esp_proposals,
+            pfs: profile.pfs,
+            local_ts: any.clone(),
+            remote_ts: any,
+            mode: ike::Mode::Tunnel,
+            lifetime: child_lifetime,
+            lifetime_bytes: Some(ike::ByteLimits {
+                soft: hard / 10 * 9,
+                hard,
+            }),
+        },
+        dpd_interval: ike_profile
+            .dpd
+            .map(|d| Duration::from_secs(u64::from(d.interval))),
+        allow_legacy: cfg.global.allow_legacy,
+    })
+}
+
+/// A Cisco-style proposal lists alternatives per transform type; the engine takes single
+/// suites, so expand the cross product in the configured order of preference.
+fn expand_ike(p: &config::IkeProposal) -> Vec<ike::IkeProposal> {
+    let mut out = Vec::new();
+    for &encr in &p.encryption {
+        let integs: Vec<Option<ike::transform::Integ>> = if encr.is_aead() {
+            vec![None]
+        } else {
+            p.integrity.iter().copied().map(Some).collect()
+        };
+        for &integ in &integs {
+            for &prf in &p.prf {
+                for &dh in &p.groups {
+                    out.push(ike::IkeProposal {
+                        encr,
+                        prf,
+                        integ,
+                        dh,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_default_plans_the_seed_tunnel() {
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let cfg = Config::from_toml(
+            std::path::Path::new("default.toml"),
+            config::DEFAULT_TOML,
+            &opts,
+        )
+        .unwrap();
+        let mut ids = BTreeMap::new();
+        // Keys were not read, so building the IKE side must fail with a clear message.
+        let err = build(&cfg, &mut ids).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("pre-shared key was not read"),
+            "{err:#}"
+        );
+        assert_eq!(ids.get("Tunnel0"), Some(&1));
+    }
+
+    #[test]
+    fn expands_cisco_proposals() {
+        use ike::transform::{DhGroup, Encr, Integ, Prf};
+        let p = config::IkeProposal {
+            encryption: vec![
+                Encr::AesCbc { key_bits: 256 },
+                Encr::AesGcm16 { key_bits: 128 },
+            ],
+            integrity: vec![Integ::HmacSha256_128, Integ::HmacSha384_192],
+            prf: vec![Prf::HmacSha256],
+            groups: vec![DhGroup::Curve25519, DhGroup::Modp2048],
+        };
+        let v = expand_ike(&p);
+        // CBC: 2 integ x 2 groups; GCM: no integ x 2 groups.
+        assert_eq!(v.len(), 6);
+        assert!(v[4].integ.is_none() && v[4].encr.is_aead());
+        assert_eq!(v[0].dh, DhGroup::Curve25519);
+    }
+}

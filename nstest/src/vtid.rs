@@ -1,0 +1,213 @@
+//! vtid as a peer in a namespace: its own generated `vtid.toml`, PSK file (mode 0600), control
+//! socket and log in a private directory; driven only through its CLI, like an operator would.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::kernel::wait_until;
+use crate::netns::Netns;
+use crate::peer::{Device, TunnelEnd};
+
+/// The `vtid` binary under test: `NSTEST_VTID_BIN`, else `target/<profile>/vtid` next to the
+/// running test binary (cargo builds it for the vtid package's integration tests).
+pub fn binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NSTEST_VTID_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let cand = dir.join("vtid");
+        if cand.is_file() {
+            return Ok(cand);
+        }
+    }
+    bail!(
+        "vtid binary not found near {} (set NSTEST_VTID_BIN or build it)",
+        exe.display()
+    )
+}
+
+/// strongSwan ESP proposal syntax to vtid transform-set lines.
+fn transform_set(esp: &str) -> Result<String> {
+    let first = esp.split(',').next().unwrap_or(esp);
+    Ok(match first {
+        "aes256gcm16" | "aes256gcm128" => "esp = \"aes-gcm-256\"\n".into(),
+        "aes128gcm16" | "aes128gcm128" => "esp = \"aes-gcm-128\"\n".into(),
+        "chacha20poly1305" => "esp = \"chacha20-poly1305\"\n".into(),
+        "aes256-sha256" => "esp = \"aes-cbc-256\"\nintegrity = \"sha256\"\n".into(),
+        "aes128-sha256" => "esp = \"aes-cbc-128\"\nintegrity = \"sha256\"\n".into(),
+        "aes256-sha384" => "esp = \"aes-cbc-256\"\nintegrity = \"sha384\"\n".into(),
+        "aes256-sha512" => "esp = \"aes-cbc-256\"\nintegrity = \"sha512\"\n".into(),
+        other => bail!("no vtid equivalent for ESP proposal {other}"),
+    })
+}
+
+/// vtid.toml for one tunnel end.
+pub fn render(end: &TunnelEnd, psk_file: &Path) -> Result<String> {
+    let mut s = String::new();
+    let _ = writeln!(s, "[keyring.K]\n[[keyring.K.peer]]");
+    let _ = writeln!(s, "address = \"{}\"", end.remote);
+    let _ = writeln!(s, "psk_file = \"{}\"\n", psk_file.display());
+    let _ = writeln!(
+        s,
+        "[transform_set.T]\n{}",
+        transform_set(&end.esp_proposals)?
+    );
+    let _ = writeln!(s, "[ipsec_profile.P]\ntransform_sets = [\"T\"]\n");
+    let (mode, if_id) = match &end.device {
+        Device::Xfrmi { if_id, .. } => ("xfrmi", *if_id),
+        Device::Vti { key, .. } => ("vti", *key),
+    };
+    let _ = writeln!(s, "[tunnel.{}]", end.device.name());
+    let _ = writeln!(s, "mode = \"{mode}\"\nif_id = {if_id}");
+    let _ = writeln!(
+        s,
+        "source = \"{}\"\ndestination = \"{}\"",
+        end.local, end.remote
+    );
+    let addr = end
+        .address
+        .as_deref()
+        .context("a vtid tunnel needs an inner address")?;
+    let _ = writeln!(s, "address = \"{addr}\"\nprotection = \"P\"");
+    let routes: Vec<String> = end.routes.iter().map(|r| format!("\"{r}\"")).collect();
+    let _ = writeln!(s, "routes = [{}]", routes.join(", "));
+    let _ = writeln!(s, "initiate = {}", end.initiator);
+    Ok(s)
+}
+
+/// A running `vtid run` in a namespace.
+pub struct Vtid {
+    ns_name: String,
+    dir: PathBuf,
+    socket: PathBuf,
+    child: Option<Child>,
+    tunnel: String,
+}
+
+impl Vtid {
+    /// Writes the config and key file into `dir` and starts the daemon in `ns`.
+    pub fn start(ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let psk = dir.join("psk.key");
+        std::fs::write(&psk, &end.psk)?;
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::write(dir.join("vtid.toml"), render(end, &psk)?)?;
+        // The control socket is a unix socket: keep it off 9p, in the guest-local /tmp.
+        let socket = std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()));
+        let mut v = Self {
+            ns_name: ns.name().to_string(),
+            dir: dir.to_path_buf(),
+            socket,
+            child: None,
+            tunnel: end.device.name().to_string(),
+        };
+        v.spawn()?;
+        Ok(v)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("vtid.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns_name])
+            .arg(binary()?)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["run", "--config"])
+            .arg(self.dir.join("vtid.toml"))
+            .env("RUST_LOG", "info,ike=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start vtid")?;
+        self.child = Some(child);
+        let sock = self.socket.clone();
+        wait_until("vtid's control socket", Duration::from_secs(20), || {
+            Ok(sock.exists())
+        })
+        .with_context(|| self.log())?;
+        Ok(())
+    }
+
+    /// Runs `vtid --socket S ARGS...` in the namespace and returns stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        crate::cmd::run(
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns_name])
+                .arg(binary()?)
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(args),
+        )
+    }
+
+    /// `vtid show WHAT --json`, parsed.
+    pub fn show(&self, what: &str) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.cli(&["show", what, "--json"])?)?)
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup), as a crash would.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            crate::cmd::run_args(&["kill", "-TERM", &c.id().to_string()])?;
+            for _ in 0..100 {
+                if c.try_wait()?.is_some() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            c.kill()?;
+            bail!("vtid did not exit within 10 s of SIGTERM");
+        }
+        Ok(())
+    }
+
+    /// Starts the daemon again with the same configuration.
+    pub fn restart(&mut self) -> Result<()> {
+        self.spawn()
+    }
+
+    /// The daemon's configuration file (edit it, then `vtid reload`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("vtid.toml")
+    }
+
+    /// `vtid up TUNNEL`.
+    pub fn initiate(&self) -> Result<()> {
+        self.cli(&["up", &self.tunnel]).map(drop)
+    }
+
+    /// True when `vtid show sa` lists an installed Child SA.
+    pub fn is_up(&self) -> Result<bool> {
+        Ok(self.show("sa")?.as_array().is_some_and(|a| !a.is_empty()))
+    }
+
+    /// The daemon's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vtid.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Vtid {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

@@ -174,10 +174,14 @@ pub enum AuthConfig {
     Psk(Secret),
     /// RFC 7427 Digital Signature with our private key; the peer's key is pinned.
     Signature(SignatureAuth),
+    /// RFC 7427 Digital Signature with X.509 certificates: ours is sent in CERT, the
+    /// peer's CERT chain is validated to configured CAs (RFC 7296 §3.6, §3.7).
+    Certificate(CertificateAuth),
 }
 
-/// Signature authentication (RFC 7427). X.509 chain validation is not implemented: the
-/// peer's public key is configured (pinned), and its CERT payload, if any, is ignored.
+/// Signature authentication (RFC 7427) with a pinned peer key: the peer's public key is
+/// configured, and its CERT payload, if any, is ignored. For X.509 chain validation to
+/// configured CAs use [`AuthConfig::Certificate`].
 #[derive(Clone, Debug)]
 pub struct SignatureAuth {
     /// Our private key.
@@ -188,6 +192,28 @@ pub struct SignatureAuth {
     /// [`crate::cert::subject_public_key_info`]) or the raw forms
     /// [`crate::crypto::sig::verify`] accepts.
     pub peer_key: Vec<u8>,
+}
+
+/// Certificate authentication (RFC 7296 §2.15 with RFC 7427 AUTH, §3.6 CERT, §3.7 CERTREQ).
+///
+/// We send `certificate` then `chain` in CERT payloads (X.509 Certificate - Signature) and a
+/// CERTREQ naming `trust_anchors` (the responder in its IKE_SA_INIT response, the initiator in
+/// its IKE_AUTH request). The peer's first X.509 CERT is its end-entity certificate, the
+/// others are intermediates; the path must reach one of `trust_anchors` at the engine's
+/// wall-clock time ([`crate::Endpoint::set_wall_clock`]: without it every certificate is
+/// refused), and the certificate must bind the peer's IDi/IDr (RFC 4945 §3.1, see
+/// [`crate::cert::verify_peer_certificate`]). Its key then verifies AUTH. The profile's
+/// `remote_id` still applies on top. Revocation is not checked.
+#[derive(Clone, Debug)]
+pub struct CertificateAuth {
+    /// Our private key; it must belong to `certificate`.
+    pub key: std::sync::Arc<crate::crypto::sig::SigningKey>,
+    /// Our end-entity certificate (DER), sent in the first CERT payload.
+    pub certificate: Vec<u8>,
+    /// Intermediate CA certificates (DER) sent after it, issuer of `certificate` first.
+    pub chain: Vec<Vec<u8>>,
+    /// CAs the peer's certificate must chain to ([`crate::cert::TrustAnchors::from_der_certs`]).
+    pub trust_anchors: std::sync::Arc<crate::cert::TrustAnchors>,
 }
 
 /// One IKE SA proposal: a single transform of each type.

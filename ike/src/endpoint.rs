@@ -387,6 +387,17 @@ pub struct Endpoint {
     cookie_secret: Secret,
     next_id: u64,
     actions: Vec<SaAction>,
+    /// `(instant, unix seconds)` from [`Endpoint::set_wall_clock`].
+    wall_clock: Option<(Instant, u64)>,
+}
+
+/// Wall-clock seconds at `now`, from an anchor taken at `at` (monotonic offset, either way).
+fn wall_time(anchor: Option<(Instant, u64)>, now: Instant) -> Option<u64> {
+    let (at, secs) = anchor?;
+    Some(match now.checked_duration_since(at) {
+        Some(d) => secs.saturating_add(d.as_secs()),
+        None => secs.saturating_sub(at.duration_since(now).as_secs()),
+    })
 }
 
 /// Borrows the engine's shared parts as a [`Ctx`] while leaving `sas` free.
@@ -394,6 +405,7 @@ macro_rules! ctx {
     ($self:ident, $now:expr) => {
         Ctx {
             now: $now,
+            unix_time: wall_time($self.wall_clock, $now),
             rng: &mut $self.rng,
             out: &mut $self.out,
             config: &$self.config,
@@ -420,7 +432,21 @@ impl Endpoint {
             cookie_secret: Secret::new(secret),
             next_id: 1,
             actions: Vec::new(),
+            wall_clock: None,
         }
+    }
+
+    /// Tells the engine the wall-clock time: `unix_secs` (seconds since the Unix epoch) is
+    /// the time at `now`. The engine reads no clock; for later inputs it adds their
+    /// monotonic offset from `now`, so one call at start suffices. Call it again whenever
+    /// the system clock is stepped or after a suspend (the monotonic clock does not count
+    /// it); calling it before every input is fine too.
+    ///
+    /// Only certificate authentication ([`crate::config::AuthConfig::Certificate`]) uses it,
+    /// to check validity periods (RFC 5280 §6.1.3 (a)(2)). Until it is set, every peer
+    /// certificate is refused (AUTHENTICATION_FAILED) rather than accepted unchecked.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_secs: u64) {
+        self.wall_clock = Some((now, unix_secs));
     }
 
     /// Counters of handled and rejected inputs.

@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! let mut ep = Endpoint::new(Arc::new(config), seed_from_os);   // EndpointConfig / PeerConfig
+//! ep.set_wall_clock(now, unix_secs);  // only for certificate validity (AuthConfig::Certificate)
 //! ep.handle_command(now, Command::Initiate { conn });            // or wait for peers
 //! loop {
 //!     // inputs, each with `now` (never Instant::now() inside the crate):
@@ -43,6 +44,7 @@
 //! | errors and the NOTIFY map (§2.21) | [`error`] |
 //! | proposal selection (§2.7, §3.3), TS narrowing (§2.9) | [`proposal`], [`ts`] |
 //! | crypto and key derivation | [`crypto`], [`keys`] |
+//! | X.509: pinning, path validation to CAs, ID binding (RFC 4945 §3.1) | [`cert`] |
 //! | IKE SA states (`ExpectSaInitResponse`, `ExpectAuthResponse`, `ExpectAuthRequest`, `Established`) | `sa` (private) |
 
 #![warn(missing_docs)]

@@ -240,10 +240,13 @@ impl ExpectSaInitResponse {
         let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
         let prf = suite.prf;
         let octets = keys::signed_octets(prf, &self.request, &nr, &keys.sk_pi, &id_body);
-        let auth = auth::build(&c.peer.auth, prf, &octets)?;
+        let auth = auth::build_auth(&c.peer.auth, prf, &octets)?;
         let child = &c.peer.child;
         let spi_in = ctx.spi32();
+        // §1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH.
         let mut payloads = vec![Payload::IdI(id)];
+        payloads.extend(auth::cert_payloads(&c.peer.auth));
+        payloads.extend(auth::certreq([&c.peer.auth]));
         // §2.4: INITIAL_CONTACT tells the responder to drop state from our earlier life.
         payloads.push(Payload::Notify(Notify::new(
             NotifyType::InitialContact,
@@ -252,7 +255,7 @@ impl ExpectSaInitResponse {
         if let crate::config::IdMatch::Exact(r) = &c.peer.remote_id {
             payloads.push(Payload::IdR(r.clone()));
         }
-        payloads.extend(auth);
+        payloads.push(auth);
         if child.mode == Mode::Transport {
             payloads.push(Payload::Notify(Notify::new(
                 NotifyType::UseTransportMode,
@@ -323,7 +326,8 @@ impl ExpectAuthResponse {
         let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
         let prf = self.suite.prf;
         let octets = keys::signed_octets(prf, &self.response, &self.ni, &keys.sk_pr, &idr.to_vec());
-        auth::verify(&c.peer.auth, prf, &octets, auth)?;
+        let presented = auth::Presented::new(idr, &payloads, ctx.unix_time);
+        auth::verify(&c.peer.auth, prf, &octets, auth, &presented)?;
         c.peer_id = Some(idr.clone());
         let mut est = Established::new(c, ctx, self.suite);
         ctx.stats.ike_sas_established += 1;

@@ -73,6 +73,10 @@ pub(crate) const NATT_PORT: u16 = 4500;
 /// Everything a state handler may touch besides its own SA.
 pub(crate) struct Ctx<'a> {
     pub(crate) now: Instant,
+    /// Wall-clock seconds since the Unix epoch at `now`, derived from the driver's
+    /// [`crate::Endpoint::set_wall_clock`] anchor; `None` until it is set. Only certificate
+    /// validity (RFC 5280 §6.1.3 (a)(2)) reads it.
+    pub(crate) unix_time: Option<u64>,
     pub(crate) rng: &'a mut Rng,
     pub(crate) out: &'a mut VecDeque<Output>,
     pub(crate) config: &'a EndpointConfig,

@@ -249,6 +249,9 @@ impl IkeSa {
             payloads.push(glue::fragmentation_supported());
         }
         payloads.push(glue::signature_hash_algorithms());
+        // §1.2 / §3.7: CERTREQ in the IKE_SA_INIT response. IKE_AUTH picks the profile by
+        // IDi later, so name the CAs of every candidate that uses certificates.
+        payloads.extend(auth::certreq(candidates.iter().map(|p| &p.auth)));
         let reply = Message {
             header: Header::new(spi_i, spi, ExchangeType::IkeSaInit, false, true, 0),
             payloads,
@@ -329,14 +332,16 @@ impl ExpectAuthRequest {
         let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
         let prf = self.suite.prf;
         let octets = keys::signed_octets(prf, &self.request, &self.nr, &keys.sk_pi, &idi.to_vec());
-        // The first profile whose identity rules and PSK both accept the initiator.
+        let presented = auth::Presented::new(idi, &payloads, ctx.unix_time);
+        // The first profile whose identity rules and PSK, key or certificate accept the
+        // initiator.
         let peer = self
             .candidates
             .iter()
             .filter(|p| p.remote_id.matches(idi))
             .filter(|p| idr.is_none_or(|r| *r == p.local_identity_at(c.local.ip())))
             .filter(|p| auth::method_matches(&p.auth, auth.method))
-            .find(|p| auth::verify(&p.auth, prf, &octets, auth).is_ok())
+            .find(|p| auth::verify(&p.auth, prf, &octets, auth, &presented).is_ok())
             .cloned()
             .ok_or(PeerMisbehaved::AuthenticationFailed)?;
         c.peer = peer;

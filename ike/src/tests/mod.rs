@@ -1,5 +1,6 @@
 //! Engine simulation tests (L1): two endpoints in memory, virtual time, seeded RNGs.
 
+mod certs;
 mod fuzz;
 mod pair;
 

@@ -159,6 +159,13 @@ impl Pair {
         }
     }
 
+    /// Gives both engines the wall-clock time `unix_secs` at the current virtual time.
+    pub(crate) fn set_wall_clock(&mut self, unix_secs: u64) {
+        let now = self.time;
+        self.a.ep.set_wall_clock(now, unix_secs);
+        self.b.ep.set_wall_clock(now, unix_secs);
+    }
+
     pub(crate) fn initiate(&mut self) {
         let now = self.time;
         self.a

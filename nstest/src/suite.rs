@@ -75,7 +75,12 @@ pub fn build_test_binaries(workspace: &Path) -> Result<Vec<TestBinary>> {
 /// Host side: build, boot once, run every `vm_` scenario inside, report.
 pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> Result<()> {
     let bins = build_test_binaries(workspace)?;
-    let state = workspace.join("target").join("nstest-vm");
+    // Under the target dir cargo builds into, so concurrent suites with their own
+    // CARGO_TARGET_DIR never overwrite each other's binary list.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let state = target.join("nstest-vm");
     std::fs::create_dir_all(&state)?;
     let list = state.join("binaries.json");
     std::fs::write(&list, serde_json::to_vec_pretty(&bins)?)?;

@@ -78,7 +78,7 @@ pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> R
     // Under the target dir cargo builds into, so concurrent suites with their own
     // CARGO_TARGET_DIR never overwrite each other's binary list.
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
     let state = target.join("nstest-vm");
     std::fs::create_dir_all(&state)?;

@@ -9,6 +9,7 @@
 pub mod cmd;
 pub mod frr;
 pub mod kernel;
+pub mod netdevsim;
 pub mod netns;
 pub mod peer;
 pub mod strongswan;

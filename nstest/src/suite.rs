@@ -84,9 +84,15 @@ pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> R
     std::fs::create_dir_all(&state)?;
     let list = state.join("binaries.json");
     std::fs::write(&list, serde_json::to_vec_pretty(&bins)?)?;
+    // netdevsim (ESP offload scenarios) is built on the host against the VM kernel's headers;
+    // a failure here fails the suite: it is a prerequisite, never a reason to skip.
+    let ko = crate::netdevsim::build(&target, &crate::vm::kernel_release()?)
+        .context("build netdevsim for the offload scenarios")?;
     let filter_arg = filter.map(|f| format!(" --filter {f}")).unwrap_or_default();
     let script = format!(
-        "{} vm-inner --list {}{filter_arg}",
+        "export {}={}; {} vm-inner --list {}{filter_arg}",
+        crate::netdevsim::KO_ENV,
+        ko.display(),
         nstest_exe.display(),
         list.display()
     );

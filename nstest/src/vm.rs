@@ -67,6 +67,13 @@ pub fn find_kernel() -> Result<PathBuf> {
     }
 }
 
+/// The release string (`uname -r`) of the kernel the VM boots.
+pub fn kernel_release() -> Result<String> {
+    let k = find_kernel()?;
+    let name = k.file_name().context("kernel path")?.to_string_lossy();
+    Ok(name.trim_start_matches("vmlinuz-").to_string())
+}
+
 fn version_key(v: &str) -> Vec<u64> {
     v.split(|c: char| !c.is_ascii_digit())
         .filter_map(|p| p.parse().ok())

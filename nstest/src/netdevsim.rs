@@ -1,0 +1,155 @@
+//! netdevsim: a simulated NIC whose driver implements the xfrmdev (ESP offload) callbacks, so
+//! "offload dev X" reaches a real driver without hardware.
+//!
+//! Debian does not ship netdevsim.ko, but linux-source-6.1 carries its source and it builds
+//! against linux-headers in seconds (measured: ~20 s here). [`build`] runs on the host before
+//! the VM boots and caches the module per kernel version; [`load`] and [`Device::new`] run
+//! inside the VM. In 6.1 netdevsim's ipsec.c accepts crypto offload of
+//! `rfc4106(gcm(aes))` with a 128-bit ICV only (nsim_ipsec_add_sa), and records each SA in the
+//! debugfs file `ports/N/ipsec`, which is the "hardware's" view the tests read.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::cmd::run_args as run;
+
+/// Environment variable that carries the module's path into the VM.
+pub const KO_ENV: &str = "NSTEST_NETDEVSIM_KO";
+
+const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
+
+/// Builds netdevsim.ko for `kernel_version` under `cache` (once; later calls reuse it) and
+/// returns its path. Errors name the Debian package that is missing.
+pub fn build(cache: &Path, kernel_version: &str) -> Result<PathBuf> {
+    let dir = cache.join("netdevsim").join(kernel_version);
+    let ko = dir.join("netdevsim.ko");
+    if ko.is_file() {
+        return Ok(ko);
+    }
+    let headers = Path::new("/lib/modules").join(kernel_version).join("build");
+    ensure!(
+        headers.join("Makefile").is_file(),
+        "no kernel headers at {} to build netdevsim: apt-get install linux-headers-amd64 \
+         (the README's commands do)",
+        headers.display()
+    );
+    ensure!(
+        Path::new(SOURCE_TARBALL).is_file(),
+        "{SOURCE_TARBALL} is missing (netdevsim's source): apt-get install linux-source-6.1 \
+         (the README's commands do)"
+    );
+    let src = dir.join("src");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src)?;
+    let src_s = src.to_str().context("utf-8 cache path")?;
+    run(&[
+        "tar",
+        "xJf",
+        SOURCE_TARBALL,
+        "-C",
+        src_s,
+        "--strip-components=4",
+        "linux-source-6.1/drivers/net/netdevsim",
+    ])
+    .context("extract netdevsim's source")?;
+    run(&[
+        "make",
+        "-C",
+        headers.to_str().context("utf-8 headers path")?,
+        &format!("M={src_s}"),
+        "CONFIG_NETDEVSIM=m",
+        "modules",
+    ])
+    .context("build netdevsim.ko against the VM kernel's headers")?;
+    std::fs::rename(src.join("netdevsim.ko"), &ko)?;
+    let _ = std::fs::remove_dir_all(&src);
+    Ok(ko)
+}
+
+/// Inside the VM: loads netdevsim (and the ESP offload glue it needs) once.
+pub fn load() -> Result<()> {
+    if Path::new("/sys/bus/netdevsim/new_device").exists() {
+        return Ok(());
+    }
+    let ko = std::env::var(KO_ENV).with_context(|| {
+        format!("{KO_ENV} is unset: the VM suite runner builds netdevsim and passes its path")
+    })?;
+    // psample: netdevsim's symbol dependency; esp4_offload/esp6_offload: the GSO/xfrmdev glue
+    // without which the kernel never calls the driver's xdo_dev_state_add.
+    run(&["modprobe", "-a", "psample", "esp4_offload", "esp6_offload"])?;
+    // Two tests may race to load it; EEXIST from the loser is fine.
+    let r = run(&["insmod", &ko]);
+    if !Path::new("/sys/bus/netdevsim/new_device").exists() {
+        r.context("insmod netdevsim.ko")?;
+        bail!("netdevsim loaded but /sys/bus/netdevsim is missing");
+    }
+    if !Path::new("/sys/kernel/debug/netdevsim").exists() {
+        let _ = run(&["mount", "-t", "debugfs", "none", "/sys/kernel/debug"]);
+    }
+    Ok(())
+}
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// One netdevsim device with one port, moved into a namespace.
+pub struct Device {
+    id: u32,
+    /// The port's interface name inside the namespace.
+    pub ifname: String,
+}
+
+impl Device {
+    /// `echo "ID 1" > /sys/bus/netdevsim/new_device`, then moves the port into namespace `netns` and
+    /// renames it to `ifname`.
+    pub fn new(netns: &str, ifname: &str) -> Result<Self> {
+        load()?;
+        // Device ids are global to the VM; tests in one process count up from a per-process
+        // base so parallel test binaries do not collide either.
+        let id = 100 + (std::process::id() % 1000) * 10 + NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        std::fs::write("/sys/bus/netdevsim/new_device", format!("{id} 1"))
+            .with_context(|| format!("create netdevsim{id}"))?;
+        let net = PathBuf::from(format!("/sys/bus/netdevsim/devices/netdevsim{id}/net"));
+        let first_port = || {
+            std::fs::read_dir(&net)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        };
+        let dev = Self {
+            id,
+            ifname: ifname.to_string(),
+        };
+        // The port may still be renamed by udev (eth0 -> eni...np1) right after creation, so
+        // read its name afresh on every attempt until the move succeeds.
+        crate::kernel::wait_until(
+            &format!("netdevsim{id}'s port moved into {netns}"),
+            Duration::from_secs(5),
+            || {
+                let port = first_port().context("netdevsim port not there yet")?;
+                run(&["ip", "link", "set", &port, "netns", netns, "name", ifname])?;
+                Ok(true)
+            },
+        )?;
+        Ok(dev)
+    }
+
+    /// The driver's own record of offloaded SAs (debugfs `ipsec`): one block per SA with its
+    /// SPI, direction and key, as nsim_dbg_netdev_ops_read prints them.
+    pub fn ipsec_debugfs(&self) -> Result<String> {
+        let p = format!(
+            "/sys/kernel/debug/netdevsim/netdevsim{}/ports/0/ipsec",
+            self.id
+        );
+        std::fs::read_to_string(&p).with_context(|| format!("read {p}"))
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/bus/netdevsim/del_device", self.id.to_string());
+    }
+}

@@ -69,6 +69,17 @@ pub enum Error {
     /// A named link does not exist in the namespace.
     #[error("no link named {0:?}")]
     NoSuchLink(String),
+    /// Crypto offload was asked for, but the device does not do ESP offload. The kernel does not
+    /// refuse such a request: xfrm_dev_state_add() silently keeps the SA in software when the
+    /// device has no xfrmdev_ops (e.g. a veth). The SA was removed again, so nothing changed.
+    #[error(
+        "add SA: device ifindex {ifindex} does not offload ESP (the kernel would have fallen \
+         back to software crypto); the SA was not installed"
+    )]
+    OffloadNotApplied {
+        /// The device that was asked to offload.
+        ifindex: u32,
+    },
 }
 
 fn fmt_ack(ack: &Option<String>) -> String {
@@ -139,6 +150,10 @@ impl Error {
                 Some("check that the namespace exists (ip netns list) and that we run as root")
             }
             Error::NoSuchLink(_) => Some("the interface does not exist in this network namespace"),
+            Error::OffloadNotApplied { .. } => Some(
+                "the device lacks the esp-hw-offload feature (`ethtool -k DEV`); use a NIC that \
+                 offloads ESP, or software crypto (offload off or auto)",
+            ),
             Error::Kernel { errno, .. } => match *errno {
                 // __xfrm_init_state: xfrm_get_type() fails → "Requested type not found",
                 // -EPROTONOSUPPORT, when esp4/esp6/ah4/xfrm_ipcomp is not loaded.

@@ -99,15 +99,34 @@ impl SaHandle<'_> {
     /// Installs a new SA; fails with [`Error::Exists`] if one with the same key exists.
     ///
     /// Equivalent to: `ip xfrm state add ...` (see [`SaSpec`]).
+    ///
+    /// An SA asking for offload is read back: if the kernel kept it in software (see
+    /// [`Error::OffloadNotApplied`]) it is deleted again and that error returned.
     pub async fn add(&self, sa: &SaSpec) -> Result<()> {
-        self.0.xfrm.ack(wire::sa_body(sa, false)?).await
+        self.0.xfrm.ack(wire::sa_body(sa, false)?).await?;
+        self.check_offloaded(sa).await
     }
 
     /// Replaces an SA (e.g. fills in a larval SA created by [`SaHandle::alloc_spi`]).
+    /// Offload is checked as in [`SaHandle::add`].
     ///
     /// Equivalent to: `ip xfrm state update ...`.
     pub async fn update(&self, sa: &SaSpec) -> Result<()> {
-        self.0.xfrm.ack(wire::sa_body(sa, true)?).await
+        self.0.xfrm.ack(wire::sa_body(sa, true)?).await?;
+        self.check_offloaded(sa).await
+    }
+
+    async fn check_offloaded(&self, sa: &SaSpec) -> Result<()> {
+        let Some(want) = &sa.offload else {
+            return Ok(());
+        };
+        if self.get(&sa.id()).await?.spec.offload.is_some() {
+            return Ok(());
+        }
+        self.delete(&sa.id()).await?;
+        Err(Error::OffloadNotApplied {
+            ifindex: want.ifindex,
+        })
     }
 
     /// Reads one SA with its counters.

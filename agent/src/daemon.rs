@@ -93,8 +93,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("load {}", opts.config.display()))?;
     let mut conn_ids = BTreeMap::new();
-    let plan = plan::build(&cfg, &mut conn_ids)?;
     let h = xfrm::Handle::open(xfrm::Netns::Current).context("open netlink")?;
+    let plan = plan::build(&cfg, &mut conn_ids, &kernel::local_addrs(&h).await?)?;
 
     // A previous run may have died without cleaning up (kill -9): remove what it left.
     let (n, errs) = kernel::sweep_orphans(&h).await;
@@ -610,7 +610,7 @@ impl Daemon {
         let new = Config::load_with(&self.opts.config, &LoadOptions::default())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut ids = self.conn_ids.clone();
-        let new_plan = plan::build(&new, &mut ids)?;
+        let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
         let diff = Config::diff(&self.cfg, &new);
         let gone: Vec<String> = diff
             .tunnels

@@ -87,8 +87,9 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
     link.set_up(idx).await?;
     match &t.inner {
         InnerAddress::Address(a) => link.add_address(idx, *a).await?,
+        // plan::build resolves `unnumbered` into the borrowed /32.
         InnerAddress::Unnumbered(dev) => {
-            anyhow::bail!("{}: unnumbered {dev} is not supported yet", t.name)
+            anyhow::bail!("{}: unnumbered {dev} was not resolved by the plan", t.name)
         }
     }
     for r in &t.routes {
@@ -104,6 +105,25 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
         r.with_context(|| format!("{}: policy", t.name))?;
     }
     Ok(())
+}
+
+/// The namespace's interfaces with their MTUs and addresses, for [`crate::plan::build`].
+///
+/// Equivalent to: `ip -o link show; ip -o addr show`.
+pub async fn local_addrs(h: &Handle) -> Result<crate::plan::LocalAddrs> {
+    let link = h.link();
+    let links = link.list().await.context("list interfaces")?;
+    let addrs = link.addresses(None).await.context("list addresses")?;
+    let mut out = crate::plan::LocalAddrs::default();
+    for l in links {
+        let mine = addrs
+            .iter()
+            .filter(|(i, _)| *i == l.index)
+            .map(|(_, a)| *a)
+            .collect();
+        out.links.insert(l.name, (l.mtu.unwrap_or(1500), mine));
+    }
+    Ok(out)
 }
 
 /// Removes a tunnel's device and policies; keeps going after errors and reports them all.

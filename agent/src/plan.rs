@@ -55,6 +55,39 @@ pub struct TunnelPlan {
     pub initiate: bool,
 }
 
+/// The namespace's interfaces as the plan needs them: their addresses (for `source = IFACE`
+/// and `unnumbered = IFACE`) and MTUs (the underlay MTU the tunnel MTU derives from). Read
+/// from the kernel by the daemon before each plan; empty in pure tests.
+#[derive(Clone, Debug, Default)]
+pub struct LocalAddrs {
+    /// Interface name to (MTU, addresses).
+    pub links: BTreeMap<String, (u32, Vec<IpNet>)>,
+}
+
+impl LocalAddrs {
+    /// The address of `dev` to use toward a peer of the given family: the first one, skipping
+    /// IPv6 link-local (fe80::/10) which cannot carry IKE to a routed peer.
+    pub fn pick(&self, dev: &str, v6: bool) -> Option<IpAddr> {
+        let (_, addrs) = self.links.get(dev)?;
+        addrs.iter().map(IpNet::addr).find(|a| match a {
+            IpAddr::V4(_) => !v6,
+            IpAddr::V6(x) => v6 && (x.segments()[0] & 0xffc0) != 0xfe80,
+        })
+    }
+
+    /// MTU of the interface that holds `addr`, when that interface can be the underlay.
+    /// A tunnel sourced from a loopback (Cisco's `tunnel source Loopback0`) leaves through
+    /// whatever route reaches the peer, so loopbacks (and anything above the largest jumbo
+    /// frame) say nothing about the path: `None`, and the caller assumes Ethernet's 1500.
+    pub fn mtu_of(&self, addr: IpAddr) -> Option<u32> {
+        self.links
+            .iter()
+            .find(|(_, (_, addrs))| addrs.iter().any(|n| n.addr() == addr))
+            .filter(|(name, (mtu, _))| name.as_str() != "lo" && *mtu <= 9216)
+            .map(|(_, (mtu, _))| *mtu)
+    }
+}
+
 /// The whole plan of a configuration.
 #[derive(Debug)]
 pub struct Plan {
@@ -66,7 +99,11 @@ pub struct Plan {
 
 /// Builds the plan. `conn_ids` keeps connection ids stable across reloads: names already in it
 /// keep theirs, new names get the next free one (and are added).
-pub fn build(cfg: &Config, conn_ids: &mut BTreeMap<String, u32>) -> Result<Plan> {
+pub fn build(
+    cfg: &Config,
+    conn_ids: &mut BTreeMap<String, u32>,
+    links: &LocalAddrs,
+) -> Result<Plan> {
     let mut tunnels = BTreeMap::new();
     let mut peers = Vec::new();
     let fixed: Vec<u32> = cfg
@@ -79,11 +116,30 @@ pub fn build(cfg: &Config, conn_ids: &mut BTreeMap<String, u32>) -> Result<Plan>
         let conn = *conn_ids.entry(name.clone()).or_insert(next);
         let local = match &t.source {
             TunnelSource::Address(a) => *a,
+            // `tunnel source IFACE`: the interface's address of the destination's family,
+            // read when the plan is made (start and reload).
             TunnelSource::Interface(i) => {
-                bail!(
-                    "tunnel {name}: `source = \"{i}\"` (an interface) is not supported yet; give its address"
-                )
+                links.pick(i, t.destination.is_ipv6()).with_context(|| {
+                    format!(
+                        "tunnel {name}: source interface {i} has no {} address",
+                        if t.destination.is_ipv6() {
+                            "IPv6"
+                        } else {
+                            "IPv4"
+                        }
+                    )
+                })?
             }
+        };
+        // `ip unnumbered IFACE`: borrow the interface's IPv4 address as a /32 on the tunnel.
+        let inner = match &t.inner {
+            InnerAddress::Unnumbered(dev) => {
+                let a = links.pick(dev, false).with_context(|| {
+                    format!("tunnel {name}: unnumbered interface {dev} has no IPv4 address")
+                })?;
+                InnerAddress::Address(IpNet::from(a))
+            }
+            other => other.clone(),
         };
         let profile = cfg
             .ipsec_profiles
@@ -119,7 +175,7 @@ pub fn build(cfg: &Config, conn_ids: &mut BTreeMap<String, u32>) -> Result<Plan>
             encr: first.encr,
             integ: first.integ,
         }
-        .tunnel_mtu(DEFAULT_UNDERLAY_MTU);
+        .tunnel_mtu(links.mtu_of(local).unwrap_or(DEFAULT_UNDERLAY_MTU));
         let mtu = t
             .mtu
             .unwrap_or(derived)
@@ -132,7 +188,7 @@ pub fn build(cfg: &Config, conn_ids: &mut BTreeMap<String, u32>) -> Result<Plan>
             reqid: REQID_BASE + conn,
             local,
             remote: t.destination,
-            inner: t.inner.clone(),
+            inner,
             routes: t.routes.clone(),
             mtu,
             initiate: t.initiate,
@@ -295,12 +351,39 @@ mod tests {
         .unwrap();
         let mut ids = BTreeMap::new();
         // Keys were not read, so building the IKE side must fail with a clear message.
-        let err = build(&cfg, &mut ids).unwrap_err();
+        let err = build(&cfg, &mut ids, &LocalAddrs::default()).unwrap_err();
         assert!(
             format!("{err:#}").contains("pre-shared key was not read"),
             "{err:#}"
         );
         assert_eq!(ids.get("Tunnel0"), Some(&1));
+    }
+
+    #[test]
+    fn interface_addresses_and_underlay_mtu() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let mut l = LocalAddrs::default();
+        l.links.insert(
+            "eth0".into(),
+            (
+                1400,
+                vec![
+                    net("fe80::1/64"),
+                    net("2001:db8::1/64"),
+                    net("192.0.2.1/24"),
+                ],
+            ),
+        );
+        l.links
+            .insert("lo".into(), (65536, vec![net("10.9.9.9/32")]));
+        assert_eq!(l.pick("eth0", false), Some("192.0.2.1".parse().unwrap()));
+        // Link-local is skipped: it cannot reach a routed peer.
+        assert_eq!(l.pick("eth0", true), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(l.pick("lo", true), None);
+        assert_eq!(l.pick("eth9", false), None);
+        assert_eq!(l.mtu_of("192.0.2.1".parse().unwrap()), Some(1400));
+        // A loopback source says nothing about the path's MTU.
+        assert_eq!(l.mtu_of("10.9.9.9".parse().unwrap()), None);
     }
 
     #[test]

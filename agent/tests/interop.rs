@@ -58,6 +58,7 @@ fn end(side: &Side, me: u8, initiator: bool, esp: &str) -> TunnelEnd {
         initiator,
         ike_proposals: "aes256gcm16-prfsha256-x25519".into(),
         esp_proposals: esp.into(),
+        child_lifetime: None,
     }
 }
 

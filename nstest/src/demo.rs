@@ -26,6 +26,7 @@ pub(crate) fn run() -> Result<()> {
         initiator,
         ike_proposals: "aes256gcm16-prfsha256-x25519".into(),
         esp_proposals: "aes256gcm16".into(),
+        child_lifetime: None,
     };
     let a = end(
         "192.0.2.1",

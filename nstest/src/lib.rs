@@ -70,6 +70,13 @@ impl Scenario {
         Ok(self.peers.len() - 1)
     }
 
+    /// Keeps a peer started by other means (e.g. vtid with a hand-written config) for
+    /// diagnostics; returns its index.
+    pub fn add_peer(&mut self, host: &str, p: Box<dyn peer::Peer>) -> usize {
+        self.peers.push((host.to_string(), p));
+        self.peers.len() - 1
+    }
+
     /// A started peer.
     pub fn peer(&self, i: usize) -> &dyn peer::Peer {
         self.peers[i].1.as_ref()

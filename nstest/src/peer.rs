@@ -82,6 +82,9 @@ pub struct TunnelEnd {
     pub ike_proposals: String,
     /// ESP proposals (strongSwan syntax).
     pub esp_proposals: String,
+    /// Child SA lifetime in seconds (rekey scenarios); `None` keeps each implementation's
+    /// default.
+    pub child_lifetime: Option<u32>,
 }
 
 /// A running peer.
@@ -101,6 +104,11 @@ pub trait Peer {
 }
 
 struct VtidPeer(Vtid);
+
+/// Wraps an already started vtid (e.g. one with a hand-written config) as a [`Peer`].
+pub fn vtid_peer(v: Vtid) -> Box<dyn Peer> {
+    Box::new(VtidPeer(v))
+}
 
 impl Peer for VtidPeer {
     fn implementation(&self) -> Impl {
@@ -136,6 +144,11 @@ impl SwanPeer {
         let mut conn = SwanConn::psk(&end.local, &end.remote, &end.psk);
         conn.ike_proposals = end.ike_proposals.clone();
         conn.esp_proposals = end.esp_proposals.clone();
+        if let Some(secs) = end.child_lifetime {
+            conn.child_life_time = Some(format!("{secs}s"));
+            // strongSwan's default rekey_time (1h) would exceed the life time.
+            conn.child_rekey_time = Some(format!("{}s", secs.saturating_sub(secs / 10 + 5)));
+        }
         let dev = end.device.name();
         match &end.device {
             Device::Xfrmi {

@@ -49,36 +49,61 @@ fn transform_set(esp: &str) -> Result<String> {
 
 /// vtid.toml for one tunnel end.
 pub fn render(end: &TunnelEnd, psk_file: &Path) -> Result<String> {
+    render_many(&[(end, psk_file)])
+}
+
+/// vtid.toml for several tunnels, each with its own key file, transform set and profile
+/// (`T<i>`, `P<i>`; keyring `K` lists every peer).
+pub fn render_many(tunnels: &[(&TunnelEnd, &Path)]) -> Result<String> {
     let mut s = String::new();
-    let _ = writeln!(s, "[keyring.K]\n[[keyring.K.peer]]");
-    let _ = writeln!(s, "address = \"{}\"", end.remote);
-    let _ = writeln!(s, "psk_file = \"{}\"\n", psk_file.display());
-    let _ = writeln!(
-        s,
-        "[transform_set.T]\n{}",
-        transform_set(&end.esp_proposals)?
-    );
-    let _ = writeln!(s, "[ipsec_profile.P]\ntransform_sets = [\"T\"]\n");
-    let (mode, if_id) = match &end.device {
-        Device::Xfrmi { if_id, .. } => ("xfrmi", *if_id),
-        Device::Vti { key, .. } => ("vti", *key),
-    };
-    let _ = writeln!(s, "[tunnel.{}]", end.device.name());
-    let _ = writeln!(s, "mode = \"{mode}\"\nif_id = {if_id}");
-    let _ = writeln!(
-        s,
-        "source = \"{}\"\ndestination = \"{}\"",
-        end.local, end.remote
-    );
-    let addr = end
-        .address
-        .as_deref()
-        .context("a vtid tunnel needs an inner address")?;
-    let _ = writeln!(s, "address = \"{addr}\"\nprotection = \"P\"");
-    let routes: Vec<String> = end.routes.iter().map(|r| format!("\"{r}\"")).collect();
-    let _ = writeln!(s, "routes = [{}]", routes.join(", "));
-    let _ = writeln!(s, "initiate = {}", end.initiator);
+    let _ = writeln!(s, "[keyring.K]");
+    for (end, psk_file) in tunnels {
+        let _ = writeln!(s, "[[keyring.K.peer]]");
+        let _ = writeln!(s, "address = \"{}\"", end.remote);
+        let _ = writeln!(s, "psk_file = \"{}\"\n", psk_file.display());
+    }
+    for (i, (end, _)) in tunnels.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "[transform_set.T{i}]\n{}",
+            transform_set(&end.esp_proposals)?
+        );
+        let _ = writeln!(s, "[ipsec_profile.P{i}]\ntransform_sets = [\"T{i}\"]");
+        if let Some(secs) = end.child_lifetime {
+            let _ = writeln!(s, "lifetime = {{ seconds = {secs} }}");
+        }
+        let _ = writeln!(s);
+        let (mode, if_id) = match &end.device {
+            Device::Xfrmi { if_id, .. } => ("xfrmi", *if_id),
+            Device::Vti { key, .. } => ("vti", *key),
+        };
+        let _ = writeln!(s, "[tunnel.{}]", end.device.name());
+        let _ = writeln!(s, "mode = \"{mode}\"\nif_id = {if_id}");
+        let _ = writeln!(
+            s,
+            "source = \"{}\"\ndestination = \"{}\"",
+            end.local, end.remote
+        );
+        let addr = end
+            .address
+            .as_deref()
+            .context("a vtid tunnel needs an inner address")?;
+        let _ = writeln!(s, "address = \"{addr}\"\nprotection = \"P{i}\"");
+        let routes: Vec<String> = end.routes.iter().map(|r| format!("\"{r}\"")).collect();
+        let _ = writeln!(s, "routes = [{}]", routes.join(", "));
+        let _ = writeln!(s, "initiate = {}\n", end.initiator);
+    }
     Ok(s)
+}
+
+/// Writes a secret file with mode 0600 (vtid refuses key files others can read) and returns
+/// its path.
+pub fn write_secret(dir: &Path, name: &str, secret: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, secret)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(path)
 }
 
 /// A running `vtid run` in a namespace.
@@ -93,11 +118,43 @@ pub struct Vtid {
 impl Vtid {
     /// Writes the config and key file into `dir` and starts the daemon in `ns`.
     pub fn start(ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Self> {
+        Self::start_many(ns, dir, std::slice::from_ref(end))
+    }
+
+    /// Like [`Vtid::start`] with several tunnels in one config.
+    pub fn start_many(ns: &Netns, dir: &Path, ends: &[TunnelEnd]) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let psk = dir.join("psk.key");
-        std::fs::write(&psk, &end.psk)?;
-        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::write(dir.join("vtid.toml"), render(end, &psk)?)?;
+        let text = Self::write_many(dir, ends)?;
+        let first = ends.first().context("no tunnels")?.device.name();
+        Self::start_config(ns, dir, &text, first)
+    }
+
+    /// Writes one key file per tunnel into `dir` and returns the config for `ends`.
+    fn write_many(dir: &Path, ends: &[TunnelEnd]) -> Result<String> {
+        let mut files = Vec::new();
+        for (i, e) in ends.iter().enumerate() {
+            files.push(write_secret(dir, &format!("psk{i}.key"), &e.psk)?);
+        }
+        let pairs: Vec<_> = ends
+            .iter()
+            .zip(files.iter().map(PathBuf::as_path))
+            .collect();
+        render_many(&pairs)
+    }
+
+    /// Rewrites the config for `ends` (key files included); `vtid reload` applies it.
+    pub fn rewrite_config(&self, ends: &[TunnelEnd]) -> Result<()> {
+        let text = Self::write_many(&self.dir, ends)?;
+        std::fs::write(self.config_path(), text)?;
+        Ok(())
+    }
+
+    /// Starts the daemon in `ns` with a hand-written `config` (written to `dir/vtid.toml`);
+    /// `tunnel` is the one [`Vtid::initiate`] brings up. Key files are the caller's, e.g.
+    /// through [`write_secret`].
+    pub fn start_config(ns: &Netns, dir: &Path, config: &str, tunnel: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("vtid.toml"), config)?;
         // The control socket is a unix socket: keep it off 9p, in the guest-local /tmp.
         let socket = std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()));
         let mut v = Self {
@@ -105,7 +162,7 @@ impl Vtid {
             dir: dir.to_path_buf(),
             socket,
             child: None,
-            tunnel: end.device.name().to_string(),
+            tunnel: tunnel.to_string(),
         };
         v.spawn()?;
         Ok(v)

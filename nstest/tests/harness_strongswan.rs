@@ -27,6 +27,7 @@ fn end(local: &str, remote: &str, device: Device, route: &str, initiator: bool) 
         initiator,
         ike_proposals: "aes256gcm16-prfsha256-x25519".into(),
         esp_proposals: "aes256gcm16".into(),
+        child_lifetime: None,
     }
 }
 

@@ -432,6 +432,39 @@ impl<'a> LinkHandle<'a> {
         self.add_address(index, net).await
     }
 
+    /// Addresses of interface `index` (`None`: of every interface), as (ifindex, address
+    /// with prefix). For IPv4 the `IFA_LOCAL` address, which differs from `IFA_ADDRESS` only
+    /// on point-to-point links, where it is the one that is ours.
+    ///
+    /// Equivalent to: `ip -o addr show [dev X]`.
+    pub async fn addresses(&self, index: Option<u32>) -> Result<Vec<(u32, IpNet)>> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let mut req = self.route.address().get();
+        if let Some(i) = index {
+            req = req.set_link_index_filter(i);
+        }
+        let mut s = req.execute();
+        let mut out = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(route_err("list addresses"))? {
+            let local = m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(x) => Some(*x),
+                _ => None,
+            });
+            let addr = local.or_else(|| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(x) => Some(*x),
+                    _ => None,
+                })
+            });
+            if let Some(a) = addr
+                && let Ok(net) = IpNet::new(a, m.header.prefix_len)
+            {
+                out.push((m.header.index, net));
+            }
+        }
+        Ok(out)
+    }
+
     /// Equivalent to: `ip addr del ADDR/LEN dev X`.
     pub async fn del_address(&self, index: u32, addr: IpNet) -> Result<()> {
         let mut s = self

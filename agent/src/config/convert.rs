@@ -78,9 +78,11 @@ const AUTH_METHODS: &[(&str, AuthMethod)] = &[
 const TUNNEL_MODES: &[(&str, TunnelMode)] =
     &[("xfrmi", TunnelMode::Xfrmi), ("vti", TunnelMode::Vti)];
 
-/// Cisco's range for `set security-association lifetime seconds` starts at 120; we allow 60
-/// because rekey tests (seed scenario T1.7) use a 60 s lifetime.
-const SA_SECONDS: (i64, i64) = (60, 86_400);
+/// Cisco's range for `set security-association lifetime seconds` starts at 120; we allow 30
+/// so that labs and rekey tests can watch several rekeys in minutes. Below that the rekey
+/// margin (10%, at least 5 s) plus a round trip on a slow path would leave too little time
+/// to install the new SA before the old one's hard expiry.
+const SA_SECONDS: (i64, i64) = (30, 86_400);
 /// Cisco's range for `lifetime kilobytes`.
 const SA_KILOBYTES: (i64, i64) = (2_560, 4_294_967_295);
 /// Cisco's range for the IKEv2 profile `lifetime`.

@@ -563,7 +563,7 @@ fn lifetime_out_of_range() {
     assert_eq!((e[0].0, e[0].1), (11, 24));
     assert!(
         e[0].2
-            .contains("lifetime.seconds: 10 is out of range; expected 60 to 86400"),
+            .contains("lifetime.seconds: 10 is out of range; expected 30 to 86400"),
         "{}",
         e[0].2
     );

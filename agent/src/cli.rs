@@ -154,10 +154,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn run(config: PathBuf, socket: PathBuf, keep_on_exit: bool) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    // Colour only for a person at a terminal: files and the journal get plain text. Under
+    // systemd (JOURNAL_STREAM is set when stderr is the journal, systemd.exec(5)) the journal
+    // stamps each line itself, so ours would be noise.
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -726,6 +726,31 @@ impl Endpoint {
                         self.with_sa(now, spi, |sa, ctx| sa.drop_silently(ctx));
                     }
                 }
+                SaAction::ResolveDuplicates { conn, peer_id } => {
+                    // Both ends started the tunnel at once and each completed an IKE SA.
+                    // RFC 7296 allows duplicates but a route-based tunnel wants one: two
+                    // Child SA pairs on one interface would split traffic between them. Both
+                    // ends must pick the same survivor without talking, so rank by what both
+                    // know equally, the SPI pair (RFC 7296 §2.8.1 uses nonces the same way
+                    // for rekey collisions): the SA whose smaller SPI is the larger survives.
+                    // Either end may delete the loser first; a second DELETE is harmless.
+                    let dups: Vec<(u64, u64)> = self
+                        .sas
+                        .iter()
+                        .filter(|(_, sa)| {
+                            sa.conn() == conn
+                                && sa.peer_id() == Some(&peer_id)
+                                && sa.is_established()
+                        })
+                        .map(|(k, sa)| (*k, sa.c.spi_i.min(sa.c.spi_r)))
+                        .collect();
+                    if let Some(&(keep, _)) = dups.iter().max_by_key(|(_, rank)| *rank) {
+                        for &(spi, _) in dups.iter().filter(|(k, _)| *k != keep) {
+                            tracing::info!(?conn, "deleting a duplicate IKE SA");
+                            self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                        }
+                    }
+                }
             }
         }
     }

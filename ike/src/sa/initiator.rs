@@ -344,6 +344,10 @@ impl ExpectAuthResponse {
             remote: c.remote,
             initiator: true,
         });
+        ctx.actions.push(super::SaAction::ResolveDuplicates {
+            conn: c.peer.id,
+            peer_id: idr.clone(),
+        });
         // The first Child SA (§1.2). Its failure leaves the IKE SA up (§2.21.2 / RFC 6023).
         if let Some(ty) = error_notify(&payloads) {
             tracing::warn!(?ty, conn = ?c.peer.id, "first Child SA refused by the responder");

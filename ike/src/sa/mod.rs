@@ -134,6 +134,9 @@ pub(crate) enum SaAction {
         conn: ConnId,
         peer_id: Identity,
     },
+    /// An IKE SA was established: if another established SA of the same connection and peer
+    /// exists (both ends initiated at once), delete the duplicate.
+    ResolveDuplicates { conn: ConnId, peer_id: Identity },
 }
 
 /// SK ciphers and the keys that outlive IKE_AUTH.

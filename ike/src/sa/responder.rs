@@ -375,6 +375,10 @@ impl ExpectAuthRequest {
             remote: c.remote,
             initiator: false,
         });
+        ctx.actions.push(SaAction::ResolveDuplicates {
+            conn: c.peer.id,
+            peer_id: idi.clone(),
+        });
         let mut reply = vec![Payload::IdR(our_id)];
         reply.extend(our_auth);
         // The first Child SA; its failure is reported with a notify but keeps the IKE SA.

@@ -649,6 +649,23 @@ fn initiate_on_childless_sa_creates_child() {
     assert_eq!(p.a.ep.ike_sa_count(), 1);
 }
 
+/// Both ends of a static tunnel start it at once (the usual case after a power cut): each
+/// completes an IKE SA, and the duplicate must go away on both sides with its Child SA.
+#[test]
+fn simultaneous_initiation_leaves_one_ike_sa() {
+    let mut p = Pair::default_pair();
+    p.command(Side::A, Command::Initiate { conn: ConnId(1) });
+    p.command(Side::B, Command::Initiate { conn: ConnId(1) });
+    p.drive_for(Duration::from_secs(5));
+    assert_eq!(p.a.ep.ike_sa_count(), 1);
+    assert_eq!(p.b.ep.ike_sa_count(), 1);
+    assert_eq!(p.a.live_children().len(), 1, "{:?}", p.a.live_children());
+    p.assert_children_match();
+    // Both ends picked the same survivor.
+    let (ia, ib) = (p.a.ep.sas(), p.b.ep.sas());
+    assert_eq!((ia[0].spi_i, ia[0].spi_r), (ib[0].spi_i, ib[0].spi_r));
+}
+
 #[test]
 fn simultaneous_ike_rekey_converges() {
     let mut p = Pair::default_pair();

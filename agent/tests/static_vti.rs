@@ -147,7 +147,10 @@ fn vm_seed_static_vti_c7206_to_c1750_lan_to_lan() {
             child_lifetime: None,
         };
         let c = sc.start_peer(Impl::Strongswan, "c1750", &c1750)?;
-        sc.peer(c).initiate()?;
+        // Both routers bring the tunnel up at once, as two IOS routers do after boot. Each
+        // completes an IKE SA; vtid deletes the duplicate (same survivor on both ends), so
+        // the peer's own initiation may be the one that loses: its error is expected then.
+        let _ = sc.peer(c).initiate();
         wait_up(sc, &[c, r7200])?;
         let r = sc.topo.host("r7200");
         // Tunnel0 is vtid's: an xfrm interface with the example's address and route.
@@ -168,11 +171,11 @@ fn vm_seed_static_vti_c7206_to_c1750_lan_to_lan() {
         );
         let got = kernel::ping(r, "10.0.51.203", "10.0.51.217", 3)?;
         ensure!(got == 3, "{got}/3 pings across Tunnel0's subnet");
-        let (a, b) = (spis(r)?, spis(sc.topo.host("c1750"))?);
-        ensure!(
-            a.len() == 2 && a == b,
-            "SAs differ: 7200 {a:x?} 1750 {b:x?}"
-        );
+        // One Child SA pair left on each side, the same one.
+        wait_until("one SA pair on each router", Duration::from_secs(15), || {
+            let (a, b) = (spis(r)?, spis(sc.topo.host("c1750"))?);
+            Ok(a.len() == 2 && a == b)
+        })?;
         Ok(())
     });
 }

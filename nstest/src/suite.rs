@@ -114,12 +114,15 @@ pub fn run_inside(list: &Path, filter: Option<&str>, threads: usize) -> Result<(
     let bins: Vec<TestBinary> = serde_json::from_slice(&std::fs::read(list)?)?;
     let (mut passed, mut failed) = (0u64, 0u64);
     let mut failures = Vec::new();
+    // Scenarios are the ignored tests named vm_*; other ignored tests (benchmark-like probes,
+    // fuzz seed writers) are not the VM's business.
+    let filter = filter.unwrap_or("vm_");
     for b in &bins {
         // List first, so binaries without scenarios cost one quick exec and print nothing.
         let listing = Command::new(&b.exe)
             .current_dir(&b.dir)
             .args(["--ignored", "--list", "--format", "terse"])
-            .args(filter)
+            .arg(filter)
             .output()
             .with_context(|| format!("list tests of {}", b.name))?;
         let n = String::from_utf8_lossy(&listing.stdout)
@@ -133,7 +136,7 @@ pub fn run_inside(list: &Path, filter: Option<&str>, threads: usize) -> Result<(
         let out = Command::new(&b.exe)
             .current_dir(&b.dir)
             .args(["--ignored", "--test-threads", &threads.to_string()])
-            .args(filter)
+            .arg(filter)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .output()

@@ -137,6 +137,9 @@ struct TunnelClosure<'a> {
     tunnel: Option<&'a super::Tunnel>,
     protection: ProtectionClosure<'a>,
     ike: IkeClosure<'a>,
+    /// The one keyring entry this tunnel's peer uses: a key added for another peer (the
+    /// usual edit when a site is added) must not restart this tunnel.
+    key: Option<&'a super::KeyringPeer>,
     vrf: Option<&'a Vrf>,
     fvrf: Option<&'a Vrf>,
 }
@@ -145,7 +148,12 @@ impl<'a> TunnelClosure<'a> {
     fn of(c: &'a Config, name: &str) -> Self {
         let tunnel = c.tunnels.get(name);
         let protection = ProtectionClosure::of(c, tunnel.map_or("", |t| t.protection.as_str()));
-        let ike = IkeClosure::of(c, c.tunnel_ike_profile(name));
+        let mut ike = IkeClosure::of(c, c.tunnel_ike_profile(name));
+        let key = ike
+            .keyring
+            .take()
+            .zip(tunnel)
+            .and_then(|(k, t)| k.find_by_address(t.destination));
         let vrf = tunnel
             .and_then(|t| t.vrf.as_ref())
             .and_then(|v| c.vrfs.get(v));
@@ -156,6 +164,7 @@ impl<'a> TunnelClosure<'a> {
             tunnel,
             protection,
             ike,
+            key,
             vrf,
             fvrf,
         }

@@ -920,6 +920,19 @@ fn diff_sees_key_change() {
 }
 
 #[test]
+fn diff_key_for_another_peer_leaves_tunnel_alone() {
+    let old = parse(DIFF_BASE).expect("valid");
+    let mut new = old.clone();
+    // A more specific key for B's peer: B now uses it, A still uses the 0/0 entry.
+    let mut entry = new.keyrings["KR1"].peers[0].clone();
+    entry.peer = crate::config::PeerMatch::Address("10.0.0.2/32".parse().unwrap());
+    entry.psk = Some(Psk::new(b"for-b-only".to_vec()));
+    new.keyrings.get_mut("KR1").unwrap().peers.push(entry);
+    let d = Config::diff(&old, &new);
+    assert_eq!(d.tunnels.changed, ["B"]);
+}
+
+#[test]
 fn diff_global() {
     let old = parse(DIFF_BASE).expect("valid");
     let new = parse(&format!("[global]\nike_port = 1500\n{DIFF_BASE}")).expect("valid");

@@ -21,13 +21,13 @@ fn spis(ns: &Netns) -> Result<BTreeSet<u32>> {
         .collect())
 }
 
-/// Number of entries in `ip xfrm policy` (vtid's sockets bypass IPsec per socket, so they do
-/// not appear in this dump).
+/// Number of SPD entries in `ip xfrm policy` (in/out/fwd). The per-socket bypass policies
+/// of the IKE sockets (`socket in/out`) are listed too but are not SPD entries.
 fn policy_count(ns: &Netns) -> Result<usize> {
     Ok(ns
         .ip(&["xfrm", "policy"])?
         .lines()
-        .filter(|l| l.starts_with("src "))
+        .filter(|l| l.trim_start().starts_with("dir "))
         .count())
 }
 

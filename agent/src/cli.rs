@@ -152,21 +152,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run(config: PathBuf, socket: PathBuf, keep_on_exit: bool) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only for a person at a terminal: files and the journal get plain text. Under
-    // systemd (JOURNAL_STREAM is set when stderr is the journal, systemd.exec(5)) the journal
-    // stamps each line itself, so ours would be noise.
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
+    // RUST_LOG plus the `vtid debug` conditions (crate::debug).
+    crate::debug::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -300,6 +287,17 @@ pub fn check(path: &Path, no_files: bool) -> ExitCode {
     };
     match Config::load_with(path, &opts) {
         Ok(c) => {
+            // Certificate files are parsed when a plan is built; parse them here too, so a
+            // bad certificate or a key that does not match it shows before a start or reload.
+            if let Some(e) = c
+                .trustpoints
+                .iter()
+                .filter(|(_, tp)| !no_files && tp.certificate.is_some())
+                .find_map(|(name, tp)| crate::certs::load_trustpoint(name, tp).err())
+            {
+                eprintln!("{}: error: {e:#}", path.display());
+                return ExitCode::FAILURE;
+            }
             println!("{}: ok ({})", path.display(), c.summary());
             ExitCode::SUCCESS
         }

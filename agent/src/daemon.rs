@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use ike::{ChildSaId, Command as IkeCommand, ConnId, Endpoint, Event, Output, SessionId};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::config::{Config, LoadOptions, TunnelMode};
 use crate::control::{self, Incoming, Request, Response};
@@ -31,6 +31,8 @@ enum Input {
     },
     Kernel(xfrm::Event),
     Control(Incoming),
+    /// A metrics scrape wants the exposition text.
+    Metrics(crate::metrics::Scrape),
     Reload,
     Shutdown,
 }
@@ -65,13 +67,24 @@ pub struct RunOptions {
 
 struct Sockets {
     list: Vec<Arc<IkeSocket>>,
+    /// Front-door VRF (see vrf.rs) of each local address, and that VRF's own sockets.
+    fvrf_of: HashMap<IpAddr, String>,
+    vrf: Vec<(String, Arc<IkeSocket>)>,
 }
 
 impl Sockets {
     fn for_local(&self, local: SocketAddr) -> Option<&Arc<IkeSocket>> {
-        self.list.iter().find(|s| {
+        let fits = |s: &IkeSocket| {
             s.local_addr().port() == local.port() && s.local_addr().is_ipv4() == local.is_ipv4()
-        })
+        };
+        if let Some(v) = self.fvrf_of.get(&local.ip()) {
+            return self
+                .vrf
+                .iter()
+                .find(|(n, s)| n == v && fits(s))
+                .map(|(_, s)| s);
+        }
+        self.list.iter().find(|s| fits(s))
     }
 }
 
@@ -85,6 +98,9 @@ struct Daemon {
     socks: Sockets,
     children: BTreeMap<ChildSaId, ChildInfo>,
     sessions_up: HashMap<SessionId, Instant>,
+    dvti: crate::dvti::Dvti,
+    counters: crate::metrics::Counters,
+    offload: crate::offload::Tunnels,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -106,7 +122,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
 
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
-    let socks = bind_sockets(&cfg, &tx)?;
+    let mut socks = bind_sockets(&cfg, &tx)?;
+    bind_vrf_sockets(&h, &cfg, &plan, &tx, &mut socks).await?;
     let sock_path = opts
         .socket
         .clone()
@@ -124,6 +141,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
         });
     }
+    if let Some(addr) = cfg.global.metrics {
+        spawn_metrics(addr, tx.clone())?;
+    }
     spawn_monitor(tx.clone());
     spawn_signals(tx.clone())?;
 
@@ -137,6 +157,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         socks,
         children: BTreeMap::new(),
         sessions_up: HashMap::new(),
+        dvti: Default::default(),
+        counters: Default::default(),
+        offload: Default::default(),
     };
     let tunnels: Vec<TunnelPlan> = d.plan.tunnels.values().cloned().collect();
     for t in &tunnels {
@@ -152,23 +175,34 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = sleep_until(deadline) => None,
         };
         let now = Instant::now();
+        // Certificate validity is checked against wall-clock time (RFC 5280 §6.1.3); give it
+        // before every input so clock steps (NTP at boot) are seen at once.
+        if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            d.ep.set_wall_clock(now, t.as_secs());
+        }
         match input {
             Some(Input::Datagram {
                 bytes,
                 local,
                 remote,
-            }) => d.ep.handle_datagram(
-                now,
-                ike::Datagram {
-                    local,
-                    remote,
-                    bytes: &bytes,
-                },
-            ),
+            }) => crate::debug::peer_span(remote).in_scope(|| {
+                tracing::debug!(len = bytes.len(), %local, "IKE datagram received");
+                d.ep.handle_datagram(
+                    now,
+                    ike::Datagram {
+                        local,
+                        remote,
+                        bytes: &bytes,
+                    },
+                )
+            }),
             Some(Input::Kernel(ev)) => d.kernel_event(now, ev),
             Some(Input::Control(inc)) => {
                 let resp = d.control(inc.request).await;
                 let _ = inc.reply.send(resp);
+            }
+            Some(Input::Metrics(reply)) => {
+                let _ = reply.send(d.metrics().await);
             }
             Some(Input::Reload) => {
                 if let Err(e) = d.reload().await {
@@ -223,41 +257,107 @@ fn bind_sockets(cfg: &Config, tx: &mpsc::Sender<Input>) -> Result<Sockets> {
                 .with_context(|| format!("bypass policy on {addr}"))?;
             let s = Arc::new(s);
             list.push(s.clone());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65_536];
-                loop {
-                    match s.recv(&mut buf).await {
-                        Ok(Received::Ike {
-                            offset,
-                            len,
-                            remote,
-                            local,
-                        }) => {
-                            let bytes = buf[offset..offset + len].to_vec();
-                            if tx
-                                .send(Input::Datagram {
-                                    bytes,
-                                    local,
-                                    remote,
-                                })
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            warn!("IKE socket: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            });
+            spawn_reader(s, tx.clone());
         }
     }
-    Ok(Sockets { list })
+    Ok(Sockets {
+        list,
+        fvrf_of: HashMap::new(),
+        vrf: Vec::new(),
+    })
+}
+
+/// Reads IKE datagrams from one socket into the daemon's channel.
+fn spawn_reader(s: Arc<IkeSocket>, tx: mpsc::Sender<Input>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match s.recv(&mut buf).await {
+                Ok(Received::Ike {
+                    offset,
+                    len,
+                    remote,
+                    local,
+                }) => {
+                    let bytes = buf[offset..offset + len].to_vec();
+                    if tx
+                        .send(Input::Datagram {
+                            bytes,
+                            local,
+                            remote,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("IKE socket: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
+/// IKE sockets of each front-door VRF (bound to the VRF device, see vrf.rs), for the plan's
+/// tunnels: the VRF devices are made to exist first, since binding needs them.
+async fn bind_vrf_sockets(
+    h: &xfrm::Handle,
+    cfg: &Config,
+    plan: &Plan,
+    tx: &mpsc::Sender<Input>,
+    socks: &mut Sockets,
+) -> Result<()> {
+    socks.fvrf_of = crate::vrf::fvrf_of_local(
+        plan.tunnels.values().map(|t| (t.local, t.fvrf.as_ref())),
+    );
+    for v in plan.tunnels.values().filter_map(|t| t.fvrf.as_ref()) {
+        if socks.vrf.iter().any(|(n, _)| *n == v.name) {
+            continue;
+        }
+        crate::vrf::ensure(h, v).await?;
+        for ip in [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)] {
+            for (port, natt) in [(cfg.global.ike_port, false), (cfg.global.nat_t_port, true)] {
+                let addr = SocketAddr::new(ip, port);
+                let s = match IkeSocket::bind_device(addr, natt, Some(&v.name)) {
+                    Ok(s) => s,
+                    Err(e) if ip.is_ipv6() => {
+                        warn!(vrf = %v.name, "IPv6 IKE socket {addr} unavailable: {e}");
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("bind IKE socket {addr} in vrf {}", v.name));
+                    }
+                };
+                xfrm::bypass_socket(s.fd(), ip.is_ipv6())
+                    .with_context(|| format!("bypass policy on {addr} in vrf {}", v.name))?;
+                let s = Arc::new(s);
+                socks.vrf.push((v.name.clone(), s.clone()));
+                spawn_reader(s, tx.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The opt-in Prometheus listener; scrapes come back to the daemon task as inputs.
+fn spawn_metrics(addr: SocketAddr, tx: mpsc::Sender<Input>) -> Result<()> {
+    let listener = crate::metrics::bind(addr)?;
+    let (m_tx, mut m_rx) = mpsc::channel(4);
+    tokio::spawn(crate::metrics::serve(listener, m_tx));
+    tokio::spawn(async move {
+        while let Some(reply) = m_rx.recv().await {
+            if tx.send(Input::Metrics(reply)).await.is_err() {
+                break;
+            }
+        }
+    });
+    info!(%addr, "metrics listener");
+    Ok(())
 }
 
 fn spawn_monitor(tx: mpsc::Sender<Input>) {
@@ -309,7 +409,65 @@ impl Daemon {
         self.plan.tunnels.values().find(|t| t.conn == conn)
     }
 
+    /// The static tunnel of `conn`, else the dynamic VTI clone of `session`.
+    fn tunnel_for(&self, conn: ConnId, session: SessionId) -> Option<&TunnelPlan> {
+        self.tunnel_by_conn(conn)
+            .or_else(|| self.dvti.tunnel_of(session))
+    }
+
+    /// Dynamic VTIs follow the engine's events (see `crate::dvti`): a clone is made when a
+    /// template's peer authenticates, before its first install, and checked when its IKE SA
+    /// goes.
+    async fn dvti_event(&mut self, ev: &Event) {
+        match ev {
+            Event::PeerAuthenticated {
+                session,
+                conn,
+                peer_id,
+                remote,
+                local,
+                initial_contact,
+            } => {
+                let Some(tp) = self.plan.templates.get(conn) else {
+                    return;
+                };
+                let statics: Vec<u32> = self.plan.tunnels.values().map(|t| t.if_id).collect();
+                let res = self
+                    .dvti
+                    .peer_authenticated(
+                        &self.h,
+                        tp,
+                        &statics,
+                        *session,
+                        peer_id,
+                        *local,
+                        *remote,
+                        *initial_contact,
+                    )
+                    .await;
+                if let Err(e) = res {
+                    error!(peer = %remote, "dynamic VTI: {e:#}");
+                }
+            }
+            Event::IkeSaDown { session, .. } => {
+                let alive = self.ep.session_alive(*session);
+                self.dvti.session_changed(&self.h, *session, alive).await;
+            }
+            _ => {}
+        }
+    }
+
     async fn bring_up(&mut self, t: &TunnelPlan) {
+        // An offload demand the underlay cannot meet keeps the tunnel down (offload.rs logs
+        // why and `vtid show tunnels` reports it).
+        if self
+            .offload
+            .decide(&self.h, &t.name, t.offload, t.local)
+            .await
+            .is_err()
+        {
+            return;
+        }
         if let Err(e) = kernel::create_tunnel(&self.h, t).await {
             error!(tunnel = %t.name, "cannot create tunnel: {e:#}");
             for e in kernel::remove_tunnel(&self.h, t).await {
@@ -327,14 +485,29 @@ impl Daemon {
 
     async fn drain(&mut self) {
         while let Some(out) = self.ep.poll_output() {
-            self.apply(out).await;
+            let span = self.output_span(&out);
+            self.apply(out).instrument(span).await;
         }
+    }
+
+    /// The conditional-debug context of an output (see `crate::debug`).
+    fn output_span(&self, out: &Output) -> tracing::Span {
+        let conn = match out {
+            Output::InstallChildSa(i) => Some(i.conn),
+            Output::RemoveChildSa(r) => Some(r.conn),
+            _ => None,
+        };
+        let tunnel = conn
+            .and_then(|c| self.tunnel_by_conn(c))
+            .map(|t| t.name.as_str());
+        crate::debug::output_span(out, tunnel)
     }
 
     async fn apply(&mut self, out: Output) {
         match out {
             Output::Transmit(t) => match self.socks.for_local(t.local) {
                 Some(s) => {
+                    tracing::debug!(len = t.bytes.len(), local = %t.local, "IKE datagram sent");
                     if let Err(e) = s.send(t.local.ip(), t.remote, &t.bytes).await {
                         warn!(peer = %t.remote, "send: {e}");
                     }
@@ -359,7 +532,7 @@ impl Daemon {
             }
             Output::RemoveChildSa(rm) => {
                 self.children.remove(&rm.child);
-                if let Some(t) = self.tunnel_by_conn(rm.conn) {
+                if let Some(t) = self.tunnel_for(rm.conn, rm.session) {
                     let ids = kernel::child_sa_ids(
                         t,
                         rm.local.ip(),
@@ -375,24 +548,28 @@ impl Daemon {
                         }
                     }
                 }
+                let alive = self.ep.session_alive(rm.session);
+                self.dvti
+                    .child_removed(&self.h, rm.child, rm.session, alive)
+                    .await;
             }
-            Output::Event(ev) => self.event(ev),
+            Output::Event(ev) => {
+                self.dvti_event(&ev).await;
+                self.event(ev)
+            }
         }
     }
 
     async fn install(&mut self, inst: &ike::ChildSaInstall) -> Result<()> {
         let t = self
-            .tunnel_by_conn(inst.conn)
+            .tunnel_for(inst.conn, inst.session)
             .context("no tunnel for this connection")?
             .clone();
         let sas = kernel::child_sas(&t, inst)?;
-        let mut batch = self.h.batch();
-        for s in &sas {
-            batch.add_sa(s);
-        }
-        for r in batch.execute().await? {
-            r?;
-        }
+        let xfrmi = t.mode == TunnelMode::Xfrmi;
+        self.offload
+            .install(&self.h, &t.name, t.offload, t.local, &sas, xfrmi)
+            .await?;
         self.children.insert(
             inst.child,
             ChildInfo {
@@ -410,6 +587,7 @@ impl Daemon {
                 encap: inst.encap.is_some(),
             },
         );
+        self.dvti.child_installed(&self.h, inst).await;
         info!(
             tunnel = %t.name,
             spi_in = format_args!("{:08x}", inst.inbound_spi),
@@ -420,6 +598,7 @@ impl Daemon {
     }
 
     fn event(&mut self, ev: Event) {
+        self.count(&ev);
         match &ev {
             Event::IkeSaUp {
                 session,
@@ -502,10 +681,58 @@ impl Daemon {
                 Ok(v) => Response::Ok(v),
                 Err(e) => Response::error("invalid-config", format!("{e:#}")),
             },
-            Request::Debug { .. } => {
-                Response::error("unsupported", "conditional debug is not implemented yet")
+            Request::Debug { kind, value, on } => {
+                match crate::debug::Condition::parse(&kind, &value) {
+                    Ok(c) => {
+                        info!(condition = %c, on, "conditional debug");
+                        let active = crate::debug::conditions().set(c, on);
+                        Response::Ok(json!({ "conditions": active }))
+                    }
+                    Err(e) => Response::error("bad-request", e),
+                }
             }
         }
+    }
+
+    /// Metrics counters for an engine event (rekeys per tunnel, handshake failures).
+    fn count(&mut self, ev: &Event) {
+        let name = |d: &Self, conn: ConnId| d.tunnel_by_conn(conn).map(|t| t.name.clone());
+        match ev {
+            Event::IkeSaRekeyed { conn, .. } => {
+                if let Some(t) = name(self, *conn) {
+                    self.counters.rekey(&t, "ike");
+                }
+            }
+            Event::ChildSaRekeyed { old, new, .. } => {
+                let conn = self
+                    .children
+                    .get(new)
+                    .or(self.children.get(old))
+                    .map(|c| c.conn);
+                if let Some(t) = conn.and_then(|c| name(self, c)) {
+                    self.counters.rekey(&t, "child");
+                }
+            }
+            Event::AuthFailed { reason, .. } => self.counters.failure(reason),
+            Event::PeerDead { .. } => self.counters.failure("peer-dead"),
+            _ => {}
+        }
+    }
+
+    /// The Prometheus text for one scrape.
+    async fn metrics(&self) -> String {
+        let (tunnels, sessions, sas) = (
+            self.show_tunnels(),
+            self.show_sessions(),
+            self.show_sa().await,
+        );
+        crate::metrics::render(&crate::metrics::Snapshot {
+            tunnels: &tunnels,
+            sessions: &sessions,
+            sas: &sas,
+            counters: &self.counters,
+            rejected: &self.ep.stats().rejected,
+        })
     }
 
     fn show_sessions(&self) -> serde_json::Value {
@@ -515,7 +742,7 @@ impl Daemon {
             .sas()
             .into_iter()
             .map(|s| {
-                let tunnel = self.tunnel_by_conn(s.conn).map(|t| t.name.clone());
+                let tunnel = self.tunnel_for(s.conn, s.session).map(|t| t.name.clone());
                 json!({
                     "tunnel": tunnel,
                     "interface": tunnel,
@@ -538,26 +765,24 @@ impl Daemon {
 
     async fn show_sa(&self) -> serde_json::Value {
         let mut v = Vec::new();
+        // ifindex -> name, for the offload device of each SA.
+        let names: BTreeMap<u32, String> = self
+            .h
+            .link()
+            .list()
+            .await
+            .map(|l| l.into_iter().map(|l| (l.index, l.name)).collect())
+            .unwrap_or_default();
         for c in self.children.values() {
-            let Some(t) = self.tunnel_by_conn(c.conn) else {
+            let Some(t) = self.tunnel_for(c.conn, c.session) else {
                 continue;
             };
             let [id_in, id_out] =
                 kernel::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);
-            let cin = self
-                .h
-                .sa()
-                .get(&id_in)
-                .await
-                .map(|s| s.counters)
-                .unwrap_or_default();
-            let cout = self
-                .h
-                .sa()
-                .get(&id_out)
-                .await
-                .map(|s| s.counters)
-                .unwrap_or_default();
+            let sin = self.h.sa().get(&id_in).await.ok();
+            let sout = self.h.sa().get(&id_out).await.ok();
+            let cin = sin.as_ref().map(|s| s.counters).unwrap_or_default();
+            let cout = sout.as_ref().map(|s| s.counters).unwrap_or_default();
             let age = c.installed.elapsed();
             let used = cin.bytes.max(cout.bytes);
             v.push(json!({
@@ -575,13 +800,17 @@ impl Daemon {
                 "lifetime_remaining_kb": c.hard_bytes.map(|h| h.saturating_sub(used) / 1024),
                 "path_mtu": t.mtu,
                 "session": c.session.0,
+                "offload": {
+                    "in": crate::offload::sa_json(sin.as_ref(), &names),
+                    "out": crate::offload::sa_json(sout.as_ref(), &names),
+                },
             }));
         }
         json!(v)
     }
 
     fn show_tunnels(&self) -> serde_json::Value {
-        let v: Vec<_> = self
+        let mut v: Vec<_> = self
             .plan
             .tunnels
             .values()
@@ -597,9 +826,14 @@ impl Daemon {
                     "routes": t.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
                     "mtu": t.mtu,
                     "state": if up { "up" } else { "down" },
+                    "reason": self.offload.refused(&t.name),
+                    "offload": self.offload.show(&t.name),
+                    "vrf": t.vrf.as_ref().map(|v| &v.name),
+                    "fvrf": t.fvrf.as_ref().map(|v| &v.name),
                 })
             })
             .collect();
+        v.extend(self.dvti.show_tunnels());
         json!(v)
     }
 
@@ -612,6 +846,11 @@ impl Daemon {
         let mut ids = self.conn_ids.clone();
         let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
         let diff = Config::diff(&self.cfg, &new);
+        // Peers of a changed template reconnect onto clones of the new one.
+        for conn in crate::dvti::changed(&self.plan.templates, &new_plan.templates) {
+            self.ep
+                .handle_command(Instant::now(), IkeCommand::Terminate { conn });
+        }
         let gone: Vec<String> = diff
             .tunnels
             .removed
@@ -686,10 +925,15 @@ impl Daemon {
             self.ep
                 .handle_command(Instant::now(), IkeCommand::Terminate { conn: t.conn });
         }
+        for conn in self.plan.templates.keys() {
+            self.ep
+                .handle_command(Instant::now(), IkeCommand::Terminate { conn: *conn });
+        }
         self.drain().await;
         if self.opts.keep_on_exit {
             return;
         }
+        self.dvti.remove_all(&self.h).await;
         for t in &tunnels {
             self.remove_children(t.conn).await;
             for e in kernel::remove_tunnel(&self.h, t).await {

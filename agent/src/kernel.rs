@@ -50,12 +50,18 @@ pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
 /// `ip xfrm policy add ...` ×6.
 pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
     let link = h.link();
+    // Front-door VRF: the VRF device is the underlay link, so the outer route lookup happens
+    // in its table (see vrf.rs).
+    let underlay = match &t.fvrf {
+        Some(v) => Some(crate::vrf::ensure(h, v).await?),
+        None => None,
+    };
     match t.mode {
         TunnelMode::Xfrmi => {
             link.add_xfrmi(&XfrmiSpec {
                 name: t.name.clone(),
                 if_id: t.if_id,
-                underlay: None,
+                underlay,
             })
             .await
         }
@@ -66,7 +72,7 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
                 remote: t.remote,
                 ikey: t.if_id,
                 okey: t.if_id,
-                underlay: None,
+                underlay,
             })
             .await
         }
@@ -84,6 +90,10 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
         // disable_policy is set on the device.
         link.set_disable_policy(&t.name, true)?;
     }
+    // Inside VRF: enslave before the address, so its connected route lands in the VRF table.
+    if let Some(v) = &t.vrf {
+        crate::vrf::enslave(h, idx, v).await?;
+    }
     link.set_up(idx).await?;
     match &t.inner {
         InnerAddress::Address(a) => link.add_address(idx, *a).await?,
@@ -93,7 +103,8 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
         }
     }
     for r in &t.routes {
-        link.add_route(&xfrm::RouteSpec::dev(*r, idx))
+        let table = t.vrf.as_ref().map_or(254, |v| v.table);
+        link.add_route(&xfrm::RouteSpec::dev(*r, idx).table(table))
             .await
             .with_context(|| format!("{}: route {r}", t.name))?;
     }
@@ -121,6 +132,9 @@ pub async fn local_addrs(h: &Handle) -> Result<crate::plan::LocalAddrs> {
             .filter(|(i, _)| *i == l.index)
             .map(|(_, a)| *a)
             .collect();
+        if crate::offload::esp_hw_offload(&l.name).unwrap_or(false) {
+            out.esp_offload.insert(l.name.clone());
+        }
         out.links.insert(l.name, (l.mtu.unwrap_or(1500), mine));
     }
     Ok(out)

@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use ike::secret::Secret;
 use ike::transform::Esn;
-use ike::wire::{Identity as IkeIdentity, TrafficSelector};
+use ike::wire::TrafficSelector;
 use ipnet::IpNet;
 
 use crate::config::{
-    self, AuthMethod, Config, IdentityMatch, InnerAddress, LocalIdentity, TunnelMode, TunnelSource,
+    self, AuthMethod, Config, InnerAddress, LocalIdentity, TunnelMode, TunnelSource,
 };
 use crate::mtu::{EspOverhead, IPV6_MIN_MTU};
 
@@ -53,6 +53,12 @@ pub struct TunnelPlan {
     pub mtu: u32,
     /// Start the negotiation ourselves.
     pub initiate: bool,
+    /// ESP offload policy (the tunnel's, else its IPsec profile's).
+    pub offload: config::Offload,
+    /// Inside VRF the device is enslaved to.
+    pub vrf: Option<crate::vrf::VrfPlan>,
+    /// Front-door VRF of the underlay and the IKE sockets.
+    pub fvrf: Option<crate::vrf::VrfPlan>,
 }
 
 /// The namespace's interfaces as the plan needs them: their addresses (for `source = IFACE`
@@ -62,6 +68,8 @@ pub struct TunnelPlan {
 pub struct LocalAddrs {
     /// Interface name to (MTU, addresses).
     pub links: BTreeMap<String, (u32, Vec<IpNet>)>,
+    /// Interfaces with ESP crypto offload on (`esp-hw-offload`), for `offload = "auto"`.
+    pub esp_offload: std::collections::BTreeSet<String>,
 }
 
 impl LocalAddrs {
@@ -73,6 +81,15 @@ impl LocalAddrs {
             IpAddr::V4(_) => !v6,
             IpAddr::V6(x) => v6 && (x.segments()[0] & 0xffc0) != 0xfe80,
         })
+    }
+
+    /// True when the interface holding `addr` offloads ESP.
+    pub fn offloads(&self, addr: IpAddr) -> bool {
+        self.links
+            .iter()
+            .any(|(name, (_, addrs))| {
+                self.esp_offload.contains(name) && addrs.iter().any(|n| n.addr() == addr)
+            })
     }
 
     /// MTU of the interface that holds `addr`, when that interface can be the underlay.
@@ -93,6 +110,8 @@ impl LocalAddrs {
 pub struct Plan {
     /// Static tunnels by name.
     pub tunnels: BTreeMap<String, TunnelPlan>,
+    /// Dynamic VTI templates by the engine connection that answers their peers.
+    pub templates: BTreeMap<ike::ConnId, crate::dvti::TemplatePlan>,
     /// What the IKE engine negotiates.
     pub endpoint: ike::EndpointConfig,
 }
@@ -148,7 +167,8 @@ pub fn build(
         let ike_profile = cfg
             .tunnel_ike_profile(name)
             .with_context(|| format!("tunnel {name}: no IKE profile"))?;
-        let esp: Vec<ike::EspProposal> = profile
+        let offload = cfg.tunnel_offload(name);
+        let mut esp: Vec<ike::EspProposal> = profile
             .transform_sets
             .iter()
             .filter_map(|ts| cfg.transform_sets.get(ts))
@@ -158,6 +178,7 @@ pub fn build(
                 esn: Esn::No,
             })
             .collect();
+        crate::offload::prefer_aead(&mut esp, offload, links.offloads(local));
         let first = esp
             .first()
             .context("ipsec profile without transform sets")?;
@@ -192,15 +213,23 @@ pub fn build(
             routes: t.routes.clone(),
             mtu,
             initiate: t.initiate,
+            offload,
+            vrf: crate::vrf::plan(cfg, t.vrf.as_ref()),
+            fvrf: crate::vrf::plan(cfg, t.fvrf.as_ref().or(ike_profile.fvrf.as_ref())),
         };
         peers.push(peer_config(cfg, &plan, profile, &ike_profile, esp)?);
         tunnels.insert(name.clone(), plan);
     }
+    let templates = crate::dvti::plan_templates(cfg, conn_ids, links, &mut peers)?;
     let endpoint = ike::EndpointConfig {
         peers,
         ..Default::default()
     };
-    Ok(Plan { tunnels, endpoint })
+    Ok(Plan {
+        tunnels,
+        templates,
+        endpoint,
+    })
 }
 
 fn has_v6(t: &config::Tunnel) -> bool {
@@ -216,27 +245,7 @@ fn peer_config(
     esp_proposals: Vec<ike::EspProposal>,
 ) -> Result<ike::PeerConfig> {
     let port = cfg.global.ike_port;
-    if ike_profile.local_auth != AuthMethod::Psk {
-        bail!(
-            "tunnel {}: certificate authentication is not wired into the daemon yet",
-            plan.name
-        );
-    }
-    let keyring = ike_profile
-        .keyring
-        .as_ref()
-        .and_then(|k| cfg.keyrings.get(k))
-        .with_context(|| format!("tunnel {}: no keyring", plan.name))?;
-    let entry = keyring.find_by_address(plan.remote).with_context(|| {
-        format!(
-            "tunnel {}: keyring has no key for {}",
-            plan.name, plan.remote
-        )
-    })?;
-    let psk = entry
-        .psk
-        .as_ref()
-        .with_context(|| format!("tunnel {}: pre-shared key was not read", plan.name))?;
+    let (auth, subject) = auth_config(cfg, plan, ike_profile)?;
     let proposals = if ike_profile.proposals.is_empty() {
         vec![config::IkeProposal::builtin_default()]
     } else {
@@ -247,20 +256,14 @@ fn peer_config(
             .collect()
     };
     let ike_proposals = proposals.iter().flat_map(expand_ike).collect();
-    let remote_id = match ike_profile.match_identity.as_slice() {
-        [IdentityMatch::Address(net)] if net.prefix_len() == net.max_prefix_len() => {
-            ike::IdMatch::Exact(IkeIdentity::from_ip(net.addr()))
-        }
-        _ => ike::IdMatch::Any,
-    };
+    let remote_id = crate::certs::id_match(&ike_profile.match_identity)
+        .with_context(|| format!("tunnel {}: match_identity", plan.name))?;
     let local_id = match &ike_profile.local_identity {
         LocalIdentity::Address => None,
-        LocalIdentity::Explicit(config::Identity::Address(a)) => Some(IkeIdentity::from_ip(*a)),
-        LocalIdentity::Explicit(config::Identity::Fqdn(f)) => Some(IkeIdentity::Fqdn(f.clone())),
-        LocalIdentity::Explicit(config::Identity::Email(e)) => Some(IkeIdentity::Rfc822(e.clone())),
-        LocalIdentity::Explicit(config::Identity::Dn(_)) => {
-            bail!("tunnel {}: DN identities are not supported yet", plan.name)
-        }
+        LocalIdentity::Explicit(id) => Some(
+            crate::certs::local_id(id, subject.as_deref())
+                .with_context(|| format!("tunnel {}", plan.name))?,
+        ),
     };
     let secs = u64::from(profile.lifetime.seconds);
     let child_lifetime = ike::Lifetime {
@@ -278,6 +281,15 @@ fn peer_config(
     // families, narrowed by the peer if it wants less (RFC 7296 §2.9).
     let any = vec![TrafficSelector::any(false), TrafficSelector::any(true)];
     let hard = profile.lifetime.kilobytes.saturating_mul(1024);
+    // `announce`: our prefixes instead of 0/0, so a dynamic VTI hub routes them to us. Only
+    // the negotiation changes: our SAs and policies stay 0/0 keyed by the interface.
+    let local_ts = match cfg.tunnels.get(&plan.name).map(|t| t.announce.as_slice()) {
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|n| TrafficSelector::prefix(n.addr(), n.prefix_len()))
+            .collect(),
+        _ => any.clone(),
+    };
     Ok(ike::PeerConfig {
         id: plan.conn,
         name: plan.name.clone(),
@@ -285,13 +297,13 @@ fn peer_config(
         remote: ike::RemoteAddr::Host(SocketAddr::new(plan.remote, port)),
         local_id,
         remote_id,
-        auth: ike::AuthConfig::Psk(Secret::from_slice(psk.expose())),
+        auth,
         ike_proposals,
         ike_lifetime,
         child: ike::ChildConfig {
             esp_proposals,
             pfs: profile.pfs,
-            local_ts: any.clone(),
+            local_ts,
             remote_ts: any,
             mode: ike::Mode::Tunnel,
             lifetime: child_lifetime,
@@ -307,9 +319,76 @@ fn peer_config(
     })
 }
 
+/// How the tunnel authenticates, and our certificate's subject when by certificate. The
+/// engine uses one method both ways, so a profile mixing PSK and signatures is refused; with
+/// signatures, `rsa-sig`/`ecdsa-sig` name our key's type, and the peer may sign with any key
+/// its certificate (validated to the trustpoint's CAs) carries.
+fn auth_config(
+    cfg: &Config,
+    plan: &TunnelPlan,
+    ike_profile: &config::IkeProfile,
+) -> Result<(ike::AuthConfig, Option<Vec<u8>>)> {
+    let psk_local = ike_profile.local_auth == AuthMethod::Psk;
+    if ike_profile
+        .remote_auth
+        .iter()
+        .any(|m| (*m == AuthMethod::Psk) != psk_local)
+    {
+        bail!(
+            "tunnel {}: local_auth and remote_auth mix psk and signatures; vtid authenticates \
+             both directions with the same method",
+            plan.name
+        );
+    }
+    if !psk_local {
+        let name = ike_profile
+            .trustpoint
+            .as_ref()
+            .with_context(|| format!("tunnel {}: no trustpoint", plan.name))?;
+        let tp = cfg
+            .trustpoints
+            .get(name)
+            .with_context(|| format!("tunnel {}: no trustpoint {name}", plan.name))?;
+        let loaded = crate::certs::load_trustpoint(name, tp)
+            .with_context(|| format!("tunnel {}", plan.name))?;
+        let rsa = matches!(
+            loaded.auth.key.default_scheme(),
+            ike::crypto::sig::SignatureScheme::RsaPssSha256
+        );
+        if rsa != (ike_profile.local_auth == AuthMethod::RsaSig) {
+            bail!(
+                "tunnel {}: local_auth is {} but trustpoint {name}'s private key is {}",
+                plan.name,
+                if rsa { "ecdsa-sig" } else { "rsa-sig" },
+                if rsa { "RSA" } else { "not RSA" }
+            );
+        }
+        return Ok((
+            ike::AuthConfig::Certificate(loaded.auth),
+            Some(loaded.subject),
+        ));
+    }
+    let keyring = ike_profile
+        .keyring
+        .as_ref()
+        .and_then(|k| cfg.keyrings.get(k))
+        .with_context(|| format!("tunnel {}: no keyring", plan.name))?;
+    let entry = keyring.find_by_address(plan.remote).with_context(|| {
+        format!(
+            "tunnel {}: keyring has no key for {}",
+            plan.name, plan.remote
+        )
+    })?;
+    let psk = entry
+        .psk
+        .as_ref()
+        .with_context(|| format!("tunnel {}: pre-shared key was not read", plan.name))?;
+    Ok((ike::AuthConfig::Psk(Secret::from_slice(psk.expose())), None))
+}
+
 /// A Cisco-style proposal lists alternatives per transform type; the engine takes single
 /// suites, so expand the cross product in the configured order of preference.
-fn expand_ike(p: &config::IkeProposal) -> Vec<ike::IkeProposal> {
+pub(crate) fn expand_ike(p: &config::IkeProposal) -> Vec<ike::IkeProposal> {
     let mut out = Vec::new();
     for &encr in &p.encryption {
         let integs: Vec<Option<ike::transform::Integ>> = if encr.is_aead() {

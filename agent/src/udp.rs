@@ -57,6 +57,14 @@ impl IkeSocket {
     /// Binds `addr` (usually the wildcard and port 500 or 4500). `natt` marks the socket as
     /// UDP-encapsulation socket and turns the non-ESP marker handling on.
     pub fn bind(addr: SocketAddr, natt: bool) -> io::Result<Self> {
+        Self::bind_device(addr, natt, None)
+    }
+
+    /// [`Self::bind`], the socket bound to `device` (SO_BINDTODEVICE) when given: a VRF
+    /// device puts the socket in that VRF (front-door VRF, see vrf.rs). Both this and the
+    /// unbound socket set SO_REUSEADDR, which lets them share the port: the kernel delivers
+    /// datagrams arriving in the VRF to the bound one only.
+    pub fn bind_device(addr: SocketAddr, natt: bool, device: Option<&str>) -> io::Result<Self> {
         let family = if addr.is_ipv4() {
             AddressFamily::Inet
         } else {
@@ -69,6 +77,9 @@ impl IkeSocket {
             None,
         )?;
         setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        if let Some(dev) = device {
+            setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(dev))?;
+        }
         match addr {
             SocketAddr::V4(a) => {
                 setsockopt(&fd, sockopt::Ipv4PacketInfo, &true)?;

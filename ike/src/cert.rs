@@ -321,6 +321,41 @@ fn rfc822_names(der: &[u8]) -> Vec<String> {
     }
 }
 
+/// The attributes of a DER `Name` (RFC 5280 §4.1.2.4) in encoding order, flattened across
+/// RDNs, as (dotted OID, string value). `None` when it does not parse or a value is not one
+/// of the directory string types (RFC 5280 §4.1.2.4 DirectoryString, plus IA5String for
+/// emailAddress and domainComponent).
+pub fn dn_attributes(der: &[u8]) -> Option<Vec<(String, String)>> {
+    use x509_cert::der::Decode;
+    use x509_cert::der::Tag;
+    use x509_cert::der::Tagged;
+    let name = x509_cert::name::Name::from_der(der).ok()?;
+    name.iter()
+        .map(|atv| {
+            let text = match atv.value.tag() {
+                Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString => {
+                    std::str::from_utf8(atv.value.value()).ok()?.to_owned()
+                }
+                _ => return None,
+            };
+            Some((atv.oid.to_string(), text))
+        })
+        .collect()
+}
+
+/// The subject `Name` of a DER certificate, DER-encoded: our ID_DER_ASN1_DN when we identify
+/// by DN, so it equals the certificate byte for byte (RFC 4945 §3.1.5).
+pub fn subject_dn(cert: &[u8]) -> Result<Vec<u8>, InvalidMessage> {
+    use x509_cert::der::Decode;
+    use x509_cert::der::Encode;
+    let cert = x509_cert::Certificate::from_der(cert)
+        .map_err(|_| InvalidMessage::BadValue("X.509 certificate"))?;
+    cert.tbs_certificate()
+        .subject()
+        .to_der()
+        .map_err(|_| InvalidMessage::BadValue("X.509 subject"))
+}
+
 /// RFC 5280 §4.2.1.6 / §7.5: the local part is compared exactly, the host part
 /// case-insensitively.
 fn rfc822_eq(cert: &str, id: &str) -> bool {

@@ -155,16 +155,68 @@ pub enum IdMatch {
     Any,
     /// Exactly this identity.
     Exact(Identity),
+    /// An ID_IPV4_ADDR / ID_IPV6_ADDR inside this prefix (address, prefix length).
+    Prefix(IpAddr, u8),
+    /// An ID_FQDN equal to this domain or below it (`*.example.com` is `FqdnSuffix
+    /// ("example.com")` and matches `a.example.com`, not `example.com`); case-insensitive
+    /// (RFC 4343).
+    FqdnSuffix(String),
+    /// An ID_RFC822_ADDR in this mail domain (case-insensitive, RFC 5280 §7.5).
+    Rfc822Domain(String),
+    /// An ID_DER_ASN1_DN with exactly these attributes in encoding order, as (dotted OID,
+    /// value). Values are compared ignoring ASCII case and surrounding or repeated spaces,
+    /// and whatever string type encodes them (the RFC 4518 string preparation in the small),
+    /// so a DN typed in a config matches the certificate that some other tool encoded.
+    Dn(Vec<(String, String)>),
+    /// Any of these.
+    OneOf(Vec<IdMatch>),
 }
 
 impl IdMatch {
     /// True when `id` is acceptable.
     pub fn matches(&self, id: &Identity) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Exact(want) => want == id,
+        match (self, id) {
+            (Self::Any, _) => true,
+            (Self::Exact(want), _) => want == id,
+            (Self::Prefix(net, len), Identity::Ipv4(_) | Identity::Ipv6(_)) => {
+                let ip = match id {
+                    Identity::Ipv4(a) => IpAddr::V4(*a),
+                    Identity::Ipv6(a) => IpAddr::V6(*a),
+                    _ => return false,
+                };
+                crate::ts::addr_in(ip, &TrafficSelector::prefix(*net, *len))
+            }
+            (Self::FqdnSuffix(dom), Identity::Fqdn(f)) => {
+                let (f, dom) = (f.to_ascii_lowercase(), dom.to_ascii_lowercase());
+                f.strip_suffix(dom.as_str())
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+            }
+            (Self::Rfc822Domain(dom), Identity::Rfc822(e)) => e
+                .rsplit_once('@')
+                .is_some_and(|(_, host)| host.eq_ignore_ascii_case(dom)),
+            (Self::Dn(want), Identity::DerAsn1Dn(der)) => crate::cert::dn_attributes(der)
+                .is_some_and(|got| {
+                    got.len() == want.len()
+                        && got
+                            .iter()
+                            .zip(want)
+                            .all(|((go, gv), (wo, wv))| go == wo && dn_value_eq(gv, wv))
+                }),
+            (Self::OneOf(all), _) => all.iter().any(|m| m.matches(id)),
+            _ => false,
         }
     }
+}
+
+/// DN attribute values equal after trimming, collapsing inner spaces and ASCII case folding.
+fn dn_value_eq(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_ascii_lowercase()
+    };
+    norm(a) == norm(b)
 }
 
 /// Authentication method (both directions use the same one).

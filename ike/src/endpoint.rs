@@ -246,6 +246,12 @@ pub enum Event {
         peer_id: Identity,
         /// The peer's address.
         remote: SocketAddr,
+        /// Our address on this IKE SA (a hub profile bound to the unspecified address learns
+        /// it here, before the first install).
+        local: SocketAddr,
+        /// The peer sent INITIAL_CONTACT (RFC 7296 §2.4): it has no other state with us, and
+        /// the engine drops its older IKE SAs right after this event.
+        initial_contact: bool,
     },
     /// An IKE SA is established.
     IkeSaUp {
@@ -457,6 +463,14 @@ impl Endpoint {
     /// The configuration in force for new SAs.
     pub fn config(&self) -> &Arc<EndpointConfig> {
         &self.config
+    }
+
+    /// True while any IKE SA of `session` exists (its rekeyed successors keep the session
+    /// id). The agent uses it to know when a peer's session is completely gone.
+    pub fn session_alive(&self, session: SessionId) -> bool {
+        self.sas
+            .values()
+            .any(|sa| sa.session() == session && !sa.is_closed())
     }
 
     /// Number of IKE SAs in any state.
@@ -744,6 +758,15 @@ impl Endpoint {
                         })
                         .map(|(k, sa)| (*k, sa.c.spi_i.min(sa.c.spi_r)))
                         .collect();
+                    // Only a race we took part in is ours to settle: when the peer started
+                    // every one of them (a hub's spoke reauthenticating make-before-break,
+                    // RFC 7296 §2.8.3), the peer deletes the old SA itself.
+                    let we_initiated = dups
+                        .iter()
+                        .any(|(k, _)| self.sas.get(k).is_some_and(|sa| sa.c.initiator));
+                    if !we_initiated {
+                        continue;
+                    }
                     if let Some(&(keep, _)) = dups.iter().max_by_key(|(_, rank)| *rank) {
                         for &(spi, _) in dups.iter().filter(|(k, _)| *k != keep) {
                             tracing::info!(?conn, "deleting a duplicate IKE SA");

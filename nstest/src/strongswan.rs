@@ -69,6 +69,8 @@ pub struct SwanConn {
     pub dpd_delay: Option<String>,
     /// `tunnel` or `transport`.
     pub mode: String,
+    /// `encap` (`yes` forces UDP encapsulation even without a NAT).
+    pub encap: Option<String>,
 }
 
 impl SwanConn {
@@ -92,12 +94,17 @@ impl SwanConn {
             child_life_time: None,
             dpd_delay: None,
             mode: "tunnel".into(),
+            encap: None,
         }
     }
 
     /// swanctl.conf for this connection (named `t`, child `c`).
     pub fn render(&self) -> String {
-        let mut s = String::new();
+        render_many(&[("t", self)])
+    }
+
+    /// The `connections` entry `name { ... }` (child `c`).
+    fn render_conn(&self, s: &mut String, name: &str) {
         let opt = |s: &mut String, indent: &str, k: &str, v: &Option<String>| {
             if let Some(v) = v {
                 let _ = writeln!(s, "{indent}{k} = {v}");
@@ -109,12 +116,13 @@ impl SwanConn {
                 ("pubkey", format!("      certs = {}\n", cert.display()))
             }
         };
-        let _ = writeln!(s, "connections {{\n  t {{\n    version = 2");
+        let _ = writeln!(s, "  {name} {{\n    version = 2");
         let _ = writeln!(s, "    local_addrs = {}", self.local_addr);
         let _ = writeln!(s, "    remote_addrs = {}", self.remote_addr);
         let _ = writeln!(s, "    proposals = {}", self.ike_proposals);
-        opt(&mut s, "    ", "rekey_time", &self.ike_rekey_time);
-        opt(&mut s, "    ", "dpd_delay", &self.dpd_delay);
+        opt(s, "    ", "rekey_time", &self.ike_rekey_time);
+        opt(s, "    ", "dpd_delay", &self.dpd_delay);
+        opt(s, "    ", "encap", &self.encap);
         let _ = writeln!(
             s,
             "    local {{\n      auth = {auth}\n      id = {}\n{cert_lines}    }}",
@@ -131,34 +139,59 @@ impl SwanConn {
         let _ = writeln!(s, "        esp_proposals = {}", self.esp_proposals);
         let _ = writeln!(s, "        mode = {}", self.mode);
         let _ = writeln!(s, "        start_action = {}", self.start_action);
-        opt(&mut s, "        ", "rekey_time", &self.child_rekey_time);
-        opt(&mut s, "        ", "life_time", &self.child_life_time);
+        opt(s, "        ", "rekey_time", &self.child_rekey_time);
+        opt(s, "        ", "life_time", &self.child_life_time);
         if let Some(id) = self.if_id {
             let _ = writeln!(s, "        if_id_in = {id}\n        if_id_out = {id}");
         }
         if let Some(m) = self.mark {
             let _ = writeln!(s, "        mark_in = {m}\n        mark_out = {m}");
         }
-        let _ = writeln!(s, "      }}\n    }}\n  }}\n}}");
+        let _ = writeln!(s, "      }}\n    }}\n  }}");
+    }
+
+    /// This connection's `authorities` and `secrets` entries, suffixed with `name` so several
+    /// connections can share one file.
+    fn render_creds(&self, authorities: &mut String, secrets: &mut String, name: &str) {
         match &self.auth {
             SwanAuth::Psk(psk) => {
                 let _ = writeln!(
-                    s,
-                    "secrets {{\n  ike-1 {{\n    id-1 = {}\n    id-2 = {}\n    secret = \"{psk}\"\n  }}\n}}",
+                    secrets,
+                    "  ike-{name} {{\n    id-1 = {}\n    id-2 = {}\n    secret = \"{psk}\"\n  }}",
                     self.local_id, self.remote_id
                 );
             }
             SwanAuth::Cert { key, ca, .. } => {
                 let _ = writeln!(
-                    s,
-                    "authorities {{\n  ca {{\n    cacert = {}\n  }}\n}}\nsecrets {{\n  private-1 {{\n    file = {}\n  }}\n}}",
-                    ca.display(),
+                    authorities,
+                    "  ca-{name} {{\n    cacert = {}\n  }}",
+                    ca.display()
+                );
+                let _ = writeln!(
+                    secrets,
+                    "  private-{name} {{\n    file = {}\n  }}",
                     key.display()
                 );
             }
         }
-        s
     }
+}
+
+/// swanctl.conf for several connections, each `(name, conn)` becoming connection `name` with
+/// child `c` (drive them with [`Strongswan::initiate_ike`]).
+pub fn render_many(conns: &[(&str, &SwanConn)]) -> String {
+    let mut s = String::from("connections {\n");
+    let (mut authorities, mut secrets) = (String::new(), String::new());
+    for (name, c) in conns {
+        c.render_conn(&mut s, name);
+        c.render_creds(&mut authorities, &mut secrets, name);
+    }
+    s.push_str("}\n");
+    if !authorities.is_empty() {
+        let _ = write!(s, "authorities {{\n{authorities}}}\n");
+    }
+    let _ = write!(s, "secrets {{\n{secrets}}}\n");
+    s
 }
 
 /// A running charon in a namespace.
@@ -173,6 +206,16 @@ impl Strongswan {
     /// Starts charon in `ns` with `conn` loaded. `dir` receives the config files and
     /// `charon.log`.
     pub fn start(ns: &Netns, dir: &Path, conn: &SwanConn) -> Result<Self> {
+        Self::start_conf(ns, dir, &conn.render())
+    }
+
+    /// Starts charon in `ns` with several connections ([`render_many`]).
+    pub fn start_many(ns: &Netns, dir: &Path, conns: &[(&str, &SwanConn)]) -> Result<Self> {
+        Self::start_conf(ns, dir, &render_many(conns))
+    }
+
+    /// Starts charon in `ns` with this swanctl.conf text.
+    pub fn start_conf(ns: &Netns, dir: &Path, swanctl_conf: &str) -> Result<Self> {
         crate::cmd::require_program("swanctl")?;
         if !Path::new("/usr/lib/ipsec/charon").exists() {
             anyhow::bail!(
@@ -185,15 +228,17 @@ impl Strongswan {
         std::fs::create_dir_all(&run)?;
         std::fs::write(
             dir.join("strongswan.conf"),
+            // rsa_pss: RSA AUTH signatures use RSASSA-PSS (RFC 7427), as vtid's do.
             format!(
                 "charon {{\n  install_routes = no\n  load_modular = yes\n  retransmit_tries = 3\n  \
+                 rsa_pss = yes\n  \
                  retransmit_timeout = 1.0\n  plugins {{\n    include /etc/strongswan.d/charon/*.conf\n    \
                  vici {{\n      socket = unix://{}/charon.vici\n    }}\n  }}\n  filelog {{\n    stderr {{\n      \
                  default = 1\n      ike = 2\n      cfg = 2\n      knl = 2\n    }}\n  }}\n}}\n",
                 run.display()
             ),
         )?;
-        std::fs::write(dir.join("swanctl.conf"), conn.render())?;
+        std::fs::write(dir.join("swanctl.conf"), swanctl_conf)?;
         let log = std::fs::File::create(dir.join("charon.log"))?;
         let charon = Command::new("ip")
             .args(["netns", "exec", ns.name(), "unshare", "-m", "sh", "-c"])
@@ -241,6 +286,30 @@ impl Strongswan {
     pub fn initiate(&self) -> Result<()> {
         self.swanctl(&["--initiate", "--child", "c", "--timeout", "30"], None)
             .map(drop)
+    }
+
+    /// `swanctl --initiate --ike NAME --child c` for a connection of [`Strongswan::start_many`].
+    pub fn initiate_ike(&self, name: &str) -> Result<()> {
+        self.swanctl(
+            &[
+                "--initiate",
+                "--ike",
+                name,
+                "--child",
+                "c",
+                "--timeout",
+                "30",
+            ],
+            None,
+        )
+        .map(drop)
+    }
+
+    /// Kills charon with SIGKILL: the peer vanishes without a word (its kernel SAs stay).
+    pub fn kill9(&mut self) -> Result<()> {
+        self.charon.kill()?;
+        self.charon.wait()?;
+        Ok(())
     }
 
     /// `swanctl --terminate --ike t`.

@@ -106,6 +106,16 @@ pub fn write_secret(dir: &Path, name: &str, secret: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// How to run a [`Vtid`]: which binary (e.g. the one installed from the Debian package) and
+/// which `RUST_LOG`.
+#[derive(Clone, Debug, Default)]
+pub struct RunWith {
+    /// The program run as `vtid`; default [`binary`].
+    pub binary: Option<PathBuf>,
+    /// `RUST_LOG`; default `info,ike=debug`.
+    pub rust_log: Option<String>,
+}
+
 /// A running `vtid run` in a namespace.
 pub struct Vtid {
     ns_name: String,
@@ -113,6 +123,7 @@ pub struct Vtid {
     socket: PathBuf,
     child: Option<Child>,
     tunnel: String,
+    with: RunWith,
 }
 
 impl Vtid {
@@ -153,6 +164,17 @@ impl Vtid {
     /// `tunnel` is the one [`Vtid::initiate`] brings up. Key files are the caller's, e.g.
     /// through [`write_secret`].
     pub fn start_config(ns: &Netns, dir: &Path, config: &str, tunnel: &str) -> Result<Self> {
+        Self::start_config_with(ns, dir, config, tunnel, RunWith::default())
+    }
+
+    /// Like [`Vtid::start_config`], with another binary or log filter.
+    pub fn start_config_with(
+        ns: &Netns,
+        dir: &Path,
+        config: &str,
+        tunnel: &str,
+        with: RunWith,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("vtid.toml"), config)?;
         // The control socket is a unix socket: keep it off 9p, in the guest-local /tmp.
@@ -163,6 +185,7 @@ impl Vtid {
             socket,
             child: None,
             tunnel: tunnel.to_string(),
+            with,
         };
         v.spawn()?;
         Ok(v)
@@ -175,12 +198,15 @@ impl Vtid {
             .open(self.dir.join("vtid.log"))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns_name])
-            .arg(binary()?)
+            .arg(self.binary()?)
             .arg("--socket")
             .arg(&self.socket)
             .args(["run", "--config"])
             .arg(self.dir.join("vtid.toml"))
-            .env("RUST_LOG", "info,ike=debug")
+            .env(
+                "RUST_LOG",
+                self.with.rust_log.as_deref().unwrap_or("info,ike=debug"),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -200,11 +226,18 @@ impl Vtid {
         crate::cmd::run(
             Command::new("ip")
                 .args(["netns", "exec", &self.ns_name])
-                .arg(binary()?)
+                .arg(self.binary()?)
                 .arg("--socket")
                 .arg(&self.socket)
                 .args(args),
         )
+    }
+
+    fn binary(&self) -> Result<PathBuf> {
+        match &self.with.binary {
+            Some(b) => Ok(b.clone()),
+            None => binary(),
+        }
     }
 
     /// `vtid show WHAT --json`, parsed.

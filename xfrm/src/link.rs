@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_core::{NlaBuffer, NlasIterator};
 use rtnetlink::packet_route::link::{
-    LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    InfoData, InfoVrf, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVrf, LinkVti, LinkVti6, LinkXfrm};
 
@@ -154,6 +154,8 @@ pub struct LinkInfo {
     pub alias: Option<String>,
     /// Master (VRF/bridge) ifindex.
     pub master: Option<u32>,
+    /// The routing table of a VRF device (IFLA_VRF_TABLE).
+    pub vrf_table: Option<u32>,
 }
 
 fn link_info(m: &LinkMessage) -> LinkInfo {
@@ -166,6 +168,7 @@ fn link_info(m: &LinkMessage) -> LinkInfo {
         group: None,
         alias: None,
         master: None,
+        vrf_table: None,
     };
     for a in &m.attributes {
         match a {
@@ -176,8 +179,16 @@ fn link_info(m: &LinkMessage) -> LinkInfo {
             LinkAttribute::Controller(v) => li.master = Some(*v),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let NlLinkInfo::Kind(k) = i {
-                        li.kind = Some(k.to_string());
+                    match i {
+                        NlLinkInfo::Kind(k) => li.kind = Some(k.to_string()),
+                        NlLinkInfo::Data(InfoData::Vrf(v)) => {
+                            for a in v {
+                                if let InfoVrf::TableId(t) = a {
+                                    li.vrf_table = Some(*t);
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -521,6 +532,18 @@ impl<'a> LinkHandle<'a> {
             .execute()
             .await
             .map_err(route_err("add route"))
+    }
+
+    /// Adds a route or replaces the one with the same destination, table and metric.
+    /// Equivalent to: `ip route replace DST [via GW] [dev DEV] [src SRC] [metric M] [table T]`.
+    pub async fn replace_route(&self, r: &RouteSpec) -> Result<()> {
+        self.route
+            .route()
+            .add(Self::route_msg(r)?)
+            .replace()
+            .execute()
+            .await
+            .map_err(route_err("replace route"))
     }
 
     /// Deletes a route. Equivalent to: `ip route del DST [dev DEV] [table T]`.

@@ -85,8 +85,9 @@ const TUNNEL_MODES: &[(&str, TunnelMode)] =
 const SA_SECONDS: (i64, i64) = (30, 86_400);
 /// Cisco's range for `lifetime kilobytes`.
 const SA_KILOBYTES: (i64, i64) = (2_560, 4_294_967_295);
-/// Cisco's range for the IKEv2 profile `lifetime`.
-const IKE_SECONDS: (i64, i64) = (120, 86_400);
+/// Cisco's range for the IKEv2 profile `lifetime` starts at 120; we allow 60 for the same
+/// reason as [`SA_SECONDS`] (interop tests watch vtid rekey its IKE SA within a minute).
+const IKE_SECONDS: (i64, i64) = (60, 86_400);
 /// Cisco allows at most six transform sets per profile.
 const MAX_TRANSFORM_SETS: usize = 6;
 
@@ -1290,6 +1291,13 @@ impl Cx<'_> {
                     None => routes_ok = false,
                 }
             }
+            let mut announce = Vec::new();
+            for v in &r.announce {
+                match self.prefix(v, &format!("{path}.announce")) {
+                    Some(p) => announce.push(p),
+                    None => routes_ok = false,
+                }
+            }
             let vrf = match &r.vrf {
                 Some(v) => self.reference(v, &format!("{path}.vrf"), "vrf").map(Some),
                 None => Some(None),
@@ -1316,6 +1324,12 @@ impl Cx<'_> {
                 None => Some(None),
             };
             let initiate = r.initiate.as_ref().is_none_or(|b| *b.get_ref());
+            let offload = match &r.offload {
+                Some(o) => self
+                    .choice(o, &format!("{path}.offload"), OFFLOADS, "offload mode")
+                    .map(Some),
+                None => Some(None),
+            };
 
             if let (Some(TunnelMode::Vti), Some(d)) = (mode, destination) {
                 let key = (
@@ -1371,6 +1385,9 @@ impl Cx<'_> {
             else {
                 continue;
             };
+            let Some(offload) = offload else {
+                continue;
+            };
             if !name_ok || !routes_ok {
                 continue;
             }
@@ -1385,10 +1402,12 @@ impl Cx<'_> {
                     ike_profile,
                     mtu,
                     routes,
+                    announce,
                     vrf,
                     fvrf,
                     if_id,
                     initiate,
+                    offload,
                 },
             );
         }
@@ -1495,7 +1514,14 @@ impl Cx<'_> {
                 }
             },
         };
+        let offload = match &r.offload {
+            Some(o) => self
+                .choice(o, &format!("{path}.offload"), OFFLOADS, "offload mode")
+                .map(Some),
+            None => Some(None),
+        };
         Some(VirtualTemplate {
+            offload: offload?,
             unnumbered: unnumbered?,
             mtu: mtu?,
             vrf: vrf?,

@@ -95,7 +95,7 @@ pub struct Global {
     pub ike_port: u16,
     /// NAT-T UDP port (default 4500).
     pub nat_t_port: u16,
-    /// Prefix of dynamic VTI clone names (default `va`, giving `va1`, `va2`, ...).
+    /// Prefix of dynamic VTI clone names (default `vtid-va`, giving `vtid-va1`, `vtid-va2`, ...).
     pub interface_prefix: String,
 }
 
@@ -108,7 +108,7 @@ impl Default for Global {
             metrics: None,
             ike_port: 500,
             nat_t_port: 4500,
-            interface_prefix: "va".to_owned(),
+            interface_prefix: "vtid-va".to_owned(),
         }
     }
 }
@@ -442,6 +442,8 @@ pub struct Tunnel {
     pub mtu: Option<u32>,
     /// Prefixes routed into the tunnel.
     pub routes: Vec<IpNet>,
+    /// Our prefixes proposed as traffic selectors (empty: 0/0 and ::/0).
+    pub announce: Vec<IpNet>,
     /// Inside VRF name.
     pub vrf: Option<String>,
     /// Front-door VRF name.
@@ -450,6 +452,8 @@ pub struct Tunnel {
     pub if_id: Option<IfId>,
     /// Initiate the IKE SA ourselves (default true).
     pub initiate: bool,
+    /// ESP offload; `None` means the IPsec profile's (see [`Config::tunnel_offload`]).
+    pub offload: Option<Offload>,
 }
 
 /// How routes are installed for dynamic VTI clones.
@@ -478,6 +482,8 @@ pub struct VirtualTemplate {
     pub qdisc: Option<String>,
     /// Route installation.
     pub routes: TemplateRoutes,
+    /// ESP offload of the clones; `None` means the IPsec profile's.
+    pub offload: Option<Offload>,
 }
 
 impl Config {
@@ -547,6 +553,30 @@ impl Config {
             proposals: Vec::new(),
             fvrf: t.fvrf.clone(),
             lifetime_seconds: convert::DEFAULT_IKE_LIFETIME,
+        })
+    }
+
+    /// The offload policy a tunnel runs with: its own `offload`, else its IPsec profile's.
+    pub fn tunnel_offload(&self, tunnel: &str) -> Offload {
+        let Some(t) = self.tunnels.get(tunnel) else {
+            return Offload::Off;
+        };
+        t.offload.unwrap_or_else(|| {
+            self.ipsec_profiles
+                .get(&t.protection)
+                .map_or(Offload::Off, |p| p.offload)
+        })
+    }
+
+    /// The offload policy of a virtual template's clones: its own, else its IPsec profile's.
+    pub fn template_offload(&self, template: &str) -> Offload {
+        let Some(t) = self.virtual_templates.get(template) else {
+            return Offload::Off;
+        };
+        t.offload.unwrap_or_else(|| {
+            self.ipsec_profiles
+                .get(&t.protection)
+                .map_or(Offload::Off, |p| p.offload)
         })
     }
 

@@ -194,6 +194,10 @@ pub struct Tunnel {
     /// Prefixes routed into the tunnel.
     #[serde(default)]
     pub routes: Vec<SStr>,
+    /// Our prefixes, proposed as our traffic selectors instead of 0/0 so a dynamic VTI hub
+    /// routes them toward us (Cisco FlexVPN's `route set local`).
+    #[serde(default)]
+    pub announce: Vec<SStr>,
     /// Inside VRF (`ip vrf forwarding`).
     pub vrf: Option<SStr>,
     /// Front-door VRF of the underlay (`tunnel vrf`).
@@ -202,6 +206,8 @@ pub struct Tunnel {
     pub if_id: Option<Spanned<i64>>,
     /// Start negotiation ourselves (default true).
     pub initiate: Option<Spanned<bool>>,
+    /// ESP offload for this tunnel; the IPsec profile's when absent.
+    pub offload: Option<SStr>,
 }
 
 /// `[virtual_template.NAME]`: the model for dynamic VTIs (`interface Virtual-Template N type
@@ -223,6 +229,8 @@ pub struct VirtualTemplate {
     pub qdisc: Option<SStr>,
     /// `"traffic-selectors"` (default) or a list of prefixes.
     pub routes: Option<Spanned<StrOrList>>,
+    /// ESP offload for the clones; the IPsec profile's when absent.
+    pub offload: Option<SStr>,
 }
 
 /// A DH group written as a number, a name, or `false` (for `pfs`).

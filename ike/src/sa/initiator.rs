@@ -336,6 +336,8 @@ impl ExpectAuthResponse {
             conn: c.peer.id,
             peer_id: idr.clone(),
             remote: c.remote,
+            local: c.local,
+            initial_contact: false,
         });
         ctx.event(Event::IkeSaUp {
             session: c.session,

@@ -350,10 +350,10 @@ impl ExpectAuthRequest {
         let octets =
             keys::signed_octets(prf, &self.response, &self.ni, &keys.sk_pr, &our_id.to_vec());
         let our_auth = auth::build(&c.peer.auth, prf, &octets)?;
-        if notifies(&payloads, NotifyType::InitialContact)
+        let initial_contact = notifies(&payloads, NotifyType::InitialContact)
             .next()
-            .is_some()
-        {
+            .is_some();
+        if initial_contact {
             ctx.actions.push(SaAction::DeleteOthers {
                 keep: c.local_spi(),
                 conn: c.peer.id,
@@ -367,6 +367,8 @@ impl ExpectAuthRequest {
             conn: c.peer.id,
             peer_id: idi.clone(),
             remote: c.remote,
+            local: c.local,
+            initial_contact,
         });
         ctx.event(Event::IkeSaUp {
             session: c.session,

@@ -558,3 +558,52 @@ fn verify_peer_certificate_reasons() {
         Some(CertError::NoTrustAnchors)
     );
 }
+
+#[test]
+fn identity_patterns() {
+    let root = Ca::root(Alg::P256, "root");
+    let (cert, _) = root.issue(Alg::P256, "peer one", vec![], 2030);
+    let dn = subject_id(&cert);
+    let o = "2.5.4.10".to_string();
+    let cn = "2.5.4.3".to_string();
+    // The DN as a user types it: other case, extra spaces; rcgen encoded UTF8String.
+    let typed = IdMatch::Dn(vec![
+        (o.clone(), "VTID test".into()),
+        (cn.clone(), " peer  one ".into()),
+    ]);
+    assert!(typed.matches(&dn));
+    // Order matters (RFC 5280 §7.1 compares RDN sequences), and every attribute counts.
+    assert!(
+        !IdMatch::Dn(vec![
+            (cn.clone(), "peer one".into()),
+            (o.clone(), "vtid test".into())
+        ])
+        .matches(&dn)
+    );
+    assert!(!IdMatch::Dn(vec![(cn.clone(), "peer one".into())]).matches(&dn));
+    assert!(!IdMatch::Dn(vec![(o, "vtid test".into()), (cn, "peer two".into())]).matches(&dn));
+    assert!(!typed.matches(&Identity::DerAsn1Dn(b"\x30\x01".to_vec())));
+    assert!(!typed.matches(&Identity::Fqdn("peer one".into())));
+
+    let wild = IdMatch::FqdnSuffix("Example.COM".into());
+    assert!(wild.matches(&Identity::Fqdn("a.example.com".into())));
+    assert!(wild.matches(&Identity::Fqdn("b.a.EXAMPLE.com".into())));
+    assert!(!wild.matches(&Identity::Fqdn("example.com".into())));
+    assert!(!wild.matches(&Identity::Fqdn("badexample.com".into())));
+    assert!(!wild.matches(&Identity::Rfc822("a@example.com".into())));
+
+    let mail = IdMatch::Rfc822Domain("example.org".into());
+    assert!(mail.matches(&Identity::Rfc822("bob@EXAMPLE.org".into())));
+    assert!(!mail.matches(&Identity::Rfc822("bob@example.org.evil".into())));
+
+    let net = IdMatch::Prefix(IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 0, 0)), 16);
+    assert!(net.matches(&Identity::Ipv4(std::net::Ipv4Addr::new(10, 1, 2, 3))));
+    assert!(!net.matches(&Identity::Ipv4(std::net::Ipv4Addr::new(10, 2, 0, 1))));
+    assert!(!net.matches(&Identity::Fqdn("10.1.2.3".into())));
+
+    let any_of = IdMatch::OneOf(vec![wild, mail]);
+    assert!(any_of.matches(&Identity::Rfc822("x@example.org".into())));
+    assert!(any_of.matches(&Identity::Fqdn("x.example.com".into())));
+    assert!(!any_of.matches(&Identity::Fqdn("x.example.org".into())));
+    assert!(!IdMatch::OneOf(Vec::new()).matches(&dn));
+}

@@ -985,3 +985,59 @@ fn certificate_pinned_peer_with_real_x509() {
     p.connect();
     p.assert_children_match();
 }
+
+/// A hub profile answering many spokes: each spoke gets its own session, announced with
+/// `PeerAuthenticated` (with our address, for the per-peer interface) before its first
+/// install, and one spoke leaving does not touch the others.
+#[test]
+fn hub_profile_keeps_one_session_per_spoke() {
+    let spoke = |name: &str| {
+        let mut a = peer(1, A_IP, B_IP, "secret");
+        a.local_id = Some(Identity::Fqdn(name.into()));
+        a
+    };
+    let mut hub = peer(7, B_IP, A_IP, "secret");
+    hub.remote = RemoteAddr::Prefix(v4(192, 0, 2, 0), 24);
+    hub.remote_id = IdMatch::FqdnSuffix("spokes.example".into());
+    let mut p = Pair::new(spoke("s1.spokes.example"), hub);
+    p.connect();
+    // The second spoke: a fresh engine with another identity behind the same wire.
+    p.a.ep = Endpoint::new(
+        std::sync::Arc::new(endpoint_config(vec![spoke("s2.spokes.example")])),
+        [5; 32],
+    );
+    p.connect();
+    let auths: Vec<(SessionId, Identity, bool)> =
+        p.b.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerAuthenticated {
+                    session,
+                    peer_id,
+                    local,
+                    conn,
+                    initial_contact,
+                    ..
+                } => {
+                    assert_eq!(*local, addr(B_IP, 500));
+                    assert_eq!(*conn, ConnId(7));
+                    Some((*session, peer_id.clone(), *initial_contact))
+                }
+                _ => None,
+            })
+            .collect();
+    assert_eq!(auths.len(), 2, "{auths:?}");
+    assert_ne!(auths[0].0, auths[1].0, "one session per spoke");
+    assert!(auths.iter().all(|a| a.2), "each spoke starts with INITIAL_CONTACT");
+    assert_eq!(p.b.ep.ike_sa_count(), 2);
+    assert!(p.b.ep.session_alive(auths[0].0) && p.b.ep.session_alive(auths[1].0));
+    assert_eq!(p.b.live_children().len(), 2);
+    // Spoke 2 leaves: only its session and Child SA go.
+    p.command(Side::A, Command::Terminate { conn: ConnId(1) });
+    p.drive_for(Duration::from_secs(1));
+    assert!(p.b.ep.session_alive(auths[0].0));
+    assert!(!p.b.ep.session_alive(auths[1].0));
+    let live = p.b.live_children();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].session, auths[0].0);
+}

@@ -1,0 +1,494 @@
+//! Certificate authentication for the daemon: a `[trustpoint.NAME]`'s files become the engine's
+//! [`ike::CertificateAuth`], and an IKE profile's identities become what the engine sends and
+//! accepts (RFC 7296 §3.5 ID payloads, RFC 4945 §3.1 identity-to-certificate binding).
+//!
+//! Files are read when the plan is built (start and reload), so a broken file fails that plan
+//! with a message naming the file, and the running state is left alone. Certificates may be
+//! PEM (several blocks per file, e.g. a CA bundle or a certificate followed by its
+//! intermediates) or DER. Private key bytes are only held in [`Zeroizing`] buffers and no
+//! error or log line includes them.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use ike::cert::TrustAnchors;
+use ike::crypto::sig::SigningKey;
+use ike::wire::Identity as IkeIdentity;
+use zeroize::Zeroizing;
+
+use crate::config::{Identity, IdentityMatch, Trustpoint};
+
+/// Largest certificate or key file read; bounds a mistaken path such as a disk image.
+const MAX_FILE: u64 = 1024 * 1024;
+
+/// Reads a whole file into a buffer that is wiped on drop (key files go through here too).
+fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Sized up front so read_to_end does not reallocate and leave unwiped copies behind.
+    let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(
+        buf.len() as u64 <= MAX_FILE,
+        "{} is larger than {MAX_FILE} bytes",
+        path.display()
+    );
+    Ok(buf)
+}
+
+/// The certificates in `path`: every `CERTIFICATE` block of a PEM file (RFC 7468), or the
+/// whole file as one DER certificate.
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let bytes = read_file(path)?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        // Binary: DER (RFC 5280 Certificate is a SEQUENCE).
+        ensure!(
+            bytes.first() == Some(&0x30),
+            "{} is neither PEM nor a DER certificate",
+            path.display()
+        );
+        return Ok(vec![bytes.to_vec()]);
+    };
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let block = &rest[start..];
+        let end_marker = block
+            .find("-----END ")
+            .and_then(|e| block[e + 9..].find("-----").map(|f| e + 9 + f + 5))
+            .with_context(|| format!("{}: PEM block without its END line", path.display()))?;
+        let (label, der) = pem_rfc7468::decode_vec(block[..end_marker].as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: bad PEM: {e}", path.display()))?;
+        if label == "CERTIFICATE" {
+            out.push(der);
+        }
+        rest = &block[end_marker..];
+    }
+    ensure!(
+        !out.is_empty(),
+        "{} contains no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks or DER)",
+        path.display()
+    );
+    Ok(out)
+}
+
+/// Our private key from `path`: PEM (PKCS#8, SEC1 EC or PKCS#1 RSA) or PKCS#8 DER.
+pub(crate) fn read_key(path: &Path) -> Result<SigningKey> {
+    let bytes = read_file(path)?;
+    let key = if bytes.starts_with(b"-----BEGIN ") {
+        SigningKey::from_pem(&bytes)
+    } else {
+        SigningKey::from_pkcs8_der(&bytes)
+    };
+    // The engine's error says only "invalid private key"; never print the file's bytes.
+    key.map_err(|_| {
+        anyhow::anyhow!(
+            "{}: not a usable private key (expected unencrypted PKCS#8, EC or RSA PEM, or \
+             PKCS#8 DER; RSA, ECDSA P-256/384/521 or Ed25519)",
+            path.display()
+        )
+    })
+}
+
+/// What a trustpoint gives the engine, plus our certificate's subject for DN identities.
+pub(crate) struct LoadedTrustpoint {
+    /// The engine's certificate authentication.
+    pub auth: ike::CertificateAuth,
+    /// DER subject of our certificate (ID_DER_ASN1_DN when we identify by DN).
+    pub subject: Vec<u8>,
+}
+
+/// Reads a trustpoint's CA, certificate and key files. `name` is for messages.
+pub(crate) fn load_trustpoint(name: &str, tp: &Trustpoint) -> Result<LoadedTrustpoint> {
+    let ctx = || format!("trustpoint {name}");
+    let (Some(cert_path), Some(key_path)) = (&tp.certificate, &tp.private_key) else {
+        bail!(
+            "trustpoint {name} has no certificate and private_key: we cannot authenticate \
+             with a signature without them"
+        );
+    };
+    ensure!(
+        !tp.ca.is_empty(),
+        "trustpoint {name} lists no ca: the peer's certificate could never be verified"
+    );
+    let mut cas = Vec::new();
+    for path in &tp.ca {
+        let certs = read_certs(path).with_context(ctx)?;
+        // Each must be a usable anchor; name the file that is not.
+        TrustAnchors::from_der_certs(&certs)
+            .map_err(|e| anyhow::anyhow!("trustpoint {name}: {}: {e}", path.display()))?;
+        cas.extend(certs);
+    }
+    let anchors = TrustAnchors::from_der_certs(&cas)
+        .map_err(|e| anyhow::anyhow!("trustpoint {name}: {e}"))?;
+    let mut certs = read_certs(cert_path).with_context(ctx)?;
+    let certificate = certs.remove(0);
+    let spki = ike::cert::subject_public_key_info(&certificate).map_err(|e| {
+        anyhow::anyhow!(
+            "trustpoint {name}: {} is not an X.509 certificate: {e}",
+            cert_path.display()
+        )
+    })?;
+    let key = read_key(key_path).with_context(ctx)?;
+    // SubjectPublicKeyInfo ends with the BIT STRING holding exactly the raw public key
+    // (RFC 5280 §4.1.2.7, RFC 5480 §2.2, RFC 8017 A.1.1), so this proves the pair matches.
+    ensure!(
+        spki.ends_with(key.public_key()),
+        "trustpoint {name}: private key {} does not belong to certificate {}",
+        key_path.display(),
+        cert_path.display()
+    );
+    let subject = ike::cert::subject_dn(&certificate)
+        .map_err(|e| anyhow::anyhow!("trustpoint {name}: {}: {e}", cert_path.display()))?;
+    Ok(LoadedTrustpoint {
+        auth: ike::CertificateAuth {
+            key: Arc::new(key),
+            certificate,
+            chain: certs,
+            trust_anchors: Arc::new(anchors),
+        },
+        subject,
+    })
+}
+
+/// RFC 4514 / OpenSSL short names for DN attributes, to dotted OIDs (RFC 5280 §4.1.2.4,
+/// RFC 4519). Written in a config as strongSwan and Cisco print DNs: in certificate order,
+/// `C=US, O=Example, CN=peer`.
+const DN_ATTRS: &[(&str, &str)] = &[
+    ("C", "2.5.4.6"),
+    ("ST", "2.5.4.8"),
+    ("L", "2.5.4.7"),
+    ("O", "2.5.4.10"),
+    ("OU", "2.5.4.11"),
+    ("CN", "2.5.4.3"),
+    ("SN", "2.5.4.4"),
+    ("GN", "2.5.4.42"),
+    ("serialNumber", "2.5.4.5"),
+    ("title", "2.5.4.12"),
+    ("DC", "0.9.2342.19200300.100.1.25"),
+    ("UID", "0.9.2342.19200300.100.1.1"),
+    ("E", "1.2.840.113549.1.9.1"),
+    ("emailAddress", "1.2.840.113549.1.9.1"),
+];
+
+/// Parses `C=US, O=Example, CN=peer` (comma- or slash-separated, certificate order) into
+/// (dotted OID, value) pairs. `\,` escapes a comma inside a value.
+pub(crate) fn parse_dn(s: &str) -> Result<Vec<(String, String)>> {
+    let sep = if s.trim_start().starts_with('/') {
+        '/'
+    } else {
+        ','
+    };
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            c if c == sep => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    let mut out = Vec::new();
+    for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("DN \"{s}\": \"{part}\" is not ATTRIBUTE=VALUE"))?;
+        let k = k.trim();
+        let oid = DN_ATTRS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, o)| (*o).to_owned())
+            .or_else(|| {
+                // A dotted OID written out (RFC 4514 §3 numericoid).
+                k.split('.')
+                    .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| k.to_owned())
+            })
+            .with_context(|| {
+                format!(
+                    "DN \"{s}\": unknown attribute \"{k}\"; expected one of {} or a dotted OID",
+                    DN_ATTRS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        out.push((oid, v.trim().to_owned()));
+    }
+    ensure!(!out.is_empty(), "DN \"{s}\" is empty");
+    Ok(out)
+}
+
+/// The engine's pattern for an IKE profile's `match_identity` list (empty: any identity,
+/// the PSK or the certificate still authenticates the peer).
+pub(crate) fn id_match(list: &[IdentityMatch]) -> Result<ike::IdMatch> {
+    let one = |m: &IdentityMatch| -> Result<ike::IdMatch> {
+        Ok(match m {
+            IdentityMatch::Any => ike::IdMatch::Any,
+            IdentityMatch::Address(net) if net.prefix_len() == net.max_prefix_len() => {
+                ike::IdMatch::Exact(IkeIdentity::from_ip(net.addr()))
+            }
+            IdentityMatch::Address(net) => ike::IdMatch::Prefix(net.network(), net.prefix_len()),
+            IdentityMatch::Fqdn(f) => match f.strip_prefix("*.") {
+                Some(dom) => ike::IdMatch::FqdnSuffix(dom.to_owned()),
+                None => ike::IdMatch::Exact(IkeIdentity::Fqdn(f.clone())),
+            },
+            IdentityMatch::Email(e) => match e.strip_prefix("*@") {
+                Some(dom) => ike::IdMatch::Rfc822Domain(dom.to_owned()),
+                None => ike::IdMatch::Exact(IkeIdentity::Rfc822(e.clone())),
+            },
+            IdentityMatch::Dn(d) => ike::IdMatch::Dn(parse_dn(d)?),
+        })
+    };
+    match list {
+        [] => Ok(ike::IdMatch::Any),
+        [m] => one(m),
+        many => Ok(ike::IdMatch::OneOf(
+            many.iter().map(one).collect::<Result<_>>()?,
+        )),
+    }
+}
+
+/// Our ID payload for an explicit `local_identity`. A DN must be our certificate's subject
+/// (RFC 4945 §3.1.5: the peer compares it byte for byte), so it is sent as the certificate
+/// encodes it, after checking that the configured text names the same DN.
+pub(crate) fn local_id(id: &Identity, subject: Option<&[u8]>) -> Result<IkeIdentity> {
+    Ok(match id {
+        Identity::Address(a) => IkeIdentity::from_ip(*a),
+        Identity::Fqdn(f) => IkeIdentity::Fqdn(f.clone()),
+        Identity::Email(e) => IkeIdentity::Rfc822(e.clone()),
+        Identity::Dn(d) => {
+            let subject = subject.with_context(|| {
+                format!("local_identity dn:{d} needs certificate authentication (a trustpoint)")
+            })?;
+            let ours = IkeIdentity::DerAsn1Dn(subject.to_vec());
+            ensure!(
+                ike::IdMatch::Dn(parse_dn(d)?).matches(&ours),
+                "local_identity dn:{d} is not the subject of our certificate ({})",
+                describe_dn(subject)
+            );
+            ours
+        }
+    })
+}
+
+/// A DN as `O=..., CN=...` for messages (unknown attributes by OID).
+fn describe_dn(der: &[u8]) -> String {
+    match ike::cert::dn_attributes(der) {
+        Some(attrs) => attrs
+            .iter()
+            .map(|(oid, v)| {
+                let name = DN_ATTRS
+                    .iter()
+                    .find(|(_, o)| o == oid)
+                    .map_or(oid.as_str(), |(n, _)| n);
+                format!("{name}={v}")
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "unparsable DN".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+
+    use super::*;
+    use crate::config::{Config, LoadOptions};
+    use crate::plan::{LocalAddrs, build};
+
+    struct Files {
+        dir: PathBuf,
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A CA, an ECDSA end-entity certificate `O=vtid test, CN=me` for `me.example`, its key
+    /// (0600), and a stranger key, written to a fresh directory.
+    fn files(tag: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("vtid-certs-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        let ca_key = KeyPair::generate_for(alg).unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let mut ee = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "vtid test");
+        dn.push(DnType::CommonName, "me");
+        ee.distinguished_name = dn;
+        ee.subject_alt_names = vec![SanType::DnsName("me.example".try_into().unwrap())];
+        let key = KeyPair::generate_for(alg).unwrap();
+        let cert = ee
+            .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+            .unwrap();
+        let other = KeyPair::generate_for(alg).unwrap();
+        // The certificate file carries its issuer after it, as a chain bundle would.
+        fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        fs::write(dir.join("me.pem"), cert.pem() + &ca_cert.pem()).unwrap();
+        fs::write(dir.join("me.der"), cert.der()).unwrap();
+        for (name, k) in [("me.key", &key), ("other.key", &other)] {
+            fs::write(dir.join(name), k.serialize_pem()).unwrap();
+            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        fs::write(dir.join("me.p8"), key.serialize_der()).unwrap();
+        fs::set_permissions(dir.join("me.p8"), fs::Permissions::from_mode(0o600)).unwrap();
+        Files { dir }
+    }
+
+    fn config(f: &Files, cert: &str, key: &str, extra: &str) -> String {
+        let d = f.dir.display();
+        format!(
+            "[trustpoint.TP]\nca = [\"{d}/ca.pem\"]\ncertificate = \"{d}/{cert}\"\n\
+             private_key = \"{d}/{key}\"\n\n[transform_set.T]\nesp = \"aes-gcm-256\"\n\n\
+             [ike_profile.I]\ntrustpoint = \"TP\"\n{extra}\n\n\
+             [ipsec_profile.P]\ntransform_sets = [\"T\"]\nike_profile = \"I\"\n\n\
+             [tunnel.tun1]\nsource = \"192.0.2.1\"\ndestination = \"192.0.2.2\"\n\
+             address = \"10.0.0.1/30\"\nprotection = \"P\"\nroutes = []\n"
+        )
+    }
+
+    fn plan(src: &str) -> Result<ike::EndpointConfig> {
+        let opts = LoadOptions {
+            secret_owner_uid: nix::unistd::getuid().as_raw(),
+            read_files: true,
+        };
+        let cfg = Config::from_toml(Path::new("t.toml"), src, &opts)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default())?.endpoint)
+    }
+
+    #[test]
+    fn trustpoint_becomes_certificate_auth() {
+        let f = files("ok");
+        let ep = plan(&config(
+            &f,
+            "me.pem",
+            "me.key",
+            "local_auth = \"ecdsa-sig\"\nlocal_identity = \"dn:O=VTID test, CN=me\"\n\
+             match_identity = [\"fqdn:*.example\", \"dn:O=vtid test, CN=peer\"]",
+        ))
+        .unwrap();
+        let peer = &ep.peers[0];
+        let ike::AuthConfig::Certificate(auth) = &peer.auth else {
+            panic!("not certificate auth: {:?}", peer.auth)
+        };
+        // The bundle's second certificate is sent as the chain.
+        assert_eq!(auth.chain.len(), 1);
+        assert_eq!(auth.trust_anchors.len(), 1);
+        // Our DN identity is the certificate's subject, byte for byte (RFC 4945 §3.1.5).
+        let subject = ike::cert::subject_dn(&auth.certificate).unwrap();
+        assert_eq!(peer.local_id, Some(IkeIdentity::DerAsn1Dn(subject)));
+        assert!(
+            peer.remote_id
+                .matches(&IkeIdentity::Fqdn("peer.example".into()))
+        );
+        assert!(
+            !peer
+                .remote_id
+                .matches(&IkeIdentity::Fqdn("peer.other".into()))
+        );
+        // DER certificates and PKCS#8 DER keys work the same.
+        let ep = plan(&config(&f, "me.der", "me.p8", "local_auth = \"ecdsa-sig\"")).unwrap();
+        assert!(matches!(ep.peers[0].auth, ike::AuthConfig::Certificate(_)));
+        // Nothing of the key in Debug output.
+        let key_pem = fs::read_to_string(f.dir.join("me.key")).unwrap();
+        let body = key_pem.lines().nth(1).unwrap();
+        assert!(!format!("{ep:?}").contains(body));
+    }
+
+    #[test]
+    fn trustpoint_errors_name_the_file() {
+        let f = files("bad");
+        let d = f.dir.display().to_string();
+        let err = |cert: &str, key: &str, extra: &str| {
+            let extra = format!("local_auth = \"ecdsa-sig\"\n{extra}");
+            format!("{:#}", plan(&config(&f, cert, key, &extra)).unwrap_err())
+        };
+        let e = err("me.pem", "other.key", "");
+        let want = format!("private key {d}/other.key does not belong to certificate {d}/me.pem");
+        assert!(e.contains(&want), "{e}");
+        let e = err("me.key", "me.key", "");
+        assert!(
+            e.contains(&format!("{d}/me.key contains no certificate")),
+            "{e}"
+        );
+        let e = err(
+            "me.pem",
+            "me.key",
+            "local_identity = \"dn:O=vtid test, CN=else\"",
+        );
+        assert!(
+            e.contains("is not the subject of our certificate (O=vtid test, CN=me)"),
+            "{e}"
+        );
+        // An ECDSA key under rsa-sig.
+        let e = format!(
+            "{:#}",
+            plan(&config(&f, "me.pem", "me.key", "local_auth = \"rsa-sig\"")).unwrap_err()
+        );
+        assert!(
+            e.contains("local_auth is rsa-sig but trustpoint TP's private key is not RSA"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dn_strings() {
+        let dn = parse_dn("C=CH, O=strongSwan\\, Inc, CN=moon.example").unwrap();
+        assert_eq!(
+            dn,
+            vec![
+                ("2.5.4.6".into(), "CH".into()),
+                ("2.5.4.10".into(), "strongSwan, Inc".into()),
+                ("2.5.4.3".into(), "moon.example".into()),
+            ]
+        );
+        assert_eq!(parse_dn("/C=CH/CN=x").unwrap().len(), 2);
+        assert_eq!(parse_dn("2.5.4.3=x").unwrap()[0].0, "2.5.4.3");
+        let e = parse_dn("C=CH, XX=1").unwrap_err().to_string();
+        assert!(e.contains("unknown attribute \"XX\""), "{e}");
+        assert!(parse_dn("CN").is_err());
+        assert!(parse_dn(" , ").is_err());
+    }
+
+    #[test]
+    fn identity_lists() {
+        let m = id_match(&[
+            IdentityMatch::Fqdn("*.vpn.example".into()),
+            IdentityMatch::Address("10.0.0.0/8".parse().unwrap()),
+        ])
+        .unwrap();
+        assert!(m.matches(&IkeIdentity::Fqdn("a.vpn.example".into())));
+        assert!(m.matches(&IkeIdentity::from_ip("10.9.9.9".parse().unwrap())));
+        assert!(!m.matches(&IkeIdentity::Fqdn("vpn.example".into())));
+        assert_eq!(
+            id_match(&[IdentityMatch::Address("192.0.2.1/32".parse().unwrap())]).unwrap(),
+            ike::IdMatch::Exact(IkeIdentity::from_ip("192.0.2.1".parse().unwrap()))
+        );
+        assert_eq!(id_match(&[]).unwrap(), ike::IdMatch::Any);
+        assert!(id_match(&[IdentityMatch::Dn("Q=1".into())]).is_err());
+    }
+}

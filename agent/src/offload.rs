@@ -1,0 +1,560 @@
+//! ESP hardware offload (`offload = "off" | "crypto" | "packet" | "auto"` on a tunnel, virtual
+//! template or IPsec profile): which device a tunnel's SAs are offloaded to, whether it can,
+//! and installing a Child SA's two SAs with what the device and the running kernel accept.
+//!
+//! - The underlay device is the interface that holds the tunnel's source address (Cisco's
+//!   `tunnel source`): that is the NIC the operator chose for the tunnel, and the one whose
+//!   `xdo_dev_state_add` the kernel calls for `offload dev DEV`.
+//! - Crypto offload capability is the device's `esp-hw-offload` feature (NETIF_F_HW_ESP).
+//!   Packet offload has no feature bit (ethtool only advertises crypto offload): it is learnt
+//!   by trying, and kernels before 6.2 refuse the XFRM_OFFLOAD_PACKET flag outright.
+//! - `auto` tries packet, then crypto, then software, and says once why it fell back;
+//!   `crypto` and `packet` are demands: the tunnel does not come up when they cannot be met.
+//! - Inbound SAs of xfrm interfaces carry an if_id, which the offload RX path cannot match
+//!   (net/xfrm/xfrm_device.c on 6.2+: "XFRM if_id is not supported in RX path", EINVAL; older
+//!   kernels accept and ignore it). When the kernel refuses that inbound SA, it is installed
+//!   in software and `vtid show` reports only the outbound direction as offloaded.
+//! - Every install (first SAs and each rekey) decides afresh from the device as it is then,
+//!   so a rekey re-offloads, and an underlay renamed or removed is never pointed at.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+use tracing::{info, warn};
+use xfrm::{Handle, SaSpec};
+
+use crate::config::Offload;
+
+/// The ethtool feature name of ESP crypto offload (NETIF_F_HW_ESP_BIT in
+/// net/ethtool/common.c's netdev_features_strings).
+pub const ESP_HW_OFFLOAD: &str = "esp-hw-offload";
+
+/// An offload mode the kernel understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `offload crypto dev DEV`: the NIC encrypts/decrypts, the kernel does the rest.
+    Crypto,
+    /// `offload packet dev DEV` (XFRM_OFFLOAD_PACKET, Linux 6.2+): the NIC does all of ESP.
+    Packet,
+}
+
+impl Mode {
+    /// The word `ip xfrm state` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Crypto => "crypto",
+            Mode::Packet => "packet",
+        }
+    }
+}
+
+/// A tunnel's underlay interface as offload sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Underlay {
+    /// Interface name.
+    pub name: String,
+    /// Interface index (what XFRMA_OFFLOAD_DEV carries).
+    pub index: u32,
+    /// The `esp-hw-offload` feature is on.
+    pub esp_hw_offload: bool,
+}
+
+/// What to try when installing a tunnel's SAs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Software crypto; `why` is set when offload was wanted (`auto`) but is not possible.
+    Software {
+        /// Reason for the fallback, for the one log line and `vtid show`.
+        why: Option<String>,
+    },
+    /// Offer the SAs to `dev`, trying `modes` in order.
+    Offload {
+        /// The underlay.
+        dev: Underlay,
+        /// Strongest first.
+        modes: Vec<Mode>,
+        /// `crypto`/`packet`: no software fallback.
+        demand: bool,
+    },
+}
+
+/// The offload decision from the configured policy and the underlay (or why it is unknown).
+/// A demand the device cannot meet is an error naming the device and the missing feature.
+pub fn decide(policy: Offload, underlay: Result<Underlay, String>) -> Result<Decision, String> {
+    let demand = match policy {
+        Offload::Off => return Ok(Decision::Software { why: None }),
+        Offload::Auto => false,
+        Offload::Crypto | Offload::Packet => true,
+    };
+    let word = match policy {
+        Offload::Crypto => "crypto",
+        Offload::Packet => "packet",
+        _ => "auto",
+    };
+    let dev = match underlay {
+        Ok(d) => d,
+        Err(e) if demand => return Err(format!("offload {word}: {e}")),
+        Err(e) => return Ok(Decision::Software { why: Some(e) }),
+    };
+    if !dev.esp_hw_offload {
+        let why = format!(
+            "underlay {} does not offload ESP (feature {ESP_HW_OFFLOAD} is off)",
+            dev.name
+        );
+        return if demand {
+            Err(format!("offload {word}: {why}"))
+        } else {
+            Ok(Decision::Software { why: Some(why) })
+        };
+    }
+    let modes = match policy {
+        Offload::Crypto => vec![Mode::Crypto],
+        Offload::Packet => vec![Mode::Packet],
+        _ => vec![Mode::Packet, Mode::Crypto],
+    };
+    Ok(Decision::Offload { dev, modes, demand })
+}
+
+/// The interface holding `local` (the tunnel source) and its ESP offload feature.
+///
+/// Equivalent to `ip -o addr show to LOCAL` then `ethtool -k DEV | grep esp-hw-offload`.
+pub async fn underlay(h: &Handle, local: IpAddr) -> Result<Underlay, String> {
+    let link = h.link();
+    let addrs = link
+        .addresses(None)
+        .await
+        .map_err(|e| format!("list addresses: {e}"))?;
+    let index = addrs
+        .iter()
+        .find(|(_, a)| a.addr() == local)
+        .map(|(i, _)| *i)
+        .ok_or_else(|| format!("no interface holds the tunnel source {local}"))?;
+    let name = link
+        .list()
+        .await
+        .map_err(|e| format!("list interfaces: {e}"))?
+        .into_iter()
+        .find(|l| l.index == index)
+        .map(|l| l.name)
+        .ok_or_else(|| format!("interface {index} vanished"))?;
+    let esp_hw_offload = esp_hw_offload(&name).map_err(|e| format!("{name}: features: {e}"))?;
+    Ok(Underlay {
+        name,
+        index,
+        esp_hw_offload,
+    })
+}
+
+/// What one SA ended up with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaOffload {
+    /// Offloaded to this device in this mode.
+    Offloaded(String, Mode),
+    /// In software, with the reason when offload had been tried.
+    Software(Option<String>),
+}
+
+/// What a Child SA's install did, inbound then outbound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The inbound SA.
+    pub inbound: SaOffload,
+    /// The outbound SA.
+    pub outbound: SaOffload,
+}
+
+/// Adds a Child SA's SAs (`[inbound, outbound]`, in that order: the inbound one must exist
+/// before the peer may use it) offloaded as `d` says. Packet offload refused falls back to
+/// crypto when allowed; `xfrmi` marks SAs with an if_id, whose inbound SA may stay in software
+/// (see the module doc). On a refused demand nothing stays installed and the error says why.
+/// This is also the entry point for cloned (dynamic) tunnels.
+pub async fn install_child_sas(
+    h: &Handle,
+    sas: &[SaSpec; 2],
+    d: &Decision,
+    xfrmi: bool,
+) -> anyhow::Result<Applied> {
+    let (dev, modes, demand) = match d {
+        Decision::Software { why } => {
+            let mut batch = h.batch();
+            for s in sas {
+                batch.add_sa(s);
+            }
+            for r in batch.execute().await? {
+                r?;
+            }
+            let sw = SaOffload::Software(why.clone());
+            return Ok(Applied {
+                inbound: sw.clone(),
+                outbound: sw,
+            });
+        }
+        Decision::Offload { dev, modes, demand } => (dev, modes, *demand),
+    };
+    let mut got = Vec::new();
+    for (i, s) in sas.iter().enumerate() {
+        let inbound = i == 0;
+        let mut last = None;
+        for &m in modes {
+            let o = s.clone().offload(xfrm::Offload {
+                ifindex: dev.index,
+                inbound,
+                packet: m == Mode::Packet,
+            });
+            match h.sa().add(&o).await {
+                Ok(()) => {
+                    last = None;
+                    got.push(SaOffload::Offloaded(dev.name.clone(), m));
+                    break;
+                }
+                Err(e) if is_refusal(&e) => last = Some((m, e)),
+                Err(e) => {
+                    remove(h, &sas[..i]).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let Some((m, e)) = last else { continue };
+        let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
+        if demand && !(inbound && xfrmi) {
+            remove(h, &sas[..i]).await;
+            anyhow::bail!("offload {}: {why}", m.as_str());
+        }
+        if let Err(e) = h.sa().add(s).await {
+            remove(h, &sas[..i]).await;
+            return Err(e.into());
+        }
+        got.push(SaOffload::Software(Some(why)));
+    }
+    let outbound = got.pop().expect("two SAs");
+    let inbound = got.pop().expect("two SAs");
+    Ok(Applied { inbound, outbound })
+}
+
+/// The kernel or device said no to the offload itself (as opposed to the SA being wrong):
+/// unknown flag or algorithm the driver cannot do (EINVAL/EOPNOTSUPP, with the reason in the
+/// extended ack), or the silent software fallback the xfrm crate turns into an error.
+fn is_refusal(e: &xfrm::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(e, xfrm::Error::OffloadNotApplied { .. })
+        || matches!(
+            e.errno(),
+            Some(Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENODEV | Errno::EBUSY)
+        )
+}
+
+async fn remove(h: &Handle, sas: &[SaSpec]) {
+    for s in sas {
+        if let Err(e) = h.sa().delete(&s.id()).await {
+            warn!("offload: removing SA {:08x} again: {e}", s.spi.0);
+        }
+    }
+}
+
+/// Per-tunnel offload state the daemon keeps for `vtid show` and for logging a fallback once.
+#[derive(Debug, Default)]
+pub struct Tunnels {
+    by_name: BTreeMap<String, TunnelState>,
+}
+
+#[derive(Debug, Default)]
+struct TunnelState {
+    policy: Option<Offload>,
+    refused: Option<String>,
+    fallback_logged: Option<String>,
+    last: Option<Applied>,
+}
+
+impl Tunnels {
+    /// Decides for tunnel `name` now. Logs an `auto` fallback once per reason; a demand that
+    /// cannot be met is logged, remembered for `vtid show`, and returned as the error.
+    pub async fn decide(
+        &mut self,
+        h: &Handle,
+        name: &str,
+        policy: Offload,
+        local: IpAddr,
+    ) -> Result<Decision, String> {
+        let st = self.by_name.entry(name.to_owned()).or_default();
+        st.policy = Some(policy);
+        let under = if policy == Offload::Off {
+            Err(String::new())
+        } else {
+            underlay(h, local).await
+        };
+        match decide(policy, under) {
+            Ok(d) => {
+                st.refused = None;
+                if let Decision::Software { why: Some(why) } = &d
+                    && st.fallback_logged.as_ref() != Some(why)
+                {
+                    info!(tunnel = name, "offload auto: software crypto, {why}");
+                    st.fallback_logged = Some(why.clone());
+                }
+                Ok(d)
+            }
+            Err(e) => {
+                warn!(tunnel = name, "tunnel not brought up: {e}");
+                st.refused = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Installs a Child SA of tunnel `name` (see [`install_child_sas`]) and records the result.
+    pub async fn install(
+        &mut self,
+        h: &Handle,
+        name: &str,
+        policy: Offload,
+        local: IpAddr,
+        sas: &[SaSpec; 2],
+        xfrmi: bool,
+    ) -> anyhow::Result<Applied> {
+        let d = self
+            .decide(h, name, policy, local)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let res = install_child_sas(h, sas, &d, xfrmi).await;
+        let st = self.by_name.entry(name.to_owned()).or_default();
+        match &res {
+            Ok(a) => {
+                st.last = Some(a.clone());
+                if let SaOffload::Software(Some(why)) = &a.inbound
+                    && matches!(a.outbound, SaOffload::Offloaded(..))
+                {
+                    info!(tunnel = name, "offload: inbound SA in software, {why}");
+                }
+            }
+            Err(e) if policy != Offload::Auto && policy != Offload::Off => {
+                warn!(tunnel = name, "offload refused, Child SA not installed: {e:#}");
+                st.refused = Some(format!("{e:#}"));
+            }
+            Err(_) => {}
+        }
+        res
+    }
+
+    /// Why tunnel `name` is held down by its offload demand, if it is.
+    pub fn refused(&self, name: &str) -> Option<&str> {
+        self.by_name.get(name)?.refused.as_deref()
+    }
+
+    /// Forgets a tunnel (removed by reload).
+    pub fn forget(&mut self, name: &str) {
+        self.by_name.remove(name);
+    }
+
+    /// The `offload` object of `vtid show tunnels`: policy, and for the last install which
+    /// direction went where, or why it was refused.
+    pub fn show(&self, name: &str) -> Value {
+        let Some(st) = self.by_name.get(name) else {
+            return Value::Null;
+        };
+        let dir = |o: &SaOffload| match o {
+            SaOffload::Offloaded(dev, m) => json!({ "device": dev, "mode": m.as_str() }),
+            SaOffload::Software(why) => json!({ "device": null, "mode": "software", "why": why }),
+        };
+        json!({
+            "policy": st.policy.map(policy_name),
+            "refused": st.refused,
+            "fallback": st.fallback_logged,
+            "in": st.last.as_ref().map(|a| dir(&a.inbound)),
+            "out": st.last.as_ref().map(|a| dir(&a.outbound)),
+        })
+    }
+}
+
+/// The configuration word for a policy.
+pub fn policy_name(p: Offload) -> &'static str {
+    match p {
+        Offload::Off => "off",
+        Offload::Crypto => "crypto",
+        Offload::Packet => "packet",
+        Offload::Auto => "auto",
+    }
+}
+
+/// The `offload` field of one SA in `vtid show sa`, read back from the kernel's dump:
+/// `{"device": "eth1", "mode": "crypto"}` or `null` for software.
+pub fn sa_json(sa: Option<&xfrm::SaState>, names: &BTreeMap<u32, String>) -> Value {
+    match sa.and_then(|s| s.spec.offload) {
+        Some(o) => json!({
+            "device": names.get(&o.ifindex).cloned().unwrap_or_else(|| format!("ifindex {}", o.ifindex)),
+            "mode": if o.packet { "packet" } else { "crypto" },
+        }),
+        None => Value::Null,
+    }
+}
+
+/// Moves AES-GCM proposals first when `auto` finds an offloading underlay: ESP offload
+/// hardware (and netdevsim) implements rfc4106(gcm(aes)) only, so the negotiated transform
+/// decides whether offload is possible at all. The relative order is kept otherwise.
+pub fn prefer_aead(esp: &mut [ike::EspProposal], policy: Offload, underlay_offloads: bool) {
+    if policy == Offload::Auto && underlay_offloads {
+        esp.sort_by_key(|p| !matches!(p.encr, ike::transform::Encr::AesGcm16 { .. }));
+    }
+}
+
+/// The interface's ethtool features (name, active), in the kernel's order.
+///
+/// Read with the legacy SIOCETHTOOL ioctls (ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS,
+/// ETHTOOL_GFEATURES) rather than ethtool's generic netlink family: the only Rust client of
+/// the latter (the `ethtool` crate) pins a netlink stack other than the one the xfrm crate uses,
+/// and these three calls return the same feature table (net/ethtool/ioctl.c). The socket is
+/// opened in the caller's network namespace, which is where the daemon runs.
+pub fn features(ifname: &str) -> io::Result<Vec<(String, bool)>> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    // include/uapi/linux/ethtool.h
+    const ETHTOOL_GSTRINGS: u32 = 0x1b;
+    const ETHTOOL_GSSET_INFO: u32 = 0x37;
+    const ETHTOOL_GFEATURES: u32 = 0x3a;
+    const ETH_SS_FEATURES: u32 = 4;
+    const ETH_GSTRING_LEN: usize = 32;
+
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // struct ethtool_sset_info { u32 cmd, reserved; u64 sset_mask; u32 data[1]; }
+    let mut sset = [0u32; 6];
+    sset[0] = ETHTOOL_GSSET_INFO;
+    sset[2] = 1 << ETH_SS_FEATURES; // little-endian low word of the u64 mask
+    ethtool_ioctl(&fd, ifname, &mut sset)?;
+    let count = sset[4] as usize;
+    // struct ethtool_gstrings { u32 cmd, string_set, len; u8 data[len * 32]; }
+    let mut strings = vec![0u32; 3 + count * ETH_GSTRING_LEN / 4];
+    strings[0] = ETHTOOL_GSTRINGS;
+    strings[1] = ETH_SS_FEATURES;
+    strings[2] = count as u32;
+    ethtool_ioctl(&fd, ifname, &mut strings)?;
+    let bytes: Vec<u8> = strings[3..].iter().flat_map(|w| w.to_ne_bytes()).collect();
+    // struct ethtool_gfeatures { u32 cmd, size; struct { u32 available, requested, active,
+    // never_changed; } features[size]; }
+    let blocks = count.div_ceil(32);
+    let mut feats = vec![0u32; 2 + 4 * blocks];
+    feats[0] = ETHTOOL_GFEATURES;
+    feats[1] = blocks as u32;
+    ethtool_ioctl(&fd, ifname, &mut feats)?;
+    Ok((0..count)
+        .map(|i| {
+            let raw = &bytes[i * ETH_GSTRING_LEN..(i + 1) * ETH_GSTRING_LEN];
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            let name = String::from_utf8_lossy(&raw[..end]).into_owned();
+            let active = feats[2 + 4 * (i / 32) + 2] & (1 << (i % 32)) != 0;
+            (name, active)
+        })
+        .collect())
+}
+
+/// True when `ifname` has ESP crypto offload on (`ethtool -k IF` shows `esp-hw-offload: on`).
+pub fn esp_hw_offload(ifname: &str) -> io::Result<bool> {
+    Ok(features(ifname)?
+        .iter()
+        .any(|(n, on)| n == ESP_HW_OFFLOAD && *on))
+}
+
+/// `ioctl(fd, SIOCETHTOOL, &ifreq{ name, data = buf })`; nix has no wrapper for it.
+#[allow(unsafe_code)]
+fn ethtool_ioctl(fd: &std::os::fd::OwnedFd, ifname: &str, buf: &mut [u32]) -> io::Result<()> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {ifname:?}"),
+        ));
+    }
+    // SAFETY: ifreq is plain old data, all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
+    // SAFETY: fd is an open socket; ifr.ifr_data points at `buf`, which is sized by the caller
+    // for the command in its first word (the kernel writes at most that much) and outlives the
+    // call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(esp: bool) -> Underlay {
+        Underlay {
+            name: "nsim0".into(),
+            index: 7,
+            esp_hw_offload: esp,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        assert_eq!(
+            decide(Offload::Off, Ok(dev(true))),
+            Ok(Decision::Software { why: None })
+        );
+        // auto: strongest first on an offloading device, software with a reason otherwise.
+        assert!(matches!(
+            decide(Offload::Auto, Ok(dev(true))),
+            Ok(Decision::Offload { modes, demand: false, .. }) if modes == [Mode::Packet, Mode::Crypto]
+        ));
+        let Ok(Decision::Software { why: Some(why) }) = decide(Offload::Auto, Ok(dev(false)))
+        else {
+            panic!()
+        };
+        assert!(why.contains("nsim0") && why.contains(ESP_HW_OFFLOAD), "{why}");
+        // Demands are errors naming the device and the feature, or the lookup failure.
+        let e = decide(Offload::Crypto, Ok(dev(false))).unwrap_err();
+        assert!(e.starts_with("offload crypto: underlay nsim0"), "{e}");
+        let e = decide(Offload::Packet, Err("no interface holds 10.0.0.1".into())).unwrap_err();
+        assert_eq!(e, "offload packet: no interface holds 10.0.0.1");
+        assert!(matches!(
+            decide(Offload::Packet, Ok(dev(true))),
+            Ok(Decision::Offload { modes, demand: true, .. }) if modes == [Mode::Packet]
+        ));
+    }
+
+    #[test]
+    fn auto_prefers_gcm_on_offloading_underlay() {
+        use ike::transform::{Encr, Esn, Integ};
+        let p = |encr, integ| ike::EspProposal {
+            encr,
+            integ,
+            esn: Esn::No,
+        };
+        let list = vec![
+            p(Encr::AesCbc { key_bits: 256 }, Some(Integ::HmacSha256_128)),
+            p(Encr::ChaCha20Poly1305, None),
+            p(Encr::AesGcm16 { key_bits: 128 }, None),
+        ];
+        let mut v = list.clone();
+        prefer_aead(&mut v, Offload::Auto, false);
+        assert_eq!(v, list);
+        prefer_aead(&mut v, Offload::Crypto, true);
+        assert_eq!(v, list);
+        prefer_aead(&mut v, Offload::Auto, true);
+        assert_eq!(v[0].encr, Encr::AesGcm16 { key_bits: 128 });
+        assert_eq!(v[1..], list[..2]);
+    }
+
+    /// The loopback device exists in every namespace and never offloads ESP; its feature
+    /// table must parse (names are the kernel's, e.g. "loopback" is on for lo).
+    #[test]
+    fn reads_loopback_features() {
+        let f = features("lo").unwrap();
+        assert!(f.iter().any(|(n, on)| n == "loopback" && *on), "{f:?}");
+        assert!(f.iter().any(|(n, on)| n == ESP_HW_OFFLOAD && !*on), "{f:?}");
+        assert!(!esp_hw_offload("lo").unwrap());
+        assert!(features("no-such-if0").is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! VRF-aware IPsec (the seeds' "VRF-aware IPsec"): Linux VRF devices (l3mdev) stand for
+//! Cisco VRFs.
+//!
+//! - **Inside VRF** (`vrf = "NAME"` on a tunnel or template): the tunnel interface is
+//!   enslaved to the VRF device and its routes go in the VRF's table, so cleartext of
+//!   different customers stays apart even with overlapping prefixes.
+//! - **Front-door VRF** (`fvrf = "NAME"` on a tunnel or IKE profile): the underlay lives in the
+//!   VRF. IKE uses sockets bound to the VRF device (SO_BINDTODEVICE: an unbound socket does not
+//!   receive datagrams that arrived on a VRF slave unless net.ipv4.udp_l3mdev_accept=1,
+//!   net/ipv4/udp.c compute_score), and the tunnel device's underlay link is the VRF device,
+//!   which xfrm interfaces and ip_vti use as the output interface of the outer route lookup
+//!   (xfrmi_xmit sets flowi_oif to the link; the l3mdev rule then picks the VRF's table).
+//!   SAs are not per table: the kernel finds inbound SAs by (daddr, SPI) in the namespace.
+//!
+//! vtid creates a VRF device that does not exist yet (marked as its own: alias `vtid:vrf
+//! NAME`, group 7654, swept at shutdown) and uses an existing one as it is, after checking it
+//! is a VRF on the configured table: a front-door VRF usually exists before vtid starts, with
+//! the operator's uplinks enslaved to it.
+
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, bail};
+use xfrm::Handle;
+
+use crate::config::Config;
+
+/// A VRF as the plan uses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrfPlan {
+    /// VRF device name.
+    pub name: String,
+    /// Its routing table.
+    pub table: u32,
+}
+
+/// The named VRF of a configuration (loading guarantees it exists).
+pub fn plan(cfg: &Config, name: Option<&String>) -> Option<VrfPlan> {
+    let name = name?;
+    cfg.vrfs.get(name).map(|v| VrfPlan {
+        name: name.clone(),
+        table: v.table,
+    })
+}
+
+/// Makes sure the VRF device exists on the right table and is up; returns its ifindex.
+///
+/// Equivalent to `ip link add NAME type vrf table T && ip link set NAME alias "vtid:vrf NAME"
+/// group 7654 up` when it is missing, else a check of `ip -d link show NAME`.
+pub async fn ensure(h: &Handle, v: &VrfPlan) -> Result<u32> {
+    let link = h.link();
+    match link.get(&v.name).await {
+        Ok(l) => {
+            if l.kind.as_deref() != Some("vrf") {
+                bail!(
+                    "vrf {}: an interface of that name exists but is a {} device, not a VRF",
+                    v.name,
+                    l.kind.as_deref().unwrap_or("plain")
+                );
+            }
+            let table = l.vrf_table;
+            if table != Some(v.table) {
+                bail!(
+                    "vrf {}: the existing VRF device uses table {}, the configuration says {}",
+                    v.name,
+                    table.map_or("?".into(), |t| t.to_string()),
+                    v.table
+                );
+            }
+            if !l.up {
+                link.set_up(l.index).await?;
+            }
+            Ok(l.index)
+        }
+        Err(_) => {
+            link.add_vrf(&v.name, v.table)
+                .await
+                .with_context(|| format!("create vrf {} (table {})", v.name, v.table))?;
+            let idx = link.index_of(&v.name).await?;
+            link.set_alias(idx, &format!("{}vrf {}", xfrm::OWNED_ALIAS_PREFIX, v.name))
+                .await?;
+            link.set_group(idx, xfrm::OWNED_LINK_GROUP).await?;
+            link.set_up(idx).await?;
+            Ok(idx)
+        }
+    }
+}
+
+/// Enslaves interface `idx` to the VRF (inside VRF of a tunnel). Must happen before the
+/// interface gets its address, so the connected route lands in the VRF's table.
+///
+/// Equivalent to `ip link set DEV master VRF`.
+pub async fn enslave(h: &Handle, idx: u32, v: &VrfPlan) -> Result<()> {
+    let master = ensure(h, v).await?;
+    h.link()
+        .set_master(idx, master)
+        .await
+        .with_context(|| format!("enslave to vrf {}", v.name))
+}
+
+/// The front-door VRF of each local IKE address, for choosing the socket to send from.
+pub fn fvrf_of_local<'a>(
+    tunnels: impl Iterator<Item = (IpAddr, Option<&'a VrfPlan>)>,
+) -> std::collections::HashMap<IpAddr, String> {
+    tunnels
+        .filter_map(|(a, v)| v.map(|v| (a, v.name.clone())))
+        .collect()
+}

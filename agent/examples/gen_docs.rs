@@ -53,7 +53,11 @@ fn pages(cmd: &Command, name: &str, dir: &std::path::Path) -> Result<()> {
         .source(format!("vtid {}", env!("CARGO_PKG_VERSION")))
         .section("8")
         .render(&mut f)?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    // clap's generated `help` subcommand is not a command of its own worth a page.
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
     }
     Ok(())

@@ -329,7 +329,10 @@ impl Tunnels {
                 }
             }
             Err(e) if policy != Offload::Auto && policy != Offload::Off => {
-                warn!(tunnel = name, "offload refused, Child SA not installed: {e:#}");
+                warn!(
+                    tunnel = name,
+                    "offload refused, Child SA not installed: {e:#}"
+                );
                 st.refused = Some(format!("{e:#}"));
             }
             Err(_) => {}
@@ -512,7 +515,10 @@ mod tests {
         else {
             panic!()
         };
-        assert!(why.contains("nsim0") && why.contains(ESP_HW_OFFLOAD), "{why}");
+        assert!(
+            why.contains("nsim0") && why.contains(ESP_HW_OFFLOAD),
+            "{why}"
+        );
         // Demands are errors naming the device and the feature, or the lookup failure.
         let e = decide(Offload::Crypto, Ok(dev(false))).unwrap_err();
         assert!(e.starts_with("offload crypto: underlay nsim0"), "{e}");

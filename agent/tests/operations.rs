@@ -114,20 +114,33 @@ fn start_a(dir: &Path, ns: &Netns) -> Result<Vtid> {
     Vtid::start_config_with(ns, dir, &cfg, "tunb", with)
 }
 
-/// Takes both tunnels down and up again (fresh IKE exchanges with both peers).
+/// Takes both tunnels down and up again: fresh IKE exchanges with both peers. A tunnel may
+/// come back by itself (an ACQUIRE from queued traffic), so "down" is observed as its old
+/// SAs being gone, and "up again" as two tunnels up on SAs that are all new.
 fn cycle(v: &Vtid) -> Result<()> {
+    let old = spis(v)?;
     for t in ["tunb", "tunc"] {
         v.cli(&["down", t])?;
     }
-    wait_until("both tunnels down", Duration::from_secs(20), || {
-        Ok(tunnels_up(v)? == 0)
+    wait_until("the old SAs gone", Duration::from_secs(20), || {
+        Ok(spis(v)?.is_disjoint(&old))
     })?;
     for t in ["tunb", "tunc"] {
         v.cli(&["up", t])?;
     }
     wait_until("both tunnels up again", Duration::from_secs(40), || {
-        Ok(tunnels_up(v)? == 2)
+        Ok(tunnels_up(v)? == 2 && spis(v)?.len() == 2)
     })
+}
+
+fn spis(v: &Vtid) -> Result<std::collections::BTreeSet<String>> {
+    let sa = v.show("sa")?;
+    Ok(sa
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["spi_in"].as_str().map(str::to_string))
+        .collect())
 }
 
 fn tunnels_up(v: &Vtid) -> Result<usize> {

@@ -214,7 +214,9 @@ impl Vtid {
             .context("start vtid")?;
         self.child = Some(child);
         let sock = self.socket.clone();
-        wait_until("vtid's control socket", Duration::from_secs(20), || {
+        // Generous: a loaded machine runs the TCG VM many times slower than CI does; the
+        // poll returns as soon as the socket exists.
+        wait_until("vtid's control socket", Duration::from_secs(60), || {
             Ok(sock.exists())
         })
         .with_context(|| self.log())?;

@@ -1,0 +1,203 @@
+//! VRF-aware IPsec scenario (VM), the seeds' "VRF-aware IPsec": one hub, two customers whose
+//! spokes use the same inside prefix, each customer's tunnel enslaved to its own inside VRF,
+//! and the hub's underlay in a front-door VRF that the main table knows nothing of.
+//!
+//! ```text
+//!   spoke sa  e-h 198.51.100.2 ==== 198.51.100.1 e-sa [hub, both uplinks in vrf wan]
+//!   spoke sb  e-h 203.0.113.2  ==== 203.0.113.1  e-sb
+//!   hub TunA 10.0.0.1/30 in vrf custA -> 10.9.0.0/24 (spoke sa's LAN 10.9.0.1)
+//!   hub TunB 10.0.0.1/30 in vrf custB -> 10.9.0.0/24 (spoke sb's LAN 10.9.0.1, same prefix)
+//! ```
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use nstest::kernel::{self, wait_until};
+use nstest::peer::vtid_peer;
+use nstest::vtid::{Vtid, write_secret};
+use nstest::{Netns, TopoSpec, scenario};
+
+const PSK: &str = "vrf-test-key";
+
+fn hub_config(key: &std::path::Path) -> String {
+    format!(
+        r#"
+[vrf.wan]
+table = 100
+[vrf.custA]
+table = 101
+[vrf.custB]
+table = 102
+
+[keyring.K]
+[[keyring.K.peer]]
+address = "0.0.0.0/0"
+psk_file = "{key}"
+
+[transform_set.T]
+esp = "aes-gcm-128"
+
+[ipsec_profile.P]
+transform_sets = ["T"]
+
+[tunnel.TunA]
+source = "198.51.100.1"
+destination = "198.51.100.2"
+address = "10.0.0.1/30"
+protection = "P"
+routes = ["10.9.0.0/24"]
+vrf = "custA"
+fvrf = "wan"
+initiate = false
+
+[tunnel.TunB]
+source = "203.0.113.1"
+destination = "203.0.113.2"
+address = "10.0.0.1/30"
+protection = "P"
+routes = ["10.9.0.0/24"]
+vrf = "custB"
+fvrf = "wan"
+initiate = false
+"#,
+        key = key.display()
+    )
+}
+
+fn spoke_config(key: &std::path::Path, src: &str, dst: &str) -> String {
+    format!(
+        r#"
+[keyring.K]
+[[keyring.K.peer]]
+address = "{dst}"
+psk_file = "{key}"
+
+[transform_set.T]
+esp = "aes-gcm-128"
+
+[ipsec_profile.P]
+transform_sets = ["T"]
+
+[tunnel.Tun0]
+source = "{src}"
+destination = "{dst}"
+address = "10.0.0.2/30"
+protection = "P"
+"#,
+        key = key.display()
+    )
+}
+
+/// Packets received on a spoke's tunnel interface.
+fn rx(ns: &Netns) -> Result<u64> {
+    Ok(kernel::link_stats(ns, "Tun0")?.rx_packets)
+}
+
+#[test]
+#[ignore = "vm"]
+fn vm_vrf_two_customers_overlapping_prefixes_front_door_vrf() {
+    let spec = TopoSpec::new()
+        .link("hub", "198.51.100.1/24", "sa", "198.51.100.2/24")
+        .link("hub", "203.0.113.1/24", "sb", "203.0.113.2/24")
+        .lan("sa", "10.9.0.1/24")
+        .lan("sb", "10.9.0.1/24");
+    scenario("vrf-hub", spec, |sc| {
+        let hub = sc.topo.host("hub");
+        // The operator's front-door VRF: both uplinks in table 100, nothing in main.
+        hub.ip(&["link", "add", "wan", "type", "vrf", "table", "100"])?;
+        hub.ip(&["link", "set", "wan", "up"])?;
+        for dev in ["e-sa", "e-sb"] {
+            hub.ip(&["link", "set", dev, "master", "wan"])?;
+        }
+        let main = hub.ip(&["route", "show", "table", "main"])?;
+        ensure!(
+            !main.contains("198.51.100.") && !main.contains("203.0.113."),
+            "underlay still in the main table:\n{main}"
+        );
+
+        let kh = write_secret(&sc.dir().join("hub"), "k", PSK)?;
+        let vh = Vtid::start_config(hub, &sc.dir().join("hub"), &hub_config(&kh), "TunA")?;
+        sc.add_peer("hub", vtid_peer(vh));
+        let mut spokes = Vec::new();
+        for (host, src, dst) in [
+            ("sa", "198.51.100.2", "198.51.100.1"),
+            ("sb", "203.0.113.2", "203.0.113.1"),
+        ] {
+            let k = write_secret(&sc.dir().join(host), "k", PSK)?;
+            let v = Vtid::start_config(
+                sc.topo.host(host),
+                &sc.dir().join(host),
+                &spoke_config(&k, src, dst),
+                "Tun0",
+            )?;
+            spokes.push(sc.add_peer(host, vtid_peer(v)));
+        }
+        for &p in &spokes {
+            wait_until("spoke tunnel up", Duration::from_secs(40), || {
+                sc.peer(p).is_up()
+            })?;
+        }
+        let hub = sc.topo.host("hub");
+        let (sa, sb) = (sc.topo.host("sa"), sc.topo.host("sb"));
+
+        // Inside VRFs: each tunnel enslaved to its customer's VRF, its route in that table
+        // only; the overlapping prefix is absent from main.
+        for (tun, vrf) in [("TunA", "custA"), ("TunB", "custB")] {
+            let link = hub.ip(&["-d", "link", "show", tun])?;
+            ensure!(link.contains(&format!("master {vrf}")), "{tun}:\n{link}");
+            let routes = hub.ip(&["route", "show", "vrf", vrf])?;
+            ensure!(
+                routes.contains(&format!("10.9.0.0/24 dev {tun}")),
+                "vrf {vrf}:\n{routes}"
+            );
+        }
+        let main = hub.ip(&["route", "show", "table", "main"])?;
+        ensure!(
+            !main.contains("10.9.0.0/24"),
+            "customer prefix leaked into main:\n{main}"
+        );
+
+        // Each customer reaches only its own spoke: pinging the same address from each VRF
+        // lands on a different spoke.
+        for (vrf, mine, other) in [("custA", sa, sb), ("custB", sb, sa)] {
+            let (m0, o0) = (rx(mine)?, rx(other)?);
+            let got = kernel::ping(hub, vrf, "10.9.0.1", 3)?;
+            ensure!(got > 0, "no answer from 10.9.0.1 in vrf {vrf}");
+            let (m1, o1) = (rx(mine)?, rx(other)?);
+            ensure!(
+                m1 >= m0 + u64::from(got) && o1 == o0,
+                "vrf {vrf}: own spoke rx {m0}->{m1}, other spoke rx {o0}->{o1}"
+            );
+        }
+        // Nothing reaches a customer from the main table.
+        ensure!(
+            hub.exec(&["ping", "-n", "-c", "1", "-W", "1", "10.9.0.1"])
+                .is_err(),
+            "the main table reached a customer prefix"
+        );
+
+        // vtid show names both VRFs per tunnel.
+        let sock = std::env::temp_dir().join(format!("nstest-vtid-{}.sock", hub.name()));
+        let bin = nstest::vtid::binary()?;
+        let out = hub.exec(&[
+            bin.to_str().context("utf-8")?,
+            "--socket",
+            sock.to_str().context("utf-8")?,
+            "show",
+            "tunnels",
+            "--json",
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        for (tun, vrf) in [("TunA", "custA"), ("TunB", "custB")] {
+            let t = v
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["name"] == tun))
+                .with_context(|| format!("{tun} not shown: {v}"))?;
+            ensure!(
+                t["vrf"] == vrf && t["fvrf"] == "wan" && t["state"] == "up",
+                "{t}"
+            );
+        }
+        Ok(())
+    });
+}

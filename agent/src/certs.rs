@@ -61,7 +61,7 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
             .find("-----END ")
             .and_then(|e| block[e + 9..].find("-----").map(|f| e + 9 + f + 5))
             .with_context(|| format!("{}: PEM block without its END line", path.display()))?;
-        let (label, der) = pem_rfc7468::decode_vec(block[..end_marker].as_bytes())
+        let (label, der) = pem_rfc7468::decode_vec(&block.as_bytes()[..end_marker])
             .map_err(|e| anyhow::anyhow!("{}: bad PEM: {e}", path.display()))?;
         if label == "CERTIFICATE" {
             out.push(der);

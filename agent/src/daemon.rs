@@ -311,15 +311,17 @@ async fn bind_vrf_sockets(
     tx: &mpsc::Sender<Input>,
     socks: &mut Sockets,
 ) -> Result<()> {
-    socks.fvrf_of = crate::vrf::fvrf_of_local(
-        plan.tunnels.values().map(|t| (t.local, t.fvrf.as_ref())),
-    );
+    socks.fvrf_of =
+        crate::vrf::fvrf_of_local(plan.tunnels.values().map(|t| (t.local, t.fvrf.as_ref())));
     for v in plan.tunnels.values().filter_map(|t| t.fvrf.as_ref()) {
         if socks.vrf.iter().any(|(n, _)| *n == v.name) {
             continue;
         }
         crate::vrf::ensure(h, v).await?;
-        for ip in [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)] {
+        for ip in [
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ] {
             for (port, natt) in [(cfg.global.ike_port, false), (cfg.global.nat_t_port, true)] {
                 let addr = SocketAddr::new(ip, port);
                 let s = match IkeSocket::bind_device(addr, natt, Some(&v.name)) {

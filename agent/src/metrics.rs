@@ -281,9 +281,12 @@ async fn answer(mut stream: TcpStream, to_daemon: mpsc::Sender<Scrape>) -> Resul
     Ok(())
 }
 
+/// One parsed sample: metric name, labels, value.
+pub type Sample = (String, BTreeMap<String, String>, f64);
+
 /// Parses exposition text into `(name, labels, value)` samples, checking that every sample
 /// belongs to a family announced by `# TYPE` (for tests and `nstest`'s scrapes).
-pub fn parse(text: &str) -> Result<Vec<(String, BTreeMap<String, String>, f64)>, String> {
+pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
     let mut typed = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {

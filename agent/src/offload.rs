@@ -218,7 +218,10 @@ pub async fn install_child_sas(
         }
         let Some((m, e)) = last else { continue };
         let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
-        if demand && !(inbound && xfrmi) {
+        // The one refusal a demand tolerates: the RX path cannot match an xfrm interface's
+        // if_id (6.2+ says so in the extended ack); that direction stays in software.
+        let if_id_rx = inbound && xfrmi && e.ext_ack().is_some_and(|m| m.contains("if_id"));
+        if demand && !if_id_rx {
             remove(h, &sas[..i]).await;
             anyhow::bail!("offload {}: {why}", m.as_str());
         }
@@ -322,10 +325,19 @@ impl Tunnels {
         match &res {
             Ok(a) => {
                 st.last = Some(a.clone());
-                if let SaOffload::Software(Some(why)) = &a.inbound
-                    && matches!(a.outbound, SaOffload::Offloaded(..))
-                {
-                    info!(tunnel = name, "offload: inbound SA in software, {why}");
+                match (&a.inbound, &a.outbound) {
+                    (SaOffload::Software(Some(why)), SaOffload::Offloaded(..)) => {
+                        info!(tunnel = name, "offload: inbound SA in software, {why}");
+                    }
+                    // `auto` on an offloading device whose driver refused these SAs (e.g. a
+                    // transform it cannot do): one line per distinct reason, not per rekey.
+                    (_, SaOffload::Software(Some(why)))
+                        if st.fallback_logged.as_ref() != Some(why) =>
+                    {
+                        info!(tunnel = name, "offload auto: software crypto, {why}");
+                        st.fallback_logged = Some(why.clone());
+                    }
+                    _ => {}
                 }
             }
             Err(e) if policy != Offload::Auto && policy != Offload::Off => {
@@ -394,7 +406,9 @@ pub fn sa_json(sa: Option<&xfrm::SaState>, names: &BTreeMap<u32, String>) -> Val
 
 /// Moves AES-GCM proposals first when `auto` finds an offloading underlay: ESP offload
 /// hardware (and netdevsim) implements rfc4106(gcm(aes)) only, so the negotiated transform
-/// decides whether offload is possible at all. The relative order is kept otherwise.
+/// decides whether offload is possible at all. The relative order is kept otherwise. As
+/// responder vtid then picks GCM from any offer that has it (the responder chooses, RFC 7296
+/// §2.7); as initiator it offers GCM first, and the peer's own preference decides.
 pub fn prefer_aead(esp: &mut [ike::EspProposal], policy: Offload, underlay_offloads: bool) {
     if policy == Offload::Auto && underlay_offloads {
         esp.sort_by_key(|p| !matches!(p.encr, ike::transform::Encr::AesGcm16 { .. }));
@@ -551,6 +565,38 @@ mod tests {
         prefer_aead(&mut v, Offload::Auto, true);
         assert_eq!(v[0].encr, Encr::AesGcm16 { key_bits: 128 });
         assert_eq!(v[1..], list[..2]);
+    }
+
+    /// `offload` on a tunnel overrides its IPsec profile's; a bad word is rejected with its
+    /// place in the file.
+    #[test]
+    fn tunnel_overrides_profile_offload() {
+        let src = |t1: &str| {
+            format!(
+                "[keyring.K]\n[[keyring.K.peer]]\naddress = \"0.0.0.0/0\"\npsk_file = \"/k\"\n\
+                 [transform_set.T]\nesp = \"aes-gcm-128\"\n\
+                 [ipsec_profile.P]\ntransform_sets = [\"T\"]\noffload = \"auto\"\n\
+                 [tunnel.T0]\nsource = \"192.0.2.1\"\ndestination = \"192.0.2.2\"\n\
+                 address = \"10.0.0.1/30\"\nprotection = \"P\"\n\
+                 [tunnel.T1]\nsource = \"192.0.2.1\"\ndestination = \"192.0.2.3\"\n\
+                 address = \"10.0.1.1/30\"\nprotection = \"P\"\noffload = \"{t1}\"\n"
+            )
+        };
+        let opts = crate::config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let path = std::path::Path::new("t.toml");
+        let c = crate::config::Config::from_toml(path, &src("crypto"), &opts).unwrap();
+        assert_eq!(c.tunnel_offload("T0"), Offload::Auto);
+        assert_eq!(c.tunnel_offload("T1"), Offload::Crypto);
+        let e = crate::config::Config::from_toml(path, &src("hw"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:20:11:") && e.contains("tunnel.T1.offload"),
+            "{e}"
+        );
     }
 
     /// The loopback device exists in every namespace and never offloads ESP; its feature

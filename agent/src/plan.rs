@@ -85,11 +85,9 @@ impl LocalAddrs {
 
     /// True when the interface holding `addr` offloads ESP.
     pub fn offloads(&self, addr: IpAddr) -> bool {
-        self.links
-            .iter()
-            .any(|(name, (_, addrs))| {
-                self.esp_offload.contains(name) && addrs.iter().any(|n| n.addr() == addr)
-            })
+        self.links.iter().any(|(name, (_, addrs))| {
+            self.esp_offload.contains(name) && addrs.iter().any(|n| n.addr() == addr)
+        })
     }
 
     /// MTU of the interface that holds `addr`, when that interface can be the underlay.

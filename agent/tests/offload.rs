@@ -95,11 +95,38 @@ fn sa_offload(sa: &serde_json::Value, dir: &str) -> (Option<String>, Option<Stri
     )
 }
 
+const TUNNEL1_A: &str = r#"
+[tunnel.Tunnel1]
+source = "192.0.2.1"
+destination = "198.51.100.3"
+address = "10.99.1.1/30"
+protection = "P"
+offload = "packet"
+initiate = false
+"#;
+
+const TUNNEL1_B: &str = r#"
+[tunnel.Tunnel1]
+source = "198.51.100.3"
+destination = "192.0.2.1"
+address = "10.99.1.2/30"
+protection = "P"
+"#;
+
+/// b's second address, the far end of Tunnel1.
+fn b_extra(b: &Netns) -> Result<()> {
+    b.ip(&["addr", "add", "198.51.100.3/24", "dev", "e-a"])?;
+    Ok(())
+}
+
 /// `offload = "auto"` on a netdevsim underlay: the responder prefers AES-GCM (the only
 /// transform the device offloads) over the CBC its peer lists first, packet offload is refused
 /// by 6.1 and crypto offload taken, for both directions; `vtid show sa`, `ip xfrm state` and
 /// netdevsim's debugfs agree; after a rekey the new SAs are offloaded again and the old ones
-/// leave the driver.
+/// leave the driver. A second tunnel demanding packet offload is refused (6.1 has no
+/// XFRM_OFFLOAD_PACKET) and stays down with the reason shown. b has the short lifetime so that b initiates the rekey too: a responder
+/// picks the transform, so the AEAD preference decides only where vtid responds (as
+/// initiator it offers GCM first, which a peer may or may not honour).
 #[test]
 #[ignore = "vm"]
 fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
@@ -108,6 +135,10 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         .route("b", "192.0.2.1/32", "via 198.51.100.1");
     scenario("offload-nsim", spec, |sc| {
         let a = sc.topo.host("a");
+        // No IPv6 on a's tunnel device: its router solicitations would hit the policy, and
+        // the ACQUIRE would make a initiate; a must stay the responder, whose choice among
+        // b's offers is what `auto`'s AEAD preference decides.
+        a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
         let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
         a.ip(&["addr", "add", "192.0.2.1/24", "dev", "nsim0"])?;
         a.ip(&["link", "set", "nsim0", "up"])?;
@@ -121,7 +152,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
             "10.99.0.1/30",
             "auto",
             false,
-            30,
+            3600,
         );
         let cb = config(
             &kb,
@@ -131,10 +162,16 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
             "10.99.0.2/30",
             "off",
             true,
-            3600,
+            30,
         );
+        // Tunnel1 demands packet offload on the same netdevsim underlay from a second peer
+        // address of b: the device has esp-hw-offload, so it is tried, and 6.1 refuses the
+        // XFRM_OFFLOAD_PACKET flag when its first SA is installed.
+        b_extra(sc.topo.host("b"))?;
+        let ca = ca + TUNNEL1_A;
+        let cb = cb + TUNNEL1_B;
         let va = Vtid::start_config(a, &sc.dir().join("a"), &ca, "Tunnel0")?;
-        sc.add_peer("a", vtid_peer(va));
+        let pa = sc.add_peer("a", vtid_peer(va));
         let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
         let pb = sc.add_peer("b", vtid_peer(vb));
         wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
@@ -189,7 +226,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
             o["policy"] == "auto" && o["in"]["device"] == "nsim0" && o["out"]["mode"] == "crypto",
             "show tunnels: {t}"
         );
-        // Rekey (30 s lifetime): the new SAs are offloaded too, the old ones leave the driver.
+        // Rekey (b's 30 s lifetime): the new SAs are offloaded too, the old ones leave the driver.
         wait_until("Child SA rekeyed", Duration::from_secs(60), || {
             Ok(spis(a)?.is_disjoint(&first)
                 && show(a, "sa")?.as_array().is_some_and(|v| v.len() == 1))
@@ -204,6 +241,31 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         ensure!(
             kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)? > 0,
             "no ping after the rekey"
+        );
+        // The packet-offload demand: refused at install, reason in `vtid show tunnels` and the
+        // log, no SA of Tunnel1 left in the kernel.
+        wait_until("Tunnel1 refused", Duration::from_secs(30), || {
+            let t = show(a, "tunnels")?;
+            let t1 = t
+                .as_array()
+                .and_then(|v| v.iter().find(|t| t["name"] == "Tunnel1"))
+                .cloned()
+                .unwrap_or_default();
+            let r = t1["reason"].as_str().unwrap_or_default();
+            Ok(t1["state"] == "down"
+                && r.starts_with("offload packet: nsim0 refused packet offload")
+                && r.contains("EINVAL"))
+        })?;
+        let text = a.ip(&["xfrm", "state"])?;
+        ensure!(
+            !text.contains("198.51.100.3"),
+            "Tunnel1 SA installed:\n{text}"
+        );
+        ensure!(
+            sc.peer(pa)
+                .log()
+                .contains("offload refused, Child SA not installed: offload packet"),
+            "packet refusal not logged"
         );
         Ok(())
     });
@@ -230,10 +292,8 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
             "auto",
             false,
             3600,
-        ) + &format!(
-            "\n[tunnel.Tunnel1]\nsource = \"198.51.100.1\"\ndestination = \"198.51.100.77\"\n\
-                 address = \"10.99.1.1/30\"\nprotection = \"P\"\noffload = \"crypto\"\n"
-        );
+        ) + "\n[tunnel.Tunnel1]\nsource = \"198.51.100.1\"\ndestination = \"198.51.100.77\"\n\
+                 address = \"10.99.1.1/30\"\nprotection = \"P\"\noffload = \"crypto\"\n";
         let cb = config(
             &kb,
             "Tunnel0",

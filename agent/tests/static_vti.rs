@@ -172,10 +172,14 @@ fn vm_seed_static_vti_c7206_to_c1750_lan_to_lan() {
         let got = kernel::ping(r, "10.0.51.203", "10.0.51.217", 3)?;
         ensure!(got == 3, "{got}/3 pings across Tunnel0's subnet");
         // One Child SA pair left on each side, the same one.
-        wait_until("one SA pair on each router", Duration::from_secs(15), || {
-            let (a, b) = (spis(r)?, spis(sc.topo.host("c1750"))?);
-            Ok(a.len() == 2 && a == b)
-        })?;
+        wait_until(
+            "one SA pair on each router",
+            Duration::from_secs(15),
+            || {
+                let (a, b) = (spis(r)?, spis(sc.topo.host("c1750"))?);
+                Ok(a.len() == 2 && a == b)
+            },
+        )?;
         Ok(())
     });
 }

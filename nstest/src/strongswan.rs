@@ -161,16 +161,14 @@ impl SwanConn {
                     self.local_id, self.remote_id
                 );
             }
-            SwanAuth::Cert { key, ca, .. } => {
+            // The private key is not named here: swanctl.conf's `secrets.private*.file` only
+            // maps passphrases; keys are loaded from the `private/` folder next to
+            // swanctl.conf ([`install_keys`]).
+            SwanAuth::Cert { ca, .. } => {
                 let _ = writeln!(
                     authorities,
                     "  ca-{name} {{\n    cacert = {}\n  }}",
                     ca.display()
-                );
-                let _ = writeln!(
-                    secrets,
-                    "  private-{name} {{\n    file = {}\n  }}",
-                    key.display()
                 );
             }
         }
@@ -194,6 +192,23 @@ pub fn render_many(conns: &[(&str, &SwanConn)]) -> String {
     s
 }
 
+/// Copies the private keys of certificate connections into `dir/private/`, where
+/// `swanctl --load-all --file dir/swanctl.conf` loads them from (strongSwan >= 5.7.2 resolves
+/// its credential folders relative to the file it loads).
+fn install_keys<'a>(dir: &Path, conns: impl IntoIterator<Item = &'a SwanConn>) -> Result<()> {
+    for c in conns {
+        if let SwanAuth::Cert { key, .. } = &c.auth {
+            let private = dir.join("private");
+            std::fs::create_dir_all(&private)?;
+            // Named after the whole path: two keys may share a file name.
+            let name = key.to_string_lossy().replace('/', "_");
+            std::fs::copy(key, private.join(name))
+                .with_context(|| format!("copy {} into {}", key.display(), private.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A running charon in a namespace.
 pub struct Strongswan {
     ns_name: String,
@@ -206,11 +221,13 @@ impl Strongswan {
     /// Starts charon in `ns` with `conn` loaded. `dir` receives the config files and
     /// `charon.log`.
     pub fn start(ns: &Netns, dir: &Path, conn: &SwanConn) -> Result<Self> {
+        install_keys(dir, [conn])?;
         Self::start_conf(ns, dir, &conn.render())
     }
 
     /// Starts charon in `ns` with several connections ([`render_many`]).
     pub fn start_many(ns: &Netns, dir: &Path, conns: &[(&str, &SwanConn)]) -> Result<Self> {
+        install_keys(dir, conns.iter().map(|(_, c)| *c))?;
         Self::start_conf(ns, dir, &render_many(conns))
     }
 
@@ -257,7 +274,9 @@ impl Strongswan {
             charon,
         };
         let sock = ss.run.join("charon.vici");
-        wait_until("charon's vici socket", Duration::from_secs(20), || {
+        // Generous: a loaded machine runs the TCG VM many times slower than CI does; the
+        // poll returns as soon as the socket exists.
+        wait_until("charon's vici socket", Duration::from_secs(60), || {
             Ok(sock.exists())
         })
         .with_context(|| ss.log())?;

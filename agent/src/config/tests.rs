@@ -925,7 +925,7 @@ fn diff_key_for_another_peer_leaves_tunnel_alone() {
     let mut new = old.clone();
     // A more specific key for B's peer: B now uses it, A still uses the 0/0 entry.
     let mut entry = new.keyrings["KR1"].peers[0].clone();
-    entry.peer = crate::config::PeerMatch::Address("10.0.0.2/32".parse().unwrap());
+    entry.peer = PeerMatch::Address("10.0.0.2/32".parse().unwrap());
     entry.psk = Some(Psk::new(b"for-b-only".to_vec()));
     new.keyrings.get_mut("KR1").unwrap().peers.push(entry);
     let d = Config::diff(&old, &new);

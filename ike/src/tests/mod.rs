@@ -1028,7 +1028,10 @@ fn hub_profile_keeps_one_session_per_spoke() {
             .collect();
     assert_eq!(auths.len(), 2, "{auths:?}");
     assert_ne!(auths[0].0, auths[1].0, "one session per spoke");
-    assert!(auths.iter().all(|a| a.2), "each spoke starts with INITIAL_CONTACT");
+    assert!(
+        auths.iter().all(|a| a.2),
+        "each spoke starts with INITIAL_CONTACT"
+    );
     assert_eq!(p.b.ep.ike_sa_count(), 2);
     assert!(p.b.ep.session_alive(auths[0].0) && p.b.ep.session_alive(auths[1].0));
     assert_eq!(p.b.live_children().len(), 2);

@@ -46,8 +46,11 @@ fn spec() -> TopoSpec {
 }
 
 #[test]
-#[ignore = "vm"]
-fn vm_ansible_example_inventory_spokes_reach_each_other() {
+// Not in `./x test` yet (issue 8 open): it needs the files packaging/ansible/test renders,
+// and that step is not in `./x test` while the package test fails. Run by hand after it:
+// `nstest vm-suite --filter pkg_scenario_`.
+#[ignore = "vm, after packaging/*/test"]
+fn pkg_scenario_ansible_example_inventory_spokes_reach_each_other() {
     scenario("ansible-hub-spoke", spec(), |sc| {
         let dir = render_dir()?;
         let mut daemons = Vec::new();

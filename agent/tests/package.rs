@@ -47,8 +47,11 @@ fn end(me: u8, initiator: bool) -> TunnelEnd {
 }
 
 #[test]
-#[ignore = "vm"]
-fn vm_packaged_vtid_with_the_units_capabilities() {
+// Not in `./x test` yet (issue 8 open): the package test (packaging/deb/test) does not pass
+// yet, and this scenario needs its output. Run by hand after it:
+// `nstest vm-suite --filter pkg_scenario_`.
+#[ignore = "vm, after packaging/*/test"]
+fn pkg_scenario_packaged_vtid_with_the_units_capabilities() {
     let spec = TopoSpec::new()
         .link("a", "192.0.2.1/24", "b", "192.0.2.2/24")
         .lan("a", "10.1.0.1/24")

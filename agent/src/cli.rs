@@ -220,9 +220,10 @@ fn render(what: ShowWhat, body: &serde_json::Value) -> String {
                 );
                 let _ = writeln!(
                     out,
-                    "  transform: {}, {}, path mtu {}",
+                    "  transform: {}, {}, plaintext mtu {}, path mtu {}",
                     s(&r["transform"]),
                     s(&r["mode"]),
+                    s(&r["plaintext_mtu"]),
                     s(&r["path_mtu"])
                 );
                 let _ = writeln!(

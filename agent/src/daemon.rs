@@ -49,7 +49,10 @@ struct ChildInfo {
     local: SocketAddr,
     remote: SocketAddr,
     installed: Instant,
-    hard_lifetime: Duration,
+    /// The configured lifetime: the engine rekeys before it and deletes the SA at it; the
+    /// kernel's hard limit is a safety net a minute later. `show sa` counts down to this, as
+    /// IOS's "remaining key lifetime" counts down the configured one.
+    lifetime: Duration,
     hard_bytes: Option<u64>,
     encap: bool,
 }
@@ -584,7 +587,13 @@ impl Daemon {
                 local: inst.local,
                 remote: inst.remote,
                 installed: Instant::now(),
-                hard_lifetime: inst.hard_lifetime,
+                lifetime: self
+                    .plan
+                    .endpoint
+                    .peers
+                    .iter()
+                    .find(|p| p.id == inst.conn)
+                    .map_or(inst.hard_lifetime, |p| p.child.lifetime.lifetime),
                 hard_bytes: inst.bytes.map(|b| b.hard),
                 encap: inst.encap.is_some(),
             },
@@ -775,6 +784,9 @@ impl Daemon {
             .await
             .map(|l| l.into_iter().map(|l| (l.index, l.name)).collect())
             .unwrap_or_default();
+        // The underlay's MTU now, for Cisco's "path mtu" (the tunnel's own MTU is what
+        // Cisco calls "plaintext mtu").
+        let underlay = kernel::local_addrs(&self.h).await.unwrap_or_default();
         for c in self.children.values() {
             let Some(t) = self.tunnel_for(c.conn, c.session) else {
                 continue;
@@ -798,9 +810,10 @@ impl Daemon {
                 "out": { "packets": cout.packets, "bytes": cout.bytes },
                 "replay_errors": cin.replay + cin.replay_window_drops,
                 "integrity_errors": cin.integrity_failed,
-                "lifetime_remaining_secs": c.hard_lifetime.saturating_sub(age).as_secs(),
+                "lifetime_remaining_secs": c.lifetime.saturating_sub(age).as_secs(),
                 "lifetime_remaining_kb": c.hard_bytes.map(|h| h.saturating_sub(used) / 1024),
-                "path_mtu": t.mtu,
+                "path_mtu": underlay.mtu_of(c.local.ip()).unwrap_or(plan::DEFAULT_UNDERLAY_MTU),
+                "plaintext_mtu": t.mtu,
                 "session": c.session.0,
                 "offload": {
                     "in": crate::offload::sa_json(sin.as_ref(), &names),

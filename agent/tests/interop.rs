@@ -176,38 +176,40 @@ fn tunnel(
     Ok(())
 }
 
+/// One scenario of the matrix: sides `a` and `b` as (implementation, device kind).
+fn run(name: &str, family: Family, a: (Impl, Kind), b: (Impl, Kind), a_initiates: bool, esp: &str) {
+    scenario(name, family.spec(), |sc| {
+        let side = |(imp, kind)| Side { imp, kind };
+        tunnel(sc, family, side(a), side(b), a_initiates, esp)
+    });
+}
+
 const GCM: &str = "aes256gcm16";
 
 #[test]
 #[ignore = "vm"]
 fn vm_vtid_xfrmi_initiates_to_strongswan_vti() {
-    scenario("vtid-xfrmi-ss-vti", Family::V4.spec(), |sc| {
-        let a = Side {
-            imp: Impl::Vtid,
-            kind: Kind::Xfrmi,
-        };
-        let b = Side {
-            imp: Impl::Strongswan,
-            kind: Kind::Vti,
-        };
-        tunnel(sc, Family::V4, a, b, true, GCM)
-    });
+    run(
+        "vtid-xfrmi-ss-vti",
+        Family::V4,
+        (Impl::Vtid, Kind::Xfrmi),
+        (Impl::Strongswan, Kind::Vti),
+        true,
+        GCM,
+    );
 }
 
 #[test]
 #[ignore = "vm"]
 fn vm_strongswan_xfrmi_initiates_to_vtid_vti() {
-    scenario("ss-xfrmi-vtid-vti", Family::V4.spec(), |sc| {
-        let a = Side {
-            imp: Impl::Vtid,
-            kind: Kind::Vti,
-        };
-        let b = Side {
-            imp: Impl::Strongswan,
-            kind: Kind::Xfrmi,
-        };
-        tunnel(sc, Family::V4, a, b, false, GCM)
-    });
+    run(
+        "ss-xfrmi-vtid-vti",
+        Family::V4,
+        (Impl::Vtid, Kind::Vti),
+        (Impl::Strongswan, Kind::Xfrmi),
+        false,
+        GCM,
+    );
 }
 
 /// vtid's ip6_vti end initiates over IPv6 outside and inside. strongSwan's side is an xfrm
@@ -216,47 +218,38 @@ fn vm_strongswan_xfrmi_initiates_to_vtid_vti() {
 #[test]
 #[ignore = "vm"]
 fn vm_ipv6_vtid_vti_initiates_to_strongswan_xfrmi() {
-    scenario("v6-vtid-vti", Family::V6.spec(), |sc| {
-        let a = Side {
-            imp: Impl::Vtid,
-            kind: Kind::Vti,
-        };
-        let b = Side {
-            imp: Impl::Strongswan,
-            kind: Kind::Xfrmi,
-        };
-        tunnel(sc, Family::V6, a, b, true, "aes128gcm16")
-    });
+    run(
+        "v6-vtid-vti",
+        Family::V6,
+        (Impl::Vtid, Kind::Vti),
+        (Impl::Strongswan, Kind::Xfrmi),
+        true,
+        "aes128gcm16",
+    );
 }
 
 #[test]
 #[ignore = "vm"]
 fn vm_ipv6_strongswan_initiates_to_vtid_xfrmi() {
-    scenario("v6-vtid-xfrmi", Family::V6.spec(), |sc| {
-        let a = Side {
-            imp: Impl::Vtid,
-            kind: Kind::Xfrmi,
-        };
-        let b = Side {
-            imp: Impl::Strongswan,
-            kind: Kind::Xfrmi,
-        };
-        tunnel(sc, Family::V6, a, b, false, GCM)
-    });
+    run(
+        "v6-vtid-xfrmi",
+        Family::V6,
+        (Impl::Vtid, Kind::Xfrmi),
+        (Impl::Strongswan, Kind::Xfrmi),
+        false,
+        GCM,
+    );
 }
 
 #[test]
 #[ignore = "vm"]
 fn vm_vtid_to_vtid_cbc_sha256() {
-    scenario("vtid-vtid", Family::V4.spec(), |sc| {
-        let a = Side {
-            imp: Impl::Vtid,
-            kind: Kind::Xfrmi,
-        };
-        let b = Side {
-            imp: Impl::Vtid,
-            kind: Kind::Xfrmi,
-        };
-        tunnel(sc, Family::V4, a, b, true, "aes256-sha256")
-    });
+    run(
+        "vtid-vtid",
+        Family::V4,
+        (Impl::Vtid, Kind::Xfrmi),
+        (Impl::Vtid, Kind::Xfrmi),
+        true,
+        "aes256-sha256",
+    );
 }

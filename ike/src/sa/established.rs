@@ -29,6 +29,7 @@ use crate::proposal;
 use crate::proposal::EspChoice;
 use crate::sa::Common;
 use crate::sa::Ctx;
+use crate::sa::Found;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
 use crate::sa::State;
@@ -37,6 +38,7 @@ use crate::sa::glue;
 use crate::sa::initiator::esp_usable;
 use crate::sa::initiator::usable;
 use crate::sa::later;
+use crate::sa::need;
 use crate::sa::responder::negotiate_child_pfs;
 use crate::secret::Secret;
 use crate::transform::DhGroup;
@@ -374,84 +376,20 @@ impl Established {
                     return Ok(());
                 };
                 ch.rekeying = true;
-                let spi_in = ctx.spi32();
-                let ni = ctx.nonce();
-                let ke = match pfs {
-                    Some(g) => Some(KeyExchange::generate(g, ctx.rng)?),
-                    None => None,
-                };
                 // §1.3.3: REKEY_SA names the SA being replaced by our inbound SPI.
-                let mut p = vec![Payload::Notify(Notify::esp(
-                    NotifyType::RekeySa,
-                    ch.spi_in,
-                    vec![],
-                ))];
-                if ch.mode == Mode::Transport {
-                    p.push(Payload::Notify(Notify::new(
-                        NotifyType::UseTransportMode,
-                        vec![],
-                    )));
-                }
-                p.push(Payload::Sa(proposal::esp_offer(
-                    &esp_usable(&c.peer),
-                    pfs,
-                    spi_in,
-                )));
-                p.push(Payload::Nonce(Nonce(ni.clone())));
-                if let Some(k) = &ke {
-                    p.push(Payload::Ke(Ke {
-                        group: k.group().id(),
-                        data: k.public().to_vec(),
-                    }));
-                }
-                p.push(Payload::TsI(ch.local_ts.clone()));
-                p.push(Payload::TsR(ch.remote_ts.clone()));
-                c.send_request(ctx, ExchangeType::CreateChildSa, &p)?;
-                self.pending = Some(Pending::RekeyChild(ExpectCreateChildResponse {
-                    old: Some(id),
-                    spi_in,
-                    ni,
-                    ke,
-                }));
+                let rekey = Notify::esp(NotifyType::RekeySa, ch.spi_in, vec![]);
+                let (mode, local, remote) = (ch.mode, ch.local_ts.clone(), ch.remote_ts.clone());
+                let pending =
+                    send_child_request(c, ctx, Some((id, rekey)), mode, pfs, local, remote)?;
+                self.pending = Some(Pending::RekeyChild(pending));
             }
             Queued::CreateChild => {
                 // §1.3.1: a new Child SA on the existing IKE SA, from the profile's selectors.
                 let child = &c.peer.child;
-                let pfs = child.pfs;
-                let spi_in = ctx.spi32();
-                let ni = ctx.nonce();
-                let ke = match pfs {
-                    Some(g) => Some(KeyExchange::generate(g, ctx.rng)?),
-                    None => None,
-                };
-                let mut p = Vec::new();
-                if child.mode == Mode::Transport {
-                    p.push(Payload::Notify(Notify::new(
-                        NotifyType::UseTransportMode,
-                        vec![],
-                    )));
-                }
-                p.push(Payload::Sa(proposal::esp_offer(
-                    &esp_usable(&c.peer),
-                    pfs,
-                    spi_in,
-                )));
-                p.push(Payload::Nonce(Nonce(ni.clone())));
-                if let Some(k) = &ke {
-                    p.push(Payload::Ke(Ke {
-                        group: k.group().id(),
-                        data: k.public().to_vec(),
-                    }));
-                }
-                p.push(Payload::TsI(child.local_ts.clone()));
-                p.push(Payload::TsR(child.remote_ts.clone()));
-                c.send_request(ctx, ExchangeType::CreateChildSa, &p)?;
-                self.pending = Some(Pending::CreateChild(ExpectCreateChildResponse {
-                    old: None,
-                    spi_in,
-                    ni,
-                    ke,
-                }));
+                let (mode, pfs) = (child.mode, child.pfs);
+                let (local, remote) = (child.local_ts.clone(), child.remote_ts.clone());
+                let pending = send_child_request(c, ctx, None, mode, pfs, local, remote)?;
+                self.pending = Some(Pending::CreateChild(pending));
             }
             Queued::RekeyIke => {
                 let spi = ctx.spi64();
@@ -661,20 +599,10 @@ impl Established {
             self.rekey_at = Some(ctx.now + retry);
             return Err(PeerIncompatible::PeerRejected(ty).into());
         }
-        let mut sa = None;
-        let mut nonce = None;
-        let mut ke = None;
-        for p in payloads {
-            match p {
-                Payload::Sa(s) => sa = Some(s),
-                Payload::Nonce(n) => nonce = Some(n),
-                Payload::Ke(k) => ke = Some(k),
-                _ => {}
-            }
-        }
-        let sa = sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?;
-        let nr = &nonce.ok_or(PeerMisbehaved::MissingPayload("Nr"))?.0;
-        let ke = ke.ok_or(PeerMisbehaved::MissingPayload("KE"))?;
+        let f = Found::of(payloads);
+        let sa = need(f.sa, "SA")?;
+        let nr = need(f.nonce, "Nr")?;
+        let ke = need(f.ke, "KE")?;
         let mut props = vec![self.suite];
         props.extend(usable(&c.peer).into_iter().filter(|x| *x != self.suite));
         let (suite, spi) = proposal::accept_ike(sa, &props)?;
@@ -818,20 +746,10 @@ impl Established {
         ) {
             return Err(PeerIncompatible::TemporaryFailure.into());
         }
-        let mut sa = None;
-        let mut nonce = None;
-        let mut ke = None;
-        for p in payloads {
-            match p {
-                Payload::Sa(s) => sa = Some(s),
-                Payload::Nonce(n) => nonce = Some(n),
-                Payload::Ke(k) => ke = Some(k),
-                _ => {}
-            }
-        }
-        let sa = sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?;
-        let ni = &nonce.ok_or(PeerMisbehaved::MissingPayload("Ni"))?.0;
-        let ke = ke.ok_or(PeerMisbehaved::MissingPayload("KE"))?;
+        let f = Found::of(payloads);
+        let sa = need(f.sa, "SA")?;
+        let ni = need(f.nonce, "Ni")?;
+        let ke = need(f.ke, "KE")?;
         let our_spi = ctx.spi64();
         let mut props = vec![self.suite];
         props.extend(usable(&c.peer).into_iter().filter(|x| *x != self.suite));
@@ -1071,28 +989,64 @@ type ChildPayloads<'a> = (
     &'a [TrafficSelector],
 );
 
-fn child_payloads(payloads: &[Payload]) -> Result<ChildPayloads<'_>, Error> {
-    let mut sa = None;
-    let mut nonce = None;
-    let mut ke = None;
-    let mut tsi = None;
-    let mut tsr = None;
-    for p in payloads {
-        match p {
-            Payload::Sa(s) => sa = Some(s),
-            Payload::Nonce(n) => nonce = Some(n.0.as_slice()),
-            Payload::Ke(k) => ke = Some(k),
-            Payload::TsI(t) => tsi = Some(t.as_slice()),
-            Payload::TsR(t) => tsr = Some(t.as_slice()),
-            _ => {}
-        }
+/// Sends a CREATE_CHILD_SA request for a new Child SA (§1.3.1) or, with `rekey` naming the old
+/// child and its REKEY_SA notify, for a Child SA rekey (§1.3.3); returns what to wait for.
+fn send_child_request(
+    c: &mut Common,
+    ctx: &mut Ctx<'_>,
+    rekey: Option<(ChildSaId, Notify)>,
+    mode: Mode,
+    pfs: Option<DhGroup>,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+) -> Result<ExpectCreateChildResponse, Error> {
+    let spi_in = ctx.spi32();
+    let ni = ctx.nonce();
+    let ke = match pfs {
+        Some(g) => Some(KeyExchange::generate(g, ctx.rng)?),
+        None => None,
+    };
+    let (old, mut p) = match rekey {
+        Some((id, n)) => (Some(id), vec![Payload::Notify(n)]),
+        None => (None, Vec::new()),
+    };
+    if mode == Mode::Transport {
+        p.push(Payload::Notify(Notify::new(
+            NotifyType::UseTransportMode,
+            vec![],
+        )));
     }
-    Ok((
-        sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?,
-        nonce.ok_or(PeerMisbehaved::MissingPayload("Nonce"))?,
+    p.push(Payload::Sa(proposal::esp_offer(
+        &esp_usable(&c.peer),
+        pfs,
+        spi_in,
+    )));
+    p.push(Payload::Nonce(Nonce(ni.clone())));
+    if let Some(k) = &ke {
+        p.push(Payload::Ke(Ke {
+            group: k.group().id(),
+            data: k.public().to_vec(),
+        }));
+    }
+    p.push(Payload::TsI(local_ts));
+    p.push(Payload::TsR(remote_ts));
+    c.send_request(ctx, ExchangeType::CreateChildSa, &p)?;
+    Ok(ExpectCreateChildResponse {
+        old,
+        spi_in,
+        ni,
         ke,
-        tsi.ok_or(PeerMisbehaved::MissingPayload("TSi"))?,
-        tsr.ok_or(PeerMisbehaved::MissingPayload("TSr"))?,
+    })
+}
+
+fn child_payloads(payloads: &[Payload]) -> Result<ChildPayloads<'_>, Error> {
+    let f = Found::of(payloads);
+    Ok((
+        need(f.sa, "SA")?,
+        need(f.nonce, "Nonce")?,
+        f.ke,
+        need(f.tsi, "TSi")?,
+        need(f.tsr, "TSr")?,
     ))
 }
 

@@ -16,6 +16,7 @@ use crate::keys;
 use crate::proposal;
 use crate::sa::Common;
 use crate::sa::Ctx;
+use crate::sa::Found;
 use crate::sa::IkeSa;
 use crate::sa::NATT_PORT;
 use crate::sa::State;
@@ -27,6 +28,7 @@ use crate::sa::established::Queued;
 use crate::sa::established::install_child;
 use crate::sa::glue;
 use crate::sa::later;
+use crate::sa::need;
 use crate::transform::DhGroup;
 use crate::ts;
 use crate::wire::Codec;
@@ -181,20 +183,10 @@ impl ExpectSaInitResponse {
         if let Some(ty) = error_notify(&msg.payloads) {
             return Err(PeerIncompatible::PeerRejected(ty).into());
         }
-        let mut sa = None;
-        let mut ke = None;
-        let mut nonce = None;
-        for p in &msg.payloads {
-            match p {
-                Payload::Sa(s) => sa = Some(s),
-                Payload::Ke(k) => ke = Some(k),
-                Payload::Nonce(n) => nonce = Some(n),
-                _ => {}
-            }
-        }
-        let sa = sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?;
-        let ke = ke.ok_or(PeerMisbehaved::MissingPayload("KE"))?;
-        let nr = nonce.ok_or(PeerMisbehaved::MissingPayload("Nr"))?.0.clone();
+        let f = Found::of(&msg.payloads);
+        let sa = need(f.sa, "SA")?;
+        let ke = need(f.ke, "KE")?;
+        let nr = need(f.nonce, "Nr")?.to_vec();
         let (suite, _) = proposal::accept_ike(sa, &usable(&c.peer))?;
         if ke.group != self.ke.group().id() || suite.dh != self.ke.group() {
             return Err(PeerMisbehaved::KeGroupMismatch.into());
@@ -300,21 +292,14 @@ impl ExpectAuthResponse {
         ctx: &mut Ctx<'_>,
         payloads: Vec<Payload>,
     ) -> Result<State, Error> {
-        let mut idr = None;
-        let mut auth = None;
-        let mut sa = None;
-        let mut tsi = None;
-        let mut tsr = None;
-        for p in &payloads {
-            match p {
-                Payload::IdR(i) => idr = Some(i),
-                Payload::Auth(a) => auth = Some(a),
-                Payload::Sa(s) => sa = Some(s),
-                Payload::TsI(t) => tsi = Some(t),
-                Payload::TsR(t) => tsr = Some(t),
-                _ => {}
-            }
-        }
+        let Found {
+            idr,
+            auth,
+            sa,
+            tsi,
+            tsr,
+            ..
+        } = Found::of(&payloads);
         let (Some(idr), Some(auth)) = (idr, auth) else {
             // §2.21.2: an IKE_AUTH response without AUTH carries the reason as an error.
             let ty = error_notify(&payloads).unwrap_or(NotifyType::AuthenticationFailed);
@@ -398,8 +383,8 @@ impl ExpectAuthResponse {
                 g_ir: None,
                 ni: &self.ni,
                 nr: &self.nr,
-                local_ts: tsi.clone(),
-                remote_ts: tsr.clone(),
+                local_ts: tsi.to_vec(),
+                remote_ts: tsr.to_vec(),
                 mode,
                 replaces: None,
             },

@@ -937,3 +937,42 @@ pub(crate) fn error_notify(payloads: &[Payload]) -> Option<crate::wire::enums::N
         _ => None,
     })
 }
+
+/// The payloads of one message, by kind. Where a peer repeats a kind the last one counts, as
+/// every exchange here takes at most one of each (RFC 7296 §1.2–§1.3).
+#[derive(Default)]
+pub(crate) struct Found<'a> {
+    pub(crate) sa: Option<&'a crate::wire::Sa>,
+    pub(crate) ke: Option<&'a crate::wire::Ke>,
+    pub(crate) nonce: Option<&'a [u8]>,
+    pub(crate) idi: Option<&'a Identity>,
+    pub(crate) idr: Option<&'a Identity>,
+    pub(crate) auth: Option<&'a crate::wire::Auth>,
+    pub(crate) tsi: Option<&'a [crate::wire::TrafficSelector]>,
+    pub(crate) tsr: Option<&'a [crate::wire::TrafficSelector]>,
+}
+
+impl<'a> Found<'a> {
+    pub(crate) fn of(payloads: &'a [Payload]) -> Self {
+        let mut f = Self::default();
+        for p in payloads {
+            match p {
+                Payload::Sa(s) => f.sa = Some(s),
+                Payload::Ke(k) => f.ke = Some(k),
+                Payload::Nonce(n) => f.nonce = Some(&n.0),
+                Payload::IdI(i) => f.idi = Some(i),
+                Payload::IdR(i) => f.idr = Some(i),
+                Payload::Auth(a) => f.auth = Some(a),
+                Payload::TsI(t) => f.tsi = Some(t),
+                Payload::TsR(t) => f.tsr = Some(t),
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// A payload the exchange requires; its absence is `MissingPayload(name)` (§2.21: INVALID_SYNTAX).
+pub(crate) fn need<T>(found: Option<T>, name: &'static str) -> Result<T, PeerMisbehaved> {
+    found.ok_or(PeerMisbehaved::MissingPayload(name))
+}

@@ -19,6 +19,7 @@ use crate::keys;
 use crate::proposal;
 use crate::sa::Common;
 use crate::sa::Ctx;
+use crate::sa::Found;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
 use crate::sa::State;
@@ -29,6 +30,7 @@ use crate::sa::established::install_child;
 use crate::sa::glue;
 use crate::sa::initiator::esp_usable;
 use crate::sa::later;
+use crate::sa::need;
 use crate::secret::Secret;
 use crate::transform::Prf;
 use crate::ts;
@@ -94,20 +96,10 @@ impl IkeSa {
         session: SessionId,
         cookie_secret: Option<&Secret>,
     ) -> Result<Self, Error> {
-        let mut sa = None;
-        let mut ke = None;
-        let mut nonce = None;
-        for p in &msg.payloads {
-            match p {
-                Payload::Sa(s) => sa = Some(s),
-                Payload::Ke(k) => ke = Some(k),
-                Payload::Nonce(n) => nonce = Some(n),
-                _ => {}
-            }
-        }
-        let sa = sa.ok_or(PeerMisbehaved::MissingPayload("SA"))?;
-        let ke = ke.ok_or(PeerMisbehaved::MissingPayload("KE"))?;
-        let ni = nonce.ok_or(PeerMisbehaved::MissingPayload("Ni"))?.0.clone();
+        let f = Found::of(&msg.payloads);
+        let sa = need(f.sa, "SA")?;
+        let ke = need(f.ke, "KE")?;
+        let ni = need(f.nonce, "Ni")?.to_vec();
         // §2.6: above the half-open threshold, keep no state until the initiator proves it
         // receives at its address by echoing a cookie bound to (Ni, IPi, SPIi).
         if let Some(secret) = cookie_secret {
@@ -310,25 +302,17 @@ impl ExpectAuthRequest {
         id: u32,
         payloads: Vec<Payload>,
     ) -> Result<State, Error> {
-        let mut idi = None;
-        let mut idr = None;
-        let mut auth = None;
-        let mut sa = None;
-        let mut tsi = None;
-        let mut tsr = None;
-        for p in &payloads {
-            match p {
-                Payload::IdI(i) => idi = Some(i),
-                Payload::IdR(i) => idr = Some(i),
-                Payload::Auth(a) => auth = Some(a),
-                Payload::Sa(s) => sa = Some(s),
-                Payload::TsI(t) => tsi = Some(t),
-                Payload::TsR(t) => tsr = Some(t),
-                _ => {}
-            }
-        }
-        let idi = idi.ok_or(PeerMisbehaved::MissingPayload("IDi"))?;
-        let auth = auth.ok_or(PeerMisbehaved::MissingPayload("AUTH"))?;
+        let Found {
+            idi,
+            idr,
+            auth,
+            sa,
+            tsi,
+            tsr,
+            ..
+        } = Found::of(&payloads);
+        let idi = need(idi, "IDi")?;
+        let auth = need(auth, "AUTH")?;
         let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
         let prf = self.suite.prf;
         let octets = keys::signed_octets(prf, &self.request, &self.nr, &keys.sk_pi, &idi.to_vec());

@@ -150,21 +150,29 @@ pub(crate) fn cert_auth(
     })
 }
 
+/// Certificate auth with a leaf for `ip` (its only SAN) issued by `issuer`, valid 2020 to
+/// `until`, sending no chain and trusting only `trust`.
+fn leaf_auth(
+    issuer: &Ca,
+    alg: Alg,
+    cn: &str,
+    ip: std::net::Ipv4Addr,
+    until: i32,
+    trust: &Ca,
+) -> AuthConfig {
+    cert_auth(
+        issuer.issue(alg, cn, vec![ip_san(ip)], until),
+        Vec::new(),
+        anchors(&[trust]),
+    )
+}
+
 /// A and B profiles (IP identities) with certificates from `root` for both sides.
 fn ip_pair(alg: Alg, root: &Ca) -> (PeerConfig, PeerConfig) {
-    let trust = anchors(&[root]);
     let mut a = peer(1, A_IP, B_IP, "unused");
-    a.auth = cert_auth(
-        root.issue(alg, "a", vec![ip_san(A_IP)], 2030),
-        Vec::new(),
-        trust.clone(),
-    );
+    a.auth = leaf_auth(root, alg, "a", A_IP, 2030, root);
     let mut b = peer(1, B_IP, A_IP, "unused");
-    b.auth = cert_auth(
-        root.issue(alg, "b", vec![ip_san(B_IP)], 2030),
-        Vec::new(),
-        trust,
-    );
+    b.auth = leaf_auth(root, alg, "b", B_IP, 2030, root);
     (a, b)
 }
 
@@ -319,11 +327,7 @@ fn certificate_from_unknown_ca_is_rejected() {
     let root = Ca::root(Alg::P256, "root");
     let rogue = Ca::root(Alg::P256, "rogue");
     let (mut a, b) = ip_pair(Alg::P256, &root);
-    a.auth = cert_auth(
-        rogue.issue(Alg::P256, "a", vec![ip_san(A_IP)], 2030),
-        Vec::new(),
-        anchors(&[&root]),
-    );
+    a.auth = leaf_auth(&rogue, Alg::P256, "a", A_IP, 2030, &root);
     let p = connect_at(a, b, Some(NOW));
     assert_rejected_by(&p, Side::B);
 }
@@ -333,11 +337,7 @@ fn responder_certificate_from_unknown_ca_is_rejected_by_initiator() {
     let root = Ca::root(Alg::P256, "root");
     let rogue = Ca::root(Alg::P256, "rogue");
     let (a, mut b) = ip_pair(Alg::P256, &root);
-    b.auth = cert_auth(
-        rogue.issue(Alg::P256, "b", vec![ip_san(B_IP)], 2030),
-        Vec::new(),
-        anchors(&[&root]),
-    );
+    b.auth = leaf_auth(&rogue, Alg::P256, "b", B_IP, 2030, &root);
     let p = connect_at(a, b, Some(NOW));
     assert_rejected_by(&p, Side::A);
 }
@@ -348,11 +348,7 @@ fn missing_intermediate_is_rejected() {
     let sub = root.intermediate(Alg::P256, "intermediate");
     let (mut a, b) = ip_pair(Alg::P256, &root);
     // A's certificate is issued by the intermediate, which A does not send.
-    a.auth = cert_auth(
-        sub.issue(Alg::P256, "a", vec![ip_san(A_IP)], 2030),
-        Vec::new(),
-        anchors(&[&root]),
-    );
+    a.auth = leaf_auth(&sub, Alg::P256, "a", A_IP, 2030, &root);
     let p = connect_at(a, b, Some(NOW));
     assert_rejected_by(&p, Side::B);
 }
@@ -362,11 +358,7 @@ fn expired_certificate_is_rejected() {
     let root = Ca::root(Alg::P256, "root");
     let (mut a, b) = ip_pair(Alg::P256, &root);
     // Valid 2020..2025; the engine's wall clock says 2026.
-    a.auth = cert_auth(
-        root.issue(Alg::P256, "a", vec![ip_san(A_IP)], 2025),
-        Vec::new(),
-        anchors(&[&root]),
-    );
+    a.auth = leaf_auth(&root, Alg::P256, "a", A_IP, 2025, &root);
     let p = connect_at(a.clone(), b.clone(), Some(NOW));
     assert_rejected_by(&p, Side::B);
     // The same certificate at a time inside its validity period is fine: the time input
@@ -382,11 +374,7 @@ fn wall_clock_advances_with_monotonic_time() {
     // set the wall clock again.
     let root = Ca::root(Alg::P256, "root");
     let (mut a, b) = ip_pair(Alg::P256, &root);
-    a.auth = cert_auth(
-        root.issue(Alg::P256, "a", vec![ip_san(A_IP)], 2025),
-        Vec::new(),
-        anchors(&[&root]),
-    );
+    a.auth = leaf_auth(&root, Alg::P256, "a", A_IP, 2025, &root);
     let mut p = Pair::new(a.clone(), b.clone());
     p.set_wall_clock(1_735_689_600 - 60);
     p.drive_for(std::time::Duration::from_secs(120));
@@ -411,26 +399,20 @@ fn certificate_identity_mismatch_is_rejected() {
     let root = Ca::root(Alg::P256, "root");
     let (mut a, b) = ip_pair(Alg::P256, &root);
     // A's certificate names another address than the IDi A sends (its IP).
-    a.auth = cert_auth(
-        root.issue(
-            Alg::P256,
-            "a",
-            vec![ip_san(std::net::Ipv4Addr::new(192, 0, 2, 99))],
-            2030,
-        ),
-        Vec::new(),
-        anchors(&[&root]),
+    a.auth = leaf_auth(
+        &root,
+        Alg::P256,
+        "a",
+        std::net::Ipv4Addr::new(192, 0, 2, 99),
+        2030,
+        &root,
     );
     let p = connect_at(a.clone(), b.clone(), Some(NOW));
     assert_rejected_by(&p, Side::B);
     // An FQDN IDi that only appears as the certificate's CN (not a SAN) does not bind.
     let mut a2 = a.clone();
     a2.local_id = Some(Identity::Fqdn("a".into()));
-    a2.auth = cert_auth(
-        root.issue(Alg::P256, "a", vec![ip_san(A_IP)], 2030),
-        Vec::new(),
-        anchors(&[&root]),
-    );
+    a2.auth = leaf_auth(&root, Alg::P256, "a", A_IP, 2030, &root);
     let p = connect_at(a2, b, Some(NOW));
     assert_rejected_by(&p, Side::B);
     // The responder's certificate must bind its IDr for the initiator too.

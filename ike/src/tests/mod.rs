@@ -27,6 +27,18 @@ fn exchange_of(bytes: &[u8]) -> Option<ExchangeType> {
     Message::decode(bytes).ok().map(|m| m.header.exchange)
 }
 
+/// Loses the first datagram `from` sends in an `exchange` exchange; everything else passes.
+fn drop_first(p: &mut Pair, from: Side, exchange: ExchangeType) {
+    let mut dropped = false;
+    p.filter = Some(Box::new(move |s, t| {
+        if s == from && !dropped && exchange_of(&t.bytes) == Some(exchange) {
+            dropped = true;
+            return Verdict::Drop;
+        }
+        Verdict::Deliver
+    }));
+}
+
 #[test]
 fn psk_handshake_installs_matching_child() {
     let mut p = Pair::default_pair();
@@ -381,14 +393,7 @@ fn dead_peer_detected_after_backoff() {
 #[test]
 fn lost_auth_request_is_retransmitted() {
     let mut p = Pair::default_pair();
-    let mut dropped = false;
-    p.filter = Some(Box::new(move |s, t| {
-        if s == Side::A && !dropped && exchange_of(&t.bytes) == Some(ExchangeType::IkeAuth) {
-            dropped = true;
-            return Verdict::Drop;
-        }
-        Verdict::Deliver
-    }));
+    drop_first(&mut p, Side::A, ExchangeType::IkeAuth);
     p.connect();
     p.drive_for(Duration::from_secs(2));
     assert!(established(&p.a) && established(&p.b));
@@ -399,14 +404,7 @@ fn lost_auth_request_is_retransmitted() {
 #[test]
 fn lost_auth_response_is_replayed_from_cache() {
     let mut p = Pair::default_pair();
-    let mut dropped = false;
-    p.filter = Some(Box::new(move |s, t| {
-        if s == Side::B && !dropped && exchange_of(&t.bytes) == Some(ExchangeType::IkeAuth) {
-            dropped = true;
-            return Verdict::Drop;
-        }
-        Verdict::Deliver
-    }));
+    drop_first(&mut p, Side::B, ExchangeType::IkeAuth);
     p.connect();
     p.drive_for(Duration::from_secs(2));
     p.assert_children_match();
@@ -769,14 +767,7 @@ fn unknown_critical_payload_in_sa_init() {
 #[test]
 fn lost_sa_init_response_replayed_from_half_open_sa() {
     let mut p = Pair::default_pair();
-    let mut dropped = false;
-    p.filter = Some(Box::new(move |s, t| {
-        if s == Side::B && !dropped && exchange_of(&t.bytes) == Some(ExchangeType::IkeSaInit) {
-            dropped = true;
-            return Verdict::Drop;
-        }
-        Verdict::Deliver
-    }));
+    drop_first(&mut p, Side::B, ExchangeType::IkeSaInit);
     p.connect();
     p.drive_for(Duration::from_secs(2));
     p.assert_children_match();

@@ -687,34 +687,16 @@ impl Cx<'_> {
         let path = format!("ike_proposal.{}", n.name);
         let r = &n.raw;
         let mut ok = true;
-        let mut encryption = Vec::new();
-        for v in &r.encryption {
-            match self.encr(v, &format!("{path}.encryption")) {
-                Some(e) => encryption.push(e),
-                None => ok = false,
-            }
-        }
-        let mut integrity = Vec::new();
-        for v in &r.integrity {
-            match self.integ(v, &format!("{path}.integrity")) {
-                Some(i) => integrity.push(i),
-                None => ok = false,
-            }
-        }
-        let mut prf = Vec::new();
-        for v in &r.prf {
-            match self.prf(v, &format!("{path}.prf")) {
-                Some(p) => prf.push(p),
-                None => ok = false,
-            }
-        }
-        let mut groups = Vec::new();
-        for v in &r.group {
-            match self.group(v, &format!("{path}.group"), false) {
-                Some(Some(g)) => groups.push(g),
-                _ => ok = false,
-            }
-        }
+        let encryption = each(&r.encryption, &mut ok, |v| {
+            self.encr(v, &format!("{path}.encryption"))
+        });
+        let integrity = each(&r.integrity, &mut ok, |v| {
+            self.integ(v, &format!("{path}.integrity"))
+        });
+        let mut prf = each(&r.prf, &mut ok, |v| self.prf(v, &format!("{path}.prf")));
+        let groups = each(&r.group, &mut ok, |v| {
+            self.group(v, &format!("{path}.group"), false).flatten()
+        });
         if r.encryption.is_empty() {
             self.err(
                 n.span.clone(),
@@ -957,13 +939,7 @@ impl Cx<'_> {
             }
             Some(p)
         };
-        let mut ca = Vec::new();
-        for v in &r.ca {
-            match check(self, v, "ca", false) {
-                Some(p) => ca.push(p),
-                None => ok = false,
-            }
-        }
+        let ca = each(&r.ca, &mut ok, |v| check(self, v, "ca", false));
         let certificate = r
             .certificate
             .as_ref()
@@ -1283,21 +1259,13 @@ impl Cx<'_> {
                 }
                 None => Some(None),
             };
-            let mut routes = Vec::new();
             let mut routes_ok = true;
-            for v in &r.routes {
-                match self.prefix(v, &format!("{path}.routes")) {
-                    Some(p) => routes.push(p),
-                    None => routes_ok = false,
-                }
-            }
-            let mut announce = Vec::new();
-            for v in &r.announce {
-                match self.prefix(v, &format!("{path}.announce")) {
-                    Some(p) => announce.push(p),
-                    None => routes_ok = false,
-                }
-            }
+            let routes = each(&r.routes, &mut routes_ok, |v| {
+                self.prefix(v, &format!("{path}.routes"))
+            });
+            let announce = each(&r.announce, &mut routes_ok, |v| {
+                self.prefix(v, &format!("{path}.announce"))
+            });
             let vrf = match &r.vrf {
                 Some(v) => self.reference(v, &format!("{path}.vrf"), "vrf").map(Some),
                 None => Some(None),
@@ -1634,4 +1602,17 @@ fn parse_identity_match(s: &str) -> Result<IdentityMatch, String> {
              fqdn:NAME, email:ADDR, dn:DN"
         )),
     }
+}
+
+/// Converts every item of a list, so that each bad one reports its own error (a broken config
+/// is rejected whole, every mistake listed); clears `ok` if any failed and returns the rest.
+fn each<T, U>(items: &[T], ok: &mut bool, mut convert: impl FnMut(&T) -> Option<U>) -> Vec<U> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match convert(item) {
+            Some(u) => out.push(u),
+            None => *ok = false,
+        }
+    }
+    out
 }

@@ -491,4 +491,60 @@ mod tests {
         assert_eq!(id_match(&[]).unwrap(), ike::IdMatch::Any);
         assert!(id_match(&[IdentityMatch::Dn("Q=1".into())]).is_err());
     }
+
+    /// A hub's template profile authenticating with a certificate and a DN identity: every
+    /// clone's connection sends the certificate's subject as its ID, byte for byte, as static
+    /// tunnels do (the template planner once passed no subject and refused the DN).
+    #[test]
+    fn template_profile_sends_the_certificate_subject() {
+        let f = files("template");
+        let d = f.dir.display();
+        let src = |id: &str| {
+            format!(
+                "[trustpoint.TP]\nca = [\"{d}/ca.pem\"]\ncertificate = \"{d}/me.pem\"\n\
+                 private_key = \"{d}/me.key\"\n\n[transform_set.T]\nesp = \"aes-gcm-256\"\n\n\
+                 [ipsec_profile.P]\ntransform_sets = [\"T\"]\n\n\
+                 [ike_profile.HUB]\ntrustpoint = \"TP\"\nlocal_auth = \"ecdsa-sig\"\n\
+                 local_identity = \"{id}\"\nmatch_identity = [\"fqdn:*.example\"]\n\
+                 virtual_template = \"VT1\"\n\n\
+                 [virtual_template.VT1]\nunnumbered = \"lan0\"\nprotection = \"P\"\n"
+            )
+        };
+        let links = LocalAddrs {
+            links: BTreeMap::from([(
+                "lan0".to_string(),
+                (1500, vec!["10.0.0.1/24".parse().unwrap()]),
+            )]),
+            ..Default::default()
+        };
+        let opts = LoadOptions {
+            secret_owner_uid: nix::unistd::getuid().as_raw(),
+            read_files: true,
+        };
+        let plan = |text: &str| -> Result<crate::plan::Plan> {
+            let cfg = Config::from_toml(Path::new("t.toml"), text, &opts)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            build(&cfg, &mut BTreeMap::new(), &links)
+        };
+        let p = plan(&src("dn:O=vtid test, CN=me")).unwrap();
+        assert_eq!(p.templates.len(), 1);
+        let peer = &p.endpoint.peers[0];
+        assert!(peer.name.starts_with("dvti:HUB"), "{}", peer.name);
+        let ike::AuthConfig::Certificate(auth) = &peer.auth else {
+            panic!("not certificate auth: {:?}", peer.auth)
+        };
+        let subject = ike::cert::subject_dn(&auth.certificate).unwrap();
+        assert_eq!(peer.local_id, Some(IkeIdentity::DerAsn1Dn(subject)));
+        assert!(
+            peer.remote_id
+                .matches(&IkeIdentity::Fqdn("spoke1.example".into()))
+        );
+        // A DN that is not our certificate's subject is refused with the reason.
+        let e = format!(
+            "{:#}",
+            plan(&src("dn:O=vtid test, CN=someone else")).unwrap_err()
+        );
+        assert!(e.contains("is not the subject of our certificate"), "{e}");
+        assert!(e.contains("ike_profile HUB"), "{e}");
+    }
 }

@@ -68,9 +68,11 @@ pub enum Command {
         /// Tunnel name from the configuration (e.g. Tunnel0).
         tunnel: String,
     },
-    /// Take a tunnel down (delete its SAs; it stays configured).
+    /// Take a tunnel down (delete its SAs; it stays configured and on-demand traffic does
+    /// not restart it until `vtid up`), or disconnect one dynamic VTI peer.
     Down {
-        /// Tunnel name from the configuration.
+        /// Tunnel name from the configuration, or a dynamic VTI clone's name (e.g. vtid-va3)
+        /// or peer address.
         tunnel: String,
     },
     /// Re-read the configuration and apply only what changed.

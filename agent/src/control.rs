@@ -34,9 +34,10 @@ pub enum Request {
         /// Tunnel name from the config.
         tunnel: String,
     },
-    /// Take a tunnel down (delete its SAs, keep it configured).
+    /// Take a tunnel down (delete its SAs, keep it configured, ignore ACQUIREs until `up`),
+    /// or disconnect the peer of a dynamic VTI clone.
     Down {
-        /// Tunnel name from the config.
+        /// Tunnel name from the config, or a clone's name or peer address.
         tunnel: String,
     },
     /// Re-read the config file and apply only the difference.

@@ -30,6 +30,8 @@ enum Input {
         remote: SocketAddr,
     },
     Kernel(xfrm::Event),
+    /// Links, routes or addresses changed (debounced): the offload underlay may have moved.
+    NetChange,
     Control(Incoming),
     /// A metrics scrape wants the exposition text.
     Metrics(crate::metrics::Scrape),
@@ -73,6 +75,9 @@ struct Sockets {
     /// Front-door VRF (see vrf.rs) of each local address, and that VRF's own sockets.
     fvrf_of: HashMap<IpAddr, String>,
     vrf: Vec<(String, Arc<IkeSocket>)>,
+    /// The reader task of each VRF socket, aborted when a reload removes the VRF (dropping
+    /// the last reference closes the socket).
+    vrf_readers: Vec<(String, tokio::task::AbortHandle)>,
 }
 
 impl Sockets {
@@ -104,6 +109,15 @@ struct Daemon {
     dvti: crate::dvti::Dvti,
     counters: crate::metrics::Counters,
     offload: crate::offload::Tunnels,
+    /// Static tunnels an offload demand kept from being created; retried on NetChange.
+    held_down: std::collections::BTreeSet<String>,
+    /// Child SAs rekeyed because their underlay changed, until the rekey replaces them.
+    moving: std::collections::BTreeSet<ChildSaId>,
+    /// Tunnels an operator took down with `vtid down`: kernel ACQUIREs (any packet routed
+    /// into the interface) no longer restart them until `vtid up` or a reload rebuilds them.
+    admin_down: std::collections::BTreeSet<String>,
+    /// The daemon's own input channel, for readers of sockets a reload opens.
+    tx: mpsc::Sender<Input>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -148,6 +162,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         spawn_metrics(addr, tx.clone())?;
     }
     spawn_monitor(tx.clone());
+    spawn_netmon(tx.clone());
     spawn_signals(tx.clone())?;
 
     let mut d = Daemon {
@@ -163,6 +178,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         dvti: Default::default(),
         counters: Default::default(),
         offload: Default::default(),
+        held_down: Default::default(),
+        moving: Default::default(),
+        admin_down: Default::default(),
+        tx: tx.clone(),
     };
     let tunnels: Vec<TunnelPlan> = d.plan.tunnels.values().cloned().collect();
     for t in &tunnels {
@@ -200,6 +219,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 )
             }),
             Some(Input::Kernel(ev)) => d.kernel_event(now, ev),
+            Some(Input::NetChange) => d.underlay_changed().await,
             Some(Input::Control(inc)) => {
                 let resp = d.control(inc.request).await;
                 let _ = inc.reply.send(resp);
@@ -260,18 +280,20 @@ fn bind_sockets(cfg: &Config, tx: &mpsc::Sender<Input>) -> Result<Sockets> {
                 .with_context(|| format!("bypass policy on {addr}"))?;
             let s = Arc::new(s);
             list.push(s.clone());
-            spawn_reader(s, tx.clone());
+            // The main sockets live as long as the daemon.
+            let _ = spawn_reader(s, tx.clone());
         }
     }
     Ok(Sockets {
         list,
         fvrf_of: HashMap::new(),
         vrf: Vec::new(),
+        vrf_readers: Vec::new(),
     })
 }
 
 /// Reads IKE datagrams from one socket into the daemon's channel.
-fn spawn_reader(s: Arc<IkeSocket>, tx: mpsc::Sender<Input>) {
+fn spawn_reader(s: Arc<IkeSocket>, tx: mpsc::Sender<Input>) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
         loop {
@@ -302,11 +324,14 @@ fn spawn_reader(s: Arc<IkeSocket>, tx: mpsc::Sender<Input>) {
                 }
             }
         }
-    });
+    })
+    .abort_handle()
 }
 
 /// IKE sockets of each front-door VRF (bound to the VRF device, see vrf.rs), for the plan's
-/// tunnels: the VRF devices are made to exist first, since binding needs them.
+/// tunnels: the VRF devices are made to exist first, since binding needs them. Called at
+/// start and on every reload: sockets of VRFs the plan no longer names are closed, those of
+/// new ones opened, the others kept (with their reader) untouched.
 async fn bind_vrf_sockets(
     h: &xfrm::Handle,
     cfg: &Config,
@@ -316,6 +341,27 @@ async fn bind_vrf_sockets(
 ) -> Result<()> {
     socks.fvrf_of =
         crate::vrf::fvrf_of_local(plan.tunnels.values().map(|t| (t.local, t.fvrf.as_ref())));
+    let wanted: std::collections::BTreeSet<&str> = plan
+        .tunnels
+        .values()
+        .filter_map(|t| t.fvrf.as_ref().map(|v| v.name.as_str()))
+        .collect();
+    for (name, task) in &socks.vrf_readers {
+        if !wanted.contains(name.as_str()) {
+            task.abort();
+        }
+    }
+    let before = socks.vrf.len();
+    socks
+        .vrf_readers
+        .retain(|(n, _)| wanted.contains(n.as_str()));
+    socks.vrf.retain(|(n, _)| wanted.contains(n.as_str()));
+    if socks.vrf.len() != before {
+        info!(
+            closed = before - socks.vrf.len(),
+            "closed the IKE sockets of front-door VRFs no longer used"
+        );
+    }
     for v in plan.tunnels.values().filter_map(|t| t.fvrf.as_ref()) {
         if socks.vrf.iter().any(|(n, _)| *n == v.name) {
             continue;
@@ -342,7 +388,9 @@ async fn bind_vrf_sockets(
                     .with_context(|| format!("bypass policy on {addr} in vrf {}", v.name))?;
                 let s = Arc::new(s);
                 socks.vrf.push((v.name.clone(), s.clone()));
-                spawn_reader(s, tx.clone());
+                let task = spawn_reader(s, tx.clone());
+                socks.vrf_readers.push((v.name.clone(), task));
+                info!(vrf = %v.name, %addr, "IKE socket bound to front-door VRF");
             }
         }
     }
@@ -385,6 +433,26 @@ fn spawn_monitor(tx: mpsc::Sender<Input>) {
             });
         }
         Err(e) => warn!("XFRM events unavailable (no byte-lifetime rekeys): {e}"),
+    }
+}
+
+/// Link/route/address events, coalesced: a route flap or a device removal comes as a burst
+/// (DELLINK, DELROUTE per route, DELADDR...), and one re-check after it settles is enough.
+fn spawn_netmon(tx: mpsc::Sender<Input>) {
+    const SETTLE: Duration = Duration::from_millis(300);
+    match xfrm::NetMonitor::open(&xfrm::Netns::Current) {
+        Ok(mut m) => {
+            tokio::spawn(async move {
+                while m.next().await.is_some() {
+                    while let Ok(Some(_)) = tokio::time::timeout(SETTLE, m.next()).await {}
+                    if tx.send(Input::NetChange).await.is_err() {
+                        return;
+                    }
+                }
+                warn!("route monitor ended: underlay changes are no longer followed");
+            });
+        }
+        Err(e) => warn!("route events unavailable (offloaded SAs do not follow the underlay): {e}"),
     }
 }
 
@@ -465,14 +533,11 @@ impl Daemon {
     async fn bring_up(&mut self, t: &TunnelPlan) {
         // An offload demand the underlay cannot meet keeps the tunnel down (offload.rs logs
         // why and `vtid show tunnels` reports it).
-        if self
-            .offload
-            .decide(&self.h, &t.name, t.offload, t.local)
-            .await
-            .is_err()
-        {
+        if self.offload.decide(&self.h, t).await.is_err() {
+            self.held_down.insert(t.name.clone());
             return;
         }
+        self.held_down.remove(&t.name);
         if let Err(e) = kernel::create_tunnel(&self.h, t).await {
             error!(tunnel = %t.name, "cannot create tunnel: {e:#}");
             for e in kernel::remove_tunnel(&self.h, t).await {
@@ -537,6 +602,7 @@ impl Daemon {
             }
             Output::RemoveChildSa(rm) => {
                 self.children.remove(&rm.child);
+                self.moving.remove(&rm.child);
                 if let Some(t) = self.tunnel_for(rm.conn, rm.session) {
                     let ids = kernel::child_sa_ids(
                         t,
@@ -572,9 +638,7 @@ impl Daemon {
             .clone();
         let sas = kernel::child_sas(&t, inst)?;
         let xfrmi = t.mode == TunnelMode::Xfrmi;
-        self.offload
-            .install(&self.h, &t.name, t.offload, t.local, &sas, xfrmi)
-            .await?;
+        self.offload.install(&self.h, &t, &sas, xfrmi).await?;
         self.children.insert(
             inst.child,
             ChildInfo {
@@ -637,6 +701,102 @@ impl Daemon {
         }
     }
 
+    /// The underlay may have changed (see offload.rs): Child SAs of offloading tunnels whose
+    /// device is no longer the one ESP to the peer leaves through, or whose SAs the kernel
+    /// deleted with their device, are rekeyed onto the underlay as it is now; a demand that
+    /// can no longer be met takes the tunnel down with the reason in `vtid show`. Tunnels an
+    /// offload demand held down are retried.
+    async fn underlay_changed(&mut self) {
+        let mut by_tunnel: BTreeMap<String, (TunnelPlan, Vec<(ChildSaId, ChildInfo)>)> =
+            BTreeMap::new();
+        for (id, c) in &self.children {
+            if let Some(t) = self.tunnel_for(c.conn, c.session)
+                && t.offload != crate::config::Offload::Off
+            {
+                by_tunnel
+                    .entry(t.name.clone())
+                    .or_insert_with(|| (t.clone(), Vec::new()))
+                    .1
+                    .push((*id, c.clone()));
+            }
+        }
+        let now = Instant::now();
+        for (name, (t, kids)) in by_tunnel {
+            let mut vanished = false;
+            if self.offload.offloaded(&name) {
+                for (_, c) in &kids {
+                    for id in
+                        kernel::child_sa_ids(&t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out)
+                    {
+                        if matches!(
+                            self.h.sa().get(&id).await,
+                            Err(xfrm::Error::NotFound { .. })
+                        ) {
+                            vanished = true;
+                        }
+                    }
+                }
+            }
+            match self.offload.recheck(&self.h, &t).await {
+                crate::offload::Recheck::Refuse(_) => {
+                    if self.plan.tunnels.contains_key(&name) {
+                        self.ep
+                            .handle_command(now, IkeCommand::Terminate { conn: t.conn });
+                    } else {
+                        for (child, _) in &kids {
+                            self.ep
+                                .handle_command(now, IkeCommand::ChildExpired { child: *child });
+                        }
+                    }
+                }
+                r => {
+                    let why = match r {
+                        crate::offload::Recheck::Move(w) => w,
+                        _ if vanished => "the kernel deleted the offloaded SAs".into(),
+                        _ => continue,
+                    };
+                    for (child, _) in &kids {
+                        if self.moving.insert(*child) {
+                            info!(tunnel = %name, "underlay changed ({why}): rekeying Child SA");
+                            self.ep
+                                .handle_command(now, IkeCommand::RekeyChild { child: *child });
+                        }
+                    }
+                }
+            }
+        }
+        // Tunnels held down by a demand: created once the underlay can meet it; initiators
+        // that a runtime refusal terminated start again.
+        let held: Vec<TunnelPlan> = self
+            .plan
+            .tunnels
+            .values()
+            .filter(|t| self.held_down.contains(&t.name))
+            .cloned()
+            .collect();
+        for t in &held {
+            self.bring_up(t).await;
+        }
+        let restart: Vec<ConnId> = self
+            .plan
+            .tunnels
+            .values()
+            .filter(|t| {
+                t.initiate
+                    && !self.held_down.contains(&t.name)
+                    && self.offload.refused(&t.name).is_some()
+                    && !self.children.values().any(|c| c.conn == t.conn)
+            })
+            .map(|t| t.conn)
+            .collect();
+        for conn in restart {
+            let t = self.tunnel_by_conn(conn).cloned().expect("listed above");
+            if self.offload.decide(&self.h, &t).await.is_ok() {
+                self.ep.handle_command(now, IkeCommand::Initiate { conn });
+            }
+        }
+    }
+
     fn kernel_event(&mut self, now: Instant, ev: xfrm::Event) {
         match ev {
             xfrm::Event::Expire(e) => {
@@ -658,8 +818,13 @@ impl Daemon {
             xfrm::Event::Acquire(a) => {
                 let want = a.policy.if_id.or(a.policy.mark.map(|m| m.value));
                 if let Some(t) = self.plan.tunnels.values().find(|t| Some(t.if_id) == want) {
-                    self.ep
-                        .handle_command(now, IkeCommand::Initiate { conn: t.conn });
+                    if self.admin_down.contains(&t.name) {
+                        tracing::debug!(tunnel = %t.name, "ACQUIRE ignored: taken down by `vtid down`");
+                    } else {
+                        tracing::debug!(tunnel = %t.name, "ACQUIRE: starting the tunnel on demand");
+                        self.ep
+                            .handle_command(now, IkeCommand::Initiate { conn: t.conn });
+                    }
                 }
             }
             _ => {}
@@ -671,18 +836,40 @@ impl Daemon {
             Request::ShowSessions => Response::Ok(self.show_sessions()),
             Request::ShowSa => Response::Ok(self.show_sa().await),
             Request::ShowTunnels => Response::Ok(self.show_tunnels()),
+            // A dynamic VTI clone, by name or peer address: its peer's sessions are deleted
+            // (the peer is told), and the clone goes with them like on any disconnect. The
+            // peer may connect again; nothing is held down.
+            Request::Down { tunnel }
+                if !self.plan.tunnels.contains_key(&tunnel)
+                    && !self.dvti.sessions_of(&tunnel).is_empty() =>
+            {
+                let clones = self.dvti.sessions_of(&tunnel);
+                let mut n = 0;
+                for session in clones.iter().flat_map(|(_, s)| s) {
+                    self.ep.handle_command(
+                        Instant::now(),
+                        IkeCommand::TerminateSession { session: *session },
+                    );
+                    n += 1;
+                }
+                let names: Vec<&String> = clones.iter().map(|(c, _)| c).collect();
+                info!(clones = ?names, sessions = n, "dynamic VTI taken down from the CLI");
+                Response::Ok(json!({ "tunnel": names, "action": "terminated", "sessions": n }))
+            }
             Request::Up { tunnel } | Request::Down { tunnel }
                 if !self.plan.tunnels.contains_key(&tunnel) =>
             {
                 Response::error("not-found", format!("no tunnel named {tunnel}"))
             }
             Request::Up { tunnel } => {
+                self.admin_down.remove(&tunnel);
                 let conn = self.plan.tunnels[&tunnel].conn;
                 self.ep
                     .handle_command(Instant::now(), IkeCommand::Initiate { conn });
                 Response::Ok(json!({ "tunnel": tunnel, "action": "initiated" }))
             }
             Request::Down { tunnel } => {
+                self.admin_down.insert(tunnel.clone());
                 let conn = self.plan.tunnels[&tunnel].conn;
                 self.ep
                     .handle_command(Instant::now(), IkeCommand::Terminate { conn });
@@ -848,7 +1035,14 @@ impl Daemon {
                 })
             })
             .collect();
-        v.extend(self.dvti.show_tunnels());
+        // Clones carry their template's offload; its state is kept here, per clone name.
+        v.extend(self.dvti.show_tunnels().into_iter().map(|mut c| {
+            if let Some(name) = c["name"].as_str().map(str::to_owned) {
+                c["offload"] = self.offload.show(&name);
+                c["reason"] = json!(self.offload.refused(&name));
+            }
+            c
+        }));
         json!(v)
     }
 
@@ -860,7 +1054,31 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut ids = self.conn_ids.clone();
         let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
-        let diff = Config::diff(&self.cfg, &new);
+        let mut diff = Config::diff(&self.cfg, &new);
+        // A routes-only edit whose plan still differs beyond the routes (the first IPv6 route
+        // raises the minimum MTU to 1280) rebuilds the tunnel after all.
+        let (route_edits, rebuild): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut diff.tunnel_routes)
+                .into_iter()
+                .partition(
+                    |n| match (self.plan.tunnels.get(n), new_plan.tunnels.get(n)) {
+                        (Some(o), Some(t)) => {
+                            TunnelPlan {
+                                routes: t.routes.clone(),
+                                ..o.clone()
+                            } == *t
+                        }
+                        _ => false,
+                    },
+                );
+        diff.tunnels.changed.extend(rebuild);
+        diff.tunnels.changed.sort();
+        diff.tunnel_routes = route_edits;
+        let old_routes: BTreeMap<String, Vec<ipnet::IpNet>> = diff
+            .tunnel_routes
+            .iter()
+            .filter_map(|n| Some((n.clone(), self.plan.tunnels.get(n)?.routes.clone())))
+            .collect();
         // Peers of a changed template reconnect onto clones of the new one.
         for conn in crate::dvti::changed(&self.plan.templates, &new_plan.templates) {
             self.ep
@@ -881,20 +1099,29 @@ impl Daemon {
             .cloned()
             .collect();
         for name in &gone {
+            // A rebuilt or removed tunnel starts over: no hold from an earlier `vtid down`.
+            self.admin_down.remove(name);
             if let Some(t) = self.plan.tunnels.get(name).cloned() {
                 self.ep
                     .handle_command(Instant::now(), IkeCommand::Terminate { conn: t.conn });
                 self.drain().await;
-                self.remove_children(t.conn).await;
+                // Device and policies before SAs, as in shutdown().
                 for e in kernel::remove_tunnel(&self.h, &t).await {
                     warn!(tunnel = %name, "reload teardown: {e:#}");
                 }
+                self.remove_children(t.conn).await;
             }
         }
         self.ep.handle_command(
             Instant::now(),
             IkeCommand::Reconfigure(Arc::new(new_plan.endpoint.clone())),
         );
+        // Front-door VRFs the new plan adds get their IKE sockets before their tunnels come up
+        // (an initiator's first IKE_SA_INIT goes out of them); removed ones are closed.
+        if let Err(e) = bind_vrf_sockets(&self.h, &new, &new_plan, &self.tx, &mut self.socks).await
+        {
+            error!("reload: front-door VRF sockets: {e:#}");
+        }
         self.cfg = new;
         self.plan = new_plan;
         self.conn_ids = ids;
@@ -903,11 +1130,19 @@ impl Daemon {
                 self.bring_up(&t).await;
             }
         }
-        info!(removed = ?diff.tunnels.removed, added = ?diff.tunnels.added, changed = ?diff.tunnels.changed, "configuration reloaded");
+        for (name, old) in &old_routes {
+            if let Some(t) = self.plan.tunnels.get(name) {
+                for e in kernel::update_routes(&self.h, t, old).await {
+                    warn!(tunnel = %name, "reload routes: {e:#}");
+                }
+            }
+        }
+        info!(removed = ?diff.tunnels.removed, added = ?diff.tunnels.added, changed = ?diff.tunnels.changed, routes = ?diff.tunnel_routes, "configuration reloaded");
         Ok(json!({
             "added": diff.tunnels.added,
             "removed": diff.tunnels.removed,
             "changed": diff.tunnels.changed,
+            "routes_changed": diff.tunnel_routes,
         }))
     }
 
@@ -931,10 +1166,18 @@ impl Daemon {
         }
     }
 
-    /// Deletes every IKE SA with its peer, then (unless told to keep traffic up) removes all
-    /// kernel objects; keeps going after errors and logs each one.
+    /// Deletes every IKE SA with its peer, then removes all kernel objects; keeps going after
+    /// errors and logs each one. With `--keep-on-exit` it does neither.
     async fn shutdown(&mut self) {
         info!("shutting down");
+        if self.opts.keep_on_exit {
+            // Leave traffic up: no IKE DELETE either, since a peer that receives one removes
+            // its Child SAs at once (RFC 7296 §1.4.1) and traffic would stop. The next start
+            // sweeps what is left here and renegotiates with INITIAL_CONTACT (§2.4), which
+            // makes the peers drop these SAs.
+            info!("--keep-on-exit: leaving tunnels and SAs in the kernel");
+            return;
+        }
         let tunnels: Vec<TunnelPlan> = self.plan.tunnels.values().cloned().collect();
         for t in &tunnels {
             self.ep
@@ -945,15 +1188,15 @@ impl Daemon {
                 .handle_command(Instant::now(), IkeCommand::Terminate { conn: *conn });
         }
         self.drain().await;
-        if self.opts.keep_on_exit {
-            return;
-        }
         self.dvti.remove_all(&self.h).await;
+        // The device and policies go first, so no packet meets a policy whose SAs are
+        // already gone: the kernel would answer it with an ACQUIRE and a larval SA (spi 0)
+        // that cannot be deleted by SPI and lingers for net.core.xfrm_acq_expires.
         for t in &tunnels {
-            self.remove_children(t.conn).await;
             for e in kernel::remove_tunnel(&self.h, t).await {
                 warn!(tunnel = %t.name, "teardown: {e:#}");
             }
+            self.remove_children(t.conn).await;
         }
         let (_, errs) = kernel::sweep_orphans(&self.h).await;
         for e in errs {

@@ -125,6 +125,8 @@ pub struct TemplatePlan {
     pub qdisc: Option<String>,
     /// Route installation.
     pub routes: TemplateRoutes,
+    /// ESP offload of the clones (the template's, else its IPsec profile's; see offload.rs).
+    pub offload: config::Offload,
 }
 
 impl TemplatePlan {
@@ -157,7 +159,7 @@ pub fn plan_templates(
             .ipsec_profiles
             .get(&vt.protection)
             .with_context(|| format!("virtual_template {tname}: no ipsec_profile"))?;
-        let esp: Vec<ike::EspProposal> = ipsec
+        let mut esp: Vec<ike::EspProposal> = ipsec
             .transform_sets
             .iter()
             .filter_map(|ts| cfg.transform_sets.get(ts))
@@ -177,6 +179,8 @@ pub fn plan_templates(
                 .with_context(|| format!("ike_profile {pname}: {i} has no IPv4 address"))?,
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
+        let offload = cfg.template_offload(tname);
+        crate::offload::prefer_aead(&mut esp, offload, links.offloads(local));
         let unnumbered = links.pick(&vt.unnumbered, false).with_context(|| {
             format!(
                 "virtual_template {tname}: unnumbered interface {} has no IPv4 address",
@@ -193,6 +197,9 @@ pub fn plan_templates(
         let vrf = crate::vrf::plan(cfg, vt.vrf.as_ref());
         // Who may connect, and with which key.
         let mut matches: Vec<(ike::RemoteAddr, Option<ike::IdMatch>, ike::AuthConfig)> = Vec::new();
+        // Our certificate's subject, when we authenticate with one: a DN `local_identity`
+        // must be sent exactly as the certificate encodes it (RFC 4945 §3.1.5).
+        let mut subject: Option<Vec<u8>> = None;
         let remote_id = crate::certs::id_match(&prof.match_identity)
             .with_context(|| format!("ike_profile {pname}: match_identity"))?;
         if prof.local_auth == AuthMethod::Psk {
@@ -234,6 +241,7 @@ pub fn plan_templates(
                 .with_context(|| format!("ike_profile {pname}: no trustpoint {tp_name}"))?;
             let loaded = crate::certs::load_trustpoint(tp_name, tp)
                 .with_context(|| format!("ike_profile {pname}"))?;
+            subject = Some(loaded.subject);
             matches.push((
                 ike::RemoteAddr::Any,
                 None,
@@ -243,7 +251,8 @@ pub fn plan_templates(
         let local_id = match &prof.local_identity {
             LocalIdentity::Address => None,
             LocalIdentity::Explicit(id) => Some(
-                crate::certs::local_id(id, None).with_context(|| format!("ike_profile {pname}"))?,
+                crate::certs::local_id(id, subject.as_deref())
+                    .with_context(|| format!("ike_profile {pname}"))?,
             ),
         };
         let proposals = if prof.proposals.is_empty() {
@@ -308,6 +317,7 @@ pub fn plan_templates(
                     vrf: vrf.clone(),
                     qdisc: vt.qdisc.clone(),
                     routes: vt.routes.clone(),
+                    offload,
                 },
             );
         }
@@ -400,6 +410,16 @@ impl Dvti {
         self.clones.is_empty()
     }
 
+    /// Clones named `what` or whose peer address is `what` (`vtid down vtid-va3` or `vtid
+    /// down 192.0.2.7`), as (clone name, its sessions).
+    pub fn sessions_of(&self, what: &str) -> Vec<(String, Vec<SessionId>)> {
+        self.clones
+            .values()
+            .filter(|c| c.tunnel.name == what || c.tunnel.remote.to_string() == what)
+            .map(|c| (c.tunnel.name.clone(), c.sessions.iter().copied().collect()))
+            .collect()
+    }
+
     /// The tunnel a session's Child SAs go on, if the session has a clone.
     pub fn tunnel_of(&self, session: SessionId) -> Option<&TunnelPlan> {
         self.by_session
@@ -461,7 +481,7 @@ impl Dvti {
                 routes: Vec::new(),
                 mtu: tp.mtu,
                 initiate: false,
-                offload: config::Offload::Off,
+                offload: tp.offload,
                 vrf: tp.vrf.clone(),
                 fvrf: None,
             };

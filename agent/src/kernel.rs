@@ -118,6 +118,37 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
     Ok(())
 }
 
+/// Brings a running tunnel's routes from `old` to `t.routes` without touching its device or
+/// SAs (a reload that only edits `routes`). Equivalent to `ip route del PREFIX dev NAME` for
+/// each dropped prefix and `ip route add PREFIX dev NAME` for each new one, in the inside
+/// VRF's table if any. Keeps going after an error and returns all of them.
+pub async fn update_routes(h: &Handle, t: &TunnelPlan, old: &[ipnet::IpNet]) -> Vec<anyhow::Error> {
+    let link = h.link();
+    let idx = match link.index_of(&t.name).await {
+        Ok(i) => i,
+        Err(e) => return vec![anyhow::Error::new(e).context(format!("{}: routes", t.name))],
+    };
+    let table = t.vrf.as_ref().map_or(254, |v| v.table);
+    let mut errors = Vec::new();
+    for r in old.iter().filter(|r| !t.routes.contains(r)) {
+        if let Err(e) = link
+            .del_route(&xfrm::RouteSpec::dev(*r, idx).table(table))
+            .await
+        {
+            errors.push(anyhow::Error::new(e).context(format!("{}: delete route {r}", t.name)));
+        }
+    }
+    for r in t.routes.iter().filter(|r| !old.contains(r)) {
+        if let Err(e) = link
+            .add_route(&xfrm::RouteSpec::dev(*r, idx).table(table))
+            .await
+        {
+            errors.push(anyhow::Error::new(e).context(format!("{}: route {r}", t.name)));
+        }
+    }
+    errors
+}
+
 /// The namespace's interfaces with their MTUs and addresses, for [`crate::plan::build`].
 ///
 /// Equivalent to: `ip -o link show; ip -o addr show`.
@@ -166,28 +197,8 @@ pub async fn remove_tunnel(h: &Handle, t: &TunnelPlan) -> Vec<anyhow::Error> {
 pub async fn sweep_orphans(h: &Handle) -> (usize, Vec<anyhow::Error>) {
     let mut n = 0;
     let mut errs = Vec::new();
-    match h.sa().dump().await {
-        Ok(sas) => {
-            for s in sas.iter().filter(|s| xfrm::is_owned_reqid(s.spec.reqid)) {
-                match h.sa().delete(&s.spec.id()).await {
-                    Ok(()) => n += 1,
-                    Err(e) => errs.push(anyhow::Error::new(e).context("delete orphan SA")),
-                }
-            }
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context("dump SAs")),
-    }
-    match h.policy().dump().await {
-        Ok(ps) => {
-            for p in ps.iter().filter(|p| xfrm::is_owned_priority(p.priority)) {
-                match h.policy().delete(&p.id()).await {
-                    Ok(()) => n += 1,
-                    Err(e) => errs.push(anyhow::Error::new(e).context("delete orphan policy")),
-                }
-            }
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context("dump policies")),
-    }
+    // Interfaces and policies first: once no policy sends traffic to an SA, deleting the SAs
+    // cannot provoke an ACQUIRE (and a larval SA) for the packets in between.
     match h.link().list().await {
         Ok(links) => {
             for l in links
@@ -203,6 +214,34 @@ pub async fn sweep_orphans(h: &Handle) -> (usize, Vec<anyhow::Error>) {
             }
         }
         Err(e) => errs.push(anyhow::Error::new(e).context("list links")),
+    }
+    match h.policy().dump().await {
+        Ok(ps) => {
+            for p in ps.iter().filter(|p| xfrm::is_owned_priority(p.priority)) {
+                match h.policy().delete(&p.id()).await {
+                    Ok(()) => n += 1,
+                    Err(e) => errs.push(anyhow::Error::new(e).context("delete orphan policy")),
+                }
+            }
+        }
+        Err(e) => errs.push(anyhow::Error::new(e).context("dump policies")),
+    }
+    match h.sa().dump().await {
+        Ok(sas) => {
+            // A larval SA (spi 0, an ACQUIRE placeholder) is not in the kernel's by-SPI table,
+            // so XFRM_MSG_DELSA cannot name it; the kernel drops it after
+            // net.core.xfrm_acq_expires on its own.
+            for s in sas
+                .iter()
+                .filter(|s| xfrm::is_owned_reqid(s.spec.reqid) && s.spec.spi.0 != 0)
+            {
+                match h.sa().delete(&s.spec.id()).await {
+                    Ok(()) => n += 1,
+                    Err(e) => errs.push(anyhow::Error::new(e).context("delete orphan SA")),
+                }
+            }
+        }
+        Err(e) => errs.push(anyhow::Error::new(e).context("dump SAs")),
     }
     (n, errs)
 }

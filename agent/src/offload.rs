@@ -2,9 +2,11 @@
 //! template or IPsec profile): which device a tunnel's SAs are offloaded to, whether it can,
 //! and installing a Child SA's two SAs with what the device and the running kernel accept.
 //!
-//! - The underlay device is the interface that holds the tunnel's source address (Cisco's
-//!   `tunnel source`): that is the NIC the operator chose for the tunnel, and the one whose
-//!   `xdo_dev_state_add` the kernel calls for `offload dev DEV`.
+//! - The underlay device is the interface the kernel routes the tunnel's ESP out of: `ip route
+//!   get PEER from SOURCE` (through the front-door VRF when there is one). Offload only takes
+//!   effect on that device: for each packet the kernel checks that the outer route's device is
+//!   the SA's offload device and encrypts in software otherwise (xfrm_dev_offload_ok, 6.1
+//!   net/xfrm/xfrm_device.c), and the NIC only decrypts what arrives on it.
 //! - Crypto offload capability is the device's `esp-hw-offload` feature (NETIF_F_HW_ESP).
 //!   Packet offload has no feature bit (ethtool only advertises crypto offload): it is learnt
 //!   by trying, and kernels before 6.2 refuse the XFRM_OFFLOAD_PACKET flag outright.
@@ -16,6 +18,12 @@
 //!   in software and `vtid show` reports only the outbound direction as offloaded.
 //! - Every install (first SAs and each rekey) decides afresh from the device as it is then,
 //!   so a rekey re-offloads, and an underlay renamed or removed is never pointed at.
+//! - The underlay can change under a running tunnel (route change, device down, renamed or
+//!   removed). The daemon watches rtnetlink and asks [`Tunnels::recheck`] whether the device
+//!   the SAs were installed for is still the one; if not, the Child SAs are rekeyed (RFC 7296
+//!   §2.8), which installs new SAs decided afresh for the new underlay. The kernel itself
+//!   deletes SAs offloaded to a device that goes down or is unregistered, without telling
+//!   the key manager (see xfrm::NetMonitor): vanished SAs are rekeyed the same way.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -26,6 +34,7 @@ use tracing::{info, warn};
 use xfrm::{Handle, SaSpec};
 
 use crate::config::Offload;
+use crate::plan::TunnelPlan;
 
 /// The ethtool feature name of ESP crypto offload (NETIF_F_HW_ESP_BIT in
 /// net/ethtool/common.c's netdev_features_strings).
@@ -117,20 +126,32 @@ pub fn decide(policy: Offload, underlay: Result<Underlay, String>) -> Result<Dec
     Ok(Decision::Offload { dev, modes, demand })
 }
 
-/// The interface holding `local` (the tunnel source) and its ESP offload feature.
+/// The interface ESP from `local` to `remote` leaves through (in front-door VRF `fvrf`, if
+/// any) and its ESP offload feature.
 ///
-/// Equivalent to `ip -o addr show to LOCAL` then `ethtool -k DEV | grep esp-hw-offload`.
-pub async fn underlay(h: &Handle, local: IpAddr) -> Result<Underlay, String> {
+/// Equivalent to `ip route get REMOTE from LOCAL [vrf FVRF]` then `ethtool -k DEV | grep
+/// esp-hw-offload`.
+pub async fn underlay(
+    h: &Handle,
+    local: IpAddr,
+    remote: IpAddr,
+    fvrf: Option<&str>,
+) -> Result<Underlay, String> {
     let link = h.link();
-    let addrs = link
-        .addresses(None)
+    let oif = match fvrf {
+        Some(v) => Some(
+            link.index_of(v)
+                .await
+                .map_err(|e| format!("front-door vrf {v}: {e}"))?,
+        ),
+        None => None,
+    };
+    let src = (!local.is_unspecified()).then_some(local);
+    let index = link
+        .route_oif(remote, src, oif)
         .await
-        .map_err(|e| format!("list addresses: {e}"))?;
-    let index = addrs
-        .iter()
-        .find(|(_, a)| a.addr() == local)
-        .map(|(i, _)| *i)
-        .ok_or_else(|| format!("no interface holds the tunnel source {local}"))?;
+        .map_err(|e| format!("no route to {remote} from {local}: {e}"))?
+        .ok_or_else(|| format!("the route to {remote} has no output device"))?;
     let name = link
         .list()
         .await
@@ -268,25 +289,45 @@ struct TunnelState {
     refused: Option<String>,
     fallback_logged: Option<String>,
     last: Option<Applied>,
+    /// The underlay (name, ifindex) the installed SAs were decided for, `None` when the
+    /// decision was software; compared by [`Tunnels::recheck`].
+    target: Option<(String, u32)>,
+}
+
+/// What a change of the underlay means for a running tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recheck {
+    /// Its SAs are where they should be.
+    Keep,
+    /// The SAs must move (rekey onto the new underlay); the text says from where to where.
+    Move(String),
+    /// An offload demand can no longer be met: the tunnel must go down (reason recorded).
+    Refuse(String),
+}
+
+/// The device a decision installs for, as (name, ifindex).
+fn target_of(d: &Decision) -> Option<(String, u32)> {
+    match d {
+        Decision::Offload { dev, .. } => Some((dev.name.clone(), dev.index)),
+        Decision::Software { .. } => None,
+    }
+}
+
+fn describe_target(t: &Option<(String, u32)>) -> String {
+    match t {
+        Some((n, _)) => format!("offload to {n}"),
+        None => "software".into(),
+    }
 }
 
 impl Tunnels {
     /// Decides for tunnel `name` now. Logs an `auto` fallback once per reason; a demand that
     /// cannot be met is logged, remembered for `vtid show`, and returned as the error.
-    pub async fn decide(
-        &mut self,
-        h: &Handle,
-        name: &str,
-        policy: Offload,
-        local: IpAddr,
-    ) -> Result<Decision, String> {
+    pub async fn decide(&mut self, h: &Handle, t: &TunnelPlan) -> Result<Decision, String> {
+        let (name, policy) = (t.name.as_str(), t.offload);
+        let under = tunnel_underlay(h, t).await;
         let st = self.by_name.entry(name.to_owned()).or_default();
         st.policy = Some(policy);
-        let under = if policy == Offload::Off {
-            Err(String::new())
-        } else {
-            underlay(h, local).await
-        };
         match decide(policy, under) {
             Ok(d) => {
                 st.refused = None;
@@ -299,9 +340,57 @@ impl Tunnels {
                 Ok(d)
             }
             Err(e) => {
-                warn!(tunnel = name, "tunnel not brought up: {e}");
+                // Once per reason: the daemon asks again on every underlay change.
+                if st.refused.as_ref() != Some(&e) {
+                    warn!(tunnel = name, "tunnel not brought up: {e}");
+                }
                 st.refused = Some(e.clone());
                 Err(e)
+            }
+        }
+    }
+
+    /// After an underlay change: whether tunnel `t`'s installed SAs still sit on the device
+    /// the decision would pick now. A demand that can no longer be met is logged and recorded
+    /// for `vtid show` like a refusal at bring-up; an `auto` tunnel moving to software logs
+    /// its one fallback line (through [`Tunnels::decide`]).
+    pub async fn recheck(&mut self, h: &Handle, t: &TunnelPlan) -> Recheck {
+        if t.offload == Offload::Off {
+            return Recheck::Keep;
+        }
+        let was = self
+            .by_name
+            .get(&t.name)
+            .and_then(|s| s.last.as_ref().map(|_| s.target.clone()));
+        let Some(was) = was else {
+            return Recheck::Keep; // nothing installed yet: the first install decides
+        };
+        match self.decide(h, t).await {
+            Err(e) => {
+                warn!(tunnel = %t.name, "underlay changed, tunnel goes down: {e}");
+                Recheck::Refuse(e)
+            }
+            Ok(d) => {
+                let now = target_of(&d);
+                let same = match (&was, &now) {
+                    (Some((_, a)), Some((_, b))) => a == b,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if same {
+                    // A rename keeps the ifindex (and the SAs); only the name shown changes.
+                    if let (Some(st), Some((n, _))) = (self.by_name.get_mut(&t.name), &now) {
+                        rename(&mut st.last, n);
+                        st.target = now.clone();
+                    }
+                    Recheck::Keep
+                } else {
+                    Recheck::Move(format!(
+                        "{} -> {}",
+                        describe_target(&was),
+                        describe_target(&now)
+                    ))
+                }
             }
         }
     }
@@ -310,21 +399,18 @@ impl Tunnels {
     pub async fn install(
         &mut self,
         h: &Handle,
-        name: &str,
-        policy: Offload,
-        local: IpAddr,
+        t: &TunnelPlan,
         sas: &[SaSpec; 2],
         xfrmi: bool,
     ) -> anyhow::Result<Applied> {
-        let d = self
-            .decide(h, name, policy, local)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let (name, policy) = (t.name.as_str(), t.offload);
+        let d = self.decide(h, t).await.map_err(anyhow::Error::msg)?;
         let res = install_child_sas(h, sas, &d, xfrmi).await;
         let st = self.by_name.entry(name.to_owned()).or_default();
         match &res {
             Ok(a) => {
                 st.last = Some(a.clone());
+                st.target = target_of(&d);
                 match (&a.inbound, &a.outbound) {
                     (SaOffload::Software(Some(why)), SaOffload::Offloaded(..)) => {
                         info!(tunnel = name, "offload: inbound SA in software, {why}");
@@ -350,6 +436,12 @@ impl Tunnels {
             Err(_) => {}
         }
         res
+    }
+
+    /// Whether tunnel `name`'s SAs were installed offloaded (so the kernel may delete them
+    /// when the device goes; see the module doc).
+    pub fn offloaded(&self, name: &str) -> bool {
+        self.by_name.get(name).is_some_and(|s| s.target.is_some())
     }
 
     /// Why tunnel `name` is held down by its offload demand, if it is.
@@ -379,6 +471,30 @@ impl Tunnels {
             "in": st.last.as_ref().map(|a| dir(&a.inbound)),
             "out": st.last.as_ref().map(|a| dir(&a.outbound)),
         })
+    }
+}
+
+/// The underlay of a planned tunnel (see [`underlay`]); not looked up for `off`.
+async fn tunnel_underlay(h: &Handle, t: &TunnelPlan) -> Result<Underlay, String> {
+    if t.offload == Offload::Off {
+        return Err(String::new());
+    }
+    underlay(
+        h,
+        t.local,
+        t.remote,
+        t.fvrf.as_ref().map(|v| v.name.as_str()),
+    )
+    .await
+}
+
+fn rename(last: &mut Option<Applied>, name: &str) {
+    if let Some(a) = last {
+        for o in [&mut a.inbound, &mut a.outbound] {
+            if let SaOffload::Offloaded(n, _) = o {
+                *n = name.to_owned();
+            }
+        }
     }
 }
 

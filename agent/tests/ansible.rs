@@ -1,7 +1,8 @@
 //! The Ansible role's example inventory in the VM: `packaging/ansible/test` (run by
 //! `./x test`) renders every router's vtid.toml and key files into
-//! `$CARGO_TARGET_DIR/ansible/render/HOST/`; this runs those exact files, two hubs and three
-//! spokes behind one Internet router, and checks that every spoke LAN reaches every other
+//! `$CARGO_TARGET_DIR/ansible/render/HOST/`; this runs those exact files, two hubs with
+//! dynamic VTIs (one clone per spoke from a virtual template) and three spokes with static
+//! VTIs, behind one Internet router, and checks that every spoke LAN reaches every other
 //! spoke LAN through the primary hub.
 
 use std::path::PathBuf;
@@ -12,13 +13,15 @@ use nstest::kernel::{self, wait_until};
 use nstest::vtid::Vtid;
 use nstest::{TopoSpec, scenario};
 
-/// (inventory name, underlay address, LAN) as in packaging/ansible/inventory/example.
-const ROUTERS: [(&str, &str, Option<&str>); 5] = [
-    ("hub1", "100.64.1", None),
-    ("hub2", "100.64.2", None),
-    ("spoke1", "100.64.11", Some("10.1.0.1/24")),
-    ("spoke2", "100.64.12", Some("10.2.0.1/24")),
-    ("spoke3", "100.64.13", Some("10.3.0.1/24")),
+/// (inventory name, underlay network, LAN) as in packaging/ansible/inventory/example. A
+/// hub's LAN is its `lan0`, which the inventory names as the interface its clones borrow
+/// their address from (`vtid_hub_unnumbered`).
+const ROUTERS: [(&str, &str, &str); 5] = [
+    ("hub1", "100.64.1", "10.0.1.1/24"),
+    ("hub2", "100.64.2", "10.0.2.1/24"),
+    ("spoke1", "100.64.11", "10.1.0.1/24"),
+    ("spoke2", "100.64.12", "10.2.0.1/24"),
+    ("spoke3", "100.64.13", "10.3.0.1/24"),
 ];
 
 fn render_dir() -> Result<PathBuf> {
@@ -35,10 +38,9 @@ fn spec() -> TopoSpec {
     for (name, net, lan) in ROUTERS {
         t = t
             .link("inet", &format!("{net}.1/24"), name, &format!("{net}.2/24"))
-            .route(name, "default", &format!("via {net}.1"));
-        if let Some(lan) = lan {
-            t = t.lan(name, lan);
-        } else {
+            .route(name, "default", &format!("via {net}.1"))
+            .lan(name, lan);
+        if name.starts_with("hub") {
             t = t.forward(name);
         }
     }
@@ -46,11 +48,9 @@ fn spec() -> TopoSpec {
 }
 
 #[test]
-// Not in `./x test` yet (issue 8 open): it needs the files packaging/ansible/test renders,
-// and that step is not in `./x test` while the package test fails. Run by hand after it:
-// `nstest vm-suite --filter pkg_scenario_`.
-#[ignore = "vm, after packaging/*/test"]
-fn pkg_scenario_ansible_example_inventory_spokes_reach_each_other() {
+// `./x test` runs packaging/ansible/test before the VM suite.
+#[ignore = "vm, after packaging/ansible/test"]
+fn vm_ansible_example_inventory_spokes_reach_each_other() {
     scenario("ansible-hub-spoke", spec(), |sc| {
         let dir = render_dir()?;
         let mut daemons = Vec::new();
@@ -86,7 +86,32 @@ fn pkg_scenario_ansible_example_inventory_spokes_reach_each_other() {
                     },
                 )?;
             }
+            // Each hub gave each of its spokes a clone of its virtual template, routed to that
+            // spoke's LAN by the traffic selector the spoke announced.
+            for (hub, spokes) in [("hub1", &[1, 2, 3][..]), ("hub2", &[1, 2][..])] {
+                let v = &daemons.iter().find(|(n, _)| *n == hub).expect("started").1;
+                let t = v.show("tunnels")?;
+                let mut routed: Vec<String> = Vec::new();
+                for c in t.as_array().into_iter().flatten() {
+                    ensure!(
+                        c["dynamic"] == true,
+                        "{hub}: a tunnel that is not a clone: {c}"
+                    );
+                    let r = c["routes"].as_array().cloned().unwrap_or_default();
+                    ensure!(r.len() == 1, "{hub}: clone {} routes {r:?}", c["name"]);
+                    routed.push(r[0].as_str().unwrap_or_default().to_string());
+                }
+                routed.sort();
+                let want: Vec<String> = spokes.iter().map(|n| format!("10.{n}.0.0/24")).collect();
+                ensure!(
+                    routed == want,
+                    "{hub}: clones route {routed:?}, want {want:?}: {t}"
+                );
+            }
             for (a, na) in [("spoke1", 1), ("spoke2", 2), ("spoke3", 3)] {
+                // The primary hub's LAN too (inside the spokes' 10.0.0.0/8 summary).
+                let n = kernel::ping(sc.topo.host(a), &format!("10.{na}.0.1"), "10.0.1.1", 3)?;
+                ensure!(n >= 2, "{a}: hub1's LAN: {n}/3 answered");
                 for nb in [1, 2, 3] {
                     if nb == na {
                         continue;

@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -221,93 +220,22 @@ struct Pki {
     swan_dn: String,
 }
 
-fn pki(args: &[&str], out: &Path) -> Result<()> {
-    let o = Command::new("pki")
-        .args(args)
-        .output()
-        .context("run pki (strongswan-pki)")?;
-    ensure!(
-        o.status.success(),
-        "pki {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::fs::write(out, &o.stdout)?;
-    Ok(())
-}
-
-/// Makes a CA and two end-entity certificates with strongSwan's `pki`. `rsa`: RSA 2048 keys,
-/// certificates signed with RSASSA-PSS; else ECDSA P-256.
+/// Makes a CA and two end-entity certificates with strongSwan's `pki` ([`nstest::pki`]).
+/// `rsa`: RSA 2048 keys, certificates signed with RSASSA-PSS; else ECDSA P-256.
 fn make_pki(dir: &Path, rsa: bool) -> Result<Pki> {
-    let tag = if rsa { "rsa" } else { "ecdsa" };
-    let dir = dir.join(tag);
-    std::fs::create_dir_all(&dir)?;
-    let (ty, size) = if rsa {
-        ("rsa", "2048")
-    } else {
-        ("ecdsa", "256")
-    };
-    let pad: &[&str] = if rsa { &["--rsa-padding", "pss"] } else { &[] };
-    let ca_key = dir.join("ca.key");
-    let ca = dir.join("ca.pem");
-    pki(
-        &["--gen", "--type", ty, "--size", size, "--outform", "pem"],
-        &ca_key,
-    )?;
-    let ca_dn = format!("C=CH, O=vtid test, CN={tag} CA");
-    let mut a = vec!["--self", "--ca", "--lifetime", "30", "--in"];
-    let ca_key_s = ca_key.to_string_lossy().into_owned();
-    a.push(&ca_key_s);
-    a.extend(["--type", ty, "--dn", &ca_dn, "--outform", "pem"]);
-    a.extend(pad);
-    pki(&a, &ca)?;
-    let ca_s = ca.to_string_lossy().into_owned();
-    let issue = |who: &str| -> Result<(PathBuf, PathBuf, String, String)> {
-        let key = dir.join(format!("{who}.key"));
-        let cert = dir.join(format!("{who}.pem"));
-        pki(
-            &["--gen", "--type", ty, "--size", size, "--outform", "pem"],
-            &key,
-        )?;
-        // vtid refuses private keys others can read (and so would an operator's review).
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        let fqdn = format!("{who}.{tag}.test");
-        let dn = format!("C=CH, O=vtid test, CN={who} {tag}");
-        let key_s = key.to_string_lossy().into_owned();
-        let mut a = vec![
-            "--issue",
-            "--lifetime",
-            "30",
-            "--cacert",
-            &ca_s,
-            "--cakey",
-            &ca_key_s,
-            "--type",
-            "priv",
-            "--in",
-            &key_s,
-            "--dn",
-            &dn,
-            "--san",
-            &fqdn,
-            "--outform",
-            "pem",
-        ];
-        a.extend(pad);
-        pki(&a, &cert)?;
-        Ok((cert, key, fqdn, dn))
-    };
-    let (vtid_cert, vtid_key, vtid_fqdn, vtid_dn) = issue("vtid")?;
-    let (swan_cert, swan_key, swan_fqdn, swan_dn) = issue("swan")?;
+    let ca = nstest::pki::Ca::new(dir, rsa)?;
+    let vtid = ca.issue("vtid")?;
+    let swan = ca.issue("swan")?;
     Ok(Pki {
-        ca,
-        vtid_cert,
-        vtid_key,
-        swan_cert,
-        swan_key,
-        vtid_fqdn,
-        swan_fqdn,
-        vtid_dn,
-        swan_dn,
+        ca: ca.cert,
+        vtid_cert: vtid.cert,
+        vtid_key: vtid.key,
+        swan_cert: swan.cert,
+        swan_key: swan.key,
+        vtid_fqdn: vtid.fqdn,
+        swan_fqdn: swan.fqdn,
+        vtid_dn: vtid.dn,
+        swan_dn: swan.dn,
     })
 }
 

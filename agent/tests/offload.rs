@@ -2,11 +2,15 @@
 //! simulated NIC built from Debian's linux-source by the VM suite runner), and the refusal and
 //! fallback paths on a veth, which has no ESP offload.
 //!
-//! netdevsim on 6.1 cannot carry traffic to another device (ports are not linked), so the
-//! offloaded tunnel's source address lives on the netdevsim port while its packets leave
-//! through a veth: the kernel and the driver hold the SAs as offloaded (what these tests
-//! check), and the kernel encrypts in software because the route's device is not the offload
-//! device (xfrm_dev_offload_ok), which keeps the tunnel usable for the ping.
+//! vtid offloads to the device ESP to the peer is routed out of (offload.rs), so the route to
+//! the peer goes through the netdevsim port. netdevsim on 6.1 cannot carry traffic to another
+//! device (ports are not linked: it counts what it is given and drops it), so two paths lead
+//! to the peer: ESP, whose outer route lookup has no protocol on 6.1 (__xfrm4_dst_lookup),
+//! takes the main table's route via netdevsim, where a permanent neighbour entry lets it reach
+//! the driver; IKE (UDP) takes a policy rule (`ip rule ... ipproto udp`) to a veth. The
+//! driver's own `tx=` counter proves the outbound ESP went through its offload path; the peer's
+//! ESP arrives on the veth and is decrypted in software, which the kernel does for any packet
+//! the offload device did not decrypt.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -119,6 +123,39 @@ fn b_extra(b: &Netns) -> Result<()> {
     Ok(())
 }
 
+/// In a: ESP to `peer` routed out of `dev` (the netdevsim port) with a permanent neighbour, so
+/// packets reach the driver without ARP (nothing answers on netdevsim); IKE to `peer` takes
+/// table 100 to the veth e-b. Switching the ESP path is then `ip route replace PEER/32 dev X`.
+fn two_paths(a: &Netns, peer: &str, dev: &str, local: &str) -> Result<()> {
+    a.ip(&[
+        "neigh",
+        "replace",
+        peer,
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ])?;
+    a.ip(&["route", "replace", &format!("{peer}/32"), "dev", dev])?;
+    a.ip(&[
+        "route",
+        "replace",
+        &format!("{peer}/32"),
+        "dev",
+        "e-b",
+        "src",
+        local,
+        "table",
+        "100",
+    ])?;
+    a.ip(&[
+        "rule", "add", "to", peer, "ipproto", "udp", "lookup", "100", "pref", "100",
+    ])?;
+    Ok(())
+}
+
 /// `offload = "auto"` on a netdevsim underlay: the responder prefers AES-GCM (the only
 /// transform the device offloads) over the CBC its peer lists first, packet offload is refused
 /// by 6.1 and crypto offload taken, for both directions; `vtid show sa`, `ip xfrm state` and
@@ -142,6 +179,8 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
         a.ip(&["addr", "add", "192.0.2.1/24", "dev", "nsim0"])?;
         a.ip(&["link", "set", "nsim0", "up"])?;
+        two_paths(a, "198.51.100.2", "nsim0", "192.0.2.1")?;
+        two_paths(a, "198.51.100.3", "nsim0", "192.0.2.1")?;
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
         let ca = config(
@@ -176,9 +215,13 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         let pb = sc.add_peer("b", vtid_peer(vb));
         wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
         let b = sc.topo.host("b");
+        // b's echo requests are decrypted in software on a's veth; a's replies are encrypted
+        // by the "hardware": they reach the driver's offload path (and are dropped there).
+        let tx0 = nsim.ipsec_tx()?;
+        kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)?;
         ensure!(
-            kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)? > 0,
-            "no ping through the tunnel"
+            nsim.ipsec_tx()? > tx0,
+            "a's ESP did not go through netdevsim's offload path"
         );
 
         let a = sc.topo.host("a");
@@ -238,9 +281,11 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
             hw.contains("SA count=2"),
             "old SAs still in the driver:\n{hw}"
         );
+        let tx1 = nsim.ipsec_tx()?;
+        kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)?;
         ensure!(
-            kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)? > 0,
-            "no ping after the rekey"
+            nsim.ipsec_tx()? > tx1,
+            "no offloaded ESP through netdevsim after the rekey"
         );
         // The packet-offload demand: refused at install, reason in `vtid show tunnels` and the
         // log, no SA of Tunnel1 left in the kernel.
@@ -363,6 +408,366 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
             log.contains("tunnel not brought up: offload crypto"),
             "refusal not logged:\n{log}"
         );
+        Ok(())
+    });
+}
+
+/// The offloaded SAs follow the underlay. A tunnel (`auto`) and a second one demanding
+/// `crypto`, both routed out of a netdevsim port, with the tunnel source on `lo` so that it
+/// outlives the port:
+/// - the routes to the peers are switched to the veth: the `auto` tunnel's Child SA is rekeyed
+///   into software (show says why, traffic flows), the `crypto` tunnel goes down with the
+///   reason in `vtid show` and the log;
+/// - the route is switched back: the SAs move back onto netdevsim;
+/// - the port is renamed (down, renamed, up: the kernel flushes its SAs on the way down): the
+///   SAs end up on it again, shown under the new name;
+/// - the netdevsim device is deleted (the kernel flushes the SAs offloaded to it without
+///   telling anyone): no SA references a device any more and the tunnel recovers in software
+///   over the remaining path.
+#[test]
+#[ignore = "vm"]
+fn vm_offload_follows_underlay_route_change_and_device_removal() {
+    let spec = TopoSpec::new()
+        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
+        .route("b", "192.0.2.1/32", "via 198.51.100.1");
+    scenario("offload-move", spec, |sc| {
+        let a = sc.topo.host("a");
+        a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+        let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
+        a.ip(&["link", "set", "nsim0", "up"])?;
+        a.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
+        two_paths(a, "198.51.100.2", "nsim0", "192.0.2.1")?;
+        two_paths(a, "198.51.100.3", "nsim0", "192.0.2.1")?;
+        b_extra(sc.topo.host("b"))?;
+        let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
+        let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
+        // GCM only: the only transform netdevsim offloads, whatever the AEAD preference.
+        let gcm = |c: String| {
+            c.replace(
+                "transform_sets = [\"CBC\", \"GCM\"]",
+                "transform_sets = [\"GCM\"]",
+            )
+        };
+        let ca = gcm(config(
+            &ka,
+            "Tunnel0",
+            "192.0.2.1",
+            "198.51.100.2",
+            "10.99.0.1/30",
+            "auto",
+            false,
+            3600,
+        )) + &TUNNEL1_A.replace("offload = \"packet\"", "offload = \"crypto\"");
+        let cb = gcm(config(
+            &kb,
+            "Tunnel0",
+            "198.51.100.2",
+            "192.0.2.1",
+            "10.99.0.2/30",
+            "off",
+            true,
+            3600,
+        )) + TUNNEL1_B;
+        let va = Vtid::start_config(a, &sc.dir().join("a"), &ca, "Tunnel0")?;
+        let pa = sc.add_peer("a", vtid_peer(va));
+        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
+        let pb = sc.add_peer("b", vtid_peer(vb));
+        wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        let (a, b) = (sc.topo.host("a"), sc.topo.host("b"));
+        let tunnel = |name: &str| -> Result<serde_json::Value> {
+            Ok(show(a, "tunnels")?
+                .as_array()
+                .and_then(|v| v.iter().find(|t| t["name"] == name))
+                .cloned()
+                .unwrap_or_default())
+        };
+        // Both tunnels' SAs on netdevsim, per `vtid show sa`.
+        let placed = |want: Option<&str>, tunnels: &[&str]| -> Result<bool> {
+            let v = show(a, "sa")?;
+            let sas = v.as_array().context("show sa")?;
+            let mut seen = 0;
+            for sa in sas
+                .iter()
+                .filter(|s| tunnels.iter().any(|t| s["tunnel"] == *t))
+            {
+                seen += 1;
+                for dir in ["in", "out"] {
+                    let (dev, _) = sa_offload(sa, dir);
+                    if dev.as_deref() != want {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(seen == tunnels.len())
+        };
+        wait_until(
+            "both tunnels offloaded to nsim0",
+            Duration::from_secs(40),
+            || placed(Some("nsim0"), &["Tunnel0", "Tunnel1"]),
+        )?;
+        let before = spis(a)?;
+
+        // (a) The routes to the peers now leave through the veth.
+        let t = std::time::Instant::now();
+        for peer in ["198.51.100.2", "198.51.100.3"] {
+            a.ip(&["route", "replace", &format!("{peer}/32"), "dev", "e-b"])?;
+        }
+        wait_until(
+            "Tunnel0 rekeyed into software",
+            Duration::from_secs(40),
+            || {
+                let v = show(a, "sa")?;
+                let fresh = v.as_array().is_some_and(|sas| {
+                    sas.iter().filter(|s| s["tunnel"] == "Tunnel0").all(|s| {
+                        ["spi_in", "spi_out"].iter().all(|k| {
+                            s[*k]
+                                .as_str()
+                                .and_then(|x| u32::from_str_radix(x, 16).ok())
+                                .is_some_and(|spi| !before.contains(&spi))
+                        })
+                    })
+                });
+                Ok(fresh && placed(None, &["Tunnel0"])?)
+            },
+        )?;
+        println!(
+            "route switched to veth: software SAs after {:?}",
+            t.elapsed()
+        );
+        let t0 = tunnel("Tunnel0")?;
+        ensure!(
+            t0["state"] == "up"
+                && t0["offload"]["fallback"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("underlay e-b does not offload ESP")),
+            "Tunnel0 does not say why it is in software: {t0}"
+        );
+        ensure!(
+            kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)? > 0,
+            "no ping through Tunnel0 in software"
+        );
+        wait_until(
+            "Tunnel1 down with its reason",
+            Duration::from_secs(30),
+            || {
+                let t1 = tunnel("Tunnel1")?;
+                Ok(t1["state"] == "down"
+                    && t1["reason"].as_str().is_some_and(|r| {
+                        r.starts_with("offload crypto: underlay e-b does not offload ESP")
+                    }))
+            },
+        )?;
+        let log = sc.peer(pa).log();
+        ensure!(
+            log.contains("underlay changed (offload to nsim0 -> software)")
+                && log.contains("underlay changed, tunnel goes down: offload crypto"),
+            "underlay change not logged:\n{log}"
+        );
+        ensure!(
+            nsim.ipsec_debugfs()?.contains("SA count=0"),
+            "SAs left in the driver after the move:\n{}",
+            nsim.ipsec_debugfs()?
+        );
+
+        // The route comes back: the SAs move back onto the offloading device.
+        let t = std::time::Instant::now();
+        a.ip(&["route", "replace", "198.51.100.2/32", "dev", "nsim0"])?;
+        wait_until("Tunnel0 back on nsim0", Duration::from_secs(40), || {
+            placed(Some("nsim0"), &["Tunnel0"])
+        })?;
+        println!(
+            "route switched back: offloaded again after {:?}",
+            t.elapsed()
+        );
+        let tx = nsim.ipsec_tx()?;
+        kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)?;
+        ensure!(nsim.ipsec_tx()? > tx, "ESP not offloaded after moving back");
+
+        // Renamed: 6.1 renames only a device that is down, and taking it down makes the kernel
+        // flush the SAs offloaded to it (xfrm_dev_down on NETDEV_DOWN) and drop its routes and
+        // neighbours; the tunnel falls back to the veth. Up again under its new name with the
+        // route back, the SAs move onto it and are shown under that name.
+        let t = std::time::Instant::now();
+        a.ip(&["link", "set", "nsim0", "down"])?;
+        a.ip(&["link", "set", "nsim0", "name", "nsim9"])?;
+        a.ip(&["link", "set", "nsim9", "up"])?;
+        a.ip(&[
+            "neigh",
+            "replace",
+            "198.51.100.2",
+            "lladdr",
+            "02:00:00:00:00:02",
+            "dev",
+            "nsim9",
+            "nud",
+            "permanent",
+        ])?;
+        a.ip(&["route", "replace", "198.51.100.2/32", "dev", "nsim9"])?;
+        wait_until(
+            "Tunnel0 on the renamed nsim9",
+            Duration::from_secs(40),
+            || {
+                Ok(placed(Some("nsim9"), &["Tunnel0"])?
+                    && tunnel("Tunnel0")?["offload"]["out"]["device"] == "nsim9")
+            },
+        )?;
+        println!(
+            "renamed nsim0 -> nsim9: offloaded to nsim9 after {:?}",
+            t.elapsed()
+        );
+        let tx = nsim.ipsec_tx()?;
+        kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)?;
+        ensure!(
+            nsim.ipsec_tx()? > tx,
+            "ESP not offloaded on the renamed device"
+        );
+
+        // (b) The device goes away. The kernel deletes the SAs offloaded to it at once
+        // (xfrm_dev_state_flush); vtid rekeys Tunnel0 over the remaining path, the veth.
+        let t = std::time::Instant::now();
+        nsim.remove()?;
+        wait_until(
+            "Tunnel0 recovered in software",
+            Duration::from_secs(40),
+            || Ok(placed(None, &["Tunnel0"])? && tunnel("Tunnel0")?["state"] == "up"),
+        )?;
+        println!("netdevsim deleted: software SAs after {:?}", t.elapsed());
+        let text = a.ip(&["xfrm", "state"])?;
+        ensure!(
+            !text.contains("offload"),
+            "an SA still references an offload device:\n{text}"
+        );
+        ensure!(
+            kernel::ping(b, "10.99.0.2", "10.99.0.1", 3)? > 0,
+            "no ping through Tunnel0 after the device was removed"
+        );
+        ensure!(
+            sc.peer(pa).log().contains("underlay changed"),
+            "device removal not followed"
+        );
+        Ok(())
+    });
+}
+
+/// Template clones honour `offload`: a hub whose virtual template says `offload = "auto"`,
+/// with the route to its spoke through a netdevsim port, installs the clone's SAs offloaded.
+/// The clone is an xfrm interface, so its inbound SA carries an if_id: 6.1 accepts that
+/// offloaded (xfrm_dev_state_add has no if_id check), 6.2+ refuses it ("XFRM if_id is not
+/// supported in RX path") and vtid keeps that direction in software; either way `vtid show`
+/// must say which direction is offloaded, matching `ip xfrm state` and the driver.
+#[test]
+#[ignore = "vm"]
+fn vm_offload_template_clone_offloads() {
+    let spec = TopoSpec::new()
+        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
+        .route("b", "192.0.2.1/32", "via 198.51.100.1");
+    scenario("offload-dvti", spec, |sc| {
+        let a = sc.topo.host("a");
+        a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+        let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
+        a.ip(&["link", "set", "nsim0", "up"])?;
+        a.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
+        two_paths(a, "198.51.100.2", "nsim0", "192.0.2.1")?;
+        let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
+        let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
+        let hub = format!(
+            r#"
+[keyring.K]
+[[keyring.K.peer]]
+address = "198.51.100.0/24"
+psk_file = "{}"
+
+[transform_set.GCM]
+esp = "aes-gcm-128"
+
+[ipsec_profile.P]
+transform_sets = ["GCM"]
+
+[ike_profile.spokes]
+match_identity = ["198.51.100.0/24"]
+keyring = "K"
+local_address = "192.0.2.1"
+virtual_template = "VT1"
+
+[virtual_template.VT1]
+unnumbered = "e-b"
+protection = "P"
+offload = "auto"
+"#,
+            ka.display()
+        );
+        let spoke = config(
+            &kb,
+            "Tunnel0",
+            "198.51.100.2",
+            "192.0.2.1",
+            "10.99.0.2/30",
+            "off",
+            true,
+            3600,
+        )
+        .replace(
+            "transform_sets = [\"CBC\", \"GCM\"]",
+            "transform_sets = [\"GCM\"]",
+        );
+        let va = Vtid::start_config(a, &sc.dir().join("a"), &hub, "-")?;
+        let pa = sc.add_peer("a", vtid_peer(va));
+        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &spoke, "Tunnel0")?;
+        let pb = sc.add_peer("b", vtid_peer(vb));
+        wait_until("spoke up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        let a = sc.topo.host("a");
+        let mut clone = serde_json::Value::Null;
+        wait_until("clone with its SAs", Duration::from_secs(30), || {
+            clone = show(a, "tunnels")?
+                .as_array()
+                .and_then(|v| v.iter().find(|t| t["dynamic"] == true))
+                .cloned()
+                .unwrap_or_default();
+            Ok(clone["state"] == "up")
+        })?;
+        let name = clone["name"].as_str().context("clone name")?.to_string();
+        let o = &clone["offload"];
+        ensure!(
+            o["policy"] == "auto" && o["out"]["device"] == "nsim0" && o["out"]["mode"] == "crypto",
+            "clone not offloaded outbound: {clone}"
+        );
+        let inbound_offloaded = o["in"]["device"] == "nsim0";
+        ensure!(
+            inbound_offloaded || o["in"]["why"].as_str().is_some_and(|w| w.contains("if_id")),
+            "inbound neither offloaded nor explained: {clone}"
+        );
+        let sas = show(a, "sa")?;
+        let sa = sas
+            .as_array()
+            .and_then(|v| v.iter().find(|s| s["tunnel"] == name.as_str()))
+            .cloned()
+            .context("no SA of the clone")?;
+        ensure!(
+            sa_offload(&sa, "out") == (Some("nsim0".into()), Some("crypto".into()))
+                && sa_offload(&sa, "in").0.is_some() == inbound_offloaded,
+            "show sa disagrees with show tunnels: {sa} vs {clone}"
+        );
+        let text = a.ip(&["xfrm", "state"])?;
+        ensure!(
+            text.contains("crypto offload parameters: dev nsim0 dir out")
+                && text.contains("crypto offload parameters: dev nsim0 dir in")
+                    == inbound_offloaded,
+            "ip xfrm state disagrees:\n{text}"
+        );
+        let spi_out = sa["spi_out"].as_str().context("spi")?;
+        ensure!(
+            nsim.ipsec_debugfs()?.contains(&format!("spi=0x{spi_out}")),
+            "netdevsim lacks the clone's outbound SA"
+        );
+        println!(
+            "clone {name}: out offloaded to nsim0, in {}",
+            if inbound_offloaded {
+                "offloaded to nsim0"
+            } else {
+                "in software (if_id)"
+            }
+        );
+        let _ = pa;
         Ok(())
     });
 }

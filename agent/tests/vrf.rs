@@ -201,3 +201,95 @@ fn vm_vrf_two_customers_overlapping_prefixes_front_door_vrf() {
         Ok(())
     });
 }
+
+/// IKE sockets bound to a VRF device (`ss` shows them as `ADDR%VRF:PORT`).
+fn vrf_sockets(ns: &Netns, vrf: &str) -> Result<usize> {
+    let out = ns.exec(&["ss", "-Huan"])?;
+    Ok(out
+        .lines()
+        .filter(|l| l.contains(&format!("%{vrf}:500")) || l.contains(&format!("%{vrf}:4500")))
+        .count())
+}
+
+/// A front-door VRF that only a reload brings in gets its IKE sockets then (the spoke behind
+/// it can connect: an unbound socket does not receive what arrives on a VRF slave), and a
+/// reload that removes it closes them.
+#[test]
+#[ignore = "vm"]
+fn vm_vrf_front_door_vrf_added_and_removed_by_reload() {
+    let spec = TopoSpec::new()
+        .link("hub", "198.51.100.1/24", "sa", "198.51.100.2/24")
+        .link("hub", "203.0.113.1/24", "sb", "203.0.113.2/24");
+    scenario("vrf-reload", spec, |sc| {
+        let hub = sc.topo.host("hub");
+        hub.ip(&["link", "add", "wan", "type", "vrf", "table", "100"])?;
+        hub.ip(&["link", "set", "wan", "up"])?;
+        hub.ip(&["link", "set", "e-sa", "master", "wan"])?;
+        // First configuration: TunB only, in the main table; no front-door VRF.
+        let kh = write_secret(&sc.dir().join("hub"), "k", PSK)?;
+        let full = hub_config(&kh);
+        let tun_a = full.find("[tunnel.TunA]").context("TunA")?;
+        let tun_b = full.find("[tunnel.TunB]").context("TunB")?;
+        let head = &full[..tun_a];
+        let a_part = &full[tun_a..tun_b];
+        let b_main = full[tun_b..].replace("fvrf = \"wan\"\n", "");
+        let first = format!("{head}{b_main}");
+        let vh = Vtid::start_config(hub, &sc.dir().join("hub"), &first, "TunB")?;
+        let h = sc.add_peer("hub", vtid_peer(vh));
+        let hub = sc.topo.host("hub");
+        ensure!(vrf_sockets(hub, "wan")? == 0, "VRF sockets before any fvrf");
+
+        // Reload with TunA in front-door VRF wan.
+        let path = sc.dir().join("hub").join("vtid.toml");
+        std::fs::write(&path, format!("{head}{a_part}{b_main}"))?;
+        let t = std::time::Instant::now();
+        let hubv = sc.peer_mut(h).as_vtid().context("the hub is vtid")?;
+        hubv.cli(&["reload"])?;
+        let hub = sc.topo.host("hub");
+        ensure!(
+            vrf_sockets(hub, "wan")? >= 2,
+            "no IKE sockets in vrf wan after the reload:\n{}",
+            hub.exec(&["ss", "-Huan"])?
+        );
+        let k = write_secret(&sc.dir().join("sa"), "k", PSK)?;
+        let v = Vtid::start_config(
+            sc.topo.host("sa"),
+            &sc.dir().join("sa"),
+            &spoke_config(&k, "198.51.100.2", "198.51.100.1"),
+            "Tun0",
+        )?;
+        let sa = sc.add_peer("sa", vtid_peer(v));
+        wait_until(
+            "spoke behind the new fvrf up",
+            Duration::from_secs(40),
+            || sc.peer(sa).is_up(),
+        )?;
+        println!(
+            "fvrf added by reload: spoke up {:?} after the reload",
+            t.elapsed()
+        );
+        ensure!(
+            sc.peer(h)
+                .log()
+                .contains("IKE socket bound to front-door VRF"),
+            "binding not logged"
+        );
+
+        // Reload without TunA: the VRF's sockets close.
+        std::fs::write(&path, &first)?;
+        let hubv = sc.peer_mut(h).as_vtid().context("the hub is vtid")?;
+        hubv.cli(&["reload"])?;
+        let hub = sc.topo.host("hub");
+        ensure!(
+            vrf_sockets(hub, "wan")? == 0,
+            "VRF sockets left after the fvrf was removed:\n{}",
+            hub.exec(&["ss", "-Huan"])?
+        );
+        let main = hub.exec(&["ss", "-Huan"])?;
+        ensure!(
+            main.contains("0.0.0.0:500 "),
+            "the main IKE socket went with the VRF's:\n{main}"
+        );
+        Ok(())
+    });
+}

@@ -69,6 +69,12 @@ pub enum Command {
         /// The profile.
         conn: ConnId,
     },
+    /// Delete the IKE SA of one session (with a DELETE to the peer), e.g. one spoke of a
+    /// connection that answers many.
+    TerminateSession {
+        /// The session.
+        session: SessionId,
+    },
     /// Rekey a Child SA now (XFRM soft EXPIRE on bytes/packets).
     RekeyChild {
         /// The Child SA.
@@ -418,6 +424,7 @@ macro_rules! ctx {
             stats: &mut $self.stats,
             actions: &mut $self.actions,
             next_id: &mut $self.next_id,
+            has_contact: false,
         }
     };
 }
@@ -544,6 +551,17 @@ impl Endpoint {
                     self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
                 }
             }
+            Command::TerminateSession { session } => {
+                let spis: Vec<u64> = self
+                    .sas
+                    .iter()
+                    .filter(|(_, sa)| sa.session() == session)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for spi in spis {
+                    self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                }
+            }
             Command::RekeyChild { child } => {
                 if let Some(spi) = self.sa_of_child(child) {
                     self.with_sa(now, spi, |sa, ctx| sa.rekey_child(ctx, child));
@@ -641,7 +659,21 @@ impl Endpoint {
             // rather than reflect traffic at spoofed sources.
             return Err(PeerMisbehaved::UnknownIkeSpi.into());
         }
+        // Only an initiator's IKE_SA_INIT response leads to an IKE_AUTH request; the scan over
+        // the other SAs happens for that message alone.
+        let has_contact = header.exchange == ExchangeType::IkeSaInit
+            && header.is_response()
+            && self
+                .sas
+                .get(&ours)
+                .and_then(IkeSa::expected_contact)
+                .is_some_and(|want| {
+                    self.sas.iter().any(|(spi, sa)| {
+                        *spi != ours && sa.contact() == Some((want.0.clone(), want.1))
+                    })
+                });
         let mut ctx = ctx!(self, now);
+        ctx.has_contact = has_contact;
         let sa = self
             .sas
             .get_mut(&ours)

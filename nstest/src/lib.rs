@@ -3,18 +3,23 @@
 //! - [`netns`], [`topo`]: hosts as network namespaces, veth links, LANs, routes, NAT, netem.
 //! - [`peer`], [`strongswan`]: tunnel ends played by strongSwan (and vtid), chosen by parameter.
 //! - [`kernel`]: the kernel's view through `ip` (SAs, counters), pings, captures, waiting.
+//! - [`hub`]: a vtid dynamic VTI hub with strongSwan and vtid spokes; [`pki`]: test
+//!   certificates; [`vici`]: charon's control socket, for loops too hot for `swanctl`.
 //! - [`vm`], [`suite`]: the VM that has the modules this machine lacks, and the one-boot suite.
 //! - [`Scenario`]: a test's workspace that prints every log and kernel dump when it fails.
 
 pub mod cmd;
 pub mod frr;
+pub mod hub;
 pub mod kernel;
 pub mod netdevsim;
 pub mod netns;
 pub mod peer;
+pub mod pki;
 pub mod strongswan;
 pub mod suite;
 pub mod topo;
+pub mod vici;
 pub mod vm;
 pub mod vtid;
 

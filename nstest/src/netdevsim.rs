@@ -94,7 +94,7 @@ pub fn load() -> Result<()> {
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
-/// One netdevsim device with one port, moved into a namespace.
+/// One netdevsim device with one port, created in a namespace.
 pub struct Device {
     id: u32,
     /// The port's interface name inside the namespace.
@@ -102,35 +102,43 @@ pub struct Device {
 }
 
 impl Device {
-    /// `echo "ID 1" > /sys/bus/netdevsim/new_device`, then moves the port into namespace `netns` and
-    /// renames it to `ifname`.
+    /// `echo "ID 1" > /sys/bus/netdevsim/new_device` written from inside namespace `netns`,
+    /// so the port is created there (netdevsim puts a new device's ports in the writer's
+    /// namespace: bus.c new_device_store sets initial_net), then renamed to `ifname`.
+    ///
+    /// Creating the port in the root namespace and moving it raced with udev's renaming and
+    /// with other tests' ports there when several scenarios create devices at once; inside
+    /// the scenario's own namespace the port's name is private and udev never sees it (net
+    /// uevents of a non-initial namespace stay in that namespace).
     pub fn new(netns: &str, ifname: &str) -> Result<Self> {
         load()?;
         // Device ids are global to the VM; tests in one process count up from a per-process
         // base so parallel test binaries do not collide either.
         let id = 100 + (std::process::id() % 1000) * 10 + NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        std::fs::write("/sys/bus/netdevsim/new_device", format!("{id} 1"))
-            .with_context(|| format!("create netdevsim{id}"))?;
-        let net = PathBuf::from(format!("/sys/bus/netdevsim/devices/netdevsim{id}/net"));
-        let first_port = || {
-            std::fs::read_dir(&net)
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-        };
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "sh",
+            "-c",
+            &format!("echo '{id} 1' > /sys/bus/netdevsim/new_device"),
+        ])
+        .with_context(|| format!("create netdevsim{id} in {netns}"))?;
         let dev = Self {
             id,
             ifname: ifname.to_string(),
         };
-        // The port may still be renamed by udev (eth0 -> eni...np1) right after creation, so
-        // read its name afresh on every attempt until the move succeeds.
+        // sysfs shows a device's net entries only to a mount of its own namespace, which
+        // `ip netns exec` provides.
+        let net = format!("/sys/bus/netdevsim/devices/netdevsim{id}/net");
         crate::kernel::wait_until(
-            &format!("netdevsim{id}'s port moved into {netns}"),
-            Duration::from_secs(5),
+            &format!("netdevsim{id}'s port in {netns}"),
+            Duration::from_secs(20),
             || {
-                let port = first_port().context("netdevsim port not there yet")?;
-                run(&["ip", "link", "set", &port, "netns", netns, "name", ifname])?;
+                let port = run(&["ip", "netns", "exec", netns, "ls", &net])?;
+                let port = port.split_whitespace().next().context("no port yet")?;
+                run(&["ip", "-n", netns, "link", "set", port, "name", ifname])?;
                 Ok(true)
             },
         )?;
@@ -145,6 +153,26 @@ impl Device {
             self.id
         );
         std::fs::read_to_string(&p).with_context(|| format!("read {p}"))
+    }
+}
+
+impl Device {
+    /// Deletes the device now (`echo ID > /sys/bus/netdevsim/del_device`): its port is
+    /// unregistered, as when a NIC is unplugged or its driver unloaded.
+    pub fn remove(self) -> Result<()> {
+        std::fs::write("/sys/bus/netdevsim/del_device", self.id.to_string())
+            .with_context(|| format!("delete netdevsim{}", self.id))
+    }
+
+    /// The offloaded packets the driver has seen on transmit (`tx=` in debugfs `ipsec`,
+    /// counted by nsim_ipsec_tx for each packet carrying an offloaded SA).
+    pub fn ipsec_tx(&self) -> Result<u64> {
+        let text = self.ipsec_debugfs()?;
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("tx="))
+            .context("no tx= in netdevsim's ipsec file")?
+            .parse()
+            .context("tx= is not a number")
     }
 }
 

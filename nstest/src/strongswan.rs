@@ -233,6 +233,19 @@ impl Strongswan {
 
     /// Starts charon in `ns` with this swanctl.conf text.
     pub fn start_conf(ns: &Netns, dir: &Path, swanctl_conf: &str) -> Result<Self> {
+        Self::start_conf_tuned(ns, dir, swanctl_conf, "")
+    }
+
+    /// Like [`Strongswan::start_conf`], with `charon_extra` (strongswan.conf lines) appended
+    /// inside the `charon { }` section. strongswan.conf merges repeated sections and the later
+    /// value of a key wins, so this can also override the defaults written here (log levels,
+    /// thread count, IKE SA table size for a benchmark hub).
+    pub fn start_conf_tuned(
+        ns: &Netns,
+        dir: &Path,
+        swanctl_conf: &str,
+        charon_extra: &str,
+    ) -> Result<Self> {
         crate::cmd::require_program("swanctl")?;
         if !Path::new("/usr/lib/ipsec/charon").exists() {
             anyhow::bail!(
@@ -251,7 +264,7 @@ impl Strongswan {
                  rsa_pss = yes\n  \
                  retransmit_timeout = 1.0\n  plugins {{\n    include /etc/strongswan.d/charon/*.conf\n    \
                  vici {{\n      socket = unix://{}/charon.vici\n    }}\n  }}\n  filelog {{\n    stderr {{\n      \
-                 default = 1\n      ike = 2\n      cfg = 2\n      knl = 2\n    }}\n  }}\n}}\n",
+                 default = 1\n      ike = 2\n      cfg = 2\n      knl = 2\n    }}\n  }}\n{charon_extra}\n}}\n",
                 run.display()
             ),
         )?;
@@ -334,6 +347,27 @@ impl Strongswan {
     /// `swanctl --terminate --ike t`.
     pub fn terminate(&self) -> Result<()> {
         self.swanctl(&["--terminate", "--ike", "t", "--timeout", "10"], None)
+            .map(drop)
+    }
+
+    /// A VICI connection to this charon ([`crate::vici`]): the same commands as `swanctl`
+    /// without a process start per command.
+    pub fn vici(&self) -> Result<crate::vici::Vici> {
+        crate::vici::Vici::connect(&self.run.join("charon.vici"), Duration::from_secs(60))
+    }
+
+    /// Like [`Strongswan::initiate`] over VICI: blocks until the child is up or the attempt
+    /// failed (charon's own 30 s timeout).
+    pub fn initiate_vici(&self) -> Result<()> {
+        self.vici()?
+            .command("initiate", &[("child", "c"), ("timeout", "30000")])
+            .map(drop)
+    }
+
+    /// Like [`Strongswan::terminate`] over VICI: blocks until the IKE SA is deleted.
+    pub fn terminate_vici(&self) -> Result<()> {
+        self.vici()?
+            .command("terminate", &[("ike", "t"), ("timeout", "10000")])
             .map(drop)
     }
 

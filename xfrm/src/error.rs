@@ -80,6 +80,16 @@ pub enum Error {
         /// The device that was asked to offload.
         ifindex: u32,
     },
+    /// A policy asked for packet offload and the kernel installed it without: kernels before
+    /// 6.2 do not know policy offload and ignore XFRMA_OFFLOAD_DEV on policies.
+    #[error(
+        "add policy: the kernel ignored packet offload to device ifindex {ifindex} (policy \
+         offload needs Linux 6.2 or later); the policy was not installed"
+    )]
+    PolicyOffloadNotApplied {
+        /// The device that was asked to offload.
+        ifindex: u32,
+    },
 }
 
 fn fmt_ack(ack: &Option<String>) -> String {
@@ -150,6 +160,10 @@ impl Error {
                 Some("check that the namespace exists (ip netns list) and that we run as root")
             }
             Error::NoSuchLink(_) => Some("the interface does not exist in this network namespace"),
+            Error::PolicyOffloadNotApplied { .. } => Some(
+                "run Linux 6.2 or later with a NIC driver that implements packet offload, or \
+                 use crypto offload (SAs only)",
+            ),
             Error::OffloadNotApplied { .. } => Some(
                 "the device lacks the esp-hw-offload feature (`ethtool -k DEV`); use a NIC that \
                  offloads ESP, or software crypto (offload off or auto)",

@@ -198,6 +198,19 @@ fn sa_of(m: XfrmMessage, op: &'static str) -> Result<Option<SaState>> {
     }
 }
 
+/// A per-socket policy (setsockopt IP_XFRM_POLICY, e.g. an IKE socket's bypass). The kernel's
+/// dump walks them too, with direction XFRM_POLICY_MAX + dir (6.1 net/xfrm/xfrm_policy.c:
+/// xfrm_sk_policy_link, xfrm_policy_walk); they belong to their socket, cannot be deleted by
+/// selector and go with it.
+fn is_socket_policy(m: &XfrmMessage) -> bool {
+    match m {
+        XfrmMessage::AddPolicy(msg) | XfrmMessage::UpdatePolicy(msg) => {
+            msg.user_policy_info.direction >= netlink_packet_xfrm::constants::XFRM_POLICY_MAX
+        }
+        _ => false,
+    }
+}
+
 fn policy_of(m: XfrmMessage) -> Result<Option<PolicySpec>> {
     match m {
         XfrmMessage::AddPolicy(msg) | XfrmMessage::UpdatePolicy(msg) => {
@@ -214,8 +227,22 @@ impl PolicyHandle<'_> {
     /// Installs a policy; [`Error::Exists`] if one with the same selector/dir/mark/if_id exists.
     ///
     /// Equivalent to: `ip xfrm policy add ...` (see [`PolicySpec`]).
+    ///
+    /// A policy asking for offload is read back: if the kernel installed it without (before
+    /// 6.2 it ignores the attribute), it is deleted again and
+    /// [`Error::PolicyOffloadNotApplied`] returned.
     pub async fn add(&self, p: &PolicySpec) -> Result<()> {
-        self.0.xfrm.ack(wire::policy_body(p, false)?).await
+        self.0.xfrm.ack(wire::policy_body(p, false)?).await?;
+        let Some(want) = &p.offload else {
+            return Ok(());
+        };
+        if self.get(&p.id()).await?.offload.is_some() {
+            return Ok(());
+        }
+        self.delete(&p.id()).await?;
+        Err(Error::PolicyOffloadNotApplied {
+            ifindex: want.ifindex,
+        })
     }
 
     /// Installs or replaces a policy.
@@ -255,6 +282,7 @@ impl PolicyHandle<'_> {
     pub async fn dump(&self) -> Result<Vec<PolicySpec>> {
         let msgs = self.0.xfrm.fetch(wire::dump_body(false), true).await?;
         msgs.into_iter()
+            .filter(|m| !is_socket_policy(m))
             .filter_map(|m| policy_of(m).transpose())
             .collect()
     }
@@ -335,5 +363,28 @@ impl Batch<'_> {
             return Err(e);
         }
         Ok(self.handle.xfrm.batch(&self.bodies).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_xfrm::policy::ModifyMessage;
+
+    /// A dump lists per-socket policies with direction XFRM_POLICY_MAX + dir; they are skipped,
+    /// SPD policies (in, out, fwd) are kept.
+    #[test]
+    fn socket_policies_are_told_apart_in_a_dump() {
+        let with_dir = |d: u8| {
+            let mut m = ModifyMessage::default();
+            m.user_policy_info.direction = d;
+            XfrmMessage::AddPolicy(m)
+        };
+        for d in 0..3 {
+            assert!(!is_socket_policy(&with_dir(d)), "direction {d}");
+        }
+        for d in 3..6 {
+            assert!(is_socket_policy(&with_dir(d)), "direction {d}");
+        }
     }
 }

@@ -783,6 +783,21 @@ impl PolicySpec {
         self
     }
 
+    /// `offload packet dev DEV`: the policy lookup itself moves into the NIC, which packet
+    /// offload (XFRM_OFFLOAD_PACKET) of the SAs needs for traffic to be steered to them in
+    /// hardware. The kernel accepts it from Linux 6.2 (xfrm_dev_policy_add), for packet mode
+    /// only and never on FWD policies (checked when the request is built). Kernels before 6.2
+    /// ignore the attribute on policies; [`crate::PolicyHandle::add`] reads the policy back
+    /// and reports that as [`crate::Error::PolicyOffloadNotApplied`].
+    pub fn offload(mut self, ifindex: u32) -> Self {
+        self.offload = Some(Offload {
+            ifindex,
+            inbound: self.dir == Dir::In,
+            packet: true,
+        });
+        self
+    }
+
     /// The policy's key by kernel index (valid after the kernel assigned or accepted it).
     pub fn index_id(&self) -> PolicyId {
         PolicyId::Index {

@@ -255,6 +255,15 @@ pub(crate) fn sa_info(sa: &SaSpec) -> Result<nx::UserSaInfo> {
     if sa.esn {
         flags |= nx::XFRM_STATE_ESN;
     }
+    // A tunnel-mode SA without a selector carries both inner families (IPv6 inside an IPv4
+    // underlay and the reverse). Without XFRM_STATE_AF_UNSPEC, copy_from_user_state() gives
+    // the zero selector the outer family, xfrm_state_find() then matches no SA for inner
+    // traffic of the other family and raises an ACQUIRE (a larval SA) for every such packet;
+    // with it the selector stays family 0, which matches any flow, and xfrm_state_init() sets
+    // up both inner modes. strongSwan installs its tunnel-mode SAs the same way.
+    if sa.selector.is_none() && sa.mode == Mode::Tunnel {
+        flags |= nx::XFRM_STATE_AF_UNSPEC;
+    }
     Ok(nx::UserSaInfo {
         selector,
         id: nx::Id {
@@ -608,6 +617,14 @@ pub(crate) fn policy_body(p: &PolicySpec, update: bool) -> Result<Body> {
         attrs.push(Attr::X(XfrmAttrs::IfId(id)));
     }
     if let Some(o) = &p.offload {
+        // xfrm_dev_policy_add (6.2+) offloads policies in packet mode only, and IN/OUT only.
+        if !o.packet || p.dir == Dir::Fwd {
+            return Err(Error::InvalidSpec(format!(
+                "policy offload is packet mode on in/out policies only (asked: {} on {:?})",
+                if o.packet { "packet" } else { "crypto" },
+                p.dir
+            )));
+        }
         attrs.push(Attr::X(offload_attr(o)));
     }
     Ok(Body {
@@ -894,9 +911,9 @@ mod tests {
     const IP_POLICY_ADD: &str = "0a0200000000000000000000000000000a0100000000000000000000000000000050ffff0000000002001010060000000000000000000000ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000006400000000000000010000000000000044000500c0000202000000000000000000000000000000003200000002000000c00002010000000000000000000000002a00000001000000ffffffffffffffffffffffff0c00150005000000ff00000008001f0007000000";
 
     /// Same capture for `ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x100
-    /// reqid 42 mode tunnel replay-window 32 if_id 7 aead "rfc4106(gcm(aes))"
+    /// reqid 42 mode tunnel replay-window 32 if_id 7 flag af-unspec aead "rfc4106(gcm(aes))"
     /// 0x0102030405060708090a0b0c0d0e0f1011121314 128`.
-    const IP_SA_ADD: &str = "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000c00002020000000000000000000000000000010032000000c0000201000000000000000000000000ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002a00000002000120000000000000000060001200726663343130362867636d2861657329290000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000a0000000800000000102030405060708090a0b0c0d0e0f101112131408001f0007000000";
+    const IP_SA_ADD: &str = "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000c00002020000000000000000000000000000010032000000c0000201000000000000000000000000ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002a00000002000120200000000000000060001200726663343130362867636d2861657329290000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000a0000000800000000102030405060708090a0b0c0d0e0f101112131408001f0007000000";
 
     fn golden_policy() -> PolicySpec {
         PolicySpec::new(
@@ -1097,6 +1114,51 @@ mod tests {
         let b = policy_body(&p, false).unwrap();
         let m = nx::policy::ModifyMessage::parse(&b.bytes[..]).unwrap();
         assert_eq!(policy_from_kernel(&m.user_policy_info, &m.nlas).unwrap(), p);
+    }
+
+    /// `ip xfrm policy add ... dir out offload packet dev nsim0` carries XFRMA_OFFLOAD_DEV
+    /// (struct xfrm_user_offload { int ifindex; u8 flags; }) with XFRM_OFFLOAD_PACKET (4), and
+    /// XFRM_OFFLOAD_INBOUND (2) as well for IN; it decodes back to the same spec. Crypto mode
+    /// and FWD policies are refused before anything is sent.
+    #[test]
+    fn policy_packet_offload_encoding() {
+        for (dir, flags) in [
+            (Dir::Out, XFRM_OFFLOAD_PACKET),
+            (Dir::In, XFRM_OFFLOAD_PACKET | nx::XFRM_OFFLOAD_INBOUND),
+        ] {
+            let p = PolicySpec::new(Selector::any(false), dir)
+                .priority(0x3_0000)
+                .if_id(7)
+                .template(Template::tunnel(
+                    "192.0.2.1".parse().unwrap(),
+                    "192.0.2.2".parse().unwrap(),
+                    0x7654_0001,
+                ))
+                .offload(5);
+            let b = policy_body(&p, false).unwrap();
+            let m = nx::policy::ModifyMessage::parse(&b.bytes[..]).unwrap();
+            let o = m
+                .nlas
+                .iter()
+                .find_map(|a| match a {
+                    XfrmAttrs::OffloadDevice(o) => Some(*o),
+                    _ => None,
+                })
+                .expect("XFRMA_OFFLOAD_DEV");
+            assert_eq!((o.ifindex, o.flags), (5, flags), "{dir:?}");
+            assert_eq!(policy_from_kernel(&m.user_policy_info, &m.nlas).unwrap(), p);
+        }
+        let fwd = PolicySpec::new(Selector::any(false), Dir::Fwd).offload(5);
+        assert!(matches!(
+            policy_body(&fwd, false),
+            Err(Error::InvalidSpec(_))
+        ));
+        let mut crypto = PolicySpec::new(Selector::any(false), Dir::Out).offload(5);
+        crypto.offload.as_mut().unwrap().packet = false;
+        assert!(matches!(
+            policy_body(&crypto, false),
+            Err(Error::InvalidSpec(_))
+        ));
     }
 
     #[test]

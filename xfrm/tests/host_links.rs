@@ -188,3 +188,72 @@ fn host_tunnel_links_created_or_typed_error() -> Result<()> {
         Ok(())
     })
 }
+
+/// The offload underlay lookup (`route_oif`) follows the route the kernel's ESP lookup takes,
+/// not a UDP-only policy rule (RTM_GETROUTE would look up as UDP by default), and follows a
+/// route change; the route monitor reports the route change and a link's removal.
+#[test]
+fn host_route_oif_and_net_monitor() -> Result<()> {
+    in_fresh_netns(|| async {
+        let h = Handle::open(Netns::Current)?;
+        let mut mon = NetMonitor::open(&Netns::Current)?;
+        let l = h.link();
+        l.add_veth("ro0", "ro1").await?;
+        l.add_veth("ro2", "ro3").await?;
+        let (a, b) = (l.index_of("ro0").await?, l.index_of("ro2").await?);
+        for i in [a, b] {
+            l.set_up(i).await?;
+        }
+        l.add_address(a, "192.0.2.1/24".parse()?).await?;
+        l.add_address(b, "198.51.100.1/24".parse()?).await?;
+        let peer: std::net::IpAddr = "203.0.113.7".parse()?;
+        let src: std::net::IpAddr = "192.0.2.1".parse()?;
+        ip(&["route", "add", "203.0.113.7/32", "dev", "ro0"])?;
+        ip(&[
+            "route",
+            "add",
+            "203.0.113.7/32",
+            "dev",
+            "ro2",
+            "table",
+            "100",
+        ])?;
+        ip(&[
+            "rule",
+            "add",
+            "to",
+            "203.0.113.7",
+            "ipproto",
+            "udp",
+            "lookup",
+            "100",
+        ])?;
+        // `ip route get` asks as UDP and takes the rule; the underlay lookup does not.
+        ensure!(ip(&["route", "get", "203.0.113.7"])?.contains("dev ro2"));
+        ensure!(l.route_oif(peer, Some(src), None).await? == Some(a));
+        ip(&["route", "replace", "203.0.113.7/32", "dev", "ro2"])?;
+        ensure!(l.route_oif(peer, Some(src), None).await? == Some(b));
+        // Events: the route change above, then ro0's removal.
+        l.delete(a).await?;
+        let mut saw_route = false;
+        let removed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while let Some(ev) = mon.next().await {
+                match ev {
+                    NetEvent::Route => saw_route = true,
+                    NetEvent::Link {
+                        index,
+                        removed: true,
+                        name,
+                        ..
+                    } if index == a => return name,
+                    _ => {}
+                }
+            }
+            None
+        })
+        .await?;
+        ensure!(saw_route, "no route event");
+        ensure!(removed.as_deref() == Some("ro0"), "{removed:?}");
+        Ok(())
+    })
+}

@@ -816,3 +816,48 @@ fn vm_allocspi_then_update_and_sa_batch() -> Result<()> {
         Ok(())
     })
 }
+
+/// Policy packet offload on 6.1: the kernel has no policy offload before 6.2 and installs the
+/// policy without it (XFRMA_OFFLOAD_DEV ignored); the crate reads it back, removes it and says
+/// so with a typed error. On 6.2+ with a packet-offload driver the policy would be kept and
+/// `ip xfrm policy` would print `offload packet dev nsim0` (netdevsim of 6.1 has no packet
+/// offload either: nsim_ipsec_add_sa refuses anything but crypto).
+#[test]
+#[ignore = "vm"]
+fn vm_policy_packet_offload_refused_on_6_1() -> Result<()> {
+    let ns = NamedNetns::new("vmpoloff")?;
+    let _nsim = nstest::netdevsim::Device::new(&ns.0, "nsim0")?;
+    ns.ip(&["link", "set", "nsim0", "up"])?;
+    rt()?.block_on(async {
+        let h = Handle::open(ns.netns())?;
+        let dev = h.link().index_of("nsim0").await?;
+        let p = PolicySpec::new(Selector::any(false), Dir::Out)
+            .priority(0x3_0000)
+            .template(Template::tunnel(
+                "192.0.2.1".parse()?,
+                "192.0.2.2".parse()?,
+                0x7654_0001,
+            ))
+            .offload(dev);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+        match h.policy().add(&p).await {
+            Err(Error::PolicyOffloadNotApplied { ifindex }) => {
+                ensure!(ifindex == dev, "{ifindex}");
+                ensure!(
+                    h.policy().get(&p.id()).await.is_err(),
+                    "policy left installed"
+                );
+                println!("kernel {}: policy packet offload refused", kernel.trim());
+            }
+            other => anyhow::bail!(
+                "kernel {}: expected the 6.1 refusal, got {other:?}",
+                kernel.trim()
+            ),
+        }
+        // Without offload the same policy installs.
+        let mut plain = p.clone();
+        plain.offload = None;
+        h.policy().add(&plain).await?;
+        Ok(())
+    })
+}

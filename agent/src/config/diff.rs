@@ -13,6 +13,9 @@ use super::{
 pub struct ConfigDiff {
     /// Static tunnels.
     pub tunnels: ObjectDiff,
+    /// Tunnels whose only change is `routes`: the reconciler adds and deletes those routes on
+    /// the running interface and leaves its SAs alone. Not listed in `tunnels.changed`.
+    pub tunnel_routes: Vec<String>,
     /// Virtual templates (a changed template affects all its clones).
     pub virtual_templates: ObjectDiff,
     /// `[global]` changed (ports, socket, logging): the daemon decides what to restart.
@@ -22,7 +25,10 @@ pub struct ConfigDiff {
 impl ConfigDiff {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.tunnels.is_empty() && self.virtual_templates.is_empty() && !self.global_changed
+        self.tunnels.is_empty()
+            && self.tunnel_routes.is_empty()
+            && self.virtual_templates.is_empty()
+            && !self.global_changed
     }
 }
 
@@ -45,10 +51,19 @@ impl ObjectDiff {
 }
 
 pub(crate) fn diff(old: &Config, new: &Config) -> ConfigDiff {
+    let mut tunnels = object_diff(old.tunnels.keys(), new.tunnels.keys(), |name| {
+        TunnelClosure::of(old, name) != TunnelClosure::of(new, name)
+    });
+    // A changed tunnel whose closure is the same once routes are set aside only needs its
+    // routes edited: restarting it would renegotiate its SAs and drop traffic for nothing.
+    let (tunnel_routes, changed) = tunnels.changed.into_iter().partition(|name| {
+        TunnelClosure::of(old, name).without_routes()
+            == TunnelClosure::of(new, name).without_routes()
+    });
+    tunnels.changed = changed;
     ConfigDiff {
-        tunnels: object_diff(old.tunnels.keys(), new.tunnels.keys(), |name| {
-            TunnelClosure::of(old, name) != TunnelClosure::of(new, name)
-        }),
+        tunnels,
+        tunnel_routes,
         virtual_templates: object_diff(
             old.virtual_templates.keys(),
             new.virtual_templates.keys(),
@@ -134,7 +149,7 @@ impl<'a> IkeClosure<'a> {
 
 #[derive(PartialEq)]
 struct TunnelClosure<'a> {
-    tunnel: Option<&'a super::Tunnel>,
+    tunnel: Option<std::borrow::Cow<'a, super::Tunnel>>,
     protection: ProtectionClosure<'a>,
     ike: IkeClosure<'a>,
     /// The one keyring entry this tunnel's peer uses: a key added for another peer (the
@@ -161,13 +176,21 @@ impl<'a> TunnelClosure<'a> {
             .and_then(|t| t.fvrf.as_ref())
             .and_then(|v| c.vrfs.get(v));
         Self {
-            tunnel,
+            tunnel: tunnel.map(std::borrow::Cow::Borrowed),
             protection,
             ike,
             key,
             vrf,
             fvrf,
         }
+    }
+
+    /// The same closure with the tunnel's `routes` emptied.
+    fn without_routes(mut self) -> Self {
+        if let Some(t) = &mut self.tunnel {
+            t.to_mut().routes.clear();
+        }
+        self
     }
 }
 

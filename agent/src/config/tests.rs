@@ -940,3 +940,23 @@ fn diff_global() {
     assert!(d.global_changed);
     assert!(d.tunnels.is_empty());
 }
+
+#[test]
+fn diff_routes_only_edit_is_not_a_restart() {
+    let old = parse(DIFF_BASE).expect("valid");
+    let mut new = old.clone();
+    new.tunnels
+        .get_mut("A")
+        .unwrap()
+        .routes
+        .push("192.0.2.0/24".parse().unwrap());
+    let d = Config::diff(&old, &new);
+    assert_eq!(d.tunnel_routes, ["A"]);
+    assert!(d.tunnels.is_empty(), "{d:?}");
+    assert!(!d.is_empty());
+    // Routes and anything else: a rebuild.
+    new.tunnels.get_mut("A").unwrap().mtu = Some(1300);
+    let d = Config::diff(&old, &new);
+    assert_eq!(d.tunnels.changed, ["A"]);
+    assert!(d.tunnel_routes.is_empty());
+}

@@ -239,11 +239,15 @@ impl ExpectSaInitResponse {
         let mut payloads = vec![Payload::IdI(id)];
         payloads.extend(auth::cert_payloads(&c.peer.auth));
         payloads.extend(auth::certreq([&c.peer.auth]));
-        // §2.4: INITIAL_CONTACT tells the responder to drop state from our earlier life.
-        payloads.push(Payload::Notify(Notify::new(
-            NotifyType::InitialContact,
-            Vec::new(),
-        )));
+        // §2.4: INITIAL_CONTACT tells the responder to drop state from our earlier life, so
+        // only when no other IKE SA of ours joins the same identities (strongSwan deletes
+        // every IKE SA between the two identities on it, whatever their addresses).
+        if !ctx.has_contact {
+            payloads.push(Payload::Notify(Notify::new(
+                NotifyType::InitialContact,
+                Vec::new(),
+            )));
+        }
         if let crate::config::IdMatch::Exact(r) = &c.peer.remote_id {
             payloads.push(Payload::IdR(r.clone()));
         }

@@ -83,6 +83,11 @@ pub(crate) struct Ctx<'a> {
     pub(crate) stats: &'a mut Stats,
     pub(crate) actions: &'a mut Vec<SaAction>,
     pub(crate) next_id: &'a mut u64,
+    /// Another established IKE SA of ours joins the same identities as the SA at hand (set by
+    /// the endpoint before an IKE_SA_INIT response is handled): its IKE_AUTH then carries no
+    /// INITIAL_CONTACT, which would make the peer delete that other SA (RFC 7296 §2.4: the
+    /// notify asserts that this is the only IKE SA between the two identities).
+    pub(crate) has_contact: bool,
 }
 
 impl Ctx<'_> {
@@ -501,6 +506,25 @@ impl IkeSa {
 
     pub(crate) fn is_established(&self) -> bool {
         matches!(&self.state, State::Established(e) if !e.rekeyed)
+    }
+
+    /// (our identity, the peer's) of an established SA.
+    pub(crate) fn contact(&self) -> Option<(Identity, &Identity)> {
+        let peer = self.c.peer_id.as_ref().filter(|_| self.is_established())?;
+        Some((self.c.peer.local_identity_at(self.c.local.ip()), peer))
+    }
+
+    /// (our identity, the one the peer must prove) of an initiator still waiting for its
+    /// IKE_SA_INIT response, when the configuration names that identity exactly: with a
+    /// wildcard the peer is unknown until IKE_AUTH, and INITIAL_CONTACT is sent as usual.
+    pub(crate) fn expected_contact(&self) -> Option<(Identity, &Identity)> {
+        let State::ExpectSaInitResponse(_) = &self.state else {
+            return None;
+        };
+        let crate::config::IdMatch::Exact(peer) = &self.c.peer.remote_id else {
+            return None;
+        };
+        Some((self.c.peer.local_identity_at(self.c.local.ip()), peer))
     }
 
     pub(crate) fn has_child(&self, child: ChildSaId) -> bool {

@@ -343,6 +343,31 @@ fn terminate_deletes_everything() {
 }
 
 #[test]
+fn terminate_session_deletes_that_session_only() {
+    let mut p = Pair::default_pair();
+    p.connect();
+    // The responder ends one session (a hub dropping one spoke); an unknown session changes
+    // nothing.
+    let session = p.b.installs[0].session;
+    p.command(
+        Side::B,
+        Command::TerminateSession {
+            session: SessionId(session.0 + 1000),
+        },
+    );
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.b.ep.ike_sa_count(), 1);
+    assert!(p.b.removes.is_empty());
+    p.command(Side::B, Command::TerminateSession { session });
+    p.drive_for(Duration::from_secs(1));
+    for t in [&p.a, &p.b] {
+        assert_eq!(t.removes.len(), 1);
+        assert!(t.has_event(|e| matches!(e, Event::IkeSaDown { .. })));
+        assert_eq!(t.ep.ike_sa_count(), 0);
+    }
+}
+
+#[test]
 fn child_expired_is_deleted_with_peer() {
     let mut p = Pair::default_pair();
     p.connect();
@@ -550,6 +575,49 @@ fn initial_contact_replaces_old_session() {
         }
     )));
     assert_eq!(p.b.live_children().len(), 1);
+}
+
+#[test]
+fn second_ike_sa_between_same_identities_sends_no_initial_contact() {
+    // Two tunnels of A to B under the same identities (the interop matrix does this on
+    // several address pairs). INITIAL_CONTACT on the second would make B (and strongSwan)
+    // delete the first as state from A's earlier life.
+    let ids = |mut c: PeerConfig| {
+        c.local_id = Some(Identity::Fqdn("a.example".into()));
+        c.remote_id = IdMatch::Exact(Identity::Fqdn("b.example".into()));
+        c
+    };
+    let a1 = ids(peer(1, A_IP, B_IP, "secret"));
+    let a2 = ids(peer(2, A_IP, B_IP, "secret"));
+    let mut b = peer(1, B_IP, A_IP, "secret");
+    b.local_id = Some(Identity::Fqdn("b.example".into()));
+    let mut p = Pair::with_configs(endpoint_config(vec![a1, a2]), endpoint_config(vec![b]));
+    p.connect();
+    p.command(Side::A, Command::Initiate { conn: ConnId(2) });
+    p.drive_for(Duration::from_secs(1));
+    let flags: Vec<bool> =
+        p.b.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerAuthenticated {
+                    initial_contact, ..
+                } => Some(*initial_contact),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(
+        flags,
+        [true, false],
+        "only the first IKE SA carries INITIAL_CONTACT"
+    );
+    assert_eq!(p.b.ep.ike_sa_count(), 2);
+    assert!(!p.b.has_event(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::Replaced,
+            ..
+        }
+    )));
 }
 
 #[test]

@@ -1,0 +1,174 @@
+//! Hub-and-spoke building blocks shared by the dynamic VTI scenarios (`agent/tests/dvti.rs`)
+//! and the demo: a vtid hub cloning one xfrm interface per spoke from a `virtual_template`,
+//! strongSwan and vtid spokes.
+//!
+//! Addressing: the hub has LAN 10.0.0.1/24 (`lan0`); spoke N is 172.16.N.2 on its own link
+//! to the hub (172.16.N.1) and has LAN 10.N.0.1/24. Every spoke routes 10.0.0.0/8 into its
+//! tunnel and announces its LAN as its traffic selector, which the hub routes to its clone.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use anyhow::Result;
+
+use crate::peer::{Impl, Peer, vtid_peer};
+use crate::strongswan::{Strongswan, SwanConn};
+use crate::vtid::{Vtid, write_secret};
+use crate::{Scenario, TopoSpec};
+
+/// The pre-shared key of every spoke.
+pub const PSK: &str = "hub-and-spokes-key";
+
+/// The seeds' simple hub: one IKE profile, one template unnumbered to the hub's LAN, routes
+/// from the spokes' traffic selectors, clones in interface group 10.
+pub const ONE_TEMPLATE: &str = r#"[ike_profile.spokes]
+match_identity = ["172.16.0.0/16"]
+keyring = "SPOKES"
+virtual_template = "VT1"
+
+[virtual_template.VT1]
+unnumbered = "lan0"
+protection = "P"
+group = 10
+routes = "traffic-selectors"
+"#;
+
+/// A hub and `n` spokes `s1`..`sN` (see the module comment); the hub forwards.
+pub fn topology(n: u8) -> TopoSpec {
+    let mut t = TopoSpec::new().lan("hub", "10.0.0.1/24").forward("hub");
+    for i in 1..=n {
+        let s = format!("s{i}");
+        t = t
+            .link(
+                "hub",
+                &format!("172.16.{i}.1/24"),
+                &s,
+                &format!("172.16.{i}.2/24"),
+            )
+            .lan(&s, &format!("10.{i}.0.1/24"));
+    }
+    t
+}
+
+/// The hub's vtid.toml: a keyring accepting every spoke address with [`PSK`] from `key`, one
+/// transform set and IPsec profile `P`, then `templates` (IKE profiles and templates).
+pub fn hub_config(key: &Path, templates: &str) -> String {
+    format!(
+        r#"[keyring.SPOKES]
+[[keyring.SPOKES.peer]]
+address = "172.16.0.0/16"
+psk_file = "{}"
+
+[transform_set.T]
+esp = "aes-gcm-256"
+
+[ipsec_profile.P]
+transform_sets = ["T"]
+lifetime = {{ seconds = 120 }}
+
+{templates}
+"#,
+        key.display()
+    )
+}
+
+/// Starts the vtid hub on host `hub` with [`hub_config`]; returns its peer index.
+pub fn start_hub(sc: &mut Scenario, templates: &str) -> Result<usize> {
+    let dir = sc.dir().join("hub");
+    let key = write_secret(&dir, "spokes.key", PSK)?;
+    let v = Vtid::start_config(sc.topo.host("hub"), &dir, &hub_config(&key, templates), "-")?;
+    Ok(sc.add_peer("hub", vtid_peer(v)))
+}
+
+/// Prepares strongSwan spoke `n` on `host`: an xfrm interface `xhub` (if_id 42) routing
+/// 10.0.0.0/8 from its LAN address; returns the connection, proposing its LAN as TSi.
+pub fn swan_spoke_conn(sc: &Scenario, host: &str, n: u8) -> Result<SwanConn> {
+    let ns = sc.topo.host(host);
+    ns.ip(&[
+        "link", "add", "xhub", "type", "xfrm", "dev", "e-hub", "if_id", "42",
+    ])?;
+    ns.ip(&["link", "set", "xhub", "up"])?;
+    ns.ip(&[
+        "route",
+        "add",
+        "10.0.0.0/8",
+        "dev",
+        "xhub",
+        "src",
+        &format!("10.{n}.0.1"),
+    ])?;
+    let mut conn = SwanConn::psk(&format!("172.16.{n}.2"), &format!("172.16.{n}.1"), PSK);
+    conn.local_ts = format!("10.{n}.0.0/24");
+    conn.remote_ts = "0.0.0.0/0".into();
+    conn.if_id = Some(42);
+    Ok(conn)
+}
+
+/// A strongSwan spoke kept by the caller (to initiate and terminate) and by the scenario
+/// (for its log).
+struct Swan(Rc<Strongswan>);
+
+impl Peer for Swan {
+    fn implementation(&self) -> Impl {
+        Impl::Strongswan
+    }
+    fn initiate(&self) -> Result<()> {
+        self.0.initiate()
+    }
+    fn is_up(&self) -> Result<bool> {
+        self.0.is_up()
+    }
+    fn log(&self) -> String {
+        self.0.log()
+    }
+}
+
+/// Starts strongSwan spoke `n` on `host` ([`swan_spoke_conn`]); it does not initiate yet.
+pub fn swan_spoke(sc: &mut Scenario, host: &str, n: u8) -> Result<Rc<Strongswan>> {
+    let conn = swan_spoke_conn(sc, host, n)?;
+    start_swan(sc, host, &conn)
+}
+
+/// Starts charon on `host` with `conn` (e.g. a [`swan_spoke_conn`] changed to certificates),
+/// kept by the scenario for its log.
+pub fn start_swan(sc: &mut Scenario, host: &str, conn: &SwanConn) -> Result<Rc<Strongswan>> {
+    let s = Rc::new(Strongswan::start(
+        sc.topo.host(host),
+        &sc.dir().join(host),
+        conn,
+    )?);
+    sc.add_peer(host, Box::new(Swan(s.clone())));
+    Ok(s)
+}
+
+/// Starts vtid spoke `n` on `host`: a static xfrm tunnel `Tunnel0` to the hub, unnumbered to
+/// its LAN, routing 10.0.0.0/8 and announcing its LAN; it initiates on start. Returns its
+/// peer index.
+pub fn vtid_spoke(sc: &mut Scenario, host: &str, n: u8) -> Result<usize> {
+    let dir = sc.dir().join(host);
+    let key = write_secret(&dir, "hub.key", PSK)?;
+    let cfg = format!(
+        r#"[keyring.K]
+[[keyring.K.peer]]
+address = "172.16.{n}.1"
+psk_file = "{}"
+
+[transform_set.T]
+esp = "aes-gcm-256"
+
+[ipsec_profile.P]
+transform_sets = ["T"]
+
+[tunnel.Tunnel0]
+source = "172.16.{n}.2"
+destination = "172.16.{n}.1"
+unnumbered = "lan0"
+protection = "P"
+routes = ["10.0.0.0/8"]
+announce = ["10.{n}.0.0/24"]
+"#,
+        key.display()
+    );
+    let v = Vtid::start_config(sc.topo.host(host), &dir, &cfg, "Tunnel0")?;
+    Ok(sc.add_peer(host, vtid_peer(v)))
+}

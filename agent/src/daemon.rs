@@ -1056,17 +1056,19 @@ impl Daemon {
         let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
         let mut diff = Config::diff(&self.cfg, &new);
         // A routes-only edit whose plan still differs beyond the routes (the first IPv6 route
-        // raises the minimum MTU to 1280) rebuilds the tunnel after all.
+        // raises the minimum MTU to 1280 and turns IPv6 on for the device) rebuilds the tunnel
+        // after all.
         let (route_edits, rebuild): (Vec<String>, Vec<String>) =
             std::mem::take(&mut diff.tunnel_routes)
                 .into_iter()
                 .partition(
                     |n| match (self.plan.tunnels.get(n), new_plan.tunnels.get(n)) {
                         (Some(o), Some(t)) => {
-                            TunnelPlan {
-                                routes: t.routes.clone(),
-                                ..o.clone()
-                            } == *t
+                            o.carries_v6() == t.carries_v6()
+                                && TunnelPlan {
+                                    routes: t.routes.clone(),
+                                    ..o.clone()
+                                } == *t
                         }
                         _ => false,
                     },

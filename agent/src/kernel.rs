@@ -85,6 +85,13 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
     link.set_mtu(idx, t.mtu)
         .await
         .with_context(|| format!("{}: mtu {}", t.name, t.mtu))?;
+    if !t.carries_v6() {
+        // An IPv4-only tunnel runs no IPv6: its link-local router solicitations and MLD
+        // reports would otherwise match the ::/0 policies, start negotiations by ACQUIRE
+        // (even with `initiate = false`) and cross the tunnel as noise.
+        link.set_disable_ipv6(&t.name, true)
+            .with_context(|| format!("{}: disable IPv6", t.name))?;
+    }
     if t.mode == TunnelMode::Vti {
         // ip_vti drops decapsulated packets on the inbound policy check unless
         // disable_policy is set on the device.

@@ -61,6 +61,15 @@ pub struct TunnelPlan {
     pub fvrf: Option<crate::vrf::VrfPlan>,
 }
 
+impl TunnelPlan {
+    /// The tunnel has an IPv6 address or IPv6 routes. Without either it runs no IPv6 at all,
+    /// as an IOS tunnel without `ipv6 address`/`ipv6 enable` does.
+    pub fn carries_v6(&self) -> bool {
+        matches!(self.inner, InnerAddress::Address(IpNet::V6(_)))
+            || self.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
+    }
+}
+
 /// The namespace's interfaces as the plan needs them: their addresses (for `source = IFACE`
 /// and `unnumbered = IFACE`) and MTUs (the underlay MTU the tunnel MTU derives from). Read
 /// from the kernel by the daemon before each plan; empty in pure tests.

@@ -617,6 +617,21 @@ impl<'a> LinkHandle<'a> {
         self.per_dev(dev, "disable_policy", on)
     }
 
+    /// `net.ipv6.conf.DEV.disable_ipv6`: no IPv6 on DEV (no link-local address, router
+    /// solicitations or MLD reports). A kernel without IPv6 has no such file: nothing to do.
+    pub fn set_disable_ipv6(&self, dev: &str, on: bool) -> Result<()> {
+        if dev.contains('/') || dev == "." || dev == ".." {
+            return Err(Error::InvalidSpec(format!("bad interface name {dev:?}")));
+        }
+        let v = if on { "1" } else { "0" };
+        match set_sysctl(self.netns, &format!("net/ipv6/conf/{dev}/disable_ipv6"), v) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
     /// `net.ipv4.conf.DEV.disable_xfrm`: skip XFRM output lookups for traffic leaving DEV.
     pub fn set_disable_xfrm(&self, dev: &str, on: bool) -> Result<()> {
         self.per_dev(dev, "disable_xfrm", on)

@@ -620,16 +620,7 @@ impl<'a> LinkHandle<'a> {
     /// `net.ipv6.conf.DEV.disable_ipv6`: no IPv6 on DEV (no link-local address, router
     /// solicitations or MLD reports). A kernel without IPv6 has no such file: nothing to do.
     pub fn set_disable_ipv6(&self, dev: &str, on: bool) -> Result<()> {
-        if dev.contains('/') || dev == "." || dev == ".." {
-            return Err(Error::InvalidSpec(format!("bad interface name {dev:?}")));
-        }
-        let v = if on { "1" } else { "0" };
-        match set_sysctl(self.netns, &format!("net/ipv6/conf/{dev}/disable_ipv6"), v) {
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Ok(())
-            }
-            r => r,
-        }
+        self.ipv6_knob(dev, "disable_ipv6", on)
     }
 
     /// `net.ipv4.conf.DEV.disable_xfrm`: skip XFRM output lookups for traffic leaving DEV.
@@ -638,19 +629,42 @@ impl<'a> LinkHandle<'a> {
     }
 
     fn per_dev(&self, dev: &str, key: &str, on: bool) -> Result<()> {
-        if dev.contains('/') || dev == "." || dev == ".." {
-            return Err(Error::InvalidSpec(format!("bad interface name {dev:?}")));
-        }
-        let v = if on { "1" } else { "0" };
-        set_sysctl(self.netns, &format!("net/ipv4/conf/{dev}/{key}"), v)?;
+        check_dev_name(dev)?;
+        set_sysctl(
+            self.netns,
+            &format!("net/ipv4/conf/{dev}/{key}"),
+            bool_value(on),
+        )?;
         // The IPv6 knob exists only on newer kernels (disable_policy since 5.17).
-        match set_sysctl(self.netns, &format!("net/ipv6/conf/{dev}/{key}"), v) {
+        self.ipv6_knob(dev, key, on)
+    }
+
+    /// `net.ipv6.conf.DEV.KEY`; a missing file (an older kernel, or no IPv6) is not an error.
+    fn ipv6_knob(&self, dev: &str, key: &str, on: bool) -> Result<()> {
+        check_dev_name(dev)?;
+        match set_sysctl(
+            self.netns,
+            &format!("net/ipv6/conf/{dev}/{key}"),
+            bool_value(on),
+        ) {
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Ok(())
             }
             r => r,
         }
     }
+}
+
+/// A device name that cannot climb out of `/proc/sys/net/*/conf/`.
+fn check_dev_name(dev: &str) -> Result<()> {
+    if dev.contains('/') || dev == "." || dev == ".." {
+        return Err(Error::InvalidSpec(format!("bad interface name {dev:?}")));
+    }
+    Ok(())
+}
+
+fn bool_value(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
 }
 
 /// Writes `/proc/sys/<path>` from inside `netns`.

@@ -72,12 +72,17 @@ pub struct RunOptions {
 
 struct Sockets {
     list: Vec<Arc<IkeSocket>>,
-    /// Front-door VRF (see vrf.rs) of each local address, and that VRF's own sockets.
+    /// Front-door VRF (see vrf.rs) of each local address, and that VRF's own sockets, each
+    /// with its reader task: a reload that removes the VRF aborts the reader, and dropping
+    /// the last reference closes the socket.
     fvrf_of: HashMap<IpAddr, String>,
-    vrf: Vec<(String, Arc<IkeSocket>)>,
-    /// The reader task of each VRF socket, aborted when a reload removes the VRF (dropping
-    /// the last reference closes the socket).
-    vrf_readers: Vec<(String, tokio::task::AbortHandle)>,
+    vrf: Vec<VrfSocket>,
+}
+
+struct VrfSocket {
+    vrf: String,
+    socket: Arc<IkeSocket>,
+    reader: tokio::task::AbortHandle,
 }
 
 impl Sockets {
@@ -89,8 +94,8 @@ impl Sockets {
             return self
                 .vrf
                 .iter()
-                .find(|(n, s)| n == v && fits(s))
-                .map(|(_, s)| s);
+                .find(|s| s.vrf == *v && fits(&s.socket))
+                .map(|s| &s.socket);
         }
         self.list.iter().find(|s| fits(s))
     }
@@ -288,7 +293,6 @@ fn bind_sockets(cfg: &Config, tx: &mpsc::Sender<Input>) -> Result<Sockets> {
         list,
         fvrf_of: HashMap::new(),
         vrf: Vec::new(),
-        vrf_readers: Vec::new(),
     })
 }
 
@@ -346,16 +350,14 @@ async fn bind_vrf_sockets(
         .values()
         .filter_map(|t| t.fvrf.as_ref().map(|v| v.name.as_str()))
         .collect();
-    for (name, task) in &socks.vrf_readers {
-        if !wanted.contains(name.as_str()) {
-            task.abort();
-        }
-    }
     let before = socks.vrf.len();
-    socks
-        .vrf_readers
-        .retain(|(n, _)| wanted.contains(n.as_str()));
-    socks.vrf.retain(|(n, _)| wanted.contains(n.as_str()));
+    socks.vrf.retain(|s| {
+        let keep = wanted.contains(s.vrf.as_str());
+        if !keep {
+            s.reader.abort();
+        }
+        keep
+    });
     if socks.vrf.len() != before {
         info!(
             closed = before - socks.vrf.len(),
@@ -363,7 +365,7 @@ async fn bind_vrf_sockets(
         );
     }
     for v in plan.tunnels.values().filter_map(|t| t.fvrf.as_ref()) {
-        if socks.vrf.iter().any(|(n, _)| *n == v.name) {
+        if socks.vrf.iter().any(|s| s.vrf == v.name) {
             continue;
         }
         crate::vrf::ensure(h, v).await?;
@@ -387,9 +389,12 @@ async fn bind_vrf_sockets(
                 xfrm::bypass_socket(s.fd(), ip.is_ipv6())
                     .with_context(|| format!("bypass policy on {addr} in vrf {}", v.name))?;
                 let s = Arc::new(s);
-                socks.vrf.push((v.name.clone(), s.clone()));
-                let task = spawn_reader(s, tx.clone());
-                socks.vrf_readers.push((v.name.clone(), task));
+                let reader = spawn_reader(s.clone(), tx.clone());
+                socks.vrf.push(VrfSocket {
+                    vrf: v.name.clone(),
+                    socket: s,
+                    reader,
+                });
                 info!(vrf = %v.name, %addr, "IKE socket bound to front-door VRF");
             }
         }

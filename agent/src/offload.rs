@@ -372,11 +372,8 @@ impl Tunnels {
             }
             Ok(d) => {
                 let now = target_of(&d);
-                let same = match (&was, &now) {
-                    (Some((_, a)), Some((_, b))) => a == b,
-                    (None, None) => true,
-                    _ => false,
-                };
+                // Same device (by ifindex) or software both times.
+                let same = was.as_ref().map(|(_, i)| i) == now.as_ref().map(|(_, i)| i);
                 if same {
                     // A rename keeps the ifindex (and the SAs); only the name shown changes.
                     if let (Some(st), Some((n, _))) = (self.by_name.get_mut(&t.name), &now) {

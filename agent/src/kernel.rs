@@ -1,176 +1,309 @@
-//! What the daemon does to the kernel, through the `xfrm` crate: tunnel devices and their
-//! policies, Child SAs from the engine's installs, and the start-up sweep of objects a
-//! previous run left behind. Every object carries vtid's marks (reqid band, policy priority
-//! band, `vtid:` interface alias), so nothing here ever touches another tool's state.
+//! The one agent module that calls the kernel (through the `xfrm` crate, which owns every
+//! netlink message and ioctl): it carries out [`crate::reconcile::Op`]s, installs and deletes
+//! Child SAs, and reads what the plan, offload decisions and `show` need (interfaces,
+//! addresses, underlay routes, SA counters, the owned objects for the sweep). Every object it
+//! creates carries vtid's marks (reqid band, policy priority band, `vtid:` interface alias,
+//! link group), so nothing here ever touches another tool's state.
 
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
-use ike::transform::{Encr, Integ};
-use xfrm::{
-    AeadAlg, Cipher, Crypto, Dir, Encap, Handle, Key, Lifetime, Mark, PolicySpec, SaId, SaSpec,
-    Selector, Spi, Template, VtiSpec, XfrmiSpec,
-};
+use ipnet::IpNet;
+use tracing::warn;
+use xfrm::{Handle, RouteSpec, SaId, SaSpec, VtiSpec, XfrmiSpec};
 
-use crate::config::{InnerAddress, TunnelMode};
-use crate::plan::{POLICY_PRIORITY, TunnelPlan};
+use crate::model::{Interface, RouteMode};
+use crate::offload::{Applied, Decision, Mode, SaOffload, Underlay};
+use crate::plan::{DeviceKind, LocalAddrs};
+use crate::reconcile::{Op, Owned};
 
-/// Replay window for inbound SAs (packets); above 32 the xfrm crate uses XFRMA_REPLAY_ESN_VAL.
-const REPLAY_WINDOW: u32 = 128;
-
-/// The policies of a tunnel: out/in/fwd for IPv4 and IPv6 0/0 selectors, bound to the device
-/// by if_id (xfrmi) or mark (vti), templates with the tunnel's reqid.
-pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
-    let mut out = Vec::new();
-    for v6 in [false, true] {
-        for dir in [Dir::Out, Dir::In, Dir::Fwd] {
-            let (src, dst) = if dir == Dir::Out {
-                (t.local, t.remote)
-            } else {
-                (t.remote, t.local)
-            };
-            let mut p = PolicySpec::new(Selector::any(v6), dir)
-                .priority(POLICY_PRIORITY)
-                .template(Template::tunnel(src, dst, t.reqid));
-            p = match t.mode {
-                TunnelMode::Xfrmi => p.if_id(t.if_id),
-                // ip_vti: okey marks outbound lookups, ikey is set on decapsulated packets
-                // before the inbound policy check (net/ipv4/ip_vti.c); we use one key.
-                TunnelMode::Vti => p.mark(Mark::exact(t.if_id)),
-            };
-            out.push(p);
-        }
+/// Carries out `ops` in order; keeps going after an error and returns every error. A failed
+/// [`Op::Create`] is cleaned up at once (the interface is removed again), so it leaves
+/// nothing half made.
+pub async fn apply(h: &Handle, ops: &[Op]) -> Vec<anyhow::Error> {
+    let mut errs = Vec::new();
+    for op in ops {
+        errs.extend(apply_one(h, op).await);
     }
-    out
+    errs
 }
 
-/// Creates the tunnel device with its alias, group, MTU, address, routes and policies.
-/// Equivalent to `ip link add NAME type xfrm if_id N` (or `type vti local L remote R key K`),
-/// `ip link set NAME alias vtid:NAME group 7654 mtu M up`, `ip addr add`, `ip route add`,
-/// `ip xfrm policy add ...` ×6.
-pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
+/// Carries out one operation; see [`apply`].
+pub async fn apply_one(h: &Handle, op: &Op) -> Vec<anyhow::Error> {
+    match op {
+        Op::Create(i) => match create(h, i).await {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                for c in remove(h, i).await {
+                    tracing::debug!(interface = %i.name, "cleanup after failed create: {c:#}");
+                }
+                vec![e]
+            }
+        },
+        Op::Remove(i) => remove(h, i).await,
+        Op::Routes {
+            name,
+            table,
+            mode,
+            add,
+            del,
+        } => edit_routes(h, name, *table, *mode, add, del).await,
+        Op::RemoveLink { index, name } => match h.link().delete(*index).await {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![anyhow::Error::new(e).context(format!("delete {name}"))],
+        },
+        Op::RemovePolicy(id) => match h.policy().delete(id).await {
+            Ok(()) | Err(xfrm::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => vec![anyhow::Error::new(e).context("delete orphan policy")],
+        },
+        Op::RemoveSa(id) => match h.sa().delete(id).await {
+            Ok(()) | Err(xfrm::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => vec![anyhow::Error::new(e).context("delete orphan SA")],
+        },
+    }
+}
+
+/// Creates the interface with its address, routes and policies; returns its ifindex.
+/// Equivalent to `ip link add NAME type xfrm if_id N [dev FVRF]` (or `type vti local L remote
+/// R key K`), `ip link set NAME alias vtid:NAME group G mtu M [master VRF] up`, sysctls,
+/// `ip addr add A dev NAME`, `tc qdisc replace dev NAME root ...`, `ip route add|replace P
+/// dev NAME [table T]` and `ip xfrm policy add ...` ×6.
+pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     let link = h.link();
     // Front-door VRF: the VRF device is the underlay link, so the outer route lookup happens
     // in its table (see vrf.rs).
-    let underlay = match &t.fvrf {
+    let underlay = match &i.fvrf {
         Some(v) => Some(crate::vrf::ensure(h, v).await?),
         None => None,
     };
-    match t.mode {
-        TunnelMode::Xfrmi => {
+    match i.kind {
+        DeviceKind::Xfrmi => {
             link.add_xfrmi(&XfrmiSpec {
-                name: t.name.clone(),
-                if_id: t.if_id,
+                name: i.name.clone(),
+                if_id: i.if_id,
                 underlay,
             })
             .await
         }
-        TunnelMode::Vti => {
+        DeviceKind::Vti => {
             link.add_vti(&VtiSpec {
-                name: t.name.clone(),
-                local: t.local,
-                remote: t.remote,
-                ikey: t.if_id,
-                okey: t.if_id,
+                name: i.name.clone(),
+                local: i.local,
+                remote: i.remote,
+                ikey: i.if_id,
+                okey: i.if_id,
                 underlay,
             })
             .await
         }
     }
-    .with_context(|| format!("create tunnel interface {}", t.name))?;
-    let idx = link.index_of(&t.name).await?;
-    link.set_alias(idx, &format!("{}{}", xfrm::OWNED_ALIAS_PREFIX, t.name))
+    .with_context(|| format!("create tunnel interface {}", i.name))?;
+    failpoint("after-link-add");
+    let idx = link.index_of(&i.name).await?;
+    link.set_alias(idx, &format!("{}{}", xfrm::OWNED_ALIAS_PREFIX, i.name))
         .await?;
-    link.set_group(idx, xfrm::OWNED_LINK_GROUP).await?;
-    link.set_mtu(idx, t.mtu)
+    link.set_group(idx, i.group).await?;
+    link.set_mtu(idx, i.mtu)
         .await
-        .with_context(|| format!("{}: mtu {}", t.name, t.mtu))?;
-    if !t.carries_v6() {
-        // An IPv4-only tunnel runs no IPv6: its link-local router solicitations and MLD
-        // reports would otherwise match the ::/0 policies, start negotiations by ACQUIRE
-        // (even with `initiate = false`) and cross the tunnel as noise.
-        link.set_disable_ipv6(&t.name, true)
-            .with_context(|| format!("{}: disable IPv6", t.name))?;
+        .with_context(|| format!("{}: mtu {}", i.name, i.mtu))?;
+    if i.disable_ipv6 {
+        link.set_disable_ipv6(&i.name, true)
+            .with_context(|| format!("{}: disable IPv6", i.name))?;
     }
-    if t.mode == TunnelMode::Vti {
-        // ip_vti drops decapsulated packets on the inbound policy check unless
-        // disable_policy is set on the device.
-        link.set_disable_policy(&t.name, true)?;
+    if i.disable_policy() {
+        link.set_disable_policy(&i.name, true)?;
     }
     // Inside VRF: enslave before the address, so its connected route lands in the VRF table.
-    if let Some(v) = &t.vrf {
+    if let Some(v) = &i.vrf {
         crate::vrf::enslave(h, idx, v).await?;
     }
     link.set_up(idx).await?;
-    match &t.inner {
-        InnerAddress::Address(a) => link.add_address(idx, *a).await?,
-        // plan::build resolves `unnumbered` into the borrowed /32.
-        InnerAddress::Unnumbered(dev) => {
-            anyhow::bail!("{}: unnumbered {dev} was not resolved by the plan", t.name)
-        }
-    }
-    for r in &t.routes {
-        let table = t.vrf.as_ref().map_or(254, |v| v.table);
-        link.add_route(&xfrm::RouteSpec::dev(*r, idx).table(table))
-            .await
-            .with_context(|| format!("{}: route {r}", t.name))?;
+    link.add_address(idx, i.address)
+        .await
+        .with_context(|| format!("{}: address {}", i.name, i.address))?;
+    if let Some(q) = &i.qdisc {
+        qdisc(&i.name, q).await?;
     }
     let mut batch = h.batch();
-    for p in tunnel_policies(t) {
-        batch.add_policy(&p);
+    for p in &i.policies {
+        batch.add_policy(p);
     }
     for r in batch.execute().await? {
-        r.with_context(|| format!("{}: policy", t.name))?;
+        r.with_context(|| format!("{}: policy", i.name))?;
     }
-    Ok(())
+    for r in &i.routes {
+        route(h, idx, i.table(), i.route_mode, *r, true)
+            .await
+            .with_context(|| format!("{}: route {r}", i.name))?;
+    }
+    Ok(idx)
 }
 
-/// Brings a running tunnel's routes from `old` to `t.routes` without touching its device or
-/// SAs (a reload that only edits `routes`). Equivalent to `ip route del PREFIX dev NAME` for
-/// each dropped prefix and `ip route add PREFIX dev NAME` for each new one, in the inside
-/// VRF's table if any. Keeps going after an error and returns all of them.
-pub async fn update_routes(h: &Handle, t: &TunnelPlan, old: &[ipnet::IpNet]) -> Vec<anyhow::Error> {
-    let link = h.link();
-    let idx = match link.index_of(&t.name).await {
+/// Test hook for the orphan-window scenario: with `VTID_FAILPOINT=NAME` in the environment
+/// the process dies (as under `kill -9`) at the named point, so a test can show what a crash
+/// there leaves behind.
+fn failpoint(name: &str) {
+    if std::env::var_os("VTID_FAILPOINT").is_some_and(|v| v == name) {
+        eprintln!("vtid: failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// `ip route add|replace|del P dev IDX table T`.
+async fn route(
+    h: &Handle,
+    idx: u32,
+    table: u32,
+    mode: RouteMode,
+    p: IpNet,
+    add: bool,
+) -> xfrm::Result<()> {
+    let r = RouteSpec::dev(p, idx).table(table);
+    match (add, mode) {
+        (true, RouteMode::Add) => h.link().add_route(&r).await,
+        (true, RouteMode::Replace) => h.link().replace_route(&r).await,
+        (false, _) => h.link().del_route(&r).await,
+    }
+}
+
+/// Edits a running interface's routes without touching its device or SAs. Equivalent to `ip
+/// route del PREFIX dev NAME` for each dropped prefix and `ip route add|replace PREFIX dev
+/// NAME` for each new one, in `table`. A route already gone counts as deleted. Keeps going
+/// after an error and returns all of them.
+async fn edit_routes(
+    h: &Handle,
+    name: &str,
+    table: u32,
+    mode: RouteMode,
+    add: &[IpNet],
+    del: &[IpNet],
+) -> Vec<anyhow::Error> {
+    let idx = match h.link().index_of(name).await {
         Ok(i) => i,
-        Err(e) => return vec![anyhow::Error::new(e).context(format!("{}: routes", t.name))],
+        Err(e) => return vec![anyhow::Error::new(e).context(format!("{name}: routes"))],
     };
-    let table = t.vrf.as_ref().map_or(254, |v| v.table);
     let mut errors = Vec::new();
-    for r in old.iter().filter(|r| !t.routes.contains(r)) {
-        if let Err(e) = link
-            .del_route(&xfrm::RouteSpec::dev(*r, idx).table(table))
-            .await
-        {
-            errors.push(anyhow::Error::new(e).context(format!("{}: delete route {r}", t.name)));
+    for r in del {
+        match route(h, idx, table, mode, *r, false).await {
+            Ok(()) | Err(xfrm::Error::NotFound { .. }) => {}
+            Err(e) => {
+                errors.push(anyhow::Error::new(e).context(format!("{name}: delete route {r}")))
+            }
         }
     }
-    for r in t.routes.iter().filter(|r| !old.contains(r)) {
-        if let Err(e) = link
-            .add_route(&xfrm::RouteSpec::dev(*r, idx).table(table))
-            .await
-        {
-            errors.push(anyhow::Error::new(e).context(format!("{}: route {r}", t.name)));
+    for r in add {
+        if let Err(e) = route(h, idx, table, mode, *r, true).await {
+            errors.push(anyhow::Error::new(e).context(format!("{name}: route {r}")));
         }
     }
     errors
 }
 
+/// Removes an interface's policies and device; keeps going after errors and reports them
+/// all. The device and policies go before any SA, so no packet meets a policy whose SAs are
+/// gone (the kernel would answer it with an ACQUIRE and a larval SA that lingers).
+pub async fn remove(h: &Handle, i: &Interface) -> Vec<anyhow::Error> {
+    let mut errs = Vec::new();
+    for p in &i.policies {
+        if let Err(e) = h.policy().delete(&p.id()).await
+            && !matches!(e, xfrm::Error::NotFound { .. })
+        {
+            errs.push(anyhow::Error::new(e).context(format!("{}: delete policy", i.name)));
+        }
+    }
+    match h.link().index_of(&i.name).await {
+        Ok(idx) => {
+            if let Err(e) = h.link().delete(idx).await {
+                errs.push(anyhow::Error::new(e).context(format!("delete {}", i.name)));
+            }
+        }
+        Err(e) => errs.push(anyhow::Error::new(e).context(format!("find {}", i.name))),
+    }
+    errs
+}
+
+/// Equivalent to `tc qdisc replace dev NAME root QDISC...`. rtnetlink's qdisc support does not
+/// cover the option syntax operators write, so the template's text goes to `tc` itself, on a
+/// blocking thread: the daemon task never waits on a child process.
+async fn qdisc(dev: &str, spec: &str) -> Result<()> {
+    let mut args: Vec<String> = ["qdisc", "replace", "dev", dev, "root"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(spec.split_whitespace().map(str::to_owned));
+    let out = tokio::task::spawn_blocking({
+        let args = args.clone();
+        move || std::process::Command::new("tc").args(&args).output()
+    })
+    .await
+    .context("tc thread")?
+    .context("run tc")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "tc {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Every kernel object carrying vtid's marks, for [`crate::reconcile::sweep`], with the
+/// errors of the dumps that failed.
+///
+/// Equivalent to `ip link show` (alias `vtid:`), `ip xfrm policy` (priority band) and `ip xfrm
+/// state` (reqid band).
+pub async fn owned(h: &Handle) -> (Owned, Vec<anyhow::Error>) {
+    let mut o = Owned::default();
+    let mut errs = Vec::new();
+    match h.link().list().await {
+        Ok(links) => {
+            o.links = links
+                .into_iter()
+                .filter(|l| xfrm::is_owned_alias(l.alias.as_deref()))
+                .map(|l| (l.index, l.name))
+                .collect();
+        }
+        Err(e) => errs.push(anyhow::Error::new(e).context("list links")),
+    }
+    match h.policy().dump().await {
+        Ok(ps) => {
+            o.policies = ps
+                .iter()
+                .filter(|p| xfrm::is_owned_priority(p.priority))
+                .map(|p| p.id())
+                .collect();
+        }
+        Err(e) => errs.push(anyhow::Error::new(e).context("dump policies")),
+    }
+    match h.sa().dump().await {
+        Ok(sas) => {
+            o.sas = sas
+                .iter()
+                .filter(|s| xfrm::is_owned_reqid(s.spec.reqid) && s.spec.spi.0 != 0)
+                .map(|s| s.spec.id())
+                .collect();
+        }
+        Err(e) => errs.push(anyhow::Error::new(e).context("dump SAs")),
+    }
+    (o, errs)
+}
+
 /// The namespace's interfaces with their MTUs and addresses, for [`crate::plan::build`].
 ///
-/// Equivalent to: `ip -o link show; ip -o addr show`.
-pub async fn local_addrs(h: &Handle) -> Result<crate::plan::LocalAddrs> {
+/// Equivalent to: `ip -o link show; ip -o addr show; ethtool -k DEV` (esp-hw-offload).
+pub async fn local_addrs(h: &Handle) -> Result<LocalAddrs> {
     let link = h.link();
     let links = link.list().await.context("list interfaces")?;
     let addrs = link.addresses(None).await.context("list addresses")?;
-    let mut out = crate::plan::LocalAddrs::default();
+    let mut out = LocalAddrs::default();
     for l in links {
         let mine = addrs
             .iter()
             .filter(|(i, _)| *i == l.index)
             .map(|(_, a)| *a)
             .collect();
-        if crate::offload::esp_hw_offload(&l.name).unwrap_or(false) {
+        if esp_hw_offload(&l.name).unwrap_or(false) {
             out.esp_offload.insert(l.name.clone());
         }
         out.links.insert(l.name, (l.mtu.unwrap_or(1500), mine));
@@ -178,185 +311,172 @@ pub async fn local_addrs(h: &Handle) -> Result<crate::plan::LocalAddrs> {
     Ok(out)
 }
 
-/// Removes a tunnel's device and policies; keeps going after errors and reports them all.
-pub async fn remove_tunnel(h: &Handle, t: &TunnelPlan) -> Vec<anyhow::Error> {
-    let mut errs = Vec::new();
-    for p in tunnel_policies(t) {
-        if let Err(e) = h.policy().delete(&p.id()).await {
-            if !matches!(e, xfrm::Error::NotFound { .. }) {
-                errs.push(anyhow::Error::new(e).context(format!("{}: delete policy", t.name)));
-            }
-        }
-    }
-    match h.link().index_of(&t.name).await {
-        Ok(idx) => {
-            if let Err(e) = h.link().delete(idx).await {
-                errs.push(anyhow::Error::new(e).context(format!("delete {}", t.name)));
-            }
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context(format!("find {}", t.name))),
-    }
-    errs
+/// ifindex to name of every interface (`ip -o link show`), empty when the dump fails.
+pub async fn link_names(h: &Handle) -> std::collections::BTreeMap<u32, String> {
+    h.link()
+        .list()
+        .await
+        .map(|l| l.into_iter().map(|l| (l.index, l.name)).collect())
+        .unwrap_or_default()
 }
 
-/// Deletes every SA, policy and interface a previous vtid left (after a crash or `kill -9`),
-/// recognised by vtid's marks. Returns what it removed and every error.
-pub async fn sweep_orphans(h: &Handle) -> (usize, Vec<anyhow::Error>) {
-    let mut n = 0;
-    let mut errs = Vec::new();
-    // Interfaces and policies first: once no policy sends traffic to an SA, deleting the SAs
-    // cannot provoke an ACQUIRE (and a larval SA) for the packets in between.
-    match h.link().list().await {
-        Ok(links) => {
-            for l in links
-                .iter()
-                .filter(|l| xfrm::is_owned_alias(l.alias.as_deref()))
-            {
-                match h.link().delete(l.index).await {
-                    Ok(()) => n += 1,
-                    Err(e) => {
-                        errs.push(anyhow::Error::new(e).context(format!("delete {}", l.name)))
-                    }
-                }
-            }
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context("list links")),
-    }
-    match h.policy().dump().await {
-        Ok(ps) => {
-            for p in ps.iter().filter(|p| xfrm::is_owned_priority(p.priority)) {
-                match h.policy().delete(&p.id()).await {
-                    Ok(()) => n += 1,
-                    Err(e) => errs.push(anyhow::Error::new(e).context("delete orphan policy")),
-                }
-            }
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context("dump policies")),
-    }
-    match h.sa().dump().await {
-        Ok(sas) => {
-            // A larval SA (spi 0, an ACQUIRE placeholder) is not in the kernel's by-SPI table,
-            // so XFRM_MSG_DELSA cannot name it; the kernel drops it after
-            // net.core.xfrm_acq_expires on its own.
-            for s in sas
-                .iter()
-                .filter(|s| xfrm::is_owned_reqid(s.spec.reqid) && s.spec.spi.0 != 0)
-            {
-                match h.sa().delete(&s.spec.id()).await {
-                    Ok(()) => n += 1,
-                    Err(e) => errs.push(anyhow::Error::new(e).context("delete orphan SA")),
-                }
-            }
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context("dump SAs")),
-    }
-    (n, errs)
+/// The SA of `id` as the kernel has it now (counters, offload), if it exists.
+///
+/// Equivalent to `ip xfrm state get ...`.
+pub async fn sa_state(h: &Handle, id: &SaId) -> Option<xfrm::SaState> {
+    h.sa().get(id).await.ok()
 }
 
-fn crypto(encr: Encr, integ: Option<Integ>, keys: &ike::EspKeys) -> Result<Crypto> {
-    let key = Key::from_slice(keys.encr.expose());
-    let integ_alg = |i: Integ| match i {
-        Integ::HmacSha1_96 => xfrm::Integ::HmacSha1_96,
-        Integ::HmacSha256_128 => xfrm::Integ::HmacSha256_128,
-        Integ::HmacSha384_192 => xfrm::Integ::HmacSha384_192,
-        Integ::HmacSha512_256 => xfrm::Integ::HmacSha512_256,
+/// True when the kernel no longer has the SA (it deletes SAs offloaded to a device that goes
+/// down or away without telling the key manager).
+pub async fn sa_vanished(h: &Handle, id: &SaId) -> bool {
+    matches!(h.sa().get(id).await, Err(xfrm::Error::NotFound { .. }))
+}
+
+/// Deletes a Child SA's SAs; an SA already gone counts as deleted. Keeps going after an
+/// error. Equivalent to `ip xfrm state del ...` for each.
+pub async fn delete_sas(h: &Handle, ids: &[SaId]) {
+    for id in ids {
+        if let Err(e) = h.sa().delete(id).await
+            && !matches!(e, xfrm::Error::NotFound { .. })
+        {
+            warn!(spi = format_args!("{:08x}", id.spi.0), "delete SA: {e}");
+        }
+    }
+}
+
+/// The interface ESP from `local` to `remote` leaves through (in front-door VRF `fvrf`, if
+/// any) and its ESP offload feature.
+///
+/// Equivalent to `ip route get REMOTE from LOCAL [vrf FVRF]` then `ethtool -k DEV | grep
+/// esp-hw-offload`.
+pub async fn underlay(
+    h: &Handle,
+    local: IpAddr,
+    remote: IpAddr,
+    fvrf: Option<&str>,
+) -> Result<Underlay, String> {
+    let link = h.link();
+    let oif = match fvrf {
+        Some(v) => Some(
+            link.index_of(v)
+                .await
+                .map_err(|e| format!("front-door vrf {v}: {e}"))?,
+        ),
+        None => None,
     };
-    Ok(match encr {
-        Encr::AesGcm16 { .. } => Crypto::Aead {
-            alg: AeadAlg::AesGcm16,
-            key,
-        },
-        Encr::ChaCha20Poly1305 => Crypto::Aead {
-            alg: AeadAlg::ChaCha20Poly1305,
-            key,
-        },
-        Encr::AesCbc { .. } | Encr::TripleDes => {
-            let i = integ.context("CBC cipher without integrity")?;
-            let ik = keys.integ.as_ref().context("no integrity key")?;
-            Crypto::CipherAuth {
-                cipher: if encr == Encr::TripleDes {
-                    Cipher::TripleDesCbc
-                } else {
-                    Cipher::AesCbc
-                },
-                cipher_key: key,
-                integ: integ_alg(i),
-                integ_key: Key::from_slice(ik.expose()),
-            }
-        }
+    let src = (!local.is_unspecified()).then_some(local);
+    let index = link
+        .route_oif(remote, src, oif)
+        .await
+        .map_err(|e| format!("no route to {remote} from {local}: {e}"))?
+        .ok_or_else(|| format!("the route to {remote} has no output device"))?;
+    let name = link
+        .list()
+        .await
+        .map_err(|e| format!("list interfaces: {e}"))?
+        .into_iter()
+        .find(|l| l.index == index)
+        .map(|l| l.name)
+        .ok_or_else(|| format!("interface {index} vanished"))?;
+    let esp_hw_offload = esp_hw_offload(&name).map_err(|e| format!("{name}: features: {e}"))?;
+    Ok(Underlay {
+        name,
+        index,
+        esp_hw_offload,
     })
 }
 
-/// The two SAs of a Child SA install (inbound first: it must exist before the peer may use
-/// it). Equivalent to two `ip xfrm state add ... mode tunnel reqid R if_id N` commands.
-pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 2]> {
-    let (l, r) = (inst.local.ip(), inst.remote.ip());
-    let hard = inst.hard_lifetime.as_secs();
-    let life = Lifetime {
-        soft_bytes: inst.bytes.map(|b| b.soft),
-        hard_bytes: inst.bytes.map(|b| b.hard),
-        // The engine rekeys by time itself; the kernel's hard limit is the safety net.
-        hard_add_secs: (hard > 0).then_some(hard),
-        ..Lifetime::default()
-    };
-    let mk = |src: IpAddr, dst: IpAddr, spi: u32, keys: &ike::EspKeys, inbound: bool| {
-        let mut s = SaSpec::new(src, dst, Spi(spi), crypto(inst.encr, inst.integ, keys)?)
-            .mode(match inst.mode {
-                ike::Mode::Tunnel => xfrm::Mode::Tunnel,
-                ike::Mode::Transport => xfrm::Mode::Transport,
-            })
-            .reqid(t.reqid)
-            .esn(inst.esn)
-            .replay_window(if inbound { REPLAY_WINDOW } else { 0 })
-            .lifetime(life);
-        s = match t.mode {
-            TunnelMode::Xfrmi => s.if_id(t.if_id),
-            TunnelMode::Vti => s.mark(Mark::exact(t.if_id)),
-        };
-        if let Some(e) = inst.encap {
-            let (sport, dport) = if inbound {
-                (e.remote_port, e.local_port)
-            } else {
-                (e.local_port, e.remote_port)
-            };
-            s = s.encap(Encap {
-                sport,
-                dport,
-                oa: None,
+/// Adds a Child SA's SAs (`[inbound, outbound]`, in that order: the inbound one must exist
+/// before the peer may use it) offloaded as `d` says. Packet offload refused falls back to
+/// crypto when allowed; `xfrmi` marks SAs with an if_id, whose inbound SA may stay in software
+/// (see offload.rs). On a refused demand nothing stays installed and the error says why.
+/// Static tunnels and virtual-access clones install through here alike.
+pub async fn install_child_sas(
+    h: &Handle,
+    sas: &[SaSpec; 2],
+    d: &Decision,
+    xfrmi: bool,
+) -> Result<Applied> {
+    let (dev, modes, demand) = match d {
+        Decision::Software { why } => {
+            let mut batch = h.batch();
+            for s in sas {
+                batch.add_sa(s);
+            }
+            for r in batch.execute().await? {
+                r?;
+            }
+            let sw = SaOffload::Software(why.clone());
+            return Ok(Applied {
+                inbound: sw.clone(),
+                outbound: sw,
             });
         }
-        Ok::<_, anyhow::Error>(s)
+        Decision::Offload { dev, modes, demand } => (dev, modes, *demand),
     };
-    Ok([
-        mk(r, l, inst.inbound_spi, &inst.inbound, true)?,
-        mk(l, r, inst.outbound_spi, &inst.outbound, false)?,
-    ])
-}
-
-/// The kernel ids of a Child SA's two SAs, for counters and deletion.
-pub fn child_sa_ids(
-    t: &TunnelPlan,
-    local: IpAddr,
-    remote: IpAddr,
-    spi_in: u32,
-    spi_out: u32,
-) -> [SaId; 2] {
-    let mark = (t.mode == TunnelMode::Vti).then(|| Mark::exact(t.if_id));
-    let id = |src, dst, spi| SaId {
-        src: Some(src),
-        dst,
-        proto: xfrm::Proto::Esp,
-        spi: Spi(spi),
-        mark,
-        if_id: (t.mode == TunnelMode::Xfrmi).then_some(t.if_id),
-    };
-    [id(remote, local, spi_in), id(local, remote, spi_out)]
-}
-
-/// Inner prefixes a tunnel's address family implies, for `show`.
-pub fn describe_inner(inner: &InnerAddress) -> String {
-    match inner {
-        InnerAddress::Address(a) => a.to_string(),
-        InnerAddress::Unnumbered(d) => format!("unnumbered {d}"),
+    let mut got = Vec::new();
+    for (i, s) in sas.iter().enumerate() {
+        let inbound = i == 0;
+        let mut last = None;
+        for &m in modes {
+            let o = s.clone().offload(xfrm::Offload {
+                ifindex: dev.index,
+                inbound,
+                packet: m == Mode::Packet,
+            });
+            match h.sa().add(&o).await {
+                Ok(()) => {
+                    last = None;
+                    got.push(SaOffload::Offloaded(dev.name.clone(), m));
+                    break;
+                }
+                Err(e) if crate::offload::is_refusal(&e) => last = Some((m, e)),
+                Err(e) => {
+                    remove_sas(h, &sas[..i]).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let Some((m, e)) = last else { continue };
+        let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
+        if demand && !crate::offload::tolerated_refusal(inbound, xfrmi, &e) {
+            remove_sas(h, &sas[..i]).await;
+            anyhow::bail!("offload {}: {why}", m.as_str());
+        }
+        if let Err(e) = h.sa().add(s).await {
+            remove_sas(h, &sas[..i]).await;
+            return Err(e.into());
+        }
+        got.push(SaOffload::Software(Some(why)));
     }
+    let outbound = got.pop().expect("two SAs");
+    let inbound = got.pop().expect("two SAs");
+    Ok(Applied { inbound, outbound })
+}
+
+async fn remove_sas(h: &Handle, sas: &[SaSpec]) {
+    for s in sas {
+        if let Err(e) = h.sa().delete(&s.id()).await {
+            warn!("offload: removing SA {:08x} again: {e}", s.spi.0);
+        }
+    }
+}
+
+/// The interface's ethtool features (name, active), in the kernel's order.
+///
+/// Read with the legacy SIOCETHTOOL ioctls (ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS,
+/// ETHTOOL_GFEATURES) rather than ethtool's generic netlink family: the only Rust client of
+/// the latter (the `ethtool` crate) pins a netlink stack other than the one the xfrm crate uses,
+/// and these three calls return the same feature table (net/ethtool/ioctl.c). The socket is
+/// opened in the caller's network namespace, which is where the daemon runs.
+pub fn features(ifname: &str) -> std::io::Result<Vec<(String, bool)>> {
+    crate::ethtool::features(ifname)
+}
+
+/// True when `ifname` has ESP crypto offload on (`ethtool -k IF` shows `esp-hw-offload: on`).
+pub fn esp_hw_offload(ifname: &str) -> std::io::Result<bool> {
+    Ok(features(ifname)?
+        .iter()
+        .any(|(n, on)| n == crate::offload::ESP_HW_OFFLOAD && *on))
 }

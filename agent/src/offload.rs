@@ -26,12 +26,9 @@
 //!   the key manager (see xfrm::NetMonitor): vanished SAs are rekeyed the same way.
 
 use std::collections::BTreeMap;
-use std::io;
-use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use tracing::{info, warn};
-use xfrm::{Handle, SaSpec};
 
 use crate::config::Offload;
 use crate::plan::TunnelPlan;
@@ -126,48 +123,6 @@ pub fn decide(policy: Offload, underlay: Result<Underlay, String>) -> Result<Dec
     Ok(Decision::Offload { dev, modes, demand })
 }
 
-/// The interface ESP from `local` to `remote` leaves through (in front-door VRF `fvrf`, if
-/// any) and its ESP offload feature.
-///
-/// Equivalent to `ip route get REMOTE from LOCAL [vrf FVRF]` then `ethtool -k DEV | grep
-/// esp-hw-offload`.
-pub async fn underlay(
-    h: &Handle,
-    local: IpAddr,
-    remote: IpAddr,
-    fvrf: Option<&str>,
-) -> Result<Underlay, String> {
-    let link = h.link();
-    let oif = match fvrf {
-        Some(v) => Some(
-            link.index_of(v)
-                .await
-                .map_err(|e| format!("front-door vrf {v}: {e}"))?,
-        ),
-        None => None,
-    };
-    let src = (!local.is_unspecified()).then_some(local);
-    let index = link
-        .route_oif(remote, src, oif)
-        .await
-        .map_err(|e| format!("no route to {remote} from {local}: {e}"))?
-        .ok_or_else(|| format!("the route to {remote} has no output device"))?;
-    let name = link
-        .list()
-        .await
-        .map_err(|e| format!("list interfaces: {e}"))?
-        .into_iter()
-        .find(|l| l.index == index)
-        .map(|l| l.name)
-        .ok_or_else(|| format!("interface {index} vanished"))?;
-    let esp_hw_offload = esp_hw_offload(&name).map_err(|e| format!("{name}: features: {e}"))?;
-    Ok(Underlay {
-        name,
-        index,
-        esp_hw_offload,
-    })
-}
-
 /// What one SA ended up with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SaOffload {
@@ -186,81 +141,10 @@ pub struct Applied {
     pub outbound: SaOffload,
 }
 
-/// Adds a Child SA's SAs (`[inbound, outbound]`, in that order: the inbound one must exist
-/// before the peer may use it) offloaded as `d` says. Packet offload refused falls back to
-/// crypto when allowed; `xfrmi` marks SAs with an if_id, whose inbound SA may stay in software
-/// (see the module doc). On a refused demand nothing stays installed and the error says why.
-/// This is also the entry point for cloned (dynamic) tunnels.
-pub async fn install_child_sas(
-    h: &Handle,
-    sas: &[SaSpec; 2],
-    d: &Decision,
-    xfrmi: bool,
-) -> anyhow::Result<Applied> {
-    let (dev, modes, demand) = match d {
-        Decision::Software { why } => {
-            let mut batch = h.batch();
-            for s in sas {
-                batch.add_sa(s);
-            }
-            for r in batch.execute().await? {
-                r?;
-            }
-            let sw = SaOffload::Software(why.clone());
-            return Ok(Applied {
-                inbound: sw.clone(),
-                outbound: sw,
-            });
-        }
-        Decision::Offload { dev, modes, demand } => (dev, modes, *demand),
-    };
-    let mut got = Vec::new();
-    for (i, s) in sas.iter().enumerate() {
-        let inbound = i == 0;
-        let mut last = None;
-        for &m in modes {
-            let o = s.clone().offload(xfrm::Offload {
-                ifindex: dev.index,
-                inbound,
-                packet: m == Mode::Packet,
-            });
-            match h.sa().add(&o).await {
-                Ok(()) => {
-                    last = None;
-                    got.push(SaOffload::Offloaded(dev.name.clone(), m));
-                    break;
-                }
-                Err(e) if is_refusal(&e) => last = Some((m, e)),
-                Err(e) => {
-                    remove(h, &sas[..i]).await;
-                    return Err(e.into());
-                }
-            }
-        }
-        let Some((m, e)) = last else { continue };
-        let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
-        // The one refusal a demand tolerates: the RX path cannot match an xfrm interface's
-        // if_id (6.2+ says so in the extended ack); that direction stays in software.
-        let if_id_rx = inbound && xfrmi && e.ext_ack().is_some_and(|m| m.contains("if_id"));
-        if demand && !if_id_rx {
-            remove(h, &sas[..i]).await;
-            anyhow::bail!("offload {}: {why}", m.as_str());
-        }
-        if let Err(e) = h.sa().add(s).await {
-            remove(h, &sas[..i]).await;
-            return Err(e.into());
-        }
-        got.push(SaOffload::Software(Some(why)));
-    }
-    let outbound = got.pop().expect("two SAs");
-    let inbound = got.pop().expect("two SAs");
-    Ok(Applied { inbound, outbound })
-}
-
 /// The kernel or device said no to the offload itself (as opposed to the SA being wrong):
 /// unknown flag or algorithm the driver cannot do (EINVAL/EOPNOTSUPP, with the reason in the
 /// extended ack), or the silent software fallback the xfrm crate turns into an error.
-fn is_refusal(e: &xfrm::Error) -> bool {
+pub fn is_refusal(e: &xfrm::Error) -> bool {
     use nix::errno::Errno;
     matches!(e, xfrm::Error::OffloadNotApplied { .. })
         || matches!(
@@ -269,12 +153,10 @@ fn is_refusal(e: &xfrm::Error) -> bool {
         )
 }
 
-async fn remove(h: &Handle, sas: &[SaSpec]) {
-    for s in sas {
-        if let Err(e) = h.sa().delete(&s.id()).await {
-            warn!("offload: removing SA {:08x} again: {e}", s.spi.0);
-        }
-    }
+/// The one refusal a demand tolerates: the RX path cannot match an xfrm interface's if_id
+/// (6.2+ says so in the extended ack); that direction stays in software.
+pub fn tolerated_refusal(inbound: bool, xfrmi: bool, e: &xfrm::Error) -> bool {
+    inbound && xfrmi && e.ext_ack().is_some_and(|m| m.contains("if_id"))
 }
 
 /// Per-tunnel offload state the daemon keeps for `vtid show` and for logging a fallback once.
@@ -323,9 +205,14 @@ fn describe_target(t: &Option<(String, u32)>) -> String {
 impl Tunnels {
     /// Decides for tunnel `name` now. Logs an `auto` fallback once per reason; a demand that
     /// cannot be met is logged, remembered for `vtid show`, and returned as the error.
-    pub async fn decide(&mut self, h: &Handle, t: &TunnelPlan) -> Result<Decision, String> {
-        let (name, policy) = (t.name.as_str(), t.offload);
-        let under = tunnel_underlay(h, t).await;
+    /// `under` is the tunnel's underlay as the kernel routes it now (read by
+    /// `kernel::underlay`; not looked up for `off`).
+    pub fn decide(
+        &mut self,
+        name: &str,
+        policy: Offload,
+        under: Result<Underlay, String>,
+    ) -> Result<Decision, String> {
         let st = self.by_name.entry(name.to_owned()).or_default();
         st.policy = Some(policy);
         match decide(policy, under) {
@@ -354,7 +241,7 @@ impl Tunnels {
     /// the decision would pick now. A demand that can no longer be met is logged and recorded
     /// for `vtid show` like a refusal at bring-up; an `auto` tunnel moving to software logs
     /// its one fallback line (through [`Tunnels::decide`]).
-    pub async fn recheck(&mut self, h: &Handle, t: &TunnelPlan) -> Recheck {
+    pub fn recheck(&mut self, t: &TunnelPlan, under: Result<Underlay, String>) -> Recheck {
         if t.offload == Offload::Off {
             return Recheck::Keep;
         }
@@ -365,7 +252,7 @@ impl Tunnels {
         let Some(was) = was else {
             return Recheck::Keep; // nothing installed yet: the first install decides
         };
-        match self.decide(h, t).await {
+        match self.decide(&t.name, t.offload, under) {
             Err(e) => {
                 warn!(tunnel = %t.name, "underlay changed, tunnel goes down: {e}");
                 Recheck::Refuse(e)
@@ -392,22 +279,20 @@ impl Tunnels {
         }
     }
 
-    /// Installs a Child SA of tunnel `name` (see [`install_child_sas`]) and records the result.
-    pub async fn install(
+    /// Records what installing a Child SA of tunnel `name` with decision `d` did (see
+    /// `kernel::install_child_sas`), for `vtid show` and the one fallback log line.
+    pub fn record(
         &mut self,
-        h: &Handle,
-        t: &TunnelPlan,
-        sas: &[SaSpec; 2],
-        xfrmi: bool,
-    ) -> anyhow::Result<Applied> {
-        let (name, policy) = (t.name.as_str(), t.offload);
-        let d = self.decide(h, t).await.map_err(anyhow::Error::msg)?;
-        let res = install_child_sas(h, sas, &d, xfrmi).await;
+        name: &str,
+        policy: Offload,
+        d: &Decision,
+        res: &anyhow::Result<Applied>,
+    ) {
         let st = self.by_name.entry(name.to_owned()).or_default();
-        match &res {
+        match res {
             Ok(a) => {
                 st.last = Some(a.clone());
-                st.target = target_of(&d);
+                st.target = target_of(d);
                 match (&a.inbound, &a.outbound) {
                     (SaOffload::Software(Some(why)), SaOffload::Offloaded(..)) => {
                         info!(tunnel = name, "offload: inbound SA in software, {why}");
@@ -432,7 +317,6 @@ impl Tunnels {
             }
             Err(_) => {}
         }
-        res
     }
 
     /// Whether tunnel `name`'s SAs were installed offloaded (so the kernel may delete them
@@ -469,20 +353,6 @@ impl Tunnels {
             "out": st.last.as_ref().map(|a| dir(&a.outbound)),
         })
     }
-}
-
-/// The underlay of a planned tunnel (see [`underlay`]); not looked up for `off`.
-async fn tunnel_underlay(h: &Handle, t: &TunnelPlan) -> Result<Underlay, String> {
-    if t.offload == Offload::Off {
-        return Err(String::new());
-    }
-    underlay(
-        h,
-        t.local,
-        t.remote,
-        t.fvrf.as_ref().map(|v| v.name.as_str()),
-    )
-    .await
 }
 
 fn rename(last: &mut Option<Applied>, name: &str) {
@@ -526,93 +396,6 @@ pub fn prefer_aead(esp: &mut [ike::EspProposal], policy: Offload, underlay_offlo
     if policy == Offload::Auto && underlay_offloads {
         esp.sort_by_key(|p| !matches!(p.encr, ike::transform::Encr::AesGcm16 { .. }));
     }
-}
-
-/// The interface's ethtool features (name, active), in the kernel's order.
-///
-/// Read with the legacy SIOCETHTOOL ioctls (ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS,
-/// ETHTOOL_GFEATURES) rather than ethtool's generic netlink family: the only Rust client of
-/// the latter (the `ethtool` crate) pins a netlink stack other than the one the xfrm crate uses,
-/// and these three calls return the same feature table (net/ethtool/ioctl.c). The socket is
-/// opened in the caller's network namespace, which is where the daemon runs.
-pub fn features(ifname: &str) -> io::Result<Vec<(String, bool)>> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-    // include/uapi/linux/ethtool.h
-    const ETHTOOL_GSTRINGS: u32 = 0x1b;
-    const ETHTOOL_GSSET_INFO: u32 = 0x37;
-    const ETHTOOL_GFEATURES: u32 = 0x3a;
-    const ETH_SS_FEATURES: u32 = 4;
-    const ETH_GSTRING_LEN: usize = 32;
-
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // struct ethtool_sset_info { u32 cmd, reserved; u64 sset_mask; u32 data[1]; }
-    let mut sset = [0u32; 6];
-    sset[0] = ETHTOOL_GSSET_INFO;
-    sset[2] = 1 << ETH_SS_FEATURES; // little-endian low word of the u64 mask
-    ethtool_ioctl(&fd, ifname, &mut sset)?;
-    let count = sset[4] as usize;
-    // struct ethtool_gstrings { u32 cmd, string_set, len; u8 data[len * 32]; }
-    let mut strings = vec![0u32; 3 + count * ETH_GSTRING_LEN / 4];
-    strings[0] = ETHTOOL_GSTRINGS;
-    strings[1] = ETH_SS_FEATURES;
-    strings[2] = count as u32;
-    ethtool_ioctl(&fd, ifname, &mut strings)?;
-    let bytes: Vec<u8> = strings[3..].iter().flat_map(|w| w.to_ne_bytes()).collect();
-    // struct ethtool_gfeatures { u32 cmd, size; struct { u32 available, requested, active,
-    // never_changed; } features[size]; }
-    let blocks = count.div_ceil(32);
-    let mut feats = vec![0u32; 2 + 4 * blocks];
-    feats[0] = ETHTOOL_GFEATURES;
-    feats[1] = blocks as u32;
-    ethtool_ioctl(&fd, ifname, &mut feats)?;
-    Ok((0..count)
-        .map(|i| {
-            let raw = &bytes[i * ETH_GSTRING_LEN..(i + 1) * ETH_GSTRING_LEN];
-            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-            let name = String::from_utf8_lossy(&raw[..end]).into_owned();
-            let active = feats[2 + 4 * (i / 32) + 2] & (1 << (i % 32)) != 0;
-            (name, active)
-        })
-        .collect())
-}
-
-/// True when `ifname` has ESP crypto offload on (`ethtool -k IF` shows `esp-hw-offload: on`).
-pub fn esp_hw_offload(ifname: &str) -> io::Result<bool> {
-    Ok(features(ifname)?
-        .iter()
-        .any(|(n, on)| n == ESP_HW_OFFLOAD && *on))
-}
-
-/// `ioctl(fd, SIOCETHTOOL, &ifreq{ name, data = buf })`; nix has no wrapper for it.
-#[allow(unsafe_code)]
-fn ethtool_ioctl(fd: &std::os::fd::OwnedFd, ifname: &str, buf: &mut [u32]) -> io::Result<()> {
-    use nix::libc;
-    use std::os::fd::AsRawFd;
-    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad interface name {ifname:?}"),
-        ));
-    }
-    // SAFETY: ifreq is plain old data, all-zero is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
-    // SAFETY: fd is an open socket; ifr.ifr_data points at `buf`, which is sized by the caller
-    // for the command in its first word (the kernel writes at most that much) and outlives the
-    // call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -716,6 +499,7 @@ mod tests {
     /// table must parse (names are the kernel's, e.g. "loopback" is on for lo).
     #[test]
     fn reads_loopback_features() {
+        use crate::kernel::{esp_hw_offload, features};
         let f = features("lo").unwrap();
         assert!(f.iter().any(|(n, on)| n == "loopback" && *on), "{f:?}");
         assert!(f.iter().any(|(n, on)| n == ESP_HW_OFFLOAD && !*on), "{f:?}");

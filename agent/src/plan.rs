@@ -13,10 +13,11 @@ use ike::transform::Esn;
 use ike::wire::TrafficSelector;
 use ipnet::IpNet;
 
-use crate::config::{
-    self, AuthMethod, Config, InnerAddress, LocalIdentity, TunnelMode, TunnelSource,
-};
+use crate::config::{self, AuthMethod, Config, InnerAddress, LocalIdentity, TunnelSource};
 use crate::mtu::{EspOverhead, IPV6_MIN_MTU};
+
+/// The kind of device a tunnel is (TEMPORARY alias until the plan owns its types).
+pub use crate::config::TunnelMode as DeviceKind;
 
 /// Base of vtid's reqids (xfrm's ownership band): reqid = base + connection id.
 pub const REQID_BASE: u32 = *xfrm::OWNED_REQID.start();
@@ -25,6 +26,8 @@ pub const REQID_BASE: u32 = *xfrm::OWNED_REQID.start();
 pub const POLICY_PRIORITY: u32 = *xfrm::OWNED_PRIORITY.start() + 0x100;
 /// Base for if_ids that the configuration does not fix.
 pub const IF_ID_BASE: u32 = 0x7654_0000;
+/// Main routing table (include/uapi/linux/rtnetlink.h RT_TABLE_MAIN).
+pub const MAIN_TABLE: u32 = 254;
 /// Underlay MTU assumed when the underlay device cannot be determined.
 pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 
@@ -36,7 +39,7 @@ pub struct TunnelPlan {
     /// The engine's connection id.
     pub conn: ike::ConnId,
     /// xfrm interface or ip_vti.
-    pub mode: TunnelMode,
+    pub mode: DeviceKind,
     /// if_id (xfrmi) or key/mark (vti).
     pub if_id: u32,
     /// reqid of its SAs and policy templates.
@@ -46,7 +49,7 @@ pub struct TunnelPlan {
     /// The peer's underlay address.
     pub remote: IpAddr,
     /// Inner address of the device.
-    pub inner: InnerAddress,
+    pub inner: IpNet,
     /// Prefixes routed into the tunnel.
     pub routes: Vec<IpNet>,
     /// MTU set on the device.
@@ -65,8 +68,7 @@ impl TunnelPlan {
     /// The tunnel has an IPv6 address or IPv6 routes. Without either it runs no IPv6 at all,
     /// as an IOS tunnel without `ipv6 address`/`ipv6 enable` does.
     pub fn carries_v6(&self) -> bool {
-        matches!(self.inner, InnerAddress::Address(IpNet::V6(_)))
-            || self.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
+        self.inner.addr().is_ipv6() || self.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
     }
 }
 
@@ -163,9 +165,9 @@ pub fn build(
                 let a = links.pick(dev, false).with_context(|| {
                     format!("tunnel {name}: unnumbered interface {dev} has no IPv4 address")
                 })?;
-                InnerAddress::Address(IpNet::from(a))
+                IpNet::from(a)
             }
-            other => other.clone(),
+            InnerAddress::Address(a) => *a,
         };
         let profile = cfg
             .ipsec_profiles

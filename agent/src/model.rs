@@ -1,0 +1,283 @@
+//! What vtid wants the kernel to hold, as data. One [`Interface`] per protected interface (a
+//! static tunnel or a dynamic VTI's virtual-access clone; later GRE and crypto-map entries)
+//! with its device, address, routes, policies and per-device settings, and the two SAs of a
+//! Child SA. Pure: built from the plan and the live sessions, compared by
+//! [`crate::reconcile`], carried out by [`crate::kernel`]. Nothing here talks to the kernel.
+
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use ike::transform::{Encr, Integ};
+use ipnet::IpNet;
+use xfrm::{
+    AeadAlg, Cipher, Crypto, Dir, Encap, Key, Lifetime, Mark, PolicySpec, SaId, SaSpec, Selector,
+    Spi, Template,
+};
+
+use crate::plan::{DeviceKind, MAIN_TABLE, POLICY_PRIORITY, TunnelPlan};
+use crate::vrf::VrfPlan;
+
+/// Replay window for inbound SAs (packets); above 32 the xfrm crate uses XFRMA_REPLAY_ESN_VAL.
+const REPLAY_WINDOW: u32 = 128;
+
+/// How an interface's routes are put in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteMode {
+    /// `ip route add`: a static tunnel's configured routes fail loudly on a clash.
+    Add,
+    /// `ip route replace`: a virtual-access clone takes a prefix over from an older clone of
+    /// the same spoke (a spoke that came back from another address).
+    Replace,
+}
+
+/// One protected interface as it should exist: everything that is created with the device
+/// and removed with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    /// Device name.
+    pub name: String,
+    /// xfrm interface or ip_vti, with the key (if_id or mark) its SAs and policies carry.
+    pub kind: DeviceKind,
+    /// if_id (xfrmi) or ikey = okey = mark (vti).
+    pub if_id: u32,
+    /// Underlay ends (ip_vti needs them on the device; xfrmi only in the policies).
+    pub local: IpAddr,
+    /// The peer's underlay address.
+    pub remote: IpAddr,
+    /// Device MTU.
+    pub mtu: u32,
+    /// Interface group (`ip link set DEV group G`).
+    pub group: u32,
+    /// Inside VRF: the device is its slave and its routes go in the VRF's table.
+    pub vrf: Option<VrfPlan>,
+    /// Front-door VRF: its device is the tunnel's underlay link.
+    pub fvrf: Option<VrfPlan>,
+    /// The device's own address (an unnumbered tunnel's borrowed /32 included).
+    pub address: IpNet,
+    /// Prefixes routed into the device.
+    pub routes: Vec<IpNet>,
+    /// How the routes are installed.
+    pub route_mode: RouteMode,
+    /// `net.ipv6.conf.DEV.disable_ipv6=1`.
+    pub disable_ipv6: bool,
+    /// Root qdisc, `tc qdisc replace dev DEV root ...` syntax.
+    pub qdisc: Option<String>,
+    /// The SPD entries bound to the device.
+    pub policies: Vec<PolicySpec>,
+}
+
+impl Interface {
+    /// Routing table of the interface's routes.
+    pub fn table(&self) -> u32 {
+        self.vrf.as_ref().map_or(MAIN_TABLE, |v| v.table)
+    }
+
+    /// ip_vti drops decapsulated packets on the inbound policy check unless
+    /// `disable_policy` is set on the device (net/ipv4/ip_vti.c vti_rcv_cb).
+    pub fn disable_policy(&self) -> bool {
+        self.kind == DeviceKind::Vti
+    }
+
+    /// True when the two differ only in their routes: a reload can then edit the routes and
+    /// keep the device and its SAs.
+    pub fn same_but_routes(&self, other: &Interface) -> bool {
+        Interface {
+            routes: other.routes.clone(),
+            ..self.clone()
+        } == *other
+    }
+}
+
+/// A static tunnel's interface. An IPv4-only tunnel runs no IPv6: its link-local router
+/// solicitations and MLD reports would otherwise match the ::/0 policies, start negotiations
+/// by ACQUIRE (even with `initiate = false`) and cross the tunnel as noise, so IPv6 is off on
+/// the device as on an IOS tunnel without `ipv6 enable`.
+pub fn static_interface(t: &TunnelPlan) -> Interface {
+    Interface {
+        name: t.name.clone(),
+        kind: t.mode,
+        if_id: t.if_id,
+        local: t.local,
+        remote: t.remote,
+        mtu: t.mtu,
+        group: xfrm::OWNED_LINK_GROUP,
+        vrf: t.vrf.clone(),
+        fvrf: t.fvrf.clone(),
+        address: t.inner,
+        routes: t.routes.clone(),
+        route_mode: RouteMode::Add,
+        disable_ipv6: !t.carries_v6(),
+        qdisc: None,
+        policies: tunnel_policies(t),
+    }
+}
+
+/// The policies of a tunnel: out/in/fwd for IPv4 and IPv6 0/0 selectors, bound to the device
+/// by if_id (xfrmi) or mark (vti), templates with the tunnel's reqid.
+pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        for dir in [Dir::Out, Dir::In, Dir::Fwd] {
+            let (src, dst) = if dir == Dir::Out {
+                (t.local, t.remote)
+            } else {
+                (t.remote, t.local)
+            };
+            let mut p = PolicySpec::new(Selector::any(v6), dir)
+                .priority(POLICY_PRIORITY)
+                .template(Template::tunnel(src, dst, t.reqid));
+            p = match t.mode {
+                DeviceKind::Xfrmi => p.if_id(t.if_id),
+                // ip_vti: okey marks outbound lookups, ikey is set on decapsulated packets
+                // before the inbound policy check (net/ipv4/ip_vti.c); we use one key.
+                DeviceKind::Vti => p.mark(Mark::exact(t.if_id)),
+            };
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn crypto(encr: Encr, integ: Option<Integ>, keys: &ike::EspKeys) -> Result<Crypto> {
+    let key = Key::from_slice(keys.encr.expose());
+    let integ_alg = |i: Integ| match i {
+        Integ::HmacSha1_96 => xfrm::Integ::HmacSha1_96,
+        Integ::HmacSha256_128 => xfrm::Integ::HmacSha256_128,
+        Integ::HmacSha384_192 => xfrm::Integ::HmacSha384_192,
+        Integ::HmacSha512_256 => xfrm::Integ::HmacSha512_256,
+    };
+    Ok(match encr {
+        Encr::AesGcm16 { .. } => Crypto::Aead {
+            alg: AeadAlg::AesGcm16,
+            key,
+        },
+        Encr::ChaCha20Poly1305 => Crypto::Aead {
+            alg: AeadAlg::ChaCha20Poly1305,
+            key,
+        },
+        Encr::AesCbc { .. } | Encr::TripleDes => {
+            let i = integ.context("CBC cipher without integrity")?;
+            let ik = keys.integ.as_ref().context("no integrity key")?;
+            Crypto::CipherAuth {
+                cipher: if encr == Encr::TripleDes {
+                    Cipher::TripleDesCbc
+                } else {
+                    Cipher::AesCbc
+                },
+                cipher_key: key,
+                integ: integ_alg(i),
+                integ_key: Key::from_slice(ik.expose()),
+            }
+        }
+    })
+}
+
+/// The two SAs of a Child SA install (inbound first: it must exist before the peer may use
+/// it). Equivalent to two `ip xfrm state add ... mode tunnel reqid R if_id N` commands.
+pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 2]> {
+    let (l, r) = (inst.local.ip(), inst.remote.ip());
+    let hard = inst.hard_lifetime.as_secs();
+    let life = Lifetime {
+        soft_bytes: inst.bytes.map(|b| b.soft),
+        hard_bytes: inst.bytes.map(|b| b.hard),
+        // The engine rekeys by time itself; the kernel's hard limit is the safety net.
+        hard_add_secs: (hard > 0).then_some(hard),
+        ..Lifetime::default()
+    };
+    let mk = |src: IpAddr, dst: IpAddr, spi: u32, keys: &ike::EspKeys, inbound: bool| {
+        let mut s = SaSpec::new(src, dst, Spi(spi), crypto(inst.encr, inst.integ, keys)?)
+            .mode(match inst.mode {
+                ike::Mode::Tunnel => xfrm::Mode::Tunnel,
+                ike::Mode::Transport => xfrm::Mode::Transport,
+            })
+            .reqid(t.reqid)
+            .esn(inst.esn)
+            .replay_window(if inbound { REPLAY_WINDOW } else { 0 })
+            .lifetime(life);
+        s = match t.mode {
+            DeviceKind::Xfrmi => s.if_id(t.if_id),
+            DeviceKind::Vti => s.mark(Mark::exact(t.if_id)),
+        };
+        if let Some(e) = inst.encap {
+            let (sport, dport) = if inbound {
+                (e.remote_port, e.local_port)
+            } else {
+                (e.local_port, e.remote_port)
+            };
+            s = s.encap(Encap {
+                sport,
+                dport,
+                oa: None,
+            });
+        }
+        Ok::<_, anyhow::Error>(s)
+    };
+    Ok([
+        mk(r, l, inst.inbound_spi, &inst.inbound, true)?,
+        mk(l, r, inst.outbound_spi, &inst.outbound, false)?,
+    ])
+}
+
+/// The kernel ids of a Child SA's two SAs (inbound, outbound), for counters and deletion.
+pub fn child_sa_ids(
+    t: &TunnelPlan,
+    local: IpAddr,
+    remote: IpAddr,
+    spi_in: u32,
+    spi_out: u32,
+) -> [SaId; 2] {
+    let mark = (t.mode == DeviceKind::Vti).then(|| Mark::exact(t.if_id));
+    let id = |src, dst, spi| SaId {
+        src: Some(src),
+        dst,
+        proto: xfrm::Proto::Esp,
+        spi: Spi(spi),
+        mark,
+        if_id: (t.mode == DeviceKind::Xfrmi).then_some(t.if_id),
+    };
+    [id(remote, local, spi_in), id(local, remote, spi_out)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(routes: &[&str], inner: &str) -> TunnelPlan {
+        TunnelPlan {
+            name: "Tunnel0".into(),
+            conn: ike::ConnId(1),
+            mode: DeviceKind::Xfrmi,
+            if_id: 42,
+            reqid: crate::plan::REQID_BASE + 1,
+            local: "192.0.2.1".parse().unwrap(),
+            remote: "192.0.2.2".parse().unwrap(),
+            inner: inner.parse().unwrap(),
+            routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+            mtu: 1438,
+            initiate: true,
+            offload: crate::config::Offload::Off,
+            vrf: None,
+            fvrf: None,
+        }
+    }
+
+    #[test]
+    fn static_interface_runs_ipv6_only_when_it_carries_it() {
+        let v4 = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.1/30"));
+        assert!(v4.disable_ipv6);
+        assert_eq!(v4.policies.len(), 6);
+        assert_eq!(v4.table(), MAIN_TABLE);
+        assert!(!v4.disable_policy());
+        let v6 = static_interface(&plan(&["2001:db8:1::/48"], "10.0.0.1/30"));
+        assert!(!v6.disable_ipv6);
+    }
+
+    #[test]
+    fn routes_only_difference() {
+        let a = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.1/30"));
+        let b = static_interface(&plan(&["10.2.0.0/16"], "10.0.0.1/30"));
+        let c = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.5/30"));
+        assert!(a.same_but_routes(&b));
+        assert!(!a.same_but_routes(&c));
+    }
+}

@@ -1,0 +1,151 @@
+//! `vtid show tunnels|sessions|sa` as JSON (the CLI prints tables from it, metrics are
+//! derived from it). Pure rendering of what the runtime hands over: the plan, the live
+//! books, and what the kernel said about each SA.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ike::transform::{Encr, Integ};
+use serde_json::{Value, json};
+
+use crate::offload;
+use crate::plan::{DeviceKind, TunnelPlan};
+use crate::sessions::{ChildInfo, Sessions};
+use crate::virtual_access::{VirtualAccess, identity_string};
+
+/// One static tunnel: `line_up` when a Child SA is installed, the reason when it is held
+/// down.
+pub fn tunnel(t: &TunnelPlan, line_up: bool, offload: &offload::Tunnels) -> Value {
+    json!({
+        "name": t.name,
+        "mode": match t.mode { DeviceKind::Xfrmi => "xfrmi", DeviceKind::Vti => "vti" },
+        "if_id": t.if_id,
+        "local": t.local.to_string(),
+        "remote": t.remote.to_string(),
+        "address": t.inner.to_string(),
+        "routes": t.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "mtu": t.mtu,
+        "state": if line_up { "up" } else { "down" },
+        "reason": offload.refused(&t.name),
+        "offload": offload.show(&t.name),
+        "vrf": t.vrf.as_ref().map(|v| &v.name),
+        "fvrf": t.fvrf.as_ref().map(|v| &v.name),
+    })
+}
+
+/// One virtual-access clone, with the routes its Child SAs added.
+pub fn clone(
+    c: &VirtualAccess,
+    sessions: &Sessions,
+    offload: &offload::Tunnels,
+    now: Instant,
+) -> Value {
+    let kids: Vec<&ChildInfo> = sessions.of_clone(c.slot).map(|(_, k)| k).collect();
+    let routes: std::collections::BTreeSet<String> = c
+        .fixed_routes
+        .iter()
+        .chain(kids.iter().flat_map(|k| &k.routes))
+        .map(|r| r.to_string())
+        .collect();
+    json!({
+        "name": c.tunnel.name,
+        "mode": "xfrmi",
+        "dynamic": true,
+        "template": c.template,
+        "if_id": c.tunnel.if_id,
+        "local": c.tunnel.local.to_string(),
+        "remote": c.tunnel.remote.to_string(),
+        "peer_id": identity_string(&c.peer_id),
+        "address": c.tunnel.inner.to_string(),
+        "routes": routes,
+        "mtu": c.tunnel.mtu,
+        "sessions": c.sessions.len(),
+        "child_sas": kids.len(),
+        "uptime_secs": now.duration_since(c.created).as_secs(),
+        "state": if kids.is_empty() { "down" } else { "up" },
+        "offload": offload.show(&c.tunnel.name),
+        "reason": offload.refused(&c.tunnel.name),
+    })
+}
+
+/// One IKE SA, with its tunnel (static or clone) when it has one.
+pub fn session(s: &ike::IkeSaInfo, tunnel: Option<&str>, uptime_secs: Option<u64>) -> Value {
+    json!({
+        "tunnel": tunnel,
+        "interface": tunnel,
+        "peer": s.remote.ip().to_string(),
+        "peer_id": s.peer_id.as_ref().map(|i| format!("{i:?}")),
+        "state": s.state,
+        "initiator": s.initiator,
+        "local": s.local.to_string(),
+        "remote": s.remote.to_string(),
+        "nat": s.nat,
+        "uptime_secs": uptime_secs,
+        "spi_i": format!("{:016x}", s.spi_i),
+        "spi_r": format!("{:016x}", s.spi_r),
+        "child_sas": s.children.len(),
+    })
+}
+
+/// What the kernel said about one Child SA's two SAs, and the underlay's MTU now.
+pub struct SaReading {
+    /// The inbound SA, if the kernel has it.
+    pub inbound: Option<xfrm::SaState>,
+    /// The outbound SA.
+    pub outbound: Option<xfrm::SaState>,
+    /// The underlay's MTU now, Cisco's "path mtu" (the tunnel's own MTU is what Cisco calls
+    /// "plaintext mtu").
+    pub path_mtu: u32,
+}
+
+/// One Child SA of `show sa`. `names` maps ifindex to interface name (offload devices).
+pub fn sa(
+    t: &TunnelPlan,
+    c: &ChildInfo,
+    r: &SaReading,
+    names: &BTreeMap<u32, String>,
+    now: Instant,
+) -> Value {
+    let cin = r.inbound.as_ref().map(|s| s.counters).unwrap_or_default();
+    let cout = r.outbound.as_ref().map(|s| s.counters).unwrap_or_default();
+    let age = now.saturating_duration_since(c.installed);
+    let used = cin.bytes.max(cout.bytes);
+    json!({
+        "tunnel": t.name,
+        "peer": c.remote.ip().to_string(),
+        "spi_in": format!("{:08x}", c.spi_in),
+        "spi_out": format!("{:08x}", c.spi_out),
+        "transform": transform_name(c.encr, c.integ),
+        "mode": if c.encap { "tunnel udp-encap" } else { "tunnel" },
+        "in": { "packets": cin.packets, "bytes": cin.bytes },
+        "out": { "packets": cout.packets, "bytes": cout.bytes },
+        "replay_errors": cin.replay + cin.replay_window_drops,
+        "integrity_errors": cin.integrity_failed,
+        "lifetime_remaining_secs": c.lifetime.saturating_sub(age).as_secs(),
+        "lifetime_remaining_kb": c.hard_bytes.map(|h| h.saturating_sub(used) / 1024),
+        "path_mtu": r.path_mtu,
+        "plaintext_mtu": t.mtu,
+        "session": c.session.0,
+        "offload": {
+            "in": offload::sa_json(r.inbound.as_ref(), names),
+            "out": offload::sa_json(r.outbound.as_ref(), names),
+        },
+    })
+}
+
+/// A transform as IOS's `show crypto ipsec sa` names it.
+pub fn transform_name(encr: Encr, integ: Option<Integ>) -> String {
+    let e = match encr {
+        Encr::AesGcm16 { key_bits } => format!("esp-gcm {key_bits}"),
+        Encr::AesCbc { key_bits } => format!("esp-aes {key_bits}"),
+        Encr::ChaCha20Poly1305 => "esp-chacha20-poly1305".into(),
+        Encr::TripleDes => "esp-3des".into(),
+    };
+    match integ {
+        None => e,
+        Some(Integ::HmacSha1_96) => format!("{e} esp-sha-hmac"),
+        Some(Integ::HmacSha256_128) => format!("{e} esp-sha256-hmac"),
+        Some(Integ::HmacSha384_192) => format!("{e} esp-sha384-hmac"),
+        Some(Integ::HmacSha512_256) => format!("{e} esp-sha512-hmac"),
+    }
+}

@@ -1,0 +1,517 @@
+//! Dynamic VTIs at run time: the virtual-access clones of `virtual_template`s (Cisco's
+//! Virtual-Template / Virtual-Access), one xfrm interface per authenticated peer.
+//!
+//! Life cycle, as the seeds describe it: the clone is created when the peer's IKE SA is
+//! authenticated (the engine's `PeerAuthenticated`, which comes before the first Child SA
+//! install), carries that peer's Child SAs (its own if_id), gets routes toward the peer from
+//! the negotiated traffic selectors or the template, and is deleted, routes and policies with
+//! it, once the IKE SA and every Child SA of the peer are gone. IKE and Child SA rekeys keep
+//! the session id, so they keep the clone; a make-before-break reauthentication (a new session
+//! of the same peer without INITIAL_CONTACT) joins the existing clone; a peer that comes back
+//! with INITIAL_CONTACT gets a fresh clone while the engine drops its old session, whose clone
+//! then goes like any other.
+//!
+//! This module is bookkeeping only (numbers, which session is on which clone, who owns a
+//! route): the runtime turns its answers into [`crate::reconcile::Op`]s for the kernel.
+//! Clones are xfrm interfaces keyed by if_id, never ip_vti keyed by marks: the kernel bins
+//! policies by if_id but not by mark, so N mark-keyed 0/0 policies insert in quadratic time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use ike::SessionId;
+use ike::wire::{Identity, TrafficSelector};
+use ipnet::IpNet;
+use tracing::{info, warn};
+
+use crate::config::TemplateRoutes;
+use crate::dvti::TemplatePlan;
+use crate::model::{Interface, RouteMode};
+use crate::plan::{DeviceKind, TunnelPlan};
+
+/// if_id of clone slot N is `IF_ID_BASE + N`: a band apart from static tunnels
+/// (`plan::IF_ID_BASE + conn`); configured static if_ids are skipped when allocating.
+pub const IF_ID_BASE: u32 = 0x7660_0000;
+/// Highest slot number: names must fit IFNAMSIZ (prefix up to 9 bytes + 6 digits) and if_ids
+/// must stay non-zero and inside u32.
+pub const MAX_SLOT: u32 = 999_999;
+// Clone if_ids stay non-zero, inside u32, and apart from the static band (plan::IF_ID_BASE +
+// connection id, at most 0xffff connections by the reqid band).
+const _: () = assert!(
+    IF_ID_BASE > crate::plan::IF_ID_BASE + 0xffff && IF_ID_BASE.checked_add(MAX_SLOT).is_some()
+);
+/// Hands out clone numbers: always the lowest free one (so names stay short and predictable,
+/// like Cisco's Virtual-Access numbering), each at most once at a time. Released numbers are
+/// reused; the set of free numbers never grows past the peak number of clones, so thousands of
+/// connects and disconnects neither collide nor leak.
+#[derive(Clone, Debug, Default)]
+pub struct Slots {
+    /// Every number below `next` that is not in use.
+    free: BTreeSet<u32>,
+    /// One past the highest number handed out and not released.
+    next: u32,
+}
+
+impl Slots {
+    /// The lowest free number >= 1 for which `taken` is false (numbers `taken` refuses stay
+    /// free for later), or `None` when every number up to [`MAX_SLOT`] is in use.
+    pub fn alloc(&mut self, taken: impl Fn(u32) -> bool) -> Option<u32> {
+        if let Some(n) = self.free.iter().copied().find(|n| !taken(*n)) {
+            self.free.remove(&n);
+            return Some(n);
+        }
+        let mut n = self.next.max(1);
+        while n <= MAX_SLOT {
+            if !taken(n) {
+                // Numbers skipped on the way stay free.
+                self.free.extend(self.next.max(1)..n);
+                self.next = n + 1;
+                return Some(n);
+            }
+            n += 1;
+        }
+        None
+    }
+
+    /// Gives `n` back. Releasing a number that is not in use does nothing.
+    pub fn release(&mut self, n: u32) {
+        if n == 0 || n >= self.next || self.free.contains(&n) {
+            return;
+        }
+        self.free.insert(n);
+        // Shrink from the top so the free set stays bounded by what is in use.
+        while self.next > 1 && self.free.remove(&(self.next - 1)) {
+            self.next -= 1;
+        }
+    }
+
+    /// Numbers currently handed out.
+    pub fn in_use(&self) -> usize {
+        (self.next.max(1) - 1) as usize - self.free.len()
+    }
+}
+
+/// One virtual-access clone: a peer's interface and what hangs on it.
+#[derive(Clone, Debug)]
+pub struct VirtualAccess {
+    /// Its number (name suffix, if_id offset).
+    pub slot: u32,
+    /// The `virtual_template` it was cloned from.
+    pub template: String,
+    /// The peer's authenticated identity.
+    pub peer_id: Identity,
+    /// Sessions (IKE SAs and their rekeyed successors) carried by this clone.
+    pub sessions: BTreeSet<SessionId>,
+    /// Routes from the template (installed with the device).
+    pub fixed_routes: Vec<IpNet>,
+    /// The clone as a tunnel (what Child SA installs are made for).
+    pub tunnel: TunnelPlan,
+    /// The clone as the kernel holds it.
+    pub interface: Interface,
+    /// When it was created.
+    pub created: Instant,
+}
+
+/// Every clone and the allocators behind their names and if_ids.
+#[derive(Debug, Default)]
+pub struct VirtualAccesses {
+    slots: Slots,
+    clones: BTreeMap<u32, VirtualAccess>,
+    by_session: HashMap<SessionId, u32>,
+    /// Which clone each installed route belongs to: a prefix claimed by a newer clone (the
+    /// same spoke returning from another address) moves there, and the older clone then
+    /// leaves it alone when it goes.
+    route_owner: HashMap<(u32, IpNet), u32>,
+}
+
+/// The clone of template `tp` for `tunnel`: an xfrm interface borrowing the template's
+/// unnumbered address, in its VRF and group, with its qdisc and fixed routes (replacing an
+/// older clone's, see [`RouteMode::Replace`]).
+pub fn clone_interface(tp: &TemplatePlan, tunnel: &TunnelPlan) -> Interface {
+    Interface {
+        name: tunnel.name.clone(),
+        kind: DeviceKind::Xfrmi,
+        if_id: tunnel.if_id,
+        local: tunnel.local,
+        remote: tunnel.remote,
+        mtu: tunnel.mtu,
+        group: tp.group,
+        vrf: tp.vrf.clone(),
+        fvrf: None,
+        address: tunnel.inner,
+        routes: match &tp.routes {
+            TemplateRoutes::Prefixes(list) => list.clone(),
+            TemplateRoutes::TrafficSelectors => Vec::new(),
+        },
+        route_mode: RouteMode::Replace,
+        disable_ipv6: false,
+        qdisc: tp.qdisc.clone(),
+        policies: crate::model::tunnel_policies(tunnel),
+    }
+}
+
+impl VirtualAccesses {
+    /// Number of clones.
+    pub fn len(&self) -> usize {
+        self.clones.len()
+    }
+
+    /// True without clones.
+    pub fn is_empty(&self) -> bool {
+        self.clones.is_empty()
+    }
+
+    /// Every clone, by number.
+    pub fn iter(&self) -> impl Iterator<Item = &VirtualAccess> {
+        self.clones.values()
+    }
+
+    /// Clones named `what` or whose peer address is `what` (`vtid down vtid-va3` or `vtid
+    /// down 192.0.2.7`), as (clone name, its sessions).
+    pub fn sessions_of(&self, what: &str) -> Vec<(String, Vec<SessionId>)> {
+        self.clones
+            .values()
+            .filter(|c| c.tunnel.name == what || c.tunnel.remote.to_string() == what)
+            .map(|c| (c.tunnel.name.clone(), c.sessions.iter().copied().collect()))
+            .collect()
+    }
+
+    /// The clone a session's Child SAs go on.
+    pub fn of_session(&self, session: SessionId) -> Option<&VirtualAccess> {
+        self.by_session
+            .get(&session)
+            .and_then(|s| self.clones.get(s))
+    }
+
+    /// Make-before-break reauthentication: the same peer, same address, same connection,
+    /// not starting over keeps its interface (and its routing adjacency). True when the
+    /// session joined an existing clone (or already has one).
+    pub fn join(
+        &mut self,
+        tp: &TemplatePlan,
+        session: SessionId,
+        peer_id: &Identity,
+        remote: SocketAddr,
+        initial_contact: bool,
+    ) -> bool {
+        if self.by_session.contains_key(&session) {
+            return true;
+        }
+        if initial_contact {
+            return false;
+        }
+        let Some((slot, c)) = self.clones.iter_mut().find(|(_, c)| {
+            c.tunnel.conn == tp.conn && c.peer_id == *peer_id && c.tunnel.remote == remote.ip()
+        }) else {
+            return false;
+        };
+        c.sessions.insert(session);
+        self.by_session.insert(session, *slot);
+        info!(interface = %c.tunnel.name, peer = %remote, "session joins its peer's interface");
+        true
+    }
+
+    /// A new clone of `tp` for a peer at `remote`: the lowest number not `refused` (by an
+    /// earlier kernel EEXIST) whose if_id no static tunnel uses. The number is held until
+    /// [`Self::commit`] or [`Self::abandon`].
+    pub fn propose(
+        &mut self,
+        tp: &TemplatePlan,
+        static_if_ids: &[u32],
+        refused: &[u32],
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<(TunnelPlan, Interface, u32)> {
+        let slot = self
+            .slots
+            .alloc(|n| refused.contains(&n) || static_if_ids.contains(&(IF_ID_BASE + n)))?;
+        let tunnel = TunnelPlan {
+            name: format!("{}{slot}", tp.prefix),
+            conn: tp.conn,
+            mode: DeviceKind::Xfrmi,
+            if_id: IF_ID_BASE + slot,
+            reqid: tp.reqid,
+            local: if local.ip().is_unspecified() {
+                tp.unnumbered
+            } else {
+                local.ip()
+            },
+            remote: remote.ip(),
+            inner: IpNet::from(tp.unnumbered),
+            routes: Vec::new(),
+            mtu: tp.mtu,
+            initiate: false,
+            offload: tp.offload,
+            vrf: tp.vrf.clone(),
+            fvrf: None,
+        };
+        let iface = clone_interface(tp, &tunnel);
+        Some((tunnel, iface, slot))
+    }
+
+    /// The proposed clone exists in the kernel now: it carries `session`.
+    pub fn commit(
+        &mut self,
+        slot: u32,
+        tp: &TemplatePlan,
+        peer_id: &Identity,
+        session: SessionId,
+        tunnel: TunnelPlan,
+        interface: Interface,
+    ) {
+        self.clones.insert(
+            slot,
+            VirtualAccess {
+                slot,
+                template: tp.template.clone(),
+                peer_id: peer_id.clone(),
+                sessions: BTreeSet::from([session]),
+                fixed_routes: interface.routes.clone(),
+                tunnel,
+                interface,
+                created: Instant::now(),
+            },
+        );
+        self.by_session.insert(session, slot);
+    }
+
+    /// The proposed clone could not be created: its number is free again.
+    pub fn abandon(&mut self, slot: u32) {
+        self.slots.release(slot);
+    }
+
+    /// Routes a Child SA's traffic selectors ask for on clone `slot` (reverse route
+    /// injection), when the template routes by traffic selector. 0/0 selectors are not
+    /// routed: they would take over the default route; such spokes need template routes or
+    /// a routing protocol.
+    pub fn ts_routes(&self, slot: u32, remote_ts: &[TrafficSelector]) -> Vec<IpNet> {
+        let Some(c) = self.clones.get(&slot) else {
+            return Vec::new();
+        };
+        if !c.fixed_routes.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for ts in remote_ts {
+            let Some(p) = ts_prefix(ts) else {
+                warn!(interface = %c.tunnel.name, ?ts, "traffic selector is not a prefix; not routed");
+                continue;
+            };
+            if p.prefix_len() != 0 {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Route `p` now goes into clone `slot` (it was installed there).
+    pub fn claim_route(&mut self, slot: u32, p: IpNet) {
+        let Some(c) = self.clones.get(&slot) else {
+            return;
+        };
+        if let Some(prev) = self.route_owner.insert((c.interface.table(), p), slot)
+            && prev != slot
+        {
+            info!(route = %p, interface = %c.tunnel.name, "route moved to a newer interface");
+        }
+    }
+
+    /// A Child SA of clone `slot` that had added `routes` is gone and `still` are the routes
+    /// its other Child SAs need: the routes to delete, those no other Child SA needs and no
+    /// newer clone has taken over.
+    pub fn release_routes(
+        &mut self,
+        slot: u32,
+        routes: Vec<IpNet>,
+        still: &BTreeSet<IpNet>,
+    ) -> Vec<IpNet> {
+        let Some(table) = self.clones.get(&slot).map(|c| c.interface.table()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in routes.into_iter().filter(|p| !still.contains(p)) {
+            if self.route_owner.get(&(table, p)) != Some(&slot) {
+                continue;
+            }
+            self.route_owner.remove(&(table, p));
+            out.push(p);
+        }
+        out
+    }
+
+    /// The engine has no IKE SA of `session` any more: it leaves its clone, whose number is
+    /// returned for [`Self::take_if_unused`].
+    pub fn session_gone(&mut self, session: SessionId) -> Option<u32> {
+        let slot = self.by_session.remove(&session)?;
+        if let Some(c) = self.clones.get_mut(&slot) {
+            c.sessions.remove(&session);
+        }
+        Some(slot)
+    }
+
+    /// Clone `slot`, removed from the books when it has no session left and `has_children`
+    /// is false; the caller removes it from the kernel.
+    pub fn take_if_unused(&mut self, slot: u32, has_children: bool) -> Option<VirtualAccess> {
+        let unused = self
+            .clones
+            .get(&slot)
+            .is_some_and(|c| c.sessions.is_empty() && !has_children);
+        if !unused {
+            return None;
+        }
+        let c = self.clones.remove(&slot)?;
+        self.forget(&c);
+        Some(c)
+    }
+
+    /// Every clone, removed from the books (shutdown).
+    pub fn take_all(&mut self) -> Vec<VirtualAccess> {
+        let all: Vec<VirtualAccess> = std::mem::take(&mut self.clones).into_values().collect();
+        for c in &all {
+            self.forget(c);
+        }
+        all
+    }
+
+    fn forget(&mut self, c: &VirtualAccess) {
+        // Sessions of this clone that still map here (none when its last session went) are
+        // forgotten too.
+        self.by_session.retain(|_, s| *s != c.slot);
+        self.route_owner.retain(|_, s| *s != c.slot);
+        self.slots.release(c.slot);
+    }
+}
+
+/// The prefix a traffic selector is exactly equal to, if it is one (routes cannot express
+/// arbitrary ranges; ports and protocols do not matter to routing).
+pub fn ts_prefix(ts: &TrafficSelector) -> Option<IpNet> {
+    let (start, end) = match (ts.start, ts.end) {
+        (IpAddr::V4(s), IpAddr::V4(e)) => (u128::from(u32::from(s)), u128::from(u32::from(e))),
+        (IpAddr::V6(s), IpAddr::V6(e)) => (u128::from(s), u128::from(e)),
+        _ => return None,
+    };
+    let bits = if ts.start.is_ipv4() { 32 } else { 128 };
+    let span = end.checked_sub(start)?.checked_add(1);
+    // The whole address space (span overflows for IPv6 ::/0).
+    let host_bits = match span {
+        None => 128,
+        Some(s) if s.is_power_of_two() => s.trailing_zeros(),
+        Some(_) => return None,
+    };
+    if host_bits > bits || (host_bits < 128 && start & ((1u128 << host_bits) - 1) != 0) {
+        return None;
+    }
+    IpNet::new(ts.start, (bits - host_bits) as u8).ok()
+}
+
+/// An identity as operators write it.
+pub fn identity_string(id: &Identity) -> String {
+    match id {
+        Identity::Ipv4(a) => a.to_string(),
+        Identity::Ipv6(a) => a.to_string(),
+        Identity::Fqdn(f) => f.clone(),
+        Identity::Rfc822(e) => e.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_take_the_lowest_free_number() {
+        let mut s = Slots::default();
+        assert_eq!(s.alloc(|_| false), Some(1));
+        assert_eq!(s.alloc(|_| false), Some(2));
+        assert_eq!(s.alloc(|_| false), Some(3));
+        s.release(2);
+        assert_eq!(s.alloc(|_| false), Some(2));
+        // A taken number (a static tunnel's if_id) is skipped but not lost.
+        assert_eq!(s.alloc(|n| n == 4), Some(5));
+        assert_eq!(s.alloc(|_| false), Some(4));
+        assert_eq!(s.in_use(), 5);
+        // Double and foreign releases change nothing.
+        s.release(3);
+        s.release(3);
+        s.release(77);
+        s.release(0);
+        assert_eq!(s.in_use(), 4);
+        assert_eq!(s.alloc(|_| false), Some(3));
+    }
+
+    #[test]
+    fn slots_neither_collide_nor_leak_over_many_cycles() {
+        // A deterministic pseudo-random walk of connects and disconnects.
+        let mut s = Slots::default();
+        let mut live: Vec<u32> = Vec::new();
+        let mut held = std::collections::HashSet::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut peak = 0;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let connect = live.is_empty() || (x % 100 < 52 && live.len() < 3000);
+            if connect {
+                let n = s.alloc(|_| false).expect("slot");
+                assert!(held.insert(n), "slot {n} handed out twice");
+                live.push(n);
+                peak = peak.max(live.len());
+                // Never a number above the peak of simultaneous clones: nothing leaks.
+                assert!(n as usize <= peak, "slot {n} above the peak {peak}");
+            } else {
+                let i = (x >> 32) as usize % live.len();
+                let n = live.swap_remove(i);
+                held.remove(&n);
+                s.release(n);
+            }
+            assert_eq!(s.in_use(), live.len());
+            assert!(s.free.len() <= peak);
+        }
+        for n in live.drain(..) {
+            s.release(n);
+        }
+        assert_eq!(s.in_use(), 0);
+        assert!(s.free.is_empty() && s.next <= 1, "{:?} {}", s.free, s.next);
+    }
+
+    #[test]
+    fn names_and_if_ids_fit_the_kernel() {
+        let name = format!("{}{MAX_SLOT}", "123456789");
+        assert!(name.len() <= 15, "IFNAMSIZ");
+        let mut s = Slots::default();
+        for _ in 0..5 {
+            s.alloc(|_| false);
+        }
+        assert_eq!(s.in_use(), 5);
+    }
+
+    #[test]
+    fn traffic_selectors_to_routes() {
+        let ts = |a: &str, b: &str| TrafficSelector {
+            ip_proto: 0,
+            start_port: 0,
+            end_port: 65535,
+            start: a.parse().unwrap(),
+            end: b.parse().unwrap(),
+        };
+        let p = |s: &str| Some(s.parse::<IpNet>().unwrap());
+        assert_eq!(ts_prefix(&ts("10.1.0.0", "10.1.0.255")), p("10.1.0.0/24"));
+        assert_eq!(ts_prefix(&ts("10.1.0.7", "10.1.0.7")), p("10.1.0.7/32"));
+        assert_eq!(ts_prefix(&ts("0.0.0.0", "255.255.255.255")), p("0.0.0.0/0"));
+        assert_eq!(
+            ts_prefix(&ts("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            p("::/0")
+        );
+        assert_eq!(
+            ts_prefix(&ts("2001:db8::", "2001:db8::ffff")),
+            p("2001:db8::/112")
+        );
+        // Ranges that are not one prefix.
+        assert_eq!(ts_prefix(&ts("10.1.0.1", "10.1.0.4")), None);
+        assert_eq!(ts_prefix(&ts("10.1.0.128", "10.1.1.127")), None);
+        assert_eq!(ts_prefix(&ts("10.1.0.9", "10.1.0.1")), None);
+    }
+}

@@ -480,3 +480,23 @@ pub fn esp_hw_offload(ifname: &str) -> std::io::Result<bool> {
         .iter()
         .any(|(n, on)| n == crate::offload::ESP_HW_OFFLOAD && *on))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loopback device exists in every namespace and never offloads ESP; its feature
+    /// table must parse (names are the kernel's, e.g. "loopback" is on for lo).
+    #[test]
+    fn reads_loopback_features() {
+        let f = features("lo").unwrap();
+        assert!(f.iter().any(|(n, on)| n == "loopback" && *on), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|(n, on)| n == crate::offload::ESP_HW_OFFLOAD && !*on),
+            "{f:?}"
+        );
+        assert!(!esp_hw_offload("lo").unwrap());
+        assert!(features("no-such-if0").is_err());
+    }
+}

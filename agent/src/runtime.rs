@@ -588,7 +588,7 @@ impl Runtime {
                 }
             }
             let under = self.underlay(&t).await;
-            match self.offload.recheck(&t, under) {
+            match self.offload.recheck(&t.name, t.offload, under) {
                 Recheck::Refuse(_) => {
                     if self.plan.tunnels.contains_key(&name) {
                         self.ep

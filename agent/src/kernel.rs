@@ -254,39 +254,40 @@ async fn qdisc(dev: &str, spec: &str) -> Result<()> {
 /// Equivalent to `ip link show` (alias `vtid:`), `ip xfrm policy` (priority band) and `ip xfrm
 /// state` (reqid band).
 pub async fn owned(h: &Handle) -> (Owned, Vec<anyhow::Error>) {
-    let mut o = Owned::default();
     let mut errs = Vec::new();
-    match h.link().list().await {
-        Ok(links) => {
-            o.links = links
-                .into_iter()
-                .filter(|l| xfrm::is_owned_alias(l.alias.as_deref()))
-                .map(|l| (l.index, l.name))
-                .collect();
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context("list links")),
-    }
-    match h.policy().dump().await {
-        Ok(ps) => {
-            o.policies = ps
-                .iter()
-                .filter(|p| xfrm::is_owned_priority(p.priority))
-                .map(|p| p.id())
-                .collect();
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context("dump policies")),
-    }
-    match h.sa().dump().await {
-        Ok(sas) => {
-            o.sas = sas
-                .iter()
-                .filter(|s| xfrm::is_owned_reqid(s.spec.reqid) && s.spec.spi.0 != 0)
-                .map(|s| s.spec.id())
-                .collect();
-        }
-        Err(e) => errs.push(anyhow::Error::new(e).context("dump SAs")),
-    }
+    let links = listed(h.link().list().await, "list links", &mut errs);
+    let policies = listed(h.policy().dump().await, "dump policies", &mut errs);
+    let sas = listed(h.sa().dump().await, "dump SAs", &mut errs);
+    let o = Owned {
+        links: links
+            .into_iter()
+            .filter(|l| xfrm::is_owned_alias(l.alias.as_deref()))
+            .map(|l| (l.index, l.name))
+            .collect(),
+        policies: policies
+            .iter()
+            .filter(|p| xfrm::is_owned_priority(p.priority))
+            .map(|p| p.id())
+            .collect(),
+        sas: sas
+            .iter()
+            .filter(|s| xfrm::is_owned_reqid(s.spec.reqid) && s.spec.spi.0 != 0)
+            .map(|s| s.spec.id())
+            .collect(),
+    };
     (o, errs)
+}
+
+/// A dump's entries, or none with its error recorded (the sweep goes on with the others).
+fn listed<T>(
+    res: xfrm::Result<Vec<T>>,
+    what: &'static str,
+    errs: &mut Vec<anyhow::Error>,
+) -> Vec<T> {
+    res.unwrap_or_else(|e| {
+        errs.push(anyhow::Error::new(e).context(what));
+        Vec::new()
+    })
 }
 
 /// The namespace's interfaces with their MTUs and addresses, for [`crate::plan::build`].

@@ -256,7 +256,7 @@ pub fn plan_templates(
             ),
         };
         let proposals = if prof.proposals.is_empty() {
-            vec![config::IkeProposal::builtin_default()]
+            vec![config::IkeProposalSpec::builtin_default()]
         } else {
             prof.proposals
                 .iter()

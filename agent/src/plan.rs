@@ -254,7 +254,7 @@ fn peer_config(
     let port = cfg.global.ike_port;
     let (auth, subject) = auth_config(cfg, plan, ike_profile)?;
     let proposals = if ike_profile.proposals.is_empty() {
-        vec![config::IkeProposal::builtin_default()]
+        vec![config::IkeProposalSpec::builtin_default()]
     } else {
         ike_profile
             .proposals
@@ -395,7 +395,7 @@ fn auth_config(
 
 /// A Cisco-style proposal lists alternatives per transform type; the engine takes single
 /// suites, so expand the cross product in the configured order of preference.
-pub(crate) fn expand_ike(p: &config::IkeProposal) -> Vec<ike::IkeProposal> {
+pub(crate) fn expand_ike(p: &config::IkeProposalSpec) -> Vec<ike::IkeProposal> {
     let mut out = Vec::new();
     for &encr in &p.encryption {
         let integs: Vec<Option<ike::transform::Integ>> = if encr.is_aead() {
@@ -475,7 +475,7 @@ mod tests {
     #[test]
     fn expands_cisco_proposals() {
         use ike::transform::{DhGroup, Encr, Integ, Prf};
-        let p = config::IkeProposal {
+        let p = config::IkeProposalSpec {
             encryption: vec![
                 Encr::AesCbc { key_bits: 256 },
                 Encr::AesGcm16 { key_bits: 128 },

@@ -23,7 +23,7 @@ use super::raw::{self, GroupValue, SStr, StrOrList};
 use super::secret;
 use super::{
     AuthMethod, Config, ConfigErrors, Dpd, Global, Identity, IdentityMatch, IfId, IkeProfile,
-    IkeProposal, InnerAddress, IpsecProfile, Keyring, KeyringPeer, LoadOptions, LocalIdentity,
+    IkeProposalSpec, InnerAddress, IpsecProfile, Keyring, KeyringPeer, LoadOptions, LocalIdentity,
     LocalTermination, LogLevel, Offload, PeerMatch, SaLifetime, SaMode, TemplateRoutes,
     TransformSet, Trustpoint, Tunnel, TunnelMode, TunnelSource, VirtualTemplate, Vrf,
 };
@@ -683,7 +683,7 @@ impl Cx<'_> {
         name.map(|_| Vrf { table })
     }
 
-    fn ike_proposal(&mut self, n: &Named<raw::IkeProposal>) -> Option<IkeProposal> {
+    fn ike_proposal(&mut self, n: &Named<raw::IkeProposal>) -> Option<IkeProposalSpec> {
         let path = format!("ike_proposal.{}", n.name);
         let r = &n.raw;
         let mut ok = true;
@@ -748,7 +748,7 @@ impl Cx<'_> {
                 integrity.iter().map(|i| algo::prf_for_integ(*i)).collect()
             };
         }
-        Some(IkeProposal {
+        Some(IkeProposalSpec {
             encryption,
             integrity,
             prf,
@@ -1121,7 +1121,7 @@ impl Cx<'_> {
                 v,
                 &format!("{path}.proposals"),
                 "ike_proposal",
-                &[IkeProposal::DEFAULT_NAME],
+                &[IkeProposalSpec::DEFAULT_NAME],
             ) {
                 Some(p) => proposals.push(p),
                 None => ok = false,

@@ -5,7 +5,7 @@
 //! VRFs), so the reconciler can restart exactly the affected tunnels and leave the rest up.
 
 use super::{
-    Config, IkeProfile, IkeProposal, IpsecProfile, Keyring, TransformSet, Trustpoint, Vrf,
+    Config, IkeProfile, IkeProposalSpec, IpsecProfile, Keyring, TransformSet, Trustpoint, Vrf,
 };
 
 /// The difference between two configurations.
@@ -122,7 +122,7 @@ struct IkeClosure<'a> {
     profile: Option<IkeProfile>,
     keyring: Option<&'a Keyring>,
     trustpoint: Option<&'a Trustpoint>,
-    proposals: Vec<Option<&'a IkeProposal>>,
+    proposals: Vec<Option<&'a IkeProposalSpec>>,
     fvrf: Option<&'a Vrf>,
 }
 

@@ -63,7 +63,7 @@ pub struct Config {
     /// VRFs by name (`[vrf.NAME]`).
     pub vrfs: BTreeMap<String, Vrf>,
     /// IKE proposals by name (`[ike_proposal.NAME]`).
-    pub ike_proposals: BTreeMap<String, IkeProposal>,
+    pub ike_proposals: BTreeMap<String, IkeProposalSpec>,
     /// ESP transform sets by name (`[transform_set.NAME]`).
     pub transform_sets: BTreeMap<String, TransformSet>,
     /// IPsec profiles by name (`[ipsec_profile.NAME]`).
@@ -151,7 +151,7 @@ pub struct Vrf {
 /// `[ike_proposal.NAME]`: transforms offered or accepted for the IKE SA. Every combination
 /// of the lists is acceptable (RFC 7296 §3.3 proposal semantics).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IkeProposal {
+pub struct IkeProposalSpec {
     /// Encryption, most preferred first. Either all AEAD or none.
     pub encryption: Vec<Encr>,
     /// Integrity; empty for AEAD.
@@ -162,7 +162,7 @@ pub struct IkeProposal {
     pub groups: Vec<DhGroup>,
 }
 
-impl IkeProposal {
+impl IkeProposalSpec {
     /// The name under which the built-in proposal may be referenced.
     pub const DEFAULT_NAME: &'static str = "default";
 
@@ -384,7 +384,7 @@ pub struct IkeProfile {
     pub local: Option<LocalTermination>,
     /// Virtual template to clone for each session (dynamic VTIs).
     pub virtual_template: Option<String>,
-    /// IKE proposal names; empty means [`IkeProposal::builtin_default`].
+    /// IKE proposal names; empty means [`IkeProposalSpec::builtin_default`].
     pub proposals: Vec<String>,
     /// Front-door VRF.
     pub fvrf: Option<String>,

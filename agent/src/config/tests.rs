@@ -219,7 +219,7 @@ lifetime = { seconds = 60, kilobytes = 2560 }
 
 #[test]
 fn builtin_default_proposal() {
-    let p = IkeProposal::builtin_default();
+    let p = IkeProposalSpec::builtin_default();
     assert_eq!(p.encryption, vec![Encr::AesGcm16 { key_bits: 256 }]);
     assert_eq!(p.prf, vec![Prf::HmacSha256]);
     assert_eq!(

@@ -1164,6 +1164,7 @@ impl Cx<'_> {
         // (source as written, destination, fvrf) of vti-mode tunnels → first tunnel's name.
         let mut vti_pairs: HashMap<(String, IpAddr, Option<String>), String> = HashMap::new();
         let mut if_ids: HashMap<u32, String> = HashMap::new();
+        let mut seen = Ambiguity::default();
         for n in raws {
             let path = format!("tunnel.{}", n.name);
             let r = &n.raw;
@@ -1299,6 +1300,7 @@ impl Cx<'_> {
                 None => Some(None),
             };
 
+            let mut vti_clash = false;
             if let (Some(TunnelMode::Vti), Some(d)) = (mode, destination) {
                 let key = (
                     r.source.get_ref().clone(),
@@ -1306,6 +1308,7 @@ impl Cx<'_> {
                     r.fvrf.as_ref().map(|v| v.get_ref().clone()),
                 );
                 if let Some(other) = vti_pairs.get(&key) {
+                    vti_clash = true;
                     let msg = format!(
                         "{path}: tunnel.{other} already uses mode = \"vti\" from {} to {d}; \
                          ip_vti finds the receiving device by (source, destination) only, \
@@ -1359,6 +1362,25 @@ impl Cx<'_> {
             if !name_ok || !routes_ok {
                 continue;
             }
+            let identity = self.tunnel_remote_identity(c, &ike_profile, &protection, destination);
+            let fvrf_eff = fvrf.clone().or_else(|| {
+                ike_profile
+                    .as_ref()
+                    .or_else(|| c.ipsec_profiles.get(&protection)?.ike_profile.as_ref())
+                    .and_then(|p| c.ike_profiles.get(p)?.fvrf.clone())
+            });
+            if !self.unambiguous(
+                &mut seen,
+                &n,
+                &source,
+                destination,
+                &inner,
+                &routes,
+                (vrf.clone(), fvrf_eff, identity),
+                vti_clash,
+            ) {
+                continue;
+            }
             c.tunnels.insert(
                 n.name,
                 Tunnel {
@@ -1379,6 +1401,133 @@ impl Cx<'_> {
                 },
             );
         }
+    }
+
+    /// The remote identities a tunnel's IKE profile accepts (its `match_identity`; empty for
+    /// "none given"), or the destination address for a profile derived from a keyring.
+    fn tunnel_remote_identity(
+        &self,
+        c: &Config,
+        ike_profile: &Option<String>,
+        protection: &str,
+        destination: IpAddr,
+    ) -> Vec<IdentityMatch> {
+        let named = ike_profile
+            .as_ref()
+            .or_else(|| c.ipsec_profiles.get(protection)?.ike_profile.as_ref());
+        match named.and_then(|p| c.ike_profiles.get(p)) {
+            Some(p) => p.match_identity.clone(),
+            None => vec![IdentityMatch::Address(IpNet::from(destination))],
+        }
+    }
+
+    /// Refuses what would make two static tunnels indistinguishable; records the tunnel
+    /// otherwise. False when an error was reported.
+    #[allow(clippy::too_many_arguments)]
+    fn unambiguous(
+        &mut self,
+        seen: &mut Ambiguity,
+        n: &Named<raw::Tunnel>,
+        source: &TunnelSource,
+        destination: IpAddr,
+        inner: &InnerAddress,
+        routes: &[IpNet],
+        (vrf, fvrf, identity): (Option<String>, Option<String>, Vec<IdentityMatch>),
+        vti_clash: bool,
+    ) -> bool {
+        let path = format!("tunnel.{}", n.name);
+        let r = &n.raw;
+        let mut ok = true;
+        if *source == TunnelSource::Address(destination) {
+            self.err(
+                r.destination.span(),
+                format!(
+                    "{path}.destination: {destination} is also the tunnel's source; a tunnel \
+                     needs two different underlay ends"
+                ),
+            );
+            ok = false;
+        }
+        // A responder picks the tunnel of an IKE_SA_INIT by the addresses it arrived on and
+        // the IDi of IKE_AUTH (RFC 7296 §2.15: the identity selects the credentials), so two
+        // tunnels with the same addresses and the same accepted identities cannot be told
+        // apart: the second would never be chosen. The front-door VRF is part of the key: its
+        // sockets and underlay are separate. The source is compared as written (an interface
+        // name is not resolved here). A vti pair already refused above is not reported twice.
+        let key = (
+            format!("{source:?}"),
+            destination,
+            fvrf,
+            format!("{identity:?}"),
+        );
+        match seen.peers.get(&key) {
+            Some(other) if !vti_clash => {
+                let shown = if identity.is_empty() {
+                    "none given".to_owned()
+                } else {
+                    format!("{identity:?}")
+                };
+                self.err(
+                    r.destination.span(),
+                    format!(
+                        "{path}.destination: tunnel.{other} already runs from {} to \
+                         {destination} and accepts the same peer identities ({shown}); a \
+                         responder cannot tell the two apart (give one an ike_profile with a \
+                         different match_identity, or another address)",
+                        r.source.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+            Some(_) => ok = false,
+            None => {}
+        }
+        // Inner addresses and routes are per routing table: tunnels in different inside VRFs
+        // may reuse them (that is what VRFs are for), tunnels in the same one may not, since
+        // the kernel would hold the same local address twice or let the last route replace
+        // the first. Unnumbered tunnels borrow one interface's address on purpose.
+        if let (InnerAddress::Address(a), Some(span)) =
+            (inner, r.address.as_ref().map(|a| a.span()))
+        {
+            if let Some(other) = seen.inners.get(&(vrf.clone(), a.addr())) {
+                self.err(
+                    span,
+                    format!(
+                        "{path}.address: {} is already the address of tunnel.{other}{}",
+                        a.addr(),
+                        in_vrf(&vrf)
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let mut mine: BTreeSet<IpNet> = BTreeSet::new();
+        for (p, raw) in routes.iter().zip(&r.routes) {
+            if !mine.insert(*p) {
+                self.err(raw.span(), format!("{path}.routes: {p} is listed twice"));
+                ok = false;
+            } else if let Some(other) = seen.routes.get(&(vrf.clone(), *p)) {
+                self.err(
+                    raw.span(),
+                    format!(
+                        "{path}.routes: {p} is already routed into tunnel.{other}{}; one prefix \
+                         leads to one tunnel",
+                        in_vrf(&vrf)
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            seen.peers.insert(key, n.name.clone());
+            if let InnerAddress::Address(a) = inner {
+                seen.inners.insert((vrf.clone(), a.addr()), n.name.clone());
+            }
+            for p in routes {
+                seen.routes.insert((vrf.clone(), *p), n.name.clone());
+            }
+        }
+        ok
     }
 
     /// VTIs carry whole packets, so every transform set of their profile must be tunnel mode
@@ -1499,6 +1648,24 @@ impl Cx<'_> {
             routes: routes?,
         })
     }
+}
+
+/// What earlier tunnels hold, to refuse a later one that could not be told apart from them.
+#[derive(Default)]
+struct Ambiguity {
+    /// (source as written, destination, front-door VRF, accepted identities) → tunnel.
+    peers: HashMap<(String, IpAddr, Option<String>, String), String>,
+    /// (inside VRF, inner address) → tunnel.
+    inners: HashMap<(Option<String>, IpAddr), String>,
+    /// (inside VRF, route) → tunnel.
+    routes: HashMap<(Option<String>, IpNet), String>,
+}
+
+fn in_vrf(vrf: &Option<String>) -> String {
+    vrf.as_ref().map_or_else(
+        || " in the main table".to_owned(),
+        |v| format!(" in vrf {v}"),
+    )
 }
 
 /// Facts gathered from earlier sections that tunnel and template checks need.

@@ -484,6 +484,11 @@ fn vti_same_source_and_destination() {
             "[tunnel.Tunnel0]\nmode = \"vti\"\nsource = \"eth0\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.51.203/24\"\nprotection = \"P1\"\n[tunnel.Tunnel1]\nmode = \"{mode2}\"\nsource = \"eth0\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.52.203/24\"\nprotection = \"P1\"\n"
         ))
     };
+    // Tunnel1 accepts another IKE identity, so only the device's ambiguity is left.
+    let two = |mode2: &str| {
+        two(mode2)
+            + "ike_profile = \"I2\"\n[ike_profile.I2]\nkeyring = \"KR1\"\nmatch_identity = [\"fqdn:two.example\"]\n"
+    };
     assert_error(
         &two("vti"),
         18,
@@ -504,6 +509,113 @@ fn duplicate_if_id() {
         9,
         "tunnel.B.if_id: if_id 42 is already used by tunnel.A",
     );
+}
+
+/// Two tunnels A (eth0 → 10.0.0.1, 10.9.0.1/30) and B with `b` as the rest of its body.
+fn two_tunnels(b: &str) -> String {
+    with_base(&format!(
+        "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [\"10.1.0.0/24\"]\n[tunnel.B]\nsource = \"eth0\"\n{b}"
+    ))
+}
+
+#[test]
+fn source_equal_to_destination() {
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"10.0.0.1\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\n",
+        ),
+        11,
+        15,
+        "tunnel.A.destination: 10.0.0.1 is also the tunnel's source",
+    );
+}
+
+#[test]
+fn same_peer_and_identity_twice() {
+    // B starts on line 15; its destination is line 17.
+    assert_error(
+        &two_tunnels(
+            "destination = \"10.0.0.1\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\n",
+        ),
+        17,
+        15,
+        "tunnel.A already runs from eth0 to 10.0.0.1 and accepts the same peer identities",
+    );
+    // Two explicit profiles that both leave match_identity out ("none") are the same too.
+    assert_error(
+        &(two_tunnels(
+            "destination = \"10.0.0.1\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n[ike_profile.I]\nkeyring = \"KR1\"\n",
+        )
+        .replace("routes = [\"10.1.0.0/24\"]\n", "routes = [\"10.1.0.0/24\"]\nike_profile = \"J\"\n")
+            + "[ike_profile.J]\nkeyring = \"KR1\"\n"),
+        18,
+        15,
+        "accepts the same peer identities (none given)",
+    );
+}
+
+#[test]
+fn same_inner_address_twice() {
+    assert_error(
+        &two_tunnels(
+            "destination = \"10.0.0.2\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\n",
+        ),
+        18,
+        11,
+        "tunnel.B.address: 10.9.0.1 is already the address of tunnel.A in the main table",
+    );
+}
+
+#[test]
+fn same_route_twice() {
+    // In one tunnel: the second occurrence is reported.
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [\"10.1.0.0/24\", \"10.1.0.0/24\"]\n",
+        ),
+        14,
+        26,
+        "tunnel.A.routes: 10.1.0.0/24 is listed twice",
+    );
+    // On two tunnels of the same table.
+    assert_error(
+        &two_tunnels(
+            "destination = \"10.0.0.2\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nroutes = [\"10.2.0.0/24\", \"10.1.0.0/24\"]\n",
+        ),
+        20,
+        26,
+        "tunnel.B.routes: 10.1.0.0/24 is already routed into tunnel.A in the main table",
+    );
+}
+
+/// What looks like the ambiguities above but is not: each of these configurations loads.
+#[test]
+fn legitimate_near_misses_pass() {
+    let ok = |src: String| parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    // Same addresses, another accepted identity: IKE_AUTH's IDi tells them apart.
+    ok(two_tunnels(
+        "destination = \"10.0.0.1\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n[ike_profile.I]\nkeyring = \"KR1\"\nmatch_identity = [\"fqdn:b.example\"]\n",
+    ));
+    // Same addresses and identity in another front-door VRF: other sockets, other underlay.
+    ok(two_tunnels(
+        "destination = \"10.0.0.1\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nfvrf = \"WAN\"\n[vrf.WAN]\ntable = 10\n",
+    ));
+    // The same inner address and route in another inside VRF (overlapping customers).
+    ok(two_tunnels(
+        "destination = \"10.0.0.2\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [\"10.1.0.0/24\"]\nvrf = \"CUST\"\n[vrf.CUST]\ntable = 10\n",
+    ));
+    // Overlapping but different prefixes, and a different host of the same subnet.
+    ok(two_tunnels(
+        "destination = \"10.0.0.2\"\naddress = \"10.9.0.2/30\"\nprotection = \"P1\"\nroutes = [\"10.1.0.0/16\", \"10.1.0.0/25\"]\n",
+    ));
+    // Two unnumbered tunnels borrow the same interface's address on purpose.
+    ok(with_base(
+        "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\nunnumbered = \"lo\"\nprotection = \"P1\"\n[tunnel.B]\nsource = \"eth0\"\ndestination = \"10.0.0.2\"\nunnumbered = \"lo\"\nprotection = \"P1\"\n",
+    ));
+    // An address source next to, but not equal to, the destination.
+    ok(with_base(
+        "[tunnel.A]\nsource = \"10.0.0.2\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\n",
+    ));
 }
 
 #[test]

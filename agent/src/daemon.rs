@@ -16,10 +16,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
 
-use crate::config::{Config, LoadOptions, TunnelMode};
+use crate::config::{Config, LoadOptions};
 use crate::control::{self, Incoming, Request, Response};
 use crate::kernel;
-use crate::plan::{self, Plan, TunnelPlan};
+use crate::plan::{self, DeviceKind, Plan, TunnelPlan};
 use crate::udp::{IkeSocket, Received};
 
 /// Inputs of the daemon task.
@@ -642,7 +642,7 @@ impl Daemon {
             .context("no tunnel for this connection")?
             .clone();
         let sas = kernel::child_sas(&t, inst)?;
-        let xfrmi = t.mode == TunnelMode::Xfrmi;
+        let xfrmi = t.mode == DeviceKind::Xfrmi;
         self.offload.install(&self.h, &t, &sas, xfrmi).await?;
         self.children.insert(
             inst.child,
@@ -1025,7 +1025,7 @@ impl Daemon {
                 let up = self.children.values().any(|c| c.conn == t.conn);
                 json!({
                     "name": t.name,
-                    "mode": match t.mode { TunnelMode::Xfrmi => "xfrmi", TunnelMode::Vti => "vti" },
+                    "mode": t.mode.as_str(),
                     "if_id": t.if_id,
                     "local": t.local.to_string(),
                     "remote": t.remote.to_string(),
@@ -1059,52 +1059,20 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut ids = self.conn_ids.clone();
         let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
-        let mut diff = Config::diff(&self.cfg, &new);
-        // A routes-only edit whose plan still differs beyond the routes (the first IPv6 route
-        // raises the minimum MTU to 1280 and turns IPv6 on for the device) rebuilds the tunnel
-        // after all.
-        let (route_edits, rebuild): (Vec<String>, Vec<String>) =
-            std::mem::take(&mut diff.tunnel_routes)
-                .into_iter()
-                .partition(
-                    |n| match (self.plan.tunnels.get(n), new_plan.tunnels.get(n)) {
-                        (Some(o), Some(t)) => {
-                            o.carries_v6() == t.carries_v6()
-                                && TunnelPlan {
-                                    routes: t.routes.clone(),
-                                    ..o.clone()
-                                } == *t
-                        }
-                        _ => false,
-                    },
-                );
-        diff.tunnels.changed.extend(rebuild);
-        diff.tunnels.changed.sort();
-        diff.tunnel_routes = route_edits;
+        // The plans, not the files, decide what restarts (plan/diff.rs).
+        let diff = plan::diff(&self.plan, &new_plan);
         let old_routes: BTreeMap<String, Vec<ipnet::IpNet>> = diff
-            .tunnel_routes
+            .routes_only
             .iter()
             .filter_map(|n| Some((n.clone(), self.plan.tunnels.get(n)?.routes.clone())))
             .collect();
         // Peers of a changed template reconnect onto clones of the new one.
-        for conn in crate::dvti::changed(&self.plan.templates, &new_plan.templates) {
+        for conn in &diff.templates_changed {
             self.ep
-                .handle_command(Instant::now(), IkeCommand::Terminate { conn });
+                .handle_command(Instant::now(), IkeCommand::Terminate { conn: *conn });
         }
-        let gone: Vec<String> = diff
-            .tunnels
-            .removed
-            .iter()
-            .chain(&diff.tunnels.changed)
-            .cloned()
-            .collect();
-        let fresh: Vec<String> = diff
-            .tunnels
-            .added
-            .iter()
-            .chain(&diff.tunnels.changed)
-            .cloned()
-            .collect();
+        let gone: Vec<String> = diff.removed.iter().chain(&diff.changed).cloned().collect();
+        let fresh: Vec<String> = diff.added.iter().chain(&diff.changed).cloned().collect();
         for name in &gone {
             // A rebuilt or removed tunnel starts over: no hold from an earlier `vtid down`.
             self.admin_down.remove(name);
@@ -1144,12 +1112,12 @@ impl Daemon {
                 }
             }
         }
-        info!(removed = ?diff.tunnels.removed, added = ?diff.tunnels.added, changed = ?diff.tunnels.changed, routes = ?diff.tunnel_routes, "configuration reloaded");
+        info!(removed = ?diff.removed, added = ?diff.added, changed = ?diff.changed, routes = ?diff.routes_only, "configuration reloaded");
         Ok(json!({
-            "added": diff.tunnels.added,
-            "removed": diff.tunnels.removed,
-            "changed": diff.tunnels.changed,
-            "routes_changed": diff.tunnel_routes,
+            "added": diff.added,
+            "removed": diff.removed,
+            "changed": diff.changed,
+            "routes_changed": diff.routes_only,
         }))
     }
 

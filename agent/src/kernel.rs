@@ -12,8 +12,7 @@ use xfrm::{
     Selector, Spi, Template, VtiSpec, XfrmiSpec,
 };
 
-use crate::config::{InnerAddress, TunnelMode};
-use crate::plan::{POLICY_PRIORITY, TunnelPlan};
+use crate::plan::{DeviceKind, POLICY_PRIORITY, TunnelPlan};
 
 /// Replay window for inbound SAs (packets); above 32 the xfrm crate uses XFRMA_REPLAY_ESN_VAL.
 const REPLAY_WINDOW: u32 = 128;
@@ -33,10 +32,10 @@ pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
                 .priority(POLICY_PRIORITY)
                 .template(Template::tunnel(src, dst, t.reqid));
             p = match t.mode {
-                TunnelMode::Xfrmi => p.if_id(t.if_id),
+                DeviceKind::Xfrmi => p.if_id(t.if_id),
                 // ip_vti: okey marks outbound lookups, ikey is set on decapsulated packets
                 // before the inbound policy check (net/ipv4/ip_vti.c); we use one key.
-                TunnelMode::Vti => p.mark(Mark::exact(t.if_id)),
+                DeviceKind::Vti => p.mark(Mark::exact(t.if_id)),
             };
             out.push(p);
         }
@@ -57,7 +56,7 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
         None => None,
     };
     match t.mode {
-        TunnelMode::Xfrmi => {
+        DeviceKind::Xfrmi => {
             link.add_xfrmi(&XfrmiSpec {
                 name: t.name.clone(),
                 if_id: t.if_id,
@@ -65,7 +64,7 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
             })
             .await
         }
-        TunnelMode::Vti => {
+        DeviceKind::Vti => {
             link.add_vti(&VtiSpec {
                 name: t.name.clone(),
                 local: t.local,
@@ -92,7 +91,7 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
         link.set_disable_ipv6(&t.name, true)
             .with_context(|| format!("{}: disable IPv6", t.name))?;
     }
-    if t.mode == TunnelMode::Vti {
+    if t.mode == DeviceKind::Vti {
         // ip_vti drops decapsulated packets on the inbound policy check unless
         // disable_policy is set on the device.
         link.set_disable_policy(&t.name, true)?;
@@ -102,13 +101,8 @@ pub async fn create_tunnel(h: &Handle, t: &TunnelPlan) -> Result<()> {
         crate::vrf::enslave(h, idx, v).await?;
     }
     link.set_up(idx).await?;
-    match &t.inner {
-        InnerAddress::Address(a) => link.add_address(idx, *a).await?,
-        // plan::build resolves `unnumbered` into the borrowed /32.
-        InnerAddress::Unnumbered(dev) => {
-            anyhow::bail!("{}: unnumbered {dev} was not resolved by the plan", t.name)
-        }
-    }
+    // plan::build resolves `unnumbered` into the borrowed /32.
+    link.add_address(idx, t.inner).await?;
     for r in &t.routes {
         let table = t.vrf.as_ref().map_or(254, |v| v.table);
         link.add_route(&xfrm::RouteSpec::dev(*r, idx).table(table))
@@ -310,8 +304,8 @@ pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 
             .replay_window(if inbound { REPLAY_WINDOW } else { 0 })
             .lifetime(life);
         s = match t.mode {
-            TunnelMode::Xfrmi => s.if_id(t.if_id),
-            TunnelMode::Vti => s.mark(Mark::exact(t.if_id)),
+            DeviceKind::Xfrmi => s.if_id(t.if_id),
+            DeviceKind::Vti => s.mark(Mark::exact(t.if_id)),
         };
         if let Some(e) = inst.encap {
             let (sport, dport) = if inbound {
@@ -341,22 +335,19 @@ pub fn child_sa_ids(
     spi_in: u32,
     spi_out: u32,
 ) -> [SaId; 2] {
-    let mark = (t.mode == TunnelMode::Vti).then(|| Mark::exact(t.if_id));
+    let mark = (t.mode == DeviceKind::Vti).then(|| Mark::exact(t.if_id));
     let id = |src, dst, spi| SaId {
         src: Some(src),
         dst,
         proto: xfrm::Proto::Esp,
         spi: Spi(spi),
         mark,
-        if_id: (t.mode == TunnelMode::Xfrmi).then_some(t.if_id),
+        if_id: (t.mode == DeviceKind::Xfrmi).then_some(t.if_id),
     };
     [id(remote, local, spi_in), id(local, remote, spi_out)]
 }
 
 /// Inner prefixes a tunnel's address family implies, for `show`.
-pub fn describe_inner(inner: &InnerAddress) -> String {
-    match inner {
-        InnerAddress::Address(a) => a.to_string(),
-        InnerAddress::Unnumbered(d) => format!("unnumbered {d}"),
-    }
+pub fn describe_inner(inner: &ipnet::IpNet) -> String {
+    inner.to_string()
 }

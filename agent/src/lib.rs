@@ -1,7 +1,6 @@
 //! The vtid agent: configuration, the daemon that drives the IKE engine and programs the
 //! kernel, the control socket and the CLI. `main.rs` is a thin clap front end over this.
 
-mod certs;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -164,7 +164,7 @@ routes = ["10.0.36.0/24"]
     );
     assert_eq!(c.global, Global::default());
     // No ike_profile anywhere: one is derived from the keyring entry.
-    let ike = c.tunnel_ike_profile("Tunnel0").expect("derived");
+    let ike = &t.ike;
     assert_eq!(ike.keyring.as_deref(), Some("KR1"));
     assert_eq!(ike.local_auth, AuthMethod::Psk);
     assert!(ike.proposals.is_empty());
@@ -708,7 +708,7 @@ fn too_many_transform_sets() {
 #[test]
 fn transport_mode_on_vti() {
     assert_error(
-        "[transform_set.T1]\nesp = \"aes-gcm-256\"\nmode = \"transport\"\n[ipsec_profile.P1]\ntransform_sets = [\"T1\"]\n[ike_profile.I]\nkeyring = \"K\"\n[keyring.K]\n[tunnel.Tunnel0]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n",
+        "[transform_set.T1]\nesp = \"aes-gcm-256\"\nmode = \"transport\"\n[ipsec_profile.P1]\ntransform_sets = [\"T1\"]\n[ike_profile.I]\nkeyring = \"K\"\n[keyring.K]\n[tunnel.Tunnel0]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n[[keyring.K.peer]]\naddress = \"10.0.0.1\"\npsk_file = \"/etc/vtid/k.key\"\n",
         13,
         14,
         "VTIs need tunnel mode",
@@ -937,14 +937,19 @@ fn secrets_never_printed() {
 
 #[test]
 fn trustpoint_paths_checked() {
-    let dir = TempDir::new();
+    // Real certificate files: loading parses them (a file that is only the right shape is
+    // refused, see below).
+    let f = certs::tests::files("paths");
     let opts = LoadOptions {
         secret_owner_uid: my_uid(),
         read_files: true,
     };
-    let ca = dir.file("ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
-    let cert = dir.file("me.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
-    let key = dir.file("me.key", "-----BEGIN PRIVATE KEY-----\n", 0o644);
+    let (ca, cert, key) = (
+        f.dir.join("ca.pem"),
+        f.dir.join("me.pem"),
+        f.dir.join("me.key"),
+    );
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let src = format!(
         "[trustpoint.TP]\nca = [\"{}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
         ca.display(),
@@ -956,119 +961,18 @@ fn trustpoint_paths_checked() {
     assert!(e.0[0].message.contains("mode 0644"), "{e}");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let c = Config::from_toml(Path::new("t.toml"), &src, &opts).expect("valid");
-    assert_eq!(c.trustpoints["TP"].ca, vec![ca]);
-}
-
-// ---- diff -----------------------------------------------------------------------------------
-
-const DIFF_BASE: &str = r#"[transform_set.T1]
-esp = "aes-gcm-256"
-[transform_set.T2]
-esp = "aes-gcm-128"
-[ipsec_profile.P1]
-transform_sets = ["T1"]
-[ipsec_profile.P2]
-transform_sets = ["T2"]
-[keyring.KR1]
-[[keyring.KR1.peer]]
-address = "0.0.0.0/0"
-psk_file = "/etc/vtid/psk/any.key"
-[tunnel.A]
-source = "eth0"
-destination = "10.0.0.1"
-address = "10.9.0.1/30"
-protection = "P1"
-[tunnel.B]
-source = "eth0"
-destination = "10.0.0.2"
-address = "10.9.0.5/30"
-protection = "P2"
-[virtual_template.VT1]
-unnumbered = "lo"
-protection = "P2"
-"#;
-
-#[test]
-fn diff_same_is_empty() {
-    let a = parse(DIFF_BASE).expect("valid");
-    assert!(Config::diff(&a, &a.clone()).is_empty());
-}
-
-#[test]
-fn diff_added_removed_changed() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let new_src = DIFF_BASE
-        .replace("[tunnel.A]", "[tunnel.C]")
-        .replace("10.9.0.5/30", "10.9.0.9/30");
-    let new = parse(&new_src).expect("valid");
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnels.added, ["C"]);
-    assert_eq!(d.tunnels.removed, ["A"]);
-    assert_eq!(d.tunnels.changed, ["B"]);
-    assert!(d.virtual_templates.is_empty());
-    assert!(!d.global_changed);
-}
-
-#[test]
-fn diff_follows_dependencies() {
-    let old = parse(DIFF_BASE).expect("valid");
-    // T2 is used by P2, which protects tunnel B and template VT1, not tunnel A.
-    let new = parse(&DIFF_BASE.replace("esp = \"aes-gcm-128\"", "esp = \"chacha20-poly1305\""))
-        .expect("valid");
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnels.changed, ["B"]);
-    assert_eq!(d.virtual_templates.changed, ["VT1"]);
-    assert!(d.tunnels.added.is_empty() && d.tunnels.removed.is_empty());
-}
-
-#[test]
-fn diff_sees_key_change() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let mut new = old.clone();
-    new.keyrings.get_mut("KR1").unwrap().peers[0].psk = Some(Psk::new(b"new".to_vec()));
-    let d = Config::diff(&old, &new);
-    // Both tunnels derive their IKE profile from KR1.
-    assert_eq!(d.tunnels.changed, ["A", "B"]);
-}
-
-#[test]
-fn diff_key_for_another_peer_leaves_tunnel_alone() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let mut new = old.clone();
-    // A more specific key for B's peer: B now uses it, A still uses the 0/0 entry.
-    let mut entry = new.keyrings["KR1"].peers[0].clone();
-    entry.peer = PeerMatch::Address("10.0.0.2/32".parse().unwrap());
-    entry.psk = Some(Psk::new(b"for-b-only".to_vec()));
-    new.keyrings.get_mut("KR1").unwrap().peers.push(entry);
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnels.changed, ["B"]);
-}
-
-#[test]
-fn diff_global() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let new = parse(&format!("[global]\nike_port = 1500\n{DIFF_BASE}")).expect("valid");
-    let d = Config::diff(&old, &new);
-    assert!(d.global_changed);
-    assert!(d.tunnels.is_empty());
-}
-
-#[test]
-fn diff_routes_only_edit_is_not_a_restart() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let mut new = old.clone();
-    new.tunnels
-        .get_mut("A")
-        .unwrap()
-        .routes
-        .push("192.0.2.0/24".parse().unwrap());
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnel_routes, ["A"]);
-    assert!(d.tunnels.is_empty(), "{d:?}");
-    assert!(!d.is_empty());
-    // Routes and anything else: a rebuild.
-    new.tunnels.get_mut("A").unwrap().mtu = Some(1300);
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnels.changed, ["A"]);
-    assert!(d.tunnel_routes.is_empty());
+    assert_eq!(c.trustpoints["TP"].ca, vec![ca.clone()]);
+    assert!(c.trustpoints["TP"].files.is_some());
+    // A certificate file that is not one is reported at `certificate`, as `vtid run` would
+    // refuse it.
+    let dir = TempDir::new();
+    let fake = dir.file("fake.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
+    let src = src.replace(&cert.display().to_string(), &fake.display().to_string());
+    let e = Config::from_toml(Path::new("t.toml"), &src, &opts).unwrap_err();
+    assert_eq!(e.len(), 1, "{e}");
+    assert_eq!((e.0[0].line, e.0[0].column), (3, 15), "{e}");
+    assert!(
+        e.0[0].message.starts_with("trustpoint.TP.certificate: "),
+        "{e}"
+    );
 }

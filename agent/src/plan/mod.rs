@@ -1,22 +1,31 @@
 //! From the typed configuration to what the daemon runs: one [`TunnelPlan`] per static tunnel
-//! (its device, addresses, routes, kernel identifiers) and the `ike::EndpointConfig` the
-//! engine negotiates with. Pure functions, so reloads can compute the new plan completely
-//! before touching anything.
+//! (its device, addresses, routes, kernel identifiers), one [`TemplatePlan`] per dynamic VTI
+//! connection, and the `ike::EndpointConfig` the engine negotiates with. Pure functions, so
+//! reloads can compute the new plan completely before touching anything, and [`diff`] tells
+//! what a reload changes.
+//!
+//! Configuration loading has resolved and checked every reference, credential and file, so
+//! building a plan can only fail on live interface state: a `source`, `unnumbered` or
+//! `local_interface` interface without an address of the needed family.
+
+mod diff;
+mod templates;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ike::secret::Secret;
 use ike::transform::Esn;
 use ike::wire::TrafficSelector;
 use ipnet::IpNet;
 
-use crate::config::{
-    self, AuthMethod, Config, InnerAddress, LocalIdentity, TunnelMode, TunnelSource,
-};
+use crate::config::{self, Config, Credentials, InnerAddress, TunnelMode, TunnelSource};
 use crate::mtu::{EspOverhead, IPV6_MIN_MTU};
+
+pub use diff::{PlanDiff, diff};
+pub use templates::{TemplatePlan, plan_templates};
 
 /// Base of vtid's reqids (xfrm's ownership band): reqid = base + connection id.
 pub const REQID_BASE: u32 = *xfrm::OWNED_REQID.start();
@@ -27,6 +36,27 @@ pub const POLICY_PRIORITY: u32 = *xfrm::OWNED_PRIORITY.start() + 0x100;
 pub const IF_ID_BASE: u32 = 0x7654_0000;
 /// Underlay MTU assumed when the underlay device cannot be determined.
 pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
+/// Main routing table (include/uapi/linux/rtnetlink.h RT_TABLE_MAIN).
+pub const MAIN_TABLE: u32 = 254;
+
+/// The kernel device a tunnel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// XFRM interface, keyed by if_id (`ip link add NAME type xfrm if_id N`).
+    Xfrmi,
+    /// `ip_vti`/`ip6_vti`, keyed by mark (`ip link add NAME type vti local A remote B key N`).
+    Vti,
+}
+
+impl DeviceKind {
+    /// As `show` and the configuration spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Xfrmi => "xfrmi",
+            Self::Vti => "vti",
+        }
+    }
+}
 
 /// Everything the daemon needs to build and run one static tunnel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +66,7 @@ pub struct TunnelPlan {
     /// The engine's connection id.
     pub conn: ike::ConnId,
     /// xfrm interface or ip_vti.
-    pub mode: TunnelMode,
+    pub mode: DeviceKind,
     /// if_id (xfrmi) or key/mark (vti).
     pub if_id: u32,
     /// reqid of its SAs and policy templates.
@@ -45,8 +75,8 @@ pub struct TunnelPlan {
     pub local: IpAddr,
     /// The peer's underlay address.
     pub remote: IpAddr,
-    /// Inner address of the device.
-    pub inner: InnerAddress,
+    /// Address of the device (`unnumbered` resolved to the borrowed address as a /32).
+    pub inner: IpNet,
     /// Prefixes routed into the tunnel.
     pub routes: Vec<IpNet>,
     /// MTU set on the device.
@@ -65,8 +95,7 @@ impl TunnelPlan {
     /// The tunnel has an IPv6 address or IPv6 routes. Without either it runs no IPv6 at all,
     /// as an IOS tunnel without `ipv6 address`/`ipv6 enable` does.
     pub fn carries_v6(&self) -> bool {
-        matches!(self.inner, InnerAddress::Address(IpNet::V6(_)))
-            || self.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
+        self.inner.addr().is_ipv6() || self.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
     }
 }
 
@@ -118,13 +147,134 @@ pub struct Plan {
     /// Static tunnels by name.
     pub tunnels: BTreeMap<String, TunnelPlan>,
     /// Dynamic VTI templates by the engine connection that answers their peers.
-    pub templates: BTreeMap<ike::ConnId, crate::dvti::TemplatePlan>,
-    /// What the IKE engine negotiates.
+    pub templates: BTreeMap<ike::ConnId, TemplatePlan>,
+    /// Every engine connection (tunnels' and templates'), with what it was derived from.
+    pub peers: BTreeMap<ike::ConnId, PeerPlan>,
+    /// What the IKE engine negotiates: `peers` in the order the engine should try them
+    /// (static tunnels first, by name, then templates by IKE profile).
     pub endpoint: ike::EndpointConfig,
+    /// `[global]` as planned.
+    pub global: config::Global,
+    /// The configuration's key and certificate files were read. When false (a structure
+    /// check such as `vtid check --no-files`), the endpoint's credentials are placeholders
+    /// (an empty pre-shared key that no real peer shares) and the plan must not be run; the
+    /// daemon always loads with files.
+    pub credentials_read: bool,
+}
+
+/// One engine connection and the credentials its `auth` was made from. Equal when the engine
+/// would negotiate the same way: every field of the connection except `auth` (which holds
+/// key objects without equality) is compared, and `credentials` stand for `auth`.
+#[derive(Clone, Debug)]
+pub struct PeerPlan {
+    /// The engine's connection.
+    pub config: ike::PeerConfig,
+    /// What `config.auth` was derived from (keys compared in constant time, never printed).
+    pub credentials: Credentials,
+}
+
+impl PartialEq for PeerPlan {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured so that a field added to ike::PeerConfig fails to compile here
+        // instead of being silently left out of reload decisions.
+        let ike::PeerConfig {
+            id,
+            name,
+            local,
+            remote,
+            local_id,
+            remote_id,
+            auth: _,
+            ike_proposals,
+            ike_lifetime,
+            child,
+            dpd_interval,
+            allow_legacy,
+        } = &self.config;
+        let ike::ChildConfig {
+            esp_proposals,
+            pfs,
+            local_ts,
+            remote_ts,
+            mode,
+            lifetime,
+            lifetime_bytes,
+        } = child;
+        let o = &other.config;
+        let oc = &o.child;
+        *id == o.id
+            && *name == o.name
+            && *local == o.local
+            && *remote == o.remote
+            && *local_id == o.local_id
+            && *remote_id == o.remote_id
+            && *ike_proposals == o.ike_proposals
+            && *ike_lifetime == o.ike_lifetime
+            && *dpd_interval == o.dpd_interval
+            && *allow_legacy == o.allow_legacy
+            && *esp_proposals == oc.esp_proposals
+            && *pfs == oc.pfs
+            && *local_ts == oc.local_ts
+            && *remote_ts == oc.remote_ts
+            && *mode == oc.mode
+            && *lifetime == oc.lifetime
+            && *lifetime_bytes == oc.lifetime_bytes
+            && self.credentials == other.credentials
+    }
+}
+
+/// The engine's authentication from resolved credentials. Without files read there is no
+/// key: see [`Plan::credentials_read`].
+fn auth_config(c: &Credentials) -> ike::AuthConfig {
+    match c {
+        Credentials::Psk(Some(k)) => ike::AuthConfig::Psk(Secret::from_slice(k.expose())),
+        Credentials::Certificate(Some(f)) => ike::AuthConfig::Certificate(f.auth.clone()),
+        Credentials::Psk(None) | Credentials::Certificate(None) => {
+            ike::AuthConfig::Psk(Secret::new(Vec::new()))
+        }
+    }
+}
+
+/// The ESP proposals of an IPsec profile, in its order.
+fn esp_proposals(p: &config::IpsecProfile) -> Vec<ike::EspProposal> {
+    p.sets
+        .iter()
+        .map(|ts| ike::EspProposal {
+            encr: ts.esp,
+            integ: ts.integrity,
+            esn: Esn::No,
+        })
+        .collect()
+}
+
+/// The tunnel MTU for the preferred ESP proposal (see mtu.rs for why one MTU for both ends
+/// matters). Loading guarantees an IPsec profile lists at least one transform set.
+fn derived_mtu(esp: &[ike::EspProposal], local: IpAddr, links: &LocalAddrs) -> u32 {
+    let underlay = links.mtu_of(local).unwrap_or(DEFAULT_UNDERLAY_MTU);
+    esp.first().map_or(underlay, |first| {
+        EspOverhead {
+            outer_ipv6: local.is_ipv6(),
+            udp_encap: false,
+            encr: first.encr,
+            integ: first.integ,
+        }
+        .tunnel_mtu(underlay)
+    })
+}
+
+/// The engine's lifetime for `secs`: rekey 10% (at least 5 s) before, with 5% jitter.
+fn lifetime(secs: u32) -> ike::Lifetime {
+    let secs = u64::from(secs);
+    ike::Lifetime {
+        lifetime: Duration::from_secs(secs),
+        rekey_margin: Duration::from_secs((secs / 10).max(5)),
+        jitter: Duration::from_secs((secs / 20).max(1)),
+    }
 }
 
 /// Builds the plan. `conn_ids` keeps connection ids stable across reloads: names already in it
-/// keep theirs, new names get the next free one (and are added).
+/// keep theirs, new names get the next free one (and are added). Fails only when an interface
+/// the configuration names has no usable address now.
 pub fn build(
     cfg: &Config,
     conn_ids: &mut BTreeMap<String, u32>,
@@ -163,55 +313,32 @@ pub fn build(
                 let a = links.pick(dev, false).with_context(|| {
                     format!("tunnel {name}: unnumbered interface {dev} has no IPv4 address")
                 })?;
-                InnerAddress::Address(IpNet::from(a))
+                IpNet::from(a)
             }
-            other => other.clone(),
+            InnerAddress::Address(a) => *a,
         };
-        let profile = cfg
-            .ipsec_profiles
-            .get(&t.protection)
-            .with_context(|| format!("tunnel {name}: no ipsec_profile {}", t.protection))?;
-        let ike_profile = cfg
-            .tunnel_ike_profile(name)
-            .with_context(|| format!("tunnel {name}: no IKE profile"))?;
-        let offload = cfg.tunnel_offload(name);
-        let mut esp: Vec<ike::EspProposal> = profile
-            .transform_sets
-            .iter()
-            .filter_map(|ts| cfg.transform_sets.get(ts))
-            .map(|ts| ike::EspProposal {
-                encr: ts.esp,
-                integ: ts.integrity,
-                esn: Esn::No,
-            })
-            .collect();
+        let offload = t.offload.unwrap_or(t.ipsec.offload);
+        let mut esp = esp_proposals(&t.ipsec);
         crate::offload::prefer_aead(&mut esp, offload, links.offloads(local));
-        let first = esp
-            .first()
-            .context("ipsec profile without transform sets")?;
         let if_id = match t.if_id {
             Some(i) => i.0,
             None => (IF_ID_BASE + conn..)
                 .find(|i| !fixed.contains(i))
                 .unwrap_or(IF_ID_BASE),
         };
-        // One MTU for both ends: the largest inner packet that fits the underlay after ESP in
-        // tunnel mode with the preferred transform (see mtu.rs for why this matters).
-        let derived = EspOverhead {
-            outer_ipv6: local.is_ipv6(),
-            udp_encap: false,
-            encr: first.encr,
-            integ: first.integ,
-        }
-        .tunnel_mtu(links.mtu_of(local).unwrap_or(DEFAULT_UNDERLAY_MTU));
+        let carries_v6 =
+            inner.addr().is_ipv6() || t.routes.iter().any(|r| matches!(r, IpNet::V6(_)));
         let mtu = t
             .mtu
-            .unwrap_or(derived)
-            .max(if has_v6(t) { IPV6_MIN_MTU } else { 576 });
+            .unwrap_or_else(|| derived_mtu(&esp, local, links))
+            .max(if carries_v6 { IPV6_MIN_MTU } else { 576 });
         let plan = TunnelPlan {
             name: name.clone(),
             conn: ike::ConnId(conn),
-            mode: t.mode,
+            mode: match t.mode {
+                TunnelMode::Xfrmi => DeviceKind::Xfrmi,
+                TunnelMode::Vti => DeviceKind::Vti,
+            },
             if_id,
             reqid: REQID_BASE + conn,
             local,
@@ -221,176 +348,85 @@ pub fn build(
             mtu,
             initiate: t.initiate,
             offload,
-            vrf: crate::vrf::plan(cfg, t.vrf.as_ref()),
-            fvrf: crate::vrf::plan(cfg, t.fvrf.as_ref().or(ike_profile.fvrf.as_ref())),
+            vrf: t.vrf.clone(),
+            fvrf: t.fvrf.clone().or_else(|| t.ike.fvrf.clone()),
         };
-        peers.push(peer_config(cfg, &plan, profile, &ike_profile, esp)?);
+        peers.push(tunnel_peer(cfg, &plan, t, esp));
         tunnels.insert(name.clone(), plan);
     }
-    let templates = crate::dvti::plan_templates(cfg, conn_ids, links, &mut peers)?;
+    let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
     let endpoint = ike::EndpointConfig {
-        peers,
+        peers: peers.iter().map(|p| p.config.clone()).collect(),
         ..Default::default()
     };
     Ok(Plan {
         tunnels,
         templates,
+        peers: peers.into_iter().map(|p| (p.config.id, p)).collect(),
         endpoint,
+        global: cfg.global.clone(),
+        credentials_read: cfg.files_read,
     })
 }
 
-fn has_v6(t: &config::Tunnel) -> bool {
-    matches!(t.inner, InnerAddress::Address(IpNet::V6(_)))
-        || t.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
-}
-
-fn peer_config(
+fn tunnel_peer(
     cfg: &Config,
     plan: &TunnelPlan,
-    profile: &config::IpsecProfile,
-    ike_profile: &config::IkeProfile,
+    t: &config::Tunnel,
     esp_proposals: Vec<ike::EspProposal>,
-) -> Result<ike::PeerConfig> {
+) -> PeerPlan {
     let port = cfg.global.ike_port;
-    let (auth, subject) = auth_config(cfg, plan, ike_profile)?;
-    let proposals = if ike_profile.proposals.is_empty() {
-        vec![config::IkeProposalSpec::builtin_default()]
-    } else {
-        ike_profile
-            .proposals
-            .iter()
-            .filter_map(|p| cfg.ike_proposals.get(p).cloned())
-            .collect()
-    };
-    let ike_proposals = proposals.iter().flat_map(expand_ike).collect();
-    let remote_id = crate::certs::id_match(&ike_profile.match_identity)
-        .with_context(|| format!("tunnel {}: match_identity", plan.name))?;
-    let local_id = match &ike_profile.local_identity {
-        LocalIdentity::Address => None,
-        LocalIdentity::Explicit(id) => Some(
-            crate::certs::local_id(id, subject.as_deref())
-                .with_context(|| format!("tunnel {}", plan.name))?,
-        ),
-    };
-    let secs = u64::from(profile.lifetime.seconds);
-    let child_lifetime = ike::Lifetime {
-        lifetime: Duration::from_secs(secs),
-        rekey_margin: Duration::from_secs((secs / 10).max(5)),
-        jitter: Duration::from_secs((secs / 20).max(1)),
-    };
-    let ike_secs = u64::from(ike_profile.lifetime_seconds);
-    let ike_lifetime = ike::Lifetime {
-        lifetime: Duration::from_secs(ike_secs),
-        rekey_margin: Duration::from_secs((ike_secs / 10).max(5)),
-        jitter: Duration::from_secs((ike_secs / 20).max(1)),
-    };
+    let profile = &t.ipsec;
+    let ike_profile = &t.ike;
+    let ike_proposals = ike_profile
+        .proposal_specs
+        .iter()
+        .flat_map(expand_ike)
+        .collect();
     // Route-based tunnels carry everything routed into the device: 0/0 selectors for both
     // families, narrowed by the peer if it wants less (RFC 7296 §2.9).
     let any = vec![TrafficSelector::any(false), TrafficSelector::any(true)];
     let hard = profile.lifetime.kilobytes.saturating_mul(1024);
     // `announce`: our prefixes instead of 0/0, so a dynamic VTI hub routes them to us. Only
     // the negotiation changes: our SAs and policies stay 0/0 keyed by the interface.
-    let local_ts = match cfg.tunnels.get(&plan.name).map(|t| t.announce.as_slice()) {
-        Some(a) if !a.is_empty() => a
+    let local_ts = if t.announce.is_empty() {
+        any.clone()
+    } else {
+        t.announce
             .iter()
             .map(|n| TrafficSelector::prefix(n.addr(), n.prefix_len()))
-            .collect(),
-        _ => any.clone(),
+            .collect()
     };
-    Ok(ike::PeerConfig {
-        id: plan.conn,
-        name: plan.name.clone(),
-        local: SocketAddr::new(plan.local, port),
-        remote: ike::RemoteAddr::Host(SocketAddr::new(plan.remote, port)),
-        local_id,
-        remote_id,
-        auth,
-        ike_proposals,
-        ike_lifetime,
-        child: ike::ChildConfig {
-            esp_proposals,
-            pfs: profile.pfs,
-            local_ts,
-            remote_ts: any,
-            mode: ike::Mode::Tunnel,
-            lifetime: child_lifetime,
-            lifetime_bytes: Some(ike::ByteLimits {
-                soft: hard / 10 * 9,
-                hard,
-            }),
+    PeerPlan {
+        config: ike::PeerConfig {
+            id: plan.conn,
+            name: plan.name.clone(),
+            local: SocketAddr::new(plan.local, port),
+            remote: ike::RemoteAddr::Host(SocketAddr::new(plan.remote, port)),
+            local_id: ike_profile.local_id.clone(),
+            remote_id: ike_profile.remote_id.clone(),
+            auth: auth_config(&t.credentials),
+            ike_proposals,
+            ike_lifetime: lifetime(ike_profile.lifetime_seconds),
+            child: ike::ChildConfig {
+                esp_proposals,
+                pfs: profile.pfs,
+                local_ts,
+                remote_ts: any,
+                mode: ike::Mode::Tunnel,
+                lifetime: lifetime(profile.lifetime.seconds),
+                lifetime_bytes: Some(ike::ByteLimits {
+                    soft: hard / 10 * 9,
+                    hard,
+                }),
+            },
+            dpd_interval: ike_profile
+                .dpd
+                .map(|d| Duration::from_secs(u64::from(d.interval))),
+            allow_legacy: cfg.global.allow_legacy,
         },
-        dpd_interval: ike_profile
-            .dpd
-            .map(|d| Duration::from_secs(u64::from(d.interval))),
-        allow_legacy: cfg.global.allow_legacy,
-    })
-}
-
-/// How the tunnel authenticates, and our certificate's subject when by certificate. The
-/// engine uses one method both ways, so a profile mixing PSK and signatures is refused; with
-/// signatures, `rsa-sig`/`ecdsa-sig` name our key's type, and the peer may sign with any key
-/// its certificate (validated to the trustpoint's CAs) carries.
-fn auth_config(
-    cfg: &Config,
-    plan: &TunnelPlan,
-    ike_profile: &config::IkeProfile,
-) -> Result<(ike::AuthConfig, Option<Vec<u8>>)> {
-    let psk_local = ike_profile.local_auth == AuthMethod::Psk;
-    if ike_profile
-        .remote_auth
-        .iter()
-        .any(|m| (*m == AuthMethod::Psk) != psk_local)
-    {
-        bail!(
-            "tunnel {}: local_auth and remote_auth mix psk and signatures; vtid authenticates \
-             both directions with the same method",
-            plan.name
-        );
+        credentials: t.credentials.clone(),
     }
-    if !psk_local {
-        let name = ike_profile
-            .trustpoint
-            .as_ref()
-            .with_context(|| format!("tunnel {}: no trustpoint", plan.name))?;
-        let tp = cfg
-            .trustpoints
-            .get(name)
-            .with_context(|| format!("tunnel {}: no trustpoint {name}", plan.name))?;
-        let loaded = crate::certs::load_trustpoint(name, tp)
-            .with_context(|| format!("tunnel {}", plan.name))?;
-        let rsa = matches!(
-            loaded.auth.key.default_scheme(),
-            ike::crypto::sig::SignatureScheme::RsaPssSha256
-        );
-        if rsa != (ike_profile.local_auth == AuthMethod::RsaSig) {
-            bail!(
-                "tunnel {}: local_auth is {} but trustpoint {name}'s private key is {}",
-                plan.name,
-                if rsa { "ecdsa-sig" } else { "rsa-sig" },
-                if rsa { "RSA" } else { "not RSA" }
-            );
-        }
-        return Ok((
-            ike::AuthConfig::Certificate(loaded.auth),
-            Some(loaded.subject),
-        ));
-    }
-    let keyring = ike_profile
-        .keyring
-        .as_ref()
-        .and_then(|k| cfg.keyrings.get(k))
-        .with_context(|| format!("tunnel {}: no keyring", plan.name))?;
-    let entry = keyring.find_by_address(plan.remote).with_context(|| {
-        format!(
-            "tunnel {}: keyring has no key for {}",
-            plan.name, plan.remote
-        )
-    })?;
-    let psk = entry
-        .psk
-        .as_ref()
-        .with_context(|| format!("tunnel {}: pre-shared key was not read", plan.name))?;
-    Ok((ike::AuthConfig::Psk(Secret::from_slice(psk.expose())), None))
 }
 
 /// A Cisco-style proposal lists alternatives per transform type; the engine takes single
@@ -436,13 +472,14 @@ mod tests {
         )
         .unwrap();
         let mut ids = BTreeMap::new();
-        // Keys were not read, so building the IKE side must fail with a clear message.
-        let err = build(&cfg, &mut ids, &LocalAddrs::default()).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("pre-shared key was not read"),
-            "{err:#}"
-        );
+        // Keys were not read: the plan is complete but says its credentials are placeholders
+        // (it must not be run), and the tunnel's connection carries no key.
+        let plan = build(&cfg, &mut ids, &LocalAddrs::default()).unwrap();
+        assert!(!plan.credentials_read);
         assert_eq!(ids.get("Tunnel0"), Some(&1));
+        let t = &plan.tunnels["Tunnel0"];
+        assert_eq!(plan.peers[&t.conn].credentials, Credentials::Psk(None));
+        assert_eq!(plan.endpoint.peers.len(), 1);
     }
 
     #[test]

@@ -505,6 +505,30 @@ pub(crate) mod tests {
             e.contains("local_auth is rsa-sig but trustpoint TP's private key is not RSA"),
             "{e}"
         );
+        // Each is reported at the key that names the file or the method, as `vtid check`
+        // shows it.
+        let at = |cert: &str, key: &str, extra: &str| {
+            let opts = LoadOptions {
+                secret_owner_uid: nix::unistd::getuid().as_raw(),
+                read_files: true,
+            };
+            let e = Config::from_toml(Path::new("t.toml"), &config(&f, cert, key, extra), &opts)
+                .unwrap_err();
+            assert_eq!(e.len(), 1, "{e}");
+            (e.0[0].line, e.0[0].column)
+        };
+        let ecdsa = "local_auth = \"ecdsa-sig\"";
+        assert_eq!(at("me.pem", "other.key", ecdsa), (4, 15));
+        assert_eq!(at("me.key", "me.key", ecdsa), (3, 15));
+        assert_eq!(at("me.pem", "me.key", "local_auth = \"rsa-sig\""), (11, 14));
+        assert_eq!(
+            at(
+                "me.pem",
+                "me.key",
+                "local_auth = \"ecdsa-sig\"\nlocal_identity = \"dn:O=vtid test, CN=else\""
+            ),
+            (12, 18)
+        );
     }
 
     #[test]

@@ -765,6 +765,78 @@ fn ike_profile_errors() {
     );
 }
 
+// ---- checks the daemon used to make only when planning -------------------------------------
+
+#[test]
+fn psk_and_signature_mix() {
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\nkeyring = \"KR1\"\ntrustpoint = \"TP\"\nremote_auth = [\"psk\", \"ecdsa-sig\"]\n[trustpoint.TP]\nca = [\"/etc/vtid/ca.pem\"]\n",
+        ),
+        12,
+        23,
+        "ike_profile.I.remote_auth: ecdsa-sig with local_auth = psk mixes psk and signatures",
+    );
+}
+
+#[test]
+fn signature_profile_needs_certificate_and_ca() {
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\ntrustpoint = \"TP\"\nlocal_auth = \"ecdsa-sig\"\n[trustpoint.TP]\nca = [\"/etc/vtid/ca.pem\"]\n",
+        ),
+        10,
+        14,
+        "trustpoint TP has no certificate and private_key",
+    );
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\ntrustpoint = \"TP\"\nlocal_auth = \"ecdsa-sig\"\n[trustpoint.TP]\ncertificate = \"/etc/vtid/me.pem\"\nprivate_key = \"/etc/vtid/me.key\"\n",
+        ),
+        10,
+        14,
+        "trustpoint TP lists no ca",
+    );
+}
+
+#[test]
+fn named_profile_keyring_without_entry_for_destination() {
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\nkeyring = \"K2\"\n[keyring.K2]\n[[keyring.K2.peer]]\naddress = \"10.1.0.0/16\"\npsk_file = \"/etc/vtid/k2.key\"\n[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n",
+        ),
+        17,
+        15,
+        "keyring K2 (of ike_profile I) has no peer entry for 10.0.0.1",
+    );
+}
+
+#[test]
+fn identities_the_engine_could_not_use() {
+    // A DN identity is our certificate's subject: PSK profiles have none.
+    assert_error(
+        &with_base("[ike_profile.I]\nkeyring = \"KR1\"\nlocal_identity = \"dn:CN=me\"\n"),
+        11,
+        18,
+        "local_identity dn:CN=me needs certificate authentication",
+    );
+    // DNs are parsed for matching, in match_identity and in keyring entries alike.
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\nkeyring = \"KR1\"\nmatch_identity = [\"fqdn:a.example\", \"dn:Q=1\"]\n",
+        ),
+        11,
+        37,
+        "ike_profile.I.match_identity: DN \"Q=1\": unknown attribute \"Q\"",
+    );
+    assert_error(
+        &with_base("[[keyring.KR1.peer]]\nidentity = \"dn:CN\"\npsk_file = \"/etc/vtid/x.key\"\n"),
+        10,
+        12,
+        "keyring.KR1.peer[1].identity: DN \"CN\": \"CN\" is not ATTRIBUTE=VALUE",
+    );
+}
+
 #[test]
 fn vrf_tables() {
     let e = errors("[vrf.BLUE]\ntable = 201\n[vrf.RED]\ntable = 201\n[vrf.MAIN]\ntable = 254\n");

@@ -482,6 +482,80 @@ mod tests {
         assert_eq!(plan.endpoint.peers.len(), 1);
     }
 
+    /// Whatever `vtid check` accepts, the planner accepts, given interfaces with addresses:
+    /// every shipped example and the built-in default, loaded as `vtid check --no-files`
+    /// loads them (their key files are for another machine). Without files the credentials
+    /// are placeholders and the plan says so ([`Plan::credentials_read`]); with files the
+    /// same path is covered by the certificate tests in config/certs.rs. Each interface the
+    /// file names gets an IPv4 and an IPv6 address, as a machine the file was written for
+    /// would have.
+    #[test]
+    fn what_check_accepts_plans() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 4, "{files:?}");
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let mut configs: Vec<(String, Config)> = files
+            .iter()
+            .map(|p| {
+                let c = Config::load_with(p, &opts).unwrap_or_else(|e| panic!("{e}"));
+                (p.display().to_string(), c)
+            })
+            .collect();
+        configs.push((
+            "built-in default".into(),
+            Config::builtin_default().unwrap(),
+        ));
+        for (name, cfg) in &configs {
+            let mut names: Vec<&str> = Vec::new();
+            for t in cfg.tunnels.values() {
+                if let TunnelSource::Interface(i) = &t.source {
+                    names.push(i);
+                }
+                if let InnerAddress::Unnumbered(i) = &t.inner {
+                    names.push(i);
+                }
+            }
+            for vt in cfg.virtual_templates.values() {
+                names.push(&vt.unnumbered);
+            }
+            for p in cfg.ike_profiles.values() {
+                if let Some(config::LocalTermination::Interface(i)) = &p.local {
+                    names.push(i);
+                }
+            }
+            let mut links = LocalAddrs::default();
+            for (n, i) in names.iter().enumerate() {
+                let v4: IpNet = format!("192.0.2.{}/24", n + 1).parse().unwrap();
+                let v6: IpNet = format!("2001:db8::{}/64", n + 1).parse().unwrap();
+                links.links.insert((*i).to_owned(), (1500, vec![v4, v6]));
+            }
+            let plan = build(cfg, &mut BTreeMap::new(), &links)
+                .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(plan.tunnels.len(), cfg.tunnels.len(), "{name}");
+            assert!(!plan.credentials_read, "{name}");
+            assert_eq!(plan.endpoint.peers.len(), plan.peers.len(), "{name}");
+        }
+        // Without the interfaces, planning fails, and only for that reason.
+        for (name, cfg) in &configs {
+            if let Err(e) = build(cfg, &mut BTreeMap::new(), &LocalAddrs::default()) {
+                let e = format!("{e:#}");
+                assert!(
+                    e.contains("has no IPv4 address") || e.contains("has no IPv6 address"),
+                    "{name}: {e}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn interface_addresses_and_underlay_mtu() {
         let net = |s: &str| s.parse::<IpNet>().unwrap();

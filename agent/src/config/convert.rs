@@ -1380,6 +1380,11 @@ impl Cx<'_> {
         let mut vti_pairs: HashMap<(String, IpAddr, Option<String>), String> = HashMap::new();
         let mut if_ids: HashMap<u32, String> = HashMap::new();
         let mut seen = Ambiguity::default();
+        // One shared copy of each object however many tunnels use it (a hub with a thousand
+        // tunnels on one keyring holds the keyring once).
+        let mut ipsec_arcs: HashMap<String, Arc<IpsecProfile>> = HashMap::new();
+        let mut ike_arcs: HashMap<String, Arc<IkeProfile>> = HashMap::new();
+        let mut keyring_arcs: HashMap<String, Arc<Keyring>> = HashMap::new();
         for n in raws {
             let path = format!("tunnel.{}", n.name);
             let r = &n.raw;
@@ -1576,13 +1581,13 @@ impl Cx<'_> {
             }
             // Resolve what the tunnel uses. A referenced entry with its own errors is reported
             // there and leaves this tunnel out silently.
-            let Some(ipsec) = c.ipsec_profiles.get(&protection).cloned().map(Arc::new) else {
+            let Some(ipsec) = shared(&mut ipsec_arcs, &c.ipsec_profiles, &protection) else {
                 continue;
             };
             let named = ike_profile.clone().or_else(|| ipsec.ike_profile.clone());
             let (ike, credentials) = match &named {
                 Some(pname) => {
-                    let Some(prof) = c.ike_profiles.get(pname) else {
+                    let Some(prof) = shared(&mut ike_arcs, &c.ike_profiles, pname) else {
                         continue;
                     };
                     let credentials = match &prof.credentials {
@@ -1607,10 +1612,13 @@ impl Cx<'_> {
                             Credentials::Certificate(files.clone())
                         }
                     };
-                    (Arc::new(prof.clone()), credentials)
+                    (prof, credentials)
                 }
                 None => {
-                    let Some((kname, keyring, entry)) = keyring_for_address(c, destination) else {
+                    let Some((kname, _, entry)) = keyring_for_address(c, destination) else {
+                        continue;
+                    };
+                    let Some(keyring) = shared(&mut keyring_arcs, &c.keyrings, kname) else {
                         continue;
                     };
                     (
@@ -1918,6 +1926,20 @@ struct VtiChecks {
     all_keyrings_ok: bool,
 }
 
+/// The shared copy of `map[name]`, made on first use.
+fn shared<T: Clone>(
+    arcs: &mut HashMap<String, Arc<T>>,
+    map: &BTreeMap<String, T>,
+    name: &str,
+) -> Option<Arc<T>> {
+    if let Some(a) = arcs.get(name) {
+        return Some(a.clone());
+    }
+    let a = Arc::new(map.get(name)?.clone());
+    arcs.insert(name.to_owned(), a.clone());
+    Some(a)
+}
+
 fn auth_name(m: AuthMethod) -> &'static str {
     AUTH_METHODS
         .iter()
@@ -1946,7 +1968,7 @@ fn keyring_for_address(c: &Config, addr: IpAddr) -> Option<(&String, &Keyring, &
 fn derived_profile(
     destination: IpAddr,
     keyring_name: &str,
-    keyring: &Keyring,
+    keyring: Arc<Keyring>,
     fvrf: Option<VrfRef>,
 ) -> IkeProfile {
     IkeProfile {
@@ -1965,7 +1987,7 @@ fn derived_profile(
         proposal_specs: vec![IkeProposalSpec::builtin_default()],
         remote_id: ike::IdMatch::Exact(ike::wire::Identity::from_ip(destination)),
         local_id: None,
-        credentials: ProfileCredentials::Psk(keyring_name.to_owned(), Arc::new(keyring.clone())),
+        credentials: ProfileCredentials::Psk(keyring_name.to_owned(), keyring),
         template: None,
     }
 }

@@ -96,7 +96,7 @@ pub(crate) fn read_key(path: &Path) -> Result<SigningKey> {
 
 /// A trustpoint's files, parsed: what the engine authenticates with, our certificate's
 /// subject (for DN identities) and the CA certificates (to tell a reload what changed).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TrustpointFiles {
     /// The engine's certificate authentication.
     pub auth: ike::CertificateAuth,
@@ -118,6 +118,17 @@ impl PartialEq for TrustpointFiles {
 }
 
 impl Eq for TrustpointFiles {}
+
+/// Short: the subject and how many certificates, never key material or whole DER blobs.
+impl std::fmt::Debug for TrustpointFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustpointFiles")
+            .field("subject", &describe_dn(&self.subject))
+            .field("chain", &self.auth.chain.len())
+            .field("cas", &self.cas.len())
+            .finish_non_exhaustive()
+    }
+}
 
 impl TrustpointFiles {
     /// Our key signs with RSA (`rsa-sig`); otherwise ECDSA or EdDSA (`ecdsa-sig`).

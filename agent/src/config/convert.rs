@@ -34,7 +34,8 @@ use super::{
 /// Default IKE SA lifetime: 24 hours, the Cisco IKEv2 profile default.
 pub(crate) const DEFAULT_IKE_LIFETIME: u32 = 86_400;
 
-/// Section names, in the order they are converted (referenced objects before referrers).
+/// Section names as the file spells them (`Cx::config` converts referenced objects before
+/// their referrers).
 const SECTIONS: &[&str] = &[
     "global",
     "vrf",

@@ -289,18 +289,10 @@ pub fn check(path: &Path, no_files: bool) -> ExitCode {
         ..LoadOptions::default()
     };
     match Config::load_with(path, &opts) {
+        // Loading runs every check `vtid run` makes before it touches the kernel (certificate
+        // and key files included), so what passes here starts, unless an interface it names
+        // has no address at that moment.
         Ok(c) => {
-            // Certificate files are parsed when a plan is built; parse them here too, so a
-            // bad certificate or a key that does not match it shows before a start or reload.
-            if let Some(e) = c
-                .trustpoints
-                .iter()
-                .filter(|(_, tp)| !no_files && tp.certificate.is_some())
-                .find_map(|(name, tp)| crate::certs::load_trustpoint(name, tp).err())
-            {
-                eprintln!("{}: error: {e:#}", path.display());
-                return ExitCode::FAILURE;
-            }
             println!("{}: ok ({})", path.display(), c.summary());
             ExitCode::SUCCESS
         }

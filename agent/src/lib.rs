@@ -1,13 +1,11 @@
 //! The vtid agent: configuration, the daemon that drives the IKE engine and programs the
 //! kernel, the control socket and the CLI. `main.rs` is a thin clap front end over this.
 
-mod certs;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod debug;
-pub mod dvti;
 mod ethtool;
 pub mod kernel;
 pub mod metrics;

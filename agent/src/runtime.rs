@@ -20,9 +20,9 @@ use tracing::{Instrument, error, info, warn};
 
 use crate::config::{Config, LoadOptions, Offload};
 use crate::control::{Request, Response};
-use crate::dvti::TemplatePlan;
 use crate::model::Interface;
 use crate::offload::{self, Recheck};
+use crate::plan::TemplatePlan;
 use crate::plan::{self, DeviceKind, Plan, TunnelPlan};
 use crate::reconcile::{self, Op};
 use crate::sessions::{ChildInfo, ChildState, Sessions};
@@ -826,40 +826,28 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut ids = self.conn_ids.clone();
         let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
-        // Tunnels whose configuration changed beyond their routes start over even when their
-        // interface is the same (a new key, another initiate setting).
-        let diff = Config::diff(&self.cfg, &new);
-        let rebuild: BTreeSet<String> = diff.tunnels.changed.iter().cloned().collect();
+        // The plans, not the files, decide what restarts (plan/diff.rs): a changed tunnel is
+        // removed and created again even when its interface is the same (its key or initiate
+        // setting changed), a routes-only edit changes just its routes.
+        let diff = plan::diff(&self.plan, &new_plan);
+        let rebuild: BTreeSet<String> = diff.changed.iter().cloned().collect();
+        // Held-down tunnels have no interface: they stay held (retried on underlay changes)
+        // unless the reload adds or changes them.
         let want: BTreeMap<String, Interface> = new_plan
             .tunnels
             .iter()
+            .filter(|(n, _)| {
+                self.made.contains_key(*n)
+                    || !self.plan.tunnels.contains_key(*n)
+                    || rebuild.contains(*n)
+            })
             .map(|(n, t)| (n.clone(), model::static_interface(t)))
             .collect();
-        // Held-down tunnels have no interface yet: they are created like new ones.
         let ops = reconcile::interfaces(&self.made, &want, &rebuild);
-        let (mut removed, mut added, mut changed, mut routes_changed) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for op in &ops {
-            match op {
-                Op::Remove(i) if want.contains_key(&i.name) => changed.push(i.name.clone()),
-                Op::Remove(i) => removed.push(i.name.clone()),
-                Op::Create(i) if !self.plan.tunnels.contains_key(&i.name) => {
-                    added.push(i.name.clone())
-                }
-                Op::Routes { name, .. } => routes_changed.push(name.clone()),
-                _ => {}
-            }
-        }
-        // A removed tunnel that was never created (held down) goes from the books too.
-        for name in self.plan.tunnels.keys() {
-            if !new_plan.tunnels.contains_key(name) && !self.made.contains_key(name) {
-                removed.push(name.clone());
-            }
-        }
         // Peers of a changed template reconnect onto clones of the new one.
-        for conn in crate::dvti::changed(&self.plan.templates, &new_plan.templates) {
+        for conn in &diff.templates_changed {
             self.ep
-                .handle_command(Instant::now(), IkeCommand::Terminate { conn });
+                .handle_command(Instant::now(), IkeCommand::Terminate { conn: *conn });
         }
         for op in &ops {
             let Op::Remove(i) = op else { continue };
@@ -878,7 +866,7 @@ impl Runtime {
             self.made.remove(&i.name);
             self.remove_children(&t).await;
         }
-        for name in &removed {
+        for name in &diff.removed {
             self.states.remove(name);
         }
         self.ep.handle_command(
@@ -919,15 +907,12 @@ impl Runtime {
                 _ => {}
             }
         }
-        removed.sort();
-        added.sort();
-        changed.sort();
-        info!(?removed, ?added, ?changed, routes = ?routes_changed, "configuration reloaded");
+        info!(removed = ?diff.removed, added = ?diff.added, changed = ?diff.changed, routes = ?diff.routes_only, "configuration reloaded");
         Ok(json!({
-            "added": added,
-            "removed": removed,
-            "changed": changed,
-            "routes_changed": routes_changed,
+            "added": diff.added,
+            "removed": diff.removed,
+            "changed": diff.changed,
+            "routes_changed": diff.routes_only,
         }))
     }
 

@@ -26,8 +26,8 @@ use ipnet::IpNet;
 use tracing::{info, warn};
 
 use crate::config::TemplateRoutes;
-use crate::dvti::TemplatePlan;
 use crate::model::{Interface, RouteMode};
+use crate::plan::TemplatePlan;
 use crate::plan::{DeviceKind, TunnelPlan};
 
 /// if_id of clone slot N is `IF_ID_BASE + N`: a band apart from static tunnels

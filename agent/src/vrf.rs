@@ -22,25 +22,9 @@ use std::net::IpAddr;
 use anyhow::{Context, Result, bail};
 use xfrm::Handle;
 
-use crate::config::Config;
-
-/// A VRF as the plan uses it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VrfPlan {
-    /// VRF device name.
-    pub name: String,
-    /// Its routing table.
-    pub table: u32,
-}
-
-/// The named VRF of a configuration (loading guarantees it exists).
-pub fn plan(cfg: &Config, name: Option<&String>) -> Option<VrfPlan> {
-    let name = name?;
-    cfg.vrfs.get(name).map(|v| VrfPlan {
-        name: name.clone(),
-        table: v.table,
-    })
-}
+/// A VRF as the plan uses it: configuration loading resolves every `vrf`/`fvrf` reference
+/// into its device name and table.
+pub use crate::config::VrfRef as VrfPlan;
 
 /// Makes sure the VRF device exists on the right table and is up; returns its ifindex.
 ///

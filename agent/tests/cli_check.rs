@@ -156,6 +156,66 @@ routes = ["10.0.36.0/33"]
     Ok(())
 }
 
+/// What `vtid run` would refuse, `vtid check` refuses, at the key: here a second tunnel a
+/// responder could not tell from the first, and a profile mixing PSK and signatures.
+#[test]
+fn check_reports_what_run_would_refuse() -> Result<()> {
+    let dir = Scratch::new("parity")?;
+    let cfg = dir.0.join("vtid.toml");
+    fs::write(
+        &cfg,
+        r#"[transform_set.T1]
+esp = "aes-gcm-256"
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+[keyring.KR1]
+[[keyring.KR1.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/any.key"
+[tunnel.Tunnel0]
+source = "10.0.149.203"
+destination = "10.0.149.217"
+address = "10.0.51.203/24"
+protection = "P1"
+[tunnel.Tunnel1]
+source = "10.0.149.203"
+destination = "10.0.149.217"
+address = "10.0.52.203/24"
+protection = "P1"
+[ike_profile.MIX]
+keyring = "KR1"
+trustpoint = "TP"
+remote_auth = ["rsa-sig"]
+[trustpoint.TP]
+ca = ["/etc/vtid/ca.pem"]
+"#,
+    )?;
+    let cfg_s = cfg.to_str().context("utf-8 path")?;
+    let out = run(&["check", "--no-files", cfg_s])?;
+    ensure!(out.status.code() == Some(1), "exit {:?}", out.status);
+    let stderr = String::from_utf8(out.stderr)?;
+    let lines: Vec<&str> = stderr.lines().collect();
+    ensure!(lines.len() == 3, "stderr: {stderr}");
+    ensure!(
+        lines[0].starts_with(&format!(
+            "{cfg_s}:16:15: error: tunnel.Tunnel1.destination: tunnel.Tunnel0 already runs from \
+             10.0.149.203 to 10.0.149.217"
+        )),
+        "{}",
+        lines[0]
+    );
+    ensure!(
+        lines[1].starts_with(&format!(
+            "{cfg_s}:22:16: error: ike_profile.MIX.remote_auth: rsa-sig with local_auth = psk \
+             mixes psk and signatures"
+        )),
+        "{}",
+        lines[1]
+    );
+    ensure!(lines[2] == format!("{cfg_s}: 2 errors"), "{}", lines[2]);
+    Ok(())
+}
+
 #[test]
 fn check_missing_file() -> Result<()> {
     let out = run(&["check", "/nonexistent/vtid.toml"])?;

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ike::transform::{DhGroup, Encr, Integ, Prf};
 use ipnet::IpNet;
@@ -18,20 +19,23 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::algo::{self, ENCR, INTEG, PRF};
+use super::certs::{self, TrustpointKey};
 use super::error::{Sink, suggestion};
 use super::raw::{self, GroupValue, SStr, StrOrList};
 use super::secret;
 use super::{
-    AuthMethod, Config, ConfigErrors, Dpd, Global, Identity, IdentityMatch, IfId, IkeProfile,
-    IkeProposal, InnerAddress, IpsecProfile, Keyring, KeyringPeer, LoadOptions, LocalIdentity,
-    LocalTermination, LogLevel, Offload, PeerMatch, SaLifetime, SaMode, TemplateRoutes,
-    TransformSet, Trustpoint, Tunnel, TunnelMode, TunnelSource, VirtualTemplate, Vrf,
+    AuthMethod, Config, ConfigErrors, Credentials, Dpd, Global, Identity, IdentityMatch, IfId,
+    IkeProfile, IkeProposalSpec, InnerAddress, IpsecProfile, Keyring, KeyringPeer, LoadOptions,
+    LocalIdentity, LocalTermination, LogLevel, Offload, PeerMatch, ProfileCredentials, SaLifetime,
+    SaMode, TemplateRoutes, TransformSet, Trustpoint, Tunnel, TunnelMode, TunnelSource,
+    VirtualTemplate, Vrf, VrfRef,
 };
 
 /// Default IKE SA lifetime: 24 hours, the Cisco IKEv2 profile default.
 pub(crate) const DEFAULT_IKE_LIFETIME: u32 = 86_400;
 
-/// Section names, in the order they are converted (referenced objects before referrers).
+/// Section names as the file spells them (`Cx::config` converts referenced objects before
+/// their referrers).
 const SECTIONS: &[&str] = &[
     "global",
     "vrf",
@@ -283,6 +287,7 @@ impl Cx<'_> {
             ike_profiles: BTreeMap::new(),
             tunnels: BTreeMap::new(),
             virtual_templates: BTreeMap::new(),
+            files_read: self.opts.read_files,
         };
         let mut tables: HashMap<u32, String> = HashMap::new();
         for n in rd.vrf {
@@ -305,7 +310,7 @@ impl Cx<'_> {
             }
         }
         for n in rd.ipsec_profile {
-            if let Some(v) = self.ipsec_profile(&n) {
+            if let Some(v) = self.ipsec_profile(&n, &c.transform_sets) {
                 c.ipsec_profiles.insert(n.name, v);
             }
         }
@@ -319,9 +324,15 @@ impl Cx<'_> {
                 c.trustpoints.insert(n.name, v);
             }
         }
+        // Templates before the IKE profiles that clone them, so a profile holds its template.
+        for n in rd.virtual_template {
+            if let Some(v) = self.virtual_template(&n, &c, &transport_sets) {
+                c.virtual_templates.insert(n.name, v);
+            }
+        }
         let mut dvti_profiles = BTreeSet::new();
         for n in rd.ike_profile {
-            if let Some(v) = self.ike_profile(&n) {
+            if let Some(v) = self.ike_profile(&n, &c) {
                 if v.virtual_template.is_some() {
                     dvti_profiles.insert(n.name.clone());
                 }
@@ -336,11 +347,6 @@ impl Cx<'_> {
             all_keyrings_ok,
         };
         self.tunnels(rd.tunnel, &mut c, &vtis);
-        for n in rd.virtual_template {
-            if let Some(v) = self.virtual_template(&n, &c, &vtis) {
-                c.virtual_templates.insert(n.name, v);
-            }
-        }
         c
     }
 
@@ -683,7 +689,7 @@ impl Cx<'_> {
         name.map(|_| Vrf { table })
     }
 
-    fn ike_proposal(&mut self, n: &Named<raw::IkeProposal>) -> Option<IkeProposal> {
+    fn ike_proposal(&mut self, n: &Named<raw::IkeProposal>) -> Option<IkeProposalSpec> {
         let path = format!("ike_proposal.{}", n.name);
         let r = &n.raw;
         let mut ok = true;
@@ -748,7 +754,7 @@ impl Cx<'_> {
                 integrity.iter().map(|i| algo::prf_for_integ(*i)).collect()
             };
         }
-        Some(IkeProposal {
+        Some(IkeProposalSpec {
             encryption,
             integrity,
             prf,
@@ -795,7 +801,11 @@ impl Cx<'_> {
         }
     }
 
-    fn ipsec_profile(&mut self, n: &Named<raw::IpsecProfile>) -> Option<IpsecProfile> {
+    fn ipsec_profile(
+        &mut self,
+        n: &Named<raw::IpsecProfile>,
+        converted: &BTreeMap<String, TransformSet>,
+    ) -> Option<IpsecProfile> {
         let path = format!("ipsec_profile.{}", n.name);
         let r = &n.raw;
         let mut ok = true;
@@ -855,7 +865,15 @@ impl Cx<'_> {
             None => Some(None),
         };
         let (pfs, offload, ike_profile) = (pfs?, offload?, ike_profile?);
+        // A set that exists but has its own errors leaves the profile unresolved, silently:
+        // the set's error is reported where it is.
+        let sets: Vec<TransformSet> = transform_sets
+            .iter()
+            .filter_map(|t| converted.get(t).cloned())
+            .collect();
+        ok &= sets.len() == transform_sets.len();
         ok.then_some(IpsecProfile {
+            sets,
             transform_sets,
             pfs,
             lifetime,
@@ -908,11 +926,27 @@ impl Cx<'_> {
                 }
                 _ => None,
             };
-            match (peer, file) {
-                (Some(peer), Some(psk_file)) => peers.push(KeyringPeer {
+            // An identity entry as the engine matches it; a DN must parse for that.
+            let id_match = match &peer {
+                Some(PeerMatch::Identity(id)) => {
+                    match certs::id_match(&[certs::identity_match(id)]) {
+                        Ok(m) => Some(Some(m)),
+                        Err(e) => {
+                            if let Some(v) = &r.identity {
+                                self.err(v.span(), format!("{ppath}.identity: {e:#}"));
+                            }
+                            None
+                        }
+                    }
+                }
+                _ => Some(None),
+            };
+            match (peer, file, id_match) {
+                (Some(peer), Some(psk_file), Some(id_match)) => peers.push(KeyringPeer {
                     peer,
                     psk_file,
                     psk,
+                    id_match,
                 }),
                 _ => ok = false,
             }
@@ -971,14 +1005,51 @@ impl Cx<'_> {
             }
             None => None,
         };
-        ok.then_some(Trustpoint {
+        if !ok {
+            return None;
+        }
+        // Parse what the paths point at, so a broken or mismatched file is reported here, at
+        // the key naming it, and not when a tunnel first needs it.
+        let mut files = None;
+        if self.opts.read_files {
+            let cas = match certs::load_cas(&ca) {
+                Ok(c) => c,
+                Err((i, why)) => {
+                    self.err(r.ca[i].span(), format!("{path}.ca: {why}"));
+                    return None;
+                }
+            };
+            if let (Some(cert), Some(key)) = (&certificate, &private_key) {
+                match certs::load_trustpoint(cas, cert, key) {
+                    Ok(f) => files = Some(Arc::new(f)),
+                    Err((which, why)) => {
+                        let (span, key) = match which {
+                            TrustpointKey::Ca(i) => (r.ca.get(i).map(|v| v.span()), "ca"),
+                            TrustpointKey::Certificate => {
+                                (r.certificate.as_ref().map(|v| v.span()), "certificate")
+                            }
+                            TrustpointKey::PrivateKey => {
+                                (r.private_key.as_ref().map(|v| v.span()), "private_key")
+                            }
+                        };
+                        self.err(
+                            span.unwrap_or_else(|| n.span.clone()),
+                            format!("{path}.{key}: {why}"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(Trustpoint {
             ca,
             certificate,
             private_key,
+            files,
         })
     }
 
-    fn ike_profile(&mut self, n: &Named<raw::IkeProfile>) -> Option<IkeProfile> {
+    fn ike_profile(&mut self, n: &Named<raw::IkeProfile>, c: &Config) -> Option<IkeProfile> {
         let path = format!("ike_profile.{}", n.name);
         let r = &n.raw;
         let mut ok = true;
@@ -1014,6 +1085,7 @@ impl Cx<'_> {
             None => Some(AuthMethod::Psk),
         };
         let mut remote_auth = Vec::new();
+        let remote_auth_ok_before = ok;
         match &r.remote_auth {
             Some(list) => {
                 for v in list {
@@ -1121,16 +1193,13 @@ impl Cx<'_> {
                 v,
                 &format!("{path}.proposals"),
                 "ike_proposal",
-                &[IkeProposal::DEFAULT_NAME],
+                &[IkeProposalSpec::DEFAULT_NAME],
             ) {
                 Some(p) => proposals.push(p),
                 None => ok = false,
             }
         }
-        let fvrf = match &r.fvrf {
-            Some(v) => self.reference(v, &format!("{path}.fvrf"), "vrf").map(Some),
-            None => Some(None),
-        };
+        let fvrf = self.vrf_ref(r.fvrf.as_ref(), &format!("{path}.fvrf"), c);
         let lifetime_seconds = match &r.lifetime_seconds {
             Some(v) => self.u32_in(v, &format!("{path}.lifetime_seconds"), IKE_SECONDS),
             None => Some(DEFAULT_IKE_LIFETIME),
@@ -1144,6 +1213,139 @@ impl Cx<'_> {
             fvrf?,
             lifetime_seconds?,
         );
+        if !ok {
+            return None;
+        }
+        // The engine authenticates both directions with one method, so a profile mixing PSK
+        // and signatures could never complete IKE_AUTH. Not checked when a method itself was
+        // misspelt (that error is enough).
+        let psk_local = local_auth == AuthMethod::Psk;
+        if remote_auth_ok_before
+            && let Some(i) = remote_auth
+                .iter()
+                .position(|m| (*m == AuthMethod::Psk) != psk_local)
+        {
+            let span = r
+                .remote_auth
+                .as_ref()
+                .and_then(|l| l.get(i))
+                .map_or_else(|| n.span.clone(), |v| v.span());
+            self.err(
+                span,
+                format!(
+                    "{path}.remote_auth: {} with local_auth = {} mixes psk and signatures; vtid \
+                     authenticates both directions with the same method",
+                    auth_name(remote_auth[i]),
+                    auth_name(local_auth)
+                ),
+            );
+            return None;
+        }
+        let credentials = if psk_local {
+            let name = keyring.clone()?;
+            // A keyring with its own errors is reported there.
+            let k = c.keyrings.get(&name)?;
+            ProfileCredentials::Psk(name, Arc::new(k.clone()))
+        } else {
+            let name = trustpoint.clone()?;
+            let tp = c.trustpoints.get(&name)?;
+            let at = r
+                .trustpoint
+                .as_ref()
+                .map_or_else(|| n.span.clone(), |v| v.span());
+            if tp.certificate.is_none() {
+                self.err(
+                    at,
+                    format!(
+                        "{path}.trustpoint: trustpoint {name} has no certificate and \
+                         private_key: we cannot authenticate with a signature without them"
+                    ),
+                );
+                return None;
+            }
+            if tp.ca.is_empty() {
+                self.err(
+                    at,
+                    format!(
+                        "{path}.trustpoint: trustpoint {name} lists no ca: the peer's \
+                         certificate could never be verified"
+                    ),
+                );
+                return None;
+            }
+            // `rsa-sig`/`ecdsa-sig` name our key's type (the peer may sign with whatever its
+            // certificate carries).
+            if let Some(f) = &tp.files
+                && f.is_rsa() != (local_auth == AuthMethod::RsaSig)
+            {
+                let span = r
+                    .local_auth
+                    .as_ref()
+                    .map_or_else(|| n.span.clone(), |v| v.span());
+                self.err(
+                    span,
+                    format!(
+                        "{path}.local_auth: local_auth is {} but trustpoint {name}'s private key \
+                         is {}",
+                        auth_name(local_auth),
+                        if f.is_rsa() { "RSA" } else { "not RSA" }
+                    ),
+                );
+                return None;
+            }
+            ProfileCredentials::Certificate(name, tp.files.clone())
+        };
+        // Each pattern on its own, so a bad DN is reported at its own list item.
+        for (m, v) in match_identity.iter().zip(r.match_identity.iter().flatten()) {
+            if let Err(e) = certs::id_match(std::slice::from_ref(m)) {
+                self.err(v.span(), format!("{path}.match_identity: {e:#}"));
+                ok = false;
+            }
+        }
+        let remote_id = certs::id_match(&match_identity).ok()?;
+        let local_id = match (&local_identity, &credentials) {
+            (LocalIdentity::Address, _) => None,
+            // Our subject is in the certificate, which was not read: nothing to check or send.
+            (
+                LocalIdentity::Explicit(Identity::Dn(_)),
+                ProfileCredentials::Certificate(_, None),
+            ) => None,
+            (LocalIdentity::Explicit(id), creds) => {
+                let subject = match creds {
+                    ProfileCredentials::Certificate(_, Some(f)) => Some(f.subject.as_slice()),
+                    _ => None,
+                };
+                match certs::local_id(id, subject) {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        let span = r
+                            .local_identity
+                            .as_ref()
+                            .map_or_else(|| n.span.clone(), |v| v.span());
+                        self.err(span, format!("{path}.local_identity: {e:#}"));
+                        return None;
+                    }
+                }
+            }
+        };
+        let mut proposal_specs = Vec::new();
+        for p in &proposals {
+            match c.ike_proposals.get(p) {
+                Some(spec) => proposal_specs.push(spec.clone()),
+                None if p == IkeProposalSpec::DEFAULT_NAME => {
+                    proposal_specs.push(IkeProposalSpec::builtin_default());
+                }
+                // Exists with its own errors.
+                None => return None,
+            }
+        }
+        if proposal_specs.is_empty() {
+            proposal_specs.push(IkeProposalSpec::builtin_default());
+        }
+        let template = match &virtual_template {
+            Some(t) => Some((t.clone(), Arc::new(c.virtual_templates.get(t)?.clone()))),
+            None => None,
+        };
         ok.then_some(IkeProfile {
             match_identity,
             local_identity,
@@ -1157,13 +1359,33 @@ impl Cx<'_> {
             proposals,
             fvrf,
             lifetime_seconds,
+            proposal_specs,
+            remote_id,
+            local_id,
+            credentials,
+            template,
         })
+    }
+
+    /// An optional `vrf`/`fvrf` reference, resolved. `None` when it is wrong (reported) or
+    /// names a VRF with its own errors.
+    fn vrf_ref(&mut self, v: Option<&SStr>, path: &str, c: &Config) -> Option<Option<VrfRef>> {
+        let Some(v) = v else { return Some(None) };
+        let name = self.reference(v, path, "vrf")?;
+        let table = c.vrfs.get(&name)?.table;
+        Some(Some(VrfRef { name, table }))
     }
 
     fn tunnels(&mut self, raws: Vec<Named<raw::Tunnel>>, c: &mut Config, vtis: &VtiChecks) {
         // (source as written, destination, fvrf) of vti-mode tunnels → first tunnel's name.
         let mut vti_pairs: HashMap<(String, IpAddr, Option<String>), String> = HashMap::new();
         let mut if_ids: HashMap<u32, String> = HashMap::new();
+        let mut seen = Ambiguity::default();
+        // One shared copy of each object however many tunnels use it (a hub with a thousand
+        // tunnels on one keyring holds the keyring once).
+        let mut ipsec_arcs: HashMap<String, Arc<IpsecProfile>> = HashMap::new();
+        let mut ike_arcs: HashMap<String, Arc<IkeProfile>> = HashMap::new();
+        let mut keyring_arcs: HashMap<String, Arc<Keyring>> = HashMap::new();
         for n in raws {
             let path = format!("tunnel.{}", n.name);
             let r = &n.raw;
@@ -1187,9 +1409,11 @@ impl Cx<'_> {
                     .map(TunnelSource::Interface),
             };
             let destination = self.ip(&r.destination, &format!("{path}.destination"));
+            let mut family_ok = true;
             if let (Some(TunnelSource::Address(s)), Some(d)) = (&source, destination)
                 && s.is_ipv4() != d.is_ipv4()
             {
+                family_ok = false;
                 self.err(
                     r.destination.span(),
                     format!(
@@ -1230,7 +1454,7 @@ impl Cx<'_> {
                 "ipsec_profile",
             );
             if let Some(p) = protection.as_ref().and_then(|p| c.ipsec_profiles.get(p)) {
-                self.check_tunnel_mode_sets(p, &r.protection, &path, vtis);
+                self.check_tunnel_mode_sets(p, &r.protection, &path, &vtis.transport_sets);
             }
             let ike_profile = match &r.ike_profile {
                 Some(v) => {
@@ -1266,14 +1490,8 @@ impl Cx<'_> {
             let announce = each(&r.announce, &mut routes_ok, |v| {
                 self.prefix(v, &format!("{path}.announce"))
             });
-            let vrf = match &r.vrf {
-                Some(v) => self.reference(v, &format!("{path}.vrf"), "vrf").map(Some),
-                None => Some(None),
-            };
-            let fvrf = match &r.fvrf {
-                Some(v) => self.reference(v, &format!("{path}.fvrf"), "vrf").map(Some),
-                None => Some(None),
-            };
+            let vrf = self.vrf_ref(r.vrf.as_ref(), &format!("{path}.vrf"), c);
+            let fvrf = self.vrf_ref(r.fvrf.as_ref(), &format!("{path}.fvrf"), c);
             let if_id = match &r.if_id {
                 Some(v) => {
                     let id = self.u32_in(v, &format!("{path}.if_id"), (1, u32::MAX as i64));
@@ -1299,6 +1517,7 @@ impl Cx<'_> {
                 None => Some(None),
             };
 
+            let mut vti_clash = false;
             if let (Some(TunnelMode::Vti), Some(d)) = (mode, destination) {
                 let key = (
                     r.source.get_ref().clone(),
@@ -1306,6 +1525,7 @@ impl Cx<'_> {
                     r.fvrf.as_ref().map(|v| v.get_ref().clone()),
                 );
                 if let Some(other) = vti_pairs.get(&key) {
+                    vti_clash = true;
                     let msg = format!(
                         "{path}: tunnel.{other} already uses mode = \"vti\" from {} to {d}; \
                          ip_vti finds the receiving device by (source, destination) only, \
@@ -1356,7 +1576,73 @@ impl Cx<'_> {
             let Some(offload) = offload else {
                 continue;
             };
-            if !name_ok || !routes_ok {
+            // A family mismatch makes every later check on the destination a follow-on error.
+            if !name_ok || !routes_ok || !family_ok {
+                continue;
+            }
+            // Resolve what the tunnel uses. A referenced entry with its own errors is reported
+            // there and leaves this tunnel out silently.
+            let Some(ipsec) = shared(&mut ipsec_arcs, &c.ipsec_profiles, &protection) else {
+                continue;
+            };
+            let named = ike_profile.clone().or_else(|| ipsec.ike_profile.clone());
+            let (ike, credentials) = match &named {
+                Some(pname) => {
+                    let Some(prof) = shared(&mut ike_arcs, &c.ike_profiles, pname) else {
+                        continue;
+                    };
+                    let credentials = match &prof.credentials {
+                        ProfileCredentials::Psk(kname, keyring) => {
+                            match keyring.find_by_address(destination) {
+                                Some(e) => Credentials::Psk(e.psk.clone()),
+                                None => {
+                                    self.err(
+                                        r.destination.span(),
+                                        format!(
+                                            "{path}.destination: keyring {kname} (of ike_profile \
+                                             {pname}) has no peer entry for {destination}; add \
+                                             [[keyring.{kname}.peer]] with address = \
+                                             \"{destination}\""
+                                        ),
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                        ProfileCredentials::Certificate(_, files) => {
+                            Credentials::Certificate(files.clone())
+                        }
+                    };
+                    (prof, credentials)
+                }
+                None => {
+                    let Some((kname, _, entry)) = keyring_for_address(c, destination) else {
+                        continue;
+                    };
+                    let Some(keyring) = shared(&mut keyring_arcs, &c.keyrings, kname) else {
+                        continue;
+                    };
+                    (
+                        Arc::new(derived_profile(destination, kname, keyring, fvrf.clone())),
+                        Credentials::Psk(entry.psk.clone()),
+                    )
+                }
+            };
+            let fvrf_eff = fvrf.as_ref().or(ike.fvrf.as_ref()).map(|v| v.name.clone());
+            if !self.unambiguous(
+                &mut seen,
+                &n,
+                &source,
+                destination,
+                &inner,
+                &routes,
+                (
+                    vrf.as_ref().map(|v| v.name.clone()),
+                    fvrf_eff,
+                    ike.match_identity.clone(),
+                ),
+                vti_clash,
+            ) {
                 continue;
             }
             c.tunnels.insert(
@@ -1367,7 +1653,10 @@ impl Cx<'_> {
                     destination,
                     inner,
                     protection,
+                    ipsec,
                     ike_profile,
+                    ike,
+                    credentials,
                     mtu,
                     routes,
                     announce,
@@ -1381,6 +1670,115 @@ impl Cx<'_> {
         }
     }
 
+    /// Refuses what would make two static tunnels indistinguishable; records the tunnel
+    /// otherwise. False when an error was reported.
+    #[allow(clippy::too_many_arguments)]
+    fn unambiguous(
+        &mut self,
+        seen: &mut Ambiguity,
+        n: &Named<raw::Tunnel>,
+        source: &TunnelSource,
+        destination: IpAddr,
+        inner: &InnerAddress,
+        routes: &[IpNet],
+        (vrf, fvrf, identity): (Option<String>, Option<String>, Vec<IdentityMatch>),
+        vti_clash: bool,
+    ) -> bool {
+        let path = format!("tunnel.{}", n.name);
+        let r = &n.raw;
+        let mut ok = true;
+        if *source == TunnelSource::Address(destination) {
+            self.err(
+                r.destination.span(),
+                format!(
+                    "{path}.destination: {destination} is also the tunnel's source; a tunnel \
+                     needs two different underlay ends"
+                ),
+            );
+            ok = false;
+        }
+        // A responder picks the tunnel of an IKE_SA_INIT by the addresses it arrived on and
+        // the IDi of IKE_AUTH (RFC 7296 §2.15: the identity selects the credentials), so two
+        // tunnels with the same addresses and the same accepted identities cannot be told
+        // apart: the second would never be chosen. The front-door VRF is part of the key: its
+        // sockets and underlay are separate. The source is compared as written (an interface
+        // name is not resolved here). A vti pair already refused above is not reported twice.
+        let key = (
+            format!("{source:?}"),
+            destination,
+            fvrf,
+            format!("{identity:?}"),
+        );
+        match seen.peers.get(&key) {
+            Some(other) if !vti_clash => {
+                let shown = if identity.is_empty() {
+                    "none given".to_owned()
+                } else {
+                    format!("{identity:?}")
+                };
+                self.err(
+                    r.destination.span(),
+                    format!(
+                        "{path}.destination: tunnel.{other} already runs from {} to \
+                         {destination} and accepts the same peer identities ({shown}); a \
+                         responder cannot tell the two apart (give one an ike_profile with a \
+                         different match_identity, or another address)",
+                        r.source.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+            Some(_) => ok = false,
+            None => {}
+        }
+        // Inner addresses and routes are per routing table: tunnels in different inside VRFs
+        // may reuse them (that is what VRFs are for), tunnels in the same one may not, since
+        // the kernel would hold the same local address twice or let the last route replace
+        // the first. Unnumbered tunnels borrow one interface's address on purpose.
+        if let (InnerAddress::Address(a), Some(span)) =
+            (inner, r.address.as_ref().map(|a| a.span()))
+        {
+            if let Some(other) = seen.inners.get(&(vrf.clone(), a.addr())) {
+                self.err(
+                    span,
+                    format!(
+                        "{path}.address: {} is already the address of tunnel.{other}{}",
+                        a.addr(),
+                        in_vrf(&vrf)
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let mut mine: BTreeSet<IpNet> = BTreeSet::new();
+        for (p, raw) in routes.iter().zip(&r.routes) {
+            if !mine.insert(*p) {
+                self.err(raw.span(), format!("{path}.routes: {p} is listed twice"));
+                ok = false;
+            } else if let Some(other) = seen.routes.get(&(vrf.clone(), *p)) {
+                self.err(
+                    raw.span(),
+                    format!(
+                        "{path}.routes: {p} is already routed into tunnel.{other}{}; one prefix \
+                         leads to one tunnel",
+                        in_vrf(&vrf)
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            seen.peers.insert(key, n.name.clone());
+            if let InnerAddress::Address(a) = inner {
+                seen.inners.insert((vrf.clone(), a.addr()), n.name.clone());
+            }
+            for p in routes {
+                seen.routes.insert((vrf.clone(), *p), n.name.clone());
+            }
+        }
+        ok
+    }
+
     /// VTIs carry whole packets, so every transform set of their profile must be tunnel mode
     /// (ip_vti's `vti_state_check` refuses transport SAs; seed F-G10.1).
     fn check_tunnel_mode_sets(
@@ -1388,10 +1786,10 @@ impl Cx<'_> {
         p: &IpsecProfile,
         at: &SStr,
         path: &str,
-        vtis: &VtiChecks,
+        transport_sets: &BTreeSet<String>,
     ) {
         for ts in &p.transform_sets {
-            if vtis.transport_sets.contains(ts) {
+            if transport_sets.contains(ts) {
                 self.err(
                     at.span(),
                     format!(
@@ -1408,7 +1806,7 @@ impl Cx<'_> {
         &mut self,
         n: &Named<raw::VirtualTemplate>,
         c: &Config,
-        vtis: &VtiChecks,
+        transport_sets: &BTreeSet<String>,
     ) -> Option<VirtualTemplate> {
         let path = format!("virtual_template.{}", n.name);
         let r = &n.raw;
@@ -1423,10 +1821,7 @@ impl Cx<'_> {
                 .map(Some),
             None => Some(None),
         };
-        let vrf = match &r.vrf {
-            Some(v) => self.reference(v, &format!("{path}.vrf"), "vrf").map(Some),
-            None => Some(None),
-        };
+        let vrf = self.vrf_ref(r.vrf.as_ref(), &format!("{path}.vrf"), c);
         let group = match &r.group {
             Some(v) => self
                 .u32_in(v, &format!("{path}.group"), (0, u32::MAX as i64))
@@ -1439,7 +1834,7 @@ impl Cx<'_> {
             "ipsec_profile",
         );
         if let Some(p) = protection.as_ref().and_then(|p| c.ipsec_profiles.get(p)) {
-            self.check_tunnel_mode_sets(p, &r.protection, &path, vtis);
+            self.check_tunnel_mode_sets(p, &r.protection, &path, transport_sets);
         }
         let qdisc = match &r.qdisc {
             Some(q) if q.get_ref().trim().is_empty() || q.get_ref().contains('\n') => {
@@ -1488,7 +1883,10 @@ impl Cx<'_> {
                 .map(Some),
             None => Some(None),
         };
+        // A profile with its own errors is reported there.
+        let ipsec = Arc::new(c.ipsec_profiles.get(protection.as_ref()?)?.clone());
         Some(VirtualTemplate {
+            ipsec,
             offload: offload?,
             unnumbered: unnumbered?,
             mtu: mtu?,
@@ -1501,6 +1899,24 @@ impl Cx<'_> {
     }
 }
 
+/// What earlier tunnels hold, to refuse a later one that could not be told apart from them.
+#[derive(Default)]
+struct Ambiguity {
+    /// (source as written, destination, front-door VRF, accepted identities) → tunnel.
+    peers: HashMap<(String, IpAddr, Option<String>, String), String>,
+    /// (inside VRF, inner address) → tunnel.
+    inners: HashMap<(Option<String>, IpAddr), String>,
+    /// (inside VRF, route) → tunnel.
+    routes: HashMap<(Option<String>, IpNet), String>,
+}
+
+fn in_vrf(vrf: &Option<String>) -> String {
+    vrf.as_ref().map_or_else(
+        || " in the main table".to_owned(),
+        |v| format!(" in vrf {v}"),
+    )
+}
+
 /// Facts gathered from earlier sections that tunnel and template checks need.
 struct VtiChecks {
     /// Transform sets in transport mode.
@@ -1509,6 +1925,72 @@ struct VtiChecks {
     dvti_profiles: BTreeSet<String>,
     /// Every keyring converted, so "no keyring entry" is not a follow-on error.
     all_keyrings_ok: bool,
+}
+
+/// The shared copy of `map[name]`, made on first use.
+fn shared<T: Clone>(
+    arcs: &mut HashMap<String, Arc<T>>,
+    map: &BTreeMap<String, T>,
+    name: &str,
+) -> Option<Arc<T>> {
+    if let Some(a) = arcs.get(name) {
+        return Some(a.clone());
+    }
+    let a = Arc::new(map.get(name)?.clone());
+    arcs.insert(name.to_owned(), a.clone());
+    Some(a)
+}
+
+fn auth_name(m: AuthMethod) -> &'static str {
+    AUTH_METHODS
+        .iter()
+        .find(|(_, x)| *x == m)
+        .map_or("?", |(n, _)| n)
+}
+
+/// The keyring with the most specific address entry for `addr`, with that entry.
+fn keyring_for_address(c: &Config, addr: IpAddr) -> Option<(&String, &Keyring, &KeyringPeer)> {
+    c.keyrings
+        .iter()
+        .filter_map(|(name, k)| {
+            let entry = k.find_by_address(addr)?;
+            match &entry.peer {
+                PeerMatch::Address(net) => Some((net.prefix_len(), (name, k, entry))),
+                PeerMatch::Identity(_) => None,
+            }
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, x)| x)
+}
+
+/// The IKE profile of a tunnel that names none: PSK both ways with the keyring entry for its
+/// destination, the destination's address as the only accepted identity, our address as
+/// ours, the built-in proposal (Cisco's IKEv2 smart defaults do the same).
+fn derived_profile(
+    destination: IpAddr,
+    keyring_name: &str,
+    keyring: Arc<Keyring>,
+    fvrf: Option<VrfRef>,
+) -> IkeProfile {
+    IkeProfile {
+        match_identity: vec![IdentityMatch::Address(IpNet::from(destination))],
+        local_identity: LocalIdentity::Address,
+        local_auth: AuthMethod::Psk,
+        remote_auth: vec![AuthMethod::Psk],
+        keyring: Some(keyring_name.to_owned()),
+        trustpoint: None,
+        dpd: None,
+        local: None,
+        virtual_template: None,
+        proposals: Vec::new(),
+        fvrf,
+        lifetime_seconds: DEFAULT_IKE_LIFETIME,
+        proposal_specs: vec![IkeProposalSpec::builtin_default()],
+        remote_id: ike::IdMatch::Exact(ike::wire::Identity::from_ip(destination)),
+        local_id: None,
+        credentials: ProfileCredentials::Psk(keyring_name.to_owned(), keyring),
+        template: None,
+    }
 }
 
 fn family(a: IpAddr) -> &'static str {

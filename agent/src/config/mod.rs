@@ -8,12 +8,17 @@
 //! Loading parses and checks everything before returning, and reports every mistake at once
 //! with its `file:line:column` ([`ConfigErrors`]). A [`Config`] is therefore always coherent:
 //! every name it holds refers to an existing object, every algorithm is allowed, every secret
-//! file has been read. Reload builds a new `Config` and uses [`Config::diff`] to touch only
-//! what changed.
+//! file has been read, every certificate and key parsed and matched.
+//!
+//! References are resolved once, here: a tunnel holds its IPsec profile (with its transform
+//! sets), its IKE profile (named or derived), the credentials for its peer and its VRFs as
+//! values, so the planner never looks a name up again and cannot meet a dangling one. Every
+//! check the daemon would make at start or reload that does not depend on live interface
+//! state runs here, so `vtid check` and `vtid run` accept exactly the same files.
 
 mod algo;
+pub(crate) mod certs;
 mod convert;
-mod diff;
 mod error;
 mod raw;
 mod secret;
@@ -21,11 +26,12 @@ mod secret;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ike::transform::{DhGroup, Encr, Integ, Prf};
 use ipnet::IpNet;
 
-pub use diff::{ConfigDiff, ObjectDiff};
+pub use certs::TrustpointFiles;
 pub use error::{ConfigError, ConfigErrors};
 pub use secret::Psk;
 
@@ -63,7 +69,7 @@ pub struct Config {
     /// VRFs by name (`[vrf.NAME]`).
     pub vrfs: BTreeMap<String, Vrf>,
     /// IKE proposals by name (`[ike_proposal.NAME]`).
-    pub ike_proposals: BTreeMap<String, IkeProposal>,
+    pub ike_proposals: BTreeMap<String, IkeProposalSpec>,
     /// ESP transform sets by name (`[transform_set.NAME]`).
     pub transform_sets: BTreeMap<String, TransformSet>,
     /// IPsec profiles by name (`[ipsec_profile.NAME]`).
@@ -78,6 +84,9 @@ pub struct Config {
     pub tunnels: BTreeMap<String, Tunnel>,
     /// Dynamic VTI templates by name (`[virtual_template.NAME]`).
     pub virtual_templates: BTreeMap<String, VirtualTemplate>,
+    /// Key, certificate and private key files were read ([`LoadOptions::read_files`]). When
+    /// false, [`Credentials`] hold `None` and only the structure was checked.
+    pub files_read: bool,
 }
 
 /// `[global]`.
@@ -148,10 +157,19 @@ pub struct Vrf {
     pub table: u32,
 }
 
+/// A resolved reference to a `[vrf.NAME]`: the device name and its table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrfRef {
+    /// VRF device name.
+    pub name: String,
+    /// Its routing table.
+    pub table: u32,
+}
+
 /// `[ike_proposal.NAME]`: transforms offered or accepted for the IKE SA. Every combination
 /// of the lists is acceptable (RFC 7296 §3.3 proposal semantics).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IkeProposal {
+pub struct IkeProposalSpec {
     /// Encryption, most preferred first. Either all AEAD or none.
     pub encryption: Vec<Encr>,
     /// Integrity; empty for AEAD.
@@ -162,7 +180,7 @@ pub struct IkeProposal {
     pub groups: Vec<DhGroup>,
 }
 
-impl IkeProposal {
+impl IkeProposalSpec {
     /// The name under which the built-in proposal may be referenced.
     pub const DEFAULT_NAME: &'static str = "default";
 
@@ -203,6 +221,8 @@ pub enum SaMode {
 pub struct IpsecProfile {
     /// Transform set names, most preferred first (1 to 6, all existing).
     pub transform_sets: Vec<String>,
+    /// The same transform sets, resolved, in the same order (never empty).
+    pub sets: Vec<TransformSet>,
     /// PFS group for CREATE_CHILD_SA, or `None` for no PFS (the default).
     pub pfs: Option<DhGroup>,
     /// Child SA lifetimes.
@@ -275,6 +295,8 @@ pub struct KeyringPeer {
     pub psk_file: PathBuf,
     /// The key; `None` only when loaded with `read_files: false`.
     pub psk: Option<Psk>,
+    /// Resolved for identity entries: the engine's pattern for exactly that identity.
+    pub id_match: Option<ike::IdMatch>,
 }
 
 /// How a keyring entry selects peers.
@@ -332,6 +354,9 @@ pub struct Trustpoint {
     pub certificate: Option<PathBuf>,
     /// Our private key (PEM), checked like a PSK file.
     pub private_key: Option<PathBuf>,
+    /// The parsed CAs, certificate and key; `None` without `certificate`/`private_key` or
+    /// when files were not read.
+    pub files: Option<Arc<TrustpointFiles>>,
 }
 
 /// IKE authentication method.
@@ -384,12 +409,43 @@ pub struct IkeProfile {
     pub local: Option<LocalTermination>,
     /// Virtual template to clone for each session (dynamic VTIs).
     pub virtual_template: Option<String>,
-    /// IKE proposal names; empty means [`IkeProposal::builtin_default`].
+    /// IKE proposal names; empty means [`IkeProposalSpec::builtin_default`].
     pub proposals: Vec<String>,
     /// Front-door VRF.
-    pub fvrf: Option<String>,
+    pub fvrf: Option<VrfRef>,
     /// IKE SA lifetime in seconds (default 86400).
     pub lifetime_seconds: u32,
+    /// Resolved: the proposals in order (the built-in one when none is named).
+    pub proposal_specs: Vec<IkeProposalSpec>,
+    /// Resolved: `match_identity` as the engine matches it.
+    pub remote_id: ike::IdMatch,
+    /// Resolved: our ID payload; `None` identifies by address. A DN is our certificate's
+    /// subject as the certificate encodes it (RFC 4945 §3.1.5); when files were not read it
+    /// cannot be known and is `None`.
+    pub local_id: Option<ike::wire::Identity>,
+    /// Resolved: the keyring or trustpoint this profile authenticates with.
+    pub credentials: ProfileCredentials,
+    /// Resolved: the template cloned per peer, with its name.
+    pub template: Option<(String, Arc<VirtualTemplate>)>,
+}
+
+/// What an IKE profile authenticates with, resolved. vtid authenticates both directions
+/// with the same method (the engine's [`ike::AuthConfig`]), so there is one of these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProfileCredentials {
+    /// Pre-shared keys of this keyring (by name).
+    Psk(String, Arc<Keyring>),
+    /// Certificates of this trustpoint (by name); files `None` when not read.
+    Certificate(String, Option<Arc<TrustpointFiles>>),
+}
+
+/// What one static tunnel authenticates with, resolved for its destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// The keyring entry's key for the destination; `None` when files were not read.
+    Psk(Option<Psk>),
+    /// Our certificate and key with the CAs; `None` when files were not read.
+    Certificate(Option<Arc<TrustpointFiles>>),
 }
 
 /// Static VTI backend.
@@ -436,18 +492,26 @@ pub struct Tunnel {
     pub inner: InnerAddress,
     /// IPsec profile name.
     pub protection: String,
-    /// IKE profile name; `None` means derived, see [`Config::tunnel_ike_profile`].
+    /// The IPsec profile, resolved.
+    pub ipsec: Arc<IpsecProfile>,
+    /// IKE profile name as written (`None`: the IPsec profile's, else derived).
     pub ike_profile: Option<String>,
+    /// The IKE profile the tunnel negotiates with, resolved: its own `ike_profile`, else its
+    /// IPsec profile's, else one derived from the keyring entry for its destination (PSK
+    /// both ways, identity = address, built-in proposal).
+    pub ike: Arc<IkeProfile>,
+    /// The credentials for its peer, resolved from the IKE profile's keyring or trustpoint.
+    pub credentials: Credentials,
     /// MTU; `None` means computed from the underlay.
     pub mtu: Option<u32>,
     /// Prefixes routed into the tunnel.
     pub routes: Vec<IpNet>,
     /// Our prefixes proposed as traffic selectors (empty: 0/0 and ::/0).
     pub announce: Vec<IpNet>,
-    /// Inside VRF name.
-    pub vrf: Option<String>,
-    /// Front-door VRF name.
-    pub fvrf: Option<String>,
+    /// Inside VRF.
+    pub vrf: Option<VrfRef>,
+    /// Front-door VRF (the tunnel's own; the IKE profile's applies when `None`).
+    pub fvrf: Option<VrfRef>,
     /// Interface id; `None` means allocated by the agent.
     pub if_id: Option<IfId>,
     /// Initiate the IKE SA ourselves (default true).
@@ -472,12 +536,14 @@ pub struct VirtualTemplate {
     pub unnumbered: String,
     /// Clone MTU; computed when `None`.
     pub mtu: Option<u32>,
-    /// Inside VRF name.
-    pub vrf: Option<String>,
+    /// Inside VRF.
+    pub vrf: Option<VrfRef>,
     /// Linux interface group of the clones (`ip link set dev X group N`).
     pub group: Option<u32>,
     /// IPsec profile name.
     pub protection: String,
+    /// The IPsec profile, resolved.
+    pub ipsec: Arc<IpsecProfile>,
     /// Root qdisc of each clone, in `tc qdisc replace dev X root ...` syntax.
     pub qdisc: Option<String>,
     /// Route installation.
@@ -521,78 +587,18 @@ impl Config {
         Self::from_toml(Path::new("<built-in default.toml>"), DEFAULT_TOML, &opts)
     }
 
-    /// What changed from `old` to `new`, per tunnel and per virtual template.
-    pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
-        diff::diff(old, new)
-    }
-
-    /// The IKE profile a tunnel negotiates with: its own `ike_profile`, else its IPsec
-    /// profile's, else one derived from the keyring entry for its destination (PSK both ways,
-    /// identity = address, built-in proposal). Loading guarantees one of these exists.
-    pub fn tunnel_ike_profile(&self, tunnel: &str) -> Option<IkeProfile> {
-        let t = self.tunnels.get(tunnel)?;
-        let named = t.ike_profile.as_ref().or_else(|| {
-            self.ipsec_profiles
-                .get(&t.protection)
-                .and_then(|p| p.ike_profile.as_ref())
-        });
-        if let Some(name) = named {
-            return self.ike_profiles.get(name).cloned();
-        }
-        let keyring = self.keyring_for_address(t.destination)?;
-        Some(IkeProfile {
-            match_identity: vec![IdentityMatch::Address(IpNet::from(t.destination))],
-            local_identity: LocalIdentity::Address,
-            local_auth: AuthMethod::Psk,
-            remote_auth: vec![AuthMethod::Psk],
-            keyring: Some(keyring.to_owned()),
-            trustpoint: None,
-            dpd: None,
-            local: None,
-            virtual_template: None,
-            proposals: Vec::new(),
-            fvrf: t.fvrf.clone(),
-            lifetime_seconds: convert::DEFAULT_IKE_LIFETIME,
-        })
-    }
-
     /// The offload policy a tunnel runs with: its own `offload`, else its IPsec profile's.
     pub fn tunnel_offload(&self, tunnel: &str) -> Offload {
-        let Some(t) = self.tunnels.get(tunnel) else {
-            return Offload::Off;
-        };
-        t.offload.unwrap_or_else(|| {
-            self.ipsec_profiles
-                .get(&t.protection)
-                .map_or(Offload::Off, |p| p.offload)
-        })
+        self.tunnels
+            .get(tunnel)
+            .map_or(Offload::Off, |t| t.offload.unwrap_or(t.ipsec.offload))
     }
 
     /// The offload policy of a virtual template's clones: its own, else its IPsec profile's.
     pub fn template_offload(&self, template: &str) -> Offload {
-        let Some(t) = self.virtual_templates.get(template) else {
-            return Offload::Off;
-        };
-        t.offload.unwrap_or_else(|| {
-            self.ipsec_profiles
-                .get(&t.protection)
-                .map_or(Offload::Off, |p| p.offload)
-        })
-    }
-
-    /// Name of the keyring with the most specific address entry for `addr`.
-    pub fn keyring_for_address(&self, addr: IpAddr) -> Option<&str> {
-        self.keyrings
-            .iter()
-            .filter_map(|(name, k)| {
-                let entry = k.find_by_address(addr)?;
-                match &entry.peer {
-                    PeerMatch::Address(net) => Some((net.prefix_len(), name.as_str())),
-                    PeerMatch::Identity(_) => None,
-                }
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, name)| name)
+        self.virtual_templates
+            .get(template)
+            .map_or(Offload::Off, |t| t.offload.unwrap_or(t.ipsec.offload))
     }
 
     /// A one-line summary for `vtid check`.

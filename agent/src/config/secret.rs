@@ -9,8 +9,19 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// A pre-shared key, wiped from memory on drop. `Debug` prints `Psk(<redacted>)`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Psk(Zeroizing<Vec<u8>>);
+
+/// Compared in time that depends only on the lengths, so that comparing plans on reload says
+/// nothing about a key through timing.
+impl PartialEq for Psk {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.expose(), other.expose());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl Eq for Psk {}
 
 impl Psk {
     /// Wraps key bytes.

@@ -164,7 +164,7 @@ routes = ["10.0.36.0/24"]
     );
     assert_eq!(c.global, Global::default());
     // No ike_profile anywhere: one is derived from the keyring entry.
-    let ike = c.tunnel_ike_profile("Tunnel0").expect("derived");
+    let ike = &t.ike;
     assert_eq!(ike.keyring.as_deref(), Some("KR1"));
     assert_eq!(ike.local_auth, AuthMethod::Psk);
     assert!(ike.proposals.is_empty());
@@ -219,7 +219,7 @@ lifetime = { seconds = 60, kilobytes = 2560 }
 
 #[test]
 fn builtin_default_proposal() {
-    let p = IkeProposal::builtin_default();
+    let p = IkeProposalSpec::builtin_default();
     assert_eq!(p.encryption, vec![Encr::AesGcm16 { key_bits: 256 }]);
     assert_eq!(p.prf, vec![Prf::HmacSha256]);
     assert_eq!(
@@ -484,6 +484,11 @@ fn vti_same_source_and_destination() {
             "[tunnel.Tunnel0]\nmode = \"vti\"\nsource = \"eth0\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.51.203/24\"\nprotection = \"P1\"\n[tunnel.Tunnel1]\nmode = \"{mode2}\"\nsource = \"eth0\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.52.203/24\"\nprotection = \"P1\"\n"
         ))
     };
+    // Tunnel1 accepts another IKE identity, so only the device's ambiguity is left.
+    let two = |mode2: &str| {
+        two(mode2)
+            + "ike_profile = \"I2\"\n[ike_profile.I2]\nkeyring = \"KR1\"\nmatch_identity = [\"fqdn:two.example\"]\n"
+    };
     assert_error(
         &two("vti"),
         18,
@@ -504,6 +509,113 @@ fn duplicate_if_id() {
         9,
         "tunnel.B.if_id: if_id 42 is already used by tunnel.A",
     );
+}
+
+/// Two tunnels A (eth0 → 10.0.0.1, 10.9.0.1/30) and B with `b` as the rest of its body.
+fn two_tunnels(b: &str) -> String {
+    with_base(&format!(
+        "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [\"10.1.0.0/24\"]\n[tunnel.B]\nsource = \"eth0\"\n{b}"
+    ))
+}
+
+#[test]
+fn source_equal_to_destination() {
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"10.0.0.1\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\n",
+        ),
+        11,
+        15,
+        "tunnel.A.destination: 10.0.0.1 is also the tunnel's source",
+    );
+}
+
+#[test]
+fn same_peer_and_identity_twice() {
+    // B starts on line 15; its destination is line 17.
+    assert_error(
+        &two_tunnels(
+            "destination = \"10.0.0.1\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\n",
+        ),
+        17,
+        15,
+        "tunnel.A already runs from eth0 to 10.0.0.1 and accepts the same peer identities",
+    );
+    // Two explicit profiles that both leave match_identity out ("none") are the same too.
+    assert_error(
+        &(two_tunnels(
+            "destination = \"10.0.0.1\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n[ike_profile.I]\nkeyring = \"KR1\"\n",
+        )
+        .replace("routes = [\"10.1.0.0/24\"]\n", "routes = [\"10.1.0.0/24\"]\nike_profile = \"J\"\n")
+            + "[ike_profile.J]\nkeyring = \"KR1\"\n"),
+        18,
+        15,
+        "accepts the same peer identities (none given)",
+    );
+}
+
+#[test]
+fn same_inner_address_twice() {
+    assert_error(
+        &two_tunnels(
+            "destination = \"10.0.0.2\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\n",
+        ),
+        18,
+        11,
+        "tunnel.B.address: 10.9.0.1 is already the address of tunnel.A in the main table",
+    );
+}
+
+#[test]
+fn same_route_twice() {
+    // In one tunnel: the second occurrence is reported.
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [\"10.1.0.0/24\", \"10.1.0.0/24\"]\n",
+        ),
+        14,
+        26,
+        "tunnel.A.routes: 10.1.0.0/24 is listed twice",
+    );
+    // On two tunnels of the same table.
+    assert_error(
+        &two_tunnels(
+            "destination = \"10.0.0.2\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nroutes = [\"10.2.0.0/24\", \"10.1.0.0/24\"]\n",
+        ),
+        20,
+        26,
+        "tunnel.B.routes: 10.1.0.0/24 is already routed into tunnel.A in the main table",
+    );
+}
+
+/// What looks like the ambiguities above but is not: each of these configurations loads.
+#[test]
+fn legitimate_near_misses_pass() {
+    let ok = |src: String| parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    // Same addresses, another accepted identity: IKE_AUTH's IDi tells them apart.
+    ok(two_tunnels(
+        "destination = \"10.0.0.1\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n[ike_profile.I]\nkeyring = \"KR1\"\nmatch_identity = [\"fqdn:b.example\"]\n",
+    ));
+    // Same addresses and identity in another front-door VRF: other sockets, other underlay.
+    ok(two_tunnels(
+        "destination = \"10.0.0.1\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nfvrf = \"WAN\"\n[vrf.WAN]\ntable = 10\n",
+    ));
+    // The same inner address and route in another inside VRF (overlapping customers).
+    ok(two_tunnels(
+        "destination = \"10.0.0.2\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [\"10.1.0.0/24\"]\nvrf = \"CUST\"\n[vrf.CUST]\ntable = 10\n",
+    ));
+    // Overlapping but different prefixes, and a different host of the same subnet.
+    ok(two_tunnels(
+        "destination = \"10.0.0.2\"\naddress = \"10.9.0.2/30\"\nprotection = \"P1\"\nroutes = [\"10.1.0.0/16\", \"10.1.0.0/25\"]\n",
+    ));
+    // Two unnumbered tunnels borrow the same interface's address on purpose.
+    ok(with_base(
+        "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\nunnumbered = \"lo\"\nprotection = \"P1\"\n[tunnel.B]\nsource = \"eth0\"\ndestination = \"10.0.0.2\"\nunnumbered = \"lo\"\nprotection = \"P1\"\n",
+    ));
+    // An address source next to, but not equal to, the destination.
+    ok(with_base(
+        "[tunnel.A]\nsource = \"10.0.0.2\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\n",
+    ));
 }
 
 #[test]
@@ -596,7 +708,7 @@ fn too_many_transform_sets() {
 #[test]
 fn transport_mode_on_vti() {
     assert_error(
-        "[transform_set.T1]\nesp = \"aes-gcm-256\"\nmode = \"transport\"\n[ipsec_profile.P1]\ntransform_sets = [\"T1\"]\n[ike_profile.I]\nkeyring = \"K\"\n[keyring.K]\n[tunnel.Tunnel0]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n",
+        "[transform_set.T1]\nesp = \"aes-gcm-256\"\nmode = \"transport\"\n[ipsec_profile.P1]\ntransform_sets = [\"T1\"]\n[ike_profile.I]\nkeyring = \"K\"\n[keyring.K]\n[tunnel.Tunnel0]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n[[keyring.K.peer]]\naddress = \"10.0.0.1\"\npsk_file = \"/etc/vtid/k.key\"\n",
         13,
         14,
         "VTIs need tunnel mode",
@@ -650,6 +762,78 @@ fn ike_profile_errors() {
             .contains("unknown identity type \"fqdm\" (did you mean \"fqdn\"?)"),
         "{}",
         e[4].2
+    );
+}
+
+// ---- checks the daemon used to make only when planning -------------------------------------
+
+#[test]
+fn psk_and_signature_mix() {
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\nkeyring = \"KR1\"\ntrustpoint = \"TP\"\nremote_auth = [\"psk\", \"ecdsa-sig\"]\n[trustpoint.TP]\nca = [\"/etc/vtid/ca.pem\"]\n",
+        ),
+        12,
+        23,
+        "ike_profile.I.remote_auth: ecdsa-sig with local_auth = psk mixes psk and signatures",
+    );
+}
+
+#[test]
+fn signature_profile_needs_certificate_and_ca() {
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\ntrustpoint = \"TP\"\nlocal_auth = \"ecdsa-sig\"\n[trustpoint.TP]\nca = [\"/etc/vtid/ca.pem\"]\n",
+        ),
+        10,
+        14,
+        "trustpoint TP has no certificate and private_key",
+    );
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\ntrustpoint = \"TP\"\nlocal_auth = \"ecdsa-sig\"\n[trustpoint.TP]\ncertificate = \"/etc/vtid/me.pem\"\nprivate_key = \"/etc/vtid/me.key\"\n",
+        ),
+        10,
+        14,
+        "trustpoint TP lists no ca",
+    );
+}
+
+#[test]
+fn named_profile_keyring_without_entry_for_destination() {
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\nkeyring = \"K2\"\n[keyring.K2]\n[[keyring.K2.peer]]\naddress = \"10.1.0.0/16\"\npsk_file = \"/etc/vtid/k2.key\"\n[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n",
+        ),
+        17,
+        15,
+        "keyring K2 (of ike_profile I) has no peer entry for 10.0.0.1",
+    );
+}
+
+#[test]
+fn identities_the_engine_could_not_use() {
+    // A DN identity is our certificate's subject: PSK profiles have none.
+    assert_error(
+        &with_base("[ike_profile.I]\nkeyring = \"KR1\"\nlocal_identity = \"dn:CN=me\"\n"),
+        11,
+        18,
+        "local_identity dn:CN=me needs certificate authentication",
+    );
+    // DNs are parsed for matching, in match_identity and in keyring entries alike.
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\nkeyring = \"KR1\"\nmatch_identity = [\"fqdn:a.example\", \"dn:Q=1\"]\n",
+        ),
+        11,
+        37,
+        "ike_profile.I.match_identity: DN \"Q=1\": unknown attribute \"Q\"",
+    );
+    assert_error(
+        &with_base("[[keyring.KR1.peer]]\nidentity = \"dn:CN\"\npsk_file = \"/etc/vtid/x.key\"\n"),
+        10,
+        12,
+        "keyring.KR1.peer[1].identity: DN \"CN\": \"CN\" is not ATTRIBUTE=VALUE",
     );
 }
 
@@ -825,14 +1009,19 @@ fn secrets_never_printed() {
 
 #[test]
 fn trustpoint_paths_checked() {
-    let dir = TempDir::new();
+    // Real certificate files: loading parses them (a file that is only the right shape is
+    // refused, see below).
+    let f = certs::tests::files("paths");
     let opts = LoadOptions {
         secret_owner_uid: my_uid(),
         read_files: true,
     };
-    let ca = dir.file("ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
-    let cert = dir.file("me.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
-    let key = dir.file("me.key", "-----BEGIN PRIVATE KEY-----\n", 0o644);
+    let (ca, cert, key) = (
+        f.dir.join("ca.pem"),
+        f.dir.join("me.pem"),
+        f.dir.join("me.key"),
+    );
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let src = format!(
         "[trustpoint.TP]\nca = [\"{}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
         ca.display(),
@@ -844,119 +1033,18 @@ fn trustpoint_paths_checked() {
     assert!(e.0[0].message.contains("mode 0644"), "{e}");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let c = Config::from_toml(Path::new("t.toml"), &src, &opts).expect("valid");
-    assert_eq!(c.trustpoints["TP"].ca, vec![ca]);
-}
-
-// ---- diff -----------------------------------------------------------------------------------
-
-const DIFF_BASE: &str = r#"[transform_set.T1]
-esp = "aes-gcm-256"
-[transform_set.T2]
-esp = "aes-gcm-128"
-[ipsec_profile.P1]
-transform_sets = ["T1"]
-[ipsec_profile.P2]
-transform_sets = ["T2"]
-[keyring.KR1]
-[[keyring.KR1.peer]]
-address = "0.0.0.0/0"
-psk_file = "/etc/vtid/psk/any.key"
-[tunnel.A]
-source = "eth0"
-destination = "10.0.0.1"
-address = "10.9.0.1/30"
-protection = "P1"
-[tunnel.B]
-source = "eth0"
-destination = "10.0.0.2"
-address = "10.9.0.5/30"
-protection = "P2"
-[virtual_template.VT1]
-unnumbered = "lo"
-protection = "P2"
-"#;
-
-#[test]
-fn diff_same_is_empty() {
-    let a = parse(DIFF_BASE).expect("valid");
-    assert!(Config::diff(&a, &a.clone()).is_empty());
-}
-
-#[test]
-fn diff_added_removed_changed() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let new_src = DIFF_BASE
-        .replace("[tunnel.A]", "[tunnel.C]")
-        .replace("10.9.0.5/30", "10.9.0.9/30");
-    let new = parse(&new_src).expect("valid");
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnels.added, ["C"]);
-    assert_eq!(d.tunnels.removed, ["A"]);
-    assert_eq!(d.tunnels.changed, ["B"]);
-    assert!(d.virtual_templates.is_empty());
-    assert!(!d.global_changed);
-}
-
-#[test]
-fn diff_follows_dependencies() {
-    let old = parse(DIFF_BASE).expect("valid");
-    // T2 is used by P2, which protects tunnel B and template VT1, not tunnel A.
-    let new = parse(&DIFF_BASE.replace("esp = \"aes-gcm-128\"", "esp = \"chacha20-poly1305\""))
-        .expect("valid");
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnels.changed, ["B"]);
-    assert_eq!(d.virtual_templates.changed, ["VT1"]);
-    assert!(d.tunnels.added.is_empty() && d.tunnels.removed.is_empty());
-}
-
-#[test]
-fn diff_sees_key_change() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let mut new = old.clone();
-    new.keyrings.get_mut("KR1").unwrap().peers[0].psk = Some(Psk::new(b"new".to_vec()));
-    let d = Config::diff(&old, &new);
-    // Both tunnels derive their IKE profile from KR1.
-    assert_eq!(d.tunnels.changed, ["A", "B"]);
-}
-
-#[test]
-fn diff_key_for_another_peer_leaves_tunnel_alone() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let mut new = old.clone();
-    // A more specific key for B's peer: B now uses it, A still uses the 0/0 entry.
-    let mut entry = new.keyrings["KR1"].peers[0].clone();
-    entry.peer = PeerMatch::Address("10.0.0.2/32".parse().unwrap());
-    entry.psk = Some(Psk::new(b"for-b-only".to_vec()));
-    new.keyrings.get_mut("KR1").unwrap().peers.push(entry);
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnels.changed, ["B"]);
-}
-
-#[test]
-fn diff_global() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let new = parse(&format!("[global]\nike_port = 1500\n{DIFF_BASE}")).expect("valid");
-    let d = Config::diff(&old, &new);
-    assert!(d.global_changed);
-    assert!(d.tunnels.is_empty());
-}
-
-#[test]
-fn diff_routes_only_edit_is_not_a_restart() {
-    let old = parse(DIFF_BASE).expect("valid");
-    let mut new = old.clone();
-    new.tunnels
-        .get_mut("A")
-        .unwrap()
-        .routes
-        .push("192.0.2.0/24".parse().unwrap());
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnel_routes, ["A"]);
-    assert!(d.tunnels.is_empty(), "{d:?}");
-    assert!(!d.is_empty());
-    // Routes and anything else: a rebuild.
-    new.tunnels.get_mut("A").unwrap().mtu = Some(1300);
-    let d = Config::diff(&old, &new);
-    assert_eq!(d.tunnels.changed, ["A"]);
-    assert!(d.tunnel_routes.is_empty());
+    assert_eq!(c.trustpoints["TP"].ca, vec![ca.clone()]);
+    assert!(c.trustpoints["TP"].files.is_some());
+    // A certificate file that is not one is reported at `certificate`, as `vtid run` would
+    // refuse it.
+    let dir = TempDir::new();
+    let fake = dir.file("fake.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
+    let src = src.replace(&cert.display().to_string(), &fake.display().to_string());
+    let e = Config::from_toml(Path::new("t.toml"), &src, &opts).unwrap_err();
+    assert_eq!(e.len(), 1, "{e}");
+    assert_eq!((e.0[0].line, e.0[0].column), (3, 15), "{e}");
+    assert!(
+        e.0[0].message.starts_with("trustpoint.TP.certificate: "),
+        "{e}"
+    );
 }

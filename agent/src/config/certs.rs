@@ -1,9 +1,9 @@
-//! Certificate authentication for the daemon: a `[trustpoint.NAME]`'s files become the engine's
+//! Certificate authentication: a `[trustpoint.NAME]`'s files become the engine's
 //! [`ike::CertificateAuth`], and an IKE profile's identities become what the engine sends and
 //! accepts (RFC 7296 §3.5 ID payloads, RFC 4945 §3.1 identity-to-certificate binding).
 //!
-//! Files are read when the plan is built (start and reload), so a broken file fails that plan
-//! with a message naming the file, and the running state is left alone. Certificates may be
+//! Files are read when the configuration is loaded (`vtid check`, start and reload), so a
+//! broken file is reported at the key that names it and a reload with one changes nothing. Certificates may be
 //! PEM (several blocks per file, e.g. a CA bundle or a certificate followed by its
 //! intermediates) or DER. Private key bytes are only held in [`Zeroizing`] buffers and no
 //! error or log line includes them.
@@ -13,13 +13,13 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use ike::cert::TrustAnchors;
 use ike::crypto::sig::SigningKey;
 use ike::wire::Identity as IkeIdentity;
 use zeroize::Zeroizing;
 
-use crate::config::{Identity, IdentityMatch, Trustpoint};
+use super::{Identity, IdentityMatch};
 
 /// Largest certificate or key file read; bounds a mistaken path such as a disk image.
 const MAX_FILE: u64 = 1024 * 1024;
@@ -94,57 +94,109 @@ pub(crate) fn read_key(path: &Path) -> Result<SigningKey> {
     })
 }
 
-/// What a trustpoint gives the engine, plus our certificate's subject for DN identities.
-pub(crate) struct LoadedTrustpoint {
+/// A trustpoint's files, parsed: what the engine authenticates with, our certificate's
+/// subject (for DN identities) and the CA certificates (to tell a reload what changed).
+#[derive(Clone)]
+pub struct TrustpointFiles {
     /// The engine's certificate authentication.
     pub auth: ike::CertificateAuth,
     /// DER subject of our certificate (ID_DER_ASN1_DN when we identify by DN).
     pub subject: Vec<u8>,
+    /// The CA certificates (DER) behind `auth.trust_anchors`.
+    pub cas: Vec<Vec<u8>>,
 }
 
-/// Reads a trustpoint's CA, certificate and key files. `name` is for messages.
-pub(crate) fn load_trustpoint(name: &str, tp: &Trustpoint) -> Result<LoadedTrustpoint> {
-    let ctx = || format!("trustpoint {name}");
-    let (Some(cert_path), Some(key_path)) = (&tp.certificate, &tp.private_key) else {
-        bail!(
-            "trustpoint {name} has no certificate and private_key: we cannot authenticate \
-             with a signature without them"
-        );
-    };
-    ensure!(
-        !tp.ca.is_empty(),
-        "trustpoint {name} lists no ca: the peer's certificate could never be verified"
-    );
+/// Same certificates, CAs and key. The private key is compared by its public half: a key
+/// pair is determined by it, and the private bytes are never compared or copied.
+impl PartialEq for TrustpointFiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.auth.certificate == other.auth.certificate
+            && self.auth.chain == other.auth.chain
+            && self.cas == other.cas
+            && self.auth.key.public_key() == other.auth.key.public_key()
+    }
+}
+
+impl Eq for TrustpointFiles {}
+
+/// Short: the subject and how many certificates, never key material or whole DER blobs.
+impl std::fmt::Debug for TrustpointFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustpointFiles")
+            .field("subject", &describe_dn(&self.subject))
+            .field("chain", &self.auth.chain.len())
+            .field("cas", &self.cas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrustpointFiles {
+    /// Our key signs with RSA (`rsa-sig`); otherwise ECDSA or EdDSA (`ecdsa-sig`).
+    pub fn is_rsa(&self) -> bool {
+        matches!(
+            self.auth.key.default_scheme(),
+            ike::crypto::sig::SignatureScheme::RsaPssSha256
+        )
+    }
+}
+
+/// Which key of a `[trustpoint.NAME]` a loading error concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TrustpointKey {
+    /// `ca[i]`.
+    Ca(usize),
+    /// `certificate`.
+    Certificate,
+    /// `private_key`.
+    PrivateKey,
+}
+
+/// Reads the CA files: each must hold usable trust anchors.
+pub(crate) fn load_cas(paths: &[std::path::PathBuf]) -> Result<Vec<Vec<u8>>, (usize, String)> {
     let mut cas = Vec::new();
-    for path in &tp.ca {
-        let certs = read_certs(path).with_context(ctx)?;
-        // Each must be a usable anchor; name the file that is not.
+    for (i, path) in paths.iter().enumerate() {
+        let certs = read_certs(path).map_err(|e| (i, format!("{e:#}")))?;
         TrustAnchors::from_der_certs(&certs)
-            .map_err(|e| anyhow::anyhow!("trustpoint {name}: {}: {e}", path.display()))?;
+            .map_err(|e| (i, format!("{}: {e}", path.display())))?;
         cas.extend(certs);
     }
-    let anchors = TrustAnchors::from_der_certs(&cas)
-        .map_err(|e| anyhow::anyhow!("trustpoint {name}: {e}"))?;
-    let mut certs = read_certs(cert_path).with_context(ctx)?;
+    Ok(cas)
+}
+
+/// Reads our certificate (with its chain) and key, checks that they belong together, and
+/// combines them with the CAs `load_cas` returned.
+pub(crate) fn load_trustpoint(
+    cas: Vec<Vec<u8>>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<TrustpointFiles, (TrustpointKey, String)> {
+    use TrustpointKey::{Certificate, PrivateKey};
+    let anchors =
+        TrustAnchors::from_der_certs(&cas).map_err(|e| (TrustpointKey::Ca(0), e.to_string()))?;
+    let mut certs = read_certs(cert_path).map_err(|e| (Certificate, format!("{e:#}")))?;
     let certificate = certs.remove(0);
     let spki = ike::cert::subject_public_key_info(&certificate).map_err(|e| {
-        anyhow::anyhow!(
-            "trustpoint {name}: {} is not an X.509 certificate: {e}",
-            cert_path.display()
+        (
+            Certificate,
+            format!("{} is not an X.509 certificate: {e}", cert_path.display()),
         )
     })?;
-    let key = read_key(key_path).with_context(ctx)?;
+    let key = read_key(key_path).map_err(|e| (PrivateKey, format!("{e:#}")))?;
     // SubjectPublicKeyInfo ends with the BIT STRING holding exactly the raw public key
     // (RFC 5280 §4.1.2.7, RFC 5480 §2.2, RFC 8017 A.1.1), so this proves the pair matches.
-    ensure!(
-        spki.ends_with(key.public_key()),
-        "trustpoint {name}: private key {} does not belong to certificate {}",
-        key_path.display(),
-        cert_path.display()
-    );
+    if !spki.ends_with(key.public_key()) {
+        return Err((
+            PrivateKey,
+            format!(
+                "private key {} does not belong to certificate {}",
+                key_path.display(),
+                cert_path.display()
+            ),
+        ));
+    }
     let subject = ike::cert::subject_dn(&certificate)
-        .map_err(|e| anyhow::anyhow!("trustpoint {name}: {}: {e}", cert_path.display()))?;
-    Ok(LoadedTrustpoint {
+        .map_err(|e| (Certificate, format!("{}: {e}", cert_path.display())))?;
+    Ok(TrustpointFiles {
         auth: ike::CertificateAuth {
             key: Arc::new(key),
             certificate,
@@ -152,6 +204,7 @@ pub(crate) fn load_trustpoint(name: &str, tp: &Trustpoint) -> Result<LoadedTrust
             trust_anchors: Arc::new(anchors),
         },
         subject,
+        cas,
     })
 }
 
@@ -256,6 +309,16 @@ pub(crate) fn id_match(list: &[IdentityMatch]) -> Result<ike::IdMatch> {
     }
 }
 
+/// A keyring entry's identity as a `match_identity` pattern (exact).
+pub(crate) fn identity_match(id: &Identity) -> IdentityMatch {
+    match id {
+        Identity::Address(a) => IdentityMatch::Address(ipnet::IpNet::from(*a)),
+        Identity::Fqdn(f) => IdentityMatch::Fqdn(f.clone()),
+        Identity::Email(e) => IdentityMatch::Email(e.clone()),
+        Identity::Dn(d) => IdentityMatch::Dn(d.clone()),
+    }
+}
+
 /// Our ID payload for an explicit `local_identity`. A DN must be our certificate's subject
 /// (RFC 4945 §3.1.5: the peer compares it byte for byte), so it is sent as the certificate
 /// encodes it, after checking that the configured text names the same DN.
@@ -298,7 +361,7 @@ fn describe_dn(der: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
@@ -312,8 +375,8 @@ mod tests {
     use crate::config::{Config, LoadOptions};
     use crate::plan::{LocalAddrs, build};
 
-    struct Files {
-        dir: PathBuf,
+    pub(crate) struct Files {
+        pub(crate) dir: PathBuf,
     }
 
     impl Drop for Files {
@@ -324,7 +387,7 @@ mod tests {
 
     /// A CA, an ECDSA end-entity certificate `O=vtid test, CN=me` for `me.example`, its key
     /// (0600), and a stranger key, written to a fresh directory.
-    fn files(tag: &str) -> Files {
+    pub(crate) fn files(tag: &str) -> Files {
         let dir = std::env::temp_dir().join(format!("vtid-certs-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
@@ -453,6 +516,30 @@ mod tests {
             e.contains("local_auth is rsa-sig but trustpoint TP's private key is not RSA"),
             "{e}"
         );
+        // Each is reported at the key that names the file or the method, as `vtid check`
+        // shows it.
+        let at = |cert: &str, key: &str, extra: &str| {
+            let opts = LoadOptions {
+                secret_owner_uid: nix::unistd::getuid().as_raw(),
+                read_files: true,
+            };
+            let e = Config::from_toml(Path::new("t.toml"), &config(&f, cert, key, extra), &opts)
+                .unwrap_err();
+            assert_eq!(e.len(), 1, "{e}");
+            (e.0[0].line, e.0[0].column)
+        };
+        let ecdsa = "local_auth = \"ecdsa-sig\"";
+        assert_eq!(at("me.pem", "other.key", ecdsa), (4, 15));
+        assert_eq!(at("me.key", "me.key", ecdsa), (3, 15));
+        assert_eq!(at("me.pem", "me.key", "local_auth = \"rsa-sig\""), (11, 14));
+        assert_eq!(
+            at(
+                "me.pem",
+                "me.key",
+                "local_auth = \"ecdsa-sig\"\nlocal_identity = \"dn:O=vtid test, CN=else\""
+            ),
+            (12, 18)
+        );
     }
 
     #[test]
@@ -545,6 +632,6 @@ mod tests {
             plan(&src("dn:O=vtid test, CN=someone else")).unwrap_err()
         );
         assert!(e.contains("is not the subject of our certificate"), "{e}");
-        assert!(e.contains("ike_profile HUB"), "{e}");
+        assert!(e.contains("ike_profile.HUB.local_identity"), "{e}");
     }
 }

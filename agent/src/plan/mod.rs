@@ -1,0 +1,604 @@
+//! From the typed configuration to what the daemon runs: one [`TunnelPlan`] per static tunnel
+//! (its device, addresses, routes, kernel identifiers), one [`TemplatePlan`] per dynamic VTI
+//! connection, and the `ike::EndpointConfig` the engine negotiates with. Pure functions, so
+//! reloads can compute the new plan completely before touching anything, and [`diff`] tells
+//! what a reload changes.
+//!
+//! Configuration loading has resolved and checked every reference, credential and file, so
+//! building a plan can only fail on live interface state: a `source`, `unnumbered` or
+//! `local_interface` interface without an address of the needed family.
+
+mod diff;
+mod templates;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ike::secret::Secret;
+use ike::transform::Esn;
+use ike::wire::TrafficSelector;
+use ipnet::IpNet;
+
+use crate::config::{self, Config, Credentials, InnerAddress, TunnelMode, TunnelSource};
+use crate::mtu::{EspOverhead, IPV6_MIN_MTU};
+
+pub use diff::{PlanDiff, diff};
+pub use templates::{TemplatePlan, plan_templates};
+
+/// Base of vtid's reqids (xfrm's ownership band): reqid = base + connection id.
+pub const REQID_BASE: u32 = *xfrm::OWNED_REQID.start();
+/// Policy priority inside xfrm's owned band. Lower is preferred by the kernel; route-based
+/// 0/0 policies are keyed by if_id or mark, so one value for all is enough.
+pub const POLICY_PRIORITY: u32 = *xfrm::OWNED_PRIORITY.start() + 0x100;
+/// Base for if_ids that the configuration does not fix.
+pub const IF_ID_BASE: u32 = 0x7654_0000;
+/// Underlay MTU assumed when the underlay device cannot be determined.
+pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
+/// Main routing table (include/uapi/linux/rtnetlink.h RT_TABLE_MAIN).
+pub const MAIN_TABLE: u32 = 254;
+
+/// The kernel device a tunnel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// XFRM interface, keyed by if_id (`ip link add NAME type xfrm if_id N`).
+    Xfrmi,
+    /// `ip_vti`/`ip6_vti`, keyed by mark (`ip link add NAME type vti local A remote B key N`).
+    Vti,
+}
+
+impl DeviceKind {
+    /// As `show` and the configuration spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Xfrmi => "xfrmi",
+            Self::Vti => "vti",
+        }
+    }
+}
+
+/// Everything the daemon needs to build and run one static tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelPlan {
+    /// Tunnel (and interface) name.
+    pub name: String,
+    /// The engine's connection id.
+    pub conn: ike::ConnId,
+    /// xfrm interface or ip_vti.
+    pub mode: DeviceKind,
+    /// if_id (xfrmi) or key/mark (vti).
+    pub if_id: u32,
+    /// reqid of its SAs and policy templates.
+    pub reqid: u32,
+    /// Our underlay address.
+    pub local: IpAddr,
+    /// The peer's underlay address.
+    pub remote: IpAddr,
+    /// Address of the device (`unnumbered` resolved to the borrowed address as a /32).
+    pub inner: IpNet,
+    /// Prefixes routed into the tunnel.
+    pub routes: Vec<IpNet>,
+    /// MTU set on the device.
+    pub mtu: u32,
+    /// Start the negotiation ourselves.
+    pub initiate: bool,
+    /// ESP offload policy (the tunnel's, else its IPsec profile's).
+    pub offload: config::Offload,
+    /// Inside VRF the device is enslaved to.
+    pub vrf: Option<crate::vrf::VrfPlan>,
+    /// Front-door VRF of the underlay and the IKE sockets.
+    pub fvrf: Option<crate::vrf::VrfPlan>,
+}
+
+impl TunnelPlan {
+    /// The tunnel has an IPv6 address or IPv6 routes. Without either it runs no IPv6 at all,
+    /// as an IOS tunnel without `ipv6 address`/`ipv6 enable` does.
+    pub fn carries_v6(&self) -> bool {
+        self.inner.addr().is_ipv6() || self.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
+    }
+}
+
+/// The namespace's interfaces as the plan needs them: their addresses (for `source = IFACE`
+/// and `unnumbered = IFACE`) and MTUs (the underlay MTU the tunnel MTU derives from). Read
+/// from the kernel by the daemon before each plan; empty in pure tests.
+#[derive(Clone, Debug, Default)]
+pub struct LocalAddrs {
+    /// Interface name to (MTU, addresses).
+    pub links: BTreeMap<String, (u32, Vec<IpNet>)>,
+    /// Interfaces with ESP crypto offload on (`esp-hw-offload`), for `offload = "auto"`.
+    pub esp_offload: std::collections::BTreeSet<String>,
+}
+
+impl LocalAddrs {
+    /// The address of `dev` to use toward a peer of the given family: the first one, skipping
+    /// IPv6 link-local (fe80::/10) which cannot carry IKE to a routed peer.
+    pub fn pick(&self, dev: &str, v6: bool) -> Option<IpAddr> {
+        let (_, addrs) = self.links.get(dev)?;
+        addrs.iter().map(IpNet::addr).find(|a| match a {
+            IpAddr::V4(_) => !v6,
+            IpAddr::V6(x) => v6 && (x.segments()[0] & 0xffc0) != 0xfe80,
+        })
+    }
+
+    /// True when the interface holding `addr` offloads ESP.
+    pub fn offloads(&self, addr: IpAddr) -> bool {
+        self.links.iter().any(|(name, (_, addrs))| {
+            self.esp_offload.contains(name) && addrs.iter().any(|n| n.addr() == addr)
+        })
+    }
+
+    /// MTU of the interface that holds `addr`, when that interface can be the underlay.
+    /// A tunnel sourced from a loopback (Cisco's `tunnel source Loopback0`) leaves through
+    /// whatever route reaches the peer, so loopbacks (and anything above the largest jumbo
+    /// frame) say nothing about the path: `None`, and the caller assumes Ethernet's 1500.
+    pub fn mtu_of(&self, addr: IpAddr) -> Option<u32> {
+        self.links
+            .iter()
+            .find(|(_, (_, addrs))| addrs.iter().any(|n| n.addr() == addr))
+            .filter(|(name, (mtu, _))| name.as_str() != "lo" && *mtu <= 9216)
+            .map(|(_, (mtu, _))| *mtu)
+    }
+}
+
+/// The whole plan of a configuration.
+#[derive(Debug)]
+pub struct Plan {
+    /// Static tunnels by name.
+    pub tunnels: BTreeMap<String, TunnelPlan>,
+    /// Dynamic VTI templates by the engine connection that answers their peers.
+    pub templates: BTreeMap<ike::ConnId, TemplatePlan>,
+    /// Every engine connection (tunnels' and templates'), with what it was derived from.
+    pub peers: BTreeMap<ike::ConnId, PeerPlan>,
+    /// What the IKE engine negotiates: `peers` in the order the engine should try them
+    /// (static tunnels first, by name, then templates by IKE profile).
+    pub endpoint: ike::EndpointConfig,
+    /// `[global]` as planned.
+    pub global: config::Global,
+    /// The configuration's key and certificate files were read. When false (a structure
+    /// check such as `vtid check --no-files`), the endpoint's credentials are placeholders
+    /// (an empty pre-shared key that no real peer shares) and the plan must not be run; the
+    /// daemon always loads with files.
+    pub credentials_read: bool,
+}
+
+/// One engine connection and the credentials its `auth` was made from. Equal when the engine
+/// would negotiate the same way: every field of the connection except `auth` (which holds
+/// key objects without equality) is compared, and `credentials` stand for `auth`.
+#[derive(Clone, Debug)]
+pub struct PeerPlan {
+    /// The engine's connection.
+    pub config: ike::PeerConfig,
+    /// What `config.auth` was derived from (keys compared in constant time, never printed).
+    pub credentials: Credentials,
+}
+
+impl PartialEq for PeerPlan {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured so that a field added to ike::PeerConfig fails to compile here
+        // instead of being silently left out of reload decisions.
+        let ike::PeerConfig {
+            id,
+            name,
+            local,
+            remote,
+            local_id,
+            remote_id,
+            auth: _,
+            ike_proposals,
+            ike_lifetime,
+            child,
+            dpd_interval,
+            allow_legacy,
+        } = &self.config;
+        let ike::ChildConfig {
+            esp_proposals,
+            pfs,
+            local_ts,
+            remote_ts,
+            mode,
+            lifetime,
+            lifetime_bytes,
+        } = child;
+        let o = &other.config;
+        let oc = &o.child;
+        *id == o.id
+            && *name == o.name
+            && *local == o.local
+            && *remote == o.remote
+            && *local_id == o.local_id
+            && *remote_id == o.remote_id
+            && *ike_proposals == o.ike_proposals
+            && *ike_lifetime == o.ike_lifetime
+            && *dpd_interval == o.dpd_interval
+            && *allow_legacy == o.allow_legacy
+            && *esp_proposals == oc.esp_proposals
+            && *pfs == oc.pfs
+            && *local_ts == oc.local_ts
+            && *remote_ts == oc.remote_ts
+            && *mode == oc.mode
+            && *lifetime == oc.lifetime
+            && *lifetime_bytes == oc.lifetime_bytes
+            && self.credentials == other.credentials
+    }
+}
+
+/// The engine's authentication from resolved credentials. Without files read there is no
+/// key: see [`Plan::credentials_read`].
+fn auth_config(c: &Credentials) -> ike::AuthConfig {
+    match c {
+        Credentials::Psk(Some(k)) => ike::AuthConfig::Psk(Secret::from_slice(k.expose())),
+        Credentials::Certificate(Some(f)) => ike::AuthConfig::Certificate(f.auth.clone()),
+        Credentials::Psk(None) | Credentials::Certificate(None) => {
+            ike::AuthConfig::Psk(Secret::new(Vec::new()))
+        }
+    }
+}
+
+/// The ESP proposals of an IPsec profile, in its order.
+fn esp_proposals(p: &config::IpsecProfile) -> Vec<ike::EspProposal> {
+    p.sets
+        .iter()
+        .map(|ts| ike::EspProposal {
+            encr: ts.esp,
+            integ: ts.integrity,
+            esn: Esn::No,
+        })
+        .collect()
+}
+
+/// The tunnel MTU for the preferred ESP proposal (see mtu.rs for why one MTU for both ends
+/// matters). Loading guarantees an IPsec profile lists at least one transform set.
+fn derived_mtu(esp: &[ike::EspProposal], local: IpAddr, links: &LocalAddrs) -> u32 {
+    let underlay = links.mtu_of(local).unwrap_or(DEFAULT_UNDERLAY_MTU);
+    esp.first().map_or(underlay, |first| {
+        EspOverhead {
+            outer_ipv6: local.is_ipv6(),
+            udp_encap: false,
+            encr: first.encr,
+            integ: first.integ,
+        }
+        .tunnel_mtu(underlay)
+    })
+}
+
+/// The engine's lifetime for `secs`: rekey 10% (at least 5 s) before, with 5% jitter.
+fn lifetime(secs: u32) -> ike::Lifetime {
+    let secs = u64::from(secs);
+    ike::Lifetime {
+        lifetime: Duration::from_secs(secs),
+        rekey_margin: Duration::from_secs((secs / 10).max(5)),
+        jitter: Duration::from_secs((secs / 20).max(1)),
+    }
+}
+
+/// Builds the plan. `conn_ids` keeps connection ids stable across reloads: names already in it
+/// keep theirs, new names get the next free one (and are added). Fails only when an interface
+/// the configuration names has no usable address now.
+pub fn build(
+    cfg: &Config,
+    conn_ids: &mut BTreeMap<String, u32>,
+    links: &LocalAddrs,
+) -> Result<Plan> {
+    let mut tunnels = BTreeMap::new();
+    let mut peers = Vec::new();
+    let fixed: Vec<u32> = cfg
+        .tunnels
+        .values()
+        .filter_map(|t| t.if_id.map(|i| i.0))
+        .collect();
+    for (name, t) in &cfg.tunnels {
+        let next = conn_ids.values().max().copied().unwrap_or(0) + 1;
+        let conn = *conn_ids.entry(name.clone()).or_insert(next);
+        let local = match &t.source {
+            TunnelSource::Address(a) => *a,
+            // `tunnel source IFACE`: the interface's address of the destination's family,
+            // read when the plan is made (start and reload).
+            TunnelSource::Interface(i) => {
+                links.pick(i, t.destination.is_ipv6()).with_context(|| {
+                    format!(
+                        "tunnel {name}: source interface {i} has no {} address",
+                        if t.destination.is_ipv6() {
+                            "IPv6"
+                        } else {
+                            "IPv4"
+                        }
+                    )
+                })?
+            }
+        };
+        // `ip unnumbered IFACE`: borrow the interface's IPv4 address as a /32 on the tunnel.
+        let inner = match &t.inner {
+            InnerAddress::Unnumbered(dev) => {
+                let a = links.pick(dev, false).with_context(|| {
+                    format!("tunnel {name}: unnumbered interface {dev} has no IPv4 address")
+                })?;
+                IpNet::from(a)
+            }
+            InnerAddress::Address(a) => *a,
+        };
+        let offload = t.offload.unwrap_or(t.ipsec.offload);
+        let mut esp = esp_proposals(&t.ipsec);
+        crate::offload::prefer_aead(&mut esp, offload, links.offloads(local));
+        let if_id = match t.if_id {
+            Some(i) => i.0,
+            None => (IF_ID_BASE + conn..)
+                .find(|i| !fixed.contains(i))
+                .unwrap_or(IF_ID_BASE),
+        };
+        let carries_v6 =
+            inner.addr().is_ipv6() || t.routes.iter().any(|r| matches!(r, IpNet::V6(_)));
+        let mtu = t
+            .mtu
+            .unwrap_or_else(|| derived_mtu(&esp, local, links))
+            .max(if carries_v6 { IPV6_MIN_MTU } else { 576 });
+        let plan = TunnelPlan {
+            name: name.clone(),
+            conn: ike::ConnId(conn),
+            mode: match t.mode {
+                TunnelMode::Xfrmi => DeviceKind::Xfrmi,
+                TunnelMode::Vti => DeviceKind::Vti,
+            },
+            if_id,
+            reqid: REQID_BASE + conn,
+            local,
+            remote: t.destination,
+            inner,
+            routes: t.routes.clone(),
+            mtu,
+            initiate: t.initiate,
+            offload,
+            vrf: t.vrf.clone(),
+            fvrf: t.fvrf.clone().or_else(|| t.ike.fvrf.clone()),
+        };
+        peers.push(tunnel_peer(cfg, &plan, t, esp));
+        tunnels.insert(name.clone(), plan);
+    }
+    let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
+    let endpoint = ike::EndpointConfig {
+        peers: peers.iter().map(|p| p.config.clone()).collect(),
+        ..Default::default()
+    };
+    Ok(Plan {
+        tunnels,
+        templates,
+        peers: peers.into_iter().map(|p| (p.config.id, p)).collect(),
+        endpoint,
+        global: cfg.global.clone(),
+        credentials_read: cfg.files_read,
+    })
+}
+
+fn tunnel_peer(
+    cfg: &Config,
+    plan: &TunnelPlan,
+    t: &config::Tunnel,
+    esp_proposals: Vec<ike::EspProposal>,
+) -> PeerPlan {
+    let port = cfg.global.ike_port;
+    let profile = &t.ipsec;
+    let ike_profile = &t.ike;
+    let ike_proposals = ike_profile
+        .proposal_specs
+        .iter()
+        .flat_map(expand_ike)
+        .collect();
+    // Route-based tunnels carry everything routed into the device: 0/0 selectors for both
+    // families, narrowed by the peer if it wants less (RFC 7296 §2.9).
+    let any = vec![TrafficSelector::any(false), TrafficSelector::any(true)];
+    let hard = profile.lifetime.kilobytes.saturating_mul(1024);
+    // `announce`: our prefixes instead of 0/0, so a dynamic VTI hub routes them to us. Only
+    // the negotiation changes: our SAs and policies stay 0/0 keyed by the interface.
+    let local_ts = if t.announce.is_empty() {
+        any.clone()
+    } else {
+        t.announce
+            .iter()
+            .map(|n| TrafficSelector::prefix(n.addr(), n.prefix_len()))
+            .collect()
+    };
+    PeerPlan {
+        config: ike::PeerConfig {
+            id: plan.conn,
+            name: plan.name.clone(),
+            local: SocketAddr::new(plan.local, port),
+            remote: ike::RemoteAddr::Host(SocketAddr::new(plan.remote, port)),
+            local_id: ike_profile.local_id.clone(),
+            remote_id: ike_profile.remote_id.clone(),
+            auth: auth_config(&t.credentials),
+            ike_proposals,
+            ike_lifetime: lifetime(ike_profile.lifetime_seconds),
+            child: ike::ChildConfig {
+                esp_proposals,
+                pfs: profile.pfs,
+                local_ts,
+                remote_ts: any,
+                mode: ike::Mode::Tunnel,
+                lifetime: lifetime(profile.lifetime.seconds),
+                lifetime_bytes: Some(ike::ByteLimits {
+                    soft: hard / 10 * 9,
+                    hard,
+                }),
+            },
+            dpd_interval: ike_profile
+                .dpd
+                .map(|d| Duration::from_secs(u64::from(d.interval))),
+            allow_legacy: cfg.global.allow_legacy,
+        },
+        credentials: t.credentials.clone(),
+    }
+}
+
+/// A Cisco-style proposal lists alternatives per transform type; the engine takes single
+/// suites, so expand the cross product in the configured order of preference.
+pub(crate) fn expand_ike(p: &config::IkeProposalSpec) -> Vec<ike::IkeProposal> {
+    let mut out = Vec::new();
+    for &encr in &p.encryption {
+        let integs: Vec<Option<ike::transform::Integ>> = if encr.is_aead() {
+            vec![None]
+        } else {
+            p.integrity.iter().copied().map(Some).collect()
+        };
+        for &integ in &integs {
+            for &prf in &p.prf {
+                for &dh in &p.groups {
+                    out.push(ike::IkeProposal {
+                        encr,
+                        prf,
+                        integ,
+                        dh,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_default_plans_the_seed_tunnel() {
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let cfg = Config::from_toml(
+            std::path::Path::new("default.toml"),
+            config::DEFAULT_TOML,
+            &opts,
+        )
+        .unwrap();
+        let mut ids = BTreeMap::new();
+        // Keys were not read: the plan is complete but says its credentials are placeholders
+        // (it must not be run), and the tunnel's connection carries no key.
+        let plan = build(&cfg, &mut ids, &LocalAddrs::default()).unwrap();
+        assert!(!plan.credentials_read);
+        assert_eq!(ids.get("Tunnel0"), Some(&1));
+        let t = &plan.tunnels["Tunnel0"];
+        assert_eq!(plan.peers[&t.conn].credentials, Credentials::Psk(None));
+        assert_eq!(plan.endpoint.peers.len(), 1);
+    }
+
+    /// Whatever `vtid check` accepts, the planner accepts, given interfaces with addresses:
+    /// every shipped example and the built-in default, loaded as `vtid check --no-files`
+    /// loads them (their key files are for another machine). Without files the credentials
+    /// are placeholders and the plan says so ([`Plan::credentials_read`]); with files the
+    /// same path is covered by the certificate tests in config/certs.rs. Each interface the
+    /// file names gets an IPv4 and an IPv6 address, as a machine the file was written for
+    /// would have.
+    #[test]
+    fn what_check_accepts_plans() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 4, "{files:?}");
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let mut configs: Vec<(String, Config)> = files
+            .iter()
+            .map(|p| {
+                let c = Config::load_with(p, &opts).unwrap_or_else(|e| panic!("{e}"));
+                (p.display().to_string(), c)
+            })
+            .collect();
+        configs.push((
+            "built-in default".into(),
+            Config::builtin_default().unwrap(),
+        ));
+        for (name, cfg) in &configs {
+            let mut names: Vec<&str> = Vec::new();
+            for t in cfg.tunnels.values() {
+                if let TunnelSource::Interface(i) = &t.source {
+                    names.push(i);
+                }
+                if let InnerAddress::Unnumbered(i) = &t.inner {
+                    names.push(i);
+                }
+            }
+            for vt in cfg.virtual_templates.values() {
+                names.push(&vt.unnumbered);
+            }
+            for p in cfg.ike_profiles.values() {
+                if let Some(config::LocalTermination::Interface(i)) = &p.local {
+                    names.push(i);
+                }
+            }
+            let mut links = LocalAddrs::default();
+            for (n, i) in names.iter().enumerate() {
+                let v4: IpNet = format!("192.0.2.{}/24", n + 1).parse().unwrap();
+                let v6: IpNet = format!("2001:db8::{}/64", n + 1).parse().unwrap();
+                links.links.insert((*i).to_owned(), (1500, vec![v4, v6]));
+            }
+            let plan = build(cfg, &mut BTreeMap::new(), &links)
+                .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(plan.tunnels.len(), cfg.tunnels.len(), "{name}");
+            assert!(!plan.credentials_read, "{name}");
+            assert_eq!(plan.endpoint.peers.len(), plan.peers.len(), "{name}");
+        }
+        // Without the interfaces, planning fails, and only for that reason.
+        for (name, cfg) in &configs {
+            if let Err(e) = build(cfg, &mut BTreeMap::new(), &LocalAddrs::default()) {
+                let e = format!("{e:#}");
+                assert!(
+                    e.contains("has no IPv4 address") || e.contains("has no IPv6 address"),
+                    "{name}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn interface_addresses_and_underlay_mtu() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let mut l = LocalAddrs::default();
+        l.links.insert(
+            "eth0".into(),
+            (
+                1400,
+                vec![
+                    net("fe80::1/64"),
+                    net("2001:db8::1/64"),
+                    net("192.0.2.1/24"),
+                ],
+            ),
+        );
+        l.links
+            .insert("lo".into(), (65536, vec![net("10.9.9.9/32")]));
+        assert_eq!(l.pick("eth0", false), Some("192.0.2.1".parse().unwrap()));
+        // Link-local is skipped: it cannot reach a routed peer.
+        assert_eq!(l.pick("eth0", true), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(l.pick("lo", true), None);
+        assert_eq!(l.pick("eth9", false), None);
+        assert_eq!(l.mtu_of("192.0.2.1".parse().unwrap()), Some(1400));
+        // A loopback source says nothing about the path's MTU.
+        assert_eq!(l.mtu_of("10.9.9.9".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn expands_cisco_proposals() {
+        use ike::transform::{DhGroup, Encr, Integ, Prf};
+        let p = config::IkeProposalSpec {
+            encryption: vec![
+                Encr::AesCbc { key_bits: 256 },
+                Encr::AesGcm16 { key_bits: 128 },
+            ],
+            integrity: vec![Integ::HmacSha256_128, Integ::HmacSha384_192],
+            prf: vec![Prf::HmacSha256],
+            groups: vec![DhGroup::Curve25519, DhGroup::Modp2048],
+        };
+        let v = expand_ike(&p);
+        // CBC: 2 integ x 2 groups; GCM: no integ x 2 groups.
+        assert_eq!(v.len(), 6);
+        assert!(v[4].integ.is_none() && v[4].encr.is_aead());
+        assert_eq!(v[0].dh, DhGroup::Curve25519);
+    }
+}

@@ -6,9 +6,9 @@
 //! Kernel objects are described as data ([`SaSpec`], [`PolicySpec`], [`TunnelDeviceSpec`],
 //! [`XfrmiSpec`], [`RouteSpec`]), then executed through a [`Handle`] bound to one network
 //! namespace: `handle.sa().add(&spec).await`, `handle.policy().dump().await`,
-//! `handle.link().create_tunnel_device(&d).await`. Many changes at once go through [`Handle::batch`],
-//! which pipelines them (hundreds per datagram, one ack). Kernel events (ACQUIRE, EXPIRE,
-//! POLEXPIRE, MAPPING, MIGRATE) arrive on a [`Monitor`].
+//! `handle.link().create_tunnel_device(&d).await`. Many changes at once go through
+//! [`Handle::batch`], which pipelines them (hundreds per datagram, one ack). Kernel events
+//! (ACQUIRE, EXPIRE, POLEXPIRE, MAPPING, MIGRATE) arrive on a [`Monitor`].
 //!
 //! ```no_run
 //! # async fn demo() -> xfrm::Result<()> {

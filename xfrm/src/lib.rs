@@ -72,6 +72,7 @@ mod link;
 mod monitor;
 mod netmon;
 mod netns;
+mod qdisc;
 mod spec;
 mod wire;
 
@@ -84,6 +85,7 @@ pub use link::{LinkHandle, LinkInfo, RouteSpec, VtiSpec, XfrmiSpec, get_sysctl, 
 pub use monitor::{Acquire, Event, Expire, Mapping, Migrate, Monitor, PolicyExpire};
 pub use netmon::{NetEvent, NetMonitor};
 pub use netns::Netns;
+pub use qdisc::Qdisc;
 pub use spec::*;
 pub use wire::{AllocSpi, XFRM_OFFLOAD_PACKET, XFRMA_SA_DIR};
 

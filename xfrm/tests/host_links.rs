@@ -337,3 +337,43 @@ fn host_create_tunnel_device_without_module_leaves_nothing() -> Result<()> {
         Ok(())
     })
 }
+
+/// Root qdiscs over netlink, checked with `tc -j`: pfifo with a limit, then pfifo_fast
+/// replacing it (the host kernel has only these two built in); a scheduler the kernel lacks is
+/// a typed ENOENT.
+#[test]
+fn host_replace_root_qdisc() -> Result<()> {
+    in_fresh_netns(|| async {
+        let h = Handle::open(Netns::Current)?;
+        let l = h.link();
+        l.add_veth("qd0", "qd1").await?;
+        let idx = l.index_of("qd0").await?;
+        let root = || -> Result<serde_json::Value> {
+            let v: serde_json::Value =
+                serde_json::from_str(&cmd("tc", &["-j", "qdisc", "show", "dev", "qd0"])?)?;
+            Ok(v.as_array()
+                .and_then(|a| a.iter().find(|q| q["root"] == true).cloned())
+                .unwrap_or_default())
+        };
+        l.replace_root_qdisc(idx, &"pfifo limit 17".parse()?)
+            .await?;
+        let q = root()?;
+        assert_eq!(q["kind"], "pfifo", "{q}");
+        assert_eq!(q["options"]["limit"], 17, "{q}");
+        l.replace_root_qdisc(idx, &Qdisc::PfifoFast).await?;
+        assert_eq!(root()?["kind"], "pfifo_fast");
+        match l
+            .replace_root_qdisc(idx, &Qdisc::FqCodel { limit: None })
+            .await
+        {
+            Ok(()) => assert_eq!(root()?["kind"], "fq_codel"),
+            Err(e) => assert_eq!(e.errno(), Some(nix::errno::Errno::ENOENT), "{e:?}"),
+        }
+        let e = l
+            .replace_root_qdisc(999_999, &Qdisc::PfifoFast)
+            .await
+            .unwrap_err();
+        assert!(e.errno().is_some(), "{e:?}");
+        Ok(())
+    })
+}

@@ -1013,3 +1013,46 @@ fn vm_tunnel_devices_created_whole() -> Result<()> {
         Ok(())
     })
 }
+
+/// Root qdiscs a dynamic-VTI template may name, over RTM_NEWQDISC on an xfrm interface,
+/// checked with `tc -j qdisc show`: fq_codel, fq and sfq with and without a limit.
+#[test]
+#[ignore = "vm"]
+fn vm_replace_root_qdisc_on_a_tunnel() -> Result<()> {
+    let ns = NamedNetns::new("vmqdisc")?;
+    rt()?.block_on(async {
+        let h = Handle::open(ns.netns())?;
+        let l = h.link();
+        let x = l
+            .create_tunnel_device(&TunnelDeviceSpec::xfrm("ipsec40", 40).up())
+            .await?;
+        let root = || -> Result<serde_json::Value> {
+            let out = cmd(
+                "ip",
+                &[
+                    "netns", "exec", &ns.0, "tc", "-j", "qdisc", "show", "dev", "ipsec40",
+                ],
+            )?;
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            Ok(v.as_array()
+                .and_then(|a| a.iter().find(|q| q["root"] == true).cloned())
+                .unwrap_or_default())
+        };
+        for (spec, kind, limit) in [
+            ("fq_codel limit 600", "fq_codel", Some(600)),
+            ("fq", "fq", None),
+            ("fq limit 700", "fq", Some(700)),
+            ("sfq limit 50", "sfq", Some(50)),
+            ("sfq", "sfq", None),
+            ("fq_codel", "fq_codel", None),
+        ] {
+            l.replace_root_qdisc(x, &spec.parse()?).await?;
+            let q = root()?;
+            assert_eq!(q["kind"], kind, "{spec}: {q}");
+            if let Some(n) = limit {
+                assert_eq!(q["options"]["limit"], n, "{spec}: {q}");
+            }
+        }
+        Ok(())
+    })
+}

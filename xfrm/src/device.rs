@@ -35,8 +35,8 @@
 //! # The ifindex
 //!
 //! 6.1's `rtnl_newlink_create` calls `rtnl_configure_link(dev, ifm, 0, NULL)`: the RTM_NEWLINK
-//! notification goes to multicast listeners only, so NLM_F_ECHO gets nothing back (echoing the
-//! new link to the requester came with 6.3), and the ack carries no ifindex. The RTM_GETLINK for
+//! notification goes to multicast listeners only, so NLM_F_ECHO gets nothing back (later kernels
+//! pass the request's portid and header there and echo it), and the ack carries no ifindex. The RTM_GETLINK for
 //! the name is therefore sent right behind the RTM_NEWLINK, without waiting for its ack: the
 //! kernel handles one socket's requests in order, so it answers after the device exists, and
 //! both answers come back in one round trip. The get is a read; when the create failed its

@@ -39,8 +39,8 @@
 //! pass the request's portid and header there and echo it), and the ack carries no ifindex.
 //! The RTM_GETLINK for the name is therefore sent right behind the RTM_NEWLINK, without waiting
 //! for its ack: the kernel handles one socket's requests in order, so it answers after the
-//! device exists, and both answers come back in one round trip. The get is a read; when the create failed its
-//! answer is dropped. Round trips: one without alias, two with.
+//! device exists, and both answers come back in one round trip. The get is a read; when the
+//! create failed its answer is dropped. Round trips: one without alias, two with.
 
 use std::net::IpAddr;
 

@@ -8,6 +8,8 @@
 //! errors after each datagram, and asks for one ack on the last message as a barrier.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
@@ -196,17 +198,21 @@ struct Inner {
     fd: AsyncFd<Socket>,
     seq: u32,
     rbuf: Zeroizing<Vec<u8>>,
+    /// The owning handle's request counter (see [`crate::Handle::requests`]).
+    requests: Arc<AtomicU64>,
 }
 
 impl Conn {
     /// Wraps a socket opened by [`open_socket`]; must run inside a tokio runtime.
-    pub(crate) fn new(sock: Socket) -> Result<Self> {
+    /// Every request message sent is counted in `requests`.
+    pub(crate) fn new(sock: Socket, requests: Arc<AtomicU64>) -> Result<Self> {
         let fd = register(sock)?;
         Ok(Conn {
             inner: tokio::sync::Mutex::new(Inner {
                 fd,
                 seq: 0,
                 rbuf: Zeroizing::new(Vec::with_capacity(RECV_BUF)),
+                requests,
             }),
         })
     }
@@ -288,6 +294,7 @@ impl Inner {
         let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
         let mut frame = Zeroizing::new(Vec::with_capacity(frame_len(body)));
         push_frame(&mut frame, body, flags, seq);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         self.send(&frame, body.op).await?;
         let mut out = Vec::new();
         let mut interrupted = false;
@@ -360,6 +367,8 @@ impl Inner {
                 let ack = if idx == last_idx { NLM_F_ACK } else { 0 };
                 push_frame(&mut dgram, b, NLM_F_REQUEST | ack | b.flags, seq);
             }
+            self.requests
+                .fetch_add((i - start) as u64, Ordering::Relaxed);
             if let Err(e) = self.send(&dgram, bodies[start].op).await {
                 let errno = e.errno().unwrap_or(Errno::EIO);
                 for r in &mut results[start..] {

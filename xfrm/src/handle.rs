@@ -1,13 +1,16 @@
 //! The entry point: a [`Handle`] bound to one network namespace, with sub-handles per object
 //! kind (rtnetlink style: `handle.sa().add(&spec).await`).
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use netlink_packet_xfrm::XfrmMessage;
 use rtnetlink::sys::AsyncSocket;
 
 use crate::conn::{Conn, open_socket};
 use crate::error::{Error, Result};
+use crate::ethtool;
 use crate::link::LinkHandle;
 use crate::netns::Netns;
 use crate::spec::*;
@@ -21,6 +24,10 @@ pub struct Handle {
     xfrm: Arc<Conn>,
     route: rtnetlink::Handle,
     netns: Arc<Netns>,
+    /// Netlink request messages sent, XFRM and route together.
+    requests: Arc<AtomicU64>,
+    /// AF_INET socket in `netns` for the ethtool ioctl (see [`crate::ethtool`]).
+    ethtool: Arc<OwnedFd>,
 }
 
 impl Handle {
@@ -35,7 +42,7 @@ impl Handle {
             source: std::io::Error::other("xfrm::Handle::open must run inside a tokio runtime"),
         })?;
         let sock = open_socket(&netns, &[])?;
-        let (conn, route, _msgs) = netns.run(|| {
+        let (conn, route, _msgs, ethtool) = netns.run(|| {
             let _guard = rt.enter();
             let op = "open NETLINK_ROUTE socket";
             let (mut conn, route, msgs) =
@@ -47,14 +54,26 @@ impl Handle {
                 .map_err(|source| Error::Io { op, source })?;
             s.set_ext_ack(true)
                 .map_err(|source| Error::Io { op, source })?;
-            Ok((conn, route, msgs))
+            Ok((conn, route, msgs, ethtool::open_socket()?))
         })?;
         rt.spawn(conn);
+        let requests = Arc::new(AtomicU64::new(0));
         Ok(Handle {
-            xfrm: Arc::new(Conn::new(sock)?),
+            xfrm: Arc::new(Conn::new(sock, requests.clone())?),
             route,
             netns: Arc::new(netns),
+            requests,
+            ethtool: Arc::new(ethtool),
         })
+    }
+
+    /// How many netlink requests this handle and its clones have sent so far, NETLINK_XFRM
+    /// and NETLINK_ROUTE together: each message counts once (a dump is one request; a batch
+    /// counts each item), whether the kernel accepted it or not. Requests made directly on
+    /// [`Handle::rtnetlink`] are not counted. For benchmarks that count round trips per
+    /// object.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// The namespace this handle works in.
@@ -74,7 +93,7 @@ impl Handle {
 
     /// Link, address, route and sysctl operations (`ip link/addr/route`, `sysctl`).
     pub fn link(&self) -> LinkHandle<'_> {
-        LinkHandle::new(&self.route, &self.netns)
+        LinkHandle::new(&self.route, &self.netns, &self.requests, &self.ethtool)
     }
 
     /// The underlying rtnetlink handle, for routing operations this crate does not wrap.

@@ -3,12 +3,12 @@
 //!
 //! # Shape
 //!
-//! Kernel objects are described as data ([`SaSpec`], [`PolicySpec`], [`VtiSpec`],
+//! Kernel objects are described as data ([`SaSpec`], [`PolicySpec`], [`TunnelDeviceSpec`],
 //! [`XfrmiSpec`], [`RouteSpec`]), then executed through a [`Handle`] bound to one network
 //! namespace: `handle.sa().add(&spec).await`, `handle.policy().dump().await`,
-//! `handle.link().add_xfrmi(&x).await`. Many changes at once go through [`Handle::batch`],
-//! which pipelines them (hundreds per datagram, one ack). Kernel events (ACQUIRE, EXPIRE,
-//! POLEXPIRE, MAPPING, MIGRATE) arrive on a [`Monitor`].
+//! `handle.link().create_tunnel_device(&d).await`. Many changes at once go through
+//! [`Handle::batch`], which pipelines them (hundreds per datagram, one ack). Kernel events
+//! (ACQUIRE, EXPIRE, POLEXPIRE, MAPPING, MIGRATE) arrive on a [`Monitor`].
 //!
 //! ```no_run
 //! # async fn demo() -> xfrm::Result<()> {
@@ -54,29 +54,38 @@
 //! - **Policies**: priority in [`OWNED_PRIORITY`]; VTI/xfrmi policies also carry the mark or
 //!   `if_id` of an owned interface.
 //! - **Interfaces**: name prefix chosen by the agent, IFLA_IFALIAS starting with
-//!   [`OWNED_ALIAS_PREFIX`] (`"vtid:"`), and link group [`OWNED_LINK_GROUP`]. Use
-//!   [`LinkHandle::set_alias`] and [`LinkHandle::set_group`] right after creation.
+//!   [`OWNED_ALIAS_PREFIX`] (`"vtid:"`), and link group [`OWNED_LINK_GROUP`].
+//!   [`LinkHandle::create_tunnel_device`] creates a device already in the owned group (the
+//!   kernel ignores IFLA_IFALIAS on creation, so the alias follows in one set-link; see
+//!   [`TunnelDeviceSpec`]).
 //!
-//! Use [`is_owned_reqid`], [`is_owned_priority`] and [`is_owned_alias`] when reconciling.
+//! Use [`is_owned_reqid`], [`is_owned_priority`] and [`is_owned_link`] (alias or group) when
+//! reconciling.
 
 mod bypass;
 mod conn;
+mod device;
 mod error;
+mod ethtool;
 mod handle;
 mod link;
 mod monitor;
 mod netmon;
 mod netns;
+mod qdisc;
 mod spec;
 mod wire;
 
 pub use bypass::{bypass_socket, clear_socket_policy};
+pub use device::{DeviceKind, TunnelDeviceSpec, is_owned_link};
 pub use error::{Error, Result};
+pub use ethtool::ESP_HW_OFFLOAD;
 pub use handle::{Batch, Handle, PolicyHandle, SaHandle};
 pub use link::{LinkHandle, LinkInfo, RouteSpec, VtiSpec, XfrmiSpec, get_sysctl, set_sysctl};
 pub use monitor::{Acquire, Event, Expire, Mapping, Migrate, Monitor, PolicyExpire};
 pub use netmon::{NetEvent, NetMonitor};
 pub use netns::Netns;
+pub use qdisc::Qdisc;
 pub use spec::*;
 pub use wire::{AllocSpi, XFRM_OFFLOAD_PACKET, XFRMA_SA_DIR};
 

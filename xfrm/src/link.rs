@@ -2,6 +2,8 @@
 //! rtnetlink, plus `/proc/sys` written from inside the target namespace).
 
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -206,15 +208,38 @@ fn inval(e: impl std::fmt::Display) -> Error {
 pub struct LinkHandle<'a> {
     route: &'a rtnetlink::Handle,
     netns: &'a Netns,
+    requests: &'a AtomicU64,
+    pub(crate) ethtool: &'a OwnedFd,
 }
 
 impl<'a> LinkHandle<'a> {
-    pub(crate) fn new(route: &'a rtnetlink::Handle, netns: &'a Netns) -> Self {
-        LinkHandle { route, netns }
+    pub(crate) fn new(
+        route: &'a rtnetlink::Handle,
+        netns: &'a Netns,
+        requests: &'a AtomicU64,
+        ethtool: &'a OwnedFd,
+    ) -> Self {
+        LinkHandle {
+            route,
+            netns,
+            requests,
+            ethtool,
+        }
+    }
+
+    /// The route socket, for `n` requests about to be sent (see [`crate::Handle::requests`]).
+    pub(crate) fn counted(&self, n: u64) -> &'a rtnetlink::Handle {
+        self.requests.fetch_add(n, Ordering::Relaxed);
+        self.route
+    }
+
+    /// The route socket, for one request about to be sent.
+    fn nl(&self) -> &'a rtnetlink::Handle {
+        self.counted(1)
     }
 
     async fn add_msg(&self, msg: LinkMessage) -> Result<()> {
-        self.route
+        self.nl()
             .link()
             .add(msg)
             .execute()
@@ -222,8 +247,8 @@ impl<'a> LinkHandle<'a> {
             .map_err(route_err("add link"))
     }
 
-    async fn set_msg(&self, msg: LinkMessage, op: &'static str) -> Result<()> {
-        self.route
+    pub(crate) async fn set_msg(&self, msg: LinkMessage, op: &'static str) -> Result<()> {
+        self.nl()
             .link()
             .set(msg)
             .execute()
@@ -233,7 +258,7 @@ impl<'a> LinkHandle<'a> {
 
     /// Lists all interfaces. Equivalent to: `ip link show`.
     pub async fn list(&self) -> Result<Vec<LinkInfo>> {
-        let mut s = self.route.link().get().execute();
+        let mut s = self.nl().link().get().execute();
         let mut out = Vec::new();
         while let Some(m) = s.try_next().await.map_err(route_err("list links"))? {
             out.push(link_info(&m));
@@ -244,7 +269,7 @@ impl<'a> LinkHandle<'a> {
     /// One interface by name. Equivalent to: `ip link show dev NAME`.
     pub async fn get(&self, name: &str) -> Result<LinkInfo> {
         let mut s = self
-            .route
+            .nl()
             .link()
             .get()
             .match_name(name.to_string())
@@ -329,7 +354,7 @@ impl<'a> LinkHandle<'a> {
 
     /// Deletes an interface. Equivalent to: `ip link del dev NAME`.
     pub async fn delete(&self, index: u32) -> Result<()> {
-        self.route
+        self.nl()
             .link()
             .del(index)
             .execute()
@@ -427,7 +452,7 @@ impl<'a> LinkHandle<'a> {
 
     /// Equivalent to: `ip addr add ADDR/LEN dev X`.
     pub async fn add_address(&self, index: u32, addr: IpNet) -> Result<()> {
-        self.route
+        self.nl()
             .address()
             .add(index, addr.addr(), addr.prefix_len())
             .execute()
@@ -450,7 +475,7 @@ impl<'a> LinkHandle<'a> {
     /// Equivalent to: `ip -o addr show [dev X]`.
     pub async fn addresses(&self, index: Option<u32>) -> Result<Vec<(u32, IpNet)>> {
         use rtnetlink::packet_route::address::AddressAttribute;
-        let mut req = self.route.address().get();
+        let mut req = self.nl().address().get();
         if let Some(i) = index {
             req = req.set_link_index_filter(i);
         }
@@ -479,7 +504,7 @@ impl<'a> LinkHandle<'a> {
     /// Equivalent to: `ip addr del ADDR/LEN dev X`.
     pub async fn del_address(&self, index: u32, addr: IpNet) -> Result<()> {
         let mut s = self
-            .route
+            .nl()
             .address()
             .get()
             .set_link_index_filter(index)
@@ -490,7 +515,7 @@ impl<'a> LinkHandle<'a> {
                 && m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(x) | AddressAttribute::Address(x) if *x == addr.addr()));
             if matches {
                 return self
-                    .route
+                    .nl()
                     .address()
                     .del(m)
                     .execute()
@@ -561,7 +586,7 @@ impl<'a> LinkHandle<'a> {
         if dst.is_ipv4() {
             msg.attributes.push(RouteAttribute::IpProto(1)); // IPPROTO_ICMP
         }
-        let mut s = self.route.route().get(msg).execute();
+        let mut s = self.nl().route().get(msg).execute();
         match s.try_next().await.map_err(route_err("get route"))? {
             Some(m) => Ok(m.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Oif(i) => Some(*i),
@@ -573,7 +598,7 @@ impl<'a> LinkHandle<'a> {
 
     /// Adds a route. See [`RouteSpec`].
     pub async fn add_route(&self, r: &RouteSpec) -> Result<()> {
-        self.route
+        self.nl()
             .route()
             .add(Self::route_msg(r)?)
             .execute()
@@ -584,7 +609,7 @@ impl<'a> LinkHandle<'a> {
     /// Adds a route or replaces the one with the same destination, table and metric.
     /// Equivalent to: `ip route replace DST [via GW] [dev DEV] [src SRC] [metric M] [table T]`.
     pub async fn replace_route(&self, r: &RouteSpec) -> Result<()> {
-        self.route
+        self.nl()
             .route()
             .add(Self::route_msg(r)?)
             .replace()
@@ -595,7 +620,7 @@ impl<'a> LinkHandle<'a> {
 
     /// Deletes a route. Equivalent to: `ip route del DST [dev DEV] [table T]`.
     pub async fn del_route(&self, r: &RouteSpec) -> Result<()> {
-        self.route
+        self.nl()
             .route()
             .del(Self::route_msg(r)?)
             .execute()

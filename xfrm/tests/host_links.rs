@@ -257,3 +257,123 @@ fn host_route_oif_and_net_monitor() -> Result<()> {
         Ok(())
     })
 }
+
+/// The ethtool ioctl reads the handle's namespace, not the caller's: a veth that exists only
+/// in a named namespace is found through a handle for that namespace and not through one for
+/// the current namespace. Loopback's table parses (its "loopback" feature is on, ESP offload
+/// off). The request counter counts route requests (the veth add, the lookups) but not ioctls.
+#[test]
+fn host_ethtool_features_in_the_handles_namespace() -> Result<()> {
+    in_fresh_netns(|| async {
+        let ns = NamedNetns::new("eth")?;
+        ns.ip(&["link", "add", "ft0", "type", "veth", "peer", "name", "ft1"])?;
+        let there = Handle::open(ns.netns())?;
+        let here = Handle::open(Netns::Current)?;
+
+        let before = there.requests();
+        let f = there.link().features("ft0")?;
+        ensure!(!f.is_empty(), "no features for ft0");
+        assert!(!there.link().esp_hw_offload("ft0")?);
+        assert_eq!(there.requests(), before, "ioctls are not netlink requests");
+        let e = here.link().features("ft0").unwrap_err();
+        assert!(matches!(e, Error::NoSuchLink(ref n) if n == "ft0"), "{e:?}");
+
+        let lo = here.link().features("lo")?;
+        ensure!(lo.iter().any(|(n, on)| n == "loopback" && *on), "{lo:?}");
+        ensure!(
+            lo.iter().any(|(n, on)| n == ESP_HW_OFFLOAD && !*on),
+            "{lo:?}"
+        );
+        assert!(!here.link().esp_hw_offload("lo")?);
+        assert!(here.link().features("").is_err());
+
+        let before = here.requests();
+        here.link().add_veth("rc0", "rc1").await?;
+        let idx = here.link().index_of("rc0").await?;
+        here.link().set_up(idx).await?;
+        assert_eq!(here.requests() - before, 3, "add, get, set");
+        Ok(())
+    })
+}
+
+/// Creating a tunnel device on a kernel without the module fails whole with the typed error
+/// (one create and one pipelined get were sent) and leaves nothing behind.
+#[test]
+fn host_create_tunnel_device_without_module_leaves_nothing() -> Result<()> {
+    in_fresh_netns(|| async {
+        let h = Handle::open(Netns::Current)?;
+        let l = h.link();
+        let specs = [
+            TunnelDeviceSpec::xfrm("xw9", 9)
+                .mtu(1400)
+                .alias("vtid:xw9")
+                .up(),
+            TunnelDeviceSpec::vti("vw9", "192.0.2.1".parse()?, "192.0.2.2".parse()?, 9, 9)
+                .alias("vtid:vw9")
+                .up(),
+        ];
+        for s in specs {
+            let before = h.requests();
+            match l.create_tunnel_device(&s).await {
+                Ok(i) => {
+                    // A kernel with the module: the device is complete.
+                    let info = l.get(&s.name).await?;
+                    assert_eq!(info.index, i);
+                    assert_eq!(info.alias, s.alias);
+                    assert!(info.up);
+                    l.delete(i).await?;
+                }
+                Err(e) => {
+                    assert_eq!(e.errno(), Some(nix::errno::Errno::EOPNOTSUPP), "{e:?}");
+                    assert_eq!(h.requests() - before, 2, "create + pipelined get");
+                    ensure!(
+                        find(&ip_json(&["link", "show"])?, "ifname", &s.name).is_none(),
+                        "{} left behind",
+                        s.name
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Root qdiscs over netlink, checked with `tc -j`: pfifo with a limit, then pfifo_fast
+/// replacing it (the host kernel has only these two built in); a scheduler the kernel lacks is
+/// a typed ENOENT.
+#[test]
+fn host_replace_root_qdisc() -> Result<()> {
+    in_fresh_netns(|| async {
+        let h = Handle::open(Netns::Current)?;
+        let l = h.link();
+        l.add_veth("qd0", "qd1").await?;
+        let idx = l.index_of("qd0").await?;
+        let root = || -> Result<serde_json::Value> {
+            let v: serde_json::Value =
+                serde_json::from_str(&cmd("tc", &["-j", "qdisc", "show", "dev", "qd0"])?)?;
+            Ok(v.as_array()
+                .and_then(|a| a.iter().find(|q| q["root"] == true).cloned())
+                .unwrap_or_default())
+        };
+        l.replace_root_qdisc(idx, &"pfifo limit 17".parse()?)
+            .await?;
+        let q = root()?;
+        assert_eq!(q["kind"], "pfifo", "{q}");
+        assert_eq!(q["options"]["limit"], 17, "{q}");
+        l.replace_root_qdisc(idx, &Qdisc::PfifoFast).await?;
+        assert_eq!(root()?["kind"], "pfifo_fast");
+        match l
+            .replace_root_qdisc(idx, &Qdisc::FqCodel { limit: None })
+            .await
+        {
+            Ok(()) => assert_eq!(root()?["kind"], "fq_codel"),
+            Err(e) => assert_eq!(e.errno(), Some(nix::errno::Errno::ENOENT), "{e:?}"),
+        }
+        let e = l
+            .replace_root_qdisc(999_999, &Qdisc::PfifoFast)
+            .await
+            .unwrap_err();
+        assert!(e.errno().is_some(), "{e:?}");
+        Ok(())
+    })
+}

@@ -861,3 +861,198 @@ fn vm_policy_packet_offload_refused_on_6_1() -> Result<()> {
         Ok(())
     })
 }
+
+/// `ip -j -d link show DEV` in `ns`, the device's object.
+fn link_json(ns: &NamedNetns, dev: &str) -> Result<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "-d", "link", "show", dev])?)?;
+    Ok(v[0].clone())
+}
+
+fn group_of(l: &serde_json::Value) -> Option<u32> {
+    // ip prints the group number, or its name from /etc/iproute2/group.
+    l["group"].to_string().trim_matches('"').parse().ok()
+}
+
+/// One `create_tunnel_device` call makes an xfrm interface, a vti and a vti6 complete: kind
+/// attributes, MTU, master VRF and UP from the RTM_NEWLINK; the alias (which the kernel drops
+/// from a create) and a non-default group from the one set-link. The request counter shows the
+/// round trips: create + pipelined get (+ set-link when marked).
+#[test]
+#[ignore = "vm"]
+fn vm_tunnel_devices_created_whole() -> Result<()> {
+    let ns = NamedNetns::new("vmwhole")?;
+    ns.ip(&["link", "add", "ul0", "type", "veth", "peer", "name", "ul1"])?;
+    rt()?.block_on(async {
+        let h = Handle::open(ns.netns())?;
+        let l = h.link();
+        l.add_vrf("red", 1002).await?;
+        let vrf = l.index_of("red").await?;
+        l.set_up(vrf).await?;
+        let ul = l.index_of("ul0").await?;
+
+        // The kernel's own answer on IFLA_IFALIAS at creation: `ip link add ... alias` loses it.
+        ns.ip(&[
+            "link",
+            "add",
+            "probe0",
+            "alias",
+            "vtid:probe",
+            "type",
+            "xfrm",
+            "if_id",
+            "99",
+        ])?;
+        let probe = link_json(&ns, "probe0")?;
+        ensure!(
+            probe.get("ifalias").is_none(),
+            "alias applied at creation: {probe}"
+        );
+
+        let before = h.requests();
+        let x = l
+            .create_tunnel_device(
+                &TunnelDeviceSpec::xfrm("ipsec21", 21)
+                    .underlay(ul)
+                    .mtu(1380)
+                    .alias("vtid:T21")
+                    .master(vrf)
+                    .up(),
+            )
+            .await?;
+        assert_eq!(h.requests() - before, 3, "create, get, set-link");
+        let j = link_json(&ns, "ipsec21")?;
+        assert_eq!(j["ifindex"], x);
+        assert_eq!(j["mtu"], 1380);
+        assert_eq!(j["ifalias"], "vtid:T21");
+        assert_eq!(group_of(&j), Some(OWNED_LINK_GROUP), "{j}");
+        assert_eq!(j["master"], "red");
+        ensure!(
+            j["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{j}"
+        );
+        assert_eq!(j["linkinfo"]["info_kind"], "xfrm");
+        assert_eq!(j["linkinfo"]["info_data"]["if_id"], "0x15");
+        assert_eq!(j["link"], "ul0");
+
+        let before = h.requests();
+        let v = l
+            .create_tunnel_device(
+                &TunnelDeviceSpec::vti("vti22", "192.0.2.1".parse()?, "192.0.2.2".parse()?, 22, 23)
+                    .underlay(ul)
+                    .mtu(1400)
+                    .alias("vtid:T22")
+                    .group(42)
+                    .master(vrf)
+                    .up(),
+            )
+            .await?;
+        assert_eq!(h.requests() - before, 3);
+        let j = link_json(&ns, "vti22")?;
+        assert_eq!(j["ifindex"], v);
+        assert_eq!(j["mtu"], 1400);
+        assert_eq!(j["ifalias"], "vtid:T22");
+        assert_eq!(group_of(&j), Some(42), "{j}");
+        assert_eq!(j["master"], "red");
+        ensure!(
+            j["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{j}"
+        );
+        let d = &j["linkinfo"]["info_data"];
+        assert_eq!(j["linkinfo"]["info_kind"], "vti");
+        assert_eq!(d["local"], "192.0.2.1");
+        assert_eq!(d["remote"], "192.0.2.2");
+        assert_eq!(d["ikey"], "0.0.0.22");
+        assert_eq!(d["okey"], "0.0.0.23");
+        assert_eq!(d["link"], "ul0");
+
+        // Unmarked beyond the group, down, no master: one round trip, two requests.
+        let before = h.requests();
+        let v6 = l
+            .create_tunnel_device(&TunnelDeviceSpec::vti(
+                "vti623",
+                "2001:db8::1".parse()?,
+                "2001:db8::2".parse()?,
+                24,
+                24,
+            ))
+            .await?;
+        assert_eq!(h.requests() - before, 2, "create + get");
+        let j = link_json(&ns, "vti623")?;
+        assert_eq!(j["ifindex"], v6);
+        assert_eq!(j["linkinfo"]["info_kind"], "vti6");
+        assert_eq!(group_of(&j), Some(OWNED_LINK_GROUP), "{j}");
+        ensure!(
+            j.get("ifalias").is_none() && j.get("master").is_none(),
+            "{j}"
+        );
+        ensure!(
+            !j["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{j}"
+        );
+        let info = l.get("vti623").await?;
+        ensure!(is_owned_link(info.alias.as_deref(), info.group));
+
+        // A second create of a taken name fails whole and does not touch the existing device.
+        let e = l
+            .create_tunnel_device(&TunnelDeviceSpec::xfrm("ipsec21", 31).alias("vtid:other"))
+            .await
+            .unwrap_err();
+        ensure!(e.is_exists(), "{e:?}");
+        assert_eq!(link_json(&ns, "ipsec21")?["ifalias"], "vtid:T21");
+        // A master that is not there: the kernel unregisters the device again (do_set_master
+        // fails inside rtnl_newlink_create).
+        let e = l
+            .create_tunnel_device(&TunnelDeviceSpec::xfrm("ipsec32", 32).master(999_999))
+            .await
+            .unwrap_err();
+        ensure!(e.errno().is_some(), "{e:?}");
+        ensure!(
+            matches!(l.get("ipsec32").await, Err(Error::NoSuchLink(_))),
+            "ipsec32 left behind"
+        );
+        Ok(())
+    })
+}
+
+/// Root qdiscs a dynamic-VTI template may name, over RTM_NEWQDISC on an xfrm interface,
+/// checked with `tc -j qdisc show`: fq_codel, fq and sfq with and without a limit.
+#[test]
+#[ignore = "vm"]
+fn vm_replace_root_qdisc_on_a_tunnel() -> Result<()> {
+    let ns = NamedNetns::new("vmqdisc")?;
+    rt()?.block_on(async {
+        let h = Handle::open(ns.netns())?;
+        let l = h.link();
+        let x = l
+            .create_tunnel_device(&TunnelDeviceSpec::xfrm("ipsec40", 40).up())
+            .await?;
+        let root = || -> Result<serde_json::Value> {
+            let out = cmd(
+                "ip",
+                &[
+                    "netns", "exec", &ns.0, "tc", "-j", "qdisc", "show", "dev", "ipsec40",
+                ],
+            )?;
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            Ok(v.as_array()
+                .and_then(|a| a.iter().find(|q| q["root"] == true).cloned())
+                .unwrap_or_default())
+        };
+        for (spec, kind, limit) in [
+            ("fq_codel limit 600", "fq_codel", Some(600)),
+            ("fq", "fq", None),
+            ("fq limit 700", "fq", Some(700)),
+            ("sfq limit 50", "sfq", Some(50)),
+            ("sfq", "sfq", None),
+            ("fq_codel", "fq_codel", None),
+        ] {
+            l.replace_root_qdisc(x, &spec.parse()?).await?;
+            let q = root()?;
+            assert_eq!(q["kind"], kind, "{spec}: {q}");
+            if let Some(n) = limit {
+                assert_eq!(q["options"]["limit"], n, "{spec}: {q}");
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,632 @@
+//! Tunnel devices created whole: one RTM_NEWLINK that carries everything the kernel applies at
+//! creation, so that no device of ours is ever visible without its ownership mark.
+//!
+//! # What the kernel applies at creation (Debian 6.1, net/core/rtnetlink.c)
+//!
+//! `__rtnl_newlink` finds no device of that name, so `rtnl_newlink_create` runs:
+//! - `rtnl_create_link` allocates the device and, before `register_netdevice`, applies
+//!   IFLA_MTU (`dev_validate_mtu`, then `dev->mtu`), IFLA_GROUP (`dev_set_group`), IFLA_TXQLEN,
+//!   IFLA_ADDRESS and a few more. **It does not look at IFLA_IFALIAS**, and neither does
+//!   anything else on the create path: the attribute passes the `ifla_policy` check and is then
+//!   silently dropped (`ip link add NAME alias X type ...` creates a device without an alias;
+//!   the same on the host's 6.18). Only `do_setlink` (RTM_SETLINK, or RTM_NEWLINK on an existing
+//!   device) calls `dev_set_alias`.
+//! - `ops->newlink` (ip_tunnel_newlink / vti6_newlink / xfrmi_newlink) registers it, reading the
+//!   kind attributes in IFLA_INFO_DATA. ip_vti, ip6_vti and xfrm_interface keep a user-given MTU
+//!   (ip_tunnel_newlink clamps `dev->mtu` when IFLA_MTU is present, vti6_link_config runs with
+//!   keep_mtu, xfrmi_dev_setup's default is overwritten by rtnl_create_link).
+//! - `rtnl_configure_link` applies `ifi_flags`/`ifi_change` (IFF_UP) with `__dev_change_flags`.
+//! - `do_set_master` enslaves to IFLA_MASTER (the VRF); on failure the device is unregistered
+//!   again, so the request leaves all or nothing.
+//!
+//! All of it runs under the RTNL lock, so no other rtnetlink reader sees the device half made.
+//!
+//! # Hence the sequence
+//!
+//! The mark that exists from the first instant is the link group [`OWNED_LINK_GROUP`]: every
+//! device is created in it. When the spec asks for an alias, or for a final group other than the
+//! owned one (dynamic-VTI templates may set one), ONE RTM_SETLINK then sets alias and group
+//! together. A kill between the two requests leaves a device in the owned group, which
+//! [`is_owned_link`] recognises; after the set-link the alias carries the mark (the spec is
+//! refused unless it does). `do_setlink` applies the group before the alias; the alias cannot
+//! fail once the netlink policy accepted its length (`dev_set_alias` fails only on ENOMEM),
+//! which the spec checks before anything is sent.
+//!
+//! # The ifindex
+//!
+//! 6.1's `rtnl_newlink_create` calls `rtnl_configure_link(dev, ifm, 0, NULL)`: the RTM_NEWLINK
+//! notification goes to multicast listeners only, so NLM_F_ECHO gets nothing back (later kernels
+//! pass the request's portid and header there and echo it), and the ack carries no ifindex.
+//! The RTM_GETLINK for the name is therefore sent right behind the RTM_NEWLINK, without waiting
+//! for its ack: the kernel handles one socket's requests in order, so it answers after the
+//! device exists, and both answers come back in one round trip. The get is a read; when the
+//! create failed its answer is dropped. Round trips: one without alias, two with.
+
+use std::net::IpAddr;
+
+use futures::StreamExt;
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVti, LinkVti6, LinkXfrm};
+
+use crate::error::{Error, Result};
+use crate::link::{LinkHandle, route_err};
+use crate::{OWNED_LINK_GROUP, is_owned_alias};
+
+/// The longest alias the kernel takes: the `ifla_policy` length of IFLA_IFALIAS is
+/// IFALIASZ - 1 = 255 bytes, and the attribute carries the text with its terminating NUL.
+const MAX_ALIAS: usize = 254;
+
+/// True when a link carries one of vtid's ownership marks: an alias starting with
+/// [`crate::OWNED_ALIAS_PREFIX`], or the link group [`OWNED_LINK_GROUP`]. A device made by
+/// [`LinkHandle::create_tunnel_device`] carries at least one of them at every instant (see the
+/// module doc), so the orphan sweep should use this rather than the alias alone.
+pub fn is_owned_link(alias: Option<&str>, group: Option<u32>) -> bool {
+    is_owned_alias(alias) || group == Some(OWNED_LINK_GROUP)
+}
+
+/// The kind-specific part of a tunnel device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// `type xfrm if_id ID [dev UNDERLAY]`. `if_id` must be non-zero (xfrmi_newlink refuses 0).
+    Xfrm {
+        /// IFLA_XFRM_IF_ID, the id SAs and policies carry.
+        if_id: u32,
+        /// IFLA_XFRM_LINK, the underlay ifindex used for the outer route lookup.
+        underlay: Option<u32>,
+    },
+    /// `type vti|vti6 local L remote R ikey I okey O [dev UNDERLAY]`; vti6 when the addresses
+    /// are IPv6. ip_vti marks decapsulated packets with `ikey` (see [`crate::VtiSpec`]).
+    Vti {
+        /// IFLA_VTI_LOCAL.
+        local: IpAddr,
+        /// IFLA_VTI_REMOTE.
+        remote: IpAddr,
+        /// IFLA_VTI_IKEY, the mark on inbound SAs and policies.
+        ikey: u32,
+        /// IFLA_VTI_OKEY, the mark on outbound SAs and policies.
+        okey: u32,
+        /// IFLA_VTI_LINK, the underlay ifindex.
+        underlay: Option<u32>,
+    },
+}
+
+/// A tunnel device as one creation request.
+///
+/// Equivalent to: `ip link add NAME [mtu M] group 7654 [master VRF] [up] type xfrm if_id ID
+/// [dev UNDERLAY]` (or `type vti|vti6 local L remote R ikey I okey O [dev UNDERLAY]`), then, when
+/// an alias or another group is asked for, `ip link set dev NAME alias TEXT group G` (the
+/// kernel ignores `alias` on `ip link add`; see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelDeviceSpec {
+    /// Interface name.
+    pub name: String,
+    /// Kind and kind attributes.
+    pub kind: DeviceKind,
+    /// MTU; `None` leaves the kind's default.
+    pub mtu: Option<u32>,
+    /// IFLA_IFALIAS, e.g. `"vtid:T1"`. Set by the follow-up set-link.
+    pub alias: Option<String>,
+    /// The final link group; `None` is [`OWNED_LINK_GROUP`]. Any other group requires an owned
+    /// alias, so that the device keeps a mark.
+    pub group: Option<u32>,
+    /// Master device (VRF) ifindex.
+    pub master: Option<u32>,
+    /// Administratively up from creation.
+    pub up: bool,
+}
+
+impl TunnelDeviceSpec {
+    /// An xfrm interface, down, in the owned group, without alias or master.
+    pub fn xfrm(name: &str, if_id: u32) -> Self {
+        Self::new(
+            name,
+            DeviceKind::Xfrm {
+                if_id,
+                underlay: None,
+            },
+        )
+    }
+
+    /// A vti (IPv4 addresses) or vti6 (IPv6) device, down, in the owned group.
+    pub fn vti(name: &str, local: IpAddr, remote: IpAddr, ikey: u32, okey: u32) -> Self {
+        Self::new(
+            name,
+            DeviceKind::Vti {
+                local,
+                remote,
+                ikey,
+                okey,
+                underlay: None,
+            },
+        )
+    }
+
+    fn new(name: &str, kind: DeviceKind) -> Self {
+        TunnelDeviceSpec {
+            name: name.to_string(),
+            kind,
+            mtu: None,
+            alias: None,
+            group: None,
+            master: None,
+            up: false,
+        }
+    }
+
+    /// `dev UNDERLAY` (IFLA_XFRM_LINK / IFLA_VTI_LINK).
+    pub fn underlay(mut self, index: u32) -> Self {
+        match &mut self.kind {
+            DeviceKind::Xfrm { underlay, .. } | DeviceKind::Vti { underlay, .. } => {
+                *underlay = Some(index)
+            }
+        }
+        self
+    }
+
+    /// `mtu M`.
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// `alias TEXT` (set right after creation).
+    pub fn alias(mut self, alias: impl Into<String>) -> Self {
+        self.alias = Some(alias.into());
+        self
+    }
+
+    /// `group G` as the final group.
+    pub fn group(mut self, group: u32) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// `master VRF`.
+    pub fn master(mut self, index: u32) -> Self {
+        self.master = Some(index);
+        self
+    }
+
+    /// `up`.
+    pub fn up(mut self) -> Self {
+        self.up = true;
+        self
+    }
+
+    fn final_group(&self) -> u32 {
+        self.group.unwrap_or(OWNED_LINK_GROUP)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::InvalidSpec(format!("device {}: {why}", self.name)));
+        if self.name.is_empty() || self.name.len() >= 16 {
+            return bad("name must have 1 to 15 bytes (IFNAMSIZ)".into());
+        }
+        match &self.kind {
+            DeviceKind::Xfrm { if_id: 0, .. } => {
+                return bad("xfrm interface if_id must be non-zero".into());
+            }
+            DeviceKind::Vti { local, remote, .. } if local.is_ipv4() != remote.is_ipv4() => {
+                return bad("vti local/remote families differ".into());
+            }
+            _ => {}
+        }
+        if let Some(a) = &self.alias
+            && (a.is_empty() || a.len() > MAX_ALIAS || a.contains('\0'))
+        {
+            return bad(format!("alias must have 1 to {MAX_ALIAS} bytes and no NUL"));
+        }
+        if self.final_group() != OWNED_LINK_GROUP && !is_owned_alias(self.alias.as_deref()) {
+            return bad(format!(
+                "group {} needs an alias starting with {:?}, or the device would carry no \
+                 ownership mark",
+                self.final_group(),
+                crate::OWNED_ALIAS_PREFIX
+            ));
+        }
+        Ok(())
+    }
+
+    /// The RTM_NEWLINK body: name, kind attributes, MTU, the owned group, master and up state;
+    /// no alias (the kernel would drop it).
+    pub(crate) fn newlink_message(&self) -> Result<LinkMessage> {
+        self.check()?;
+        macro_rules! common {
+            ($b:expr) => {{
+                let mut b = $b.link_group(OWNED_LINK_GROUP);
+                if let Some(m) = self.mtu {
+                    b = b.mtu(m);
+                }
+                if let Some(m) = self.master {
+                    b = b.controller(m);
+                }
+                if self.up {
+                    b = b.up();
+                }
+                b.build()
+            }};
+        }
+        Ok(match &self.kind {
+            DeviceKind::Xfrm { if_id, underlay } => {
+                let mut b = LinkMessageBuilder::<LinkXfrm>::new(&self.name).if_id(*if_id);
+                if let Some(u) = underlay {
+                    b = b.dev(*u);
+                }
+                common!(b)
+            }
+            DeviceKind::Vti {
+                local: IpAddr::V4(l),
+                remote: IpAddr::V4(r),
+                ikey,
+                okey,
+                underlay,
+            } => {
+                let mut b = LinkVti::new(&self.name)
+                    .local(*l)
+                    .remote(*r)
+                    .ikey(*ikey)
+                    .okey(*okey);
+                if let Some(u) = underlay {
+                    b = b.dev(*u);
+                }
+                common!(b)
+            }
+            DeviceKind::Vti {
+                local: IpAddr::V6(l),
+                remote: IpAddr::V6(r),
+                ikey,
+                okey,
+                underlay,
+            } => {
+                let mut b = LinkVti6::new(&self.name)
+                    .local(*l)
+                    .remote(*r)
+                    .ikey(*ikey)
+                    .okey(*okey);
+                if let Some(u) = underlay {
+                    b = b.dev(*u);
+                }
+                common!(b)
+            }
+            DeviceKind::Vti { .. } => unreachable!("check() refuses mixed families"),
+        })
+    }
+
+    /// The RTM_NEWLINK request: create, and fail with EEXIST rather than change a device that
+    /// already has the name (without NLM_F_EXCL `__rtnl_newlink` would `do_setlink` on it).
+    pub(crate) fn newlink_request(&self) -> Result<NetlinkMessage<RouteNetlinkMessage>> {
+        Ok(create_request(self.newlink_message()?))
+    }
+
+    /// The one RTM_SETLINK after creation (alias and final group together), if any is needed.
+    pub(crate) fn setlink_message(&self, index: u32) -> Option<LinkMessage> {
+        if self.alias.is_none() && self.final_group() == OWNED_LINK_GROUP {
+            return None;
+        }
+        let mut b = LinkUnspec::new_with_index(index).link_group(self.final_group());
+        if let Some(a) = &self.alias {
+            b = b.alias(a.clone());
+        }
+        Some(b.build())
+    }
+}
+
+fn create_request(msg: LinkMessage) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    req
+}
+
+impl LinkHandle<'_> {
+    /// Creates a tunnel device whole and returns its ifindex. See [`TunnelDeviceSpec`] and the
+    /// module doc for what one request can and cannot carry: one RTM_NEWLINK plus a pipelined
+    /// RTM_GETLINK for the ifindex (one round trip), and one RTM_SETLINK when an alias or a
+    /// group other than [`OWNED_LINK_GROUP`] is asked for. If that set-link fails, the device
+    /// is deleted again and the error returned.
+    pub async fn create_tunnel_device(&self, spec: &TunnelDeviceSpec) -> Result<u32> {
+        let create = spec.newlink_request()?;
+        self.create_whole(create, &spec.name, |i| spec.setlink_message(i))
+            .await
+    }
+
+    /// Sends `create` (an RTM_NEWLINK for `name`) with an RTM_GETLINK for `name` queued right
+    /// behind it, then the set-link `mark` returns for the new ifindex, if any; deletes the
+    /// device again when that fails.
+    async fn create_whole(
+        &self,
+        create: NetlinkMessage<RouteNetlinkMessage>,
+        name: &str,
+        mark: impl FnOnce(u32) -> Option<LinkMessage>,
+    ) -> Result<u32> {
+        const OP: &str = "create tunnel device";
+        let mut route = self.counted(2).clone();
+        let mut created = route.request(create).map_err(route_err(OP))?;
+        // Queued behind the create on the same socket; see the module doc.
+        let mut got = route.link().get().match_name(name.to_string()).execute();
+        while let Some(m) = created.next().await {
+            if let NetlinkPayload::Error(e) = m.payload
+                && e.code.is_some()
+            {
+                return Err(route_err(OP)(rtnetlink::Error::NetlinkError(e)));
+            }
+        }
+        let index = match got.next().await {
+            Some(Ok(m)) => m.header.index,
+            Some(Err(e)) => return Err(route_err("get created tunnel device")(e)),
+            None => return Err(Error::NoSuchLink(name.to_string())),
+        };
+        if let Some(msg) = mark(index)
+            && let Err(e) = self.set_msg(msg, "mark tunnel device").await
+        {
+            if let Err(d) = self.delete(index).await {
+                tracing::warn!(device = %name, error = %d, "delete half-made device");
+            }
+            return Err(e);
+        }
+        Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::{Emitable, NlaBuffer, NlasIterator};
+
+    // include/uapi/linux/if_link.h
+    const IFLA_IFNAME: u16 = 3;
+    const IFLA_MTU: u16 = 4;
+    const IFLA_MASTER: u16 = 10;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_IFALIAS: u16 = 20;
+    const IFLA_GROUP: u16 = 27;
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_INFO_DATA: u16 = 2;
+    const IFF_UP: u32 = 1;
+
+    /// The message's bytes as the kernel reads them: (ifi_flags, ifi_change, top-level
+    /// attributes as (type, value)).
+    fn wire(m: &LinkMessage) -> (u32, u32, Vec<(u16, Vec<u8>)>) {
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        let word = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
+        // struct ifinfomsg { u8 family, pad; u16 type; i32 index; u32 flags, change; }
+        (word(8), word(12), nlas(&buf[16..]))
+    }
+
+    fn nlas(b: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        NlasIterator::new(b)
+            .map(|n| {
+                let n: NlaBuffer<&[u8]> = n.unwrap();
+                (n.kind(), n.value().to_vec())
+            })
+            .collect()
+    }
+
+    fn attr(a: &[(u16, Vec<u8>)], kind: u16) -> Option<&[u8]> {
+        a.iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn u32_of(v: Option<&[u8]>) -> Option<u32> {
+        Some(u32::from_ne_bytes(v?.try_into().ok()?))
+    }
+
+    fn info(a: &[(u16, Vec<u8>)]) -> (String, Vec<(u16, Vec<u8>)>) {
+        let li = nlas(attr(a, IFLA_LINKINFO).expect("IFLA_LINKINFO"));
+        let kind = attr(&li, IFLA_INFO_KIND).expect("IFLA_INFO_KIND");
+        let kind = String::from_utf8(kind.split(|b| *b == 0).next().unwrap().to_vec()).unwrap();
+        (
+            kind,
+            nlas(attr(&li, IFLA_INFO_DATA).expect("IFLA_INFO_DATA")),
+        )
+    }
+
+    #[test]
+    fn xfrm_create_carries_everything_but_the_alias() {
+        let s = TunnelDeviceSpec::xfrm("ipsec7", 7)
+            .underlay(3)
+            .mtu(1400)
+            .alias("vtid:T7")
+            .master(9)
+            .up();
+        let (flags, change, a) = wire(&s.newlink_message().unwrap());
+        assert_eq!(flags & IFF_UP, IFF_UP);
+        assert_eq!(change & IFF_UP, IFF_UP);
+        assert_eq!(attr(&a, IFLA_IFNAME), Some(&b"ipsec7\0"[..]));
+        assert_eq!(u32_of(attr(&a, IFLA_MTU)), Some(1400));
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(OWNED_LINK_GROUP));
+        assert_eq!(u32_of(attr(&a, IFLA_MASTER)), Some(9));
+        // rtnl_create_link ignores IFLA_IFALIAS: sending it would only mislead.
+        assert_eq!(attr(&a, IFLA_IFALIAS), None);
+        let (kind, data) = info(&a);
+        assert_eq!(kind, "xfrm");
+        // IFLA_XFRM_LINK = 1, IFLA_XFRM_IF_ID = 2
+        assert_eq!(u32_of(attr(&data, 1)), Some(3));
+        assert_eq!(u32_of(attr(&data, 2)), Some(7));
+
+        let req = s.newlink_request().unwrap();
+        assert_eq!(
+            req.header.flags,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        );
+    }
+
+    #[test]
+    fn down_device_without_master_or_mtu() {
+        let s = TunnelDeviceSpec::xfrm("ipsec8", 8);
+        let (flags, change, a) = wire(&s.newlink_message().unwrap());
+        assert_eq!((flags, change), (0, 0), "no flag change asked for");
+        assert_eq!(attr(&a, IFLA_MTU), None);
+        assert_eq!(attr(&a, IFLA_MASTER), None);
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(OWNED_LINK_GROUP));
+        let (_, data) = info(&a);
+        assert_eq!(attr(&data, 1), None, "no underlay");
+        assert_eq!(s.setlink_message(5), None, "nothing to set after creation");
+    }
+
+    #[test]
+    fn vti_and_vti6_kind_attributes() {
+        // IFLA_VTI_LINK 1, IKEY 2, OKEY 3, LOCAL 4, REMOTE 5 (include/uapi/linux/if_tunnel.h);
+        // keys are big-endian on the wire.
+        let v4 = TunnelDeviceSpec::vti(
+            "vti4",
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            0x10,
+            0x20,
+        )
+        .underlay(4)
+        .up();
+        let (_, _, a) = wire(&v4.newlink_message().unwrap());
+        let (kind, d) = info(&a);
+        assert_eq!(kind, "vti");
+        assert_eq!(u32_of(attr(&d, 1)), Some(4));
+        assert_eq!(attr(&d, 2), Some(&0x10u32.to_be_bytes()[..]));
+        assert_eq!(attr(&d, 3), Some(&0x20u32.to_be_bytes()[..]));
+        assert_eq!(attr(&d, 4), Some(&[192, 0, 2, 1][..]));
+        assert_eq!(attr(&d, 5), Some(&[192, 0, 2, 2][..]));
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(OWNED_LINK_GROUP));
+
+        let v6 = TunnelDeviceSpec::vti(
+            "vti6x",
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            1,
+            2,
+        );
+        let (_, _, a) = wire(&v6.newlink_message().unwrap());
+        let (kind, d) = info(&a);
+        assert_eq!(kind, "vti6");
+        assert_eq!(attr(&d, 4).map(<[u8]>::len), Some(16));
+    }
+
+    #[test]
+    fn alias_and_final_group_in_one_setlink() {
+        let s = TunnelDeviceSpec::xfrm("ipsec9", 9)
+            .alias("vtid:hub")
+            .group(42);
+        // Created in the owned group whatever the final group is.
+        let (_, _, a) = wire(&s.newlink_message().unwrap());
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(OWNED_LINK_GROUP));
+        let set = s.setlink_message(77).expect("a set-link");
+        assert_eq!(set.header.index, 77);
+        let (_, _, a) = wire(&set);
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(42));
+        assert_eq!(attr(&a, IFLA_IFALIAS), Some(&b"vtid:hub\0"[..]));
+        assert_eq!(attr(&a, IFLA_LINKINFO), None, "no kind change");
+        // Only an alias: the group stays the owned one.
+        let s = TunnelDeviceSpec::xfrm("ipsec9", 9).alias("vtid:x");
+        let (_, _, a) = wire(&s.setlink_message(1).unwrap());
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(OWNED_LINK_GROUP));
+    }
+
+    #[test]
+    fn specs_that_would_lose_the_mark_or_cannot_exist_are_refused() {
+        let bad = [
+            TunnelDeviceSpec::xfrm("ipsec1", 1).group(42),
+            TunnelDeviceSpec::xfrm("ipsec1", 1).group(42).alias("other"),
+            TunnelDeviceSpec::xfrm("ipsec1", 0),
+            TunnelDeviceSpec::xfrm("a-name-of-16-chr", 1),
+            TunnelDeviceSpec::xfrm("ipsec1", 1).alias("x".repeat(255)),
+            TunnelDeviceSpec::vti(
+                "vti1",
+                "192.0.2.1".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+                1,
+                1,
+            ),
+        ];
+        for s in bad {
+            assert!(
+                matches!(s.newlink_message(), Err(Error::InvalidSpec(_))),
+                "{s:?}"
+            );
+        }
+        assert!(
+            TunnelDeviceSpec::xfrm("ipsec1", 1)
+                .alias("x".repeat(254))
+                .newlink_message()
+                .is_ok()
+        );
+    }
+
+    /// The create/get/mark sequence on the host kernel, with a veth (the host has no
+    /// xfrm_interface or ip_vti; `vm_kernel.rs` covers those): the ifindex comes from the
+    /// pipelined get, the mark from one set-link; a failed create runs no mark, a failed mark
+    /// removes the device.
+    #[test]
+    fn host_create_whole_sequence_with_veth() {
+        use crate::{Handle, Netns};
+        use rtnetlink::LinkVeth;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare (root?)");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let h = Handle::open(Netns::Current).unwrap();
+            let l = h.link();
+            let veth = || {
+                create_request(
+                    LinkVeth::new("cw0", "cw1")
+                        .mtu(1400)
+                        .link_group(OWNED_LINK_GROUP)
+                        .up()
+                        .build(),
+                )
+            };
+            let before = h.requests();
+            let idx = l
+                .create_whole(veth(), "cw0", |i| {
+                    Some(
+                        LinkUnspec::new_with_index(i)
+                            .link_group(42)
+                            .alias("vtid:cw")
+                            .build(),
+                    )
+                })
+                .await
+                .unwrap();
+            assert_eq!(h.requests() - before, 3, "create, get, set-link");
+            let info = l.get("cw0").await.unwrap();
+            assert_eq!(info.index, idx);
+            assert_eq!(info.mtu, Some(1400));
+            assert_eq!(info.group, Some(42));
+            assert_eq!(info.alias.as_deref(), Some("vtid:cw"));
+            assert!(info.up);
+
+            let e = l
+                .create_whole(veth(), "cw0", |_| panic!("marked after a failed create"))
+                .await
+                .unwrap_err();
+            assert!(e.is_exists(), "{e:?}");
+            assert_eq!(l.get("cw0").await.unwrap().group, Some(42), "untouched");
+            l.delete(idx).await.unwrap();
+
+            let e = l
+                .create_whole(veth(), "cw0", |i| {
+                    Some(LinkUnspec::new_with_index(i).controller(999_999).build())
+                })
+                .await
+                .unwrap_err();
+            assert!(e.errno().is_some(), "{e:?}");
+            assert!(
+                matches!(l.get("cw0").await, Err(Error::NoSuchLink(_))),
+                "half-made device removed"
+            );
+        });
+    }
+
+    #[test]
+    fn owned_link_by_alias_or_group() {
+        assert!(is_owned_link(None, Some(OWNED_LINK_GROUP)));
+        assert!(is_owned_link(Some("vtid:T1"), Some(42)));
+        assert!(!is_owned_link(Some("uplink"), Some(0)));
+        assert!(!is_owned_link(None, None));
+    }
+}

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 use tracing::warn;
-use xfrm::{Handle, RouteSpec, SaId, SaSpec, VtiSpec, XfrmiSpec};
+use xfrm::{Handle, RouteSpec, SaId, SaSpec, TunnelDeviceSpec};
 
 use crate::model::{Interface, RouteMode};
 use crate::offload::{Applied, Decision, Mode, SaOffload, Underlay};
@@ -64,48 +64,45 @@ pub async fn apply_one(h: &Handle, op: &Op) -> Vec<anyhow::Error> {
 }
 
 /// Creates the interface with its address, routes and policies; returns its ifindex.
-/// Equivalent to `ip link add NAME type xfrm if_id N [dev FVRF]` (or `type vti local L remote
-/// R key K`), `ip link set NAME alias vtid:NAME group G mtu M [master VRF] up`, sysctls,
-/// `ip addr add A dev NAME`, `tc qdisc replace dev NAME root ...`, `ip route add|replace P
-/// dev NAME [table T]` and `ip xfrm policy add ...` ×6.
+/// The device is created whole (see `xfrm::TunnelDeviceSpec`): kind, MTU, group, master VRF
+/// and up state in one RTM_NEWLINK that already carries vtid's ownership mark (the link
+/// group), then its alias; so a crash at any point leaves nothing the start-up sweep cannot
+/// recognise. Equivalent to `ip link add NAME mtu M group 7654 [master VRF] up type xfrm if_id
+/// N [dev FVRF]` (or `type vti local L remote R key K`), `ip link set NAME alias vtid:NAME
+/// group G`, sysctls, `ip xfrm policy add ...` ×6, `ip addr add A dev NAME`, `tc qdisc replace
+/// dev NAME root ...` and `ip route add|replace P dev NAME [table T]`.
 pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     let link = h.link();
     // Front-door VRF: the VRF device is the underlay link, so the outer route lookup happens
-    // in its table (see vrf.rs).
+    // in its table; inside VRF: the device's master, so its connected route and routes land
+    // in the VRF's table (see vrf.rs). Both must exist before the device.
     let underlay = match &i.fvrf {
         Some(v) => Some(crate::vrf::ensure(h, v).await?),
         None => None,
     };
-    match i.kind {
-        DeviceKind::Xfrmi => {
-            link.add_xfrmi(&XfrmiSpec {
-                name: i.name.clone(),
-                if_id: i.if_id,
-                underlay,
-            })
-            .await
-        }
-        DeviceKind::Vti => {
-            link.add_vti(&VtiSpec {
-                name: i.name.clone(),
-                local: i.local,
-                remote: i.remote,
-                ikey: i.if_id,
-                okey: i.if_id,
-                underlay,
-            })
-            .await
-        }
+    let master = match &i.vrf {
+        Some(v) => Some(crate::vrf::ensure(h, v).await?),
+        None => None,
+    };
+    let mut spec = match i.kind {
+        DeviceKind::Xfrmi => TunnelDeviceSpec::xfrm(&i.name, i.if_id),
+        DeviceKind::Vti => TunnelDeviceSpec::vti(&i.name, i.local, i.remote, i.if_id, i.if_id),
     }
-    .with_context(|| format!("create tunnel interface {}", i.name))?;
-    failpoint("after-link-add");
-    let idx = link.index_of(&i.name).await?;
-    link.set_alias(idx, &format!("{}{}", xfrm::OWNED_ALIAS_PREFIX, i.name))
-        .await?;
-    link.set_group(idx, i.group).await?;
-    link.set_mtu(idx, i.mtu)
+    .mtu(i.mtu)
+    .alias(format!("{}{}", xfrm::OWNED_ALIAS_PREFIX, i.name))
+    .group(i.group)
+    .up();
+    if let Some(u) = underlay {
+        spec = spec.underlay(u);
+    }
+    if let Some(m) = master {
+        spec = spec.master(m);
+    }
+    let idx = link
+        .create_tunnel_device(&spec)
         .await
-        .with_context(|| format!("{}: mtu {}", i.name, i.mtu))?;
+        .with_context(|| format!("create tunnel interface {}", i.name))?;
+    failpoint("after-link-add");
     if i.disable_ipv6 {
         link.set_disable_ipv6(&i.name, true)
             .with_context(|| format!("{}: disable IPv6", i.name))?;
@@ -113,23 +110,20 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     if i.disable_policy() {
         link.set_disable_policy(&i.name, true)?;
     }
-    // Inside VRF: enslave before the address, so its connected route lands in the VRF table.
-    if let Some(v) = &i.vrf {
-        crate::vrf::enslave(h, idx, v).await?;
-    }
-    link.set_up(idx).await?;
-    link.add_address(idx, i.address)
-        .await
-        .with_context(|| format!("{}: address {}", i.name, i.address))?;
-    if let Some(q) = &i.qdisc {
-        qdisc(&i.name, q).await?;
-    }
+    // Policies only once IPv6 is off: without a policy nothing routed into the device can
+    // raise an ACQUIRE, so the link-local traffic of the moment it came up goes nowhere.
     let mut batch = h.batch();
     for p in &i.policies {
         batch.add_policy(p);
     }
     for r in batch.execute().await? {
         r.with_context(|| format!("{}: policy", i.name))?;
+    }
+    link.add_address(idx, i.address)
+        .await
+        .with_context(|| format!("{}: address {}", i.name, i.address))?;
+    if let Some(q) = &i.qdisc {
+        qdisc(h, idx, &i.name, q).await?;
     }
     for r in &i.routes {
         route(h, idx, i.table(), i.route_mode, *r, true)
@@ -222,10 +216,18 @@ pub async fn remove(h: &Handle, i: &Interface) -> Vec<anyhow::Error> {
     errs
 }
 
-/// Equivalent to `tc qdisc replace dev NAME root QDISC...`. rtnetlink's qdisc support does not
-/// cover the option syntax operators write, so the template's text goes to `tc` itself, on a
-/// blocking thread: the daemon task never waits on a child process.
-async fn qdisc(dev: &str, spec: &str) -> Result<()> {
+/// Equivalent to `tc qdisc replace dev NAME root QDISC...`. The common qdiscs (`fq_codel`,
+/// `fq`, `sfq`, `pfifo`, `pfifo_fast`, with an optional `limit`) go over netlink; anything
+/// else in the operator's `tc` syntax goes to `tc` itself, on a blocking thread, so the daemon
+/// task never waits on a child process.
+async fn qdisc(h: &Handle, idx: u32, dev: &str, spec: &str) -> Result<()> {
+    if let Ok(q) = spec.parse::<xfrm::Qdisc>() {
+        return h
+            .link()
+            .replace_root_qdisc(idx, &q)
+            .await
+            .with_context(|| format!("{dev}: qdisc {spec}"));
+    }
     let mut args: Vec<String> = ["qdisc", "replace", "dev", dev, "root"]
         .iter()
         .map(|s| s.to_string())
@@ -251,7 +253,7 @@ async fn qdisc(dev: &str, spec: &str) -> Result<()> {
 /// Every kernel object carrying vtid's marks, for [`crate::reconcile::sweep`], with the
 /// errors of the dumps that failed.
 ///
-/// Equivalent to `ip link show` (alias `vtid:`), `ip xfrm policy` (priority band) and `ip xfrm
+/// Equivalent to `ip link show` (alias `vtid:` or group 7654), `ip xfrm policy` (priority band) and `ip xfrm
 /// state` (reqid band).
 pub async fn owned(h: &Handle) -> (Owned, Vec<anyhow::Error>) {
     let mut errs = Vec::new();
@@ -261,7 +263,7 @@ pub async fn owned(h: &Handle) -> (Owned, Vec<anyhow::Error>) {
     let o = Owned {
         links: links
             .into_iter()
-            .filter(|l| xfrm::is_owned_alias(l.alias.as_deref()))
+            .filter(|l| xfrm::is_owned_link(l.alias.as_deref(), l.group))
             .map(|l| (l.index, l.name))
             .collect(),
         policies: policies
@@ -304,7 +306,7 @@ pub async fn local_addrs(h: &Handle) -> Result<LocalAddrs> {
             .filter(|(i, _)| *i == l.index)
             .map(|(_, a)| *a)
             .collect();
-        if esp_hw_offload(&l.name).unwrap_or(false) {
+        if link.esp_hw_offload(&l.name).unwrap_or(false) {
             out.esp_offload.insert(l.name.clone());
         }
         out.links.insert(l.name, (l.mtu.unwrap_or(1500), mine));
@@ -380,7 +382,9 @@ pub async fn underlay(
         .find(|l| l.index == index)
         .map(|l| l.name)
         .ok_or_else(|| format!("interface {index} vanished"))?;
-    let esp_hw_offload = esp_hw_offload(&name).map_err(|e| format!("{name}: features: {e}"))?;
+    let esp_hw_offload = link
+        .esp_hw_offload(&name)
+        .map_err(|e| format!("{name}: features: {e}"))?;
     Ok(Underlay {
         name,
         index,
@@ -461,43 +465,5 @@ async fn remove_sas(h: &Handle, sas: &[SaSpec]) {
         if let Err(e) = h.sa().delete(&s.id()).await {
             warn!("offload: removing SA {:08x} again: {e}", s.spi.0);
         }
-    }
-}
-
-/// The interface's ethtool features (name, active), in the kernel's order.
-///
-/// Read with the legacy SIOCETHTOOL ioctls (ETHTOOL_GSSET_INFO, ETHTOOL_GSTRINGS,
-/// ETHTOOL_GFEATURES) rather than ethtool's generic netlink family: the only Rust client of
-/// the latter (the `ethtool` crate) pins a netlink stack other than the one the xfrm crate uses,
-/// and these three calls return the same feature table (net/ethtool/ioctl.c). The socket is
-/// opened in the caller's network namespace, which is where the daemon runs.
-pub fn features(ifname: &str) -> std::io::Result<Vec<(String, bool)>> {
-    crate::ethtool::features(ifname)
-}
-
-/// True when `ifname` has ESP crypto offload on (`ethtool -k IF` shows `esp-hw-offload: on`).
-pub fn esp_hw_offload(ifname: &str) -> std::io::Result<bool> {
-    Ok(features(ifname)?
-        .iter()
-        .any(|(n, on)| n == crate::offload::ESP_HW_OFFLOAD && *on))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The loopback device exists in every namespace and never offloads ESP; its feature
-    /// table must parse (names are the kernel's, e.g. "loopback" is on for lo).
-    #[test]
-    fn reads_loopback_features() {
-        let f = features("lo").unwrap();
-        assert!(f.iter().any(|(n, on)| n == "loopback" && *on), "{f:?}");
-        assert!(
-            f.iter()
-                .any(|(n, on)| n == crate::offload::ESP_HW_OFFLOAD && !*on),
-            "{f:?}"
-        );
-        assert!(!esp_hw_offload("lo").unwrap());
-        assert!(features("no-such-if0").is_err());
     }
 }

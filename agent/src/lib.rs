@@ -6,7 +6,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod debug;
-mod ethtool;
 pub mod kernel;
 pub mod metrics;
 pub mod model;

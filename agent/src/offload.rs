@@ -32,9 +32,8 @@ use tracing::{info, warn};
 
 use crate::config::Offload;
 
-/// The ethtool feature name of ESP crypto offload (NETIF_F_HW_ESP_BIT in
-/// net/ethtool/common.c's netdev_features_strings).
-pub const ESP_HW_OFFLOAD: &str = "esp-hw-offload";
+/// The ethtool feature name of ESP crypto offload (NETIF_F_HW_ESP).
+pub use xfrm::ESP_HW_OFFLOAD;
 
 /// An offload mode the kernel understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,8 +28,8 @@ pub use crate::config::VrfRef as VrfPlan;
 
 /// Makes sure the VRF device exists on the right table and is up; returns its ifindex.
 ///
-/// Equivalent to `ip link add NAME type vrf table T && ip link set NAME alias "vtid:vrf NAME"
-/// group 7654 up` when it is missing, else a check of `ip -d link show NAME`.
+/// Equivalent to `ip link add NAME group 7654 up type vrf table T && ip link set NAME alias
+/// "vtid:vrf NAME"` when it is missing, else a check of `ip -d link show NAME`.
 pub async fn ensure(h: &Handle, v: &VrfPlan) -> Result<u32> {
     let link = h.link();
     match link.get(&v.name).await {
@@ -55,30 +55,17 @@ pub async fn ensure(h: &Handle, v: &VrfPlan) -> Result<u32> {
             }
             Ok(l.index)
         }
-        Err(_) => {
-            link.add_vrf(&v.name, v.table)
-                .await
-                .with_context(|| format!("create vrf {} (table {})", v.name, v.table))?;
-            let idx = link.index_of(&v.name).await?;
-            link.set_alias(idx, &format!("{}vrf {}", xfrm::OWNED_ALIAS_PREFIX, v.name))
-                .await?;
-            link.set_group(idx, xfrm::OWNED_LINK_GROUP).await?;
-            link.set_up(idx).await?;
-            Ok(idx)
-        }
+        // Created whole, like tunnel devices: in the owned group from the first instant, so a
+        // crash before its alias is set still leaves it recognisable to the sweep.
+        Err(_) => link
+            .create_tunnel_device(
+                &xfrm::TunnelDeviceSpec::vrf(&v.name, v.table)
+                    .alias(format!("{}vrf {}", xfrm::OWNED_ALIAS_PREFIX, v.name))
+                    .up(),
+            )
+            .await
+            .with_context(|| format!("create vrf {} (table {})", v.name, v.table)),
     }
-}
-
-/// Enslaves interface `idx` to the VRF (inside VRF of a tunnel). Must happen before the
-/// interface gets its address, so the connected route lands in the VRF's table.
-///
-/// Equivalent to `ip link set DEV master VRF`.
-pub async fn enslave(h: &Handle, idx: u32, v: &VrfPlan) -> Result<()> {
-    let master = ensure(h, v).await?;
-    h.link()
-        .set_master(idx, master)
-        .await
-        .with_context(|| format!("enslave to vrf {}", v.name))
 }
 
 /// The front-door VRF of each local IKE address, for choosing the socket to send from.

@@ -50,7 +50,7 @@ use rtnetlink::packet_core::{
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVti, LinkVti6, LinkXfrm};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVti, LinkVti6, LinkXfrm};
 
 use crate::error::{Error, Result};
 use crate::link::{LinkHandle, route_err};
@@ -91,6 +91,12 @@ pub enum DeviceKind {
         okey: u32,
         /// IFLA_VTI_LINK, the underlay ifindex.
         underlay: Option<u32>,
+    },
+    /// `type vrf table T`: not a tunnel, but vtid creates the VRFs its tunnels name, and they
+    /// need the same mark from the first instant.
+    Vrf {
+        /// IFLA_VRF_TABLE.
+        table: u32,
     },
 }
 
@@ -145,6 +151,11 @@ impl TunnelDeviceSpec {
         )
     }
 
+    /// A VRF device on `table`, down, in the owned group.
+    pub fn vrf(name: &str, table: u32) -> Self {
+        Self::new(name, DeviceKind::Vrf { table })
+    }
+
     fn new(name: &str, kind: DeviceKind) -> Self {
         TunnelDeviceSpec {
             name: name.to_string(),
@@ -157,12 +168,13 @@ impl TunnelDeviceSpec {
         }
     }
 
-    /// `dev UNDERLAY` (IFLA_XFRM_LINK / IFLA_VTI_LINK).
+    /// `dev UNDERLAY` (IFLA_XFRM_LINK / IFLA_VTI_LINK); a VRF has none.
     pub fn underlay(mut self, index: u32) -> Self {
         match &mut self.kind {
             DeviceKind::Xfrm { underlay, .. } | DeviceKind::Vti { underlay, .. } => {
                 *underlay = Some(index)
             }
+            DeviceKind::Vrf { .. } => {}
         }
         self
     }
@@ -292,6 +304,7 @@ impl TunnelDeviceSpec {
                 }
                 common!(b)
             }
+            DeviceKind::Vrf { table } => common!(LinkVrf::new(&self.name, *table)),
             DeviceKind::Vti { .. } => unreachable!("check() refuses mixed families"),
         })
     }

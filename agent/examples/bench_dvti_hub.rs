@@ -475,8 +475,8 @@ routes = "traffic-selectors"
                 &cfg,
                 "-",
                 RunWith {
-                    binary: None,
                     rust_log: Some("info".into()),
+                    ..RunWith::default()
                 },
             )?;
             Ok(HubProc::Vtid(v))

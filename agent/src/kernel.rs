@@ -102,7 +102,6 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
         .create_tunnel_device(&spec)
         .await
         .with_context(|| format!("create tunnel interface {}", i.name))?;
-    failpoint("after-link-add");
     if i.disable_ipv6 {
         link.set_disable_ipv6(&i.name, true)
             .with_context(|| format!("{}: disable IPv6", i.name))?;
@@ -131,16 +130,6 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
             .with_context(|| format!("{}: route {r}", i.name))?;
     }
     Ok(idx)
-}
-
-/// Test hook for the orphan-window scenario: with `VTID_FAILPOINT=NAME` in the environment
-/// the process dies (as under `kill -9`) at the named point, so a test can show what a crash
-/// there leaves behind.
-fn failpoint(name: &str) {
-    if std::env::var_os("VTID_FAILPOINT").is_some_and(|v| v == name) {
-        eprintln!("vtid: failpoint {name}: aborting");
-        std::process::abort();
-    }
 }
 
 /// `ip route add|replace|del P dev IDX table T`.

@@ -144,7 +144,7 @@ fn vm_packaged_vtid_with_the_units_capabilities() {
         let key = write_secret(&dir, "psk.key", &ea.psk)?;
         let with = |binary: PathBuf| RunWith {
             binary: Some(binary),
-            rust_log: None,
+            ..RunWith::default()
         };
         let ha = sc.topo.host("a");
         let mut v =

@@ -114,6 +114,8 @@ pub struct RunWith {
     pub binary: Option<PathBuf>,
     /// `RUST_LOG`; default `info,ike=debug`.
     pub rust_log: Option<String>,
+    /// More environment for the daemon (e.g. a failpoint).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `vtid run` in a namespace.
@@ -207,6 +209,7 @@ impl Vtid {
                 "RUST_LOG",
                 self.with.rust_log.as_deref().unwrap_or("info,ike=debug"),
             )
+            .envs(self.with.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -282,6 +285,21 @@ impl Vtid {
             c.wait()?;
         }
         Ok(())
+    }
+
+    /// Waits up to `timeout` for the daemon to exit on its own (a failpoint, a fatal error)
+    /// and returns how it ended.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let c = self.child.as_mut().context("vtid is not running")?;
+        let start = std::time::Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(st) = c.try_wait()? {
+                self.child = None;
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("vtid still running after {timeout:?}")
     }
 
     /// Stops the daemon with SIGTERM and waits for it to exit.

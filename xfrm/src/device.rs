@@ -328,6 +328,16 @@ impl TunnelDeviceSpec {
     }
 }
 
+/// Test hook for the orphan-window scenario: with `XFRM_FAILPOINT=after-newlink` in the
+/// environment the process dies (as under `kill -9`) between the RTM_NEWLINK and the
+/// RTM_SETLINK that adds the alias, the one moment a device exists with only its group as mark.
+fn failpoint_after_newlink() {
+    if std::env::var_os("XFRM_FAILPOINT").is_some_and(|v| v == "after-newlink") {
+        eprintln!("xfrm: failpoint after-newlink: aborting");
+        std::process::abort();
+    }
+}
+
 fn create_request(msg: LinkMessage) -> NetlinkMessage<RouteNetlinkMessage> {
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg));
     req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
@@ -372,6 +382,7 @@ impl LinkHandle<'_> {
             Some(Err(e)) => return Err(route_err("get created tunnel device")(e)),
             None => return Err(Error::NoSuchLink(name.to_string())),
         };
+        failpoint_after_newlink();
         if let Some(msg) = mark(index)
             && let Err(e) = self.set_msg(msg, "mark tunnel device").await
         {

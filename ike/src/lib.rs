@@ -39,6 +39,7 @@
 //! | What | Where |
 //! |---|---|
 //! | public surface (quinn-proto shape) | [`endpoint`] |
+//! | outputs, events, ids and counters it hands out | [`output`] |
 //! | typed configuration | [`config`] |
 //! | wire codec, IANA registries (RFC 7296 §3) | [`wire`] |
 //! | errors and the NOTIFY map (§2.21) | [`error`] |
@@ -55,6 +56,7 @@ pub mod crypto;
 pub mod endpoint;
 pub mod error;
 pub mod keys;
+pub mod output;
 pub mod proposal;
 mod sa;
 pub mod secret;

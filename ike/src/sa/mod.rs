@@ -26,17 +26,17 @@ use crate::config::EndpointConfig;
 use crate::config::PeerConfig;
 use crate::crypto::Rng;
 use crate::crypto::SkCipher;
-use crate::endpoint::ChildSaId;
-use crate::endpoint::Datagram;
-use crate::endpoint::DownReason;
-use crate::endpoint::Event;
-use crate::endpoint::Output;
-use crate::endpoint::SessionId;
-use crate::endpoint::Stats;
-use crate::endpoint::Transmit;
 use crate::error::Error;
 use crate::error::PeerMisbehaved;
 use crate::error::Reaction;
+use crate::output::ChildSaId;
+use crate::output::Datagram;
+use crate::output::DownReason;
+use crate::output::Event;
+use crate::output::Output;
+use crate::output::SessionId;
+use crate::output::Stats;
+use crate::output::Transmit;
 use crate::wire::Header;
 use crate::wire::Identity;
 use crate::wire::Message;
@@ -467,7 +467,7 @@ impl IkeSa {
         self.c.local_spi()
     }
 
-    pub(crate) fn info(&self) -> crate::endpoint::IkeSaInfo {
+    pub(crate) fn info(&self) -> crate::output::IkeSaInfo {
         let (state, children) = match &self.state {
             State::ExpectSaInitResponse(_) => ("ExpectSaInitResponse", Vec::new()),
             State::ExpectAuthResponse(_) => ("ExpectAuthResponse", Vec::new()),
@@ -481,7 +481,7 @@ impl IkeSa {
             ),
             State::Closed => ("Closed", Vec::new()),
         };
-        crate::endpoint::IkeSaInfo {
+        crate::output::IkeSaInfo {
             session: self.c.session,
             conn: self.c.peer.id,
             state,

@@ -7,15 +7,15 @@ use crate::config::IkeProposal;
 use crate::config::Mode;
 use crate::config::PeerConfig;
 use crate::crypto::KeyExchange;
-use crate::endpoint::Datagram;
-use crate::endpoint::Event;
-use crate::endpoint::SessionId;
-use crate::endpoint::Transmit;
 use crate::error::Error;
 use crate::error::PeerIncompatible;
 use crate::error::PeerMisbehaved;
 use crate::error::Reaction;
 use crate::keys;
+use crate::output::Datagram;
+use crate::output::Event;
+use crate::output::SessionId;
+use crate::output::Transmit;
 use crate::proposal;
 use crate::sa::Common;
 use crate::sa::Ctx;
@@ -76,12 +76,11 @@ impl IkeSa {
                         ),
                         payloads: vec![Payload::Notify(Notify::new(ty, data))],
                     };
-                    ctx.out
-                        .push_back(crate::endpoint::Output::Transmit(Transmit {
-                            local: dgram.local,
-                            remote: dgram.remote,
-                            bytes: reply.encode(),
-                        }));
+                    ctx.out.push_back(crate::output::Output::Transmit(Transmit {
+                        local: dgram.local,
+                        remote: dgram.remote,
+                        bytes: reply.encode(),
+                    }));
                 }
                 Err(e)
             }
@@ -126,12 +125,11 @@ impl IkeSa {
                         want.expose().to_vec(),
                     ))],
                 };
-                ctx.out
-                    .push_back(crate::endpoint::Output::Transmit(Transmit {
-                        local: dgram.local,
-                        remote: dgram.remote,
-                        bytes: reply.encode(),
-                    }));
+                ctx.out.push_back(crate::output::Output::Transmit(Transmit {
+                    local: dgram.local,
+                    remote: dgram.remote,
+                    bytes: reply.encode(),
+                }));
                 return Err(match got {
                     Some(_) => PeerMisbehaved::BadCookie.into(),
                     None => PeerIncompatible::CookieRequired.into(),
@@ -249,12 +247,11 @@ impl IkeSa {
             payloads,
         };
         let bytes = reply.encode();
-        ctx.out
-            .push_back(crate::endpoint::Output::Transmit(Transmit {
-                local: c.local,
-                remote: c.remote,
-                bytes: bytes.clone(),
-            }));
+        ctx.out.push_back(crate::output::Output::Transmit(Transmit {
+            local: c.local,
+            remote: c.remote,
+            bytes: bytes.clone(),
+        }));
         c.cached = Some((0, vec![bytes.clone()]));
         let st = ExpectAuthRequest {
             suite,

@@ -20,6 +20,7 @@ use crate::error::PeerMisbehaved;
 use crate::sa::Ctx;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
+use crate::sa::SaCommand;
 use crate::secret::Secret;
 use crate::wire::Header;
 use crate::wire::InvalidMessage;
@@ -228,7 +229,7 @@ impl Endpoint {
                     .find(|(_, sa)| sa.conn() == conn && sa.is_childless())
                     .map(|(k, _)| *k);
                 if let Some(spi) = childless {
-                    self.with_sa(now, spi, |sa, ctx| sa.create_child(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::CreateChild));
                     self.run_actions(now);
                     return;
                 }
@@ -258,7 +259,7 @@ impl Endpoint {
                     .map(|(k, _)| *k)
                     .collect();
                 for spi in spis {
-                    self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Terminate));
                 }
             }
             Command::TerminateSession { session } => {
@@ -269,27 +270,31 @@ impl Endpoint {
                     .map(|(k, _)| *k)
                     .collect();
                 for spi in spis {
-                    self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Terminate));
                 }
             }
             Command::RekeyChild { child } => {
                 if let Some(spi) = self.sa_of_child(child) {
-                    self.with_sa(now, spi, |sa, ctx| sa.rekey_child(ctx, child));
+                    self.with_sa(now, spi, |sa, ctx| {
+                        sa.command(ctx, SaCommand::RekeyChild(child))
+                    });
                 }
             }
             Command::ChildExpired { child } => {
                 if let Some(spi) = self.sa_of_child(child) {
-                    self.with_sa(now, spi, |sa, ctx| sa.child_expired(ctx, child));
+                    self.with_sa(now, spi, |sa, ctx| {
+                        sa.command(ctx, SaCommand::ChildExpired(child))
+                    });
                 }
             }
             Command::RekeyIke { session } => {
                 if let Some(spi) = self.sa_of_session(session) {
-                    self.with_sa(now, spi, |sa, ctx| sa.rekey_ike(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::RekeyIke));
                 }
             }
             Command::Dpd { session } => {
                 if let Some(spi) = self.sa_of_session(session) {
-                    self.with_sa(now, spi, |sa, ctx| sa.dpd(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Dpd));
                 }
             }
             Command::Reconfigure(config) => self.config = config,
@@ -308,7 +313,9 @@ impl Endpoint {
         if let Err(e) = res {
             tracing::warn!(?child, reason = %e.reason, "child SA install failed");
             if let Some(spi) = self.sa_of_child(child) {
-                self.with_sa(now, spi, |sa, ctx| sa.install_failed(ctx, child));
+                self.with_sa(now, spi, |sa, ctx| {
+                    sa.command(ctx, SaCommand::ChildExpired(child))
+                });
             }
             self.run_actions(now);
         }
@@ -512,7 +519,7 @@ impl Endpoint {
                     if let Some(&(keep, _)) = dups.iter().max_by_key(|(_, rank)| *rank) {
                         for &(spi, _) in dups.iter().filter(|(k, _)| *k != keep) {
                             tracing::info!(?conn, "deleting a duplicate IKE SA");
-                            self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                            self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Terminate));
                         }
                     }
                 }

@@ -40,6 +40,8 @@ use crate::sa::initiator::usable;
 use crate::sa::later;
 use crate::sa::need;
 use crate::sa::responder::negotiate_child_pfs;
+use crate::sa::timers::Timer;
+use crate::sa::timers::TimerTable;
 use crate::secret::Secret;
 use crate::transform::DhGroup;
 use crate::transform::Esn;
@@ -239,41 +241,32 @@ pub(crate) struct Established {
     pub(crate) children: Vec<Child>,
     pub(crate) queue: VecDeque<Queued>,
     pub(crate) pending: Option<Pending>,
-    pub(crate) rekey_at: Option<Instant>,
-    /// Replaced by a rekeyed IKE SA; only DELETE traffic remains.
+    /// Replaced by a rekeyed IKE SA; only DELETE traffic remains (until `Timer::DeleteLinger`).
     pub(crate) rekeyed: bool,
-    pub(crate) linger_until: Option<Instant>,
 }
 
 impl Established {
-    pub(crate) fn new(c: &Common, ctx: &mut Ctx<'_>, suite: IkeProposal) -> Self {
+    pub(crate) fn new(c: &mut Common, ctx: &mut Ctx<'_>, suite: IkeProposal) -> Self {
         let after = rekey_after(ctx, c.peer.ike_lifetime);
+        c.timers.set(Timer::IkeRekey, later(ctx.now, after));
         Self {
             suite,
             children: Vec::new(),
             queue: VecDeque::new(),
             pending: None,
-            rekey_at: Some(later(ctx.now, after)),
             rekeyed: false,
-            linger_until: None,
         }
     }
 
-    pub(crate) fn next_timeout(&self, c: &Common) -> Option<Instant> {
-        let mut t = self.linger_until;
+    /// The earliest rekey or expiry deadline of the children (kept per child, see
+    /// [`crate::sa::timers`]).
+    pub(crate) fn children_next_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
         let mut min = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |y| y.min(x)));
             }
         };
-        if !self.rekeyed {
-            min(self.rekey_at);
-            if let Some(iv) = c.peer.dpd_interval {
-                if c.outstanding.is_none() {
-                    min(Some(later(c.last_heard, iv)));
-                }
-            }
-        }
         for ch in &self.children {
             if !ch.rekeying && !ch.replaced {
                 min(ch.rekey_at);
@@ -285,8 +278,8 @@ impl Established {
 
     pub(crate) fn on_timeout(&mut self, c: &mut Common, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
-        if self.linger_until.is_some_and(|t| t <= now) {
-            self.linger_until = None;
+        if c.timers.is_expired(Timer::DeleteLinger, now) {
+            c.timers.stop(Timer::DeleteLinger);
             self.remove_all_children(c, ctx);
             ctx.event(Event::IkeSaDown {
                 session: c.session,
@@ -299,8 +292,8 @@ impl Established {
         if self.rekeyed {
             return;
         }
-        if self.rekey_at.is_some_and(|t| t <= now) {
-            self.rekey_at = None;
+        if c.timers.is_expired(Timer::IkeRekey, now) {
+            c.timers.stop(Timer::IkeRekey);
             self.queue.push_back(Queued::RekeyIke);
         }
         let mut expired = Vec::new();
@@ -315,10 +308,12 @@ impl Established {
         for id in expired {
             self.expire_child(c, ctx, id);
         }
-        if let Some(iv) = c.peer.dpd_interval {
-            if c.outstanding.is_none() && self.queue.is_empty() && now >= later(c.last_heard, iv) {
-                self.queue.push_back(Queued::Dpd);
-            }
+        // `Timer::Liveness` is only set with a `dpd_interval` and an idle window.
+        if c.outstanding.is_none()
+            && self.queue.is_empty()
+            && c.timers.is_expired(Timer::Liveness, now)
+        {
+            self.queue.push_back(Queued::Dpd);
         }
     }
 
@@ -596,7 +591,7 @@ impl Established {
     ) -> Result<(), Error> {
         if let Some(ty) = error_notify(payloads) {
             let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
-            self.rekey_at = Some(ctx.now + retry);
+            c.timers.set(Timer::IkeRekey, ctx.now + retry);
             return Err(PeerIncompatible::PeerRejected(ty).into());
         }
         let f = Found::of(payloads);
@@ -667,12 +662,15 @@ impl Established {
             cached: None,
             reassembly: None,
             last_heard: ctx.now,
-            keepalive_at: c.keepalive_at,
-            half_open_until: None,
+            timers: TimerTable::default(),
             closed: false,
             reply_to: None,
         };
-        let mut est = Established::new(&nc, ctx, suite);
+        // The NAT keepalive moves to the new SA with the traffic.
+        if let Some(at) = c.timers.get(Timer::NatKeepalive) {
+            nc.timers.set(Timer::NatKeepalive, at);
+        }
+        let mut est = Established::new(&mut nc, ctx, suite);
         est.children = std::mem::take(&mut self.children);
         for ch in &mut est.children {
             ch.rekeying = false;
@@ -689,17 +687,19 @@ impl Established {
         }));
         est.pump(&mut nc, ctx);
         self.rekeyed = true;
-        self.rekey_at = None;
-        self.linger_until = Some(ctx.now + REKEYED_LINGER);
-        c.keepalive_at = None;
+        c.timers.stop(Timer::IkeRekey);
+        c.timers.set(Timer::DeleteLinger, ctx.now + REKEYED_LINGER);
+        c.timers.stop(Timer::NatKeepalive);
         ctx.event(Event::IkeSaRekeyed {
             session: c.session,
             conn: c.peer.id,
         });
-        ctx.actions.push(SaAction::Insert(Box::new(IkeSa {
+        let mut sa = IkeSa {
             c: nc,
             state: State::Established(Box::new(est)),
-        })));
+        };
+        sa.sync_timers();
+        ctx.actions.push(SaAction::Insert(Box::new(sa)));
         Ok(())
     }
 
@@ -924,7 +924,7 @@ impl Established {
                 reason: DownReason::Failed("peer_rejected"),
             });
             c.closed = true;
-            c.outstanding = None;
+            c.clear_outstanding();
             return Ok(());
         }
         let mut reply_spis = Vec::new();
@@ -967,7 +967,7 @@ impl Established {
                 reason,
             });
             c.closed = true;
-            c.outstanding = None;
+            c.clear_outstanding();
             return Ok(());
         }
         let mut reply = Vec::new();

@@ -14,6 +14,7 @@ pub(crate) mod glue;
 pub(crate) mod initiator;
 pub(crate) mod responder;
 pub(crate) mod state;
+pub(crate) mod timers;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ use crate::wire::enums::PayloadType;
 pub(crate) use state::Input;
 pub(crate) use state::SaCommand;
 pub(crate) use state::State;
+use timers::Timer;
+use timers::TimerTable;
 
 /// Largest number of fragments we reassemble (RFC 7383 §2.6 asks for bounds).
 const MAX_FRAGMENTS: u16 = 64;
@@ -159,7 +162,6 @@ pub(crate) struct Outstanding {
     pub(crate) id: u32,
     pub(crate) packets: Vec<Vec<u8>>,
     pub(crate) sends: u32,
-    pub(crate) next_at: Instant,
 }
 
 struct Reassembly {
@@ -196,9 +198,8 @@ pub(crate) struct Common {
     pub(crate) cached: Option<(u32, Vec<Vec<u8>>)>,
     reassembly: Option<Reassembly>,
     pub(crate) last_heard: Instant,
-    pub(crate) keepalive_at: Option<Instant>,
-    /// Responder: drop the SA if IKE_AUTH has not completed by then.
-    pub(crate) half_open_until: Option<Instant>,
+    /// Retransmission, half-open, IKE rekey, liveness, NAT keepalive and linger deadlines.
+    pub(crate) timers: TimerTable,
     pub(crate) closed: bool,
     /// Where the request being answered came from (RFC 7296 §2.11: responses go back to the
     /// address and port the request came from).
@@ -270,8 +271,9 @@ impl Common {
             id,
             packets,
             sends: 1,
-            next_at: later(ctx.now, ctx.config.retransmit.initial),
         });
+        let at = later(ctx.now, ctx.config.retransmit.initial);
+        self.timers.set(Timer::Retransmit, at);
     }
 
     /// Protects and sends a response, caching it for retransmitted requests.
@@ -430,8 +432,14 @@ impl Common {
 
     /// Message-ID bookkeeping after a request was answered (RFC 7296 §2.3).
     fn request_done(&mut self) {
-        self.outstanding = None;
+        self.clear_outstanding();
         self.next_req = self.next_req.wrapping_add(1);
+    }
+
+    /// No request in flight any more: nothing to retransmit.
+    pub(crate) fn clear_outstanding(&mut self) {
+        self.outstanding = None;
+        self.timers.stop(Timer::Retransmit);
     }
 }
 
@@ -527,16 +535,35 @@ impl IkeSa {
 
     /// The earliest deadline of this SA.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        let mut t = [
-            self.c.outstanding.as_ref().map(|o| o.next_at),
-            self.c.half_open_until,
-            self.c.keepalive_at,
-            None,
-        ];
-        if let State::Established(e) = &self.state {
-            t[3] = e.next_timeout(&self.c);
+        let children = match &self.state {
+            State::Established(e) => e.children_next_timeout(),
+            _ => None,
+        };
+        [self.c.timers.next_timeout(), children]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Re-derives the deadlines that depend on several things at once, after every input:
+    /// the liveness check ([`Timer::Liveness`]) needs an established, not rekeyed SA with an
+    /// idle window, and runs from when we last heard from the peer; a rekeyed SA does not
+    /// rekey again.
+    pub(crate) fn sync_timers(&mut self) {
+        let (live, rekeyed) = match &self.state {
+            State::Established(e) => (!e.rekeyed, e.rekeyed),
+            _ => (false, false),
+        };
+        match self.c.peer.dpd_interval {
+            Some(iv) if live && self.c.outstanding.is_none() => {
+                let at = later(self.c.last_heard, iv);
+                self.c.timers.set(Timer::Liveness, at);
+            }
+            _ => self.c.timers.stop(Timer::Liveness),
         }
-        t.into_iter().flatten().min()
+        if rekeyed {
+            self.c.timers.stop(Timer::IkeRekey);
+        }
     }
 
     /// Replays the cached IKE_SA_INIT response for a retransmitted request (§2.1).
@@ -662,6 +689,7 @@ impl IkeSa {
         let state = std::mem::replace(&mut self.state, State::Closed);
         let (next, res) = state::step(state, &mut self.c, ctx, input);
         self.state = if self.c.closed { State::Closed } else { next };
+        self.sync_timers();
         res
     }
 

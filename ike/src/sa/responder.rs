@@ -31,6 +31,8 @@ use crate::sa::glue;
 use crate::sa::initiator::esp_usable;
 use crate::sa::later;
 use crate::sa::need;
+use crate::sa::timers::Timer;
+use crate::sa::timers::TimerTable;
 use crate::secret::Secret;
 use crate::transform::Prf;
 use crate::ts;
@@ -218,13 +220,19 @@ impl IkeSa {
             cached: None,
             reassembly: None,
             last_heard: ctx.now,
-            keepalive_at: None,
-            half_open_until: Some(later(ctx.now, ctx.config.half_open_timeout)),
+            timers: TimerTable::default(),
             closed: false,
             reply_to: None,
         };
+        c.timers.set(
+            Timer::HalfOpen,
+            later(ctx.now, ctx.config.half_open_timeout),
+        );
         if c.nat_local {
-            c.keepalive_at = Some(later(ctx.now, ctx.config.nat_keepalive));
+            c.timers.set(
+                Timer::NatKeepalive,
+                later(ctx.now, ctx.config.nat_keepalive),
+            );
         }
         let mut payloads = vec![
             Payload::Sa(reply_sa),

@@ -24,6 +24,7 @@ use crate::sa::initiator::ExpectAuthResponse;
 use crate::sa::initiator::ExpectSaInitResponse;
 use crate::sa::later;
 use crate::sa::responder::ExpectAuthRequest;
+use crate::sa::timers::Timer;
 use crate::wire::Message;
 use crate::wire::Notify;
 use crate::wire::Payload;
@@ -128,7 +129,7 @@ pub(crate) fn step(
             },
         ) => match st.handle(c, ctx, id, payloads) {
             Ok(next) => {
-                c.half_open_until = None;
+                c.timers.stop(Timer::HalfOpen);
                 (next, Ok(()))
             }
             Err(e) => {
@@ -195,31 +196,33 @@ fn pump(mut state: State, c: &mut Common, ctx: &mut Ctx<'_>) -> State {
 /// Runs due timers.
 fn timeout(mut state: State, c: &mut Common, ctx: &mut Ctx<'_>) -> State {
     let now = ctx.now;
-    if c.half_open_until.is_some_and(|t| t <= now) {
+    if c.timers.is_expired(Timer::HalfOpen, now) {
         tracing::debug!(spi = c.local_spi(), "half-open IKE SA timed out");
         c.closed = true;
         return State::Closed;
     }
-    if let Some(out) = &mut c.outstanding {
-        if out.next_at <= now {
+    if c.timers.is_expired(Timer::Retransmit, now) {
+        if let Some(out) = &mut c.outstanding {
             if out.sends >= ctx.config.retransmit.tries {
                 return dead(state, c, ctx);
             }
             // RFC 7296 §2.1: retransmit with exponential back-off.
             out.sends += 1;
             let backoff = 1u32 << (out.sends - 1).min(16);
-            out.next_at = later(now, ctx.config.retransmit.initial.saturating_mul(backoff));
             let packets = out.packets.clone();
+            let at = later(now, ctx.config.retransmit.initial.saturating_mul(backoff));
+            c.timers.set(Timer::Retransmit, at);
             ctx.stats.retransmits += 1;
             c.transmit(ctx, &packets);
         }
     }
-    if c.keepalive_at.is_some_and(|t| t <= now) {
+    if c.timers.is_expired(Timer::NatKeepalive, now) {
         ctx.out.push_back(Output::NatKeepalive {
             local: c.local,
             remote: c.remote,
         });
-        c.keepalive_at = Some(later(now, ctx.config.nat_keepalive));
+        c.timers
+            .set(Timer::NatKeepalive, later(now, ctx.config.nat_keepalive));
     }
     if let State::Established(est) = &mut state {
         est.on_timeout(c, ctx);
@@ -250,7 +253,7 @@ fn close(mut state: State, c: &mut Common, ctx: &mut Ctx<'_>, reason: DownReason
         reason,
     });
     c.closed = true;
-    c.outstanding = None;
+    c.clear_outstanding();
     State::Closed
 }
 
@@ -296,6 +299,6 @@ fn fail(c: &mut Common, ctx: &mut Ctx<'_>, e: &Error) -> State {
         reason: DownReason::Failed(reason),
     });
     c.closed = true;
-    c.outstanding = None;
+    c.clear_outstanding();
     State::Closed
 }

@@ -33,6 +33,9 @@ use crate::sa::Found;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
 use crate::sa::State;
+use crate::sa::child::Child;
+use crate::sa::child::ChildEvent;
+use crate::sa::child::ChildState;
 use crate::sa::error_notify;
 use crate::sa::glue;
 use crate::sa::initiator::esp_usable;
@@ -60,27 +63,6 @@ use crate::wire::notifies;
 
 /// How long an IKE SA replaced by a rekey waits for the peer's DELETE before going quietly.
 const REKEYED_LINGER: Duration = Duration::from_secs(30);
-
-/// One Child SA.
-pub(crate) struct Child {
-    pub(crate) id: ChildSaId,
-    pub(crate) spi_in: u32,
-    pub(crate) spi_out: u32,
-    pub(crate) local_ts: Vec<TrafficSelector>,
-    pub(crate) remote_ts: Vec<TrafficSelector>,
-    pub(crate) mode: Mode,
-    pub(crate) rekey_at: Option<Instant>,
-    pub(crate) expire_at: Instant,
-    /// Our rekey of this child is in flight.
-    pub(crate) rekeying: bool,
-    /// A successor exists; this one only waits to be deleted.
-    pub(crate) replaced: bool,
-    /// We sent a DELETE for it.
-    pub(crate) deleting: bool,
-    /// The peer rekeyed this child while our own rekey was in flight: (its new child, the
-    /// lowest nonce of its exchange), for §2.8.1 collision resolution.
-    pub(crate) rekeyed_by_peer: Option<(ChildSaId, Vec<u8>)>,
-}
 
 /// Inputs to [`install_child`].
 pub(crate) struct ChildParams<'a> {
@@ -161,20 +143,18 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
             conn: c.peer.id,
         }),
     }
-    Child {
+    let rekey_at = later(ctx.now, rekey_after(ctx, lt));
+    let expire_at = later(ctx.now, lt.lifetime);
+    Child::new(
         id,
-        spi_in: p.spi_in,
-        spi_out: p.choice.peer_spi,
-        local_ts: p.local_ts,
-        remote_ts: p.remote_ts,
-        mode: p.mode,
-        rekey_at: Some(later(ctx.now, rekey_after(ctx, lt))),
-        expire_at: later(ctx.now, lt.lifetime),
-        rekeying: false,
-        replaced: false,
-        deleting: false,
-        rekeyed_by_peer: None,
-    }
+        p.spi_in,
+        p.choice.peer_spi,
+        p.local_ts,
+        p.remote_ts,
+        p.mode,
+        rekey_at,
+        expire_at,
+    )
 }
 
 /// `lifetime - margin - random(0..=jitter)` from the seeded RNG.
@@ -268,7 +248,7 @@ impl Established {
             }
         };
         for ch in &self.children {
-            if !ch.rekeying && !ch.replaced {
+            if ch.rekey_armed() {
                 min(ch.rekey_at);
             }
             min(Some(ch.expire_at));
@@ -300,7 +280,7 @@ impl Established {
         for ch in &mut self.children {
             if ch.expire_at <= now {
                 expired.push(ch.id);
-            } else if !ch.rekeying && !ch.replaced && ch.rekey_at.is_some_and(|t| t <= now) {
+            } else if ch.rekey_armed() && ch.rekey_at.is_some_and(|t| t <= now) {
                 ch.rekey_at = None;
                 self.queue.push_back(Queued::RekeyChild(ch.id));
             }
@@ -366,11 +346,11 @@ impl Established {
                 let Some(ch) = self
                     .children
                     .iter_mut()
-                    .find(|ch| ch.id == id && !ch.rekeying && !ch.replaced && !ch.deleting)
+                    .find(|ch| ch.id == id && ch.state() == &ChildState::Installed)
                 else {
                     return Ok(());
                 };
-                ch.rekeying = true;
+                ch.on(ChildEvent::RekeyStarted);
                 // §1.3.3: REKEY_SA names the SA being replaced by our inbound SPI.
                 let rekey = Notify::esp(NotifyType::RekeySa, ch.spi_in, vec![]);
                 let (mode, local, remote) = (ch.mode, ch.local_ts.clone(), ch.remote_ts.clone());
@@ -407,7 +387,7 @@ impl Established {
             Queued::Delete(ids) => {
                 let mut spis = Vec::new();
                 for ch in self.children.iter_mut().filter(|ch| ids.contains(&ch.id)) {
-                    ch.deleting = true;
+                    ch.on(ChildEvent::DeleteSent);
                     spis.push(ch.spi_in);
                 }
                 if spis.is_empty() {
@@ -514,7 +494,7 @@ impl Established {
                     remove_child(c, ctx, &ch);
                 }
             } else if let Some(ch) = self.children.iter_mut().find(|ch| Some(ch.id) == p.old) {
-                ch.rekeying = false;
+                ch.on(ChildEvent::RekeyRefused);
                 ch.rekey_at = Some(ctx.now + retry);
             }
             return Err(PeerIncompatible::PeerRejected(ty).into());
@@ -566,13 +546,11 @@ impl Established {
             return Ok(());
         };
         if let Some(old) = self.children.iter_mut().find(|ch| ch.id == old_id) {
-            old.rekeying = false;
-            old.replaced = true;
-            match old.rekeyed_by_peer.take() {
+            match old.on(ChildEvent::RekeyDone) {
                 Some((_, theirs_min)) if ours_min < theirs_min => {
                     tracing::debug!(?new_id, "simultaneous rekey: ours is redundant");
                     if let Some(n) = self.children.iter_mut().find(|ch| ch.id == new_id) {
-                        n.replaced = true;
+                        n.on(ChildEvent::Redundant);
                     }
                     self.queue.push_front(Queued::Delete(vec![new_id]));
                 }
@@ -673,7 +651,7 @@ impl Established {
         let mut est = Established::new(&mut nc, ctx, suite);
         est.children = std::mem::take(&mut self.children);
         for ch in &mut est.children {
-            ch.rekeying = false;
+            ch.on(ChildEvent::IkeRekeyed);
         }
         // Requests for children travel on the new SA.
         est.queue.extend(self.queue.drain(..).filter(|q| {
@@ -813,7 +791,7 @@ impl Established {
                 let ch = self
                     .children
                     .iter()
-                    .find(|ch| ch.spi_out == spi && !ch.deleting)
+                    .find(|ch| ch.spi_out == spi && !ch.is_deleting())
                     .ok_or(PeerMisbehaved::UnknownChildSa(spi))?;
                 Some(ch.id)
             }
@@ -869,14 +847,12 @@ impl Established {
         if let Some(old) = old {
             let min = ni.min(nr.as_slice()).to_vec();
             if let Some(ch) = self.children.iter_mut().find(|ch| ch.id == old) {
-                if ch.rekeying {
-                    // §2.8.1: a collision with our own rekey of the same child; decided when
-                    // our response arrives.
-                    ch.rekeyed_by_peer = Some((new_id, min));
-                } else {
-                    // The peer deletes the old child; we stop rekeying it.
-                    ch.replaced = true;
-                }
+                // §2.8.1: while our own rekey of it is in flight this is a collision,
+                // decided when our response arrives; otherwise it is replaced.
+                ch.on(ChildEvent::RekeyedByPeer {
+                    new: new_id,
+                    min_nonce: min,
+                });
             }
         }
         let mut p = Vec::new();
@@ -943,7 +919,7 @@ impl Established {
                             continue;
                         };
                         let ch = self.children.remove(i);
-                        if !ch.deleting {
+                        if !ch.is_deleting() {
                             reply_spis.push(ch.spi_in);
                         }
                         remove_child(c, ctx, &ch);
@@ -1077,7 +1053,7 @@ pub(crate) fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: &Child) {
         inbound_spi: ch.spi_in,
         outbound_spi: ch.spi_out,
     }));
-    if !ch.replaced {
+    if !ch.is_replaced() {
         ctx.event(Event::ChildSaDown {
             child: ch.id,
             session: c.session,

@@ -9,6 +9,7 @@
 //! transition function, [`state::step`], called from [`IkeSa::dispatch`] alone.
 
 pub(crate) mod auth;
+pub(crate) mod child;
 pub(crate) mod established;
 pub(crate) mod glue;
 pub(crate) mod initiator;
@@ -677,7 +678,7 @@ impl IkeSa {
     /// True when established and without live Child SAs.
     pub(crate) fn is_childless(&self) -> bool {
         match &self.state {
-            State::Established(e) => !e.rekeyed && e.children.iter().all(|c| c.replaced),
+            State::Established(e) => !e.rekeyed && e.children.iter().all(|c| !c.is_live()),
             _ => false,
         }
     }

@@ -364,10 +364,10 @@ impl Endpoint {
         {
             if let Some(&spi) = self.half_open.get(&(dgram.remote, header.spi_i)) {
                 let mut ctx = ctx!(self, now);
-                if let Some(sa) = self.sas.get_mut(&spi) {
-                    sa.retransmit_sa_init_response(&mut ctx, dgram.bytes);
-                }
-                return Ok(());
+                return match self.sas.get_mut(&spi) {
+                    Some(sa) => sa.retransmit_sa_init_response(&mut ctx, dgram.bytes),
+                    None => Ok(()),
+                };
             }
             return self.new_responder(now, dgram, header);
         }

@@ -567,12 +567,29 @@ impl IkeSa {
         }
     }
 
-    /// Replays the cached IKE_SA_INIT response for a retransmitted request (§2.1).
-    pub(crate) fn retransmit_sa_init_response(&mut self, ctx: &mut Ctx<'_>, _req: &[u8]) {
+    /// An IKE_SA_INIT request with this SA's SPIi from the peer's address arrived again.
+    /// RFC 7296 §2.1: a retransmission is the identical request, so only a datagram equal to
+    /// the one that created this half-open SA gets the cached response again. Anything else
+    /// (a forged header, a garbage or mutated body) gets nothing: our response is several
+    /// times larger, and a spoofed source would make us an amplifier toward it. The SA keeps
+    /// the whole request anyway (RealMessage1 for AUTH, §2.15), so the comparison is exact
+    /// rather than by hash. After IKE_AUTH the cached response is another one; nothing is sent.
+    pub(crate) fn retransmit_sa_init_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: &[u8],
+    ) -> Result<(), Error> {
+        let State::ExpectAuthRequest(st) = &self.state else {
+            return Ok(());
+        };
+        if !st.is_original_request(req) {
+            return Err(PeerMisbehaved::AlteredRetransmission.into());
+        }
         if let Some((0, packets)) = &self.c.cached {
             let packets = packets.clone();
             self.c.transmit(ctx, &packets);
         }
+        Ok(())
     }
 
     /// Handles a datagram addressed to this SA.

@@ -297,6 +297,11 @@ pub(crate) struct ExpectAuthRequest {
 }
 
 impl ExpectAuthRequest {
+    /// `bytes` is exactly the IKE_SA_INIT request this SA answered.
+    pub(crate) fn is_original_request(&self, bytes: &[u8]) -> bool {
+        self.request == bytes
+    }
+
     /// Authenticates the initiator, answers with our AUTH and the first Child SA.
     // rustls: a handler consumes its boxed state, so a stale state cannot be reused.
     #[allow(clippy::boxed_local)]

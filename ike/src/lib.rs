@@ -47,6 +47,7 @@
 //! | crypto and key derivation | [`crypto`], [`keys`] |
 //! | X.509: pinning, path validation to CAs, ID binding (RFC 4945 §3.1) | [`cert`] |
 //! | IKE SA states (`ExpectSaInitResponse`, `ExpectAuthResponse`, `ExpectAuthRequest`, `Established`) | `sa` (private) |
+//! | their one transition function, the per-SA timer table, the Child SA lifecycle | `sa::state`, `sa::timers`, `sa::child` (private) |
 
 #![warn(missing_docs)]
 

@@ -2,21 +2,17 @@
 //! ordered output queue drained with [`Endpoint::poll_output`], and the earliest deadline from
 //! [`Endpoint::poll_timeout`].
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use std::time::Instant;
 
 use rand_core::RngCore;
 use rand_core::SeedableRng;
 
-use crate::config::ByteLimits;
 use crate::config::ConnId;
 use crate::config::EndpointConfig;
-use crate::config::Mode;
 use crate::crypto::Rng;
 use crate::error::Error;
 use crate::error::PeerIncompatible;
@@ -24,37 +20,31 @@ use crate::error::PeerMisbehaved;
 use crate::sa::Ctx;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
+use crate::sa::SaCommand;
 use crate::secret::Secret;
-use crate::transform::Encr;
-use crate::transform::Integ;
 use crate::wire::Header;
-use crate::wire::Identity;
 use crate::wire::InvalidMessage;
 use crate::wire::Message;
 use crate::wire::Notify;
 use crate::wire::Payload;
-use crate::wire::TrafficSelector;
 use crate::wire::enums::ExchangeType;
 use crate::wire::enums::NotifyType;
 
-/// A received UDP datagram.
-#[derive(Clone, Copy, Debug)]
-pub struct Datagram<'a> {
-    /// The address it was received on (port 500 or 4500).
-    pub local: SocketAddr,
-    /// The sender.
-    pub remote: SocketAddr,
-    /// The IKE message; on port 4500 the driver has already stripped the non-ESP marker.
-    pub bytes: &'a [u8],
-}
-
-/// Identifies one authenticated peer session; it survives IKE SA rekeying.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-/// Identifies one Child SA (a pair of ESP SAs) for the engine's lifetime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChildSaId(pub u64);
+// The boundary types live in `output` (below both this module and `sa`); they stay nameable
+// as `ike::endpoint::*`, which the agent and the fuzz targets use.
+pub use crate::output::ChildSaId;
+pub use crate::output::ChildSaInstall;
+pub use crate::output::ChildSaRemove;
+pub use crate::output::Datagram;
+pub use crate::output::DownReason;
+pub use crate::output::EspKeys;
+pub use crate::output::Event;
+pub use crate::output::IkeSaInfo;
+pub use crate::output::Output;
+pub use crate::output::SessionId;
+pub use crate::output::Stats;
+pub use crate::output::Transmit;
+pub use crate::output::UdpEncap;
 
 /// Application commands.
 #[derive(Clone, Debug)]
@@ -104,285 +94,6 @@ pub enum Command {
 pub struct InstallFailed {
     /// Human-readable reason (errno text).
     pub reason: String,
-}
-
-/// Engine output, handled by the driver strictly in order.
-// Outputs are drained one at a time right after they are queued; boxing the install would
-// only add an allocation per Child SA.
-#[allow(clippy::large_enum_variant)]
-#[must_use]
-#[derive(Debug)]
-pub enum Output {
-    /// Send a datagram. On port 4500 the driver prepends the 4-octet non-ESP marker.
-    Transmit(Transmit),
-    /// Send a NAT-T keepalive: the single octet 0xFF on port 4500, no marker (RFC 3948 §2.3).
-    NatKeepalive {
-        /// Our address (port 4500).
-        local: SocketAddr,
-        /// The peer (port 4500 or its NAT mapping).
-        remote: SocketAddr,
-    },
-    /// Install both directions of a Child SA. Await the kernel's answer and report it with
-    /// [`Endpoint::handle_install_result`] before handling the next output.
-    InstallChildSa(ChildSaInstall),
-    /// Remove both directions of a Child SA.
-    RemoveChildSa(ChildSaRemove),
-    /// Something to log or show.
-    Event(Event),
-}
-
-/// A datagram to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Source address (port 500 or 4500).
-    pub local: SocketAddr,
-    /// Destination.
-    pub remote: SocketAddr,
-    /// The IKE message (without non-ESP marker).
-    pub bytes: Vec<u8>,
-}
-
-/// Keys of one ESP direction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EspKeys {
-    /// Encryption key; for AES-GCM and ChaCha20-Poly1305 it ends with the 4-octet salt
-    /// (RFC 4106 §8.1, RFC 7634 §4), the layout the kernel's `rfc4106(gcm(aes))` expects.
-    pub encr: Secret,
-    /// Integrity key; `None` for AEAD.
-    pub integ: Option<Secret>,
-}
-
-/// UDP encapsulation of ESP (RFC 3948), present when a NAT was detected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UdpEncap {
-    /// Our port (4500).
-    pub local_port: u16,
-    /// The peer's port (4500 or its NAT mapping).
-    pub remote_port: u16,
-}
-
-/// Everything the kernel needs for a Child SA, both directions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChildSaInstall {
-    /// The Child SA.
-    pub child: ChildSaId,
-    /// The Child SA this one replaces (rekey); remove that one when told.
-    pub replaces: Option<ChildSaId>,
-    /// The session (peer) it belongs to.
-    pub session: SessionId,
-    /// The profile; the agent derives reqid / if_id from it.
-    pub conn: ConnId,
-    /// Our outer address (tunnel source).
-    pub local: SocketAddr,
-    /// The peer's outer address (tunnel destination).
-    pub remote: SocketAddr,
-    /// SPI of the inbound SA (chosen by us).
-    pub inbound_spi: u32,
-    /// SPI of the outbound SA (chosen by the peer).
-    pub outbound_spi: u32,
-    /// ESP encryption.
-    pub encr: Encr,
-    /// ESP integrity; `None` for AEAD.
-    pub integ: Option<Integ>,
-    /// Extended sequence numbers.
-    pub esn: bool,
-    /// Inbound keys.
-    pub inbound: EspKeys,
-    /// Outbound keys.
-    pub outbound: EspKeys,
-    /// Our side's traffic selectors.
-    pub local_ts: Vec<TrafficSelector>,
-    /// The peer's traffic selectors.
-    pub remote_ts: Vec<TrafficSelector>,
-    /// Tunnel or transport.
-    pub mode: Mode,
-    /// UDP encapsulation when NAT-T is in use.
-    pub encap: Option<UdpEncap>,
-    /// Kernel hard time limit (safety net; the engine rekeys and deletes before it).
-    pub hard_lifetime: Duration,
-    /// Kernel byte limits.
-    pub bytes: Option<ByteLimits>,
-}
-
-/// Remove a Child SA (both directions).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChildSaRemove {
-    /// The Child SA.
-    pub child: ChildSaId,
-    /// The session.
-    pub session: SessionId,
-    /// The profile.
-    pub conn: ConnId,
-    /// Our outer address.
-    pub local: SocketAddr,
-    /// The peer's outer address.
-    pub remote: SocketAddr,
-    /// Inbound SPI.
-    pub inbound_spi: u32,
-    /// Outbound SPI.
-    pub outbound_spi: u32,
-}
-
-/// Why an IKE SA went away.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DownReason {
-    /// Deleted by us (command or replaced by a rekey).
-    Local,
-    /// Deleted by the peer.
-    Peer,
-    /// Retransmissions exhausted.
-    Timeout,
-    /// Handshake failed.
-    Failed(&'static str),
-    /// Replaced by a newer IKE SA of the same peer (INITIAL_CONTACT or rekey).
-    Replaced,
-}
-
-/// Log/status events.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The peer's AUTH verified. Emitted before its first Child SA install so the agent can
-    /// create the per-peer interface.
-    PeerAuthenticated {
-        /// The session.
-        session: SessionId,
-        /// The profile.
-        conn: ConnId,
-        /// The peer's authenticated identity.
-        peer_id: Identity,
-        /// The peer's address.
-        remote: SocketAddr,
-        /// Our address on this IKE SA (a hub profile bound to the unspecified address learns
-        /// it here, before the first install).
-        local: SocketAddr,
-        /// The peer sent INITIAL_CONTACT (RFC 7296 §2.4): it has no other state with us, and
-        /// the engine drops its older IKE SAs right after this event.
-        initial_contact: bool,
-    },
-    /// An IKE SA is established.
-    IkeSaUp {
-        /// The session.
-        session: SessionId,
-        /// The profile.
-        conn: ConnId,
-        /// Our address.
-        local: SocketAddr,
-        /// The peer's address.
-        remote: SocketAddr,
-        /// True when we initiated it.
-        initiator: bool,
-    },
-    /// The IKE SA of a session was replaced by a rekeyed one (RFC 7296 §2.18).
-    IkeSaRekeyed {
-        /// The session.
-        session: SessionId,
-        /// The profile.
-        conn: ConnId,
-    },
-    /// An IKE SA (and the session, unless rekeyed) is gone.
-    IkeSaDown {
-        /// The session.
-        session: SessionId,
-        /// The profile.
-        conn: ConnId,
-        /// Why.
-        reason: DownReason,
-    },
-    /// A Child SA is installed and usable.
-    ChildSaUp {
-        /// The Child SA.
-        child: ChildSaId,
-        /// The session.
-        session: SessionId,
-        /// The profile.
-        conn: ConnId,
-    },
-    /// A Child SA was replaced by `new` (make-before-break; `old` is removed later).
-    ChildSaRekeyed {
-        /// The old Child SA.
-        old: ChildSaId,
-        /// Its replacement.
-        new: ChildSaId,
-        /// The session.
-        session: SessionId,
-    },
-    /// A Child SA is gone.
-    ChildSaDown {
-        /// The Child SA.
-        child: ChildSaId,
-        /// The session.
-        session: SessionId,
-        /// The profile.
-        conn: ConnId,
-    },
-    /// Authentication failed (ours rejected by the peer, or theirs by us).
-    AuthFailed {
-        /// The profile, when one was matched.
-        conn: Option<ConnId>,
-        /// The peer's address.
-        peer: SocketAddr,
-        /// Stable reason name.
-        reason: &'static str,
-    },
-    /// Liveness checks or retransmissions got no answer.
-    PeerDead {
-        /// The session.
-        session: SessionId,
-        /// The profile.
-        conn: ConnId,
-        /// The peer's address.
-        peer: SocketAddr,
-    },
-    /// An input was rejected (also counted in [`Endpoint::stats`]).
-    Rejected {
-        /// Stable reason name.
-        reason: &'static str,
-        /// The sender.
-        peer: SocketAddr,
-    },
-}
-
-/// Status of one IKE SA (see [`Endpoint::sas`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IkeSaInfo {
-    /// The session.
-    pub session: SessionId,
-    /// The profile.
-    pub conn: ConnId,
-    /// State name (`ExpectSaInitResponse`, `ExpectAuthResponse`, `ExpectAuthRequest`,
-    /// `Established`, `Rekeyed`, `Closed`).
-    pub state: &'static str,
-    /// True when we are the original initiator.
-    pub initiator: bool,
-    /// Initiator SPI.
-    pub spi_i: u64,
-    /// Responder SPI.
-    pub spi_r: u64,
-    /// Our address.
-    pub local: SocketAddr,
-    /// The peer's address.
-    pub remote: SocketAddr,
-    /// The peer's authenticated identity.
-    pub peer_id: Option<Identity>,
-    /// A NAT was detected (RFC 7296 §2.23).
-    pub nat: bool,
-    /// Child SAs: (id, inbound SPI, outbound SPI).
-    pub children: Vec<(ChildSaId, u32, u32)>,
-}
-
-/// Counters, readable at any time.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Rejected inputs by reason ([`Error::reason`]).
-    pub rejected: BTreeMap<&'static str, u64>,
-    /// Datagrams handled.
-    pub datagrams: u64,
-    /// IKE SAs that reached `Established`.
-    pub ike_sas_established: u64,
-    /// Child SAs installed.
-    pub child_sas_installed: u64,
-    /// Requests retransmitted.
-    pub retransmits: u64,
 }
 
 /// The IKEv2 engine: owns every IKE SA, demultiplexes datagrams by SPI.
@@ -518,7 +229,7 @@ impl Endpoint {
                     .find(|(_, sa)| sa.conn() == conn && sa.is_childless())
                     .map(|(k, _)| *k);
                 if let Some(spi) = childless {
-                    self.with_sa(now, spi, |sa, ctx| sa.create_child(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::CreateChild));
                     self.run_actions(now);
                     return;
                 }
@@ -548,7 +259,7 @@ impl Endpoint {
                     .map(|(k, _)| *k)
                     .collect();
                 for spi in spis {
-                    self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Terminate));
                 }
             }
             Command::TerminateSession { session } => {
@@ -559,27 +270,31 @@ impl Endpoint {
                     .map(|(k, _)| *k)
                     .collect();
                 for spi in spis {
-                    self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Terminate));
                 }
             }
             Command::RekeyChild { child } => {
                 if let Some(spi) = self.sa_of_child(child) {
-                    self.with_sa(now, spi, |sa, ctx| sa.rekey_child(ctx, child));
+                    self.with_sa(now, spi, |sa, ctx| {
+                        sa.command(ctx, SaCommand::RekeyChild(child))
+                    });
                 }
             }
             Command::ChildExpired { child } => {
                 if let Some(spi) = self.sa_of_child(child) {
-                    self.with_sa(now, spi, |sa, ctx| sa.child_expired(ctx, child));
+                    self.with_sa(now, spi, |sa, ctx| {
+                        sa.command(ctx, SaCommand::ChildExpired(child))
+                    });
                 }
             }
             Command::RekeyIke { session } => {
                 if let Some(spi) = self.sa_of_session(session) {
-                    self.with_sa(now, spi, |sa, ctx| sa.rekey_ike(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::RekeyIke));
                 }
             }
             Command::Dpd { session } => {
                 if let Some(spi) = self.sa_of_session(session) {
-                    self.with_sa(now, spi, |sa, ctx| sa.dpd(ctx));
+                    self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Dpd));
                 }
             }
             Command::Reconfigure(config) => self.config = config,
@@ -598,7 +313,9 @@ impl Endpoint {
         if let Err(e) = res {
             tracing::warn!(?child, reason = %e.reason, "child SA install failed");
             if let Some(spi) = self.sa_of_child(child) {
-                self.with_sa(now, spi, |sa, ctx| sa.install_failed(ctx, child));
+                self.with_sa(now, spi, |sa, ctx| {
+                    sa.command(ctx, SaCommand::ChildExpired(child))
+                });
             }
             self.run_actions(now);
         }
@@ -647,10 +364,10 @@ impl Endpoint {
         {
             if let Some(&spi) = self.half_open.get(&(dgram.remote, header.spi_i)) {
                 let mut ctx = ctx!(self, now);
-                if let Some(sa) = self.sas.get_mut(&spi) {
-                    sa.retransmit_sa_init_response(&mut ctx, dgram.bytes);
-                }
-                return Ok(());
+                return match self.sas.get_mut(&spi) {
+                    Some(sa) => sa.retransmit_sa_init_response(&mut ctx, dgram.bytes),
+                    None => Ok(()),
+                };
             }
             return self.new_responder(now, dgram, header);
         }
@@ -802,7 +519,7 @@ impl Endpoint {
                     if let Some(&(keep, _)) = dups.iter().max_by_key(|(_, rank)| *rank) {
                         for &(spi, _) in dups.iter().filter(|(k, _)| *k != keep) {
                             tracing::info!(?conn, "deleting a duplicate IKE SA");
-                            self.with_sa(now, spi, |sa, ctx| sa.terminate(ctx));
+                            self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Terminate));
                         }
                     }
                 }

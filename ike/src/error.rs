@@ -61,6 +61,10 @@ pub enum PeerMisbehaved {
     UnknownChildSa(u32),
     /// An IKE SPI we do not know (§2.21.4).
     UnknownIkeSpi,
+    /// An IKE_SA_INIT request with a half-open SA's SPIi from its peer's address that is not
+    /// the identical request, so no retransmission (§2.1): a forged header or a mutated
+    /// body. Not answered, so that we reflect nothing toward a spoofed source.
+    AlteredRetransmission,
 }
 
 /// Well-formed input on which we cannot agree.
@@ -134,7 +138,8 @@ impl Error {
                 | PeerMisbehaved::NotEncrypted
                 | PeerMisbehaved::UnexpectedMessageId(_)
                 | PeerMisbehaved::UnsolicitedResponse
-                | PeerMisbehaved::UnknownIkeSpi => Reaction::Drop,
+                | PeerMisbehaved::UnknownIkeSpi
+                | PeerMisbehaved::AlteredRetransmission => Reaction::Drop,
             },
             Self::PeerIncompatible(e) => match e {
                 PeerIncompatible::NoProposalChosen => n(N::NoProposalChosen),
@@ -177,6 +182,7 @@ impl Error {
                 PeerMisbehaved::UnsolicitedResponse => "unsolicited_response",
                 PeerMisbehaved::UnknownChildSa(_) => "unknown_child_sa",
                 PeerMisbehaved::UnknownIkeSpi => "unknown_ike_spi",
+                PeerMisbehaved::AlteredRetransmission => "altered_retransmission",
             },
             Self::PeerIncompatible(e) => match e {
                 PeerIncompatible::NoProposalChosen => "no_proposal_chosen",

@@ -39,6 +39,7 @@
 //! | What | Where |
 //! |---|---|
 //! | public surface (quinn-proto shape) | [`endpoint`] |
+//! | outputs, events, ids and counters it hands out | [`output`] |
 //! | typed configuration | [`config`] |
 //! | wire codec, IANA registries (RFC 7296 §3) | [`wire`] |
 //! | errors and the NOTIFY map (§2.21) | [`error`] |
@@ -46,6 +47,7 @@
 //! | crypto and key derivation | [`crypto`], [`keys`] |
 //! | X.509: pinning, path validation to CAs, ID binding (RFC 4945 §3.1) | [`cert`] |
 //! | IKE SA states (`ExpectSaInitResponse`, `ExpectAuthResponse`, `ExpectAuthRequest`, `Established`) | `sa` (private) |
+//! | their one transition function, the per-SA timer table, the Child SA lifecycle | `sa::state`, `sa::timers`, `sa::child` (private) |
 
 #![warn(missing_docs)]
 
@@ -55,6 +57,7 @@ pub mod crypto;
 pub mod endpoint;
 pub mod error;
 pub mod keys;
+pub mod output;
 pub mod proposal;
 mod sa;
 pub mod secret;

@@ -257,3 +257,22 @@ fn nat_detection_hash_is_sha1_of_spis_ip_port() {
     );
     assert_eq!(got6.as_slice(), want6.as_ref());
 }
+
+/// Rough cost of IKE key derivation, for the engine-overhead budget (run with
+/// `cargo test --release -p ike key_derivation_costs -- --ignored --nocapture`).
+#[test]
+#[ignore = "timing report, not a check"]
+fn key_derivation_costs() {
+    use std::time::Instant;
+    let g_ir = Secret::from_slice(&[1; 32]);
+    let suite = IkeSuite {
+        prf: Prf::HmacSha256,
+        encr: Encr::AesGcm16 { key_bits: 256 },
+        integ: None,
+    };
+    let start = Instant::now();
+    for _ in 0..1000 {
+        let _ = derive_ike_keys(suite, &[2; 32], &[3; 32], &g_ir, 1, 2);
+    }
+    println!("derive_ike_keys: {:?}", start.elapsed() / 1000);
+}

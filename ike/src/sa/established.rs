@@ -13,18 +13,18 @@ use crate::config::IkeProposal;
 use crate::config::Lifetime;
 use crate::config::Mode;
 use crate::crypto::KeyExchange;
-use crate::endpoint::ChildSaId;
-use crate::endpoint::ChildSaInstall;
-use crate::endpoint::ChildSaRemove;
-use crate::endpoint::DownReason;
-use crate::endpoint::EspKeys;
-use crate::endpoint::Event;
-use crate::endpoint::Output;
-use crate::endpoint::UdpEncap;
 use crate::error::Error;
 use crate::error::PeerIncompatible;
 use crate::error::PeerMisbehaved;
 use crate::keys;
+use crate::output::ChildSaId;
+use crate::output::ChildSaInstall;
+use crate::output::ChildSaRemove;
+use crate::output::DownReason;
+use crate::output::EspKeys;
+use crate::output::Event;
+use crate::output::Output;
+use crate::output::UdpEncap;
 use crate::proposal;
 use crate::proposal::EspChoice;
 use crate::sa::Common;
@@ -33,6 +33,9 @@ use crate::sa::Found;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
 use crate::sa::State;
+use crate::sa::child::Child;
+use crate::sa::child::ChildEvent;
+use crate::sa::child::ChildState;
 use crate::sa::error_notify;
 use crate::sa::glue;
 use crate::sa::initiator::esp_usable;
@@ -40,6 +43,8 @@ use crate::sa::initiator::usable;
 use crate::sa::later;
 use crate::sa::need;
 use crate::sa::responder::negotiate_child_pfs;
+use crate::sa::timers::Timer;
+use crate::sa::timers::TimerTable;
 use crate::secret::Secret;
 use crate::transform::DhGroup;
 use crate::transform::Esn;
@@ -58,27 +63,6 @@ use crate::wire::notifies;
 
 /// How long an IKE SA replaced by a rekey waits for the peer's DELETE before going quietly.
 const REKEYED_LINGER: Duration = Duration::from_secs(30);
-
-/// One Child SA.
-pub(crate) struct Child {
-    pub(crate) id: ChildSaId,
-    pub(crate) spi_in: u32,
-    pub(crate) spi_out: u32,
-    pub(crate) local_ts: Vec<TrafficSelector>,
-    pub(crate) remote_ts: Vec<TrafficSelector>,
-    pub(crate) mode: Mode,
-    pub(crate) rekey_at: Option<Instant>,
-    pub(crate) expire_at: Instant,
-    /// Our rekey of this child is in flight.
-    pub(crate) rekeying: bool,
-    /// A successor exists; this one only waits to be deleted.
-    pub(crate) replaced: bool,
-    /// We sent a DELETE for it.
-    pub(crate) deleting: bool,
-    /// The peer rekeyed this child while our own rekey was in flight: (its new child, the
-    /// lowest nonce of its exchange), for §2.8.1 collision resolution.
-    pub(crate) rekeyed_by_peer: Option<(ChildSaId, Vec<u8>)>,
-}
 
 /// Inputs to [`install_child`].
 pub(crate) struct ChildParams<'a> {
@@ -159,20 +143,18 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
             conn: c.peer.id,
         }),
     }
-    Child {
+    let rekey_at = later(ctx.now, rekey_after(ctx, lt));
+    let expire_at = later(ctx.now, lt.lifetime);
+    Child::new(
         id,
-        spi_in: p.spi_in,
-        spi_out: p.choice.peer_spi,
-        local_ts: p.local_ts,
-        remote_ts: p.remote_ts,
-        mode: p.mode,
-        rekey_at: Some(later(ctx.now, rekey_after(ctx, lt))),
-        expire_at: later(ctx.now, lt.lifetime),
-        rekeying: false,
-        replaced: false,
-        deleting: false,
-        rekeyed_by_peer: None,
-    }
+        p.spi_in,
+        p.choice.peer_spi,
+        p.local_ts,
+        p.remote_ts,
+        p.mode,
+        rekey_at,
+        expire_at,
+    )
 }
 
 /// `lifetime - margin - random(0..=jitter)` from the seeded RNG.
@@ -239,43 +221,34 @@ pub(crate) struct Established {
     pub(crate) children: Vec<Child>,
     pub(crate) queue: VecDeque<Queued>,
     pub(crate) pending: Option<Pending>,
-    pub(crate) rekey_at: Option<Instant>,
-    /// Replaced by a rekeyed IKE SA; only DELETE traffic remains.
+    /// Replaced by a rekeyed IKE SA; only DELETE traffic remains (until `Timer::DeleteLinger`).
     pub(crate) rekeyed: bool,
-    pub(crate) linger_until: Option<Instant>,
 }
 
 impl Established {
-    pub(crate) fn new(c: &Common, ctx: &mut Ctx<'_>, suite: IkeProposal) -> Self {
+    pub(crate) fn new(c: &mut Common, ctx: &mut Ctx<'_>, suite: IkeProposal) -> Self {
         let after = rekey_after(ctx, c.peer.ike_lifetime);
+        c.timers.set(Timer::IkeRekey, later(ctx.now, after));
         Self {
             suite,
             children: Vec::new(),
             queue: VecDeque::new(),
             pending: None,
-            rekey_at: Some(later(ctx.now, after)),
             rekeyed: false,
-            linger_until: None,
         }
     }
 
-    pub(crate) fn next_timeout(&self, c: &Common) -> Option<Instant> {
-        let mut t = self.linger_until;
+    /// The earliest rekey or expiry deadline of the children (kept per child, see
+    /// [`crate::sa::timers`]).
+    pub(crate) fn children_next_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
         let mut min = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |y| y.min(x)));
             }
         };
-        if !self.rekeyed {
-            min(self.rekey_at);
-            if let Some(iv) = c.peer.dpd_interval {
-                if c.outstanding.is_none() {
-                    min(Some(later(c.last_heard, iv)));
-                }
-            }
-        }
         for ch in &self.children {
-            if !ch.rekeying && !ch.replaced {
+            if ch.rekey_armed() {
                 min(ch.rekey_at);
             }
             min(Some(ch.expire_at));
@@ -285,8 +258,8 @@ impl Established {
 
     pub(crate) fn on_timeout(&mut self, c: &mut Common, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
-        if self.linger_until.is_some_and(|t| t <= now) {
-            self.linger_until = None;
+        if c.timers.is_expired(Timer::DeleteLinger, now) {
+            c.timers.stop(Timer::DeleteLinger);
             self.remove_all_children(c, ctx);
             ctx.event(Event::IkeSaDown {
                 session: c.session,
@@ -299,15 +272,15 @@ impl Established {
         if self.rekeyed {
             return;
         }
-        if self.rekey_at.is_some_and(|t| t <= now) {
-            self.rekey_at = None;
+        if c.timers.is_expired(Timer::IkeRekey, now) {
+            c.timers.stop(Timer::IkeRekey);
             self.queue.push_back(Queued::RekeyIke);
         }
         let mut expired = Vec::new();
         for ch in &mut self.children {
             if ch.expire_at <= now {
                 expired.push(ch.id);
-            } else if !ch.rekeying && !ch.replaced && ch.rekey_at.is_some_and(|t| t <= now) {
+            } else if ch.rekey_armed() && ch.rekey_at.is_some_and(|t| t <= now) {
                 ch.rekey_at = None;
                 self.queue.push_back(Queued::RekeyChild(ch.id));
             }
@@ -315,10 +288,12 @@ impl Established {
         for id in expired {
             self.expire_child(c, ctx, id);
         }
-        if let Some(iv) = c.peer.dpd_interval {
-            if c.outstanding.is_none() && self.queue.is_empty() && now >= later(c.last_heard, iv) {
-                self.queue.push_back(Queued::Dpd);
-            }
+        // `Timer::Liveness` is only set with a `dpd_interval` and an idle window.
+        if c.outstanding.is_none()
+            && self.queue.is_empty()
+            && c.timers.is_expired(Timer::Liveness, now)
+        {
+            self.queue.push_back(Queued::Dpd);
         }
     }
 
@@ -371,11 +346,11 @@ impl Established {
                 let Some(ch) = self
                     .children
                     .iter_mut()
-                    .find(|ch| ch.id == id && !ch.rekeying && !ch.replaced && !ch.deleting)
+                    .find(|ch| ch.id == id && ch.state() == &ChildState::Installed)
                 else {
                     return Ok(());
                 };
-                ch.rekeying = true;
+                ch.on(ChildEvent::RekeyStarted);
                 // §1.3.3: REKEY_SA names the SA being replaced by our inbound SPI.
                 let rekey = Notify::esp(NotifyType::RekeySa, ch.spi_in, vec![]);
                 let (mode, local, remote) = (ch.mode, ch.local_ts.clone(), ch.remote_ts.clone());
@@ -412,7 +387,7 @@ impl Established {
             Queued::Delete(ids) => {
                 let mut spis = Vec::new();
                 for ch in self.children.iter_mut().filter(|ch| ids.contains(&ch.id)) {
-                    ch.deleting = true;
+                    ch.on(ChildEvent::DeleteSent);
                     spis.push(ch.spi_in);
                 }
                 if spis.is_empty() {
@@ -519,7 +494,7 @@ impl Established {
                     remove_child(c, ctx, &ch);
                 }
             } else if let Some(ch) = self.children.iter_mut().find(|ch| Some(ch.id) == p.old) {
-                ch.rekeying = false;
+                ch.on(ChildEvent::RekeyRefused);
                 ch.rekey_at = Some(ctx.now + retry);
             }
             return Err(PeerIncompatible::PeerRejected(ty).into());
@@ -571,13 +546,11 @@ impl Established {
             return Ok(());
         };
         if let Some(old) = self.children.iter_mut().find(|ch| ch.id == old_id) {
-            old.rekeying = false;
-            old.replaced = true;
-            match old.rekeyed_by_peer.take() {
+            match old.on(ChildEvent::RekeyDone) {
                 Some((_, theirs_min)) if ours_min < theirs_min => {
                     tracing::debug!(?new_id, "simultaneous rekey: ours is redundant");
                     if let Some(n) = self.children.iter_mut().find(|ch| ch.id == new_id) {
-                        n.replaced = true;
+                        n.on(ChildEvent::Redundant);
                     }
                     self.queue.push_front(Queued::Delete(vec![new_id]));
                 }
@@ -596,7 +569,7 @@ impl Established {
     ) -> Result<(), Error> {
         if let Some(ty) = error_notify(payloads) {
             let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
-            self.rekey_at = Some(ctx.now + retry);
+            c.timers.set(Timer::IkeRekey, ctx.now + retry);
             return Err(PeerIncompatible::PeerRejected(ty).into());
         }
         let f = Found::of(payloads);
@@ -667,15 +640,18 @@ impl Established {
             cached: None,
             reassembly: None,
             last_heard: ctx.now,
-            keepalive_at: c.keepalive_at,
-            half_open_until: None,
+            timers: TimerTable::default(),
             closed: false,
             reply_to: None,
         };
-        let mut est = Established::new(&nc, ctx, suite);
+        // The NAT keepalive moves to the new SA with the traffic.
+        if let Some(at) = c.timers.get(Timer::NatKeepalive) {
+            nc.timers.set(Timer::NatKeepalive, at);
+        }
+        let mut est = Established::new(&mut nc, ctx, suite);
         est.children = std::mem::take(&mut self.children);
         for ch in &mut est.children {
-            ch.rekeying = false;
+            ch.on(ChildEvent::IkeRekeyed);
         }
         // Requests for children travel on the new SA.
         est.queue.extend(self.queue.drain(..).filter(|q| {
@@ -689,17 +665,19 @@ impl Established {
         }));
         est.pump(&mut nc, ctx);
         self.rekeyed = true;
-        self.rekey_at = None;
-        self.linger_until = Some(ctx.now + REKEYED_LINGER);
-        c.keepalive_at = None;
+        c.timers.stop(Timer::IkeRekey);
+        c.timers.set(Timer::DeleteLinger, ctx.now + REKEYED_LINGER);
+        c.timers.stop(Timer::NatKeepalive);
         ctx.event(Event::IkeSaRekeyed {
             session: c.session,
             conn: c.peer.id,
         });
-        ctx.actions.push(SaAction::Insert(Box::new(IkeSa {
+        let mut sa = IkeSa {
             c: nc,
             state: State::Established(Box::new(est)),
-        })));
+        };
+        sa.sync_timers();
+        ctx.actions.push(SaAction::Insert(Box::new(sa)));
         Ok(())
     }
 
@@ -813,7 +791,7 @@ impl Established {
                 let ch = self
                     .children
                     .iter()
-                    .find(|ch| ch.spi_out == spi && !ch.deleting)
+                    .find(|ch| ch.spi_out == spi && !ch.is_deleting())
                     .ok_or(PeerMisbehaved::UnknownChildSa(spi))?;
                 Some(ch.id)
             }
@@ -869,14 +847,12 @@ impl Established {
         if let Some(old) = old {
             let min = ni.min(nr.as_slice()).to_vec();
             if let Some(ch) = self.children.iter_mut().find(|ch| ch.id == old) {
-                if ch.rekeying {
-                    // §2.8.1: a collision with our own rekey of the same child; decided when
-                    // our response arrives.
-                    ch.rekeyed_by_peer = Some((new_id, min));
-                } else {
-                    // The peer deletes the old child; we stop rekeying it.
-                    ch.replaced = true;
-                }
+                // §2.8.1: while our own rekey of it is in flight this is a collision,
+                // decided when our response arrives; otherwise it is replaced.
+                ch.on(ChildEvent::RekeyedByPeer {
+                    new: new_id,
+                    min_nonce: min,
+                });
             }
         }
         let mut p = Vec::new();
@@ -924,7 +900,7 @@ impl Established {
                 reason: DownReason::Failed("peer_rejected"),
             });
             c.closed = true;
-            c.outstanding = None;
+            c.clear_outstanding();
             return Ok(());
         }
         let mut reply_spis = Vec::new();
@@ -943,7 +919,7 @@ impl Established {
                             continue;
                         };
                         let ch = self.children.remove(i);
-                        if !ch.deleting {
+                        if !ch.is_deleting() {
                             reply_spis.push(ch.spi_in);
                         }
                         remove_child(c, ctx, &ch);
@@ -967,7 +943,7 @@ impl Established {
                 reason,
             });
             c.closed = true;
-            c.outstanding = None;
+            c.clear_outstanding();
             return Ok(());
         }
         let mut reply = Vec::new();
@@ -1077,7 +1053,7 @@ pub(crate) fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: &Child) {
         inbound_spi: ch.spi_in,
         outbound_spi: ch.spi_out,
     }));
-    if !ch.replaced {
+    if !ch.is_replaced() {
         ctx.event(Event::ChildSaDown {
             child: ch.id,
             session: c.session,

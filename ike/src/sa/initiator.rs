@@ -7,12 +7,12 @@ use crate::config::Mode;
 use crate::config::PeerConfig;
 use crate::config::RemoteAddr;
 use crate::crypto::KeyExchange;
-use crate::endpoint::Event;
-use crate::endpoint::SessionId;
 use crate::error::Error;
 use crate::error::PeerIncompatible;
 use crate::error::PeerMisbehaved;
 use crate::keys;
+use crate::output::Event;
+use crate::output::SessionId;
 use crate::proposal;
 use crate::sa::Common;
 use crate::sa::Ctx;
@@ -29,6 +29,8 @@ use crate::sa::established::install_child;
 use crate::sa::glue;
 use crate::sa::later;
 use crate::sa::need;
+use crate::sa::timers::Timer;
+use crate::sa::timers::TimerTable;
 use crate::transform::DhGroup;
 use crate::ts;
 use crate::wire::Codec;
@@ -93,8 +95,7 @@ impl IkeSa {
             cached: None,
             reassembly: None,
             last_heard: ctx.now,
-            keepalive_at: None,
-            half_open_until: None,
+            timers: TimerTable::default(),
             closed: false,
             reply_to: None,
         };
@@ -223,7 +224,8 @@ impl ExpectSaInitResponse {
                 c.local.set_port(NATT_PORT);
                 c.remote.set_port(NATT_PORT);
                 if our_nat {
-                    c.keepalive_at = Some(later(ctx.now, ctx.config.nat_keepalive));
+                    let at = later(ctx.now, ctx.config.nat_keepalive);
+                    c.timers.set(Timer::NatKeepalive, at);
                 }
             }
         }

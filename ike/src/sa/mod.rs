@@ -5,13 +5,17 @@
 //! [`initiator::ExpectAuthResponse`], [`responder::ExpectAuthRequest`], and the long-lived
 //! [`established::Established`]. Handshake states are consumed by their `handle`; a protected
 //! message is authenticated (decrypted) by [`Common`] before any state sees it, so
-//! unauthenticated packets never change state.
+//! unauthenticated packets never change state. Every state change goes through one
+//! transition function, [`state::step`], called from [`IkeSa::dispatch`] alone.
 
 pub(crate) mod auth;
+pub(crate) mod child;
 pub(crate) mod established;
 pub(crate) mod glue;
 pub(crate) mod initiator;
 pub(crate) mod responder;
+pub(crate) mod state;
+pub(crate) mod timers;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,17 +30,16 @@ use crate::config::EndpointConfig;
 use crate::config::PeerConfig;
 use crate::crypto::Rng;
 use crate::crypto::SkCipher;
-use crate::endpoint::ChildSaId;
-use crate::endpoint::Datagram;
-use crate::endpoint::DownReason;
-use crate::endpoint::Event;
-use crate::endpoint::Output;
-use crate::endpoint::SessionId;
-use crate::endpoint::Stats;
-use crate::endpoint::Transmit;
 use crate::error::Error;
 use crate::error::PeerMisbehaved;
 use crate::error::Reaction;
+use crate::output::ChildSaId;
+use crate::output::Datagram;
+use crate::output::Event;
+use crate::output::Output;
+use crate::output::SessionId;
+use crate::output::Stats;
+use crate::output::Transmit;
 use crate::wire::Header;
 use crate::wire::Identity;
 use crate::wire::Message;
@@ -49,10 +52,11 @@ use crate::wire::encode_chain;
 use crate::wire::enums::ExchangeType;
 use crate::wire::enums::PayloadType;
 
-use established::Established;
-use initiator::ExpectAuthResponse;
-use initiator::ExpectSaInitResponse;
-use responder::ExpectAuthRequest;
+pub(crate) use state::Input;
+pub(crate) use state::SaCommand;
+pub(crate) use state::State;
+use timers::Timer;
+use timers::TimerTable;
 
 /// Largest number of fragments we reassemble (RFC 7383 §2.6 asks for bounds).
 const MAX_FRAGMENTS: u16 = 64;
@@ -159,7 +163,6 @@ pub(crate) struct Outstanding {
     pub(crate) id: u32,
     pub(crate) packets: Vec<Vec<u8>>,
     pub(crate) sends: u32,
-    pub(crate) next_at: Instant,
 }
 
 struct Reassembly {
@@ -196,9 +199,8 @@ pub(crate) struct Common {
     pub(crate) cached: Option<(u32, Vec<Vec<u8>>)>,
     reassembly: Option<Reassembly>,
     pub(crate) last_heard: Instant,
-    pub(crate) keepalive_at: Option<Instant>,
-    /// Responder: drop the SA if IKE_AUTH has not completed by then.
-    pub(crate) half_open_until: Option<Instant>,
+    /// Retransmission, half-open, IKE rekey, liveness, NAT keepalive and linger deadlines.
+    pub(crate) timers: TimerTable,
     pub(crate) closed: bool,
     /// Where the request being answered came from (RFC 7296 §2.11: responses go back to the
     /// address and port the request came from).
@@ -270,8 +272,9 @@ impl Common {
             id,
             packets,
             sends: 1,
-            next_at: later(ctx.now, ctx.config.retransmit.initial),
         });
+        let at = later(ctx.now, ctx.config.retransmit.initial);
+        self.timers.set(Timer::Retransmit, at);
     }
 
     /// Protects and sends a response, caching it for retransmitted requests.
@@ -430,18 +433,15 @@ impl Common {
 
     /// Message-ID bookkeeping after a request was answered (RFC 7296 §2.3).
     fn request_done(&mut self) {
-        self.outstanding = None;
+        self.clear_outstanding();
         self.next_req = self.next_req.wrapping_add(1);
     }
-}
 
-/// The state machine position of an IKE SA.
-pub(crate) enum State {
-    ExpectSaInitResponse(Box<ExpectSaInitResponse>),
-    ExpectAuthResponse(Box<ExpectAuthResponse>),
-    ExpectAuthRequest(Box<ExpectAuthRequest>),
-    Established(Box<Established>),
-    Closed,
+    /// No request in flight any more: nothing to retransmit.
+    pub(crate) fn clear_outstanding(&mut self) {
+        self.outstanding = None;
+        self.timers.stop(Timer::Retransmit);
+    }
 }
 
 /// One IKE SA.
@@ -467,7 +467,7 @@ impl IkeSa {
         self.c.local_spi()
     }
 
-    pub(crate) fn info(&self) -> crate::endpoint::IkeSaInfo {
+    pub(crate) fn info(&self) -> crate::output::IkeSaInfo {
         let (state, children) = match &self.state {
             State::ExpectSaInitResponse(_) => ("ExpectSaInitResponse", Vec::new()),
             State::ExpectAuthResponse(_) => ("ExpectAuthResponse", Vec::new()),
@@ -481,7 +481,7 @@ impl IkeSa {
             ),
             State::Closed => ("Closed", Vec::new()),
         };
-        crate::endpoint::IkeSaInfo {
+        crate::output::IkeSaInfo {
             session: self.c.session,
             conn: self.c.peer.id,
             state,
@@ -536,24 +536,60 @@ impl IkeSa {
 
     /// The earliest deadline of this SA.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        let mut t = [
-            self.c.outstanding.as_ref().map(|o| o.next_at),
-            self.c.half_open_until,
-            self.c.keepalive_at,
-            None,
-        ];
-        if let State::Established(e) = &self.state {
-            t[3] = e.next_timeout(&self.c);
-        }
-        t.into_iter().flatten().min()
+        let children = match &self.state {
+            State::Established(e) => e.children_next_timeout(),
+            _ => None,
+        };
+        [self.c.timers.next_timeout(), children]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Replays the cached IKE_SA_INIT response for a retransmitted request (§2.1).
-    pub(crate) fn retransmit_sa_init_response(&mut self, ctx: &mut Ctx<'_>, _req: &[u8]) {
+    /// Re-derives the deadlines that depend on several things at once, after every input:
+    /// the liveness check ([`Timer::Liveness`]) needs an established, not rekeyed SA with an
+    /// idle window, and runs from when we last heard from the peer; a rekeyed SA does not
+    /// rekey again.
+    pub(crate) fn sync_timers(&mut self) {
+        let (live, rekeyed) = match &self.state {
+            State::Established(e) => (!e.rekeyed, e.rekeyed),
+            _ => (false, false),
+        };
+        match self.c.peer.dpd_interval {
+            Some(iv) if live && self.c.outstanding.is_none() => {
+                let at = later(self.c.last_heard, iv);
+                self.c.timers.set(Timer::Liveness, at);
+            }
+            _ => self.c.timers.stop(Timer::Liveness),
+        }
+        if rekeyed {
+            self.c.timers.stop(Timer::IkeRekey);
+        }
+    }
+
+    /// An IKE_SA_INIT request with this SA's SPIi from the peer's address arrived again.
+    /// RFC 7296 §2.1: a retransmission is the identical request, so only a datagram equal to
+    /// the one that created this half-open SA gets the cached response again. Anything else
+    /// (a forged header, a garbage or mutated body) gets nothing: our response is several
+    /// times larger, and a spoofed source would make us an amplifier toward it. The SA keeps
+    /// the whole request anyway (RealMessage1 for AUTH, §2.15), so the comparison is exact
+    /// rather than by hash. After IKE_AUTH the cached response is another one; nothing is sent.
+    pub(crate) fn retransmit_sa_init_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: &[u8],
+    ) -> Result<(), Error> {
+        let State::ExpectAuthRequest(st) = &self.state else {
+            return Ok(());
+        };
+        if !st.is_original_request(req) {
+            return Err(PeerMisbehaved::AlteredRetransmission.into());
+        }
         if let Some((0, packets)) = &self.c.cached {
             let packets = packets.clone();
             self.c.transmit(ctx, &packets);
         }
+        Ok(())
     }
 
     /// Handles a datagram addressed to this SA.
@@ -579,13 +615,15 @@ impl IkeSa {
                 return Err(PeerMisbehaved::UnsolicitedResponse.into());
             }
             if header.exchange == ExchangeType::IkeSaInit {
-                return self.on_sa_init_response(ctx, dgram, msg);
+                let raw = dgram.bytes;
+                return self.dispatch(ctx, Input::SaInitResponse { raw, msg });
             }
             let Some(payloads) = self.c.unprotect(dgram.bytes, &msg)? else {
                 return Ok(());
             };
             self.c.last_heard = ctx.now;
-            return self.on_response(ctx, header, payloads);
+            let exchange = header.exchange;
+            return self.dispatch(ctx, Input::Response { exchange, payloads });
         }
         // A request.
         if header.is_initiator() == self.c.initiator {
@@ -641,311 +679,52 @@ impl IkeSa {
         }
         self.c.next_peer_req = id.wrapping_add(1);
         self.c.reply_to = Some((dgram.local, dgram.remote));
-        let res = self.on_request(ctx, header.exchange, id, payloads);
+        let exchange = header.exchange;
+        let res = self.dispatch(
+            ctx,
+            Input::Request {
+                exchange,
+                id,
+                payloads,
+            },
+        );
         self.c.reply_to = None;
         res
-    }
-
-    fn on_sa_init_response(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        dgram: Datagram<'_>,
-        msg: Message,
-    ) -> Result<(), Error> {
-        let State::ExpectSaInitResponse(_) = &self.state else {
-            return Err(PeerMisbehaved::UnexpectedExchange(msg.header.exchange.to_raw()).into());
-        };
-        let State::ExpectSaInitResponse(st) = std::mem::replace(&mut self.state, State::Closed)
-        else {
-            return Ok(());
-        };
-        self.c.last_heard = ctx.now;
-        match st.handle(&mut self.c, ctx, dgram.bytes, msg) {
-            Ok(next) => {
-                self.state = next;
-                Ok(())
-            }
-            Err(e) => {
-                self.fail(ctx, &e);
-                Err(e)
-            }
-        }
-    }
-
-    fn on_response(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        header: &Header,
-        payloads: Vec<Payload>,
-    ) -> Result<(), Error> {
-        match std::mem::replace(&mut self.state, State::Closed) {
-            State::ExpectAuthResponse(st) if header.exchange == ExchangeType::IkeAuth => {
-                self.c.request_done();
-                match st.handle(&mut self.c, ctx, payloads) {
-                    Ok(next) => {
-                        self.state = next;
-                        self.pump(ctx);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.fail(ctx, &e);
-                        Err(e)
-                    }
-                }
-            }
-            State::Established(mut est) => {
-                self.c.request_done();
-                let res = est.handle_response(&mut self.c, ctx, header.exchange, payloads);
-                self.state = State::Established(est);
-                self.pump(ctx);
-                res
-            }
-            other => {
-                self.state = other;
-                Err(PeerMisbehaved::UnexpectedExchange(header.exchange.to_raw()).into())
-            }
-        }
-    }
-
-    fn on_request(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        exchange: ExchangeType,
-        id: u32,
-        payloads: Vec<Payload>,
-    ) -> Result<(), Error> {
-        match std::mem::replace(&mut self.state, State::Closed) {
-            State::ExpectAuthRequest(st) if exchange == ExchangeType::IkeAuth => {
-                match st.handle(&mut self.c, ctx, id, payloads) {
-                    Ok(next) => {
-                        self.state = next;
-                        self.c.half_open_until = None;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        // §2.21.2: IKE_AUTH errors are answered protected, then the SA goes.
-                        self.c.answer_error(ctx, exchange, id, &e);
-                        self.fail(ctx, &e);
-                        Err(e)
-                    }
-                }
-            }
-            State::Established(mut est) => {
-                let res = est.handle_request(&mut self.c, ctx, exchange, id, &payloads);
-                if let Err(e) = &res {
-                    self.c.answer_error(ctx, exchange, id, e);
-                }
-                self.state = if self.c.closed {
-                    State::Closed
-                } else {
-                    State::Established(est)
-                };
-                self.pump(ctx);
-                res
-            }
-            other => {
-                let e: Error = PeerMisbehaved::UnexpectedExchange(exchange.to_raw()).into();
-                // Keep the state: an out-of-place request does not end the SA.
-                self.state = other;
-                self.c.answer_error(ctx, exchange, id, &e);
-                Err(e)
-            }
-        }
-    }
-
-    /// A handshake failed: report it and close without further messages.
-    fn fail(&mut self, ctx: &mut Ctx<'_>, e: &Error) {
-        let reason = e.reason();
-        if matches!(
-            e,
-            Error::PeerMisbehaved(PeerMisbehaved::AuthenticationFailed)
-                | Error::PeerMisbehaved(PeerMisbehaved::IdentityMismatch)
-                | Error::PeerIncompatible(crate::error::PeerIncompatible::PeerRejected(
-                    crate::wire::enums::NotifyType::AuthenticationFailed
-                ))
-                | Error::PeerIncompatible(crate::error::PeerIncompatible::NoMatchingProfile)
-        ) {
-            ctx.event(Event::AuthFailed {
-                conn: Some(self.c.peer.id),
-                peer: self.c.remote,
-                reason,
-            });
-            // §2.21.2: an initiator rejecting the responder's AUTH tells it in a separate
-            // INFORMATIONAL (sent once, not retransmitted: the SA is gone on our side).
-            let ours = matches!(
-                e,
-                Error::PeerMisbehaved(
-                    PeerMisbehaved::AuthenticationFailed | PeerMisbehaved::IdentityMismatch
-                )
-            );
-            if ours && self.c.initiator && self.c.keys.is_some() && self.c.peer_id.is_none() {
-                let n = [Payload::Notify(Notify::new(
-                    crate::wire::enums::NotifyType::AuthenticationFailed,
-                    Vec::new(),
-                ))];
-                let id = self.c.next_req;
-                if let Ok(packets) = self
-                    .c
-                    .protect(ctx, ExchangeType::Informational, false, id, &n)
-                {
-                    self.c.transmit(ctx, &packets);
-                }
-            }
-        }
-        ctx.event(Event::IkeSaDown {
-            session: self.c.session,
-            conn: self.c.peer.id,
-            reason: DownReason::Failed(reason),
-        });
-        self.c.closed = true;
-        self.c.outstanding = None;
-        self.state = State::Closed;
-    }
-
-    /// Starts the next queued request when the window is free.
-    fn pump(&mut self, ctx: &mut Ctx<'_>) {
-        if let State::Established(est) = &mut self.state {
-            est.pump(&mut self.c, ctx);
-            if self.c.closed {
-                self.state = State::Closed;
-            }
-        }
-    }
-
-    /// Runs due timers.
-    pub(crate) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
-        let now = ctx.now;
-        if self.c.half_open_until.is_some_and(|t| t <= now) {
-            tracing::debug!(spi = self.c.local_spi(), "half-open IKE SA timed out");
-            self.c.closed = true;
-            self.state = State::Closed;
-            return;
-        }
-        if let Some(out) = &mut self.c.outstanding {
-            if out.next_at <= now {
-                if out.sends >= ctx.config.retransmit.tries {
-                    self.dead(ctx);
-                    return;
-                }
-                // RFC 7296 §2.1: retransmit with exponential back-off.
-                out.sends += 1;
-                let backoff = 1u32 << (out.sends - 1).min(16);
-                out.next_at = later(now, ctx.config.retransmit.initial.saturating_mul(backoff));
-                let packets = out.packets.clone();
-                ctx.stats.retransmits += 1;
-                self.c.transmit(ctx, &packets);
-            }
-        }
-        if self.c.keepalive_at.is_some_and(|t| t <= now) {
-            ctx.out.push_back(Output::NatKeepalive {
-                local: self.c.local,
-                remote: self.c.remote,
-            });
-            self.c.keepalive_at = Some(later(now, ctx.config.nat_keepalive));
-        }
-        if let State::Established(est) = &mut self.state {
-            est.on_timeout(&mut self.c, ctx);
-        }
-        self.pump(ctx);
-    }
-
-    /// Retransmissions exhausted: the peer is dead (RFC 7296 §2.4).
-    fn dead(&mut self, ctx: &mut Ctx<'_>) {
-        let est = matches!(self.state, State::Established(_));
-        if est {
-            ctx.event(Event::PeerDead {
-                session: self.c.session,
-                conn: self.c.peer.id,
-                peer: self.c.remote,
-            });
-        }
-        self.close(ctx, DownReason::Timeout);
-    }
-
-    /// Removes every child and closes the SA.
-    pub(crate) fn close(&mut self, ctx: &mut Ctx<'_>, reason: DownReason) {
-        if let State::Established(est) = &mut self.state {
-            est.remove_all_children(&self.c, ctx);
-        }
-        ctx.event(Event::IkeSaDown {
-            session: self.c.session,
-            conn: self.c.peer.id,
-            reason,
-        });
-        self.c.closed = true;
-        self.c.outstanding = None;
-        self.state = State::Closed;
-    }
-
-    /// INITIAL_CONTACT from a new SA of the same peer: drop this one without messages.
-    pub(crate) fn drop_silently(&mut self, ctx: &mut Ctx<'_>) {
-        self.close(ctx, DownReason::Replaced);
-    }
-
-    /// Command: delete the IKE SA with the peer (or just drop it before it is established).
-    pub(crate) fn terminate(&mut self, ctx: &mut Ctx<'_>) {
-        match &mut self.state {
-            State::Established(est) => {
-                est.queue.push_back(established::Queued::DeleteIke);
-                self.pump(ctx);
-            }
-            _ => self.close(ctx, DownReason::Local),
-        }
-    }
-
-    /// Command: rekey a child now.
-    pub(crate) fn rekey_child(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {
-        if let State::Established(est) = &mut self.state {
-            est.queue_rekey_child(child);
-            self.pump(ctx);
-        }
-    }
-
-    /// Command: the kernel hard-expired a child.
-    pub(crate) fn child_expired(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {
-        if let State::Established(est) = &mut self.state {
-            est.expire_child(&self.c, ctx, child);
-            self.pump(ctx);
-        }
-    }
-
-    /// The kernel refused a child: delete it with the peer.
-    pub(crate) fn install_failed(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {
-        self.child_expired(ctx, child);
     }
 
     /// True when established and without live Child SAs.
     pub(crate) fn is_childless(&self) -> bool {
         match &self.state {
-            State::Established(e) => !e.rekeyed && e.children.iter().all(|c| c.replaced),
+            State::Established(e) => !e.rekeyed && e.children.iter().all(|c| !c.is_live()),
             _ => false,
         }
     }
 
-    /// Command: create the profile's Child SA on this IKE SA (CREATE_CHILD_SA, §1.3.1).
-    pub(crate) fn create_child(&mut self, ctx: &mut Ctx<'_>) {
-        if let State::Established(est) = &mut self.state {
-            if !est.queue.contains(&established::Queued::CreateChild) {
-                est.queue.push_back(established::Queued::CreateChild);
-            }
-            self.pump(ctx);
-        }
+    /// The one dispatch point of the state machine: [`state::step`] takes the state by value
+    /// and returns the next one. A close requested while handling (a DELETE answered, a
+    /// linger ended) ends in [`State::Closed`] here, whichever state the handler returned.
+    pub(crate) fn dispatch(&mut self, ctx: &mut Ctx<'_>, input: Input<'_>) -> Result<(), Error> {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let (next, res) = state::step(state, &mut self.c, ctx, input);
+        self.state = if self.c.closed { State::Closed } else { next };
+        self.sync_timers();
+        res
     }
 
-    /// Command: rekey the IKE SA now.
-    pub(crate) fn rekey_ike(&mut self, ctx: &mut Ctx<'_>) {
-        if let State::Established(est) = &mut self.state {
-            est.queue.push_back(established::Queued::RekeyIke);
-            self.pump(ctx);
-        }
+    /// Runs due timers.
+    pub(crate) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        // Timers raise no error: what they find goes out as events and messages.
+        let _ = self.dispatch(ctx, Input::Timeout);
     }
 
-    /// Command: liveness check now.
-    pub(crate) fn dpd(&mut self, ctx: &mut Ctx<'_>) {
-        if let State::Established(est) = &mut self.state {
-            est.queue.push_back(established::Queued::Dpd);
-            self.pump(ctx);
-        }
+    /// INITIAL_CONTACT from a newer SA of the same peer: drop this one without messages.
+    pub(crate) fn drop_silently(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = self.dispatch(ctx, Input::DropSilently);
+    }
+
+    /// Applies a command (from the application or another SA); commands raise no error.
+    pub(crate) fn command(&mut self, ctx: &mut Ctx<'_>, cmd: SaCommand) {
+        let _ = self.dispatch(ctx, Input::Command(cmd));
     }
 }
 

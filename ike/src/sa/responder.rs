@@ -7,15 +7,15 @@ use crate::config::IkeProposal;
 use crate::config::Mode;
 use crate::config::PeerConfig;
 use crate::crypto::KeyExchange;
-use crate::endpoint::Datagram;
-use crate::endpoint::Event;
-use crate::endpoint::SessionId;
-use crate::endpoint::Transmit;
 use crate::error::Error;
 use crate::error::PeerIncompatible;
 use crate::error::PeerMisbehaved;
 use crate::error::Reaction;
 use crate::keys;
+use crate::output::Datagram;
+use crate::output::Event;
+use crate::output::SessionId;
+use crate::output::Transmit;
 use crate::proposal;
 use crate::sa::Common;
 use crate::sa::Ctx;
@@ -31,6 +31,8 @@ use crate::sa::glue;
 use crate::sa::initiator::esp_usable;
 use crate::sa::later;
 use crate::sa::need;
+use crate::sa::timers::Timer;
+use crate::sa::timers::TimerTable;
 use crate::secret::Secret;
 use crate::transform::Prf;
 use crate::ts;
@@ -76,12 +78,11 @@ impl IkeSa {
                         ),
                         payloads: vec![Payload::Notify(Notify::new(ty, data))],
                     };
-                    ctx.out
-                        .push_back(crate::endpoint::Output::Transmit(Transmit {
-                            local: dgram.local,
-                            remote: dgram.remote,
-                            bytes: reply.encode(),
-                        }));
+                    ctx.out.push_back(crate::output::Output::Transmit(Transmit {
+                        local: dgram.local,
+                        remote: dgram.remote,
+                        bytes: reply.encode(),
+                    }));
                 }
                 Err(e)
             }
@@ -126,12 +127,11 @@ impl IkeSa {
                         want.expose().to_vec(),
                     ))],
                 };
-                ctx.out
-                    .push_back(crate::endpoint::Output::Transmit(Transmit {
-                        local: dgram.local,
-                        remote: dgram.remote,
-                        bytes: reply.encode(),
-                    }));
+                ctx.out.push_back(crate::output::Output::Transmit(Transmit {
+                    local: dgram.local,
+                    remote: dgram.remote,
+                    bytes: reply.encode(),
+                }));
                 return Err(match got {
                     Some(_) => PeerMisbehaved::BadCookie.into(),
                     None => PeerIncompatible::CookieRequired.into(),
@@ -220,13 +220,19 @@ impl IkeSa {
             cached: None,
             reassembly: None,
             last_heard: ctx.now,
-            keepalive_at: None,
-            half_open_until: Some(later(ctx.now, ctx.config.half_open_timeout)),
+            timers: TimerTable::default(),
             closed: false,
             reply_to: None,
         };
+        c.timers.set(
+            Timer::HalfOpen,
+            later(ctx.now, ctx.config.half_open_timeout),
+        );
         if c.nat_local {
-            c.keepalive_at = Some(later(ctx.now, ctx.config.nat_keepalive));
+            c.timers.set(
+                Timer::NatKeepalive,
+                later(ctx.now, ctx.config.nat_keepalive),
+            );
         }
         let mut payloads = vec![
             Payload::Sa(reply_sa),
@@ -249,12 +255,11 @@ impl IkeSa {
             payloads,
         };
         let bytes = reply.encode();
-        ctx.out
-            .push_back(crate::endpoint::Output::Transmit(Transmit {
-                local: c.local,
-                remote: c.remote,
-                bytes: bytes.clone(),
-            }));
+        ctx.out.push_back(crate::output::Output::Transmit(Transmit {
+            local: c.local,
+            remote: c.remote,
+            bytes: bytes.clone(),
+        }));
         c.cached = Some((0, vec![bytes.clone()]));
         let st = ExpectAuthRequest {
             suite,
@@ -292,6 +297,11 @@ pub(crate) struct ExpectAuthRequest {
 }
 
 impl ExpectAuthRequest {
+    /// `bytes` is exactly the IKE_SA_INIT request this SA answered.
+    pub(crate) fn is_original_request(&self, bytes: &[u8]) -> bool {
+        self.request == bytes
+    }
+
     /// Authenticates the initiator, answers with our AUTH and the first Child SA.
     // rustls: a handler consumes its boxed state, so a stale state cannot be reused.
     #[allow(clippy::boxed_local)]

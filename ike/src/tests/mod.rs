@@ -852,6 +852,72 @@ fn lost_sa_init_response_replayed_from_half_open_sa() {
 }
 
 #[test]
+fn sa_init_replayed_only_for_the_identical_request() {
+    // RFC 7296 §2.1: a retransmission is the identical request. Anything else that matches a
+    // half-open SA's SPIi, message ID and source (a forged 28-octet header, a garbage or
+    // mutated body) must get nothing: the cached response is several times larger, and a
+    // spoofed source would make us an amplifier toward it (issue 19).
+    let mut p = Pair::default_pair();
+    // B stays half-open: A's IKE_AUTH never arrives.
+    p.filter = Some(Box::new(|s, t| {
+        if s == Side::A && exchange_of(&t.bytes) == Some(ExchangeType::IkeAuth) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    p.initiate();
+    assert!(p.drive_now());
+    assert_eq!(p.b.ep.ike_sa_count(), 1);
+    let request = p.a.sent[0].clone();
+    assert_eq!(exchange_of(&request.bytes), Some(ExchangeType::IkeSaInit));
+    let response = p.b.sent[0].bytes.clone();
+    assert!(response.len() > 28);
+    let send = |p: &mut Pair, bytes: &[u8]| -> Vec<Vec<u8>> {
+        let dgram = Datagram {
+            local: request.remote,
+            remote: request.local,
+            bytes,
+        };
+        p.b.ep.handle_datagram(p.time, dgram);
+        let mut sent = Vec::new();
+        while let Some(o) = p.b.ep.poll_output() {
+            if let Output::Transmit(t) = o {
+                sent.push(t.bytes);
+            }
+        }
+        sent
+    };
+    // The header alone, its length field saying 28.
+    let mut header = request.bytes[..28].to_vec();
+    header[24..28].copy_from_slice(&28u32.to_be_bytes());
+    assert!(
+        send(&mut p, &header).is_empty(),
+        "header-only packet answered"
+    );
+    // The right header, a garbage body of the right length.
+    let mut garbage = request.bytes[..28].to_vec();
+    garbage.resize(request.bytes.len(), 0x5a);
+    assert!(send(&mut p, &garbage).is_empty(), "garbage body answered");
+    // The request with its last octet (inside the last payload) changed.
+    let mut mutated = request.bytes.clone();
+    if let Some(last) = mutated.last_mut() {
+        *last ^= 0x01;
+    }
+    assert!(
+        send(&mut p, &mutated).is_empty(),
+        "mutated request answered"
+    );
+    assert_eq!(
+        p.b.ep.stats().rejected.get("altered_retransmission"),
+        Some(&3)
+    );
+    // The identical datagram is a retransmission and gets the cached response, once.
+    assert_eq!(send(&mut p, &request.bytes), vec![response]);
+    assert_eq!(p.b.ep.ike_sa_count(), 1, "no second SA for the same SPIi");
+}
+
+#[test]
 fn esn_and_cbc_suites() {
     let cbc = EspProposal {
         encr: Encr::AesCbc { key_bits: 128 },

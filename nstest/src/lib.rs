@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod frr;
 pub mod hub;
 pub mod kernel;
+pub mod modgraph;
 pub mod netdevsim;
 pub mod netns;
 pub mod peer;

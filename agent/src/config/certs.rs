@@ -362,7 +362,6 @@ fn describe_dn(der: &[u8]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
@@ -372,8 +371,6 @@ pub(crate) mod tests {
     };
 
     use super::*;
-    use crate::config::{Config, LoadOptions};
-    use crate::plan::{LocalAddrs, build};
 
     pub(crate) struct Files {
         pub(crate) dir: PathBuf,
@@ -421,127 +418,6 @@ pub(crate) mod tests {
         Files { dir }
     }
 
-    fn config(f: &Files, cert: &str, key: &str, extra: &str) -> String {
-        let d = f.dir.display();
-        format!(
-            "[trustpoint.TP]\nca = [\"{d}/ca.pem\"]\ncertificate = \"{d}/{cert}\"\n\
-             private_key = \"{d}/{key}\"\n\n[transform_set.T]\nesp = \"aes-gcm-256\"\n\n\
-             [ike_profile.I]\ntrustpoint = \"TP\"\n{extra}\n\n\
-             [ipsec_profile.P]\ntransform_sets = [\"T\"]\nike_profile = \"I\"\n\n\
-             [tunnel.tun1]\nsource = \"192.0.2.1\"\ndestination = \"192.0.2.2\"\n\
-             address = \"10.0.0.1/30\"\nprotection = \"P\"\nroutes = []\n"
-        )
-    }
-
-    fn plan(src: &str) -> Result<ike::EndpointConfig> {
-        let opts = LoadOptions {
-            secret_owner_uid: nix::unistd::getuid().as_raw(),
-            read_files: true,
-        };
-        let cfg = Config::from_toml(Path::new("t.toml"), src, &opts)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default())?.endpoint)
-    }
-
-    #[test]
-    fn trustpoint_becomes_certificate_auth() {
-        let f = files("ok");
-        let ep = plan(&config(
-            &f,
-            "me.pem",
-            "me.key",
-            "local_auth = \"ecdsa-sig\"\nlocal_identity = \"dn:O=VTID test, CN=me\"\n\
-             match_identity = [\"fqdn:*.example\", \"dn:O=vtid test, CN=peer\"]",
-        ))
-        .unwrap();
-        let peer = &ep.peers[0];
-        let ike::AuthConfig::Certificate(auth) = &peer.auth else {
-            panic!("not certificate auth: {:?}", peer.auth)
-        };
-        // The bundle's second certificate is sent as the chain.
-        assert_eq!(auth.chain.len(), 1);
-        assert_eq!(auth.trust_anchors.len(), 1);
-        // Our DN identity is the certificate's subject, byte for byte (RFC 4945 §3.1.5).
-        let subject = ike::cert::subject_dn(&auth.certificate).unwrap();
-        assert_eq!(peer.local_id, Some(IkeIdentity::DerAsn1Dn(subject)));
-        assert!(
-            peer.remote_id
-                .matches(&IkeIdentity::Fqdn("peer.example".into()))
-        );
-        assert!(
-            !peer
-                .remote_id
-                .matches(&IkeIdentity::Fqdn("peer.other".into()))
-        );
-        // DER certificates and PKCS#8 DER keys work the same.
-        let ep = plan(&config(&f, "me.der", "me.p8", "local_auth = \"ecdsa-sig\"")).unwrap();
-        assert!(matches!(ep.peers[0].auth, ike::AuthConfig::Certificate(_)));
-        // Nothing of the key in Debug output.
-        let key_pem = fs::read_to_string(f.dir.join("me.key")).unwrap();
-        let body = key_pem.lines().nth(1).unwrap();
-        assert!(!format!("{ep:?}").contains(body));
-    }
-
-    #[test]
-    fn trustpoint_errors_name_the_file() {
-        let f = files("bad");
-        let d = f.dir.display().to_string();
-        let err = |cert: &str, key: &str, extra: &str| {
-            let extra = format!("local_auth = \"ecdsa-sig\"\n{extra}");
-            format!("{:#}", plan(&config(&f, cert, key, &extra)).unwrap_err())
-        };
-        let e = err("me.pem", "other.key", "");
-        let want = format!("private key {d}/other.key does not belong to certificate {d}/me.pem");
-        assert!(e.contains(&want), "{e}");
-        let e = err("me.key", "me.key", "");
-        assert!(
-            e.contains(&format!("{d}/me.key contains no certificate")),
-            "{e}"
-        );
-        let e = err(
-            "me.pem",
-            "me.key",
-            "local_identity = \"dn:O=vtid test, CN=else\"",
-        );
-        assert!(
-            e.contains("is not the subject of our certificate (O=vtid test, CN=me)"),
-            "{e}"
-        );
-        // An ECDSA key under rsa-sig.
-        let e = format!(
-            "{:#}",
-            plan(&config(&f, "me.pem", "me.key", "local_auth = \"rsa-sig\"")).unwrap_err()
-        );
-        assert!(
-            e.contains("local_auth is rsa-sig but trustpoint TP's private key is not RSA"),
-            "{e}"
-        );
-        // Each is reported at the key that names the file or the method, as `vtid check`
-        // shows it.
-        let at = |cert: &str, key: &str, extra: &str| {
-            let opts = LoadOptions {
-                secret_owner_uid: nix::unistd::getuid().as_raw(),
-                read_files: true,
-            };
-            let e = Config::from_toml(Path::new("t.toml"), &config(&f, cert, key, extra), &opts)
-                .unwrap_err();
-            assert_eq!(e.len(), 1, "{e}");
-            (e.0[0].line, e.0[0].column)
-        };
-        let ecdsa = "local_auth = \"ecdsa-sig\"";
-        assert_eq!(at("me.pem", "other.key", ecdsa), (4, 15));
-        assert_eq!(at("me.key", "me.key", ecdsa), (3, 15));
-        assert_eq!(at("me.pem", "me.key", "local_auth = \"rsa-sig\""), (11, 14));
-        assert_eq!(
-            at(
-                "me.pem",
-                "me.key",
-                "local_auth = \"ecdsa-sig\"\nlocal_identity = \"dn:O=vtid test, CN=else\""
-            ),
-            (12, 18)
-        );
-    }
-
     #[test]
     fn dn_strings() {
         let dn = parse_dn("C=CH, O=strongSwan\\, Inc, CN=moon.example").unwrap();
@@ -577,61 +453,5 @@ pub(crate) mod tests {
         );
         assert_eq!(id_match(&[]).unwrap(), ike::IdMatch::Any);
         assert!(id_match(&[IdentityMatch::Dn("Q=1".into())]).is_err());
-    }
-
-    /// A hub's template profile authenticating with a certificate and a DN identity: every
-    /// clone's connection sends the certificate's subject as its ID, byte for byte, as static
-    /// tunnels do (the template planner once passed no subject and refused the DN).
-    #[test]
-    fn template_profile_sends_the_certificate_subject() {
-        let f = files("template");
-        let d = f.dir.display();
-        let src = |id: &str| {
-            format!(
-                "[trustpoint.TP]\nca = [\"{d}/ca.pem\"]\ncertificate = \"{d}/me.pem\"\n\
-                 private_key = \"{d}/me.key\"\n\n[transform_set.T]\nesp = \"aes-gcm-256\"\n\n\
-                 [ipsec_profile.P]\ntransform_sets = [\"T\"]\n\n\
-                 [ike_profile.HUB]\ntrustpoint = \"TP\"\nlocal_auth = \"ecdsa-sig\"\n\
-                 local_identity = \"{id}\"\nmatch_identity = [\"fqdn:*.example\"]\n\
-                 virtual_template = \"VT1\"\n\n\
-                 [virtual_template.VT1]\nunnumbered = \"lan0\"\nprotection = \"P\"\n"
-            )
-        };
-        let links = LocalAddrs {
-            links: BTreeMap::from([(
-                "lan0".to_string(),
-                (1500, vec!["10.0.0.1/24".parse().unwrap()]),
-            )]),
-            ..Default::default()
-        };
-        let opts = LoadOptions {
-            secret_owner_uid: nix::unistd::getuid().as_raw(),
-            read_files: true,
-        };
-        let plan = |text: &str| -> Result<crate::plan::Plan> {
-            let cfg = Config::from_toml(Path::new("t.toml"), text, &opts)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            build(&cfg, &mut BTreeMap::new(), &links)
-        };
-        let p = plan(&src("dn:O=vtid test, CN=me")).unwrap();
-        assert_eq!(p.templates.len(), 1);
-        let peer = &p.endpoint.peers[0];
-        assert!(peer.name.starts_with("dvti:HUB"), "{}", peer.name);
-        let ike::AuthConfig::Certificate(auth) = &peer.auth else {
-            panic!("not certificate auth: {:?}", peer.auth)
-        };
-        let subject = ike::cert::subject_dn(&auth.certificate).unwrap();
-        assert_eq!(peer.local_id, Some(IkeIdentity::DerAsn1Dn(subject)));
-        assert!(
-            peer.remote_id
-                .matches(&IkeIdentity::Fqdn("spoke1.example".into()))
-        );
-        // A DN that is not our certificate's subject is refused with the reason.
-        let e = format!(
-            "{:#}",
-            plan(&src("dn:O=vtid test, CN=someone else")).unwrap_err()
-        );
-        assert!(e.contains("is not the subject of our certificate"), "{e}");
-        assert!(e.contains("ike_profile.HUB.local_identity"), "{e}");
     }
 }

@@ -25,6 +25,9 @@ use crate::config::{self, Config, Credentials, InnerAddress, TunnelMode, TunnelS
 use crate::mtu::{EspOverhead, IPV6_MIN_MTU};
 
 pub use diff::{PlanDiff, diff};
+
+#[cfg(test)]
+mod cert_tests;
 pub use templates::{TemplatePlan, plan_templates};
 
 /// Base of vtid's reqids (xfrm's ownership band): reqid = base + connection id.

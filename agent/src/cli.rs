@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, LoadOptions};
-use crate::control::{Request, Response};
+use crate::control::{Request, Response, Target};
 
 /// vtid: route-based IPsec VPN agent (IKEv2, XFRM, VTIs).
 #[derive(Debug, Parser)]
@@ -64,17 +64,10 @@ pub enum Command {
         json: bool,
     },
     /// Bring a tunnel up now.
-    Up {
-        /// Tunnel name from the configuration (e.g. Tunnel0).
-        tunnel: String,
-    },
+    Up(Target),
     /// Take a tunnel down (delete its SAs; it stays configured and on-demand traffic does
     /// not restart it until `vtid up`), or disconnect one dynamic VTI peer.
-    Down {
-        /// Tunnel name from the configuration, or a dynamic VTI clone's name (e.g. vtid-va3)
-        /// or peer address.
-        tunnel: String,
-    },
+    Down(Target),
     /// Re-read the configuration and apply only what changed.
     Reload,
     /// Conditional debugging for one peer, SPI or tunnel.
@@ -134,8 +127,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { tunnel } => print_ok(ask(&cli.socket, &Request::Up { tunnel })?),
-        Command::Down { tunnel } => print_ok(ask(&cli.socket, &Request::Down { tunnel })?),
+        Command::Up(t) => print_ok(ask(&cli.socket, &Request::Up(t))?),
+        Command::Down(t) => print_ok(ask(&cli.socket, &Request::Down(t))?),
         Command::Reload => print_ok(ask(&cli.socket, &Request::Reload)?),
         Command::Debug { kind, value, off } => {
             let kind = match kind {

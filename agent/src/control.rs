@@ -30,16 +30,10 @@ pub enum Request {
     /// Tunnel interfaces.
     ShowTunnels,
     /// Bring a configured tunnel up (initiate now).
-    Up {
-        /// Tunnel name from the config.
-        tunnel: String,
-    },
+    Up(Target),
     /// Take a tunnel down (delete its SAs, keep it configured, ignore ACQUIREs until `up`),
     /// or disconnect the peer of a dynamic VTI clone.
-    Down {
-        /// Tunnel name from the config, or a clone's name or peer address.
-        tunnel: String,
-    },
+    Down(Target),
     /// Re-read the config file and apply only the difference.
     Reload,
     /// Raise (or lower again) logging for one peer, SA or tunnel.
@@ -51,6 +45,16 @@ pub enum Request {
         /// False to turn it off again.
         on: bool,
     },
+}
+
+/// The tunnel an `up` or `down` is for; also the CLI's argument of `vtid up|down` (one
+/// definition for both ends of the socket). On the wire its field sits beside `cmd`:
+/// `{"cmd":"up","tunnel":"Tunnel0"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct Target {
+    /// Tunnel name from the configuration (e.g. Tunnel0); for `down` also a dynamic VTI
+    /// clone's name (e.g. vtid-va3) or its peer's address.
+    pub tunnel: String,
 }
 
 /// The daemon's answer.
@@ -189,7 +193,7 @@ mod tests {
         tokio::spawn(async move {
             while let Some(inc) = rx.recv().await {
                 let body = match &inc.request {
-                    Request::Up { tunnel } => Response::Ok(serde_json::json!({ "up": tunnel })),
+                    Request::Up(t) => Response::Ok(serde_json::json!({ "up": t.tunnel })),
                     _ => Response::error("not-found", "nope"),
                 };
                 let _ = inc.reply.send(body);
@@ -199,9 +203,9 @@ mod tests {
         let r = tokio::task::spawn_blocking(move || {
             request(
                 &p,
-                &Request::Up {
+                &Request::Up(Target {
                     tunnel: "Tunnel0".into(),
-                },
+                }),
                 Duration::from_secs(5),
             )
         })

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
 
 use crate::config::{Config, LoadOptions, Offload};
-use crate::control::{Request, Response};
+use crate::control::{Request, Response, Target};
 use crate::model::Interface;
 use crate::offload::{self, Recheck};
 use crate::plan::TemplatePlan;
@@ -687,7 +687,7 @@ impl Runtime {
             // A dynamic VTI clone, by name or peer address: its peer's sessions are deleted
             // (the peer is told), and the clone goes with them like on any disconnect. The
             // peer may connect again; nothing is held down.
-            Request::Down { tunnel }
+            Request::Down(Target { tunnel })
                 if !self.plan.tunnels.contains_key(&tunnel)
                     && !self.clones.sessions_of(&tunnel).is_empty() =>
             {
@@ -704,12 +704,12 @@ impl Runtime {
                 info!(clones = ?names, sessions = n, "dynamic VTI taken down from the CLI");
                 Response::Ok(json!({ "tunnel": names, "action": "terminated", "sessions": n }))
             }
-            Request::Up { tunnel } | Request::Down { tunnel }
+            Request::Up(Target { tunnel }) | Request::Down(Target { tunnel })
                 if !self.plan.tunnels.contains_key(&tunnel) =>
             {
                 Response::error("not-found", format!("no tunnel named {tunnel}"))
             }
-            Request::Up { tunnel } => {
+            Request::Up(Target { tunnel }) => {
                 if matches!(self.states.get(&tunnel), Some(TunnelState::AdminDown)) {
                     let created = self.made.contains_key(&tunnel);
                     if created {
@@ -723,7 +723,7 @@ impl Runtime {
                     .handle_command(Instant::now(), IkeCommand::Initiate { conn });
                 Response::Ok(json!({ "tunnel": tunnel, "action": "initiated" }))
             }
-            Request::Down { tunnel } => {
+            Request::Down(Target { tunnel }) => {
                 self.states.insert(tunnel.clone(), TunnelState::AdminDown);
                 let conn = self.plan.tunnels[&tunnel].conn;
                 self.ep

@@ -106,6 +106,27 @@ pub fn write_secret(dir: &Path, name: &str, secret: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The control socket of the [`Vtid`] running in `ns`. A unix socket: kept off 9p, in the
+/// guest-local /tmp.
+fn socket_path(ns: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()))
+}
+
+/// `vtid show WHAT --json` of the vtid running in `ns`, through the CLI, for a test that
+/// handed its [`Vtid`] to the scenario (for the diagnostics) and kept only the namespace.
+pub fn show_in(ns: &Netns, what: &str) -> Result<serde_json::Value> {
+    let (bin, sock) = (binary()?, socket_path(ns));
+    let out = ns.exec(&[
+        bin.to_str().context("utf-8 path")?,
+        "--socket",
+        sock.to_str().context("utf-8 path")?,
+        "show",
+        what,
+        "--json",
+    ])?;
+    Ok(serde_json::from_str(&out)?)
+}
+
 /// How to run a [`Vtid`]: which binary (e.g. the one installed from the Debian package) and
 /// which `RUST_LOG`.
 #[derive(Clone, Debug, Default)]
@@ -177,8 +198,7 @@ impl Vtid {
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("vtid.toml"), config)?;
-        // The control socket is a unix socket: keep it off 9p, in the guest-local /tmp.
-        let socket = std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()));
+        let socket = socket_path(ns);
         let mut v = Self {
             ns_name: ns.name().to_string(),
             dir: dir.to_path_buf(),

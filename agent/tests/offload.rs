@@ -16,79 +16,36 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use nstest::kernel::{self, wait_until};
+use nstest::assert::{spis, wait_until};
 use nstest::peer::vtid_peer;
-use nstest::vtid::{Vtid, write_secret};
-use nstest::{Netns, TopoSpec, scenario};
+use nstest::vtid::{Vtid, show_in, write_secret};
+use nstest::vtidconf::{Table, Value, VtidConf};
+use nstest::{Netns, TopoSpec, kernel, scenario};
 
 const PSK: &str = "offload-test-key";
 
-/// Negotiated SPIs in a namespace (SPI 0 entries are larval states from ACQUIREs).
-fn spis(ns: &Netns) -> Result<BTreeSet<u32>> {
-    Ok(kernel::xfrm_states(ns)?
-        .into_iter()
-        .filter(|s| s.spi != 0)
-        .map(|s| s.spi)
-        .collect())
+/// The keyring (any peer), transform sets CBC and GCM, and profile `P` offering
+/// `transform_sets` in that order with a Child SA lifetime of `lifetime` seconds. With CBC
+/// first and GCM second only the AEAD preference of `auto` makes the responder pick the
+/// offloadable GCM.
+fn base(key: &std::path::Path, transform_sets: &[&str], lifetime: u64) -> VtidConf {
+    let mut c = VtidConf::new();
+    c.keyring("K", &[("0.0.0.0/0", key)]);
+    c.transform_set("CBC", "aes-cbc-128")
+        .set("integrity", "sha256");
+    c.transform_set("GCM", "aes-gcm-128");
+    c.ipsec_profile("P", transform_sets)
+        .set("lifetime", Value::inline(&[("seconds", lifetime)]));
+    c
 }
 
-/// One tunnel's configuration: the transform sets are CBC first, GCM second, so only the
-/// AEAD preference of `auto` makes the responder pick the offloadable GCM.
-#[allow(clippy::too_many_arguments)]
-fn config(
-    key: &std::path::Path,
-    name: &str,
-    src: &str,
-    dst: &str,
-    inner: &str,
-    offload: &str,
-    initiate: bool,
-    lifetime: u32,
-) -> String {
-    format!(
-        r#"
-[keyring.K]
-[[keyring.K.peer]]
-address = "0.0.0.0/0"
-psk_file = "{key}"
-
-[transform_set.CBC]
-esp = "aes-cbc-128"
-integrity = "sha256"
-
-[transform_set.GCM]
-esp = "aes-gcm-128"
-
-[ipsec_profile.P]
-transform_sets = ["CBC", "GCM"]
-lifetime = {{ seconds = {lifetime} }}
-
-[tunnel.{name}]
-source = "{src}"
-destination = "{dst}"
-address = "{inner}"
-protection = "P"
-offload = "{offload}"
-initiate = {initiate}
-"#,
-        key = key.display()
-    )
-}
-
-/// `vtid show WHAT --json` of the vtid running in `ns` (nstest::vtid's socket convention),
-/// without needing the `Vtid` the scenario keeps for its diagnostics.
-fn show(ns: &Netns, what: &str) -> Result<serde_json::Value> {
-    let sock = std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()));
-    let bin = nstest::vtid::binary()?;
-    let out = ns.exec(&[
-        bin.to_str().context("utf-8 path")?,
-        "--socket",
-        sock.to_str().context("utf-8 path")?,
-        "show",
-        what,
-        "--json",
-    ])?;
-    Ok(serde_json::from_str(&out)?)
+/// Tunnel `name` from `src` to `dst` with inner address `inner`, protected by `P`.
+fn tunnel<'c>(c: &'c mut VtidConf, name: &str, src: &str, dst: &str, inner: &str) -> &'c mut Table {
+    c.tunnel(name)
+        .set("source", src)
+        .set("destination", dst)
+        .set("address", inner)
+        .set("protection", "P")
 }
 
 fn sa_offload(sa: &serde_json::Value, dir: &str) -> (Option<String>, Option<String>) {
@@ -99,23 +56,17 @@ fn sa_offload(sa: &serde_json::Value, dir: &str) -> (Option<String>, Option<Stri
     )
 }
 
-const TUNNEL1_A: &str = r#"
-[tunnel.Tunnel1]
-source = "192.0.2.1"
-destination = "198.51.100.3"
-address = "10.99.1.1/30"
-protection = "P"
-offload = "packet"
-initiate = false
-"#;
+/// a's Tunnel1 to b's second address, asking for `offload`; b initiates.
+fn tunnel1_a(c: &mut VtidConf, offload: &str) {
+    tunnel(c, "Tunnel1", "192.0.2.1", "198.51.100.3", "10.99.1.1/30")
+        .set("offload", offload)
+        .set("initiate", false);
+}
 
-const TUNNEL1_B: &str = r#"
-[tunnel.Tunnel1]
-source = "198.51.100.3"
-destination = "192.0.2.1"
-address = "10.99.1.2/30"
-protection = "P"
-"#;
+/// b's end of [`tunnel1_a`].
+fn tunnel1_b(c: &mut VtidConf) {
+    tunnel(c, "Tunnel1", "198.51.100.3", "192.0.2.1", "10.99.1.2/30");
+}
 
 /// b's second address, the far end of Tunnel1.
 fn b_extra(b: &Netns) -> Result<()> {
@@ -183,32 +134,33 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         two_paths(a, "198.51.100.3", "nsim0", "192.0.2.1")?;
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
-        let ca = config(
-            &ka,
+        let mut ca = base(&ka, &["CBC", "GCM"], 3600);
+        tunnel(
+            &mut ca,
             "Tunnel0",
             "192.0.2.1",
             "198.51.100.2",
             "10.99.0.1/30",
-            "auto",
-            false,
-            3600,
-        );
-        let cb = config(
-            &kb,
+        )
+        .set("offload", "auto")
+        .set("initiate", false);
+        let mut cb = base(&kb, &["CBC", "GCM"], 30);
+        tunnel(
+            &mut cb,
             "Tunnel0",
             "198.51.100.2",
             "192.0.2.1",
             "10.99.0.2/30",
-            "off",
-            true,
-            30,
-        );
+        )
+        .set("offload", "off")
+        .set("initiate", true);
         // Tunnel1 demands packet offload on the same netdevsim underlay from a second peer
         // address of b: the device has esp-hw-offload, so it is tried, and 6.1 refuses the
         // XFRM_OFFLOAD_PACKET flag when its first SA is installed.
         b_extra(sc.topo.host("b"))?;
-        let ca = ca + TUNNEL1_A;
-        let cb = cb + TUNNEL1_B;
+        tunnel1_a(&mut ca, "packet");
+        tunnel1_b(&mut cb);
+        let (ca, cb) = (ca.render(), cb.render());
         let va = Vtid::start_config(a, &sc.dir().join("a"), &ca, "Tunnel0")?;
         let pa = sc.add_peer("a", vtid_peer(va));
         let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
@@ -226,7 +178,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
 
         let a = sc.topo.host("a");
         let check = || -> Result<BTreeSet<u32>> {
-            let v = show(a, "sa")?;
+            let v = show_in(a, "sa")?;
             let sas = v.as_array().context("show sa")?;
             ensure!(!sas.is_empty(), "no SA shown");
             let mut want = BTreeSet::new();
@@ -263,7 +215,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
             Ok(want)
         };
         let first = check()?;
-        let t = show(a, "tunnels")?;
+        let t = show_in(a, "tunnels")?;
         let o = &t[0]["offload"];
         ensure!(
             o["policy"] == "auto" && o["in"]["device"] == "nsim0" && o["out"]["mode"] == "crypto",
@@ -272,7 +224,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         // Rekey (b's 30 s lifetime): the new SAs are offloaded too, the old ones leave the driver.
         wait_until("Child SA rekeyed", Duration::from_secs(60), || {
             Ok(spis(a)?.is_disjoint(&first)
-                && show(a, "sa")?.as_array().is_some_and(|v| v.len() == 1))
+                && show_in(a, "sa")?.as_array().is_some_and(|v| v.len() == 1))
         })?;
         let second = check()?;
         ensure!(second.is_disjoint(&first));
@@ -290,7 +242,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         // The packet-offload demand: refused at install, reason in `vtid show tunnels` and the
         // log, no SA of Tunnel1 left in the kernel.
         wait_until("Tunnel1 refused", Duration::from_secs(30), || {
-            let t = show(a, "tunnels")?;
+            let t = show_in(a, "tunnels")?;
             let t1 = t
                 .as_array()
                 .and_then(|v| v.iter().find(|t| t["name"] == "Tunnel1"))
@@ -328,27 +280,35 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
         // Tunnel1 demands crypto offload toward a peer that does not even exist: it must be
         // refused before any IKE is sent.
-        let ca = config(
-            &ka,
+        let mut ca = base(&ka, &["CBC", "GCM"], 3600);
+        tunnel(
+            &mut ca,
             "Tunnel0",
             "198.51.100.1",
             "198.51.100.2",
             "10.99.0.1/30",
-            "auto",
-            false,
-            3600,
-        ) + "\n[tunnel.Tunnel1]\nsource = \"198.51.100.1\"\ndestination = \"198.51.100.77\"\n\
-                 address = \"10.99.1.1/30\"\nprotection = \"P\"\noffload = \"crypto\"\n";
-        let cb = config(
-            &kb,
+        )
+        .set("offload", "auto")
+        .set("initiate", false);
+        tunnel(
+            &mut ca,
+            "Tunnel1",
+            "198.51.100.1",
+            "198.51.100.77",
+            "10.99.1.1/30",
+        )
+        .set("offload", "crypto");
+        let mut cb = base(&kb, &["CBC", "GCM"], 3600);
+        tunnel(
+            &mut cb,
             "Tunnel0",
             "198.51.100.2",
             "198.51.100.1",
             "10.99.0.2/30",
-            "off",
-            true,
-            3600,
-        );
+        )
+        .set("offload", "off")
+        .set("initiate", true);
+        let (ca, cb) = (ca.render(), cb.render());
         let va = Vtid::start_config(sc.topo.host("a"), &sc.dir().join("a"), &ca, "Tunnel0")?;
         let pa = sc.add_peer("a", vtid_peer(va));
         let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
@@ -361,7 +321,7 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
             "no ping through Tunnel0"
         );
 
-        let tunnels = show(a, "tunnels")?;
+        let tunnels = show_in(a, "tunnels")?;
         let by = |n: &str| {
             tunnels
                 .as_array()
@@ -387,7 +347,7 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
             t0["state"] == "up" && t0["offload"]["in"]["mode"] == "software",
             "Tunnel0: {t0}"
         );
-        for sa in show(a, "sa")?.as_array().context("show sa")? {
+        for sa in show_in(a, "sa")?.as_array().context("show sa")? {
             ensure!(
                 sa["offload"]["in"].is_null() && sa["offload"]["out"].is_null(),
                 "{sa}"
@@ -442,32 +402,29 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
         // GCM only: the only transform netdevsim offloads, whatever the AEAD preference.
-        let gcm = |c: String| {
-            c.replace(
-                "transform_sets = [\"CBC\", \"GCM\"]",
-                "transform_sets = [\"GCM\"]",
-            )
-        };
-        let ca = gcm(config(
-            &ka,
+        let mut ca = base(&ka, &["GCM"], 3600);
+        tunnel(
+            &mut ca,
             "Tunnel0",
             "192.0.2.1",
             "198.51.100.2",
             "10.99.0.1/30",
-            "auto",
-            false,
-            3600,
-        )) + &TUNNEL1_A.replace("offload = \"packet\"", "offload = \"crypto\"");
-        let cb = gcm(config(
-            &kb,
+        )
+        .set("offload", "auto")
+        .set("initiate", false);
+        tunnel1_a(&mut ca, "crypto");
+        let mut cb = base(&kb, &["GCM"], 3600);
+        tunnel(
+            &mut cb,
             "Tunnel0",
             "198.51.100.2",
             "192.0.2.1",
             "10.99.0.2/30",
-            "off",
-            true,
-            3600,
-        )) + TUNNEL1_B;
+        )
+        .set("offload", "off")
+        .set("initiate", true);
+        tunnel1_b(&mut cb);
+        let (ca, cb) = (ca.render(), cb.render());
         let va = Vtid::start_config(a, &sc.dir().join("a"), &ca, "Tunnel0")?;
         let pa = sc.add_peer("a", vtid_peer(va));
         let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
@@ -475,7 +432,7 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
         wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
         let (a, b) = (sc.topo.host("a"), sc.topo.host("b"));
         let tunnel = |name: &str| -> Result<serde_json::Value> {
-            Ok(show(a, "tunnels")?
+            Ok(show_in(a, "tunnels")?
                 .as_array()
                 .and_then(|v| v.iter().find(|t| t["name"] == name))
                 .cloned()
@@ -483,7 +440,7 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
         };
         // Both tunnels' SAs on netdevsim, per `vtid show sa`.
         let placed = |want: Option<&str>, tunnels: &[&str]| -> Result<bool> {
-            let v = show(a, "sa")?;
+            let v = show_in(a, "sa")?;
             let sas = v.as_array().context("show sa")?;
             let mut seen = 0;
             for sa in sas
@@ -516,7 +473,7 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
             "Tunnel0 rekeyed into software",
             Duration::from_secs(40),
             || {
-                let v = show(a, "sa")?;
+                let v = show_in(a, "sa")?;
                 let fresh = v.as_array().is_some_and(|sas| {
                     sas.iter().filter(|s| s["tunnel"] == "Tunnel0").all(|s| {
                         ["spi_in", "spi_out"].iter().all(|k| {
@@ -670,46 +627,31 @@ fn vm_offload_template_clone_offloads() {
         two_paths(a, "198.51.100.2", "nsim0", "192.0.2.1")?;
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
-        let hub = format!(
-            r#"
-[keyring.K]
-[[keyring.K.peer]]
-address = "198.51.100.0/24"
-psk_file = "{}"
-
-[transform_set.GCM]
-esp = "aes-gcm-128"
-
-[ipsec_profile.P]
-transform_sets = ["GCM"]
-
-[ike_profile.spokes]
-match_identity = ["198.51.100.0/24"]
-keyring = "K"
-local_address = "192.0.2.1"
-virtual_template = "VT1"
-
-[virtual_template.VT1]
-unnumbered = "e-b"
-protection = "P"
-offload = "auto"
-"#,
-            ka.display()
-        );
-        let spoke = config(
-            &kb,
+        let mut hub = VtidConf::new();
+        hub.keyring("K", &[("198.51.100.0/24", &ka)]);
+        hub.transform_set("GCM", "aes-gcm-128");
+        hub.ipsec_profile("P", &["GCM"]);
+        hub.ike_profile("spokes")
+            .set("match_identity", &["198.51.100.0/24"])
+            .set("keyring", "K")
+            .set("local_address", "192.0.2.1")
+            .set("virtual_template", "VT1");
+        hub.virtual_template("VT1")
+            .set("unnumbered", "e-b")
+            .set("protection", "P")
+            .set("offload", "auto");
+        let hub = hub.render();
+        let mut spoke = base(&kb, &["GCM"], 3600);
+        tunnel(
+            &mut spoke,
             "Tunnel0",
             "198.51.100.2",
             "192.0.2.1",
             "10.99.0.2/30",
-            "off",
-            true,
-            3600,
         )
-        .replace(
-            "transform_sets = [\"CBC\", \"GCM\"]",
-            "transform_sets = [\"GCM\"]",
-        );
+        .set("offload", "off")
+        .set("initiate", true);
+        let spoke = spoke.render();
         let va = Vtid::start_config(a, &sc.dir().join("a"), &hub, "-")?;
         let pa = sc.add_peer("a", vtid_peer(va));
         let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &spoke, "Tunnel0")?;
@@ -718,7 +660,7 @@ offload = "auto"
         let a = sc.topo.host("a");
         let mut clone = serde_json::Value::Null;
         wait_until("clone with its SAs", Duration::from_secs(30), || {
-            clone = show(a, "tunnels")?
+            clone = show_in(a, "tunnels")?
                 .as_array()
                 .and_then(|v| v.iter().find(|t| t["dynamic"] == true))
                 .cloned()
@@ -736,7 +678,7 @@ offload = "auto"
             inbound_offloaded || o["in"]["why"].as_str().is_some_and(|w| w.contains("if_id")),
             "inbound neither offloaded nor explained: {clone}"
         );
-        let sas = show(a, "sa")?;
+        let sas = show_in(a, "sa")?;
         let sa = sas
             .as_array()
             .and_then(|v| v.iter().find(|s| s["tunnel"] == name.as_str()))

@@ -1,11 +1,13 @@
 //! Operations scenarios (VM): the Prometheus listener scraped and parsed while two tunnels
 //! carry traffic, and `vtid debug peer` raising logging for one peer only, at run time.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use nstest::kernel::{self, wait_until};
+use nstest::assert::{shown_spis_in, tunnels_up, wait_until};
+use nstest::kernel;
 use nstest::peer::{Device, Impl, TunnelEnd};
 use nstest::topo::iface_to;
 use nstest::vtid::{RunWith, Vtid, render_many, write_secret};
@@ -133,20 +135,9 @@ fn cycle(v: &Vtid) -> Result<()> {
     })
 }
 
-fn spis(v: &Vtid) -> Result<std::collections::BTreeSet<String>> {
-    let sa = v.show("sa")?;
-    Ok(sa
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["spi_in"].as_str().map(str::to_string))
-        .collect())
-}
-
-fn tunnels_up(v: &Vtid) -> Result<usize> {
-    let t = v.show("tunnels")?;
-    Ok(t.as_array()
-        .map_or(0, |r| r.iter().filter(|t| t["state"] == "up").count()))
+/// The inbound SPIs `vtid show sa` lists, as a set.
+fn spis(v: &Vtid) -> Result<BTreeSet<String>> {
+    Ok(shown_spis_in(v)?.into_iter().collect())
 }
 
 #[test]

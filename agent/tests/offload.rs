@@ -20,7 +20,7 @@ use nstest::assert::{spis, wait_until};
 use nstest::peer::vtid_peer;
 use nstest::vtid::{Vtid, show_in, write_secret};
 use nstest::vtidconf::{Table, Value, VtidConf};
-use nstest::{Netns, TopoSpec, kernel, scenario};
+use nstest::{Netns, Scenario, TopoSpec, kernel, scenario};
 
 const PSK: &str = "offload-test-key";
 
@@ -66,6 +66,65 @@ fn tunnel1_a(c: &mut VtidConf, offload: &str) {
 /// b's end of [`tunnel1_a`].
 fn tunnel1_b(c: &mut VtidConf) {
     tunnel(c, "Tunnel1", "198.51.100.3", "192.0.2.1", "10.99.1.2/30");
+}
+
+/// a's Tunnel0 from `src` to b: the responder, offload `auto`.
+fn tunnel0_a(c: &mut VtidConf, src: &str) {
+    tunnel(c, "Tunnel0", src, "198.51.100.2", "10.99.0.1/30")
+        .set("offload", "auto")
+        .set("initiate", false);
+}
+
+/// b's Tunnel0 to a at `dst`: the initiator, no offload.
+fn tunnel0_b(c: &mut VtidConf, dst: &str) {
+    tunnel(c, "Tunnel0", "198.51.100.2", dst, "10.99.0.2/30")
+        .set("offload", "off")
+        .set("initiate", true);
+}
+
+/// Starts vtid on a with `ca` (`a_tunnel` is what its `up` would initiate) and on b with `cb`,
+/// whose Tunnel0 initiates, and waits up to 40 s for b's Child SA (`what`). Returns a's peer
+/// index.
+fn start_pair(
+    sc: &mut Scenario,
+    ca: &VtidConf,
+    a_tunnel: &str,
+    cb: &VtidConf,
+    what: &str,
+) -> Result<usize> {
+    let va = Vtid::start_config(
+        sc.topo.host("a"),
+        &sc.dir().join("a"),
+        &ca.render(),
+        a_tunnel,
+    )?;
+    let pa = sc.add_peer("a", vtid_peer(va));
+    let vb = Vtid::start_config(
+        sc.topo.host("b"),
+        &sc.dir().join("b"),
+        &cb.render(),
+        "Tunnel0",
+    )?;
+    let pb = sc.add_peer("b", vtid_peer(vb));
+    wait_until(what, Duration::from_secs(40), || sc.peer(pb).is_up())?;
+    Ok(pa)
+}
+
+/// a and b on one link; b reaches a's tunnel source 192.0.2.1 through a.
+fn nsim_spec() -> TopoSpec {
+    TopoSpec::new()
+        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
+        .route("b", "192.0.2.1/32", "via 198.51.100.1")
+}
+
+/// In a: no IPv6 on new devices (see the first scenario), a netdevsim port `nsim0` up, and
+/// the tunnel source 192.0.2.1 on `lo`, so that it outlives the port.
+fn nsim_port_source_on_lo(a: &Netns) -> Result<nstest::netdevsim::Device> {
+    a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+    let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
+    a.ip(&["link", "set", "nsim0", "up"])?;
+    a.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
+    Ok(nsim)
 }
 
 /// b's second address, the far end of Tunnel1.
@@ -118,10 +177,7 @@ fn two_paths(a: &Netns, peer: &str, dev: &str, local: &str) -> Result<()> {
 #[test]
 #[ignore = "vm"]
 fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
-    let spec = TopoSpec::new()
-        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
-        .route("b", "192.0.2.1/32", "via 198.51.100.1");
-    scenario("offload-nsim", spec, |sc| {
+    scenario("offload-nsim", nsim_spec(), |sc| {
         let a = sc.topo.host("a");
         // No IPv6 on a's tunnel device: its router solicitations would hit the policy, and
         // the ACQUIRE would make a initiate; a must stay the responder, whose choice among
@@ -135,37 +191,16 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
         let mut ca = base(&ka, &["CBC", "GCM"], 3600);
-        tunnel(
-            &mut ca,
-            "Tunnel0",
-            "192.0.2.1",
-            "198.51.100.2",
-            "10.99.0.1/30",
-        )
-        .set("offload", "auto")
-        .set("initiate", false);
+        tunnel0_a(&mut ca, "192.0.2.1");
         let mut cb = base(&kb, &["CBC", "GCM"], 30);
-        tunnel(
-            &mut cb,
-            "Tunnel0",
-            "198.51.100.2",
-            "192.0.2.1",
-            "10.99.0.2/30",
-        )
-        .set("offload", "off")
-        .set("initiate", true);
+        tunnel0_b(&mut cb, "192.0.2.1");
         // Tunnel1 demands packet offload on the same netdevsim underlay from a second peer
         // address of b: the device has esp-hw-offload, so it is tried, and 6.1 refuses the
         // XFRM_OFFLOAD_PACKET flag when its first SA is installed.
         b_extra(sc.topo.host("b"))?;
         tunnel1_a(&mut ca, "packet");
         tunnel1_b(&mut cb);
-        let (ca, cb) = (ca.render(), cb.render());
-        let va = Vtid::start_config(a, &sc.dir().join("a"), &ca, "Tunnel0")?;
-        let pa = sc.add_peer("a", vtid_peer(va));
-        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
-        let pb = sc.add_peer("b", vtid_peer(vb));
-        wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        let pa = start_pair(sc, &ca, "Tunnel0", &cb, "tunnel up")?;
         let b = sc.topo.host("b");
         // b's echo requests are decrypted in software on a's veth; a's replies are encrypted
         // by the "hardware": they reach the driver's offload path (and are dropped there).
@@ -281,15 +316,7 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
         // Tunnel1 demands crypto offload toward a peer that does not even exist: it must be
         // refused before any IKE is sent.
         let mut ca = base(&ka, &["CBC", "GCM"], 3600);
-        tunnel(
-            &mut ca,
-            "Tunnel0",
-            "198.51.100.1",
-            "198.51.100.2",
-            "10.99.0.1/30",
-        )
-        .set("offload", "auto")
-        .set("initiate", false);
+        tunnel0_a(&mut ca, "198.51.100.1");
         tunnel(
             &mut ca,
             "Tunnel1",
@@ -299,21 +326,8 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
         )
         .set("offload", "crypto");
         let mut cb = base(&kb, &["CBC", "GCM"], 3600);
-        tunnel(
-            &mut cb,
-            "Tunnel0",
-            "198.51.100.2",
-            "198.51.100.1",
-            "10.99.0.2/30",
-        )
-        .set("offload", "off")
-        .set("initiate", true);
-        let (ca, cb) = (ca.render(), cb.render());
-        let va = Vtid::start_config(sc.topo.host("a"), &sc.dir().join("a"), &ca, "Tunnel0")?;
-        let pa = sc.add_peer("a", vtid_peer(va));
-        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
-        let pb = sc.add_peer("b", vtid_peer(vb));
-        wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        tunnel0_b(&mut cb, "198.51.100.1");
+        let pa = start_pair(sc, &ca, "Tunnel0", &cb, "tunnel up")?;
         let a = sc.topo.host("a");
         let b = sc.topo.host("b");
         ensure!(
@@ -387,15 +401,9 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
 #[test]
 #[ignore = "vm"]
 fn vm_offload_follows_underlay_route_change_and_device_removal() {
-    let spec = TopoSpec::new()
-        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
-        .route("b", "192.0.2.1/32", "via 198.51.100.1");
-    scenario("offload-move", spec, |sc| {
+    scenario("offload-move", nsim_spec(), |sc| {
         let a = sc.topo.host("a");
-        a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
-        let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
-        a.ip(&["link", "set", "nsim0", "up"])?;
-        a.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
+        let nsim = nsim_port_source_on_lo(a)?;
         two_paths(a, "198.51.100.2", "nsim0", "192.0.2.1")?;
         two_paths(a, "198.51.100.3", "nsim0", "192.0.2.1")?;
         b_extra(sc.topo.host("b"))?;
@@ -403,33 +411,12 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
         // GCM only: the only transform netdevsim offloads, whatever the AEAD preference.
         let mut ca = base(&ka, &["GCM"], 3600);
-        tunnel(
-            &mut ca,
-            "Tunnel0",
-            "192.0.2.1",
-            "198.51.100.2",
-            "10.99.0.1/30",
-        )
-        .set("offload", "auto")
-        .set("initiate", false);
+        tunnel0_a(&mut ca, "192.0.2.1");
         tunnel1_a(&mut ca, "crypto");
         let mut cb = base(&kb, &["GCM"], 3600);
-        tunnel(
-            &mut cb,
-            "Tunnel0",
-            "198.51.100.2",
-            "192.0.2.1",
-            "10.99.0.2/30",
-        )
-        .set("offload", "off")
-        .set("initiate", true);
+        tunnel0_b(&mut cb, "192.0.2.1");
         tunnel1_b(&mut cb);
-        let (ca, cb) = (ca.render(), cb.render());
-        let va = Vtid::start_config(a, &sc.dir().join("a"), &ca, "Tunnel0")?;
-        let pa = sc.add_peer("a", vtid_peer(va));
-        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
-        let pb = sc.add_peer("b", vtid_peer(vb));
-        wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        let pa = start_pair(sc, &ca, "Tunnel0", &cb, "tunnel up")?;
         let (a, b) = (sc.topo.host("a"), sc.topo.host("b"));
         let tunnel = |name: &str| -> Result<serde_json::Value> {
             Ok(show_in(a, "tunnels")?
@@ -615,15 +602,9 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
 #[test]
 #[ignore = "vm"]
 fn vm_offload_template_clone_offloads() {
-    let spec = TopoSpec::new()
-        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
-        .route("b", "192.0.2.1/32", "via 198.51.100.1");
-    scenario("offload-dvti", spec, |sc| {
+    scenario("offload-dvti", nsim_spec(), |sc| {
         let a = sc.topo.host("a");
-        a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
-        let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
-        a.ip(&["link", "set", "nsim0", "up"])?;
-        a.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
+        let nsim = nsim_port_source_on_lo(a)?;
         two_paths(a, "198.51.100.2", "nsim0", "192.0.2.1")?;
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
@@ -640,23 +621,9 @@ fn vm_offload_template_clone_offloads() {
             .set("unnumbered", "e-b")
             .set("protection", "P")
             .set("offload", "auto");
-        let hub = hub.render();
         let mut spoke = base(&kb, &["GCM"], 3600);
-        tunnel(
-            &mut spoke,
-            "Tunnel0",
-            "198.51.100.2",
-            "192.0.2.1",
-            "10.99.0.2/30",
-        )
-        .set("offload", "off")
-        .set("initiate", true);
-        let spoke = spoke.render();
-        let va = Vtid::start_config(a, &sc.dir().join("a"), &hub, "-")?;
-        let pa = sc.add_peer("a", vtid_peer(va));
-        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &spoke, "Tunnel0")?;
-        let pb = sc.add_peer("b", vtid_peer(vb));
-        wait_until("spoke up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        tunnel0_b(&mut spoke, "192.0.2.1");
+        let pa = start_pair(sc, &hub, "-", &spoke, "spoke up")?;
         let a = sc.topo.host("a");
         let mut clone = serde_json::Value::Null;
         wait_until("clone with its SAs", Duration::from_secs(30), || {

@@ -8,7 +8,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use nstest::assert::{policy_count, poll_every, sa_count, spis_with, wait_until};
+use nstest::assert::{
+    pings_blocked, pings_pass, policy_count, poll_every, sa_count, spis_with, wait_until,
+};
 use nstest::hub::{
     ONE_TEMPLATE, start_hub, start_swan, swan_spoke, swan_spoke_conn, topology, vtid_spoke,
 };
@@ -783,26 +785,15 @@ fn vm_dvti_vrf_aware_templates() {
         );
         let s1 = sc.topo.host("s1");
         let s2 = sc.topo.host("s2");
-        ensure!(
-            kernel::ping(s1, "10.1.0.1", "10.0.0.1", 3)? == 3,
-            "BLUE spoke to BLUE LAN"
-        );
-        ensure!(
-            kernel::ping(s2, "10.2.0.1", "10.200.0.1", 3)? == 3,
-            "RED spoke to RED LAN"
-        );
-        ensure!(
-            kernel::ping(s1, "10.1.0.1", "10.200.0.1", 2)? == 0,
-            "BLUE spoke reached RED's LAN"
-        );
-        ensure!(
-            kernel::ping(s1, "10.1.0.1", "10.2.0.1", 2)? == 0,
-            "BLUE spoke reached the RED spoke"
-        );
-        ensure!(
-            kernel::ping(s2, "10.2.0.1", "10.0.0.1", 2)? == 0,
-            "RED spoke reached BLUE's LAN"
-        );
+        pings_pass(s1, "10.1.0.1", "10.0.0.1", 3, "BLUE spoke to BLUE LAN")?;
+        pings_pass(s2, "10.2.0.1", "10.200.0.1", 3, "RED spoke to RED LAN")?;
+        for (ns, src, dst, what) in [
+            (s1, "10.1.0.1", "10.200.0.1", "BLUE spoke reached RED's LAN"),
+            (s1, "10.1.0.1", "10.2.0.1", "BLUE spoke reached RED spoke"),
+            (s2, "10.2.0.1", "10.0.0.1", "RED spoke reached BLUE's LAN"),
+        ] {
+            pings_blocked(ns, src, dst, 2, what)?;
+        }
         Ok(())
     });
 }

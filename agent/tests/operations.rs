@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use nstest::assert::{shown_spis_in, tunnels_up, wait_until};
-use nstest::kernel;
+use nstest::assert::{pings_pass, shown_spis_in, tunnels_up, wait_until};
 use nstest::peer::{Device, Impl, TunnelEnd};
 use nstest::topo::iface_to;
 use nstest::vtid::{RunWith, Vtid, render_many, write_secret};
@@ -156,14 +155,8 @@ fn body(sc: &nstest::Scenario, v: &Vtid) -> Result<()> {
         Ok(tunnels_up(v)? == 2)
     })?;
     let ha = sc.topo.host("a");
-    ensure!(
-        kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)? == 3,
-        "a->b LAN pings"
-    );
-    ensure!(
-        kernel::ping(ha, "10.1.0.1", "10.3.0.1", 4)? == 4,
-        "a->c LAN pings"
-    );
+    pings_pass(ha, "10.1.0.1", "10.2.0.1", 3, "a->b LAN pings")?;
+    pings_pass(ha, "10.1.0.1", "10.3.0.1", 4, "a->c LAN pings")?;
 
     // Metrics: parse the whole page, then check what the traffic must have moved.
     let text = scrape(ha)?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use nstest::assert::{shown_spis_in, wait_until};
+use nstest::assert::{pings_pass, shown_spis_in, wait_until};
 use nstest::kernel;
 use nstest::peer::{Device, Impl, TunnelEnd};
 use nstest::topo::iface_to;
@@ -171,10 +171,13 @@ fn vm_packaged_vtid_with_the_units_capabilities() {
                 "vtid runs with bounding set {bnd:?}"
             );
             wait_until("Child SA up", Duration::from_secs(40), || v.is_up())?;
-            ensure!(
-                kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)? == 3,
-                "LAN to LAN pings through the packaged vtid"
-            );
+            pings_pass(
+                ha,
+                "10.1.0.1",
+                "10.2.0.1",
+                3,
+                "LAN to LAN pings through the packaged vtid",
+            )?;
 
             // ExecReload (`vtid reload`): a route added to the file is applied.
             let old = shown_spis_in(&v)?;
@@ -193,10 +196,13 @@ fn vm_packaged_vtid_with_the_units_capabilities() {
                 !old.is_empty() && now == old,
                 "a routes-only reload renegotiated: SPIs {old:?} -> {now:?}"
             );
-            ensure!(
-                kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)? == 3,
-                "LAN to LAN pings after reload"
-            );
+            pings_pass(
+                ha,
+                "10.1.0.1",
+                "10.2.0.1",
+                3,
+                "LAN to LAN pings after reload",
+            )?;
 
             // systemctl stop (SIGTERM): every kernel object vtid made is gone.
             v.stop()?;
@@ -249,10 +255,13 @@ fn vm_packaged_vtid_with_the_units_capabilities() {
                 links.contains("Tunnel0"),
                 "Tunnel0 gone after stop: {links}"
             );
-            ensure!(
-                kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)? == 3,
-                "LAN to LAN pings after vtid exited with --keep-on-exit"
-            );
+            pings_pass(
+                ha,
+                "10.1.0.1",
+                "10.2.0.1",
+                3,
+                "LAN to LAN pings after vtid exited with --keep-on-exit",
+            )?;
             Ok(())
         })();
         let _ = std::fs::remove_file(&notify_path);

@@ -84,6 +84,26 @@ pub fn tunnels_up(v: &Vtid) -> Result<usize> {
         .count())
 }
 
+/// Sends `count` pings from `ns` (source `src`) to `dst` ([`kernel::ping`]); fails, naming
+/// `what`, unless every one is answered.
+pub fn pings_pass(ns: &Netns, src: &str, dst: &str, count: u32, what: &str) -> Result<()> {
+    let got = kernel::ping(ns, src, dst, count)?;
+    if got != count {
+        bail!("{what}: {got} of {count} pings from {src} to {dst} answered");
+    }
+    Ok(())
+}
+
+/// Like [`pings_pass`] for a path that must be closed: fails, naming `what`, if any of the
+/// `count` pings is answered.
+pub fn pings_blocked(ns: &Netns, src: &str, dst: &str, count: u32, what: &str) -> Result<()> {
+    let got = kernel::ping(ns, src, dst, count)?;
+    if got != 0 {
+        bail!("{what}: {got} of {count} pings from {src} to {dst} answered, expected none");
+    }
+    Ok(())
+}
+
 /// Polls `cond` every 100 ms until it returns true or `timeout` passes ([`poll_every`]).
 pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> Result<bool>) -> Result<()> {
     poll_every(what, timeout, Duration::from_millis(100), cond)

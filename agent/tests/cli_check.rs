@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use anyhow::{Context, Result, ensure};
+use nstest::vtidconf::{Value, VtidConf};
 
 const VTID: &str = env!("CARGO_BIN_EXE_vtid");
 
@@ -33,30 +34,22 @@ fn run(args: &[&str]) -> Result<Output> {
         .with_context(|| format!("run vtid {args:?}"))
 }
 
+/// One tunnel in the shape of the seeds' c7206 example (PFS group 31, 3600 s / 4608000 kB).
 fn good_config(psk: &std::path::Path) -> String {
-    format!(
-        r#"[keyring.KR1]
-[[keyring.KR1.peer]]
-address = "0.0.0.0/0"
-psk_file = "{}"
-
-[transform_set.T1]
-esp = "aes-gcm-256"
-
-[ipsec_profile.P1]
-transform_sets = ["T1"]
-pfs = 31
-lifetime = {{ seconds = 3600, kilobytes = 4608000 }}
-
-[tunnel.Tunnel0]
-source = "10.0.149.203"
-destination = "10.0.149.217"
-address = "10.0.51.203/24"
-protection = "P1"
-routes = ["10.0.36.0/24"]
-"#,
-        psk.display()
-    )
+    let mut c = VtidConf::new();
+    c.keyring("KR1", &[("0.0.0.0/0", psk)]);
+    c.transform_set("T1", "aes-gcm-256");
+    c.ipsec_profile("P1", &["T1"]).set("pfs", 31u32).set(
+        "lifetime",
+        Value::inline(&[("seconds", 3600), ("kilobytes", 4_608_000)]),
+    );
+    c.tunnel("Tunnel0")
+        .set("source", "10.0.149.203")
+        .set("destination", "10.0.149.217")
+        .set("address", "10.0.51.203/24")
+        .set("protection", "P1")
+        .set("routes", &["10.0.36.0/24"]);
+    c.render()
 }
 
 #[test]

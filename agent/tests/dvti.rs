@@ -8,10 +8,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use nstest::assert::{
+    pings_blocked, pings_pass, policy_count, poll_every, sa_count, spis_with, wait_until,
+};
 use nstest::hub::{
     ONE_TEMPLATE, start_hub, start_swan, swan_spoke, swan_spoke_conn, topology, vtid_spoke,
 };
-use nstest::kernel::{self, wait_until};
+use nstest::kernel;
 use nstest::peer::{Impl, Peer};
 use nstest::strongswan::{Strongswan, SwanAuth, SwanConn};
 use nstest::vtid::Vtid;
@@ -53,23 +56,6 @@ fn xfrm_links(ns: &Netns) -> Result<Vec<(String, u32, String, String)>> {
 
 fn clone_names(ns: &Netns) -> Result<Vec<String>> {
     Ok(xfrm_links(ns)?.into_iter().map(|l| l.0).collect())
-}
-
-/// SPD entries (`dir in|out|fwd`) in `ns`; the IKE sockets' bypass entries are not counted.
-fn policy_count(ns: &Netns) -> Result<usize> {
-    Ok(ns
-        .ip(&["xfrm", "policy"])?
-        .lines()
-        .filter(|l| l.trim_start().starts_with("dir "))
-        .count())
-}
-
-/// Negotiated ESP SAs in `ns` (SPI 0 entries are larval states from ACQUIREs).
-fn sa_count(ns: &Netns) -> Result<usize> {
-    Ok(kernel::xfrm_states(ns)?
-        .into_iter()
-        .filter(|s| s.spi != 0)
-        .count())
 }
 
 /// The hub's `vtid show tunnels` entry whose remote is `peer`, as (name, routes).
@@ -278,25 +264,9 @@ fn spoke_vtid(sc: &mut Scenario, i: usize) -> Result<&mut Vtid> {
     sc.peer_mut(i).as_vtid().context("a vtid spoke")
 }
 
-/// Polls `cond` every 20 ms (a churn cycle is a few hundred milliseconds; the suite's usual
-/// 100 ms poll would be a large part of it).
-fn poll(what: &str, timeout: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let last = match cond() {
-            Ok(true) => return Ok(()),
-            Ok(false) => None,
-            Err(e) => Some(e),
-        };
-        if start.elapsed() > timeout {
-            match last {
-                Some(e) => return Err(e.context(format!("timed out waiting for {what}"))),
-                None => anyhow::bail!("timed out after {timeout:?} waiting for {what}"),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// How often the churn loop polls: a cycle is a few hundred milliseconds, and the suite's
+/// usual 100 ms poll would be a large part of it.
+const CHURN_POLL: Duration = Duration::from_millis(20);
 
 /// Issue 6, scenario 3: connect/disconnect cycles of a strongSwan spoke (VICI
 /// `initiate`/`terminate`, each waiting for its exchange), joined every other cycle by a
@@ -352,9 +322,10 @@ fn vm_dvti_churn_leaves_nothing_behind() {
             } else {
                 vec![clone(1)]
             };
-            poll(
+            poll_every(
                 &format!("cycle {i}: spokes up"),
                 Duration::from_secs(30),
+                CHURN_POLL,
                 || {
                     Ok((!both
                         || !spoke_vtid(sc, s2)?
@@ -373,9 +344,10 @@ fn vm_dvti_churn_leaves_nothing_behind() {
             }
             s1.terminate_vici()
                 .with_context(|| format!("cycle {i}: strongSwan terminate"))?;
-            poll(
+            poll_every(
                 &format!("cycle {i}: spokes gone"),
                 Duration::from_secs(30),
+                CHURN_POLL,
                 || {
                     Ok(dynamic_tunnels(hub(sc, h)?)?.is_empty()
                         && (!both
@@ -516,19 +488,10 @@ impl Peer for RestartableSwan {
     }
 }
 
-/// SPIs of the SAs in `ns` to or from `peer`.
-fn spis_of(ns: &Netns, peer: &str) -> Result<Vec<u32>> {
-    Ok(kernel::xfrm_states(ns)?
-        .into_iter()
-        .filter(|s| s.spi != 0 && (s.src == peer || s.dst == peer))
-        .map(|s| s.spi)
-        .collect())
-}
-
 /// The hub's view of one spoke: exactly one clone and one session for `peer`, and its old
 /// SAs (`old_spis`) gone from the kernel.
 fn replaced_cleanly(sc: &mut Scenario, h: usize, peer: &str, old_spis: &[u32]) -> Result<bool> {
-    let spis = spis_of(sc.topo.host("hub"), peer)?;
+    let spis = spis_with(sc.topo.host("hub"), peer)?;
     let hub = hub(sc, h)?;
     let clones = hub
         .query("tunnels")?
@@ -586,8 +549,8 @@ fn vm_dvti_initial_contact_replaces_session() {
             let peer = format!("172.16.{n}.2");
             let other = format!("172.16.{}.2", 3 - n);
             let hub_ns = sc.topo.host("hub");
-            let old_spis = spis_of(hub_ns, &peer)?;
-            let other_spis = spis_of(hub_ns, &other)?;
+            let old_spis = spis_with(hub_ns, &peer)?;
+            let other_spis = spis_with(hub_ns, &other)?;
             ensure!(
                 old_spis.len() == 2,
                 "{peer}'s SAs on the hub: {old_spis:x?}"
@@ -597,12 +560,12 @@ fn vm_dvti_initial_contact_replaces_session() {
             if n == 1 {
                 s1.crash_and_restart(sc)?;
                 // The hub still holds the dead charon's IKE SA, clone and SAs.
-                ensure!(spis_of(sc.topo.host("hub"), &peer)? == old_spis);
+                ensure!(spis_with(sc.topo.host("hub"), &peer)? == old_spis);
                 s1.initiate().context("s1 initiate after the crash")?;
             } else {
                 let v = spoke_vtid(sc, s2)?;
                 v.kill9()?;
-                ensure!(spis_of(sc.topo.host("hub"), &peer)? == old_spis);
+                ensure!(spis_with(sc.topo.host("hub"), &peer)? == old_spis);
                 // vtid's start-up sweep removes its old tunnel, then it initiates again.
                 spoke_vtid(sc, s2)?.restart()?;
             }
@@ -636,7 +599,7 @@ fn vm_dvti_initial_contact_replaces_session() {
                 hub_ns.ip(&["xfrm", "state"])?
             );
             ensure!(
-                spis_of(hub_ns, &other)? == other_spis,
+                spis_with(hub_ns, &other)? == other_spis,
                 "{host}: the other spoke's SAs changed"
             );
             let (new_clone, routes) = clone_of(hub(sc, h)?, &peer)?.context("no clone")?;
@@ -822,26 +785,15 @@ fn vm_dvti_vrf_aware_templates() {
         );
         let s1 = sc.topo.host("s1");
         let s2 = sc.topo.host("s2");
-        ensure!(
-            kernel::ping(s1, "10.1.0.1", "10.0.0.1", 3)? == 3,
-            "BLUE spoke to BLUE LAN"
-        );
-        ensure!(
-            kernel::ping(s2, "10.2.0.1", "10.200.0.1", 3)? == 3,
-            "RED spoke to RED LAN"
-        );
-        ensure!(
-            kernel::ping(s1, "10.1.0.1", "10.200.0.1", 2)? == 0,
-            "BLUE spoke reached RED's LAN"
-        );
-        ensure!(
-            kernel::ping(s1, "10.1.0.1", "10.2.0.1", 2)? == 0,
-            "BLUE spoke reached the RED spoke"
-        );
-        ensure!(
-            kernel::ping(s2, "10.2.0.1", "10.0.0.1", 2)? == 0,
-            "RED spoke reached BLUE's LAN"
-        );
+        pings_pass(s1, "10.1.0.1", "10.0.0.1", 3, "BLUE spoke to BLUE LAN")?;
+        pings_pass(s2, "10.2.0.1", "10.200.0.1", 3, "RED spoke to RED LAN")?;
+        for (ns, src, dst, what) in [
+            (s1, "10.1.0.1", "10.200.0.1", "BLUE spoke reached RED's LAN"),
+            (s1, "10.1.0.1", "10.2.0.1", "BLUE spoke reached RED spoke"),
+            (s2, "10.2.0.1", "10.0.0.1", "RED spoke reached BLUE's LAN"),
+        ] {
+            pings_blocked(ns, src, dst, 2, what)?;
+        }
         Ok(())
     });
 }

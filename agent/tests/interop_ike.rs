@@ -13,7 +13,6 @@
 //! CA signing with RSASSA-PSS), so nothing here was produced by the code under test.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use nstest::kernel::{self, XfrmState};
 use nstest::peer::vtid_peer;
 use nstest::strongswan::{Strongswan, SwanAuth, SwanConn};
 use nstest::vtid::{Vtid, write_secret};
+use nstest::vtidconf::{Value, VtidConf};
 use nstest::{Netns, Scenario, TopoSpec, scenario};
 
 const PSK: &str = "interop-ike-psk-0123456789";
@@ -54,14 +54,15 @@ impl Cipher {
         }
     }
 
-    /// The same proposal in vtid's `[ike_proposal]` keys.
-    fn vtid_ike(self) -> &'static str {
+    /// The same proposal in vtid's `[ike_proposal]` keys: the encryption, and the PRF of an
+    /// AEAD or the integrity of a CBC cipher as (key, algorithm).
+    fn vtid_ike(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            Self::Gcm128 => "encryption = [\"aes-gcm-128\"]\nprf = [\"sha256\"]",
-            Self::Gcm256 => "encryption = [\"aes-gcm-256\"]\nprf = [\"sha384\"]",
-            Self::Cbc128 => "encryption = [\"aes-cbc-128\"]\nintegrity = [\"sha256\"]",
-            Self::Cbc256 => "encryption = [\"aes-cbc-256\"]\nintegrity = [\"sha384\"]",
-            Self::ChaCha => "encryption = [\"chacha20-poly1305\"]\nprf = [\"sha512\"]",
+            Self::Gcm128 => ("aes-gcm-128", "prf", "sha256"),
+            Self::Gcm256 => ("aes-gcm-256", "prf", "sha384"),
+            Self::Cbc128 => ("aes-cbc-128", "integrity", "sha256"),
+            Self::Cbc256 => ("aes-cbc-256", "integrity", "sha384"),
+            Self::ChaCha => ("chacha20-poly1305", "prf", "sha512"),
         }
     }
 
@@ -80,14 +81,14 @@ impl Cipher {
         }
     }
 
-    /// The same in a vtid `[transform_set]`.
-    fn vtid_esp(self) -> &'static str {
+    /// The same in a vtid `[transform_set]`: `esp`, and `integrity` for a CBC cipher.
+    fn vtid_esp(self) -> (&'static str, Option<&'static str>) {
         match self {
-            Self::Gcm128 => "esp = \"aes-gcm-128\"",
-            Self::Gcm256 => "esp = \"aes-gcm-256\"",
-            Self::Cbc128 => "esp = \"aes-cbc-128\"\nintegrity = \"sha256\"",
-            Self::Cbc256 => "esp = \"aes-cbc-256\"\nintegrity = \"sha512\"",
-            Self::ChaCha => "esp = \"chacha20-poly1305\"",
+            Self::Gcm128 => ("aes-gcm-128", None),
+            Self::Gcm256 => ("aes-gcm-256", None),
+            Self::Cbc128 => ("aes-cbc-128", Some("sha256")),
+            Self::Cbc256 => ("aes-cbc-256", Some("sha512")),
+            Self::ChaCha => ("chacha20-poly1305", None),
         }
     }
 
@@ -239,44 +240,38 @@ fn make_pki(dir: &Path, rsa: bool) -> Result<Pki> {
     })
 }
 
-/// vtid.toml for the cases (plus `extra` appended verbatim).
+/// vtid.toml for the cases: per case `n` an IKE proposal `Xn`, transform set `Tn`, IKE
+/// profile `In` (PSK from keyring `K`, or a certificate from trustpoint `EC` or `RSA`), IPsec
+/// profile `Pn` and xfrm tunnel `tunn`.
 fn vtid_config(cases: &[Case], psk_file: &Path, ec: &Pki, rsa: &Pki) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "[keyring.K]");
-    for c in cases.iter().filter(|c| c.auth == Auth::Psk) {
-        let _ = writeln!(
-            s,
-            "[[keyring.K.peer]]\naddress = \"{}\"\npsk_file = \"{}\"\n",
-            c.swan_addr(),
-            psk_file.display()
-        );
-    }
+    let mut s = VtidConf::new();
+    let psk_peers: Vec<String> = cases
+        .iter()
+        .filter(|c| c.auth == Auth::Psk)
+        .map(Case::swan_addr)
+        .collect();
+    let peers: Vec<(&str, &Path)> = psk_peers.iter().map(|a| (a.as_str(), psk_file)).collect();
+    s.keyring("K", &peers);
     for (name, p) in [("EC", ec), ("RSA", rsa)] {
-        let _ = writeln!(
-            s,
-            "[trustpoint.{name}]\nca = [\"{}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
-            p.ca.display(),
-            p.vtid_cert.display(),
-            p.vtid_key.display()
-        );
+        s.trustpoint(name, &[&p.ca], &p.vtid_cert, &p.vtid_key);
     }
     for c in cases {
         let n = c.n;
-        let _ = writeln!(
-            s,
-            "[ike_proposal.X{n}]\n{}\ngroup = [{}]\n",
-            c.cipher.vtid_ike(),
-            c.group
-        );
-        let _ = writeln!(s, "[transform_set.T{n}]\n{}\n", c.cipher.vtid_esp());
-        let _ = writeln!(s, "[ike_profile.I{n}]\nproposals = [\"X{n}\"]");
+        let (encryption, prf_or_integrity, alg) = c.cipher.vtid_ike();
+        s.ike_proposal(&format!("X{n}"))
+            .set("encryption", &[encryption])
+            .set(prf_or_integrity, &[alg])
+            .set("group", Value::raw(format!("[{}]", c.group)));
+        let (esp, integrity) = c.cipher.vtid_esp();
+        s.transform_set(&format!("T{n}"), esp)
+            .set_opt("integrity", integrity);
+        let ike = s
+            .ike_profile(&format!("I{n}"))
+            .set("proposals", &[format!("X{n}").as_str()]);
         match c.auth {
             Auth::Psk => {
-                let _ = writeln!(
-                    s,
-                    "keyring = \"K\"\nmatch_identity = [\"{}\"]",
-                    c.swan_addr()
-                );
+                ike.set("keyring", "K")
+                    .set("match_identity", &[c.swan_addr().as_str()]);
             }
             Auth::Ecdsa | Auth::Rsa => {
                 let (tp, p, method) = if c.auth == Auth::Rsa {
@@ -292,40 +287,36 @@ fn vtid_config(cases: &[Case], psk_file: &Path, ec: &Pki, rsa: &Pki) -> String {
                         format!("fqdn:{}", p.swan_fqdn),
                     )
                 };
-                let _ = writeln!(
-                    s,
-                    "local_auth = \"{method}\"\ntrustpoint = \"{tp}\"\nlocal_identity = \"{me}\"\n\
-                     match_identity = [\"{them}\"]"
-                );
+                ike.set("local_auth", method)
+                    .set("trustpoint", tp)
+                    .set("local_identity", me)
+                    .set("match_identity", &[them.as_str()]);
             }
         }
-        if let Some(l) = c.vtid_ike_life {
-            let _ = writeln!(s, "lifetime_seconds = {l}");
-        }
-        if let Some(d) = c.dpd {
-            let _ = writeln!(s, "dpd = {{ interval = {d}, retries = 3 }}");
-        }
-        let _ = writeln!(
-            s,
-            "\n[ipsec_profile.P{n}]\ntransform_sets = [\"T{n}\"]\nike_profile = \"I{n}\""
+        ike.set_opt("lifetime_seconds", c.vtid_ike_life).set_opt(
+            "dpd",
+            c.dpd
+                .map(|d| Value::inline(&[("interval", d.into()), ("retries", 3)])),
         );
-        if let Some(g) = c.pfs {
-            let _ = writeln!(s, "pfs = {g}");
-        }
-        if let Some(l) = c.vtid_child_life {
-            let _ = writeln!(s, "lifetime = {{ seconds = {l} }}");
-        }
-        let _ = writeln!(
-            s,
-            "\n[tunnel.tun{n}]\nmode = \"xfrmi\"\nif_id = {}\nsource = \"{}\"\ndestination = \"{}\"\n\
-             address = \"10.200.{n}.1/30\"\nprotection = \"P{n}\"\nroutes = []\ninitiate = {}\n",
-            c.if_id(),
-            c.vtid_addr(),
-            c.swan_addr(),
-            c.vtid_initiates
-        );
+        s.ipsec_profile(&format!("P{n}"), &[format!("T{n}").as_str()])
+            .set("ike_profile", format!("I{n}"))
+            .set_opt("pfs", c.pfs.map(u32::from))
+            .set_opt(
+                "lifetime",
+                c.vtid_child_life
+                    .map(|l| Value::inline(&[("seconds", l.into())])),
+            );
+        s.tunnel(&format!("tun{n}"))
+            .set("mode", "xfrmi")
+            .set("if_id", c.if_id())
+            .set("source", c.vtid_addr())
+            .set("destination", c.swan_addr())
+            .set("address", format!("10.200.{n}.1/30"))
+            .set("protection", format!("P{n}"))
+            .set("routes", &[] as &[&str])
+            .set("initiate", c.vtid_initiates);
     }
-    s
+    s.render()
 }
 
 /// strongSwan's connection for a case.
@@ -721,6 +712,23 @@ fn checks(
     Ok(())
 }
 
+/// vtid behind the NAT: xfrm tunnel tun0 (if_id 42) from its private address to charon.
+fn nat_config(psk: &Path) -> String {
+    let mut c = VtidConf::new();
+    c.keyring("K", &[("198.51.100.2", psk)]);
+    c.transform_set("T", "aes-gcm-256");
+    c.ipsec_profile("P", &["T"]);
+    c.tunnel("tun0")
+        .set("mode", "xfrmi")
+        .set("if_id", 42u32)
+        .set("source", "10.0.0.2")
+        .set("destination", "198.51.100.2")
+        .set("address", "10.200.0.1/30")
+        .set("protection", "P")
+        .set("routes", &[] as &[&str]);
+    c.render()
+}
+
 #[test]
 #[ignore = "vm"]
 fn vm_ike_nat_traversal_against_strongswan() {
@@ -733,14 +741,7 @@ fn vm_ike_nat_traversal_against_strongswan() {
     scenario("ike-nat", spec, |sc| {
         let dir = sc.dir().to_path_buf();
         let psk = write_secret(&dir.join("v"), "psk.key", PSK)?;
-        let config = format!(
-            "[keyring.K]\n[[keyring.K.peer]]\naddress = \"198.51.100.2\"\npsk_file = \"{}\"\n\n\
-             [transform_set.T]\nesp = \"aes-gcm-256\"\n\n[ipsec_profile.P]\ntransform_sets = [\"T\"]\n\n\
-             [tunnel.tun0]\nmode = \"xfrmi\"\nif_id = 42\nsource = \"10.0.0.2\"\n\
-             destination = \"198.51.100.2\"\naddress = \"10.200.0.1/30\"\nprotection = \"P\"\n\
-             routes = []\n",
-            psk.display()
-        );
+        let config = nat_config(&psk);
         let s = sc.topo.host("s");
         s.ip(&[
             "link", "add", "xs0", "type", "xfrm", "dev", "e-n", "if_id", "42",

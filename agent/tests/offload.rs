@@ -16,79 +16,36 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use nstest::kernel::{self, wait_until};
+use nstest::assert::{spis, wait_until};
 use nstest::peer::vtid_peer;
-use nstest::vtid::{Vtid, write_secret};
-use nstest::{Netns, TopoSpec, scenario};
+use nstest::vtid::{Vtid, show_in, write_secret};
+use nstest::vtidconf::{Table, Value, VtidConf};
+use nstest::{Netns, Scenario, TopoSpec, kernel, scenario};
 
 const PSK: &str = "offload-test-key";
 
-/// Negotiated SPIs in a namespace (SPI 0 entries are larval states from ACQUIREs).
-fn spis(ns: &Netns) -> Result<BTreeSet<u32>> {
-    Ok(kernel::xfrm_states(ns)?
-        .into_iter()
-        .filter(|s| s.spi != 0)
-        .map(|s| s.spi)
-        .collect())
+/// The keyring (any peer), transform sets CBC and GCM, and profile `P` offering
+/// `transform_sets` in that order with a Child SA lifetime of `lifetime` seconds. With CBC
+/// first and GCM second only the AEAD preference of `auto` makes the responder pick the
+/// offloadable GCM.
+fn base(key: &std::path::Path, transform_sets: &[&str], lifetime: u64) -> VtidConf {
+    let mut c = VtidConf::new();
+    c.keyring("K", &[("0.0.0.0/0", key)]);
+    c.transform_set("CBC", "aes-cbc-128")
+        .set("integrity", "sha256");
+    c.transform_set("GCM", "aes-gcm-128");
+    c.ipsec_profile("P", transform_sets)
+        .set("lifetime", Value::inline(&[("seconds", lifetime)]));
+    c
 }
 
-/// One tunnel's configuration: the transform sets are CBC first, GCM second, so only the
-/// AEAD preference of `auto` makes the responder pick the offloadable GCM.
-#[allow(clippy::too_many_arguments)]
-fn config(
-    key: &std::path::Path,
-    name: &str,
-    src: &str,
-    dst: &str,
-    inner: &str,
-    offload: &str,
-    initiate: bool,
-    lifetime: u32,
-) -> String {
-    format!(
-        r#"
-[keyring.K]
-[[keyring.K.peer]]
-address = "0.0.0.0/0"
-psk_file = "{key}"
-
-[transform_set.CBC]
-esp = "aes-cbc-128"
-integrity = "sha256"
-
-[transform_set.GCM]
-esp = "aes-gcm-128"
-
-[ipsec_profile.P]
-transform_sets = ["CBC", "GCM"]
-lifetime = {{ seconds = {lifetime} }}
-
-[tunnel.{name}]
-source = "{src}"
-destination = "{dst}"
-address = "{inner}"
-protection = "P"
-offload = "{offload}"
-initiate = {initiate}
-"#,
-        key = key.display()
-    )
-}
-
-/// `vtid show WHAT --json` of the vtid running in `ns` (nstest::vtid's socket convention),
-/// without needing the `Vtid` the scenario keeps for its diagnostics.
-fn show(ns: &Netns, what: &str) -> Result<serde_json::Value> {
-    let sock = std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()));
-    let bin = nstest::vtid::binary()?;
-    let out = ns.exec(&[
-        bin.to_str().context("utf-8 path")?,
-        "--socket",
-        sock.to_str().context("utf-8 path")?,
-        "show",
-        what,
-        "--json",
-    ])?;
-    Ok(serde_json::from_str(&out)?)
+/// Tunnel `name` from `src` to `dst` with inner address `inner`, protected by `P`.
+fn tunnel<'c>(c: &'c mut VtidConf, name: &str, src: &str, dst: &str, inner: &str) -> &'c mut Table {
+    c.tunnel(name)
+        .set("source", src)
+        .set("destination", dst)
+        .set("address", inner)
+        .set("protection", "P")
 }
 
 fn sa_offload(sa: &serde_json::Value, dir: &str) -> (Option<String>, Option<String>) {
@@ -99,23 +56,76 @@ fn sa_offload(sa: &serde_json::Value, dir: &str) -> (Option<String>, Option<Stri
     )
 }
 
-const TUNNEL1_A: &str = r#"
-[tunnel.Tunnel1]
-source = "192.0.2.1"
-destination = "198.51.100.3"
-address = "10.99.1.1/30"
-protection = "P"
-offload = "packet"
-initiate = false
-"#;
+/// a's Tunnel1 to b's second address, asking for `offload`; b initiates.
+fn tunnel1_a(c: &mut VtidConf, offload: &str) {
+    tunnel(c, "Tunnel1", "192.0.2.1", "198.51.100.3", "10.99.1.1/30")
+        .set("offload", offload)
+        .set("initiate", false);
+}
 
-const TUNNEL1_B: &str = r#"
-[tunnel.Tunnel1]
-source = "198.51.100.3"
-destination = "192.0.2.1"
-address = "10.99.1.2/30"
-protection = "P"
-"#;
+/// b's end of [`tunnel1_a`].
+fn tunnel1_b(c: &mut VtidConf) {
+    tunnel(c, "Tunnel1", "198.51.100.3", "192.0.2.1", "10.99.1.2/30");
+}
+
+/// a's Tunnel0 from `src` to b: the responder, offload `auto`.
+fn tunnel0_a(c: &mut VtidConf, src: &str) {
+    tunnel(c, "Tunnel0", src, "198.51.100.2", "10.99.0.1/30")
+        .set("offload", "auto")
+        .set("initiate", false);
+}
+
+/// b's Tunnel0 to a at `dst`: the initiator, no offload.
+fn tunnel0_b(c: &mut VtidConf, dst: &str) {
+    tunnel(c, "Tunnel0", "198.51.100.2", dst, "10.99.0.2/30")
+        .set("offload", "off")
+        .set("initiate", true);
+}
+
+/// Starts vtid on a with `ca` (`a_tunnel` is what its `up` would initiate) and on b with `cb`,
+/// whose Tunnel0 initiates, and waits up to 40 s for b's Child SA (`what`). Returns a's peer
+/// index.
+fn start_pair(
+    sc: &mut Scenario,
+    ca: &VtidConf,
+    a_tunnel: &str,
+    cb: &VtidConf,
+    what: &str,
+) -> Result<usize> {
+    let va = Vtid::start_config(
+        sc.topo.host("a"),
+        &sc.dir().join("a"),
+        &ca.render(),
+        a_tunnel,
+    )?;
+    let pa = sc.add_peer("a", vtid_peer(va));
+    let vb = Vtid::start_config(
+        sc.topo.host("b"),
+        &sc.dir().join("b"),
+        &cb.render(),
+        "Tunnel0",
+    )?;
+    let pb = sc.add_peer("b", vtid_peer(vb));
+    wait_until(what, Duration::from_secs(40), || sc.peer(pb).is_up())?;
+    Ok(pa)
+}
+
+/// a and b on one link; b reaches a's tunnel source 192.0.2.1 through a.
+fn nsim_spec() -> TopoSpec {
+    TopoSpec::new()
+        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
+        .route("b", "192.0.2.1/32", "via 198.51.100.1")
+}
+
+/// In a: no IPv6 on new devices (see the first scenario), a netdevsim port `nsim0` up, and
+/// the tunnel source 192.0.2.1 on `lo`, so that it outlives the port.
+fn nsim_port_source_on_lo(a: &Netns) -> Result<nstest::netdevsim::Device> {
+    a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+    let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
+    a.ip(&["link", "set", "nsim0", "up"])?;
+    a.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
+    Ok(nsim)
+}
 
 /// b's second address, the far end of Tunnel1.
 fn b_extra(b: &Netns) -> Result<()> {
@@ -167,10 +177,7 @@ fn two_paths(a: &Netns, peer: &str, dev: &str, local: &str) -> Result<()> {
 #[test]
 #[ignore = "vm"]
 fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
-    let spec = TopoSpec::new()
-        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
-        .route("b", "192.0.2.1/32", "via 198.51.100.1");
-    scenario("offload-nsim", spec, |sc| {
+    scenario("offload-nsim", nsim_spec(), |sc| {
         let a = sc.topo.host("a");
         // No IPv6 on a's tunnel device: its router solicitations would hit the policy, and
         // the ACQUIRE would make a initiate; a must stay the responder, whose choice among
@@ -183,37 +190,17 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         two_paths(a, "198.51.100.3", "nsim0", "192.0.2.1")?;
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
-        let ca = config(
-            &ka,
-            "Tunnel0",
-            "192.0.2.1",
-            "198.51.100.2",
-            "10.99.0.1/30",
-            "auto",
-            false,
-            3600,
-        );
-        let cb = config(
-            &kb,
-            "Tunnel0",
-            "198.51.100.2",
-            "192.0.2.1",
-            "10.99.0.2/30",
-            "off",
-            true,
-            30,
-        );
+        let mut ca = base(&ka, &["CBC", "GCM"], 3600);
+        tunnel0_a(&mut ca, "192.0.2.1");
+        let mut cb = base(&kb, &["CBC", "GCM"], 30);
+        tunnel0_b(&mut cb, "192.0.2.1");
         // Tunnel1 demands packet offload on the same netdevsim underlay from a second peer
         // address of b: the device has esp-hw-offload, so it is tried, and 6.1 refuses the
         // XFRM_OFFLOAD_PACKET flag when its first SA is installed.
         b_extra(sc.topo.host("b"))?;
-        let ca = ca + TUNNEL1_A;
-        let cb = cb + TUNNEL1_B;
-        let va = Vtid::start_config(a, &sc.dir().join("a"), &ca, "Tunnel0")?;
-        let pa = sc.add_peer("a", vtid_peer(va));
-        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
-        let pb = sc.add_peer("b", vtid_peer(vb));
-        wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        tunnel1_a(&mut ca, "packet");
+        tunnel1_b(&mut cb);
+        let pa = start_pair(sc, &ca, "Tunnel0", &cb, "tunnel up")?;
         let b = sc.topo.host("b");
         // b's echo requests are decrypted in software on a's veth; a's replies are encrypted
         // by the "hardware": they reach the driver's offload path (and are dropped there).
@@ -226,7 +213,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
 
         let a = sc.topo.host("a");
         let check = || -> Result<BTreeSet<u32>> {
-            let v = show(a, "sa")?;
+            let v = show_in(a, "sa")?;
             let sas = v.as_array().context("show sa")?;
             ensure!(!sas.is_empty(), "no SA shown");
             let mut want = BTreeSet::new();
@@ -263,7 +250,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
             Ok(want)
         };
         let first = check()?;
-        let t = show(a, "tunnels")?;
+        let t = show_in(a, "tunnels")?;
         let o = &t[0]["offload"];
         ensure!(
             o["policy"] == "auto" && o["in"]["device"] == "nsim0" && o["out"]["mode"] == "crypto",
@@ -272,7 +259,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         // Rekey (b's 30 s lifetime): the new SAs are offloaded too, the old ones leave the driver.
         wait_until("Child SA rekeyed", Duration::from_secs(60), || {
             Ok(spis(a)?.is_disjoint(&first)
-                && show(a, "sa")?.as_array().is_some_and(|v| v.len() == 1))
+                && show_in(a, "sa")?.as_array().is_some_and(|v| v.len() == 1))
         })?;
         let second = check()?;
         ensure!(second.is_disjoint(&first));
@@ -290,7 +277,7 @@ fn vm_offload_auto_on_netdevsim_offloads_both_directions_and_rekeys() {
         // The packet-offload demand: refused at install, reason in `vtid show tunnels` and the
         // log, no SA of Tunnel1 left in the kernel.
         wait_until("Tunnel1 refused", Duration::from_secs(30), || {
-            let t = show(a, "tunnels")?;
+            let t = show_in(a, "tunnels")?;
             let t1 = t
                 .as_array()
                 .and_then(|v| v.iter().find(|t| t["name"] == "Tunnel1"))
@@ -328,32 +315,19 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
         // Tunnel1 demands crypto offload toward a peer that does not even exist: it must be
         // refused before any IKE is sent.
-        let ca = config(
-            &ka,
-            "Tunnel0",
+        let mut ca = base(&ka, &["CBC", "GCM"], 3600);
+        tunnel0_a(&mut ca, "198.51.100.1");
+        tunnel(
+            &mut ca,
+            "Tunnel1",
             "198.51.100.1",
-            "198.51.100.2",
-            "10.99.0.1/30",
-            "auto",
-            false,
-            3600,
-        ) + "\n[tunnel.Tunnel1]\nsource = \"198.51.100.1\"\ndestination = \"198.51.100.77\"\n\
-                 address = \"10.99.1.1/30\"\nprotection = \"P\"\noffload = \"crypto\"\n";
-        let cb = config(
-            &kb,
-            "Tunnel0",
-            "198.51.100.2",
-            "198.51.100.1",
-            "10.99.0.2/30",
-            "off",
-            true,
-            3600,
-        );
-        let va = Vtid::start_config(sc.topo.host("a"), &sc.dir().join("a"), &ca, "Tunnel0")?;
-        let pa = sc.add_peer("a", vtid_peer(va));
-        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
-        let pb = sc.add_peer("b", vtid_peer(vb));
-        wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+            "198.51.100.77",
+            "10.99.1.1/30",
+        )
+        .set("offload", "crypto");
+        let mut cb = base(&kb, &["CBC", "GCM"], 3600);
+        tunnel0_b(&mut cb, "198.51.100.1");
+        let pa = start_pair(sc, &ca, "Tunnel0", &cb, "tunnel up")?;
         let a = sc.topo.host("a");
         let b = sc.topo.host("b");
         ensure!(
@@ -361,7 +335,7 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
             "no ping through Tunnel0"
         );
 
-        let tunnels = show(a, "tunnels")?;
+        let tunnels = show_in(a, "tunnels")?;
         let by = |n: &str| {
             tunnels
                 .as_array()
@@ -387,7 +361,7 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
             t0["state"] == "up" && t0["offload"]["in"]["mode"] == "software",
             "Tunnel0: {t0}"
         );
-        for sa in show(a, "sa")?.as_array().context("show sa")? {
+        for sa in show_in(a, "sa")?.as_array().context("show sa")? {
             ensure!(
                 sa["offload"]["in"].is_null() && sa["offload"]["out"].is_null(),
                 "{sa}"
@@ -427,55 +401,25 @@ fn vm_offload_on_veth_crypto_refuses_auto_falls_back() {
 #[test]
 #[ignore = "vm"]
 fn vm_offload_follows_underlay_route_change_and_device_removal() {
-    let spec = TopoSpec::new()
-        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
-        .route("b", "192.0.2.1/32", "via 198.51.100.1");
-    scenario("offload-move", spec, |sc| {
+    scenario("offload-move", nsim_spec(), |sc| {
         let a = sc.topo.host("a");
-        a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
-        let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
-        a.ip(&["link", "set", "nsim0", "up"])?;
-        a.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
+        let nsim = nsim_port_source_on_lo(a)?;
         two_paths(a, "198.51.100.2", "nsim0", "192.0.2.1")?;
         two_paths(a, "198.51.100.3", "nsim0", "192.0.2.1")?;
         b_extra(sc.topo.host("b"))?;
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
         // GCM only: the only transform netdevsim offloads, whatever the AEAD preference.
-        let gcm = |c: String| {
-            c.replace(
-                "transform_sets = [\"CBC\", \"GCM\"]",
-                "transform_sets = [\"GCM\"]",
-            )
-        };
-        let ca = gcm(config(
-            &ka,
-            "Tunnel0",
-            "192.0.2.1",
-            "198.51.100.2",
-            "10.99.0.1/30",
-            "auto",
-            false,
-            3600,
-        )) + &TUNNEL1_A.replace("offload = \"packet\"", "offload = \"crypto\"");
-        let cb = gcm(config(
-            &kb,
-            "Tunnel0",
-            "198.51.100.2",
-            "192.0.2.1",
-            "10.99.0.2/30",
-            "off",
-            true,
-            3600,
-        )) + TUNNEL1_B;
-        let va = Vtid::start_config(a, &sc.dir().join("a"), &ca, "Tunnel0")?;
-        let pa = sc.add_peer("a", vtid_peer(va));
-        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &cb, "Tunnel0")?;
-        let pb = sc.add_peer("b", vtid_peer(vb));
-        wait_until("tunnel up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        let mut ca = base(&ka, &["GCM"], 3600);
+        tunnel0_a(&mut ca, "192.0.2.1");
+        tunnel1_a(&mut ca, "crypto");
+        let mut cb = base(&kb, &["GCM"], 3600);
+        tunnel0_b(&mut cb, "192.0.2.1");
+        tunnel1_b(&mut cb);
+        let pa = start_pair(sc, &ca, "Tunnel0", &cb, "tunnel up")?;
         let (a, b) = (sc.topo.host("a"), sc.topo.host("b"));
         let tunnel = |name: &str| -> Result<serde_json::Value> {
-            Ok(show(a, "tunnels")?
+            Ok(show_in(a, "tunnels")?
                 .as_array()
                 .and_then(|v| v.iter().find(|t| t["name"] == name))
                 .cloned()
@@ -483,7 +427,7 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
         };
         // Both tunnels' SAs on netdevsim, per `vtid show sa`.
         let placed = |want: Option<&str>, tunnels: &[&str]| -> Result<bool> {
-            let v = show(a, "sa")?;
+            let v = show_in(a, "sa")?;
             let sas = v.as_array().context("show sa")?;
             let mut seen = 0;
             for sa in sas
@@ -516,7 +460,7 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
             "Tunnel0 rekeyed into software",
             Duration::from_secs(40),
             || {
-                let v = show(a, "sa")?;
+                let v = show_in(a, "sa")?;
                 let fresh = v.as_array().is_some_and(|sas| {
                     sas.iter().filter(|s| s["tunnel"] == "Tunnel0").all(|s| {
                         ["spi_in", "spi_out"].iter().all(|k| {
@@ -658,67 +602,32 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
 #[test]
 #[ignore = "vm"]
 fn vm_offload_template_clone_offloads() {
-    let spec = TopoSpec::new()
-        .link("a", "198.51.100.1/24", "b", "198.51.100.2/24")
-        .route("b", "192.0.2.1/32", "via 198.51.100.1");
-    scenario("offload-dvti", spec, |sc| {
+    scenario("offload-dvti", nsim_spec(), |sc| {
         let a = sc.topo.host("a");
-        a.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
-        let nsim = nstest::netdevsim::Device::new(a.name(), "nsim0")?;
-        a.ip(&["link", "set", "nsim0", "up"])?;
-        a.ip(&["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
+        let nsim = nsim_port_source_on_lo(a)?;
         two_paths(a, "198.51.100.2", "nsim0", "192.0.2.1")?;
         let ka = write_secret(&sc.dir().join("a"), "k", PSK)?;
         let kb = write_secret(&sc.dir().join("b"), "k", PSK)?;
-        let hub = format!(
-            r#"
-[keyring.K]
-[[keyring.K.peer]]
-address = "198.51.100.0/24"
-psk_file = "{}"
-
-[transform_set.GCM]
-esp = "aes-gcm-128"
-
-[ipsec_profile.P]
-transform_sets = ["GCM"]
-
-[ike_profile.spokes]
-match_identity = ["198.51.100.0/24"]
-keyring = "K"
-local_address = "192.0.2.1"
-virtual_template = "VT1"
-
-[virtual_template.VT1]
-unnumbered = "e-b"
-protection = "P"
-offload = "auto"
-"#,
-            ka.display()
-        );
-        let spoke = config(
-            &kb,
-            "Tunnel0",
-            "198.51.100.2",
-            "192.0.2.1",
-            "10.99.0.2/30",
-            "off",
-            true,
-            3600,
-        )
-        .replace(
-            "transform_sets = [\"CBC\", \"GCM\"]",
-            "transform_sets = [\"GCM\"]",
-        );
-        let va = Vtid::start_config(a, &sc.dir().join("a"), &hub, "-")?;
-        let pa = sc.add_peer("a", vtid_peer(va));
-        let vb = Vtid::start_config(sc.topo.host("b"), &sc.dir().join("b"), &spoke, "Tunnel0")?;
-        let pb = sc.add_peer("b", vtid_peer(vb));
-        wait_until("spoke up", Duration::from_secs(40), || sc.peer(pb).is_up())?;
+        let mut hub = VtidConf::new();
+        hub.keyring("K", &[("198.51.100.0/24", &ka)]);
+        hub.transform_set("GCM", "aes-gcm-128");
+        hub.ipsec_profile("P", &["GCM"]);
+        hub.ike_profile("spokes")
+            .set("match_identity", &["198.51.100.0/24"])
+            .set("keyring", "K")
+            .set("local_address", "192.0.2.1")
+            .set("virtual_template", "VT1");
+        hub.virtual_template("VT1")
+            .set("unnumbered", "e-b")
+            .set("protection", "P")
+            .set("offload", "auto");
+        let mut spoke = base(&kb, &["GCM"], 3600);
+        tunnel0_b(&mut spoke, "192.0.2.1");
+        let pa = start_pair(sc, &hub, "-", &spoke, "spoke up")?;
         let a = sc.topo.host("a");
         let mut clone = serde_json::Value::Null;
         wait_until("clone with its SAs", Duration::from_secs(30), || {
-            clone = show(a, "tunnels")?
+            clone = show_in(a, "tunnels")?
                 .as_array()
                 .and_then(|v| v.iter().find(|t| t["dynamic"] == true))
                 .cloned()
@@ -736,7 +645,7 @@ offload = "auto"
             inbound_offloaded || o["in"]["why"].as_str().is_some_and(|w| w.contains("if_id")),
             "inbound neither offloaded nor explained: {clone}"
         );
-        let sas = show(a, "sa")?;
+        let sas = show_in(a, "sa")?;
         let sa = sas
             .as_array()
             .and_then(|v| v.iter().find(|s| s["tunnel"] == name.as_str()))

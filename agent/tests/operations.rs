@@ -1,11 +1,12 @@
 //! Operations scenarios (VM): the Prometheus listener scraped and parsed while two tunnels
 //! carry traffic, and `vtid debug peer` raising logging for one peer only, at run time.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use nstest::kernel::{self, wait_until};
+use nstest::assert::{pings_pass, shown_spis_in, tunnels_up, wait_until};
 use nstest::peer::{Device, Impl, TunnelEnd};
 use nstest::topo::iface_to;
 use nstest::vtid::{RunWith, Vtid, render_many, write_secret};
@@ -133,20 +134,9 @@ fn cycle(v: &Vtid) -> Result<()> {
     })
 }
 
-fn spis(v: &Vtid) -> Result<std::collections::BTreeSet<String>> {
-    let sa = v.show("sa")?;
-    Ok(sa
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["spi_in"].as_str().map(str::to_string))
-        .collect())
-}
-
-fn tunnels_up(v: &Vtid) -> Result<usize> {
-    let t = v.show("tunnels")?;
-    Ok(t.as_array()
-        .map_or(0, |r| r.iter().filter(|t| t["state"] == "up").count()))
+/// The inbound SPIs `vtid show sa` lists, as a set.
+fn spis(v: &Vtid) -> Result<BTreeSet<String>> {
+    Ok(shown_spis_in(v)?.into_iter().collect())
 }
 
 #[test]
@@ -165,14 +155,8 @@ fn body(sc: &nstest::Scenario, v: &Vtid) -> Result<()> {
         Ok(tunnels_up(v)? == 2)
     })?;
     let ha = sc.topo.host("a");
-    ensure!(
-        kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)? == 3,
-        "a->b LAN pings"
-    );
-    ensure!(
-        kernel::ping(ha, "10.1.0.1", "10.3.0.1", 4)? == 4,
-        "a->c LAN pings"
-    );
+    pings_pass(ha, "10.1.0.1", "10.2.0.1", 3, "a->b LAN pings")?;
+    pings_pass(ha, "10.1.0.1", "10.3.0.1", 4, "a->c LAN pings")?;
 
     // Metrics: parse the whole page, then check what the traffic must have moved.
     let text = scrape(ha)?;

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use nstest::kernel::{self, wait_until};
+use nstest::assert::{pings_pass, shown_spis_in, wait_until};
+use nstest::kernel;
 use nstest::peer::{Device, Impl, TunnelEnd};
 use nstest::topo::iface_to;
 use nstest::vtid::{RunWith, Vtid, render, write_secret};
@@ -84,17 +85,6 @@ fn wait_ready(sock: &UnixDatagram) -> Result<String> {
         .recv(&mut buf)
         .context("no sd_notify message within 60 s")?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-/// Inbound SPIs of the Child SAs `vtid show sa` lists.
-fn spis_in(v: &Vtid) -> Result<Vec<String>> {
-    let sa = v.show("sa")?;
-    Ok(sa
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["spi_in"].as_str().map(str::to_string))
-        .collect())
 }
 
 /// The capability bounding set of the running vtid in `ns`.
@@ -181,13 +171,16 @@ fn vm_packaged_vtid_with_the_units_capabilities() {
                 "vtid runs with bounding set {bnd:?}"
             );
             wait_until("Child SA up", Duration::from_secs(40), || v.is_up())?;
-            ensure!(
-                kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)? == 3,
-                "LAN to LAN pings through the packaged vtid"
-            );
+            pings_pass(
+                ha,
+                "10.1.0.1",
+                "10.2.0.1",
+                3,
+                "LAN to LAN pings through the packaged vtid",
+            )?;
 
             // ExecReload (`vtid reload`): a route added to the file is applied.
-            let old = spis_in(&v)?;
+            let old = shown_spis_in(&v)?;
             ea.routes.push("10.3.0.0/24".into());
             std::fs::write(v.config_path(), render(&ea, &key)?)?;
             v.cli(&["reload"])?;
@@ -198,15 +191,18 @@ fn vm_packaged_vtid_with_the_units_capabilities() {
             );
             // Only `routes` changed: the route is edited in place and the SAs stay (a reload
             // touches only what changed).
-            let now = spis_in(&v)?;
+            let now = shown_spis_in(&v)?;
             ensure!(
                 !old.is_empty() && now == old,
                 "a routes-only reload renegotiated: SPIs {old:?} -> {now:?}"
             );
-            ensure!(
-                kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)? == 3,
-                "LAN to LAN pings after reload"
-            );
+            pings_pass(
+                ha,
+                "10.1.0.1",
+                "10.2.0.1",
+                3,
+                "LAN to LAN pings after reload",
+            )?;
 
             // systemctl stop (SIGTERM): every kernel object vtid made is gone.
             v.stop()?;
@@ -259,10 +255,13 @@ fn vm_packaged_vtid_with_the_units_capabilities() {
                 links.contains("Tunnel0"),
                 "Tunnel0 gone after stop: {links}"
             );
-            ensure!(
-                kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)? == 3,
-                "LAN to LAN pings after vtid exited with --keep-on-exit"
-            );
+            pings_pass(
+                ha,
+                "10.1.0.1",
+                "10.2.0.1",
+                3,
+                "LAN to LAN pings after vtid exited with --keep-on-exit",
+            )?;
             Ok(())
         })();
         let _ = std::fs::remove_file(&notify_path);

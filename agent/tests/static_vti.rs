@@ -10,52 +10,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use nstest::kernel::{self, wait_until};
+use nstest::assert::{links_of_kind, policy_count, spis, wait_peers_up, wait_until};
+use nstest::kernel;
 use nstest::peer::{Device, Impl, TunnelEnd, vtid_peer};
 use nstest::vtid::{Vtid, write_secret};
+use nstest::vtidconf::{Value, VtidConf};
 use nstest::{Netns, Scenario, TopoSpec, scenario};
 
-/// Negotiated SPIs in a namespace (SPI 0 entries are larval states from ACQUIREs).
-fn spis(ns: &Netns) -> Result<BTreeSet<u32>> {
-    Ok(kernel::xfrm_states(ns)?
-        .into_iter()
-        .filter(|s| s.spi != 0)
-        .map(|s| s.spi)
-        .collect())
-}
-
-/// Number of SPD entries in `ip xfrm policy` (in/out/fwd). The per-socket bypass policies
-/// of the IKE sockets (`socket in/out`) are listed too but are not SPD entries.
-fn policy_count(ns: &Netns) -> Result<usize> {
-    Ok(ns
-        .ip(&["xfrm", "policy"])?
-        .lines()
-        .filter(|l| l.trim_start().starts_with("dir "))
-        .count())
-}
-
-/// Names of the interfaces in `ns` with the given `ip link` kind.
-fn links_of_kind(ns: &Netns, kind: &str) -> Result<Vec<String>> {
-    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "-d", "link"])?)?;
-    let mut out: Vec<String> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["linkinfo"]["info_kind"].as_str() == Some(kind))
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-fn wait_up(sc: &Scenario, peers: &[usize]) -> Result<()> {
-    for &p in peers {
-        wait_until("Child SA up", Duration::from_secs(40), || {
-            sc.peer(p).is_up()
-        })?;
-    }
-    Ok(())
-}
+/// How long a tunnel end may take to bring its Child SA up.
+const UP: Duration = Duration::from_secs(40);
 
 /// A `ping -c COUNT -i 0.2` running in the background; `finish` returns the answers.
 struct BackgroundPing(std::process::Child);
@@ -101,22 +64,27 @@ impl BackgroundPing {
 // ---------------------------------------------------------------------------------------
 // Logging under systemd (a host test: a private network namespace is enough)
 
+/// One responder tunnel to 192.0.2.2 (nobody answers: only the start-up log matters).
+fn responder_config(key: &std::path::Path) -> String {
+    let mut c = VtidConf::new();
+    c.keyring("K", &[("192.0.2.2", key)]);
+    c.transform_set("T", "aes-gcm-256");
+    c.ipsec_profile("P", &["T"]);
+    c.tunnel("tun0")
+        .set("source", "192.0.2.1")
+        .set("destination", "192.0.2.2")
+        .set("address", "10.255.0.1/30")
+        .set("protection", "P")
+        .set("initiate", false);
+    c.render()
+}
+
 /// Runs `vtid run` in a fresh network namespace until it logs "vtid running", returns that
 /// line. `journal` sets JOURNAL_STREAM as systemd does when stderr is the journal.
 fn first_running_line(dir: &std::path::Path, journal: bool) -> Result<String> {
     let key = write_secret(dir, "k.key", PSK)?;
     let cfg = dir.join("vtid.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[keyring.K]\n[[keyring.K.peer]]\naddress = \"192.0.2.2\"\npsk_file = \"{}\"\n\
-             [transform_set.T]\nesp = \"aes-gcm-256\"\n\
-             [ipsec_profile.P]\ntransform_sets = [\"T\"]\n\
-             [tunnel.tun0]\nsource = \"192.0.2.1\"\ndestination = \"192.0.2.2\"\n\
-             address = \"10.255.0.1/30\"\nprotection = \"P\"\ninitiate = false\n",
-            key.display()
-        ),
-    )?;
+    std::fs::write(&cfg, responder_config(&key))?;
     let log = dir.join(format!("journal-{journal}.log"));
     let mut cmd = std::process::Command::new("unshare");
     cmd.arg("-n")
@@ -230,7 +198,7 @@ fn vm_seed_static_vti_c7206_to_c1750_lan_to_lan() {
         // completes an IKE SA; vtid deletes the duplicate (same survivor on both ends), so
         // the peer's own initiation may be the one that loses: its error is expected then.
         let _ = sc.peer(c).initiate();
-        wait_up(sc, &[c, r7200])?;
+        wait_peers_up(sc, &[c, r7200], UP)?;
         let r = sc.topo.host("r7200");
         // Tunnel0 is vtid's: an xfrm interface with the example's address and route.
         ensure!(links_of_kind(r, "xfrm")? == ["Tunnel0"]);
@@ -322,7 +290,7 @@ fn vm_ospf_full_over_vtid_vti_and_xfrmi_without_mtu_ignore() {
         eb.routes.clear();
         let pb = sc.start_peer(Impl::Vtid, "b", &eb)?;
         let pa = sc.start_peer(Impl::Vtid, "a", &ea)?;
-        wait_up(sc, &[pa, pb])?;
+        wait_peers_up(sc, &[pa, pb], UP)?;
         let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
         let (ma, mb) = (kernel::link_mtu(ha, "tun0")?, kernel::link_mtu(hb, "tun0")?);
         ensure!(ma == mb, "vtid set different MTUs: vti {ma}, xfrmi {mb}");
@@ -360,7 +328,7 @@ fn rekey_under_traffic(sc: &mut Scenario, b_impl: Impl) -> Result<()> {
     let eb = site_end(2, vti("tun0", 7), false, PSK);
     let pb = sc.start_peer(b_impl, "b", &eb)?;
     let pa = sc.start_peer(Impl::Vtid, "a", &ea)?;
-    wait_up(sc, &[pa, pb])?;
+    wait_peers_up(sc, &[pa, pb], UP)?;
     let ha = sc.topo.host("a");
     let first = spis(ha)?;
     // 85 s of pings at 5/s: the SAs rekey at 24-25 s of age, so at least three rekeys.
@@ -433,7 +401,7 @@ fn vm_reload_keeps_spis_and_kill9_restart_leaves_no_orphans() {
         let dir = sc.dir().join("a");
         let v = Vtid::start_many(sc.topo.host("a"), &dir, std::slice::from_ref(&ab))?;
         let pa = sc.add_peer("a", vtid_peer(v));
-        wait_up(sc, &[pa, pb])?;
+        wait_peers_up(sc, &[pa, pb], UP)?;
         let before = spis(sc.topo.host("a"))?;
         ensure!(before.len() == 2, "{before:x?}");
 
@@ -446,7 +414,7 @@ fn vm_reload_keeps_spis_and_kill9_restart_leaves_no_orphans() {
         wait_until("second tunnel up", Duration::from_secs(40), || {
             Ok(spis(sc.topo.host("a"))?.len() == 4)
         })?;
-        wait_up(sc, &[pc])?;
+        wait_peers_up(sc, &[pc], UP)?;
         let (sent, got) = ping.finish()?;
         ensure!(
             got == sent,
@@ -577,6 +545,26 @@ fn hard_byte_limits(ns: &Netns) -> Result<Vec<u64>> {
         .collect())
 }
 
+/// Tunnel `tun0` (ip_vti) sourced from interface e-b, unnumbered to lan0, with a lifetime of
+/// 600 s and 2560 kB.
+fn unnumbered_config(key: &std::path::Path) -> String {
+    let mut c = VtidConf::new();
+    c.keyring("K", &[("192.0.2.2", key)]);
+    c.transform_set("T", "aes-gcm-256");
+    c.ipsec_profile("P", &["T"]).set(
+        "lifetime",
+        Value::inline(&[("seconds", 600), ("kilobytes", 2560)]),
+    );
+    c.tunnel("tun0")
+        .set("mode", "vti")
+        .set("source", "e-b")
+        .set("destination", "192.0.2.2")
+        .set("unnumbered", "lan0")
+        .set("protection", "P")
+        .set("routes", &["10.2.0.0/24"]);
+    c.render()
+}
+
 /// Cisco's `tunnel source Ethernet0` and `ip unnumbered Ethernet1` (seed 000, "Configuring
 /// Static/Dynamic Virtual Tunnel Interfaces", steps 6 and 8): vtid resolves the source
 /// interface's address and borrows the LAN interface's address as a /32 on an ip_vti device.
@@ -596,32 +584,10 @@ fn vm_source_interface_unnumbered_underlay_mtu_and_show_sa() {
         let pb = sc.start_peer(Impl::Strongswan, "b", &eb)?;
         let dir = sc.dir().join("a");
         let key = write_secret(&dir, "b.key", PSK)?;
-        let cfg = format!(
-            r#"[keyring.K]
-[[keyring.K.peer]]
-address = "192.0.2.2"
-psk_file = "{}"
-
-[transform_set.T]
-esp = "aes-gcm-256"
-
-[ipsec_profile.P]
-transform_sets = ["T"]
-lifetime = {{ seconds = 600, kilobytes = 2560 }}
-
-[tunnel.tun0]
-mode = "vti"
-source = "e-b"
-destination = "192.0.2.2"
-unnumbered = "lan0"
-protection = "P"
-routes = ["10.2.0.0/24"]
-"#,
-            key.display()
-        );
+        let cfg = unnumbered_config(&key);
         let v = Vtid::start_config(sc.topo.host("a"), &dir, &cfg, "tun0")?;
         let pa = sc.add_peer("a", vtid_peer(v));
-        wait_up(sc, &[pa, pb])?;
+        wait_peers_up(sc, &[pa, pb], UP)?;
         let ha = sc.topo.host("a");
         // ESP with AES-GCM over IPv4 costs 20 + 8 + 8 + 16 bytes plus padding to 4 with the
         // 2-byte trailer (mtu.rs): 1400 -> 1346.

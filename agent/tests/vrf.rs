@@ -15,77 +15,65 @@ use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, wait_until};
 use nstest::peer::vtid_peer;
 use nstest::vtid::{Vtid, write_secret};
+use nstest::vtidconf::VtidConf;
 use nstest::{Netns, TopoSpec, scenario};
 
 const PSK: &str = "vrf-test-key";
 
-fn hub_config(key: &std::path::Path) -> String {
-    format!(
-        r#"
-[vrf.wan]
-table = 100
-[vrf.custA]
-table = 101
-[vrf.custB]
-table = 102
-
-[keyring.K]
-[[keyring.K.peer]]
-address = "0.0.0.0/0"
-psk_file = "{key}"
-
-[transform_set.T]
-esp = "aes-gcm-128"
-
-[ipsec_profile.P]
-transform_sets = ["T"]
-
-[tunnel.TunA]
-source = "198.51.100.1"
-destination = "198.51.100.2"
-address = "10.0.0.1/30"
-protection = "P"
-routes = ["10.9.0.0/24"]
-vrf = "custA"
-fvrf = "wan"
-initiate = false
-
-[tunnel.TunB]
-source = "203.0.113.1"
-destination = "203.0.113.2"
-address = "10.0.0.1/30"
-protection = "P"
-routes = ["10.9.0.0/24"]
-vrf = "custB"
-fvrf = "wan"
-initiate = false
-"#,
-        key = key.display()
-    )
+/// The hub: VRFs wan (front door), custA and custB; TunB to spoke sb in custB, its underlay
+/// in wan when `tun_b_fvrf`; with `tun_a`, also TunA to spoke sa in custA over wan.
+fn hub_config(key: &std::path::Path, tun_a: bool, tun_b_fvrf: bool) -> String {
+    let mut c = VtidConf::new();
+    c.vrf("wan", 100);
+    c.vrf("custA", 101);
+    c.vrf("custB", 102);
+    c.keyring("K", &[("0.0.0.0/0", key)]);
+    c.transform_set("T", "aes-gcm-128");
+    c.ipsec_profile("P", &["T"]);
+    let tunnels = [
+        (
+            tun_a,
+            "TunA",
+            "198.51.100.1",
+            "198.51.100.2",
+            "custA",
+            Some("wan"),
+        ),
+        (
+            true,
+            "TunB",
+            "203.0.113.1",
+            "203.0.113.2",
+            "custB",
+            tun_b_fvrf.then_some("wan"),
+        ),
+    ];
+    for (_, name, src, dst, vrf, fvrf) in tunnels.into_iter().filter(|t| t.0) {
+        c.tunnel(name)
+            .set("source", src)
+            .set("destination", dst)
+            .set("address", "10.0.0.1/30")
+            .set("protection", "P")
+            .set("routes", &["10.9.0.0/24"])
+            .set("vrf", vrf)
+            .set_opt("fvrf", fvrf)
+            .set("initiate", false);
+    }
+    c.render()
 }
 
+/// A spoke: Tun0 from `src` to the hub at `dst`.
 fn spoke_config(key: &std::path::Path, src: &str, dst: &str) -> String {
-    format!(
-        r#"
-[keyring.K]
-[[keyring.K.peer]]
-address = "{dst}"
-psk_file = "{key}"
-
-[transform_set.T]
-esp = "aes-gcm-128"
-
-[ipsec_profile.P]
-transform_sets = ["T"]
-
-[tunnel.Tun0]
-source = "{src}"
-destination = "{dst}"
-address = "10.0.0.2/30"
-protection = "P"
-"#,
-        key = key.display()
-    )
+    let mut c = VtidConf::new();
+    c.keyring("K", &[(dst, key)]);
+    c.transform_set("T", "aes-gcm-128");
+    c.ipsec_profile("P", &["T"]);
+    c.tunnel("Tun0")
+        .set("source", src)
+        .set("destination", dst)
+        .set("address", "10.0.0.2/30")
+        .set("protection", "P");
+    c.render()
 }
 
 /// Packets received on a spoke's tunnel interface.
@@ -116,7 +104,12 @@ fn vm_vrf_two_customers_overlapping_prefixes_front_door_vrf() {
         );
 
         let kh = write_secret(&sc.dir().join("hub"), "k", PSK)?;
-        let vh = Vtid::start_config(hub, &sc.dir().join("hub"), &hub_config(&kh), "TunA")?;
+        let vh = Vtid::start_config(
+            hub,
+            &sc.dir().join("hub"),
+            &hub_config(&kh, true, true),
+            "TunA",
+        )?;
         sc.add_peer("hub", vtid_peer(vh));
         let mut spokes = Vec::new();
         for (host, src, dst) in [
@@ -227,13 +220,7 @@ fn vm_vrf_front_door_vrf_added_and_removed_by_reload() {
         hub.ip(&["link", "set", "e-sa", "master", "wan"])?;
         // First configuration: TunB only, in the main table; no front-door VRF.
         let kh = write_secret(&sc.dir().join("hub"), "k", PSK)?;
-        let full = hub_config(&kh);
-        let tun_a = full.find("[tunnel.TunA]").context("TunA")?;
-        let tun_b = full.find("[tunnel.TunB]").context("TunB")?;
-        let head = &full[..tun_a];
-        let a_part = &full[tun_a..tun_b];
-        let b_main = full[tun_b..].replace("fvrf = \"wan\"\n", "");
-        let first = format!("{head}{b_main}");
+        let first = hub_config(&kh, false, false);
         let vh = Vtid::start_config(hub, &sc.dir().join("hub"), &first, "TunB")?;
         let h = sc.add_peer("hub", vtid_peer(vh));
         let hub = sc.topo.host("hub");
@@ -241,7 +228,7 @@ fn vm_vrf_front_door_vrf_added_and_removed_by_reload() {
 
         // Reload with TunA in front-door VRF wan.
         let path = sc.dir().join("hub").join("vtid.toml");
-        std::fs::write(&path, format!("{head}{a_part}{b_main}"))?;
+        std::fs::write(&path, hub_config(&kh, true, false))?;
         let t = std::time::Instant::now();
         let hubv = sc.peer_mut(h).as_vtid().context("the hub is vtid")?;
         hubv.cli(&["reload"])?;

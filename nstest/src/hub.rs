@@ -14,6 +14,7 @@ use anyhow::Result;
 use crate::peer::{Impl, Peer, vtid_peer};
 use crate::strongswan::{Strongswan, SwanConn};
 use crate::vtid::{Vtid, write_secret};
+use crate::vtidconf::{Value, VtidConf};
 use crate::{Scenario, TopoSpec};
 
 /// The pre-shared key of every spoke.
@@ -53,23 +54,13 @@ pub fn topology(n: u8) -> TopoSpec {
 /// The hub's vtid.toml: a keyring accepting every spoke address with [`PSK`] from `key`, one
 /// transform set and IPsec profile `P`, then `templates` (IKE profiles and templates).
 pub fn hub_config(key: &Path, templates: &str) -> String {
-    format!(
-        r#"[keyring.SPOKES]
-[[keyring.SPOKES.peer]]
-address = "172.16.0.0/16"
-psk_file = "{}"
-
-[transform_set.T]
-esp = "aes-gcm-256"
-
-[ipsec_profile.P]
-transform_sets = ["T"]
-lifetime = {{ seconds = 120 }}
-
-{templates}
-"#,
-        key.display()
-    )
+    let mut c = VtidConf::new();
+    c.keyring("SPOKES", &[("172.16.0.0/16", key)]);
+    c.transform_set("T", "aes-gcm-256");
+    c.ipsec_profile("P", &["T"])
+        .set("lifetime", Value::inline(&[("seconds", 120)]));
+    c.text(templates);
+    c.render()
 }
 
 /// Starts the vtid hub on host `hub` with [`hub_config`]; returns its peer index.
@@ -147,28 +138,18 @@ pub fn start_swan(sc: &mut Scenario, host: &str, conn: &SwanConn) -> Result<Rc<S
 pub fn vtid_spoke(sc: &mut Scenario, host: &str, n: u8) -> Result<usize> {
     let dir = sc.dir().join(host);
     let key = write_secret(&dir, "hub.key", PSK)?;
-    let cfg = format!(
-        r#"[keyring.K]
-[[keyring.K.peer]]
-address = "172.16.{n}.1"
-psk_file = "{}"
-
-[transform_set.T]
-esp = "aes-gcm-256"
-
-[ipsec_profile.P]
-transform_sets = ["T"]
-
-[tunnel.Tunnel0]
-source = "172.16.{n}.2"
-destination = "172.16.{n}.1"
-unnumbered = "lan0"
-protection = "P"
-routes = ["10.0.0.0/8"]
-announce = ["10.{n}.0.0/24"]
-"#,
-        key.display()
-    );
+    let mut c = VtidConf::new();
+    c.keyring("K", &[(&format!("172.16.{n}.1"), &key)]);
+    c.transform_set("T", "aes-gcm-256");
+    c.ipsec_profile("P", &["T"]);
+    c.tunnel("Tunnel0")
+        .set("source", format!("172.16.{n}.2"))
+        .set("destination", format!("172.16.{n}.1"))
+        .set("unnumbered", "lan0")
+        .set("protection", "P")
+        .set("routes", &["10.0.0.0/8"])
+        .set("announce", &[format!("10.{n}.0.0/24")][..]);
+    let cfg = c.render();
     let v = Vtid::start_config(sc.topo.host(host), &dir, &cfg, "Tunnel0")?;
     Ok(sc.add_peer(host, vtid_peer(v)))
 }

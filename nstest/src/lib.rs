@@ -2,12 +2,15 @@
 //!
 //! - [`netns`], [`topo`]: hosts as network namespaces, veth links, LANs, routes, NAT, netem.
 //! - [`peer`], [`strongswan`]: tunnel ends played by strongSwan (and vtid), chosen by parameter.
-//! - [`kernel`]: the kernel's view through `ip` (SAs, counters), pings, captures, waiting.
+//! - [`kernel`]: the kernel's view through `ip` (SAs, counters), pings, captures.
+//! - [`assert`]: what scenarios check (SPIs, SPD entries, `vtid show`) and waiting for it;
+//!   [`vtidconf`]: vtid.toml written as builder calls.
 //! - [`hub`]: a vtid dynamic VTI hub with strongSwan and vtid spokes; [`pki`]: test
 //!   certificates; [`vici`]: charon's control socket, for loops too hot for `swanctl`.
 //! - [`vm`], [`suite`]: the VM that has the modules this machine lacks, and the one-boot suite.
 //! - [`Scenario`]: a test's workspace that prints every log and kernel dump when it fails.
 
+pub mod assert;
 pub mod cmd;
 pub mod frr;
 pub mod hub;
@@ -23,6 +26,7 @@ pub mod topo;
 pub mod vici;
 pub mod vm;
 pub mod vtid;
+pub mod vtidconf;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,6 @@
 //! vtid as a peer in a namespace: its own generated `vtid.toml`, PSK file (mode 0600), control
 //! socket and log in a private directory; driven only through its CLI, like an operator would.
 
-use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::kernel::wait_until;
 use crate::netns::Netns;
 use crate::peer::{Device, TunnelEnd};
+use crate::vtidconf::{Value, VtidConf};
 
 /// The `vtid` binary under test: `NSTEST_VTID_BIN`, else `target/<profile>/vtid` next to the
 /// running test binary (cargo builds it for the vtid package's integration tests).
@@ -32,17 +32,18 @@ pub fn binary() -> Result<PathBuf> {
     )
 }
 
-/// strongSwan ESP proposal syntax to vtid transform-set lines.
-fn transform_set(esp: &str) -> Result<String> {
+/// strongSwan ESP proposal syntax to a vtid transform set: `esp`, and `integrity` for a
+/// non-AEAD cipher.
+fn transform_set(esp: &str) -> Result<(&'static str, Option<&'static str>)> {
     let first = esp.split(',').next().unwrap_or(esp);
     Ok(match first {
-        "aes256gcm16" | "aes256gcm128" => "esp = \"aes-gcm-256\"\n".into(),
-        "aes128gcm16" | "aes128gcm128" => "esp = \"aes-gcm-128\"\n".into(),
-        "chacha20poly1305" => "esp = \"chacha20-poly1305\"\n".into(),
-        "aes256-sha256" => "esp = \"aes-cbc-256\"\nintegrity = \"sha256\"\n".into(),
-        "aes128-sha256" => "esp = \"aes-cbc-128\"\nintegrity = \"sha256\"\n".into(),
-        "aes256-sha384" => "esp = \"aes-cbc-256\"\nintegrity = \"sha384\"\n".into(),
-        "aes256-sha512" => "esp = \"aes-cbc-256\"\nintegrity = \"sha512\"\n".into(),
+        "aes256gcm16" | "aes256gcm128" => ("aes-gcm-256", None),
+        "aes128gcm16" | "aes128gcm128" => ("aes-gcm-128", None),
+        "chacha20poly1305" => ("chacha20-poly1305", None),
+        "aes256-sha256" => ("aes-cbc-256", Some("sha256")),
+        "aes128-sha256" => ("aes-cbc-128", Some("sha256")),
+        "aes256-sha384" => ("aes-cbc-256", Some("sha384")),
+        "aes256-sha512" => ("aes-cbc-256", Some("sha512")),
         other => bail!("no vtid equivalent for ESP proposal {other}"),
     })
 }
@@ -55,45 +56,41 @@ pub fn render(end: &TunnelEnd, psk_file: &Path) -> Result<String> {
 /// vtid.toml for several tunnels, each with its own key file, transform set and profile
 /// (`T<i>`, `P<i>`; keyring `K` lists every peer).
 pub fn render_many(tunnels: &[(&TunnelEnd, &Path)]) -> Result<String> {
-    let mut s = String::new();
-    let _ = writeln!(s, "[keyring.K]");
-    for (end, psk_file) in tunnels {
-        let _ = writeln!(s, "[[keyring.K.peer]]");
-        let _ = writeln!(s, "address = \"{}\"", end.remote);
-        let _ = writeln!(s, "psk_file = \"{}\"\n", psk_file.display());
-    }
+    let mut c = VtidConf::new();
+    let peers: Vec<(&str, &Path)> = tunnels
+        .iter()
+        .map(|(end, psk_file)| (end.remote.as_str(), *psk_file))
+        .collect();
+    c.keyring("K", &peers);
     for (i, (end, _)) in tunnels.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "[transform_set.T{i}]\n{}",
-            transform_set(&end.esp_proposals)?
-        );
-        let _ = writeln!(s, "[ipsec_profile.P{i}]\ntransform_sets = [\"T{i}\"]");
-        if let Some(secs) = end.child_lifetime {
-            let _ = writeln!(s, "lifetime = {{ seconds = {secs} }}");
-        }
-        let _ = writeln!(s);
+        let (esp, integrity) = transform_set(&end.esp_proposals)?;
+        c.transform_set(&format!("T{i}"), esp)
+            .set_opt("integrity", integrity);
+        c.ipsec_profile(&format!("P{i}"), &[format!("T{i}").as_str()])
+            .set_opt(
+                "lifetime",
+                end.child_lifetime
+                    .map(|secs| Value::inline(&[("seconds", secs.into())])),
+            );
         let (mode, if_id) = match &end.device {
             Device::Xfrmi { if_id, .. } => ("xfrmi", *if_id),
             Device::Vti { key, .. } => ("vti", *key),
         };
-        let _ = writeln!(s, "[tunnel.{}]", end.device.name());
-        let _ = writeln!(s, "mode = \"{mode}\"\nif_id = {if_id}");
-        let _ = writeln!(
-            s,
-            "source = \"{}\"\ndestination = \"{}\"",
-            end.local, end.remote
-        );
         let addr = end
             .address
             .as_deref()
             .context("a vtid tunnel needs an inner address")?;
-        let _ = writeln!(s, "address = \"{addr}\"\nprotection = \"P{i}\"");
-        let routes: Vec<String> = end.routes.iter().map(|r| format!("\"{r}\"")).collect();
-        let _ = writeln!(s, "routes = [{}]", routes.join(", "));
-        let _ = writeln!(s, "initiate = {}\n", end.initiator);
+        c.tunnel(end.device.name())
+            .set("mode", mode)
+            .set("if_id", if_id)
+            .set("source", &end.local)
+            .set("destination", &end.remote)
+            .set("address", addr)
+            .set("protection", format!("P{i}"))
+            .set("routes", &end.routes[..])
+            .set("initiate", end.initiator);
     }
-    Ok(s)
+    Ok(c.render())
 }
 
 /// Writes a secret file with mode 0600 (vtid refuses key files others can read) and returns
@@ -104,6 +101,27 @@ pub fn write_secret(dir: &Path, name: &str, secret: &str) -> Result<PathBuf> {
     std::fs::write(&path, secret)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(path)
+}
+
+/// The control socket of the [`Vtid`] running in `ns`. A unix socket: kept off 9p, in the
+/// guest-local /tmp.
+fn socket_path(ns: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()))
+}
+
+/// `vtid show WHAT --json` of the vtid running in `ns`, through the CLI, for a test that
+/// handed its [`Vtid`] to the scenario (for the diagnostics) and kept only the namespace.
+pub fn show_in(ns: &Netns, what: &str) -> Result<serde_json::Value> {
+    let (bin, sock) = (binary()?, socket_path(ns));
+    let out = ns.exec(&[
+        bin.to_str().context("utf-8 path")?,
+        "--socket",
+        sock.to_str().context("utf-8 path")?,
+        "show",
+        what,
+        "--json",
+    ])?;
+    Ok(serde_json::from_str(&out)?)
 }
 
 /// How to run a [`Vtid`]: which binary (e.g. the one installed from the Debian package) and
@@ -179,8 +197,7 @@ impl Vtid {
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("vtid.toml"), config)?;
-        // The control socket is a unix socket: keep it off 9p, in the guest-local /tmp.
-        let socket = std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()));
+        let socket = socket_path(ns);
         let mut v = Self {
             ns_name: ns.name().to_string(),
             dir: dir.to_path_buf(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use nstest::kernel::wait_until;
 use nstest::vtid::{RunWith, Vtid, write_secret};
+use nstest::vtidconf::VtidConf;
 use nstest::{Netns, TopoSpec, scenario};
 
 /// `ip -j -d link show DEV`, if it exists.
@@ -27,15 +28,20 @@ fn link(ns: &Netns, dev: &str) -> Result<Option<serde_json::Value>> {
 }
 
 fn config(psk: &std::path::Path) -> String {
-    format!(
-        "[keyring.K]\n[[keyring.K.peer]]\naddress = \"192.0.2.2\"\npsk_file = \"{}\"\n\n\
-         [transform_set.T]\nesp = \"aes-gcm-128\"\n\n\
-         [ipsec_profile.P]\ntransform_sets = [\"T\"]\n\n\
-         [tunnel.tun0]\nmode = \"xfrmi\"\nif_id = 77\nsource = \"192.0.2.1\"\n\
-         destination = \"192.0.2.2\"\naddress = \"10.255.0.1/30\"\nprotection = \"P\"\n\
-         routes = [\"10.2.0.0/24\"]\ninitiate = false\n",
-        psk.display()
-    )
+    let mut c = VtidConf::new();
+    c.keyring("K", &[("192.0.2.2", psk)]);
+    c.transform_set("T", "aes-gcm-128");
+    c.ipsec_profile("P", &["T"]);
+    c.tunnel("tun0")
+        .set("mode", "xfrmi")
+        .set("if_id", 77u32)
+        .set("source", "192.0.2.1")
+        .set("destination", "192.0.2.2")
+        .set("address", "10.255.0.1/30")
+        .set("protection", "P")
+        .set("routes", &["10.2.0.0/24"])
+        .set("initiate", false);
+    c.render()
 }
 
 /// A crash between the device's creation and its alias leaves a device that already carries
@@ -80,9 +86,7 @@ fn vm_crash_between_device_create_and_alias_leaves_no_orphan() {
 
         // Restart without the failpoint: the sweep removes the marked device, the tunnel is
         // created again (a new ifindex) and marked both ways; the foreign device stays.
-        let _ = std::fs::remove_file(
-            std::env::temp_dir().join(format!("nstest-vtid-{}.sock", a.name())),
-        );
+        // (The crashed daemon's socket file is still there; the new one replaces it.)
         let v = Vtid::start_config(a, &dir, &config(&psk), "tun0")?;
         wait_until("tun0 created again", Duration::from_secs(60), || {
             Ok(link(a, "tun0")?.is_some_and(|d| d["ifindex"] != crashed_index))

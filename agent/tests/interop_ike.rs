@@ -680,6 +680,14 @@ fn checks(
                 Ok(sess.len() == 1 && sess[0]["spi_i"] == ike_after.as_str())
             },
         )?;
+        // The session's uptime survives its IKE SA rekey: it counts from the first IKE SA
+        // (the replaced SA's down event, which came before this, once made it null).
+        let sess = vtid_sessions(sc, vi, &c.swan_addr())?;
+        ensure!(
+            sess.len() == 1 && sess[0]["uptime_secs"].as_u64().is_some_and(|u| u > 0),
+            "{}: vtid's session after the IKE SA rekey: {sess:?}",
+            c.label()
+        );
         let (v, s) = (sc.topo.host("v"), sc.topo.host("s"));
         agreed_sas(v, s, c, Duration::from_secs(10))?;
         traffic(v, c)?;

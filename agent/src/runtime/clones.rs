@@ -1,0 +1,175 @@
+//! Dynamic VTIs at run time: a clone per authenticated peer of a template, its routes from
+//! the peers' traffic selectors, and its removal with the peer's last session (bookkeeping in
+//! `crate::virtual_access`, kernel work through the reconciler's ops).
+
+use super::*;
+
+impl Runtime {
+    /// A Child SA of clone `slot` is installed: route its traffic selectors into the clone
+    /// (reverse route injection) when the template says so; returns the routes added.
+    pub(super) async fn clone_child_routes(
+        &mut self,
+        slot: u32,
+        remote_ts: &[ike::wire::TrafficSelector],
+    ) -> Vec<ipnet::IpNet> {
+        let Some(c) = self.clones.iter().find(|c| c.slot == slot) else {
+            return Vec::new();
+        };
+        let (name, table) = (c.interface.name.clone(), c.interface.table());
+        let mut added = Vec::new();
+        for p in self.clones.ts_routes(slot, remote_ts) {
+            let op = Op::Routes {
+                name: name.clone(),
+                table,
+                mode: model::RouteMode::Replace,
+                add: vec![p],
+                del: Vec::new(),
+            };
+            match kernel::apply_one(&self.h, &op).await.first() {
+                None => {
+                    self.clones.claim_route(slot, p);
+                    added.push(p);
+                }
+                Some(e) => warn!(interface = %name, route = %p, "route: {e:#}"),
+            }
+        }
+        added
+    }
+
+    /// A Child SA of clone `slot` is gone: drop the routes no other Child SA of the clone
+    /// needs.
+    pub(super) async fn clone_child_removed(&mut self, slot: u32, routes: Vec<ipnet::IpNet>) {
+        let still: BTreeSet<ipnet::IpNet> = self
+            .sessions
+            .of_clone(slot)
+            .flat_map(|(_, k)| k.routes.iter().copied())
+            .collect();
+        let del = self.clones.release_routes(slot, routes, &still);
+        let Some(c) = self.clones.iter().find(|c| c.slot == slot) else {
+            return;
+        };
+        let op = Op::Routes {
+            name: c.interface.name.clone(),
+            table: c.interface.table(),
+            mode: model::RouteMode::Replace,
+            add: Vec::new(),
+            del,
+        };
+        if let Op::Routes { del, .. } = &op
+            && !del.is_empty()
+        {
+            for e in kernel::apply_one(&self.h, &op).await {
+                warn!("delete route: {e:#}");
+            }
+        }
+    }
+
+    /// Re-checks a session after its IKE SA went down or a Child SA left: once the engine
+    /// has no IKE SA of it, it leaves its clone, and a clone without sessions and Child SAs
+    /// is removed.
+    pub(super) async fn session_changed(&mut self, session: SessionId) {
+        if self.ep.session_alive(session) {
+            return;
+        }
+        if let Some(slot) = self.clones.session_gone(session) {
+            self.remove_clone_if_unused(slot).await;
+        }
+    }
+
+    pub(super) async fn remove_clone_if_unused(&mut self, slot: u32) {
+        let has_children = self.sessions.of_clone(slot).next().is_some();
+        if let Some(c) = self.clones.take_if_unused(slot, has_children) {
+            // Routes go with the link (the kernel flushes a deleted device's routes).
+            for e in kernel::apply_one(&self.h, &Op::Remove(c.interface.clone())).await {
+                warn!(interface = %c.tunnel.name, "remove dynamic VTI: {e:#}");
+            }
+            info!(interface = %c.tunnel.name, peer = %c.tunnel.remote, "dynamic VTI removed");
+        }
+    }
+
+    /// Dynamic VTIs follow the engine's events: a clone is made when a template's peer
+    /// authenticates, before its first install, and checked when its IKE SA goes.
+    pub(super) async fn clone_event(&mut self, ev: &Event) {
+        match ev {
+            Event::PeerAuthenticated {
+                session,
+                conn,
+                peer_id,
+                remote,
+                local,
+                initial_contact,
+            } => {
+                let Some(tp) = self.plan.templates.get(conn).cloned() else {
+                    return;
+                };
+                if self
+                    .clones
+                    .join(&tp, *session, peer_id, *remote, *initial_contact)
+                {
+                    return;
+                }
+                if let Err(e) = self
+                    .create_clone(&tp, *session, peer_id, *local, *remote)
+                    .await
+                {
+                    error!(peer = %remote, "dynamic VTI: {e:#}");
+                }
+            }
+            Event::IkeSaDown { session, .. } => self.session_changed(*session).await,
+            _ => {}
+        }
+    }
+
+    /// Gives a session of template `tp` its own interface. Numbers whose name or if_id
+    /// something else holds are skipped; a kernel EEXIST (a foreign interface with our name
+    /// or if_id) makes us try the next one.
+    pub(super) async fn create_clone(
+        &mut self,
+        tp: &TemplatePlan,
+        session: SessionId,
+        peer_id: &ike::wire::Identity,
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+    ) -> Result<()> {
+        let statics: Vec<u32> = self.plan.tunnels.values().map(|t| t.if_id).collect();
+        let mut refused: Vec<u32> = Vec::new();
+        for _attempt in 0..8 {
+            let (tunnel, iface, slot) = self
+                .clones
+                .propose(tp, &statics, &refused, local, remote)
+                .context("no free dynamic VTI number")?;
+            match kernel::create(&self.h, &iface).await {
+                Ok(_) => {
+                    info!(
+                        interface = %tunnel.name,
+                        if_id = tunnel.if_id,
+                        peer = %remote,
+                        template = %tp.template,
+                        "dynamic VTI up"
+                    );
+                    self.clones
+                        .commit(slot, tp, peer_id, session, tunnel, iface);
+                    return Ok(());
+                }
+                Err(e) => {
+                    for e in kernel::remove(&self.h, &iface).await {
+                        tracing::debug!("clone cleanup: {e:#}");
+                    }
+                    self.clones.abandon(slot);
+                    let exists = e.chain().any(|c| {
+                        matches!(
+                            c.downcast_ref::<xfrm::Error>(),
+                            Some(xfrm::Error::Exists { .. })
+                        )
+                    });
+                    if !exists {
+                        return Err(e.context(format!("create {}", tunnel.name)));
+                    }
+                    warn!(interface = %tunnel.name, "name or if_id held by another interface; trying the next number");
+                    refused.push(slot);
+                }
+            }
+        }
+        anyhow::bail!("no usable dynamic VTI number after 8 attempts")
+    }
+}

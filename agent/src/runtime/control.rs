@@ -1,0 +1,145 @@
+//! The control socket's requests and the metrics scrape: `show` (rendered by `crate::show`),
+//! `up`, `down`, `reload`, `debug`.
+
+use super::*;
+
+impl Runtime {
+    /// A control-socket request.
+    pub async fn control(&mut self, req: Request) -> Response {
+        match req {
+            Request::ShowSessions => Response::Ok(self.show_sessions()),
+            Request::ShowSa => Response::Ok(self.show_sa().await),
+            Request::ShowTunnels => Response::Ok(self.show_tunnels()),
+            // A dynamic VTI clone, by name or peer address: its peer's sessions are deleted
+            // (the peer is told), and the clone goes with them like on any disconnect. The
+            // peer may connect again; nothing is held down.
+            Request::Down(Target { tunnel })
+                if !self.plan.tunnels.contains_key(&tunnel)
+                    && !self.clones.sessions_of(&tunnel).is_empty() =>
+            {
+                let clones = self.clones.sessions_of(&tunnel);
+                let mut n = 0;
+                for session in clones.iter().flat_map(|(_, s)| s) {
+                    self.ep.handle_command(
+                        Instant::now(),
+                        IkeCommand::TerminateSession { session: *session },
+                    );
+                    n += 1;
+                }
+                let names: Vec<&String> = clones.iter().map(|(c, _)| c).collect();
+                info!(clones = ?names, sessions = n, "dynamic VTI taken down from the CLI");
+                Response::Ok(json!({ "tunnel": names, "action": "terminated", "sessions": n }))
+            }
+            Request::Up(Target { tunnel }) | Request::Down(Target { tunnel })
+                if !self.plan.tunnels.contains_key(&tunnel) =>
+            {
+                Response::error("not-found", format!("no tunnel named {tunnel}"))
+            }
+            Request::Up(Target { tunnel }) => {
+                if matches!(self.states.get(&tunnel), Some(TunnelState::AdminDown)) {
+                    let created = self.made.contains_key(&tunnel);
+                    if created {
+                        self.states.insert(tunnel.clone(), TunnelState::Created);
+                    } else {
+                        self.states.remove(&tunnel);
+                    }
+                }
+                let conn = self.plan.tunnels[&tunnel].conn;
+                self.ep
+                    .handle_command(Instant::now(), IkeCommand::Initiate { conn });
+                Response::Ok(json!({ "tunnel": tunnel, "action": "initiated" }))
+            }
+            Request::Down(Target { tunnel }) => {
+                self.states.insert(tunnel.clone(), TunnelState::AdminDown);
+                let conn = self.plan.tunnels[&tunnel].conn;
+                self.ep
+                    .handle_command(Instant::now(), IkeCommand::Terminate { conn });
+                Response::Ok(json!({ "tunnel": tunnel, "action": "terminated" }))
+            }
+            Request::Reload => match self.reload().await {
+                Ok(v) => Response::Ok(v),
+                Err(e) => Response::error("invalid-config", format!("{e:#}")),
+            },
+            Request::Debug { kind, value, on } => {
+                match crate::debug::Condition::parse(&kind, &value) {
+                    Ok(c) => {
+                        info!(condition = %c, on, "conditional debug");
+                        let active = crate::debug::conditions().set(c, on);
+                        Response::Ok(json!({ "conditions": active }))
+                    }
+                    Err(e) => Response::error("bad-request", e),
+                }
+            }
+        }
+    }
+
+    /// The Prometheus text for one scrape.
+    pub async fn metrics(&self) -> String {
+        let (tunnels, sessions, sas) = (
+            self.show_tunnels(),
+            self.show_sessions(),
+            self.show_sa().await,
+        );
+        crate::metrics::render(&crate::metrics::Snapshot {
+            tunnels: &tunnels,
+            sessions: &sessions,
+            sas: &sas,
+            counters: &self.counters,
+            rejected: &self.ep.stats().rejected,
+        })
+    }
+
+    pub(super) fn show_sessions(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let v: Vec<_> = self
+            .ep
+            .sas()
+            .into_iter()
+            .map(|s| {
+                let tunnel = self.tunnel_for(s.conn, s.session).map(|t| t.name.as_str());
+                let up = self.sessions.uptime(s.session, now).map(|d| d.as_secs());
+                show::session(&s, tunnel, up)
+            })
+            .collect();
+        json!(v)
+    }
+
+    pub(super) async fn show_sa(&self) -> serde_json::Value {
+        let names = kernel::link_names(&self.h).await;
+        let underlay = kernel::local_addrs(&self.h).await.unwrap_or_default();
+        let now = Instant::now();
+        let mut v = Vec::new();
+        for (_, c) in self.sessions.children() {
+            let Some(t) = self.tunnel_for(c.conn, c.session) else {
+                continue;
+            };
+            let [id_in, id_out] =
+                model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);
+            let reading = show::SaReading {
+                inbound: kernel::sa_state(&self.h, &id_in).await,
+                outbound: kernel::sa_state(&self.h, &id_out).await,
+                path_mtu: underlay
+                    .mtu_of(c.local.ip())
+                    .unwrap_or(plan::DEFAULT_UNDERLAY_MTU),
+            };
+            v.push(show::sa(t, c, &reading, &names, now));
+        }
+        json!(v)
+    }
+
+    pub(super) fn show_tunnels(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let mut v: Vec<_> = self
+            .plan
+            .tunnels
+            .values()
+            .map(|t| show::tunnel(t, self.sessions.conn_up(t.conn), &self.offload))
+            .collect();
+        v.extend(
+            self.clones
+                .iter()
+                .map(|c| show::clone(c, &self.sessions, &self.offload, now)),
+        );
+        json!(v)
+    }
+}

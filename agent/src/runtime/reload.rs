@@ -1,0 +1,105 @@
+//! `vtid reload`: the new plan against the old (plan::diff), the interfaces through the
+//! reconciler; only what changed is touched.
+
+use super::*;
+
+impl Runtime {
+    /// Re-reads the configuration; on any error nothing changes. Tunnels whose plan (or
+    /// anything it derives from) changed are rebuilt, removed ones torn down, new ones
+    /// brought up, routes-only edits change just the routes; the others keep their
+    /// interfaces and SAs untouched.
+    pub async fn reload(&mut self) -> Result<serde_json::Value> {
+        let new = Config::load_with(&self.config_path, &LoadOptions::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut ids = self.conn_ids.clone();
+        let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
+        // The plans, not the files, decide what restarts (plan/diff.rs): a changed tunnel is
+        // removed and created again even when its interface is the same (its key or initiate
+        // setting changed), a routes-only edit changes just its routes.
+        let diff = plan::diff(&self.plan, &new_plan);
+        let rebuild: BTreeSet<String> = diff.changed.iter().cloned().collect();
+        // Held-down tunnels have no interface: they stay held (retried on underlay changes)
+        // unless the reload adds or changes them.
+        let want: BTreeMap<String, Interface> = new_plan
+            .tunnels
+            .iter()
+            .filter(|(n, _)| {
+                self.made.contains_key(*n)
+                    || !self.plan.tunnels.contains_key(*n)
+                    || rebuild.contains(*n)
+            })
+            .map(|(n, t)| (n.clone(), model::static_interface(t)))
+            .collect();
+        let ops = reconcile::interfaces(&self.made, &want, &rebuild);
+        // Peers of a changed template reconnect onto clones of the new one.
+        for conn in &diff.templates_changed {
+            self.ep
+                .handle_command(Instant::now(), IkeCommand::Terminate { conn: *conn });
+        }
+        for op in &ops {
+            let Op::Remove(i) = op else { continue };
+            // A rebuilt or removed tunnel starts over: no hold from an earlier `vtid down`.
+            self.states.remove(&i.name);
+            let Some(t) = self.plan.tunnels.get(&i.name).cloned() else {
+                continue;
+            };
+            self.ep
+                .handle_command(Instant::now(), IkeCommand::Terminate { conn: t.conn });
+            self.drain().await;
+            // Device and policies before SAs, as in shutdown().
+            for e in kernel::apply_one(&self.h, op).await {
+                warn!(tunnel = %i.name, "reload teardown: {e:#}");
+            }
+            self.made.remove(&i.name);
+            self.remove_children(&t).await;
+        }
+        for name in &diff.removed {
+            self.states.remove(name);
+        }
+        self.ep.handle_command(
+            Instant::now(),
+            IkeCommand::Reconfigure(Arc::new(new_plan.endpoint.clone())),
+        );
+        // Front-door VRFs the new plan adds get their IKE sockets before their tunnels come up
+        // (an initiator's first IKE_SA_INIT goes out of them); removed ones are closed.
+        if let Err(e) = crate::sockets::bind_vrf(
+            &self.h,
+            &new.global,
+            &new_plan,
+            &self.dgram_tx,
+            &mut self.socks,
+        )
+        .await
+        {
+            error!("reload: front-door VRF sockets: {e:#}");
+        }
+        self.cfg = new;
+        self.plan = new_plan;
+        self.conn_ids = ids;
+        for op in &ops {
+            match op {
+                Op::Create(i) => {
+                    if let Some(t) = self.plan.tunnels.get(&i.name).cloned() {
+                        self.bring_up(&t).await;
+                    }
+                }
+                Op::Routes { name, .. } => {
+                    for e in kernel::apply_one(&self.h, op).await {
+                        warn!(tunnel = %name, "reload routes: {e:#}");
+                    }
+                    if let Some(i) = want.get(name) {
+                        self.made.insert(name.clone(), i.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        info!(removed = ?diff.removed, added = ?diff.added, changed = ?diff.changed, routes = ?diff.routes_only, "configuration reloaded");
+        Ok(json!({
+            "added": diff.added,
+            "removed": diff.removed,
+            "changed": diff.changed,
+            "routes_changed": diff.routes_only,
+        }))
+    }
+}

@@ -262,6 +262,20 @@ impl TunnelDeviceSpec {
                 b.build()
             }};
         }
+        // vti and vti6 take the same attributes through builders of different types.
+        macro_rules! vti {
+            ($builder:ident, $l:expr, $r:expr, $ikey:expr, $okey:expr, $underlay:expr) => {{
+                let mut b = $builder::new(&self.name)
+                    .local(*$l)
+                    .remote(*$r)
+                    .ikey(*$ikey)
+                    .okey(*$okey);
+                if let Some(u) = $underlay {
+                    b = b.dev(*u);
+                }
+                common!(b)
+            }};
+        }
         Ok(match &self.kind {
             DeviceKind::Xfrm { if_id, underlay } => {
                 let mut b = LinkMessageBuilder::<LinkXfrm>::new(&self.name).if_id(*if_id);
@@ -276,34 +290,14 @@ impl TunnelDeviceSpec {
                 ikey,
                 okey,
                 underlay,
-            } => {
-                let mut b = LinkVti::new(&self.name)
-                    .local(*l)
-                    .remote(*r)
-                    .ikey(*ikey)
-                    .okey(*okey);
-                if let Some(u) = underlay {
-                    b = b.dev(*u);
-                }
-                common!(b)
-            }
+            } => vti!(LinkVti, l, r, ikey, okey, underlay),
             DeviceKind::Vti {
                 local: IpAddr::V6(l),
                 remote: IpAddr::V6(r),
                 ikey,
                 okey,
                 underlay,
-            } => {
-                let mut b = LinkVti6::new(&self.name)
-                    .local(*l)
-                    .remote(*r)
-                    .ikey(*ikey)
-                    .okey(*okey);
-                if let Some(u) = underlay {
-                    b = b.dev(*u);
-                }
-                common!(b)
-            }
+            } => vti!(LinkVti6, l, r, ikey, okey, underlay),
             DeviceKind::Vrf { table } => common!(LinkVrf::new(&self.name, *table)),
             DeviceKind::Vti { .. } => unreachable!("check() refuses mixed families"),
         })

@@ -261,12 +261,7 @@ impl Established {
         if c.timers.is_expired(Timer::DeleteLinger, now) {
             c.timers.stop(Timer::DeleteLinger);
             self.remove_all_children(c, ctx);
-            ctx.event(Event::IkeSaDown {
-                session: c.session,
-                conn: c.peer.id,
-                reason: DownReason::Replaced,
-            });
-            c.closed = true;
+            c.go_down(ctx, DownReason::Replaced);
             return;
         }
         if self.rekeyed {
@@ -460,12 +455,7 @@ impl Established {
                         } else {
                             DownReason::Local
                         };
-                        ctx.event(Event::IkeSaDown {
-                            session: c.session,
-                            conn: c.peer.id,
-                            reason,
-                        });
-                        c.closed = true;
+                        c.go_down(ctx, reason);
                     }
                 }
                 Ok(())
@@ -894,13 +884,7 @@ impl Established {
                 reason: "peer_rejected",
             });
             self.remove_all_children(c, ctx);
-            ctx.event(Event::IkeSaDown {
-                session: c.session,
-                conn: c.peer.id,
-                reason: DownReason::Failed("peer_rejected"),
-            });
-            c.closed = true;
-            c.clear_outstanding();
+            c.go_down(ctx, DownReason::Failed("peer_rejected"));
             return Ok(());
         }
         let mut reply_spis = Vec::new();
@@ -937,13 +921,7 @@ impl Established {
             } else {
                 DownReason::Peer
             };
-            ctx.event(Event::IkeSaDown {
-                session: c.session,
-                conn: c.peer.id,
-                reason,
-            });
-            c.closed = true;
-            c.clear_outstanding();
+            c.go_down(ctx, reason);
             return Ok(());
         }
         let mut reply = Vec::new();

@@ -35,6 +35,7 @@ use crate::error::PeerMisbehaved;
 use crate::error::Reaction;
 use crate::output::ChildSaId;
 use crate::output::Datagram;
+use crate::output::DownReason;
 use crate::output::Event;
 use crate::output::Output;
 use crate::output::SessionId;
@@ -441,6 +442,18 @@ impl Common {
     pub(crate) fn clear_outstanding(&mut self) {
         self.outstanding = None;
         self.timers.stop(Timer::Retransmit);
+    }
+
+    /// The IKE SA is over: tells the agent why (`IkeSaDown`) and stops everything it still had
+    /// in flight; the endpoint drops it.
+    pub(crate) fn go_down(&mut self, ctx: &mut Ctx<'_>, reason: DownReason) {
+        ctx.event(Event::IkeSaDown {
+            session: self.session,
+            conn: self.peer.id,
+            reason,
+        });
+        self.closed = true;
+        self.clear_outstanding();
     }
 }
 

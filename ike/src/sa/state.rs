@@ -247,13 +247,7 @@ fn close(mut state: State, c: &mut Common, ctx: &mut Ctx<'_>, reason: DownReason
     if let State::Established(est) = &mut state {
         est.remove_all_children(c, ctx);
     }
-    ctx.event(Event::IkeSaDown {
-        session: c.session,
-        conn: c.peer.id,
-        reason,
-    });
-    c.closed = true;
-    c.clear_outstanding();
+    c.go_down(ctx, reason);
     State::Closed
 }
 
@@ -293,12 +287,6 @@ fn fail(c: &mut Common, ctx: &mut Ctx<'_>, e: &Error) -> State {
             }
         }
     }
-    ctx.event(Event::IkeSaDown {
-        session: c.session,
-        conn: c.peer.id,
-        reason: DownReason::Failed(reason),
-    });
-    c.closed = true;
-    c.clear_outstanding();
+    c.go_down(ctx, DownReason::Failed(reason));
     State::Closed
 }

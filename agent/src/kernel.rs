@@ -18,8 +18,7 @@ use crate::plan::{DeviceKind, LocalAddrs};
 use crate::reconcile::{Op, Owned};
 
 /// Carries out `ops` in order; keeps going after an error and returns every error. A failed
-/// [`Op::Create`] is cleaned up at once (the interface is removed again), so it leaves
-/// nothing half made.
+/// [`Op::Create`] leaves nothing half made (see [`create`]).
 pub async fn apply(h: &Handle, ops: &[Op]) -> Vec<anyhow::Error> {
     let mut errs = Vec::new();
     for op in ops {
@@ -33,21 +32,17 @@ pub async fn apply_one(h: &Handle, op: &Op) -> Vec<anyhow::Error> {
     match op {
         Op::Create(i) => match create(h, i).await {
             Ok(_) => Vec::new(),
-            Err(e) => {
-                for c in remove(h, i).await {
-                    tracing::debug!(interface = %i.name, "cleanup after failed create: {c:#}");
-                }
-                vec![e]
-            }
+            Err(e) => vec![e],
         },
         Op::Remove(i) => remove(h, i).await,
         Op::Routes {
             name,
+            index,
             table,
             mode,
             add,
             del,
-        } => edit_routes(h, name, *table, *mode, add, del).await,
+        } => edit_routes(h, name, *index, *table, *mode, add, del).await,
         Op::RemoveLink { index, name } => match h.link().delete(*index).await {
             Ok(()) => Vec::new(),
             Err(e) => vec![anyhow::Error::new(e).context(format!("delete {name}"))],
@@ -98,10 +93,38 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     if let Some(m) = master {
         spec = spec.master(m);
     }
+    // Created with NLM_F_EXCL: a name someone else holds fails here (EEXIST) with nothing
+    // made, and that device is never touched.
     let idx = link
         .create_tunnel_device(&spec)
         .await
         .with_context(|| format!("create tunnel interface {}", i.name))?;
+    let mut policies = Vec::new();
+    if let Err(e) = furnish(h, i, idx, &mut policies).await {
+        // Undo exactly what was made: the policies that went in and the device (by its
+        // ifindex, not its name).
+        for p in &policies {
+            if let Err(d) = h.policy().delete(p).await {
+                tracing::debug!(interface = %i.name, "cleanup: delete policy: {d}");
+            }
+        }
+        if let Err(d) = link.delete(idx).await {
+            tracing::debug!(interface = %i.name, "cleanup: delete device: {d}");
+        }
+        return Err(e);
+    }
+    Ok(idx)
+}
+
+/// Everything a new device `idx` gets after its creation; the policies that went in are
+/// recorded in `added`, for the cleanup of a failure.
+async fn furnish(
+    h: &Handle,
+    i: &Interface,
+    idx: u32,
+    added: &mut Vec<xfrm::PolicyId>,
+) -> Result<()> {
+    let link = h.link();
     if i.disable_ipv6 {
         link.set_disable_ipv6(&i.name, true)
             .with_context(|| format!("{}: disable IPv6", i.name))?;
@@ -115,8 +138,15 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     for p in &i.policies {
         batch.add_policy(p);
     }
-    for r in batch.execute().await? {
-        r.with_context(|| format!("{}: policy", i.name))?;
+    let mut failed = None;
+    for (p, r) in i.policies.iter().zip(batch.execute().await?) {
+        match r {
+            Ok(()) => added.push(p.id()),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    if let Some(e) = failed {
+        return Err(anyhow::Error::new(e).context(format!("{}: policy", i.name)));
     }
     link.add_address(idx, i.address)
         .await
@@ -129,7 +159,7 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
             .await
             .with_context(|| format!("{}: route {r}", i.name))?;
     }
-    Ok(idx)
+    Ok(())
 }
 
 /// `ip route add|replace|del P dev IDX table T`.
@@ -156,14 +186,18 @@ async fn route(
 async fn edit_routes(
     h: &Handle,
     name: &str,
+    index: Option<u32>,
     table: u32,
     mode: RouteMode,
     add: &[IpNet],
     del: &[IpNet],
 ) -> Vec<anyhow::Error> {
-    let idx = match h.link().index_of(name).await {
-        Ok(i) => i,
-        Err(e) => return vec![anyhow::Error::new(e).context(format!("{name}: routes"))],
+    let idx = match index {
+        Some(i) => i,
+        None => match h.link().index_of(name).await {
+            Ok(i) => i,
+            Err(e) => return vec![anyhow::Error::new(e).context(format!("{name}: routes"))],
+        },
     };
     let mut errors = Vec::new();
     for r in del {

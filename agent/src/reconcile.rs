@@ -26,6 +26,8 @@ pub enum Op {
     Routes {
         /// Device name.
         name: String,
+        /// Its ifindex when known (a clone's), else looked up by name.
+        index: Option<u32>,
         /// Routing table.
         table: u32,
         /// `add` or `replace`.
@@ -64,6 +66,7 @@ impl Op {
             .collect();
         (!add.is_empty() || !del.is_empty()).then(|| Op::Routes {
             name: iface.name.clone(),
+            index: None,
             table: iface.table(),
             mode: iface.route_mode,
             add,
@@ -207,6 +210,7 @@ mod tests {
                 Op::Create(iface("D", 4, &[])),
                 Op::Routes {
                     name: "A".into(),
+                    index: None,
                     table: 254,
                     mode: RouteMode::Add,
                     add: vec!["10.2.0.0/16".parse().unwrap()],

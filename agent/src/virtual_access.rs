@@ -109,8 +109,21 @@ pub struct VirtualAccess {
     pub tunnel: TunnelPlan,
     /// The clone as the kernel holds it.
     pub interface: Interface,
+    /// Its ifindex (route edits name the device by it, no lookup).
+    pub ifindex: u32,
     /// When it was created.
     pub created: Instant,
+}
+
+/// A clone about to be created: its number is held, nothing is in the kernel yet.
+#[derive(Clone, Debug)]
+pub struct Proposed {
+    /// Its number.
+    pub slot: u32,
+    /// The clone as a tunnel.
+    pub tunnel: TunnelPlan,
+    /// The interface to create.
+    pub interface: Interface,
 }
 
 /// Every clone and the allocators behind their names and if_ids.
@@ -222,7 +235,7 @@ impl VirtualAccesses {
         refused: &[u32],
         local: SocketAddr,
         remote: SocketAddr,
-    ) -> Option<(TunnelPlan, Interface, u32)> {
+    ) -> Option<Proposed> {
         let slot = self
             .slots
             .alloc(|n| refused.contains(&n) || static_if_ids.contains(&(IF_ID_BASE + n)))?;
@@ -246,34 +259,39 @@ impl VirtualAccesses {
             vrf: tp.vrf.clone(),
             fvrf: None,
         };
-        let iface = clone_interface(tp, &tunnel);
-        Some((tunnel, iface, slot))
+        let interface = clone_interface(tp, &tunnel);
+        Some(Proposed {
+            slot,
+            tunnel,
+            interface,
+        })
     }
 
-    /// The proposed clone exists in the kernel now: it carries `session`.
+    /// The proposed clone exists in the kernel now, as interface `ifindex`: it carries
+    /// `session`.
     pub fn commit(
         &mut self,
-        slot: u32,
+        p: Proposed,
+        ifindex: u32,
         tp: &TemplatePlan,
         peer_id: &Identity,
         session: SessionId,
-        tunnel: TunnelPlan,
-        interface: Interface,
     ) {
         self.clones.insert(
-            slot,
+            p.slot,
             VirtualAccess {
-                slot,
+                slot: p.slot,
                 template: tp.template.clone(),
                 peer_id: peer_id.clone(),
                 sessions: BTreeSet::from([session]),
-                fixed_routes: interface.routes.clone(),
-                tunnel,
-                interface,
+                fixed_routes: p.interface.routes.clone(),
+                tunnel: p.tunnel,
+                interface: p.interface,
+                ifindex,
                 created: Instant::now(),
             },
         );
-        self.by_session.insert(session, slot);
+        self.by_session.insert(session, p.slot);
     }
 
     /// The proposed clone could not be created: its number is free again.

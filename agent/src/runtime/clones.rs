@@ -15,11 +15,12 @@ impl Runtime {
         let Some(c) = self.clones.iter().find(|c| c.slot == slot) else {
             return Vec::new();
         };
-        let (name, table) = (c.interface.name.clone(), c.interface.table());
+        let (name, index, table) = (c.interface.name.clone(), c.ifindex, c.interface.table());
         let mut added = Vec::new();
         for p in self.clones.ts_routes(slot, remote_ts) {
             let op = Op::Routes {
                 name: name.clone(),
+                index: Some(index),
                 table,
                 mode: model::RouteMode::Replace,
                 add: vec![p],
@@ -50,6 +51,7 @@ impl Runtime {
         };
         let op = Op::Routes {
             name: c.interface.name.clone(),
+            index: Some(c.ifindex),
             table: c.interface.table(),
             mode: model::RouteMode::Replace,
             add: Vec::new(),
@@ -134,27 +136,25 @@ impl Runtime {
         let statics: Vec<u32> = self.plan.tunnels.values().map(|t| t.if_id).collect();
         let mut refused: Vec<u32> = Vec::new();
         for _attempt in 0..8 {
-            let (tunnel, iface, slot) = self
+            let p = self
                 .clones
                 .propose(tp, &statics, &refused, local, remote)
                 .context("no free dynamic VTI number")?;
-            match kernel::create(&self.h, &iface).await {
-                Ok(_) => {
+            let (slot, name) = (p.slot, p.tunnel.name.clone());
+            // A failed create leaves nothing behind (kernel::create cleans up what it made).
+            match kernel::create(&self.h, &p.interface).await {
+                Ok(ifindex) => {
                     info!(
-                        interface = %tunnel.name,
-                        if_id = tunnel.if_id,
+                        interface = %name,
+                        if_id = p.tunnel.if_id,
                         peer = %remote,
                         template = %tp.template,
                         "dynamic VTI up"
                     );
-                    self.clones
-                        .commit(slot, tp, peer_id, session, tunnel, iface);
+                    self.clones.commit(p, ifindex, tp, peer_id, session);
                     return Ok(());
                 }
                 Err(e) => {
-                    for e in kernel::remove(&self.h, &iface).await {
-                        tracing::debug!("clone cleanup: {e:#}");
-                    }
                     self.clones.abandon(slot);
                     let exists = e.chain().any(|c| {
                         matches!(
@@ -163,9 +163,9 @@ impl Runtime {
                         )
                     });
                     if !exists {
-                        return Err(e.context(format!("create {}", tunnel.name)));
+                        return Err(e.context(format!("create {name}")));
                     }
-                    warn!(interface = %tunnel.name, "name or if_id held by another interface; trying the next number");
+                    warn!(interface = %name, "name or if_id held by another interface; trying the next number");
                     refused.push(slot);
                 }
             }

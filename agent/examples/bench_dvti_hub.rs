@@ -2,7 +2,8 @@
 //! updown script (what users do today), in one run. Prints, for each hub and side by side:
 //! how many tunnels came up and passed a ping, the wall time from the first IKE_SA_INIT to
 //! the last tunnel passing its ping, p50/p99 from IKE_AUTH to the hub's per-peer interface
-//! being up with its route, and the hub's RSS per tunnel.
+//! being up with its route, the hub's RSS per tunnel, and (vtid only) the netlink requests
+//! the hub sent per tunnel (its `vtid_netlink_requests_total`, scraped before and after).
 //!
 //! Runs inside the VM (it needs xfrm_interface and esp4), as root:
 //!
@@ -70,6 +71,8 @@ use nstest::vtid::{RunWith, Vtid, write_secret};
 use nstest::{Netns, TopoSpec};
 
 const PSK: &str = "benchmark-hub-and-spokes-key";
+/// The vtid hub's metrics listener, in its namespace (for its netlink request counter).
+const HUB_METRICS: &str = "127.0.0.1:9478";
 const HUB_UNDERLAY: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
 const HUB_LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// Echo identifier of our pings (replies carry it back).
@@ -165,6 +168,9 @@ struct Figures {
     seen_on_hub: usize,
     rss_before_kib: u64,
     rss_after_kib: u64,
+    /// Netlink requests the vtid hub sent while the spokes came up (its metrics counter);
+    /// `None` for strongSwan, which has no such counter.
+    netlink_requests: Option<f64>,
     hub_xfrm_links: usize,
     monitor_overruns: u64,
     helper_note: String,
@@ -311,12 +317,14 @@ fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
     // Let the daemon settle (start-up sweep, sockets) before the baseline RSS.
     std::thread::sleep(Duration::from_secs(2));
     let rss_before = rss_kib(pid)?;
+    let nl_before = netlink_requests(hub_ns, kind)?;
 
     let mon = Monitor::start(hub_ns.name())?;
     let lg = loadgen(lg_ns.name(), n, a.window, a.timeout)?;
     // Late notifications (a route the ping raced) reach the monitor within moments.
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = rss_kib(pid)?;
+    let nl_after = netlink_requests(hub_ns, kind)?;
     let helper_note = match kind {
         Kind::Vtid => String::new(),
         Kind::Strongswan => {
@@ -421,6 +429,7 @@ fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
         seen_on_hub,
         rss_before_kib: rss_before,
         rss_after_kib: rss_after,
+        netlink_requests: nl_before.zip(nl_after).map(|(b, a)| a - b),
         hub_xfrm_links,
         monitor_overruns: seen.overruns,
         helper_note,
@@ -445,7 +454,10 @@ fn start_hub(kind: Kind, ns: &Netns, dir: &Path) -> Result<HubProc> {
         Kind::Vtid => {
             let key = write_secret(dir, "spokes.key", PSK)?;
             let cfg = format!(
-                r#"[keyring.SPOKES]
+                r#"[global]
+metrics = "{HUB_METRICS}"
+
+[keyring.SPOKES]
 [[keyring.SPOKES.peer]]
 address = "172.16.0.0/16"
 psk_file = "{}"
@@ -523,6 +535,20 @@ routes = "traffic-selectors"
 }
 
 /// The hub daemon's pid: the process in the hub namespace named `vtid` or `charon`.
+/// The vtid hub's `vtid_netlink_requests_total`, scraped in its namespace.
+fn netlink_requests(ns: &Netns, kind: Kind) -> Result<Option<f64>> {
+    if !matches!(kind, Kind::Vtid) {
+        return Ok(None);
+    }
+    let text = nstest::vtid::scrape_metrics(ns, HUB_METRICS)?;
+    let samples = vtid::metrics::parse(&text).map_err(anyhow::Error::msg)?;
+    samples
+        .iter()
+        .find(|(n, _, _)| n == "vtid_netlink_requests_total")
+        .map(|(_, _, v)| Some(*v))
+        .context("no vtid_netlink_requests_total in the hub's metrics")
+}
+
 fn hub_pid(ns: &Netns, kind: Kind) -> Result<u32> {
     let want = match kind {
         Kind::Vtid => "vtid",
@@ -1281,6 +1307,12 @@ fn print_table(a: &Args, all: &[Figures]) {
     row(
         "hub RSS per tunnel (KiB)",
         &|f| Some((f.rss_after_kib as f64 - f.rss_before_kib as f64) / f.spokes as f64),
+        "",
+        true,
+    );
+    row(
+        "hub netlink requests per tunnel",
+        &|f| f.netlink_requests.map(|n| n / f.spokes as f64),
         "",
         true,
     );

@@ -55,6 +55,8 @@ pub struct Snapshot<'a> {
     pub counters: &'a Counters,
     /// `ike::Stats::rejected`.
     pub rejected: &'a BTreeMap<&'static str, u64>,
+    /// Netlink requests the daemon has sent (`xfrm::Handle::requests`).
+    pub netlink_requests: u64,
 }
 
 /// Label value escaping of the text format.
@@ -165,6 +167,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
     for ((t, mode), n) in &sas_by_offload {
         o.sample("vtid_child_sas", &[("tunnel", t), ("offload", mode)], *n);
     }
+
+    o.family(
+        "vtid_netlink_requests_total",
+        "counter",
+        "Netlink requests sent to the kernel (XFRM and route; a batch item counts once).",
+    );
+    o.sample("vtid_netlink_requests_total", &[], s.netlink_requests);
 
     o.family(
         "vtid_tunnel_rekeys_total",
@@ -398,10 +407,12 @@ mod tests {
             sas: &sas,
             counters: &c,
             rejected: &rejected,
+            netlink_requests: 42,
         });
         let s = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let t0 = ("tunnel", "Tunnel0");
         assert_eq!(get(&s, "vtid_tunnel_up", &[t0]), Some(1.0));
+        assert_eq!(get(&s, "vtid_netlink_requests_total", &[]), Some(42.0));
         assert_eq!(
             get(&s, "vtid_tunnel_up", &[("tunnel", "Tun\"1")]),
             Some(0.0)

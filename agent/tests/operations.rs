@@ -67,22 +67,9 @@ fn end(on_a: bool, n: u8) -> TunnelEnd {
     }
 }
 
-/// Fetches the metrics page from inside `ns` (python3's urllib: no extra tool needed).
+/// The metrics page from inside `ns`.
 fn scrape(ns: &Netns) -> Result<String> {
-    let script = format!(
-        "import urllib.request; print(urllib.request.urlopen('http://{METRICS}/metrics', timeout=10).read().decode(), end='')"
-    );
-    let out = ns
-        .command("python3")
-        .args(["-c", &script])
-        .output()
-        .context("run python3")?;
-    ensure!(
-        out.status.success(),
-        "scrape failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
+    nstest::vtid::scrape_metrics(ns, METRICS)
 }
 
 type Samples = Vec<(String, std::collections::BTreeMap<String, String>, f64)>;

@@ -93,6 +93,24 @@ pub fn render_many(tunnels: &[(&TunnelEnd, &Path)]) -> Result<String> {
     Ok(c.render())
 }
 
+/// Fetches vtid's Prometheus page at `addr` (e.g. `127.0.0.1:9477`) from inside `ns`
+/// (python3's urllib: no extra tool needed).
+pub fn scrape_metrics(ns: &Netns, addr: &str) -> Result<String> {
+    let script = format!(
+        "import urllib.request; print(urllib.request.urlopen('http://{addr}/metrics', \
+         timeout=10).read().decode(), end='')"
+    );
+    let out = ns
+        .command("python3")
+        .args(["-c", &script])
+        .output()
+        .context("run python3")?;
+    if !out.status.success() {
+        bail!("scrape failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// Writes a secret file with mode 0600 (vtid refuses key files others can read) and returns
 /// its path.
 pub fn write_secret(dir: &Path, name: &str, secret: &str) -> Result<PathBuf> {

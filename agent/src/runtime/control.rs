@@ -86,6 +86,7 @@ impl Runtime {
             sas: &sas,
             counters: &self.counters,
             rejected: &self.ep.stats().rejected,
+            netlink_requests: self.h.requests(),
         })
     }
 

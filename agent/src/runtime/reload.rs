@@ -31,6 +31,13 @@ impl Runtime {
             .map(|(n, t)| (n.clone(), model::static_interface(t)))
             .collect();
         let ops = reconcile::interfaces(&self.made, &want, &rebuild);
+        let without_interface: Vec<String> = diff
+            .removed
+            .iter()
+            .chain(&diff.changed)
+            .filter(|n| !self.made.contains_key(*n))
+            .cloned()
+            .collect();
         // Peers of a changed template reconnect onto clones of the new one.
         for conn in &diff.templates_changed {
             self.ep
@@ -53,8 +60,16 @@ impl Runtime {
             self.made.remove(&i.name);
             self.remove_children(&t).await;
         }
-        for name in &diff.removed {
+        // Removed or changed tunnels that had no interface (held down by an offload demand)
+        // still end their sessions, if any.
+        for name in &without_interface {
             self.states.remove(name);
+            if let Some(t) = self.plan.tunnels.get(name).cloned() {
+                self.ep
+                    .handle_command(Instant::now(), IkeCommand::Terminate { conn: t.conn });
+                self.drain().await;
+                self.remove_children(&t).await;
+            }
         }
         self.ep.handle_command(
             Instant::now(),

@@ -165,16 +165,6 @@ pub fn clone_interface(tp: &TemplatePlan, tunnel: &TunnelPlan) -> Interface {
 }
 
 impl VirtualAccesses {
-    /// Number of clones.
-    pub fn len(&self) -> usize {
-        self.clones.len()
-    }
-
-    /// True without clones.
-    pub fn is_empty(&self) -> bool {
-        self.clones.is_empty()
-    }
-
     /// Every clone, by number.
     pub fn iter(&self) -> impl Iterator<Item = &VirtualAccess> {
         self.clones.values()

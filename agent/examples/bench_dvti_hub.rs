@@ -795,7 +795,7 @@ fn spoke_config(i: usize) -> Arc<EndpointConfig> {
                 lifetime: Lifetime::CHILD_DEFAULT,
                 lifetime_bytes: None,
             },
-            dpd_interval: None,
+            dpd: None,
             allow_legacy: false,
         }],
         // Patient: a hub running N updown scripts on a TCG VM may take seconds to answer.

@@ -39,7 +39,7 @@ fn config() -> Arc<EndpointConfig> {
                     lifetime: Lifetime::CHILD_DEFAULT,
                     lifetime_bytes: None,
                 },
-                dpd_interval: None,
+                dpd: None,
                 allow_legacy: true,
             };
             Arc::new(EndpointConfig {

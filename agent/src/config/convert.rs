@@ -24,10 +24,10 @@ use super::error::{Sink, suggestion};
 use super::raw::{self, GroupValue, SStr, StrOrList};
 use super::secret;
 use super::{
-    AuthMethod, Config, ConfigErrors, Credentials, Dpd, Global, Identity, IdentityMatch, IfId,
-    IkeProfile, IkeProposalSpec, InnerAddress, IpsecProfile, Keyring, KeyringPeer, LoadOptions,
-    LocalIdentity, LocalTermination, LogLevel, Offload, PeerMatch, ProfileCredentials, SaLifetime,
-    SaMode, TemplateRoutes, TransformSet, Trustpoint, Tunnel, TunnelMode, TunnelSource,
+    AuthMethod, Config, ConfigErrors, Credentials, Dpd, DpdAction, Global, Identity, IdentityMatch,
+    IfId, IkeProfile, IkeProposalSpec, InnerAddress, IpsecProfile, Keyring, KeyringPeer,
+    LoadOptions, LocalIdentity, LocalTermination, LogLevel, Offload, PeerMatch, ProfileCredentials,
+    SaLifetime, SaMode, TemplateRoutes, TransformSet, Trustpoint, Tunnel, TunnelMode, TunnelSource,
     VirtualTemplate, Vrf, VrfRef,
 };
 
@@ -73,6 +73,11 @@ const OFFLOADS: &[(&str, Offload)] = &[
     ("crypto", Offload::Crypto),
     ("packet", Offload::Packet),
     ("auto", Offload::Auto),
+];
+const DPD_ACTIONS: &[(&str, DpdAction)] = &[
+    ("restart", DpdAction::Restart),
+    ("clear", DpdAction::Clear),
+    ("hold", DpdAction::Hold),
 ];
 const AUTH_METHODS: &[(&str, AuthMethod)] = &[
     ("psk", AuthMethod::Psk),
@@ -1148,8 +1153,18 @@ impl Cx<'_> {
                     Some(v) => self.u32_in(v, &format!("{path}.dpd.retries"), (1, 60)),
                     None => Some(3),
                 };
-                match (interval, retries) {
-                    (Some(interval), Some(retries)) => Some(Some(Dpd { interval, retries })),
+                let action = match &d.action {
+                    Some(a) => self
+                        .choice(a, &format!("{path}.dpd.action"), DPD_ACTIONS, "DPD action")
+                        .map(Some),
+                    None => Some(None),
+                };
+                match (interval, retries, action) {
+                    (Some(interval), Some(retries), Some(action)) => Some(Some(Dpd {
+                        interval,
+                        retries,
+                        action,
+                    })),
                     _ => None,
                 }
             }

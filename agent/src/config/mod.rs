@@ -373,10 +373,46 @@ pub enum AuthMethod {
 /// Dead peer detection (`dpd INTERVAL RETRY` / RFC 7296 §2.4 liveness checks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dpd {
-    /// Seconds of silence before a check.
+    /// Seconds of silence before a check, and the time each check is given.
     pub interval: u32,
-    /// Unanswered checks before the peer is dead (default 3).
+    /// Checks sent before the peer is dead (default 3); see [`ike::Dpd`].
     pub retries: u32,
+    /// What a tunnel whose peer is dead does; `None`: `restart` when the tunnel initiates,
+    /// `clear` otherwise.
+    pub action: Option<DpdAction>,
+}
+
+impl Dpd {
+    /// The engine's liveness schedule.
+    pub fn engine(&self) -> ike::Dpd {
+        ike::Dpd {
+            interval: std::time::Duration::from_secs(u64::from(self.interval)),
+            retries: self.retries,
+        }
+    }
+}
+
+/// What a static tunnel does once its peer is declared dead (strongSwan's `dpd_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DpdAction {
+    /// Negotiate again at once, and keep trying until the peer answers (IOS VTIs do so).
+    Restart,
+    /// Remove the session and stay down until the peer initiates, `vtid up` or a reload.
+    Clear,
+    /// Keep the policies: the next packet routed into the tunnel (a kernel ACQUIRE) starts a
+    /// new negotiation.
+    Hold,
+}
+
+impl DpdAction {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Restart => "restart",
+            Self::Clear => "clear",
+            Self::Hold => "hold",
+        }
+    }
 }
 
 /// Where an IKE profile terminates (`local-address`).

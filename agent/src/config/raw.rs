@@ -129,7 +129,7 @@ pub struct Trustpoint {
     pub private_key: Option<SStr>,
 }
 
-/// `dpd = { interval = .., retries = .. }`.
+/// `dpd = { interval = .., retries = .., action = .. }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dpd {
@@ -137,6 +137,8 @@ pub struct Dpd {
     pub interval: Spanned<i64>,
     /// Unanswered checks before the peer is declared dead.
     pub retries: Option<Spanned<i64>>,
+    /// `restart`, `clear` or `hold`: what a dead peer's tunnel does.
+    pub action: Option<SStr>,
 }
 
 /// `[ike_profile.NAME]` (`crypto ikev2 profile` / `crypto isakmp profile`).

@@ -191,7 +191,7 @@ impl PartialEq for PeerPlan {
             ike_proposals,
             ike_lifetime,
             child,
-            dpd_interval,
+            dpd,
             allow_legacy,
         } = &self.config;
         let ike::ChildConfig {
@@ -213,7 +213,7 @@ impl PartialEq for PeerPlan {
             && *remote_id == o.remote_id
             && *ike_proposals == o.ike_proposals
             && *ike_lifetime == o.ike_lifetime
-            && *dpd_interval == o.dpd_interval
+            && *dpd == o.dpd
             && *allow_legacy == o.allow_legacy
             && *esp_proposals == oc.esp_proposals
             && *pfs == oc.pfs
@@ -423,9 +423,7 @@ fn tunnel_peer(
                     hard,
                 }),
             },
-            dpd_interval: ike_profile
-                .dpd
-                .map(|d| Duration::from_secs(u64::from(d.interval))),
+            dpd: ike_profile.dpd.map(|d| d.engine()),
             allow_legacy: cfg.global.allow_legacy,
         },
         credentials: t.credentials.clone(),

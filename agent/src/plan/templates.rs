@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ike::ConnId;
@@ -145,7 +144,7 @@ pub fn plan_templates(
                             hard,
                         }),
                     },
-                    dpd_interval: prof.dpd.map(|d| Duration::from_secs(u64::from(d.interval))),
+                    dpd: prof.dpd.map(|d| d.engine()),
                     allow_legacy: cfg.global.allow_legacy,
                 },
                 credentials,

@@ -32,6 +32,7 @@ use crate::sa::Ctx;
 use crate::sa::Found;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
+use crate::sa::Schedule;
 use crate::sa::State;
 use crate::sa::child::Child;
 use crate::sa::child::ChildEvent;
@@ -283,7 +284,7 @@ impl Established {
         for id in expired {
             self.expire_child(c, ctx, id);
         }
-        // `Timer::Liveness` is only set with a `dpd_interval` and an idle window.
+        // `Timer::Liveness` is only set with `dpd` configured and an idle window.
         if c.outstanding.is_none()
             && self.queue.is_empty()
             && c.timers.is_expired(Timer::Liveness, now)
@@ -413,7 +414,8 @@ impl Established {
             }
             Queued::Dpd => {
                 // §2.4: an empty INFORMATIONAL request is the liveness check.
-                c.send_request(ctx, ExchangeType::Informational, &[])?;
+                let schedule = c.peer.dpd.map_or(Schedule::Backoff, Schedule::Liveness);
+                c.send_request_with(ctx, ExchangeType::Informational, &[], schedule)?;
                 self.pending = Some(Pending::Informational(Informational::Dpd));
             }
         }

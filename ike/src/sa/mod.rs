@@ -164,6 +164,33 @@ pub(crate) struct Outstanding {
     pub(crate) id: u32,
     pub(crate) packets: Vec<Vec<u8>>,
     pub(crate) sends: u32,
+    pub(crate) schedule: Schedule,
+}
+
+/// How an outstanding request is retransmitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Schedule {
+    /// RFC 7296 §2.1 exponential back-off from [`crate::config::RetransmitConfig`].
+    Backoff,
+    /// A liveness check of a peer with configured DPD: fixed spacing, the peer's count.
+    Liveness(crate::config::Dpd),
+}
+
+impl Schedule {
+    /// Sends in all before the peer is dead, and the wait after send number `sends`.
+    pub(crate) fn after(
+        self,
+        retransmit: &crate::config::RetransmitConfig,
+        sends: u32,
+    ) -> (u32, Duration) {
+        match self {
+            Self::Backoff => {
+                let backoff = 1u32 << sends.saturating_sub(1).min(16);
+                (retransmit.tries, retransmit.initial.saturating_mul(backoff))
+            }
+            Self::Liveness(d) => (d.retries.max(1), d.interval),
+        }
+    }
 }
 
 struct Reassembly {
@@ -250,7 +277,7 @@ impl Common {
     /// Sends an unprotected IKE_SA_INIT request (message ID 0) and arms retransmission.
     pub(crate) fn send_plain_request(&mut self, ctx: &mut Ctx<'_>, msg: &Message) -> Vec<u8> {
         let bytes = msg.encode();
-        self.arm(ctx, 0, vec![bytes.clone()]);
+        self.arm(ctx, 0, vec![bytes.clone()], Schedule::Backoff);
         bytes
     }
 
@@ -261,21 +288,33 @@ impl Common {
         exchange: ExchangeType,
         payloads: &[Payload],
     ) -> Result<(), Error> {
+        self.send_request_with(ctx, exchange, payloads, Schedule::Backoff)
+    }
+
+    /// [`Self::send_request`] with a chosen retransmission schedule.
+    pub(crate) fn send_request_with(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+        schedule: Schedule,
+    ) -> Result<(), Error> {
         let id = self.next_req;
         let packets = self.protect(ctx, exchange, false, id, payloads)?;
-        self.arm(ctx, id, packets);
+        self.arm(ctx, id, packets, schedule);
         Ok(())
     }
 
-    fn arm(&mut self, ctx: &mut Ctx<'_>, id: u32, packets: Vec<Vec<u8>>) {
+    fn arm(&mut self, ctx: &mut Ctx<'_>, id: u32, packets: Vec<Vec<u8>>, schedule: Schedule) {
         self.transmit(ctx, &packets);
         self.outstanding = Some(Outstanding {
             id,
             packets,
             sends: 1,
+            schedule,
         });
-        let at = later(ctx.now, ctx.config.retransmit.initial);
-        self.timers.set(Timer::Retransmit, at);
+        let (_, wait) = schedule.after(&ctx.config.retransmit, 1);
+        self.timers.set(Timer::Retransmit, later(ctx.now, wait));
     }
 
     /// Protects and sends a response, caching it for retransmitted requests.
@@ -568,9 +607,9 @@ impl IkeSa {
             State::Established(e) => (!e.rekeyed, e.rekeyed),
             _ => (false, false),
         };
-        match self.c.peer.dpd_interval {
-            Some(iv) if live && self.c.outstanding.is_none() => {
-                let at = later(self.c.last_heard, iv);
+        match self.c.peer.dpd {
+            Some(d) if live && self.c.outstanding.is_none() => {
+                let at = later(self.c.last_heard, d.interval);
                 self.c.timers.set(Timer::Liveness, at);
             }
             _ => self.c.timers.stop(Timer::Liveness),

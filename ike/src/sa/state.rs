@@ -203,14 +203,16 @@ fn timeout(mut state: State, c: &mut Common, ctx: &mut Ctx<'_>) -> State {
     }
     if c.timers.is_expired(Timer::Retransmit, now) {
         if let Some(out) = &mut c.outstanding {
-            if out.sends >= ctx.config.retransmit.tries {
+            let (tries, _) = out.schedule.after(&ctx.config.retransmit, out.sends);
+            if out.sends >= tries {
                 return dead(state, c, ctx);
             }
-            // RFC 7296 §2.1: retransmit with exponential back-off.
+            // RFC 7296 §2.1: retransmit (exponential back-off, or a liveness check's fixed
+            // spacing, see `config::Dpd`).
             out.sends += 1;
-            let backoff = 1u32 << (out.sends - 1).min(16);
+            let (_, wait) = out.schedule.after(&ctx.config.retransmit, out.sends);
             let packets = out.packets.clone();
-            let at = later(now, ctx.config.retransmit.initial.saturating_mul(backoff));
+            let at = later(now, wait);
             c.timers.set(Timer::Retransmit, at);
             ctx.stats.retransmits += 1;
             c.transmit(ctx, &packets);

@@ -17,7 +17,7 @@ pub(crate) enum Timer {
     HalfOpen,
     /// Rekey the IKE SA (§2.8; lifetime minus margin and jitter).
     IkeRekey,
-    /// Liveness check (§2.4): `dpd_interval` after we last heard from the peer, while an
+    /// Liveness check (§2.4): `dpd.interval` after we last heard from the peer, while an
     /// established, not rekeyed SA has no request in flight (an outstanding request is its
     /// own liveness check). Derived from those three after every input.
     Liveness,

@@ -102,7 +102,10 @@ pub(crate) fn peer(id: u32, local: Ipv4Addr, remote: Ipv4Addr, psk: &str) -> Pee
             lifetime: Lifetime::CHILD_DEFAULT,
             lifetime_bytes: None,
         },
-        dpd_interval: Some(Duration::from_secs(30)),
+        dpd: Some(Dpd {
+            interval: Duration::from_secs(30),
+            retries: 5,
+        }),
         allow_legacy: false,
     }
 }

@@ -8,11 +8,10 @@
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
-use ipnet::IpNet;
 use tracing::warn;
 use xfrm::{Handle, RouteSpec, SaId, SaSpec, TunnelDeviceSpec};
 
-use crate::model::{Interface, RouteMode};
+use crate::model::{Interface, Route, RouteMode};
 use crate::offload::{Applied, Decision, Mode, SaOffload, Underlay};
 use crate::plan::{DeviceKind, LocalAddrs};
 use crate::reconcile::{Op, Owned};
@@ -168,10 +167,13 @@ async fn route(
     idx: u32,
     table: u32,
     mode: RouteMode,
-    p: IpNet,
+    p: Route,
     add: bool,
 ) -> xfrm::Result<()> {
-    let r = RouteSpec::dev(p, idx).table(table);
+    let mut r = RouteSpec::dev(p.prefix, idx).table(table);
+    if let Some(m) = p.metric {
+        r = r.metric(m);
+    }
     match (add, mode) {
         (true, RouteMode::Add) => h.link().add_route(&r).await,
         (true, RouteMode::Replace) => h.link().replace_route(&r).await,
@@ -189,8 +191,8 @@ async fn edit_routes(
     index: Option<u32>,
     table: u32,
     mode: RouteMode,
-    add: &[IpNet],
-    del: &[IpNet],
+    add: &[Route],
+    del: &[Route],
 ) -> Vec<anyhow::Error> {
     let idx = match index {
         Some(i) => i,

@@ -14,6 +14,7 @@ use xfrm::{
     Spi, Template,
 };
 
+pub use crate::config::Route;
 use crate::plan::{DeviceKind, MAIN_TABLE, POLICY_PRIORITY, TunnelPlan};
 use crate::vrf::VrfPlan;
 
@@ -54,8 +55,8 @@ pub struct Interface {
     pub fvrf: Option<VrfPlan>,
     /// The device's own address (an unnumbered tunnel's borrowed /32 included).
     pub address: IpNet,
-    /// Prefixes routed into the device.
-    pub routes: Vec<IpNet>,
+    /// Routes into the device.
+    pub routes: Vec<Route>,
     /// How the routes are installed.
     pub route_mode: RouteMode,
     /// `net.ipv6.conf.DEV.disable_ipv6=1`.

@@ -9,10 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use ipnet::IpNet;
 use xfrm::{PolicyId, SaId};
 
-use crate::model::{Interface, RouteMode};
+use crate::model::{Interface, Route, RouteMode};
 
 /// One kernel operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,10 +31,10 @@ pub enum Op {
         table: u32,
         /// `add` or `replace`.
         mode: RouteMode,
-        /// Prefixes to route into the device.
-        add: Vec<IpNet>,
-        /// Prefixes to stop routing into it.
-        del: Vec<IpNet>,
+        /// Routes to put into the device.
+        add: Vec<Route>,
+        /// Routes to take out of it.
+        del: Vec<Route>,
     },
     /// An owned device nothing accounts for.
     RemoveLink {
@@ -52,14 +51,14 @@ pub enum Op {
 
 impl Op {
     /// The route edit that takes `iface`'s routes from `old` to its own.
-    pub fn routes(iface: &Interface, old: &[IpNet]) -> Option<Op> {
-        let add: Vec<IpNet> = iface
+    pub fn routes(iface: &Interface, old: &[Route]) -> Option<Op> {
+        let add: Vec<Route> = iface
             .routes
             .iter()
             .filter(|r| !old.contains(r))
             .copied()
             .collect();
-        let del: Vec<IpNet> = old
+        let del: Vec<Route> = old
             .iter()
             .filter(|r| !iface.routes.contains(r))
             .copied()

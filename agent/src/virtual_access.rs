@@ -26,7 +26,7 @@ use ipnet::IpNet;
 use tracing::{info, warn};
 
 use crate::config::TemplateRoutes;
-use crate::model::{Interface, RouteMode};
+use crate::model::{Interface, Route, RouteMode};
 use crate::plan::TemplatePlan;
 use crate::plan::{DeviceKind, TunnelPlan};
 
@@ -154,7 +154,7 @@ pub fn clone_interface(tp: &TemplatePlan, tunnel: &TunnelPlan) -> Interface {
         fvrf: None,
         address: tunnel.inner,
         routes: match &tp.routes {
-            TemplateRoutes::Prefixes(list) => list.clone(),
+            TemplateRoutes::Prefixes(list) => list.iter().copied().map(Route::from).collect(),
             TemplateRoutes::TrafficSelectors => Vec::new(),
         },
         route_mode: RouteMode::Replace,
@@ -274,7 +274,7 @@ impl VirtualAccesses {
                 template: tp.template.clone(),
                 peer_id: peer_id.clone(),
                 sessions: BTreeSet::from([session]),
-                fixed_routes: p.interface.routes.clone(),
+                fixed_routes: p.interface.routes.iter().map(|r| r.prefix).collect(),
                 tunnel: p.tunnel,
                 interface: p.interface,
                 ifindex,

@@ -27,8 +27,8 @@ use super::{
     AuthMethod, Config, ConfigErrors, Credentials, Dpd, DpdAction, Global, Identity, IdentityMatch,
     IfId, IkeProfile, IkeProposalSpec, InnerAddress, IpsecProfile, Keyring, KeyringPeer,
     LoadOptions, LocalIdentity, LocalTermination, LogLevel, Offload, PeerMatch, ProfileCredentials,
-    SaLifetime, SaMode, TemplateRoutes, TransformSet, Trustpoint, Tunnel, TunnelMode, TunnelSource,
-    VirtualTemplate, Vrf, VrfRef,
+    Route, SaLifetime, SaMode, TemplateRoutes, TransformSet, Trustpoint, Tunnel, TunnelMode,
+    TunnelSource, VirtualTemplate, Vrf, VrfRef,
 };
 
 /// Default IKE SA lifetime: 24 hours, the Cisco IKEv2 profile default.
@@ -1500,7 +1500,23 @@ impl Cx<'_> {
             };
             let mut routes_ok = true;
             let routes = each(&r.routes, &mut routes_ok, |v| {
-                self.prefix(v, &format!("{path}.routes"))
+                let prefix = self.prefix(&v.prefix, &format!("{path}.routes"));
+                // Linux route priorities are u32; IOS distances stop at 255 but nothing here
+                // needs that limit.
+                let metric = match &v.metric {
+                    Some(m) => self
+                        .u32_in(
+                            m,
+                            &format!("{path}.routes.metric"),
+                            (0, i64::from(u32::MAX)),
+                        )
+                        .map(Some),
+                    None => Some(None),
+                };
+                Some(Route {
+                    prefix: prefix?,
+                    metric: metric?,
+                })
             });
             let announce = each(&r.announce, &mut routes_ok, |v| {
                 self.prefix(v, &format!("{path}.announce"))
@@ -1643,6 +1659,22 @@ impl Cx<'_> {
                     )
                 }
             };
+            // `initiate = false` answers only; restarting or holding for traffic would
+            // initiate after all.
+            if let (false, Some(a)) = (initiate, ike.dpd.and_then(|d| d.action))
+                && a != DpdAction::Clear
+            {
+                let span = r.initiate.as_ref().map_or(n.span.clone(), |i| i.span());
+                self.err(
+                    span,
+                    format!(
+                        "{path}.initiate: false, but its IKE profile's dpd.action is \"{}\", \
+                         which initiates; use action = \"clear\" or initiate = true",
+                        a.as_str()
+                    ),
+                );
+                continue;
+            }
             let fvrf_eff = fvrf.as_ref().or(ike.fvrf.as_ref()).map(|v| v.name.clone());
             if !self.unambiguous(
                 &mut seen,
@@ -1695,7 +1727,7 @@ impl Cx<'_> {
         source: &TunnelSource,
         destination: IpAddr,
         inner: &InnerAddress,
-        routes: &[IpNet],
+        routes: &[Route],
         (vrf, fvrf, identity): (Option<String>, Option<String>, Vec<IdentityMatch>),
         vti_clash: bool,
     ) -> bool {
@@ -1765,17 +1797,23 @@ impl Cx<'_> {
                 ok = false;
             }
         }
+        // A prefix may lead into several tunnels at different metrics (floating routes, a
+        // second hub); at the same metric the kernel would refuse the second (EEXIST).
         let mut mine: BTreeSet<IpNet> = BTreeSet::new();
-        for (p, raw) in routes.iter().zip(&r.routes) {
-            if !mine.insert(*p) {
-                self.err(raw.span(), format!("{path}.routes: {p} is listed twice"));
-                ok = false;
-            } else if let Some(other) = seen.routes.get(&(vrf.clone(), *p)) {
+        for (route, raw) in routes.iter().zip(&r.routes) {
+            let p = route.prefix;
+            if !mine.insert(p) {
                 self.err(
-                    raw.span(),
+                    raw.prefix.span(),
+                    format!("{path}.routes: {p} is listed twice"),
+                );
+                ok = false;
+            } else if let Some(other) = seen.routes.get(&(vrf.clone(), p, route.metric)) {
+                self.err(
+                    raw.prefix.span(),
                     format!(
-                        "{path}.routes: {p} is already routed into tunnel.{other}{}; one prefix \
-                         leads to one tunnel",
+                        "{path}.routes: {p} is already routed into tunnel.{other}{} at the same \
+                         metric; give one of them another metric (a floating route) or drop it",
                         in_vrf(&vrf)
                     ),
                 );
@@ -1788,7 +1826,8 @@ impl Cx<'_> {
                 seen.inners.insert((vrf.clone(), a.addr()), n.name.clone());
             }
             for p in routes {
-                seen.routes.insert((vrf.clone(), *p), n.name.clone());
+                seen.routes
+                    .insert((vrf.clone(), p.prefix, p.metric), n.name.clone());
             }
         }
         ok
@@ -1921,8 +1960,8 @@ struct Ambiguity {
     peers: HashMap<(String, IpAddr, Option<String>, String), String>,
     /// (inside VRF, inner address) → tunnel.
     inners: HashMap<(Option<String>, IpAddr), String>,
-    /// (inside VRF, route) → tunnel.
-    routes: HashMap<(Option<String>, IpNet), String>,
+    /// (inside VRF, prefix, metric) → tunnel.
+    routes: HashMap<(Option<String>, IpNet, Option<u32>), String>,
 }
 
 fn in_vrf(vrf: &Option<String>) -> String {

@@ -511,6 +511,55 @@ pub enum InnerAddress {
     Unnumbered(String),
 }
 
+/// A route into a tunnel (`ip route PREFIX MASK Tunnel0 [DISTANCE]`). It is in the table
+/// only while the tunnel's line protocol is up, so a route with a higher metric elsewhere
+/// takes over when the tunnel's peer is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Route {
+    /// Destination.
+    pub prefix: IpNet,
+    /// Kernel route priority (`ip route ... metric N`); `None`: the kernel's default (0 for
+    /// IPv4, 1024 for IPv6).
+    pub metric: Option<u32>,
+}
+
+impl From<IpNet> for Route {
+    fn from(prefix: IpNet) -> Self {
+        Self {
+            prefix,
+            metric: None,
+        }
+    }
+}
+
+/// The [`Display`](std::fmt::Display) spelling back: `PREFIX` or `PREFIX metric N`.
+impl std::str::FromStr for Route {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut words = s.split_whitespace();
+        let prefix = words
+            .next()
+            .ok_or("empty route")?
+            .parse()
+            .map_err(|e| format!("{s}: {e}"))?;
+        let metric = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => None,
+            (Some("metric"), Some(m), None) => Some(m.parse().map_err(|e| format!("{s}: {e}"))?),
+            _ => return Err(format!("{s}: expected PREFIX [metric N]")),
+        };
+        Ok(Self { prefix, metric })
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.metric {
+            Some(m) => write!(f, "{} metric {m}", self.prefix),
+            None => write!(f, "{}", self.prefix),
+        }
+    }
+}
+
 /// XFRM interface id (also the ip_vti key). Never 0: the kernel reserves it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IfId(pub u32);
@@ -541,7 +590,7 @@ pub struct Tunnel {
     /// MTU; `None` means computed from the underlay.
     pub mtu: Option<u32>,
     /// Prefixes routed into the tunnel.
-    pub routes: Vec<IpNet>,
+    pub routes: Vec<Route>,
     /// Our prefixes proposed as traffic selectors (empty: 0/0 and ::/0).
     pub announce: Vec<IpNet>,
     /// Inside VRF.
@@ -554,6 +603,18 @@ pub struct Tunnel {
     pub initiate: bool,
     /// ESP offload; `None` means the IPsec profile's (see [`Config::tunnel_offload`]).
     pub offload: Option<Offload>,
+}
+
+impl Tunnel {
+    /// What the tunnel does when its peer is dead: its IKE profile's `dpd.action`, else
+    /// `restart` when it initiates and `clear` when it only answers.
+    pub fn dpd_action(&self) -> DpdAction {
+        match self.ike.dpd.and_then(|d| d.action) {
+            Some(a) => a,
+            None if self.initiate => DpdAction::Restart,
+            None => DpdAction::Clear,
+        }
+    }
 }
 
 /// How routes are installed for dynamic VTI clones.

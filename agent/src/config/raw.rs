@@ -193,9 +193,10 @@ pub struct Tunnel {
     pub ike_profile: Option<SStr>,
     /// Interface MTU; computed from the underlay and transforms when absent.
     pub mtu: Option<Spanned<i64>>,
-    /// Prefixes routed into the tunnel.
+    /// Prefixes routed into the tunnel: `"10.0.0.0/8"` or `{ prefix = "10.0.0.0/8", metric
+    /// = 200 }` (a floating route: `ip route ... Tunnel0 200`).
     #[serde(default)]
-    pub routes: Vec<SStr>,
+    pub routes: Vec<RouteValue>,
     /// Our prefixes, proposed as our traffic selectors instead of 0/0 so a dynamic VTI hub
     /// routes them toward us (Cisco FlexVPN's `route set local`).
     #[serde(default)]
@@ -268,6 +269,67 @@ impl<'de> Deserialize<'de> for GroupValue {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// One entry of a tunnel's `routes`: a bare prefix, or a table with a metric.
+#[derive(Debug)]
+pub struct RouteValue {
+    /// The prefix (the string itself, or the table's `prefix`).
+    pub prefix: SStr,
+    /// `metric`.
+    pub metric: Option<Spanned<i64>>,
+}
+
+/// The two spellings of a route, before the bare string gets its position.
+enum RouteSpelling {
+    Prefix(String),
+    Table(RouteTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteTable {
+    prefix: SStr,
+    metric: Option<Spanned<i64>>,
+}
+
+impl<'de> Deserialize<'de> for RouteSpelling {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RouteSpelling;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a prefix string or a table { prefix = \"...\", metric = N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RouteSpelling, E> {
+                Ok(RouteSpelling::Prefix(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RouteSpelling, A::Error> {
+                RouteTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RouteSpelling::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // toml hands positions only to `Spanned`: the whole entry is read spanned, and a bare
+        // string takes the entry's position (a table's keys carry their own).
+        let v = Spanned::<RouteSpelling>::deserialize(d)?;
+        let span = v.span();
+        Ok(match v.into_inner() {
+            RouteSpelling::Prefix(s) => RouteValue {
+                prefix: Spanned::new(span, s),
+                metric: None,
+            },
+            RouteSpelling::Table(t) => RouteValue {
+                prefix: t.prefix,
+                metric: t.metric,
+            },
+        })
     }
 }
 

@@ -141,7 +141,7 @@ routes = ["10.0.36.0/24"]
         t.inner,
         InnerAddress::Address("10.0.51.203/24".parse().unwrap())
     );
-    assert_eq!(t.routes, vec!["10.0.36.0/24".parse::<IpNet>().unwrap()]);
+    assert_eq!(t.routes, vec!["10.0.36.0/24".parse::<Route>().unwrap()]);
     assert!(t.initiate);
     assert_eq!(t.if_id, None);
     let p = &c.ipsec_profiles["P1"];
@@ -1046,5 +1046,112 @@ fn trustpoint_paths_checked() {
     assert!(
         e.0[0].message.starts_with("trustpoint.TP.certificate: "),
         "{e}"
+    );
+}
+
+#[test]
+fn routes_take_a_metric_and_float_across_tunnels() {
+    // Both spellings; the same prefix into two tunnels at different metrics is the
+    // floating-route (second hub) layout and loads.
+    let c = parse(&two_tunnels(
+        "destination = \"10.0.0.2\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nroutes = [{ prefix = \"10.1.0.0/24\", metric = 200 }, \"10.2.0.0/24\"]\n",
+    ))
+    .unwrap();
+    let b = &c.tunnels["B"];
+    assert_eq!(
+        b.routes,
+        vec![
+            "10.1.0.0/24 metric 200".parse::<Route>().unwrap(),
+            "10.2.0.0/24".parse::<Route>().unwrap()
+        ]
+    );
+    assert_eq!(b.routes[0].to_string(), "10.1.0.0/24 metric 200");
+    // The same metric twice is refused at the second table's prefix.
+    assert_error(
+        &two_tunnels(
+            "destination = \"10.0.0.2\"\naddress = \"10.9.0.5/30\"\nprotection = \"P1\"\nroutes = [{ prefix = \"10.1.0.0/24\" }]\n",
+        ),
+        20,
+        22,
+        "10.1.0.0/24 is already routed into tunnel.A in the main table at the same metric",
+    );
+}
+
+#[test]
+fn route_mistakes_have_positions() {
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [{ prefix = \"10.1.0.0/24\", metric = -1 }]\n",
+        ),
+        14,
+        46,
+        "tunnel.A.routes.metric: -1 is out of range",
+    );
+    assert_error(
+        &with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [{ prefix = \"10.1.0.1/24\" }]\n",
+        ),
+        14,
+        22,
+        "has host bits set",
+    );
+    // An unknown key in a route table is a parse error, not ignored.
+    assert!(
+        parse(&with_base(
+            "[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nroutes = [{ prefix = \"10.1.0.0/24\", distance = 5 }]\n",
+        ))
+        .is_err()
+    );
+}
+
+#[test]
+fn dpd_numbers_and_action_reach_the_profile() {
+    let c = parse(&with_base(
+        "[ike_profile.I]\nkeyring = \"KR1\"\ndpd = { interval = 2, retries = 5, action = \"hold\" }\n[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n",
+    ))
+    .unwrap();
+    let t = &c.tunnels["A"];
+    assert_eq!(
+        t.ike.dpd,
+        Some(Dpd {
+            interval: 2,
+            retries: 5,
+            action: Some(DpdAction::Hold)
+        })
+    );
+    assert_eq!(t.dpd_action(), DpdAction::Hold);
+    assert_eq!(
+        t.ike.dpd.unwrap().engine(),
+        ike::Dpd {
+            interval: std::time::Duration::from_secs(2),
+            retries: 5
+        }
+    );
+    assert_error(
+        &with_base(
+            "[ike_profile.I]\nkeyring = \"KR1\"\ndpd = { interval = 2, action = \"reset\" }\n",
+        ),
+        11,
+        32,
+        "ike_profile.I.dpd.action: unknown DPD action \"reset\"",
+    );
+}
+
+#[test]
+fn dpd_action_defaults_follow_initiate_and_answering_tunnels_cannot_restart() {
+    let tunnel = |initiate: &str, action: &str| {
+        with_base(&format!(
+            "[ike_profile.I]\nkeyring = \"KR1\"\ndpd = {{ interval = 2{action} }}\n[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n{initiate}"
+        ))
+    };
+    let c = parse(&tunnel("", "")).unwrap();
+    assert_eq!(c.tunnels["A"].dpd_action(), DpdAction::Restart);
+    let c = parse(&tunnel("initiate = false\n", "")).unwrap();
+    assert_eq!(c.tunnels["A"].dpd_action(), DpdAction::Clear);
+    assert_error(
+        &tunnel("initiate = false\n", ", action = \"restart\""),
+        18,
+        12,
+        "tunnel.A.initiate: false, but its IKE profile's dpd.action is \"restart\"",
     );
 }

@@ -80,8 +80,8 @@ pub struct TunnelPlan {
     pub remote: IpAddr,
     /// Address of the device (`unnumbered` resolved to the borrowed address as a /32).
     pub inner: IpNet,
-    /// Prefixes routed into the tunnel.
-    pub routes: Vec<IpNet>,
+    /// Routes into the tunnel (in the table while its line protocol is up).
+    pub routes: Vec<config::Route>,
     /// MTU set on the device.
     pub mtu: u32,
     /// Start the negotiation ourselves.
@@ -98,7 +98,7 @@ impl TunnelPlan {
     /// The tunnel has an IPv6 address or IPv6 routes. Without either it runs no IPv6 at all,
     /// as an IOS tunnel without `ipv6 address`/`ipv6 enable` does.
     pub fn carries_v6(&self) -> bool {
-        self.inner.addr().is_ipv6() || self.routes.iter().any(|r| matches!(r, IpNet::V6(_)))
+        self.inner.addr().is_ipv6() || self.routes.iter().any(|r| r.prefix.addr().is_ipv6())
     }
 }
 
@@ -330,7 +330,7 @@ pub fn build(
                 .unwrap_or(IF_ID_BASE),
         };
         let carries_v6 =
-            inner.addr().is_ipv6() || t.routes.iter().any(|r| matches!(r, IpNet::V6(_)));
+            inner.addr().is_ipv6() || t.routes.iter().any(|r| r.prefix.addr().is_ipv6());
         let mtu = t
             .mtu
             .unwrap_or_else(|| derived_mtu(&esp, local, links))

@@ -23,7 +23,7 @@ impl Runtime {
                 index: Some(index),
                 table,
                 mode: model::RouteMode::Replace,
-                add: vec![p],
+                add: vec![p.into()],
                 del: Vec::new(),
             };
             match kernel::apply_one(&self.h, &op).await.first() {
@@ -55,7 +55,7 @@ impl Runtime {
             table: c.interface.table(),
             mode: model::RouteMode::Replace,
             add: Vec::new(),
-            del,
+            del: del.into_iter().map(model::Route::from).collect(),
         };
         if let Op::Routes { del, .. } = &op
             && !del.is_empty()

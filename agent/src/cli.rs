@@ -252,13 +252,22 @@ fn render(what: ShowWhat, body: &serde_json::Value) -> String {
         ShowWhat::Tunnels => {
             let _ = writeln!(
                 out,
-                "{:<12} {:<6} {:>10} {:<16} {:<16} {:<20} {:>5} {:<5}",
-                "NAME", "MODE", "IF_ID", "LOCAL", "REMOTE", "ADDRESS", "MTU", "STATE"
+                "{:<12} {:<6} {:>10} {:<16} {:<16} {:<20} {:>5} {:<5} {:<5} {}",
+                "NAME",
+                "MODE",
+                "IF_ID",
+                "LOCAL",
+                "REMOTE",
+                "ADDRESS",
+                "MTU",
+                "ADMIN",
+                "LINE",
+                "WHY"
             );
             for r in &rows {
                 let _ = writeln!(
                     out,
-                    "{:<12} {:<6} {:>10} {:<16} {:<16} {:<20} {:>5} {:<5}",
+                    "{:<12} {:<6} {:>10} {:<16} {:<16} {:<20} {:>5} {:<5} {:<5} {}",
                     s(&r["name"]),
                     s(&r["mode"]),
                     s(&r["if_id"]),
@@ -266,7 +275,10 @@ fn render(what: ShowWhat, body: &serde_json::Value) -> String {
                     s(&r["remote"]),
                     s(&r["address"]),
                     s(&r["mtu"]),
-                    s(&r["state"])
+                    // A clone has no admin state of its own.
+                    r.get("admin").map_or("up".into(), s),
+                    s(&r["state"]),
+                    r.get("line_reason").map_or("-".into(), s)
                 );
             }
         }

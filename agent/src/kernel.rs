@@ -42,6 +42,16 @@ pub async fn apply_one(h: &Handle, op: &Op) -> Vec<anyhow::Error> {
             add,
             del,
         } => edit_routes(h, name, *index, *table, *mode, add, del).await,
+        Op::Line { name, up } => {
+            let res = async {
+                let idx = h.link().index_of(name).await?;
+                h.link().set_line(idx, *up).await
+            };
+            match res.await {
+                Ok(()) => Vec::new(),
+                Err(e) => vec![anyhow::Error::new(e).context(format!("{name}: line state"))],
+            }
+        }
         Op::RemoveLink { index, name } => match h.link().delete(*index).await {
             Ok(()) => Vec::new(),
             Err(e) => vec![anyhow::Error::new(e).context(format!("delete {name}"))],
@@ -86,6 +96,9 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     .alias(format!("{}{}", xfrm::OWNED_ALIAS_PREFIX, i.name))
     .group(i.group)
     .up();
+    if let Some(up) = i.line {
+        spec = spec.line(up);
+    }
     if let Some(u) = underlay {
         spec = spec.underlay(u);
     }

@@ -59,6 +59,10 @@ pub struct Interface {
     pub routes: Vec<Route>,
     /// How the routes are installed.
     pub route_mode: RouteMode,
+    /// The line protocol vtid keeps on the device (`Some(up)`: link mode dormant, operstate
+    /// up or dormant, see `xfrm::LinkHandle::set_line`); `None` leaves the kernel's (clones exist
+    /// only while their peer's session does).
+    pub line: Option<bool>,
     /// `net.ipv6.conf.DEV.disable_ipv6=1`.
     pub disable_ipv6: bool,
     /// Root qdisc, `tc qdisc replace dev DEV root ...` syntax.
@@ -79,21 +83,25 @@ impl Interface {
         self.kind == DeviceKind::Vti
     }
 
-    /// True when the two differ only in their routes: a reload can then edit the routes and
-    /// keep the device and its SAs.
+    /// True when the two differ only in their routes and line state: a reload or a line
+    /// transition can then edit those and keep the device and its SAs.
     pub fn same_but_routes(&self, other: &Interface) -> bool {
         Interface {
             routes: other.routes.clone(),
+            line: other.line,
             ..self.clone()
         } == *other
     }
 }
 
-/// A static tunnel's interface. An IPv4-only tunnel runs no IPv6: its link-local router
-/// solicitations and MLD reports would otherwise match the ::/0 policies, start negotiations
-/// by ACQUIRE (even with `initiate = false`) and cross the tunnel as noise, so IPv6 is off on
-/// the device as on an IOS tunnel without `ipv6 enable`.
-pub fn static_interface(t: &TunnelPlan) -> Interface {
+/// A static tunnel's interface with its line protocol `line_up` (a Child SA is installed).
+/// Its routes are in the table only while the line is up, as IOS withdraws the static routes
+/// through a tunnel whose line protocol went down: a floating route (higher metric) through
+/// another tunnel or the underlay takes over. An IPv4-only tunnel runs no IPv6: its
+/// link-local router solicitations and MLD reports would otherwise match the ::/0 policies,
+/// start negotiations by ACQUIRE and cross the tunnel as noise, so IPv6 is off on the device
+/// as on an IOS tunnel without `ipv6 enable`.
+pub fn static_interface(t: &TunnelPlan, line_up: bool) -> Interface {
     Interface {
         name: t.name.clone(),
         kind: t.mode,
@@ -105,8 +113,13 @@ pub fn static_interface(t: &TunnelPlan) -> Interface {
         vrf: t.vrf.clone(),
         fvrf: t.fvrf.clone(),
         address: t.inner,
-        routes: t.routes.clone(),
+        routes: if line_up {
+            t.routes.clone()
+        } else {
+            Vec::new()
+        },
         route_mode: RouteMode::Add,
+        line: Some(line_up),
         disable_ipv6: !t.carries_v6(),
         qdisc: None,
         policies: tunnel_policies(t),
@@ -256,6 +269,7 @@ mod tests {
             routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
             mtu: 1438,
             initiate: true,
+            dpd_action: crate::config::DpdAction::Clear,
             offload: crate::config::Offload::Off,
             vrf: None,
             fvrf: None,
@@ -264,21 +278,32 @@ mod tests {
 
     #[test]
     fn static_interface_runs_ipv6_only_when_it_carries_it() {
-        let v4 = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.1/30"));
+        let v4 = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.1/30"), true);
         assert!(v4.disable_ipv6);
         assert_eq!(v4.policies.len(), 6);
         assert_eq!(v4.table(), MAIN_TABLE);
         assert!(!v4.disable_policy());
-        let v6 = static_interface(&plan(&["2001:db8:1::/48"], "10.0.0.1/30"));
+        let v6 = static_interface(&plan(&["2001:db8:1::/48"], "10.0.0.1/30"), true);
         assert!(!v6.disable_ipv6);
     }
 
     #[test]
     fn routes_only_difference() {
-        let a = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.1/30"));
-        let b = static_interface(&plan(&["10.2.0.0/16"], "10.0.0.1/30"));
-        let c = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.5/30"));
+        let a = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.1/30"), true);
+        let b = static_interface(&plan(&["10.2.0.0/16"], "10.0.0.1/30"), true);
+        let c = static_interface(&plan(&["10.1.0.0/16"], "10.0.0.5/30"), true);
         assert!(a.same_but_routes(&b));
         assert!(!a.same_but_routes(&c));
+    }
+
+    #[test]
+    fn line_down_withdraws_the_routes_and_keeps_the_device() {
+        let t = plan(&["10.1.0.0/16 metric 200"], "10.0.0.1/30");
+        let (up, down) = (static_interface(&t, true), static_interface(&t, false));
+        assert_eq!(up.routes, t.routes);
+        assert_eq!(up.line, Some(true));
+        assert!(down.routes.is_empty());
+        assert_eq!(down.line, Some(false));
+        assert!(up.same_but_routes(&down));
     }
 }

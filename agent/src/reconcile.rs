@@ -36,6 +36,14 @@ pub enum Op {
         /// Routes to take out of it.
         del: Vec<Route>,
     },
+    /// Set an interface's line protocol (`ip link set dev NAME mode dormant state
+    /// up|dormant`).
+    Line {
+        /// Device name.
+        name: String,
+        /// Up or dormant.
+        up: bool,
+    },
     /// An owned device nothing accounts for.
     RemoveLink {
         /// ifindex.
@@ -77,8 +85,9 @@ impl Op {
 /// The operations that take the interfaces `have` to `want`. Interfaces in `rebuild` are
 /// removed and created again even when their description is the same (their session must
 /// start over, e.g. a changed key). An interface that differs only in its routes keeps its
-/// device (and so its SAs): only the routes change. Order: removals, then creations, then
-/// route edits, so a name or if_id freed by a removal can be reused by a creation.
+/// device (and so its SAs): only the routes (and line state) change. Order: removals, then
+/// creations, then route and line edits, so a name or if_id freed by a removal can be reused
+/// by a creation.
 pub fn interfaces(
     have: &BTreeMap<String, Interface>,
     want: &BTreeMap<String, Interface>,
@@ -92,7 +101,22 @@ pub fn interfaces(
             None => remove.push(Op::Remove(old.clone())),
             Some(new) if new == old && !rebuild.contains(name) => {}
             Some(new) if old.same_but_routes(new) && !rebuild.contains(name) => {
+                // Line down: the state before the routes go; line up: after they are back,
+                // so a routing daemon that sees the interface come up finds its routes.
+                let line = (new.line != old.line).then_some(new.line).flatten();
+                if line == Some(false) {
+                    routes.push(Op::Line {
+                        name: name.clone(),
+                        up: false,
+                    });
+                }
                 routes.extend(Op::routes(new, &old.routes));
+                if line == Some(true) {
+                    routes.push(Op::Line {
+                        name: name.clone(),
+                        up: true,
+                    });
+                }
             }
             Some(new) => {
                 remove.push(Op::Remove(old.clone()));
@@ -165,22 +189,61 @@ mod tests {
     use crate::plan::{DeviceKind, TunnelPlan};
 
     fn iface(name: &str, if_id: u32, routes: &[&str]) -> Interface {
-        crate::model::static_interface(&TunnelPlan {
-            name: name.into(),
-            conn: ike::ConnId(if_id),
-            mode: DeviceKind::Xfrmi,
-            if_id,
-            reqid: crate::plan::REQID_BASE + if_id,
-            local: "192.0.2.1".parse().unwrap(),
-            remote: "192.0.2.2".parse().unwrap(),
-            inner: "10.0.0.1/30".parse().unwrap(),
-            routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
-            mtu: 1400,
-            initiate: true,
-            offload: crate::config::Offload::Off,
-            vrf: None,
-            fvrf: None,
-        })
+        crate::model::static_interface(
+            &TunnelPlan {
+                name: name.into(),
+                conn: ike::ConnId(if_id),
+                mode: DeviceKind::Xfrmi,
+                if_id,
+                reqid: crate::plan::REQID_BASE + if_id,
+                local: "192.0.2.1".parse().unwrap(),
+                remote: "192.0.2.2".parse().unwrap(),
+                inner: "10.0.0.1/30".parse().unwrap(),
+                routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+                mtu: 1400,
+                initiate: true,
+                dpd_action: crate::config::DpdAction::Clear,
+                offload: crate::config::Offload::Off,
+                vrf: None,
+                fvrf: None,
+            },
+            true,
+        )
+    }
+
+    #[test]
+    fn line_transitions_edit_routes_in_order_and_keep_the_device() {
+        let up = iface("t1", 1, &["10.1.0.0/16 metric 200"]);
+        let mut down = up.clone();
+        down.routes.clear();
+        down.line = Some(false);
+        let none = BTreeSet::new();
+        // Down: the line state first, then the routes go.
+        let ops = interfaces(&map(&[up.clone()]), &map(&[down.clone()]), &none);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert_eq!(
+            ops[0],
+            Op::Line {
+                name: "t1".into(),
+                up: false
+            }
+        );
+        assert!(
+            matches!(&ops[1], Op::Routes { add, del, .. } if add.is_empty() && del == &up.routes)
+        );
+        // Up: the routes come back (with their metric), then the line state.
+        let ops = interfaces(&map(&[down]), &map(&[up.clone()]), &none);
+        assert!(
+            matches!(&ops[0], Op::Routes { add, del, .. } if del.is_empty() && add == &up.routes)
+        );
+        assert_eq!(
+            ops[1],
+            Op::Line {
+                name: "t1".into(),
+                up: true
+            }
+        );
+        assert_eq!(up.routes[0].metric, Some(200));
     }
 
     fn map(list: &[Interface]) -> BTreeMap<String, Interface> {

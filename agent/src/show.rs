@@ -13,9 +13,24 @@ use crate::plan::{DeviceKind, TunnelPlan};
 use crate::sessions::{ChildInfo, Sessions};
 use crate::virtual_access::{VirtualAccess, identity_string};
 
-/// One static tunnel: `line_up` when a Child SA is installed, the reason when it is held
-/// down.
-pub fn tunnel(t: &TunnelPlan, line_up: bool, offload: &offload::Tunnels) -> Value {
+/// A static tunnel's states, as `show interface` has them: administrative (`vtid down`) and
+/// line protocol (a Child SA installed).
+pub struct TunnelStatus<'a> {
+    /// Not taken down by `vtid down`.
+    pub admin_up: bool,
+    /// A Child SA is installed (its routes are in the table).
+    pub line_up: bool,
+    /// Why the line last changed.
+    pub why: Option<&'a str>,
+    /// Seconds since it changed.
+    pub since_secs: Option<u64>,
+    /// What the tunnel waits for, when nothing will start it by itself.
+    pub waiting: Option<&'a str>,
+}
+
+/// One static tunnel, with the reason when it is held down.
+pub fn tunnel(t: &TunnelPlan, s: &TunnelStatus<'_>, offload: &offload::Tunnels) -> Value {
+    let up_down = |up: bool| if up { "up" } else { "down" };
     json!({
         "name": t.name,
         "mode": match t.mode { DeviceKind::Xfrmi => "xfrmi", DeviceKind::Vti => "vti" },
@@ -25,7 +40,14 @@ pub fn tunnel(t: &TunnelPlan, line_up: bool, offload: &offload::Tunnels) -> Valu
         "address": t.inner.to_string(),
         "routes": t.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "mtu": t.mtu,
-        "state": if line_up { "up" } else { "down" },
+        "state": up_down(s.line_up),
+        "admin": up_down(s.admin_up),
+        "line": up_down(s.line_up),
+        "line_reason": s.why,
+        "line_changed_secs": s.since_secs,
+        "waiting": s.waiting,
+        "dpd_action": t.dpd_action.as_str(),
+        "initiate": t.initiate,
         "reason": offload.refused(&t.name),
         "offload": offload.show(&t.name),
         "vrf": t.vrf.as_ref().map(|v| &v.name),

@@ -191,6 +191,13 @@ impl Endpoint {
             .any(|sa| sa.session() == session && !sa.is_closed())
     }
 
+    /// True while any IKE SA of connection `conn` exists, being set up or established.
+    pub fn conn_alive(&self, conn: ConnId) -> bool {
+        self.sas
+            .values()
+            .any(|sa| sa.conn() == conn && !sa.is_closed())
+    }
+
     /// Number of IKE SAs in any state.
     pub fn ike_sa_count(&self) -> usize {
         self.sas.len()

@@ -123,6 +123,9 @@ pub struct TunnelDeviceSpec {
     pub master: Option<u32>,
     /// Administratively up from creation.
     pub up: bool,
+    /// Line protocol kept by the caller (see [`crate::LinkHandle::set_line`]), set by the
+    /// follow-up set-link; `None` leaves the kernel's.
+    pub line: Option<bool>,
 }
 
 impl TunnelDeviceSpec {
@@ -165,6 +168,7 @@ impl TunnelDeviceSpec {
             group: None,
             master: None,
             up: false,
+            line: None,
         }
     }
 
@@ -182,6 +186,12 @@ impl TunnelDeviceSpec {
     /// `mtu M`.
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
+        self
+    }
+
+    /// `mode dormant state up|dormant` (set right after creation).
+    pub fn line(mut self, up: bool) -> Self {
+        self.line = Some(up);
         self
     }
 
@@ -311,14 +321,18 @@ impl TunnelDeviceSpec {
 
     /// The one RTM_SETLINK after creation (alias and final group together), if any is needed.
     pub(crate) fn setlink_message(&self, index: u32) -> Option<LinkMessage> {
-        if self.alias.is_none() && self.final_group() == OWNED_LINK_GROUP {
+        if self.alias.is_none() && self.final_group() == OWNED_LINK_GROUP && self.line.is_none() {
             return None;
         }
         let mut b = LinkUnspec::new_with_index(index).link_group(self.final_group());
         if let Some(a) = &self.alias {
             b = b.alias(a.clone());
         }
-        Some(b.build())
+        let mut msg = b.build();
+        if let Some(up) = self.line {
+            msg.attributes.extend(crate::link::line_attributes(up));
+        }
+        Some(msg)
     }
 }
 

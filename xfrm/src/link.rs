@@ -380,6 +380,22 @@ impl<'a> LinkHandle<'a> {
         .await
     }
 
+    /// A tunnel's line protocol. Equivalent to: `ip link set dev X mode dormant state up`
+    /// (`line_up`) or `... state dormant`.
+    ///
+    /// ip_vti and xfrm interfaces have no carrier of their own: the kernel refuses both
+    /// `carrier off` (no ndo_change_carrier: EOPNOTSUPP) and `protodown on` (6.1, measured).
+    /// RFC 2863's DORMANT operstate is what is left to userspace: with link mode DORMANT
+    /// `rfc2863_policy` keeps the device dormant until told otherwise, and a dormant device
+    /// loses IFF_RUNNING (`dev_get_flags`), which `ip link` shows as NO-CARRIER and routing
+    /// daemons read as the interface being down. The FIB does not look at operstate, so the
+    /// caller withdraws the routes itself.
+    pub async fn set_line(&self, index: u32, line_up: bool) -> Result<()> {
+        let mut msg = LinkUnspec::new_with_index(index).build();
+        msg.attributes.extend(line_attributes(line_up));
+        self.set_msg(msg, "set line state").await
+    }
+
     /// Equivalent to: `ip link set dev X mtu M`.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         self.set_msg(
@@ -718,4 +734,13 @@ pub fn get_sysctl(netns: &Netns, path: &str) -> Result<String> {
                 source,
             })
     })
+}
+
+/// IFLA_LINKMODE dormant and IFLA_OPERSTATE up or dormant (see [`LinkHandle::set_line`]).
+pub(crate) fn line_attributes(up: bool) -> [LinkAttribute; 2] {
+    use rtnetlink::packet_route::link::{LinkMode, State};
+    [
+        LinkAttribute::Mode(LinkMode::Dormant),
+        LinkAttribute::OperState(if up { State::Up } else { State::Dormant }),
+    ]
 }

@@ -86,6 +86,8 @@ pub struct TunnelPlan {
     pub mtu: u32,
     /// Start the negotiation ourselves.
     pub initiate: bool,
+    /// What the tunnel does when its peer is dead.
+    pub dpd_action: config::DpdAction,
     /// ESP offload policy (the tunnel's, else its IPsec profile's).
     pub offload: config::Offload,
     /// Inside VRF the device is enslaved to.
@@ -350,6 +352,7 @@ pub fn build(
             routes: t.routes.clone(),
             mtu,
             initiate: t.initiate,
+            dpd_action: t.dpd_action(),
             offload,
             vrf: t.vrf.clone(),
             fvrf: t.fvrf.clone().or_else(|| t.ike.fvrf.clone()),

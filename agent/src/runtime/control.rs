@@ -36,7 +36,10 @@ impl Runtime {
                 Response::error("not-found", format!("no tunnel named {tunnel}"))
             }
             Request::Up(Target { tunnel }) => {
-                if matches!(self.states.get(&tunnel), Some(TunnelState::AdminDown)) {
+                if matches!(
+                    self.states.get(&tunnel),
+                    Some(TunnelState::AdminDown | TunnelState::Cleared)
+                ) {
                     let created = self.made.contains_key(&tunnel);
                     if created {
                         self.states.insert(tunnel.clone(), TunnelState::Created);
@@ -45,6 +48,7 @@ impl Runtime {
                     }
                 }
                 let conn = self.plan.tunnels[&tunnel].conn;
+                self.retries.forget(conn);
                 self.ep
                     .handle_command(Instant::now(), IkeCommand::Initiate { conn });
                 Response::Ok(json!({ "tunnel": tunnel, "action": "initiated" }))
@@ -52,6 +56,7 @@ impl Runtime {
             Request::Down(Target { tunnel }) => {
                 self.states.insert(tunnel.clone(), TunnelState::AdminDown);
                 let conn = self.plan.tunnels[&tunnel].conn;
+                self.retries.forget(conn);
                 self.ep
                     .handle_command(Instant::now(), IkeCommand::Terminate { conn });
                 Response::Ok(json!({ "tunnel": tunnel, "action": "terminated" }))
@@ -134,7 +139,22 @@ impl Runtime {
             .plan
             .tunnels
             .values()
-            .map(|t| show::tunnel(t, self.sessions.conn_up(t.conn), &self.offload))
+            .map(|t| {
+                let line = self.lines.get(&t.name);
+                let status = show::TunnelStatus {
+                    admin_up: !matches!(self.states.get(&t.name), Some(TunnelState::AdminDown)),
+                    line_up: line.is_some_and(|l| l.up),
+                    why: line.map(|l| l.why.as_str()),
+                    since_secs: line.map(|l| now.saturating_duration_since(l.since).as_secs()),
+                    waiting: match self.states.get(&t.name) {
+                        Some(TunnelState::Cleared) => {
+                            Some("peer dead: cleared (dpd action clear); `vtid up` restarts it")
+                        }
+                        _ => None,
+                    },
+                };
+                show::tunnel(t, &status, &self.offload)
+            })
             .collect();
         v.extend(
             self.clones

@@ -10,10 +10,12 @@
 
 mod clones;
 mod control;
+mod line;
 mod reload;
 mod underlay;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +50,9 @@ pub enum TunnelState {
     /// Taken down by `vtid down`: kernel ACQUIREs (any packet routed into the interface) do
     /// not restart it until `vtid up` or a reload rebuilds it.
     AdminDown,
+    /// Its peer was declared dead and its IKE profile says `dpd.action = "clear"`: nothing
+    /// restarts it but the peer, `vtid up` or a reload.
+    Cleared,
 }
 
 /// Everything the daemon owns.
@@ -69,6 +74,10 @@ pub struct Runtime {
     states: BTreeMap<String, TunnelState>,
     /// The static tunnels' interfaces as created in the kernel, by name.
     made: BTreeMap<String, Interface>,
+    /// The static tunnels' line protocol transitions, by name.
+    lines: BTreeMap<String, line::Line>,
+    /// Negotiation retries of initiating static tunnels.
+    retries: line::Retries,
     /// For the readers of sockets a reload opens.
     dgram_tx: mpsc::Sender<Datagram>,
 }
@@ -113,6 +122,8 @@ impl Runtime {
             offload: Default::default(),
             states: BTreeMap::new(),
             made: BTreeMap::new(),
+            lines: BTreeMap::new(),
+            retries: Default::default(),
             dgram_tx: p.dgram_tx,
         }
     }
@@ -130,17 +141,22 @@ impl Runtime {
         }
     }
 
-    /// The engine's next deadline.
+    /// The next deadline: the engine's or a tunnel's negotiation retry.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ep.poll_timeout()
+        [self.ep.poll_timeout(), self.retries.next()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Runs the engine's timers when due (quinn's lesson: compare the deadline ourselves, the
-    /// sleep may wake early or late).
+    /// Runs the engine's timers and the retries when due (quinn's lesson: compare the
+    /// deadline ourselves, the sleep may wake early or late).
     pub fn timers(&mut self) {
-        if self.ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
-            self.ep.handle_timeout(Instant::now());
+        let now = Instant::now();
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
         }
+        self.retry_due(now);
     }
 
     /// Certificate validity is checked against wall-clock time (RFC 5280 §6.1.3); it is
@@ -199,7 +215,8 @@ impl Runtime {
                 .insert(t.name.clone(), TunnelState::HeldDown(why));
             return;
         }
-        let iface = model::static_interface(t);
+        // Created with its line protocol down: its routes go in with the first Child SA.
+        let iface = model::static_interface(t, false);
         let errs = kernel::apply_one(&self.h, &Op::Create(iface.clone())).await;
         if let Some(e) = errs.first() {
             error!(tunnel = %t.name, "cannot create tunnel: {e:#}");
@@ -207,6 +224,14 @@ impl Runtime {
             return;
         }
         self.made.insert(t.name.clone(), iface);
+        self.lines.insert(
+            t.name.clone(),
+            line::Line {
+                up: false,
+                since: Instant::now(),
+                why: "no IPsec SA yet".into(),
+            },
+        );
         if !matches!(self.states.get(&t.name), Some(TunnelState::AdminDown)) {
             self.states.insert(t.name.clone(), TunnelState::Created);
         }
@@ -285,6 +310,7 @@ impl Runtime {
                 if let (Some(slot), Some(info)) = (slot, info) {
                     self.clone_child_removed(slot, info.routes).await;
                 }
+                self.child_gone(&rm).await;
                 self.session_changed(rm.session).await;
                 if let Some(slot) = slot {
                     self.remove_clone_if_unused(slot).await;
@@ -292,6 +318,7 @@ impl Runtime {
             }
             Output::Event(ev) => {
                 self.clone_event(&ev).await;
+                self.follow_ike(&ev, Instant::now());
                 self.event(ev)
             }
         }
@@ -345,6 +372,9 @@ impl Runtime {
             spi_out = format_args!("{:08x}", inst.outbound_spi),
             "Child SA installed"
         );
+        if clone.is_none() {
+            self.child_up(&t.name, inst.remote.ip()).await;
+        }
         Ok(())
     }
 
@@ -413,6 +443,11 @@ impl Runtime {
                 if let Some(t) = self.plan.tunnels.values().find(|t| Some(t.if_id) == want) {
                     if matches!(self.states.get(&t.name), Some(TunnelState::AdminDown)) {
                         tracing::debug!(tunnel = %t.name, "ACQUIRE ignored: taken down by `vtid down`");
+                    } else if matches!(self.states.get(&t.name), Some(TunnelState::Cleared)) {
+                        tracing::debug!(tunnel = %t.name, "ACQUIRE ignored: cleared after its peer died");
+                    } else if !t.initiate {
+                        // `initiate = false` answers only: traffic never starts it.
+                        tracing::debug!(tunnel = %t.name, "ACQUIRE ignored: initiate = false");
                     } else {
                         tracing::debug!(tunnel = %t.name, "ACQUIRE: starting the tunnel on demand");
                         self.ep

@@ -28,7 +28,12 @@ impl Runtime {
                     || !self.plan.tunnels.contains_key(*n)
                     || rebuild.contains(*n)
             })
-            .map(|(n, t)| (n.clone(), model::static_interface(t)))
+            .map(|(n, t)| {
+                // A kept tunnel keeps its line state (and so its routes, or their absence).
+                let up =
+                    !rebuild.contains(n) && self.made.get(n).and_then(|i| i.line) == Some(true);
+                (n.clone(), model::static_interface(t, up))
+            })
             .collect();
         let ops = reconcile::interfaces(&self.made, &want, &rebuild);
         let without_interface: Vec<String> = diff
@@ -45,11 +50,14 @@ impl Runtime {
         }
         for op in &ops {
             let Op::Remove(i) = op else { continue };
-            // A rebuilt or removed tunnel starts over: no hold from an earlier `vtid down`.
+            // A rebuilt or removed tunnel starts over: no hold from an earlier `vtid down`,
+            // no pending retry.
             self.states.remove(&i.name);
+            self.lines.remove(&i.name);
             let Some(t) = self.plan.tunnels.get(&i.name).cloned() else {
                 continue;
             };
+            self.retries.forget(t.conn);
             self.ep
                 .handle_command(Instant::now(), IkeCommand::Terminate { conn: t.conn });
             self.drain().await;
@@ -65,6 +73,7 @@ impl Runtime {
         for name in &without_interface {
             self.states.remove(name);
             if let Some(t) = self.plan.tunnels.get(name).cloned() {
+                self.retries.forget(t.conn);
                 self.ep
                     .handle_command(Instant::now(), IkeCommand::Terminate { conn: t.conn });
                 self.drain().await;
@@ -98,7 +107,7 @@ impl Runtime {
                         self.bring_up(&t).await;
                     }
                 }
-                Op::Routes { name, .. } => {
+                Op::Routes { name, .. } | Op::Line { name, .. } => {
                     for e in kernel::apply_one(&self.h, op).await {
                         warn!(tunnel = %name, "reload routes: {e:#}");
                     }

@@ -252,17 +252,8 @@ fn render(what: ShowWhat, body: &serde_json::Value) -> String {
         ShowWhat::Tunnels => {
             let _ = writeln!(
                 out,
-                "{:<12} {:<6} {:>10} {:<16} {:<16} {:<20} {:>5} {:<5} {:<5} {}",
-                "NAME",
-                "MODE",
-                "IF_ID",
-                "LOCAL",
-                "REMOTE",
-                "ADDRESS",
-                "MTU",
-                "ADMIN",
-                "LINE",
-                "WHY"
+                "{:<12} {:<6} {:>10} {:<16} {:<16} {:<20} {:>5} {:<5} {:<5} WHY",
+                "NAME", "MODE", "IF_ID", "LOCAL", "REMOTE", "ADDRESS", "MTU", "ADMIN", "LINE",
             );
             for r in &rows {
                 let _ = writeln!(

@@ -219,7 +219,11 @@ mod tests {
         down.line = Some(false);
         let none = BTreeSet::new();
         // Down: the line state first, then the routes go.
-        let ops = interfaces(&map(&[up.clone()]), &map(&[down.clone()]), &none);
+        let ops = interfaces(
+            &map(std::slice::from_ref(&up)),
+            &map(std::slice::from_ref(&down)),
+            &none,
+        );
         assert_eq!(ops.len(), 2, "{ops:?}");
         assert_eq!(
             ops[0],
@@ -232,7 +236,7 @@ mod tests {
             matches!(&ops[1], Op::Routes { add, del, .. } if add.is_empty() && del == &up.routes)
         );
         // Up: the routes come back (with their metric), then the line state.
-        let ops = interfaces(&map(&[down]), &map(&[up.clone()]), &none);
+        let ops = interfaces(&map(&[down]), &map(std::slice::from_ref(&up)), &none);
         assert!(
             matches!(&ops[0], Op::Routes { add, del, .. } if del.is_empty() && add == &up.routes)
         );

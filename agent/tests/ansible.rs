@@ -134,6 +134,42 @@ fn vm_ansible_example_inventory_spokes_reach_each_other() {
                     r["tunnel"]
                 );
             }
+            // Dual hub: hub1 dies without a word; spoke1 and spoke2 declare it dead (the
+            // example's DPD: 9 s at most), withdraw their primary routes, and their LANs reach
+            // each other through hub2 on the floating routes.
+            daemons[0].1.kill9()?;
+            let t0 = std::time::Instant::now();
+            wait_until(
+                "spoke1 and spoke2 reach each other through hub2",
+                Duration::from_secs(40),
+                || Ok(kernel::ping(sc.topo.host("spoke1"), "10.1.0.1", "10.2.0.1", 1)? == 1),
+            )?;
+            eprintln!(
+                "dual hub: spoke1 -> spoke2 through hub2 {:?} after hub1 died",
+                t0.elapsed()
+            );
+            let hub2 = &daemons[1].1;
+            let sa = hub2.show("sa")?;
+            let carried: u64 = sa
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| r["out"]["packets"].as_u64().unwrap_or(0))
+                .sum();
+            ensure!(carried >= 2, "hub2 carried nothing: {sa}");
+            let spoke1 = &daemons[2].1;
+            let t = spoke1.show("tunnels")?;
+            let line = |n: &str| {
+                t.as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["name"] == n)
+                    .map(|r| r["line"].clone())
+            };
+            ensure!(
+                line("Tunnel0") == Some("down".into()) && line("Tunnel1") == Some("up".into()),
+                "spoke1's tunnels after hub1 died: {t}"
+            );
             Ok(())
         })();
         res.with_context(|| {

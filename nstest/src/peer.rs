@@ -97,6 +97,20 @@ pub trait Peer {
     fn is_up(&self) -> Result<bool>;
     /// The peer's log so far.
     fn log(&self) -> String;
+    /// Kills the daemon with SIGKILL: it vanishes without a word, its kernel state stays.
+    fn kill9(&mut self) -> Result<()> {
+        bail!(
+            "this {:?} peer cannot be killed from the scenario",
+            self.implementation()
+        )
+    }
+    /// Starts the daemon again with the same configuration (after [`Peer::kill9`]).
+    fn restart(&mut self) -> Result<()> {
+        bail!(
+            "this {:?} peer cannot be restarted from the scenario",
+            self.implementation()
+        )
+    }
     /// The vtid instance, when this peer is one (for its CLI: show, reload, restart).
     fn as_vtid(&mut self) -> Option<&mut Vtid> {
         None
@@ -122,6 +136,12 @@ impl Peer for VtidPeer {
     }
     fn log(&self) -> String {
         self.0.log()
+    }
+    fn kill9(&mut self) -> Result<()> {
+        self.0.kill9()
+    }
+    fn restart(&mut self) -> Result<()> {
+        self.0.restart()
     }
     fn as_vtid(&mut self) -> Option<&mut Vtid> {
         Some(&mut self.0)
@@ -211,5 +231,11 @@ impl Peer for SwanPeer {
     }
     fn log(&self) -> String {
         self.0.log()
+    }
+    fn kill9(&mut self) -> Result<()> {
+        self.0.kill9()
+    }
+    fn restart(&mut self) -> Result<()> {
+        self.0.restart()
     }
 }

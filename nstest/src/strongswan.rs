@@ -269,9 +269,26 @@ impl Strongswan {
             ),
         )?;
         std::fs::write(dir.join("swanctl.conf"), swanctl_conf)?;
-        let log = std::fs::File::create(dir.join("charon.log"))?;
-        let charon = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "unshare", "-m", "sh", "-c"])
+        let _ = std::fs::remove_file(dir.join("charon.log"));
+        let charon = Self::spawn_charon(ns.name(), dir)?;
+        let ss = Self {
+            ns_name: ns.name().to_string(),
+            dir: dir.to_path_buf(),
+            run,
+            charon,
+        };
+        ss.load()?;
+        Ok(ss)
+    }
+
+    /// charon in namespace `ns` with `dir`'s strongswan.conf, appending to its log.
+    fn spawn_charon(ns: &str, dir: &Path) -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("charon.log"))?;
+        Command::new("ip")
+            .args(["netns", "exec", ns, "unshare", "-m", "sh", "-c"])
             // Private /run: charon's pid file path is compiled in and would collide.
             .arg("mount -t tmpfs tmpfs /run && exec /usr/lib/ipsec/charon")
             .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
@@ -279,13 +296,20 @@ impl Strongswan {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("start charon")?;
-        let ss = Self {
-            ns_name: ns.name().to_string(),
-            dir: dir.to_path_buf(),
-            run,
-            charon,
-        };
+            .context("start charon")
+    }
+
+    /// Starts charon again with the same files (after [`Strongswan::kill9`]).
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(self.run.join("charon.vici"));
+        self.charon = Self::spawn_charon(&self.ns_name, &self.dir)?;
+        self.load()
+    }
+
+    /// Waits for the vici socket and loads swanctl.conf.
+    fn load(&self) -> Result<()> {
+        let ss = self;
+        let dir = &self.dir;
         let sock = ss.run.join("charon.vici");
         // Generous: a loaded machine runs the TCG VM many times slower than CI does; the
         // poll returns as soon as the socket exists.
@@ -298,7 +322,7 @@ impl Strongswan {
             Some(&dir.join("swanctl.conf")),
         )
         .with_context(|| ss.log())?;
-        Ok(ss)
+        Ok(())
     }
 
     fn swanctl(&self, args: &[&str], file: Option<&Path>) -> Result<String> {

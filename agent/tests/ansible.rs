@@ -139,9 +139,21 @@ fn vm_ansible_example_inventory_spokes_reach_each_other() {
             // each other through hub2 on the floating routes.
             daemons[0].1.kill9()?;
             let t0 = std::time::Instant::now();
+            // SIGKILL leaves hub1's kernel SAs in place, so pings alone would still pass through
+            // it: wait for both spokes to route the other's LAN into Tunnel1 (hub2) first.
+            for (a, src, dst) in [
+                ("spoke1", "10.1.0.1", "10.2.0.1"),
+                ("spoke2", "10.2.0.1", "10.1.0.1"),
+            ] {
+                wait_until(
+                    &format!("{a} routes {dst} into Tunnel1 (hub2)"),
+                    Duration::from_secs(40),
+                    || Ok(kernel::route_dev(sc.topo.host(a), dst, src)? == "Tunnel1"),
+                )?;
+            }
             wait_until(
                 "spoke1 and spoke2 reach each other through hub2",
-                Duration::from_secs(40),
+                Duration::from_secs(20),
                 || Ok(kernel::ping(sc.topo.host("spoke1"), "10.1.0.1", "10.2.0.1", 1)? == 1),
             )?;
             eprintln!(

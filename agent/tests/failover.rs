@@ -147,8 +147,7 @@ fn line_up(ns: &Netns, name: &str) -> Result<bool> {
 
 /// The device the spoke's kernel sends the LAN's traffic for the service out of.
 fn route_dev(ns: &Netns) -> Result<String> {
-    let v = ns.ip_json(&["route", "get", SERVICE, "from", SPOKE_LAN])?;
-    Ok(v[0]["dev"].as_str().unwrap_or_default().to_owned())
+    kernel::route_dev(ns, SERVICE, SPOKE_LAN)
 }
 
 /// Waits (polling every 100 ms) until the service is routed into `dev`; returns how long it

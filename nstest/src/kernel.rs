@@ -159,6 +159,12 @@ pub fn link_mtu(ns: &Netns, iface: &str) -> Result<u32> {
         .with_context(|| format!("{iface}: no mtu"))
 }
 
+/// The device the kernel routes `dst` into from source `src` (`ip -j route get DST from SRC`).
+pub fn route_dev(ns: &Netns, dst: &str, src: &str) -> Result<String> {
+    let v = ns.ip_json(&["route", "get", dst, "from", src])?;
+    Ok(v[0]["dev"].as_str().unwrap_or_default().to_owned())
+}
+
 /// Sends `count` pings from `ns` (source `src`) to `dst`, one every 0.2 s, and returns how
 /// many answers came back.
 pub fn ping(ns: &Netns, src: &str, dst: &str, count: u32) -> Result<u32> {

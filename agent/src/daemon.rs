@@ -105,7 +105,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         match input {
             Some(Input::Datagram(d)) => rt.datagram(now, &d),
             Some(Input::Kernel(ev)) => rt.kernel_event(now, ev),
-            Some(Input::NetChange) => rt.underlay_changed().await,
+            Some(Input::NetChange) => {
+                rt.addresses_changed().await;
+                rt.underlay_changed().await;
+            }
             Some(Input::Control(inc)) => {
                 let resp = rt.control(inc.request).await;
                 let _ = inc.reply.send(resp);

@@ -55,6 +55,24 @@ pub fn tunnel(t: &TunnelPlan, s: &TunnelStatus<'_>, offload: &offload::Tunnels) 
     })
 }
 
+/// A static tunnel that waits for an address on its `source` or `unnumbered` interface: it has
+/// no device, no session and no local address yet.
+pub fn waiting_tunnel(name: &str, t: &crate::config::Tunnel, why: &str) -> Value {
+    json!({
+        "name": name,
+        "mode": match t.mode { crate::config::TunnelMode::Xfrmi => "xfrmi", crate::config::TunnelMode::Vti => "vti" },
+        "local": null,
+        "remote": t.destination.to_string(),
+        "routes": t.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "state": "down",
+        "admin": "up",
+        "line": "down",
+        "line_reason": "waiting for an address",
+        "waiting": why,
+        "initiate": t.initiate,
+    })
+}
+
 /// One virtual-access clone, with the routes its Child SAs added.
 pub fn clone(
     c: &VirtualAccess,

@@ -71,6 +71,8 @@ pub struct SwanConn {
     pub mode: String,
     /// `encap` (`yes` forces UDP encapsulation even without a NAT).
     pub encap: Option<String>,
+    /// `mobike` (strongSwan's default is `yes`).
+    pub mobike: Option<String>,
 }
 
 impl SwanConn {
@@ -95,6 +97,7 @@ impl SwanConn {
             dpd_delay: None,
             mode: "tunnel".into(),
             encap: None,
+            mobike: None,
         }
     }
 
@@ -123,6 +126,7 @@ impl SwanConn {
         opt(s, "    ", "rekey_time", &self.ike_rekey_time);
         opt(s, "    ", "dpd_delay", &self.dpd_delay);
         opt(s, "    ", "encap", &self.encap);
+        opt(s, "    ", "mobike", &self.mobike);
         let _ = writeln!(
             s,
             "    local {{\n      auth = {auth}\n      id = {}\n{cert_lines}    }}",

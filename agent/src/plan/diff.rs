@@ -24,6 +24,10 @@ pub struct PlanDiff {
     /// decides the device's IPv6 settings and minimum MTU): their routes are edited on the
     /// running interface and their SAs kept. Not in `changed`.
     pub routes_only: Vec<String>,
+    /// Tunnels whose plan differs only in the local address (a `source` interface that was
+    /// renumbered): the runtime moves their sessions with MOBIKE (RFC 4555) where the peer
+    /// supports it and rebuilds them otherwise. Not in `changed`.
+    pub moved: Vec<String>,
     /// Template connections whose template plan or engine connection changed or went away:
     /// their sessions end so the peers come back onto clones of the new template.
     pub templates_changed: Vec<ConnId>,
@@ -38,6 +42,7 @@ impl PlanDiff {
             && self.removed.is_empty()
             && self.changed.is_empty()
             && self.routes_only.is_empty()
+            && self.moved.is_empty()
             && self.templates_changed.is_empty()
             && !self.global_changed
     }
@@ -61,8 +66,22 @@ pub fn diff(old: &Plan, new: &Plan) -> PlanDiff {
                 routes: t.routes.clone(),
                 ..o.clone()
             } == *t;
+        // Only the address changed when putting the new one into the old plan (and into the
+        // old connection) gives the new.
+        let moved = o.local != t.local
+            && TunnelPlan {
+                local: t.local,
+                ..o.clone()
+            } == *t
+            && old.peers.get(&o.conn).map(|p| {
+                let mut p = p.clone();
+                p.config.local.set_ip(t.local);
+                p
+            }) == new.peers.get(&t.conn).cloned();
         if routes_only {
             d.routes_only.push(name.clone());
+        } else if moved {
+            d.moved.push(name.clone());
         } else {
             d.changed.push(name.clone());
         }
@@ -295,5 +314,48 @@ protection = "P2"
         let d = diff_of(&keys, &v6);
         assert_eq!(d.changed, ["A"]);
         assert!(d.routes_only.is_empty());
+    }
+
+    /// A renumbered `source` interface moves its tunnels (nothing else about them changed);
+    /// one that loses its address leaves its tunnels waiting, and they come back as added.
+    #[test]
+    fn renumbered_source_moves_and_no_address_waits() {
+        let keys = Keys::new("renumber");
+        let key = keys.write("any.key", "old-key");
+        let mut ids = BTreeMap::new();
+        let src = DIFF_BASE.replace("{KEY}", &key.display().to_string());
+        let opts = LoadOptions {
+            secret_owner_uid: nix::unistd::getuid().as_raw(),
+            read_files: true,
+        };
+        let cfg = Config::from_toml(Path::new("t.toml"), &src, &opts).unwrap();
+        let old = build(&cfg, &mut ids, &links()).unwrap();
+        let mut renumbered = links();
+        renumbered.links.get_mut("eth0").unwrap().1 = vec!["10.0.0.200/24".parse().unwrap()];
+        let new = build(&cfg, &mut ids, &renumbered).unwrap();
+        let d = diff(&old, &new);
+        assert_eq!(d.moved, ["A", "B"], "{d:?}");
+        assert!(d.changed.is_empty() && d.added.is_empty(), "{d:?}");
+        assert_eq!(new.tunnels["A"].local.to_string(), "10.0.0.200");
+        assert_eq!(
+            new.peers[&new.tunnels["A"].conn].config.local.to_string(),
+            "10.0.0.200:500"
+        );
+
+        let mut gone = links();
+        gone.links.get_mut("eth0").unwrap().1.clear();
+        let none = build(&cfg, &mut ids, &gone).unwrap();
+        assert!(none.tunnels.is_empty());
+        assert_eq!(
+            none.waiting["A"], "source interface eth0 has no IPv4 address",
+            "{:?}",
+            none.waiting
+        );
+        let d = diff(&old, &none);
+        assert_eq!(d.removed, ["A", "B"]);
+        let d = diff(&none, &new);
+        assert_eq!(d.added, ["A", "B"]);
+        // Connection ids survive the wait.
+        assert_eq!(new.tunnels["A"].conn, old.tunnels["A"].conn);
     }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ike::secret::Secret;
 use ike::transform::Esn;
 use ike::wire::TrafficSelector;
@@ -151,6 +151,9 @@ impl LocalAddrs {
 pub struct Plan {
     /// Static tunnels by name.
     pub tunnels: BTreeMap<String, TunnelPlan>,
+    /// Static tunnels left out because an interface they take an address from has none
+    /// (`source` or `unnumbered`), with what they wait for. Not in `tunnels`.
+    pub waiting: BTreeMap<String, String>,
     /// Dynamic VTI templates by the engine connection that answers their peers.
     pub templates: BTreeMap<ike::ConnId, TemplatePlan>,
     /// Every engine connection (tunnels' and templates'), with what it was derived from.
@@ -165,6 +168,26 @@ pub struct Plan {
     /// (an empty pre-shared key that no real peer shares) and the plan must not be run; the
     /// daemon always loads with files.
     pub credentials_read: bool,
+}
+
+impl Plan {
+    /// Keeps `old`'s tunnel `name` (and its engine connection) in this plan although it waits
+    /// for an address here: a running tunnel whose address went away keeps its device and
+    /// session, line protocol down, so that the next address moves it (MOBIKE) rather than
+    /// starting over. It stays listed in `waiting`.
+    pub fn hold(&mut self, old: &Plan, name: &str) {
+        let (Some(t), true) = (old.tunnels.get(name), self.waiting.contains_key(name)) else {
+            return;
+        };
+        let Some(peer) = old.peers.get(&t.conn) else {
+            return;
+        };
+        // Static tunnels come first in the engine's list, by name (see `build`).
+        let at = self.tunnels.keys().filter(|k| k.as_str() < name).count();
+        self.endpoint.peers.insert(at, peer.config.clone());
+        self.peers.insert(t.conn, peer.clone());
+        self.tunnels.insert(name.to_owned(), t.clone());
+    }
 }
 
 /// One engine connection and the credentials its `auth` was made from. Equal when the engine
@@ -278,14 +301,18 @@ fn lifetime(secs: u32) -> ike::Lifetime {
 }
 
 /// Builds the plan. `conn_ids` keeps connection ids stable across reloads: names already in it
-/// keep theirs, new names get the next free one (and are added). Fails only when an interface
-/// the configuration names has no usable address now.
+/// keep theirs, new names get the next free one (and are added). A tunnel whose `source` or
+/// `unnumbered` interface has no usable address now is left out and listed in
+/// [`Plan::waiting`] (a DHCP or PPPoE WAN before its lease): the others are planned all the
+/// same, and the daemon plans again when addresses change. Fails only when a template's or
+/// IKE profile's interface has no address.
 pub fn build(
     cfg: &Config,
     conn_ids: &mut BTreeMap<String, u32>,
     links: &LocalAddrs,
 ) -> Result<Plan> {
     let mut tunnels = BTreeMap::new();
+    let mut waiting = BTreeMap::new();
     let mut peers = Vec::new();
     let fixed: Vec<u32> = cfg
         .tunnels
@@ -295,32 +322,33 @@ pub fn build(
     for (name, t) in &cfg.tunnels {
         let next = conn_ids.values().max().copied().unwrap_or(0) + 1;
         let conn = *conn_ids.entry(name.clone()).or_insert(next);
+        let family = if t.destination.is_ipv6() {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
         let local = match &t.source {
-            TunnelSource::Address(a) => *a,
+            TunnelSource::Address(a) => Ok(*a),
             // `tunnel source IFACE`: the interface's address of the destination's family,
-            // read when the plan is made (start and reload).
-            TunnelSource::Interface(i) => {
-                links.pick(i, t.destination.is_ipv6()).with_context(|| {
-                    format!(
-                        "tunnel {name}: source interface {i} has no {} address",
-                        if t.destination.is_ipv6() {
-                            "IPv6"
-                        } else {
-                            "IPv4"
-                        }
-                    )
-                })?
-            }
+            // read when the plan is made (start, reload, and every address change).
+            TunnelSource::Interface(i) => links
+                .pick(i, t.destination.is_ipv6())
+                .ok_or_else(|| format!("source interface {i} has no {family} address")),
         };
         // `ip unnumbered IFACE`: borrow the interface's IPv4 address as a /32 on the tunnel.
         let inner = match &t.inner {
-            InnerAddress::Unnumbered(dev) => {
-                let a = links.pick(dev, false).with_context(|| {
-                    format!("tunnel {name}: unnumbered interface {dev} has no IPv4 address")
-                })?;
-                IpNet::from(a)
+            InnerAddress::Unnumbered(dev) => links
+                .pick(dev, false)
+                .map(IpNet::from)
+                .ok_or_else(|| format!("unnumbered interface {dev} has no IPv4 address")),
+            InnerAddress::Address(a) => Ok(*a),
+        };
+        let (local, inner) = match (local, inner) {
+            (Ok(l), Ok(i)) => (l, i),
+            (Err(why), _) | (_, Err(why)) => {
+                waiting.insert(name.clone(), why);
+                continue;
             }
-            InnerAddress::Address(a) => *a,
         };
         let offload = t.offload.unwrap_or(t.ipsec.offload);
         let mut esp = esp_proposals(&t.ipsec);
@@ -367,6 +395,7 @@ pub fn build(
     };
     Ok(Plan {
         tunnels,
+        waiting,
         templates,
         peers: peers.into_iter().map(|p| (p.config.id, p)).collect(),
         endpoint,
@@ -548,14 +577,28 @@ mod tests {
             assert!(!plan.credentials_read, "{name}");
             assert_eq!(plan.endpoint.peers.len(), plan.peers.len(), "{name}");
         }
-        // Without the interfaces, planning fails, and only for that reason.
+        // Without the interfaces, tunnels sourced from one wait for an address (the others
+        // are planned); planning fails only for a template's or IKE profile's interface.
         for (name, cfg) in &configs {
-            if let Err(e) = build(cfg, &mut BTreeMap::new(), &LocalAddrs::default()) {
-                let e = format!("{e:#}");
-                assert!(
-                    e.contains("has no IPv4 address") || e.contains("has no IPv6 address"),
-                    "{name}: {e}"
-                );
+            match build(cfg, &mut BTreeMap::new(), &LocalAddrs::default()) {
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    assert!(
+                        e.contains("has no IPv4 address") || e.contains("has no IPv6 address"),
+                        "{name}: {e}"
+                    );
+                }
+                Ok(plan) => {
+                    for (t, c) in &cfg.tunnels {
+                        let dynamic = matches!(c.source, TunnelSource::Interface(_))
+                            || matches!(c.inner, InnerAddress::Unnumbered(_));
+                        assert_eq!(plan.waiting.contains_key(t), dynamic, "{name}: {t}");
+                        assert_eq!(plan.tunnels.contains_key(t), !dynamic, "{name}: {t}");
+                    }
+                    for why in plan.waiting.values() {
+                        assert!(why.contains("has no IPv"), "{name}: {why}");
+                    }
+                }
             }
         }
     }

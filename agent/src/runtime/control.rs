@@ -150,12 +150,20 @@ impl Runtime {
                         Some(TunnelState::Cleared) => {
                             Some("peer dead: cleared (dpd action clear); `vtid up` restarts it")
                         }
-                        _ => None,
+                        // Held: its address went away while it ran.
+                        _ => self.plan.waiting.get(&t.name).map(String::as_str),
                     },
                 };
                 show::tunnel(t, &status, &self.offload)
             })
             .collect();
+        v.extend(self.plan.waiting.iter().filter_map(|(name, why)| {
+            if self.plan.tunnels.contains_key(name) {
+                return None;
+            }
+            let t = self.cfg.tunnels.get(name)?;
+            Some(show::waiting_tunnel(name, t, why))
+        }));
         v.extend(
             self.clones
                 .iter()

@@ -135,6 +135,9 @@ impl Runtime {
 
     /// Brings up every static tunnel of the plan.
     pub async fn start(&mut self) {
+        for (name, why) in &self.plan.waiting {
+            info!("{name}: line protocol down (waiting: {why})");
+        }
         let tunnels: Vec<TunnelPlan> = self.plan.tunnels.values().cloned().collect();
         for t in &tunnels {
             self.bring_up(t).await;

@@ -13,11 +13,94 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut ids = self.conn_ids.clone();
         let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
+        let diff = self.apply_plan(new, new_plan, ids).await;
+        info!(removed = ?diff.removed, added = ?diff.added, changed = ?diff.changed, routes = ?diff.routes_only, moved = ?diff.moved, waiting = ?self.plan.waiting.keys().collect::<Vec<_>>(), "configuration reloaded");
+        Ok(json!({
+            "added": diff.added,
+            "removed": diff.removed,
+            "changed": diff.changed,
+            "routes_changed": diff.routes_only,
+            "moved": diff.moved,
+            "waiting": self.plan.waiting,
+        }))
+    }
+
+    /// An address was added or removed: tunnels whose `source` or `unnumbered` interface
+    /// changed are planned again from the running configuration (no file is read). One that
+    /// lost its address goes down and waits, one whose address appeared comes up, and one
+    /// that was renumbered moves (see [`Self::apply_plan`]). Sockets need nothing: the IKE sockets
+    /// are bound to the wildcard address and send from the tunnel's address by IP_PKTINFO
+    /// (udp.rs), so a new address is served as soon as it exists.
+    pub async fn addresses_changed(&mut self) {
+        if !self.cfg.tunnels.values().any(|t| {
+            matches!(t.source, crate::config::TunnelSource::Interface(_))
+                || matches!(t.inner, crate::config::InnerAddress::Unnumbered(_))
+        }) {
+            return;
+        }
+        let links = match kernel::local_addrs(&self.h).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("addresses changed but cannot be read: {e:#}");
+                return;
+            }
+        };
+        let mut ids = self.conn_ids.clone();
+        let mut new_plan = match plan::build(&self.cfg, &mut ids, &links) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("addresses changed: {e:#}");
+                return;
+            }
+        };
+        // A running tunnel that lost its address is held (device and session kept, line
+        // down) until one comes back; one that never had an interface just waits.
+        let held: Vec<(String, String)> = new_plan
+            .waiting
+            .iter()
+            .filter(|(n, _)| self.made.contains_key(*n))
+            .map(|(n, w)| (n.clone(), w.clone()))
+            .collect();
+        for (name, _) in &held {
+            new_plan.hold(&self.plan, name);
+        }
+        let diff = plan::diff(&self.plan, &new_plan);
+        if diff.is_empty() && new_plan.waiting == self.plan.waiting {
+            return;
+        }
+        for (name, why) in &new_plan.waiting {
+            if !self.plan.waiting.contains_key(name) && !self.made.contains_key(name) {
+                info!("{name}: line protocol down (waiting: {why})");
+            }
+        }
+        for name in &diff.moved {
+            info!(
+                "{name}: source address {} -> {}",
+                self.plan.tunnels[name].local, new_plan.tunnels[name].local
+            );
+        }
+        let cfg = self.cfg.clone();
+        self.apply_plan(cfg, new_plan, ids).await;
+        for (name, why) in held {
+            self.set_line(&name, false, format!("waiting: {why}")).await;
+        }
+    }
+
+    /// Puts `new_plan` (of `new`) in place of the running plan; touches only what differs.
+    async fn apply_plan(
+        &mut self,
+        new: Config,
+        new_plan: Plan,
+        ids: BTreeMap<String, u32>,
+    ) -> plan::PlanDiff {
         // The plans, not the files, decide what restarts (plan/diff.rs): a changed tunnel is
         // removed and created again even when its interface is the same (its key or initiate
         // setting changed), a routes-only edit changes just its routes.
         let diff = plan::diff(&self.plan, &new_plan);
-        let rebuild: BTreeSet<String> = diff.changed.iter().cloned().collect();
+        let mut rebuild: BTreeSet<String> = diff.changed.iter().cloned().collect();
+        // A renumbered tunnel whose session cannot move (no MOBIKE) negotiates afresh from
+        // the new address.
+        rebuild.extend(diff.moved.iter().cloned());
         // Held-down tunnels have no interface: they stay held (retried on underlay changes)
         // unless the reload adds or changes them.
         let want: BTreeMap<String, Interface> = new_plan
@@ -39,7 +122,7 @@ impl Runtime {
         let without_interface: Vec<String> = diff
             .removed
             .iter()
-            .chain(&diff.changed)
+            .chain(&rebuild)
             .filter(|n| !self.made.contains_key(*n))
             .cloned()
             .collect();
@@ -118,12 +201,6 @@ impl Runtime {
                 _ => {}
             }
         }
-        info!(removed = ?diff.removed, added = ?diff.added, changed = ?diff.changed, routes = ?diff.routes_only, "configuration reloaded");
-        Ok(json!({
-            "added": diff.added,
-            "removed": diff.removed,
-            "changed": diff.changed,
-            "routes_changed": diff.routes_only,
-        }))
+        diff
     }
 }

@@ -797,6 +797,7 @@ fn spoke_config(i: usize) -> Arc<EndpointConfig> {
             },
             dpd: None,
             allow_legacy: false,
+            mobike: false,
         }],
         // Patient: a hub running N updown scripts on a TCG VM may take seconds to answer.
         // 2 + 4 + ... + 256 s: a spoke gives up only after 8.5 minutes, so a slow hub is

@@ -52,6 +52,20 @@ pub async fn apply_one(h: &Handle, op: &Op) -> Vec<anyhow::Error> {
                 Err(e) => vec![anyhow::Error::new(e).context(format!("{name}: line state"))],
             }
         }
+        Op::Policies { name, policies } => {
+            let mut b = h.batch();
+            for p in policies {
+                b.update_policy(p);
+            }
+            match b.execute().await {
+                Ok(results) => results
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .map(|e| anyhow::Error::new(e).context(format!("{name}: update policy")))
+                    .collect(),
+                Err(e) => vec![anyhow::Error::new(e).context(format!("{name}: update policies"))],
+            }
+        }
         Op::RemoveLink { index, name } => match h.link().delete(*index).await {
             Ok(()) => Vec::new(),
             Err(e) => vec![anyhow::Error::new(e).context(format!("delete {name}"))],

@@ -44,6 +44,15 @@ pub enum Op {
         /// Up or dormant.
         up: bool,
     },
+    /// Replace the policies of an interface that stays (`ip xfrm policy update ...` for
+    /// each): an xfrm interface whose session moved to another local address (MOBIKE) keeps
+    /// its device, and only its policies' templates name the new address.
+    Policies {
+        /// Device name.
+        name: String,
+        /// The policies as they must be now (same selectors, directions and if_id).
+        policies: Vec<xfrm::PolicySpec>,
+    },
     /// An owned device nothing accounts for.
     RemoveLink {
         /// ifindex.

@@ -39,6 +39,7 @@ fn peer(local: [u8; 4], remote: [u8; 4]) -> PeerConfig {
         },
         dpd: None,
         allow_legacy: false,
+        mobike: false,
     }
 }
 

@@ -116,6 +116,11 @@ pub struct PeerConfig {
     pub dpd: Option<Dpd>,
     /// Accept 3DES, HMAC-SHA1-96, PRF-HMAC-SHA1 and MODP-1024.
     pub allow_legacy: bool,
+    /// Offer MOBIKE (RFC 4555) in IKE_AUTH: when the peer offers it too, the original
+    /// initiator moves the IKE SA to a new local address with UPDATE_SA_ADDRESSES
+    /// ([`crate::Command::MoveLocal`]) instead of negotiating again, and a peer's update is
+    /// followed.
+    pub mobike: bool,
 }
 
 impl PeerConfig {

@@ -87,6 +87,16 @@ pub enum Command {
     },
     /// Replace the configuration. Existing SAs keep the profile they were set up with.
     Reconfigure(Arc<EndpointConfig>),
+    /// Our address for connection `conn` changed (a renumbered interface): its established
+    /// IKE SAs that negotiated MOBIKE as original initiator move there with
+    /// UPDATE_SA_ADDRESSES (RFC 4555 §3.5), and their Child SAs are rekeyed onto the new
+    /// addresses once the peer agrees. See [`Endpoint::can_move`].
+    MoveLocal {
+        /// The profile.
+        conn: ConnId,
+        /// The new address (the port stays).
+        local: std::net::IpAddr,
+    },
 }
 
 /// Why a Child SA install failed in the kernel.
@@ -198,6 +208,15 @@ impl Endpoint {
             .any(|sa| sa.conn() == conn && !sa.is_closed())
     }
 
+    /// True when connection `conn` has an established IKE SA that [`Command::MoveLocal`]
+    /// can move: MOBIKE was negotiated and we were its original initiator (RFC 4555 §3.4).
+    /// Otherwise a new address means a new negotiation.
+    pub fn can_move(&self, conn: ConnId) -> bool {
+        self.sas
+            .values()
+            .any(|sa| sa.conn() == conn && sa.is_established() && sa.can_move())
+    }
+
     /// Number of IKE SAs in any state.
     pub fn ike_sa_count(&self) -> usize {
         self.sas.len()
@@ -305,6 +324,19 @@ impl Endpoint {
                 }
             }
             Command::Reconfigure(config) => self.config = config,
+            Command::MoveLocal { conn, local } => {
+                let spis: Vec<u64> = self
+                    .sas
+                    .iter()
+                    .filter(|(_, sa)| sa.conn() == conn && sa.is_established() && sa.can_move())
+                    .map(|(k, _)| *k)
+                    .collect();
+                for spi in spis {
+                    self.with_sa(now, spi, |sa, ctx| {
+                        sa.command(ctx, SaCommand::MoveLocal(local))
+                    });
+                }
+            }
         }
         self.run_actions(now);
     }

@@ -190,6 +190,20 @@ pub enum Event {
         /// the engine drops its older IKE SAs right after this event.
         initial_contact: bool,
     },
+    /// An IKE SA moved to other addresses (MOBIKE, RFC 4555): ours after
+    /// [`crate::Command::MoveLocal`] was answered, or the peer's after its
+    /// UPDATE_SA_ADDRESSES. The engine rekeys its Child SAs onto them; until the new ones are
+    /// installed the policies must already name these addresses.
+    IkeSaMoved {
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+        /// Our address now.
+        local: SocketAddr,
+        /// The peer's address now.
+        remote: SocketAddr,
+    },
     /// An IKE SA is established.
     IkeSaUp {
         /// The session.

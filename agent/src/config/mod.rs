@@ -441,6 +441,9 @@ pub struct IkeProfile {
     pub trustpoint: Option<String>,
     /// Dead peer detection, off when `None`.
     pub dpd: Option<Dpd>,
+    /// Offer MOBIKE (RFC 4555, strongSwan's `mobike = yes`): a renumbered `source` moves the
+    /// session instead of negotiating again, where the peer supports it.
+    pub mobike: bool,
     /// Local termination restriction.
     pub local: Option<LocalTermination>,
     /// Virtual template to clone for each session (dynamic VTIs).

@@ -159,6 +159,8 @@ pub struct IkeProfile {
     pub trustpoint: Option<SStr>,
     /// Dead peer detection.
     pub dpd: Option<Spanned<Dpd>>,
+    /// Offer MOBIKE (RFC 4555); default true.
+    pub mobike: Option<Spanned<bool>>,
     /// Only answer on this local address.
     pub local_address: Option<SStr>,
     /// Only answer on this interface's addresses.

@@ -1155,3 +1155,16 @@ fn dpd_action_defaults_follow_initiate_and_answering_tunnels_cannot_restart() {
         "tunnel.A.initiate: false, but its IKE profile's dpd.action is \"restart\"",
     );
 }
+
+#[test]
+fn mobike_defaults_on_and_can_be_turned_off() {
+    let tunnel = |line: &str| {
+        with_base(&format!(
+            "[ike_profile.I]\nkeyring = \"KR1\"\n{line}[tunnel.A]\nsource = \"eth0\"\ndestination = \"10.0.0.1\"\naddress = \"10.9.0.1/30\"\nprotection = \"P1\"\nike_profile = \"I\"\n"
+        ))
+    };
+    assert!(parse(&tunnel("")).unwrap().tunnels["A"].ike.mobike);
+    assert!(!parse(&tunnel("mobike = false\n")).unwrap().tunnels["A"].ike.mobike);
+    let e = parse(&tunnel("mobike = \"yes\"\n")).unwrap_err().to_string();
+    assert!(e.contains(":11:10") && e.contains("bool"), "{e}");
+}

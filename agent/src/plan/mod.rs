@@ -218,6 +218,7 @@ impl PartialEq for PeerPlan {
             child,
             dpd,
             allow_legacy,
+            mobike,
         } = &self.config;
         let ike::ChildConfig {
             esp_proposals,
@@ -240,6 +241,7 @@ impl PartialEq for PeerPlan {
             && *ike_lifetime == o.ike_lifetime
             && *dpd == o.dpd
             && *allow_legacy == o.allow_legacy
+            && *mobike == o.mobike
             && *esp_proposals == oc.esp_proposals
             && *pfs == oc.pfs
             && *local_ts == oc.local_ts
@@ -457,6 +459,7 @@ fn tunnel_peer(
             },
             dpd: ike_profile.dpd.map(|d| d.engine()),
             allow_legacy: cfg.global.allow_legacy,
+            mobike: ike_profile.mobike,
         },
         credentials: t.credentials.clone(),
     }

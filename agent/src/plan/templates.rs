@@ -146,6 +146,9 @@ pub fn plan_templates(
                     },
                     dpd: prof.dpd.map(|d| d.engine()),
                     allow_legacy: cfg.global.allow_legacy,
+                    // Not offered by a hub: a clone's policies name the spoke's address, and
+                    // following a spoke that moved is not done yet (it reconnects instead).
+                    mobike: false,
                 },
                 credentials,
             });

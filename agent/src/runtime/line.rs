@@ -107,6 +107,43 @@ impl Runtime {
         );
     }
 
+    /// The engine moved a static tunnel's IKE SA (MOBIKE): its policies' templates name the
+    /// new addresses before the rekeyed Child SAs (which the engine starts now) are
+    /// installed, so their outbound lookups find them. Only our own move is followed: a
+    /// static tunnel's peer is its configured destination, so a peer that moved elsewhere
+    /// (its UPDATE_SA_ADDRESSES) is dropped and reconnects to the address it is configured
+    /// with. Templates do not offer MOBIKE (plan/templates.rs).
+    pub(super) async fn session_moved(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+        local: IpAddr,
+        remote: IpAddr,
+    ) {
+        let Some(t) = self.tunnel_by_conn(conn).cloned() else {
+            return;
+        };
+        let Some(old) = self.made.get(&t.name).cloned() else {
+            return;
+        };
+        if t.local != local || t.remote != remote {
+            warn!(tunnel = %t.name, %local, %remote, "the peer moved the IKE SA away from the tunnel's addresses; ending the session");
+            self.ep
+                .handle_command(Instant::now(), IkeCommand::TerminateSession { session });
+            return;
+        }
+        let want = model::static_interface(&t, old.line == Some(true));
+        let op = Op::Policies {
+            name: t.name.clone(),
+            policies: want.policies.clone(),
+        };
+        for e in kernel::apply_one(&self.h, &op).await {
+            warn!(tunnel = %t.name, "MOBIKE: {e:#}");
+        }
+        info!(tunnel = %t.name, %local, "IKE SA moved (MOBIKE); rekeying its Child SAs onto the new address");
+        self.made.insert(t.name.clone(), want);
+    }
+
     /// A Child SA of static tunnel `t` was installed.
     pub(super) async fn child_up(&mut self, name: &str, peer: IpAddr) {
         self.set_line(name, true, format!("IPsec SA with {peer} installed"))

@@ -320,6 +320,16 @@ impl Runtime {
                 }
             }
             Output::Event(ev) => {
+                if let Event::IkeSaMoved {
+                    session,
+                    conn,
+                    local,
+                    remote,
+                } = ev
+                {
+                    self.session_moved(session, conn, local.ip(), remote.ip())
+                        .await;
+                }
                 self.clone_event(&ev).await;
                 self.follow_ike(&ev, Instant::now());
                 self.event(ev)

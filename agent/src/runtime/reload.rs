@@ -98,9 +98,22 @@ impl Runtime {
         // setting changed), a routes-only edit changes just its routes.
         let diff = plan::diff(&self.plan, &new_plan);
         let mut rebuild: BTreeSet<String> = diff.changed.iter().cloned().collect();
-        // A renumbered tunnel whose session cannot move (no MOBIKE) negotiates afresh from
-        // the new address.
-        rebuild.extend(diff.moved.iter().cloned());
+        // A renumbered tunnel moves its session with MOBIKE when the engine can (negotiated,
+        // we its original initiator) and its device does not name the address (an xfrm
+        // interface; ip_vti's device is keyed by it); otherwise it negotiates afresh from the
+        // new address.
+        let mut mobike: Vec<(String, ConnId, IpAddr)> = Vec::new();
+        for name in &diff.moved {
+            let t = &new_plan.tunnels[name];
+            if t.mode == DeviceKind::Xfrmi
+                && self.made.contains_key(name)
+                && self.ep.can_move(t.conn)
+            {
+                mobike.push((name.clone(), t.conn, t.local));
+            } else {
+                rebuild.insert(name.clone());
+            }
+        }
         // Held-down tunnels have no interface: they stay held (retried on underlay changes)
         // unless the reload adds or changes them.
         let want: BTreeMap<String, Interface> = new_plan
@@ -112,6 +125,11 @@ impl Runtime {
                     || rebuild.contains(*n)
             })
             .map(|(n, t)| {
+                // A moving tunnel keeps its interface as it is until the peer agrees
+                // (Event::IkeSaMoved updates its policies).
+                if let (true, Some(i)) = (mobike.iter().any(|m| m.0 == *n), self.made.get(n)) {
+                    return (n.clone(), i.clone());
+                }
                 // A kept tunnel keeps its line state (and so its routes, or their absence).
                 let up =
                     !rebuild.contains(n) && self.made.get(n).and_then(|i| i.line) == Some(true);
@@ -183,6 +201,11 @@ impl Runtime {
         self.cfg = new;
         self.plan = new_plan;
         self.conn_ids = ids;
+        for (name, conn, local) in mobike {
+            info!(tunnel = %name, %local, "moving the IKE SA (MOBIKE UPDATE_SA_ADDRESSES)");
+            self.ep
+                .handle_command(Instant::now(), IkeCommand::MoveLocal { conn, local });
+        }
         for op in &ops {
             match op {
                 Op::Create(i) => {

@@ -182,6 +182,8 @@ pub(crate) enum Queued {
     DeleteSpis(Vec<u32>),
     DeleteIke,
     Dpd,
+    /// Tell the peer our new address (MOBIKE).
+    UpdateAddresses,
 }
 
 /// The one request in flight, typed by what its response completes.
@@ -211,6 +213,7 @@ pub(crate) struct ExpectRekeyIkeResponse {
 /// What an INFORMATIONAL request was for.
 pub(crate) enum Informational {
     Dpd,
+    UpdateAddresses,
     Delete(Vec<ChildSaId>),
     DeleteSpis,
     DeleteIke,
@@ -412,6 +415,17 @@ impl Established {
                 c.send_request(ctx, ExchangeType::Informational, &p)?;
                 self.pending = Some(Pending::Informational(Informational::DeleteIke));
             }
+            Queued::UpdateAddresses => {
+                // RFC 4555 §3.5: UPDATE_SA_ADDRESSES with NAT detection for the new path,
+                // from the new address (already in `c.local`).
+                let mut p = vec![Payload::Notify(Notify::new(
+                    NotifyType::UpdateSaAddresses,
+                    Vec::new(),
+                ))];
+                p.extend(glue::nat_notifies(c.spi_i, c.spi_r, c.local, c.remote));
+                c.send_request(ctx, ExchangeType::Informational, &p)?;
+                self.pending = Some(Pending::Informational(Informational::UpdateAddresses));
+            }
             Queued::Dpd => {
                 // §2.4: an empty INFORMATIONAL request is the liveness check.
                 let schedule = c.peer.dpd.map_or(Schedule::Backoff, Schedule::Liveness);
@@ -443,6 +457,18 @@ impl Established {
             (Pending::Informational(i), ExchangeType::Informational) => {
                 match i {
                     Informational::Dpd | Informational::DeleteSpis => {}
+                    Informational::UpdateAddresses => {
+                        if let Some(ty) = error_notify(&payloads) {
+                            // §3.5: UNACCEPTABLE_ADDRESSES, UNEXPECTED_NAT_DETECTED...: this
+                            // SA cannot move; end it so the agent negotiates from the new
+                            // address.
+                            tracing::warn!(?ty, "peer refused the address update");
+                            self.remove_all_children(c, ctx);
+                            c.go_down(ctx, DownReason::Failed("mobike_refused"));
+                            return Ok(());
+                        }
+                        self.moved(c, ctx, &payloads);
+                    }
                     Informational::Delete(ids) => {
                         for id in ids {
                             if let Some(ch) = self.take_child(id) {
@@ -624,6 +650,8 @@ impl Established {
             nat_local: c.nat_local,
             nat_remote: c.nat_remote,
             frag: c.frag,
+            mobike: c.mobike,
+            mobike_initiator: c.mobike_initiator,
             keys: Some(sa_keys),
             peer_id: c.peer_id.clone(),
             next_req: 0,
@@ -867,6 +895,34 @@ impl Established {
         c.send_response(ctx, ExchangeType::CreateChildSa, id, &p)
     }
 
+    /// The IKE SA now runs between `c.local` and `c.remote` (an update of ours answered, or
+    /// the peer's update received): NAT detection from the message that proved the path,
+    /// then the Child SAs are rekeyed there (the kernel SAs keep their old addresses until
+    /// replaced; RFC 4555 §3.5 leaves how they are updated to the implementation).
+    fn moved(&mut self, c: &mut Common, ctx: &mut Ctx<'_>, payloads: &[Payload]) {
+        if let Some((peer_nat, our_nat)) =
+            glue::nat_detect(payloads, c.spi_i, c.spi_r, c.remote, c.local)
+        {
+            c.nat_remote = peer_nat;
+            c.nat_local = our_nat;
+        }
+        ctx.event(Event::IkeSaMoved {
+            session: c.session,
+            conn: c.peer.id,
+            local: c.local,
+            remote: c.remote,
+        });
+        let live: Vec<ChildSaId> = self
+            .children
+            .iter()
+            .filter(|ch| ch.is_live())
+            .map(|ch| ch.id)
+            .collect();
+        for id in live {
+            self.queue_rekey_child(id);
+        }
+    }
+
     fn respond_informational(
         &mut self,
         c: &mut Common,
@@ -874,6 +930,32 @@ impl Established {
         id: u32,
         payloads: &[Payload],
     ) -> Result<(), Error> {
+        // RFC 4555 §3.5: the original initiator moved. Only that side sends updates (§3.4);
+        // from anyone else, or without MOBIKE negotiated, the status notify is ignored
+        // (RFC 7296 §3.10.1).
+        if c.mobike
+            && !c.mobike_initiator
+            && notifies(payloads, NotifyType::UpdateSaAddresses)
+                .next()
+                .is_some()
+        {
+            // The request came from and to the addresses to use from now on.
+            if let Some((local, remote)) = c.reply_to {
+                c.local = local;
+                c.remote = remote;
+            }
+            let mut reply: Vec<Payload> =
+                glue::nat_notifies(c.spi_i, c.spi_r, c.local, c.remote).to_vec();
+            // §3.5: a COOKIE2 in the request is copied into the response.
+            if let Some(n) = notifies(payloads, NotifyType::Cookie2).next() {
+                reply.push(Payload::Notify(Notify::new(
+                    NotifyType::Cookie2,
+                    n.data.clone(),
+                )));
+            }
+            self.moved(c, ctx, payloads);
+            return c.send_response(ctx, ExchangeType::Informational, id, &reply);
+        }
         // §2.21.2: the initiator rejected our AUTH after we considered the SA up.
         if notifies(payloads, NotifyType::AuthenticationFailed)
             .next()

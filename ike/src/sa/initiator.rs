@@ -87,6 +87,8 @@ impl IkeSa {
             nat_local: false,
             nat_remote: false,
             frag: false,
+            mobike: false,
+            mobike_initiator: false,
             keys: None,
             peer_id: None,
             next_req: 0,
@@ -220,7 +222,10 @@ impl ExpectSaInitResponse {
         {
             c.nat_remote = peer_nat;
             c.nat_local = our_nat;
-            if peer_nat || our_nat {
+            // RFC 4555 §3.3: offering MOBIKE to a peer that does NAT-T (it sent NAT
+            // detection), we change to port 4500 even without a NAT, so that a later path
+            // through one needs no port change. ESP stays unencapsulated unless a NAT is seen.
+            if peer_nat || our_nat || c.peer.mobike {
                 c.local.set_port(NATT_PORT);
                 c.remote.set_port(NATT_PORT);
                 if our_nat {
@@ -254,6 +259,13 @@ impl ExpectSaInitResponse {
             payloads.push(Payload::IdR(r.clone()));
         }
         payloads.push(auth);
+        // RFC 4555 §3.1: MOBIKE is offered in IKE_AUTH, by both sides.
+        if c.peer.mobike {
+            payloads.push(Payload::Notify(Notify::new(
+                NotifyType::MobikeSupported,
+                Vec::new(),
+            )));
+        }
         if child.mode == Mode::Transport {
             payloads.push(Payload::Notify(Notify::new(
                 NotifyType::UseTransportMode,
@@ -320,6 +332,11 @@ impl ExpectAuthResponse {
         let presented = auth::Presented::new(idr, &payloads, ctx.unix_time);
         auth::verify(&c.peer.auth, prf, &octets, auth, &presented)?;
         c.peer_id = Some(idr.clone());
+        c.mobike = c.peer.mobike
+            && notifies(&payloads, NotifyType::MobikeSupported)
+                .next()
+                .is_some();
+        c.mobike_initiator = c.mobike;
         let mut est = Established::new(c, ctx, self.suite);
         ctx.stats.ike_sas_established += 1;
         ctx.event(Event::PeerAuthenticated {

@@ -216,6 +216,12 @@ pub(crate) struct Common {
     pub(crate) nat_remote: bool,
     /// The peer sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 §2.3).
     pub(crate) frag: bool,
+    /// Both sides sent MOBIKE_SUPPORTED in IKE_AUTH (RFC 4555 §3.1).
+    pub(crate) mobike: bool,
+    /// We were the original initiator when MOBIKE was negotiated: only that side sends
+    /// UPDATE_SA_ADDRESSES (RFC 4555 §3.4, the initiator decides); kept across IKE rekeys,
+    /// which may change who holds the I flag.
+    pub(crate) mobike_initiator: bool,
     pub(crate) keys: Option<SaKeys>,
     pub(crate) peer_id: Option<Identity>,
     /// Message ID of our next request.
@@ -546,6 +552,11 @@ impl IkeSa {
             nat: self.c.nat_local || self.c.nat_remote,
             children,
         }
+    }
+
+    /// MOBIKE negotiated with us as the side that sends address updates.
+    pub(crate) fn can_move(&self) -> bool {
+        self.c.mobike && self.c.mobike_initiator
     }
 
     pub(crate) fn is_closed(&self) -> bool {

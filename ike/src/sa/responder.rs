@@ -212,6 +212,8 @@ impl IkeSa {
             nat_local: nat.is_some_and(|n| n.1),
             nat_remote: nat.is_some_and(|n| n.0),
             frag,
+            mobike: false,
+            mobike_initiator: false,
             keys: Some(glue::sa_keys(suite, keys, false)?),
             peer_id: None,
             next_req: 0,
@@ -377,6 +379,17 @@ impl ExpectAuthRequest {
         });
         let mut reply = vec![Payload::IdR(our_id)];
         reply.extend(our_auth);
+        // RFC 4555 §3.1: answer the offer when the matched profile allows MOBIKE.
+        c.mobike = c.peer.mobike
+            && notifies(&payloads, NotifyType::MobikeSupported)
+                .next()
+                .is_some();
+        if c.mobike {
+            reply.push(Payload::Notify(Notify::new(
+                NotifyType::MobikeSupported,
+                Vec::new(),
+            )));
+        }
         // The first Child SA; its failure is reported with a notify but keeps the IKE SA.
         let child = match (sa, tsi, tsr) {
             (Some(sa), Some(tsi), Some(tsr)) => {

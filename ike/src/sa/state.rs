@@ -77,6 +77,8 @@ pub(crate) enum SaCommand {
     RekeyIke,
     /// Liveness check now.
     Dpd,
+    /// Move to this local address (MOBIKE, RFC 4555 §3.5).
+    MoveLocal(std::net::IpAddr),
 }
 
 /// The transition function.
@@ -172,6 +174,14 @@ pub(crate) fn step(
                 SaCommand::ChildExpired(child) => est.expire_child(c, ctx, child),
                 SaCommand::RekeyIke => est.queue.push_back(Queued::RekeyIke),
                 SaCommand::Dpd => est.queue.push_back(Queued::Dpd),
+                SaCommand::MoveLocal(ip) => {
+                    // Everything we send from now on leaves from the new address, a request
+                    // in flight included (its retransmissions); the update goes first so the
+                    // peer learns the path before any other exchange needs it.
+                    c.local.set_ip(ip);
+                    est.queue.retain(|q| *q != Queued::UpdateAddresses);
+                    est.queue.push_front(Queued::UpdateAddresses);
+                }
             }
             (pump(State::Established(est), c, ctx), Ok(()))
         }

@@ -1196,7 +1196,8 @@ fn hub_profile_keeps_one_session_per_spoke() {
                     initial_contact,
                     ..
                 } => {
-                    assert_eq!(*local, addr(B_IP, 500));
+                    // The spoke floated to 4500 (it offers MOBIKE, RFC 4555 §3.3).
+                    assert_eq!(*local, addr(B_IP, 4500));
                     assert_eq!(*conn, ConnId(7));
                     Some((*session, peer_id.clone(), *initial_contact))
                 }
@@ -1220,4 +1221,100 @@ fn hub_profile_keeps_one_session_per_spoke() {
     let live = p.b.live_children();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].session, auths[0].0);
+}
+
+/// MOBIKE (RFC 4555): both sides offer it in IKE_AUTH; the initiator's new address goes out
+/// in UPDATE_SA_ADDRESSES from that address, both sides report the move, the same IKE SA
+/// carries on, and the Child SAs are rekeyed onto the new addresses.
+#[test]
+fn mobike_moves_the_ike_sa_and_rekeys_children_onto_the_new_address() {
+    use std::net::{IpAddr, Ipv4Addr};
+    let new_ip = Ipv4Addr::new(192, 0, 2, 11);
+    let mut p = Pair::default_pair();
+    p.connect();
+    assert!(p.a.ep.can_move(ConnId(1)), "MOBIKE not negotiated");
+    // §3.3: offering MOBIKE, the initiator changed to port 4500 after IKE_SA_INIT although
+    // there is no NAT; ESP stays unencapsulated.
+    assert_eq!(p.a.sent[0].remote.port(), 500);
+    assert!(
+        p.a.sent[1..]
+            .iter()
+            .all(|t| t.remote.port() == 4500 && t.local.port() == 4500)
+    );
+    assert!(p.a.live_children().iter().all(|c| c.encap.is_none()));
+    assert!(
+        !p.b.ep.can_move(ConnId(1)),
+        "only the original initiator moves (§3.4)"
+    );
+    let sa_before = p.a.ep.sas()[0].spi_i;
+    let before: Vec<u32> = p.a.live_children().iter().map(|c| c.inbound_spi).collect();
+    p.command(
+        Side::A,
+        Command::MoveLocal {
+            conn: ConnId(1),
+            local: IpAddr::V4(new_ip),
+        },
+    );
+    p.drive_for(Duration::from_secs(2));
+    let moved = |e: &Event| {
+        matches!(e, Event::IkeSaMoved { local, remote, .. }
+            if local.ip() == IpAddr::V4(new_ip) || remote.ip() == IpAddr::V4(new_ip))
+    };
+    assert!(p.a.has_event(moved), "A: {:?}", p.a.events);
+    assert!(p.b.has_event(moved), "B: {:?}", p.b.events);
+    // The update and everything after it left from the new address.
+    let update_at =
+        p.a.sent
+            .iter()
+            .position(|t| t.local.ip() == IpAddr::V4(new_ip))
+            .expect("nothing sent from the new address");
+    assert!(
+        p.a.sent[update_at..]
+            .iter()
+            .all(|t| t.local.ip() == IpAddr::V4(new_ip))
+    );
+    // Same IKE SA; new Child SAs between the new addresses, the old ones gone.
+    assert_eq!(p.a.ep.sas().len(), 1);
+    assert_eq!(p.a.ep.sas()[0].spi_i, sa_before);
+    let kids = p.a.live_children();
+    assert_eq!(kids.len(), before.len());
+    for k in &kids {
+        assert!(
+            !before.contains(&k.inbound_spi),
+            "child {:x} not rekeyed",
+            k.inbound_spi
+        );
+        assert_eq!(k.local.ip(), IpAddr::V4(new_ip));
+    }
+    for k in p.b.live_children() {
+        assert_eq!(k.remote.ip(), IpAddr::V4(new_ip));
+    }
+    p.assert_children_match();
+}
+
+/// Without MOBIKE on either side nothing can move: the agent negotiates again instead, and
+/// a stray UPDATE_SA_ADDRESSES changes nothing at a responder that did not negotiate it.
+#[test]
+fn without_mobike_an_address_cannot_move() {
+    use std::net::{IpAddr, Ipv4Addr};
+    for (a_mobike, b_mobike) in [(false, true), (true, false)] {
+        let mut a = peer(1, A_IP, B_IP, "secret");
+        a.mobike = a_mobike;
+        let mut b = peer(1, B_IP, A_IP, "secret");
+        b.mobike = b_mobike;
+        let mut p = Pair::new(a, b);
+        p.connect();
+        assert!(!p.a.ep.can_move(ConnId(1)), "{a_mobike} {b_mobike}");
+        let sent = p.a.sent.len();
+        p.command(
+            Side::A,
+            Command::MoveLocal {
+                conn: ConnId(1),
+                local: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
+            },
+        );
+        p.drive_for(Duration::from_secs(2));
+        assert_eq!(p.a.sent.len(), sent, "an update went out without MOBIKE");
+        assert!(!p.b.has_event(|e| matches!(e, Event::IkeSaMoved { .. })));
+    }
 }

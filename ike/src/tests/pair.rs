@@ -107,6 +107,7 @@ pub(crate) fn peer(id: u32, local: Ipv4Addr, remote: Ipv4Addr, psk: &str) -> Pee
             retries: 5,
         }),
         allow_legacy: false,
+        mobike: true,
     }
 }
 

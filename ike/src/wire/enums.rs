@@ -131,6 +131,10 @@ registry! {
         TsUnacceptable = 0x0026,
         /// INVALID_SELECTORS.
         InvalidSelectors = 0x0027,
+        /// UNACCEPTABLE_ADDRESSES (RFC 4555 §4.2.2).
+        UnacceptableAddresses = 0x0028,
+        /// UNEXPECTED_NAT_DETECTED (RFC 4555 §4.2.3).
+        UnexpectedNatDetected = 0x0029,
         /// TEMPORARY_FAILURE (RFC 7296 §2.25).
         TemporaryFailure = 0x002b,
         /// CHILD_SA_NOT_FOUND (RFC 7296 §2.25).
@@ -161,6 +165,12 @@ registry! {
         NonFirstFragmentsAlso = 0x400b,
         /// MOBIKE_SUPPORTED (RFC 4555).
         MobikeSupported = 0x400c,
+        /// UPDATE_SA_ADDRESSES (RFC 4555 §4.2.4).
+        UpdateSaAddresses = 0x4010,
+        /// COOKIE2 (RFC 4555 §4.2.5).
+        Cookie2 = 0x4011,
+        /// NO_NATS_ALLOWED (RFC 4555 §4.2.6).
+        NoNatsAllowed = 0x4012,
         /// MULTIPLE_AUTH_SUPPORTED (RFC 4739).
         MultipleAuthSupported = 0x4014,
         /// EAP_ONLY_AUTHENTICATION (RFC 5998).

@@ -185,10 +185,12 @@ fn renumbering(sc: &mut nstest::Scenario, mobike: bool) -> Result<()> {
                 ike_after == ike_before,
                 "IKE SA {ike_before} became {ike_after}"
             );
-            ensure!(
-                child_after.iter().all(|s| !child_before.contains(s)),
-                "Child SAs {child_before:?} still there: {child_after:?}"
-            );
+            // The old pair goes once the rekey's DELETE exchange is done.
+            wait_until("the old Child SAs deleted", Duration::from_secs(10), || {
+                let (_, now) = spis(s)?;
+                Ok(now.iter().all(|x| !child_before.contains(x)))
+            })
+            .with_context(|| format!("Child SAs before {child_before:?}, after {child_after:?}"))?;
             ensure!(
                 v.log().contains("IKE SA moved (MOBIKE)"),
                 "the spoke did not log the move"

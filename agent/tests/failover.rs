@@ -487,3 +487,65 @@ fn vm_router_initiate_false_is_not_started_by_traffic() {
         Ok(())
     });
 }
+
+/// `dpd.action` after the peer is declared dead: `clear` leaves the tunnel down whatever
+/// happens (the peer back, traffic into it) until `vtid up`; `hold` does not restart by
+/// itself but traffic into the tunnel negotiates again. (`restart` is the failover above.)
+#[test]
+#[ignore = "vm"]
+fn vm_router_dpd_action_clear_and_hold() {
+    for action in ["clear", "hold"] {
+        scenario(&format!("dpd-{action}"), spec(), |sc| {
+            let (_, s) = start(sc, Impl::Strongswan, |c| {
+                spoke_tunnel(c, 1, 10, (1, 2), true);
+                c.ike_profile("I1").set(
+                    "dpd",
+                    nstest::vtidconf::Value::raw(format!(
+                        "{{ interval = 1, retries = 2, action = \"{action}\" }}"
+                    )),
+                );
+            })?;
+            let ns = sc.topo.host("s");
+            let h1 = sc.topo.host("h1");
+            wait_until("tun1 up", Duration::from_secs(60), || line_up(ns, "tun1"))?;
+            h1.exec(&[
+                "tc", "qdisc", "add", "dev", "e-s", "root", "netem", "loss", "100%",
+            ])?;
+            wait_until("tun1 down (peer dead)", Duration::from_secs(20), || {
+                Ok(!line_up(ns, "tun1")?)
+            })?;
+            h1.exec(&["tc", "qdisc", "del", "dev", "e-s", "root"])?;
+            // Longer than the first retry back-off (5 s): nothing starts it by itself.
+            std::thread::sleep(Duration::from_secs(8));
+            ensure!(
+                rows(&show_in(ns, "sessions")?).next().is_none(),
+                "{action}: negotiated again by itself"
+            );
+            let row = tunnel_row(ns, "tun1")?;
+            ensure!(row["line"] == "down", "{action}: {row}");
+            // Traffic into the tunnel: the hub's inner address, on the tunnel's connected
+            // /30, is routed into the device even while its line is down.
+            let _ = kernel::ping(ns, "10.255.1.1", "10.255.1.2", 3)?;
+            if action == "clear" {
+                ensure!(
+                    row["waiting"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("cleared")),
+                    "clear: show tunnels does not say why: {row}"
+                );
+                std::thread::sleep(Duration::from_secs(2));
+                ensure!(!line_up(ns, "tun1")?, "clear: traffic restarted tun1");
+                let v = sc.peer_mut(s).as_vtid().context("the spoke is vtid")?;
+                v.cli(&["up", "tun1"])?;
+            }
+            let ns = sc.topo.host("s");
+            wait_until(
+                &format!("{action}: tun1 up again"),
+                Duration::from_secs(30),
+                || line_up(ns, "tun1"),
+            )?;
+            pings_pass(ns, SPOKE_LAN, SERVICE, 3, "spoke LAN to the service")?;
+            Ok(())
+        });
+    }
+}

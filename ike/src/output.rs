@@ -144,9 +144,10 @@ pub struct ChildSaRemove {
     pub session: SessionId,
     /// The profile.
     pub conn: ConnId,
-    /// Our outer address.
+    /// Our outer address, as the Child SA was installed with it (the IKE SA may have moved
+    /// since).
     pub local: SocketAddr,
-    /// The peer's outer address.
+    /// The peer's outer address, as installed.
     pub remote: SocketAddr,
     /// Inbound SPI.
     pub inbound_spi: u32,

@@ -121,9 +121,14 @@ pub struct Table {
 }
 
 impl Table {
-    /// Sets `key` (appended; a key set twice is rendered twice, which vtid refuses).
+    /// Sets `key`; setting it again replaces the value where it was.
     pub fn set(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
-        self.entries.push((key.to_string(), value.into()));
+        // A key set again replaces its value in place (TOML refuses duplicate keys).
+        let value = value.into();
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
+            Some(e) => e.1 = value,
+            None => self.entries.push((key.to_string(), value)),
+        }
         self
     }
 
@@ -154,9 +159,20 @@ impl VtidConf {
         Self::default()
     }
 
-    /// Any table, `[header]`.
+    /// Any table, `[header]`; the one already there when it was asked for before.
     pub fn table(&mut self, header: &str) -> &mut Table {
-        self.push(header, false)
+        // Asked again, the same table (TOML refuses a table defined twice).
+        let at = self
+            .parts
+            .iter()
+            .position(|p| matches!(p, Part::Table(t) if !t.array && t.header == header));
+        match at {
+            Some(i) => match &mut self.parts[i] {
+                Part::Table(t) => t,
+                _ => unreachable!("position found a table"),
+            },
+            None => self.push(header, false),
+        }
     }
 
     fn push(&mut self, header: &str, array: bool) -> &mut Table {

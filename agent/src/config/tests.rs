@@ -1164,7 +1164,13 @@ fn mobike_defaults_on_and_can_be_turned_off() {
         ))
     };
     assert!(parse(&tunnel("")).unwrap().tunnels["A"].ike.mobike);
-    assert!(!parse(&tunnel("mobike = false\n")).unwrap().tunnels["A"].ike.mobike);
-    let e = parse(&tunnel("mobike = \"yes\"\n")).unwrap_err().to_string();
+    assert!(
+        !parse(&tunnel("mobike = false\n")).unwrap().tunnels["A"]
+            .ike
+            .mobike
+    );
+    let e = parse(&tunnel("mobike = \"yes\"\n"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(":11:10") && e.contains("bool"), "{e}");
 }

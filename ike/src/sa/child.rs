@@ -57,6 +57,9 @@ pub(crate) struct Child {
     pub(crate) rekey_at: Option<Instant>,
     /// When the engine removes it (the kernel's hard limit is a little later).
     pub(crate) expire_at: Instant,
+    /// The outer addresses (ours, the peer's) its kernel SAs were installed with: the IKE SA
+    /// may have moved since (MOBIKE), and removal must name the SAs as they are.
+    pub(crate) addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     state: ChildState,
 }
 
@@ -81,6 +84,7 @@ impl Child {
             mode,
             rekey_at: Some(rekey_at),
             expire_at,
+            addrs: None,
             state: ChildState::Installed,
         }
     }

@@ -146,7 +146,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
     }
     let rekey_at = later(ctx.now, rekey_after(ctx, lt));
     let expire_at = later(ctx.now, lt.lifetime);
-    Child::new(
+    let mut ch = Child::new(
         id,
         p.spi_in,
         p.choice.peer_spi,
@@ -155,7 +155,9 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         p.mode,
         rekey_at,
         expire_at,
-    )
+    );
+    ch.addrs = Some((c.local, c.remote));
+    ch
 }
 
 /// `lifetime - margin - random(0..=jitter)` from the seeded RNG.
@@ -1106,12 +1108,13 @@ fn agree(ours: Option<KeyExchange>, theirs: Option<&Ke>) -> Result<Option<Secret
 
 /// Emits the removal of a child and, unless it was replaced, its down event.
 pub(crate) fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: &Child) {
+    let (local, remote) = ch.addrs.unwrap_or((c.local, c.remote));
     ctx.out.push_back(Output::RemoveChildSa(ChildSaRemove {
         child: ch.id,
         session: c.session,
         conn: c.peer.id,
-        local: c.local,
-        remote: c.remote,
+        local,
+        remote,
         inbound_spi: ch.spi_in,
         outbound_spi: ch.spi_out,
     }));

@@ -1289,6 +1289,22 @@ fn mobike_moves_the_ike_sa_and_rekeys_children_onto_the_new_address() {
     for k in p.b.live_children() {
         assert_eq!(k.remote.ip(), IpAddr::V4(new_ip));
     }
+    // The replaced Child SAs are removed under the addresses they were installed with.
+    for r in
+        p.a.removes
+            .iter()
+            .filter(|r| before.contains(&r.inbound_spi))
+    {
+        assert_eq!(r.local.ip(), IpAddr::V4(A_IP), "{r:?}");
+    }
+    // (Both sides rekey after the move; the §2.8.1 collision removes the redundant pair.)
+    assert!(
+        before
+            .iter()
+            .all(|s| p.a.removes.iter().any(|r| r.inbound_spi == *s)),
+        "{:?} before {before:?}",
+        p.a.removes
+    );
     p.assert_children_match();
 }
 

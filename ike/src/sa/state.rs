@@ -77,6 +77,11 @@ pub(crate) enum SaCommand {
     RekeyIke,
     /// Liveness check now.
     Dpd,
+    /// The kernel saw the peer's ESP-in-UDP for this inbound SPI come from `remote`.
+    NatMapping {
+        inbound_spi: u32,
+        remote: std::net::SocketAddr,
+    },
 }
 
 /// The transition function.
@@ -172,6 +177,10 @@ pub(crate) fn step(
                 SaCommand::ChildExpired(child) => est.expire_child(c, ctx, child),
                 SaCommand::RekeyIke => est.queue.push_back(Queued::RekeyIke),
                 SaCommand::Dpd => est.queue.push_back(Queued::Dpd),
+                SaCommand::NatMapping {
+                    inbound_spi,
+                    remote,
+                } => est.nat_mapping(c, ctx, inbound_spi, remote),
             }
             (pump(State::Established(est), c, ctx), Ok(()))
         }

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use ike::transform::{Encr, Integ};
 use ipnet::IpNet;
 use xfrm::{
-    AeadAlg, Cipher, Crypto, Dir, Encap, Key, Lifetime, Mark, PolicySpec, SaId, SaSpec, Selector,
-    Spi, Template,
+    AeadAlg, Cipher, Crypto, Dir, Encap, EncapUpdate, Key, Lifetime, Mark, PolicySpec, SaId,
+    SaSpec, Selector, Spi, Template,
 };
 
 pub use crate::config::Route;
@@ -20,6 +20,10 @@ use crate::vrf::VrfPlan;
 
 /// Replay window for inbound SAs (packets); above 32 the xfrm crate uses XFRMA_REPLAY_ESN_VAL.
 const REPLAY_WINDOW: u32 = 128;
+/// An inbound ESP-in-UDP SA reports a peer's new NAT mapping (XFRM_MSG_MAPPING) at once, then
+/// at most every this many seconds while it stays unfollowed; without the threshold the
+/// kernel reports every packet from the new port (6.1 net/xfrm/xfrm_state.c `km_new_mapping`).
+const MAPPING_THRESHOLD_SECS: u32 = 2;
 
 /// How an interface's routes are put in the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +227,9 @@ pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 
                 dport,
                 oa: None,
             });
+            if inbound {
+                s = s.mapping_threshold(MAPPING_THRESHOLD_SECS);
+            }
         }
         Ok::<_, anyhow::Error>(s)
     };
@@ -230,6 +237,38 @@ pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 
         mk(r, l, inst.inbound_spi, &inst.inbound, true)?,
         mk(l, r, inst.outbound_spi, &inst.outbound, false)?,
     ])
+}
+
+/// The peer's NAT mapping moved (RFC 7296 §2.23): both SAs of a Child SA keep everything but
+/// their ESP-in-UDP ports (inbound first, as installed). Equivalent to two `ip xfrm state
+/// update ... encap espinudp SPORT DPORT 0.0.0.0` commands.
+pub fn child_encap_updates(t: &TunnelPlan, u: &ike::ChildSaEncapUpdate) -> [EncapUpdate; 2] {
+    let [inbound, outbound] = child_sa_ids(
+        t,
+        u.local.ip(),
+        u.remote.ip(),
+        u.inbound_spi,
+        u.outbound_spi,
+    );
+    let e = u.encap;
+    [
+        EncapUpdate {
+            id: inbound,
+            encap: Encap {
+                sport: e.remote_port,
+                dport: e.local_port,
+                oa: None,
+            },
+        },
+        EncapUpdate {
+            id: outbound,
+            encap: Encap {
+                sport: e.local_port,
+                dport: e.remote_port,
+                oa: None,
+            },
+        },
+    ]
 }
 
 /// The kernel ids of a Child SA's two SAs (inbound, outbound), for counters and deletion.

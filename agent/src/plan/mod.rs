@@ -485,10 +485,7 @@ mod tests {
         let t = &plan.tunnels["Tunnel0"];
         assert_eq!(plan.peers[&t.conn].credentials, Credentials::Psk(None));
         assert_eq!(plan.endpoint.peers.len(), 1);
-        assert_eq!(
-            plan.endpoint.nat_keepalive,
-            Duration::from_secs(20)
-        );
+        assert_eq!(plan.endpoint.nat_keepalive, Duration::from_secs(20));
         // `[global] nat_keepalive` reaches the engine.
         let src = format!("{}\n", config::DEFAULT_TOML).replace(
             "nat_t_port = 4500\n",
@@ -496,10 +493,7 @@ mod tests {
         );
         let cfg = Config::from_toml(std::path::Path::new("default.toml"), &src, &opts).unwrap();
         let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
-        assert_eq!(
-            plan.endpoint.nat_keepalive,
-            Duration::from_secs(7)
-        );
+        assert_eq!(plan.endpoint.nat_keepalive, Duration::from_secs(7));
     }
 
     /// Whatever `vtid check` accepts, the planner accepts, given interfaces with addresses:

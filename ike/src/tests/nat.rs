@@ -176,3 +176,23 @@ fn a_new_address_or_an_unknown_spi_changes_nothing() {
     assert_eq!(p.b.ep.sas()[0].remote, child.remote);
     assert_eq!(moved(&p.b), 0);
 }
+
+#[test]
+fn keepalives_follow_the_configured_interval() {
+    // RFC 3948 §4: the interval is local policy; 20 s by default, here 5 s on A (behind the
+    // NAT). B, not behind one, sends none.
+    let mut a = endpoint_config(vec![peer(1, A_IP, B_IP, "secret")]);
+    a.nat_keepalive = Duration::from_secs(5);
+    let mut b = peer(1, B_IP, A_IP, "secret");
+    b.remote = RemoteAddr::Any;
+    let mut p = Pair::with_configs(a, endpoint_config(vec![b]));
+    p.nat = true;
+    p.connect();
+    p.drive_for(Duration::from_secs(21));
+    assert!(
+        (4..=5).contains(&p.a.keepalives),
+        "{} keepalives in 21 s at a 5 s interval",
+        p.a.keepalives
+    );
+    assert_eq!(p.b.keepalives, 0);
+}

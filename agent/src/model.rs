@@ -345,4 +345,63 @@ mod tests {
         assert_eq!(down.line, Some(false));
         assert!(up.same_but_routes(&down));
     }
+
+    /// NAT-T: both SAs carry ESP-in-UDP with the ports mirrored, only the inbound one asks
+    /// the kernel for mapping reports, and an encap update keeps that mirroring.
+    #[test]
+    fn nat_t_child_sas_and_their_encap_updates() {
+        use ike::secret::Secret;
+        let t = plan(&[], "10.0.0.1/30");
+        let keys = || ike::EspKeys {
+            encr: Secret::new(vec![7; 36]),
+            integ: None,
+        };
+        let inst = ike::ChildSaInstall {
+            child: ike::ChildSaId(1),
+            replaces: None,
+            session: ike::SessionId(1),
+            conn: t.conn,
+            local: "192.0.2.1:4500".parse().unwrap(),
+            remote: "192.0.2.2:34500".parse().unwrap(),
+            inbound_spi: 0x1111,
+            outbound_spi: 0x2222,
+            encr: Encr::AesGcm16 { key_bits: 256 },
+            integ: None,
+            esn: false,
+            inbound: keys(),
+            outbound: keys(),
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            mode: ike::Mode::Tunnel,
+            encap: Some(ike::UdpEncap {
+                local_port: 4500,
+                remote_port: 34500,
+            }),
+            hard_lifetime: std::time::Duration::from_secs(3600),
+            bytes: None,
+        };
+        let [inb, out] = child_sas(&t, &inst).unwrap();
+        let ports = |s: &SaSpec| s.encap.map(|e| (e.sport, e.dport));
+        assert_eq!(ports(&inb), Some((34500, 4500)));
+        assert_eq!(ports(&out), Some((4500, 34500)));
+        assert_eq!(inb.mapping_threshold, Some(MAPPING_THRESHOLD_SECS));
+        assert_eq!(out.mapping_threshold, None);
+        let u = ike::ChildSaEncapUpdate {
+            child: inst.child,
+            session: inst.session,
+            conn: inst.conn,
+            local: inst.local,
+            remote: "192.0.2.2:40001".parse().unwrap(),
+            inbound_spi: inst.inbound_spi,
+            outbound_spi: inst.outbound_spi,
+            encap: ike::UdpEncap {
+                local_port: 4500,
+                remote_port: 40001,
+            },
+        };
+        let [ui, uo] = child_encap_updates(&t, &u);
+        assert_eq!((ui.id.clone(), uo.id.clone()), (inb.id(), out.id()));
+        assert_eq!((ui.encap.sport, ui.encap.dport), (40001, 4500));
+        assert_eq!((uo.encap.sport, uo.encap.dport), (4500, 40001));
+    }
 }

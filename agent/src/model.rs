@@ -400,7 +400,7 @@ mod tests {
             },
         };
         let [ui, uo] = child_encap_updates(&t, &u);
-        assert_eq!((ui.id.clone(), uo.id.clone()), (inb.id(), out.id()));
+        assert_eq!((ui.id, uo.id), (inb.id(), out.id()));
         assert_eq!((ui.encap.sport, ui.encap.dport), (40001, 4500));
         assert_eq!((uo.encap.sport, uo.encap.dport), (4500, 40001));
     }

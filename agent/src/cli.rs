@@ -221,6 +221,14 @@ fn render(what: ShowWhat, body: &serde_json::Value) -> String {
                     s(&r["plaintext_mtu"]),
                     s(&r["path_mtu"])
                 );
+                if r["udp_encap"].is_object() {
+                    let _ = writeln!(
+                        out,
+                        "  udp encap: local port {}, remote port {}",
+                        s(&r["udp_encap"]["local_port"]),
+                        s(&r["udp_encap"]["remote_port"])
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "  inbound spi 0x{}: #pkts decaps {}, bytes {}",
@@ -335,5 +343,20 @@ mod tests {
             matches!(cli.command, Command::Check { ref config, no_files: false } if config == Path::new("/etc/vtid/vtid.toml"))
         );
         assert_eq!(cli.socket, PathBuf::from("/tmp/s"));
+    }
+
+    #[test]
+    fn show_sa_text_has_the_udp_encap_ports_when_there_are_any() {
+        let row = |encap: serde_json::Value| serde_json::json!([{ "tunnel": "tun0", "peer": "198.51.100.1", "udp_encap": encap }]);
+        let natted = render(
+            ShowWhat::Sa,
+            &row(serde_json::json!({ "local_port": 4500, "remote_port": 40057 })),
+        );
+        assert!(
+            natted.contains("  udp encap: local port 4500, remote port 40057\n"),
+            "{natted}"
+        );
+        let plain = render(ShowWhat::Sa, &row(serde_json::Value::Null));
+        assert!(!plain.contains("udp encap"), "{plain}");
     }
 }

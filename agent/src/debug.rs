@@ -321,6 +321,12 @@ pub fn output_span(out: &ike::Output, tunnel: Option<&str>) -> tracing::Span {
             spi_in = format_args!("{:08x}", r.inbound_spi),
             spi_out = format_args!("{:08x}", r.outbound_spi)
         ),
+        Output::UpdateChildSaEncap(u) => tracing::info_span!(
+            target: SPAN_TARGET, "encap",
+            peer = %u.remote.ip(), tunnel,
+            spi_in = format_args!("{:08x}", u.inbound_spi),
+            spi_out = format_args!("{:08x}", u.outbound_spi)
+        ),
         Output::Event(_) => tracing::Span::none(),
     }
 }

@@ -388,6 +388,18 @@ pub async fn sa_vanished(h: &Handle, id: &SaId) -> bool {
     matches!(h.sa().get(id).await, Err(xfrm::Error::NotFound { .. }))
 }
 
+/// Moves a Child SA's SAs to new ESP-in-UDP ports in place (see
+/// [`crate::model::child_encap_updates`]); stops at the first error.
+pub async fn update_encap(h: &Handle, updates: &[xfrm::EncapUpdate]) -> Result<()> {
+    for u in updates {
+        h.sa()
+            .update_encap(u)
+            .await
+            .with_context(|| format!("update SA {:08x} encap", u.id.spi.0))?;
+    }
+    Ok(())
+}
+
 /// Deletes a Child SA's SAs; an SA already gone counts as deleted. Keeps going after an
 /// error. Equivalent to `ip xfrm state del ...` for each.
 pub async fn delete_sas(h: &Handle, ids: &[SaId]) {

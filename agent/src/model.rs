@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use ike::transform::{Encr, Integ};
 use ipnet::IpNet;
 use xfrm::{
-    AeadAlg, Cipher, Crypto, Dir, Encap, Key, Lifetime, Mark, PolicySpec, SaId, SaSpec, Selector,
-    Spi, Template,
+    AeadAlg, Cipher, Crypto, Dir, Encap, EncapUpdate, Key, Lifetime, Mark, PolicySpec, SaId,
+    SaSpec, Selector, Spi, Template,
 };
 
 pub use crate::config::Route;
@@ -20,6 +20,10 @@ use crate::vrf::VrfPlan;
 
 /// Replay window for inbound SAs (packets); above 32 the xfrm crate uses XFRMA_REPLAY_ESN_VAL.
 const REPLAY_WINDOW: u32 = 128;
+/// An inbound ESP-in-UDP SA reports a peer's new NAT mapping (XFRM_MSG_MAPPING) at once, then
+/// at most every this many seconds while it stays unfollowed; without the threshold the
+/// kernel reports every packet from the new port (6.1 net/xfrm/xfrm_state.c `km_new_mapping`).
+const MAPPING_THRESHOLD_SECS: u32 = 2;
 
 /// How an interface's routes are put in the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +227,9 @@ pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 
                 dport,
                 oa: None,
             });
+            if inbound {
+                s = s.mapping_threshold(MAPPING_THRESHOLD_SECS);
+            }
         }
         Ok::<_, anyhow::Error>(s)
     };
@@ -230,6 +237,38 @@ pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 
         mk(r, l, inst.inbound_spi, &inst.inbound, true)?,
         mk(l, r, inst.outbound_spi, &inst.outbound, false)?,
     ])
+}
+
+/// The peer's NAT mapping moved (RFC 7296 §2.23): both SAs of a Child SA keep everything but
+/// their ESP-in-UDP ports (inbound first, as installed). Equivalent to two `ip xfrm state
+/// update ... encap espinudp SPORT DPORT 0.0.0.0` commands.
+pub fn child_encap_updates(t: &TunnelPlan, u: &ike::ChildSaEncapUpdate) -> [EncapUpdate; 2] {
+    let [inbound, outbound] = child_sa_ids(
+        t,
+        u.local.ip(),
+        u.remote.ip(),
+        u.inbound_spi,
+        u.outbound_spi,
+    );
+    let e = u.encap;
+    [
+        EncapUpdate {
+            id: inbound,
+            encap: Encap {
+                sport: e.remote_port,
+                dport: e.local_port,
+                oa: None,
+            },
+        },
+        EncapUpdate {
+            id: outbound,
+            encap: Encap {
+                sport: e.local_port,
+                dport: e.remote_port,
+                oa: None,
+            },
+        },
+    ]
 }
 
 /// The kernel ids of a Child SA's two SAs (inbound, outbound), for counters and deletion.
@@ -305,5 +344,64 @@ mod tests {
         assert!(down.routes.is_empty());
         assert_eq!(down.line, Some(false));
         assert!(up.same_but_routes(&down));
+    }
+
+    /// NAT-T: both SAs carry ESP-in-UDP with the ports mirrored, only the inbound one asks
+    /// the kernel for mapping reports, and an encap update keeps that mirroring.
+    #[test]
+    fn nat_t_child_sas_and_their_encap_updates() {
+        use ike::secret::Secret;
+        let t = plan(&[], "10.0.0.1/30");
+        let keys = || ike::EspKeys {
+            encr: Secret::new(vec![7; 36]),
+            integ: None,
+        };
+        let inst = ike::ChildSaInstall {
+            child: ike::ChildSaId(1),
+            replaces: None,
+            session: ike::SessionId(1),
+            conn: t.conn,
+            local: "192.0.2.1:4500".parse().unwrap(),
+            remote: "192.0.2.2:34500".parse().unwrap(),
+            inbound_spi: 0x1111,
+            outbound_spi: 0x2222,
+            encr: Encr::AesGcm16 { key_bits: 256 },
+            integ: None,
+            esn: false,
+            inbound: keys(),
+            outbound: keys(),
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            mode: ike::Mode::Tunnel,
+            encap: Some(ike::UdpEncap {
+                local_port: 4500,
+                remote_port: 34500,
+            }),
+            hard_lifetime: std::time::Duration::from_secs(3600),
+            bytes: None,
+        };
+        let [inb, out] = child_sas(&t, &inst).unwrap();
+        let ports = |s: &SaSpec| s.encap.map(|e| (e.sport, e.dport));
+        assert_eq!(ports(&inb), Some((34500, 4500)));
+        assert_eq!(ports(&out), Some((4500, 34500)));
+        assert_eq!(inb.mapping_threshold, Some(MAPPING_THRESHOLD_SECS));
+        assert_eq!(out.mapping_threshold, None);
+        let u = ike::ChildSaEncapUpdate {
+            child: inst.child,
+            session: inst.session,
+            conn: inst.conn,
+            local: inst.local,
+            remote: "192.0.2.2:40001".parse().unwrap(),
+            inbound_spi: inst.inbound_spi,
+            outbound_spi: inst.outbound_spi,
+            encap: ike::UdpEncap {
+                local_port: 4500,
+                remote_port: 40001,
+            },
+        };
+        let [ui, uo] = child_encap_updates(&t, &u);
+        assert_eq!((ui.id, uo.id), (inb.id(), out.id()));
+        assert_eq!((ui.encap.sport, ui.encap.dport), (40001, 4500));
+        assert_eq!((uo.encap.sport, uo.encap.dport), (4500, 40001));
     }
 }

@@ -47,8 +47,8 @@ pub struct ChildInfo {
     pub lifetime: Duration,
     /// Hard byte limit.
     pub hard_bytes: Option<u64>,
-    /// UDP-encapsulated (NAT-T).
-    pub encap: bool,
+    /// UDP encapsulation (NAT-T) and its ports now.
+    pub encap: Option<ike::UdpEncap>,
     /// The virtual-access clone it was installed on (slot), if any.
     pub clone: Option<u32>,
     /// Routes its traffic selectors added to the clone (reverse route injection).
@@ -108,6 +108,14 @@ impl Sessions {
         self.children()
             .find(|(_, c)| c.spi_in == spi || c.spi_out == spi)
             .map(|(id, _)| id)
+    }
+
+    /// The peer's NAT mapping moved: the Child SA's ESP-in-UDP now goes to `remote`.
+    pub fn encap_moved(&mut self, id: ChildSaId, remote: SocketAddr, encap: ike::UdpEncap) {
+        if let Some(c) = self.children.get_mut(&id) {
+            c.remote = remote;
+            c.encap = Some(encap);
+        }
     }
 
     /// Marks a Child SA as moving to a new underlay; false when it already was (the rekey
@@ -213,7 +221,7 @@ mod tests {
             installed: Instant::now(),
             lifetime: Duration::from_secs(60),
             hard_bytes: None,
-            encap: false,
+            encap: None,
             clone,
             routes: Vec::new(),
             state: ChildState::Installed,

@@ -156,7 +156,12 @@ pub fn sa(
         "spi_in": format!("{:08x}", c.spi_in),
         "spi_out": format!("{:08x}", c.spi_out),
         "transform": transform_name(c.encr, c.integ),
-        "mode": if c.encap { "tunnel udp-encap" } else { "tunnel" },
+        "mode": if c.encap.is_some() { "tunnel udp-encap" } else { "tunnel" },
+        // The ports ESP-in-UDP uses now (they follow the peer's NAT mapping, RFC 7296 §2.23).
+        "udp_encap": c.encap.map(|e| json!({
+            "local_port": e.local_port,
+            "remote_port": e.remote_port,
+        })),
         "in": { "packets": cin.packets, "bytes": cin.bytes },
         "out": { "packets": cout.packets, "bytes": cout.bytes },
         "replay_errors": cin.replay + cin.replay_window_drops,

@@ -21,8 +21,6 @@
 //! - `initiate = false`: traffic routed into the tunnel does not start it; the peer's
 //!   initiation does.
 
-use std::io::Read;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -166,44 +164,6 @@ fn until_routed_into(ns: &Netns, dev: &str, timeout: Duration) -> Result<Duratio
     )
 }
 
-/// A ping running for the whole scenario (one every 0.2 s), for the loss count.
-struct Pinger(Child);
-
-impl Pinger {
-    fn start(ns: &Netns) -> Result<Self> {
-        let c = ns
-            .command("ping")
-            .args(["-n", "-i", "0.2", "-W", "1", "-I", SPOKE_LAN, SERVICE])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start ping")?;
-        Ok(Self(c))
-    }
-
-    /// Stops it (SIGINT prints the summary) and returns (sent, received).
-    fn stop(mut self) -> Result<(u32, u32)> {
-        nstest::cmd::run_args(&["kill", "-INT", &self.0.id().to_string()])?;
-        self.0.wait()?;
-        let mut out = String::new();
-        if let Some(mut o) = self.0.stdout.take() {
-            o.read_to_string(&mut out)?;
-        }
-        let line = out
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .with_context(|| format!("ping printed no summary: {out}"))?;
-        let num = |i: usize| -> Result<u32> {
-            line.split(',')
-                .nth(i)
-                .and_then(|p| p.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .with_context(|| format!("cannot parse {line}"))
-        };
-        Ok((num(0)?, num(1)?))
-    }
-}
-
 /// The packets hub `n`'s tunnel device received (the spoke's traffic reaching it).
 fn hub_rx(sc: &Scenario, n: u8) -> Result<u64> {
     Ok(kernel::link_stats(sc.topo.host(hub_host(n)), "tun0")?.rx_packets)
@@ -234,7 +194,7 @@ fn failover(sc: &mut Scenario, hubs: Impl) -> Result<()> {
         3,
         "spoke LAN to the service via hub 1",
     )?;
-    let pinger = Pinger::start(ns)?;
+    let pinger = kernel::Pinger::start(ns, SPOKE_LAN, SERVICE, Duration::from_millis(200))?;
 
     for (how, cut, mend) in [
         (
@@ -320,7 +280,8 @@ fn failover(sc: &mut Scenario, hubs: Impl) -> Result<()> {
         )?;
         ensure!(hub_rx(sc, 1)? > rx1, "hub 1's tunnel received none of it");
     }
-    let (sent, received) = pinger.stop()?;
+    let log = pinger.stop()?;
+    let (sent, received) = (log.sent, log.received);
     eprintln!(
         "ping over both failovers and returns: {sent} sent, {received} received, {} lost",
         sent - received

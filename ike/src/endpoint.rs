@@ -32,6 +32,7 @@ use crate::wire::enums::NotifyType;
 
 // The boundary types live in `output` (below both this module and `sa`); they stay nameable
 // as `ike::endpoint::*`, which the agent and the fuzz targets use.
+pub use crate::output::ChildSaEncapUpdate;
 pub use crate::output::ChildSaId;
 pub use crate::output::ChildSaInstall;
 pub use crate::output::ChildSaRemove;
@@ -84,6 +85,19 @@ pub enum Command {
     ChildExpired {
         /// The Child SA.
         child: ChildSaId,
+    },
+    /// The kernel saw ESP-in-UDP for our inbound SA `inbound_spi` arrive from `remote`, not
+    /// from the port the SA was set up with (XFRM_MSG_MAPPING): the NAT in front of the peer
+    /// changed its mapping. When the peer is behind a NAT and we are not, the session
+    /// follows it (RFC 7296 §2.23): IKE messages go to `remote` from now on and every Child
+    /// SA of the session gets [`Output::UpdateChildSaEncap`]. The kernel reports this only
+    /// for packets that passed ESP integrity and replay checks, which is what §2.23 asks of
+    /// such an update. A new address (rather than port) is not followed.
+    NatMapping {
+        /// SPI of our inbound SA that saw the new source.
+        inbound_spi: u32,
+        /// The peer's new address and port.
+        remote: SocketAddr,
     },
     /// Replace the configuration. Existing SAs keep the profile they were set up with.
     Reconfigure(Arc<EndpointConfig>),
@@ -321,6 +335,31 @@ impl Endpoint {
             Command::Dpd { session } => {
                 if let Some(spi) = self.sa_of_session(session) {
                     self.with_sa(now, spi, |sa, ctx| sa.command(ctx, SaCommand::Dpd));
+                }
+            }
+            Command::NatMapping {
+                inbound_spi,
+                remote,
+            } => {
+                let owner = self
+                    .sas
+                    .iter()
+                    .find(|(_, sa)| sa.has_inbound_spi(inbound_spi))
+                    .map(|(k, _)| *k);
+                match owner {
+                    Some(spi) => self.with_sa(now, spi, |sa, ctx| {
+                        sa.command(
+                            ctx,
+                            SaCommand::NatMapping {
+                                inbound_spi,
+                                remote,
+                            },
+                        )
+                    }),
+                    None => tracing::debug!(
+                        spi = format_args!("{inbound_spi:08x}"),
+                        "NAT mapping for an SPI of no Child SA"
+                    ),
                 }
             }
             Command::Reconfigure(config) => self.config = config,

@@ -10,6 +10,7 @@
 //! let mut ep = Endpoint::new(Arc::new(config), seed_from_os);   // EndpointConfig / PeerConfig
 //! ep.set_wall_clock(now, unix_secs);  // only for certificate validity (AuthConfig::Certificate)
 //! ep.handle_command(now, Command::Initiate { conn });            // or wait for peers
+//! ep.handle_command(now, Command::NatMapping { inbound_spi, remote }); // XFRM_MSG_MAPPING
 //! loop {
 //!     // inputs, each with `now` (never Instant::now() inside the crate):
 //!     ep.handle_datagram(now, Datagram { local, remote, bytes }); // :4500 marker stripped
@@ -24,6 +25,7 @@
 //!                 ep.handle_install_result(now, i.child, res);
 //!             }
 //!             Output::RemoveChildSa(r) => { /* xfrm delete */ }
+//!             Output::UpdateChildSaEncap(u) => { /* xfrm update: new ESP-in-UDP ports */ }
 //!             Output::Event(e) => { /* Event::PeerAuthenticated comes before the first
 //!                                     install of that peer: create its interface */ }
 //!         }

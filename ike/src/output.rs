@@ -58,6 +58,11 @@ pub enum Output {
     InstallChildSa(ChildSaInstall),
     /// Remove both directions of a Child SA.
     RemoveChildSa(ChildSaRemove),
+    /// The peer's NAT mapping moved (RFC 7296 §2.23): change the UDP encapsulation ports of
+    /// both directions of an installed Child SA in place. Keys, SPIs, sequence numbers and
+    /// replay state stay as they are; only where ESP-in-UDP is sent (and expected from)
+    /// changes.
+    UpdateChildSaEncap(ChildSaEncapUpdate),
     /// Something to log or show.
     Event(Event),
 }
@@ -133,6 +138,29 @@ pub struct ChildSaInstall {
     pub hard_lifetime: Duration,
     /// Kernel byte limits.
     pub bytes: Option<ByteLimits>,
+}
+
+/// New UDP encapsulation for an installed Child SA (both directions), after the peer's NAT
+/// mapping changed port. The addresses are unchanged (an SA's destination address is part of
+/// its kernel key; a NAT that changes address is not followed here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildSaEncapUpdate {
+    /// The Child SA.
+    pub child: ChildSaId,
+    /// The session.
+    pub session: SessionId,
+    /// The profile.
+    pub conn: ConnId,
+    /// Our outer address (port: our NAT-T port).
+    pub local: SocketAddr,
+    /// The peer's outer address with its new port.
+    pub remote: SocketAddr,
+    /// Inbound SPI.
+    pub inbound_spi: u32,
+    /// Outbound SPI.
+    pub outbound_spi: u32,
+    /// The ports to use from now on.
+    pub encap: UdpEncap,
 }
 
 /// Remove a Child SA (both directions).
@@ -278,6 +306,18 @@ pub enum Event {
         conn: ConnId,
         /// The peer's address.
         peer: SocketAddr,
+    },
+    /// The peer's NAT mapping changed (RFC 7296 §2.23): IKE messages and the session's
+    /// Child SAs now go to `new`.
+    PeerMoved {
+        /// The session.
+        session: SessionId,
+        /// The profile.
+        conn: ConnId,
+        /// Where the peer was.
+        old: SocketAddr,
+        /// Where it is now.
+        new: SocketAddr,
     },
     /// An input was rejected (also counted in [`crate::Endpoint::stats`]).
     Rejected {

@@ -41,6 +41,19 @@ pub struct XfrmState {
     pub offload: Option<String>,
 }
 
+impl XfrmState {
+    /// (sport, dport) of its NAT-T encapsulation, when it has one.
+    pub fn encap_ports(&self) -> Option<(u16, u16)> {
+        let e = self.encap.as_deref()?;
+        let after = |key: &str| -> Option<u16> {
+            let mut w = e.split_whitespace();
+            w.find(|x| *x == key)?;
+            w.next()?.parse().ok()
+        };
+        Some((after("sport")?, after("dport")?))
+    }
+}
+
 /// Parses `ip -s xfrm state` output.
 pub fn parse_xfrm_states(text: &str) -> Result<Vec<XfrmState>> {
     let mut out: Vec<XfrmState> = Vec::new();
@@ -194,6 +207,98 @@ pub fn ping(ns: &Netns, src: &str, dst: &str, count: u32) -> Result<u32> {
     Ok(received)
 }
 
+/// A ping running in the background (one every `interval`, each waiting at most 1 s), for
+/// loss counts and the longest outage while something happens to the path.
+pub struct Pinger {
+    child: Child,
+    interval: Duration,
+}
+
+impl Pinger {
+    /// Starts `ping -n -i INTERVAL -W 1 -I SRC DST` in `ns`.
+    pub fn start(ns: &Netns, src: &str, dst: &str, interval: Duration) -> Result<Self> {
+        let child = ns
+            .command("ping")
+            .args(["-n", "-i", &format!("{:.3}", interval.as_secs_f64())])
+            .args(["-W", "1", "-I", src, dst])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start ping")?;
+        Ok(Self { child, interval })
+    }
+
+    /// Stops it (SIGINT makes ping print its summary) and reads what it printed.
+    pub fn stop(mut self) -> Result<PingLog> {
+        use std::io::Read;
+        crate::cmd::run_args(&["kill", "-INT", &self.child.id().to_string()])?;
+        self.child.wait()?;
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            o.read_to_string(&mut out)?;
+        }
+        PingLog::parse(&out, self.interval)
+    }
+}
+
+/// What a [`Pinger`] saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PingLog {
+    /// Requests sent.
+    pub sent: u32,
+    /// Replies received.
+    pub received: u32,
+    /// `icmp_seq` of every reply, in arrival order (duplicates left out).
+    pub replies: Vec<u32>,
+    /// Time between requests.
+    pub interval: Duration,
+}
+
+impl PingLog {
+    /// Parses ping's output: one line per reply, then the summary.
+    pub fn parse(out: &str, interval: Duration) -> Result<Self> {
+        let replies = out
+            .lines()
+            .filter(|l| !l.contains("DUP!"))
+            .filter_map(|l| l.split("icmp_seq=").nth(1))
+            .filter_map(|s| s.split_whitespace().next()?.parse().ok())
+            .collect();
+        let line = out
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .with_context(|| format!("ping printed no summary: {out}"))?;
+        let num = |i: usize| -> Result<u32> {
+            line.split(',')
+                .nth(i)
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("cannot parse {line}"))
+        };
+        Ok(Self {
+            sent: num(0)?,
+            received: num(1)?,
+            replies,
+            interval,
+        })
+    }
+
+    /// Requests without a reply.
+    pub fn lost(&self) -> u32 {
+        self.sent.saturating_sub(self.received)
+    }
+
+    /// The longest run of unanswered requests between two answered ones, as time: from the
+    /// last request answered before it to the first answered after it, less one interval.
+    /// Requests after the last reply (still in flight when ping stopped) do not count.
+    pub fn longest_outage(&self) -> Duration {
+        let mut seqs = self.replies.clone();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let run = seqs.windows(2).map(|w| w[1] - w[0] - 1).max().unwrap_or(0);
+        self.interval * run
+    }
+}
+
 /// Polling with a deadline lives with the other checks; kept here for existing callers.
 pub use crate::assert::wait_until;
 
@@ -296,5 +401,34 @@ src 192.0.2.1 dst 192.0.2.2
         assert_eq!(s[1].mark, Some(42));
         assert_eq!(s[1].algs.len(), 2);
         assert_eq!(s[1].packets, 0);
+    }
+
+    #[test]
+    fn encap_ports_of_an_sa() {
+        let sa = XfrmState {
+            encap: Some("encap type espinudp sport 40001 dport 4500 addr 0.0.0.0".into()),
+            ..Default::default()
+        };
+        assert_eq!(sa.encap_ports(), Some((40001, 4500)));
+        assert_eq!(XfrmState::default().encap_ports(), None);
+    }
+
+    #[test]
+    fn ping_log_counts_the_longest_outage() {
+        let out = "PING 10.255.0.2 (10.255.0.2) from 10.255.0.1 : 56(84) bytes of data.
+64 bytes from 10.255.0.2: icmp_seq=1 ttl=64 time=0.4 ms
+64 bytes from 10.255.0.2: icmp_seq=2 ttl=64 time=0.4 ms
+64 bytes from 10.255.0.2: icmp_seq=2 ttl=64 time=0.5 ms (DUP!)
+64 bytes from 10.255.0.2: icmp_seq=6 ttl=64 time=0.4 ms
+64 bytes from 10.255.0.2: icmp_seq=7 ttl=64 time=0.4 ms
+
+--- 10.255.0.2 ping statistics ---
+9 packets transmitted, 4 received, +1 duplicates, 55.5556% packet loss, time 800ms
+";
+        let log = PingLog::parse(out, Duration::from_millis(100)).unwrap();
+        assert_eq!((log.sent, log.received, log.lost()), (9, 4, 5));
+        assert_eq!(log.replies, vec![1, 2, 6, 7]);
+        // 3, 4 and 5 unanswered between 2 and 6; 8 and 9 were in flight at the end.
+        assert_eq!(log.longest_outage(), Duration::from_millis(300));
     }
 }

@@ -166,6 +166,35 @@ impl TopoSpec {
     }
 }
 
+/// Makes the NAT box `ns` (built with [`TopoSpec::nat`] for `out_iface`) rebind: UDP leaving
+/// through `out_iface` is masqueraded to source ports `lo..=hi` from now on, and every UDP
+/// conntrack entry is dropped (`conntrack -D -p udp`), so the next packet of each flow gets a
+/// new mapping, as when a NAT reboots or expires a mapping early. Needs `conntrack` (the
+/// conntrack package; `./x setup` installs it).
+pub fn nat_rebind(ns: &Netns, out_iface: &str, (lo, hi): (u16, u16)) -> Result<()> {
+    let rules = format!(
+        "flush chain ip nstest_nat post
+         add rule ip nstest_nat post oifname \"{out_iface}\" meta l4proto udp masquerade to :{lo}-{hi}
+         add rule ip nstest_nat post oifname \"{out_iface}\" masquerade
+"
+    );
+    let file = std::env::temp_dir().join(format!("{}-rebind.nft", ns.name()));
+    std::fs::write(&file, rules)?;
+    ns.exec(&["nft", "-f", &file.to_string_lossy()])?;
+    // conntrack exits 1 when it deleted nothing; a missing binary is the error that matters.
+    let out = ns
+        .command("conntrack")
+        .args(["-D", "-p", "udp"])
+        .output()
+        .context("conntrack (package conntrack; ./x setup installs it)")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.success() || err.contains("0 flow entries"),
+        "conntrack -D -p udp: {err}"
+    );
+    Ok(())
+}
+
 /// The name of the veth on one host that leads to `peer` (kernel limit: 15 characters).
 pub fn iface_to(peer: &str) -> String {
     let mut s = format!("e-{peer}");

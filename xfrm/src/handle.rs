@@ -135,6 +135,32 @@ impl SaHandle<'_> {
         self.check_offloaded(sa).await
     }
 
+    /// Moves an installed SA's UDP encapsulation to new ports and leaves the rest of it as
+    /// it is: keys, SPI, sequence numbers, replay window and counters. For a NAT rebinding
+    /// (RFC 7296 §2.23), where new SAs would cost a rekey and lose traffic meanwhile.
+    ///
+    /// Equivalent to: `ip xfrm state update src S dst D proto esp spi SPI ... encap espinudp
+    /// SPORT DPORT 0.0.0.0` (see [`EncapUpdate`]). Like `ip`, it sends the whole SA: it reads
+    /// it (keys included) and sends it back with the new ports. The kernel builds a state
+    /// from that message and, finding a valid one under the same key, copies only its encap
+    /// (same encap type required), lifetimes, output mark and if_id into the live state
+    /// (6.1 net/xfrm/xfrm_state.c `xfrm_state_update`); the live state's replay state and
+    /// counters are untouched. The offload request is left out of the message (the live
+    /// state keeps its own; 6.1 never offloads encapsulated SAs anyway). Fails with
+    /// [`Error::NotFound`] when there is no such SA.
+    pub async fn update_encap(&self, u: &EncapUpdate) -> Result<()> {
+        let mut spec = self.get(&u.id).await?.spec;
+        if spec.encap.is_none() {
+            return Err(Error::InvalidSpec(format!(
+                "SA {:08x} to {} has no UDP encapsulation to update",
+                u.id.spi.0, u.id.dst
+            )));
+        }
+        spec.encap = Some(u.encap);
+        spec.offload = None;
+        self.0.xfrm.ack(wire::sa_body(&spec, true)?).await
+    }
+
     async fn check_offloaded(&self, sa: &SaSpec) -> Result<()> {
         let Some(want) = &sa.offload else {
             return Ok(());

@@ -337,6 +337,20 @@ pub struct Encap {
     pub oa: Option<IpAddr>,
 }
 
+/// New UDP encapsulation ports for an installed SA, the rest of it unchanged: what a NAT
+/// rebinding needs (RFC 7296 §2.23, RFC 3948). See [`crate::SaHandle::update_encap`].
+///
+/// Equivalent to: `ip xfrm state update src SRC dst DST proto esp spi SPI ... encap espinudp
+/// SPORT DPORT 0.0.0.0`, where `...` repeats the SA as installed (keys, mode, reqid, marks),
+/// since an update carries the whole SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncapUpdate {
+    /// The SA.
+    pub id: SaId,
+    /// Its new encapsulation.
+    pub encap: Encap,
+}
+
 /// Hardware offload request (`offload [crypto|packet] dev DEV dir in|out`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offload {
@@ -451,6 +465,11 @@ pub struct SaSpec {
     pub if_id: Option<u32>,
     /// NAT-T UDP encapsulation (`encap espinudp`).
     pub encap: Option<Encap>,
+    /// For an inbound encapsulated SA: report a peer's new NAT mapping at most once per this
+    /// many seconds per new source port (XFRMA_MTIMER_THRESH; `ip xfrm` has no keyword for
+    /// it). Without it the kernel sends XFRM_MSG_MAPPING for every packet from the new port
+    /// (6.1 net/xfrm/xfrm_state.c `km_new_mapping`); the kernel refuses it without `encap`.
+    pub mapping_threshold: Option<u32>,
     /// Hardware offload (`offload`).
     pub offload: Option<Offload>,
     /// Inner traffic selector (`sel ...`); `None` = any (the kernel reports a zero selector of
@@ -476,6 +495,7 @@ impl SaSpec {
             set_mark: None,
             if_id: None,
             encap: None,
+            mapping_threshold: None,
             offload: None,
             selector: None,
         }
@@ -532,6 +552,12 @@ impl SaSpec {
     /// `encap espinudp SPORT DPORT OA`.
     pub fn encap(mut self, e: Encap) -> Self {
         self.encap = Some(e);
+        self
+    }
+
+    /// XFRMA_MTIMER_THRESH (no `ip xfrm` keyword): see [`SaSpec::mapping_threshold`].
+    pub fn mapping_threshold(mut self, secs: u32) -> Self {
+        self.mapping_threshold = Some(secs);
         self
     }
 

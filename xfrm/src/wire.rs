@@ -364,6 +364,9 @@ pub(crate) fn sa_body(sa: &SaSpec, update: bool) -> Result<Body> {
             encap_oa: oa,
         })));
     }
+    if let Some(secs) = sa.mapping_threshold {
+        attrs.push(Attr::X(XfrmAttrs::MappingTimeThreshold(secs)));
+    }
     if let Some(o) = &sa.offload {
         attrs.push(Attr::X(offload_attr(o)));
     }
@@ -720,6 +723,7 @@ pub(crate) fn sa_from_kernel(
     let mut set_mark_m = None;
     let mut if_id = None;
     let mut encap = None;
+    let mut mapping_threshold = None;
     let mut offload = None;
     for a in nlas.iter_mut() {
         match a {
@@ -767,6 +771,7 @@ pub(crate) fn sa_from_kernel(
                     },
                 })
             }
+            XfrmAttrs::MappingTimeThreshold(v) => mapping_threshold = Some(*v),
             XfrmAttrs::OffloadDevice(o) => {
                 offload = Some(Offload {
                     ifindex: o.ifindex as u32,
@@ -833,6 +838,7 @@ pub(crate) fn sa_from_kernel(
         }),
         if_id,
         encap,
+        mapping_threshold,
         offload,
         selector,
     };
@@ -1051,6 +1057,7 @@ mod tests {
                     dport: 4501,
                     oa: None,
                 })
+                .mapping_threshold(2)
                 .offload(Offload {
                     ifindex: 3,
                     inbound: true,

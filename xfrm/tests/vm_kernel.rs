@@ -129,11 +129,13 @@ fn vm_sa_roundtrip_every_attribute_v4_v6() -> Result<()> {
                             .dport(1053),
                     );
                 if !v6 {
-                    sa = sa.encap(Encap {
-                        sport: 4500,
-                        dport: 4501,
-                        oa: None,
-                    });
+                    sa = sa
+                        .encap(Encap {
+                            sport: 4500,
+                            dport: 4501,
+                            oa: None,
+                        })
+                        .mapping_threshold(2);
                 }
                 h.sa()
                     .add(&sa)
@@ -215,6 +217,179 @@ fn vm_sa_roundtrip_every_attribute_v4_v6() -> Result<()> {
         assert!(h.sa().delete(&first.id()).await.unwrap_err().is_not_found());
         h.sa().flush(None).await?;
         ensure!(ns.ip(&["xfrm", "state"])?.trim().is_empty());
+        Ok(())
+    })
+}
+
+/// `update_encap` moves an SA's ESP-in-UDP ports and keeps the SA itself: the same spec
+/// otherwise (keys, reqid, lifetimes, mapping threshold), its counters and its sequence
+/// numbers (packets sent after the update count on from the ones before).
+#[test]
+#[ignore = "vm"]
+fn vm_update_encap_keeps_the_rest_of_the_sa() -> Result<()> {
+    let ns = NamedNetns::new("vmencap")?;
+    rt()?.block_on(async {
+        let h = Handle::open(ns.netns())?;
+        h.link().add_veth("w0", "w1").await?;
+        let w0 = h.link().index_of("w0").await?;
+        h.link().add_address(w0, "192.0.2.1/24".parse()?).await?;
+        h.link().set_up(w0).await?;
+        h.link().set_up(h.link().index_of("w1").await?).await?;
+        h.link()
+            .add_route(&RouteSpec::dev("10.2.0.0/16".parse()?, w0))
+            .await?;
+        let (me, peer): (IpAddr, IpAddr) = ("192.0.2.1".parse()?, "192.0.2.2".parse()?);
+        let out = SaSpec::new(
+            me,
+            peer,
+            Spi(0x4242),
+            Crypto::Aead {
+                alg: AeadAlg::AesGcm16,
+                key: Key::new(vec![9; 36]),
+            },
+        )
+        .reqid(0x7654_0077)
+        .replay_window(0)
+        .lifetime(Lifetime {
+            hard_add_secs: Some(3600),
+            ..Lifetime::default()
+        })
+        .encap(Encap {
+            sport: 4500,
+            dport: 34500,
+            oa: None,
+        });
+        let inb = SaSpec::new(peer, me, Spi(0x4343), out.crypto.clone().unwrap())
+            .reqid(0x7654_0077)
+            .encap(Encap {
+                sport: 34500,
+                dport: 4500,
+                oa: None,
+            })
+            .mapping_threshold(2);
+        h.sa().add(&out).await?;
+        h.sa().add(&inb).await?;
+        h.policy()
+            .add(
+                &PolicySpec::new(
+                    Selector::new("0.0.0.0/0".parse()?, "10.2.0.0/16".parse()?),
+                    Dir::Out,
+                )
+                .priority(0x3_0000)
+                .template(Template::tunnel(me, peer, 0x7654_0077)),
+            )
+            .await?;
+        let ping = |n: &str| {
+            let _ = cmd(
+                "ip",
+                &[
+                    "netns", "exec", &ns.0, "ping", "-c", n, "-i", "0.2", "-W", "1", "10.2.3.4",
+                ],
+            );
+        };
+        ping("3");
+        let before = h.sa().get(&out.id()).await?;
+        ensure!(
+            before.counters.packets == 3,
+            "3 pings through the SA: {:?}",
+            before.counters
+        );
+        for (sa, encap) in [
+            (
+                &out,
+                Encap {
+                    sport: 4500,
+                    dport: 35500,
+                    oa: None,
+                },
+            ),
+            (
+                &inb,
+                Encap {
+                    sport: 35500,
+                    dport: 4500,
+                    oa: None,
+                },
+            ),
+        ] {
+            h.sa()
+                .update_encap(&EncapUpdate { id: sa.id(), encap })
+                .await?;
+            let got = h.sa().get(&sa.id()).await?;
+            let mut want = sa.clone();
+            want.encap = Some(encap);
+            assert_eq!(got.spec, want, "only the ports changed");
+        }
+        let after = h.sa().get(&out.id()).await?;
+        assert_eq!(after.counters, before.counters, "counters kept");
+        ping("2");
+        let later = h.sa().get(&out.id()).await?;
+        ensure!(
+            later.counters.packets == 5,
+            "the same SA carries on: {:?}",
+            later.counters
+        );
+        let text = ns.ip(&["xfrm", "state"])?;
+        ensure!(
+            text.contains("encap type espinudp sport 4500 dport 35500")
+                && text.contains("encap type espinudp sport 35500 dport 4500"),
+            "{text}"
+        );
+        // `ip -s xfrm state` shows the output sequence number: 5 packets, so oseq 5.
+        let stats = ns.ip(&[
+            "-s",
+            "xfrm",
+            "state",
+            "get",
+            "src",
+            "192.0.2.1",
+            "dst",
+            "192.0.2.2",
+            "proto",
+            "esp",
+            "spi",
+            "0x4242",
+        ])?;
+        ensure!(
+            stats.contains("oseq 0x5"),
+            "sequence numbers continue: {stats}"
+        );
+        // Nothing to update: no such SA, or one without UDP encapsulation.
+        let mut missing = out.id();
+        missing.spi = Spi(0x4444);
+        let e = h
+            .sa()
+            .update_encap(&EncapUpdate {
+                id: missing,
+                encap: Encap {
+                    sport: 1,
+                    dport: 2,
+                    oa: None,
+                },
+            })
+            .await
+            .unwrap_err();
+        ensure!(e.is_not_found(), "{e:?}");
+        let plain = SaSpec::new(
+            me,
+            "192.0.2.3".parse()?,
+            Spi(0x4545),
+            out.crypto.clone().unwrap(),
+        );
+        h.sa().add(&plain).await?;
+        let e = h
+            .sa()
+            .update_encap(&EncapUpdate {
+                id: plain.id(),
+                encap: Encap {
+                    sport: 1,
+                    dport: 2,
+                    oa: None,
+                },
+            })
+            .await
+            .unwrap_err();
+        ensure!(matches!(e, Error::InvalidSpec(_)), "{e:?}");
         Ok(())
     })
 }

@@ -58,6 +58,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "ike_port",
     "nat_t_port",
     "interface_prefix",
+    "nat_keepalive",
 ];
 
 const LOG_LEVELS: &[(&str, LogLevel)] = &[
@@ -653,6 +654,11 @@ impl Cx<'_> {
                     format!("global.nat_t_port: {n} is also the ike_port; they must differ"),
                 );
             }
+        }
+        if let Some(k) = &raw.nat_keepalive
+            && let Some(secs) = self.int(k, "global.nat_keepalive", (1, 3600))
+        {
+            g.nat_keepalive = std::time::Duration::from_secs(secs as u64);
         }
         if let Some(p) = &raw.interface_prefix {
             let s = p.get_ref();

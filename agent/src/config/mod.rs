@@ -106,6 +106,10 @@ pub struct Global {
     pub nat_t_port: u16,
     /// Prefix of dynamic VTI clone names (default `vtid-va`, giving `vtid-va1`, `vtid-va2`, ...).
     pub interface_prefix: String,
+    /// Interval of NAT-T keepalives when we are behind a NAT (default 20 s, as strongSwan and
+    /// IOS's `crypto isakmp nat keepalive 20`): it must be shorter than the NAT's UDP timeout,
+    /// or the mapping expires between keepalives and the peer's traffic meets a new one.
+    pub nat_keepalive: std::time::Duration,
 }
 
 impl Default for Global {
@@ -118,6 +122,7 @@ impl Default for Global {
             ike_port: 500,
             nat_t_port: 4500,
             interface_prefix: "vtid-va".to_owned(),
+            nat_keepalive: std::time::Duration::from_secs(20),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Global {
     pub nat_t_port: Option<Spanned<i64>>,
     /// Name prefix of the interfaces cloned from virtual templates (`va` gives `va1`, `va2`).
     pub interface_prefix: Option<SStr>,
+    /// Seconds between NAT-T keepalives sent behind a NAT (RFC 3948 §2.3), 1 to 3600.
+    pub nat_keepalive: Option<Spanned<i64>>,
 }
 
 /// `[vrf.NAME]`: a Linux VRF device and its routing table.

@@ -861,6 +861,27 @@ fn global_errors() {
 }
 
 #[test]
+fn nat_keepalive_is_seconds_from_1_to_3600() {
+    for (v, col) in [("0", 17), ("3601", 17), ("-5", 17)] {
+        let e = errors(&format!("[global]\nnat_keepalive = {v}\n"));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!((e[0].0, e[0].1), (2, col), "{e:#?}");
+        assert!(
+            e[0].2.contains("global.nat_keepalive") && e[0].2.contains("1 to 3600"),
+            "{}",
+            e[0].2
+        );
+    }
+    let e = errors("[global]\nnat_keepalive = \"20s\"\n");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (2, 17), "{e:#?}");
+    let cfg = parse(&with_base("[global]\nnat_keepalive = 5\n")).unwrap();
+    assert_eq!(cfg.global.nat_keepalive, std::time::Duration::from_secs(5));
+    let cfg = parse(BASE).unwrap();
+    assert_eq!(cfg.global.nat_keepalive, std::time::Duration::from_secs(20));
+}
+
+#[test]
 fn template_routes_mode() {
     assert_error(
         &with_base(

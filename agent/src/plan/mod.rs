@@ -393,6 +393,7 @@ pub fn build(
     let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
     let endpoint = ike::EndpointConfig {
         peers: peers.iter().map(|p| p.config.clone()).collect(),
+        nat_keepalive: cfg.global.nat_keepalive,
         ..Default::default()
     };
     Ok(Plan {
@@ -516,6 +517,15 @@ mod tests {
         let t = &plan.tunnels["Tunnel0"];
         assert_eq!(plan.peers[&t.conn].credentials, Credentials::Psk(None));
         assert_eq!(plan.endpoint.peers.len(), 1);
+        assert_eq!(plan.endpoint.nat_keepalive, Duration::from_secs(20));
+        // `[global] nat_keepalive` reaches the engine.
+        let src = format!("{}\n", config::DEFAULT_TOML).replace(
+            "nat_t_port = 4500\n",
+            "nat_t_port = 4500\nnat_keepalive = 7\n",
+        );
+        let cfg = Config::from_toml(std::path::Path::new("default.toml"), &src, &opts).unwrap();
+        let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
+        assert_eq!(plan.endpoint.nat_keepalive, Duration::from_secs(7));
     }
 
     /// Whatever `vtid check` accepts, the planner accepts, given interfaces with addresses:

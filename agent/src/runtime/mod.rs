@@ -259,6 +259,7 @@ impl Runtime {
         let conn = match out {
             Output::InstallChildSa(i) => Some(i.conn),
             Output::RemoveChildSa(r) => Some(r.conn),
+            Output::UpdateChildSaEncap(u) => Some(u.conn),
             _ => None,
         };
         let tunnel = conn
@@ -319,6 +320,27 @@ impl Runtime {
                     self.remove_clone_if_unused(slot).await;
                 }
             }
+            Output::UpdateChildSaEncap(u) => {
+                let Some(t) = self.tunnel_for(u.conn, u.session) else {
+                    warn!(peer = %u.remote, "NAT mapping: no tunnel for this Child SA");
+                    return;
+                };
+                let updates = model::child_encap_updates(t, &u);
+                match kernel::update_encap(&self.h, &updates).await {
+                    Ok(()) => {
+                        info!(
+                            tunnel = %t.name,
+                            peer = %u.remote,
+                            "Child SA follows the peer's new NAT mapping"
+                        );
+                        self.sessions.encap_moved(u.child, u.remote, u.encap);
+                    }
+                    // The SAs keep the old ports; the kernel reports the mapping again
+                    // (MAPPING_THRESHOLD_SECS later) while ESP keeps arriving from the new
+                    // one, and a rekey installs the new ports anyway.
+                    Err(e) => warn!(tunnel = %t.name, "NAT mapping: {e:#}"),
+                }
+            }
             Output::Event(ev) => {
                 if let Event::IkeSaMoved {
                     session,
@@ -373,7 +395,7 @@ impl Runtime {
                 installed: Instant::now(),
                 lifetime,
                 hard_bytes: inst.bytes.map(|b| b.hard),
-                encap: inst.encap.is_some(),
+                encap: inst.encap,
                 clone,
                 routes,
                 state: ChildState::Installed,
@@ -438,7 +460,8 @@ impl Runtime {
     }
 
     /// An XFRM event: byte-lifetime EXPIREs rekey or end a Child SA, ACQUIREs start a
-    /// static tunnel on demand.
+    /// static tunnel on demand, MAPPINGs (ESP-in-UDP from a new NAT mapping of the peer) go
+    /// to the engine, which decides whether the session follows.
     pub fn kernel_event(&mut self, now: Instant, ev: xfrm::Event) {
         match ev {
             xfrm::Event::Expire(e) => {
@@ -449,6 +472,30 @@ impl Runtime {
                         IkeCommand::RekeyChild { child }
                     };
                     self.ep.handle_command(now, cmd);
+                }
+            }
+            xfrm::Event::Mapping(m) => {
+                // Only our inbound SAs report mappings, and only ours are the engine's.
+                let ours = self
+                    .sessions
+                    .by_spi(m.spi.0)
+                    .and_then(|c| self.sessions.child(c))
+                    .is_some_and(|c| c.spi_in == m.spi.0);
+                if ours {
+                    tracing::debug!(
+                        spi = format_args!("{:08x}", m.spi.0),
+                        old = %std::net::SocketAddr::new(m.old_src, m.old_sport),
+                        new = %std::net::SocketAddr::new(m.new_src, m.new_sport),
+                        "kernel: peer's NAT mapping changed"
+                    );
+                    let remote = std::net::SocketAddr::new(m.new_src, m.new_sport);
+                    self.ep.handle_command(
+                        now,
+                        IkeCommand::NatMapping {
+                            inbound_spi: m.spi.0,
+                            remote,
+                        },
+                    );
                 }
             }
             xfrm::Event::Acquire(a) => {

@@ -298,6 +298,41 @@ impl Established {
         }
     }
 
+    /// The kernel reports ESP-in-UDP for inbound SA `spi` from `remote` (XFRM_MSG_MAPPING,
+    /// raised only for packets that passed ESP integrity and the replay check, so the update
+    /// rests on authenticated, fresh traffic as RFC 7296 §2.23 requires).
+    pub(crate) fn nat_mapping(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        spi: u32,
+        remote: std::net::SocketAddr,
+    ) {
+        if !c.follows_nat_mapping() {
+            // §2.23: only the side not behind a NAT follows the other's mapping.
+            tracing::debug!(%remote, nat_local = c.nat_local, nat_remote = c.nat_remote,
+                "NAT mapping not followed: the peer is not behind a NAT, or we are");
+            return;
+        }
+        if remote.ip() != c.remote.ip() {
+            // The outbound SA's destination address is part of its kernel key, so a new
+            // address needs new SAs (a rekey), not an update; left to the next rekey.
+            tracing::warn!(old = %c.remote, new = %remote,
+                "peer's NAT changed address, not just port: not followed");
+            return;
+        }
+        if remote == c.remote {
+            // The session already follows it (an IKE message came from there); this SA's
+            // kernel state was still stale when the packet arrived. Update it (idempotent).
+            let stale = self.children.iter().filter(|ch| ch.spi_in == spi);
+            c.update_encap(ctx, stale, None);
+            return;
+        }
+        let old = c.remote;
+        c.remote = remote;
+        c.update_encap(ctx, &self.children, Some(old));
+    }
+
     pub(crate) fn queue_rekey_child(&mut self, child: ChildSaId) {
         let q = Queued::RekeyChild(child);
         if !self.queue.contains(&q) {

@@ -489,6 +489,50 @@ impl Common {
         self.timers.stop(Timer::Retransmit);
     }
 
+    /// RFC 7296 §2.23: a host that is not behind a NAT, talking to one that is, updates the
+    /// peer's address and port from validated packets; a host behind a NAT SHOULD NOT (one
+    /// packet could then break its connection).
+    pub(crate) fn follows_nat_mapping(&self) -> bool {
+        self.nat_remote && !self.nat_local
+    }
+
+    /// The peer moved from `old` to `self.remote` (same address, new port): reports the move
+    /// (when there was one) and asks for the UDP encapsulation of every Child SA in
+    /// `children` to follow.
+    pub(crate) fn update_encap<'c>(
+        &self,
+        ctx: &mut Ctx<'_>,
+        children: impl IntoIterator<Item = &'c child::Child>,
+        old: Option<SocketAddr>,
+    ) {
+        if let Some(old) = old {
+            tracing::info!(%old, new = %self.remote, "peer's NAT mapping changed");
+            ctx.event(Event::PeerMoved {
+                session: self.session,
+                conn: self.peer.id,
+                old,
+                new: self.remote,
+            });
+        }
+        for ch in children {
+            ctx.out.push_back(Output::UpdateChildSaEncap(
+                crate::output::ChildSaEncapUpdate {
+                    child: ch.id,
+                    session: self.session,
+                    conn: self.peer.id,
+                    local: self.local,
+                    remote: self.remote,
+                    inbound_spi: ch.spi_in,
+                    outbound_spi: ch.spi_out,
+                    encap: crate::output::UdpEncap {
+                        local_port: self.local.port(),
+                        remote_port: self.remote.port(),
+                    },
+                },
+            ));
+        }
+    }
+
     /// The IKE SA is over: tells the agent why (`IkeSaDown`) and stops everything it still had
     /// in flight; the endpoint drops it.
     pub(crate) fn go_down(&mut self, ctx: &mut Ctx<'_>, reason: DownReason) {
@@ -588,6 +632,14 @@ impl IkeSa {
             return None;
         };
         Some((self.c.peer.local_identity_at(self.c.local.ip()), peer))
+    }
+
+    /// One of its Child SAs has inbound SPI `spi`.
+    pub(crate) fn has_inbound_spi(&self, spi: u32) -> bool {
+        match &self.state {
+            State::Established(e) => e.children.iter().any(|c| c.spi_in == spi),
+            _ => false,
+        }
     }
 
     pub(crate) fn has_child(&self, child: ChildSaId) -> bool {
@@ -737,8 +789,17 @@ impl IkeSa {
         if ((self.c.nat_remote || self.c.nat_local) && self.c.remote != dgram.remote) || floated {
             // Also when the peer moved to port 4500 without a NAT (strongSwan does so in
             // IKE_AUTH when MOBIKE is enabled): our later requests follow it there.
+            let moved = self.c.remote;
             self.c.remote = dgram.remote;
             self.c.local = dgram.local;
+            // Its Child SAs' ESP-in-UDP follows too, or our ESP keeps going to the mapping
+            // the NAT dropped until the kernel reports a mapping of its own (which needs ESP
+            // from the peer first).
+            if let State::Established(e) = &self.state {
+                if self.c.follows_nat_mapping() && moved.ip() == dgram.remote.ip() {
+                    self.c.update_encap(ctx, &e.children, Some(moved));
+                }
+            }
         }
         self.c.next_peer_req = id.wrapping_add(1);
         self.c.reply_to = Some((dgram.local, dgram.remote));

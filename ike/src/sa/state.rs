@@ -79,6 +79,11 @@ pub(crate) enum SaCommand {
     Dpd,
     /// Move to this local address (MOBIKE, RFC 4555 §3.5).
     MoveLocal(std::net::IpAddr),
+    /// The kernel saw the peer's ESP-in-UDP for this inbound SPI come from `remote`.
+    NatMapping {
+        inbound_spi: u32,
+        remote: std::net::SocketAddr,
+    },
 }
 
 /// The transition function.
@@ -182,6 +187,10 @@ pub(crate) fn step(
                     est.queue.retain(|q| *q != Queued::UpdateAddresses);
                     est.queue.push_front(Queued::UpdateAddresses);
                 }
+                SaCommand::NatMapping {
+                    inbound_spi,
+                    remote,
+                } => est.nat_mapping(c, ctx, inbound_spi, remote),
             }
             (pump(State::Established(est), c, ctx), Ok(()))
         }

@@ -2,6 +2,7 @@
 
 mod certs;
 mod fuzz;
+mod nat;
 mod pair;
 
 use std::time::Duration;

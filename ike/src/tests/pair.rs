@@ -36,6 +36,7 @@ pub(crate) struct TestEndpoint {
     pub(crate) inbound: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     pub(crate) installs: Vec<ChildSaInstall>,
     pub(crate) removes: Vec<ChildSaRemove>,
+    pub(crate) encap_updates: Vec<ChildSaEncapUpdate>,
     pub(crate) events: Vec<Event>,
     /// Every output kind in order, for ordering assertions.
     pub(crate) log: Vec<String>,
@@ -50,6 +51,7 @@ impl TestEndpoint {
             inbound: VecDeque::new(),
             installs: Vec::new(),
             removes: Vec::new(),
+            encap_updates: Vec::new(),
             events: Vec::new(),
             log: Vec::new(),
             sent: Vec::new(),
@@ -124,8 +126,12 @@ pub(crate) struct Pair {
     pub(crate) a: TestEndpoint,
     pub(crate) b: TestEndpoint,
     pub(crate) filter: Option<Filter>,
-    /// Put A behind a NAT: A's private address is rewritten to NAT_PUBLIC with ports +30000.
+    /// Put A behind a NAT: A's private address is rewritten to NAT_PUBLIC with ports
+    /// +`nat_offset`.
     pub(crate) nat: bool,
+    /// The NAT's port offset (30000); changing it rebinds A's mappings, and datagrams to the
+    /// old ones are dropped.
+    pub(crate) nat_offset: u16,
     /// Deliver the queued datagrams of each side in reverse order.
     pub(crate) reorder: bool,
     /// Fail the next install on side B.
@@ -147,6 +153,7 @@ impl Pair {
             b: TestEndpoint::new(b, 2),
             filter: None,
             nat: false,
+            nat_offset: 30000,
             reorder: false,
             fail_install_b: false,
         }
@@ -271,6 +278,11 @@ impl Pair {
                     side.log.push("remove".into());
                     side.removes.push(r);
                 }
+                Output::UpdateChildSaEncap(u) => {
+                    let side = self.side(s);
+                    side.log.push("update_encap".into());
+                    side.encap_updates.push(u);
+                }
                 Output::Event(e) => {
                     let side = self.side(s);
                     side.log.push(
@@ -292,12 +304,22 @@ impl Pair {
         let (mut src, mut dst) = (t.local, t.remote);
         if self.nat {
             match from {
-                Side::A => src = SocketAddr::new(IpAddr::V4(NAT_PUBLIC), src.port() + 30000),
+                Side::A => {
+                    src = SocketAddr::new(IpAddr::V4(NAT_PUBLIC), src.port() + self.nat_offset)
+                }
                 Side::B => {
                     if dst.ip() != IpAddr::V4(NAT_PUBLIC) {
                         return;
                     }
-                    dst = SocketAddr::new(IpAddr::V4(A_IP), dst.port() - 30000);
+                    // Only the current mappings of A's ports 500 and 4500 exist.
+                    let Some(port) = dst
+                        .port()
+                        .checked_sub(self.nat_offset)
+                        .filter(|p| *p == 500 || *p == 4500)
+                    else {
+                        return;
+                    };
+                    dst = SocketAddr::new(IpAddr::V4(A_IP), port);
                 }
             }
         }

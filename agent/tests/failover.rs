@@ -420,6 +420,12 @@ fn vm_router_initiate_false_is_not_started_by_traffic() {
             spoke_tunnel(c, 1, 10, (2, 3), false);
         })?;
         let ns = sc.topo.host("s");
+        // vtid answers on its socket before its tunnels exist: wait for tun1's address.
+        wait_until("tun1 has its address", Duration::from_secs(20), || {
+            Ok(ns
+                .ip(&["-br", "addr", "show", "dev", "tun1"])
+                .is_ok_and(|a| a.contains("10.255.1.1")))
+        })?;
         // The hub's inner address is on the tunnel's connected /30, routed into the device
         // even while its line protocol is down: these pings hit the 0/0 policy.
         let _ = kernel::ping(ns, "10.255.1.1", "10.255.1.2", 10)?;

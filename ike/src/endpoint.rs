@@ -273,10 +273,13 @@ impl Endpoint {
                     self.run_actions(now);
                     return;
                 }
+                // One being deleted does not count: after a rebuild (a reload, a source
+                // address gone) its DELETE may go unanswered for the whole retransmission
+                // schedule, and the tunnel must not wait for that.
                 if self
                     .sas
                     .values()
-                    .any(|sa| sa.conn() == conn && !sa.is_closed())
+                    .any(|sa| sa.conn() == conn && !sa.is_closed() && !sa.is_deleting())
                 {
                     tracing::debug!(?conn, "initiate: connection already has an IKE SA");
                     return;
@@ -579,9 +582,11 @@ impl Endpoint {
                         .sas
                         .iter()
                         .filter(|(_, sa)| {
+                            // One we are deleting already is no rival: it goes anyway.
                             sa.conn() == conn
                                 && sa.peer_id() == Some(&peer_id)
                                 && sa.is_established()
+                                && !sa.is_deleting()
                         })
                         .map(|(k, sa)| (*k, sa.c.spi_i.min(sa.c.spi_r)))
                         .collect();

@@ -191,12 +191,14 @@ impl Runtime {
         let Some(t) = self.tunnel_by_conn(conn) else {
             return;
         };
+        let (name, initiate, action) = (t.name.clone(), t.initiate, t.dpd_action);
+        // The verdict belongs to the IKE SA that just went (a DELETE of ours that ran out of
+        // retransmissions ends that way too), not to a later one.
+        let dead = self.retries.dead.remove(&conn);
         // A rekey or INITIAL_CONTACT replaced it, or another attempt is under way.
         if self.ep.conn_alive(conn) {
             return;
         }
-        let (name, initiate, action) = (t.name.clone(), t.initiate, t.dpd_action);
-        let dead = self.retries.dead.remove(&conn);
         // Our own doing (`vtid down`, reload, shutdown) is not retried.
         if !dead && matches!(reason, DownReason::Local | DownReason::Replaced) {
             return;

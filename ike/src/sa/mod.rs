@@ -603,6 +603,23 @@ impl IkeSa {
         self.c.mobike && self.c.mobike_initiator
     }
 
+    /// Established, and our DELETE of it is queued or in flight: it only waits for the
+    /// peer's answer (or the retransmissions to run out, when the peer or our old address is
+    /// gone), so it neither blocks a new IKE SA of its connection nor counts as a contact.
+    pub(crate) fn is_deleting(&self) -> bool {
+        match &self.state {
+            State::Established(e) => {
+                matches!(
+                    e.pending,
+                    Some(established::Pending::Informational(
+                        established::Informational::DeleteIke
+                    ))
+                ) || e.queue.contains(&established::Queued::DeleteIke)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.c.closed || matches!(self.state, State::Closed)
     }
@@ -617,7 +634,11 @@ impl IkeSa {
 
     /// (our identity, the peer's) of an established SA.
     pub(crate) fn contact(&self) -> Option<(Identity, &Identity)> {
-        let peer = self.c.peer_id.as_ref().filter(|_| self.is_established())?;
+        let peer = self
+            .c
+            .peer_id
+            .as_ref()
+            .filter(|_| self.is_established() && !self.is_deleting())?;
         Some((self.c.peer.local_identity_at(self.c.local.ip()), peer))
     }
 

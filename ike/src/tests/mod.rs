@@ -1335,3 +1335,54 @@ fn without_mobike_an_address_cannot_move() {
         assert!(!p.b.has_event(|e| matches!(e, Event::IkeSaMoved { .. })));
     }
 }
+
+/// A connection whose IKE SA is being deleted without an answer (its peer or our old
+/// address gone) initiates a new one at once instead of waiting out the DELETE's
+/// retransmissions (31 s by default), and the new one says INITIAL_CONTACT.
+#[test]
+fn initiate_does_not_wait_for_an_unanswered_delete() {
+    let mut p = Pair::default_pair();
+    p.connect();
+    p.filter = Some(Box::new(|s, _| {
+        if s == Side::B {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    p.command(Side::A, Command::Terminate { conn: ConnId(1) });
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.a.ep.ike_sa_count(), 1, "the DELETE is still unanswered");
+    p.filter = None;
+    let sent = p.a.sent.len();
+    p.initiate();
+    p.drive_for(Duration::from_secs(2));
+    assert!(p.a.sent.len() > sent, "no new negotiation went out");
+    let ups =
+        p.a.events
+            .iter()
+            .filter(|e| matches!(e, Event::IkeSaUp { .. }))
+            .count();
+    assert_eq!(ups, 2, "{:?}", p.a.events);
+    let contacts: Vec<bool> =
+        p.b.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerAuthenticated {
+                    initial_contact, ..
+                } => Some(*initial_contact),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(contacts.len(), 2);
+    assert!(contacts[1], "the new IKE SA did not say INITIAL_CONTACT");
+    // The new IKE SA is kept: the one being deleted is no duplicate to settle against.
+    p.drive_for(Duration::from_secs(40));
+    assert_eq!(p.a.ep.ike_sa_count(), 1);
+    assert_eq!(p.a.live_children().len(), 1);
+    assert!(
+        !p.a.has_event(
+            |e| matches!(e, Event::IkeSaDown { session, .. } if *session != SessionId(1))
+        )
+    );
+}

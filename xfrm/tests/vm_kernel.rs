@@ -221,6 +221,20 @@ fn vm_sa_roundtrip_every_attribute_v4_v6() -> Result<()> {
     })
 }
 
+/// A veth pair `w0`/`w1`, both up, `w0` with 192.0.2.1/24 and 10.2.0.0/16 routed into it:
+/// somewhere for traffic toward 10.2/16 to hit a policy.
+async fn veth_routing_10_2(h: &Handle) -> Result<()> {
+    h.link().add_veth("w0", "w1").await?;
+    let w0 = h.link().index_of("w0").await?;
+    h.link().add_address(w0, "192.0.2.1/24".parse()?).await?;
+    h.link().set_up(w0).await?;
+    h.link().set_up(h.link().index_of("w1").await?).await?;
+    h.link()
+        .add_route(&RouteSpec::dev("10.2.0.0/16".parse()?, w0))
+        .await?;
+    Ok(())
+}
+
 /// `update_encap` moves an SA's ESP-in-UDP ports and keeps the SA itself: the same spec
 /// otherwise (keys, reqid, lifetimes, mapping threshold), its counters and its sequence
 /// numbers (packets sent after the update count on from the ones before).
@@ -230,14 +244,7 @@ fn vm_update_encap_keeps_the_rest_of_the_sa() -> Result<()> {
     let ns = NamedNetns::new("vmencap")?;
     rt()?.block_on(async {
         let h = Handle::open(ns.netns())?;
-        h.link().add_veth("w0", "w1").await?;
-        let w0 = h.link().index_of("w0").await?;
-        h.link().add_address(w0, "192.0.2.1/24".parse()?).await?;
-        h.link().set_up(w0).await?;
-        h.link().set_up(h.link().index_of("w1").await?).await?;
-        h.link()
-            .add_route(&RouteSpec::dev("10.2.0.0/16".parse()?, w0))
-            .await?;
+        veth_routing_10_2(&h).await?;
         let (me, peer): (IpAddr, IpAddr) = ("192.0.2.1".parse()?, "192.0.2.2".parse()?);
         let out = SaSpec::new(
             me,
@@ -782,14 +789,7 @@ fn vm_acquire_on_traffic_without_sa() -> Result<()> {
     let ns = NamedNetns::new("vmacq")?;
     rt()?.block_on(async {
         let h = Handle::open(ns.netns())?;
-        h.link().add_veth("w0", "w1").await?;
-        let w0 = h.link().index_of("w0").await?;
-        h.link().add_address(w0, "192.0.2.1/24".parse()?).await?;
-        h.link().set_up(w0).await?;
-        h.link().set_up(h.link().index_of("w1").await?).await?;
-        h.link()
-            .add_route(&RouteSpec::dev("10.2.0.0/16".parse()?, w0))
-            .await?;
+        veth_routing_10_2(&h).await?;
         let mut mon = Monitor::open(&ns.netns())?;
         let p = PolicySpec::new(
             Selector::new("0.0.0.0/0".parse()?, "10.2.0.0/16".parse()?),

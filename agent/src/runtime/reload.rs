@@ -13,7 +13,8 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut ids = self.conn_ids.clone();
         let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
-        let diff = self.apply_plan(new, new_plan, ids).await;
+        let diff = plan::diff(&self.plan, &new_plan);
+        self.apply_plan(new, new_plan, ids, &diff).await;
         info!(removed = ?diff.removed, added = ?diff.added, changed = ?diff.changed, routes = ?diff.routes_only, moved = ?diff.moved, waiting = ?self.plan.waiting.keys().collect::<Vec<_>>(), "configuration reloaded");
         Ok(json!({
             "added": diff.added,
@@ -80,23 +81,24 @@ impl Runtime {
             );
         }
         let cfg = self.cfg.clone();
-        self.apply_plan(cfg, new_plan, ids).await;
+        self.apply_plan(cfg, new_plan, ids, &diff).await;
         for (name, why) in held {
             self.set_line(&name, false, format!("waiting: {why}")).await;
         }
     }
 
-    /// Puts `new_plan` (of `new`) in place of the running plan; touches only what differs.
+    /// Puts `new_plan` (of `new`) in place of the running plan; touches only what `diff`
+    /// (`plan::diff` of the running plan and `new_plan`) says differs. The plans, not the
+    /// files, decide what restarts (plan/diff.rs): a changed tunnel is removed and created
+    /// again even when its interface is the same (its key or initiate setting changed), a
+    /// routes-only edit changes just its routes.
     async fn apply_plan(
         &mut self,
         new: Config,
         new_plan: Plan,
         ids: BTreeMap<String, u32>,
-    ) -> plan::PlanDiff {
-        // The plans, not the files, decide what restarts (plan/diff.rs): a changed tunnel is
-        // removed and created again even when its interface is the same (its key or initiate
-        // setting changed), a routes-only edit changes just its routes.
-        let diff = plan::diff(&self.plan, &new_plan);
+        diff: &plan::PlanDiff,
+    ) {
         let mut rebuild: BTreeSet<String> = diff.changed.iter().cloned().collect();
         // A renumbered tunnel moves its session with MOBIKE when the engine can (negotiated,
         // we its original initiator) and its device does not name the address (an xfrm
@@ -224,6 +226,5 @@ impl Runtime {
                 _ => {}
             }
         }
-        diff
     }
 }

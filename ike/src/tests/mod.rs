@@ -560,13 +560,7 @@ fn garbage_is_counted_and_ignored() {
 
 #[test]
 fn nat_detected_floats_to_4500() {
-    // The responder sees the NAT's public address, so its profile accepts any address.
-    let mut b = peer(1, B_IP, A_IP, "secret");
-    b.remote = RemoteAddr::Any;
-    let mut p = Pair::new(peer(1, A_IP, B_IP, "secret"), b);
-    p.nat = true;
-    p.connect();
-    p.assert_children_match();
+    let mut p = Pair::nat_pair();
     let ia = &p.a.installs[0];
     let ib = &p.b.installs[0];
     assert_eq!(
@@ -648,16 +642,7 @@ fn second_ike_sa_between_same_identities_sends_no_initial_contact() {
     p.connect();
     p.command(Side::A, Command::Initiate { conn: ConnId(2) });
     p.drive_for(Duration::from_secs(1));
-    let flags: Vec<bool> =
-        p.b.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::PeerAuthenticated {
-                    initial_contact, ..
-                } => Some(*initial_contact),
-                _ => None,
-            })
-            .collect();
+    let flags: Vec<bool> = p.b.initial_contacts();
     assert_eq!(
         flags,
         [true, false],
@@ -1364,16 +1349,7 @@ fn initiate_does_not_wait_for_an_unanswered_delete() {
             .filter(|e| matches!(e, Event::IkeSaUp { .. }))
             .count();
     assert_eq!(ups, 2, "{:?}", p.a.events);
-    let contacts: Vec<bool> =
-        p.b.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::PeerAuthenticated {
-                    initial_contact, ..
-                } => Some(*initial_contact),
-                _ => None,
-            })
-            .collect();
+    let contacts: Vec<bool> = p.b.initial_contacts();
     assert_eq!(contacts.len(), 2);
     assert!(contacts[1], "the new IKE SA did not say INITIAL_CONTACT");
     // The new IKE SA is kept: the one being deleted is no duplicate to settle against.

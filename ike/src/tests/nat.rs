@@ -10,17 +10,6 @@ use super::pair::*;
 use crate::config::*;
 use crate::endpoint::*;
 
-/// A behind the NAT, B (the responder) public; connected.
-fn nat_pair() -> Pair {
-    let mut b = peer(1, B_IP, A_IP, "secret");
-    b.remote = RemoteAddr::Any;
-    let mut p = Pair::new(peer(1, A_IP, B_IP, "secret"), b);
-    p.nat = true;
-    p.connect();
-    p.assert_children_match();
-    p
-}
-
 fn moved(p: &TestEndpoint) -> usize {
     p.events
         .iter()
@@ -30,7 +19,7 @@ fn moved(p: &TestEndpoint) -> usize {
 
 #[test]
 fn kernel_mapping_moves_the_session_and_its_child_sa_encap() {
-    let mut p = nat_pair();
+    let mut p = Pair::nat_pair();
     let child = p.b.installs[0].clone();
     assert_eq!(child.remote, addr(NAT_PUBLIC, 34500));
     // The NAT rebinds: A's port 4500 now shows as 35500, and 34500 leads nowhere.
@@ -88,7 +77,7 @@ fn kernel_mapping_moves_the_session_and_its_child_sa_encap() {
 
 #[test]
 fn ike_request_from_a_new_mapping_updates_child_sa_encap_too() {
-    let mut p = nat_pair();
+    let mut p = Pair::nat_pair();
     let child = p.b.installs[0].clone();
     p.nat_offset = 31000;
     // A's liveness check comes from the new mapping; B answers it there and moves its
@@ -120,7 +109,7 @@ fn ike_request_from_a_new_mapping_updates_child_sa_encap_too() {
 #[test]
 fn the_side_behind_the_nat_does_not_follow_mappings() {
     // RFC 7296 §2.23: a host behind a NAT SHOULD NOT update the peer's address from packets.
-    let mut p = nat_pair();
+    let mut p = Pair::nat_pair();
     let child = p.a.installs[0].clone();
     p.command(
         Side::A,
@@ -154,7 +143,7 @@ fn without_a_nat_mappings_are_ignored() {
 
 #[test]
 fn a_new_address_or_an_unknown_spi_changes_nothing() {
-    let mut p = nat_pair();
+    let mut p = Pair::nat_pair();
     let child = p.b.installs[0].clone();
     let elsewhere = std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 4500);
     p.command(

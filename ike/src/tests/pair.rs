@@ -70,6 +70,19 @@ impl TestEndpoint {
     pub(crate) fn has_event(&self, f: impl Fn(&Event) -> bool) -> bool {
         self.events.iter().any(f)
     }
+
+    /// The INITIAL_CONTACT flag of each peer this side authenticated, in order.
+    pub(crate) fn initial_contacts(&self) -> Vec<bool> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerAuthenticated {
+                    initial_contact, ..
+                } => Some(*initial_contact),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 pub(crate) const A_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -161,6 +174,18 @@ impl Pair {
 
     pub(crate) fn default_pair() -> Self {
         Self::new(peer(1, A_IP, B_IP, "secret"), peer(1, B_IP, A_IP, "secret"))
+    }
+
+    /// A behind the NAT, B (the responder) public, connected with matching Child SAs. B sees
+    /// the NAT's public address, so its profile accepts any address.
+    pub(crate) fn nat_pair() -> Self {
+        let mut b = peer(1, B_IP, A_IP, "secret");
+        b.remote = RemoteAddr::Any;
+        let mut p = Self::new(peer(1, A_IP, B_IP, "secret"), b);
+        p.nat = true;
+        p.connect();
+        p.assert_children_match();
+        p
     }
 
     pub(crate) fn side(&mut self, s: Side) -> &mut TestEndpoint {

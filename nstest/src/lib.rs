@@ -7,11 +7,13 @@
 //!   [`vtidconf`]: vtid.toml written as builder calls.
 //! - [`hub`]: a vtid dynamic VTI hub with strongSwan and vtid spokes; [`pki`]: test
 //!   certificates; [`vici`]: charon's control socket, for loops too hot for `swanctl`.
+//! - [`flood`]: an IKE front-door attacker (spoofed sources through an AnyIP route).
 //! - [`vm`], [`suite`]: the VM that has the modules this machine lacks, and the one-boot suite.
 //! - [`Scenario`]: a test's workspace that prints every log and kernel dump when it fails.
 
 pub mod assert;
 pub mod cmd;
+pub mod flood;
 pub mod frr;
 pub mod hub;
 pub mod kernel;

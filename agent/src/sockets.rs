@@ -296,7 +296,10 @@ mod tests {
     #[test]
     fn only_requests_for_a_new_ike_sa_are_new_sa_requests() {
         assert!(is_new_sa_request(&header(0, 34, 0x08)));
-        assert!(!is_new_sa_request(&header(7, 34, 0x08)), "responder SPI set");
+        assert!(
+            !is_new_sa_request(&header(7, 34, 0x08)),
+            "responder SPI set"
+        );
         assert!(!is_new_sa_request(&header(0, 34, 0x20)), "a response");
         assert!(!is_new_sa_request(&header(0, 34, 0x28)), "a response");
         assert!(!is_new_sa_request(&header(0, 35, 0x08)), "IKE_AUTH");

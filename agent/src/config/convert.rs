@@ -619,14 +619,24 @@ impl Cx<'_> {
     fn limits(&mut self, raw: &raw::Global, l: &mut ike::Limits) {
         const MANY: i64 = 10_000_000;
         let counts: [(&Option<Spanned<i64>>, &str, i64, &mut usize); 5] = [
-            (&raw.cookie_threshold, "cookie_threshold", 0, &mut l.cookie_threshold),
+            (
+                &raw.cookie_threshold,
+                "cookie_threshold",
+                0,
+                &mut l.cookie_threshold,
+            ),
             (
                 &raw.cookie_threshold_per_source,
                 "cookie_threshold_per_source",
                 0,
                 &mut l.cookie_threshold_per_source,
             ),
-            (&raw.half_open_limit, "half_open_limit", 1, &mut l.half_open_limit),
+            (
+                &raw.half_open_limit,
+                "half_open_limit",
+                1,
+                &mut l.half_open_limit,
+            ),
             (
                 &raw.half_open_limit_per_source,
                 "half_open_limit_per_source",
@@ -642,8 +652,18 @@ impl Cx<'_> {
                 *field = n as usize;
             }
         }
-        let secs: [(&Option<Spanned<i64>>, &str, (i64, i64), &mut std::time::Duration); 2] = [
-            (&raw.half_open_timeout, "half_open_timeout", (1, 3600), &mut l.half_open_timeout),
+        let secs: [(
+            &Option<Spanned<i64>>,
+            &str,
+            (i64, i64),
+            &mut std::time::Duration,
+        ); 2] = [
+            (
+                &raw.half_open_timeout,
+                "half_open_timeout",
+                (1, 3600),
+                &mut l.half_open_timeout,
+            ),
             // At least the 10 s for which a rotated secret's cookies stay valid.
             (
                 &raw.cookie_secret_lifetime,

@@ -528,7 +528,10 @@ mod tests {
         let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
         assert_eq!(plan.endpoint.nat_keepalive, Duration::from_secs(7));
         // So do the front-door limits.
-        let src = src.replace("nat_keepalive = 7\n", "nat_keepalive = 7\nhalf_open_limit = 9\n");
+        let src = src.replace(
+            "nat_keepalive = 7\n",
+            "nat_keepalive = 7\nhalf_open_limit = 9\n",
+        );
         let cfg = Config::from_toml(std::path::Path::new("default.toml"), &src, &opts).unwrap();
         let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
         assert_eq!(plan.endpoint.limits.half_open_limit, 9);

@@ -32,9 +32,9 @@ use crate::offload::{self, Recheck};
 use crate::plan::TemplatePlan;
 use crate::plan::{self, DeviceKind, Plan, TunnelPlan};
 use crate::reconcile::{self, Op};
+use crate::rejects::RejectLog;
 use crate::sessions::{ChildInfo, ChildState, Sessions};
 use crate::show;
-use crate::rejects::RejectLog;
 use crate::sockets::{Datagram, Feed, Sockets};
 use crate::virtual_access::VirtualAccesses;
 use crate::{kernel, model};
@@ -160,9 +160,9 @@ impl Runtime {
             self.retries.next(),
             self.rejects.next_deadline(),
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the engine's timers and the retries when due (quinn's lesson: compare the

@@ -189,14 +189,9 @@ impl Runtime {
         );
         // Front-door VRFs the new plan adds get their IKE sockets before their tunnels come up
         // (an initiator's first IKE_SA_INIT goes out of them); removed ones are closed.
-        if let Err(e) = crate::sockets::bind_vrf(
-            &self.h,
-            &new.global,
-            &new_plan,
-            &self.feed,
-            &mut self.socks,
-        )
-        .await
+        if let Err(e) =
+            crate::sockets::bind_vrf(&self.h, &new.global, &new_plan, &self.feed, &mut self.socks)
+                .await
         {
             error!("reload: front-door VRF sockets: {e:#}");
         }

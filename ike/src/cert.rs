@@ -64,6 +64,15 @@ pub fn subject_public_key_info(cert: &[u8]) -> Result<&[u8], InvalidMessage> {
     Ok(whole)
 }
 
+/// The serialNumber of a DER X.509 certificate (RFC 5280 §4.1.2.2): the INTEGER's
+/// contents, as CRL entries are matched ([`serial_hex`] prints it).
+pub fn serial_number(cert: &[u8]) -> Result<Vec<u8>, InvalidMessage> {
+    let der = CertificateDer::from(cert);
+    webpki::EndEntityCert::try_from(&der)
+        .map(|c| c.serial().to_vec())
+        .map_err(|_| InvalidMessage::BadValue("X.509 certificate"))
+}
+
 /// Reads one DER TLV with the expected tag; returns (whole encoding, contents).
 fn tlv<'a>(r: &mut Reader<'a>, tag: u8) -> Result<(&'a [u8], &'a [u8]), InvalidMessage> {
     let start = r.left();

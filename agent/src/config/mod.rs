@@ -355,6 +355,8 @@ pub enum LocalIdentity {
 pub struct Trustpoint {
     /// CA certificates (PEM).
     pub ca: Vec<PathBuf>,
+    /// Certificate revocation lists of those CAs (PEM or DER), read at load and reload.
+    pub crl: Vec<PathBuf>,
     /// Our certificate (PEM).
     pub certificate: Option<PathBuf>,
     /// Our private key (PEM), checked like a PSK file.

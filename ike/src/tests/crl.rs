@@ -16,11 +16,7 @@ use crate::wire::Identity;
 
 /// The serial number (INTEGER contents) of a DER certificate.
 fn serial_of(der: &[u8]) -> Vec<u8> {
-    let d = pki_types::CertificateDer::from(der);
-    webpki::EndEntityCert::try_from(&d)
-        .expect("cert")
-        .serial()
-        .to_vec()
+    crate::cert::serial_number(der).expect("cert")
 }
 
 /// Anchors `cas` with `crls` (each checked against them), named `HUB-CA`.

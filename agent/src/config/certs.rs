@@ -260,6 +260,61 @@ pub(crate) fn load_trustpoint(
     })
 }
 
+/// One line per CRL of `cfg`'s trustpoints at `now` (Unix seconds), with whether it is stale
+/// (past its nextUpdate, RFC 5280 §5.1.2.5). A stale CRL stays in force (`ike::cert`'s
+/// revocation policy), so its line says what that means and what to do.
+pub fn crl_report(cfg: &super::Config, now: u64) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    for (name, tp) in &cfg.trustpoints {
+        let Some(files) = &tp.files else { continue };
+        for crl in files.auth.trust_anchors.crls() {
+            let next = utc_date(crl.next_update());
+            let stale = crl.next_update() <= now;
+            out.push((
+                stale,
+                if stale {
+                    format!(
+                        "trustpoint {name}: CRL of {} is stale (next update {next} has passed); \
+                         still applied: the {} serial(s) it lists stay refused; install a fresh \
+                         CRL and `vtid reload`",
+                        crl.issuer(),
+                        crl.entries()
+                    )
+                } else {
+                    format!(
+                        "trustpoint {name}: CRL of {}: {} revoked, next update {next}",
+                        crl.issuer(),
+                        crl.entries()
+                    )
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of Unix seconds (proleptic Gregorian calendar).
+fn utc_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// RFC 4514 / OpenSSL short names for DN attributes, to dotted OIDs (RFC 5280 §4.1.2.4,
 /// RFC 4519). Written in a config as strongSwan and Cisco print DNs: in certificate order,
 /// `C=US, O=Example, CN=peer`.
@@ -508,6 +563,14 @@ pub(crate) mod tests {
         fs::write(dir.join("other.crl"), crl(&[], &theirs).pem().unwrap()).unwrap();
         fs::set_permissions(dir.join("me.p8"), fs::Permissions::from_mode(0o600)).unwrap();
         Files { dir }
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(1_767_225_600), "2026-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(951_782_400 + 3_661), "2000-02-29 01:01:01 UTC");
+        assert_eq!(utc_date(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use ike::transform::{DhGroup, Encr, Integ, Prf};
 use ipnet::IpNet;
 
-pub use certs::TrustpointFiles;
+pub use certs::{TrustpointFiles, crl_report};
 pub use error::{ConfigError, ConfigErrors};
 pub use secret::Psk;
 

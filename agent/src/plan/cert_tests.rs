@@ -350,3 +350,39 @@ fn crl_change_makes_no_plan_difference() {
     let diff = crate::plan::diff(&old, &changed);
     assert!(!diff.is_empty(), "{diff:?}");
 }
+
+/// The lines `vtid check`, start and reload print for CRLs: stale once the next update
+/// (2035-01-01 for the fixtures) has passed.
+#[test]
+fn crl_report_says_when_a_crl_is_stale() {
+    let f = files("crl-report");
+    let src = with_crl(
+        &f,
+        &config(&f, "me.pem", "me.key", "local_auth = \"ecdsa-sig\""),
+        &["revoke-me.crl"],
+    );
+    let opts = LoadOptions {
+        secret_owner_uid: nix::unistd::getuid().as_raw(),
+        read_files: true,
+    };
+    let cfg = Config::from_toml(Path::new("t.toml"), &src, &opts).unwrap();
+    let fresh = crate::config::crl_report(&cfg, 1_767_225_600); // 2026
+    assert_eq!(
+        fresh,
+        [(
+            false,
+            "trustpoint TP: CRL of CN=test CA: 1 revoked, next update 2035-01-01 00:00:00 UTC"
+                .to_string()
+        )]
+    );
+    let stale = crate::config::crl_report(&cfg, 2_082_758_400); // 2036
+    assert_eq!(stale.len(), 1);
+    assert!(stale[0].0);
+    assert!(
+        stale[0]
+            .1
+            .contains("is stale (next update 2035-01-01 00:00:00 UTC has passed)"),
+        "{}",
+        stale[0].1
+    );
+}

@@ -236,3 +236,41 @@ fn reconfigure_with_a_crl_ends_the_revoked_session_only() {
     let p = connect_at(a, revoking, Some(NOW));
     assert_rejected_by(&p, Side::B);
 }
+
+#[test]
+fn revoked_responder_is_refused_by_the_initiator() {
+    let root = Ca::root(Alg::P256, "root");
+    let (mut a, b) = ip_pair(Alg::P256, &root);
+    let AuthConfig::Certificate(ac) = &mut a.auth else {
+        unreachable!()
+    };
+    ac.trust_anchors = Arc::new(with_crls(
+        &[&root],
+        &[&root.crl(&[&own_serial(&b)], 2025, 2027)],
+    ));
+    let p = connect_at(a, b, Some(NOW));
+    assert_rejected_by(&p, Side::A);
+}
+
+#[test]
+fn a_rekeyed_ike_sa_is_still_checked_against_new_crls() {
+    // The successor of an IKE SA rekey (RFC 7296 §2.18) authenticates nothing again; it
+    // keeps the path of the original authentication, so a later CRL still ends it.
+    let root = Ca::root(Alg::P256, "root");
+    let (a, b) = ip_pair(Alg::P256, &root);
+    let mut p = connect_at(a.clone(), b.clone(), Some(NOW));
+    let before = p.b.ep.sas();
+    let session = before[0].session;
+    p.command(Side::A, Command::RekeyIke { session });
+    p.drive_for(std::time::Duration::from_secs(1));
+    let after = p.b.ep.sas();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].spi_i, before[0].spi_i, "not rekeyed");
+    reconfigure_b(
+        &mut p,
+        b_with_crls(&b, &root, &[root.crl(&[&own_serial(&a)], 2025, 2027)]),
+    );
+    p.drive_for(std::time::Duration::from_secs(1));
+    assert_eq!(p.b.ep.ike_sa_count(), 0, "{:?}", p.b.ep.sas());
+    assert_eq!(p.a.ep.ike_sa_count(), 0, "{:?}", p.a.ep.sas());
+}

@@ -24,17 +24,26 @@ use super::{Identity, IdentityMatch};
 /// Largest certificate or key file read; bounds a mistaken path such as a disk image.
 const MAX_FILE: u64 = 1024 * 1024;
 
+/// Largest CRL file read: a CA's CRL grows with every revocation (about 40 bytes each), and
+/// the engine's DER reader takes lengths up to 16 MiB.
+const MAX_CRL_FILE: u64 = 16 * 1024 * 1024;
+
 /// Reads a whole file into a buffer that is wiped on drop (key files go through here too).
 fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    read_file_max(path, MAX_FILE)
+}
+
+/// [`read_file`] with its own size bound.
+fn read_file_max(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>> {
     let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     // Sized up front so read_to_end does not reallocate and leave unwiped copies behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
-    file.take(MAX_FILE + 1)
+    file.take(max + 1)
         .read_to_end(&mut buf)
         .with_context(|| format!("cannot read {}", path.display()))?;
     ensure!(
-        buf.len() as u64 <= MAX_FILE,
-        "{} is larger than {MAX_FILE} bytes",
+        buf.len() as u64 <= max,
+        "{} is larger than {max} bytes",
         path.display()
     );
     Ok(buf)
@@ -43,20 +52,19 @@ fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 /// The certificates in `path`: every `CERTIFICATE` block of a PEM file (RFC 7468), or the
 /// whole file as one DER certificate.
 pub(crate) fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
-    read_pem_or_der(path, "CERTIFICATE", "certificate")
+    read_pem_or_der(&read_file(path)?, path, "CERTIFICATE", "certificate")
 }
 
 /// The CRLs in `path`: every `X509 CRL` block of a PEM file (RFC 7468 §5), or the whole
 /// file as one DER CRL (what `openssl ca -gencrl -outform der` and `pki --signcrl` write).
 pub(crate) fn read_crls(path: &Path) -> Result<Vec<Vec<u8>>> {
-    read_pem_or_der(path, "X509 CRL", "CRL")
+    read_pem_or_der(&read_file_max(path, MAX_CRL_FILE)?, path, "X509 CRL", "CRL")
 }
 
-/// Every PEM block labelled `label` in `path`, or the whole file as one DER object (RFC 5280
-/// certificates and CRLs are both a SEQUENCE).
-fn read_pem_or_der(path: &Path, label: &str, what: &str) -> Result<Vec<Vec<u8>>> {
-    let bytes = read_file(path)?;
-    let Ok(text) = std::str::from_utf8(&bytes) else {
+/// Every PEM block labelled `label` in `bytes` (read from `path`), or the whole file as one
+/// DER object (RFC 5280 certificates and CRLs are both a SEQUENCE).
+fn read_pem_or_der(bytes: &[u8], path: &Path, label: &str, what: &str) -> Result<Vec<Vec<u8>>> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
         ensure!(
             bytes.first() == Some(&0x30),
             "{} is neither PEM nor a DER {what}",

@@ -42,9 +42,9 @@
 //! that if_id, sets it up and routes the spoke's traffic selector into it (one `ip -batch`
 //! call, not three `ip` processes), and deletes it on down-client. Tuned for many peers so it
 //! is not handicapped: `ikesa_table_size = 1024`, `ikesa_table_segments = 16`,
-//! `cookie_threshold = 1000` (the default 30 would demand cookies at a window of 50, an
-//! extra round trip vtid's default threshold of 64 does not ask for), stock 16 threads, log
-//! level 1 (vtid logs at its default `info`).
+//! `cookie_threshold = 1000` (the default 30 would demand cookies at a window of 50: an
+//! extra round trip per spoke; the vtid hub gets the same `cookie_threshold = 1000`), stock
+//! 16 threads, log level 1 (vtid logs at its default `info`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -456,6 +456,7 @@ fn start_hub(kind: Kind, ns: &Netns, dir: &Path) -> Result<HubProc> {
             let cfg = format!(
                 r#"[global]
 metrics = "{HUB_METRICS}"
+cookie_threshold = 1000
 
 [keyring.SPOKES]
 [[keyring.SPOKES.peer]]

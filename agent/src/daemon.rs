@@ -60,10 +60,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
 
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
-    let (dgram_tx, dgram_rx) = mpsc::channel::<Datagram>(1024);
-    forward(dgram_rx, &tx, Input::Datagram);
-    let mut socks = sockets::bind(&cfg.global, &dgram_tx)?;
-    sockets::bind_vrf(&h, &cfg.global, &plan, &dgram_tx, &mut socks).await?;
+    let (feed, mut queues) = sockets::Feed::new();
+    let mut socks = sockets::bind(&cfg.global, &feed)?;
+    sockets::bind_vrf(&h, &cfg.global, &plan, &feed, &mut socks).await?;
     let sock_path = opts
         .socket
         .clone()
@@ -88,7 +87,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         conn_ids,
         h,
         socks,
-        dgram_tx,
+        feed,
     });
     rt.start().await;
     info!(socket = %sock_path.display(), tunnels = rt.tunnel_count(), "vtid running");
@@ -96,8 +95,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     loop {
         let deadline = rt.poll_timeout();
+        // In this order: signals, control, kernel events; established peers' datagrams;
+        // requests for new IKE SAs last, so that a flood of them (shed by the readers when
+        // their queue is full) cannot delay the rest. Timers run after every input anyway.
         let input = tokio::select! {
+            biased;
             i = rx.recv() => i,
+            Some(d) = queues.established.recv() => Some(Input::Datagram(d)),
+            Some(d) = queues.new_sa.recv() => Some(Input::Datagram(d)),
             _ = sleep_until(deadline) => None,
         };
         let now = Instant::now();

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod offload;
 pub mod plan;
 pub mod reconcile;
+pub mod rejects;
 pub mod runtime;
 pub mod sessions;
 pub mod show;

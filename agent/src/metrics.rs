@@ -53,8 +53,10 @@ pub struct Snapshot<'a> {
     pub sas: &'a Value,
     /// Event counters.
     pub counters: &'a Counters,
-    /// `ike::Stats::rejected`.
+    /// `ike::Stats::rejected`, and `queue_full` for new-SA requests shed before the engine.
     pub rejected: &'a BTreeMap<&'static str, u64>,
+    /// Half-open responder IKE SAs now (`ike::Endpoint::half_open_count`).
+    pub half_open: usize,
     /// Netlink requests the daemon has sent (`xfrm::Handle::requests`).
     pub netlink_requests: u64,
 }
@@ -225,6 +227,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
     for (r, n) in s.rejected {
         o.sample("vtid_ike_rejected_total", &[("reason", r)], *n);
     }
+
+    o.family(
+        "vtid_ike_half_open",
+        "gauge",
+        "Half-open responder IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet received).",
+    );
+    o.sample("vtid_ike_half_open", &[], s.half_open as u64);
     o.0
 }
 
@@ -407,12 +416,14 @@ mod tests {
             sas: &sas,
             counters: &c,
             rejected: &rejected,
+            half_open: 7,
             netlink_requests: 42,
         });
         let s = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let t0 = ("tunnel", "Tunnel0");
         assert_eq!(get(&s, "vtid_tunnel_up", &[t0]), Some(1.0));
         assert_eq!(get(&s, "vtid_netlink_requests_total", &[]), Some(42.0));
+        assert_eq!(get(&s, "vtid_ike_half_open", &[]), Some(7.0));
         assert_eq!(
             get(&s, "vtid_tunnel_up", &[("tunnel", "Tun\"1")]),
             Some(0.0)

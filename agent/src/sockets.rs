@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -24,6 +25,82 @@ pub struct Datagram {
     pub local: SocketAddr,
     /// The sender.
     pub remote: SocketAddr,
+}
+
+/// Where the socket readers put datagrams: two queues, so that a flood of requests for new
+/// IKE SAs cannot delay the exchanges of established peers (their DPD, rekeys, IKE_AUTH).
+/// A request for a new IKE SA (IKE_SA_INIT with a zero responder SPI, RFC 7296 §3.1) goes to
+/// a short queue and is shed, counted, when that queue is full; everything else goes to the
+/// main queue, which the daemon serves first. The reader never blocks on the new-SA queue,
+/// so it keeps draining the socket and a flood costs the kernel's buffer nothing.
+#[derive(Clone)]
+pub struct Feed {
+    established: mpsc::Sender<Datagram>,
+    new_sa: mpsc::Sender<Datagram>,
+    shed: Arc<AtomicU64>,
+}
+
+/// The daemon's ends of the [`Feed`].
+pub struct Queues {
+    /// Everything but new-SA requests; served first.
+    pub established: mpsc::Receiver<Datagram>,
+    /// New-SA requests.
+    pub new_sa: mpsc::Receiver<Datagram>,
+}
+
+/// Depth of the new-SA queue: deep enough for a burst of honest spokes reconnecting to a
+/// hub, short enough that a request does not wait long behind a flood.
+const NEW_SA_QUEUE: usize = 512;
+
+impl Feed {
+    /// A feed and its queues.
+    pub fn new() -> (Self, Queues) {
+        let (established, established_rx) = mpsc::channel(1024);
+        let (new_sa, new_sa_rx) = mpsc::channel(NEW_SA_QUEUE);
+        (
+            Self {
+                established,
+                new_sa,
+                shed: Arc::default(),
+            },
+            Queues {
+                established: established_rx,
+                new_sa: new_sa_rx,
+            },
+        )
+    }
+
+    /// New-SA requests shed so far because their queue was full.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    /// Queues one datagram; false when the daemon is gone.
+    async fn put(&self, d: Datagram) -> bool {
+        if !is_new_sa_request(&d.bytes) {
+            return self.established.send(d).await.is_ok();
+        }
+        match self.new_sa.try_send(d) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// An IKE_SA_INIT request for a new IKE SA, read off the fixed header (RFC 7296 §3.1):
+/// responder SPI zero, exchange type 34, the Initiator flag set and the Response flag not.
+fn is_new_sa_request(b: &[u8]) -> bool {
+    const IKE_SA_INIT: u8 = 34;
+    const FLAG_I: u8 = 0x08;
+    const FLAG_R: u8 = 0x20;
+    b.len() >= 28
+        && b[8..16].iter().all(|&x| x == 0)
+        && b[18] == IKE_SA_INIT
+        && b[19] & (FLAG_I | FLAG_R) == FLAG_I
 }
 
 pub struct Sockets {
@@ -58,7 +135,7 @@ impl Sockets {
     }
 }
 /// Binds the main sockets (IPv6 is optional) and starts their readers.
-pub fn bind(g: &Global, tx: &mpsc::Sender<Datagram>) -> Result<Sockets> {
+pub fn bind(g: &Global, tx: &Feed) -> Result<Sockets> {
     let mut list = Vec::new();
     let v4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let v6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
@@ -90,7 +167,7 @@ pub fn bind(g: &Global, tx: &mpsc::Sender<Datagram>) -> Result<Sockets> {
 }
 
 /// Reads IKE datagrams from one socket into the daemon's channel.
-fn spawn_reader(s: Arc<IkeSocket>, tx: mpsc::Sender<Datagram>) -> tokio::task::AbortHandle {
+fn spawn_reader(s: Arc<IkeSocket>, tx: Feed) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
         loop {
@@ -102,15 +179,12 @@ fn spawn_reader(s: Arc<IkeSocket>, tx: mpsc::Sender<Datagram>) -> tokio::task::A
                     local,
                 }) => {
                     let bytes = buf[offset..offset + len].to_vec();
-                    if tx
-                        .send(Datagram {
-                            bytes,
-                            local,
-                            remote,
-                        })
-                        .await
-                        .is_err()
-                    {
+                    let d = Datagram {
+                        bytes,
+                        local,
+                        remote,
+                    };
+                    if !tx.put(d).await {
                         return;
                     }
                 }
@@ -133,7 +207,7 @@ pub async fn bind_vrf(
     h: &xfrm::Handle,
     g: &Global,
     plan: &Plan,
-    tx: &mpsc::Sender<Datagram>,
+    tx: &Feed,
     socks: &mut Sockets,
 ) -> Result<()> {
     socks.fvrf_of =
@@ -193,4 +267,60 @@ pub async fn bind_vrf(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 28-octet IKE header with the given responder SPI, exchange type and flags.
+    fn header(spi_r: u64, exchange: u8, flags: u8) -> Vec<u8> {
+        let mut b = vec![0u8; 28];
+        b[..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
+        b[8..16].copy_from_slice(&spi_r.to_be_bytes());
+        b[17] = 0x20;
+        b[18] = exchange;
+        b[19] = flags;
+        b[24..28].copy_from_slice(&28u32.to_be_bytes());
+        b
+    }
+
+    fn dgram(bytes: Vec<u8>) -> Datagram {
+        Datagram {
+            bytes,
+            local: "192.0.2.1:500".parse().unwrap(),
+            remote: "192.0.2.2:500".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_requests_for_a_new_ike_sa_are_new_sa_requests() {
+        assert!(is_new_sa_request(&header(0, 34, 0x08)));
+        assert!(!is_new_sa_request(&header(7, 34, 0x08)), "responder SPI set");
+        assert!(!is_new_sa_request(&header(0, 34, 0x20)), "a response");
+        assert!(!is_new_sa_request(&header(0, 34, 0x28)), "a response");
+        assert!(!is_new_sa_request(&header(0, 35, 0x08)), "IKE_AUTH");
+        assert!(!is_new_sa_request(&header(0, 34, 0x08)[..27]), "short");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_new_sa_requests_is_shed_and_established_traffic_still_queues() {
+        let (feed, mut q) = Feed::new();
+        for _ in 0..NEW_SA_QUEUE + 100 {
+            assert!(feed.put(dgram(header(0, 34, 0x08))).await);
+        }
+        assert_eq!(feed.shed(), 100);
+        // An established peer's INFORMATIONAL (DPD) is queued apart and not shed.
+        assert!(feed.put(dgram(header(9, 37, 0x08))).await);
+        let d = q.established.try_recv().expect("queued on the main queue");
+        assert_eq!(d.bytes[18], 37);
+        assert_eq!(feed.shed(), 100);
+        let mut queued = 0;
+        while q.new_sa.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, NEW_SA_QUEUE);
+        drop(q);
+        assert!(!feed.put(dgram(header(0, 34, 0x08))).await, "daemon gone");
+    }
 }

@@ -22,13 +22,8 @@ pub struct EndpointConfig {
     pub peers: Vec<PeerConfig>,
     /// Retransmission schedule for requests (RFC 7296 §2.1).
     pub retransmit: RetransmitConfig,
-    /// Half-open (IKE_SA_INIT done, IKE_AUTH not yet) responder SAs above which new
-    /// IKE_SA_INIT requests must carry a COOKIE (RFC 7296 §2.6).
-    pub cookie_threshold: usize,
-    /// Hard cap on half-open responder SAs; requests above it are dropped.
-    pub half_open_limit: usize,
-    /// How long a half-open responder SA waits for IKE_AUTH before it is dropped.
-    pub half_open_timeout: Duration,
+    /// What new IKE SAs a responder admits, and when it asks for a COOKIE first.
+    pub limits: Limits,
     /// Largest IKE datagram (IP payload excluded) sent unfragmented; above it protected
     /// messages are split per RFC 7383 when the peer supports it.
     pub fragment_size: usize,
@@ -41,11 +36,52 @@ impl Default for EndpointConfig {
         Self {
             peers: Vec::new(),
             retransmit: RetransmitConfig::default(),
-            cookie_threshold: 64,
-            half_open_limit: 4096,
-            half_open_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
             fragment_size: 1280,
             nat_keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The responder's front door: how many half-open SAs (IKE_SA_INIT answered, IKE_AUTH not
+/// yet received) it keeps, in all and per source address, and when it stops keeping state for
+/// a new IKE_SA_INIT until the initiator has echoed a COOKIE (RFC 7296 §2.6), which proves it
+/// receives at the address it claims. A half-open SA counts against the address its
+/// IKE_SA_INIT came from. Defaults are strongSwan's (`cookie_threshold`,
+/// `cookie_threshold_ip`, `block_threshold`, `half_open_timeout`, `ikesa_limit`), except that
+/// the total half-open count is capped (strongSwan's `init_limit_half_open` is unlimited by
+/// default): the cap bounds the memory a flood of echoed cookies can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Half-open SAs in all at which every new IKE_SA_INIT must carry a valid COOKIE.
+    pub cookie_threshold: usize,
+    /// Half-open SAs from one source address at which its new IKE_SA_INITs must carry a
+    /// valid COOKIE.
+    pub cookie_threshold_per_source: usize,
+    /// Half-open SAs in all at which new IKE_SA_INITs are dropped unanswered.
+    pub half_open_limit: usize,
+    /// Half-open SAs from one source address at which its new IKE_SA_INITs are dropped
+    /// unanswered (strongSwan's `block_threshold`).
+    pub half_open_limit_per_source: usize,
+    /// How long a half-open responder SA waits for IKE_AUTH before it is dropped.
+    pub half_open_timeout: Duration,
+    /// IKE SAs in any state at which new IKE_SA_INITs are dropped; 0 means no limit.
+    pub ike_sa_limit: usize,
+    /// How long one COOKIE secret is used before a new one replaces it (§2.6: change it
+    /// periodically; cookies made with the previous one stay valid for a few seconds).
+    pub cookie_secret_lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            cookie_threshold: 30,
+            cookie_threshold_per_source: 3,
+            half_open_limit: 4096,
+            half_open_limit_per_source: 5,
+            half_open_timeout: Duration::from_secs(30),
+            ike_sa_limit: 0,
+            cookie_secret_lifetime: Duration::from_secs(120),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! ordered output queue drained with [`Endpoint::poll_output`], and the earliest deadline from
 //! [`Endpoint::poll_timeout`].
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -11,17 +13,16 @@ use std::time::Instant;
 use rand_core::RngCore;
 use rand_core::SeedableRng;
 
+use crate::admission::Admission;
 use crate::config::ConnId;
 use crate::config::EndpointConfig;
 use crate::crypto::Rng;
 use crate::error::Error;
-use crate::error::PeerIncompatible;
 use crate::error::PeerMisbehaved;
 use crate::sa::Ctx;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
 use crate::sa::SaCommand;
-use crate::secret::Secret;
 use crate::wire::Header;
 use crate::wire::InvalidMessage;
 use crate::wire::Message;
@@ -128,12 +129,17 @@ pub struct Endpoint {
     rng: Rng,
     /// IKE SAs by our own SPI.
     sas: HashMap<u64, IkeSa>,
-    /// Responder SAs by (peer address, initiator SPI), to catch retransmitted IKE_SA_INIT
-    /// for as long as the SA lives (a late duplicate must not start a second SA).
-    half_open: HashMap<(SocketAddr, u64), u64>,
+    /// Which new IKE_SA_INIT requests get state, and the half-open book they are counted
+    /// by (with the request each responder SA was made by, for retransmissions).
+    admission: Admission,
+    /// Each SA's next deadline as last scheduled, and the same deadlines earliest first, so
+    /// that finding and running due timers costs O(log N), not a scan of every SA per
+    /// input. A heap entry whose instant is not its SA's scheduled one is stale (the
+    /// deadline moved) and is dropped when it reaches the top.
+    scheduled: HashMap<u64, Instant>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     out: VecDeque<Output>,
     stats: Stats,
-    cookie_secret: Secret,
     next_id: u64,
     actions: Vec<SaAction>,
     /// `(instant, unix seconds)` from [`Endpoint::set_wall_clock`].
@@ -169,17 +175,15 @@ macro_rules! ctx {
 impl Endpoint {
     /// A new engine. All randomness (SPIs, nonces, key exchange, jitter) comes from `rng_seed`.
     pub fn new(config: Arc<EndpointConfig>, rng_seed: [u8; 32]) -> Self {
-        let mut rng = Rng::from_seed(rng_seed);
-        let mut secret = vec![0u8; 32];
-        rng.fill_bytes(&mut secret);
         Self {
             config,
-            rng,
+            rng: Rng::from_seed(rng_seed),
             sas: HashMap::new(),
-            half_open: HashMap::new(),
+            admission: Admission::default(),
+            scheduled: HashMap::new(),
+            deadlines: BinaryHeap::new(),
             out: VecDeque::new(),
             stats: Stats::default(),
-            cookie_secret: Secret::new(secret),
             next_id: 1,
             actions: Vec::new(),
             wall_clock: None,
@@ -238,6 +242,12 @@ impl Endpoint {
         self.sas.len()
     }
 
+    /// Number of half-open responder IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet), the
+    /// count [`crate::config::Limits`] compares with its thresholds.
+    pub fn half_open_count(&self) -> usize {
+        self.admission.half_open()
+    }
+
     /// A snapshot of every IKE SA and its Child SAs, for status output.
     pub fn sas(&self) -> Vec<IkeSaInfo> {
         let mut out: Vec<IkeSaInfo> = self.sas.values().map(IkeSa::info).collect();
@@ -292,6 +302,7 @@ impl Endpoint {
                 match IkeSa::initiate(&mut ctx, Arc::new(peer), spi, SessionId(session)) {
                     Ok(sa) => {
                         self.sas.insert(spi, sa);
+                        self.after(spi);
                     }
                     Err(e) => tracing::warn!(?conn, error = %e, "initiate failed"),
                 }
@@ -427,16 +438,28 @@ impl Endpoint {
 
     /// Runs timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| sa.next_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for spi in due {
-            self.with_sa(now, spi, |sa, ctx| sa.on_timeout(ctx));
+        while let Some(&Reverse((at, spi))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self.scheduled.get(&spi) != Some(&at) {
+                continue;
+            }
+            self.scheduled.remove(&spi);
+            if self
+                .sas
+                .get(&spi)
+                .and_then(IkeSa::next_timeout)
+                .is_some_and(|t| t <= now)
+            {
+                self.with_sa(now, spi, |sa, ctx| sa.on_timeout(ctx));
+            } else {
+                self.after(spi);
+            }
         }
         self.run_actions(now);
+        self.prune_deadlines();
     }
 
     /// The next output, in order. Call after every `handle_*` until it returns `None`.
@@ -446,7 +469,7 @@ impl Endpoint {
 
     /// The earliest deadline at which [`Endpoint::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(IkeSa::next_timeout).min()
+        self.deadlines.peek().map(|r| r.0.0)
     }
 
     fn datagram(&mut self, now: Instant, dgram: Datagram<'_>) -> Result<(), Error> {
@@ -466,13 +489,22 @@ impl Endpoint {
             && header.spi_r == 0
             && header.message_id == 0
         {
-            if let Some(&spi) = self.half_open.get(&(dgram.remote, header.spi_i)) {
+            if let Some(spi) = self.admission.sa_of_request(dgram.remote, header.spi_i) {
                 let mut ctx = ctx!(self, now);
                 return match self.sas.get_mut(&spi) {
                     Some(sa) => sa.retransmit_sa_init_response(&mut ctx, dgram.bytes),
                     None => Ok(()),
                 };
             }
+            self.admission.admit(
+                now,
+                &self.config.limits,
+                self.sas.len(),
+                dgram,
+                &header,
+                &mut self.rng,
+                &mut self.out,
+            )?;
             return self.new_responder(now, dgram, header);
         }
         if ours == 0 || !self.sas.contains_key(&ours) {
@@ -510,10 +542,6 @@ impl Endpoint {
         dgram: Datagram<'_>,
         header: Header,
     ) -> Result<(), Error> {
-        let half_open = self.sas.values().filter(|sa| sa.is_half_open()).count();
-        if half_open >= self.config.half_open_limit {
-            return Err(PeerIncompatible::HalfOpenLimit.into());
-        }
         let msg = match Message::decode(dgram.bytes) {
             Ok(m) => m,
             Err(e @ InvalidMessage::UnsupportedCriticalPayload(ty)) => {
@@ -535,21 +563,13 @@ impl Endpoint {
             }
             Err(e) => return Err(e.into()),
         };
-        let require_cookie = half_open >= self.config.cookie_threshold;
         let spi = self.fresh_spi();
         let session = self.alloc_id();
-        let secret = self.cookie_secret.clone();
         let mut ctx = ctx!(self, now);
-        let sa = IkeSa::respond(
-            &mut ctx,
-            dgram,
-            &msg,
-            spi,
-            SessionId(session),
-            require_cookie.then_some(&secret),
-        )?;
-        self.half_open.insert((dgram.remote, header.spi_i), spi);
+        let sa = IkeSa::respond(&mut ctx, dgram, &msg, spi, SessionId(session))?;
+        self.admission.insert(spi, dgram.remote, header.spi_i);
         self.sas.insert(spi, sa);
+        self.after(spi);
         Ok(())
     }
 
@@ -561,11 +581,51 @@ impl Endpoint {
         self.after(spi);
     }
 
-    /// Removes an SA that closed itself.
+    /// Books the outcome of anything done to SA `spi`: removes it when it closed itself,
+    /// updates the half-open book, and schedules its next deadline.
     fn after(&mut self, spi: u64) {
-        if self.sas.get(&spi).is_some_and(IkeSa::is_closed) {
+        let Some(sa) = self.sas.get(&spi) else {
+            return;
+        };
+        if sa.is_closed() {
             self.sas.remove(&spi);
-            self.half_open.retain(|_, v| *v != spi);
+            self.admission.settle(spi, false, false);
+            self.scheduled.remove(&spi);
+            self.prune_deadlines();
+            return;
+        }
+        self.admission.settle(spi, sa.is_half_open(), true);
+        match sa.next_timeout() {
+            Some(at) if self.scheduled.get(&spi) != Some(&at) => {
+                self.scheduled.insert(spi, at);
+                self.deadlines.push(Reverse((at, spi)));
+                // Stale entries pile up when deadlines keep moving (DPD restarts on every
+                // message heard); rebuild once they outnumber the live ones.
+                if self.deadlines.len() > 2 * self.scheduled.len() + 64 {
+                    self.deadlines = self
+                        .scheduled
+                        .iter()
+                        .map(|(&spi, &at)| Reverse((at, spi)))
+                        .collect();
+                }
+            }
+            Some(_) => {}
+            None => {
+                self.scheduled.remove(&spi);
+            }
+        }
+        self.prune_deadlines();
+    }
+
+    /// Drops stale entries from the top of the deadline heap, so that
+    /// [`Endpoint::poll_timeout`] names a real deadline: every change to an SA goes through
+    /// [`Endpoint::after`], which calls this, so the top is never stale between inputs.
+    fn prune_deadlines(&mut self) {
+        while let Some(&Reverse((at, spi))) = self.deadlines.peek() {
+            if self.scheduled.get(&spi) == Some(&at) {
+                break;
+            }
+            self.deadlines.pop();
         }
     }
 
@@ -575,6 +635,7 @@ impl Endpoint {
                 SaAction::Insert(sa) => {
                     let spi = sa.local_spi();
                     self.sas.insert(spi, *sa);
+                    self.after(spi);
                 }
                 SaAction::DeleteOthers {
                     keep,

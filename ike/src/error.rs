@@ -85,8 +85,14 @@ pub enum PeerIncompatible {
     CookieRequired,
     /// A simultaneous exchange prevents this one right now (§2.25).
     TemporaryFailure,
-    /// Too many half-open SAs; the request is dropped.
+    /// Too many half-open SAs in all ([`crate::config::Limits::half_open_limit`]); the
+    /// request is dropped.
     HalfOpenLimit,
+    /// Too many half-open SAs from the request's source address
+    /// ([`crate::config::Limits::half_open_limit_per_source`]); the request is dropped.
+    HalfOpenLimitPerSource,
+    /// Too many IKE SAs ([`crate::config::Limits::ike_sa_limit`]); the request is dropped.
+    IkeSaLimit,
 }
 
 /// What the engine puts on the wire for an error found in a request.
@@ -152,7 +158,9 @@ impl Error {
                 PeerIncompatible::TemporaryFailure => n(N::TemporaryFailure),
                 PeerIncompatible::PeerRejected(_)
                 | PeerIncompatible::CookieRequired
-                | PeerIncompatible::HalfOpenLimit => Reaction::Drop,
+                | PeerIncompatible::HalfOpenLimit
+                | PeerIncompatible::HalfOpenLimitPerSource
+                | PeerIncompatible::IkeSaLimit => Reaction::Drop,
             },
             Self::Local(_) => n(N::TemporaryFailure),
         }
@@ -193,6 +201,8 @@ impl Error {
                 PeerIncompatible::CookieRequired => "cookie_required",
                 PeerIncompatible::TemporaryFailure => "temporary_failure",
                 PeerIncompatible::HalfOpenLimit => "half_open_limit",
+                PeerIncompatible::HalfOpenLimitPerSource => "half_open_limit_per_source",
+                PeerIncompatible::IkeSaLimit => "ike_sa_limit",
             },
             Self::Local(_) => "local_failure",
         }

@@ -53,6 +53,7 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 pub mod cert;
 pub mod config;
 pub mod crypto;

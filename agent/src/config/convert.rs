@@ -59,6 +59,13 @@ const GLOBAL_KEYS: &[&str] = &[
     "nat_t_port",
     "interface_prefix",
     "nat_keepalive",
+    "cookie_threshold",
+    "cookie_threshold_per_source",
+    "half_open_limit",
+    "half_open_limit_per_source",
+    "half_open_timeout",
+    "ike_sa_limit",
+    "cookie_secret_lifetime",
 ];
 
 const LOG_LEVELS: &[(&str, LogLevel)] = &[
@@ -607,12 +614,59 @@ impl Cx<'_> {
         Some(p)
     }
 
+    /// `[global]`'s front-door limits ([`ike::Limits`]). The counts allow 0 where 0 means
+    /// something (cookies always; no IKE SA limit), not where it would refuse every peer.
+    fn limits(&mut self, raw: &raw::Global, l: &mut ike::Limits) {
+        const MANY: i64 = 10_000_000;
+        let counts: [(&Option<Spanned<i64>>, &str, i64, &mut usize); 5] = [
+            (&raw.cookie_threshold, "cookie_threshold", 0, &mut l.cookie_threshold),
+            (
+                &raw.cookie_threshold_per_source,
+                "cookie_threshold_per_source",
+                0,
+                &mut l.cookie_threshold_per_source,
+            ),
+            (&raw.half_open_limit, "half_open_limit", 1, &mut l.half_open_limit),
+            (
+                &raw.half_open_limit_per_source,
+                "half_open_limit_per_source",
+                1,
+                &mut l.half_open_limit_per_source,
+            ),
+            (&raw.ike_sa_limit, "ike_sa_limit", 0, &mut l.ike_sa_limit),
+        ];
+        for (v, key, lo, field) in counts {
+            if let Some(v) = v
+                && let Some(n) = self.int(v, &format!("global.{key}"), (lo, MANY))
+            {
+                *field = n as usize;
+            }
+        }
+        let secs: [(&Option<Spanned<i64>>, &str, (i64, i64), &mut std::time::Duration); 2] = [
+            (&raw.half_open_timeout, "half_open_timeout", (1, 3600), &mut l.half_open_timeout),
+            // At least the 10 s for which a rotated secret's cookies stay valid.
+            (
+                &raw.cookie_secret_lifetime,
+                "cookie_secret_lifetime",
+                (10, 86_400),
+                &mut l.cookie_secret_lifetime,
+            ),
+        ];
+        for (v, key, range, field) in secs {
+            if let Some(v) = v
+                && let Some(n) = self.int(v, &format!("global.{key}"), range)
+            {
+                *field = std::time::Duration::from_secs(n as u64);
+            }
+        }
+    }
+
     // ---- sections -----------------------------------------------------------------------
 
     fn global(&mut self, raw: Option<raw::Global>) -> Global {
         let mut g = Global::default();
         let Some(raw) = raw else { return g };
-        if let Some(b) = raw.allow_legacy {
+        if let Some(b) = &raw.allow_legacy {
             g.allow_legacy = *b.get_ref();
         }
         if let Some(p) = &raw.control_socket
@@ -660,6 +714,7 @@ impl Cx<'_> {
         {
             g.nat_keepalive = std::time::Duration::from_secs(secs as u64);
         }
+        self.limits(&raw, &mut g.limits);
         if let Some(p) = &raw.interface_prefix {
             let s = p.get_ref();
             // Leave room for a 6-digit clone number inside the 15-byte IFNAMSIZ limit.

@@ -110,6 +110,8 @@ pub struct Global {
     /// IOS's `crypto isakmp nat keepalive 20`): it must be shorter than the NAT's UDP timeout,
     /// or the mapping expires between keepalives and the peer's traffic meets a new one.
     pub nat_keepalive: std::time::Duration,
+    /// The IKE front door: half-open and IKE SA limits, cookie thresholds (RFC 7296 §2.6).
+    pub limits: ike::Limits,
 }
 
 impl Default for Global {
@@ -123,6 +125,7 @@ impl Default for Global {
             nat_t_port: 4500,
             interface_prefix: "vtid-va".to_owned(),
             nat_keepalive: std::time::Duration::from_secs(20),
+            limits: ike::Limits::default(),
         }
     }
 }

@@ -33,6 +33,20 @@ pub struct Global {
     pub interface_prefix: Option<SStr>,
     /// Seconds between NAT-T keepalives sent behind a NAT (RFC 3948 §2.3), 1 to 3600.
     pub nat_keepalive: Option<Spanned<i64>>,
+    /// Half-open IKE SAs in all at which new IKE_SA_INITs must echo a COOKIE.
+    pub cookie_threshold: Option<Spanned<i64>>,
+    /// The same, counted per source address.
+    pub cookie_threshold_per_source: Option<Spanned<i64>>,
+    /// Half-open IKE SAs in all at which new IKE_SA_INITs are dropped.
+    pub half_open_limit: Option<Spanned<i64>>,
+    /// The same, counted per source address.
+    pub half_open_limit_per_source: Option<Spanned<i64>>,
+    /// Seconds a half-open IKE SA waits for IKE_AUTH.
+    pub half_open_timeout: Option<Spanned<i64>>,
+    /// IKE SAs at which new IKE_SA_INITs are dropped (0: no limit).
+    pub ike_sa_limit: Option<Spanned<i64>>,
+    /// Seconds one COOKIE secret is used.
+    pub cookie_secret_lifetime: Option<Spanned<i64>>,
 }
 
 /// `[vrf.NAME]`: a Linux VRF device and its routing table.

@@ -882,6 +882,54 @@ fn nat_keepalive_is_seconds_from_1_to_3600() {
 }
 
 #[test]
+fn front_door_limits_are_checked_and_default_to_strongswans() {
+    let cfg = parse(BASE).unwrap();
+    assert_eq!(cfg.global.limits, ike::Limits::default());
+    assert_eq!(cfg.global.limits.cookie_threshold, 30);
+    assert_eq!(cfg.global.limits.half_open_limit_per_source, 5);
+    let src = "[global]\ncookie_threshold = 0\ncookie_threshold_per_source = 2\n\
+               half_open_limit = 100\nhalf_open_limit_per_source = 4\nhalf_open_timeout = 5\n\
+               ike_sa_limit = 2000\ncookie_secret_lifetime = 60\n";
+    let l = parse(&with_base(src)).unwrap().global.limits;
+    assert_eq!(
+        l,
+        ike::Limits {
+            cookie_threshold: 0,
+            cookie_threshold_per_source: 2,
+            half_open_limit: 100,
+            half_open_limit_per_source: 4,
+            half_open_timeout: std::time::Duration::from_secs(5),
+            ike_sa_limit: 2000,
+            cookie_secret_lifetime: std::time::Duration::from_secs(60),
+        }
+    );
+    // Every bad value is reported, each at its own line and column, with its range.
+    let e = errors(
+        "[global]\nhalf_open_limit = 0\nhalf_open_limit_per_source = -1\n\
+         half_open_timeout = 0\ncookie_secret_lifetime = 5\ncookie_threshold = -1\n\
+         ike_sa_limit = 99999999999\n",
+    );
+    let got: Vec<(usize, &str)> = e
+        .iter()
+        .map(|(line, _, msg)| (*line, msg.split(':').next().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "global.half_open_limit"),
+            (3, "global.half_open_limit_per_source"),
+            (4, "global.half_open_timeout"),
+            (5, "global.cookie_secret_lifetime"),
+            (6, "global.cookie_threshold"),
+            (7, "global.ike_sa_limit"),
+        ],
+        "{e:#?}"
+    );
+    assert!(e[0].2.contains("1 to 10000000"), "{}", e[0].2);
+    assert!(e[3].2.contains("10 to 86400"), "{}", e[3].2);
+}
+
+#[test]
 fn template_routes_mode() {
     assert_error(
         &with_base(

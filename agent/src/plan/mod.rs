@@ -394,6 +394,7 @@ pub fn build(
     let endpoint = ike::EndpointConfig {
         peers: peers.iter().map(|p| p.config.clone()).collect(),
         nat_keepalive: cfg.global.nat_keepalive,
+        limits: cfg.global.limits,
         ..Default::default()
     };
     Ok(Plan {
@@ -526,6 +527,11 @@ mod tests {
         let cfg = Config::from_toml(std::path::Path::new("default.toml"), &src, &opts).unwrap();
         let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
         assert_eq!(plan.endpoint.nat_keepalive, Duration::from_secs(7));
+        // So do the front-door limits.
+        let src = src.replace("nat_keepalive = 7\n", "nat_keepalive = 7\nhalf_open_limit = 9\n");
+        let cfg = Config::from_toml(std::path::Path::new("default.toml"), &src, &opts).unwrap();
+        let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
+        assert_eq!(plan.endpoint.limits.half_open_limit, 9);
     }
 
     /// Whatever `vtid check` accepts, the planner accepts, given interfaces with addresses:

@@ -85,12 +85,19 @@ impl Runtime {
             self.show_sessions(),
             self.show_sa().await,
         );
+        // The engine's rejections and the requests the socket readers shed before it.
+        let mut rejected = self.ep.stats().rejected.clone();
+        let shed = self.feed.shed();
+        if shed > 0 {
+            rejected.insert(crate::rejects::QUEUE_FULL, shed);
+        }
         crate::metrics::render(&crate::metrics::Snapshot {
             tunnels: &tunnels,
             sessions: &sessions,
             sas: &sas,
             counters: &self.counters,
-            rejected: &self.ep.stats().rejected,
+            rejected: &rejected,
+            half_open: self.ep.half_open_count(),
             netlink_requests: self.h.requests(),
         })
     }

@@ -24,7 +24,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ike::{ChildSaId, Command as IkeCommand, ConnId, Endpoint, Event, Output, SessionId};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
 
 use crate::config::{Config, LoadOptions, Offload};
@@ -36,9 +35,13 @@ use crate::plan::{self, DeviceKind, Plan, TunnelPlan};
 use crate::reconcile::{self, Op};
 use crate::sessions::{ChildInfo, ChildState, Sessions};
 use crate::show;
-use crate::sockets::{Datagram, Sockets};
+use crate::rejects::RejectLog;
+use crate::sockets::{Datagram, Feed, Sockets};
 use crate::virtual_access::VirtualAccesses;
 use crate::{kernel, model};
+
+/// One summary line per reason of rejected IKE input per this interval (see `rejects`).
+const REJECT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where a static tunnel is, besides its line state (up while a Child SA is installed).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,8 +82,12 @@ pub struct Runtime {
     lines: BTreeMap<String, line::Line>,
     /// Negotiation retries of initiating static tunnels.
     retries: line::Retries,
-    /// For the readers of sockets a reload opens.
-    dgram_tx: mpsc::Sender<Datagram>,
+    /// For the readers of sockets a reload opens; it counts the new-SA requests they shed.
+    feed: Feed,
+    /// Rejected input, logged as summaries.
+    rejects: RejectLog,
+    /// The feed's shed count as last logged.
+    shed_seen: u64,
 }
 
 /// What [`Runtime::new`] is built from.
@@ -101,8 +108,8 @@ pub struct Parts {
     pub ep: Endpoint,
     /// IKE sockets.
     pub socks: Sockets,
-    /// Datagram channel for sockets opened later.
-    pub dgram_tx: mpsc::Sender<Datagram>,
+    /// Datagram queues for sockets opened later.
+    pub feed: Feed,
 }
 
 impl Runtime {
@@ -125,7 +132,9 @@ impl Runtime {
             made: BTreeMap::new(),
             lines: BTreeMap::new(),
             retries: Default::default(),
-            dgram_tx: p.dgram_tx,
+            feed: p.feed,
+            rejects: RejectLog::new(REJECT_LOG_INTERVAL),
+            shed_seen: 0,
         }
     }
 
@@ -148,7 +157,11 @@ impl Runtime {
 
     /// The next deadline: the engine's or a tunnel's negotiation retry.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.ep.poll_timeout(), self.retries.next()]
+        [
+            self.ep.poll_timeout(),
+            self.retries.next(),
+            self.rejects.next_deadline(),
+        ]
             .into_iter()
             .flatten()
             .min()
@@ -162,6 +175,17 @@ impl Runtime {
             self.ep.handle_timeout(now);
         }
         self.retry_due(now);
+        let shed = self.feed.shed();
+        if shed > self.shed_seen {
+            let n = shed - self.shed_seen;
+            self.shed_seen = shed;
+            if let Some(line) = self.rejects.note(now, crate::rejects::QUEUE_FULL, n, None) {
+                info!("{line}");
+            }
+        }
+        for line in self.rejects.flush(now) {
+            info!("{line}");
+        }
     }
 
     /// Certificate validity is checked against wall-clock time (RFC 5280 §6.1.3); it is
@@ -343,6 +367,11 @@ impl Runtime {
                     Err(e) => warn!(tunnel = %t.name, "NAT mapping: {e:#}"),
                 }
             }
+            Output::Event(Event::Rejected { reason, peer }) => {
+                if let Some(line) = self.rejects.note(Instant::now(), reason, 1, Some(peer)) {
+                    info!("{line}");
+                }
+            }
             Output::Event(ev) => {
                 if let Event::IkeSaMoved {
                     session,
@@ -431,7 +460,6 @@ impl Runtime {
                 warn!(peer = %peer, conn = ?conn.map(|c| c.0), reason, "authentication failed");
             }
             Event::PeerDead { conn, peer, .. } => warn!(conn = conn.0, peer = %peer, "peer dead"),
-            Event::Rejected { reason, peer } => info!(peer = %peer, reason, "rejected message"),
             other => info!("{other:?}"),
         }
     }

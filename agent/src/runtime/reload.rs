@@ -197,7 +197,7 @@ impl Runtime {
             &self.h,
             &new.global,
             &new_plan,
-            &self.dgram_tx,
+            &self.feed,
             &mut self.socks,
         )
         .await

@@ -181,6 +181,24 @@ impl PrfKey {
         Secret::from_slice(ctx.sign().as_ref())
     }
 
+    /// `prf(K, parts[0] | parts[1] | …)` compared in constant time with `expected`, without
+    /// the allocation of [`PrfKey::compute`]: the responder checks a COOKIE this way for every
+    /// IKE_SA_INIT of a flood (RFC 7296 §2.6).
+    pub fn verify(&self, parts: &[&[u8]], expected: &[u8]) -> bool {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        for part in parts {
+            ctx.update(part);
+        }
+        let tag = ctx.sign();
+        let tag = tag.as_ref();
+        expected.len() == tag.len()
+            && expected
+                .iter()
+                .zip(tag)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
     /// `prf+(K, parts[0] | parts[1] | …)` truncated to `len` bytes (RFC 7296 §2.13).
     ///
     /// # Panics

@@ -891,11 +891,6 @@ impl IkeSa {
     }
 }
 
-/// Compares secrets without an early exit on the first differing octet.
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The error notify types (if any) among `payloads`.
 pub(crate) fn error_notify(payloads: &[Payload]) -> Option<crate::wire::enums::NotifyType> {
     payloads.iter().find_map(|p| match p {

@@ -33,8 +33,6 @@ use crate::sa::later;
 use crate::sa::need;
 use crate::sa::timers::Timer;
 use crate::sa::timers::TimerTable;
-use crate::secret::Secret;
-use crate::transform::Prf;
 use crate::ts;
 use crate::wire::Codec;
 use crate::wire::Header;
@@ -48,7 +46,8 @@ use crate::wire::enums::NotifyType;
 use crate::wire::notifies;
 
 impl IkeSa {
-    /// Answers an IKE_SA_INIT request. On error the unprotected error notify (or COOKIE) has
+    /// Answers an IKE_SA_INIT request the endpoint has admitted (its COOKIE, when one was
+    /// required, is already checked: `crate::admission`). On error the unprotected error notify (or COOKIE) has
     /// already been sent and no state is kept.
     pub(crate) fn respond(
         ctx: &mut Ctx<'_>,
@@ -56,9 +55,8 @@ impl IkeSa {
         msg: &Message,
         spi: u64,
         session: SessionId,
-        cookie_secret: Option<&Secret>,
     ) -> Result<Self, Error> {
-        match Self::respond_inner(ctx, dgram, msg, spi, session, cookie_secret) {
+        match Self::respond_inner(ctx, dgram, msg, spi, session) {
             Ok(sa) => Ok(sa),
             Err(e) => {
                 if let Reaction::Notify(ty, data) = e.reaction() {
@@ -95,49 +93,11 @@ impl IkeSa {
         msg: &Message,
         spi: u64,
         session: SessionId,
-        cookie_secret: Option<&Secret>,
     ) -> Result<Self, Error> {
         let f = Found::of(&msg.payloads);
         let sa = need(f.sa, "SA")?;
         let ke = need(f.ke, "KE")?;
         let ni = need(f.nonce, "Ni")?.to_vec();
-        // §2.6: above the half-open threshold, keep no state until the initiator proves it
-        // receives at its address by echoing a cookie bound to (Ni, IPi, SPIi).
-        if let Some(secret) = cookie_secret {
-            let mut data = ni.clone();
-            data.extend_from_slice(&ip_octets(dgram.remote.ip()));
-            data.extend_from_slice(&msg.header.spi_i.to_be_bytes());
-            let want = crate::crypto::prf(Prf::HmacSha256, secret.expose(), &data);
-            let got = match msg.payloads.first() {
-                Some(Payload::Notify(n)) if n.ty == NotifyType::Cookie => Some(&n.data),
-                _ => None,
-            };
-            if !got.is_some_and(|g| crate::sa::ct_eq(g, want.expose())) {
-                let reply = Message {
-                    header: Header::new(
-                        msg.header.spi_i,
-                        0,
-                        ExchangeType::IkeSaInit,
-                        false,
-                        true,
-                        0,
-                    ),
-                    payloads: vec![Payload::Notify(Notify::new(
-                        NotifyType::Cookie,
-                        want.expose().to_vec(),
-                    ))],
-                };
-                ctx.out.push_back(crate::output::Output::Transmit(Transmit {
-                    local: dgram.local,
-                    remote: dgram.remote,
-                    bytes: reply.encode(),
-                }));
-                return Err(match got {
-                    Some(_) => PeerMisbehaved::BadCookie.into(),
-                    None => PeerIncompatible::CookieRequired.into(),
-                });
-            }
-        }
         let candidates: Vec<Arc<PeerConfig>> = ctx
             .config
             .peers
@@ -229,7 +189,7 @@ impl IkeSa {
         };
         c.timers.set(
             Timer::HalfOpen,
-            later(ctx.now, ctx.config.half_open_timeout),
+            later(ctx.now, ctx.config.limits.half_open_timeout),
         );
         if c.nat_local {
             c.timers.set(
@@ -276,13 +236,6 @@ impl IkeSa {
             c,
             state: State::ExpectAuthRequest(Box::new(st)),
         })
-    }
-}
-
-fn ip_octets(ip: std::net::IpAddr) -> Vec<u8> {
-    match ip {
-        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-        std::net::IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 

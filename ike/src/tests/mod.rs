@@ -2,6 +2,7 @@
 
 mod certs;
 mod crl;
+mod front_door;
 mod fuzz;
 mod nat;
 mod pair;
@@ -149,7 +150,7 @@ fn invalid_ke_payload_retry_with_responder_group() {
 #[test]
 fn cookie_required_above_threshold() {
     let mut bc = endpoint_config(vec![peer(1, B_IP, A_IP, "secret")]);
-    bc.cookie_threshold = 0;
+    bc.limits.cookie_threshold = 0;
     let mut p = Pair::with_configs(endpoint_config(vec![peer(1, A_IP, B_IP, "secret")]), bc);
     p.connect();
     assert_eq!(p.b.ep.stats().rejected.get("cookie_required"), Some(&1));

@@ -1060,6 +1060,14 @@ impl Cx<'_> {
             Some(p)
         };
         let ca = each(&r.ca, &mut ok, |v| check(self, v, "ca", false));
+        let crl = each(&r.crl, &mut ok, |v| check(self, v, "crl", false));
+        if !r.crl.is_empty() && r.ca.is_empty() {
+            self.err(
+                r.crl[0].span(),
+                format!("{path}.crl: a CRL needs the CA that signed it in {path}.ca"),
+            );
+            ok = false;
+        }
         let certificate = r
             .certificate
             .as_ref()
@@ -1105,8 +1113,15 @@ impl Cx<'_> {
                     return None;
                 }
             };
+            let crls = match certs::load_crls(&cas, &crl) {
+                Ok(c) => c,
+                Err((i, why)) => {
+                    self.err(r.crl[i].span(), format!("{path}.crl: {why}"));
+                    return None;
+                }
+            };
             if let (Some(cert), Some(key)) = (&certificate, &private_key) {
-                match certs::load_trustpoint(cas, cert, key) {
+                match certs::load_trustpoint(&n.name, cas, crls, cert, key) {
                     Ok(f) => files = Some(Arc::new(f)),
                     Err((which, why)) => {
                         let (span, key) = match which {
@@ -1129,6 +1144,7 @@ impl Cx<'_> {
         }
         Some(Trustpoint {
             ca,
+            crl,
             certificate,
             private_key,
             files,

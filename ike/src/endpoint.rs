@@ -436,17 +436,21 @@ impl Endpoint {
         }
     }
 
-    /// Runs timers that are due at `now`.
+    /// Runs timers that are due at `now`: each SA with a due deadline once (one whose timer
+    /// handling leaves a deadline already due is seen again by the next call, as before).
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
         while let Some(&Reverse((at, spi))) = self.deadlines.peek() {
             if at > now {
                 break;
             }
             self.deadlines.pop();
-            if self.scheduled.get(&spi) != Some(&at) {
-                continue;
+            if self.scheduled.get(&spi) == Some(&at) {
+                self.scheduled.remove(&spi);
+                due.push(spi);
             }
-            self.scheduled.remove(&spi);
+        }
+        for spi in due {
             if self
                 .sas
                 .get(&spi)

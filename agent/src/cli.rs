@@ -297,6 +297,13 @@ pub fn check(path: &Path, no_files: bool) -> ExitCode {
         // and key files included), so what passes here starts, unless an interface it names
         // has no address at that moment.
         Ok(c) => {
+            // A stale CRL is no error (it stays in force), but the operator must replace it.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for (_, line) in config::crl_report(&c, now).iter().filter(|(s, _)| *s) {
+                eprintln!("{}: warning: {line}", path.display());
+            }
             println!("{}: ok ({})", path.display(), c.summary());
             ExitCode::SUCCESS
         }

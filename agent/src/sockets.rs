@@ -75,18 +75,27 @@ impl Feed {
         self.shed.load(Ordering::Relaxed)
     }
 
-    /// Queues one datagram; false when the daemon is gone.
-    async fn put(&self, d: Datagram) -> bool {
-        if !is_new_sa_request(&d.bytes) {
-            return self.established.send(d).await.is_ok();
+    /// Queues one datagram; false when the daemon is gone. A shed request is not even
+    /// copied out of the reader's buffer.
+    async fn put(&self, bytes: &[u8], local: SocketAddr, remote: SocketAddr) -> bool {
+        let d = |bytes: &[u8]| Datagram {
+            bytes: bytes.to_vec(),
+            local,
+            remote,
+        };
+        if !is_new_sa_request(bytes) {
+            return self.established.send(d(bytes)).await.is_ok();
         }
-        match self.new_sa.try_send(d) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.new_sa.try_reserve() {
+            Ok(slot) => {
+                slot.send(d(bytes));
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(())) => {
                 self.shed.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(())) => false,
         }
     }
 }
@@ -178,13 +187,7 @@ fn spawn_reader(s: Arc<IkeSocket>, tx: Feed) -> tokio::task::AbortHandle {
                     remote,
                     local,
                 }) => {
-                    let bytes = buf[offset..offset + len].to_vec();
-                    let d = Datagram {
-                        bytes,
-                        local,
-                        remote,
-                    };
-                    if !tx.put(d).await {
+                    if !tx.put(&buf[offset..offset + len], local, remote).await {
                         return;
                     }
                 }
@@ -285,12 +288,10 @@ mod tests {
         b
     }
 
-    fn dgram(bytes: Vec<u8>) -> Datagram {
-        Datagram {
-            bytes,
-            local: "192.0.2.1:500".parse().unwrap(),
-            remote: "192.0.2.2:500".parse().unwrap(),
-        }
+    async fn put(feed: &Feed, bytes: Vec<u8>) -> bool {
+        let local = "192.0.2.1:500".parse().unwrap();
+        feed.put(&bytes, local, "192.0.2.2:500".parse().unwrap())
+            .await
     }
 
     #[test]
@@ -310,11 +311,11 @@ mod tests {
     async fn a_flood_of_new_sa_requests_is_shed_and_established_traffic_still_queues() {
         let (feed, mut q) = Feed::new();
         for _ in 0..NEW_SA_QUEUE + 100 {
-            assert!(feed.put(dgram(header(0, 34, 0x08))).await);
+            assert!(put(&feed, header(0, 34, 0x08)).await);
         }
         assert_eq!(feed.shed(), 100);
         // An established peer's INFORMATIONAL (DPD) is queued apart and not shed.
-        assert!(feed.put(dgram(header(9, 37, 0x08))).await);
+        assert!(put(&feed, header(9, 37, 0x08)).await);
         let d = q.established.try_recv().expect("queued on the main queue");
         assert_eq!(d.bytes[18], 37);
         assert_eq!(feed.shed(), 100);
@@ -324,6 +325,6 @@ mod tests {
         }
         assert_eq!(queued, NEW_SA_QUEUE);
         drop(q);
-        assert!(!feed.put(dgram(header(0, 34, 0x08))).await, "daemon gone");
+        assert!(!put(&feed, header(0, 34, 0x08)).await, "daemon gone");
     }
 }

@@ -1,5 +1,7 @@
 //! `Endpoint::handle_datagram` on a PSK responder must never panic, whatever arrives, and its
-//! outputs must drain.
+//! outputs must drain. The first input octet picks the front door: default limits, or one
+//! that asks every IKE_SA_INIT for a COOKIE and blocks a source at two half-open SAs, so the
+//! cookie scan and the admission book are fuzzed too.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -13,9 +15,9 @@ use ike::secret::Secret;
 use ike::wire::TrafficSelector;
 use libfuzzer_sys::fuzz_target;
 
-fn config() -> Arc<EndpointConfig> {
-    static CONFIG: OnceLock<Arc<EndpointConfig>> = OnceLock::new();
-    CONFIG
+fn config(strict: bool) -> Arc<EndpointConfig> {
+    static CONFIG: [OnceLock<Arc<EndpointConfig>>; 2] = [OnceLock::new(), OnceLock::new()];
+    CONFIG[usize::from(strict)]
         .get_or_init(|| {
             let peer = PeerConfig {
                 id: ConnId(1),
@@ -41,9 +43,20 @@ fn config() -> Arc<EndpointConfig> {
                 },
                 dpd: None,
                 allow_legacy: true,
+                mobike: true,
+            };
+            let limits = if strict {
+                Limits {
+                    cookie_threshold: 0,
+                    half_open_limit_per_source: 2,
+                    ..Limits::default()
+                }
+            } else {
+                Limits::default()
             };
             Arc::new(EndpointConfig {
                 peers: vec![peer],
+                limits,
                 ..EndpointConfig::default()
             })
         })
@@ -51,8 +64,11 @@ fn config() -> Arc<EndpointConfig> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
     let now = Instant::now();
-    let mut ep = Endpoint::new(config(), [3; 32]);
+    let mut ep = Endpoint::new(config(mode & 1 == 1), [3; 32]);
     let local: SocketAddr = "192.0.2.2:500".parse().expect("addr");
     let remote: SocketAddr = "192.0.2.1:500".parse().expect("addr");
     // The input may hold several datagrams separated by a 2-octet length.

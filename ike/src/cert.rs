@@ -6,8 +6,30 @@
 //!   payloads to configured CAs at a caller-given time (RFC 5280 §6, done by `rustls-webpki`
 //!   with aws-lc-rs signatures), and the RFC 4945 §3.1 binding of the IKE identity to the
 //!   end-entity certificate.
+//! - [`Crl`]: certificate revocation lists (RFC 5280 §5) checked against the anchors when
+//!   the configuration is loaded ([`TrustAnchors::check_crl`]) and applied during path
+//!   validation (RFC 5280 §6.3) and to established sessions ([`TrustAnchors::revoked`]).
 //!
-//! Revocation (CRL/OCSP) is not checked.
+//! # Revocation policy
+//!
+//! CRLs are local files the operator (or a cron job) keeps fresh; the engine fetches
+//! nothing (no CRL distribution points, no OCSP). RFC 5280 §6.3.3 ends with one of three
+//! states per certificate: REVOKED, UNREVOKED or UNDETERMINED, and leaves the treatment of
+//! UNDETERMINED to local policy. Ours, for every certificate of the path (end entity and
+//! intermediates):
+//!
+//! - **Issuer without a CRL** (§6.3.3 finds no CRL in scope: UNDETERMINED): accepted. Only
+//!   some CAs publish CRLs, and a trustpoint that lists none must keep working as before
+//!   (webpki [`webpki::UnknownStatusPolicy::Allow`]).
+//! - **Expired CRL** (its nextUpdate is past; §6.3.3 (a) would fetch a fresh one, which we
+//!   cannot): still applied. A serial it lists stays revoked (a revocation is permanent,
+//!   RFC 5280 §3.3 and §5.3.1: only certificateHold entries are ever removed), and a
+//!   certificate it does not list is accepted as with an issuer without a CRL. Refusing
+//!   every peer of the CA instead would turn a forgotten CRL refresh into an outage of all
+//!   spokes of a hub; the agent logs a warning for a stale CRL at load and reload so the
+//!   operator sees it (webpki [`webpki::ExpirationPolicy::Ignore`]).
+//!
+//! OCSP is not supported.
 
 use std::time::Duration;
 
@@ -40,6 +62,15 @@ pub fn subject_public_key_info(cert: &[u8]) -> Result<&[u8], InvalidMessage> {
     tlv(&mut t, 0x30)?; // subject
     let (whole, _) = tlv(&mut t, 0x30)?; // subjectPublicKeyInfo
     Ok(whole)
+}
+
+/// The serialNumber of a DER X.509 certificate (RFC 5280 §4.1.2.2): the INTEGER's
+/// contents, as CRL entries are matched ([`serial_hex`] prints it).
+pub fn serial_number(cert: &[u8]) -> Result<Vec<u8>, InvalidMessage> {
+    let der = CertificateDer::from(cert);
+    webpki::EndEntityCert::try_from(&der)
+        .map(|c| c.serial().to_vec())
+        .map_err(|_| InvalidMessage::BadValue("X.509 certificate"))
 }
 
 /// Reads one DER TLV with the expected tag; returns (whole encoding, contents).
@@ -88,6 +119,103 @@ pub enum CertError {
     /// The end-entity certificate does not bind the peer's ID payload (RFC 4945 §3.1).
     #[error("certificate does not match the peer identity")]
     IdentityMismatch,
+    /// A certificate of the path is listed in a configured CRL (RFC 5280 §6.3.3 (i):
+    /// REVOKED).
+    #[error(
+        "{} serial {serial} revoked by CRL of trustpoint {trustpoint}",
+        if *intermediate { "intermediate CA certificate" } else { "certificate" }
+    )]
+    Revoked {
+        /// The revoked certificate's serial number, `0x` and hex.
+        serial: String,
+        /// The revoked certificate is an intermediate CA, not the end entity.
+        intermediate: bool,
+        /// Name of the trust configuration whose CRL lists it ([`TrustAnchors::with_crls`]).
+        trustpoint: String,
+    },
+}
+
+/// Why a CRL was not accepted for a set of trust anchors ([`TrustAnchors::check_crl`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CrlError {
+    /// Not a CRL the validator can use (RFC 5280 §5.1: v2, with nextUpdate and extensions;
+    /// no delta CRLs); the text is the parser's reason.
+    #[error("not a usable X.509 CRL: {0}")]
+    Unparsable(String),
+    /// Its issuer is none of the trust anchors (RFC 5280 §6.3.3 (b): the CRL issuer must be
+    /// the certificate issuer; we take CRLs of configured CAs only).
+    #[error("CRL issuer {0} is none of the trustpoint's CA certificates")]
+    UnknownIssuer(String),
+    /// The issuer is a configured CA by name, but the signature does not verify with its key
+    /// (RFC 5280 §6.3.3 (f)).
+    #[error("CRL signature does not verify with the key of CA {0}")]
+    BadSignature(String),
+}
+
+/// One CRL, parsed and checked against the trust anchors ([`TrustAnchors::check_crl`]).
+#[derive(Clone)]
+pub struct Crl {
+    list: std::sync::Arc<webpki::CertRevocationList<'static>>,
+    /// Unix seconds of nextUpdate (RFC 5280 §5.1.2.5).
+    next_update: u64,
+    /// Unix seconds of thisUpdate (RFC 5280 §5.1.2.4).
+    this_update: u64,
+    /// Number of revokedCertificates entries.
+    entries: usize,
+    /// The issuer as `O=..., CN=...`, for log lines.
+    issuer: String,
+}
+
+impl Crl {
+    /// Unix seconds of its nextUpdate: after that the CRL is stale (still applied, see the
+    /// module's revocation policy).
+    pub fn next_update(&self) -> u64 {
+        self.next_update
+    }
+
+    /// Unix seconds of its thisUpdate.
+    pub fn this_update(&self) -> u64 {
+        self.this_update
+    }
+
+    /// Number of revoked certificates it lists.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Its issuer (`O=..., CN=...`, OIDs for attributes without a short name).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+}
+
+impl std::fmt::Debug for Crl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crl")
+            .field("issuer", &self.issuer)
+            .field("entries", &self.entries)
+            .field("next_update", &self.next_update)
+            .finish()
+    }
+}
+
+/// What the engine keeps of a validated peer certificate path to check it again against
+/// new CRLs without the certificates (RFC 5280 §6.3.3 matches a CRL entry by issuer and
+/// serial number): one (issuer, serial) per certificate, end entity first, then the
+/// intermediates the path used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathSerials {
+    /// (issuer Name contents, serial INTEGER contents) as webpki encodes them.
+    certs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A validated peer certificate: the key for AUTH and what a later revocation check needs.
+#[derive(Clone, Debug)]
+pub struct VerifiedPeer {
+    /// The end-entity SubjectPublicKeyInfo DER.
+    pub spki: Vec<u8>,
+    /// Issuer and serial of each certificate of the path.
+    pub serials: PathSerials,
 }
 
 /// CA certificates the peer's certificate must chain to (RFC 5280 §6.1.1 (d)), parsed once
@@ -97,6 +225,10 @@ pub enum CertError {
 pub struct TrustAnchors {
     anchors: Vec<TrustAnchor<'static>>,
     key_hashes: Vec<[u8; 20]>,
+    /// CRLs of these anchors ([`Self::with_crls`]).
+    crls: Vec<Crl>,
+    /// Name for log lines (the agent's trustpoint name).
+    name: String,
 }
 
 impl TrustAnchors {
@@ -129,7 +261,77 @@ impl TrustAnchors {
         Ok(Self {
             anchors,
             key_hashes,
+            crls: Vec::new(),
+            name: String::new(),
         })
+    }
+
+    /// Parses a DER CRL and checks that one of these anchors issued and signed it
+    /// (RFC 5280 §6.3.3 (b), (f)), so that a CRL for the wrong CA is refused when the
+    /// configuration is loaded instead of being silently never applied.
+    pub fn check_crl(&self, der: &[u8]) -> Result<Crl, CrlError> {
+        let owned = webpki::OwnedCertRevocationList::from_der(der)
+            .map_err(|e| CrlError::Unparsable(e.to_string()))?;
+        let list = webpki::CertRevocationList::from(owned);
+        let parts = crl_parts(der).ok_or(CrlError::Unparsable("CRL structure".into()))?;
+        let issuer = describe_name_contents(list.issuer());
+        let mut named = self
+            .anchors
+            .iter()
+            .filter(|a| a.subject.as_ref() == list.issuer())
+            .peekable();
+        if named.peek().is_none() {
+            return Err(CrlError::UnknownIssuer(issuer));
+        }
+        if !named.any(|a| crl_signed_by(&parts, a.subject_public_key_info.as_ref())) {
+            return Err(CrlError::BadSignature(issuer));
+        }
+        Ok(Crl {
+            list: std::sync::Arc::new(list),
+            next_update: parts.next_update,
+            this_update: parts.this_update,
+            entries: parts.entries,
+            issuer,
+        })
+    }
+
+    /// These anchors with `crls` (from [`Self::check_crl`] on this set) applied during
+    /// validation, and `name` (the trustpoint) in revocation messages.
+    pub fn with_crls(mut self, name: impl Into<String>, crls: Vec<Crl>) -> Self {
+        self.name = name.into();
+        self.crls = crls;
+        self
+    }
+
+    /// The CRLs in force.
+    pub fn crls(&self) -> &[Crl] {
+        &self.crls
+    }
+
+    /// The name revocation messages give ([`Self::with_crls`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks a path validated earlier against the CRLs in force now (a reload brought new
+    /// ones): the first of its certificates that one of them lists, as
+    /// [`CertError::Revoked`]. Same policy as validation: no CRL for an issuer, or a stale
+    /// one that does not list the serial, is not a revocation.
+    pub fn revoked(&self, path: &PathSerials) -> Option<CertError> {
+        path.certs
+            .iter()
+            .enumerate()
+            .find(|(_, (issuer, serial))| {
+                self.crls.iter().any(|c| {
+                    c.list.issuer() == issuer.as_slice()
+                        && matches!(c.list.find_serial(serial), Ok(Some(_)))
+                })
+            })
+            .map(|(i, (_, serial))| CertError::Revoked {
+                serial: serial_hex(serial),
+                intermediate: i > 0,
+                trustpoint: self.name.clone(),
+            })
     }
 
     /// Number of anchors.
@@ -152,7 +354,9 @@ impl TrustAnchors {
 impl std::fmt::Debug for TrustAnchors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustAnchors")
+            .field("name", &self.name)
             .field("count", &self.anchors.len())
+            .field("crls", &self.crls.len())
             .finish_non_exhaustive()
     }
 }
@@ -241,6 +445,9 @@ impl webpki::ExtendedKeyUsageValidator for IkeEku {
 ///
 /// Other ID types are refused. Returns the end-entity SubjectPublicKeyInfo DER, to verify
 /// the AUTH payload with ([`crate::crypto::sig::verify`]).
+///
+/// The anchors' CRLs are applied to every certificate of the path (RFC 5280 §6.3) with the
+/// policy of this module's documentation; a listed certificate is [`CertError::Revoked`].
 pub fn verify_peer_certificate(
     anchors: &TrustAnchors,
     end_entity: &[u8],
@@ -248,6 +455,18 @@ pub fn verify_peer_certificate(
     id: &Identity,
     unix_time: u64,
 ) -> Result<Vec<u8>, CertError> {
+    verify_peer(anchors, end_entity, intermediates, id, unix_time).map(|v| v.spki)
+}
+
+/// [`verify_peer_certificate`], also returning what [`TrustAnchors::revoked`] needs to
+/// check the session again when the CRLs change.
+pub fn verify_peer(
+    anchors: &TrustAnchors,
+    end_entity: &[u8],
+    intermediates: &[&[u8]],
+    id: &Identity,
+    unix_time: u64,
+) -> Result<VerifiedPeer, CertError> {
     let ee_der = CertificateDer::from(end_entity);
     let ee =
         webpki::EndEntityCert::try_from(&ee_der).map_err(|e| CertError::Path(e.to_string()))?;
@@ -255,20 +474,209 @@ pub fn verify_peer_certificate(
         .iter()
         .map(|d| CertificateDer::from(*d))
         .collect();
-    ee.verify_for_usage(
-        CHAIN_ALGS,
-        &anchors.anchors,
-        &inter,
-        UnixTime::since_unix_epoch(Duration::from_secs(unix_time)),
-        IkeEku,
-        None,
-        None,
-    )
-    .map_err(|e| CertError::Path(e.to_string()))?;
+    let crls: Vec<&webpki::CertRevocationList<'_>> =
+        anchors.crls.iter().map(|c| &*c.list).collect();
+    // See the module documentation: UNDETERMINED (no CRL for the issuer) is accepted, and
+    // nextUpdate is not enforced; every certificate of the path is checked (§6.3 applies
+    // to each certificate the path processing of §6.1.3 (a)(3) looks at).
+    let revocation = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
+        b.with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+            .build()
+    });
+    let serials = {
+        let path = ee
+            .verify_for_usage(
+                CHAIN_ALGS,
+                &anchors.anchors,
+                &inter,
+                UnixTime::since_unix_epoch(Duration::from_secs(unix_time)),
+                IkeEku,
+                revocation,
+                None,
+            )
+            .map_err(|e| match e {
+                webpki::Error::CertRevoked => revoked_in(anchors, &ee, &inter),
+                e => CertError::Path(e.to_string()),
+            })?;
+        PathSerials {
+            certs: std::iter::once((ee.issuer().to_vec(), ee.serial().to_vec()))
+                .chain(
+                    path.intermediate_certificates()
+                        .map(|c| (c.issuer().to_vec(), c.serial().to_vec())),
+                )
+                .collect(),
+        }
+    };
     if !binds_identity(&ee, end_entity, id) {
         return Err(CertError::IdentityMismatch);
     }
-    Ok(ee.subject_public_key_info().as_ref().to_vec())
+    Ok(VerifiedPeer {
+        spki: ee.subject_public_key_info().as_ref().to_vec(),
+        serials,
+    })
+}
+
+/// Which certificate webpki found revoked: the end entity when a CRL lists it, else the
+/// intermediate that one lists (webpki's error does not say).
+fn revoked_in(
+    anchors: &TrustAnchors,
+    ee: &webpki::EndEntityCert<'_>,
+    inter: &[CertificateDer<'_>],
+) -> CertError {
+    let mut certs = vec![(ee.issuer().to_vec(), ee.serial().to_vec())];
+    certs.extend(inter.iter().filter_map(|d| {
+        webpki::EndEntityCert::try_from(d)
+            .ok()
+            .map(|c| (c.issuer().to_vec(), c.serial().to_vec()))
+    }));
+    // An intermediate found revoked is reported as such, wherever the peer sent it.
+    let ee_listed = anchors.revoked(&PathSerials {
+        certs: certs[..1].to_vec(),
+    });
+    ee_listed
+        .or_else(|| {
+            anchors
+                .revoked(&PathSerials {
+                    certs: certs.clone(),
+                })
+                .map(|e| match e {
+                    CertError::Revoked {
+                        serial, trustpoint, ..
+                    } => CertError::Revoked {
+                        serial,
+                        intermediate: true,
+                        trustpoint,
+                    },
+                    e => e,
+                })
+        })
+        .unwrap_or(CertError::Revoked {
+            serial: serial_hex(ee.serial()),
+            intermediate: false,
+            trustpoint: anchors.name.clone(),
+        })
+}
+
+/// A serial number (INTEGER contents) as `0x` and hex, without the sign octet DER adds.
+pub fn serial_hex(serial: &[u8]) -> String {
+    let trimmed = match serial {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        s => s,
+    };
+    let mut out = String::from("0x");
+    for b in trimmed {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The signed parts of a DER CRL (RFC 5280 §5.1) and the fields we report.
+struct CrlParts<'a> {
+    /// tbsCertList, whole (the signed octets).
+    tbs: &'a [u8],
+    /// signatureAlgorithm contents.
+    alg: &'a [u8],
+    /// signatureValue bits (no unused-bits octet).
+    signature: &'a [u8],
+    this_update: u64,
+    next_update: u64,
+    entries: usize,
+}
+
+fn crl_parts(der: &[u8]) -> Option<CrlParts<'_>> {
+    use x509_cert::der::Decode;
+    let mut r = Reader::new(der);
+    let (_, list) = tlv(&mut r, 0x30).ok()?;
+    let mut l = Reader::new(list);
+    let (tbs, _) = tlv(&mut l, 0x30).ok()?;
+    let (_, alg) = tlv(&mut l, 0x30).ok()?;
+    let (_, bits) = tlv(&mut l, 0x03).ok()?;
+    let (&unused, signature) = bits.split_first()?;
+    if unused != 0 {
+        return None;
+    }
+    let parsed =
+        x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der).ok()?;
+    let t = &parsed.tbs_cert_list;
+    Some(CrlParts {
+        tbs,
+        alg,
+        signature,
+        this_update: t.this_update.to_unix_duration().as_secs(),
+        next_update: t.next_update?.to_unix_duration().as_secs(),
+        entries: t.revoked_certificates.as_ref().map_or(0, Vec::len),
+    })
+}
+
+/// Does the key in `spki` (SubjectPublicKeyInfo contents, as a webpki anchor holds it)
+/// verify the CRL's signature? The algorithm is the one of [`CHAIN_ALGS`] that matches both
+/// the CRL's signatureAlgorithm and the key's algorithm, as for certificates of the path.
+fn crl_signed_by(crl: &CrlParts<'_>, spki: &[u8]) -> bool {
+    let mut r = Reader::new(spki);
+    let (Ok((_, key_alg)), Ok((_, key_bits))) = (tlv(&mut r, 0x30), tlv(&mut r, 0x03)) else {
+        return false;
+    };
+    let Some((&0, key)) = key_bits.split_first() else {
+        return false;
+    };
+    CHAIN_ALGS.iter().any(|a| {
+        a.signature_alg_id().as_ref() == crl.alg
+            && a.public_key_alg_id().as_ref() == key_alg
+            && a.verify_signature(key, crl.tbs, crl.signature).is_ok()
+    })
+}
+
+/// A Name's contents (RDNs without the outer SEQUENCE, as webpki gives issuers) as
+/// `O=..., CN=...`.
+fn describe_name_contents(contents: &[u8]) -> String {
+    let mut der = vec![0x30];
+    let len = contents.len();
+    match len {
+        0..=0x7f => der.push(len as u8),
+        0x80..=0xff => der.extend([0x81, len as u8]),
+        _ => der.extend([0x82, (len >> 8) as u8, len as u8]),
+    }
+    der.extend_from_slice(contents);
+    describe_dn(&der)
+}
+
+/// An IKE identity for log lines: a DN as `O=..., CN=...`, others as they print.
+pub fn describe_identity(id: &Identity) -> String {
+    match id {
+        Identity::DerAsn1Dn(dn) => describe_dn(dn),
+        other => other.to_string(),
+    }
+}
+
+/// A DER Name as `O=..., CN=...` (RFC 4514 short names for the common attributes, dotted
+/// OIDs for others), in encoding order as strongSwan and IOS print them.
+pub fn describe_dn(der: &[u8]) -> String {
+    const SHORT: &[(&str, &str)] = &[
+        ("2.5.4.6", "C"),
+        ("2.5.4.8", "ST"),
+        ("2.5.4.7", "L"),
+        ("2.5.4.10", "O"),
+        ("2.5.4.11", "OU"),
+        ("2.5.4.3", "CN"),
+        ("0.9.2342.19200300.100.1.25", "DC"),
+        ("1.2.840.113549.1.9.1", "E"),
+    ];
+    match dn_attributes(der) {
+        Some(attrs) => attrs
+            .iter()
+            .map(|(oid, v)| {
+                let name = SHORT
+                    .iter()
+                    .find(|(o, _)| o == oid)
+                    .map_or(oid.as_str(), |(_, n)| n);
+                format!("{name}={v}")
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "unparsable DN".to_owned(),
+    }
 }
 
 /// RFC 4945 §3.1: does the (validated) end-entity certificate carry `id`?

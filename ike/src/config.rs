@@ -311,7 +311,8 @@ pub struct SignatureAuth {
 /// wall-clock time ([`crate::Endpoint::set_wall_clock`]: without it every certificate is
 /// refused), and the certificate must bind the peer's IDi/IDr (RFC 4945 §3.1, see
 /// [`crate::cert::verify_peer_certificate`]). Its key then verifies AUTH. The profile's
-/// `remote_id` still applies on top. Revocation is not checked.
+/// `remote_id` still applies on top. The anchors' CRLs, if any, are applied to the path
+/// ([`crate::cert`] documents the revocation policy); OCSP is not supported.
 #[derive(Clone, Debug)]
 pub struct CertificateAuth {
     /// Our private key; it must belong to `certificate`.

@@ -100,7 +100,9 @@ pub enum Command {
         /// The peer's new address and port.
         remote: SocketAddr,
     },
-    /// Replace the configuration. Existing SAs keep the profile they were set up with.
+    /// Replace the configuration. Existing SAs keep the profile they were set up with, but
+    /// an established SA whose peer certificate path a CRL of its connection's new trust
+    /// anchors lists is deleted (with a DELETE to the peer, one warning line each).
     Reconfigure(Arc<EndpointConfig>),
     /// Our address for connection `conn` changed (a renumbered interface): its established
     /// IKE SAs that negotiated MOBIKE as original initiator move there with
@@ -376,7 +378,28 @@ impl Endpoint {
                     ),
                 }
             }
-            Command::Reconfigure(config) => self.config = config,
+            Command::Reconfigure(config) => {
+                self.config = config;
+                // New CRLs apply to sessions already up, not only to the next handshake
+                // (RFC 5280 §6.3: a revoked certificate is no longer valid). Only the
+                // sessions of a revoked peer end; the rest keep their SAs.
+                let revoked: Vec<(u64, String)> = self
+                    .sas
+                    .iter()
+                    .filter_map(|(k, sa)| Some((*k, sa.revoked_under(&self.config)?.to_string())))
+                    .collect();
+                for (spi, why) in revoked {
+                    self.with_sa(now, spi, |sa, ctx| {
+                        tracing::warn!(
+                            "peer {} (session {}): terminated: {why}",
+                            sa.peer_id()
+                                .map_or_else(|| "?".into(), crate::cert::describe_identity),
+                            sa.session().0,
+                        );
+                        sa.command(ctx, SaCommand::Terminate)
+                    });
+                }
+            }
             Command::MoveLocal { conn, local } => {
                 let spis: Vec<u64> = self
                     .sas
@@ -413,17 +436,21 @@ impl Endpoint {
         }
     }
 
-    /// Runs timers that are due at `now`.
+    /// Runs timers that are due at `now`: each SA with a due deadline once (one whose timer
+    /// handling leaves a deadline already due is seen again by the next call, as before).
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = Vec::new();
         while let Some(&Reverse((at, spi))) = self.deadlines.peek() {
             if at > now {
                 break;
             }
             self.deadlines.pop();
-            if self.scheduled.get(&spi) != Some(&at) {
-                continue;
+            if self.scheduled.get(&spi) == Some(&at) {
+                self.scheduled.remove(&spi);
+                due.push(spi);
             }
-            self.scheduled.remove(&spi);
+        }
+        for spi in due {
             if self
                 .sas
                 .get(&spi)

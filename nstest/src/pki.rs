@@ -1,7 +1,8 @@
 //! Test certificates made at run time with strongSwan's `pki` (strongswan-pki): a CA and
 //! end-entity certificates with a DN subject and a dNSName subjectAltName, so scenarios can
 //! authenticate by DN or by FQDN. ECDSA P-256, or RSA 2048 signed with RSASSA-PSS (the
-//! padding vtid's RSA signatures use, RFC 7427).
+//! padding vtid's RSA signatures use, RFC 7427). The CA also signs CRLs (`pki --signcrl`,
+//! RFC 5280 §5) revoking some of its certificates.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,6 +98,30 @@ impl Ca {
             out,
         )?;
         std::fs::set_permissions(out, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        Ok(())
+    }
+
+    /// Writes a PEM CRL of this CA to `out` listing `revoked` (key compromise), valid from
+    /// now for 15 days (pki's default). An empty list gives a CRL that revokes nothing.
+    pub fn crl(&self, revoked: &[&Issued], out: &Path) -> Result<()> {
+        let (ca_cert, ca_key) = (
+            self.cert.to_string_lossy().into_owned(),
+            self.key.to_string_lossy().into_owned(),
+        );
+        let certs: Vec<String> = revoked
+            .iter()
+            .map(|i| i.cert.to_string_lossy().into_owned())
+            .collect();
+        let mut a = vec!["--signcrl", "--cacert", &ca_cert, "--cakey", &ca_key];
+        for c in &certs {
+            a.extend(["--reason", "key-compromise", "--cert", c]);
+        }
+        a.extend(["--outform", "pem"]);
+        a.extend(self.padding());
+        // Written whole beside `out`, then renamed: a daemon reading it never sees half.
+        let tmp = out.with_extension("tmp");
+        pki(&a, &tmp)?;
+        std::fs::rename(&tmp, out)?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //! back as the VM's.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::process::{Command, ExitStatus};
 
 use anyhow::{Context, Result, bail};
@@ -105,7 +106,25 @@ pub fn run(script: &str, rwdirs: &[&Path]) -> Result<ExitStatus> {
         cmd.arg("--rwdir").arg(d);
     }
     cmd.arg("--exec").arg(inner);
-    let status = cmd.status().context("boot the VM with vng")?;
+    // The VM's console must not touch our own stdout and stderr: qemu re-opens the file
+    // behind them with truncation, so `./x test > log` lost everything written before the
+    // VM booted (and the later writes left a hole of NUL bytes), and on a terminal it left
+    // the console's state behind. Through pipes copied here, what it writes lands after what
+    // was written before, in order; stdin is not the VM's to read.
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("boot the VM with vng")?;
+    let copy_out = child.stdout.take().map(|mut from| {
+        std::thread::spawn(move || std::io::copy(&mut from, &mut std::io::stdout().lock()))
+    });
+    let copy_err = child.stderr.take().map(|mut from| {
+        std::thread::spawn(move || std::io::copy(&mut from, &mut std::io::stderr().lock()))
+    });
+    let status = child.wait().context("wait for the VM")?;
+    for t in [copy_out, copy_err].into_iter().flatten() {
+        let _ = t.join();
+    }
     Ok(status)
 }
 

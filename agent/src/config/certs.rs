@@ -24,17 +24,26 @@ use super::{Identity, IdentityMatch};
 /// Largest certificate or key file read; bounds a mistaken path such as a disk image.
 const MAX_FILE: u64 = 1024 * 1024;
 
+/// Largest CRL file read: a CA's CRL grows with every revocation (about 40 bytes each), and
+/// the engine's DER reader takes lengths up to 16 MiB.
+const MAX_CRL_FILE: u64 = 16 * 1024 * 1024;
+
 /// Reads a whole file into a buffer that is wiped on drop (key files go through here too).
 fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    read_file_max(path, MAX_FILE)
+}
+
+/// [`read_file`] with its own size bound.
+fn read_file_max(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>> {
     let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     // Sized up front so read_to_end does not reallocate and leave unwiped copies behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
-    file.take(MAX_FILE + 1)
+    file.take(max + 1)
         .read_to_end(&mut buf)
         .with_context(|| format!("cannot read {}", path.display()))?;
     ensure!(
-        buf.len() as u64 <= MAX_FILE,
-        "{} is larger than {MAX_FILE} bytes",
+        buf.len() as u64 <= max,
+        "{} is larger than {max} bytes",
         path.display()
     );
     Ok(buf)
@@ -43,12 +52,22 @@ fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 /// The certificates in `path`: every `CERTIFICATE` block of a PEM file (RFC 7468), or the
 /// whole file as one DER certificate.
 pub(crate) fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
-    let bytes = read_file(path)?;
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        // Binary: DER (RFC 5280 Certificate is a SEQUENCE).
+    read_pem_or_der(&read_file(path)?, path, "CERTIFICATE", "certificate")
+}
+
+/// The CRLs in `path`: every `X509 CRL` block of a PEM file (RFC 7468 §5), or the whole
+/// file as one DER CRL (what `openssl ca -gencrl -outform der` and `pki --signcrl` write).
+pub(crate) fn read_crls(path: &Path) -> Result<Vec<Vec<u8>>> {
+    read_pem_or_der(&read_file_max(path, MAX_CRL_FILE)?, path, "X509 CRL", "CRL")
+}
+
+/// Every PEM block labelled `label` in `bytes` (read from `path`), or the whole file as one
+/// DER object (RFC 5280 certificates and CRLs are both a SEQUENCE).
+fn read_pem_or_der(bytes: &[u8], path: &Path, label: &str, what: &str) -> Result<Vec<Vec<u8>>> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
         ensure!(
             bytes.first() == Some(&0x30),
-            "{} is neither PEM nor a DER certificate",
+            "{} is neither PEM nor a DER {what}",
             path.display()
         );
         return Ok(vec![bytes.to_vec()]);
@@ -61,16 +80,16 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
             .find("-----END ")
             .and_then(|e| block[e + 9..].find("-----").map(|f| e + 9 + f + 5))
             .with_context(|| format!("{}: PEM block without its END line", path.display()))?;
-        let (label, der) = pem_rfc7468::decode_vec(&block.as_bytes()[..end_marker])
+        let (found, der) = pem_rfc7468::decode_vec(&block.as_bytes()[..end_marker])
             .map_err(|e| anyhow::anyhow!("{}: bad PEM: {e}", path.display()))?;
-        if label == "CERTIFICATE" {
+        if found == label {
             out.push(der);
         }
         rest = &block[end_marker..];
     }
     ensure!(
         !out.is_empty(),
-        "{} contains no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks or DER)",
+        "{} contains no {what} (expected PEM \"BEGIN {label}\" blocks or DER)",
         path.display()
     );
     Ok(out)
@@ -94,8 +113,9 @@ pub(crate) fn read_key(path: &Path) -> Result<SigningKey> {
     })
 }
 
-/// A trustpoint's files, parsed: what the engine authenticates with, our certificate's
-/// subject (for DN identities) and the CA certificates (to tell a reload what changed).
+/// A trustpoint's files, parsed: what the engine authenticates with (its trust anchors carry
+/// the CRLs), our certificate's subject (for DN identities) and the CA certificates (to tell
+/// a reload what changed).
 #[derive(Clone)]
 pub struct TrustpointFiles {
     /// The engine's certificate authentication.
@@ -108,6 +128,11 @@ pub struct TrustpointFiles {
 
 /// Same certificates, CAs and key. The private key is compared by its public half: a key
 /// pair is determined by it, and the private bytes are never compared or copied.
+///
+/// The CRLs are deliberately left out: a new CRL changes no tunnel's negotiation, so
+/// `plan::diff` must not rebuild tunnels, templates or clones for it. The reload hands the
+/// engine the new CRLs with the new configuration (`Command::Reconfigure`), which ends only
+/// the sessions whose peer certificate they revoke.
 impl PartialEq for TrustpointFiles {
     fn eq(&self, other: &Self) -> bool {
         self.auth.certificate == other.auth.certificate
@@ -126,6 +151,7 @@ impl std::fmt::Debug for TrustpointFiles {
             .field("subject", &describe_dn(&self.subject))
             .field("chain", &self.auth.chain.len())
             .field("cas", &self.cas.len())
+            .field("crls", &self.auth.trust_anchors.crls().len())
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +177,36 @@ pub(crate) enum TrustpointKey {
     PrivateKey,
 }
 
+/// Reads the CRL files: each must hold CRLs issued and signed by one of the CAs `cas`
+/// (RFC 5280 §6.3.3 (b), (f)); a CRL of another CA would never apply, so it is an error
+/// rather than a silent no-op. Errors carry the index of the offending file.
+pub(crate) fn load_crls(
+    cas: &[Vec<u8>],
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<ike::cert::Crl>, (usize, String)> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let anchors =
+        TrustAnchors::from_der_certs(cas).map_err(|e| (0, format!("the trustpoint's ca: {e}")))?;
+    let mut out = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let ders = read_crls(path).map_err(|e| (i, format!("{e:#}")))?;
+        for (n, der) in ders.iter().enumerate() {
+            let crl = anchors.check_crl(der).map_err(|e| {
+                let which = if ders.len() > 1 {
+                    format!(" (CRL {} of {})", n + 1, ders.len())
+                } else {
+                    String::new()
+                };
+                (i, format!("{}{which}: {e}", path.display()))
+            })?;
+            out.push(crl);
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the CA files: each must hold usable trust anchors.
 pub(crate) fn load_cas(paths: &[std::path::PathBuf]) -> Result<Vec<Vec<u8>>, (usize, String)> {
     let mut cas = Vec::new();
@@ -164,15 +220,19 @@ pub(crate) fn load_cas(paths: &[std::path::PathBuf]) -> Result<Vec<Vec<u8>>, (us
 }
 
 /// Reads our certificate (with its chain) and key, checks that they belong together, and
-/// combines them with the CAs `load_cas` returned.
+/// combines them with the CAs `load_cas` and the CRLs `load_crls` returned (`name`, the
+/// trustpoint, is what revocation log lines name).
 pub(crate) fn load_trustpoint(
+    name: &str,
     cas: Vec<Vec<u8>>,
+    crls: Vec<ike::cert::Crl>,
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<TrustpointFiles, (TrustpointKey, String)> {
     use TrustpointKey::{Certificate, PrivateKey};
-    let anchors =
-        TrustAnchors::from_der_certs(&cas).map_err(|e| (TrustpointKey::Ca(0), e.to_string()))?;
+    let anchors = TrustAnchors::from_der_certs(&cas)
+        .map_err(|e| (TrustpointKey::Ca(0), e.to_string()))?
+        .with_crls(name, crls);
     let mut certs = read_certs(cert_path).map_err(|e| (Certificate, format!("{e:#}")))?;
     let certificate = certs.remove(0);
     let spki = ike::cert::subject_public_key_info(&certificate).map_err(|e| {
@@ -206,6 +266,61 @@ pub(crate) fn load_trustpoint(
         subject,
         cas,
     })
+}
+
+/// One line per CRL of `cfg`'s trustpoints at `now` (Unix seconds), with whether it is stale
+/// (past its nextUpdate, RFC 5280 §5.1.2.5). A stale CRL stays in force (`ike::cert`'s
+/// revocation policy), so its line says what that means and what to do.
+pub fn crl_report(cfg: &super::Config, now: u64) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    for (name, tp) in &cfg.trustpoints {
+        let Some(files) = &tp.files else { continue };
+        for crl in files.auth.trust_anchors.crls() {
+            let next = utc_date(crl.next_update());
+            let stale = crl.next_update() <= now;
+            out.push((
+                stale,
+                if stale {
+                    format!(
+                        "trustpoint {name}: CRL of {} is stale (next update {next} has passed); \
+                         still applied: the {} serial(s) it lists stay refused; install a fresh \
+                         CRL and `vtid reload`",
+                        crl.issuer(),
+                        crl.entries()
+                    )
+                } else {
+                    format!(
+                        "trustpoint {name}: CRL of {}: {} revoked, next update {next}",
+                        crl.issuer(),
+                        crl.entries()
+                    )
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of Unix seconds (proleptic Gregorian calendar).
+fn utc_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// RFC 4514 / OpenSSL short names for DN attributes, to dotted OIDs (RFC 5280 §4.1.2.4,
@@ -414,8 +529,56 @@ pub(crate) mod tests {
             fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o600)).unwrap();
         }
         fs::write(dir.join("me.p8"), key.serialize_der()).unwrap();
+        // CRLs (RFC 5280 §5): ours listing nothing (PEM), ours listing "me" (DER), two in
+        // one PEM file, and one of another CA.
+        let serial = ike::cert::serial_number(cert.der()).unwrap();
+        let crl = |serials: &[&[u8]], issuer: &Issuer<'_, &KeyPair>| {
+            rcgen::CertificateRevocationListParams {
+                this_update: rcgen::date_time_ymd(2025, 1, 1),
+                next_update: rcgen::date_time_ymd(2035, 1, 1),
+                crl_number: rcgen::SerialNumber::from(7u64),
+                issuing_distribution_point: None,
+                revoked_certs: serials
+                    .iter()
+                    .map(|s| rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from_slice(s),
+                        revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                        reason_code: None,
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            }
+            .signed_by(issuer)
+            .unwrap()
+        };
+        let ours = Issuer::from_params(&ca, &ca_key);
+        let empty = crl(&[], &ours).pem().unwrap();
+        fs::write(dir.join("ca.crl"), &empty).unwrap();
+        fs::write(dir.join("revoke-me.crl"), crl(&[&serial], &ours).der()).unwrap();
+        fs::write(
+            dir.join("two.crl"),
+            empty + &crl(&[b"\x05"], &ours).pem().unwrap(),
+        )
+        .unwrap();
+        let mut other_ca = CertificateParams::default();
+        other_ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        other_ca
+            .distinguished_name
+            .push(DnType::CommonName, "other CA");
+        let other_ca_key = KeyPair::generate_for(alg).unwrap();
+        let theirs = Issuer::from_params(&other_ca, &other_ca_key);
+        fs::write(dir.join("other.crl"), crl(&[], &theirs).pem().unwrap()).unwrap();
         fs::set_permissions(dir.join("me.p8"), fs::Permissions::from_mode(0o600)).unwrap();
         Files { dir }
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(1_767_225_600), "2026-01-01 00:00:00 UTC");
+        assert_eq!(utc_date(951_782_400 + 3_661), "2000-02-29 01:01:01 UTC");
+        assert_eq!(utc_date(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 
     #[test]

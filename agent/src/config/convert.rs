@@ -617,67 +617,67 @@ impl Cx<'_> {
     /// `[global]`'s front-door limits ([`ike::Limits`]). The counts allow 0 where 0 means
     /// something (cookies always; no IKE SA limit), not where it would refuse every peer.
     fn limits(&mut self, raw: &raw::Global, l: &mut ike::Limits) {
-        const MANY: i64 = 10_000_000;
-        let counts: [(&Option<Spanned<i64>>, &str, i64, &mut usize); 5] = [
-            (
-                &raw.cookie_threshold,
-                "cookie_threshold",
-                0,
-                &mut l.cookie_threshold,
-            ),
-            (
-                &raw.cookie_threshold_per_source,
-                "cookie_threshold_per_source",
-                0,
-                &mut l.cookie_threshold_per_source,
-            ),
-            (
-                &raw.half_open_limit,
-                "half_open_limit",
-                1,
-                &mut l.half_open_limit,
-            ),
-            (
-                &raw.half_open_limit_per_source,
-                "half_open_limit_per_source",
-                1,
-                &mut l.half_open_limit_per_source,
-            ),
-            (&raw.ike_sa_limit, "ike_sa_limit", 0, &mut l.ike_sa_limit),
-        ];
-        for (v, key, lo, field) in counts {
-            if let Some(v) = v
-                && let Some(n) = self.int(v, &format!("global.{key}"), (lo, MANY))
-            {
-                *field = n as usize;
-            }
+        self.global_count(
+            &raw.cookie_threshold,
+            "cookie_threshold",
+            0,
+            &mut l.cookie_threshold,
+        );
+        self.global_count(
+            &raw.cookie_threshold_per_source,
+            "cookie_threshold_per_source",
+            0,
+            &mut l.cookie_threshold_per_source,
+        );
+        self.global_count(
+            &raw.half_open_limit,
+            "half_open_limit",
+            1,
+            &mut l.half_open_limit,
+        );
+        self.global_count(
+            &raw.half_open_limit_per_source,
+            "half_open_limit_per_source",
+            1,
+            &mut l.half_open_limit_per_source,
+        );
+        self.global_count(&raw.ike_sa_limit, "ike_sa_limit", 0, &mut l.ike_sa_limit);
+        self.global_seconds(
+            &raw.half_open_timeout,
+            "half_open_timeout",
+            (1, 3600),
+            &mut l.half_open_timeout,
+        );
+        // At least the 10 s for which a rotated secret's cookies stay valid.
+        self.global_seconds(
+            &raw.cookie_secret_lifetime,
+            "cookie_secret_lifetime",
+            (10, 86_400),
+            &mut l.cookie_secret_lifetime,
+        );
+    }
+
+    /// A `[global]` count from `lo` to ten million into `field`, if given and in range.
+    fn global_count(&mut self, v: &Option<Spanned<i64>>, key: &str, lo: i64, field: &mut usize) {
+        if let Some(v) = v
+            && let Some(n) = self.int(v, &format!("global.{key}"), (lo, 10_000_000))
+        {
+            *field = n as usize;
         }
-        let secs: [(
-            &Option<Spanned<i64>>,
-            &str,
-            (i64, i64),
-            &mut std::time::Duration,
-        ); 2] = [
-            (
-                &raw.half_open_timeout,
-                "half_open_timeout",
-                (1, 3600),
-                &mut l.half_open_timeout,
-            ),
-            // At least the 10 s for which a rotated secret's cookies stay valid.
-            (
-                &raw.cookie_secret_lifetime,
-                "cookie_secret_lifetime",
-                (10, 86_400),
-                &mut l.cookie_secret_lifetime,
-            ),
-        ];
-        for (v, key, range, field) in secs {
-            if let Some(v) = v
-                && let Some(n) = self.int(v, &format!("global.{key}"), range)
-            {
-                *field = std::time::Duration::from_secs(n as u64);
-            }
+    }
+
+    /// `[global]` seconds in `range` into `field`, if given and in range.
+    fn global_seconds(
+        &mut self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        range: (i64, i64),
+        field: &mut std::time::Duration,
+    ) {
+        if let Some(v) = v
+            && let Some(n) = self.int(v, &format!("global.{key}"), range)
+        {
+            *field = std::time::Duration::from_secs(n as u64);
         }
     }
 
@@ -1060,6 +1060,14 @@ impl Cx<'_> {
             Some(p)
         };
         let ca = each(&r.ca, &mut ok, |v| check(self, v, "ca", false));
+        let crl = each(&r.crl, &mut ok, |v| check(self, v, "crl", false));
+        if !r.crl.is_empty() && r.ca.is_empty() {
+            self.err(
+                r.crl[0].span(),
+                format!("{path}.crl: a CRL needs the CA that signed it in {path}.ca"),
+            );
+            ok = false;
+        }
         let certificate = r
             .certificate
             .as_ref()
@@ -1105,8 +1113,15 @@ impl Cx<'_> {
                     return None;
                 }
             };
+            let crls = match certs::load_crls(&cas, &crl) {
+                Ok(c) => c,
+                Err((i, why)) => {
+                    self.err(r.crl[i].span(), format!("{path}.crl: {why}"));
+                    return None;
+                }
+            };
             if let (Some(cert), Some(key)) = (&certificate, &private_key) {
-                match certs::load_trustpoint(cas, cert, key) {
+                match certs::load_trustpoint(&n.name, cas, crls, cert, key) {
                     Ok(f) => files = Some(Arc::new(f)),
                     Err((which, why)) => {
                         let (span, key) = match which {
@@ -1129,6 +1144,7 @@ impl Cx<'_> {
         }
         Some(Trustpoint {
             ca,
+            crl,
             certificate,
             private_key,
             files,

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use ike::transform::{DhGroup, Encr, Integ, Prf};
 use ipnet::IpNet;
 
-pub use certs::TrustpointFiles;
+pub use certs::{TrustpointFiles, crl_report};
 pub use error::{ConfigError, ConfigErrors};
 pub use secret::Psk;
 
@@ -358,6 +358,8 @@ pub enum LocalIdentity {
 pub struct Trustpoint {
     /// CA certificates (PEM).
     pub ca: Vec<PathBuf>,
+    /// Certificate revocation lists of those CAs (PEM or DER), read at load and reload.
+    pub crl: Vec<PathBuf>,
     /// Our certificate (PEM).
     pub certificate: Option<PathBuf>,
     /// Our private key (PEM), checked like a PSK file.

@@ -139,6 +139,9 @@ pub struct Trustpoint {
     /// CA certificate files (PEM) that anchor the peers' chains.
     #[serde(default)]
     pub ca: Vec<SStr>,
+    /// CRL files (PEM, several per file, or DER) of those CAs.
+    #[serde(default)]
+    pub crl: Vec<SStr>,
     /// Our certificate (PEM).
     pub certificate: Option<SStr>,
     /// Our private key (PEM), mode 0600, owned by root.

@@ -12,6 +12,7 @@ mod clones;
 mod control;
 mod line;
 mod reload;
+mod revocation;
 mod underlay;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -144,6 +145,7 @@ impl Runtime {
 
     /// Brings up every static tunnel of the plan.
     pub async fn start(&mut self) {
+        self.log_crls();
         for (name, why) in &self.plan.waiting {
             info!("{name}: line protocol down (waiting: {why})");
         }

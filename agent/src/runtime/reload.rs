@@ -7,14 +7,18 @@ impl Runtime {
     /// Re-reads the configuration; on any error nothing changes. Tunnels whose plan (or
     /// anything it derives from) changed are rebuilt, removed ones torn down, new ones
     /// brought up, routes-only edits change just the routes; the others keep their
-    /// interfaces and SAs untouched.
+    /// interfaces and SAs untouched. CRL files are read again too: a CRL is no plan change,
+    /// but the engine ends the sessions (and so the clones) of peers it now revokes.
     pub async fn reload(&mut self) -> Result<serde_json::Value> {
         let new = Config::load_with(&self.config_path, &LoadOptions::default())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut ids = self.conn_ids.clone();
         let new_plan = plan::build(&new, &mut ids, &kernel::local_addrs(&self.h).await?)?;
         let diff = plan::diff(&self.plan, &new_plan);
+        // The engine's Reconfigure (in apply_plan) carries the trustpoints' new CRLs: it ends
+        // the sessions they revoke, whatever the diff says about the tunnels.
         self.apply_plan(new, new_plan, ids, &diff).await;
+        self.log_crls();
         info!(removed = ?diff.removed, added = ?diff.added, changed = ?diff.changed, routes = ?diff.routes_only, moved = ?diff.moved, waiting = ?self.plan.waiting.keys().collect::<Vec<_>>(), "configuration reloaded");
         Ok(json!({
             "added": diff.added,

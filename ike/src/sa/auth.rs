@@ -2,6 +2,8 @@
 //! Digital Signature (method 14), against a pinned peer public key or against the key of a
 //! peer certificate validated to configured CAs (§3.6 CERT, §3.7 CERTREQ).
 
+use crate::cert::CertError;
+use crate::cert::PathSerials;
 use crate::config::AuthConfig;
 use crate::crypto::sig;
 use crate::crypto::sig::SignatureScheme;
@@ -139,44 +141,57 @@ pub(crate) fn method_matches(auth: &AuthConfig, method: AuthMethod) -> bool {
 }
 
 /// Verifies the peer's AUTH payload over `octets`; with certificates, first validates what
-/// the peer `presented` (path to our CAs, validity at its time, identity binding).
+/// the peer `presented` (path to our CAs, validity at its time, revocation, identity
+/// binding). Returns, for certificates, the issuers and serials of the path, which the SA
+/// keeps so that new CRLs can end it ([`crate::cert::TrustAnchors::revoked`]).
 pub(crate) fn verify(
     auth: &AuthConfig,
     prf: Prf,
     octets: &[u8],
     got: &Auth,
     presented: &Presented<'_>,
-) -> Result<(), PeerMisbehaved> {
+) -> Result<Option<PathSerials>, PeerMisbehaved> {
     if !method_matches(auth, got.method) {
         return Err(PeerMisbehaved::AuthenticationFailed);
     }
     match auth {
         AuthConfig::Psk(psk) => keys::verify_psk_auth(prf, psk, octets, &got.data)
+            .map(|()| None)
             .map_err(|_| PeerMisbehaved::AuthenticationFailed),
-        AuthConfig::Signature(s) => verify_signature(&s.peer_key, octets, &got.data),
+        AuthConfig::Signature(s) => verify_signature(&s.peer_key, octets, &got.data).map(|()| None),
         AuthConfig::Certificate(c) => {
-            let spki = peer_certificate_key(c, presented).map_err(|e| {
-                tracing::warn!(error = %e, peer_id = ?presented.id, "peer certificate rejected");
+            let peer = peer_certificate(c, presented).map_err(|e| {
+                // The peer only learns AUTHENTICATION_FAILED (RFC 7296 §2.21.2); the operator
+                // gets the reason. A revocation is worth a warning line of its own wording.
+                match e {
+                    CertError::Revoked { .. } => {
+                        tracing::warn!(
+                            "peer {} refused: {e}",
+                            crate::cert::describe_identity(presented.id)
+                        );
+                    }
+                    _ => {
+                        tracing::warn!(error = %e, peer_id = %presented.id, "peer certificate rejected");
+                    }
+                }
                 PeerMisbehaved::AuthenticationFailed
             })?;
-            verify_signature(&spki, octets, &got.data)
+            verify_signature(&peer.spki, octets, &got.data).map(|()| Some(peer.serials))
         }
     }
 }
 
-/// The public key of the peer's validated end-entity certificate.
-fn peer_certificate_key(
+/// The peer's validated end-entity certificate: its key and the path's serials.
+fn peer_certificate(
     c: &crate::config::CertificateAuth,
     presented: &Presented<'_>,
-) -> Result<Vec<u8>, crate::cert::CertError> {
+) -> Result<crate::cert::VerifiedPeer, CertError> {
     let (ee, intermediates) = presented
         .certs
         .split_first()
-        .ok_or(crate::cert::CertError::NoCertificate)?;
-    let now = presented
-        .unix_time
-        .ok_or(crate::cert::CertError::NoWallClock)?;
-    crate::cert::verify_peer_certificate(&c.trust_anchors, ee, intermediates, presented.id, now)
+        .ok_or(CertError::NoCertificate)?;
+    let now = presented.unix_time.ok_or(CertError::NoWallClock)?;
+    crate::cert::verify_peer(&c.trust_anchors, ee, intermediates, presented.id, now)
 }
 
 /// RFC 7427 §3 AUTH data: `len(AlgorithmIdentifier) | AlgorithmIdentifier | Signature`,

@@ -691,6 +691,7 @@ impl Established {
             mobike_initiator: c.mobike_initiator,
             keys: Some(sa_keys),
             peer_id: c.peer_id.clone(),
+            peer_serials: c.peer_serials.clone(),
             next_req: 0,
             outstanding: None,
             next_peer_req: 0,

@@ -91,6 +91,7 @@ impl IkeSa {
             mobike_initiator: false,
             keys: None,
             peer_id: None,
+            peer_serials: None,
             next_req: 0,
             outstanding: None,
             next_peer_req: 0,
@@ -330,7 +331,7 @@ impl ExpectAuthResponse {
         let prf = self.suite.prf;
         let octets = keys::signed_octets(prf, &self.response, &self.ni, &keys.sk_pr, &idr.to_vec());
         let presented = auth::Presented::new(idr, &payloads, ctx.unix_time);
-        auth::verify(&c.peer.auth, prf, &octets, auth, &presented)?;
+        c.peer_serials = auth::verify(&c.peer.auth, prf, &octets, auth, &presented)?;
         c.peer_id = Some(idr.clone());
         c.mobike = c.peer.mobike
             && notifies(&payloads, NotifyType::MobikeSupported)

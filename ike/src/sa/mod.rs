@@ -224,6 +224,9 @@ pub(crate) struct Common {
     pub(crate) mobike_initiator: bool,
     pub(crate) keys: Option<SaKeys>,
     pub(crate) peer_id: Option<Identity>,
+    /// Issuers and serials of the peer's certificate path, when it authenticated with a
+    /// certificate: checked again when new CRLs arrive ([`crate::cert::TrustAnchors::revoked`]).
+    pub(crate) peer_serials: Option<crate::cert::PathSerials>,
     /// Message ID of our next request.
     pub(crate) next_req: u32,
     pub(crate) outstanding: Option<Outstanding>,
@@ -567,6 +570,21 @@ impl IkeSa {
 
     pub(crate) fn local_spi(&self) -> u64 {
         self.c.local_spi()
+    }
+
+    /// Why this established SA's peer certificate is revoked under `config`'s CRLs for its
+    /// connection (a reload brought new ones), if it is. An SA being rekeyed away or deleted
+    /// is left to finish; one of a connection no longer configured is the agent's to end.
+    pub(crate) fn revoked_under(&self, config: &EndpointConfig) -> Option<crate::cert::CertError> {
+        if !self.is_established() || self.is_deleting() || self.is_closed() {
+            return None;
+        }
+        let serials = self.c.peer_serials.as_ref()?;
+        let peer = config.peers.iter().find(|p| p.id == self.conn())?;
+        match &peer.auth {
+            crate::config::AuthConfig::Certificate(c) => c.trust_anchors.revoked(serials),
+            _ => None,
+        }
     }
 
     pub(crate) fn info(&self) -> crate::output::IkeSaInfo {

@@ -176,6 +176,7 @@ impl IkeSa {
             mobike_initiator: false,
             keys: Some(glue::sa_keys(suite, keys, false)?),
             peer_id: None,
+            peer_serials: None,
             next_req: 0,
             outstanding: None,
             next_peer_req: 1,
@@ -284,16 +285,20 @@ impl ExpectAuthRequest {
         let presented = auth::Presented::new(idi, &payloads, ctx.unix_time);
         // The first profile whose identity rules and PSK, key or certificate accept the
         // initiator.
-        let peer = self
+        let (peer, serials) = self
             .candidates
             .iter()
             .filter(|p| p.remote_id.matches(idi))
             .filter(|p| idr.is_none_or(|r| *r == p.local_identity_at(c.local.ip())))
             .filter(|p| auth::method_matches(&p.auth, auth.method))
-            .find(|p| auth::verify(&p.auth, prf, &octets, auth, &presented).is_ok())
-            .cloned()
+            .find_map(|p| {
+                auth::verify(&p.auth, prf, &octets, auth, &presented)
+                    .ok()
+                    .map(|s| (p.clone(), s))
+            })
             .ok_or(PeerMisbehaved::AuthenticationFailed)?;
         c.peer = peer;
+        c.peer_serials = serials;
         c.peer_id = Some(idi.clone());
         let our_id = c.peer.local_identity_at(c.local.ip());
         let octets =

@@ -88,6 +88,32 @@ impl Ca {
         Self { params, key, der }
     }
 
+    /// A CRL of this CA (RFC 5280 §5) listing `serials` (INTEGER contents, as
+    /// [`crate::cert`] reads them), issued `this_update` and due `next_update` (years).
+    pub(crate) fn crl(&self, serials: &[&[u8]], this_update: i32, next_update: i32) -> Vec<u8> {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: date_time_ymd(this_update, 1, 1),
+            next_update: date_time_ymd(next_update, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(s),
+                    revocation_time: date_time_ymd(this_update, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&Issuer::from_params(&self.params, &self.key))
+            .expect("crl")
+            .der()
+            .to_vec()
+    }
+
     /// An end-entity certificate with `sans`, valid 2020..`until` (year), and its key.
     pub(crate) fn issue(
         &self,
@@ -152,7 +178,7 @@ pub(crate) fn cert_auth(
 
 /// Certificate auth with a leaf for `ip` (its only SAN) issued by `issuer`, valid 2020 to
 /// `until`, sending no chain and trusting only `trust`.
-fn leaf_auth(
+pub(crate) fn leaf_auth(
     issuer: &Ca,
     alg: Alg,
     cn: &str,
@@ -168,7 +194,7 @@ fn leaf_auth(
 }
 
 /// A and B profiles (IP identities) with certificates from `root` for both sides.
-fn ip_pair(alg: Alg, root: &Ca) -> (PeerConfig, PeerConfig) {
+pub(crate) fn ip_pair(alg: Alg, root: &Ca) -> (PeerConfig, PeerConfig) {
     let mut a = peer(1, A_IP, B_IP, "unused");
     a.auth = leaf_auth(root, alg, "a", A_IP, 2030, root);
     let mut b = peer(1, B_IP, A_IP, "unused");
@@ -176,7 +202,7 @@ fn ip_pair(alg: Alg, root: &Ca) -> (PeerConfig, PeerConfig) {
     (a, b)
 }
 
-fn connect_at(a: PeerConfig, b: PeerConfig, unix: Option<u64>) -> Pair {
+pub(crate) fn connect_at(a: PeerConfig, b: PeerConfig, unix: Option<u64>) -> Pair {
     let mut p = Pair::new(a, b);
     if let Some(t) = unix {
         p.set_wall_clock(t);
@@ -187,7 +213,7 @@ fn connect_at(a: PeerConfig, b: PeerConfig, unix: Option<u64>) -> Pair {
 
 /// `rejecter` refused the other side's certificate: both report it, the other side learnt
 /// it through AUTHENTICATION_FAILED, no SA is left and the rejecting side installed nothing.
-fn assert_rejected_by(p: &Pair, rejecter: Side) {
+pub(crate) fn assert_rejected_by(p: &Pair, rejecter: Side) {
     let (r, o) = match rejecter {
         Side::A => (&p.a, &p.b),
         Side::B => (&p.b, &p.a),

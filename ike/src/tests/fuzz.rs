@@ -108,7 +108,9 @@ fn write_fuzz_seeds() {
     let dir = std::path::Path::new(&dir);
     let _ = std::fs::create_dir_all(dir.join("message_decode"));
     let _ = std::fs::create_dir_all(dir.join("handle_datagram"));
-    let mut conv = Vec::new();
+    // handle_datagram inputs start with the octet that picks its front door (0: default
+    // limits, 1: cookies always).
+    let mut conv = vec![0u8];
     for (i, t) in p.a.sent.iter().chain(p.b.sent.iter()).enumerate() {
         let _ = std::fs::write(
             dir.join("message_decode").join(format!("seed{i}")),
@@ -120,7 +122,15 @@ fn write_fuzz_seeds() {
         conv.extend_from_slice(&t.bytes);
     }
     let _ = std::fs::write(dir.join("handle_datagram").join("handshake"), &conv);
+    conv[0] = 1;
+    let _ = std::fs::write(dir.join("handle_datagram").join("handshake_cookies"), &conv);
     if let Some(t) = p.a.sent.first() {
-        let _ = std::fs::write(dir.join("handle_datagram").join("sa_init"), &t.bytes);
+        for mode in [0u8, 1] {
+            let seed = [&[mode][..], &t.bytes].concat();
+            let _ = std::fs::write(
+                dir.join("handle_datagram").join(format!("sa_init{mode}")),
+                seed,
+            );
+        }
     }
 }

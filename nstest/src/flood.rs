@@ -410,13 +410,9 @@ impl Flood {
             .stdin(Stdio::null())
             .spawn()
             .context("start the attacker")?;
-        // Hard stop: the process bounds itself; this bounds a process that hangs. Probes take
-        // (2 + 2 * forgeries) steps.
-        let steps = if spec.mode == Mode::Probe {
-            3 + 2 * spec.forgeries
-        } else {
-            1
-        };
+        // Hard stop: the process bounds itself; this bounds a process that hangs. A probe
+        // waits `step_wait` after each of its four steps.
+        let steps = if spec.mode == Mode::Probe { 4 } else { 1 };
         let limit = Instant::now()
             + spec.duration
             + spec.linger
@@ -515,8 +511,14 @@ impl Sources {
 /// Runs the attack `spec` describes and reports what came back.
 pub fn run_attack(spec: &FloodSpec) -> Result<FloodReport> {
     ensure!(
-        spec.duration <= Duration::from_secs(600) && spec.count <= 10_000_000,
-        "a flood is bounded: at most 600 s and 10^7 requests"
+        spec.duration <= Duration::from_secs(600)
+            && spec.count <= 10_000_000
+            && spec.linger <= Duration::from_secs(60)
+            && spec.step_wait <= Duration::from_secs(60)
+            && spec.forgeries <= 10_000
+            && spec.sources <= 65_536,
+        "a flood is bounded: at most 600 s, 10^7 requests, 60 s of linger or step wait, 10^4 \
+         forgeries, 65,536 sources"
     );
     let src = Sources::bind(spec)?;
     let mut rng = Rng::new()?;

@@ -96,12 +96,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     loop {
         let deadline = rt.poll_timeout();
         // In this order: signals, control, kernel events; established peers' datagrams;
-        // requests for new IKE SAs last, so that a flood of them (shed by the readers when
-        // their queue is full) cannot delay the rest. Timers run after every input anyway.
+        // requests for new IKE SAs that echo a cookie; other requests for new IKE SAs last,
+        // so that a flood of them (shed by the readers when their queue is full) cannot delay
+        // the rest. Timers run after every input anyway.
         let input = tokio::select! {
             biased;
             i = rx.recv() => i,
             Some(d) = queues.established.recv() => Some(Input::Datagram(d)),
+            Some(d) = queues.with_cookie.recv() => Some(Input::Datagram(d)),
             Some(d) = queues.new_sa.recv() => Some(Input::Datagram(d)),
             _ = sleep_until(deadline) => None,
         };

@@ -297,14 +297,30 @@ pub fn init_logging() {
     }
 }
 
+/// Whether the context spans are worth making now: while a condition is active (they are
+/// what it matches) or DEBUG is logged anyway (their fields give each line its context).
+/// Otherwise each input would pay for spans nobody reads: under an IKE_SA_INIT flood, three
+/// per datagram (the datagram, its COOKIE reply, its rejection).
+fn spans_wanted() -> bool {
+    // Asked as a DEBUG event would be: the filter passes it when the base level logs DEBUG
+    // or any condition is active (whichever `Conditions` the subscriber's filter holds).
+    tracing::event_enabled!(target: "ike", Level::DEBUG)
+}
+
 /// The context span for work concerning one peer (a received datagram, a transmit).
 pub fn peer_span(peer: SocketAddr) -> tracing::Span {
+    if !spans_wanted() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(target: SPAN_TARGET, "ike", peer = %peer.ip())
 }
 
 /// The context span for an engine output: its peer, tunnel and SPIs where it has them.
 pub fn output_span(out: &ike::Output, tunnel: Option<&str>) -> tracing::Span {
     use ike::Output;
+    if !spans_wanted() {
+        return tracing::Span::none();
+    }
     let tunnel = tunnel.unwrap_or("-");
     match out {
         Output::Transmit(t) => peer_span(t.remote),

@@ -27,15 +27,20 @@ pub struct Datagram {
     pub remote: SocketAddr,
 }
 
-/// Where the socket readers put datagrams: two queues, so that a flood of requests for new
-/// IKE SAs cannot delay the exchanges of established peers (their DPD, rekeys, IKE_AUTH).
-/// A request for a new IKE SA (IKE_SA_INIT with a zero responder SPI, RFC 7296 §3.1) goes to
-/// a short queue and is shed, counted, when that queue is full; everything else goes to the
-/// main queue, which the daemon serves first. The reader never blocks on the new-SA queue,
-/// so it keeps draining the socket and a flood costs the kernel's buffer nothing.
+/// Where the socket readers put datagrams: three queues, so that a flood of requests for new
+/// IKE SAs cannot delay the exchanges of established peers (their DPD, rekeys, IKE_AUTH),
+/// nor the initiators that have proved their address. A request for a new IKE SA
+/// (IKE_SA_INIT with a zero responder SPI, RFC 7296 §3.1) goes to a short queue and is
+/// shed, counted, when that queue is full; one that starts with a COOKIE (the retry of an
+/// initiator we asked for one, §2.6) has a short queue of its own, served before the fresh
+/// requests: a spoofing flood cannot fill it, since its cookies come back only to real
+/// addresses. Everything else goes to the main queue, which the daemon serves first. The
+/// reader never blocks on a new-SA queue, so it keeps draining the socket and a flood costs
+/// the kernel's buffer nothing.
 #[derive(Clone)]
 pub struct Feed {
     established: mpsc::Sender<Datagram>,
+    with_cookie: mpsc::Sender<Datagram>,
     new_sa: mpsc::Sender<Datagram>,
     shed: Arc<AtomicU64>,
 }
@@ -44,7 +49,9 @@ pub struct Feed {
 pub struct Queues {
     /// Everything but new-SA requests; served first.
     pub established: mpsc::Receiver<Datagram>,
-    /// New-SA requests.
+    /// New-SA requests that echo a cookie.
+    pub with_cookie: mpsc::Receiver<Datagram>,
+    /// Other new-SA requests.
     pub new_sa: mpsc::Receiver<Datagram>,
 }
 
@@ -56,15 +63,18 @@ impl Feed {
     /// A feed and its queues.
     pub fn new() -> (Self, Queues) {
         let (established, established_rx) = mpsc::channel(1024);
+        let (with_cookie, with_cookie_rx) = mpsc::channel(NEW_SA_QUEUE);
         let (new_sa, new_sa_rx) = mpsc::channel(NEW_SA_QUEUE);
         (
             Self {
                 established,
+                with_cookie,
                 new_sa,
                 shed: Arc::default(),
             },
             Queues {
                 established: established_rx,
+                with_cookie: with_cookie_rx,
                 new_sa: new_sa_rx,
             },
         )
@@ -83,10 +93,12 @@ impl Feed {
             local,
             remote,
         };
-        if !is_new_sa_request(bytes) {
-            return self.established.send(d(bytes)).await.is_ok();
-        }
-        match self.new_sa.try_reserve() {
+        let queue = match classify(bytes) {
+            Class::Other => return self.established.send(d(bytes)).await.is_ok(),
+            Class::NewSaWithCookie => &self.with_cookie,
+            Class::NewSa => &self.new_sa,
+        };
+        match queue.try_reserve() {
             Ok(slot) => {
                 slot.send(d(bytes));
                 true
@@ -100,16 +112,37 @@ impl Feed {
     }
 }
 
-/// An IKE_SA_INIT request for a new IKE SA, read off the fixed header (RFC 7296 §3.1):
-/// responder SPI zero, exchange type 34, the Initiator flag set and the Response flag not.
-fn is_new_sa_request(b: &[u8]) -> bool {
+/// Which queue a datagram goes to.
+#[derive(Debug, PartialEq, Eq)]
+enum Class {
+    /// An IKE_SA_INIT request for a new IKE SA: responder SPI zero, exchange type 34, the
+    /// Initiator flag set and the Response flag not (RFC 7296 §3.1).
+    NewSa,
+    /// The same, whose first payload is a COOKIE notify (§2.6 puts it first): a Notify
+    /// (41) right after the header, with no SPI, of type COOKIE (16390).
+    NewSaWithCookie,
+    /// Anything else.
+    Other,
+}
+
+/// Reads a datagram's class off its first octets (no decoding; the engine checks it all).
+fn classify(b: &[u8]) -> Class {
     const IKE_SA_INIT: u8 = 34;
     const FLAG_I: u8 = 0x08;
     const FLAG_R: u8 = 0x20;
-    b.len() >= 28
+    const NOTIFY: u8 = 41;
+    const COOKIE: [u8; 2] = 16390u16.to_be_bytes();
+    let new_sa = b.len() >= 28
         && b[8..16].iter().all(|&x| x == 0)
         && b[18] == IKE_SA_INIT
-        && b[19] & (FLAG_I | FLAG_R) == FLAG_I
+        && b[19] & (FLAG_I | FLAG_R) == FLAG_I;
+    if !new_sa {
+        Class::Other
+    } else if b[16] == NOTIFY && b.len() >= 36 && b[33] == 0 && b[34..36] == COOKIE {
+        Class::NewSaWithCookie
+    } else {
+        Class::NewSa
+    }
 }
 
 pub struct Sockets {
@@ -296,6 +329,7 @@ mod tests {
 
     #[test]
     fn only_requests_for_a_new_ike_sa_are_new_sa_requests() {
+        let is_new_sa_request = |b: &[u8]| classify(b) == Class::NewSa;
         assert!(is_new_sa_request(&header(0, 34, 0x08)));
         assert!(
             !is_new_sa_request(&header(7, 34, 0x08)),
@@ -305,6 +339,42 @@ mod tests {
         assert!(!is_new_sa_request(&header(0, 34, 0x28)), "a response");
         assert!(!is_new_sa_request(&header(0, 35, 0x08)), "IKE_AUTH");
         assert!(!is_new_sa_request(&header(0, 34, 0x08)[..27]), "short");
+    }
+
+    /// A new-SA request starting with a Notify payload of `ty` (RFC 7296 §3.10), SPI size 0.
+    fn with_notify(ty: u16) -> Vec<u8> {
+        let mut b = header(0, 34, 0x08);
+        b[16] = 41;
+        b.extend_from_slice(&[40, 0, 0, 9, 0, 0]);
+        b.extend_from_slice(&ty.to_be_bytes());
+        b.push(7);
+        b
+    }
+
+    #[test]
+    fn a_request_that_echoes_a_cookie_is_told_apart() {
+        assert_eq!(classify(&with_notify(16390)), Class::NewSaWithCookie);
+        assert_eq!(
+            classify(&with_notify(16388)),
+            Class::NewSa,
+            "NAT_DETECTION_SOURCE_IP"
+        );
+        assert_eq!(classify(&with_notify(16390)[..35]), Class::NewSa, "short");
+        let mut response = with_notify(16390);
+        response[19] = 0x20;
+        assert_eq!(classify(&response), Class::Other);
+    }
+
+    #[tokio::test]
+    async fn cookie_retries_are_queued_apart_from_a_flood_of_fresh_requests() {
+        let (feed, mut q) = Feed::new();
+        for _ in 0..NEW_SA_QUEUE + 10 {
+            assert!(put(&feed, header(0, 34, 0x08)).await);
+        }
+        assert_eq!(feed.shed(), 10);
+        assert!(put(&feed, with_notify(16390)).await);
+        assert_eq!(feed.shed(), 10, "the cookie retry was not shed");
+        assert!(q.with_cookie.try_recv().is_ok());
     }
 
     #[tokio::test]

@@ -67,7 +67,7 @@ use ike::{
 use ipnet::IpNet;
 use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockProtocol, SockType};
 use nstest::strongswan::Strongswan;
-use nstest::vtid::{RunWith, Vtid, write_secret};
+use nstest::vtid::Vtid;
 use nstest::{Netns, TopoSpec};
 
 const PSK: &str = "benchmark-hub-and-spokes-key";
@@ -451,49 +451,14 @@ fn signed_ms(a: Instant, b: Instant) -> f64 {
 
 fn start_hub(kind: Kind, ns: &Netns, dir: &Path) -> Result<HubProc> {
     match kind {
-        Kind::Vtid => {
-            let key = write_secret(dir, "spokes.key", PSK)?;
-            let cfg = format!(
-                r#"[global]
-metrics = "{HUB_METRICS}"
-cookie_threshold = 1000
-
-[keyring.SPOKES]
-[[keyring.SPOKES.peer]]
-address = "172.16.0.0/16"
-psk_file = "{}"
-
-[transform_set.T]
-esp = "aes-gcm-256"
-
-[ipsec_profile.P]
-transform_sets = ["T"]
-
-[ike_profile.spokes]
-match_identity = ["172.16.0.0/16"]
-keyring = "SPOKES"
-virtual_template = "VT1"
-
-[virtual_template.VT1]
-unnumbered = "lan0"
-protection = "P"
-routes = "traffic-selectors"
-"#,
-                key.display()
-            );
-            // The release binary next to this (release) example, unless NSTEST_VTID_BIN says.
-            let v = Vtid::start_config_with(
-                ns,
-                dir,
-                &cfg,
-                "-",
-                RunWith {
-                    rust_log: Some("info".into()),
-                    ..RunWith::default()
-                },
-            )?;
-            Ok(HubProc::Vtid(v))
-        }
+        // The release binary next to this (release) example, unless NSTEST_VTID_BIN says.
+        Kind::Vtid => Ok(HubProc::Vtid(nstest::hub::start_psk_template_hub(
+            ns,
+            dir,
+            PSK,
+            "172.16.0.0/16",
+            &format!("metrics = \"{HUB_METRICS}\"\ncookie_threshold = 1000"),
+        )?)),
         Kind::Strongswan => {
             let updown = dir.join("updown.sh");
             std::fs::write(

@@ -49,7 +49,7 @@ use ike::{
 };
 use nstest::flood::{Flood, FloodReport, FloodSpec};
 use nstest::strongswan::Strongswan;
-use nstest::vtid::{RunWith, Vtid, write_secret};
+use nstest::vtid::Vtid;
 use nstest::{Netns, TopoSpec};
 
 const PSK: &str = "benchmark-front-door-key";
@@ -280,46 +280,15 @@ enum HubProc {
 
 fn start_hub(kind: Kind, ns: &Netns, dir: &std::path::Path) -> Result<HubProc> {
     match kind {
-        Kind::Vtid => {
-            // vtid's defaults for every front-door limit; any address may start IKE (a hub
-            // for spokes on dynamic addresses), so the flood is made of requests to consider.
-            let key = write_secret(dir, "spokes.key", PSK)?;
-            let cfg = format!(
-                r#"[keyring.SPOKES]
-[[keyring.SPOKES.peer]]
-address = "0.0.0.0/0"
-psk_file = "{}"
-
-[transform_set.T]
-esp = "aes-gcm-256"
-
-[ipsec_profile.P]
-transform_sets = ["T"]
-
-[ike_profile.spokes]
-match_identity = ["0.0.0.0/0"]
-keyring = "SPOKES"
-virtual_template = "VT1"
-
-[virtual_template.VT1]
-unnumbered = "lan0"
-protection = "P"
-routes = "traffic-selectors"
-"#,
-                key.display()
-            );
-            let v = Vtid::start_config_with(
-                ns,
-                dir,
-                &cfg,
-                "-",
-                RunWith {
-                    rust_log: Some("info".into()),
-                    ..RunWith::default()
-                },
-            )?;
-            Ok(HubProc::Vtid(v))
-        }
+        // vtid's defaults for every front-door limit; any address may start IKE (a hub for
+        // spokes on dynamic addresses), so the flood is made of requests to consider.
+        Kind::Vtid => Ok(HubProc::Vtid(nstest::hub::start_psk_template_hub(
+            ns,
+            dir,
+            PSK,
+            "0.0.0.0/0",
+            "",
+        )?)),
         Kind::Strongswan => {
             // One connection any address may start, per-peer xfrm interface ids; the
             // strongswan.conf limits are charon's defaults (nothing about cookies, blocking

@@ -63,6 +63,45 @@ pub fn hub_config(key: &Path, templates: &str) -> String {
     c.render()
 }
 
+/// A benchmark hub: vtid in `ns` (logging at `info`) with a keyring giving every address in
+/// `spokes` the pre-shared key `psk`, spokes matched by their address identity, and one
+/// template `VT1` unnumbered to `lan0` that routes each spoke's traffic selectors into its
+/// clone; `global` is the body of `[global]` (empty for vtid's defaults).
+pub fn start_psk_template_hub(
+    ns: &crate::Netns,
+    dir: &Path,
+    psk: &str,
+    spokes: &str,
+    global: &str,
+) -> Result<Vtid> {
+    let key = write_secret(dir, "spokes.key", psk)?;
+    let mut c = VtidConf::new();
+    if !global.is_empty() {
+        c.text(&format!("[global]\n{global}\n"));
+    }
+    c.keyring("SPOKES", &[(spokes, &key)]);
+    c.transform_set("T", "aes-gcm-256");
+    c.ipsec_profile("P", &["T"]);
+    c.ike_profile("spokes")
+        .set("match_identity", &[spokes])
+        .set("keyring", "SPOKES")
+        .set("virtual_template", "VT1");
+    c.virtual_template("VT1")
+        .set("unnumbered", "lan0")
+        .set("protection", "P")
+        .set("routes", "traffic-selectors");
+    Vtid::start_config_with(
+        ns,
+        dir,
+        &c.render(),
+        "-",
+        crate::vtid::RunWith {
+            rust_log: Some("info".into()),
+            ..Default::default()
+        },
+    )
+}
+
 /// Starts the vtid hub on host `hub` with [`hub_config`]; returns its peer index.
 pub fn start_hub(sc: &mut Scenario, templates: &str) -> Result<usize> {
     let dir = sc.dir().join("hub");

@@ -81,25 +81,7 @@ fn start_hub(sc: &mut Scenario, global: &str) -> Result<Vtid> {
     // seconds under TCG: the first spoke's IKE_AUTH response would wait for it past
     // strongSwan's retransmissions here (1 + 2 + 4 + 8 s). A throw-away SA in the attacker's
     // namespace pays that before anything is timed.
-    sc.topo.host("att").ip(&[
-        "xfrm",
-        "state",
-        "add",
-        "src",
-        "192.0.2.1",
-        "dst",
-        "192.0.2.2",
-        "proto",
-        "esp",
-        "spi",
-        "0x100",
-        "mode",
-        "tunnel",
-        "aead",
-        "rfc4106(gcm(aes))",
-        "0x0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f2021222324",
-        "128",
-    ])?;
+    nstest::kernel::warm_up_aes_gcm(sc.topo.host("att"))?;
     let v = Vtid::start_config_with(sc.topo.host("hub"), &dir, &c.render(), "-", with)?;
     nstest::flood::prepare(sc.topo.host("att"), sc.topo.host("hub"), SPOOFED, ATTACKER)?;
     Ok(v)

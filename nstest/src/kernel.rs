@@ -128,6 +128,33 @@ fn parse_num_paren(s: &str) -> Result<u32> {
     v.with_context(|| format!("not a number: {s}"))
 }
 
+/// Loads the kernel's AES-GCM modules (`rfc4106(gcm(aes))` and what it needs) now: the
+/// kernel loads them on the first SA that uses them, which takes seconds under the VM's TCG,
+/// so a scenario or benchmark pays it before anything is timed or a peer's retransmissions
+/// run out. Adds one throw-away SA in `ns` (an address pair of RFC 5737's TEST-NET-1).
+pub fn warm_up_aes_gcm(ns: &Netns) -> Result<()> {
+    ns.ip(&[
+        "xfrm",
+        "state",
+        "add",
+        "src",
+        "192.0.2.1",
+        "dst",
+        "192.0.2.2",
+        "proto",
+        "esp",
+        "spi",
+        "0x100",
+        "mode",
+        "tunnel",
+        "aead",
+        "rfc4106(gcm(aes))",
+        "0x0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f2021222324",
+        "128",
+    ])?;
+    Ok(())
+}
+
 /// The SAs of a namespace.
 pub fn xfrm_states(ns: &Netns) -> Result<Vec<XfrmState>> {
     parse_xfrm_states(&ns.ip(&["-s", "xfrm", "state"])?)

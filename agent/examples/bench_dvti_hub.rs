@@ -46,6 +46,9 @@
 //! extra round trip per spoke; the vtid hub gets the same `cookie_threshold = 1000`), stock
 //! 16 threads, log level 1 (vtid logs at its default `info`).
 
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::IoSlice;
@@ -58,11 +61,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ike::secret::Secret;
-use ike::wire::TrafficSelector;
+use bench_common::{HUB_LAN, HUB_UNDERLAY, pct, spoke_inside, spoke_underlay};
 use ike::{
-    ChildConfig, ChildSaInstall, ConnId, Endpoint, EndpointConfig, EspProposal, Event, IdMatch,
-    IkeProposal, Lifetime, Mode, Output, PeerConfig, RemoteAddr, RetransmitConfig,
+    ChildSaInstall, ConnId, Endpoint, EndpointConfig, EspProposal, Event, Output, RetransmitConfig,
 };
 use ipnet::IpNet;
 use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockProtocol, SockType};
@@ -73,18 +74,8 @@ use nstest::{Netns, TopoSpec};
 const PSK: &str = "benchmark-hub-and-spokes-key";
 /// The vtid hub's metrics listener, in its namespace (for its netlink request counter).
 const HUB_METRICS: &str = "127.0.0.1:9478";
-const HUB_UNDERLAY: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
-const HUB_LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// Echo identifier of our pings (replies carry it back).
 const PING_ID: u16 = 0x7654;
-
-fn spoke_underlay(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(0xac10_0100 + i as u32)
-}
-
-fn spoke_inside(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(0x0a80_0001 + i as u32)
-}
 
 fn inside_index(a: Ipv4Addr) -> Option<usize> {
     u32::from(a).checked_sub(0x0a80_0001).map(|d| d as usize)
@@ -717,41 +708,18 @@ fn loadgen(ns_name: &str, n: usize, window: usize, timeout: Duration) -> Result<
     .map_err(|_| anyhow::anyhow!("load generator panicked"))?
 }
 
+/// Patient: a hub running N updown scripts on a TCG VM may take seconds to answer. 2 + 4 +
+/// ... + 256 s: a spoke gives up only after 8.5 minutes, so a slow hub is measured by how
+/// long it takes, not by spokes giving up and starting over.
 fn spoke_config(i: usize) -> Arc<EndpointConfig> {
-    let hub = SocketAddr::new(IpAddr::V4(HUB_UNDERLAY), 500);
-    Arc::new(EndpointConfig {
-        peers: vec![PeerConfig {
-            id: ConnId(1),
-            name: format!("spoke{i}"),
-            local: SocketAddr::new(IpAddr::V4(spoke_underlay(i)), 500),
-            remote: RemoteAddr::Host(hub),
-            local_id: None,
-            remote_id: IdMatch::Any,
-            auth: ike::AuthConfig::Psk(Secret::from_slice(PSK.as_bytes())),
-            ike_proposals: vec![IkeProposal::AES256GCM_SHA256_X25519],
-            ike_lifetime: Lifetime::IKE_DEFAULT,
-            child: ChildConfig {
-                esp_proposals: vec![EspProposal::AES256GCM],
-                pfs: None,
-                local_ts: vec![TrafficSelector::prefix(IpAddr::V4(spoke_inside(i)), 32)],
-                remote_ts: vec![TrafficSelector::prefix(IpAddr::V4(HUB_LAN), 32)],
-                mode: Mode::Tunnel,
-                lifetime: Lifetime::CHILD_DEFAULT,
-                lifetime_bytes: None,
-            },
-            dpd: None,
-            allow_legacy: false,
-            mobike: false,
-        }],
-        // Patient: a hub running N updown scripts on a TCG VM may take seconds to answer.
-        // 2 + 4 + ... + 256 s: a spoke gives up only after 8.5 minutes, so a slow hub is
-        // measured by how long it takes, not by spokes giving up and starting over.
-        retransmit: RetransmitConfig {
+    bench_common::spoke_config(
+        i,
+        PSK,
+        RetransmitConfig {
             initial: Duration::from_secs(2),
             tries: 8,
         },
-        ..Default::default()
-    })
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1156,16 +1124,6 @@ fn inet_checksum(b: &[u8]) -> u16 {
 
 // ---------------------------------------------------------------------------------------
 // Output.
-
-fn pct(v: &[f64], p: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let k = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
-    Some(s[k])
-}
 
 fn print_table(a: &Args, all: &[Figures]) {
     let get = |k: Kind| all.iter().find(|f| f.kind == k);

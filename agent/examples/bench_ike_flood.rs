@@ -35,35 +35,24 @@
 //! spoke into it, charon only installs the SAs and policies (no updown script), so setup times
 //! compare each hub with itself (flood / no flood) more than the two hubs with each other.
 
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ike::secret::Secret;
-use ike::wire::TrafficSelector;
-use ike::{
-    ChildConfig, ConnId, Endpoint, EndpointConfig, EspProposal, Event, IdMatch, IkeProposal,
-    Lifetime, Mode, Output, PeerConfig, RemoteAddr, RetransmitConfig,
-};
+use bench_common::{HUB_UNDERLAY, pct, spoke_underlay};
+use ike::{ConnId, Endpoint, EndpointConfig, Event, Output, RetransmitConfig};
 use nstest::flood::{Flood, FloodReport, FloodSpec};
 use nstest::strongswan::Strongswan;
 use nstest::vtid::Vtid;
 use nstest::{Netns, TopoSpec};
 
 const PSK: &str = "benchmark-front-door-key";
-const HUB_UNDERLAY: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
-const HUB_LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SPOOFED: &str = "10.99.0.0/16";
-
-fn spoke_underlay(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(0xac10_0100 + i as u32)
-}
-
-fn spoke_inside(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(0x0a80_0001 + i as u32)
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -378,38 +367,16 @@ struct Spokes {
     failures: BTreeMap<&'static str, usize>,
 }
 
+/// RFC 7296 §2.1: 1, 2, 4, 8, 16, 32 s, then the attempt has failed (63 s).
 fn spoke_config(i: usize) -> Arc<EndpointConfig> {
-    Arc::new(EndpointConfig {
-        peers: vec![PeerConfig {
-            id: ConnId(1),
-            name: format!("spoke{i}"),
-            local: SocketAddr::new(IpAddr::V4(spoke_underlay(i)), 500),
-            remote: RemoteAddr::Host(SocketAddr::new(IpAddr::V4(HUB_UNDERLAY), 500)),
-            local_id: None,
-            remote_id: IdMatch::Any,
-            auth: ike::AuthConfig::Psk(Secret::from_slice(PSK.as_bytes())),
-            ike_proposals: vec![IkeProposal::AES256GCM_SHA256_X25519],
-            ike_lifetime: Lifetime::IKE_DEFAULT,
-            child: ChildConfig {
-                esp_proposals: vec![EspProposal::AES256GCM],
-                pfs: None,
-                local_ts: vec![TrafficSelector::prefix(IpAddr::V4(spoke_inside(i)), 32)],
-                remote_ts: vec![TrafficSelector::prefix(IpAddr::V4(HUB_LAN), 32)],
-                mode: Mode::Tunnel,
-                lifetime: Lifetime::CHILD_DEFAULT,
-                lifetime_bytes: None,
-            },
-            dpd: None,
-            allow_legacy: false,
-            mobike: false,
-        }],
-        // RFC 7296 §2.1: 1, 2, 4, 8, 16, 32 s, then the attempt has failed (63 s).
-        retransmit: RetransmitConfig {
+    bench_common::spoke_config(
+        i,
+        PSK,
+        RetransmitConfig {
             initial: Duration::from_secs(1),
             tries: 6,
         },
-        ..Default::default()
-    })
+    )
 }
 
 /// The spokes, on a thread inside the `lg` namespace (their sockets are made there).
@@ -555,16 +522,6 @@ async fn spokes_async(n: usize) -> Result<Spokes> {
         setup_ms,
         failures,
     })
-}
-
-fn pct(v: &[f64], p: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let k = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
-    Some(s[k])
 }
 
 fn print_table(a: &Args, all: &[Figures]) {

@@ -57,34 +57,17 @@ impl Client {
 
     /// The datagrams it wants to send now.
     fn sent(&mut self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        while let Some(o) = self.ep.poll_output() {
-            if let Output::Transmit(t) = o {
-                out.push(t.bytes);
-            }
-        }
-        out
+        transmits(&mut self.ep)
     }
 
     /// Sends what it has to `hub` and returns the hub's answers (handing them back to the
     /// client, which may then want to send again: a COOKIE retry, IKE_AUTH).
     fn exchange(&mut self, hub: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
-        let mut answers = Vec::new();
-        for bytes in self.sent() {
-            hub.handle_datagram(
-                now,
-                Datagram {
-                    local: addr(B_IP, 500),
-                    remote: addr(self.ip, 500),
-                    bytes: &bytes,
-                },
-            );
-            while let Some(o) = hub.poll_output() {
-                if let Output::Transmit(t) = o {
-                    answers.push(t.bytes);
-                }
-            }
-        }
+        let answers: Vec<Vec<u8>> = self
+            .sent()
+            .iter()
+            .flat_map(|bytes| deliver(hub, now, (self.ip, B_IP), bytes))
+            .collect();
         for a in &answers {
             self.ep.handle_datagram(
                 now,
@@ -97,6 +80,34 @@ impl Client {
         }
         answers
     }
+}
+
+/// What `ep` transmits now (its other outputs are dropped).
+fn transmits(ep: &mut Endpoint) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| ep.poll_output())
+        .filter_map(|o| match o {
+            Output::Transmit(t) => Some(t.bytes),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Hands `bytes` to `ep` as sent from `from` to `to` (port 500) and returns what it transmits.
+fn deliver(
+    ep: &mut Endpoint,
+    now: Instant,
+    (from, to): (Ipv4Addr, Ipv4Addr),
+    bytes: &[u8],
+) -> Vec<Vec<u8>> {
+    ep.handle_datagram(
+        now,
+        Datagram {
+            local: addr(to, 500),
+            remote: addr(from, 500),
+            bytes,
+        },
+    );
+    transmits(ep)
 }
 
 fn is_cookie(bytes: &[u8]) -> bool {
@@ -239,22 +250,8 @@ fn a_forged_cookie_gets_a_fresh_one_and_no_state() {
     // Flip one octet of the echoed cookie's MAC (it sits right after the 28-octet header,
     // the 4-octet payload header and the 4-octet notify header, after its version octet).
     retry[0][28 + 8 + 3] ^= 0x80;
-    let send = |hub: &mut Endpoint, from: Ipv4Addr, bytes: &[u8]| {
-        hub.handle_datagram(
-            now,
-            Datagram {
-                local: addr(B_IP, 500),
-                remote: addr(from, 500),
-                bytes,
-            },
-        );
-        std::iter::from_fn(|| hub.poll_output())
-            .filter_map(|o| match o {
-                Output::Transmit(t) => Some(t.bytes),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-    };
+    let send =
+        |hub: &mut Endpoint, from: Ipv4Addr, bytes: &[u8]| deliver(hub, now, (from, B_IP), bytes);
     let answers = send(&mut hub, X, &retry[0]);
     assert!(answers.len() == 1 && is_cookie(&answers[0]));
     assert_eq!(rejected(&hub, "bad_cookie"), 1);
@@ -345,16 +342,8 @@ fn a_request_without_a_nonce_gets_no_cookie() {
     let mut msg = Message::decode(&request).unwrap();
     msg.payloads.retain(|p| !matches!(p, Payload::Nonce(_)));
     let bytes = msg.encode();
-    hub.handle_datagram(
-        now,
-        Datagram {
-            local: addr(B_IP, 500),
-            remote: addr(X, 500),
-            bytes: &bytes,
-        },
-    );
     assert!(
-        std::iter::from_fn(|| hub.poll_output()).all(|o| !matches!(o, Output::Transmit(_))),
+        deliver(&mut hub, now, (X, B_IP), &bytes).is_empty(),
         "a request a cookie cannot be made for was answered"
     );
     assert_eq!(rejected(&hub, "missing_payload"), 1);

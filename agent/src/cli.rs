@@ -70,6 +70,25 @@ pub enum Command {
     Down(Target),
     /// Re-read the configuration and apply only what changed.
     Reload,
+    /// Translate a Cisco IOS running-config into vtid configuration (TOML on stdout, a
+    /// remark on stderr for each line not imported).
+    #[command(name = "import-ios")]
+    ImportIos {
+        /// The IOS configuration (`show running-config` output, or the crypto and tunnel
+        /// part of one); `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Linux name of an IOS interface, e.g. `--map Gi0/0=eth0` (repeatable; IOS
+        /// abbreviations are understood).
+        #[arg(long = "map", value_name = "IOS=LINUX")]
+        maps: Vec<String>,
+        /// Write the pre-shared keys found (clear or type 7) into files in this directory
+        /// (created 0700, files 0600; an existing different file is never overwritten). The
+        /// TOML names files in this directory; without it, /etc/vtid/psk is named and no key
+        /// is written.
+        #[arg(long, value_name = "DIR")]
+        key_dir: Option<PathBuf>,
+    },
     /// Conditional debugging for one peer, SPI or tunnel.
     Debug {
         /// What `value` is.
@@ -127,6 +146,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::ImportIos {
+            file,
+            maps,
+            key_dir,
+        } => import_ios(&file, &maps, key_dir.as_deref()),
         Command::Up(t) => print_ok(ask(&cli.socket, &Request::Up(t))?),
         Command::Down(t) => print_ok(ask(&cli.socket, &Request::Down(t))?),
         Command::Reload => print_ok(ask(&cli.socket, &Request::Reload)?),
@@ -283,6 +307,99 @@ fn render(what: ShowWhat, body: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// `vtid import-ios`: the TOML on stdout; on stderr one `FILE:LINE: kind: text` line per
+/// line not imported and a summary. Exits 0 when the input held IOS configuration.
+fn import_ios(file: &Path, maps: &[String], key_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use crate::import_ios::{Options, Why, import, parse_map};
+    use anyhow::Context as _;
+    let src = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let mut opts = Options {
+        input_name: file.display().to_string(),
+        ..Options::default()
+    };
+    for m in maps {
+        opts.maps.push(parse_map(m)?);
+    }
+    if let Some(d) = key_dir {
+        opts.key_dir = d.to_owned();
+    }
+    let imported = import(&src, &opts).with_context(|| format!("{}", file.display()))?;
+    if let Some(dir) = key_dir {
+        write_keys(dir, &imported.keys)?;
+    }
+    print!("{}", imported.toml);
+    let shown = file.display();
+    let mut counts = std::collections::BTreeMap::new();
+    for n in &imported.notes {
+        *counts.entry(n.why).or_insert(0usize) += 1;
+        if matches!(n.why, Why::Unsupported | Why::Unknown) {
+            eprintln!("{shown}:{}: {}: {}", n.line, n.why, n.text);
+        }
+    }
+    let count = |w| counts.get(&w).copied().unwrap_or(0);
+    eprintln!(
+        "{shown}: imported; {} decision(s) to read in the output, {} line(s) not supported, \
+         {} not understood, {} dropped as not needed on Linux",
+        count(Why::Decided),
+        count(Why::Unsupported),
+        count(Why::Unknown),
+        count(Why::Dropped)
+    );
+    match key_dir {
+        Some(d) => eprintln!(
+            "{shown}: {} key file(s) in {}",
+            imported.keys.len(),
+            d.display()
+        ),
+        None if !imported.keys.is_empty() => eprintln!(
+            "{shown}: {} key(s) found and not written: run again with --key-dir /etc/vtid/psk \
+             (as root) to write them where the output expects them",
+            imported.keys.len()
+        ),
+        None => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes each key into its file, mode 0600, in a directory made 0700 if it is new. A file
+/// that exists with other content is an error: a key is never silently replaced.
+fn write_keys(dir: &Path, keys: &[crate::import_ios::KeyFile]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for k in keys {
+        let content = zeroize::Zeroizing::new(format!("{}\n", k.key.as_str()));
+        if let Ok(old) = std::fs::read(&k.path).map(zeroize::Zeroizing::new) {
+            anyhow::ensure!(
+                old.as_slice() == content.as_bytes(),
+                "{} exists with another key; not overwritten (move it away first)",
+                k.path.display()
+            );
+            continue;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&k.path)
+            .with_context(|| format!("creating {}", k.path.display()))?;
+        f.write_all(content.as_bytes())
+            .with_context(|| format!("writing {}", k.path.display()))?;
+    }
+    Ok(())
 }
 
 /// `vtid check`: prints `PATH: ok (summary)` and exits 0, or every error (one per line,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod debug;
+pub mod import_ios;
 pub mod kernel;
 pub mod metrics;
 pub mod model;

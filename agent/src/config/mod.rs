@@ -16,7 +16,7 @@
 //! check the daemon would make at start or reload that does not depend on live interface
 //! state runs here, so `vtid check` and `vtid run` accept exactly the same files.
 
-mod algo;
+pub(crate) mod algo;
 pub(crate) mod certs;
 mod convert;
 mod error;
@@ -32,6 +32,7 @@ use ike::transform::{DhGroup, Encr, Integ, Prf};
 use ipnet::IpNet;
 
 pub use certs::{TrustpointFiles, crl_report};
+pub(crate) use convert::check_ifname;
 pub use error::{ConfigError, ConfigErrors};
 pub use secret::Psk;
 

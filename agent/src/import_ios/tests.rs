@@ -1,0 +1,348 @@
+//! IOS fragments with the vtid sections they must give, and the remarks that must come
+//! with them. Whole seed configurations are imported and checked by `agent/tests/import_ios.rs`.
+
+use super::*;
+
+fn run(src: &str) -> Imported {
+    import(src, &Options::default()).expect("imports")
+}
+
+/// The TOML without comment lines and blank lines, for comparing sections.
+fn body(toml: &str) -> String {
+    toml.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn has_note(i: &Imported, line: usize, why: Why, needle: &str) -> bool {
+    i.notes
+        .iter()
+        .any(|n| n.line == line && n.why == why && n.text.contains(needle))
+}
+
+#[test]
+fn ikev2_flexvpn_static_tunnel() {
+    let i = run("\
+crypto ikev2 proposal PROP
+ encryption aes-gcm-256 aes-cbc-256
+ integrity sha256
+ group 19 14
+crypto ikev2 policy POL
+ proposal PROP
+crypto ikev2 keyring KR
+ peer SITE-B
+  address 192.0.2.2
+  pre-shared-key s3cret-key
+crypto ikev2 profile IKEP
+ match identity remote address 192.0.2.2 255.255.255.255
+ identity local fqdn site-a.example
+ authentication remote pre-share
+ authentication local pre-share
+ keyring local KR
+ dpd 10 3 on-demand
+ lifetime 28800
+crypto ipsec transform-set TS esp-gcm 256
+crypto ipsec profile IPP
+ set transform-set TS
+ set pfs group19
+ set security-association lifetime seconds 3600
+ set ikev2-profile IKEP
+interface Tunnel1
+ ip address 10.9.0.1 255.255.255.252
+ ip mtu 1400
+ tunnel source 192.0.2.1
+ tunnel mode ipsec ipv4
+ tunnel destination 192.0.2.2
+ tunnel protection ipsec profile IPP
+ip route 10.20.0.0 255.255.0.0 Tunnel1
+ip route 10.30.0.0 255.255.0.0 Tunnel1 250
+");
+    assert_eq!(
+        body(&i.toml),
+        "\
+[keyring.KR]
+[[keyring.KR.peer]]
+address = \"192.0.2.2/32\"
+psk_file = \"/etc/vtid/psk/KR-1.key\"
+[ike_proposal.PROP]
+encryption = [\"aes-gcm-256\", \"aes-cbc-256\"]
+integrity = [\"sha256\"]
+group = [19, 14]
+[ike_profile.IKEP]
+match_identity = [\"192.0.2.2/32\"]
+local_identity = \"fqdn:site-a.example\"
+keyring = \"KR\"
+dpd = { interval = 10, retries = 3, action = \"restart\" }
+proposals = [\"PROP\"]
+lifetime_seconds = 28800
+[transform_set.TS]
+esp = \"aes-gcm-256\"
+[ipsec_profile.IPP]
+transform_sets = [\"TS\"]
+pfs = 19
+lifetime = { seconds = 3600 }
+ike_profile = \"IKEP\"
+[tunnel.Tunnel1]
+mode = \"xfrmi\"
+source = \"192.0.2.1\"
+destination = \"192.0.2.2\"
+address = \"10.9.0.1/30\"
+protection = \"IPP\"
+mtu = 1400
+routes = [\"10.20.0.0/16\", { prefix = \"10.30.0.0/16\", metric = 250 }]"
+    );
+    assert_eq!(i.keys.len(), 1);
+    assert_eq!(i.keys[0].key.as_str(), "s3cret-key");
+    assert!(!i.toml.contains("s3cret"), "a key reached the TOML");
+    assert!(
+        !format!("{:?}", i.keys).contains("s3cret"),
+        "a key reached Debug"
+    );
+    // Nothing IKEv1 here, so no legacy switch and no IKEv1 remark.
+    assert!(!i.toml.contains("allow_legacy"));
+    assert!(!i.notes.iter().any(|n| n.text.contains("IKEv1")));
+}
+
+#[test]
+fn the_seeds_ikev1_static_vti_becomes_ikev2_with_its_algorithms() {
+    let i = run("\
+crypto isakmp policy 1
+encr 3des
+authentication pre-share
+group 2
+crypto isakmp key Cisco12345 address 0.0.0.0 0.0.0.0
+crypto ipsec transform-set T1 esp-3des esp-sha-hmac
+crypto ipsec profile P1
+set transform-set T1
+!
+interface Tunnel0
+ip address 10.0.51.217 255.255.255.0
+tunnel source 10.0.149.217
+tunnel destination 10.0.149.203
+tunnel mode ipsec ipv
+tunnel protection ipsec profile P1
+");
+    let b = body(&i.toml);
+    assert!(b.starts_with("[global]\nallow_legacy = true\n"), "{b}");
+    assert!(
+        b.contains(
+            "[ike_proposal.ISAKMP1]\nencryption = [\"3des\"]\nintegrity = [\"sha1\"]\ngroup = [2]"
+        ),
+        "{b}"
+    );
+    assert!(
+        b.contains(
+            "[ike_profile.Tunnel0]\nmatch_identity = [\"10.0.149.203\"]\nkeyring = \"default\"\n\
+             proposals = [\"ISAKMP1\"]"
+        ),
+        "{b}"
+    );
+    assert!(
+        b.contains("[transform_set.T1]\nesp = \"3des\"\nintegrity = \"sha1\""),
+        "{b}"
+    );
+    assert!(b.contains("ike_profile = \"Tunnel0\""), "{b}");
+    // Each translation that changes meaning says so at its line.
+    assert!(has_note(&i, 1, Why::Decided, "IKEv1 is not supported yet"));
+    assert!(has_note(&i, 5, Why::Decided, "keyring \"default\""));
+    assert!(has_note(&i, 14, Why::Decided, "ambiguous (ipv4 or ipv6)"));
+    assert!(
+        i.toml
+            .contains("# line 14: decided: `tunnel mode ipsec ipv` is ambiguous")
+    );
+}
+
+#[test]
+fn isakmp_policy_defaults_are_ioss_and_unsupported_ones_are_named() {
+    // Only `authentication pre-share`: IOS fills in des, sha, group 1, none of which vtid has.
+    let i = run("crypto isakmp policy 1\n authentication pre-share\n");
+    assert!(has_note(&i, 1, Why::Unsupported, "encryption des, group 1"));
+    assert!(!i.toml.contains("[ike_proposal"));
+}
+
+#[test]
+fn gre_crypto_maps_and_easy_vpn_are_reported_by_name() {
+    let i = run("\
+crypto map MYMAP 10 ipsec-isakmp
+ set peer 192.0.2.9
+ match address 101
+interface Tunnel0
+ tunnel source Ethernet0
+ tunnel mode gre multipoint
+interface Tunnel1
+ tunnel source Ethernet0
+ tunnel destination 192.0.2.3
+crypto isakmp client configuration group g1
+ key grouppass
+access-list 101 permit ip 10.0.0.0 0.0.0.255 any
+");
+    assert!(has_note(&i, 1, Why::Unsupported, "crypto maps"));
+    assert!(has_note(&i, 4, Why::Unsupported, "GRE (mGRE, DMVPN)"));
+    assert!(has_note(&i, 7, Why::Unsupported, "IOS's default is GRE"));
+    assert!(has_note(&i, 10, Why::Unsupported, "Easy VPN"));
+    assert!(has_note(&i, 12, Why::Unsupported, "crypto maps"));
+    assert!(!i.toml.contains("[tunnel."));
+    assert!(!i.toml.contains("grouppass"), "{}", i.toml);
+}
+
+#[test]
+fn every_line_is_imported_or_remarked() {
+    // A line that is neither part of a section nor remarked would be silently dropped.
+    let src = "\
+hostname r1
+crypto isakmp policy 10
+ encryption aes 256
+ authentication pre-share
+ lifetime 180
+ frobnicate yes
+crypto isakmp key cisco123 address 10.0.110.1
+crypto ipsec transform-set aasset esp-aes 256 esp-sha-hmac
+ mode transport
+frobnicate globally
+";
+    let i = run(src);
+    for n in [6, 10] {
+        assert!(
+            i.notes.iter().any(|x| x.line == n && x.why == Why::Unknown),
+            "line {n} is not listed: {:?}",
+            i.notes
+        );
+        assert!(i.toml.contains(&format!("# line {n}: not understood")));
+    }
+    // A transport-mode set nothing uses as a VTI stays transport.
+    assert!(i.toml.contains(
+        "[transform_set.aasset]\nesp = \"aes-cbc-256\"\nintegrity = \"sha1\"\nmode = \"transport\""
+    ));
+}
+
+#[test]
+fn type_7_keys_are_decoded_and_type_6_are_reported() {
+    let i = run("\
+crypto keyring KR
+ pre-shared-key address 192.0.2.1 key 7 02050D480809
+ pre-shared-key address 192.0.2.2 key 6 AbCdEfGh==
+");
+    assert_eq!(i.keys.len(), 1);
+    assert_eq!(i.keys[0].key.as_str(), "cisco");
+    assert!(has_note(&i, 2, Why::Decided, "type 7 key decoded"));
+    assert!(has_note(
+        &i,
+        3,
+        Why::Unsupported,
+        "type 6 key cannot be recovered"
+    ));
+    // The TOML still names the file, for the operator to fill.
+    assert!(i.toml.contains("/etc/vtid/psk/KR-2.key"));
+}
+
+#[test]
+fn dvti_hub_with_vrf_and_mapped_interfaces() {
+    let opts = Options {
+        maps: vec![
+            parse_map("Lo0=lo-blue").unwrap(),
+            parse_map("Gi0/0=wan0").unwrap(),
+        ],
+        key_dir: "/k".into(),
+        input_name: "hub".into(),
+    };
+    let i = import(
+        "\
+ip vrf BLUE
+ rd 1:1
+crypto keyring SPOKES
+ pre-shared-key address 0.0.0.0 0.0.0.0 key spokes-key
+crypto isakmp policy 10
+ encr aes 256
+ hash sha256
+ authentication pre-share
+ group 14
+crypto isakmp keepalive 10 3
+crypto isakmp profile HUB
+ keyring SPOKES
+ match identity address 10.1.0.0 255.255.0.0
+ virtual-template 1
+crypto ipsec transform-set TS esp-aes 256 esp-sha256-hmac
+crypto ipsec profile VTP
+ set transform-set TS
+ set isakmp-profile HUB
+interface Virtual-Template1 type tunnel
+ ip vrf forwarding BLUE
+ ip unnumbered Loopback0
+ tunnel source GigabitEthernet0/0
+ tunnel mode ipsec ipv4
+ tunnel protection ipsec profile VTP
+",
+        &opts,
+    )
+    .unwrap();
+    let b = body(&i.toml);
+    assert!(b.contains("[vrf.BLUE]\ntable = 100"), "{b}");
+    assert!(b.contains("[keyring.SPOKES]\n[[keyring.SPOKES.peer]]\naddress = \"0.0.0.0/0\"\npsk_file = \"/k/SPOKES-1.key\""), "{b}");
+    assert!(
+        b.contains(
+            "[ike_profile.HUB]\nmatch_identity = [\"10.1.0.0/16\"]\nkeyring = \"SPOKES\"\n\
+             dpd = { interval = 10, retries = 3, action = \"clear\" }\nproposals = [\"ISAKMP10\"]\n\
+             virtual_template = \"VT1\""
+        ),
+        "{b}"
+    );
+    assert!(
+        b.contains(
+            "[virtual_template.VT1]\nunnumbered = \"lo-blue\"\nvrf = \"BLUE\"\nprotection = \"VTP\""
+        ),
+        "{b}"
+    );
+    // An AES/SHA-256/group 14 policy needs no legacy switch.
+    assert!(!b.contains("allow_legacy"));
+    assert!(has_note(&i, 1, Why::Decided, "routing table 100"));
+    assert!(has_note(&i, 2, Why::Dropped, "BGP/MPLS VPN"));
+}
+
+#[test]
+fn unmapped_interfaces_are_kept_with_a_remark() {
+    let i = run("\
+crypto ikev2 keyring KR
+ peer P
+  address 0.0.0.0 0.0.0.0
+  pre-shared-key k
+crypto ipsec transform-set TS esp-gcm 256
+crypto ipsec profile IPP
+ set transform-set TS
+interface Tunnel0
+ ip unnumbered GigabitEthernet0/1
+ tunnel source Gi0/1
+ tunnel destination 198.51.100.7
+ tunnel mode ipsec ipv4
+ tunnel protection ipsec profile IPP
+");
+    assert!(i.toml.contains("source = \"GigabitEthernet0/1\""));
+    assert!(has_note(
+        &i,
+        8,
+        Why::Decided,
+        "--map GigabitEthernet0/1=NAME"
+    ));
+}
+
+#[test]
+fn input_with_no_ios_configuration_is_an_error() {
+    assert_eq!(
+        import("hello\nworld\n", &Options::default()).unwrap_err(),
+        ImportError::NothingFound
+    );
+}
+
+#[test]
+fn bad_maps_are_refused() {
+    assert!(matches!(parse_map("Gi0/0"), Err(ImportError::BadMap(..))));
+    assert!(matches!(
+        parse_map("Gi0/0=eth/0"),
+        Err(ImportError::BadMap(..))
+    ));
+    assert!(matches!(parse_map("=eth0"), Err(ImportError::BadMap(..))));
+    assert_eq!(
+        parse_map("gi0/0=eth0").unwrap(),
+        ("GigabitEthernet0/0".to_owned(), "eth0".to_owned())
+    );
+}

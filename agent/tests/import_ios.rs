@@ -15,7 +15,7 @@ use nstest::assert::{links_of_kind, spis, wait_peers_up, wait_until};
 use nstest::kernel;
 use nstest::peer::{Device, Impl, TunnelEnd, vtid_peer};
 use nstest::vtid::Vtid;
-use nstest::{TopoSpec, scenario};
+use nstest::{TopoSpec, hub, scenario};
 
 const VTID: &str = env!("CARGO_BIN_EXE_vtid");
 
@@ -166,6 +166,25 @@ fn seed_crypto_map_dmvpn_and_easy_vpn_configs_report_what_is_missing_by_name() -
     ensure!(e.contains("Easy VPN client"), "{e}");
     // A fragment with the document's `.` elisions imports what is there.
     import_and_check("seed-svti-virtual-firewall-fragment.cfg", &[], &[])?;
+    Ok(())
+}
+
+#[test]
+fn ikev2_dvti_hub_imports_and_checks() -> Result<()> {
+    let (t, e) = import_and_check(
+        "flexvpn-dvti-hub.cfg",
+        &["Gi0/1=lan0"],
+        &["hub-and-spokes-key"],
+    )?;
+    ensure!(t.contains("virtual_template = \"VT1\""), "{t}");
+    ensure!(
+        t.contains("[virtual_template.VT1]\nunnumbered = \"lan0\"\nprotection = \"VTP\""),
+        "{t}"
+    );
+    ensure!(
+        e.contains("0 line(s) not supported, 0 not understood"),
+        "{e}"
+    );
     Ok(())
 }
 
@@ -324,6 +343,41 @@ fn vm_import_seed_c7206_against_strongswan() {
         ensure!(
             got == 5,
             "{got}/5 pings LAN to LAN, vtid (imported) <-> strongSwan"
+        );
+        Ok(())
+    });
+}
+
+/// An IKEv2 dynamic-VTI hub imported from its IOS configuration (FlexVPN style,
+/// `tests/ios/flexvpn-dvti-hub.cfg`) serves two strongSwan spokes: one clone each, and the
+/// spokes' LANs reach each other through the hub.
+#[test]
+#[ignore = "vm"]
+fn vm_import_ikev2_dvti_hub_serves_strongswan_spokes() {
+    scenario("import-dvti", hub::topology(2), |sc| {
+        let dir = sc.dir().join("hub");
+        let cfg = imported("flexvpn-dvti-hub.cfg", &["GigabitEthernet0/1=lan0"], &dir)?;
+        let v = Vtid::start_config(sc.topo.host("hub"), &dir, &cfg, "-")?;
+        let h = sc.add_peer("hub", vtid_peer(v));
+        // The spokes propose what an IOS hub offers: AES-GCM-256, PRF SHA-256, group 19.
+        let mut spoke = |host: &str, n: u8| {
+            let mut conn = hub::swan_spoke_conn(sc, host, n)?;
+            conn.ike_proposals = "aes256gcm16-prfsha256-ecp256".into();
+            hub::start_swan(sc, host, &conn)
+        };
+        let s1 = spoke("s1", 1)?;
+        let s2 = spoke("s2", 2)?;
+        s1.initiate().context("s1 initiate")?;
+        s2.initiate().context("s2 initiate")?;
+        let hub_ns = sc.topo.host("hub");
+        wait_until("two clones on the hub", Duration::from_secs(30), || {
+            Ok(links_of_kind(hub_ns, "xfrm")?.len() == 2)
+        })?;
+        ensure!(sc.peer(h).is_up()?);
+        let got = kernel::ping(sc.topo.host("s1"), "10.1.0.1", "10.2.0.1", 3)?;
+        ensure!(
+            got == 3,
+            "{got}/3 pings spoke LAN to spoke LAN through the imported hub"
         );
         Ok(())
     });

@@ -147,7 +147,7 @@ pub fn emit(
     opts: &Options,
     spans: &BTreeMap<usize, Vec<usize>>,
     notes: &mut Notes,
-) -> (String, Vec<KeyFile>) {
+) -> (String, Vec<KeyFile>, BTreeSet<usize>) {
     let mut e = Emitter {
         ios,
         opts,
@@ -180,7 +180,12 @@ pub fn emit(
             ),
         );
     }
-    (e.render(notes), e.keys)
+    let covered = e
+        .sections
+        .iter()
+        .flat_map(|s| s.from.iter().copied())
+        .collect();
+    (e.render(notes), e.keys, covered)
 }
 
 impl Emitter<'_> {
@@ -799,10 +804,11 @@ impl Emitter<'_> {
             };
             if !ipsec.contains(profile) {
                 notes.note(
-                    *pline,
+                    i.line,
                     Why::Unsupported,
                     format!(
-                        "{}: IPsec profile {profile} was not imported; neither is the template",
+                        "{}: its IPsec profile {profile} (line {pline}) was not imported; \
+                         neither is the template",
                         i.name
                     ),
                 );
@@ -879,7 +885,7 @@ impl Emitter<'_> {
         let mut first = true;
         for i in &self.ios.interfaces {
             if !i.name.starts_with("Tunnel") {
-                if !i.name.starts_with("Virtual-Template") && i.address.is_some() {
+                if !i.name.starts_with("Virtual-Template") {
                     notes.note(
                         i.line,
                         Why::Dropped,
@@ -925,9 +931,9 @@ impl Emitter<'_> {
             };
             if !ipsec.contains(profile) {
                 notes.note(
-                    *pline,
+                    i.line,
                     Why::Unsupported,
-                    format!("interface {}: IPsec profile {profile} was not imported; neither is the tunnel", i.name),
+                    format!("interface {}: its IPsec profile {profile} (line {pline}) was not imported; neither is the tunnel", i.name),
                 );
                 continue;
             }

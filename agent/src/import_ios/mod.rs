@@ -119,6 +119,9 @@ pub struct Imported {
     pub keys: Vec<KeyFile>,
     /// Every remark, in input order.
     pub notes: Vec<Note>,
+    /// Input lines that became part of a section or carry a remark (directly or through the
+    /// head of their block): every configuration line should be here.
+    pub accounted: std::collections::BTreeSet<usize>,
 }
 
 /// Why nothing could be imported at all.
@@ -176,10 +179,23 @@ pub fn import(src: &str, opts: &Options) -> Result<Imported, ImportError> {
     if !relevant {
         return Err(ImportError::NothingFound);
     }
-    let (toml, keys) = emit::emit(&ios, opts, &spans, &mut notes);
+    let (toml, keys, mut covered) = emit::emit(&ios, opts, &spans, &mut notes);
     let mut notes = notes.0;
     notes.sort_by_key(|n| n.line);
-    Ok(Imported { toml, keys, notes })
+    // A block whose head carries a remark is accounted for whole (a physical interface's
+    // address lines are what "belongs to the system" refers to).
+    for (head, lines) in &spans {
+        if notes.iter().any(|n| n.line == *head) {
+            covered.extend(lines.iter().copied());
+        }
+    }
+    covered.extend(notes.iter().map(|n| n.line));
+    Ok(Imported {
+        toml,
+        keys,
+        notes,
+        accounted: covered,
+    })
 }
 
 #[cfg(test)]

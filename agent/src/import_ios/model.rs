@@ -296,7 +296,14 @@ pub fn gather(blocks: &[Block], notes: &mut Notes) -> Ios {
         let h = &b.head;
         let (w0, w1, w2) = (h.lower(0), h.lower(1), h.lower(2));
         match (w0.as_str(), w1.as_str(), w2.as_str()) {
-            ("hostname", _, _) => ios.hostname = Some(h.words[1..].join(" ")),
+            ("hostname", _, _) => {
+                ios.hostname = Some(h.words[1..].join(" "));
+                notes.note(
+                    h.line,
+                    Why::Dropped,
+                    "hostname: only named in the header comment",
+                );
+            }
             ("crypto", "isakmp", "policy") => isakmp_policy(&mut ios, b, notes),
             ("crypto", "isakmp", "key") => {
                 ios.ikev1 = true;
@@ -327,6 +334,15 @@ pub fn gather(blocks: &[Block], notes: &mut Notes) -> Ios {
             ("crypto", "ikev2", "keyring") => keyring(&mut ios, b, true, notes),
             ("crypto", "ikev2", "proposal") => ikev2_proposal(&mut ios, b, notes),
             ("crypto", "ikev2", "policy") => {
+                notes.note(
+                    h.line,
+                    Why::Decided,
+                    format!(
+                        "IKEv2 policy {}: the proposals it lists become every IKEv2 profile's \
+                         `proposals`, in this order",
+                        h.word(3)
+                    ),
+                );
                 for l in &b.body {
                     if l.lower(0) == "proposal" {
                         ios.ikev2_policy_proposals
@@ -400,7 +416,7 @@ pub fn gather(blocks: &[Block], notes: &mut Notes) -> Ios {
                 }
             }
             ("ip", "route", _) | ("ipv6", "route", _) => route(&mut ios, h, notes),
-            (w, _, _) if w == "router" => notes.note(
+            ("router", _, _) => notes.note(
                 h.line,
                 Why::Dropped,
                 format!("`{}`: routing protocols run in FRR, not in vtid", h.text),
@@ -842,7 +858,7 @@ fn ike_profile(ios: &mut Ios, b: &Block, ikev2: bool, notes: &mut Notes) {
                 Err(_) => notes.note(l.line, Why::Unknown, format!("`{}`", l.text)),
             },
             // The seeds' `virtual -template 1` (a stray space).
-            ("virtual", t, n) if t == "-template" => match n.parse() {
+            ("virtual", "-template", n) => match n.parse() {
                 Ok(n) => {
                     notes.note(
                         l.line,

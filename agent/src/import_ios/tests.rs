@@ -346,3 +346,71 @@ fn bad_maps_are_refused() {
         ("GigabitEthernet0/0".to_owned(), "eth0".to_owned())
     );
 }
+
+#[test]
+fn no_configuration_line_of_any_fixture_is_silently_dropped() {
+    let fixtures = [
+        include_str!("../../tests/ios/seed-c7206-static-vti.cfg"),
+        include_str!("../../tests/ios/seed-c1750-static-vti.cfg"),
+        include_str!("../../tests/ios/seed-aes-static-crypto-map.cfg"),
+        include_str!("../../tests/ios/seed-dmvpn-hub1.cfg"),
+        include_str!("../../tests/ios/seed-dmvpn-spoke1.cfg"),
+        include_str!("../../tests/ios/seed-ezvpn-server-dvti.cfg"),
+        include_str!("../../tests/ios/seed-ezvpn-client.cfg"),
+        include_str!("../../tests/ios/seed-svti-virtual-firewall-fragment.cfg"),
+        include_str!("../../tests/ios/flexvpn-dvti-hub.cfg"),
+    ];
+    let mut missed = Vec::new();
+    for (k, src) in fixtures.iter().enumerate() {
+        let i = run(src);
+        for (n, line) in src.lines().enumerate() {
+            let t = line.trim();
+            let separator = t.is_empty() || t.starts_with('!') || t.chars().all(|c| c == '.');
+            let exec = matches!(t, "end" | "enable" | "configure terminal");
+            if separator || exec {
+                continue;
+            }
+            if !i.accounted.contains(&(n + 1)) {
+                missed.push(format!("fixture {k} line {}: `{t}`", n + 1));
+            }
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "neither imported nor remarked:\n{}",
+        missed.join("\n")
+    );
+}
+
+#[test]
+fn ipv6_vti_and_ipv6_routes() {
+    let i = run("\
+crypto ikev2 keyring KR
+ peer P
+  address 2001:db8::2/128
+  pre-shared-key k6
+crypto ipsec transform-set TS esp-gcm 256
+crypto ipsec profile IPP
+ set transform-set TS
+interface Tunnel6
+ ipv6 address 2001:db8:ff::1/64
+ tunnel source 2001:db8::1
+ tunnel destination 2001:db8::2
+ tunnel mode ipsec ipv6
+ tunnel protection ipsec profile IPP
+ipv6 route 2001:db8:20::/48 Tunnel6
+");
+    let b = body(&i.toml);
+    assert!(
+        b.contains("[keyring.KR]\n[[keyring.KR.peer]]\naddress = \"2001:db8::2/128\""),
+        "{b}"
+    );
+    assert!(
+        b.contains(
+            "[tunnel.Tunnel6]\nmode = \"xfrmi\"\nsource = \"2001:db8::1\"\n\
+             destination = \"2001:db8::2\"\naddress = \"2001:db8:ff::1/64\""
+        ),
+        "{b}"
+    );
+    assert!(b.contains("routes = [\"2001:db8:20::/48\"]"), "{b}");
+}

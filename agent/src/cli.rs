@@ -421,6 +421,9 @@ pub fn check(path: &Path, no_files: bool) -> ExitCode {
             for (_, line) in config::crl_report(&c, now).iter().filter(|(s, _)| *s) {
                 eprintln!("{}: warning: {line}", path.display());
             }
+            for line in c.warnings() {
+                eprintln!("{}: warning: {line}", path.display());
+            }
             println!("{}: ok ({})", path.display(), c.summary());
             ExitCode::SUCCESS
         }

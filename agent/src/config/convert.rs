@@ -47,6 +47,8 @@ const SECTIONS: &[&str] = &[
     "ike_profile",
     "tunnel",
     "virtual_template",
+    "access_list",
+    "crypto_map",
 ];
 
 /// Keys of `[global]`, to point a misplaced top-level `allow_legacy = true` at `[global]`.
@@ -115,6 +117,10 @@ struct Named<T> {
     raw: T,
 }
 
+#[path = "cryptomap.rs"]
+mod cryptomap;
+pub(crate) use cryptomap::warnings as crypto_map_warnings;
+
 /// The document split into sections, each entry deserialized on its own.
 #[derive(Default)]
 struct RawDoc {
@@ -128,6 +134,8 @@ struct RawDoc {
     ike_profile: Vec<Named<raw::IkeProfile>>,
     tunnel: Vec<Named<raw::Tunnel>>,
     virtual_template: Vec<Named<raw::VirtualTemplate>>,
+    access_list: Vec<Named<raw::AccessList>>,
+    crypto_map: Vec<Named<raw::CryptoMap>>,
     /// Every entry name per section, including entries that failed to deserialize.
     names: HashMap<&'static str, BTreeSet<String>>,
 }
@@ -226,6 +234,8 @@ fn split(sink: &mut Sink<'_>, doc: Spanned<DeTable<'_>>, rd: &mut RawDoc) {
                 "ike_profile" => push!(ike_profile),
                 "tunnel" => push!(tunnel),
                 "virtual_template" => push!(virtual_template),
+                "access_list" => push!(access_list),
+                "crypto_map" => push!(crypto_map),
                 _ => unreachable!("SECTIONS lists exactly the sections matched here"),
             }
         }
@@ -300,6 +310,8 @@ impl Cx<'_> {
             ike_profiles: BTreeMap::new(),
             tunnels: BTreeMap::new(),
             virtual_templates: BTreeMap::new(),
+            access_lists: BTreeMap::new(),
+            crypto_maps: BTreeMap::new(),
             files_read: self.opts.read_files,
         };
         let mut tables: HashMap<u32, String> = HashMap::new();
@@ -360,6 +372,16 @@ impl Cx<'_> {
             all_keyrings_ok,
         };
         self.tunnels(rd.tunnel, &mut c, &vtis);
+        for n in rd.access_list {
+            if let Some(v) = self.access_list(&n) {
+                c.access_lists.insert(n.name, v);
+            }
+        }
+        for n in rd.crypto_map {
+            if let Some(v) = self.crypto_map(&n, &c, &vtis.transport_sets) {
+                c.crypto_maps.insert(n.name, v);
+            }
+        }
         c
     }
 
@@ -893,7 +915,16 @@ impl Cx<'_> {
         converted: &BTreeMap<String, TransformSet>,
     ) -> Option<IpsecProfile> {
         let path = format!("ipsec_profile.{}", n.name);
-        let r = &n.raw;
+        self.ipsec_settings(&path, &n.raw, converted)
+    }
+
+    /// An IPsec profile's settings, also a crypto map entry's (which IOS writes on the entry).
+    fn ipsec_settings(
+        &mut self,
+        path: &str,
+        r: &raw::IpsecProfile,
+        converted: &BTreeMap<String, TransformSet>,
+    ) -> Option<IpsecProfile> {
         let mut ok = true;
         let sets = r.transform_sets.get_ref();
         if sets.is_empty() || sets.len() > MAX_TRANSFORM_SETS {

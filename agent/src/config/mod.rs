@@ -16,6 +16,7 @@
 //! check the daemon would make at start or reload that does not depend on live interface
 //! state runs here, so `vtid check` and `vtid run` accept exactly the same files.
 
+pub mod acl;
 pub(crate) mod algo;
 pub(crate) mod certs;
 mod convert;
@@ -85,6 +86,10 @@ pub struct Config {
     pub tunnels: BTreeMap<String, Tunnel>,
     /// Dynamic VTI templates by name (`[virtual_template.NAME]`).
     pub virtual_templates: BTreeMap<String, VirtualTemplate>,
+    /// Crypto ACLs by name (`[access_list.NAME]`).
+    pub access_lists: BTreeMap<String, Vec<acl::AclEntry>>,
+    /// Crypto map sets by name (`[crypto_map.NAME]`).
+    pub crypto_maps: BTreeMap<String, CryptoMap>,
     /// Key, certificate and private key files were read ([`LoadOptions::read_files`]). When
     /// false, [`Credentials`] hold `None` and only the structure was checked.
     pub files_read: bool,
@@ -240,6 +245,36 @@ pub struct IpsecProfile {
     pub offload: Offload,
     /// IKE profile that negotiates these SAs, when set.
     pub ike_profile: Option<String>,
+}
+
+/// `[crypto_map.NAME]`: policy-based IPsec, entries in sequence order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CryptoMap {
+    /// The local address or interface the map is applied to.
+    pub local: LocalTermination,
+    /// Entries by ascending sequence number.
+    pub entries: Vec<CryptoMapEntry>,
+}
+
+/// One crypto map entry (`crypto map NAME SEQ ipsec-isakmp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CryptoMapEntry {
+    /// Sequence number.
+    pub seq: u32,
+    /// `match address` ACL name.
+    pub access_list: String,
+    /// Its entries, resolved.
+    pub acl: Vec<acl::AclEntry>,
+    /// `set peer` addresses, the first preferred.
+    pub peers: Vec<IpAddr>,
+    /// Transform sets, PFS, lifetimes and IKE profile, as an IPsec profile holds them.
+    pub ipsec: IpsecProfile,
+    /// One SA pair per host pair.
+    pub per_host: bool,
+    /// Reverse route injection: the metric of the routes to the protected remote prefixes.
+    pub reverse_route: Option<u32>,
+    /// Negotiate at start rather than on the first packet (ACQUIRE).
+    pub initiate: bool,
 }
 
 /// Child SA lifetime (`set security-association lifetime`).
@@ -713,16 +748,31 @@ impl Config {
     }
 
     /// A one-line summary for `vtid check`.
+    /// Valid but hazardous settings, for `vtid check` to print (crypto ACLs using `any`).
+    pub fn warnings(&self) -> Vec<String> {
+        convert::crypto_map_warnings(self)
+    }
+
+    /// One line saying what the configuration holds.
     pub fn summary(&self) -> String {
         format!(
             "{} tunnel(s), {} virtual template(s), {} IPsec profile(s), {} IKE profile(s), \
-             {} keyring(s), {} VRF(s)",
+             {} keyring(s), {} VRF(s){}",
             self.tunnels.len(),
             self.virtual_templates.len(),
             self.ipsec_profiles.len(),
             self.ike_profiles.len(),
             self.keyrings.len(),
-            self.vrfs.len()
+            self.vrfs.len(),
+            if self.crypto_maps.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} crypto map(s) with {} entr(ies)",
+                    self.crypto_maps.len(),
+                    self.crypto_maps.values().map(|m| m.entries.len()).sum::<usize>()
+                )
+            }
         )
     }
 }

@@ -257,6 +257,56 @@ pub struct VirtualTemplate {
     pub offload: Option<SStr>,
 }
 
+/// `[access_list.NAME]`: a crypto ACL, IOS extended-ACL entries in order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessList {
+    /// `"permit ip 10.0.0.0 0.0.0.255 10.1.0.0 0.0.0.255"`, ... (first match wins).
+    pub entries: Spanned<Vec<SStr>>,
+}
+
+/// `[crypto_map.NAME]`: a crypto map set applied to one local address or interface.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoMap {
+    /// The local address IKE and ESP use (`crypto map NAME local-address`).
+    pub local_address: Option<SStr>,
+    /// The interface the map is applied to (`interface X` / `crypto map NAME`): its address.
+    pub interface: Option<SStr>,
+    /// The entries (`crypto map NAME SEQ ipsec-isakmp`), any order; `seq` orders them.
+    #[serde(default)]
+    pub entry: Vec<Spanned<CryptoMapEntry>>,
+}
+
+/// One `[[crypto_map.NAME.entry]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoMapEntry {
+    /// Sequence number: lower is evaluated first.
+    pub seq: Spanned<i64>,
+    /// The crypto ACL (`match address`).
+    pub match_address: SStr,
+    /// Peer addresses in order of preference (`set peer`, repeated).
+    pub peers: Spanned<Vec<SStr>>,
+    /// Transform sets in order of preference (`set transform-set`).
+    pub transform_sets: Spanned<Vec<SStr>>,
+    /// PFS group (`set pfs`), or `false`.
+    pub pfs: Option<Spanned<GroupValue>>,
+    /// SA lifetimes (`set security-association lifetime`).
+    pub lifetime: Option<Spanned<Lifetime>>,
+    /// IKE profile; derived from the keyrings when absent, as for tunnels.
+    pub ike_profile: Option<SStr>,
+    /// One SA pair per host pair (`set security-association level per-host`).
+    pub per_host: Option<Spanned<bool>>,
+    /// Route the protected remote prefixes toward the peer while its SA is up
+    /// (`set reverse-route`).
+    pub reverse_route: Option<Spanned<bool>>,
+    /// Metric of those routes.
+    pub reverse_route_metric: Option<Spanned<i64>>,
+    /// Negotiate at start instead of on the first packet.
+    pub initiate: Option<Spanned<bool>>,
+}
+
 /// A DH group written as a number, a name, or `false` (for `pfs`).
 #[derive(Debug)]
 pub enum GroupValue {

@@ -1243,3 +1243,139 @@ fn mobike_defaults_on_and_can_be_turned_off() {
         .to_string();
     assert!(e.contains(":11:10") && e.contains("bool"), "{e}");
 }
+
+/// The seeds' AES static crypto map (F-E12), re-addressed: two sites 192.0.2.1/.2 protecting
+/// 10.1.0.0/24 <-> 10.2.0.0/24.
+const CRYPTO_MAP: &str = r#"
+[access_list.120]
+entries = ["deny ip host 10.1.0.9 any", "permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"]
+[crypto_map.aesmap]
+local_address = "192.0.2.1"
+[[crypto_map.aesmap.entry]]
+seq = 10
+match_address = "120"
+peers = ["192.0.2.2", "192.0.2.3"]
+transform_sets = ["T1"]
+pfs = 14
+lifetime = { seconds = 2700 }
+reverse_route = true
+reverse_route_metric = 5
+"#;
+
+#[test]
+fn crypto_map_is_typed() {
+    let c = parse(&with_base(CRYPTO_MAP)).expect("valid");
+    let m = &c.crypto_maps["aesmap"];
+    assert_eq!(m.local, LocalTermination::Address("192.0.2.1".parse().unwrap()));
+    let e = &m.entries[0];
+    assert_eq!(e.seq, 10);
+    assert_eq!(e.access_list, "120");
+    assert_eq!(e.acl.len(), 2);
+    assert!(!e.acl[0].permit && e.acl[1].permit);
+    assert_eq!(e.acl[1].src.to_string(), "10.1.0.0/24");
+    assert_eq!(e.peers.len(), 2);
+    assert_eq!(e.ipsec.pfs, Some(DhGroup::Modp2048));
+    assert_eq!(e.ipsec.lifetime.seconds, 2700);
+    assert_eq!(e.reverse_route, Some(5));
+    assert!(!e.per_host && !e.initiate);
+    assert!(c.summary().contains("1 crypto map(s) with 1 entr(ies)"));
+    assert!(c.warnings().is_empty());
+}
+
+#[test]
+fn crypto_map_mistakes_each_at_their_place() {
+    // An ACL entry selectors cannot hold.
+    let src = with_base(&CRYPTO_MAP.replace(
+        "\"deny ip host 10.1.0.9 any\"",
+        "\"permit tcp any any range 1 9\"",
+    ));
+    let (_, _, m) = one_error(&src);
+    assert!(m.contains("access_list.120.entries[0]: \"range\""), "{m}");
+    // A peer that is not an address.
+    let (_, _, m) = one_error(&with_base(&CRYPTO_MAP.replace("\"192.0.2.3\"", "\"peer-b\"")));
+    assert!(m.contains("crypto_map.aesmap.entry[seq 10].peers"), "{m}");
+    // No keyring entry covers the peer.
+    let src = with_base(CRYPTO_MAP).replace("address = \"0.0.0.0/0\"", "address = \"198.51.100.0/24\"");
+    let e = errors(&src);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].2.contains("no keyring has an entry for 192.0.2.2"), "{e:#?}");
+    // Neither interface nor local address.
+    let (_, _, m) = one_error(&with_base(&CRYPTO_MAP.replace("local_address = \"192.0.2.1\"", "")));
+    assert!(m.contains("needs interface"), "{m}");
+    // An ACL with no permit.
+    let (_, _, m) = one_error(&with_base(&CRYPTO_MAP.replace(
+        "\"permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255\"",
+        "\"deny ip any any\"",
+    )));
+    assert!(m.contains("has no permit entry"), "{m}");
+}
+
+#[test]
+fn crypto_map_ordering_rules_from_the_seeds() {
+    // F-B5: the broader entry first takes the narrower's traffic.
+    let two = |first: &str, second: &str| {
+        with_base(&format!(
+            r#"
+[access_list.101]
+entries = ["{first}"]
+[access_list.102]
+entries = ["{second}"]
+[crypto_map.mymap]
+local_address = "192.0.2.1"
+[[crypto_map.mymap.entry]]
+seq = 10
+match_address = "101"
+peers = ["192.168.1.1"]
+transform_sets = ["T1"]
+[[crypto_map.mymap.entry]]
+seq = 20
+match_address = "102"
+peers = ["192.168.1.2"]
+transform_sets = ["T1"]
+"#
+        ))
+    };
+    let (_, _, m) = one_error(&two(
+        "permit ip 10.0.0.0 0.255.255.255 172.16.0.0 0.15.255.255",
+        "permit ip 10.1.1.0 0.0.0.255 172.16.1.0 0.0.0.255",
+    ));
+    assert!(m.contains("give the more specific entry the lower sequence number"), "{m}");
+    // The seeds' order (specific first) is fine.
+    parse(&two(
+        "permit ip 10.1.1.0 0.0.0.255 172.16.1.0 0.0.0.255",
+        "permit ip 10.0.0.0 0.255.255.255 172.16.0.0 0.15.255.255",
+    ))
+    .expect("F-B5's own example is valid");
+    // F-B6: deny in one entry, permit of the same flow in a later one.
+    // The seeds' own F-B6 example: ACL 101 denies 10.1.1.0/24 -> 172.16.1.0/24 before a broad
+    // permit, ACL 102 (a later entry) permits exactly it.
+    let e = errors(&two(
+        "deny ip 10.1.1.0 0.0.0.255 172.16.1.0 0.0.0.255\", \"permit ip 10.0.0.0 0.255.255.255 172.16.0.0 0.15.255.255",
+        "permit ip 10.1.1.0 0.0.0.255 172.16.1.0 0.0.0.255",
+    ));
+    assert!(e.iter().any(|x| x.2.contains("is not supported (IOS neither)")), "{e:#?}");
+    // One ACL for two entries.
+    let src = two("permit ip 10.1.1.0/24 172.16.1.0/24", "permit ip 10.9.0.0/16 172.16.9.0/24")
+        .replace("match_address = \"102\"", "match_address = \"101\"");
+    let e = errors(&src);
+    assert!(e.iter().any(|x| x.2.contains("already used by entry 10")), "{e:#?}");
+    // A duplicated sequence number.
+    let src = two("permit ip 10.1.1.0/24 172.16.1.0/24", "permit ip 10.9.0.0/16 172.16.9.0/24")
+        .replace("seq = 20", "seq = 10");
+    let e = errors(&src);
+    assert!(e.iter().any(|x| x.2.contains("sequence number 10 is used twice")), "{e:#?}");
+}
+
+#[test]
+fn crypto_map_any_is_warned_and_refused_with_reverse_route() {
+    let src = with_base(&CRYPTO_MAP.replace(
+        "\"permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255\"",
+        "\"permit ip 10.1.0.0 0.0.0.255 any\"",
+    ));
+    let (_, _, m) = one_error(&src);
+    assert!(m.contains("reverse route to 0/0"), "{m}");
+    let c = parse(&src.replace("reverse_route = true", "reverse_route = false")).expect("valid");
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("uses any"), "{w:?}");
+}

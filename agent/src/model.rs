@@ -361,6 +361,8 @@ mod tests {
             replaces: None,
             session: ike::SessionId(1),
             conn: t.conn,
+            config: ike::ChildConfigIndex::FIRST,
+            host_pair: None,
             local: "192.0.2.1:4500".parse().unwrap(),
             remote: "192.0.2.2:34500".parse().unwrap(),
             inbound_spi: 0x1111,

@@ -41,6 +41,7 @@ fn config(strict: bool) -> Arc<EndpointConfig> {
                     lifetime: Lifetime::CHILD_DEFAULT,
                     lifetime_bytes: None,
                 },
+                more_children: Vec::new(),
                 dpd: None,
                 allow_legacy: true,
                 mobike: true,

@@ -42,6 +42,7 @@ fn peer(local: Ipv4Addr, remote: RemoteAddr) -> PeerConfig {
             lifetime: Lifetime::CHILD_DEFAULT,
             lifetime_bytes: None,
         },
+        more_children: Vec::new(),
         dpd: None,
         allow_legacy: false,
         mobike: false,

@@ -37,6 +37,7 @@ fn peer(local: [u8; 4], remote: [u8; 4]) -> PeerConfig {
             lifetime: Lifetime::CHILD_DEFAULT,
             lifetime_bytes: None,
         },
+        more_children: Vec::new(),
         dpd: None,
         allow_legacy: false,
         mobike: false,

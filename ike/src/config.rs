@@ -146,8 +146,17 @@ pub struct PeerConfig {
     pub ike_proposals: Vec<IkeProposal>,
     /// IKE SA lifetime; the engine rekeys `rekey_margin` (minus jitter) before it.
     pub ike_lifetime: Lifetime,
-    /// The Child SA negotiated with IKE_AUTH and on later CREATE_CHILD_SA.
+    /// Child SA configuration 0 ([`ChildConfigIndex::FIRST`]): the one
+    /// [`crate::Command::Initiate`] negotiates in IKE_AUTH and on later CREATE_CHILD_SA, and
+    /// the first a responder tries to narrow the peer's selectors to.
     pub child: ChildConfig,
+    /// Child SA configurations 1, 2, ... (configuration `i` is `more_children[i - 1]`), for
+    /// one IKE SA carrying Child SAs with different traffic selectors (policy-based IPsec:
+    /// one per crypto-map ACL entry). [`crate::Command::InitiateChild`] negotiates one by
+    /// index; a responder picks the first configuration, in index order, whose selectors the
+    /// peer's TSi/TSr narrow to a non-empty set (RFC 7296 §2.9). Empty for a single-child
+    /// connection. Only the first 65535 entries are addressable.
+    pub more_children: Vec<ChildConfig>,
     /// Liveness checks (RFC 7296 §2.4); `None` disables them.
     pub dpd: Option<Dpd>,
     /// Accept 3DES, HMAC-SHA1-96, PRF-HMAC-SHA1 and MODP-1024.
@@ -160,6 +169,24 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
+    /// Child SA configuration `index`: [`PeerConfig::child`] for 0, `more_children[index - 1]`
+    /// above; `None` when there is no such configuration.
+    pub fn child_config(&self, index: ChildConfigIndex) -> Option<&ChildConfig> {
+        match usize::from(index.0).checked_sub(1) {
+            None => Some(&self.child),
+            Some(i) => self.more_children.get(i),
+        }
+    }
+
+    /// Every Child SA configuration with its index, in index order.
+    pub fn child_configs(&self) -> impl Iterator<Item = (ChildConfigIndex, &ChildConfig)> {
+        std::iter::once(&self.child)
+            .chain(self.more_children.iter())
+            .take(usize::from(u16::MAX) + 1)
+            .enumerate()
+            .map(|(i, c)| (ChildConfigIndex(i as u16), c))
+    }
+
     /// Our identity as sent in IDi/IDr.
     pub fn local_identity(&self) -> Identity {
         self.local_identity_at(self.local.ip())
@@ -426,8 +453,19 @@ impl Lifetime {
     };
 }
 
+/// Which Child SA configuration of a connection: 0 is [`PeerConfig::child`], `i` ≥ 1 is
+/// `PeerConfig::more_children[i - 1]`. Chosen by the agent's order (e.g. one per crypto-map
+/// ACL permit entry); carried in [`crate::ChildSaInstall::config`] and kept across rekeys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChildConfigIndex(pub u16);
+
+impl ChildConfigIndex {
+    /// Configuration 0, [`PeerConfig::child`].
+    pub const FIRST: Self = Self(0);
+}
+
 /// Child SA parameters.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildConfig {
     /// ESP proposals, most preferred first.
     pub esp_proposals: Vec<EspProposal>,
@@ -444,6 +482,23 @@ pub struct ChildConfig {
     /// Byte limits handed to the kernel; its soft EXPIRE comes back as
     /// [`crate::Command::RekeyChild`].
     pub lifetime_bytes: Option<ByteLimits>,
+}
+
+impl ChildConfig {
+    /// The selectors proposed for a per-host Child SA between `local` and `remote` (Cisco's
+    /// `set security-association level per-host`): each side exactly that host (a /32 or
+    /// /128), with the protocol and ports of the configuration's selectors, i.e. the host
+    /// intersected with each selector (RFC 7296 §2.9). `None` when either host lies outside
+    /// the configuration's selectors.
+    pub fn host_selectors(
+        &self,
+        local: IpAddr,
+        remote: IpAddr,
+    ) -> Option<(Vec<TrafficSelector>, Vec<TrafficSelector>)> {
+        let l = crate::ts::narrow(&[TrafficSelector::host(local)], &self.local_ts);
+        let r = crate::ts::narrow(&[TrafficSelector::host(remote)], &self.remote_ts);
+        (!l.is_empty() && !r.is_empty()).then_some((l, r))
+    }
 }
 
 /// Kernel byte limits of a Child SA.

@@ -14,6 +14,7 @@ use rand_core::RngCore;
 use rand_core::SeedableRng;
 
 use crate::admission::Admission;
+use crate::config::ChildConfigIndex;
 use crate::config::ConnId;
 use crate::config::EndpointConfig;
 use crate::crypto::Rng;
@@ -23,6 +24,7 @@ use crate::sa::Ctx;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
 use crate::sa::SaCommand;
+use crate::sa::child::ChildRequest;
 use crate::wire::Header;
 use crate::wire::InvalidMessage;
 use crate::wire::Message;
@@ -55,6 +57,35 @@ pub enum Command {
     Initiate {
         /// The profile.
         conn: ConnId,
+    },
+    /// Bring up the Child SA of configuration `index` of connection `conn`
+    /// ([`crate::PeerConfig::child_config`]) and, with `host_pair` = (our host, the peer's),
+    /// as a per-host Child SA whose TSi/TSr are exactly those two hosts (a /32 or /128 each,
+    /// protocol and ports from the configuration's selectors; Cisco's `set
+    /// security-association level per-host`). Meant for XFRM ACQUIREs of policy-based
+    /// tunnels, so it is idempotent:
+    ///
+    /// - with an established IKE SA of `conn`, a CREATE_CHILD_SA negotiates it (RFC 7296
+    ///   §1.3.1), unless a Child SA of the same configuration and host pair is installed or
+    ///   being negotiated already, in which case nothing happens;
+    /// - while an IKE SA of `conn` is being set up (by us or by the peer), the request waits
+    ///   and is negotiated once it is established;
+    /// - with none, an IKE SA is started and IKE_AUTH carries this Child SA (§1.2).
+    ///
+    /// Several Child SAs of one configuration with different host pairs coexist. The
+    /// resulting [`Output::InstallChildSa`] carries `index` as
+    /// [`ChildSaInstall::config`] and the host pair as [`ChildSaInstall::host_pair`]; rekeys
+    /// keep both. An unknown index, or a host outside the configuration's selectors, is
+    /// ignored with a warning. With several established IKE SAs of `conn` (a responder
+    /// profile serving many peers) the one of the lowest session is used.
+    InitiateChild {
+        /// The profile.
+        conn: ConnId,
+        /// Which of its Child SA configurations.
+        index: ChildConfigIndex,
+        /// (our host, the peer's host) for a per-host Child SA; `None` proposes the
+        /// configuration's selectors.
+        host_pair: Option<(std::net::IpAddr, std::net::IpAddr)>,
     },
     /// Delete every IKE SA of the connection (with a DELETE to the peer).
     Terminate {
@@ -299,7 +330,8 @@ impl Endpoint {
                 let spi = self.fresh_spi();
                 let session = self.alloc_id();
                 let mut ctx = ctx!(self, now);
-                match IkeSa::initiate(&mut ctx, Arc::new(peer), spi, SessionId(session)) {
+                let first = ChildRequest::default();
+                match IkeSa::initiate(&mut ctx, Arc::new(peer), spi, SessionId(session), first) {
                     Ok(sa) => {
                         self.sas.insert(spi, sa);
                         self.after(spi);
@@ -307,6 +339,11 @@ impl Endpoint {
                     Err(e) => tracing::warn!(?conn, error = %e, "initiate failed"),
                 }
             }
+            Command::InitiateChild {
+                conn,
+                index,
+                host_pair,
+            } => self.initiate_child(now, conn, ChildRequest { index, host_pair }),
             Command::Terminate { conn } => {
                 let spis: Vec<u64> = self
                     .sas
@@ -415,6 +452,53 @@ impl Endpoint {
             }
         }
         self.run_actions(now);
+    }
+
+    fn initiate_child(&mut self, now: Instant, conn: ConnId, req: ChildRequest) {
+        let Some(peer) = self.config.peers.iter().find(|p| p.id == conn).cloned() else {
+            tracing::warn!(?conn, "initiate child: unknown connection");
+            return;
+        };
+        if req.proposal(&peer).is_none() {
+            tracing::warn!(
+                ?conn,
+                ?req,
+                "initiate child: no such configuration, or a host outside it"
+            );
+            return;
+        }
+        // An established IKE SA carries it (or has it already); one being deleted or replaced
+        // by a rekey does not count.
+        let established = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.conn() == conn && sa.is_established() && !sa.is_deleting())
+            .min_by_key(|(k, sa)| (sa.session(), **k))
+            .map(|(k, _)| *k);
+        // Otherwise one being set up takes the request for later.
+        let handshaking = || {
+            self.sas
+                .iter()
+                .filter(|(_, sa)| sa.conn() == conn && sa.is_handshaking())
+                .min_by_key(|(k, sa)| (sa.session(), **k))
+                .map(|(k, _)| *k)
+        };
+        if let Some(spi) = established.or_else(handshaking) {
+            self.with_sa(now, spi, |sa, ctx| {
+                sa.command(ctx, SaCommand::InitiateChild { conn, req })
+            });
+            return;
+        }
+        let spi = self.fresh_spi();
+        let session = self.alloc_id();
+        let mut ctx = ctx!(self, now);
+        match IkeSa::initiate(&mut ctx, Arc::new(peer), spi, SessionId(session), req) {
+            Ok(sa) => {
+                self.sas.insert(spi, sa);
+                self.after(spi);
+            }
+            Err(e) => tracing::warn!(?conn, error = %e, "initiate failed"),
+        }
     }
 
     /// Reports the kernel's answer to an [`Output::InstallChildSa`]. On failure the engine

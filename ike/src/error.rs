@@ -51,6 +51,10 @@ pub enum PeerMisbehaved {
     ProposalNotOffered,
     /// The responder's traffic selectors are not a subset of what we offered (§2.9).
     TsOutsideOffer,
+    /// A Child SA answer (IKE_AUTH or CREATE_CHILD_SA response) carries a TSi or TSr
+    /// payload without any selector we understand (§3.13): a Child SA must select some
+    /// traffic, and an empty list would pass every subset check.
+    EmptyTrafficSelectors,
     /// An exchange type that is not valid in the current state.
     UnexpectedExchange(u8),
     /// A request or response outside the message-ID window (§2.3).
@@ -136,6 +140,9 @@ impl Error {
                 | PeerMisbehaved::ProposalNotOffered => n(N::InvalidSyntax),
                 PeerMisbehaved::KeGroupMismatch => n(N::InvalidKePayload),
                 PeerMisbehaved::TsOutsideOffer => n(N::TsUnacceptable),
+                // §3.13: a selector list is the substance of the payload; none is a malformed
+                // answer (only ever found in responses, which are not answered).
+                PeerMisbehaved::EmptyTrafficSelectors => n(N::InvalidSyntax),
                 PeerMisbehaved::UnknownChildSa(_) => n(N::ChildSaNotFound),
                 // §2.21.2 / §2.21.4: never answer what we cannot authenticate or place.
                 PeerMisbehaved::BadCookie
@@ -185,6 +192,7 @@ impl Error {
                 PeerMisbehaved::NotEncrypted => "not_encrypted",
                 PeerMisbehaved::ProposalNotOffered => "proposal_not_offered",
                 PeerMisbehaved::TsOutsideOffer => "ts_outside_offer",
+                PeerMisbehaved::EmptyTrafficSelectors => "empty_traffic_selectors",
                 PeerMisbehaved::UnexpectedExchange(_) => "unexpected_exchange",
                 PeerMisbehaved::UnexpectedMessageId(_) => "unexpected_message_id",
                 PeerMisbehaved::UnsolicitedResponse => "unsolicited_response",

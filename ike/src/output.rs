@@ -6,10 +6,12 @@
 //! so that neither has to import the other to name them (issue 13: no import cycle).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::ByteLimits;
+use crate::config::ChildConfigIndex;
 use crate::config::ConnId;
 use crate::config::Mode;
 use crate::secret::Secret;
@@ -108,6 +110,12 @@ pub struct ChildSaInstall {
     pub session: SessionId,
     /// The profile; the agent derives reqid / if_id from it.
     pub conn: ConnId,
+    /// Which of the profile's Child SA configurations it was negotiated for
+    /// ([`crate::PeerConfig::child_config`]); a rekey keeps it.
+    pub config: ChildConfigIndex,
+    /// (our host, the peer's host) when it is a per-host Child SA that we initiated
+    /// ([`crate::Command::InitiateChild`] with a host pair); a rekey keeps it.
+    pub host_pair: Option<(IpAddr, IpAddr)>,
     /// Our outer address (tunnel source).
     pub local: SocketAddr,
     /// The peer's outer address (tunnel destination).
@@ -270,6 +278,8 @@ pub enum Event {
         session: SessionId,
         /// The profile.
         conn: ConnId,
+        /// Its Child SA configuration.
+        config: ChildConfigIndex,
     },
     /// A Child SA was replaced by `new` (make-before-break; `old` is removed later).
     ChildSaRekeyed {
@@ -288,6 +298,8 @@ pub enum Event {
         session: SessionId,
         /// The profile.
         conn: ConnId,
+        /// Its Child SA configuration.
+        config: ChildConfigIndex,
     },
     /// Authentication failed (ours rejected by the peer, or theirs by us).
     AuthFailed {

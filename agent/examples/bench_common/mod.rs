@@ -50,6 +50,7 @@ pub fn spoke_config(i: usize, psk: &str, retransmit: RetransmitConfig) -> Arc<En
                 lifetime: Lifetime::CHILD_DEFAULT,
                 lifetime_bytes: None,
             },
+            more_children: Vec::new(),
             dpd: None,
             allow_legacy: false,
             mobike: false,

@@ -216,6 +216,7 @@ impl PartialEq for PeerPlan {
             ike_proposals,
             ike_lifetime,
             child,
+            more_children,
             dpd,
             allow_legacy,
             mobike,
@@ -242,6 +243,7 @@ impl PartialEq for PeerPlan {
             && *dpd == o.dpd
             && *allow_legacy == o.allow_legacy
             && *mobike == o.mobike
+            && *more_children == o.more_children
             && *esp_proposals == oc.esp_proposals
             && *pfs == oc.pfs
             && *local_ts == oc.local_ts
@@ -459,6 +461,7 @@ fn tunnel_peer(
                     hard,
                 }),
             },
+            more_children: Vec::new(),
             dpd: ike_profile.dpd.map(|d| d.engine()),
             allow_legacy: cfg.global.allow_legacy,
             mobike: ike_profile.mobike,

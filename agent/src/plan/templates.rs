@@ -144,6 +144,7 @@ pub fn plan_templates(
                             hard,
                         }),
                     },
+                    more_children: Vec::new(),
                     dpd: prof.dpd.map(|d| d.engine()),
                     allow_legacy: cfg.global.allow_legacy,
                     // Not offered by a hub: a clone's policies name the spoke's address, and

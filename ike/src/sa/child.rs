@@ -3,11 +3,47 @@
 //! §1.3.3 / §2.8), after which it is `Replaced` until a DELETE removes it. [`Child::on`] is
 //! the one place where the lifecycle changes.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::config::ChildConfig;
+use crate::config::ChildConfigIndex;
 use crate::config::Mode;
+use crate::config::PeerConfig;
 use crate::output::ChildSaId;
 use crate::wire::TrafficSelector;
+
+/// Which Child SA a request is for: a configuration of the connection and, for a per-host
+/// Child SA, the (our host, peer's host) pair. Two requests for the same one are the same
+/// Child SA (an ACQUIRE storm must not create duplicates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ChildRequest {
+    pub(crate) index: ChildConfigIndex,
+    pub(crate) host_pair: Option<(IpAddr, IpAddr)>,
+}
+
+impl ChildRequest {
+    /// The selectors to propose as (TSi, TSr) when we initiate it: the configuration's, or
+    /// exactly the two hosts within them. `None` when the configuration does not exist or a
+    /// host lies outside it.
+    pub(crate) fn proposal(
+        &self,
+        peer: &PeerConfig,
+    ) -> Option<(Vec<TrafficSelector>, Vec<TrafficSelector>)> {
+        let cfg = peer.child_config(self.index)?;
+        match self.host_pair {
+            None => Some((cfg.local_ts.clone(), cfg.remote_ts.clone())),
+            Some((l, r)) => cfg.host_selectors(l, r),
+        }
+    }
+}
+
+/// Configuration `index` of `peer`, or configuration 0 should it not exist. An SA keeps the
+/// profile (`Arc<PeerConfig>`) its children were made with, so indices stay valid; the
+/// fallback only keeps a broken invariant from becoming a panic.
+pub(crate) fn config_of(peer: &PeerConfig, index: ChildConfigIndex) -> &ChildConfig {
+    peer.child_config(index).unwrap_or(&peer.child)
+}
 
 /// Where a Child SA is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +96,10 @@ pub(crate) struct Child {
     /// The outer addresses (ours, the peer's) its kernel SAs were installed with: the IKE SA
     /// may have moved since (MOBIKE), and removal must name the SAs as they are.
     pub(crate) addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// The configuration it was negotiated for; kept by its rekeyed successors.
+    pub(crate) config: ChildConfigIndex,
+    /// (our host, the peer's) of a per-host Child SA we initiated; kept across rekeys.
+    pub(crate) host_pair: Option<(IpAddr, IpAddr)>,
     state: ChildState,
 }
 
@@ -85,6 +125,8 @@ impl Child {
             rekey_at: Some(rekey_at),
             expire_at,
             addrs: None,
+            config: ChildConfigIndex::FIRST,
+            host_pair: None,
             state: ChildState::Installed,
         }
     }
@@ -136,6 +178,14 @@ impl Child {
     /// We sent its DELETE.
     pub(crate) fn is_deleting(&self) -> bool {
         self.state == ChildState::Deleting
+    }
+
+    /// The request it satisfies.
+    pub(crate) fn request(&self) -> ChildRequest {
+        ChildRequest {
+            index: self.config,
+            host_pair: self.host_pair,
+        }
     }
 
     /// Its rekey deadline counts.

@@ -36,20 +36,23 @@ use crate::sa::Schedule;
 use crate::sa::State;
 use crate::sa::child::Child;
 use crate::sa::child::ChildEvent;
+use crate::sa::child::ChildRequest;
 use crate::sa::child::ChildState;
+use crate::sa::child::config_of;
 use crate::sa::error_notify;
 use crate::sa::glue;
+use crate::sa::initiator::check_answer_ts;
 use crate::sa::initiator::esp_usable;
 use crate::sa::initiator::usable;
 use crate::sa::later;
 use crate::sa::need;
 use crate::sa::responder::negotiate_child_pfs;
+use crate::sa::responder::select_child_config;
 use crate::sa::timers::Timer;
 use crate::sa::timers::TimerTable;
 use crate::secret::Secret;
 use crate::transform::DhGroup;
 use crate::transform::Esn;
-use crate::ts;
 use crate::wire::Delete;
 use crate::wire::Ke;
 use crate::wire::Nonce;
@@ -78,6 +81,8 @@ pub(crate) struct ChildParams<'a> {
     pub(crate) remote_ts: Vec<TrafficSelector>,
     pub(crate) mode: Mode,
     pub(crate) replaces: Option<ChildSaId>,
+    /// The configuration (and host pair) it is for: a rekey passes its old child's.
+    pub(crate) request: ChildRequest,
 }
 
 /// Derives KEYMAT (§2.17), emits [`Output::InstallChildSa`] and the matching event.
@@ -105,7 +110,8 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
     } else {
         (keys_r, keys_i)
     };
-    let lt = c.peer.child.lifetime;
+    let cfg = config_of(&c.peer, p.request.index);
+    let lt = cfg.lifetime;
     let encap = (c.nat_local || c.nat_remote).then(|| UdpEncap {
         local_port: c.local.port(),
         remote_port: c.remote.port(),
@@ -115,6 +121,8 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         replaces: p.replaces,
         session: c.session,
         conn: c.peer.id,
+        config: p.request.index,
+        host_pair: p.request.host_pair,
         local: c.local,
         remote: c.remote,
         inbound_spi: p.spi_in,
@@ -129,7 +137,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         mode: p.mode,
         encap,
         hard_lifetime: lt.lifetime.saturating_add(Duration::from_secs(60)),
-        bytes: c.peer.child.lifetime_bytes,
+        bytes: cfg.lifetime_bytes,
     }));
     ctx.stats.child_sas_installed += 1;
     match p.replaces {
@@ -142,6 +150,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
             child: id,
             session: c.session,
             conn: c.peer.id,
+            config: p.request.index,
         }),
     }
     let rekey_at = later(ctx.now, rekey_after(ctx, lt));
@@ -157,6 +166,8 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         expire_at,
     );
     ch.addrs = Some((c.local, c.remote));
+    ch.config = p.request.index;
+    ch.host_pair = p.request.host_pair;
     ch
 }
 
@@ -175,7 +186,8 @@ pub(crate) fn rekey_after(ctx: &mut Ctx<'_>, lt: Lifetime) -> Duration {
 /// A request waiting for the window.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Queued {
-    CreateChild,
+    /// A new Child SA (§1.3.1) for this configuration and host pair.
+    CreateChild(ChildRequest),
     RekeyChild(ChildSaId),
     RekeyIke,
     /// Delete live children (removed when the peer answers).
@@ -200,6 +212,10 @@ pub(crate) enum Pending {
 pub(crate) struct ExpectCreateChildResponse {
     /// The child being rekeyed; `None` for a new child.
     old: Option<ChildSaId>,
+    /// Its configuration and host pair (a rekey's are the old child's).
+    req: ChildRequest,
+    /// The (TSi, TSr) we proposed; the answer must lie within (§2.9).
+    offered: (Vec<TrafficSelector>, Vec<TrafficSelector>),
     spi_in: u32,
     ni: Vec<u8>,
     ke: Option<KeyExchange>,
@@ -333,6 +349,32 @@ impl Established {
         c.update_encap(ctx, &self.children, Some(old));
     }
 
+    /// A live Child SA already serves `req`: one of the same configuration and host pair, or,
+    /// for a per-host request, one the peer created with exactly those hosts' selectors.
+    pub(crate) fn has_child_for(&self, c: &Common, req: ChildRequest) -> bool {
+        let exact = req.host_pair.and_then(|_| req.proposal(&c.peer));
+        self.children.iter().any(|ch| {
+            ch.is_live()
+                && ch.config == req.index
+                && (ch.host_pair == req.host_pair
+                    || exact
+                        .as_ref()
+                        .is_some_and(|(l, r)| ch.local_ts == *l && ch.remote_ts == *r))
+        })
+    }
+
+    /// [`crate::Command::InitiateChild`]: queue a CREATE_CHILD_SA for `req` unless a Child
+    /// SA for it is installed, queued or being negotiated (§1.3.1).
+    pub(crate) fn request_child(&mut self, c: &Common, req: ChildRequest) {
+        let in_flight = matches!(&self.pending, Some(Pending::CreateChild(p)) if p.req == req);
+        let queued = self.queue.contains(&Queued::CreateChild(req));
+        if in_flight || queued || self.has_child_for(c, req) {
+            tracing::debug!(?req, "child SA already up or under way");
+            return;
+        }
+        self.queue.push_back(Queued::CreateChild(req));
+    }
+
     pub(crate) fn queue_rekey_child(&mut self, child: ChildSaId) {
         let q = Queued::RekeyChild(child);
         if !self.queue.contains(&q) {
@@ -378,7 +420,6 @@ impl Established {
         }
         match q {
             Queued::RekeyChild(id) => {
-                let pfs = c.peer.child.pfs;
                 let Some(ch) = self
                     .children
                     .iter_mut()
@@ -387,19 +428,28 @@ impl Established {
                     return Ok(());
                 };
                 ch.on(ChildEvent::RekeyStarted);
-                // §1.3.3: REKEY_SA names the SA being replaced by our inbound SPI.
+                // §1.3.3: REKEY_SA names the SA being replaced by our inbound SPI. §2.8: the
+                // new child keeps the old one's configuration, host pair and selectors.
                 let rekey = Notify::esp(NotifyType::RekeySa, ch.spi_in, vec![]);
-                let (mode, local, remote) = (ch.mode, ch.local_ts.clone(), ch.remote_ts.clone());
-                let pending =
-                    send_child_request(c, ctx, Some((id, rekey)), mode, pfs, local, remote)?;
+                let offered = (ch.local_ts.clone(), ch.remote_ts.clone());
+                let (mode, req) = (ch.mode, ch.request());
+                let pending = send_child_request(c, ctx, Some((id, rekey)), req, mode, offered)?;
                 self.pending = Some(Pending::RekeyChild(pending));
             }
-            Queued::CreateChild => {
-                // §1.3.1: a new Child SA on the existing IKE SA, from the profile's selectors.
-                let child = &c.peer.child;
-                let (mode, pfs) = (child.mode, child.pfs);
-                let (local, remote) = (child.local_ts.clone(), child.remote_ts.clone());
-                let pending = send_child_request(c, ctx, None, mode, pfs, local, remote)?;
+            Queued::CreateChild(req) => {
+                // Asked for twice (queued before the first one was installed, e.g. by IKE_AUTH
+                // of a peer-initiated SA): one Child SA is enough.
+                if self.has_child_for(c, req) {
+                    return Ok(());
+                }
+                // §1.3.1: a new Child SA on the existing IKE SA, from the configuration's
+                // selectors (or the host pair within them).
+                let Some(offered) = req.proposal(&c.peer) else {
+                    tracing::warn!(?req, "no such child configuration, or hosts outside it");
+                    return Ok(());
+                };
+                let mode = config_of(&c.peer, req.index).mode;
+                let pending = send_child_request(c, ctx, None, req, mode, offered)?;
                 self.pending = Some(Pending::CreateChild(pending));
             }
             Queued::RekeyIke => {
@@ -555,26 +605,18 @@ impl Established {
             return Err(PeerIncompatible::PeerRejected(ty).into());
         }
         let (sa, nr, ke, tsi, tsr) = child_payloads(payloads)?;
-        let pfs = c.peer.child.pfs;
-        let choice = proposal::accept_esp(sa, &esp_usable(&c.peer), pfs)?;
+        let cfg = config_of(&c.peer, p.req.index);
+        let pfs = cfg.pfs;
+        let choice = proposal::accept_esp(sa, &esp_usable(&c.peer, cfg), pfs)?;
         let g_ir = agree(p.ke, ke)?;
-        let (local_ts, remote_ts) = match self.children.iter().find(|ch| Some(ch.id) == p.old) {
-            Some(ch) => (ch.local_ts.clone(), ch.remote_ts.clone()),
-            None => (
-                c.peer.child.local_ts.clone(),
-                c.peer.child.remote_ts.clone(),
-            ),
-        };
         let transport = notifies(payloads, NotifyType::UseTransportMode)
             .next()
             .is_some();
-        let mode = match (transport, c.peer.child.mode) {
+        let mode = match (transport, cfg.mode) {
             (true, Mode::Transport) => Mode::Transport,
             _ => Mode::Tunnel,
         };
-        if !ts::is_subset(tsi, &local_ts) || !ts::is_subset(tsr, &remote_ts) {
-            return Err(PeerMisbehaved::TsOutsideOffer.into());
-        }
+        check_answer_ts(tsi, tsr, &p.offered.0, &p.offered.1)?;
         let new = install_child(
             c,
             ctx,
@@ -589,6 +631,7 @@ impl Established {
                 remote_ts: tsr.to_vec(),
                 mode,
                 replaces: p.old,
+                request: p.req,
             },
         );
         let new_id = new.id;
@@ -715,7 +758,7 @@ impl Established {
         est.queue.extend(self.queue.drain(..).filter(|q| {
             matches!(
                 q,
-                Queued::CreateChild
+                Queued::CreateChild(_)
                     | Queued::RekeyChild(_)
                     | Queued::Delete(_)
                     | Queued::DeleteSpis(_)
@@ -851,15 +894,22 @@ impl Established {
                     .iter()
                     .find(|ch| ch.spi_out == spi && !ch.is_deleting())
                     .ok_or(PeerMisbehaved::UnknownChildSa(spi))?;
-                Some(ch.id)
+                Some((ch.id, ch.request()))
             }
             None => None,
         };
+        // §2.9: a new child goes under the first configuration its selectors narrow to; a
+        // rekey (§2.8) stays under its old child's, keeping that one's host pair. Then that
+        // configuration's PFS, proposals and mode apply.
+        let sel = select_child_config(&c.peer, old.map(|(_, r)| r.index), tsi, tsr)?;
+        let request = ChildRequest {
+            index: sel.index,
+            host_pair: old.and_then(|(_, r)| r.host_pair),
+        };
+        let old = old.map(|(id, _)| id);
         // Without a configured PFS group we still follow a peer that sends KE, if we
         // implement its group (strongSwan's `esp = aes256gcm16-x25519` style proposals).
-        let pfs = c
-            .peer
-            .child
+        let pfs = config_of(&c.peer, sel.index)
             .pfs
             .or_else(|| ke.and_then(|k| DhGroup::from_id(k.group)));
         if let (Some(g), Some(k)) = (pfs, ke) {
@@ -873,7 +923,7 @@ impl Established {
         let transport = notifies(payloads, NotifyType::UseTransportMode)
             .next()
             .is_some();
-        let n = negotiate_child_pfs(c, ctx, sa, tsi, tsr, transport, pfs)?;
+        let n = negotiate_child_pfs(c, ctx, sa, sel, transport, pfs)?;
         let (public, g_ir) = match (pfs, ke) {
             (Some(g), Some(k)) => {
                 let ours = KeyExchange::generate(g, ctx.rng)?;
@@ -898,6 +948,7 @@ impl Established {
                 remote_ts: n.tsi.clone(),
                 mode: n.mode,
                 replaces: old,
+                request,
             },
         );
         let new_id = new.id;
@@ -1071,11 +1122,13 @@ fn send_child_request(
     c: &mut Common,
     ctx: &mut Ctx<'_>,
     rekey: Option<(ChildSaId, Notify)>,
+    req: ChildRequest,
     mode: Mode,
-    pfs: Option<DhGroup>,
-    local_ts: Vec<TrafficSelector>,
-    remote_ts: Vec<TrafficSelector>,
+    offered: (Vec<TrafficSelector>, Vec<TrafficSelector>),
 ) -> Result<ExpectCreateChildResponse, Error> {
+    let cfg = config_of(&c.peer, req.index);
+    let pfs = cfg.pfs;
+    let esp = esp_usable(&c.peer, cfg);
     let spi_in = ctx.spi32();
     let ni = ctx.nonce();
     let ke = match pfs {
@@ -1092,11 +1145,7 @@ fn send_child_request(
             vec![],
         )));
     }
-    p.push(Payload::Sa(proposal::esp_offer(
-        &esp_usable(&c.peer),
-        pfs,
-        spi_in,
-    )));
+    p.push(Payload::Sa(proposal::esp_offer(&esp, pfs, spi_in)));
     p.push(Payload::Nonce(Nonce(ni.clone())));
     if let Some(k) = &ke {
         p.push(Payload::Ke(Ke {
@@ -1104,11 +1153,13 @@ fn send_child_request(
             data: k.public().to_vec(),
         }));
     }
-    p.push(Payload::TsI(local_ts));
-    p.push(Payload::TsR(remote_ts));
+    p.push(Payload::TsI(offered.0.clone()));
+    p.push(Payload::TsR(offered.1.clone()));
     c.send_request(ctx, ExchangeType::CreateChildSa, &p)?;
     Ok(ExpectCreateChildResponse {
         old,
+        req,
+        offered,
         spi_in,
         ni,
         ke,
@@ -1159,6 +1210,7 @@ pub(crate) fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: &Child) {
             child: ch.id,
             session: c.session,
             conn: c.peer.id,
+            config: ch.config,
         });
     }
 }

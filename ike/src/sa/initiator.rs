@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::config::ChildConfig;
 use crate::config::Mode;
 use crate::config::PeerConfig;
 use crate::config::RemoteAddr;
@@ -21,6 +22,8 @@ use crate::sa::IkeSa;
 use crate::sa::NATT_PORT;
 use crate::sa::State;
 use crate::sa::auth;
+use crate::sa::child::ChildRequest;
+use crate::sa::child::config_of;
 use crate::sa::error_notify;
 use crate::sa::established::ChildParams;
 use crate::sa::established::Established;
@@ -40,6 +43,7 @@ use crate::wire::Message;
 use crate::wire::Nonce;
 use crate::wire::Notify;
 use crate::wire::Payload;
+use crate::wire::TrafficSelector;
 use crate::wire::enums::ExchangeType;
 use crate::wire::enums::NotifyType;
 use crate::wire::notifies;
@@ -56,6 +60,26 @@ pub(crate) struct ExpectSaInitResponse {
     ke_retried: bool,
     /// Our request as last sent: the initiator's RealMessage1 for AUTH (§2.15).
     request: Vec<u8>,
+    /// What the Child SA of IKE_AUTH is for, and the rest asked for meanwhile.
+    children: PendingChildren,
+}
+
+/// The Child SAs an initiator's handshake was asked for: the one IKE_AUTH carries (§1.2)
+/// with the (TSi, TSr) it proposes, and those asked for while the IKE SA is being set up,
+/// negotiated with CREATE_CHILD_SA once it is established (§1.3.1).
+pub(crate) struct PendingChildren {
+    pub(crate) first: ChildRequest,
+    pub(crate) first_ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
+    pub(crate) later: Vec<ChildRequest>,
+}
+
+impl PendingChildren {
+    /// Asks for another Child SA; one already asked for is not asked again.
+    pub(crate) fn add(&mut self, req: ChildRequest) {
+        if req != self.first && !self.later.contains(&req) {
+            self.later.push(req);
+        }
+    }
 }
 
 impl IkeSa {
@@ -65,10 +89,14 @@ impl IkeSa {
         peer: Arc<PeerConfig>,
         spi: u64,
         session: SessionId,
+        first: ChildRequest,
     ) -> Result<Self, Error> {
         let RemoteAddr::Host(remote) = peer.remote else {
             return Err(Error::Local("connection is responder-only"));
         };
+        let first_ts = first.proposal(&peer).ok_or(Error::Local(
+            "no such child configuration, or hosts outside it",
+        ))?;
         // §1.2: guess the KE group of our most preferred (usable) suite.
         let group = usable(&peer)
             .first()
@@ -109,6 +137,11 @@ impl IkeSa {
             cookie_retries: 0,
             ke_retried: false,
             request: Vec::new(),
+            children: PendingChildren {
+                first,
+                first_ts,
+                later: Vec::new(),
+            },
         };
         st.send(&mut c, ctx);
         Ok(Self {
@@ -119,6 +152,10 @@ impl IkeSa {
 }
 
 impl ExpectSaInitResponse {
+    pub(crate) fn children(&mut self) -> &mut PendingChildren {
+        &mut self.children
+    }
+
     fn send(&mut self, c: &mut Common, ctx: &mut Ctx<'_>) {
         let mut payloads = Vec::new();
         if let Some(cookie) = &self.cookie {
@@ -241,7 +278,7 @@ impl ExpectSaInitResponse {
         let prf = suite.prf;
         let octets = keys::signed_octets(prf, &self.request, &nr, &keys.sk_pi, &id_body);
         let auth = auth::build_auth(&c.peer.auth, prf, &octets)?;
-        let child = &c.peer.child;
+        let child = config_of(&c.peer, self.children.first.index);
         let spi_in = ctx.spi32();
         // §1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH.
         let mut payloads = vec![Payload::IdI(id)];
@@ -274,12 +311,14 @@ impl ExpectSaInitResponse {
             )));
         }
         payloads.push(Payload::Sa(proposal::esp_offer(
-            &esp_usable(&c.peer),
+            &esp_usable(&c.peer, child),
             None,
             spi_in,
         )));
-        payloads.push(Payload::TsI(child.local_ts.clone()));
-        payloads.push(Payload::TsR(child.remote_ts.clone()));
+        // §2.9: the configuration's selectors, or exactly the two hosts of a per-host child.
+        let (tsi, tsr) = &self.children.first_ts;
+        payloads.push(Payload::TsI(tsi.clone()));
+        payloads.push(Payload::TsR(tsr.clone()));
         c.send_request(ctx, ExchangeType::IkeAuth, &payloads)?;
         Ok(State::ExpectAuthResponse(Box::new(ExpectAuthResponse {
             suite,
@@ -287,6 +326,7 @@ impl ExpectSaInitResponse {
             nr,
             response: raw.to_vec(),
             spi_in,
+            children: self.children,
         })))
     }
 }
@@ -299,9 +339,14 @@ pub(crate) struct ExpectAuthResponse {
     /// The responder's IKE_SA_INIT message: its RealMessage2 (§2.15).
     response: Vec<u8>,
     spi_in: u32,
+    children: PendingChildren,
 }
 
 impl ExpectAuthResponse {
+    pub(crate) fn children(&mut self) -> &mut PendingChildren {
+        &mut self.children
+    }
+
     /// Verifies the responder's AUTH and installs the first Child SA.
     // rustls: a handler consumes its boxed state, so a stale state cannot be reused.
     #[allow(clippy::boxed_local)]
@@ -359,23 +404,28 @@ impl ExpectAuthResponse {
             conn: c.peer.id,
             peer_id: idr.clone(),
         });
+        // Child SAs asked for during the handshake follow with CREATE_CHILD_SA (§1.3.1).
+        est.queue.extend(
+            self.children
+                .later
+                .iter()
+                .map(|req| Queued::CreateChild(*req)),
+        );
         // The first Child SA (§1.2). Its failure leaves the IKE SA up (§2.21.2 / RFC 6023).
         if let Some(ty) = error_notify(&payloads) {
             tracing::warn!(?ty, conn = ?c.peer.id, "first Child SA refused by the responder");
             return Ok(State::Established(Box::new(est)));
         }
-        let child = &c.peer.child;
+        let req = self.children.first;
+        let child = config_of(&c.peer, req.index);
         let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             return Ok(State::Established(Box::new(est)));
         };
         // A Child SA we cannot accept does not void the authenticated IKE SA: the responder
         // has installed it, so delete it with the peer (§1.4.1) and keep the IKE SA.
-        let checked = proposal::accept_esp(sa, &esp_usable(&c.peer), None).and_then(|choice| {
-            match ts::is_subset(tsi, &child.local_ts) && ts::is_subset(tsr, &child.remote_ts) {
-                true => Ok(choice),
-                false => Err(PeerMisbehaved::TsOutsideOffer),
-            }
-        });
+        let (offered_i, offered_r) = &self.children.first_ts;
+        let checked = proposal::accept_esp(sa, &esp_usable(&c.peer, child), None)
+            .and_then(|choice| check_answer_ts(tsi, tsr, offered_i, offered_r).map(|()| choice));
         let choice = match checked {
             Ok(choice) => choice,
             Err(e) => {
@@ -411,6 +461,7 @@ impl ExpectAuthResponse {
                 remote_ts: tsr.to_vec(),
                 mode,
                 replaces: None,
+                request: req,
             },
         );
         est.children.push(ch);
@@ -427,9 +478,30 @@ pub(crate) fn usable(peer: &PeerConfig) -> Vec<crate::config::IkeProposal> {
         .collect()
 }
 
-/// Our ESP proposals, minus legacy ones unless allowed.
-pub(crate) fn esp_usable(peer: &PeerConfig) -> Vec<crate::config::EspProposal> {
-    peer.child
+/// The initiator's check of a Child SA answer (IKE_AUTH or CREATE_CHILD_SA response): the
+/// responder narrows to a subset of what we offered (§2.9), and to some traffic (§3.13).
+pub(crate) fn check_answer_ts(
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+    offered_i: &[TrafficSelector],
+    offered_r: &[TrafficSelector],
+) -> Result<(), PeerMisbehaved> {
+    if tsi.is_empty() || tsr.is_empty() {
+        return Err(PeerMisbehaved::EmptyTrafficSelectors);
+    }
+    if !ts::is_subset(tsi, offered_i) || !ts::is_subset(tsr, offered_r) {
+        return Err(PeerMisbehaved::TsOutsideOffer);
+    }
+    Ok(())
+}
+
+/// ESP proposals of Child SA configuration `child`, minus legacy ones unless the profile
+/// allows them.
+pub(crate) fn esp_usable(
+    peer: &PeerConfig,
+    child: &ChildConfig,
+) -> Vec<crate::config::EspProposal> {
+    child
         .esp_proposals
         .iter()
         .copied()

@@ -642,6 +642,16 @@ impl IkeSa {
         self.c.closed || matches!(self.state, State::Closed)
     }
 
+    /// IKE_SA_INIT or IKE_AUTH under way, on either side.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        matches!(
+            self.state,
+            State::ExpectSaInitResponse(_)
+                | State::ExpectAuthResponse(_)
+                | State::ExpectAuthRequest(_)
+        ) && !self.c.closed
+    }
+
     pub(crate) fn is_half_open(&self) -> bool {
         matches!(self.state, State::ExpectAuthRequest(_))
     }

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::config::ChildConfig;
+use crate::config::ChildConfigIndex;
+use crate::config::ConnId;
 use crate::config::IkeProposal;
 use crate::config::Mode;
 use crate::config::PeerConfig;
@@ -24,8 +27,11 @@ use crate::sa::IkeSa;
 use crate::sa::SaAction;
 use crate::sa::State;
 use crate::sa::auth;
+use crate::sa::child::ChildRequest;
+use crate::sa::child::config_of;
 use crate::sa::established::ChildParams;
 use crate::sa::established::Established;
+use crate::sa::established::Queued;
 use crate::sa::established::install_child;
 use crate::sa::glue;
 use crate::sa::initiator::esp_usable;
@@ -41,6 +47,7 @@ use crate::wire::Message;
 use crate::wire::Nonce;
 use crate::wire::Notify;
 use crate::wire::Payload;
+use crate::wire::TrafficSelector;
 use crate::wire::enums::ExchangeType;
 use crate::wire::enums::NotifyType;
 use crate::wire::notifies;
@@ -231,6 +238,7 @@ impl IkeSa {
             request: dgram.bytes.to_vec(),
             response: bytes,
             candidates,
+            later: Vec::new(),
         };
         Ok(Self {
             c,
@@ -250,9 +258,20 @@ pub(crate) struct ExpectAuthRequest {
     response: Vec<u8>,
     /// Profiles matching address and suite; IDi and the PSK pick one.
     candidates: Vec<Arc<PeerConfig>>,
+    /// Child SAs our side asked for (by connection) while the peer sets this IKE SA up; they
+    /// follow with CREATE_CHILD_SA once it is established, if IKE_AUTH matches that
+    /// connection.
+    later: Vec<(ConnId, ChildRequest)>,
 }
 
 impl ExpectAuthRequest {
+    /// Asks for a Child SA of connection `conn` once the SA is up (see `later`).
+    pub(crate) fn add_child(&mut self, conn: ConnId, req: ChildRequest) {
+        if !self.later.contains(&(conn, req)) {
+            self.later.push((conn, req));
+        }
+    }
+
     /// `bytes` is exactly the IKE_SA_INIT request this SA answered.
     pub(crate) fn is_original_request(&self, bytes: &[u8]) -> bool {
         self.request == bytes
@@ -315,6 +334,15 @@ impl ExpectAuthRequest {
             });
         }
         let mut est = Established::new(c, ctx, self.suite);
+        // Our own requests for this peer's Child SAs follow with CREATE_CHILD_SA (§1.3.1);
+        // those of the first one `negotiate_child` below installs are dropped there.
+        let conn = c.peer.id;
+        est.queue.extend(
+            self.later
+                .iter()
+                .filter(|(k, _)| *k == conn)
+                .map(|(_, req)| Queued::CreateChild(*req)),
+        );
         ctx.stats.ike_sas_established += 1;
         ctx.event(Event::PeerAuthenticated {
             session: c.session,
@@ -374,6 +402,10 @@ impl ExpectAuthRequest {
                         remote_ts: n.tsi.clone(),
                         mode: n.mode,
                         replaces: None,
+                        request: ChildRequest {
+                            index: n.index,
+                            host_pair: None,
+                        },
                     },
                 );
                 est.children.push(ch);
@@ -404,9 +436,50 @@ pub(crate) struct Negotiated {
     pub(crate) spi_in: u32,
     pub(crate) choice: proposal::EspChoice,
     pub(crate) reply_sa: crate::wire::Sa,
-    pub(crate) tsi: Vec<crate::wire::TrafficSelector>,
-    pub(crate) tsr: Vec<crate::wire::TrafficSelector>,
+    pub(crate) tsi: Vec<TrafficSelector>,
+    pub(crate) tsr: Vec<TrafficSelector>,
     pub(crate) mode: Mode,
+    /// The configuration it was negotiated under.
+    pub(crate) index: ChildConfigIndex,
+}
+
+/// The peer's proposed selectors narrowed to configuration `cfg` (§2.9: TSi is the
+/// initiator's side, our remote; TSr ours), as (TSi, TSr); `None` when either is empty.
+fn narrow_to(
+    cfg: &ChildConfig,
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+) -> Option<(Vec<TrafficSelector>, Vec<TrafficSelector>)> {
+    let n_tsi = ts::narrow(tsi, &cfg.remote_ts);
+    let n_tsr = ts::narrow(tsr, &cfg.local_ts);
+    (!n_tsi.is_empty() && !n_tsr.is_empty()).then_some((n_tsi, n_tsr))
+}
+
+/// Which configuration a new Child SA (IKE_AUTH, or CREATE_CHILD_SA without REKEY_SA) is
+/// negotiated under: the first, in index order, to whose selectors the peer's TSi/TSr narrow
+/// to a non-empty set (§2.9), with the narrowed (TSi, TSr). A rekey (`fixed`) stays under its
+/// old child's configuration (§2.8). None fitting is TS_UNACCEPTABLE.
+pub(crate) fn select_child_config(
+    peer: &PeerConfig,
+    fixed: Option<ChildConfigIndex>,
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+) -> Result<Selected, Error> {
+    let found = match fixed {
+        Some(index) => narrow_to(config_of(peer, index), tsi, tsr).map(|n| (index, n)),
+        None => peer
+            .child_configs()
+            .find_map(|(index, cfg)| narrow_to(cfg, tsi, tsr).map(|n| (index, n))),
+    };
+    let (index, (tsi, tsr)) = found.ok_or(PeerIncompatible::TsUnacceptable)?;
+    Ok(Selected { index, tsi, tsr })
+}
+
+/// A configuration chosen by [`select_child_config`] and the selectors narrowed to it.
+pub(crate) struct Selected {
+    pub(crate) index: ChildConfigIndex,
+    pub(crate) tsi: Vec<TrafficSelector>,
+    pub(crate) tsr: Vec<TrafficSelector>,
 }
 
 /// Responder side of a Child SA negotiation (IKE_AUTH without PFS, §1.2; CREATE_CHILD_SA
@@ -415,33 +488,33 @@ pub(crate) fn negotiate_child(
     c: &Common,
     ctx: &mut Ctx<'_>,
     sa: &crate::wire::Sa,
-    tsi: &[crate::wire::TrafficSelector],
-    tsr: &[crate::wire::TrafficSelector],
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
     transport: bool,
 ) -> Result<Negotiated, Error> {
-    negotiate_child_pfs(c, ctx, sa, tsi, tsr, transport, None)
+    let sel = select_child_config(&c.peer, None, tsi, tsr)?;
+    negotiate_child_pfs(c, ctx, sa, sel, transport, None)
 }
 
-/// Responder side of a Child SA negotiation with an optional PFS group.
+/// Responder side of a Child SA negotiation under a selected configuration, with an optional
+/// PFS group: that configuration's proposals and mode apply.
 pub(crate) fn negotiate_child_pfs(
     c: &Common,
     ctx: &mut Ctx<'_>,
     sa: &crate::wire::Sa,
-    tsi: &[crate::wire::TrafficSelector],
-    tsr: &[crate::wire::TrafficSelector],
+    sel: Selected,
     transport: bool,
     dh: Option<crate::transform::DhGroup>,
 ) -> Result<Negotiated, Error> {
-    let child = &c.peer.child;
+    let child = config_of(&c.peer, sel.index);
     let spi_in = ctx.spi32();
-    let (choice, reply_sa) =
-        proposal::select_esp(sa, &esp_usable(&c.peer), dh, c.peer.allow_legacy, spi_in)?;
-    // §2.9: TSi is the initiator's side (our remote), TSr ours.
-    let n_tsi = ts::narrow(tsi, &child.remote_ts);
-    let n_tsr = ts::narrow(tsr, &child.local_ts);
-    if n_tsi.is_empty() || n_tsr.is_empty() {
-        return Err(PeerIncompatible::TsUnacceptable.into());
-    }
+    let (choice, reply_sa) = proposal::select_esp(
+        sa,
+        &esp_usable(&c.peer, child),
+        dh,
+        c.peer.allow_legacy,
+        spi_in,
+    )?;
     // §1.3.1: transport mode only when both ask for it; a tunnel-mode profile answers a
     // transport request with a tunnel SA, a transport profile refuses tunnel mode.
     let mode = match (transport, child.mode) {
@@ -453,8 +526,9 @@ pub(crate) fn negotiate_child_pfs(
         spi_in,
         choice,
         reply_sa,
-        tsi: n_tsi,
-        tsr: n_tsr,
+        tsi: sel.tsi,
+        tsr: sel.tsr,
         mode,
+        index: sel.index,
     })
 }

@@ -18,6 +18,7 @@ use crate::output::Event;
 use crate::output::Output;
 use crate::sa::Common;
 use crate::sa::Ctx;
+use crate::sa::child::ChildRequest;
 use crate::sa::established::Established;
 use crate::sa::established::Queued;
 use crate::sa::initiator::ExpectAuthResponse;
@@ -69,6 +70,13 @@ pub(crate) enum SaCommand {
     Terminate,
     /// Create the profile's Child SA on this IKE SA (CREATE_CHILD_SA, §1.3.1).
     CreateChild,
+    /// Create the Child SA of this configuration and host pair of connection `conn`, unless
+    /// one exists or is under way: CREATE_CHILD_SA once established, queued during the
+    /// handshake (§1.3.1).
+    InitiateChild {
+        conn: crate::config::ConnId,
+        req: ChildRequest,
+    },
     /// Rekey a child now.
     RekeyChild(ChildSaId),
     /// The kernel hard-expired (or refused to install) a child: delete it with the peer.
@@ -137,7 +145,8 @@ pub(crate) fn step(
         ) => match st.handle(c, ctx, id, payloads) {
             Ok(next) => {
                 c.timers.stop(Timer::HalfOpen);
-                (next, Ok(()))
+                // Child SAs we asked for meanwhile go out now.
+                (pump(next, c, ctx), Ok(()))
             }
             Err(e) => {
                 // §2.21.2: IKE_AUTH errors are answered protected, then the SA goes.
@@ -171,8 +180,14 @@ pub(crate) fn step(
             match cmd {
                 SaCommand::Terminate => est.queue.push_back(Queued::DeleteIke),
                 SaCommand::CreateChild => {
-                    if !est.queue.contains(&Queued::CreateChild) {
-                        est.queue.push_back(Queued::CreateChild);
+                    let q = Queued::CreateChild(ChildRequest::default());
+                    if !est.queue.contains(&q) {
+                        est.queue.push_back(q);
+                    }
+                }
+                SaCommand::InitiateChild { req, .. } => {
+                    if !est.rekeyed {
+                        est.request_child(c, req);
                     }
                 }
                 SaCommand::RekeyChild(child) => est.queue_rekey_child(child),
@@ -196,6 +211,29 @@ pub(crate) fn step(
         }
         (state, Input::Command(SaCommand::Terminate)) => {
             (close(state, c, ctx, DownReason::Local), Ok(()))
+        }
+        // During the handshake a Child SA request waits for the IKE SA (§1.3.1: CREATE_CHILD_SA
+        // needs an established one); the one IKE_AUTH carries is not asked for twice.
+        (
+            State::ExpectSaInitResponse(mut st),
+            Input::Command(SaCommand::InitiateChild { req, .. }),
+        ) => {
+            st.children().add(req);
+            (State::ExpectSaInitResponse(st), Ok(()))
+        }
+        (
+            State::ExpectAuthResponse(mut st),
+            Input::Command(SaCommand::InitiateChild { req, .. }),
+        ) => {
+            st.children().add(req);
+            (State::ExpectAuthResponse(st), Ok(()))
+        }
+        (
+            State::ExpectAuthRequest(mut st),
+            Input::Command(SaCommand::InitiateChild { conn, req }),
+        ) => {
+            st.add_child(conn, req);
+            (State::ExpectAuthRequest(st), Ok(()))
         }
         (state, Input::Command(_)) => (state, Ok(())),
     }

@@ -117,6 +117,7 @@ pub(crate) fn peer(id: u32, local: Ipv4Addr, remote: Ipv4Addr, psk: &str) -> Pee
             lifetime: Lifetime::CHILD_DEFAULT,
             lifetime_bytes: None,
         },
+        more_children: Vec::new(),
         dpd: Some(Dpd {
             interval: Duration::from_secs(30),
             retries: 5,

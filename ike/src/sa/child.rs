@@ -60,6 +60,8 @@ pub(crate) struct Child {
     /// The outer addresses (ours, the peer's) its kernel SAs were installed with: the IKE SA
     /// may have moved since (MOBIKE), and removal must name the SAs as they are.
     pub(crate) addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// The PFS group its exchange used (RFC 7296 §1.3.1), for status output.
+    pub(crate) pfs: Option<crate::transform::DhGroup>,
     state: ChildState,
 }
 
@@ -85,6 +87,7 @@ impl Child {
             rekey_at: Some(rekey_at),
             expire_at,
             addrs: None,
+            pfs: None,
             state: ChildState::Installed,
         }
     }

@@ -157,6 +157,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         expire_at,
     );
     ch.addrs = Some((c.local, c.remote));
+    ch.pfs = p.choice.dh;
     ch
 }
 

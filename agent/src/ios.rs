@@ -86,8 +86,8 @@ fn ikev2_sa(out: &mut String, body: &Value) {
         let _ = writeln!(out, " {title} Crypto IKEv2  SA \n");
         let _ = writeln!(
             out,
-            "{:<9} {:<21} {:<21} {:<20} {}",
-            "Tunnel-id", "Local", "Remote", "fvrf/ivrf", "Status"
+            "{:<9} {:<21} {:<21} {:<20} Status",
+            "Tunnel-id", "Local", "Remote", "fvrf/ivrf"
         );
         for r in sas {
             ikev2_sa_row(out, r);

@@ -261,9 +261,11 @@ fn flow(r: &Value) -> Vec<String> {
         Some(0) | None => String::new(),
         Some(p) => format!(" port={p}"),
     };
+    // One line per pair of selectors of one family (a Child SA may carry IPv4 and IPv6).
+    let v6 = |t: &Value| s(&t["addr"]).contains(':');
     let mut v = Vec::new();
     for a in l {
-        for b in rt {
+        for b in rt.iter().filter(|b| v6(b) == v6(a)) {
             let proto = match a["protocol"].as_u64() {
                 Some(0) | None => "ip".to_string(),
                 Some(p) => p.to_string(),
@@ -688,6 +690,21 @@ mod tests {
         ] {
             assert!(t.contains(line), "missing {line:?} in\n{t}");
         }
+    }
+
+    #[test]
+    fn flows_pair_selectors_of_one_family() {
+        let mut r = sa_row();
+        let any6 = json!({ "addr": "::/0", "protocol": 0, "port": 0 });
+        r["local_ts"].as_array_mut().unwrap().push(any6.clone());
+        r["remote_ts"].as_array_mut().unwrap().push(any6);
+        assert_eq!(
+            flow(&r),
+            vec![
+                "permit ip 0.0.0.0/0.0.0.0 0.0.0.0/0.0.0.0".to_string(),
+                "permit ip ::/0 ::/0".to_string()
+            ]
+        );
     }
 
     #[test]

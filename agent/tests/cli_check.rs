@@ -253,7 +253,9 @@ fn malformed_clear_and_rekey_input_is_refused_up_front() -> Result<()> {
             "not a 32-bit hex SPI",
         ),
         (
-            &["--socket", &s, "clear", "crypto", "session", "remote", "1.2.3"],
+            &[
+                "--socket", &s, "clear", "crypto", "session", "remote", "1.2.3",
+            ],
             "invalid IP address syntax",
         ),
         (
@@ -266,7 +268,10 @@ fn malformed_clear_and_rekey_input_is_refused_up_front() -> Result<()> {
         ensure!(out.status.code() == Some(2), "{args:?}: {:?}", out.status);
         let err = String::from_utf8(out.stderr)?;
         ensure!(err.contains(says), "{args:?}: {err}");
-        ensure!(!err.contains("cannot reach vtid"), "{args:?} asked the daemon: {err}");
+        ensure!(
+            !err.contains("cannot reach vtid"),
+            "{args:?} asked the daemon: {err}"
+        );
     }
     Ok(())
 }

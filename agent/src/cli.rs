@@ -452,28 +452,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_on_exit,
             ..
         } => run(config, cli.socket, keep_on_exit),
-        Command::Show {
-            what: ShowWhat::Crypto { what },
-            json,
-        } => {
-            let view = what.view();
-            let body = ask(&cli.socket, &Request::ShowCrypto { view: view.clone() })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&body)?);
-            } else {
-                print!("{}", crate::ios::render(&view, &body));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Show { what, json } => {
-            let req = match what {
-                ShowWhat::Sessions => Request::ShowSessions,
-                ShowWhat::Sa => Request::ShowSa,
-                ShowWhat::Tunnels | ShowWhat::Crypto { .. } => Request::ShowTunnels,
+            // The request, and how its answer is printed without --json: the older views as
+            // vtid's tables, `crypto ...` as IOS lays it out.
+            let (req, view) = match &what {
+                ShowWhat::Sessions => (Request::ShowSessions, None),
+                ShowWhat::Sa => (Request::ShowSa, None),
+                ShowWhat::Tunnels => (Request::ShowTunnels, None),
+                ShowWhat::Crypto { what } => {
+                    let view = what.view();
+                    (Request::ShowCrypto { view: view.clone() }, Some(view))
+                }
             };
             let body = ask(&cli.socket, &req)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
+            } else if let Some(view) = view {
+                print!("{}", crate::ios::render(&view, &body));
             } else {
                 print!("{}", render(&what, &body));
             }

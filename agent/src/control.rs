@@ -1,5 +1,6 @@
 //! The control socket (`/run/vtid/vtid.sock`): one JSON request per connection, one JSON
-//! response back. The CLI (`vtid show ...`, `up`, `down`, `reload`, `debug`) is its client.
+//! response back. The CLI (`vtid show ...`, `clear crypto ...`, `rekey`, `up`, `down`, `reload`,
+//! `debug`) is its client.
 //!
 //! The socket is created mode 0600 and every connection's peer credentials are checked
 //! (SO_PEERCRED): only root, or the daemon's own uid, may talk to it. Errors travel as

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, LoadOptions};
-use crate::control::{Request, Response, Target};
+use crate::control::{ClearTarget, CryptoView, RekeyTarget, Request, Response, SaSelector, Target};
 
 /// vtid: route-based IPsec VPN agent (IKEv2, XFRM, VTIs).
 #[derive(Debug, Parser)]
@@ -63,6 +63,19 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Delete SAs with their peers, in IOS's words (`clear crypto ...`).
+    Clear {
+        /// What to clear.
+        #[command(subcommand)]
+        what: ClearWhat,
+    },
+    /// Rekey one IKE SA or Child SA now, as VICI's `rekey` (make-before-break: the new SA
+    /// is installed before the old one is deleted, RFC 7296 §1.3.2, §2.8).
+    Rekey {
+        /// Which SA.
+        #[command(subcommand)]
+        what: RekeyWhat,
+    },
     /// Bring a tunnel up now.
     Up(Target),
     /// Take a tunnel down (delete its SAs; it stays configured and on-demand traffic does
@@ -102,7 +115,7 @@ pub enum Command {
 }
 
 /// `vtid show` targets.
-#[derive(Clone, Copy, Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 pub enum ShowWhat {
     /// IKE sessions (`show crypto session`).
     Sessions,
@@ -110,6 +123,332 @@ pub enum ShowWhat {
     Sa,
     /// Tunnel interfaces (`show interface tunnel`).
     Tunnels,
+    /// IOS's `show crypto ...` commands, laid out as IOS prints them.
+    Crypto {
+        /// Which view.
+        #[command(subcommand)]
+        what: CryptoWhat,
+    },
+}
+
+/// `vtid show crypto ...`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum CryptoWhat {
+    /// `isakmp sa`: IKEv1 SAs. vtid speaks IKEv2 only, so this is IOS's empty table and a
+    /// note saying so.
+    Isakmp {
+        /// `sa`.
+        #[command(subcommand)]
+        what: IsakmpWhat,
+    },
+    /// `ikev2 sa` (IKE SAs: addresses, VRFs, status, negotiated algorithms, life/active
+    /// time) or `ikev2 proposal` (the configured IKEv2 proposals).
+    Ikev2 {
+        /// `sa` or `proposal`.
+        #[command(subcommand)]
+        what: Ikev2What,
+    },
+    /// `ipsec sa [peer ADDR | interface NAME]` (Child SAs with kernel counters),
+    /// `ipsec transform-set`, `ipsec profile` (the configuration).
+    Ipsec {
+        /// `sa`, `transform-set` or `profile`.
+        #[command(subcommand)]
+        what: IpsecWhat,
+    },
+    /// `session [detail]`: each peer's session, its IKE SA and IPsec flows; `detail` adds the
+    /// negotiated algorithms, identities, PFS group, per-direction counters and errors.
+    Session {
+        /// `detail`.
+        #[command(subcommand)]
+        detail: Option<Detail>,
+    },
+    /// `map`: vtid has no crypto maps; lists the entries IOS would create internally for
+    /// each tunnel's protection (`Tunnel0-head-0`), from its IPsec profile.
+    Map,
+    /// `debug-condition`: the conditions set with `vtid debug`.
+    DebugCondition,
+}
+
+/// `isakmp ...`.
+#[derive(Clone, Copy, Debug, Subcommand)]
+pub enum IsakmpWhat {
+    /// IKEv1 SAs.
+    Sa,
+}
+
+/// `ikev2 ...`.
+#[derive(Clone, Copy, Debug, Subcommand)]
+pub enum Ikev2What {
+    /// IKEv2 SAs.
+    Sa,
+    /// Configured IKEv2 proposals.
+    Proposal,
+}
+
+/// `ipsec ...`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum IpsecWhat {
+    /// Child SAs, all or those of one peer or interface.
+    Sa {
+        /// `peer ADDR` or `interface NAME`.
+        #[command(subcommand)]
+        filter: Option<SaFilter>,
+    },
+    /// Configured transform sets.
+    TransformSet,
+    /// Configured IPsec profiles.
+    Profile,
+}
+
+/// `ipsec sa` filters.
+#[derive(Clone, Debug, Subcommand)]
+pub enum SaFilter {
+    /// The Child SAs with one peer.
+    Peer {
+        /// The peer's underlay address.
+        addr: std::net::IpAddr,
+    },
+    /// The Child SAs on one tunnel interface.
+    Interface {
+        /// The interface (e.g. Tunnel0, or a clone's name).
+        name: String,
+    },
+}
+
+/// The `detail` keyword.
+#[derive(Clone, Copy, Debug, Subcommand)]
+pub enum Detail {
+    /// More per session.
+    Detail,
+}
+
+/// `vtid clear ...`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum ClearWhat {
+    /// IOS's `clear crypto ...`.
+    Crypto {
+        /// What to clear.
+        #[command(subcommand)]
+        what: ClearCrypto,
+    },
+}
+
+/// `vtid clear crypto ...`. A selector that matches nothing is an error and changes nothing.
+#[derive(Clone, Debug, Subcommand)]
+pub enum ClearCrypto {
+    /// Delete the IKE SA of every session, or of the sessions with one peer, and with it
+    /// their Child SAs; the peer is told (INFORMATIONAL Delete, RFC 7296 §1.4.1). A static
+    /// tunnel with `initiate = true` negotiates again at once (new IKE SA, new Child SA);
+    /// others wait for their peer (or for `vtid up`).
+    Session {
+        /// `remote ADDR`.
+        #[command(subcommand)]
+        remote: Option<Remote>,
+    },
+    /// Delete Child SAs only (all, one peer's, or the one with an SPI); the peer is told and
+    /// the IKE SA stays. An initiating static tunnel negotiates a new Child SA on it at once.
+    Sa {
+        /// `peer ADDR` or `spi SPI`.
+        #[command(subcommand)]
+        filter: Option<ClearSaFilter>,
+    },
+    /// `ikev2 sa [remote ADDR]`: IKEv2 has nothing else, so this is `clear crypto session`
+    /// (deleting an IKE SA deletes its Child SAs, RFC 7296 §1.4.1).
+    Ikev2 {
+        /// `sa`.
+        #[command(subcommand)]
+        what: ClearIkev2,
+    },
+}
+
+/// `clear crypto ikev2 ...`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum ClearIkev2 {
+    /// IKEv2 SAs.
+    Sa {
+        /// `remote ADDR`.
+        #[command(subcommand)]
+        remote: Option<Remote>,
+    },
+}
+
+/// `remote ADDR`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Remote {
+    /// Only the sessions with this peer.
+    Remote {
+        /// The peer's underlay address.
+        addr: std::net::IpAddr,
+    },
+}
+
+/// `clear crypto sa` filters.
+#[derive(Clone, Debug, Subcommand)]
+pub enum ClearSaFilter {
+    /// The Child SAs with one peer.
+    Peer {
+        /// The peer's underlay address.
+        addr: std::net::IpAddr,
+    },
+    /// The Child SA one of whose SAs (inbound or outbound) has this SPI.
+    Spi {
+        /// The SPI in hex, as `show crypto ipsec sa` and `ip xfrm state` show it
+        /// (`0xC0FFEE01` or `c0ffee01`).
+        #[arg(value_parser = parse_spi)]
+        spi: u32,
+    },
+}
+
+/// `vtid rekey ...`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum RekeyWhat {
+    /// Rekey the IKE SA (CREATE_CHILD_SA, RFC 7296 §1.3.2): new IKE SPIs and keys, the Child
+    /// SAs move over unchanged.
+    Ike {
+        /// `tunnel NAME` or `peer ADDR`.
+        #[command(subcommand)]
+        by: IkeSelector,
+    },
+    /// Rekey Child SAs (RFC 7296 §1.3.3): new SPIs and keys, the IKE SA stays.
+    Child {
+        /// `tunnel NAME`, `peer ADDR` or `spi SPI`.
+        #[command(subcommand)]
+        by: ChildSelector,
+    },
+}
+
+/// Which IKE SA.
+#[derive(Clone, Debug, Subcommand)]
+pub enum IkeSelector {
+    /// The IKE SA of a tunnel (static, or a dynamic VTI clone).
+    Tunnel {
+        /// Tunnel name.
+        name: String,
+    },
+    /// The IKE SA with a peer.
+    Peer {
+        /// The peer's underlay address.
+        addr: std::net::IpAddr,
+    },
+}
+
+/// Which Child SAs.
+#[derive(Clone, Debug, Subcommand)]
+pub enum ChildSelector {
+    /// Every Child SA of a tunnel.
+    Tunnel {
+        /// Tunnel name.
+        name: String,
+    },
+    /// Every Child SA with a peer.
+    Peer {
+        /// The peer's underlay address.
+        addr: std::net::IpAddr,
+    },
+    /// The Child SA one of whose SAs has this SPI.
+    Spi {
+        /// The SPI in hex (`0xC0FFEE01` or `c0ffee01`).
+        #[arg(value_parser = parse_spi)]
+        spi: u32,
+    },
+}
+
+/// An SPI as vtid shows it everywhere: hex, with or without `0x`.
+fn parse_spi(s: &str) -> Result<u32, String> {
+    let h = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    match u32::from_str_radix(h, 16) {
+        Ok(0) => Err("SPI 0 is never an SA's (RFC 4303 §2.1)".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!(
+            "{s:?} is not a 32-bit hex SPI (e.g. 0xC0FFEE01, as `show crypto ipsec sa` shows it)"
+        )),
+    }
+}
+
+impl CryptoWhat {
+    /// The request's view.
+    pub fn view(&self) -> CryptoView {
+        match self {
+            Self::Isakmp { .. } => CryptoView::IsakmpSa,
+            Self::Ikev2 {
+                what: Ikev2What::Sa,
+            } => CryptoView::Ikev2Sa,
+            Self::Ikev2 {
+                what: Ikev2What::Proposal,
+            } => CryptoView::Ikev2Proposal,
+            Self::Ipsec {
+                what: IpsecWhat::Sa { filter },
+            } => CryptoView::IpsecSa {
+                peer: match filter {
+                    Some(SaFilter::Peer { addr }) => Some(*addr),
+                    _ => None,
+                },
+                interface: match filter {
+                    Some(SaFilter::Interface { name }) => Some(name.clone()),
+                    _ => None,
+                },
+            },
+            Self::Ipsec {
+                what: IpsecWhat::TransformSet,
+            } => CryptoView::TransformSet,
+            Self::Ipsec {
+                what: IpsecWhat::Profile,
+            } => CryptoView::IpsecProfile,
+            Self::Session { detail } => CryptoView::Session {
+                detail: detail.is_some(),
+            },
+            Self::Map => CryptoView::Map,
+            Self::DebugCondition => CryptoView::DebugCondition,
+        }
+    }
+}
+
+impl ClearCrypto {
+    /// The request's target.
+    pub fn target(&self) -> ClearTarget {
+        match self {
+            Self::Session { remote }
+            | Self::Ikev2 {
+                what: ClearIkev2::Sa { remote },
+            } => ClearTarget::Session {
+                remote: remote.as_ref().map(|Remote::Remote { addr }| *addr),
+            },
+            Self::Sa { filter } => ClearTarget::Sa {
+                peer: match filter {
+                    Some(ClearSaFilter::Peer { addr }) => Some(*addr),
+                    _ => None,
+                },
+                spi: match filter {
+                    Some(ClearSaFilter::Spi { spi }) => Some(*spi),
+                    _ => None,
+                },
+            },
+        }
+    }
+}
+
+impl RekeyWhat {
+    /// The request's target.
+    pub fn target(&self) -> RekeyTarget {
+        match self {
+            Self::Ike { by } => RekeyTarget::Ike {
+                target: match by {
+                    IkeSelector::Tunnel { name } => SaSelector::Tunnel(name.clone()),
+                    IkeSelector::Peer { addr } => SaSelector::Peer(*addr),
+                },
+            },
+            Self::Child { by } => RekeyTarget::Child {
+                target: match by {
+                    ChildSelector::Tunnel { name } => SaSelector::Tunnel(name.clone()),
+                    ChildSelector::Peer { addr } => SaSelector::Peer(*addr),
+                    ChildSelector::Spi { spi } => SaSelector::Spi(*spi),
+                },
+            },
+        }
+    }
 }
 
 /// `vtid debug` selectors (`debug crypto condition ...`).
@@ -133,16 +472,24 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => run(config, cli.socket, keep_on_exit),
         Command::Show { what, json } => {
-            let req = match what {
-                ShowWhat::Sessions => Request::ShowSessions,
-                ShowWhat::Sa => Request::ShowSa,
-                ShowWhat::Tunnels => Request::ShowTunnels,
+            // The request, and how its answer is printed without --json: the older views as
+            // vtid's tables, `crypto ...` as IOS lays it out.
+            let (req, view) = match &what {
+                ShowWhat::Sessions => (Request::ShowSessions, None),
+                ShowWhat::Sa => (Request::ShowSa, None),
+                ShowWhat::Tunnels => (Request::ShowTunnels, None),
+                ShowWhat::Crypto { what } => {
+                    let view = what.view();
+                    (Request::ShowCrypto { view: view.clone() }, Some(view))
+                }
             };
             let body = ask(&cli.socket, &req)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
+            } else if let Some(view) = view {
+                print!("{}", crate::ios::render(&view, &body));
             } else {
-                print!("{}", render(what, &body));
+                print!("{}", render(&what, &body));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -151,6 +498,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             maps,
             key_dir,
         } => import_ios(&file, &maps, key_dir.as_deref()),
+        Command::Clear {
+            what: ClearWhat::Crypto { what },
+        } => print_ok(ask(
+            &cli.socket,
+            &Request::ClearCrypto {
+                what: what.target(),
+            },
+        )?),
+        Command::Rekey { what } => print_ok(ask(
+            &cli.socket,
+            &Request::Rekey {
+                what: what.target(),
+            },
+        )?),
         Command::Up(t) => print_ok(ask(&cli.socket, &Request::Up(t))?),
         Command::Down(t) => print_ok(ask(&cli.socket, &Request::Down(t))?),
         Command::Reload => print_ok(ask(&cli.socket, &Request::Reload)?),
@@ -200,7 +561,7 @@ fn print_ok(v: serde_json::Value) -> anyhow::Result<ExitCode> {
 }
 
 /// Plain-text tables for people; `--json` gives the same data for programs.
-fn render(what: ShowWhat, body: &serde_json::Value) -> String {
+fn render(what: &ShowWhat, body: &serde_json::Value) -> String {
     use std::fmt::Write as _;
     let rows = body.as_array().cloned().unwrap_or_default();
     let s = |v: &serde_json::Value| match v {
@@ -281,6 +642,8 @@ fn render(what: ShowWhat, body: &serde_json::Value) -> String {
                 );
             }
         }
+        // Rendered by `crate::ios`.
+        ShowWhat::Crypto { .. } => {}
         ShowWhat::Tunnels => {
             let _ = writeln!(
                 out,
@@ -463,6 +826,193 @@ mod tests {
         assert_eq!(cli.socket, PathBuf::from("/run/vtid/vtid.sock"));
     }
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vtid").chain(args.iter().copied()))
+    }
+
+    fn view(args: &[&str]) -> (CryptoView, bool) {
+        match parse(args).expect("parses").command {
+            Command::Show {
+                what: ShowWhat::Crypto { what },
+                json,
+            } => (what.view(), json),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn show_crypto_in_the_ios_words() {
+        let v = |a: &[&str]| view(a).0;
+        assert_eq!(v(&["show", "crypto", "isakmp", "sa"]), CryptoView::IsakmpSa);
+        assert_eq!(v(&["show", "crypto", "ikev2", "sa"]), CryptoView::Ikev2Sa);
+        assert_eq!(
+            v(&["show", "crypto", "ikev2", "proposal"]),
+            CryptoView::Ikev2Proposal
+        );
+        assert_eq!(
+            v(&["show", "crypto", "ipsec", "sa"]),
+            CryptoView::IpsecSa {
+                peer: None,
+                interface: None
+            }
+        );
+        assert_eq!(
+            v(&["show", "crypto", "ipsec", "sa", "peer", "192.0.2.2"]),
+            CryptoView::IpsecSa {
+                peer: Some("192.0.2.2".parse().unwrap()),
+                interface: None
+            }
+        );
+        assert_eq!(
+            v(&["show", "crypto", "ipsec", "sa", "interface", "Tunnel0"]),
+            CryptoView::IpsecSa {
+                peer: None,
+                interface: Some("Tunnel0".into())
+            }
+        );
+        assert_eq!(
+            v(&["show", "crypto", "session"]),
+            CryptoView::Session { detail: false }
+        );
+        assert_eq!(
+            v(&["show", "crypto", "session", "detail"]),
+            CryptoView::Session { detail: true }
+        );
+        assert_eq!(v(&["show", "crypto", "map"]), CryptoView::Map);
+        assert_eq!(
+            v(&["show", "crypto", "ipsec", "transform-set"]),
+            CryptoView::TransformSet
+        );
+        assert_eq!(
+            v(&["show", "crypto", "ipsec", "profile"]),
+            CryptoView::IpsecProfile
+        );
+        assert_eq!(
+            v(&["show", "crypto", "debug-condition"]),
+            CryptoView::DebugCondition
+        );
+        // --json anywhere after `show`, as for the older views.
+        assert!(view(&["show", "crypto", "session", "detail", "--json"]).1);
+        assert!(view(&["show", "--json", "crypto", "ikev2", "sa"]).1);
+        // The older views are unchanged.
+        assert!(matches!(
+            parse(&["show", "tunnels"]).unwrap().command,
+            Command::Show {
+                what: ShowWhat::Tunnels,
+                json: false
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_show_crypto_input_is_refused_by_the_parser() {
+        for bad in [
+            &["show", "crypto", "ipsec", "sa", "peer", "not-an-address"][..],
+            &["show", "crypto", "ipsec", "sa", "peer"],
+            &["show", "crypto", "session", "verbose"],
+            &["show", "crypto", "ikev2"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    fn clear(args: &[&str]) -> ClearTarget {
+        match parse(args).expect("parses").command {
+            Command::Clear {
+                what: ClearWhat::Crypto { what },
+            } => what.target(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn clear_crypto_in_the_ios_words() {
+        let peer: std::net::IpAddr = "198.51.100.2".parse().unwrap();
+        assert_eq!(
+            clear(&["clear", "crypto", "session"]),
+            ClearTarget::Session { remote: None }
+        );
+        assert_eq!(
+            clear(&["clear", "crypto", "session", "remote", "198.51.100.2"]),
+            ClearTarget::Session { remote: Some(peer) }
+        );
+        // IKEv2 has only IKE SAs and Child SAs: `ikev2 sa` is `session`.
+        assert_eq!(
+            clear(&["clear", "crypto", "ikev2", "sa", "remote", "198.51.100.2"]),
+            ClearTarget::Session { remote: Some(peer) }
+        );
+        assert_eq!(
+            clear(&["clear", "crypto", "sa"]),
+            ClearTarget::Sa {
+                peer: None,
+                spi: None
+            }
+        );
+        assert_eq!(
+            clear(&["clear", "crypto", "sa", "peer", "198.51.100.2"]),
+            ClearTarget::Sa {
+                peer: Some(peer),
+                spi: None
+            }
+        );
+        for spi in ["0xC0FFEE01", "c0ffee01", "0Xc0ffee01"] {
+            assert_eq!(
+                clear(&["clear", "crypto", "sa", "spi", spi]),
+                ClearTarget::Sa {
+                    peer: None,
+                    spi: Some(0xc0ff_ee01)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_addresses_and_spis_are_specific_errors() {
+        let e = parse(&["clear", "crypto", "sa", "spi", "0xZZ"]).unwrap_err();
+        assert!(e.to_string().contains("not a 32-bit hex SPI"), "{e}");
+        let e = parse(&["clear", "crypto", "sa", "spi", "123456789"]).unwrap_err();
+        assert!(e.to_string().contains("not a 32-bit hex SPI"), "{e}");
+        let e = parse(&["clear", "crypto", "sa", "spi", "0"]).unwrap_err();
+        assert!(e.to_string().contains("SPI 0"), "{e}");
+        let e = parse(&["clear", "crypto", "session", "remote", "10.0.0"]).unwrap_err();
+        assert!(e.to_string().contains("invalid IP address syntax"), "{e}");
+        assert!(parse(&["rekey", "child", "spi", "nope"]).is_err());
+        assert!(parse(&["rekey", "ike", "peer", "nope"]).is_err());
+        assert!(parse(&["rekey", "ike"]).is_err());
+    }
+
+    #[test]
+    fn rekey_ike_or_child() {
+        let target = |a: &[&str]| match parse(a).expect("parses").command {
+            Command::Rekey { what } => what.target(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            target(&["rekey", "ike", "tunnel", "Tunnel0"]),
+            RekeyTarget::Ike {
+                target: SaSelector::Tunnel("Tunnel0".into())
+            }
+        );
+        assert_eq!(
+            target(&["rekey", "ike", "peer", "192.0.2.2"]),
+            RekeyTarget::Ike {
+                target: SaSelector::Peer("192.0.2.2".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            target(&["rekey", "child", "spi", "0xc0ffee01"]),
+            RekeyTarget::Child {
+                target: SaSelector::Spi(0xc0ff_ee01)
+            }
+        );
+        assert_eq!(
+            target(&["rekey", "child", "tunnel", "Tunnel0"]),
+            RekeyTarget::Child {
+                target: SaSelector::Tunnel("Tunnel0".into())
+            }
+        );
+    }
+
     #[test]
     fn check_defaults_to_etc() {
         let cli = Cli::try_parse_from(["vtid", "--socket", "/tmp/s", "check"]).expect("parses");
@@ -476,14 +1026,14 @@ mod tests {
     fn show_sa_text_has_the_udp_encap_ports_when_there_are_any() {
         let row = |encap: serde_json::Value| serde_json::json!([{ "tunnel": "tun0", "peer": "198.51.100.1", "udp_encap": encap }]);
         let natted = render(
-            ShowWhat::Sa,
+            &ShowWhat::Sa,
             &row(serde_json::json!({ "local_port": 4500, "remote_port": 40057 })),
         );
         assert!(
             natted.contains("  udp encap: local port 4500, remote port 40057\n"),
             "{natted}"
         );
-        let plain = render(ShowWhat::Sa, &row(serde_json::Value::Null));
+        let plain = render(&ShowWhat::Sa, &row(serde_json::Value::Null));
         assert!(!plain.contains("udp encap"), "{plain}");
     }
 }

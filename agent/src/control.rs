@@ -1,5 +1,6 @@
 //! The control socket (`/run/vtid/vtid.sock`): one JSON request per connection, one JSON
-//! response back. The CLI (`vtid show ...`, `up`, `down`, `reload`, `debug`) is its client.
+//! response back. The CLI (`vtid show ...`, `clear crypto ...`, `rekey`, `up`, `down`, `reload`,
+//! `debug`) is its client.
 //!
 //! The socket is created mode 0600 and every connection's peer credentials are checked
 //! (SO_PEERCRED): only root, or the daemon's own uid, may talk to it. Errors travel as
@@ -36,6 +37,21 @@ pub enum Request {
     Down(Target),
     /// Re-read the config file and apply only the difference.
     Reload,
+    /// One of the IOS-vocabulary views (`vtid show crypto ...`).
+    ShowCrypto {
+        /// Which view.
+        view: CryptoView,
+    },
+    /// Delete SAs with their peers (`vtid clear crypto ...`).
+    ClearCrypto {
+        /// Which SAs.
+        what: ClearTarget,
+    },
+    /// Rekey one IKE SA or Child SA now (`vtid rekey ...`, VICI's `rekey`).
+    Rekey {
+        /// Which SA.
+        what: RekeyTarget,
+    },
     /// Raise (or lower again) logging for one peer, SA or tunnel.
     Debug {
         /// `peer`, `spi` or `tunnel`.
@@ -45,6 +61,85 @@ pub enum Request {
         /// False to turn it off again.
         on: bool,
     },
+}
+
+/// The `show crypto` views, named as IOS names them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CryptoView {
+    /// `show crypto isakmp sa`: IKEv1 SAs (vtid has none).
+    IsakmpSa,
+    /// `show crypto ikev2 sa`.
+    Ikev2Sa,
+    /// `show crypto ipsec sa [peer ADDR | interface NAME]`.
+    IpsecSa {
+        /// Only the Child SAs with this peer.
+        peer: Option<std::net::IpAddr>,
+        /// Only the Child SAs on this interface.
+        interface: Option<String>,
+    },
+    /// `show crypto session [detail]`.
+    Session {
+        /// With negotiated algorithms, identities, PFS and per-direction counters.
+        detail: bool,
+    },
+    /// `show crypto map`.
+    Map,
+    /// `show crypto ipsec transform-set`.
+    TransformSet,
+    /// `show crypto ipsec profile`.
+    IpsecProfile,
+    /// `show crypto ikev2 proposal`.
+    Ikev2Proposal,
+    /// `show crypto debug-condition`.
+    DebugCondition,
+}
+
+/// What `clear crypto ...` deletes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClearTarget {
+    /// `clear crypto session [remote ADDR]` and `clear crypto ikev2 sa [remote ADDR]`: the IKE
+    /// SAs (with their Child SAs) of every session, or of the sessions with one peer.
+    Session {
+        /// The peer's address; `None` for every session.
+        remote: Option<std::net::IpAddr>,
+    },
+    /// `clear crypto sa [peer ADDR | spi SPI]`: Child SAs only; the IKE SAs stay.
+    Sa {
+        /// Only the Child SAs with this peer.
+        peer: Option<std::net::IpAddr>,
+        /// Only the Child SA one of whose SAs has this SPI.
+        spi: Option<u32>,
+    },
+}
+
+/// What `vtid rekey` rekeys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RekeyTarget {
+    /// The IKE SA of the sessions of a tunnel (by name) or with a peer (by address).
+    Ike {
+        /// Tunnel name or peer address.
+        target: SaSelector,
+    },
+    /// The Child SAs of a tunnel, or the one with an SPI.
+    Child {
+        /// Tunnel name or SPI.
+        target: SaSelector,
+    },
+}
+
+/// How a rekey names its SAs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaSelector {
+    /// Every live SA of the tunnel (static, or a dynamic VTI clone).
+    Tunnel(String),
+    /// Every live SA with this peer.
+    Peer(std::net::IpAddr),
+    /// The Child SA one of whose SAs has this SPI.
+    Spi(u32),
 }
 
 /// The tunnel an `up` or `down` is for; also the CLI's argument of `vtid up|down` (one
@@ -227,5 +322,45 @@ mod tests {
         let resp: Response = serde_json::from_str(&raw).unwrap();
         assert!(matches!(resp, Response::Error { ref kind, .. } if kind == "bad-request"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The new requests keep the socket's one-line JSON shape, `cmd` beside the arguments.
+    #[test]
+    fn crypto_requests_round_trip_as_json() {
+        let reqs = [
+            Request::ShowCrypto {
+                view: CryptoView::IpsecSa {
+                    peer: Some("192.0.2.2".parse().unwrap()),
+                    interface: None,
+                },
+            },
+            Request::ShowCrypto {
+                view: CryptoView::IsakmpSa,
+            },
+            Request::ClearCrypto {
+                what: ClearTarget::Sa {
+                    peer: None,
+                    spi: Some(0xc0ffee01),
+                },
+            },
+            Request::Rekey {
+                what: RekeyTarget::Child {
+                    target: SaSelector::Spi(0x1234),
+                },
+            },
+        ];
+        for r in reqs {
+            let j = serde_json::to_string(&r).unwrap();
+            assert!(j.starts_with("{\"cmd\":"), "{j}");
+            assert_eq!(serde_json::from_str::<Request>(&j).unwrap(), r, "{j}");
+        }
+        let j = serde_json::to_string(&Request::ShowCrypto {
+            view: CryptoView::Session { detail: true },
+        })
+        .unwrap();
+        assert_eq!(
+            j,
+            r#"{"cmd":"show-crypto","view":{"session":{"detail":true}}}"#
+        );
     }
 }

@@ -105,6 +105,12 @@ impl Conditions {
         s.iter().map(ToString::to_string).collect()
     }
 
+    /// The active conditions, in order (`vtid show crypto debug-condition`).
+    pub fn list(&self) -> Vec<Condition> {
+        let s = self.set.read().unwrap_or_else(|p| p.into_inner());
+        s.iter().cloned().collect()
+    }
+
     fn active(&self) -> bool {
         self.any.load(Ordering::Acquire)
     }

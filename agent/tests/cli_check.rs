@@ -229,11 +229,49 @@ fn daemon_commands_without_a_daemon_say_so() -> Result<()> {
         &["--socket", &s, "show", "sessions", "--json"][..],
         &["--socket", &s, "up", "Tunnel0"],
         &["--socket", &s, "reload"],
+        &["--socket", &s, "show", "crypto", "session", "detail"],
+        &["--socket", &s, "clear", "crypto", "sa", "spi", "0xc0ffee01"],
+        &["--socket", &s, "rekey", "ike", "tunnel", "Tunnel0"],
     ] {
         let out = run(args)?;
         ensure!(out.status.code() == Some(1), "{args:?}: {:?}", out.status);
         let err = String::from_utf8(out.stderr)?;
         ensure!(err.contains("cannot reach vtid"), "{args:?}: {err}");
+    }
+    Ok(())
+}
+
+/// Malformed input to the IOS-vocabulary commands is refused before the daemon is asked
+/// (clap's usage error, exit 2), naming what is wrong.
+#[test]
+fn malformed_clear_and_rekey_input_is_refused_up_front() -> Result<()> {
+    let sock = std::env::temp_dir().join(format!("vtid-bad-{}.sock", std::process::id()));
+    let s = sock.to_string_lossy();
+    for (args, says) in [
+        (
+            &["--socket", &s, "clear", "crypto", "sa", "spi", "xyz"][..],
+            "not a 32-bit hex SPI",
+        ),
+        (
+            &[
+                "--socket", &s, "clear", "crypto", "session", "remote", "1.2.3",
+            ],
+            "invalid IP address syntax",
+        ),
+        (
+            &["--socket", &s, "show", "crypto", "ipsec", "sa", "peer", "x"],
+            "invalid IP address syntax",
+        ),
+        (&["--socket", &s, "rekey", "child", "spi", "0"], "SPI 0"),
+    ] {
+        let out = run(args)?;
+        ensure!(out.status.code() == Some(2), "{args:?}: {:?}", out.status);
+        let err = String::from_utf8(out.stderr)?;
+        ensure!(err.contains(says), "{args:?}: {err}");
+        ensure!(
+            !err.contains("cannot reach vtid"),
+            "{args:?} asked the daemon: {err}"
+        );
     }
     Ok(())
 }

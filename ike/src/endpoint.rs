@@ -37,6 +37,7 @@ use crate::wire::enums::NotifyType;
 // as `ike::endpoint::*`, which the agent and the fuzz targets use.
 pub use crate::output::ChildSaEncapUpdate;
 pub use crate::output::ChildSaId;
+pub use crate::output::ChildSaInfo;
 pub use crate::output::ChildSaInstall;
 pub use crate::output::ChildSaRemove;
 pub use crate::output::Datagram;
@@ -100,6 +101,14 @@ pub enum Command {
     },
     /// Rekey a Child SA now (XFRM soft EXPIRE on bytes/packets).
     RekeyChild {
+        /// The Child SA.
+        child: ChildSaId,
+    },
+    /// Delete one Child SA now, with the peer (the operator's `clear crypto sa`): it is
+    /// removed at once and an INFORMATIONAL Delete names its inbound SPI, after which the
+    /// peer deletes its half (RFC 7296 §1.4.1). The IKE SA stays; a new Child SA comes from a
+    /// later [`Command::Initiate`] (an established childless IKE SA creates one).
+    DeleteChild {
         /// The Child SA.
         child: ChildSaId,
     },
@@ -373,7 +382,9 @@ impl Endpoint {
                     });
                 }
             }
-            Command::ChildExpired { child } => {
+            // The kernel's hard expiry and the operator's delete end the same way: the SA goes
+            // now and the peer is told (§1.4.1).
+            Command::ChildExpired { child } | Command::DeleteChild { child } => {
                 if let Some(spi) = self.sa_of_child(child) {
                     self.with_sa(now, spi, |sa, ctx| {
                         sa.command(ctx, SaCommand::ChildExpired(child))

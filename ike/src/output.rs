@@ -366,6 +366,42 @@ pub struct IkeSaInfo {
     pub nat: bool,
     /// Child SAs: (id, inbound SPI, outbound SPI).
     pub children: Vec<(ChildSaId, u32, u32)>,
+    /// The negotiated IKE SA suite (RFC 7296 §3.3); `None` before IKE_SA_INIT completes.
+    pub suite: Option<crate::config::IkeProposal>,
+    /// Our identity as sent in IDi/IDr (RFC 7296 §3.5).
+    pub local_id: Identity,
+    /// How we sign our AUTH: `PSK`, or the key family of RFC 7427 signatures (`RSA`,
+    /// `ECDSA`, `Ed25519`).
+    pub auth_sign: &'static str,
+    /// How the peer's AUTH is verified: `PSK`, or `Digital Signature` (RFC 7427; the method
+    /// must match ours, [`crate::config::AuthConfig`]).
+    pub auth_verify: &'static str,
+    /// The configured IKE SA lifetime (rekeyed before it).
+    pub lifetime: Duration,
+    /// Each Child SA in detail (the same ones as `children`, with what was negotiated).
+    pub child_sas: Vec<ChildSaInfo>,
+}
+
+/// What was negotiated for one Child SA, for status output (`show crypto session detail`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildSaInfo {
+    /// The Child SA.
+    pub id: ChildSaId,
+    /// Inbound SPI.
+    pub spi_in: u32,
+    /// Outbound SPI.
+    pub spi_out: u32,
+    /// Our traffic selectors (TSi or TSr as narrowed, RFC 7296 §2.9).
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's traffic selectors.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Tunnel or transport.
+    pub mode: Mode,
+    /// The PFS group of the CREATE_CHILD_SA that made it (RFC 7296 §1.3.1); `None` for the
+    /// IKE_AUTH Child SA (§1.2: no KE there) and when no PFS was negotiated.
+    pub pfs: Option<crate::transform::DhGroup>,
+    /// Carries traffic (not replaced by a rekey, not being deleted).
+    pub live: bool,
 }
 
 /// Counters, readable at any time.

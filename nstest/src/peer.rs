@@ -111,6 +111,14 @@ pub trait Peer {
             self.implementation()
         )
     }
+    /// The peer's own account of its SAs (strongSwan: `swanctl --list-sas --raw`), for
+    /// checking what the other end of a tunnel believes.
+    fn list_sas(&self) -> Result<String> {
+        bail!(
+            "this {:?} peer has no SA listing here",
+            self.implementation()
+        )
+    }
     /// The vtid instance, when this peer is one (for its CLI: show, reload, restart).
     fn as_vtid(&mut self) -> Option<&mut Vtid> {
         None
@@ -237,5 +245,8 @@ impl Peer for SwanPeer {
     }
     fn restart(&mut self) -> Result<()> {
         self.0.restart()
+    }
+    fn list_sas(&self) -> Result<String> {
+        self.0.list_sas()
     }
 }

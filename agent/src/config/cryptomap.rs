@@ -2,11 +2,14 @@
 //! the seeds give for crypto maps (seed digest F-B5 to F-B8, F-E1 to F-E4).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use super::super::acl::{self, AclEntry};
-use super::super::{CryptoMap, CryptoMapEntry, LocalTermination};
-use super::{Config, Cx, MAX_TRANSFORM_SETS, Named, raw};
+use std::sync::Arc;
+
+use super::super::{
+    CryptoMap, CryptoMapEntry, Credentials, LocalTermination, MapPeer, ProfileCredentials,
+};
+use super::{Config, Cx, MAX_TRANSFORM_SETS, Named, derived_profile, keyring_for_address, raw};
 
 /// Sequence numbers IOS accepts for crypto map entries.
 const SEQ: (i64, i64) = (1, 65_535);
@@ -201,19 +204,63 @@ impl Cx<'_> {
             ike_profile: e.ike_profile.clone(),
         };
         let ipsec = self.ipsec_settings(path, &settings, &c.transform_sets);
-        // Without an IKE profile, each peer's key comes from the keyrings, as for tunnels.
-        if e.ike_profile.is_none() && c.keyrings.len() == self.count("keyring") {
-            for (p, v) in peers.iter().zip(list) {
-                if super::keyring_for_address(c, *p).is_none() {
-                    self.err(
-                        v.span(),
-                        format!(
-                            "{path}.peers: no keyring has an entry for {p}; add one or set \
-                             ike_profile"
-                        ),
-                    );
-                    ok = false;
-                }
+        // Each peer's IKE profile and key: the entry's profile, else derived from the
+        // keyrings as for a tunnel without one.
+        let mut resolved = Vec::new();
+        let keyrings_ok = c.keyrings.len() == self.count("keyring");
+        // `Some(None)`: named, but the name is wrong or the profile has its own errors
+        // (reported); `None`: not named, derived per peer.
+        let profile = e.ike_profile.as_ref().map(|p| {
+            self.reference(p, &format!("{path}.ike_profile"), "ike_profile")
+                .and_then(|n| c.ike_profiles.get(&n).cloned().map(|prof| (n, prof)))
+        });
+        for (p, v) in peers.iter().zip(list) {
+            let peer = match &profile {
+                Some(Some((pname, prof))) => match &prof.credentials {
+                    ProfileCredentials::Psk(kname, keyring) => match keyring.find_by_address(*p) {
+                        Some(entry) => Some((Arc::new(prof.clone()), Credentials::Psk(entry.psk.clone()))),
+                        None => {
+                            self.err(
+                                v.span(),
+                                format!(
+                                    "{path}.peers: keyring {kname} (of ike_profile {pname}) has \
+                                     no peer entry for {p}"
+                                ),
+                            );
+                            None
+                        }
+                    },
+                    ProfileCredentials::Certificate(_, files) => {
+                        Some((Arc::new(prof.clone()), Credentials::Certificate(files.clone())))
+                    }
+                },
+                Some(None) => None,
+                None => match keyring_for_address(c, *p) {
+                    Some((kname, keyring, entry)) => Some((
+                        Arc::new(derived_profile(*p, kname, Arc::new(keyring.clone()), None)),
+                        Credentials::Psk(entry.psk.clone()),
+                    )),
+                    None => {
+                        if keyrings_ok {
+                            self.err(
+                                v.span(),
+                                format!(
+                                    "{path}.peers: no keyring has an entry for {p}; add one or \
+                                     set ike_profile"
+                                ),
+                            );
+                        }
+                        None
+                    }
+                },
+            };
+            match peer {
+                Some((ike, credentials)) => resolved.push(MapPeer {
+                    addr: *p,
+                    ike,
+                    credentials,
+                }),
+                None => ok = false,
             }
         }
         let metric = match &e.reverse_route_metric {
@@ -238,7 +285,7 @@ impl Cx<'_> {
             seq: 0,
             access_list,
             acl,
-            peers,
+            peers: resolved,
             ipsec,
             per_host: e.per_host.as_ref().is_some_and(|b| *b.get_ref()),
             reverse_route: rri.then_some(metric),
@@ -317,7 +364,7 @@ pub fn warnings(c: &Config) -> Vec<String> {
                      (routing protocols, NTP, ping included); put deny entries before it for \
                      what must stay in clear, or use a VTI",
                     e.seq,
-                    e.peers.first().map_or_else(String::new, IpAddr::to_string)
+                    e.peers.first().map_or_else(String::new, |p| p.addr.to_string())
                 ));
             }
         }

@@ -265,8 +265,9 @@ pub struct CryptoMapEntry {
     pub access_list: String,
     /// Its entries, resolved.
     pub acl: Vec<acl::AclEntry>,
-    /// `set peer` addresses, the first preferred.
-    pub peers: Vec<IpAddr>,
+    /// `set peer` addresses, the first preferred, each with the IKE profile and credentials
+    /// it is negotiated with (the entry's `ike_profile`, else derived from the keyrings).
+    pub peers: Vec<MapPeer>,
     /// Transform sets, PFS, lifetimes and IKE profile, as an IPsec profile holds them.
     pub ipsec: IpsecProfile,
     /// One SA pair per host pair.
@@ -275,6 +276,17 @@ pub struct CryptoMapEntry {
     pub reverse_route: Option<u32>,
     /// Negotiate at start rather than on the first packet (ACQUIRE).
     pub initiate: bool,
+}
+
+/// One peer of a crypto map entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapPeer {
+    /// Its address.
+    pub addr: IpAddr,
+    /// The IKE profile it is negotiated with.
+    pub ike: Arc<IkeProfile>,
+    /// Our credentials toward it.
+    pub credentials: Credentials,
 }
 
 /// Child SA lifetime (`set security-association lifetime`).

@@ -10,6 +10,9 @@ impl Runtime {
             Request::ShowSessions => Response::Ok(self.show_sessions()),
             Request::ShowSa => Response::Ok(self.show_sa().await),
             Request::ShowTunnels => Response::Ok(self.show_tunnels()),
+            Request::ShowCrypto { view } => self.show_crypto(&view).await,
+            Request::ClearCrypto { what } => self.clear_crypto(what),
+            Request::Rekey { what } => self.rekey(what),
             // A dynamic VTI clone, by name or peer address: its peer's sessions are deleted
             // (the peer is told), and the clone goes with them like on any disconnect. The
             // peer may connect again; nothing is held down.

@@ -10,6 +10,7 @@
 
 mod clones;
 mod control;
+mod crypto;
 mod line;
 mod reload;
 mod revocation;

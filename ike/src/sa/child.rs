@@ -100,6 +100,8 @@ pub(crate) struct Child {
     pub(crate) config: ChildConfigIndex,
     /// (our host, the peer's) of a per-host Child SA we initiated; kept across rekeys.
     pub(crate) host_pair: Option<(IpAddr, IpAddr)>,
+    /// The PFS group its exchange used (RFC 7296 §1.3.1), for status output.
+    pub(crate) pfs: Option<crate::transform::DhGroup>,
     state: ChildState,
 }
 
@@ -127,6 +129,7 @@ impl Child {
             addrs: None,
             config: ChildConfigIndex::FIRST,
             host_pair: None,
+            pfs: None,
             state: ChildState::Installed,
         }
     }

@@ -149,6 +149,29 @@ pub(crate) enum SaAction {
     ResolveDuplicates { conn: ConnId, peer_id: Identity },
 }
 
+/// How we sign our AUTH and how the peer's is verified, as status output names them (IOS's
+/// `Auth sign` / `Auth verify`). The method is one per profile (RFC 7296 §2.15 PSK, or RFC
+/// 7427 signatures), so the verifying side is named by method, the signing side by our key.
+fn auth_names(auth: &crate::config::AuthConfig) -> (&'static str, &'static str) {
+    use crate::crypto::sig::SignatureScheme as S;
+    let key = match auth {
+        crate::config::AuthConfig::Psk(_) => return ("PSK", "PSK"),
+        crate::config::AuthConfig::Signature(s) => &s.key,
+        crate::config::AuthConfig::Certificate(c) => &c.key,
+    };
+    let sign = match key.default_scheme() {
+        S::EcdsaP256Sha256 | S::EcdsaP384Sha384 | S::EcdsaP521Sha512 => "ECDSA",
+        S::Ed25519 => "Ed25519",
+        S::RsaPkcs1Sha256
+        | S::RsaPkcs1Sha384
+        | S::RsaPkcs1Sha512
+        | S::RsaPssSha256
+        | S::RsaPssSha384
+        | S::RsaPssSha512 => "RSA",
+    };
+    (sign, "Digital Signature")
+}
+
 /// SK ciphers and the keys that outlive IKE_AUTH.
 pub(crate) struct SaKeys {
     pub(crate) suite: crate::config::IkeProposal,
@@ -588,19 +611,32 @@ impl IkeSa {
     }
 
     pub(crate) fn info(&self) -> crate::output::IkeSaInfo {
-        let (state, children) = match &self.state {
-            State::ExpectSaInitResponse(_) => ("ExpectSaInitResponse", Vec::new()),
-            State::ExpectAuthResponse(_) => ("ExpectAuthResponse", Vec::new()),
-            State::ExpectAuthRequest(_) => ("ExpectAuthRequest", Vec::new()),
+        let none: &[child::Child] = &[];
+        let (state, kids) = match &self.state {
+            State::ExpectSaInitResponse(_) => ("ExpectSaInitResponse", none),
+            State::ExpectAuthResponse(_) => ("ExpectAuthResponse", none),
+            State::ExpectAuthRequest(_) => ("ExpectAuthRequest", none),
             State::Established(e) => (
                 if e.rekeyed { "Rekeyed" } else { "Established" },
-                e.children
-                    .iter()
-                    .map(|c| (c.id, c.spi_in, c.spi_out))
-                    .collect(),
+                e.children.as_slice(),
             ),
-            State::Closed => ("Closed", Vec::new()),
+            State::Closed => ("Closed", none),
         };
+        let children = kids.iter().map(|c| (c.id, c.spi_in, c.spi_out)).collect();
+        let child_sas = kids
+            .iter()
+            .map(|c| crate::output::ChildSaInfo {
+                id: c.id,
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+                local_ts: c.local_ts.clone(),
+                remote_ts: c.remote_ts.clone(),
+                mode: c.mode,
+                pfs: c.pfs,
+                live: c.is_live(),
+            })
+            .collect();
+        let (auth_sign, auth_verify) = auth_names(&self.c.peer.auth);
         crate::output::IkeSaInfo {
             session: self.c.session,
             conn: self.c.peer.id,
@@ -613,6 +649,12 @@ impl IkeSa {
             peer_id: self.c.peer_id.clone(),
             nat: self.c.nat_local || self.c.nat_remote,
             children,
+            suite: self.c.keys.as_ref().map(|k| k.suite),
+            local_id: self.c.peer.local_identity_at(self.c.local.ip()),
+            auth_sign,
+            auth_verify,
+            lifetime: self.c.peer.ike_lifetime.lifetime,
+            child_sas,
         }
     }
 

@@ -6,6 +6,7 @@ mod front_door;
 mod fuzz;
 mod nat;
 mod pair;
+mod status;
 
 use std::time::Duration;
 

@@ -190,9 +190,51 @@ fn crypto(encr: Encr, integ: Option<Integ>, keys: &ike::EspKeys) -> Result<Crypt
     })
 }
 
+/// What ties a Child SA's kernel SAs to the policies that use them: the templates' reqid
+/// and the device key (if_id of an xfrm interface, mark of an ip_vti; neither for a crypto
+/// map's policies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// reqid of the SAs and of the templates that use them.
+    pub reqid: u32,
+    /// if_id of SAs and policies (xfrm interfaces).
+    pub if_id: Option<u32>,
+    /// Mark of SAs and policies (ip_vti).
+    pub mark: Option<Mark>,
+}
+
+impl Binding {
+    /// A static tunnel's.
+    pub fn of(t: &TunnelPlan) -> Self {
+        match t.mode {
+            DeviceKind::Xfrmi => Self {
+                reqid: t.reqid,
+                if_id: Some(t.if_id),
+                mark: None,
+            },
+            DeviceKind::Vti => Self {
+                reqid: t.reqid,
+                if_id: None,
+                mark: Some(Mark::exact(t.if_id)),
+            },
+        }
+    }
+}
+
 /// The two SAs of a Child SA install (inbound first: it must exist before the peer may use
 /// it). Equivalent to two `ip xfrm state add ... mode tunnel reqid R if_id N` commands.
 pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 2]> {
+    child_sas_bound(Binding::of(t), inst, None)
+}
+
+/// [`child_sas`] for any binding; `selectors` (inbound's, outbound's) restrict the SAs to
+/// the negotiated traffic (`ip xfrm state add ... sel src S dst D`), which the kernel checks
+/// before it uses an SA for a flow (`xfrm_state_look_at`).
+pub fn child_sas_bound(
+    b: Binding,
+    inst: &ike::ChildSaInstall,
+    selectors: Option<(Selector, Selector)>,
+) -> Result<[SaSpec; 2]> {
     let (l, r) = (inst.local.ip(), inst.remote.ip());
     let hard = inst.hard_lifetime.as_secs();
     let life = Lifetime {
@@ -208,14 +250,19 @@ pub fn child_sas(t: &TunnelPlan, inst: &ike::ChildSaInstall) -> Result<[SaSpec; 
                 ike::Mode::Tunnel => xfrm::Mode::Tunnel,
                 ike::Mode::Transport => xfrm::Mode::Transport,
             })
-            .reqid(t.reqid)
+            .reqid(b.reqid)
             .esn(inst.esn)
             .replay_window(if inbound { REPLAY_WINDOW } else { 0 })
             .lifetime(life);
-        s = match t.mode {
-            DeviceKind::Xfrmi => s.if_id(t.if_id),
-            DeviceKind::Vti => s.mark(Mark::exact(t.if_id)),
-        };
+        if let Some(i) = b.if_id {
+            s = s.if_id(i);
+        }
+        if let Some(m) = b.mark {
+            s = s.mark(m);
+        }
+        if let Some((sin, sout)) = &selectors {
+            s.selector = Some(if inbound { sin.clone() } else { sout.clone() });
+        }
         if let Some(e) = inst.encap {
             let (sport, dport) = if inbound {
                 (e.remote_port, e.local_port)
@@ -279,14 +326,18 @@ pub fn child_sa_ids(
     spi_in: u32,
     spi_out: u32,
 ) -> [SaId; 2] {
-    let mark = (t.mode == DeviceKind::Vti).then(|| Mark::exact(t.if_id));
+    sa_ids(Binding::of(t), local, remote, spi_in, spi_out)
+}
+
+/// [`child_sa_ids`] for any binding.
+pub fn sa_ids(b: Binding, local: IpAddr, remote: IpAddr, spi_in: u32, spi_out: u32) -> [SaId; 2] {
     let id = |src, dst, spi| SaId {
         src: Some(src),
         dst,
         proto: xfrm::Proto::Esp,
         spi: Spi(spi),
-        mark,
-        if_id: (t.mode == DeviceKind::Xfrmi).then_some(t.if_id),
+        mark: b.mark,
+        if_id: b.if_id,
     };
     [id(remote, local, spi_in), id(local, remote, spi_out)]
 }

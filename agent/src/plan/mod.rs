@@ -8,6 +8,7 @@
 //! building a plan can only fail on live interface state: a `source`, `unnumbered` or
 //! `local_interface` interface without an address of the needed family.
 
+pub mod cryptomaps;
 mod diff;
 mod templates;
 
@@ -156,7 +157,10 @@ pub struct Plan {
     pub waiting: BTreeMap<String, String>,
     /// Dynamic VTI templates by the engine connection that answers their peers.
     pub templates: BTreeMap<ike::ConnId, TemplatePlan>,
-    /// Every engine connection (tunnels' and templates'), with what it was derived from.
+    /// Crypto map sets by name.
+    pub maps: BTreeMap<String, cryptomaps::MapPlan>,
+    /// Every engine connection (tunnels', templates' and crypto maps'), with what it was
+    /// derived from.
     pub peers: BTreeMap<ike::ConnId, PeerPlan>,
     /// What the IKE engine negotiates: `peers` in the order the engine should try them
     /// (static tunnels first, by name, then templates by IKE profile).
@@ -393,6 +397,7 @@ pub fn build(
         tunnels.insert(name.clone(), plan);
     }
     let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
+    let maps = cryptomaps::plan_maps(cfg, conn_ids, links, &mut peers)?;
     let endpoint = ike::EndpointConfig {
         peers: peers.iter().map(|p| p.config.clone()).collect(),
         nat_keepalive: cfg.global.nat_keepalive,
@@ -403,6 +408,7 @@ pub fn build(
         tunnels,
         waiting,
         templates,
+        maps,
         peers: peers.into_iter().map(|p| (p.config.id, p)).collect(),
         endpoint,
         global: cfg.global.clone(),

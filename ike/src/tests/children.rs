@@ -363,3 +363,33 @@ fn rekeys_keep_configuration_host_pair_and_selectors() {
     assert_eq!(hosts, vec![h]);
     p.assert_children_match();
 }
+
+#[test]
+fn configuration_indices_and_host_selectors() {
+    let mut a = peer(1, A_IP, B_IP, "secret");
+    a.child = child(net(10, 1, 0, 24), net(10, 2, 0, 24));
+    a.more_children = vec![child(net(10, 1, 1, 24), net(10, 3, 0, 24))];
+    assert_eq!(a.child_config(ChildConfigIndex::FIRST), Some(&a.child));
+    assert_eq!(
+        a.child_config(ChildConfigIndex(1)),
+        Some(&a.more_children[0])
+    );
+    assert_eq!(a.child_config(ChildConfigIndex(2)), None);
+    let idx: Vec<u16> = a.child_configs().map(|(i, _)| i.0).collect();
+    assert_eq!(idx, vec![0, 1]);
+    let (l, r) = a.more_children[0]
+        .host_selectors(ip(10, 1, 1, 7), ip(10, 3, 0, 200))
+        .expect("inside");
+    assert_eq!(l, vec![TrafficSelector::host(ip(10, 1, 1, 7))]);
+    assert_eq!(r, vec![TrafficSelector::host(ip(10, 3, 0, 200))]);
+    assert!(
+        a.more_children[0]
+            .host_selectors(ip(10, 1, 0, 7), ip(10, 3, 0, 1))
+            .is_none()
+    );
+    assert!(
+        a.child
+            .host_selectors(ip(10, 1, 0, 7), ip(10, 3, 0, 1))
+            .is_none()
+    );
+}

@@ -10,6 +10,9 @@
 //! let mut ep = Endpoint::new(Arc::new(config), seed_from_os);   // EndpointConfig / PeerConfig
 //! ep.set_wall_clock(now, unix_secs);  // only for certificate validity (AuthConfig::Certificate)
 //! ep.handle_command(now, Command::Initiate { conn });            // or wait for peers
+//! // policy-based (crypto maps): one Child SA per configuration (PeerConfig::more_children),
+//! // all under one IKE SA; idempotent, so each XFRM ACQUIRE may send it:
+//! ep.handle_command(now, Command::InitiateChild { conn, index: ChildConfigIndex(1), host_pair: None });
 //! ep.handle_command(now, Command::NatMapping { inbound_spi, remote }); // XFRM_MSG_MAPPING
 //! loop {
 //!     // inputs, each with `now` (never Instant::now() inside the crate):
@@ -21,6 +24,7 @@
 //!             Output::Transmit(t) => { /* send; prepend the non-ESP marker on :4500 */ }
 //!             Output::NatKeepalive { .. } => { /* send 0xFF on :4500 */ }
 //!             Output::InstallChildSa(i) => {
+//!                 // i.config: which ChildConfig (crypto-map entry); i.host_pair: per-host
 //!                 let res = /* xfrm install */;
 //!                 ep.handle_install_result(now, i.child, res);
 //!             }

@@ -421,6 +421,11 @@ impl ExpectAuthRequest {
             }
             Err(e) => {
                 tracing::warn!(error = %e, conn = ?c.peer.id, "first Child SA refused");
+                // Counted like any rejection, though the IKE SA stays (§1.2); an IKE_AUTH
+                // without a Child SA proposal is no rejection to count.
+                if !matches!(e, Error::PeerMisbehaved(PeerMisbehaved::MissingPayload(_))) {
+                    *ctx.stats.rejected.entry(e.reason()).or_default() += 1;
+                }
                 if let Reaction::Notify(ty, data) = e.reaction() {
                     reply.push(Payload::Notify(Notify::new(ty, data)));
                 }

@@ -470,7 +470,61 @@ fn profile_body(out: &mut String, p: &Value) {
 }
 
 fn crypto_map(out: &mut String, body: &Value) {
-    out.push_str("% No crypto maps are configured (vtid has no crypto maps yet).\n");
+    let configured: Vec<&Value> = rows(&body["crypto_maps"]).collect();
+    if configured.is_empty() {
+        out.push_str("% No crypto maps are configured.\n");
+    }
+    for m in configured {
+        let name = s(&m["name"]);
+        for e in rows(&m["entries"]) {
+            let _ = writeln!(out, "\nCrypto Map \"{name}\" {} ipsec-isakmp", s(&e["seq"]));
+            for p in rows(&e["peers"]) {
+                let _ = writeln!(out, "        Peer = {}", s(p));
+            }
+            let acl = s(&e["access_list"]);
+            let _ = writeln!(out, "        Extended IP access list {acl}");
+            for a in rows(&e["acl"]) {
+                let _ = writeln!(out, "            access-list {acl} {}", s(a));
+            }
+            let _ = writeln!(out, "        Current peer: {}", s(&e["current_peer"]));
+            let _ = writeln!(
+                out,
+                "        Security association lifetime: {} kilobytes/{} seconds",
+                s(&e["lifetime_kilobytes"]),
+                s(&e["lifetime_seconds"])
+            );
+            match e["pfs"].as_u64() {
+                Some(g) => {
+                    let _ = writeln!(out, "        PFS (Y/N): Y\n        DH group:  group{g}");
+                }
+                None => out.push_str("        PFS (Y/N): N\n"),
+            }
+            if e["per_host"] == true {
+                out.push_str("        Security association level: per-host\n");
+            }
+            if e["reverse_route"].is_u64() {
+                let _ = writeln!(
+                    out,
+                    "        Reverse Route Injection Enabled (metric {})",
+                    s(&e["reverse_route"])
+                );
+            }
+            out.push_str("        Transform sets={\n");
+            for t in rows(&e["transform_sets"]) {
+                let _ = writeln!(out, "                {},", s(t));
+            }
+            out.push_str("        }\n");
+            let sas: Vec<&Value> = rows(&e["sas"]).collect();
+            let _ = writeln!(out, "        Active SAs: {}", sas.len() * 2);
+        }
+        let _ = writeln!(
+            out,
+            "        Interfaces using crypto map {name}:\n                {}",
+            m["interface"]
+                .as_str()
+                .unwrap_or_else(|| m["local"].as_str().unwrap_or("-"))
+        );
+    }
     let maps: Vec<&Value> = rows(&body["tunnel_protection"]).collect();
     if maps.is_empty() {
         return;
@@ -758,7 +812,7 @@ mod tests {
                 "profile": prof }] }),
         );
         for line in [
-            "% No crypto maps are configured",
+            "% No crypto maps are configured.",
             "Crypto Map: \"Tunnel0-head-0\" idb: Tunnel0 local address: 192.0.2.1\n",
             "Crypto Map \"Tunnel0-head-0\" 65536 IPsec-isakmp\n        Profile name: p1\n",
             "Crypto Map \"Tunnel0-head-0\" 65537 IPsec-isakmp\n        Map is a PROFILE INSTANCE.\n        Peer = 192.0.2.2\n        Current peer: 192.0.2.2\n",

@@ -261,7 +261,7 @@ pub fn child_sas_bound(
             s = s.mark(m);
         }
         if let Some((sin, sout)) = &selectors {
-            s.selector = Some(if inbound { sin.clone() } else { sout.clone() });
+            s.selector = Some(if inbound { *sin } else { *sout });
         }
         if let Some(e) = inst.encap {
             let (sport, dport) = if inbound {

@@ -311,9 +311,10 @@ pub fn ikev2_proposals(cfg: &Config) -> Value {
     )
 }
 
-/// `show crypto map`: vtid has no crypto maps; it lists the entries IOS creates internally
-/// for tunnel protection (`Tunnel0-head-0`), one per static tunnel, from its IPsec profile,
-/// with the peer it protects and the session's peer when one is up.
+/// `show crypto map`, tunnel protection's part: the entries IOS creates internally for
+/// tunnel protection (`Tunnel0-head-0`), one per static tunnel, from its IPsec profile, with
+/// the peer it protects and the session's peer when one is up. The configured crypto maps
+/// are added by the runtime (`crypto_maps`).
 pub fn crypto_maps(cfg: &Config, tunnels: &[(&TunnelPlan, bool)]) -> Value {
     let maps: Vec<Value> = tunnels
         .iter()

@@ -577,6 +577,24 @@ impl<'a> LinkHandle<'a> {
         src: Option<IpAddr>,
         oif: Option<u32>,
     ) -> Result<Option<u32>> {
+        Ok(self.route_get(dst, src, oif).await?.0)
+    }
+
+    /// How `dst` is reached: the output interface and the gateway, if any, of the kernel's
+    /// route for it (a directly connected destination has none).
+    ///
+    /// Equivalent to: `ip route get DST`.
+    pub async fn route_via(&self, dst: IpAddr) -> Result<(Option<u32>, Option<IpAddr>)> {
+        self.route_get(dst, None, None).await
+    }
+
+    /// RTM_GETROUTE for one destination: (output interface, gateway).
+    async fn route_get(
+        &self,
+        dst: IpAddr,
+        src: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> Result<(Option<u32>, Option<IpAddr>)> {
         use rtnetlink::packet_route::route::RouteAttribute;
         let full = if dst.is_ipv4() { 32 } else { 128 };
         let mut b = RouteMessageBuilder::<IpAddr>::new()
@@ -604,11 +622,26 @@ impl<'a> LinkHandle<'a> {
         }
         let mut s = self.nl().route().get(msg).execute();
         match s.try_next().await.map_err(route_err("get route"))? {
-            Some(m) => Ok(m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            })),
-            None => Ok(None),
+            Some(m) => {
+                let oif = m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                });
+                let gw = m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(g) => match g {
+                        rtnetlink::packet_route::route::RouteAddress::Inet(v4) => {
+                            Some(IpAddr::V4(*v4))
+                        }
+                        rtnetlink::packet_route::route::RouteAddress::Inet6(v6) => {
+                            Some(IpAddr::V6(*v6))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                });
+                Ok((oif, gw))
+            }
+            None => Ok((None, None)),
         }
     }
 

@@ -142,7 +142,9 @@ pub fn parse(s: &str) -> Result<AclEntry, String> {
         Some("permit") => true,
         Some("deny") => false,
         Some(other) => return Err(format!("\"{other}\": an entry starts with permit or deny")),
-        None => return Err("empty entry; expected e.g. \"permit ip 10.0.0.0/24 10.1.0.0/24\"".into()),
+        None => {
+            return Err("empty entry; expected e.g. \"permit ip 10.0.0.0/24 10.1.0.0/24\"".into());
+        }
     };
     let proto = match w.next() {
         Some("ip" | "ipv6") => 0,
@@ -152,9 +154,9 @@ pub fn parse(s: &str) -> Result<AclEntry, String> {
         Some("gre") => 47,
         Some("esp") => 50,
         Some("ahp") => 51,
-        Some(n) => n
-            .parse::<u8>()
-            .map_err(|_| format!("\"{n}\" is not a protocol (ip, tcp, udp, icmp, gre, esp, ahp or a number)"))?,
+        Some(n) => n.parse::<u8>().map_err(|_| {
+            format!("\"{n}\" is not a protocol (ip, tcp, udp, icmp, gre, esp, ahp or a number)")
+        })?,
         None => return Err("missing protocol after permit/deny".into()),
     };
     let ports = matches!(proto, 6 | 17);
@@ -163,12 +165,24 @@ pub fn parse(s: &str) -> Result<AclEntry, String> {
     let dst = side(&mut w, "destination")?;
     // `any` takes the family of the other side (an IPv6 entry written with `any`).
     let v4_any = |n: &IpNet| n.prefix_len() == 0 && n.addr().is_ipv4();
-    let src = if v4_any(&src) && dst.addr().is_ipv6() { IpNet::V6(Default::default()) } else { src };
-    let dst = if v4_any(&dst) && src.addr().is_ipv6() { IpNet::V6(Default::default()) } else { dst };
+    let src = if v4_any(&src) && dst.addr().is_ipv6() {
+        IpNet::V6(Default::default())
+    } else {
+        src
+    };
+    let dst = if v4_any(&dst) && src.addr().is_ipv6() {
+        IpNet::V6(Default::default())
+    } else {
+        dst
+    };
     if src.addr().is_ipv4() != dst.addr().is_ipv4() {
         return Err("source and destination are of different address families".into());
     }
-    let proto = if proto == 1 && dst.addr().is_ipv6() { 58 } else { proto };
+    let proto = if proto == 1 && dst.addr().is_ipv6() {
+        58
+    } else {
+        proto
+    };
     let (sport, dport) = if matches!(proto, 1 | 58) {
         // `icmp any any echo` / `icmp any any 3 1`: type then code.
         let ty = match w.next_if(|x| *x != "log") {
@@ -219,22 +233,29 @@ fn side<'a>(
         // IPv4 here; `parse` gives it the other side's family.
         "any" => Ok(IpNet::V4(Default::default())),
         "host" => {
-            let a = w.next().ok_or_else(|| format!("missing address after host ({what})"))?;
+            let a = w
+                .next()
+                .ok_or_else(|| format!("missing address after host ({what})"))?;
             a.parse::<IpAddr>()
                 .map(IpNet::from)
                 .map_err(|_| format!("\"{a}\" is not an IP address ({what})"))
         }
         s if s.contains('/') => {
-            let n: IpNet = s.parse().map_err(|_| format!("\"{s}\" is not a prefix ({what})"))?;
+            let n: IpNet = s
+                .parse()
+                .map_err(|_| format!("\"{s}\" is not a prefix ({what})"))?;
             if n.trunc() != n {
-                return Err(format!("\"{s}\" has host bits set (did you mean \"{}\"?)", n.trunc()));
+                return Err(format!(
+                    "\"{s}\" has host bits set (did you mean \"{}\"?)",
+                    n.trunc()
+                ));
             }
             Ok(n)
         }
         s => {
-            let a: std::net::Ipv4Addr = s
-                .parse()
-                .map_err(|_| format!("\"{s}\" is not any, host ADDR, a prefix or ADDR WILDCARD ({what})"))?;
+            let a: std::net::Ipv4Addr = s.parse().map_err(|_| {
+                format!("\"{s}\" is not any, host ADDR, a prefix or ADDR WILDCARD ({what})")
+            })?;
             let wc = w
                 .next()
                 .ok_or_else(|| format!("missing wildcard after {s} ({what})"))?;
@@ -251,7 +272,10 @@ fn side<'a>(
             }
             let n = IpNet::new(IpAddr::V4(a), len as u8).map_err(|e| e.to_string())?;
             if n.trunc() != n {
-                return Err(format!("{s} {wc} has host bits set (did you mean {}?)", n.trunc().addr()));
+                return Err(format!(
+                    "{s} {wc} has host bits set (did you mean {}?)",
+                    n.trunc().addr()
+                ));
             }
             Ok(n)
         }
@@ -259,7 +283,9 @@ fn side<'a>(
 }
 
 /// An optional `eq PORT`.
-fn port<'a>(w: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -> Result<Option<u16>, String> {
+fn port<'a>(
+    w: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
+) -> Result<Option<u16>, String> {
     match w.peek().copied() {
         Some("eq") => {
             w.next();
@@ -292,14 +318,23 @@ mod tests {
     fn the_seeds_entries() {
         let e = p("permit ip 10.0.110.0 0.0.0.255 10.0.110.0 0.0.0.255");
         assert!(e.permit);
-        assert_eq!((e.proto, e.src.to_string(), e.dst.to_string()), (0, "10.0.110.0/24".into(), "10.0.110.0/24".into()));
+        assert_eq!(
+            (e.proto, e.src.to_string(), e.dst.to_string()),
+            (0, "10.0.110.0/24".into(), "10.0.110.0/24".into())
+        );
         let e = p("permit ip 10.0.0.0 0.255.255.255 172.16.0.0 0.15.255.255");
         assert_eq!(e.dst.to_string(), "172.16.0.0/12");
         let e = p("deny udp any eq isakmp any");
-        assert_eq!((e.permit, e.proto, e.sport, e.dport), (false, 17, Some(500), None));
+        assert_eq!(
+            (e.permit, e.proto, e.sport, e.dport),
+            (false, 17, Some(500), None)
+        );
         assert!(e.has_any());
         let e = p("permit tcp host 10.1.1.1 10.2.0.0/16 eq 443 log");
-        assert_eq!((e.src.to_string(), e.dport), ("10.1.1.1/32".into(), Some(443)));
+        assert_eq!(
+            (e.src.to_string(), e.dport),
+            ("10.1.1.1/32".into(), Some(443))
+        );
         let e = p("permit icmp any any echo");
         assert_eq!((e.proto, e.sport, e.dport), (1, Some(8), None));
         let e = p("permit ipv6 2001:db8:1::/48 any");
@@ -315,7 +350,10 @@ mod tests {
             ("allow ip any any", "starts with permit or deny"),
             ("permit ip 10.0.0.1/24 any", "host bits set"),
             ("permit ip any", "missing destination"),
-            ("permit ip 10.0.0.0/8 2001:db8::/32", "different address families"),
+            (
+                "permit ip 10.0.0.0/8 2001:db8::/32",
+                "different address families",
+            ),
             ("permit ip any any extra", "unexpected \"extra\""),
             ("permit bogus any any", "not a protocol"),
         ] {
@@ -333,13 +371,25 @@ mod tests {
         assert!(wide.overlaps(&narrow) && narrow.overlaps(&wide));
         assert!(!p("permit ip 10.0.0.0/8 192.168.0.0/16").overlaps(&wide));
         let m = narrow.mirrored();
-        assert_eq!((m.src.to_string(), m.dport, m.sport), ("172.16.1.0/24".into(), None, Some(22)));
+        assert_eq!(
+            (m.src.to_string(), m.dport, m.sport),
+            ("172.16.1.0/24".into(), None, Some(22))
+        );
     }
 
     #[test]
     fn display_is_ios_like() {
-        assert_eq!(p("permit ip 10.0.110.0 0.0.0.255 any").to_string(), "permit ip 10.0.110.0/24 any");
-        assert_eq!(p("deny tcp host 10.0.0.1 any eq 22").to_string(), "deny tcp host 10.0.0.1 any eq 22");
-        assert_eq!(p("permit icmp any any echo").to_string(), "permit icmp any any 8");
+        assert_eq!(
+            p("permit ip 10.0.110.0 0.0.0.255 any").to_string(),
+            "permit ip 10.0.110.0/24 any"
+        );
+        assert_eq!(
+            p("deny tcp host 10.0.0.1 any eq 22").to_string(),
+            "deny tcp host 10.0.0.1 any eq 22"
+        );
+        assert_eq!(
+            p("permit icmp any any echo").to_string(),
+            "permit icmp any any 8"
+        );
     }
 }

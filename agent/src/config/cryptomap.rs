@@ -7,7 +7,7 @@ use super::super::acl::{self, AclEntry};
 use std::sync::Arc;
 
 use super::super::{
-    CryptoMap, CryptoMapEntry, Credentials, LocalTermination, MapPeer, ProfileCredentials,
+    Credentials, CryptoMap, CryptoMapEntry, LocalTermination, MapPeer, ProfileCredentials,
 };
 use super::{Config, Cx, MAX_TRANSFORM_SETS, Named, derived_profile, keyring_for_address, raw};
 
@@ -92,9 +92,11 @@ impl Cx<'_> {
                 continue;
             };
             let epath = format!("{path}.entry[seq {seq}]");
-            if let Some(first) = seqs.insert(seq, ()) {
-                let _ = first;
-                self.err(e.seq.span(), format!("{epath}: sequence number {seq} is used twice"));
+            if seqs.insert(seq, ()).is_some() {
+                self.err(
+                    e.seq.span(),
+                    format!("{epath}: sequence number {seq} is used twice"),
+                );
                 ok = false;
             }
             match self.entry(&epath, e, c, transport_sets) {
@@ -137,9 +139,16 @@ impl Cx<'_> {
         transport_sets: &BTreeSet<String>,
     ) -> Option<CryptoMapEntry> {
         let mut ok = true;
-        let access_list = self.reference(&e.match_address, &format!("{path}.match_address"), "access_list");
+        let access_list = self.reference(
+            &e.match_address,
+            &format!("{path}.match_address"),
+            "access_list",
+        );
         // An ACL with its own errors was reported there.
-        let acl = access_list.as_ref().and_then(|a| c.access_lists.get(a)).cloned();
+        let acl = access_list
+            .as_ref()
+            .and_then(|a| c.access_lists.get(a))
+            .cloned();
         if let (Some(a), Some(entries)) = (&access_list, &acl)
             && !entries.iter().any(|x| x.permit)
         {
@@ -157,7 +166,10 @@ impl Cx<'_> {
         if list.is_empty() || list.len() > MAX_PEERS {
             self.err(
                 e.peers.span(),
-                format!("{path}.peers: lists {} peers; expected 1 to {MAX_PEERS}", list.len()),
+                format!(
+                    "{path}.peers: lists {} peers; expected 1 to {MAX_PEERS}",
+                    list.len()
+                ),
             );
             ok = false;
         }
@@ -218,7 +230,9 @@ impl Cx<'_> {
             let peer = match &profile {
                 Some(Some((pname, prof))) => match &prof.credentials {
                     ProfileCredentials::Psk(kname, keyring) => match keyring.find_by_address(*p) {
-                        Some(entry) => Some((Arc::new(prof.clone()), Credentials::Psk(entry.psk.clone()))),
+                        Some(entry) => {
+                            Some((Arc::new(prof.clone()), Credentials::Psk(entry.psk.clone())))
+                        }
                         None => {
                             self.err(
                                 v.span(),
@@ -230,9 +244,10 @@ impl Cx<'_> {
                             None
                         }
                     },
-                    ProfileCredentials::Certificate(_, files) => {
-                        Some((Arc::new(prof.clone()), Credentials::Certificate(files.clone())))
-                    }
+                    ProfileCredentials::Certificate(_, files) => Some((
+                        Arc::new(prof.clone()),
+                        Credentials::Certificate(files.clone()),
+                    )),
                 },
                 Some(None) => None,
                 None => match keyring_for_address(c, *p) {
@@ -264,11 +279,18 @@ impl Cx<'_> {
             }
         }
         let metric = match &e.reverse_route_metric {
-            Some(m) => self.u32_in(m, &format!("{path}.reverse_route_metric"), (0, i64::from(u32::MAX))),
+            Some(m) => self.u32_in(
+                m,
+                &format!("{path}.reverse_route_metric"),
+                (0, i64::from(u32::MAX)),
+            ),
             None => Some(0),
         };
         let rri = e.reverse_route.as_ref().is_some_and(|b| *b.get_ref());
-        if rri && let Some(entries) = &acl && entries.iter().any(|x| x.permit && x.dst.prefix_len() == 0) {
+        if rri
+            && let Some(entries) = &acl
+            && entries.iter().any(|x| x.permit && x.dst.prefix_len() == 0)
+        {
             // Seed F-B8: "any in ACLs with reverse route injection is not supported" — it
             // would route everything to the peer.
             self.err(
@@ -364,7 +386,9 @@ pub fn warnings(c: &Config) -> Vec<String> {
                      (routing protocols, NTP, ping included); put deny entries before it for \
                      what must stay in clear, or use a VTI",
                     e.seq,
-                    e.peers.first().map_or_else(String::new, |p| p.addr.to_string())
+                    e.peers
+                        .first()
+                        .map_or_else(String::new, |p| p.addr.to_string())
                 ));
             }
         }

@@ -782,7 +782,10 @@ impl Config {
                 format!(
                     ", {} crypto map(s) with {} entr(ies)",
                     self.crypto_maps.len(),
-                    self.crypto_maps.values().map(|m| m.entries.len()).sum::<usize>()
+                    self.crypto_maps
+                        .values()
+                        .map(|m| m.entries.len())
+                        .sum::<usize>()
                 )
             }
         )

@@ -1266,7 +1266,10 @@ reverse_route_metric = 5
 fn crypto_map_is_typed() {
     let c = parse(&with_base(CRYPTO_MAP)).expect("valid");
     let m = &c.crypto_maps["aesmap"];
-    assert_eq!(m.local, LocalTermination::Address("192.0.2.1".parse().unwrap()));
+    assert_eq!(
+        m.local,
+        LocalTermination::Address("192.0.2.1".parse().unwrap())
+    );
     let e = &m.entries[0];
     assert_eq!(e.seq, 10);
     assert_eq!(e.access_list, "120");
@@ -1292,15 +1295,23 @@ fn crypto_map_mistakes_each_at_their_place() {
     let (_, _, m) = one_error(&src);
     assert!(m.contains("access_list.120.entries[0]: \"range\""), "{m}");
     // A peer that is not an address.
-    let (_, _, m) = one_error(&with_base(&CRYPTO_MAP.replace("\"192.0.2.3\"", "\"peer-b\"")));
+    let (_, _, m) = one_error(&with_base(
+        &CRYPTO_MAP.replace("\"192.0.2.3\"", "\"peer-b\""),
+    ));
     assert!(m.contains("crypto_map.aesmap.entry[seq 10].peers"), "{m}");
     // No keyring entry covers the peer.
-    let src = with_base(CRYPTO_MAP).replace("address = \"0.0.0.0/0\"", "address = \"198.51.100.0/24\"");
+    let src =
+        with_base(CRYPTO_MAP).replace("address = \"0.0.0.0/0\"", "address = \"198.51.100.0/24\"");
     let e = errors(&src);
     assert_eq!(e.len(), 2, "{e:#?}");
-    assert!(e[0].2.contains("no keyring has an entry for 192.0.2.2"), "{e:#?}");
+    assert!(
+        e[0].2.contains("no keyring has an entry for 192.0.2.2"),
+        "{e:#?}"
+    );
     // Neither interface nor local address.
-    let (_, _, m) = one_error(&with_base(&CRYPTO_MAP.replace("local_address = \"192.0.2.1\"", "")));
+    let (_, _, m) = one_error(&with_base(
+        &CRYPTO_MAP.replace("local_address = \"192.0.2.1\"", ""),
+    ));
     assert!(m.contains("needs interface"), "{m}");
     // An ACL with no permit.
     let (_, _, m) = one_error(&with_base(&CRYPTO_MAP.replace(
@@ -1339,7 +1350,10 @@ transform_sets = ["T1"]
         "permit ip 10.0.0.0 0.255.255.255 172.16.0.0 0.15.255.255",
         "permit ip 10.1.1.0 0.0.0.255 172.16.1.0 0.0.0.255",
     ));
-    assert!(m.contains("give the more specific entry the lower sequence number"), "{m}");
+    assert!(
+        m.contains("give the more specific entry the lower sequence number"),
+        "{m}"
+    );
     // The seeds' order (specific first) is fine.
     parse(&two(
         "permit ip 10.1.1.0 0.0.0.255 172.16.1.0 0.0.0.255",
@@ -1353,17 +1367,34 @@ transform_sets = ["T1"]
         "deny ip 10.1.1.0 0.0.0.255 172.16.1.0 0.0.0.255\", \"permit ip 10.0.0.0 0.255.255.255 172.16.0.0 0.15.255.255",
         "permit ip 10.1.1.0 0.0.0.255 172.16.1.0 0.0.0.255",
     ));
-    assert!(e.iter().any(|x| x.2.contains("is not supported (IOS neither)")), "{e:#?}");
+    assert!(
+        e.iter()
+            .any(|x| x.2.contains("is not supported (IOS neither)")),
+        "{e:#?}"
+    );
     // One ACL for two entries.
-    let src = two("permit ip 10.1.1.0/24 172.16.1.0/24", "permit ip 10.9.0.0/16 172.16.9.0/24")
-        .replace("match_address = \"102\"", "match_address = \"101\"");
+    let src = two(
+        "permit ip 10.1.1.0/24 172.16.1.0/24",
+        "permit ip 10.9.0.0/16 172.16.9.0/24",
+    )
+    .replace("match_address = \"102\"", "match_address = \"101\"");
     let e = errors(&src);
-    assert!(e.iter().any(|x| x.2.contains("already used by entry 10")), "{e:#?}");
+    assert!(
+        e.iter().any(|x| x.2.contains("already used by entry 10")),
+        "{e:#?}"
+    );
     // A duplicated sequence number.
-    let src = two("permit ip 10.1.1.0/24 172.16.1.0/24", "permit ip 10.9.0.0/16 172.16.9.0/24")
-        .replace("seq = 20", "seq = 10");
+    let src = two(
+        "permit ip 10.1.1.0/24 172.16.1.0/24",
+        "permit ip 10.9.0.0/16 172.16.9.0/24",
+    )
+    .replace("seq = 20", "seq = 10");
     let e = errors(&src);
-    assert!(e.iter().any(|x| x.2.contains("sequence number 10 is used twice")), "{e:#?}");
+    assert!(
+        e.iter()
+            .any(|x| x.2.contains("sequence number 10 is used twice")),
+        "{e:#?}"
+    );
 }
 
 #[test]

@@ -103,7 +103,7 @@ impl MapPlan {
                 let back = selector(&a.acl.mirrored());
                 for (dir, sel, tmpl) in [
                     (Dir::Out, fwd, (self.local, peer)),
-                    (Dir::In, back.clone(), (peer, self.local)),
+                    (Dir::In, back, (peer, self.local)),
                     (Dir::Fwd, back, (peer, self.local)),
                 ] {
                     let mut p = PolicySpec::new(sel, dir).priority(a.priority);
@@ -128,7 +128,11 @@ impl MapPlan {
     }
 
     /// The entry and ACL line of Child SA configuration `index` of connection `conn`.
-    pub fn by_child(&self, conn: ike::ConnId, index: ike::ChildConfigIndex) -> Option<(usize, &AcePlan)> {
+    pub fn by_child(
+        &self,
+        conn: ike::ConnId,
+        index: ike::ChildConfigIndex,
+    ) -> Option<(usize, &AcePlan)> {
         self.entries.iter().enumerate().find_map(|(i, e)| {
             let peer = e.peers.iter().find(|p| p.conn == conn)?;
             e.aces
@@ -193,7 +197,10 @@ pub fn plan_maps(
         };
         let base = MAP_PRIORITY + m_idx * MAP_SPAN;
         if base + MAP_SPAN - 1 > *xfrm::OWNED_PRIORITY.end() {
-            bail!("too many crypto maps: the policy priority band holds {}", (xfrm::OWNED_PRIORITY.end() - MAP_PRIORITY + 1) / MAP_SPAN);
+            bail!(
+                "too many crypto maps: the policy priority band holds {}",
+                (xfrm::OWNED_PRIORITY.end() - MAP_PRIORITY + 1) / MAP_SPAN
+            );
         }
         // Child configurations per peer, in entry then ACL order.
         let mut children: BTreeMap<IpAddr, Vec<ike::ChildConfig>> = BTreeMap::new();
@@ -219,7 +226,10 @@ pub fn plan_maps(
                     for p in &e.peers {
                         let list = children.entry(p.addr).or_default();
                         first_profile.entry(p.addr).or_insert(p);
-                        index.insert(p.addr, ike::ChildConfigIndex(u16::try_from(list.len()).unwrap_or(u16::MAX)));
+                        index.insert(
+                            p.addr,
+                            ike::ChildConfigIndex(u16::try_from(list.len()).unwrap_or(u16::MAX)),
+                        );
                         list.push(ike::ChildConfig {
                             esp_proposals: esp_proposals(&e.ipsec),
                             pfs: e.ipsec.pfs,

@@ -60,7 +60,12 @@ impl Runtime {
                     .values()
                     .map(|t| (t, self.sessions.conn_up(t.conn)))
                     .collect();
-                show_crypto::crypto_maps(&self.cfg, &tunnels)
+                let mut body = show_crypto::crypto_maps(&self.cfg, &tunnels);
+                let maps = self.maps_json();
+                body["crypto_maps_configured"] =
+                    serde_json::json!(maps.as_array().map_or(0, Vec::len));
+                body["crypto_maps"] = maps;
+                body
             }
             CryptoView::TransformSet => show_crypto::transform_sets(&self.cfg),
             CryptoView::IpsecProfile => show_crypto::ipsec_profiles(&self.cfg),

@@ -12,6 +12,7 @@ mod clones;
 mod control;
 mod crypto;
 mod line;
+mod maps;
 mod reload;
 mod revocation;
 mod underlay;
@@ -89,6 +90,8 @@ pub struct Runtime {
     rejects: RejectLog,
     /// The feed's shed count as last logged.
     shed_seen: u64,
+    /// Crypto maps' run-time state.
+    maps: maps::Maps,
 }
 
 /// What [`Runtime::new`] is built from.
@@ -136,6 +139,7 @@ impl Runtime {
             feed: p.feed,
             rejects: RejectLog::new(REJECT_LOG_INTERVAL),
             shed_seen: 0,
+            maps: maps::Maps::default(),
         }
     }
 
@@ -154,6 +158,7 @@ impl Runtime {
         for t in &tunnels {
             self.bring_up(t).await;
         }
+        self.start_maps().await;
     }
 
     /// The next deadline: the engine's or a tunnel's negotiation retry.
@@ -312,7 +317,11 @@ impl Runtime {
                 }
             }
             Output::InstallChildSa(inst) => {
-                let res = self.install(&inst).await;
+                let res = if self.map_of_conn(inst.conn).is_some() {
+                    self.install_map_child(&inst).await
+                } else {
+                    self.install(&inst).await
+                };
                 if let Err(e) = &res {
                     error!(peer = %inst.remote, "install Child SA: {e:#}");
                 }
@@ -324,6 +333,9 @@ impl Runtime {
             }
             Output::RemoveChildSa(rm) => {
                 let info = self.sessions.removed(rm.child);
+                if self.remove_map_child(rm.child).await {
+                    return;
+                }
                 if let Some(t) = self.tunnel_for(rm.conn, rm.session) {
                     let ids = model::child_sa_ids(
                         t,
@@ -385,6 +397,17 @@ impl Runtime {
                         .await;
                 }
                 self.clone_event(&ev).await;
+                // A crypto map peer that stopped answering (DPD, retransmissions) or refused
+                // the negotiation: its entries try their next peer.
+                if let Event::IkeSaDown {
+                    conn,
+                    reason: ike::DownReason::Timeout | ike::DownReason::Failed(_),
+                    ..
+                } = &ev
+                    && self.map_of_conn(*conn).is_some()
+                {
+                    self.map_peer_failed(*conn, Instant::now()).await;
+                }
                 self.follow_ike(&ev, Instant::now());
                 self.event(ev)
             }
@@ -530,6 +553,9 @@ impl Runtime {
                 }
             }
             xfrm::Event::Acquire(a) => {
+                if self.map_acquire(now, &a) {
+                    return;
+                }
                 let want = a.policy.if_id.or(a.policy.mark.map(|m| m.value));
                 if let Some(t) = self.plan.tunnels.values().find(|t| Some(t.if_id) == want) {
                     if matches!(self.states.get(&t.name), Some(TunnelState::AdminDown)) {
@@ -572,6 +598,7 @@ impl Runtime {
             info!("--keep-on-exit: leaving tunnels and SAs in the kernel");
             return;
         }
+        self.unload_all_maps().await;
         let conns: Vec<ConnId> = self
             .plan
             .tunnels

@@ -187,6 +187,7 @@ impl Runtime {
                 self.remove_children(&t).await;
             }
         }
+        self.unload_changed_maps(&new_plan.maps).await;
         self.ep.handle_command(
             Instant::now(),
             IkeCommand::Reconfigure(Arc::new(new_plan.endpoint.clone())),
@@ -200,7 +201,8 @@ impl Runtime {
             error!("reload: front-door VRF sockets: {e:#}");
         }
         self.cfg = new;
-        self.plan = new_plan;
+        let old_maps = std::mem::replace(&mut self.plan, new_plan).maps;
+        self.load_changed_maps(&old_maps).await;
         self.conn_ids = ids;
         for (name, conn, local) in mobike {
             info!(tunnel = %name, %local, "moving the IKE SA (MOBIKE UPDATE_SA_ADDRESSES)");

@@ -477,7 +477,59 @@ fn crypto_map(out: &mut String, body: &Value) {
     for m in configured {
         let name = s(&m["name"]);
         for e in rows(&m["entries"]) {
-            let _ = writeln!(out, "\nCrypto Map \"{name}\" {} ipsec-isakmp", s(&e["seq"]));
+            let kind = &e["kind"];
+            if kind["type"] == "dynamic" {
+                let d = s(&kind["dynamic_map"]);
+                let _ = writeln!(out, "\nCrypto Map \"{name}\" {} ipsec-isakmp", s(&e["seq"]));
+                let _ = writeln!(out, "        Dynamic map template tag: {d}");
+                for de in rows(&kind["entries"]) {
+                    let _ = writeln!(out, "        Crypto Map \"{d}\" {}", s(&de["seq"]));
+                    match de["acl"].as_array() {
+                        Some(lines) => {
+                            let acl = s(&de["access_list"]);
+                            let _ = writeln!(out, "                Extended IP access list {acl}");
+                            for a in lines {
+                                let _ =
+                                    writeln!(out, "                    access-list {acl} {}", s(a));
+                            }
+                        }
+                        None => out
+                            .push_str("                (no ACL: any proposed flow is accepted)\n"),
+                    }
+                }
+                for f in rows(&kind["flows"]) {
+                    let _ = writeln!(
+                        out,
+                        "        Temporary entry: peer {} flow {} -> {} ({} SA(s))",
+                        s(&f["peer"]),
+                        s(&f["local"]),
+                        s(&f["remote"]),
+                        s(&f["sas"])
+                    );
+                }
+                continue;
+            }
+            let manual = kind["type"] == "ipsec-manual";
+            let _ = writeln!(
+                out,
+                "\nCrypto Map \"{name}\" {} {}",
+                s(&e["seq"]),
+                if manual {
+                    "ipsec-manual"
+                } else {
+                    "ipsec-isakmp"
+                }
+            );
+            if manual {
+                let _ = writeln!(out, "        Peer = {}", s(&kind["peer"]));
+                let _ = writeln!(
+                    out,
+                    "        Inbound esp spi: 0x{}, outbound esp spi: 0x{}, installed: {}",
+                    s(&kind["spi_in"]),
+                    s(&kind["spi_out"]),
+                    s(&kind["installed"])
+                );
+            }
             for p in rows(&e["peers"]) {
                 let _ = writeln!(out, "        Peer = {}", s(p));
             }

@@ -286,6 +286,47 @@ pub fn child_sas_bound(
     ])
 }
 
+/// The two SAs of a manual crypto map entry (inbound first), from its configured SPIs and
+/// keys, with no lifetime: they live until the entry is removed (seed F-E9). Equivalent to
+/// two `ip xfrm state add src S dst D proto esp spi SPI reqid R mode tunnel {aead|enc
+/// auth} ... sel src ... dst ...` commands.
+pub fn manual_sas(
+    b: Binding,
+    local: IpAddr,
+    sa: &crate::config::ManualSa,
+    transform: &crate::config::TransformSet,
+    (in_sel, out_sel): (Selector, Selector),
+) -> Result<[SaSpec; 2]> {
+    let keys = |k: &crate::config::ManualKey| -> Result<ike::EspKeys> {
+        let cipher = k.cipher.as_ref().context("manual SA key was not read")?;
+        Ok(ike::EspKeys {
+            encr: ike::secret::Secret::from_slice(cipher.expose()),
+            integ: k
+                .authenticator
+                .as_ref()
+                .map(|a| ike::secret::Secret::from_slice(a.expose())),
+        })
+    };
+    let mk =
+        |src: IpAddr, dst: IpAddr, k: &crate::config::ManualKey, sel: Selector, inbound: bool| {
+            let mut s = SaSpec::new(
+                src,
+                dst,
+                Spi(k.spi),
+                crypto(transform.esp, transform.integrity, &keys(k)?)?,
+            )
+            .mode(xfrm::Mode::Tunnel)
+            .reqid(b.reqid)
+            .replay_window(if inbound { REPLAY_WINDOW } else { 0 });
+            s.selector = Some(sel);
+            Ok::<_, anyhow::Error>(s)
+        };
+    Ok([
+        mk(sa.peer, local, &sa.inbound, in_sel, true)?,
+        mk(local, sa.peer, &sa.outbound, out_sel, false)?,
+    ])
+}
+
 /// The peer's NAT mapping moved (RFC 7296 §2.23): both SAs of a Child SA keep everything but
 /// their ESP-in-UDP ports (inbound first, as installed). Equivalent to two `ip xfrm state
 /// update ... encap espinudp SPORT DPORT 0.0.0.0` commands.

@@ -378,3 +378,289 @@ fn vm_cryptomap_failover_to_the_second_peer() {
         Ok(())
     });
 }
+
+/// `show crypto map --json`'s temporary entries (flows) of the dynamic map.
+fn dynamic_flows(v: &mut Vtid) -> Result<Vec<(String, String)>> {
+    let body: serde_json::Value =
+        serde_json::from_str(&v.cli(&["show", "crypto", "map", "--json"])?)?;
+    Ok(rows(&body["crypto_maps"])
+        .flat_map(|m| rows(&m["entries"]))
+        .flat_map(|e| rows(&e["kind"]["flows"]))
+        .map(|f| {
+            (
+                f["peer"].as_str().unwrap_or_default().to_owned(),
+                f["remote"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// Issue 16, scenario 4: a hub whose crypto map ends in a dynamic map (seed F-E5) answers
+/// two strongSwan peers with different selectors inside its ACL, each getting a temporary
+/// entry and a reverse route, and refuses a third whose flow is outside the ACL; a peer that
+/// leaves takes its temporary entry with it.
+#[test]
+#[ignore = "vm"]
+fn vm_cryptomap_dynamic_map_hub() {
+    scenario("cmap-dynamic", hub::topology(3), |sc| {
+        let dir = sc.dir().join("hub");
+        let key = write_secret(&dir, "psk.key", PSK)?;
+        let cfg = format!(
+            r#"[keyring.SPOKES]
+[[keyring.SPOKES.peer]]
+address = "172.16.0.0/16"
+psk_file = "{}"
+
+[ike_profile.SPOKES]
+match_identity = ["172.16.0.0/16"]
+keyring = "SPOKES"
+
+[transform_set.T1]
+esp = "aes-gcm-256"
+
+[access_list.130]
+entries = ["permit ip 10.0.0.0 0.0.0.255 10.1.0.0 0.0.0.255", "permit ip 10.0.0.0 0.0.0.255 10.2.0.0 0.0.0.255"]
+
+[dynamic_map.DYN]
+[[dynamic_map.DYN.entry]]
+seq = 10
+match_address = "130"
+transform_sets = ["T1"]
+ike_profile = "SPOKES"
+reverse_route = true
+
+[crypto_map.hub]
+local_address = "0.0.0.0"
+
+[[crypto_map.hub.entry]]
+seq = 65535
+dynamic_map = "DYN"
+"#,
+            key.display()
+        );
+        let v = Vtid::start_config(sc.topo.host("hub"), &dir, &cfg, "-")?;
+        let h = sc.add_peer("hub", vtid_peer(v));
+        let mut swans = Vec::new();
+        for n in 1..=3u8 {
+            let host = format!("s{n}");
+            let ns = sc.topo.host(&host);
+            ns.ip(&[
+                "route",
+                "add",
+                "10.0.0.0/24",
+                "via",
+                &format!("172.16.{n}.1"),
+            ])?;
+            let mut conn = SwanConn::psk(&format!("172.16.{n}.2"), &format!("172.16.{n}.1"), PSK);
+            conn.local_ts = format!("10.{n}.0.0/24");
+            conn.remote_ts = "10.0.0.0/24".into();
+            swans.push(hub::start_swan(sc, &host, &conn)?);
+        }
+        // Until a peer connects, what the dynamic map permits is blocked, not sent in clear.
+        let hub_ns = sc.topo.host("hub");
+        let pol = hub_ns.ip(&["xfrm", "policy"])?;
+        ensure!(pol.contains("action block"), "{pol}");
+        swans[0].initiate().context("s1 initiate")?;
+        swans[1].initiate().context("s2 initiate")?;
+        // s3's flow (10.3.0.0/24) is outside the ACL: its Child SA is refused.
+        ensure!(swans[2].initiate().is_err(), "s3's Child SA was accepted");
+        for n in 1..=2u8 {
+            ping_through(
+                sc.topo.host(&format!("s{n}")),
+                &format!("10.{n}.0.1"),
+                "10.0.0.1",
+                3,
+            )?;
+        }
+        ensure!(
+            kernel::ping(sc.topo.host("s3"), "10.3.0.1", "10.0.0.1", 2)? == 0,
+            "s3 got through"
+        );
+        // One temporary entry per accepted peer, each with its reverse route.
+        let v = sc.peer_mut(h).as_vtid().context("vtid")?;
+        let mut flows = dynamic_flows(v)?;
+        flows.sort();
+        ensure!(
+            flows
+                == [
+                    ("172.16.1.2".into(), "10.1.0.0/24".into()),
+                    ("172.16.2.2".into(), "10.2.0.0/24".into())
+                ],
+            "{flows:?}"
+        );
+        let r = sc.topo.host("hub").ip(&["route", "show", "10.1.0.0/24"])?;
+        ensure!(r.contains("via 172.16.1.2"), "reverse route: {r}");
+        // s1 leaves: its temporary entry, SAs and route go.
+        swans[0].terminate().context("s1 terminate")?;
+        let hub_ns = sc.topo.host("hub");
+        wait_until(
+            "s1's temporary entry removed",
+            Duration::from_secs(20),
+            || {
+                Ok(policies(hub_ns, "10.0.0.0/24", "10.1.0.0/24")?
+                    .iter()
+                    .all(|p| !p.contains("tmpl")))
+            },
+        )?;
+        ensure!(
+            hub_ns
+                .ip(&["route", "show", "10.1.0.0/24"])?
+                .trim()
+                .is_empty(),
+            "route left"
+        );
+        let v = sc.peer_mut(h).as_vtid().context("vtid")?;
+        ensure!(dynamic_flows(v)?.len() == 1);
+        Ok(())
+    });
+}
+
+/// Manual SA keys for aes-gcm-256 (32 bytes and the 4-byte salt), as hex.
+const MANUAL_KEY_IN: &str =
+    "11111111111111111111111111111111111111111111111111111111111111110a0b0c0d";
+const MANUAL_KEY_OUT: &str =
+    "22222222222222222222222222222222222222222222222222222222222222220a0b0c0e";
+
+/// The other end of a manual entry, written by hand with `ip xfrm` (what a peer configured
+/// with the same keys has); `key_in`/`key_out` are that end's inbound and outbound keys.
+fn ip_xfrm_peer(ns: &Netns, key_in: &str, key_out: &str) -> Result<()> {
+    for (src, dst, spi, key) in [
+        ("192.0.2.1", "192.0.2.2", "0x100", key_in),
+        ("192.0.2.2", "192.0.2.1", "0x101", key_out),
+    ] {
+        ns.ip(&[
+            "xfrm",
+            "state",
+            "add",
+            "src",
+            src,
+            "dst",
+            dst,
+            "proto",
+            "esp",
+            "spi",
+            spi,
+            "reqid",
+            "9",
+            "mode",
+            "tunnel",
+            "aead",
+            "rfc4106(gcm(aes))",
+            &format!("0x{key}"),
+            "128",
+        ])?;
+    }
+    for (dir, src, dst, ts, td) in [
+        (
+            "out",
+            "10.2.0.0/24",
+            "10.1.0.0/24",
+            "192.0.2.2",
+            "192.0.2.1",
+        ),
+        ("in", "10.1.0.0/24", "10.2.0.0/24", "192.0.2.1", "192.0.2.2"),
+        (
+            "fwd",
+            "10.1.0.0/24",
+            "10.2.0.0/24",
+            "192.0.2.1",
+            "192.0.2.2",
+        ),
+    ] {
+        ns.ip(&[
+            "xfrm", "policy", "add", "src", src, "dst", dst, "dir", dir, "tmpl", "src", ts, "dst",
+            td, "proto", "esp", "mode", "tunnel", "reqid", "9",
+        ])?;
+    }
+    Ok(())
+}
+
+/// Issue 16, scenario 6: a manual entry (seed F-E9: fixed SPIs and keys, no IKE) against an
+/// end set up with `ip xfrm`: traffic passes with no IKE packet on the wire; with a wrong key
+/// on the other end it fails cleanly (dropped, counted), and vtid keeps running.
+#[test]
+#[ignore = "vm"]
+fn vm_cryptomap_manual_sas_against_ip_xfrm() {
+    scenario("cmap-manual", two_sites(), |sc| {
+        let dir = sc.dir().join("a");
+        write_secret(&dir, "psk.key", PSK)?;
+        let kin = write_secret(&dir, "in.key", MANUAL_KEY_IN)?;
+        let kout = write_secret(&dir, "out.key", MANUAL_KEY_OUT)?;
+        let cfg = format!(
+            r#"[transform_set.T1]
+esp = "aes-gcm-256"
+
+[access_list.102]
+entries = ["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"]
+
+[crypto_map.M]
+local_address = "192.0.2.1"
+
+[[crypto_map.M.entry]]
+seq = 10
+manual = true
+match_address = "102"
+peers = ["192.0.2.2"]
+transform_sets = ["T1"]
+session_key_inbound = {{ spi = 257, cipher_file = "{}" }}
+session_key_outbound = {{ spi = 256, cipher_file = "{}" }}
+"#,
+            kin.display(),
+            kout.display()
+        );
+        let v = Vtid::start_config(sc.topo.host("a"), &dir, &cfg, "-")?;
+        let a = sc.add_peer("a", vtid_peer(v));
+        // b's inbound is a's outbound and the other way round.
+        ip_xfrm_peer(sc.topo.host("b"), MANUAL_KEY_OUT, MANUAL_KEY_IN)?;
+        {
+            let an = sc.topo.host("a");
+            wait_until("vtid's manual SAs", Duration::from_secs(20), || {
+                Ok(kernel::xfrm_states(an)?.len() == 2)
+            })?;
+            let pcap = sc.dir().join("b.pcap");
+            let cap = Capture::start(sc.topo.host("b"), "e-a", pcap.clone())?;
+            let got = kernel::ping(an, "10.1.0.1", "10.2.0.1", 5)?;
+            ensure!(got == 5, "{got}/5 pings over the manual SAs");
+            let counts = cap.stop_and_count(&["esp", "udp port 500 or udp port 4500"])?;
+            ensure!(counts[0] >= 10, "ESP: {counts:?}");
+            ensure!(
+                counts[1] == 0,
+                "IKE on the wire for a manual entry: {counts:?}"
+            );
+        }
+        let text = sc
+            .peer_mut(a)
+            .as_vtid()
+            .context("vtid")?
+            .cli(&["show", "crypto", "map"])?;
+        ensure!(text.contains("ipsec-manual"), "{text}");
+        ensure!(!text.contains("1111111111"), "a key in show output");
+        // The other end's outbound key is wrong: its packets fail integrity at vtid's end.
+        let (an, bn) = (sc.topo.host("a"), sc.topo.host("b"));
+        bn.ip(&["xfrm", "state", "flush"])?;
+        bn.ip(&["xfrm", "policy", "flush"])?;
+        ip_xfrm_peer(bn, MANUAL_KEY_OUT, MANUAL_KEY_OUT)?;
+        // b's new outbound SA counts from 1 again: vtid's replay window drops the first five
+        // (sequence numbers it has seen) before checking integrity, the next ones fail it.
+        let got = kernel::ping(an, "10.1.0.1", "10.2.0.1", 8)?;
+        ensure!(got == 0, "{got}/8 pings with a wrong key");
+        // `ip -s xfrm state` ends each SA with "stats: replay-window W replay R failed F",
+        // F counting integrity failures: vtid's inbound SA (SPI 0x101) must show them.
+        let stat = an.ip(&["-s", "xfrm", "state"])?;
+        // Each SA's block starts with an unindented "src ..." line ("sel src" is indented).
+        let inbound = format!("\n{stat}")
+            .split("\nsrc ")
+            .find(|b| b.contains("spi 0x00000101"))
+            .map(str::to_owned)
+            .context("vtid's inbound SA")?;
+        let failed: u64 = inbound
+            .split_whitespace()
+            .skip_while(|w| *w != "failed")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .context("integrity failure count")?;
+        ensure!(failed >= 3, "integrity failures: {failed}\n{stat}");
+        ensure!(sc.peer(a).is_up().is_ok(), "vtid still answers");
+        Ok(())
+    });
+}

@@ -48,6 +48,7 @@ const SECTIONS: &[&str] = &[
     "tunnel",
     "virtual_template",
     "access_list",
+    "dynamic_map",
     "crypto_map",
 ];
 
@@ -136,6 +137,7 @@ struct RawDoc {
     virtual_template: Vec<Named<raw::VirtualTemplate>>,
     access_list: Vec<Named<raw::AccessList>>,
     crypto_map: Vec<Named<raw::CryptoMap>>,
+    dynamic_map: Vec<Named<raw::DynamicMap>>,
     /// Every entry name per section, including entries that failed to deserialize.
     names: HashMap<&'static str, BTreeSet<String>>,
 }
@@ -236,6 +238,7 @@ fn split(sink: &mut Sink<'_>, doc: Spanned<DeTable<'_>>, rd: &mut RawDoc) {
                 "virtual_template" => push!(virtual_template),
                 "access_list" => push!(access_list),
                 "crypto_map" => push!(crypto_map),
+                "dynamic_map" => push!(dynamic_map),
                 _ => unreachable!("SECTIONS lists exactly the sections matched here"),
             }
         }
@@ -312,6 +315,7 @@ impl Cx<'_> {
             virtual_templates: BTreeMap::new(),
             access_lists: BTreeMap::new(),
             crypto_maps: BTreeMap::new(),
+            dynamic_maps: BTreeMap::new(),
             files_read: self.opts.read_files,
         };
         let mut tables: HashMap<u32, String> = HashMap::new();
@@ -375,6 +379,11 @@ impl Cx<'_> {
         for n in rd.access_list {
             if let Some(v) = self.access_list(&n) {
                 c.access_lists.insert(n.name, v);
+            }
+        }
+        for n in rd.dynamic_map {
+            if let Some(v) = self.dynamic_map(&n, &c, &vtis.transport_sets) {
+                c.dynamic_maps.insert(n.name, v);
             }
         }
         for n in rd.crypto_map {

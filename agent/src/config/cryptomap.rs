@@ -7,7 +7,8 @@ use super::super::acl::{self, AclEntry};
 use std::sync::Arc;
 
 use super::super::{
-    Credentials, CryptoMap, CryptoMapEntry, LocalTermination, MapPeer, ProfileCredentials,
+    Credentials, CryptoMap, CryptoMapEntry, DynamicEntry, EntryKind, LocalTermination, ManualKey,
+    ManualSa, MapPeer, ProfileCredentials,
 };
 use super::{Config, Cx, MAX_TRANSFORM_SETS, Named, derived_profile, keyring_for_address, raw};
 
@@ -99,14 +100,18 @@ impl Cx<'_> {
                 );
                 ok = false;
             }
-            match self.entry(&epath, e, c, transport_sets) {
+            match self.entry(&epath, e, span.clone(), c, transport_sets) {
                 Some(mut entry) => {
                     entry.seq = seq;
                     // "Different access lists must be used in different entries of the same
                     // crypto map set" (seed F-E2).
-                    if let Some(other) = acls.insert(entry.access_list.clone(), seq) {
+                    if !entry.access_list.is_empty()
+                        && let Some(other) = acls.insert(entry.access_list.clone(), seq)
+                    {
                         self.err(
-                            e.match_address.span(),
+                            e.match_address
+                                .as_ref()
+                                .map_or(span.clone(), toml::Spanned::span),
                             format!(
                                 "{epath}.match_address: access list \"{}\" is already used by \
                                  entry {other}; each entry of a map needs its own",
@@ -121,26 +126,129 @@ impl Cx<'_> {
             }
         }
         entries.sort_by_key(|(e, _)| e.seq);
+        // A dynamic map answers whatever the entries before it did not: it must come last
+        // (seed F-E5: "the lowest priority (highest seq)").
+        if let Some(pos) = entries
+            .iter()
+            .position(|(e, _)| matches!(e.kind, EntryKind::Dynamic { .. }))
+            && pos + 1 != entries.len()
+        {
+            self.err(
+                entries[pos].1.clone(),
+                format!(
+                    "{path}: entry {} refers to a dynamic map and must have the highest \
+                     sequence number of the map (entry {} comes after it)",
+                    entries[pos].0.seq,
+                    entries[pos + 1].0.seq
+                ),
+            );
+            ok = false;
+        }
         if ok {
             ok &= self.check_order(&path, &entries);
         }
         let local = local?;
+        // The unspecified address answers on any local address: enough for dynamic map
+        // entries (the engine learns the address from the peer's packet), not for an entry
+        // whose policies and SAs must name our address before any negotiation.
+        if let LocalTermination::Address(a) = &local
+            && a.is_unspecified()
+            && let Some((e, span)) = entries
+                .iter()
+                .find(|(e, _)| !matches!(e.kind, EntryKind::Dynamic { .. }))
+        {
+            self.err(
+                span.clone(),
+                format!(
+                    "{path}: entry {} needs the map's own address; local_address = \"{a}\" \
+                     (any) only serves dynamic map entries",
+                    e.seq
+                ),
+            );
+            ok = false;
+        }
         ok.then(|| CryptoMap {
             local,
             entries: entries.into_iter().map(|(e, _)| e).collect(),
         })
     }
 
+    /// One crypto map entry: a dynamic map reference, a manual entry or an IKE one.
     fn entry(
         &mut self,
         path: &str,
         e: &raw::CryptoMapEntry,
+        span: std::ops::Range<usize>,
+        c: &Config,
+        transport_sets: &BTreeSet<String>,
+    ) -> Option<CryptoMapEntry> {
+        let manual = e.manual.as_ref().is_some_and(|b| *b.get_ref());
+        if let Some(d) = &e.dynamic_map {
+            return self.dynamic_ref(path, e, d, c);
+        }
+        if !manual {
+            for (k, v) in [
+                (
+                    "session_key_inbound",
+                    e.session_key_inbound.as_ref().map(toml::Spanned::span),
+                ),
+                (
+                    "session_key_outbound",
+                    e.session_key_outbound.as_ref().map(toml::Spanned::span),
+                ),
+            ] {
+                if let Some(at) = v {
+                    self.err(
+                        at,
+                        format!("{path}.{k}: session keys belong to manual = true entries"),
+                    );
+                    return None;
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        if e.match_address.is_none() {
+            missing.push("match_address");
+        }
+        if e.peers.is_none() {
+            missing.push("peers");
+        }
+        if e.transform_sets.is_none() {
+            missing.push("transform_sets");
+        }
+        if !missing.is_empty() {
+            self.err(
+                span,
+                format!(
+                    "{path}: missing {} (or dynamic_map = \"NAME\" for a dynamic map entry)",
+                    missing.join(", ")
+                ),
+            );
+            return None;
+        }
+        let req = Required {
+            match_address: e.match_address.as_ref()?,
+            peers: e.peers.as_ref()?,
+            transform_sets: e.transform_sets.as_ref()?,
+        };
+        if manual {
+            self.manual_entry(path, e, req, span, c)
+        } else {
+            self.isakmp_entry(path, e, req, c, transport_sets)
+        }
+    }
+
+    fn isakmp_entry(
+        &mut self,
+        path: &str,
+        e: &raw::CryptoMapEntry,
+        req: Required<'_>,
         c: &Config,
         transport_sets: &BTreeSet<String>,
     ) -> Option<CryptoMapEntry> {
         let mut ok = true;
         let access_list = self.reference(
-            &e.match_address,
+            req.match_address,
             &format!("{path}.match_address"),
             "access_list",
         );
@@ -153,7 +261,7 @@ impl Cx<'_> {
             && !entries.iter().any(|x| x.permit)
         {
             self.err(
-                e.match_address.span(),
+                req.match_address.span(),
                 format!(
                     "{path}.match_address: access list \"{a}\" has no permit entry: this map \
                      entry would protect nothing"
@@ -162,10 +270,10 @@ impl Cx<'_> {
             ok = false;
         }
         let mut peers = Vec::new();
-        let list = e.peers.get_ref();
+        let list = req.peers.get_ref();
         if list.is_empty() || list.len() > MAX_PEERS {
             self.err(
-                e.peers.span(),
+                req.peers.span(),
                 format!(
                     "{path}.peers: lists {} peers; expected 1 to {MAX_PEERS}",
                     list.len()
@@ -183,10 +291,10 @@ impl Cx<'_> {
                 None => ok = false,
             }
         }
-        if e.transform_sets.get_ref().len() > MAX_TRANSFORM_SETS {
+        if req.transform_sets.get_ref().len() > MAX_TRANSFORM_SETS {
             ok = false;
         }
-        for t in e.transform_sets.get_ref() {
+        for t in req.transform_sets.get_ref() {
             if transport_sets.contains(t.get_ref()) {
                 self.err(
                     t.span(),
@@ -201,7 +309,7 @@ impl Cx<'_> {
             }
         }
         let settings = raw::IpsecProfile {
-            transform_sets: e.transform_sets.clone(),
+            transform_sets: req.transform_sets.clone(),
             pfs: e.pfs.as_ref().map(clone_group),
             lifetime: e.lifetime.as_ref().map(|l| {
                 toml::Spanned::new(
@@ -312,6 +420,7 @@ impl Cx<'_> {
             per_host: e.per_host.as_ref().is_some_and(|b| *b.get_ref()),
             reverse_route: rri.then_some(metric),
             initiate: e.initiate.as_ref().is_some_and(|b| *b.get_ref()),
+            kind: EntryKind::Isakmp,
         })
     }
 
@@ -394,4 +503,441 @@ pub fn warnings(c: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// The keys an IKE or manual entry cannot do without, once checked present.
+struct Required<'a> {
+    match_address: &'a raw::SStr,
+    peers: &'a toml::Spanned<Vec<raw::SStr>>,
+    transform_sets: &'a toml::Spanned<Vec<raw::SStr>>,
+}
+
+/// Key bytes a manual SA needs for its cipher (the kernel's `rfc4106(gcm(aes))` and
+/// `rfc7539esp(chacha20,poly1305)` take the 4-byte salt after the key, RFC 4106 §8.1,
+/// RFC 7634 §2) and for its authenticator (the HMAC key is the hash's output length, RFC 4868
+/// §2.1.1, RFC 2404).
+fn key_lengths(ts: &super::super::TransformSet) -> (usize, Option<usize>) {
+    use ike::transform::{Encr, Integ};
+    let cipher = match ts.esp {
+        Encr::AesGcm16 { key_bits } => usize::from(key_bits) / 8 + 4,
+        Encr::AesCbc { key_bits } => usize::from(key_bits) / 8,
+        Encr::TripleDes => 24,
+        Encr::ChaCha20Poly1305 => 36,
+    };
+    let auth = ts.integrity.map(|i| match i {
+        Integ::HmacSha1_96 => 20,
+        Integ::HmacSha256_128 => 32,
+        Integ::HmacSha384_192 => 48,
+        Integ::HmacSha512_256 => 64,
+    });
+    (cipher, auth)
+}
+
+/// Decodes a key file's hex (whitespace and a leading `0x` ignored).
+fn hex_key(text: &[u8]) -> Result<Vec<u8>, String> {
+    let s: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let s = s.strip_prefix(b"0x").unwrap_or(&s);
+    if s.len() % 2 != 0 {
+        return Err("has an odd number of hex digits".into());
+    }
+    s.chunks(2)
+        .map(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "is not hexadecimal".to_owned())
+        })
+        .collect()
+}
+
+impl Cx<'_> {
+    /// `dynamic_map = "NAME"` on a crypto map entry: nothing else may be set on it.
+    fn dynamic_ref(
+        &mut self,
+        path: &str,
+        e: &raw::CryptoMapEntry,
+        d: &raw::SStr,
+        c: &Config,
+    ) -> Option<CryptoMapEntry> {
+        let set: [(&str, Option<std::ops::Range<usize>>); 11] = [
+            (
+                "match_address",
+                e.match_address.as_ref().map(toml::Spanned::span),
+            ),
+            ("peers", e.peers.as_ref().map(toml::Spanned::span)),
+            (
+                "transform_sets",
+                e.transform_sets.as_ref().map(toml::Spanned::span),
+            ),
+            ("pfs", e.pfs.as_ref().map(toml::Spanned::span)),
+            ("lifetime", e.lifetime.as_ref().map(toml::Spanned::span)),
+            (
+                "ike_profile",
+                e.ike_profile.as_ref().map(toml::Spanned::span),
+            ),
+            ("per_host", e.per_host.as_ref().map(toml::Spanned::span)),
+            (
+                "reverse_route",
+                e.reverse_route.as_ref().map(toml::Spanned::span),
+            ),
+            ("initiate", e.initiate.as_ref().map(toml::Spanned::span)),
+            ("manual", e.manual.as_ref().map(toml::Spanned::span)),
+            (
+                "session_key_inbound",
+                e.session_key_inbound.as_ref().map(toml::Spanned::span),
+            ),
+        ];
+        let mut ok = true;
+        for (k, at) in set {
+            if let Some(at) = at {
+                self.err(
+                    at,
+                    format!(
+                        "{path}.{k}: an entry with dynamic_map takes its settings from the \
+                         dynamic map"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let name = self.reference(d, &format!("{path}.dynamic_map"), "dynamic_map")?;
+        // A dynamic map with its own errors was reported there.
+        let entries = c.dynamic_maps.get(&name)?.clone();
+        let ipsec = entries.first()?.ipsec.clone();
+        ok.then(|| CryptoMapEntry {
+            seq: 0,
+            access_list: String::new(),
+            acl: Vec::new(),
+            peers: Vec::new(),
+            ipsec,
+            per_host: false,
+            reverse_route: None,
+            initiate: false,
+            kind: EntryKind::Dynamic { name, entries },
+        })
+    }
+
+    /// `manual = true`: one peer, one transform set, an ACL of one permit line, and both
+    /// directions' SPIs and keys (seed F-E9).
+    fn manual_entry(
+        &mut self,
+        path: &str,
+        e: &raw::CryptoMapEntry,
+        req: Required<'_>,
+        span: std::ops::Range<usize>,
+        c: &Config,
+    ) -> Option<CryptoMapEntry> {
+        let mut ok = true;
+        for (k, at) in [
+            ("pfs", e.pfs.as_ref().map(toml::Spanned::span)),
+            ("lifetime", e.lifetime.as_ref().map(toml::Spanned::span)),
+            (
+                "ike_profile",
+                e.ike_profile.as_ref().map(toml::Spanned::span),
+            ),
+            ("per_host", e.per_host.as_ref().map(toml::Spanned::span)),
+            ("initiate", e.initiate.as_ref().map(toml::Spanned::span)),
+        ] {
+            if let Some(at) = at {
+                self.err(
+                    at,
+                    format!("{path}.{k}: a manual entry negotiates nothing; remove it"),
+                );
+                ok = false;
+            }
+        }
+        let access_list = self.reference(
+            req.match_address,
+            &format!("{path}.match_address"),
+            "access_list",
+        );
+        let acl = access_list
+            .as_ref()
+            .and_then(|a| c.access_lists.get(a))
+            .cloned();
+        if let Some(lines) = &acl
+            && (lines.len() != 1 || !lines[0].permit)
+        {
+            self.err(
+                req.match_address.span(),
+                format!(
+                    "{path}.match_address: a manual entry's ACL holds exactly one permit line \
+                     (IOS ignores the rest, seed F-E9); it has {}",
+                    lines.len()
+                ),
+            );
+            ok = false;
+        }
+        let peers = req.peers.get_ref();
+        let peer = if peers.len() == 1 {
+            self.ip(&peers[0], &format!("{path}.peers"))
+        } else {
+            self.err(
+                req.peers.span(),
+                format!("{path}.peers: a manual entry has exactly one peer"),
+            );
+            None
+        };
+        let sets = req.transform_sets.get_ref();
+        let ts = if sets.len() == 1 {
+            self.reference(&sets[0], &format!("{path}.transform_sets"), "transform_set")
+                .and_then(|n| c.transform_sets.get(&n).cloned().map(|t| (n, t)))
+        } else {
+            self.err(
+                req.transform_sets.span(),
+                format!("{path}.transform_sets: a manual entry has exactly one transform set"),
+            );
+            None
+        };
+        let (Some(ki), Some(ko)) = (&e.session_key_inbound, &e.session_key_outbound) else {
+            self.err(
+                span,
+                format!(
+                    "{path}: a manual entry needs session_key_inbound and session_key_outbound"
+                ),
+            );
+            return None;
+        };
+        let (access_list, acl, peer, (ts_name, ts)) = (access_list?, acl?, peer?, ts?);
+        if ts.mode == super::super::SaMode::Transport {
+            self.err(
+                sets[0].span(),
+                format!("{path}.transform_sets: crypto map entries run in tunnel mode"),
+            );
+            ok = false;
+        }
+        let lens = key_lengths(&ts);
+        let inbound = self.manual_key(&format!("{path}.session_key_inbound"), ki.get_ref(), lens);
+        let outbound = self.manual_key(&format!("{path}.session_key_outbound"), ko.get_ref(), lens);
+        let (inbound, outbound) = (inbound?, outbound?);
+        let ipsec = super::super::IpsecProfile {
+            transform_sets: vec![ts_name],
+            sets: vec![ts],
+            pfs: None,
+            lifetime: super::super::SaLifetime::default(),
+            offload: super::super::Offload::Off,
+            ike_profile: None,
+        };
+        let metric = match &e.reverse_route_metric {
+            Some(m) => self.u32_in(
+                m,
+                &format!("{path}.reverse_route_metric"),
+                (0, i64::from(u32::MAX)),
+            ),
+            None => Some(0),
+        };
+        let rri = e.reverse_route.as_ref().is_some_and(|b| *b.get_ref());
+        ok.then(|| CryptoMapEntry {
+            seq: 0,
+            access_list,
+            acl,
+            peers: Vec::new(),
+            ipsec,
+            per_host: false,
+            reverse_route: rri.then_some(metric.unwrap_or(0)),
+            initiate: false,
+            kind: EntryKind::Manual(ManualSa {
+                peer,
+                inbound,
+                outbound,
+            }),
+        })
+    }
+
+    /// One direction of a manual SA: SPI range and key files of the lengths the transform
+    /// needs (read only when files are read).
+    fn manual_key(
+        &mut self,
+        path: &str,
+        k: &raw::SessionKey,
+        (cipher_len, auth_len): (usize, Option<usize>),
+    ) -> Option<ManualKey> {
+        // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1); 0 means none.
+        let spi = self.u32_in(&k.spi, &format!("{path}.spi"), (256, i64::from(u32::MAX)));
+        let mut ok = spi.is_some();
+        let cipher_file = self.path_buf(&k.cipher_file, &format!("{path}.cipher_file"));
+        let auth_file = match (&k.authenticator_file, auth_len) {
+            (Some(f), Some(_)) => self
+                .path_buf(f, &format!("{path}.authenticator_file"))
+                .map(Some),
+            (None, None) => Some(None),
+            (Some(f), None) => {
+                self.err(
+                    f.span(),
+                    format!("{path}.authenticator_file: the transform is AEAD; it has no authenticator key"),
+                );
+                None
+            }
+            (None, Some(n)) => {
+                self.err(
+                    k.spi.span(),
+                    format!(
+                        "{path}: authenticator_file missing ({n} bytes for the transform's HMAC)"
+                    ),
+                );
+                None
+            }
+        };
+        let read = |cx: &mut Self, f: &std::path::Path, v: &raw::SStr, want: usize, what: &str| {
+            if !cx.opts.read_files {
+                return Some(None);
+            }
+            match super::secret::read_psk(f, cx.opts.secret_owner_uid).and_then(|raw| {
+                hex_key(raw.expose()).map_err(|e| format!("\"{}\" {e}", f.display()))
+            }) {
+                Ok(bytes) if bytes.len() == want => Some(Some(super::super::Psk::new(bytes))),
+                Ok(bytes) => {
+                    cx.err(
+                        v.span(),
+                        format!(
+                            "{path}.{what}: the key is {} bytes; the transform needs {want}",
+                            bytes.len()
+                        ),
+                    );
+                    None
+                }
+                Err(why) => {
+                    cx.err(v.span(), format!("{path}.{what}: {why}"));
+                    None
+                }
+            }
+        };
+        let cipher = match &cipher_file {
+            Some(f) => read(self, f, &k.cipher_file, cipher_len, "cipher_file"),
+            None => None,
+        };
+        let authenticator = match (&auth_file, &k.authenticator_file, auth_len) {
+            (Some(Some(f)), Some(v), Some(n)) => read(self, f, v, n, "authenticator_file"),
+            (Some(None), _, _) => Some(None),
+            _ => None,
+        };
+        ok &= cipher.is_some() && authenticator.is_some() && cipher_file.is_some();
+        ok.then(|| ManualKey {
+            spi: spi.unwrap_or(0),
+            cipher_file: cipher_file.unwrap_or_default(),
+            cipher: cipher.flatten(),
+            authenticator_file: auth_file.flatten(),
+            authenticator: authenticator.flatten(),
+        })
+    }
+
+    /// `[dynamic_map.NAME]`.
+    pub(super) fn dynamic_map(
+        &mut self,
+        n: &Named<raw::DynamicMap>,
+        c: &Config,
+        transport_sets: &BTreeSet<String>,
+    ) -> Option<Vec<DynamicEntry>> {
+        let path = format!("dynamic_map.{}", n.name);
+        let mut ok = true;
+        if n.raw.entry.is_empty() {
+            self.err(
+                n.span.clone(),
+                format!("{path}: no entries; add [[{path}.entry]] tables"),
+            );
+            return None;
+        }
+        let mut out: Vec<DynamicEntry> = Vec::new();
+        for e in &n.raw.entry {
+            let e = e.get_ref();
+            let Some(seq) = self.u32_in(&e.seq, &format!("{path}.entry.seq"), SEQ) else {
+                ok = false;
+                continue;
+            };
+            let epath = format!("{path}.entry[seq {seq}]");
+            if out.iter().any(|x| x.seq == seq) {
+                self.err(
+                    e.seq.span(),
+                    format!("{epath}: sequence number {seq} is used twice"),
+                );
+                ok = false;
+            }
+            let (access_list, acl) = match &e.match_address {
+                Some(m) => {
+                    let a = self.reference(m, &format!("{epath}.match_address"), "access_list");
+                    let lines = a.as_ref().and_then(|a| c.access_lists.get(a)).cloned();
+                    match (a, lines) {
+                        (Some(a), Some(l)) => (Some(a), Some(l)),
+                        _ => {
+                            ok = false;
+                            (None, None)
+                        }
+                    }
+                }
+                None => (None, None),
+            };
+            for t in e.transform_sets.get_ref() {
+                if transport_sets.contains(t.get_ref()) {
+                    self.err(
+                        t.span(),
+                        format!("{epath}.transform_sets: crypto map entries run in tunnel mode"),
+                    );
+                    ok = false;
+                }
+            }
+            let settings = raw::IpsecProfile {
+                transform_sets: e.transform_sets.clone(),
+                pfs: e.pfs.as_ref().map(clone_group),
+                lifetime: e.lifetime.as_ref().map(|l| {
+                    toml::Spanned::new(
+                        l.span(),
+                        raw::Lifetime {
+                            seconds: l.get_ref().seconds.clone(),
+                            kilobytes: l.get_ref().kilobytes.clone(),
+                        },
+                    )
+                }),
+                offload: None,
+                ike_profile: None,
+            };
+            let ipsec = self.ipsec_settings(&epath, &settings, &c.transform_sets);
+            let ike_profile = self.reference(
+                &e.ike_profile,
+                &format!("{epath}.ike_profile"),
+                "ike_profile",
+            );
+            let ike = ike_profile
+                .as_ref()
+                .and_then(|p| c.ike_profiles.get(p))
+                .cloned();
+            if let Some(p) = &ike
+                && p.virtual_template.is_some()
+            {
+                self.err(
+                    e.ike_profile.span(),
+                    format!("{epath}.ike_profile: that profile clones a virtual template; a dynamic map needs its own"),
+                );
+                ok = false;
+            }
+            let metric = match &e.reverse_route_metric {
+                Some(m) => self.u32_in(
+                    m,
+                    &format!("{epath}.reverse_route_metric"),
+                    (0, i64::from(u32::MAX)),
+                ),
+                None => Some(0),
+            };
+            let rri = e.reverse_route.as_ref().is_some_and(|b| *b.get_ref());
+            match (ipsec, ike_profile, ike, metric) {
+                (Some(ipsec), Some(ike_profile), Some(ike), Some(metric)) => {
+                    out.push(DynamicEntry {
+                        seq,
+                        access_list,
+                        acl,
+                        ipsec,
+                        ike_profile,
+                        ike: Arc::new(ike),
+                        reverse_route: rri.then_some(metric),
+                    })
+                }
+                _ => ok = false,
+            }
+        }
+        out.sort_by_key(|e| e.seq);
+        ok.then_some(out)
+    }
 }

@@ -90,6 +90,8 @@ pub struct Config {
     pub access_lists: BTreeMap<String, Vec<acl::AclEntry>>,
     /// Crypto map sets by name (`[crypto_map.NAME]`).
     pub crypto_maps: BTreeMap<String, CryptoMap>,
+    /// Dynamic maps by name (`[dynamic_map.NAME]`), entries by sequence number.
+    pub dynamic_maps: BTreeMap<String, Vec<DynamicEntry>>,
     /// Key, certificate and private key files were read ([`LoadOptions::read_files`]). When
     /// false, [`Credentials`] hold `None` and only the structure was checked.
     pub files_read: bool,
@@ -276,6 +278,70 @@ pub struct CryptoMapEntry {
     pub reverse_route: Option<u32>,
     /// Negotiate at start rather than on the first packet (ACQUIRE).
     pub initiate: bool,
+    /// IKE, a dynamic map or manual keys.
+    pub kind: EntryKind,
+}
+
+/// How a crypto map entry gets its SAs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// `ipsec-isakmp`: negotiated with IKE with its `peers`.
+    Isakmp,
+    /// `ipsec-isakmp dynamic NAME`: the dynamic map's entries answer any peer their IKE
+    /// profile accepts; this entry's own ACL, peers and settings are empty.
+    Dynamic {
+        /// The dynamic map's name.
+        name: String,
+        /// Its entries by sequence number.
+        entries: Vec<DynamicEntry>,
+    },
+    /// `ipsec-manual`: fixed SPIs and keys with the one peer, no IKE (seed F-E9).
+    Manual(ManualSa),
+}
+
+/// One `[[dynamic_map.NAME.entry]]` (`crypto dynamic-map NAME SEQ`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynamicEntry {
+    /// Sequence number.
+    pub seq: u32,
+    /// The ACL proposed flows must fall inside (`None`: any flow, seed F-E5).
+    pub access_list: Option<String>,
+    /// Its lines.
+    pub acl: Option<Vec<acl::AclEntry>>,
+    /// Transform sets, PFS, lifetimes.
+    pub ipsec: IpsecProfile,
+    /// The IKE profile that decides who may connect.
+    pub ike_profile: String,
+    /// It, resolved.
+    pub ike: Arc<IkeProfile>,
+    /// Reverse route metric.
+    pub reverse_route: Option<u32>,
+}
+
+/// The keys of a manual crypto map entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManualSa {
+    /// The one peer.
+    pub peer: IpAddr,
+    /// Our inbound SA.
+    pub inbound: ManualKey,
+    /// Our outbound SA.
+    pub outbound: ManualKey,
+}
+
+/// One direction of a manual SA. Keys are `None` only when loaded without reading files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManualKey {
+    /// SPI.
+    pub spi: u32,
+    /// Cipher key file.
+    pub cipher_file: PathBuf,
+    /// Cipher key (for AES-GCM and ChaCha20-Poly1305 with its 4-byte salt).
+    pub cipher: Option<Psk>,
+    /// Authenticator key file (non-AEAD).
+    pub authenticator_file: Option<PathBuf>,
+    /// Authenticator key.
+    pub authenticator: Option<Psk>,
 }
 
 /// One peer of a crypto map entry.

@@ -278,18 +278,19 @@ pub struct CryptoMap {
     pub entry: Vec<Spanned<CryptoMapEntry>>,
 }
 
-/// One `[[crypto_map.NAME.entry]]`.
+/// One `[[crypto_map.NAME.entry]]`: `ipsec-isakmp` (the default), `dynamic_map = "DYN"`
+/// (`ipsec-isakmp dynamic DYN`) or `manual = true` (`ipsec-manual`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CryptoMapEntry {
     /// Sequence number: lower is evaluated first.
     pub seq: Spanned<i64>,
     /// The crypto ACL (`match address`).
-    pub match_address: SStr,
+    pub match_address: Option<SStr>,
     /// Peer addresses in order of preference (`set peer`, repeated).
-    pub peers: Spanned<Vec<SStr>>,
+    pub peers: Option<Spanned<Vec<SStr>>>,
     /// Transform sets in order of preference (`set transform-set`).
-    pub transform_sets: Spanned<Vec<SStr>>,
+    pub transform_sets: Option<Spanned<Vec<SStr>>>,
     /// PFS group (`set pfs`), or `false`.
     pub pfs: Option<Spanned<GroupValue>>,
     /// SA lifetimes (`set security-association lifetime`).
@@ -305,6 +306,58 @@ pub struct CryptoMapEntry {
     pub reverse_route_metric: Option<Spanned<i64>>,
     /// Negotiate at start instead of on the first packet.
     pub initiate: Option<Spanned<bool>>,
+    /// This entry is the dynamic map of that name (`ipsec-isakmp dynamic DYN`).
+    pub dynamic_map: Option<SStr>,
+    /// Manual keying (`ipsec-manual`): fixed SPIs and keys, no IKE.
+    pub manual: Option<Spanned<bool>>,
+    /// `set session-key inbound esp SPI cipher ... [authenticator ...]`.
+    pub session_key_inbound: Option<Spanned<SessionKey>>,
+    /// `set session-key outbound esp ...`.
+    pub session_key_outbound: Option<Spanned<SessionKey>>,
+}
+
+/// One direction's manual SA: its SPI and key files (hex, 0600, owned by root).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionKey {
+    /// The SPI (256 or more: 1-255 are reserved, RFC 4303 §2.1).
+    pub spi: Spanned<i64>,
+    /// The cipher key (for AES-GCM with its 4-byte salt appended, RFC 4106 §8.1).
+    pub cipher_file: SStr,
+    /// The authenticator key (non-AEAD transforms).
+    pub authenticator_file: Option<SStr>,
+}
+
+/// `[dynamic_map.NAME]`: responder templates (`crypto dynamic-map NAME SEQ`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicMap {
+    /// The entries; `seq` orders them.
+    #[serde(default)]
+    pub entry: Vec<Spanned<DynamicMapEntry>>,
+}
+
+/// One `[[dynamic_map.NAME.entry]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicMapEntry {
+    /// Sequence number.
+    pub seq: Spanned<i64>,
+    /// The ACL the peers' proposed flows must fall inside; absent: any flow is accepted
+    /// (seed F-E5).
+    pub match_address: Option<SStr>,
+    /// Transform sets (`set transform-set`, the one required setting).
+    pub transform_sets: Spanned<Vec<SStr>>,
+    /// PFS group.
+    pub pfs: Option<Spanned<GroupValue>>,
+    /// SA lifetimes.
+    pub lifetime: Option<Spanned<Lifetime>>,
+    /// Which peers may connect and with which credentials.
+    pub ike_profile: SStr,
+    /// Route each peer's protected prefixes to it while its SA is up.
+    pub reverse_route: Option<Spanned<bool>>,
+    /// Metric of those routes.
+    pub reverse_route_metric: Option<Spanned<i64>>,
 }
 
 /// A DH group written as a number, a name, or `false` (for `pfs`).

@@ -1410,3 +1410,164 @@ fn crypto_map_any_is_warned_and_refused_with_reverse_route() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("uses any"), "{w:?}");
 }
+
+/// A hub's dynamic map (seed F-E5): spokes in 172.16.0.0/16 whose flows fall inside ACL 130.
+const DYNAMIC_MAP: &str = r#"
+[access_list.130]
+entries = ["permit ip 10.0.0.0 0.0.0.255 10.8.0.0 0.7.255.255"]
+[ike_profile.SPOKES]
+match_identity = ["172.16.0.0/16"]
+keyring = "KR1"
+[dynamic_map.DYN]
+[[dynamic_map.DYN.entry]]
+seq = 10
+match_address = "130"
+transform_sets = ["T1"]
+ike_profile = "SPOKES"
+reverse_route = true
+[crypto_map.hub]
+local_address = "192.0.2.1"
+[[crypto_map.hub.entry]]
+seq = 30
+dynamic_map = "DYN"
+"#;
+
+#[test]
+fn dynamic_map_is_typed_and_must_come_last() {
+    let c = parse(&with_base(DYNAMIC_MAP)).expect("valid");
+    let d = &c.dynamic_maps["DYN"];
+    assert_eq!(d[0].seq, 10);
+    assert_eq!(d[0].access_list.as_deref(), Some("130"));
+    assert_eq!(d[0].reverse_route, Some(0));
+    let e = &c.crypto_maps["hub"].entries[0];
+    assert!(
+        matches!(&e.kind, EntryKind::Dynamic { name, entries } if name == "DYN" && entries.len() == 1)
+    );
+    // A static entry after the dynamic one: the dynamic entry must have the highest seq.
+    let src = with_base(&format!(
+        "{DYNAMIC_MAP}[access_list.140]\nentries = [\"permit ip 10.0.0.0/24 10.9.0.0/24\"]\n\
+         [[crypto_map.hub.entry]]\nseq = 40\nmatch_address = \"140\"\npeers = [\"192.0.2.9\"]\n\
+         transform_sets = [\"T1\"]\n"
+    ));
+    let (_, _, m) = one_error(&src);
+    assert!(m.contains("must have the highest sequence number"), "{m}");
+    // A dynamic entry carries nothing of its own.
+    let src = with_base(&DYNAMIC_MAP.replace(
+        "dynamic_map = \"DYN\"",
+        "dynamic_map = \"DYN\"\npeers = [\"192.0.2.9\"]",
+    ));
+    let (_, _, m) = one_error(&src);
+    assert!(m.contains("takes its settings from the dynamic map"), "{m}");
+    // Without an ACL any flow is accepted.
+    let c = parse(&with_base(
+        &DYNAMIC_MAP.replace("match_address = \"130\"\n", ""),
+    ))
+    .expect("valid");
+    assert!(c.dynamic_maps["DYN"][0].acl.is_none());
+    // Entries are checked: an unknown IKE profile.
+    let (_, _, m) = one_error(&with_base(
+        &DYNAMIC_MAP.replace("ike_profile = \"SPOKES\"", "ike_profile = \"NOPE\""),
+    ));
+    assert!(
+        m.contains("dynamic_map.DYN.entry[seq 10].ike_profile"),
+        "{m}"
+    );
+}
+
+/// A manual entry (seed F-E9) with its key files.
+fn manual_map(dir: &TempDir, cipher_hex: &str) -> String {
+    let cin = dir.file("in.key", cipher_hex, 0o600);
+    let cout = dir.file("out.key", cipher_hex, 0o600);
+    format!(
+        r#"
+[access_list.102]
+entries = ["permit ip 10.1.0.0/24 10.2.0.0/24"]
+[crypto_map.M]
+local_address = "192.0.2.1"
+[[crypto_map.M.entry]]
+seq = 10
+manual = true
+match_address = "102"
+peers = ["192.0.2.2"]
+transform_sets = ["T1"]
+session_key_inbound = {{ spi = 256, cipher_file = "{}" }}
+session_key_outbound = {{ spi = 257, cipher_file = "{}" }}
+"#,
+        cin.display(),
+        cout.display()
+    )
+}
+
+#[test]
+fn manual_entry_keys_are_read_and_their_lengths_checked() {
+    let dir = TempDir::new();
+    // aes-gcm-256: 32 key bytes and the 4-byte salt.
+    let good = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff01020304\n";
+    let psk = dir.file("any.key", "k", 0o600);
+    let opts = LoadOptions {
+        secret_owner_uid: my_uid(),
+        ..LoadOptions::default()
+    };
+    let src =
+        with_base(&manual_map(&dir, good)).replace("/etc/vtid/psk/any.key", &psk.to_string_lossy());
+    let c = Config::from_toml(Path::new("t.toml"), &src, &opts).expect("valid");
+    let EntryKind::Manual(sa) = &c.crypto_maps["M"].entries[0].kind else {
+        panic!("not manual");
+    };
+    assert_eq!((sa.inbound.spi, sa.outbound.spi), (256, 257));
+    assert_eq!(
+        sa.inbound.cipher.as_ref().map(|k| k.expose().len()),
+        Some(36)
+    );
+    assert!(!format!("{sa:?}").contains("0011"), "a key in Debug");
+    // A key of the wrong length for the transform.
+    let src = with_base(&manual_map(&dir, "0011"))
+        .replace("/etc/vtid/psk/any.key", &psk.to_string_lossy());
+    let e = Config::from_toml(Path::new("t.toml"), &src, &opts).unwrap_err();
+    let msgs: Vec<String> = e.0.iter().map(|x| x.message.clone()).collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("the key is 2 bytes; the transform needs 36")),
+        "{msgs:?}"
+    );
+    // Not hex.
+    let src =
+        with_base(&manual_map(&dir, "zz")).replace("/etc/vtid/psk/any.key", &psk.to_string_lossy());
+    let e = Config::from_toml(Path::new("t.toml"), &src, &opts).unwrap_err();
+    assert!(
+        e.0.iter().any(|x| x.message.contains("is not hexadecimal")),
+        "{e}"
+    );
+}
+
+#[test]
+fn manual_entry_shape_is_checked() {
+    let dir = TempDir::new();
+    let base = manual_map(&dir, "00");
+    // SPIs 1-255 are reserved.
+    let (_, _, m) = one_error(&with_base(&base.replace("spi = 256", "spi = 255")));
+    assert!(m.contains("session_key_inbound.spi"), "{m}");
+    // One permit line only.
+    let (_, _, m) = one_error(&with_base(&base.replace(
+        "entries = [\"permit ip 10.1.0.0/24 10.2.0.0/24\"]",
+        "entries = [\"permit ip 10.1.0.0/24 10.2.0.0/24\", \"permit ip 10.3.0.0/24 10.2.0.0/24\"]",
+    )));
+    assert!(m.contains("exactly one permit line"), "{m}");
+    // Both directions' keys.
+    let src = with_base(&base)
+        .lines()
+        .filter(|l| !l.starts_with("session_key_outbound"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (_, _, m) = one_error(&src);
+    assert!(
+        m.contains("needs session_key_inbound and session_key_outbound"),
+        "{m}"
+    );
+    // An IKE entry may not carry session keys.
+    let (_, _, m) = one_error(&with_base(&base.replace("manual = true\n", "")));
+    assert!(
+        m.contains("session keys belong to manual = true entries"),
+        "{m}"
+    );
+}

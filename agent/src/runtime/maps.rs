@@ -11,13 +11,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ike::endpoint::Command as IkeCommand;
 use ike::{ChildSaId, ConnId};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use xfrm::{PolicySpec, RouteSpec, SaId, Selector};
 
 use super::Runtime;
 use crate::model::{self, Binding};
 use crate::plan::MAIN_TABLE;
-use crate::plan::cryptomaps::{AcePlan, MapPlan};
+use crate::plan::cryptomaps::{self, AcePlan, EntryPlanKind, MapPlan};
 use crate::reconcile::Op;
 use crate::sessions::{ChildInfo, ChildState};
 use crate::virtual_access::ts_prefix;
@@ -34,7 +34,24 @@ pub(super) struct MapChild {
     pub ids: [SaId; 2],
     /// Reverse routes it added.
     pub routes: Vec<RouteSpec>,
+    /// The temporary policy set it uses (dynamic maps), by reqid.
+    pub temp: Option<u32>,
 }
+
+/// A flow a dynamic map accepted: its policies live while any of its Child SAs does (a
+/// rekey's new SA takes the old one's place under the same reqid).
+#[derive(Clone, Debug)]
+struct Temp {
+    peer: std::net::IpAddr,
+    out_sel: Selector,
+    reqid: u32,
+    policies: Vec<PolicySpec>,
+    children: std::collections::BTreeSet<ChildSaId>,
+}
+
+/// reqids of dynamic maps' temporary policies.
+const TEMP_REQIDS: std::ops::Range<u32> =
+    cryptomaps::MAP_REQID_BASE + 0x4000..cryptomaps::MAP_REQID_BASE + 0x8000;
 
 /// The crypto maps' run-time state.
 #[derive(Debug, Default)]
@@ -45,6 +62,10 @@ pub(super) struct Maps {
     policies: BTreeMap<String, Vec<PolicySpec>>,
     /// Child SAs by id.
     children: BTreeMap<ChildSaId, MapChild>,
+    /// Dynamic maps' accepted flows.
+    temps: Vec<Temp>,
+    /// Manual entries' SAs, per map: (entry index, the two SA ids).
+    manual: BTreeMap<String, Vec<(usize, [SaId; 2])>>,
 }
 
 impl Maps {
@@ -102,6 +123,7 @@ impl Runtime {
         let maps: Vec<MapPlan> = self.plan.maps.values().cloned().collect();
         for m in &maps {
             self.install_map_policies(m).await;
+            self.install_manual(m).await;
             info!(
                 crypto_map = %m.name,
                 local = %m.local,
@@ -119,7 +141,12 @@ impl Runtime {
     /// (Re)installs a map's SPD for the entries' current peers (`ip xfrm policy update ...`
     /// for each line and direction).
     async fn install_map_policies(&mut self, m: &MapPlan) {
-        let active = |i: usize| m.entries[i].peers[self.maps.active(&m.name, i)].addr;
+        let active = |i: usize| {
+            m.entries[i]
+                .peers
+                .get(self.maps.active(&m.name, i))
+                .map(|p| p.addr)
+        };
         let policies = m.policies(active);
         let op = Op::Policies {
             name: format!("crypto map {}", m.name),
@@ -131,12 +158,68 @@ impl Runtime {
         self.maps.policies.insert(m.name.clone(), policies);
     }
 
+    /// Installs the manual entries' SAs (no IKE: they exist from the start, seed F-E9).
+    async fn install_manual(&mut self, m: &MapPlan) {
+        for (i, e) in m.entries.iter().enumerate() {
+            let EntryPlanKind::Manual { sa, transform, .. } = &e.kind else {
+                continue;
+            };
+            let Some(ace) = e.aces.first() else { continue };
+            let b = Binding {
+                reqid: ace.reqid,
+                if_id: None,
+                mark: None,
+            };
+            let sels = (
+                cryptomaps::selector(&ace.acl.mirrored()),
+                cryptomaps::selector(&ace.acl),
+            );
+            let res = async {
+                let sas = model::manual_sas(b, m.local, sa, transform, sels)?;
+                kernel::install_child_sas(
+                    &self.h,
+                    &sas,
+                    &offload::Decision::Software { why: None },
+                    false,
+                )
+                .await?;
+                Ok::<_, anyhow::Error>(model::sa_ids(
+                    b,
+                    m.local,
+                    sa.peer,
+                    sa.inbound.spi,
+                    sa.outbound.spi,
+                ))
+            };
+            match res.await {
+                Ok(ids) => {
+                    info!(
+                        crypto_map = %m.name,
+                        seq = e.seq,
+                        peer = %sa.peer,
+                        spi_in = format_args!("{:08x}", sa.inbound.spi),
+                        spi_out = format_args!("{:08x}", sa.outbound.spi),
+                        "manual SAs installed"
+                    );
+                    self.maps
+                        .manual
+                        .entry(m.name.clone())
+                        .or_default()
+                        .push((i, ids));
+                }
+                Err(err) => error!(crypto_map = %m.name, seq = e.seq, "manual SAs: {err:#}"),
+            }
+        }
+    }
+
     /// Negotiates every permit line of entry `i` with its current peer.
     fn start_entry(&mut self, m: &MapPlan, i: usize, now: Instant) {
         let e = &m.entries[i];
-        let peer = &e.peers[self.maps.active(&m.name, i)];
+        let Some(peer) = e.peers.get(self.maps.active(&m.name, i)) else {
+            return;
+        };
         for a in e.aces.iter().filter(|a| a.acl.permit) {
-            if let Some(index) = a.index.get(&peer.addr) {
+            if let Some(index) = a.index.get(&peer.conn) {
                 self.ep.handle_command(
                     now,
                     IkeCommand::InitiateChild {
@@ -162,8 +245,8 @@ impl Runtime {
         let found = self.plan.maps.values().find_map(|m| {
             let (i, ace) = m.by_reqid(reqid)?;
             let e = &m.entries[i];
-            let peer = &e.peers[self.maps.active(&m.name, i)];
-            let index = *ace.index.get(&peer.addr)?;
+            let peer = e.peers.get(self.maps.active(&m.name, i))?;
+            let index = *ace.index.get(&peer.conn)?;
             let host_pair = e
                 .per_host
                 .then(|| (a.packet.src.addr(), a.packet.dst.addr()));
@@ -204,23 +287,56 @@ impl Runtime {
             .map_of_conn(inst.conn)
             .context("no crypto map for this connection")?
             .clone();
-        let (i, ace) = m
+        let (i, dynamic, ace) = m
             .by_child(inst.conn, inst.config)
             .context("no ACL line for this Child SA configuration")?;
         let e = &m.entries[i];
+        let selectors = sa_selectors(inst, ace);
+        // A dynamic map's flow gets its temporary policies first (or shares those of the SA
+        // it rekeys), so that the SAs have a template to serve.
+        let (reqid, temp) = match (&e.kind, dynamic) {
+            (EntryPlanKind::Dynamic { temp_priority, .. }, Some(_)) => {
+                let (inb, out) = selectors.context(
+                    "dynamic map: the accepted flow is not one prefix on each side; refused",
+                )?;
+                let r = self
+                    .temp_policies(
+                        &m,
+                        inst.local.ip(),
+                        inst.remote.ip(),
+                        out,
+                        inb,
+                        *temp_priority,
+                    )
+                    .await?;
+                (r, Some(r))
+            }
+            _ => (ace.reqid, None),
+        };
         let b = Binding {
-            reqid: ace.reqid,
+            reqid,
             if_id: None,
             mark: None,
         };
-        let sas = model::child_sas_bound(b, inst, sa_selectors(inst, ace))?;
-        kernel::install_child_sas(
+        let sas = model::child_sas_bound(b, inst, selectors)?;
+        if let Err(err) = kernel::install_child_sas(
             &self.h,
             &sas,
             &offload::Decision::Software { why: None },
             false,
         )
-        .await?;
+        .await
+        {
+            if let Some(r) = temp {
+                self.release_temp(r, None).await;
+            }
+            return Err(err);
+        }
+        if let Some(r) = temp
+            && let Some(t) = self.maps.temps.iter_mut().find(|t| t.reqid == r)
+        {
+            t.children.insert(inst.child);
+        }
         let ids = model::sa_ids(
             b,
             inst.local.ip(),
@@ -228,7 +344,8 @@ impl Runtime {
             inst.inbound_spi,
             inst.outbound_spi,
         );
-        let routes = match e.reverse_route {
+        let metric = dynamic.map_or(e.reverse_route, |d| d.reverse_route);
+        let routes = match metric {
             Some(metric) => self.reverse_routes(inst, metric).await,
             None => Vec::new(),
         };
@@ -274,9 +391,118 @@ impl Runtime {
                 entry: i,
                 ids,
                 routes,
+                temp,
             },
         );
         Ok(())
+    }
+
+    /// The temporary policies for a flow a dynamic map accepted from `peer` (IOS's
+    /// "temporary crypto map entry", seed F-E5): the same flow from the same peer shares
+    /// them (a rekey); a new one gets a fresh reqid. Equivalent to `ip xfrm policy add src L
+    /// dst R dir out|in|fwd priority P tmpl src A dst B proto esp mode tunnel reqid Q`.
+    async fn temp_policies(
+        &mut self,
+        m: &MapPlan,
+        local: std::net::IpAddr,
+        peer: std::net::IpAddr,
+        out: Selector,
+        inb: Selector,
+        priority: u32,
+    ) -> Result<u32> {
+        if let Some(t) = self.maps.temps.iter().find(|t| t.out_sel == out) {
+            if t.peer == peer {
+                return Ok(t.reqid);
+            }
+            anyhow::bail!(
+                "dynamic map: the flow {} -> {} is already in use by {}; refused for {peer}",
+                out.src,
+                out.dst,
+                t.peer
+            );
+        }
+        let reqid = TEMP_REQIDS
+            .clone()
+            .find(|r| !self.maps.temps.iter().any(|t| t.reqid == *r))
+            .context("dynamic map: no free reqid")?;
+        let policies = cryptomaps::temporary_policies(local, peer, out, inb, reqid, priority);
+        // The kernel keeps one policy per selector and direction whatever the priority
+        // (xfrm_policy_insert compares selector, mark and if_id): a flow that is exactly an
+        // ACL line takes the place of that line's block policy, which comes back with the
+        // flow's last SA. Updating (XFRM_MSG_UPDPOLICY) does both cases.
+        let mut b = self.h.batch();
+        for p in &policies {
+            b.update_policy(p);
+        }
+        let results = b.execute().await?;
+        let failed: Vec<String> = results
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| e.to_string())
+            .collect();
+        if !failed.is_empty() {
+            for p in &policies {
+                let _ = self.h.policy().delete(&p.id()).await;
+            }
+            anyhow::bail!(
+                "dynamic map: policies for {} -> {}: {}",
+                out.src,
+                out.dst,
+                failed.join("; ")
+            );
+        }
+        info!(crypto_map = %m.name, %peer, flow = %format_args!("{} -> {}", out.src, out.dst), "dynamic map entry created");
+        self.maps.temps.push(Temp {
+            peer,
+            out_sel: out,
+            reqid,
+            policies,
+            children: Default::default(),
+        });
+        Ok(reqid)
+    }
+
+    /// A Child SA of a temporary policy set is gone (or never came: `None`); the set goes
+    /// with its last SA (seed F-E5: "removed once the flow expires").
+    async fn release_temp(&mut self, reqid: u32, child: Option<ChildSaId>) {
+        let Some(pos) = self.maps.temps.iter().position(|t| t.reqid == reqid) else {
+            return;
+        };
+        if let Some(c) = child {
+            self.maps.temps[pos].children.remove(&c);
+        }
+        if !self.maps.temps[pos].children.is_empty() {
+            return;
+        }
+        let t = self.maps.temps.remove(pos);
+        // A block policy the flow replaced (same selector and direction) comes back.
+        let blocks: Vec<PolicySpec> = self
+            .maps
+            .policies
+            .values()
+            .flatten()
+            .filter(|b| {
+                t.policies
+                    .iter()
+                    .any(|p| p.selector == b.selector && p.dir == b.dir)
+            })
+            .cloned()
+            .collect();
+        for p in &t.policies {
+            let res = match blocks
+                .iter()
+                .find(|b| b.selector == p.selector && b.dir == p.dir)
+            {
+                Some(b) => self.h.policy().update(b).await,
+                None => self.h.policy().delete(&p.id()).await,
+            };
+            if let Err(e) = res
+                && !matches!(e, xfrm::Error::NotFound { .. })
+            {
+                warn!(peer = %t.peer, "dynamic map: remove policy: {e}");
+            }
+        }
+        info!(peer = %t.peer, flow = %format_args!("{} -> {}", t.out_sel.src, t.out_sel.dst), "dynamic map entry removed");
     }
 
     /// Reverse route injection (IOS `set reverse-route`): each protected remote prefix is
@@ -307,7 +533,9 @@ impl Runtime {
                 metric: Some(metric),
                 table: MAIN_TABLE,
             };
-            if r.gateway.is_none() && r.dev.is_none() {
+            // A directly connected peer is the next hop itself (`via PEER dev DEV`), as IOS's
+            // reverse route names the peer.
+            if r.gateway.is_none() {
                 r.gateway = Some(peer);
             }
             match self.h.link().add_route(&r).await {
@@ -327,6 +555,9 @@ impl Runtime {
             return false;
         };
         kernel::delete_sas(&self.h, &c.ids).await;
+        if let Some(r) = c.temp {
+            self.release_temp(r, Some(child)).await;
+        }
         // Another SA of the entry (a per-host sibling, a rekey's successor) may still need
         // the route: keep it then.
         let still: Vec<RouteSpec> = self
@@ -420,7 +651,10 @@ impl Runtime {
                 self.remove_map_child(id).await;
             }
             self.maps.active.retain(|(n, _), _| n != &m.name);
-            info!(crypto_map = %m.name, "crypto map removed for reload");
+            for (_, ids) in self.maps.manual.remove(&m.name).unwrap_or_default() {
+                kernel::delete_sas(&self.h, &ids).await;
+            }
+            info!(crypto_map = %m.name, "crypto map removed");
         }
     }
 
@@ -436,6 +670,7 @@ impl Runtime {
             .collect();
         for m in &new {
             self.install_map_policies(m).await;
+            self.install_manual(m).await;
             info!(crypto_map = %m.name, local = %m.local, "crypto map applied");
             for (i, e) in m.entries.iter().enumerate() {
                 if e.initiate && !e.per_host {
@@ -474,12 +709,38 @@ impl Runtime {
                             })
                         })
                         .collect();
+                    let kind = match &e.kind {
+                        EntryPlanKind::Isakmp => serde_json::json!({ "type": "ipsec-isakmp" }),
+                        EntryPlanKind::Manual { peer, sa, .. } => serde_json::json!({
+                            "type": "ipsec-manual",
+                            "peer": peer.to_string(),
+                            "spi_in": format!("{:08x}", sa.inbound.spi),
+                            "spi_out": format!("{:08x}", sa.outbound.spi),
+                            "installed": self.maps.manual.get(&m.name).is_some_and(|v| v.iter().any(|(x, _)| *x == i)),
+                        }),
+                        EntryPlanKind::Dynamic { name, entries, .. } => serde_json::json!({
+                            "type": "dynamic",
+                            "dynamic_map": name,
+                            "entries": entries.iter().map(|d| serde_json::json!({
+                                "seq": d.seq,
+                                "access_list": d.access_list,
+                                "acl": (!d.any_flow).then(|| d.aces.iter().map(|a| a.acl.to_string()).collect::<Vec<_>>()),
+                            })).collect::<Vec<_>>(),
+                            "flows": self.maps.temps.iter().map(|t| serde_json::json!({
+                                "peer": t.peer.to_string(),
+                                "local": t.out_sel.src.to_string(),
+                                "remote": t.out_sel.dst.to_string(),
+                                "sas": t.children.len(),
+                            })).collect::<Vec<_>>(),
+                        }),
+                    };
                     serde_json::json!({
+                        "kind": kind,
                         "seq": e.seq,
                         "access_list": e.access_list,
                         "acl": e.aces.iter().map(|a| a.acl.to_string()).collect::<Vec<_>>(),
                         "peers": e.peers.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(),
-                        "current_peer": e.peers[cur].addr.to_string(),
+                        "current_peer": e.peers.get(cur).map(|p| p.addr.to_string()),
                         "transform_sets": e.transform_sets,
                         "pfs": e.pfs.map(|g| g.id()),
                         "lifetime_seconds": e.lifetime.seconds,

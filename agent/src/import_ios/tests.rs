@@ -535,7 +535,7 @@ fn manual_entry_keys_go_to_files_only() {
         assert!(!i.notes.iter().any(|n| n.text.contains(k.key.as_str())));
     }
     // The display text of the line is redacted too.
-    let (blocks, _) = super::parse::blocks(src);
+    let (blocks, _) = parse::blocks(src);
     let texts: Vec<String> = blocks
         .iter()
         .flat_map(|b| b.body.iter().map(|l| l.text.clone()))
@@ -662,4 +662,49 @@ fn crypto_map_entries_vtid_cannot_hold_are_refused_with_the_reason() {
         Why::Unsupported,
         "only GigabitEthernet0/0's is imported"
     ));
+}
+
+#[test]
+fn ipv6_crypto_map_with_an_ipv6_access_list() {
+    let i = mapped(
+        "\
+crypto ikev2 keyring KR
+ peer B
+  address 2001:db8::2/128
+  pre-shared-key k6
+crypto ipsec transform-set T1 esp-gcm 256
+crypto map ipv6 V6MAP 10 ipsec-isakmp
+ set peer 2001:db8::2
+ set transform-set T1
+ match address V6FLOW
+crypto map ipv6 V6MAP 20 ipsec-isakmp
+ set peer 2001:db8::2
+ set transform-set T1
+ match address V6ANY
+interface GigabitEthernet0/0
+ ipv6 address 2001:db8::1/64
+ ipv6 crypto map V6MAP
+ipv6 access-list V6FLOW
+ sequence 10 permit ipv6 2001:db8:1::/48 2001:db8:2::/48
+ipv6 access-list V6ANY
+ permit ipv6 any any
+",
+    );
+    let b = body(&i.toml);
+    assert!(
+        b.contains(
+            "[access_list.V6FLOW]\nentries = [\"permit ipv6 2001:db8:1::/48 2001:db8:2::/48\"]\n\
+             [crypto_map.V6MAP]\ninterface = \"eth0\"\n[[crypto_map.V6MAP.entry]]\nseq = 10\n\
+             match_address = \"V6FLOW\"\npeers = [\"2001:db8::2\"]"
+        ),
+        "{b}"
+    );
+    // `any any` carries no family in vtid's entry string: refused, not read as IPv4.
+    assert!(has_note(
+        &i,
+        20,
+        Why::Unsupported,
+        "reads `any any` as IPv4"
+    ));
+    assert!(!b.contains("seq = 20"), "{b}");
 }

@@ -1740,30 +1740,39 @@ impl Emitter<'_> {
                         ),
                     );
                 }
-                for (p, line) in &e.peers {
-                    notes.note(
-                        *line,
-                        Why::Dropped,
-                        format!("{what}: set peer {p}: a dynamic map answers whoever connects"),
-                    );
-                }
                 let Some(settings) =
                     self.entry_settings(&what, e, acl.as_ref().map(|a| a.1.as_slice()), notes)
                 else {
                     continue;
                 };
+                // `set peer` in a dynamic map restricts who may use the entry: the made
+                // profile then matches those peers only, never widened to any.
+                let peers: Vec<IpAddr> = e.peers.iter().map(|(p, _)| *p).collect();
                 let profile = match &e.ike_profile {
+                    Some(_) if !peers.is_empty() => {
+                        notes.note(
+                            e.line,
+                            Why::Unsupported,
+                            format!(
+                                "{what}: set peer with an IKE profile: a dynamic map entry \
+                                 cannot restrict its peers beyond the profile's match_identity; \
+                                 not imported (narrow the profile's identities instead)"
+                            ),
+                        );
+                        None
+                    }
                     Some(n) => self.named_ike_profile(&what, n, ike, notes),
                     None => self
                         .map_ike_profile(
                             &format!("{dname}-{}", e.seq),
                             &what,
                             e.line,
-                            &[],
+                            &peers,
                             notes,
                             keyrings,
                             (v1, v2, v1_auth),
                         )
+                        .filter(|(_, kept)| peers.is_empty() || !kept.is_empty())
                         .map(|(n, _)| n),
                 };
                 let Some(profile) = profile else { continue };

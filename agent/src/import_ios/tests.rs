@@ -708,3 +708,27 @@ ipv6 access-list V6ANY
     ));
     assert!(!b.contains("seq = 20"), "{b}");
 }
+
+#[test]
+fn a_dynamic_map_entry_with_set_peer_matches_only_those_peers() {
+    let i = mapped(
+        "\
+crypto isakmp key k address 0.0.0.0 0.0.0.0
+crypto ipsec transform-set T1 esp-gcm 256
+crypto dynamic-map D 10
+ set peer 203.0.113.7
+ set transform-set T1
+crypto map M 10 ipsec-isakmp dynamic D
+interface GigabitEthernet0/0
+ ip address 192.0.2.1 255.255.255.0
+ crypto map M
+",
+    );
+    let b = body(&i.toml);
+    // Never widened to "any": the peer restriction becomes the profile's identity.
+    assert!(
+        b.contains("[ike_profile.D-10]\nmatch_identity = [\"203.0.113.7\"]\nkeyring = \"default\""),
+        "{b}"
+    );
+    assert!(!b.contains("\"any\""), "{b}");
+}

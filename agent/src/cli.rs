@@ -53,6 +53,10 @@ pub enum Command {
         /// Do not read key and certificate files (check a file written for another machine).
         #[arg(long)]
         no_files: bool,
+        /// The other end's configuration: also check that the two ends' crypto maps mirror
+        /// each other (ACLs, transform sets, peers; seed F-B7).
+        #[arg(long, value_name = "OTHER_FILE")]
+        peer_config: Option<PathBuf>,
     },
     /// Show runtime state.
     Show {
@@ -465,7 +469,16 @@ pub enum DebugKind {
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config, no_files } => Ok(check(&config, no_files)),
+        Command::Check {
+            config,
+            no_files,
+            peer_config: None,
+        } => Ok(check(&config, no_files)),
+        Command::Check {
+            config,
+            no_files,
+            peer_config: Some(other),
+        } => Ok(check_pair(&config, &other, no_files)),
         Command::Run {
             config,
             keep_on_exit,
@@ -803,6 +816,58 @@ pub fn check(path: &Path, no_files: bool) -> ExitCode {
     }
 }
 
+/// `vtid check FILE --peer-config OTHER`: both files checked, then FILE's crypto map entries
+/// toward OTHER compared with OTHER's entries toward FILE. Warnings (mirrors that work only
+/// when one end initiates) keep exit 0; errors (flows that never negotiate) exit 1.
+pub fn check_pair(path: &Path, other: &Path, no_files: bool) -> ExitCode {
+    let opts = LoadOptions {
+        read_files: !no_files,
+        ..LoadOptions::default()
+    };
+    let mine = check(path, no_files);
+    let theirs = check(other, no_files);
+    if mine != ExitCode::SUCCESS || theirs != ExitCode::SUCCESS {
+        return ExitCode::FAILURE;
+    }
+    let (Ok(a), Ok(b)) = (
+        Config::load_with(path, &opts),
+        Config::load_with(other, &opts),
+    ) else {
+        return ExitCode::FAILURE;
+    };
+    let findings = crate::mirror::compare(&a, &b);
+    let shown = path.display();
+    let mut errors = 0;
+    for f in &findings {
+        let what = match f.severity {
+            crate::mirror::Severity::Note => "note",
+            crate::mirror::Severity::Warning => "warning",
+            crate::mirror::Severity::Error => {
+                errors += 1;
+                "error"
+            }
+        };
+        eprintln!("{shown}: {what}: {}", f.text);
+    }
+    if errors > 0 {
+        eprintln!(
+            "{shown}: {errors} error{} against {}",
+            if errors == 1 { "" } else { "s" },
+            other.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{shown}: crypto maps mirror {} ({} warning(s))",
+        other.display(),
+        findings
+            .iter()
+            .filter(|f| f.severity == crate::mirror::Severity::Warning)
+            .count()
+    );
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1017,7 +1082,7 @@ mod tests {
     fn check_defaults_to_etc() {
         let cli = Cli::try_parse_from(["vtid", "--socket", "/tmp/s", "check"]).expect("parses");
         assert!(
-            matches!(cli.command, Command::Check { ref config, no_files: false } if config == Path::new("/etc/vtid/vtid.toml"))
+            matches!(cli.command, Command::Check { ref config, no_files: false, peer_config: None } if config == Path::new("/etc/vtid/vtid.toml"))
         );
         assert_eq!(cli.socket, PathBuf::from("/tmp/s"));
     }

@@ -10,6 +10,7 @@ pub mod import_ios;
 pub mod ios;
 pub mod kernel;
 pub mod metrics;
+pub mod mirror;
 pub mod model;
 pub mod mtu;
 pub mod notify;

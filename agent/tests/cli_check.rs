@@ -283,3 +283,109 @@ fn version() -> Result<()> {
     ensure!(String::from_utf8(out.stdout)?.starts_with("vtid "));
     Ok(())
 }
+
+/// One end of a two-site crypto map: `local` to `peer`, protecting `acl`.
+fn map_end(local: &str, peer: &str, acl: &[&str]) -> String {
+    let entries: Vec<String> = acl.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[keyring.K]\n[[keyring.K.peer]]\naddress = \"{peer}/32\"\npsk_file = \"/nonexistent/k\"\n\
+         [transform_set.T1]\nesp = \"aes-gcm-256\"\n[access_list.A]\nentries = [{}]\n\
+         [crypto_map.M]\nlocal_address = \"{local}\"\n[[crypto_map.M.entry]]\nseq = 10\n\
+         match_address = \"A\"\npeers = [\"{peer}\"]\ntransform_sets = [\"T1\"]\n",
+        entries.join(", ")
+    )
+}
+
+#[test]
+fn check_peer_config_compares_the_two_ends_crypto_maps() -> Result<()> {
+    let dir = Scratch::new("mirror")?;
+    let a = dir.0.join("a.toml");
+    let b = dir.0.join("b.toml");
+    let (a_s, b_s) = (
+        a.to_str().context("utf-8")?.to_owned(),
+        b.to_str().context("utf-8")?.to_owned(),
+    );
+    fs::write(
+        &a,
+        map_end(
+            "192.0.2.1",
+            "192.0.2.2",
+            &[
+                "deny ip host 10.1.0.9 10.2.0.0/24",
+                "permit ip 10.1.0.0/24 10.2.0.0/24",
+            ],
+        ),
+    )?;
+    // The mirror image: no finding, exit 0.
+    fs::write(
+        &b,
+        map_end(
+            "192.0.2.2",
+            "192.0.2.1",
+            &["permit ip 10.2.0.0/24 10.1.0.0/24"],
+        ),
+    )?;
+    let out = run(&["check", "--no-files", &a_s, "--peer-config", &b_s])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    ensure!(
+        !stderr.contains("warning") && !stderr.contains("error"),
+        "{stderr}"
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("crypto maps mirror"),
+        "{:?}",
+        out.stdout
+    );
+    // Seed F-B7 case 3/4: B protects one host pair of A's subnets. A's flow is the superset:
+    // a warning, still exit 0.
+    fs::write(
+        &b,
+        map_end(
+            "192.0.2.2",
+            "192.0.2.1",
+            &["permit ip host 10.2.0.5 host 10.1.0.5"],
+        ),
+    )?;
+    let out = run(&["check", "--no-files", &a_s, "--peer-config", &b_s])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    ensure!(
+        stderr.contains(&format!(
+            "{a_s}: warning: crypto_map.M entry 10 (peer 192.0.2.2)"
+        )) && stderr.contains("works when the peer initiates"),
+        "{stderr}"
+    );
+    // And from B's side the same pair is the subset.
+    let out = run(&["check", "--no-files", &b_s, "--peer-config", &a_s])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    ensure!(stderr.contains("works when this end initiates"), "{stderr}");
+    // Disjoint flows: an error, exit 1.
+    fs::write(
+        &b,
+        map_end(
+            "192.0.2.2",
+            "192.0.2.1",
+            &["permit ip 10.3.0.0/24 10.1.0.0/24"],
+        ),
+    )?;
+    let out = run(&["check", "--no-files", &a_s, "--peer-config", &b_s])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1),
+        "exit {:?}: {stderr}",
+        out.status
+    );
+    ensure!(
+        stderr.contains(&format!(
+            "{a_s}: error: crypto_map.M entry 10 (peer 192.0.2.2): no mirrored entry"
+        )),
+        "{stderr}"
+    );
+    // A peer file that fails its own check fails the pair.
+    fs::write(&b, "[crypto_map.M]\n")?;
+    let out = run(&["check", "--no-files", &a_s, "--peer-config", &b_s])?;
+    ensure!(out.status.code() == Some(1), "exit {:?}", out.status);
+    Ok(())
+}

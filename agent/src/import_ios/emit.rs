@@ -11,8 +11,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::model::{Interface, Ios, KeyEntry, PeerRef, TunnelMode};
+use super::model::{Interface, Ios, KeyEntry, MapEntry, MapKind, PeerRef, TunnelMode};
 use super::{KeyFile, Notes, Options, Why};
+use crate::config::acl::AclEntry;
 use crate::config::algo;
 
 /// True for a cipher name vtid implements.
@@ -162,13 +163,15 @@ pub fn emit(
     let (v1_props, v2_props, v1_auth) = e.proposals(notes);
     let templates = e.template_names(notes);
     let vti_sets = e.sets_used_by_vtis();
+    let map_sets = e.sets_used_by_maps();
     let ike = e.ike_profiles(notes, &keyrings, &v1_props, &v2_props, v1_auth, &templates);
-    e.transform_sets(notes, &vti_sets);
+    e.transform_sets(notes, &vti_sets, &map_sets);
     let ipsec = e.ipsec_profiles(notes, &ike);
     e.virtual_templates(notes, &ipsec, &ike, &vrfs, &templates);
     e.tunnels(
         notes, &ipsec, &ike, &vrfs, &keyrings, &v1_props, &v2_props, v1_auth,
     );
+    e.crypto_maps(notes, &ike, &keyrings, &v1_props, &v2_props, v1_auth);
     e.routes_elsewhere(notes);
     for (name, line) in &e.unmapped {
         notes.note(
@@ -681,7 +684,12 @@ impl Emitter<'_> {
         self.sections.push(s);
     }
 
-    fn transform_sets(&mut self, notes: &mut Notes, vti_sets: &BTreeSet<String>) {
+    fn transform_sets(
+        &mut self,
+        notes: &mut Notes,
+        vti_sets: &BTreeSet<String>,
+        map_sets: &BTreeSet<String>,
+    ) {
         for (name, t) in &self.ios.transform_sets {
             let mut s = Section::new(format!("[transform_set.{}]", key(name)), self.span(t.line));
             s.kv("esp", q(&t.esp));
@@ -698,6 +706,17 @@ impl Emitter<'_> {
                             "transform set {name} says mode transport, but it protects a VTI, \
                              which IOS and Linux run in tunnel mode whatever the set says: \
                              imported as tunnel mode"
+                        ),
+                    );
+                } else if map_sets.contains(name) {
+                    // IOS uses transport mode only for traffic between the two peers' own
+                    // addresses and "ignores the mode for all other traffic" (seed T22);
+                    // vtid's crypto maps run tunnel mode.
+                    notes.note(
+                        t.line,
+                        Why::Decided,
+                        format!(
+                            "transform set {name} says mode transport, but a crypto map uses                              it: IOS applies transport only to traffic between the peers' own                              addresses and tunnel mode to the rest; vtid's crypto maps run                              tunnel mode: imported as tunnel mode"
                         ),
                     );
                 } else {
@@ -1226,4 +1245,1022 @@ impl Emitter<'_> {
         }
         out
     }
+}
+
+/// A crypto map entry ready to be written, before the checks across a map's entries.
+struct MapCandidate {
+    seq: u32,
+    line: usize,
+    /// Its ACL, translated (none for a `dynamic` entry).
+    acl: Option<(String, Vec<AclEntry>)>,
+    lines: Vec<String>,
+}
+
+/// What became of an access list a crypto map entry matches.
+#[derive(Clone)]
+enum AclResult {
+    /// The vtid entry strings and their parsed form.
+    Ok(Vec<String>, Vec<AclEntry>),
+    /// Not imported: the line that stopped it.
+    Refused(usize),
+    /// No such ACL in the input.
+    Missing,
+}
+
+/// IOS protocol names acl.rs has no keyword for, as numbers (IANA protocol numbers).
+const PROTO_NUMBERS: &[(&str, &str)] = &[
+    ("igmp", "2"),
+    ("ipinip", "4"),
+    ("eigrp", "88"),
+    ("ospf", "89"),
+    ("nos", "94"),
+    ("pim", "103"),
+    ("pcp", "108"),
+];
+
+impl Emitter<'_> {
+    /// Transform sets some crypto map entry names.
+    fn sets_used_by_maps(&self) -> BTreeSet<String> {
+        self.ios
+            .crypto_maps
+            .values()
+            .flat_map(|m| m.entries.values())
+            .chain(self.ios.dynamic_maps.values().flat_map(|m| m.values()))
+            .flat_map(|e| e.transform_sets.iter().map(|(t, _)| t.clone()))
+            .collect()
+    }
+
+    /// One IOS ACL as vtid entry strings, each line checked by the parser `vtid check` uses.
+    /// A line vtid cannot hold stops the whole ACL: without it the ACL would protect other
+    /// traffic than on the router (a dropped permit sends its traffic to later entries or in
+    /// clear, a dropped deny protects what IOS keeps in clear).
+    fn translate_acl(&self, name: &str, notes: &mut Notes) -> AclResult {
+        let Some(a) = self.ios.acls.get(name) else {
+            return AclResult::Missing;
+        };
+        let refuse = |notes: &mut Notes, bad: usize, why: String| {
+            notes.note(bad, Why::Unsupported, why);
+            for l in &a.all {
+                if *l != bad {
+                    notes.note(
+                        *l,
+                        Why::Unsupported,
+                        format!("access list {name} is not imported (line {bad})"),
+                    );
+                }
+            }
+            AclResult::Refused(bad)
+        };
+        if a.standard {
+            return refuse(
+                notes,
+                a.line,
+                format!(
+                    "access list {name} is a standard ACL (sources only); a crypto map matches \
+                     with an extended one: not imported"
+                ),
+            );
+        }
+        let mut texts = Vec::new();
+        let mut parsed = Vec::new();
+        for l in &a.entries {
+            let words: Vec<String> = l
+                .text
+                .split_whitespace()
+                .enumerate()
+                .map(|(i, w)| {
+                    let lw = w.to_ascii_lowercase();
+                    if i == 1
+                        && let Some((_, n)) = PROTO_NUMBERS.iter().find(|(p, _)| *p == lw)
+                    {
+                        return (*n).to_owned();
+                    }
+                    // `log-input` logs like `log`; vtid counts per SA instead of either.
+                    if lw == "log-input" {
+                        return "log".to_owned();
+                    }
+                    if i <= 1 { lw } else { w.to_owned() }
+                })
+                .collect();
+            let text = words.join(" ");
+            let res = crate::config::acl::parse(&text).and_then(|e| {
+                if e.src.addr().is_ipv6() == a.v6 {
+                    Ok(e)
+                } else if a.v6 {
+                    Err("vtid reads `any any` as IPv4; write the IPv6 prefixes".to_owned())
+                } else {
+                    Err("an IPv6 entry in an IPv4 access list".to_owned())
+                }
+            });
+            match res {
+                Ok(e) => {
+                    texts.push(text);
+                    parsed.push(e);
+                }
+                Err(why) => {
+                    let effect = if l.text.to_ascii_lowercase().starts_with("deny") {
+                        "without this deny, traffic the router keeps in clear would be protected"
+                    } else {
+                        "without this permit, traffic the router protects would go to later \
+                         entries or in clear"
+                    };
+                    return refuse(
+                        notes,
+                        l.line,
+                        format!(
+                            "`{}` in access list {name}: {why}; {effect}, so the ACL and the map \
+                             entries matching it are not imported (split it into entries vtid \
+                             can hold)",
+                            l.text
+                        ),
+                    );
+                }
+            }
+        }
+        AclResult::Ok(texts, parsed)
+    }
+
+    /// The ACL of an entry, translated once.
+    fn entry_acl(
+        &self,
+        what: &str,
+        e: &MapEntry,
+        cache: &mut BTreeMap<String, AclResult>,
+        notes: &mut Notes,
+    ) -> Result<Option<(String, Vec<AclEntry>)>, ()> {
+        // Remarks go on the entry's head, which accounts for its whole block.
+        let line = &e.line;
+        let Some((name, _)) = &e.match_address else {
+            return Ok(None);
+        };
+        if !cache.contains_key(name) {
+            let r = self.translate_acl(name, notes);
+            cache.insert(name.clone(), r);
+        }
+        match cache.get(name).cloned() {
+            Some(AclResult::Ok(_, parsed)) if !parsed.iter().any(|x| x.permit) => {
+                notes.note(
+                    *line,
+                    Why::Unsupported,
+                    format!("{what}: access list {name} permits nothing, so the entry protects nothing; not imported"),
+                );
+                Err(())
+            }
+            Some(AclResult::Ok(_, parsed)) => Ok(Some((name.clone(), parsed))),
+            Some(AclResult::Refused(bad)) => {
+                notes.note(
+                    *line,
+                    Why::Unsupported,
+                    format!("{what}: its access list {name} is not imported (line {bad}); neither is the entry"),
+                );
+                Err(())
+            }
+            _ => {
+                notes.note(
+                    *line,
+                    Why::Unsupported,
+                    format!(
+                        "{what}: access list {name} is not defined; IOS leaves the entry \
+                         incomplete (unused); not imported"
+                    ),
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// The settings every kind of entry shares: transform sets, PFS, lifetimes, per-host,
+    /// reverse route. None when no transform set was imported.
+    fn entry_settings(
+        &mut self,
+        what: &str,
+        e: &MapEntry,
+        acl: Option<&[AclEntry]>,
+        notes: &mut Notes,
+    ) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let sets: Vec<&String> = e
+            .transform_sets
+            .iter()
+            .filter(|(t, line)| {
+                let ok = self.ios.transform_sets.contains_key(t);
+                if !ok {
+                    notes.note(
+                        *line,
+                        Why::Unsupported,
+                        format!("{what}: transform set {t} was not imported"),
+                    );
+                }
+                ok
+            })
+            .map(|(t, _)| t)
+            .collect();
+        if sets.is_empty() {
+            notes.note(
+                e.line,
+                Why::Unsupported,
+                format!("{what}: no transform set vtid can use; not imported"),
+            );
+            return None;
+        }
+        out.push(format!("transform_sets = {}", qlist(&sets)));
+        if let Some(g) = e.pfs {
+            self.legacy |= legacy(&[], &[], &[g]);
+            out.push(format!("pfs = {g}"));
+        }
+        let secs = e.seconds.or(self.ios.global_seconds);
+        let kb = e.kilobytes.or(self.ios.global_kilobytes);
+        let lifetime: Vec<String> = [("seconds", secs), ("kilobytes", kb)]
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k} = {v}")))
+            .collect();
+        if !lifetime.is_empty() {
+            out.push(format!("lifetime = {{ {} }}", lifetime.join(", ")));
+        }
+        if e.per_host {
+            out.push("per_host = true".into());
+        }
+        if let Some((metric, line)) = e.reverse_route {
+            // Seed F-B8: `any` with reverse route injection is not supported: the route
+            // would be the default route.
+            if acl.is_some_and(|a| a.iter().any(|x| x.permit && x.dst.prefix_len() == 0)) {
+                notes.note(
+                    line,
+                    Why::Unsupported,
+                    format!(
+                        "{what}: reverse-route with an ACL that permits traffic to any \
+                         destination would route 0/0 to the peer (not supported by IOS either, \
+                         seed F-B8); left off"
+                    ),
+                );
+            } else {
+                out.push("reverse_route = true".into());
+                if metric > 0 {
+                    out.push(format!("reverse_route_metric = {metric}"));
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The addresses of this router's interfaces, by interface.
+    fn local_addresses(ios: &Ios) -> Vec<(IpAddr, &str)> {
+        ios.interfaces
+            .iter()
+            .filter_map(|i| i.address.map(|a| (a.addr(), i.name.as_str())))
+            .collect()
+    }
+
+    /// An IKE profile for map entries that name none: IOS negotiates them with its global
+    /// ISAKMP policies and keys, found by peer address. `peers` empty means any peer (a
+    /// dynamic map). Returns the profile and the peers it has keys for.
+    #[allow(clippy::too_many_arguments)]
+    fn map_ike_profile(
+        &mut self,
+        base: &str,
+        what: &str,
+        line: usize,
+        peers: &[IpAddr],
+        notes: &mut Notes,
+        keyrings: &BTreeMap<String, Vec<PeerRef>>,
+        props: (&[String], &[String], &'static str),
+    ) -> Option<(String, Vec<IpAddr>)> {
+        let (v1, v2, v1_auth) = props;
+        let ikev1 = !self.ios.isakmp_policies.is_empty() || !self.ios.isakmp_keys.is_empty();
+        let auth = if ikev1 { v1_auth } else { "psk" };
+        let covering = |p: &IpAddr| {
+            keyrings
+                .iter()
+                .filter_map(|(k, ps)| {
+                    ps.iter()
+                        .filter_map(|x| match x {
+                            PeerRef::Prefix(n) if n.contains(p) => Some(n.prefix_len()),
+                            _ => None,
+                        })
+                        .max()
+                        .map(|len| (len, k.clone()))
+                })
+                .max_by_key(|(len, _)| *len)
+                .map(|(_, k)| k)
+        };
+        let mut name = base.to_owned();
+        while self.ios.ike_profiles.contains_key(&name)
+            || self
+                .sections
+                .iter()
+                .any(|s| s.header == format!("[ike_profile.{}]", key(&name)))
+        {
+            name.push('_');
+        }
+        let mut s = Section::new(format!("[ike_profile.{}]", key(&name)), vec![line]);
+        let mut kept = peers.to_vec();
+        if peers.is_empty() {
+            s.kv("match_identity", qlist(&["any"]));
+        } else {
+            let ids: Vec<String> = peers.iter().map(IpAddr::to_string).collect();
+            s.kv("match_identity", qlist(&ids));
+        }
+        if auth == "psk" {
+            // A dynamic map answers anyone with a key: the keyring with the broadest entry
+            // (IOS's `address 0.0.0.0 0.0.0.0` wildcard key).
+            let keyring = if peers.is_empty() {
+                keyrings
+                    .iter()
+                    .filter_map(|(k, ps)| {
+                        ps.iter()
+                            .filter_map(|x| match x {
+                                PeerRef::Prefix(n) => Some(n.prefix_len()),
+                                _ => None,
+                            })
+                            .min()
+                            .map(|len| (len, k.clone()))
+                    })
+                    .min_by_key(|(len, _)| *len)
+                    .map(|(_, k)| k)
+            } else {
+                peers.iter().find_map(covering)
+            };
+            let Some(k) = keyring else {
+                notes.note(
+                    line,
+                    Why::Unsupported,
+                    format!(
+                        "{what}: no imported key covers {}; not imported",
+                        if peers.is_empty() {
+                            "any peer".to_owned()
+                        } else {
+                            format!(
+                                "peer {}",
+                                peers
+                                    .iter()
+                                    .map(IpAddr::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }
+                    ),
+                );
+                return None;
+            };
+            kept.retain(|p| {
+                let ok = keyrings[&k]
+                    .iter()
+                    .any(|x| matches!(x, PeerRef::Prefix(n) if n.contains(p)));
+                if !ok {
+                    notes.note(
+                        line,
+                        Why::Unsupported,
+                        format!(
+                            "{what}: keyring {k}, which holds the key of the entry's other \
+                             peers, has none for peer {p}; that peer is not imported"
+                        ),
+                    );
+                }
+                ok
+            });
+            s.kv("keyring", q(&k));
+        } else {
+            s.kv("local_auth", q(auth));
+            self.trustpoint("default", line, notes);
+            s.kv("trustpoint", q("default"));
+        }
+        notes.note(
+            line,
+            Why::Decided,
+            format!(
+                "{what}: IKE profile {name} made for it (IOS uses its global policies and keys \
+                 here){}{}",
+                if peers.is_empty() {
+                    ": it accepts any peer that authenticates with the key"
+                } else {
+                    ""
+                },
+                if ikev1 {
+                    ", ISAKMP policies as IKEv2 proposals"
+                } else {
+                    ""
+                }
+            ),
+        );
+        let props = if ikev1 { v1 } else { v2 };
+        if !props.is_empty() {
+            s.kv("proposals", qlist(props));
+        }
+        if let Some((iv, r)) = self.ios.keepalive {
+            let action = if peers.is_empty() { "clear" } else { "restart" };
+            s.kv(
+                "dpd",
+                format!(
+                    "{{ interval = {iv}, retries = {r}, action = {} }}",
+                    q(action)
+                ),
+            );
+        }
+        if ikev1 && let Some(l) = self.first_v1_lifetime() {
+            s.kv("lifetime_seconds", l.to_string());
+        }
+        self.sections.push(s);
+        Some((name, kept))
+    }
+
+    /// The IKE profile an entry names (`set isakmp-profile`, or the map's), if imported.
+    fn named_ike_profile(
+        &self,
+        what: &str,
+        named: &(String, usize),
+        ike: &BTreeSet<String>,
+        notes: &mut Notes,
+    ) -> Option<String> {
+        if ike.contains(&named.0) {
+            Some(named.0.clone())
+        } else {
+            notes.note(
+                named.1,
+                Why::Unsupported,
+                format!(
+                    "{what}: IKE profile {} was not imported; neither is the entry",
+                    named.0
+                ),
+            );
+            None
+        }
+    }
+
+    /// `[access_list.N]`, once, before the first map that uses it.
+    fn acl_section(
+        &mut self,
+        name: &str,
+        cache: &BTreeMap<String, AclResult>,
+        done: &mut BTreeSet<String>,
+    ) {
+        if !done.insert(name.to_owned()) {
+            return;
+        }
+        if let (Some(AclResult::Ok(texts, _)), Some(a)) = (cache.get(name), self.ios.acls.get(name))
+        {
+            let mut s = Section::new(format!("[access_list.{}]", key(name)), a.all.clone());
+            s.kv("entries", qlist(texts));
+            self.sections.push(s);
+        }
+    }
+
+    /// Crypto map sets, their dynamic maps and the ACLs they match.
+    #[allow(clippy::too_many_arguments)]
+    fn crypto_maps(
+        &mut self,
+        notes: &mut Notes,
+        ike: &BTreeSet<String>,
+        keyrings: &BTreeMap<String, Vec<PeerRef>>,
+        v1: &[String],
+        v2: &[String],
+        v1_auth: &'static str,
+    ) {
+        let mut cache: BTreeMap<String, AclResult> = BTreeMap::new();
+        let mut written: BTreeSet<String> = BTreeSet::new();
+        let ios = self.ios;
+        // Dynamic maps first: a crypto map's `dynamic` entry names one.
+        let mut dyn_ok = BTreeSet::new();
+        for (dname, entries) in &ios.dynamic_maps {
+            let mut s = Section::new(format!("[dynamic_map.{}]", key(dname)), Vec::new());
+            let mut acls = Vec::new();
+            for e in entries.values() {
+                let what = format!("crypto dynamic-map {dname} {}", e.seq);
+                let Ok(acl) = self.entry_acl(&what, e, &mut cache, notes) else {
+                    continue;
+                };
+                if acl.is_none() {
+                    // Seed F-E5: a dynamic entry without an ACL accepts whatever flow the peer
+                    // proposes.
+                    notes.note(
+                        e.line,
+                        Why::Decided,
+                        format!(
+                            "{what}: no match address: any flow a peer proposes is accepted \
+                             (as on IOS, seed F-E5)"
+                        ),
+                    );
+                }
+                let Some(settings) =
+                    self.entry_settings(&what, e, acl.as_ref().map(|a| a.1.as_slice()), notes)
+                else {
+                    continue;
+                };
+                // `set peer` in a dynamic map restricts who may use the entry: the made
+                // profile then matches those peers only, never widened to any.
+                let peers: Vec<IpAddr> = e.peers.iter().map(|(p, _)| *p).collect();
+                let profile = match &e.ike_profile {
+                    Some(_) if !peers.is_empty() => {
+                        notes.note(
+                            e.line,
+                            Why::Unsupported,
+                            format!(
+                                "{what}: set peer with an IKE profile: a dynamic map entry \
+                                 cannot restrict its peers beyond the profile's match_identity; \
+                                 not imported (narrow the profile's identities instead)"
+                            ),
+                        );
+                        None
+                    }
+                    Some(n) => self.named_ike_profile(&what, n, ike, notes),
+                    None => self
+                        .map_ike_profile(
+                            &format!("{dname}-{}", e.seq),
+                            &what,
+                            e.line,
+                            &peers,
+                            notes,
+                            keyrings,
+                            (v1, v2, v1_auth),
+                        )
+                        .filter(|(_, kept)| peers.is_empty() || !kept.is_empty())
+                        .map(|(n, _)| n),
+                };
+                let Some(profile) = profile else { continue };
+                s.lines.push(String::new());
+                s.lines
+                    .push(format!("[[dynamic_map.{}.entry]]", key(dname)));
+                s.kv("seq", e.seq.to_string());
+                if let Some((a, _)) = &acl {
+                    s.kv("match_address", q(a));
+                    acls.push(a.clone());
+                }
+                s.lines.extend(settings);
+                s.kv("ike_profile", q(&profile));
+                s.from.extend(self.span(e.line));
+            }
+            if s.from.is_empty() {
+                continue;
+            }
+            for a in &acls {
+                self.acl_section(a, &cache, &mut written);
+            }
+            self.sections.push(s);
+            dyn_ok.insert(dname.clone());
+        }
+        let locals = Self::local_addresses(ios);
+        for ((v6, mname), set) in &ios.crypto_maps {
+            let v6 = *v6;
+            let out_name = if v6 && ios.crypto_maps.contains_key(&(false, mname.clone())) {
+                format!("{mname}-v6")
+            } else {
+                mname.clone()
+            };
+            let label = if v6 {
+                format!("ipv6 {mname}")
+            } else {
+                mname.clone()
+            };
+            let mut from = Vec::new();
+            // Where it terminates: `local-address`, else the interface that carries it.
+            let carriers: Vec<(&str, usize)> = ios
+                .interfaces
+                .iter()
+                .filter_map(|i| {
+                    let m = if v6 { &i.crypto_map_v6 } else { &i.crypto_map };
+                    m.as_ref()
+                        .filter(|(n, _)| n == mname)
+                        .map(|(_, l)| (i.name.as_str(), *l))
+                })
+                .collect();
+            for (ifname, line) in carriers.iter().skip(1) {
+                notes.note(
+                    *line,
+                    Why::Unsupported,
+                    format!(
+                        "crypto map {label} is also applied to {ifname}: a vtid map has one \
+                         local interface; only {}'s is imported",
+                        carriers[0].0
+                    ),
+                );
+            }
+            let local = if let Some((ifname, line)) = &set.local_address {
+                from.push(*line);
+                let addr = ios
+                    .interfaces
+                    .iter()
+                    .find(|i| &i.name == ifname)
+                    .and_then(|i| i.address)
+                    .filter(|a| a.addr().is_ipv6() == v6);
+                match addr {
+                    Some(a) => {
+                        notes.note(
+                            *line,
+                            Why::Decided,
+                            format!(
+                                "crypto map {label} local-address {ifname}: its address {}, \
+                                 written as local_address",
+                                a.addr()
+                            ),
+                        );
+                        format!("local_address = {}", q(&a.addr().to_string()))
+                    }
+                    None => format!("interface = {}", q(&self.ifname(ifname, *line))),
+                }
+            } else if let Some((ifname, line)) = carriers.first() {
+                from.push(*line);
+                format!("interface = {}", q(&self.ifname(ifname, *line)))
+            } else {
+                for e in set.entries.values() {
+                    notes.note(
+                        e.line,
+                        Why::Unsupported,
+                        format!(
+                            "crypto map {label} {}: the map is applied to no interface, so IOS \
+                             does not use it; not imported",
+                            e.seq
+                        ),
+                    );
+                }
+                continue;
+            };
+            if let Some((_, line)) = &set.ike_profile {
+                from.push(*line);
+            }
+            let mut cands: Vec<MapCandidate> = Vec::new();
+            for e in set.entries.values() {
+                let what = format!("crypto map {label} {}", e.seq);
+                if let Some(c) = self.map_candidate(
+                    &what,
+                    &out_name,
+                    set,
+                    e,
+                    &mut cache,
+                    &locals,
+                    &dyn_ok,
+                    notes,
+                    ike,
+                    keyrings,
+                    (v1, v2, v1_auth),
+                ) {
+                    cands.push(c);
+                }
+            }
+            let cands = order_checked(&label, cands, notes);
+            if cands.is_empty() {
+                continue;
+            }
+            let mut s = Section::new(format!("[crypto_map.{}]", key(&out_name)), from);
+            s.lines.push(local);
+            for c in &cands {
+                if let Some((a, _)) = &c.acl {
+                    self.acl_section(a, &cache, &mut written);
+                }
+                s.lines.push(String::new());
+                s.lines
+                    .push(format!("[[crypto_map.{}.entry]]", key(&out_name)));
+                s.lines.extend(c.lines.iter().cloned());
+                s.from.extend(self.span(c.line));
+            }
+            self.sections.push(s);
+        }
+        // ACLs no imported map entry matches are packet filters.
+        for (name, a) in &ios.acls {
+            let why = match cache.get(name) {
+                Some(AclResult::Ok(..)) if !written.contains(name) => {
+                    format!("access list {name}: not imported, as no map entry that matches it was")
+                }
+                Some(_) => continue,
+                None => format!(
+                    "access list {name}: packet filters are nftables' job on Linux; only the \
+                     access lists crypto maps match are imported"
+                ),
+            };
+            // A named ACL is one block (its head's remark covers it); a numbered one is a
+            // block per line.
+            let lines = if self.span(a.line).len() > 1 {
+                vec![a.line]
+            } else {
+                a.all.clone()
+            };
+            for l in lines {
+                notes.note(l, Why::Unsupported, why.clone());
+            }
+        }
+    }
+
+    /// One crypto map entry, checked and written, or None with the reason noted.
+    #[allow(clippy::too_many_arguments)]
+    fn map_candidate(
+        &mut self,
+        what: &str,
+        map: &str,
+        set: &super::model::CryptoMapSet,
+        e: &MapEntry,
+        cache: &mut BTreeMap<String, AclResult>,
+        locals: &[(IpAddr, &str)],
+        dyn_ok: &BTreeSet<String>,
+        notes: &mut Notes,
+        ike: &BTreeSet<String>,
+        keyrings: &BTreeMap<String, Vec<PeerRef>>,
+        props: (&[String], &[String], &'static str),
+    ) -> Option<MapCandidate> {
+        let mut lines = vec![format!("seq = {}", e.seq)];
+        if let MapKind::Dynamic {
+            set: dset,
+            discover,
+        } = &e.kind
+        {
+            if *discover {
+                notes.note(
+                    e.line,
+                    Why::Unsupported,
+                    format!(
+                        "{what}: discover (Tunnel Endpoint Discovery) is Cisco-proprietary and \
+                         not supported: the entry is imported without it, so this end answers \
+                         peers but does not find and call them"
+                    ),
+                );
+            }
+            if !dyn_ok.contains(dset) {
+                notes.note(
+                    e.line,
+                    Why::Unsupported,
+                    format!("{what}: dynamic map {dset} was not imported; neither is the entry"),
+                );
+                return None;
+            }
+            lines.push(format!("dynamic_map = {}", q(dset)));
+            return Some(MapCandidate {
+                seq: e.seq,
+                line: e.line,
+                acl: None,
+                lines,
+            });
+        }
+        let manual = e.kind == MapKind::Manual;
+        let acl = self.entry_acl(what, e, cache, notes).ok()?;
+        let Some((acl_name, parsed)) = acl else {
+            notes.note(
+                e.line,
+                Why::Unsupported,
+                format!("{what}: no match address; IOS leaves the entry incomplete; not imported"),
+            );
+            return None;
+        };
+        let mut peers: Vec<IpAddr> = Vec::new();
+        for (p, line) in &e.peers {
+            if peers.contains(p) {
+                notes.note(
+                    *line,
+                    Why::Decided,
+                    format!("{what}: peer {p} listed twice; once is enough"),
+                );
+                continue;
+            }
+            if let Some((_, ifname)) = locals.iter().find(|(a, _)| a == p) {
+                notes.note(
+                    *line,
+                    Why::Decided,
+                    format!(
+                        "{what}: peer {p} is the address of this router's own {ifname}: the \
+                         configuration is inconsistent (the seeds' example is); imported as \
+                         written, the entry cannot negotiate until the peer is corrected"
+                    ),
+                );
+            }
+            peers.push(*p);
+        }
+        if peers.is_empty() {
+            notes.note(
+                e.line,
+                Why::Unsupported,
+                format!("{what}: no set peer; IOS leaves the entry incomplete; not imported"),
+            );
+            return None;
+        }
+        let max = if manual { 1 } else { 8 };
+        if peers.len() > max {
+            notes.note(
+                e.line,
+                Why::Unsupported,
+                format!(
+                    "{what}: {} peers; vtid takes {max}{}: the first {max} are imported",
+                    peers.len(),
+                    if manual {
+                        " for a manual entry (as IOS)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            peers.truncate(max);
+        }
+        let mut settings = self.entry_settings(what, e, Some(&parsed), notes)?;
+        if manual {
+            return self.manual_candidate(
+                what, map, e, acl_name, parsed, peers, settings, lines, notes,
+            );
+        }
+        let named = e.ike_profile.as_ref().or(set.ike_profile.as_ref());
+        let profile = match named {
+            Some(n) => Some(self.named_ike_profile(what, n, ike, notes)?),
+            None => {
+                // A derived profile keeps the ISAKMP policies' algorithms (vtid's own
+                // derivation would offer its default proposal).
+                let (n, kept) = self.map_ike_profile(
+                    &format!("{map}-{}", e.seq),
+                    what,
+                    e.line,
+                    &peers,
+                    notes,
+                    keyrings,
+                    props,
+                )?;
+                if kept.is_empty() {
+                    return None;
+                }
+                peers = kept;
+                Some(n)
+            }
+        };
+        lines.push(format!("match_address = {}", q(&acl_name)));
+        let ps: Vec<String> = peers.iter().map(IpAddr::to_string).collect();
+        lines.push(format!("peers = {}", qlist(&ps)));
+        lines.append(&mut settings);
+        if let Some(p) = profile {
+            lines.push(format!("ike_profile = {}", q(&p)));
+        }
+        Some(MapCandidate {
+            seq: e.seq,
+            line: e.line,
+            acl: Some((acl_name, parsed)),
+            lines,
+        })
+    }
+
+    /// An `ipsec-manual` entry: its keys go to files, as pre-shared keys do.
+    #[allow(clippy::too_many_arguments)]
+    fn manual_candidate(
+        &mut self,
+        what: &str,
+        map: &str,
+        e: &MapEntry,
+        acl_name: String,
+        parsed: Vec<AclEntry>,
+        peers: Vec<IpAddr>,
+        mut settings: Vec<String>,
+        mut lines: Vec<String>,
+        notes: &mut Notes,
+    ) -> Option<MapCandidate> {
+        let sets: Vec<&String> = e
+            .transform_sets
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| self.ios.transform_sets.contains_key(*t))
+            .collect();
+        let aead = sets
+            .first()
+            .and_then(|t| self.ios.transform_sets.get(*t))
+            .is_some_and(|t| t.integrity.is_none());
+        if sets.len() > 1 {
+            notes.note(
+                e.line,
+                Why::Unsupported,
+                format!(
+                    "{what}: a manual entry uses one transform set (as IOS); only {} is imported",
+                    sets[0]
+                ),
+            );
+            let first = q(sets[0]);
+            for l in &mut settings {
+                if l.starts_with("transform_sets") {
+                    *l = format!("transform_sets = [{first}]");
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        for inbound in [true, false] {
+            let dir = if inbound { "inbound" } else { "outbound" };
+            let Some(k) = e.session_keys.iter().rev().find(|k| k.inbound == inbound) else {
+                notes.note(
+                    e.line,
+                    Why::Unsupported,
+                    format!("{what}: no {dir} ESP session key; not imported"),
+                );
+                return None;
+            };
+            if aead == k.auth.is_some() {
+                notes.note(
+                    k.line,
+                    Why::Unsupported,
+                    format!(
+                        "{what}: the {dir} session key {} an authenticator, but transform set \
+                         {} {}; not imported",
+                        if k.auth.is_some() { "has" } else { "has no" },
+                        sets[0],
+                        if aead {
+                            "is AEAD (none needed)"
+                        } else {
+                            "needs one"
+                        }
+                    ),
+                );
+                return None;
+            }
+            keys.push((dir, k));
+        }
+        lines.push("manual = true".into());
+        lines.push(format!("match_address = {}", q(&acl_name)));
+        let ps: Vec<String> = peers.iter().map(IpAddr::to_string).collect();
+        lines.push(format!("peers = {}", qlist(&ps)));
+        lines.append(&mut settings);
+        for (dir, k) in keys {
+            let short = if dir == "inbound" { "in" } else { "out" };
+            let base = format!("{}-{}-{short}", file_part(map), e.seq);
+            let cipher = self.opts.key_dir.join(format!("{base}-cipher.key"));
+            self.keys.push(KeyFile {
+                path: cipher.clone(),
+                key: k.cipher.clone(),
+            });
+            let mut v = format!(
+                "{{ spi = {}, cipher_file = {}",
+                k.spi,
+                q(&cipher.to_string_lossy())
+            );
+            if let Some(a) = &k.auth {
+                let auth = self.opts.key_dir.join(format!("{base}-auth.key"));
+                self.keys.push(KeyFile {
+                    path: auth.clone(),
+                    key: a.clone(),
+                });
+                let _ = write!(v, ", authenticator_file = {}", q(&auth.to_string_lossy()));
+            }
+            v.push_str(" }");
+            lines.push(format!("session_key_{dir} = {v}"));
+        }
+        notes.note(
+            e.line,
+            Why::Decided,
+            format!(
+                "{what}: manual keys written to files under {} (never into this file); manual \
+                 SAs never rekey and have no replay protection beyond one key's life: move to \
+                 ipsec-isakmp when you can",
+                self.opts.key_dir.display()
+            ),
+        );
+        Some(MapCandidate {
+            seq: e.seq,
+            line: e.line,
+            acl: Some((acl_name, parsed)),
+            lines,
+        })
+    }
+}
+
+/// The checks `vtid check` makes across a map's entries, applied before writing: an entry
+/// that breaks one is left out with the reason, as IOS would never use it as written.
+fn order_checked(label: &str, cands: Vec<MapCandidate>, notes: &mut Notes) -> Vec<MapCandidate> {
+    let mut kept: Vec<MapCandidate> = Vec::new();
+    'next: for c in cands {
+        if let Some((name, acl)) = &c.acl {
+            for k in &kept {
+                let Some((kname, kacl)) = &k.acl else {
+                    continue;
+                };
+                let why = if kname == name {
+                    // Seed F-E2.
+                    Some(format!(
+                        "uses access list {name} as entry {} does; each entry of a map needs its \
+                         own (seed F-E2)",
+                        k.seq
+                    ))
+                } else {
+                    acl.iter().filter(|l| l.permit).find_map(|l| {
+                        kacl.iter().find_map(|e| {
+                            if !e.permit && l.within(e) {
+                                // Seed F-B6.
+                                Some(format!(
+                                    "permits \"{l}\", which entry {} denies (\"{e}\"): a deny in \
+                                     one entry and a permit of the same traffic in another is not \
+                                     supported (IOS neither, seed F-B6); move the permit into \
+                                     entry {}",
+                                    k.seq, k.seq
+                                ))
+                            } else if e.permit && l.within(e) && l != e {
+                                // Seed F-B5.
+                                Some(format!(
+                                    "permits \"{l}\", inside entry {}'s \"{e}\", which is \
+                                     evaluated first and takes that traffic (seed F-B5: the more \
+                                     specific entry needs the lower sequence number)",
+                                    k.seq
+                                ))
+                            } else {
+                                None
+                            }
+                        })
+                    })
+                };
+                if let Some(why) = why {
+                    notes.note(
+                        c.line,
+                        Why::Unsupported,
+                        format!("crypto map {label} {}: {why}; not imported", c.seq),
+                    );
+                    continue 'next;
+                }
+            }
+        }
+        kept.push(c);
+    }
+    kept
 }

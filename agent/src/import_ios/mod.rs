@@ -175,6 +175,8 @@ pub fn import(src: &str, opts: &Options) -> Result<Imported, ImportError> {
         || !ios.ipsec_profiles.is_empty()
         || !ios.interfaces.is_empty()
         || !ios.routes.is_empty()
+        || !ios.crypto_maps.is_empty()
+        || !ios.dynamic_maps.is_empty()
         || notes.0.iter().any(|n| n.why == Why::Unsupported);
     if !relevant {
         return Err(ImportError::NothingFound);

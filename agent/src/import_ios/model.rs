@@ -173,6 +173,109 @@ pub struct Interface {
     pub fvrf: Option<String>,
     /// `shutdown`.
     pub shutdown: bool,
+    /// `crypto map NAME`, with its line.
+    pub crypto_map: Option<(String, usize)>,
+    /// `ipv6 crypto map NAME`, with its line.
+    pub crypto_map_v6: Option<(String, usize)>,
+}
+
+/// One entry of an IOS access list, as written (`permit ip 10.0.0.0 0.0.0.255 any`), with
+/// the sequence number (`10 permit ...`, `sequence 10 permit ...`) removed.
+#[derive(Clone, Debug)]
+pub struct AclLine {
+    /// Input line.
+    pub line: usize,
+    /// `permit|deny ...`.
+    pub text: String,
+}
+
+/// `access-list N ...` lines, `ip access-list extended|standard NAME` or `ipv6 access-list
+/// NAME` blocks.
+#[derive(Clone, Debug, Default)]
+pub struct Acl {
+    /// First line.
+    pub line: usize,
+    /// `ipv6 access-list`.
+    pub v6: bool,
+    /// A standard ACL (numbers 1-99 and 1300-1999, `ip access-list standard`): source only.
+    pub standard: bool,
+    /// Its permit and deny entries, in order.
+    pub entries: Vec<AclLine>,
+    /// Every input line of the ACL (remarks included).
+    pub all: Vec<usize>,
+}
+
+/// What a crypto map entry is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    /// `ipsec-isakmp` (IOS's default).
+    Isakmp,
+    /// `ipsec-isakmp dynamic DYN [discover]`.
+    Dynamic {
+        /// The dynamic map set.
+        set: String,
+        /// `discover`: Tunnel Endpoint Discovery.
+        discover: bool,
+    },
+    /// `ipsec-manual`.
+    Manual,
+}
+
+/// `set session-key inbound|outbound esp SPI cipher HEX [authenticator HEX]`.
+#[derive(Clone, Debug)]
+pub struct SessionKey {
+    /// Line.
+    pub line: usize,
+    /// Inbound (else outbound).
+    pub inbound: bool,
+    /// The SPI.
+    pub spi: u32,
+    /// Cipher key in hex. Never printed.
+    pub cipher: zeroize::Zeroizing<String>,
+    /// Authenticator key in hex. Never printed.
+    pub auth: Option<zeroize::Zeroizing<String>>,
+}
+
+/// One `crypto map NAME SEQ ...` or `crypto dynamic-map NAME SEQ` entry.
+#[derive(Clone, Debug)]
+pub struct MapEntry {
+    /// Line of the head.
+    pub line: usize,
+    /// Sequence number.
+    pub seq: u32,
+    /// What it is.
+    pub kind: MapKind,
+    /// `match address ACL`.
+    pub match_address: Option<(String, usize)>,
+    /// `set peer A`, repeated.
+    pub peers: Vec<(IpAddr, usize)>,
+    /// `set transform-set`, in order.
+    pub transform_sets: Vec<(String, usize)>,
+    /// `set pfs groupN`.
+    pub pfs: Option<u16>,
+    /// `set security-association lifetime seconds`.
+    pub seconds: Option<u64>,
+    /// `set security-association lifetime kilobytes`.
+    pub kilobytes: Option<u64>,
+    /// `set security-association level per-host`.
+    pub per_host: bool,
+    /// `set reverse-route` / `reverse-route`, with the metric of `set reverse-route distance`.
+    pub reverse_route: Option<(u32, usize)>,
+    /// `set isakmp-profile` / `set ikev2-profile`.
+    pub ike_profile: Option<(String, usize)>,
+    /// Manual keys.
+    pub session_keys: Vec<SessionKey>,
+}
+
+/// A crypto map set (`crypto map NAME ...` or `crypto map ipv6 NAME ...`).
+#[derive(Clone, Debug, Default)]
+pub struct CryptoMapSet {
+    /// `crypto map NAME local-address IF`.
+    pub local_address: Option<(String, usize)>,
+    /// `crypto map NAME isakmp-profile P`: the profile of entries that name none.
+    pub ike_profile: Option<(String, usize)>,
+    /// Entries by sequence number.
+    pub entries: BTreeMap<u32, MapEntry>,
 }
 
 /// `ip route ...` through an interface.
@@ -223,6 +326,12 @@ pub struct Ios {
     pub routes: Vec<Route>,
     /// Whether any IKEv1 configuration was seen (policies, keys, isakmp profiles).
     pub ikev1: bool,
+    /// Access lists by name or number.
+    pub acls: BTreeMap<String, Acl>,
+    /// Crypto map sets by (IPv6, name): `crypto map ipv6 NAME` is a set of its own.
+    pub crypto_maps: BTreeMap<(bool, String), CryptoMapSet>,
+    /// `crypto dynamic-map NAME SEQ` entries by set name.
+    pub dynamic_maps: BTreeMap<String, BTreeMap<u32, MapEntry>>,
 }
 
 /// Canonical IOS interface type names, matched by unambiguous prefix (`Gi0/1`, `tu0`).
@@ -316,7 +425,16 @@ pub fn gather(blocks: &[Block], notes: &mut Notes) -> Ios {
                 let s = h.word(3).parse().ok();
                 let r = h.word(4).parse().unwrap_or(2);
                 match s {
-                    Some(s) => ios.keepalive = Some((s, r)),
+                    Some(s) => {
+                        ios.keepalive = Some((s, r));
+                        notes.note(
+                            h.line,
+                            Why::Decided,
+                            format!(
+                                "keepalive {s} {r}: the dpd of every IKE profile that sets none"
+                            ),
+                        );
+                    }
                     None => notes.note(h.line, Why::Unknown, "keepalive without an interval"),
                 }
             }
@@ -380,16 +498,8 @@ pub fn gather(blocks: &[Block], notes: &mut Notes) -> Ios {
                 Why::Unsupported,
                 "Easy VPN client (crypto ipsec client ezvpn) is not supported",
             ),
-            ("crypto", "map", _) | ("crypto", "dynamic-map", _) => notes.note(
-                h.line,
-                Why::Unsupported,
-                format!(
-                    "crypto map {} {}: crypto maps (policy-based IPsec with crypto ACLs) are \
-                     not supported yet; the map, its entries and its ACL are not imported",
-                    h.word(2),
-                    h.word(3)
-                ),
-            ),
+            ("crypto", "map", _) => crypto_map(&mut ios, b, notes),
+            ("crypto", "dynamic-map", _) => dynamic_map(&mut ios, b, notes),
             ("crypto", "pki", _) | ("crypto", "ca", _) => notes.note(
                 h.line,
                 Why::Unsupported,
@@ -429,14 +539,14 @@ pub fn gather(blocks: &[Block], notes: &mut Notes) -> Ios {
                     h.text
                 ),
             ),
-            ("access-list", _, _) | ("ip", "access-list", _) => notes.note(
+            ("access-list", _, _) => numbered_acl(&mut ios, h),
+            ("ip", "access-list", "extended" | "standard") | ("ipv6", "access-list", _) => {
+                named_acl(&mut ios, b, notes);
+            }
+            ("ip", "access-list", _) => notes.note(
                 h.line,
                 Why::Unsupported,
-                format!(
-                    "`{}`: packet filters are nftables' job on Linux; crypto ACLs come with \
-                     crypto maps, which are not supported yet",
-                    h.text
-                ),
+                format!("`{}`: packet filters are nftables' job on Linux", h.text),
             ),
             ("ip", "nat", _) | ("ip", "inspect", _) => notes.note(
                 h.line,
@@ -1166,6 +1276,8 @@ fn interface(ios: &mut Ios, b: &Block, notes: &mut Notes) {
             }
             ("tunnel", "vrf", _) => i.fvrf = Some(l.word(2).to_owned()),
             ("shutdown", _, _) => i.shutdown = true,
+            ("crypto", "map", _) => i.crypto_map = Some((l.word(2).to_owned(), l.line)),
+            ("ipv6", "crypto", "map") => i.crypto_map_v6 = Some((l.word(3).to_owned(), l.line)),
             ("description", _, _) | ("no", "shutdown", _) => {}
             ("ip", "ospf", _)
             | ("ip", "eigrp", _)
@@ -1203,6 +1315,362 @@ fn interface(ios: &mut Ios, b: &Block, notes: &mut Notes) {
         }
     }
     ios.interfaces.push(i);
+}
+
+/// `access-list N permit|deny|remark ...`: one line of a numbered ACL.
+fn numbered_acl(ios: &mut Ios, h: &Line) {
+    let name = h.word(1).to_owned();
+    let n: Option<u32> = name.parse().ok();
+    let standard = n.is_some_and(|n| (1..=99).contains(&n) || (1300..=1999).contains(&n));
+    let acl = ios.acls.entry(name).or_insert_with(|| Acl {
+        line: h.line,
+        standard,
+        ..Acl::default()
+    });
+    acl.all.push(h.line);
+    // `remark` lines are comments; anything else (`dynamic ...` included) is kept as an
+    // entry, so that an ACL holding something vtid cannot translate is known to.
+    if h.lower(2) != "remark" {
+        acl.entries.push(AclLine {
+            line: h.line,
+            text: h.words[2..].join(" "),
+        });
+    }
+}
+
+/// `ip access-list extended|standard NAME` / `ipv6 access-list NAME` and their entries.
+fn named_acl(ios: &mut Ios, b: &Block, notes: &mut Notes) {
+    let h = &b.head;
+    let v6 = h.lower(0) == "ipv6";
+    let name = h.word(if v6 { 2 } else { 3 }).to_owned();
+    let mut acl = Acl {
+        line: h.line,
+        v6,
+        standard: !v6 && h.lower(2) == "standard",
+        all: vec![h.line],
+        ..Acl::default()
+    };
+    for l in &b.body {
+        acl.all.push(l.line);
+        // `10 permit ...` (IPv4) and `sequence 10 permit ...` (IPv6) number the entries.
+        let mut at = 0;
+        if l.lower(0) == "sequence" {
+            at = 2;
+        } else if l.word(0).parse::<u32>().is_ok() {
+            at = 1;
+        }
+        match l.lower(at).as_str() {
+            "remark" | "description" => {}
+            _ => acl.entries.push(AclLine {
+                line: l.line,
+                text: l.words[at..].join(" "),
+            }),
+        }
+    }
+    if ios.acls.contains_key(&name) {
+        notes.note(
+            h.line,
+            Why::Unknown,
+            format!("access list {name} is defined twice; the last definition is used"),
+        );
+    }
+    ios.acls.insert(name, acl);
+}
+
+/// `crypto map [ipv6] NAME SEQ [ipsec-isakmp [dynamic DYN [discover]] | ipsec-manual]`, and
+/// the map-level `crypto map NAME local-address IF` / `isakmp-profile P`.
+fn crypto_map(ios: &mut Ios, b: &Block, notes: &mut Notes) {
+    let h = &b.head;
+    let v6 = h.lower(2) == "ipv6";
+    let at = if v6 { 3 } else { 2 };
+    let name = h.word(at).to_owned();
+    let what = h.lower(at + 1);
+    if what == "local-address" && !h.word(at + 2).is_empty() {
+        let set = ios.crypto_maps.entry((v6, name)).or_default();
+        set.local_address = Some((canonical_ifname(h.word(at + 2)), h.line));
+        body_unsupported(b, notes, "crypto map local-address has no sub-commands");
+        return;
+    }
+    if what == "isakmp-profile" && !h.word(at + 2).is_empty() {
+        let set = ios.crypto_maps.entry((v6, name)).or_default();
+        set.ike_profile = Some((h.word(at + 2).to_owned(), h.line));
+        body_unsupported(b, notes, "crypto map isakmp-profile has no sub-commands");
+        return;
+    }
+    let Ok(seq) = what.parse::<u32>() else {
+        let why = match what.as_str() {
+            "client" | "isakmp" => "Easy VPN (mode config, Xauth) on a crypto map is not supported",
+            "redundancy" => "stateful failover between routers (HSRP) is not supported",
+            "" => "a crypto map without a sequence number (incomplete line)",
+            _ => "not a crypto map setting vtid knows",
+        };
+        notes.note(h.line, Why::Unsupported, format!("`{}`: {why}", h.text));
+        body_unsupported(b, notes, "its crypto map command is not imported");
+        return;
+    };
+    let kind = match (h.lower(at + 2).as_str(), h.lower(at + 3).as_str()) {
+        ("ipsec-isakmp" | "", "dynamic") if !h.word(at + 4).is_empty() => MapKind::Dynamic {
+            set: h.word(at + 4).to_owned(),
+            discover: h.lower(at + 5) == "discover",
+        },
+        ("ipsec-isakmp" | "", "") => MapKind::Isakmp,
+        ("ipsec-manual", "") => MapKind::Manual,
+        _ => {
+            notes.note(
+                h.line,
+                Why::Unsupported,
+                format!(
+                    "`{}`: {} (vtid has ipsec-isakmp, ipsec-isakmp dynamic and ipsec-manual \
+                     entries); not imported",
+                    h.text,
+                    if h.lower(at + 2) == "gdoi" {
+                        "GET VPN (GDOI group keys) is not supported"
+                    } else {
+                        "not an entry type vtid knows"
+                    }
+                ),
+            );
+            body_unsupported(b, notes, "its crypto map entry is not imported");
+            return;
+        }
+    };
+    let entry = map_entry(b, seq, kind, &format!("crypto map {name} {seq}"), notes);
+    let set = ios.crypto_maps.entry((v6, name)).or_default();
+    if set.entries.insert(seq, entry).is_some() {
+        notes.note(
+            h.line,
+            Why::Decided,
+            format!("crypto map entry {seq} appears twice; the last one is used"),
+        );
+    }
+}
+
+/// `crypto dynamic-map NAME SEQ`.
+fn dynamic_map(ios: &mut Ios, b: &Block, notes: &mut Notes) {
+    let h = &b.head;
+    let name = h.word(2).to_owned();
+    let Ok(seq) = h.word(3).parse::<u32>() else {
+        notes.note(
+            h.line,
+            Why::Unknown,
+            format!("`{}`: a dynamic map entry needs a sequence number", h.text),
+        );
+        body_unsupported(b, notes, "its dynamic map entry is not imported");
+        return;
+    };
+    let entry = map_entry(
+        b,
+        seq,
+        MapKind::Isakmp,
+        &format!("crypto dynamic-map {name} {seq}"),
+        notes,
+    );
+    ios.dynamic_maps.entry(name).or_default().insert(seq, entry);
+}
+
+/// The sub-commands of a crypto map entry (static, dynamic or manual).
+fn map_entry(b: &Block, seq: u32, kind: MapKind, what: &str, notes: &mut Notes) -> MapEntry {
+    let mut e = MapEntry {
+        line: b.head.line,
+        seq,
+        kind,
+        match_address: None,
+        peers: Vec::new(),
+        transform_sets: Vec::new(),
+        pfs: None,
+        seconds: None,
+        kilobytes: None,
+        per_host: false,
+        reverse_route: None,
+        ike_profile: None,
+        session_keys: Vec::new(),
+    };
+    for l in &b.body {
+        let (w0, w1) = (l.lower(0), l.lower(1));
+        let unsupported = |notes: &mut Notes, why: &str| {
+            notes.note(
+                l.line,
+                Why::Unsupported,
+                format!("`{}` in {what}: {why}", l.text),
+            )
+        };
+        match (w0.as_str(), w1.as_str()) {
+            ("match", "address") => {
+                // IPv6 maps write `match address NAME` too; `match address ipv6 NAME` is
+                // accepted on some releases.
+                let n = if l.lower(2) == "ipv6" {
+                    l.word(3)
+                } else {
+                    l.word(2)
+                };
+                if n.is_empty() {
+                    notes.note(l.line, Why::Unknown, "match address without an ACL");
+                } else {
+                    e.match_address = Some((n.to_owned(), l.line));
+                }
+            }
+            ("set", "peer") | ("set-peer", _) => {
+                let at = if w0 == "set" { 2 } else { 1 };
+                if w0 == "set-peer" {
+                    // The seeds' `set-peer X` (a typo in the document).
+                    notes.note(
+                        l.line,
+                        Why::Decided,
+                        format!("read `{}` as `set peer {}`", l.text, l.word(1)),
+                    );
+                }
+                match l.word(at).parse::<IpAddr>() {
+                    Ok(a) => {
+                        if l.lower(at + 1) == "default" {
+                            // `default`: always try this peer first, as vtid does with the
+                            // first one listed.
+                            e.peers.insert(0, (a, l.line));
+                        } else {
+                            e.peers.push((a, l.line));
+                        }
+                    }
+                    Err(_) if l.word(at).is_empty() => {
+                        notes.note(l.line, Why::Unknown, "set peer without an address");
+                    }
+                    Err(_) => unsupported(
+                        notes,
+                        "a host name; vtid needs the peer's address (IOS resolves it once, at \
+                         configuration time); this peer is not imported",
+                    ),
+                }
+            }
+            ("set", t) if kw(t, "transform-set", 9) => e
+                .transform_sets
+                .extend(l.words[2..].iter().map(|t| (t.clone(), l.line))),
+            ("set", "pfs") => match l
+                .lower(2)
+                .strip_prefix("group")
+                .and_then(|g| g.parse().ok())
+            {
+                Some(g) if super::emit::group_known(g) => e.pfs = Some(g),
+                Some(g) => unsupported(
+                    notes,
+                    &format!("group{g} is not implemented by vtid; PFS left off"),
+                ),
+                None => unsupported(
+                    notes,
+                    "set pfs without a group means group1 (768-bit MODP), which vtid does not \
+                     implement; PFS left off",
+                ),
+            },
+            ("set", "security-association") => match (
+                l.lower(2).as_str(),
+                l.lower(3).as_str(),
+                l.word(4).parse::<u64>().ok(),
+            ) {
+                ("lifetime", "seconds", Some(n)) => e.seconds = Some(n),
+                ("lifetime", "kilobytes", Some(n)) => e.kilobytes = Some(n),
+                ("level", "per-host", _) => e.per_host = true,
+                _ => unsupported(notes, "not imported"),
+            },
+            ("set", "reverse-route") | ("reverse-route", _) => {
+                let rest: Vec<String> = l
+                    .words
+                    .iter()
+                    .skip(if w0 == "set" { 2 } else { 1 })
+                    .map(|w| w.to_ascii_lowercase())
+                    .collect();
+                match rest
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice()
+                {
+                    [] => e.reverse_route = Some((e.reverse_route.map_or(0, |r| r.0), l.line)),
+                    ["distance", d] if d.parse::<u32>().is_ok() => {
+                        e.reverse_route = Some((d.parse().unwrap_or(0), l.line));
+                    }
+                    ["static"] => {
+                        notes.note(
+                            l.line,
+                            Why::Decided,
+                            "reverse-route static: vtid installs the routes while the entry's SAs \
+                             are up, not permanently",
+                        );
+                        e.reverse_route = Some((e.reverse_route.map_or(0, |r| r.0), l.line));
+                    }
+                    _ => unsupported(
+                        notes,
+                        "only reverse-route, `static` and `distance N` are imported",
+                    ),
+                }
+            }
+            ("set", "isakmp-profile" | "ikev2-profile") if !l.word(2).is_empty() => {
+                e.ike_profile = Some((l.word(2).to_owned(), l.line));
+            }
+            ("set", "session-key") => session_key(l, &mut e, notes),
+            ("description", _) => {}
+            _ => unsupported(notes, "not imported"),
+        }
+    }
+    e
+}
+
+/// `set session-key inbound|outbound esp SPI cipher HEX [authenticator HEX]` (manual SAs).
+fn session_key(l: &Line, e: &mut MapEntry, notes: &mut Notes) {
+    let inbound = match l.lower(2).as_str() {
+        "inbound" => true,
+        "outbound" => false,
+        _ => {
+            notes.note(
+                l.line,
+                Why::Unknown,
+                format!("`{}`: inbound or outbound?", l.text),
+            );
+            return;
+        }
+    };
+    if l.lower(3) == "ah" {
+        notes.note(
+            l.line,
+            Why::Unsupported,
+            "AH session keys: vtid has no AH (it authenticates with ESP); not imported",
+        );
+        return;
+    }
+    let spi = l.word(4).parse::<u32>().ok();
+    let hex = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_hexdigit());
+    let mut cipher = None;
+    let mut auth = None;
+    let mut i = 5;
+    while i < l.words.len() {
+        match l.lower(i).as_str() {
+            "cipher" if hex(l.word(i + 1)) => {
+                cipher = Some(zeroize::Zeroizing::new(l.word(i + 1).to_owned()))
+            }
+            "authenticator" if hex(l.word(i + 1)) => {
+                auth = Some(zeroize::Zeroizing::new(l.word(i + 1).to_owned()))
+            }
+            _ => {
+                cipher = None;
+                break;
+            }
+        }
+        i += 2;
+    }
+    match (l.lower(3).as_str(), spi, cipher) {
+        ("esp", Some(spi), Some(cipher)) => e.session_keys.push(SessionKey {
+            line: l.line,
+            inbound,
+            spi,
+            cipher,
+            auth,
+        }),
+        _ => notes.note(
+            l.line,
+            Why::Unknown,
+            format!(
+                "`{}`: expected `set session-key inbound|outbound esp SPI cipher HEX \
+                 [authenticator HEX]`; not imported",
+                l.text
+            ),
+        ),
+    }
 }
 
 fn route(ios: &mut Ios, h: &Line, notes: &mut Notes) {

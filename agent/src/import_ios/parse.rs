@@ -117,6 +117,23 @@ pub fn blocks(src: &str) -> (Vec<Block>, Vec<Line>) {
 fn redacted(words: &[String]) -> String {
     let mut out: Vec<&str> = Vec::with_capacity(words.len());
     let mut hide = false;
+    // Manual SAs: `set session-key inbound esp 256 cipher HEX [authenticator HEX]`, or
+    // `... ah 256 HEX`: every word after the SPI is key material or its label.
+    if words.len() > 5
+        && words[0].eq_ignore_ascii_case("set")
+        && words[1].eq_ignore_ascii_case("session-key")
+    {
+        let mut out: Vec<&str> = words[..5].iter().map(String::as_str).collect();
+        for w in &words[5..] {
+            let l = w.to_ascii_lowercase();
+            out.push(if l == "cipher" || l == "authenticator" {
+                w
+            } else {
+                "<redacted>"
+            });
+        }
+        return out.join(" ");
+    }
     for (i, w) in words.iter().enumerate() {
         if hide {
             // `key 7 0822455D0A16`: the type digit stays, the string after it goes.

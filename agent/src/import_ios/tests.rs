@@ -177,11 +177,13 @@ crypto isakmp client configuration group g1
  key grouppass
 access-list 101 permit ip 10.0.0.0 0.0.0.255 any
 ");
-    assert!(has_note(&i, 1, Why::Unsupported, "crypto maps"));
+    // A map applied to no interface does nothing on IOS; its ACL is then a packet filter.
+    assert!(has_note(&i, 1, Why::Unsupported, "applied to no interface"));
     assert!(has_note(&i, 4, Why::Unsupported, "GRE (mGRE, DMVPN)"));
     assert!(has_note(&i, 7, Why::Unsupported, "IOS's default is GRE"));
     assert!(has_note(&i, 10, Why::Unsupported, "Easy VPN"));
-    assert!(has_note(&i, 12, Why::Unsupported, "crypto maps"));
+    assert!(has_note(&i, 12, Why::Unsupported, "packet filters"));
+    assert!(!i.toml.contains("[crypto_map"));
     assert!(!i.toml.contains("[tunnel."));
     assert!(!i.toml.contains("grouppass"), "{}", i.toml);
 }
@@ -359,6 +361,11 @@ fn no_configuration_line_of_any_fixture_is_silently_dropped() {
         include_str!("../../tests/ios/seed-ezvpn-client.cfg"),
         include_str!("../../tests/ios/seed-svti-virtual-firewall-fragment.cfg"),
         include_str!("../../tests/ios/flexvpn-dvti-hub.cfg"),
+        include_str!("../../tests/ios/crypto-map-site-a.cfg"),
+        include_str!("../../tests/ios/crypto-map-site-b.cfg"),
+        include_str!("../../tests/ios/crypto-map-dynamic-hub.cfg"),
+        include_str!("../../tests/ios/crypto-map-manual.cfg"),
+        CRYPTO_MAP_REFUSALS,
     ];
     let mut missed = Vec::new();
     for (k, src) in fixtures.iter().enumerate() {
@@ -413,4 +420,315 @@ ipv6 route 2001:db8:20::/48 Tunnel6
         "{b}"
     );
     assert!(b.contains("routes = [\"2001:db8:20::/48\"]"), "{b}");
+}
+
+fn mapped(src: &str) -> Imported {
+    let opts = Options {
+        maps: vec![
+            ("GigabitEthernet0/0".into(), "eth0".into()),
+            ("GigabitEthernet0/1".into(), "eth1".into()),
+        ],
+        key_dir: "/etc/vtid/keys".into(),
+        input_name: "test".into(),
+    };
+    import(src, &opts).expect("imports")
+}
+
+#[test]
+fn two_site_crypto_map_with_deny_and_permit() {
+    let i = mapped(include_str!("../../tests/ios/crypto-map-site-a.cfg"));
+    let b = body(&i.toml);
+    assert!(
+        b.contains(
+            "[ike_profile.VPN-10]\nmatch_identity = [\"192.0.2.2\"]\nkeyring = \"default\"\n\
+             proposals = [\"ISAKMP10\"]\nlifetime_seconds = 28800\n\
+             [access_list.120]\nentries = [\"deny ip host 10.1.0.9 10.2.0.0 0.0.0.255\", \
+             \"permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255\"]\n\
+             [crypto_map.VPN]\nlocal_address = \"192.0.2.1\"\n[[crypto_map.VPN.entry]]\nseq = 10\n\
+             match_address = \"120\"\npeers = [\"192.0.2.2\"]\ntransform_sets = [\"T1\"]\n\
+             pfs = 14\nlifetime = { seconds = 2700 }\nreverse_route = true\n\
+             ike_profile = \"VPN-10\""
+        ),
+        "{b}"
+    );
+    // The ACL no map matches is a packet filter, not imported.
+    assert!(has_note(&i, 30, Why::Unsupported, "packet filters"));
+    assert!(!b.contains("[access_list.199]"));
+    assert!(has_note(&i, 13, Why::Decided, "its address 192.0.2.1"));
+    assert!(!i.toml.contains("site-ab-secret"));
+    // Site B's named ACL, with its sequence numbers and remark.
+    let i = mapped(include_str!("../../tests/ios/crypto-map-site-b.cfg"));
+    assert!(
+        body(&i.toml).contains(
+            "[access_list.SITE-A]\nentries = [\"deny ip 10.2.0.0 0.0.0.255 host 10.1.0.9\", \
+             \"permit ip 10.2.0.0 0.0.0.255 10.1.0.0 0.0.0.255\"]"
+        ),
+        "{}",
+        i.toml
+    );
+}
+
+#[test]
+fn dynamic_map_hub() {
+    let i = mapped(include_str!("../../tests/ios/crypto-map-dynamic-hub.cfg"));
+    let b = body(&i.toml);
+    assert!(
+        b.contains(
+            "[ike_profile.SPOKES-10]\nmatch_identity = [\"any\"]\nkeyring = \"default\"\n\
+             proposals = [\"ISAKMP10\"]\ndpd = { interval = 10, retries = 3, action = \"clear\" }\n\
+             [access_list.130]\nentries = [\"permit ip 10.0.0.0 0.0.255.255 10.64.0.0 0.0.255.255\"]\n\
+             [dynamic_map.SPOKES]\n[[dynamic_map.SPOKES.entry]]\nseq = 10\nmatch_address = \"130\"\n\
+             transform_sets = [\"T1\"]\npfs = 14\nreverse_route = true\nike_profile = \"SPOKES-10\""
+        ),
+        "{b}"
+    );
+    assert!(
+        b.contains(
+            "[crypto_map.HUB]\ninterface = \"eth0\"\n[[crypto_map.HUB.entry]]\nseq = 10\n\
+             match_address = \"110\"\npeers = [\"198.51.100.2\"]\ntransform_sets = [\"T1\"]\n\
+             ike_profile = \"HUB-10\"\n[[crypto_map.HUB.entry]]\nseq = 100\n\
+             dynamic_map = \"SPOKES\""
+        ),
+        "{b}"
+    );
+    // TED is remarked at the entry's line.
+    assert!(has_note(
+        &i,
+        22,
+        Why::Unsupported,
+        "Tunnel Endpoint Discovery"
+    ));
+}
+
+#[test]
+fn manual_entry_keys_go_to_files_only() {
+    let src = include_str!("../../tests/ios/crypto-map-manual.cfg");
+    let i = mapped(src);
+    let b = body(&i.toml);
+    assert!(
+        b.contains(
+            "[[crypto_map.MAN.entry]]\nseq = 40\nmanual = true\nmatch_address = \"MANUAL-FLOW\"\n\
+             peers = [\"192.0.2.2\"]\ntransform_sets = [\"T1\"]\n\
+             session_key_inbound = { spi = 256, cipher_file = \"/etc/vtid/keys/MAN-40-in-cipher.key\", \
+             authenticator_file = \"/etc/vtid/keys/MAN-40-in-auth.key\" }\n\
+             session_key_outbound = { spi = 257, cipher_file = \"/etc/vtid/keys/MAN-40-out-cipher.key\", \
+             authenticator_file = \"/etc/vtid/keys/MAN-40-out-auth.key\" }"
+        ),
+        "{b}"
+    );
+    let keys: Vec<(String, &str)> = i
+        .keys
+        .iter()
+        .map(|k| (k.path.display().to_string(), k.key.as_str()))
+        .collect();
+    assert_eq!(keys.len(), 4);
+    assert_eq!(
+        keys[0],
+        (
+            "/etc/vtid/keys/MAN-40-in-cipher.key".to_owned(),
+            "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+        )
+    );
+    // No key material in the TOML, its remarks or the notes.
+    for k in &i.keys {
+        assert!(!i.toml.contains(k.key.as_str()));
+        assert!(!i.notes.iter().any(|n| n.text.contains(k.key.as_str())));
+    }
+    // The display text of the line is redacted too.
+    let (blocks, _) = parse::blocks(src);
+    let texts: Vec<String> = blocks
+        .iter()
+        .flat_map(|b| b.body.iter().map(|l| l.text.clone()))
+        .collect();
+    assert!(texts.contains(
+        &"set session-key inbound esp 256 cipher <redacted> authenticator <redacted>".to_owned()
+    ));
+}
+
+/// Map entries and ACL lines vtid cannot hold: each refused with the reason, never narrowed
+/// or widened.
+const CRYPTO_MAP_REFUSALS: &str = "\
+crypto isakmp key k1 address 192.0.2.0 255.255.255.0
+crypto ipsec transform-set T1 esp-gcm 256
+crypto map M 10 ipsec-isakmp
+ set peer 192.0.2.2
+ set transform-set T1
+ match address ODD
+crypto map M 20 ipsec-isakmp
+ set-peer 192.0.2.3
+ set transform-set T1
+ match address 150
+crypto map M 30 ipsec-isakmp
+ set peer 192.0.2.4
+ set transform-set T1
+ match address 160
+crypto map M 40 ipsec-isakmp
+ set peer 203.0.113.9
+ set transform-set T1
+ match address 170
+crypto map M 50 ipsec-isakmp
+ set peer 192.0.2.5
+ set transform-set T1
+ match address 180
+crypto map M 60 ipsec-isakmp
+ set peer 192.0.2.6
+ set transform-set T1
+ match address 404
+crypto map M 70 ipsec-manual
+ set peer 192.0.2.7
+ set transform-set T1
+ match address 190
+ set session-key inbound ah 300 0011223344556677
+interface GigabitEthernet0/0
+ ip address 192.0.2.1 255.255.255.0
+ crypto map M
+interface GigabitEthernet0/2
+ crypto map M
+ip access-list extended ODD
+ permit tcp 10.1.0.0 0.0.0.255 10.3.0.0 0.0.0.255 range 1 1024
+ permit ip 10.1.0.0 0.0.0.255 10.3.0.0 0.0.0.255
+access-list 150 permit ip 10.1.0.0 0.0.255.255 10.4.0.0 0.0.255.255
+access-list 160 permit ip 10.1.1.0 0.0.0.255 10.4.1.0 0.0.0.255
+access-list 170 permit ip 10.1.0.0 0.0.0.255 10.5.0.0 0.0.0.255
+access-list 180 deny ip 10.1.0.0 0.255.0.255 10.6.0.0 0.0.0.255
+access-list 180 permit ip 10.1.0.0 0.0.255.255 10.6.0.0 0.0.0.255
+access-list 190 permit ip 10.1.0.0 0.0.0.255 10.7.0.0 0.0.0.255
+";
+
+#[test]
+fn crypto_map_entries_vtid_cannot_hold_are_refused_with_the_reason() {
+    let i = mapped(CRYPTO_MAP_REFUSALS);
+    let b = body(&i.toml);
+    // `range`: the ACL and entry 10 go (line 38), never narrowed to the second line.
+    assert!(
+        has_note(&i, 38, Why::Unsupported, "only \"eq PORT\""),
+        "{:?}",
+        i.notes
+    );
+    assert!(has_note(
+        &i,
+        3,
+        Why::Unsupported,
+        "access list ODD is not imported"
+    ));
+    assert!(!b.contains("ODD"), "{b}");
+    // The seeds' `set-peer` typo is read, with a remark; entry 20 is imported.
+    assert!(has_note(&i, 8, Why::Decided, "read `set-peer 192.0.2.3`"));
+    assert!(
+        b.contains("seq = 20\nmatch_address = \"150\"\npeers = [\"192.0.2.3\"]"),
+        "{b}"
+    );
+    // F-B5: entry 30's flow is inside entry 20's, which IOS evaluates first.
+    assert!(has_note(&i, 11, Why::Unsupported, "seed F-B5"));
+    assert!(!b.contains("seq = 30"), "{b}");
+    // No key for 203.0.113.9: entry 40 is not imported.
+    assert!(has_note(
+        &i,
+        15,
+        Why::Unsupported,
+        "no imported key covers peer 203.0.113.9"
+    ));
+    assert!(!b.contains("seq = 40"), "{b}");
+    // A non-contiguous wildcard in a deny: dropping it would widen what is protected.
+    assert!(has_note(&i, 43, Why::Unsupported, "not contiguous"));
+    assert!(has_note(
+        &i,
+        43,
+        Why::Unsupported,
+        "keeps in clear would be protected"
+    ));
+    assert!(!b.contains("seq = 50"), "{b}");
+    // An undefined ACL: IOS leaves the entry incomplete.
+    assert!(has_note(
+        &i,
+        23,
+        Why::Unsupported,
+        "access list 404 is not defined"
+    ));
+    // AH session keys, and then no inbound ESP key.
+    assert!(has_note(&i, 31, Why::Unsupported, "AH session keys"));
+    assert!(has_note(
+        &i,
+        27,
+        Why::Unsupported,
+        "no inbound ESP session key"
+    ));
+    assert!(!b.contains("seq = 70"), "{b}");
+    // A map on two interfaces: the first is used, the second remarked.
+    assert!(b.contains("[crypto_map.M]\ninterface = \"eth0\""), "{b}");
+    assert!(has_note(
+        &i,
+        36,
+        Why::Unsupported,
+        "only GigabitEthernet0/0's is imported"
+    ));
+}
+
+#[test]
+fn ipv6_crypto_map_with_an_ipv6_access_list() {
+    let i = mapped(
+        "\
+crypto ikev2 keyring KR
+ peer B
+  address 2001:db8::2/128
+  pre-shared-key k6
+crypto ipsec transform-set T1 esp-gcm 256
+crypto map ipv6 V6MAP 10 ipsec-isakmp
+ set peer 2001:db8::2
+ set transform-set T1
+ match address V6FLOW
+crypto map ipv6 V6MAP 20 ipsec-isakmp
+ set peer 2001:db8::2
+ set transform-set T1
+ match address V6ANY
+interface GigabitEthernet0/0
+ ipv6 address 2001:db8::1/64
+ ipv6 crypto map V6MAP
+ipv6 access-list V6FLOW
+ sequence 10 permit ipv6 2001:db8:1::/48 2001:db8:2::/48
+ipv6 access-list V6ANY
+ permit ipv6 any any
+",
+    );
+    let b = body(&i.toml);
+    assert!(
+        b.contains(
+            "[access_list.V6FLOW]\nentries = [\"permit ipv6 2001:db8:1::/48 2001:db8:2::/48\"]\n\
+             [crypto_map.V6MAP]\ninterface = \"eth0\"\n[[crypto_map.V6MAP.entry]]\nseq = 10\n\
+             match_address = \"V6FLOW\"\npeers = [\"2001:db8::2\"]"
+        ),
+        "{b}"
+    );
+    // `any any` carries no family in vtid's entry string: refused, not read as IPv4.
+    assert!(has_note(
+        &i,
+        20,
+        Why::Unsupported,
+        "reads `any any` as IPv4"
+    ));
+    assert!(!b.contains("seq = 20"), "{b}");
+}
+
+#[test]
+fn a_dynamic_map_entry_with_set_peer_matches_only_those_peers() {
+    let i = mapped(
+        "\
+crypto isakmp key k address 0.0.0.0 0.0.0.0
+crypto ipsec transform-set T1 esp-gcm 256
+crypto dynamic-map D 10
+ set peer 203.0.113.7
+ set transform-set T1
+crypto map M 10 ipsec-isakmp dynamic D
+interface GigabitEthernet0/0
+ ip address 192.0.2.1 255.255.255.0
+ crypto map M
+",
+    );
+    let b = body(&i.toml);
+    // Never widened to "any": the peer restriction becomes the profile's identity.
+    assert!(
+        b.contains("[ike_profile.D-10]\nmatch_identity = [\"203.0.113.7\"]\nkeyring = \"default\""),
+        "{b}"
+    );
+    assert!(!b.contains("\"any\""), "{b}");
 }

@@ -223,10 +223,8 @@ fn two_site_crypto_maps_import_check_and_mirror() -> Result<()> {
     Ok(())
 }
 
-/// The dynamic-map hub and the manual entry import, and pass `vtid check` once main
-/// accepts `[dynamic_map]` and manual entries.
+/// The dynamic-map hub and the manual entry import and pass `vtid check` (key files read).
 #[test]
-#[ignore = "needs dynamic maps / manual SAs on main"]
 fn dynamic_map_hub_and_manual_entry_import_and_check() -> Result<()> {
     let (t, e) = import_and_check(
         "crypto-map-dynamic-hub.cfg",

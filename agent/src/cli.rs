@@ -605,12 +605,22 @@ fn render(what: &ShowWhat, body: &serde_json::Value) -> String {
         }
         ShowWhat::Sa => {
             for r in &rows {
-                let _ = writeln!(
-                    out,
-                    "interface: {}  peer: {}",
-                    s(&r["tunnel"]),
-                    s(&r["peer"])
-                );
+                if r["crypto_map"].is_string() {
+                    let _ = writeln!(
+                        out,
+                        "crypto map: {} {}  peer: {}",
+                        s(&r["crypto_map"]),
+                        s(&r["seq"]),
+                        s(&r["peer"])
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "interface: {}  peer: {}",
+                        s(&r["tunnel"]),
+                        s(&r["peer"])
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "  transform: {}, {}, plaintext mtu {}, path mtu {}",

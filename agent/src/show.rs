@@ -146,12 +146,39 @@ pub fn sa(
     names: &BTreeMap<u32, String>,
     now: Instant,
 ) -> Value {
+    sa_row(Some(&t.name), Some(t.mtu), c, r, names, now)
+}
+
+/// A crypto map's Child SA: the row of [`sa`] without a tunnel, with the map entry it
+/// belongs to (`show crypto ipsec sa` groups by map entry the same way).
+pub fn map_sa(
+    map: &str,
+    seq: u32,
+    c: &ChildInfo,
+    r: &SaReading,
+    names: &BTreeMap<u32, String>,
+    now: Instant,
+) -> Value {
+    let mut v = sa_row(None, None, c, r, names, now);
+    v["crypto_map"] = json!(map);
+    v["seq"] = json!(seq);
+    v
+}
+
+fn sa_row(
+    tunnel: Option<&str>,
+    plaintext_mtu: Option<u32>,
+    c: &ChildInfo,
+    r: &SaReading,
+    names: &BTreeMap<u32, String>,
+    now: Instant,
+) -> Value {
     let cin = r.inbound.as_ref().map(|s| s.counters).unwrap_or_default();
     let cout = r.outbound.as_ref().map(|s| s.counters).unwrap_or_default();
     let age = now.saturating_duration_since(c.installed);
     let used = cin.bytes.max(cout.bytes);
     json!({
-        "tunnel": t.name,
+        "tunnel": tunnel,
         "peer": c.remote.ip().to_string(),
         "spi_in": format!("{:08x}", c.spi_in),
         "spi_out": format!("{:08x}", c.spi_out),
@@ -169,7 +196,7 @@ pub fn sa(
         "lifetime_remaining_secs": c.lifetime.saturating_sub(age).as_secs(),
         "lifetime_remaining_kb": c.hard_bytes.map(|h| h.saturating_sub(used) / 1024),
         "path_mtu": r.path_mtu,
-        "plaintext_mtu": t.mtu,
+        "plaintext_mtu": plaintext_mtu,
         "session": c.session.0,
         "offload": {
             "in": offload::sa_json(r.inbound.as_ref(), names),

@@ -186,6 +186,13 @@ fn vm_cryptomap_static_map_against_strongswan() {
             "{text}"
         );
         ensure!(text.contains("Active SAs: 2"), "{text}");
+        // `show sa` groups the SA under its map entry, with the kernel's counters.
+        let sa = v.show("sa")?;
+        let row = rows(&sa).next().context("one SA row")?;
+        ensure!(row["crypto_map"] == "M" && row["seq"] == 10, "{sa}");
+        ensure!(row["out"]["packets"].as_u64().unwrap_or(0) >= 5, "{sa}");
+        let text = v.cli(&["show", "sa"])?;
+        ensure!(text.contains("crypto map: M 10  peer: 192.0.2.2"), "{text}");
         Ok(())
     });
 }
@@ -661,6 +668,45 @@ session_key_outbound = {{ spi = 256, cipher_file = "{}" }}
             .context("integrity failure count")?;
         ensure!(failed >= 3, "integrity failures: {failed}\n{stat}");
         ensure!(sc.peer(a).is_up().is_ok(), "vtid still answers");
+        Ok(())
+    });
+}
+
+/// `per_host = true` (IOS `set security-association level per-host`, seed F-E4): each host
+/// pair gets its own SA pair with /32 selectors, under one IKE SA with strongSwan.
+#[test]
+#[ignore = "vm"]
+fn vm_cryptomap_per_host_sas() {
+    scenario("cmap-perhost", two_sites(), |sc| {
+        sc.topo
+            .host("a")
+            .ip(&["addr", "add", "10.1.0.2/24", "dev", "lan0"])?;
+        let dir = sc.dir().join("a");
+        let key = write_secret(&dir, "psk.key", PSK)?;
+        let cfg = map_config(
+            &key,
+            "192.0.2.1",
+            &["192.0.2.2"],
+            &["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"],
+            "per_host = true",
+        );
+        let v = Vtid::start_config(sc.topo.host("a"), &dir, &cfg, "-")?;
+        sc.add_peer("a", vtid_peer(v));
+        let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
+        conn.local_ts = "10.2.0.0/24".into();
+        conn.remote_ts = "10.1.0.0/24".into();
+        hub::start_swan(sc, "b", &conn)?;
+        let an = sc.topo.host("a");
+        ping_through(an, "10.1.0.1", "10.2.0.1", 2)?;
+        ping_through(an, "10.1.0.2", "10.2.0.1", 2)?;
+        let states = an.ip(&["xfrm", "state"])?;
+        ensure!(kernel::xfrm_states(an)?.len() == 4, "{states}");
+        for sel in [
+            "sel src 10.1.0.1/32 dst 10.2.0.1/32",
+            "sel src 10.1.0.2/32 dst 10.2.0.1/32",
+        ] {
+            ensure!(states.contains(sel), "{sel}: {states}");
+        }
         Ok(())
     });
 }

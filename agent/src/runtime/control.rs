@@ -125,8 +125,18 @@ impl Runtime {
         let underlay = kernel::local_addrs(&self.h).await.unwrap_or_default();
         let now = Instant::now();
         let mut v = Vec::new();
-        for (_, c) in self.sessions.children() {
+        for (id, c) in self.sessions.children() {
             let Some(t) = self.tunnel_for(c.conn, c.session) else {
+                if let Some((map, seq, ids)) = self.map_child(id) {
+                    let reading = show::SaReading {
+                        inbound: kernel::sa_state(&self.h, &ids[0]).await,
+                        outbound: kernel::sa_state(&self.h, &ids[1]).await,
+                        path_mtu: underlay
+                            .mtu_of(c.local.ip())
+                            .unwrap_or(plan::DEFAULT_UNDERLAY_MTU),
+                    };
+                    v.push(show::map_sa(&map, seq, c, &reading, &names, now));
+                }
                 continue;
             };
             let [id_in, id_out] =

@@ -687,6 +687,13 @@ impl Runtime {
         self.unload_changed_maps(&all).await;
     }
 
+    /// A crypto map Child SA's map, entry sequence number and kernel SA ids, for `show sa`.
+    pub(super) fn map_child(&self, id: ChildSaId) -> Option<(String, u32, [SaId; 2])> {
+        let c = self.maps.children.get(&id)?;
+        let seq = self.plan.maps.get(&c.map)?.entries.get(c.entry)?.seq;
+        Some((c.map.clone(), seq, c.ids))
+    }
+
     /// For `show crypto map`: each map's entries with their current peer and SAs.
     pub(super) fn maps_json(&self) -> serde_json::Value {
         let mut out = Vec::new();

@@ -531,3 +531,67 @@ async fn remove_sas(h: &Handle, sas: &[SaSpec]) {
         }
     }
 }
+
+/// Puts `policies` in place, each created or replaced (`ip xfrm policy update ...`: the
+/// kernel keeps one policy per selector and direction, so this also takes the place of one
+/// with another priority). On any failure none of them is left.
+pub async fn put_policies(h: &Handle, policies: &[xfrm::PolicySpec]) -> Result<()> {
+    let mut b = h.batch();
+    for p in policies {
+        b.update_policy(p);
+    }
+    let failed: Vec<String> = b
+        .execute()
+        .await?
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| e.to_string())
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    for p in policies {
+        let _ = h.policy().delete(&p.id()).await;
+    }
+    anyhow::bail!("{}", failed.join("; "))
+}
+
+/// Takes `policies` away: each one that replaced a policy of `restore` (same selector and
+/// direction) gives its place back to it, the others are deleted (`ip xfrm policy
+/// update|delete ...`). Keeps going after an error and returns them all.
+pub async fn take_policies(
+    h: &Handle,
+    policies: &[xfrm::PolicySpec],
+    restore: &[xfrm::PolicySpec],
+) -> Vec<anyhow::Error> {
+    let mut errs = Vec::new();
+    for p in policies {
+        let res = match restore
+            .iter()
+            .find(|b| b.selector == p.selector && b.dir == p.dir)
+        {
+            Some(b) => h.policy().update(b).await,
+            None => h.policy().delete(&p.id()).await,
+        };
+        match res {
+            Ok(()) | Err(xfrm::Error::NotFound { .. }) => {}
+            Err(e) => errs.push(anyhow::Error::new(e).context("policy")),
+        }
+    }
+    errs
+}
+
+/// How a peer is reached: (output interface, gateway). `ip route get PEER`.
+pub async fn route_via(h: &Handle, peer: IpAddr) -> Result<(Option<u32>, Option<IpAddr>)> {
+    Ok(h.link().route_via(peer).await?)
+}
+
+/// `ip route add ...`.
+pub async fn add_route(h: &Handle, r: &RouteSpec) -> Result<(), xfrm::Error> {
+    h.link().add_route(r).await
+}
+
+/// `ip route del ...`.
+pub async fn del_route(h: &Handle, r: &RouteSpec) -> Result<(), xfrm::Error> {
+    h.link().del_route(r).await
+}

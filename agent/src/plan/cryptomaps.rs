@@ -99,7 +99,7 @@ pub enum EntryPlanKind {
         /// The peer.
         peer: IpAddr,
         /// The keys and SPIs.
-        sa: config::ManualSa,
+        sa: Box<config::ManualSa>,
         /// Its one transform set.
         transform: config::TransformSet,
     },
@@ -441,7 +441,7 @@ pub fn plan_maps(
                     let kind = match &e.kind {
                         config::EntryKind::Manual(sa) => EntryPlanKind::Manual {
                             peer: sa.peer,
-                            sa: sa.clone(),
+                            sa: Box::new(sa.clone()),
                             transform: e.ipsec.sets[0].clone(),
                         },
                         _ => EntryPlanKind::Isakmp,

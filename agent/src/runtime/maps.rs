@@ -430,27 +430,9 @@ impl Runtime {
         // (xfrm_policy_insert compares selector, mark and if_id): a flow that is exactly an
         // ACL line takes the place of that line's block policy, which comes back with the
         // flow's last SA. Updating (XFRM_MSG_UPDPOLICY) does both cases.
-        let mut b = self.h.batch();
-        for p in &policies {
-            b.update_policy(p);
-        }
-        let results = b.execute().await?;
-        let failed: Vec<String> = results
-            .into_iter()
-            .filter_map(Result::err)
-            .map(|e| e.to_string())
-            .collect();
-        if !failed.is_empty() {
-            for p in &policies {
-                let _ = self.h.policy().delete(&p.id()).await;
-            }
-            anyhow::bail!(
-                "dynamic map: policies for {} -> {}: {}",
-                out.src,
-                out.dst,
-                failed.join("; ")
-            );
-        }
+        kernel::put_policies(&self.h, &policies)
+            .await
+            .with_context(|| format!("dynamic map: policies for {} -> {}", out.src, out.dst))?;
         info!(crypto_map = %m.name, %peer, flow = %format_args!("{} -> {}", out.src, out.dst), "dynamic map entry created");
         self.maps.temps.push(Temp {
             peer,
@@ -488,19 +470,8 @@ impl Runtime {
             })
             .cloned()
             .collect();
-        for p in &t.policies {
-            let res = match blocks
-                .iter()
-                .find(|b| b.selector == p.selector && b.dir == p.dir)
-            {
-                Some(b) => self.h.policy().update(b).await,
-                None => self.h.policy().delete(&p.id()).await,
-            };
-            if let Err(e) = res
-                && !matches!(e, xfrm::Error::NotFound { .. })
-            {
-                warn!(peer = %t.peer, "dynamic map: remove policy: {e}");
-            }
+        for e in kernel::take_policies(&self.h, &t.policies, &blocks).await {
+            warn!(peer = %t.peer, "dynamic map: remove policy: {e:#}");
         }
         info!(peer = %t.peer, flow = %format_args!("{} -> {}", t.out_sel.src, t.out_sel.dst), "dynamic map entry removed");
     }
@@ -510,7 +481,7 @@ impl Runtime {
     /// LAN's traffic for it reaches the policy; removed with the SA.
     async fn reverse_routes(&mut self, inst: &ike::ChildSaInstall, metric: u32) -> Vec<RouteSpec> {
         let peer = inst.remote.ip();
-        let via = match self.h.link().route_via(peer).await {
+        let via = match kernel::route_via(&self.h, peer).await {
             Ok(v) => v,
             Err(e) => {
                 warn!(%peer, "reverse route: no route to the peer: {e}");
@@ -538,10 +509,12 @@ impl Runtime {
             if r.gateway.is_none() {
                 r.gateway = Some(peer);
             }
-            match self.h.link().add_route(&r).await {
+            match kernel::add_route(&self.h, &r).await {
                 Ok(()) => out.push(r),
                 // Several SAs of one entry (per-host) share the prefix's route.
-                Err(e) if e.to_string().contains("exists") => {}
+                Err(e)
+                    if matches!(e, xfrm::Error::Exists { .. })
+                        || e.to_string().contains("exists") => {}
                 Err(e) => warn!(route = %prefix, "reverse route: {e}"),
             }
         }
@@ -568,7 +541,7 @@ impl Runtime {
             .collect();
         for r in &c.routes {
             if !still.contains(r)
-                && let Err(e) = self.h.link().del_route(r).await
+                && let Err(e) = kernel::del_route(&self.h, r).await
             {
                 warn!(route = %r.dst, "reverse route: {e}");
             }

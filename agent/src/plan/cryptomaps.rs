@@ -373,7 +373,10 @@ pub fn plan_maps(
             LocalTermination::Address(a) => (*a, None),
             LocalTermination::Interface(i) => match links.pick(i, family_v6) {
                 Some(a) => (a, Some(i.clone())),
-                None => bail!("crypto map {name}: interface {i} has no address"),
+                None => bail!(
+                    "crypto map {name}: interface {i} has no {} address",
+                    if family_v6 { "IPv6" } else { "IPv4" }
+                ),
             },
         };
         let base = MAP_PRIORITY + m_idx.saturating_mul(MAP_SPAN);

@@ -596,6 +596,11 @@ mod tests {
                     names.push(i);
                 }
             }
+            for m in cfg.crypto_maps.values() {
+                if let config::LocalTermination::Interface(i) = &m.local {
+                    names.push(i);
+                }
+            }
             let mut links = LocalAddrs::default();
             for (n, i) in names.iter().enumerate() {
                 let v4: IpNet = format!("192.0.2.{}/24", n + 1).parse().unwrap();

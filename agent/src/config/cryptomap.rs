@@ -294,36 +294,15 @@ impl Cx<'_> {
         if req.transform_sets.get_ref().len() > MAX_TRANSFORM_SETS {
             ok = false;
         }
-        for t in req.transform_sets.get_ref() {
-            if transport_sets.contains(t.get_ref()) {
-                self.err(
-                    t.span(),
-                    format!(
-                        "{path}.transform_sets: \"{}\" is mode = \"transport\"; crypto map \
-                         entries run in tunnel mode (transport would need every ACL entry to be \
-                         between the two peers' own addresses)",
-                        t.get_ref()
-                    ),
-                );
-                ok = false;
-            }
-        }
-        let settings = raw::IpsecProfile {
-            transform_sets: req.transform_sets.clone(),
-            pfs: e.pfs.as_ref().map(clone_group),
-            lifetime: e.lifetime.as_ref().map(|l| {
-                toml::Spanned::new(
-                    l.span(),
-                    raw::Lifetime {
-                        seconds: l.get_ref().seconds.clone(),
-                        kilobytes: l.get_ref().kilobytes.clone(),
-                    },
-                )
-            }),
-            offload: None,
-            ike_profile: e.ike_profile.clone(),
-        };
-        let ipsec = self.ipsec_settings(path, &settings, &c.transform_sets);
+        let ipsec = self.entry_settings(
+            path,
+            req.transform_sets,
+            e.pfs.as_ref(),
+            e.lifetime.as_ref(),
+            e.ike_profile.as_ref(),
+            c,
+            transport_sets,
+        );
         // Each peer's IKE profile and key: the entry's profile, else derived from the
         // keyrings as for a tunnel without one.
         let mut resolved = Vec::new();
@@ -386,14 +365,7 @@ impl Cx<'_> {
                 None => ok = false,
             }
         }
-        let metric = match &e.reverse_route_metric {
-            Some(m) => self.u32_in(
-                m,
-                &format!("{path}.reverse_route_metric"),
-                (0, i64::from(u32::MAX)),
-            ),
-            None => Some(0),
-        };
+        let metric = self.reverse_route(path, e.reverse_route_metric.as_ref());
         let rri = e.reverse_route.as_ref().is_some_and(|b| *b.get_ref());
         if rri
             && let Some(entries) = &acl
@@ -422,6 +394,66 @@ impl Cx<'_> {
             initiate: e.initiate.as_ref().is_some_and(|b| *b.get_ref()),
             kind: EntryKind::Isakmp,
         })
+    }
+
+    /// An entry's transform sets, PFS group and lifetimes (IOS writes them on the entry) as an
+    /// IPsec profile. Transport-mode sets are refused: a crypto map entry's SAs carry whole
+    /// packets between networks behind the peers (transport would need every ACL line to be
+    /// between the two peers' own addresses).
+    #[allow(clippy::too_many_arguments)]
+    fn entry_settings(
+        &mut self,
+        path: &str,
+        sets: &toml::Spanned<Vec<raw::SStr>>,
+        pfs: Option<&toml::Spanned<raw::GroupValue>>,
+        lifetime: Option<&toml::Spanned<raw::Lifetime>>,
+        ike_profile: Option<&raw::SStr>,
+        c: &Config,
+        transport_sets: &BTreeSet<String>,
+    ) -> Option<super::super::IpsecProfile> {
+        let mut ok = true;
+        for t in sets.get_ref() {
+            if transport_sets.contains(t.get_ref()) {
+                self.err(
+                    t.span(),
+                    format!(
+                        "{path}.transform_sets: \"{}\" is mode = \"transport\"; crypto map \
+                         entries run in tunnel mode",
+                        t.get_ref()
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let settings = raw::IpsecProfile {
+            transform_sets: sets.clone(),
+            pfs: pfs.map(clone_group),
+            lifetime: lifetime.map(|l| {
+                toml::Spanned::new(
+                    l.span(),
+                    raw::Lifetime {
+                        seconds: l.get_ref().seconds.clone(),
+                        kilobytes: l.get_ref().kilobytes.clone(),
+                    },
+                )
+            }),
+            offload: None,
+            ike_profile: ike_profile.cloned(),
+        };
+        let ipsec = self.ipsec_settings(path, &settings, &c.transform_sets);
+        ipsec.filter(|_| ok)
+    }
+
+    /// `reverse_route_metric` (0 when absent), checked.
+    fn reverse_route(&mut self, path: &str, metric: Option<&toml::Spanned<i64>>) -> Option<u32> {
+        match metric {
+            Some(m) => self.u32_in(
+                m,
+                &format!("{path}.reverse_route_metric"),
+                (0, i64::from(u32::MAX)),
+            ),
+            None => Some(0),
+        }
     }
 
     /// The seeds' ordering rules across the entries of one map.
@@ -722,14 +754,7 @@ impl Cx<'_> {
             offload: super::super::Offload::Off,
             ike_profile: None,
         };
-        let metric = match &e.reverse_route_metric {
-            Some(m) => self.u32_in(
-                m,
-                &format!("{path}.reverse_route_metric"),
-                (0, i64::from(u32::MAX)),
-            ),
-            None => Some(0),
-        };
+        let metric = self.reverse_route(path, e.reverse_route_metric.as_ref());
         let rri = e.reverse_route.as_ref().is_some_and(|b| *b.get_ref());
         ok.then(|| CryptoMapEntry {
             seq: 0,
@@ -870,31 +895,15 @@ impl Cx<'_> {
                 }
                 None => (None, None),
             };
-            for t in e.transform_sets.get_ref() {
-                if transport_sets.contains(t.get_ref()) {
-                    self.err(
-                        t.span(),
-                        format!("{epath}.transform_sets: crypto map entries run in tunnel mode"),
-                    );
-                    ok = false;
-                }
-            }
-            let settings = raw::IpsecProfile {
-                transform_sets: e.transform_sets.clone(),
-                pfs: e.pfs.as_ref().map(clone_group),
-                lifetime: e.lifetime.as_ref().map(|l| {
-                    toml::Spanned::new(
-                        l.span(),
-                        raw::Lifetime {
-                            seconds: l.get_ref().seconds.clone(),
-                            kilobytes: l.get_ref().kilobytes.clone(),
-                        },
-                    )
-                }),
-                offload: None,
-                ike_profile: None,
-            };
-            let ipsec = self.ipsec_settings(&epath, &settings, &c.transform_sets);
+            let ipsec = self.entry_settings(
+                &epath,
+                &e.transform_sets,
+                e.pfs.as_ref(),
+                e.lifetime.as_ref(),
+                None,
+                c,
+                transport_sets,
+            );
             let ike_profile = self.reference(
                 &e.ike_profile,
                 &format!("{epath}.ike_profile"),
@@ -913,14 +922,7 @@ impl Cx<'_> {
                 );
                 ok = false;
             }
-            let metric = match &e.reverse_route_metric {
-                Some(m) => self.u32_in(
-                    m,
-                    &format!("{epath}.reverse_route_metric"),
-                    (0, i64::from(u32::MAX)),
-                ),
-                None => Some(0),
-            };
+            let metric = self.reverse_route(&epath, e.reverse_route_metric.as_ref());
             let rri = e.reverse_route.as_ref().is_some_and(|b| *b.get_ref());
             match (ipsec, ike_profile, ike, metric) {
                 (Some(ipsec), Some(ike_profile), Some(ike), Some(metric)) => {

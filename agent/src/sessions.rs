@@ -57,6 +57,35 @@ pub struct ChildInfo {
     pub state: ChildState,
 }
 
+impl ChildInfo {
+    /// The book entry of a Child SA the kernel just took: installed now with `lifetime`,
+    /// on clone `clone` with the routes its selectors added.
+    pub fn installed(
+        inst: &ike::ChildSaInstall,
+        lifetime: Duration,
+        clone: Option<u32>,
+        routes: Vec<IpNet>,
+    ) -> Self {
+        Self {
+            conn: inst.conn,
+            session: inst.session,
+            spi_in: inst.inbound_spi,
+            spi_out: inst.outbound_spi,
+            encr: inst.encr,
+            integ: inst.integ,
+            local: inst.local,
+            remote: inst.remote,
+            installed: Instant::now(),
+            lifetime,
+            hard_bytes: inst.bytes.map(|b| b.hard),
+            encap: inst.encap,
+            clone,
+            routes,
+            state: ChildState::Installed,
+        }
+    }
+}
+
 /// Every installed Child SA and every session's start.
 #[derive(Debug, Default)]
 pub struct Sessions {

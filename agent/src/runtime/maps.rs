@@ -19,7 +19,7 @@ use crate::model::{self, Binding};
 use crate::plan::MAIN_TABLE;
 use crate::plan::cryptomaps::{self, AcePlan, EntryPlanKind, MapPlan};
 use crate::reconcile::Op;
-use crate::sessions::{ChildInfo, ChildState};
+use crate::sessions::ChildInfo;
 use crate::virtual_access::ts_prefix;
 use crate::{kernel, offload};
 
@@ -357,23 +357,7 @@ impl Runtime {
             .map_or(inst.hard_lifetime, |c| c.lifetime.lifetime);
         self.sessions.installed(
             inst.child,
-            ChildInfo {
-                conn: inst.conn,
-                session: inst.session,
-                spi_in: inst.inbound_spi,
-                spi_out: inst.outbound_spi,
-                encr: inst.encr,
-                integ: inst.integ,
-                local: inst.local,
-                remote: inst.remote,
-                installed: Instant::now(),
-                lifetime,
-                hard_bytes: inst.bytes.map(|b| b.hard),
-                encap: inst.encap,
-                clone: None,
-                routes: Vec::new(),
-                state: ChildState::Installed,
-            },
+            ChildInfo::installed(inst, lifetime, None, Vec::new()),
         );
         info!(
             crypto_map = %m.name,

@@ -438,23 +438,7 @@ impl Runtime {
             .map_or(inst.hard_lifetime, |p| p.child.lifetime.lifetime);
         self.sessions.installed(
             inst.child,
-            ChildInfo {
-                conn: inst.conn,
-                session: inst.session,
-                spi_in: inst.inbound_spi,
-                spi_out: inst.outbound_spi,
-                encr: inst.encr,
-                integ: inst.integ,
-                local: inst.local,
-                remote: inst.remote,
-                installed: Instant::now(),
-                lifetime,
-                hard_bytes: inst.bytes.map(|b| b.hard),
-                encap: inst.encap,
-                clone,
-                routes,
-                state: ChildState::Installed,
-            },
+            ChildInfo::installed(inst, lifetime, clone, routes),
         );
         info!(
             tunnel = %t.name,

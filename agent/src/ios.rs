@@ -535,8 +535,17 @@ fn crypto_map(out: &mut String, body: &Value) {
             }
             let acl = s(&e["access_list"]);
             let _ = writeln!(out, "        Extended IP access list {acl}");
-            for a in rows(&e["acl"]) {
-                let _ = writeln!(out, "            access-list {acl} {}", s(a));
+            let hits: Vec<&Value> = rows(&e["acl_sas"]).collect();
+            for (n, a) in rows(&e["acl"]).enumerate() {
+                let line = s(a);
+                match hits.get(n).and_then(|h| h.as_u64()) {
+                    Some(h) if line.starts_with("permit") => {
+                        let _ = writeln!(out, "            access-list {acl} {line} ({h} SA)");
+                    }
+                    _ => {
+                        let _ = writeln!(out, "            access-list {acl} {line}");
+                    }
+                }
             }
             let _ = writeln!(out, "        Current peer: {}", s(&e["current_peer"]));
             let _ = writeln!(

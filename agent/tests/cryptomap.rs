@@ -182,7 +182,7 @@ fn vm_cryptomap_static_map_against_strongswan() {
         ensure!(text.contains("Crypto Map \"M\" 10 ipsec-isakmp"), "{text}");
         ensure!(text.contains("Current peer: 192.0.2.2"), "{text}");
         ensure!(
-            text.contains("access-list 120 permit ip 10.1.0.0/24 10.2.0.0/24"),
+            text.contains("access-list 120 permit ip 10.1.0.0/24 10.2.0.0/24 (1 SA)"),
             "{text}"
         );
         ensure!(text.contains("Active SAs: 2"), "{text}");

@@ -30,6 +30,9 @@ pub(super) struct MapChild {
     pub map: String,
     /// Entry index in the map.
     pub entry: usize,
+    /// The permit line it protects (its reqid; a dynamic flow's temporary reqid), for the
+    /// per-line hit state of `show crypto map`.
+    pub line_reqid: u32,
     /// Its two SAs (inbound, outbound).
     pub ids: [SaId; 2],
     /// Reverse routes it added.
@@ -373,6 +376,7 @@ impl Runtime {
             MapChild {
                 map: m.name.clone(),
                 entry: i,
+                line_reqid: ace.reqid,
                 ids,
                 routes,
                 temp,
@@ -703,6 +707,13 @@ impl Runtime {
                         "seq": e.seq,
                         "access_list": e.access_list,
                         "acl": e.aces.iter().map(|a| a.acl.to_string()).collect::<Vec<_>>(),
+                        // Per ACL line: how many Child SAs protect it now (IOS's hit state).
+                        "acl_sas": e.aces.iter().map(|a| {
+                            self.maps
+                                .children_of(&m.name, i)
+                                .filter(|(_, c)| a.acl.permit && c.line_reqid == a.reqid)
+                                .count()
+                        }).collect::<Vec<_>>(),
                         "peers": e.peers.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>(),
                         "current_peer": e.peers.get(cur).map(|p| p.addr.to_string()),
                         "transform_sets": e.transform_sets,

@@ -71,6 +71,32 @@ transform_sets = ["T1"]
     )
 }
 
+/// vtid on a with a crypto map toward b protecting 10.1.0.0/24 -> 10.2.0.0/24 (`extra`
+/// entry keys), strongSwan on b proposing `local_ts` <-> `remote_ts` (policy-based, no
+/// interface). Returns vtid's peer index and strongSwan.
+fn map_against_swan(
+    sc: &mut nstest::Scenario,
+    extra: &str,
+    local_ts: &str,
+    remote_ts: &str,
+) -> Result<(usize, std::rc::Rc<nstest::strongswan::Strongswan>)> {
+    let dir = sc.dir().join("a");
+    let key = write_secret(&dir, "psk.key", PSK)?;
+    let cfg = map_config(
+        &key,
+        "192.0.2.1",
+        &["192.0.2.2"],
+        &["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"],
+        extra,
+    );
+    let v = Vtid::start_config(sc.topo.host("a"), &dir, &cfg, "-")?;
+    let a = sc.add_peer("a", vtid_peer(v));
+    let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
+    conn.local_ts = local_ts.into();
+    conn.remote_ts = remote_ts.into();
+    Ok((a, hub::start_swan(sc, "b", &conn)?))
+}
+
 /// Pings until one answer arrives (the first packets start the negotiation and are
 /// dropped meanwhile), then `count` more, all of which must come back.
 fn ping_through(ns: &Netns, src: &str, dst: &str, count: u32) -> Result<()> {
@@ -123,21 +149,7 @@ fn dump(pcap: &std::path::Path, filter: &str) -> String {
 #[ignore = "vm"]
 fn vm_cryptomap_static_map_against_strongswan() {
     scenario("cmap-static", two_sites(), |sc| {
-        let dir = sc.dir().join("a");
-        let key = write_secret(&dir, "psk.key", PSK)?;
-        let cfg = map_config(
-            &key,
-            "192.0.2.1",
-            &["192.0.2.2"],
-            &["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"],
-            "",
-        );
-        let v = Vtid::start_config(sc.topo.host("a"), &dir, &cfg, "-")?;
-        let a = sc.add_peer("a", vtid_peer(v));
-        let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
-        conn.local_ts = "10.2.0.0/24".into();
-        conn.remote_ts = "10.1.0.0/24".into();
-        hub::start_swan(sc, "b", &conn)?;
+        let (a, _s) = map_against_swan(sc, "", "10.2.0.0/24", "10.1.0.0/24")?;
         let an = sc.topo.host("a");
         // The map's SPD is in place before any traffic: out/in/fwd for the permit line.
         let out = policies(an, "10.1.0.0/24", "10.2.0.0/24")?;
@@ -290,21 +302,7 @@ fn vm_cryptomap_deny_and_two_permits_one_ike_sa() {
 #[ignore = "vm"]
 fn vm_cryptomap_superset_proposal_is_narrowed() {
     scenario("cmap-narrow", two_sites(), |sc| {
-        let dir = sc.dir().join("a");
-        let key = write_secret(&dir, "psk.key", PSK)?;
-        let cfg = map_config(
-            &key,
-            "192.0.2.1",
-            &["192.0.2.2"],
-            &["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"],
-            "",
-        );
-        let v = Vtid::start_config(sc.topo.host("a"), &dir, &cfg, "-")?;
-        sc.add_peer("a", vtid_peer(v));
-        let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
-        conn.local_ts = "10.2.0.0/16".into();
-        conn.remote_ts = "10.1.0.0/16".into();
-        let s = hub::start_swan(sc, "b", &conn)?;
+        let (_a, s) = map_against_swan(sc, "", "10.2.0.0/16", "10.1.0.0/16")?;
         s.initiate().context("strongSwan initiates")?;
         let bn = sc.topo.host("b");
         wait_until("strongSwan's SA", Duration::from_secs(30), || {
@@ -681,21 +679,7 @@ fn vm_cryptomap_per_host_sas() {
         sc.topo
             .host("a")
             .ip(&["addr", "add", "10.1.0.2/24", "dev", "lan0"])?;
-        let dir = sc.dir().join("a");
-        let key = write_secret(&dir, "psk.key", PSK)?;
-        let cfg = map_config(
-            &key,
-            "192.0.2.1",
-            &["192.0.2.2"],
-            &["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"],
-            "per_host = true",
-        );
-        let v = Vtid::start_config(sc.topo.host("a"), &dir, &cfg, "-")?;
-        sc.add_peer("a", vtid_peer(v));
-        let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
-        conn.local_ts = "10.2.0.0/24".into();
-        conn.remote_ts = "10.1.0.0/24".into();
-        hub::start_swan(sc, "b", &conn)?;
+        let (_a, _s) = map_against_swan(sc, "per_host = true", "10.2.0.0/24", "10.1.0.0/24")?;
         let an = sc.topo.host("a");
         ping_through(an, "10.1.0.1", "10.2.0.1", 2)?;
         ping_through(an, "10.1.0.2", "10.2.0.1", 2)?;

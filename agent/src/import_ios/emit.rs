@@ -730,30 +730,14 @@ impl Emitter<'_> {
     fn ipsec_profiles(&mut self, notes: &mut Notes, ike: &BTreeSet<String>) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for (name, p) in &self.ios.ipsec_profiles {
-            let sets: Vec<&String> = p
-                .transform_sets
-                .iter()
-                .filter(|(t, line)| {
-                    let ok = self.ios.transform_sets.contains_key(t);
-                    if !ok {
-                        notes.note(
-                            *line,
-                            Why::Unsupported,
-                            format!("IPsec profile {name}: transform set {t} was not imported"),
-                        );
-                    }
-                    ok
-                })
-                .map(|(t, _)| t)
-                .collect();
-            if sets.is_empty() {
-                notes.note(
-                    p.line,
-                    Why::Unsupported,
-                    format!("IPsec profile {name} has no transform set vtid can use; not imported"),
-                );
+            let Some(sets) = self.imported_sets(
+                &format!("IPsec profile {name}"),
+                &p.transform_sets,
+                p.line,
+                notes,
+            ) else {
                 continue;
-            }
+            };
             let mut s = Section::new(format!("[ipsec_profile.{}]", key(name)), self.span(p.line));
             s.kv("transform_sets", qlist(&sets));
             if let Some(g) = p.pfs {
@@ -1429,6 +1413,41 @@ impl Emitter<'_> {
         }
     }
 
+    /// The transform sets of `sets` (name, line) that were imported, each other one
+    /// remarked; `None` (remarked at `line`) when none is left.
+    fn imported_sets<'s>(
+        &self,
+        what: &str,
+        sets: &'s [(String, usize)],
+        line: usize,
+        notes: &mut Notes,
+    ) -> Option<Vec<&'s String>> {
+        let kept: Vec<&String> = sets
+            .iter()
+            .filter(|(t, at)| {
+                let ok = self.ios.transform_sets.contains_key(t);
+                if !ok {
+                    notes.note(
+                        *at,
+                        Why::Unsupported,
+                        format!("{what}: transform set {t} was not imported"),
+                    );
+                }
+                ok
+            })
+            .map(|(t, _)| t)
+            .collect();
+        if kept.is_empty() {
+            notes.note(
+                line,
+                Why::Unsupported,
+                format!("{what}: no transform set vtid can use; not imported"),
+            );
+            return None;
+        }
+        Some(kept)
+    }
+
     /// The settings every kind of entry shares: transform sets, PFS, lifetimes, per-host,
     /// reverse route. None when no transform set was imported.
     fn entry_settings(
@@ -1439,30 +1458,7 @@ impl Emitter<'_> {
         notes: &mut Notes,
     ) -> Option<Vec<String>> {
         let mut out = Vec::new();
-        let sets: Vec<&String> = e
-            .transform_sets
-            .iter()
-            .filter(|(t, line)| {
-                let ok = self.ios.transform_sets.contains_key(t);
-                if !ok {
-                    notes.note(
-                        *line,
-                        Why::Unsupported,
-                        format!("{what}: transform set {t} was not imported"),
-                    );
-                }
-                ok
-            })
-            .map(|(t, _)| t)
-            .collect();
-        if sets.is_empty() {
-            notes.note(
-                e.line,
-                Why::Unsupported,
-                format!("{what}: no transform set vtid can use; not imported"),
-            );
-            return None;
-        }
+        let sets = self.imported_sets(what, &e.transform_sets, e.line, notes)?;
         out.push(format!("transform_sets = {}", qlist(&sets)));
         if let Some(g) = e.pfs {
             self.legacy |= legacy(&[], &[], &[g]);

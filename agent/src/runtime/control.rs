@@ -120,6 +120,21 @@ impl Runtime {
         json!(v)
     }
 
+    /// What the kernel says of a Child SA's two SAs (counters, offload) and the path MTU of
+    /// its local address, for `show sa` and `show crypto ipsec sa`.
+    pub(super) async fn sa_reading(
+        &self,
+        ids: &[xfrm::SaId; 2],
+        local: IpAddr,
+        underlay: &plan::LocalAddrs,
+    ) -> show::SaReading {
+        show::SaReading {
+            inbound: kernel::sa_state(&self.h, &ids[0]).await,
+            outbound: kernel::sa_state(&self.h, &ids[1]).await,
+            path_mtu: underlay.mtu_of(local).unwrap_or(plan::DEFAULT_UNDERLAY_MTU),
+        }
+    }
+
     pub(super) async fn show_sa(&self) -> serde_json::Value {
         let names = kernel::link_names(&self.h).await;
         let underlay = kernel::local_addrs(&self.h).await.unwrap_or_default();
@@ -128,26 +143,13 @@ impl Runtime {
         for (id, c) in self.sessions.children() {
             let Some(t) = self.tunnel_for(c.conn, c.session) else {
                 if let Some((map, seq, ids)) = self.map_child(id) {
-                    let reading = show::SaReading {
-                        inbound: kernel::sa_state(&self.h, &ids[0]).await,
-                        outbound: kernel::sa_state(&self.h, &ids[1]).await,
-                        path_mtu: underlay
-                            .mtu_of(c.local.ip())
-                            .unwrap_or(plan::DEFAULT_UNDERLAY_MTU),
-                    };
+                    let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
                     v.push(show::map_sa(&map, seq, c, &reading, &names, now));
                 }
                 continue;
             };
-            let [id_in, id_out] =
-                model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);
-            let reading = show::SaReading {
-                inbound: kernel::sa_state(&self.h, &id_in).await,
-                outbound: kernel::sa_state(&self.h, &id_out).await,
-                path_mtu: underlay
-                    .mtu_of(c.local.ip())
-                    .unwrap_or(plan::DEFAULT_UNDERLAY_MTU),
-            };
+            let ids = model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);
+            let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
             v.push(show::sa(t, c, &reading, &names, now));
         }
         json!(v)

@@ -93,15 +93,8 @@ impl Runtime {
             let Some(t) = self.tunnel_for(c.conn, c.session) else {
                 continue;
             };
-            let [id_in, id_out] =
-                model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);
-            let reading = show::SaReading {
-                inbound: kernel::sa_state(&self.h, &id_in).await,
-                outbound: kernel::sa_state(&self.h, &id_out).await,
-                path_mtu: underlay
-                    .mtu_of(c.local.ip())
-                    .unwrap_or(plan::DEFAULT_UNDERLAY_MTU),
-            };
+            let ids = model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);
+            let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
             let mut row = show::sa(t, c, &reading, &names, now);
             show_crypto::child_extra(&mut row, details.get(&id), t, c.local, c.remote, c.encr);
             v.push(row);

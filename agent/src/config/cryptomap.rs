@@ -544,6 +544,49 @@ struct Required<'a> {
     transform_sets: &'a toml::Spanned<Vec<raw::SStr>>,
 }
 
+/// The optional keys a crypto map entry sets, with their positions.
+fn set_keys(e: &raw::CryptoMapEntry) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    [
+        (
+            "match_address",
+            e.match_address.as_ref().map(toml::Spanned::span),
+        ),
+        ("peers", e.peers.as_ref().map(toml::Spanned::span)),
+        (
+            "transform_sets",
+            e.transform_sets.as_ref().map(toml::Spanned::span),
+        ),
+        ("pfs", e.pfs.as_ref().map(toml::Spanned::span)),
+        ("lifetime", e.lifetime.as_ref().map(toml::Spanned::span)),
+        (
+            "ike_profile",
+            e.ike_profile.as_ref().map(toml::Spanned::span),
+        ),
+        ("per_host", e.per_host.as_ref().map(toml::Spanned::span)),
+        (
+            "reverse_route",
+            e.reverse_route.as_ref().map(toml::Spanned::span),
+        ),
+        (
+            "reverse_route_metric",
+            e.reverse_route_metric.as_ref().map(toml::Spanned::span),
+        ),
+        ("initiate", e.initiate.as_ref().map(toml::Spanned::span)),
+        ("manual", e.manual.as_ref().map(toml::Spanned::span)),
+        (
+            "session_key_inbound",
+            e.session_key_inbound.as_ref().map(toml::Spanned::span),
+        ),
+        (
+            "session_key_outbound",
+            e.session_key_outbound.as_ref().map(toml::Spanned::span),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, at)| at.map(|at| (k, at)))
+    .collect()
+}
+
 /// Key bytes a manual SA needs for its cipher (the kernel's `rfc4106(gcm(aes))` and
 /// `rfc7539esp(chacha20,poly1305)` take the 4-byte salt after the key, RFC 4106 §8.1,
 /// RFC 7634 §2) and for its authenticator (the HMAC key is the hash's output length, RFC 4868
@@ -587,6 +630,24 @@ fn hex_key(text: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 impl Cx<'_> {
+    /// Reports each of `keys` that `e` sets as out of place (`why`); true when none is set.
+    fn refuse_keys(
+        &mut self,
+        path: &str,
+        e: &raw::CryptoMapEntry,
+        keys: &[&str],
+        why: &str,
+    ) -> bool {
+        let mut ok = true;
+        for (k, at) in set_keys(e) {
+            if keys.contains(&k) {
+                self.err(at, format!("{path}.{k}: {why}"));
+                ok = false;
+            }
+        }
+        ok
+    }
+
     /// `dynamic_map = "NAME"` on a crypto map entry: nothing else may be set on it.
     fn dynamic_ref(
         &mut self,
@@ -595,47 +656,26 @@ impl Cx<'_> {
         d: &raw::SStr,
         c: &Config,
     ) -> Option<CryptoMapEntry> {
-        let set: [(&str, Option<std::ops::Range<usize>>); 11] = [
-            (
+        let ok = self.refuse_keys(
+            path,
+            e,
+            &[
                 "match_address",
-                e.match_address.as_ref().map(toml::Spanned::span),
-            ),
-            ("peers", e.peers.as_ref().map(toml::Spanned::span)),
-            (
+                "peers",
                 "transform_sets",
-                e.transform_sets.as_ref().map(toml::Spanned::span),
-            ),
-            ("pfs", e.pfs.as_ref().map(toml::Spanned::span)),
-            ("lifetime", e.lifetime.as_ref().map(toml::Spanned::span)),
-            (
+                "pfs",
+                "lifetime",
                 "ike_profile",
-                e.ike_profile.as_ref().map(toml::Spanned::span),
-            ),
-            ("per_host", e.per_host.as_ref().map(toml::Spanned::span)),
-            (
+                "per_host",
                 "reverse_route",
-                e.reverse_route.as_ref().map(toml::Spanned::span),
-            ),
-            ("initiate", e.initiate.as_ref().map(toml::Spanned::span)),
-            ("manual", e.manual.as_ref().map(toml::Spanned::span)),
-            (
+                "reverse_route_metric",
+                "initiate",
+                "manual",
                 "session_key_inbound",
-                e.session_key_inbound.as_ref().map(toml::Spanned::span),
-            ),
-        ];
-        let mut ok = true;
-        for (k, at) in set {
-            if let Some(at) = at {
-                self.err(
-                    at,
-                    format!(
-                        "{path}.{k}: an entry with dynamic_map takes its settings from the \
-                         dynamic map"
-                    ),
-                );
-                ok = false;
-            }
-        }
+                "session_key_outbound",
+            ],
+            "an entry with dynamic_map takes its settings from the dynamic map",
+        );
         let name = self.reference(d, &format!("{path}.dynamic_map"), "dynamic_map")?;
         // A dynamic map with its own errors was reported there.
         let entries = c.dynamic_maps.get(&name)?.clone();
@@ -663,25 +703,12 @@ impl Cx<'_> {
         span: std::ops::Range<usize>,
         c: &Config,
     ) -> Option<CryptoMapEntry> {
-        let mut ok = true;
-        for (k, at) in [
-            ("pfs", e.pfs.as_ref().map(toml::Spanned::span)),
-            ("lifetime", e.lifetime.as_ref().map(toml::Spanned::span)),
-            (
-                "ike_profile",
-                e.ike_profile.as_ref().map(toml::Spanned::span),
-            ),
-            ("per_host", e.per_host.as_ref().map(toml::Spanned::span)),
-            ("initiate", e.initiate.as_ref().map(toml::Spanned::span)),
-        ] {
-            if let Some(at) = at {
-                self.err(
-                    at,
-                    format!("{path}.{k}: a manual entry negotiates nothing; remove it"),
-                );
-                ok = false;
-            }
-        }
+        let mut ok = self.refuse_keys(
+            path,
+            e,
+            &["pfs", "lifetime", "ike_profile", "per_host", "initiate"],
+            "a manual entry negotiates nothing; remove it",
+        );
         let access_list = self.reference(
             req.match_address,
             &format!("{path}.match_address"),

@@ -1458,6 +1458,16 @@ fn dynamic_map_is_typed_and_must_come_last() {
     ));
     let (_, _, m) = one_error(&src);
     assert!(m.contains("takes its settings from the dynamic map"), "{m}");
+    // Every key of an entry counts, the metric and the outbound key included.
+    let src = with_base(&DYNAMIC_MAP.replace(
+        "dynamic_map = \"DYN\"",
+        "dynamic_map = \"DYN\"\nreverse_route_metric = 5",
+    ));
+    let (_, _, m) = one_error(&src);
+    assert!(
+        m.contains(".reverse_route_metric: an entry with dynamic_map"),
+        "{m}"
+    );
     // Without an ACL any flow is accepted.
     let c = parse(&with_base(
         &DYNAMIC_MAP.replace("match_address = \"130\"\n", ""),

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
 
-use crate::crypto::{CryptoError, PrfKey, SkCipher};
+use crate::crypto::{CryptoError, PrfKey, SkCipher, prf_plus_public_seed};
 use crate::secret::Secret;
 use crate::transform::{Encr, Integ, Prf};
 
@@ -77,11 +77,18 @@ pub fn derive_ike_keys(
     spi_i: u64,
     spi_r: u64,
 ) -> IkeKeys {
-    let mut nonces = zeroize::Zeroizing::new(Vec::with_capacity(ni.len() + nr.len()));
+    let mut nonces = Vec::with_capacity(ni.len() + nr.len());
     nonces.extend_from_slice(ni);
     nonces.extend_from_slice(nr);
-    let skeyseed = PrfKey::new(suite.prf, &nonces).compute(&[g_ir.expose()]);
-    expand_ike_keys(suite, &skeyseed, ni, nr, spi_i, spi_r)
+    // SKEYSEED and prf+ in one HKDF call: the PRF key here is the public Ni | Nr.
+    let stream = crate::crypto::prf_plus_of_prf(
+        suite.prf,
+        &nonces,
+        g_ir,
+        &[ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()],
+        ike_keys_len(suite),
+    );
+    split_ike_keys(suite, &stream)
 }
 
 /// Rekeyed IKE SA keys (RFC 7296 §2.18): `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)`
@@ -111,12 +118,26 @@ fn expand_ike_keys(
     spi_i: u64,
     spi_r: u64,
 ) -> IkeKeys {
+    let stream = prf_plus_public_seed(
+        suite.prf,
+        skeyseed.expose(),
+        &[ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()],
+        ike_keys_len(suite),
+    );
+    split_ike_keys(suite, &stream)
+}
+
+/// Length of `SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr` (§2.14).
+fn ike_keys_len(suite: IkeSuite) -> usize {
+    let a_len = suite.integ.map_or(0, Integ::key_len);
+    3 * suite.prf.preferred_key_len() + 2 * a_len + 2 * suite.encr.keymat_len()
+}
+
+/// The seven keys, taken in §2.14's order from the prf+ stream.
+fn split_ike_keys(suite: IkeSuite, stream: &Secret) -> IkeKeys {
     let prf_len = suite.prf.preferred_key_len();
     let a_len = suite.integ.map_or(0, Integ::key_len);
     let e_len = suite.encr.keymat_len();
-    let total = 3 * prf_len + 2 * a_len + 2 * e_len;
-    let stream = PrfKey::new(suite.prf, skeyseed.expose())
-        .plus(&[ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()], total);
     let mut rest = stream.expose();
     let mut take = |n: usize| {
         let (head, tail) = rest.split_at(n);
@@ -167,11 +188,11 @@ pub fn derive_child_keys(
 ) -> ChildKeys {
     let e_len = encr.keymat_len();
     let a_len = integ.map_or(0, Integ::key_len);
-    let key = PrfKey::new(prf, sk_d.expose());
     let total = 2 * (e_len + a_len);
     let stream = match g_ir {
-        Some(g) => key.plus(&[g.expose(), ni, nr], total),
-        None => key.plus(&[ni, nr], total),
+        // The PFS seed holds g^ir: keep it out of HKDF's unwiped seed buffer.
+        Some(g) => PrfKey::new(prf, sk_d.expose()).plus(&[g.expose(), ni, nr], total),
+        None => prf_plus_public_seed(prf, sk_d.expose(), &[ni, nr], total),
     };
     let (i, r) = stream.expose().split_at(e_len + a_len);
     ChildKeys {

@@ -16,7 +16,7 @@
 //! | What | Item |
 //! |---|---|
 //! | KE payload data, g^ir (§3.4, RFC 5903 §7, RFC 8031, RFC 3526) | [`dh::KeyExchange`]: `generate(group, rng)`, `public()`, `agree(self, peer)` |
-//! | prf, prf+ (§2.13) | [`prf`], [`prf_plus`], reusable [`PrfKey`] |
+//! | prf, prf+ (§2.13) | [`prf`], [`prf_plus`], [`prf_plus_public_seed`], [`prf_plus_of_prf`] (AWS-LC's HKDF), reusable [`PrfKey`] |
 //! | key lengths (§2.14, RFC 4868, RFC 5282, RFC 7634) | [`Prf::output_len`], [`Integ::key_len`], [`Integ::icv_len`], [`Encr::key_len`], [`Encr::salt_len`], [`Encr::keymat_len`] |
 //! | Encrypted / Encrypted Fragment payload (§3.14, RFC 5282, RFC 7634, RFC 7383) | [`sk::SkCipher`] |
 //! | RFC 7427 / method 1 signatures | [`sig::SigningKey`] (PKCS#8 DER / PEM), [`sig::verify`], [`sig::SignatureScheme`] |
@@ -40,6 +40,7 @@ pub mod dh;
 pub mod sig;
 pub mod sk;
 
+use aws_lc_rs::hkdf;
 use aws_lc_rs::hmac;
 
 pub use dh::KeyExchange;
@@ -148,7 +149,73 @@ pub fn prf(alg: Prf, key: &[u8], data: &[u8]) -> Secret {
 /// this crate are fixed by the negotiated suite (at most a few hundred bytes), never by peer
 /// input.
 pub fn prf_plus(alg: Prf, key: &[u8], seed: &[u8], len: usize) -> Secret {
-    PrfKey::new(alg, key).plus(&[seed], len)
+    prf_plus_public_seed(alg, key, &[seed], len)
+}
+
+/// `prf+(K, seed[0] | seed[1] | …)` truncated to `len` bytes (RFC 7296 §2.13), in one call
+/// into AWS-LC's HKDF-Expand. RFC 5869 §2.3 defines `T(N) = HMAC(PRK, T(N-1) | info | N)`
+/// with `T(0)` empty, which is prf+ with `PRK = K` and `info = S` for every PRF of IKEv2 (all
+/// are HMAC): AWS-LC keys HMAC once and resets it per block, where [`PrfKey::plus`] copies a
+/// keyed context per block.
+///
+/// The seed must hold no secret: aws-lc-rs joins the parts in a buffer it does not wipe
+/// (Nonces and SPIs are public; a PFS g^ir seed goes through [`PrfKey::plus`]). `key` stays
+/// in a buffer wiped on drop.
+///
+/// # Panics
+/// As [`prf_plus`].
+pub fn prf_plus_public_seed(alg: Prf, key: &[u8], seed: &[&[u8]], len: usize) -> Secret {
+    check_plus_len(alg, len);
+    // HKDF takes a PRK of at most one digest output (64 bytes); longer keys (never SK_d or
+    // SKEYSEED, whose length is the PRF's output) take the HMAC path.
+    if key.len() > aws_lc_rs::digest::MAX_OUTPUT_LEN {
+        return PrfKey::new(alg, key).plus(seed, len);
+    }
+    expand(&hkdf::Prk::new_less_safe(hkdf_alg(alg), key), seed, len)
+}
+
+/// `prf+(prf(key, data), seed)` truncated to `len` bytes: SKEYSEED and its key stream
+/// (RFC 7296 §2.14) in one call into AWS-LC's HKDF, whose Extract step is
+/// `PRK = HMAC(salt, IKM)` (RFC 5869 §2.2), i.e. `prf(key, data)` with `salt = key`, and whose
+/// Expand step is prf+ (see [`prf_plus_public_seed`]). SKEYSEED itself is never exposed.
+///
+/// `key` and `seed` must be public (the nonces and SPIs of §2.14): aws-lc-rs keeps the salt
+/// and the joined seed in buffers it does not wipe. `data` (g^ir) is kept in one it wipes.
+///
+/// # Panics
+/// As [`prf_plus`].
+pub fn prf_plus_of_prf(
+    alg: Prf,
+    public_key: &[u8],
+    data: &Secret,
+    seed: &[&[u8]],
+    len: usize,
+) -> Secret {
+    check_plus_len(alg, len);
+    let prk = hkdf::Salt::new(hkdf_alg(alg), public_key).extract(data.expose());
+    expand(&prk, seed, len)
+}
+
+/// HKDF-Expand of `prk` over `info` into a new secret of `len` bytes.
+fn expand(prk: &hkdf::Prk, info: &[&[u8]], len: usize) -> Secret {
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let mut out = zeroize::Zeroizing::new(vec![0u8; len]);
+    prk.expand(info, Len(len))
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("length checked against 255 blocks; the output buffer has the asked length");
+    Secret::new(std::mem::take(&mut *out))
+}
+
+fn check_plus_len(alg: Prf, len: usize) {
+    assert!(
+        len <= 255 * alg.output_len(),
+        "prf+ length {len} exceeds 255 blocks: a suite-derived length, never peer input"
+    );
 }
 
 /// A PRF keyed once and reused, so repeated prf / prf+ calls with one key (SK_d for every
@@ -205,10 +272,7 @@ impl PrfKey {
     /// If `len > 255 * output_len` (see [`prf_plus`]).
     pub fn plus(&self, seed: &[&[u8]], len: usize) -> Secret {
         let hlen = self.alg.output_len();
-        assert!(
-            len <= 255 * hlen,
-            "prf+ length {len} exceeds 255 blocks: a suite-derived length, never peer input"
-        );
+        check_plus_len(self.alg, len);
         // Allocated once at its final size so no reallocation leaves an unzeroized copy.
         let mut out = Vec::with_capacity(len.div_ceil(hlen) * hlen);
         let mut counter = 1u8;
@@ -243,6 +307,15 @@ fn hmac_alg(alg: Prf) -> hmac::Algorithm {
         Prf::HmacSha256 => hmac::HMAC_SHA256,
         Prf::HmacSha384 => hmac::HMAC_SHA384,
         Prf::HmacSha512 => hmac::HMAC_SHA512,
+    }
+}
+
+fn hkdf_alg(alg: Prf) -> hkdf::Algorithm {
+    match alg {
+        Prf::HmacSha1 => hkdf::HKDF_SHA1_FOR_LEGACY_USE_ONLY,
+        Prf::HmacSha256 => hkdf::HKDF_SHA256,
+        Prf::HmacSha384 => hkdf::HKDF_SHA384,
+        Prf::HmacSha512 => hkdf::HKDF_SHA512,
     }
 }
 

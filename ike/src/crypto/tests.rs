@@ -121,6 +121,33 @@ fn prf_plus_matches_definition() {
 }
 
 #[test]
+fn hkdf_prf_plus_paths_match_definition() {
+    let algs = [
+        (Prf::HmacSha1, hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY),
+        (Prf::HmacSha256, hmac::HMAC_SHA256),
+        (Prf::HmacSha384, hmac::HMAC_SHA384),
+        (Prf::HmacSha512, hmac::HMAC_SHA512),
+    ];
+    // Keys up to one digest block go through HKDF's PRK, longer ones through HMAC.
+    let long_key = [0x5a; 200];
+    for (alg, raw) in algs {
+        for key in [&b"k"[..], &[0x11; 64], &long_key] {
+            let want = reference_prf_plus(raw, key, b"abcd", 150);
+            let got = prf_plus_public_seed(alg, key, &[b"ab", b"", b"cd"], 150);
+            assert_eq!(got.expose(), want, "{alg:?} key of {}", key.len());
+        }
+        // prf+(prf(K, data), seed): SKEYSEED's HKDF Extract + Expand.
+        let data = Secret::from_slice(&[0x44; 56]);
+        let skeyseed = prf(alg, b"Ni | Nr", data.expose());
+        assert_eq!(
+            prf_plus_of_prf(alg, b"Ni | Nr", &data, &[b"seed"], 99).expose(),
+            reference_prf_plus(raw, skeyseed.expose(), b"seed", 99),
+            "{alg:?}"
+        );
+    }
+}
+
+#[test]
 #[should_panic(expected = "exceeds 255 blocks")]
 fn prf_plus_rejects_overlong_output() {
     let _ = prf_plus(Prf::HmacSha256, b"k", b"s", 255 * 32 + 1);

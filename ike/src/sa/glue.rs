@@ -20,19 +20,23 @@ pub(crate) fn suite(p: &IkeProposal) -> IkeSuite {
     }
 }
 
-/// Builds the per-direction SK ciphers for our role.
-pub(crate) fn sa_keys(p: IkeProposal, keys: IkeKeys, initiator: bool) -> Result<SaKeys, Error> {
+/// Builds the per-direction SK ciphers for our role, on the heap where the SA keeps them.
+pub(crate) fn sa_keys(
+    p: IkeProposal,
+    keys: IkeKeys,
+    initiator: bool,
+) -> Result<Box<SaKeys>, Error> {
     let i = keys.initiator_cipher()?;
     let r = keys.responder_cipher()?;
     let (send, recv) = if initiator { (i, r) } else { (r, i) };
-    Ok(SaKeys {
+    Ok(Box::new(SaKeys {
         suite: p,
         sk_d: keys.sk_d,
         sk_pi: keys.sk_pi,
         sk_pr: keys.sk_pr,
         send,
         recv,
-    })
+    }))
 }
 
 /// NAT_DETECTION_SOURCE_IP and _DESTINATION_IP for a message from `src` to `dst`

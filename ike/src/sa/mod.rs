@@ -245,7 +245,9 @@ pub(crate) struct Common {
     /// UPDATE_SA_ADDRESSES (RFC 4555 §3.4, the initiator decides); kept across IKE rekeys,
     /// which may change who holds the I flag.
     pub(crate) mobike_initiator: bool,
-    pub(crate) keys: Option<SaKeys>,
+    /// Boxed: the two SK ciphers are kilobytes, and an `IkeSa` is moved whole into the
+    /// endpoint's table (and by every rehash of it).
+    pub(crate) keys: Option<Box<SaKeys>>,
     pub(crate) peer_id: Option<Identity>,
     /// Issuers and serials of the peer's certificate path, when it authenticated with a
     /// certificate: checked again when new CRLs arrive ([`crate::cert::TrustAnchors::revoked`]).
@@ -375,7 +377,7 @@ impl Common {
         payloads: &[Payload],
     ) -> Result<Vec<Vec<u8>>, Error> {
         let keys = self.keys.as_ref().ok_or(Error::Local("no SK keys"))?;
-        let mut inner = Vec::new();
+        let mut inner = Vec::with_capacity(crate::wire::ENCODE_CAPACITY);
         encode_chain(payloads, &mut inner);
         let first = payloads.first().map_or(PayloadType::None, Payload::kind);
         let mut header = self.header(exchange, response, id);
@@ -384,7 +386,9 @@ impl Common {
         if whole <= limit || !self.frag || exchange == ExchangeType::IkeSaInit {
             header.next = PayloadType::Sk;
             header.length = whole as u32;
-            let mut out = crate::wire::Codec::to_vec(&header);
+            // Sized once: header, SK header and the sealed body.
+            let mut out = Vec::with_capacity(whole);
+            crate::wire::Codec::encode(&header, &mut out);
             out.extend_from_slice(&[first.to_raw(), 0]);
             out.extend_from_slice(&((whole - Header::LEN) as u16).to_be_bytes());
             keys.send.seal_append(ctx.rng, &mut out, &inner);
@@ -431,8 +435,16 @@ impl Common {
                     .recv
                     .open(aad, body)
                     .map_err(|_| PeerMisbehaved::IntegrityCheckFailed)?;
-                let mut out: Vec<Payload> = msg.payloads[..msg.payloads.len() - 1].to_vec();
-                out.extend(decode_chain(*first, pt.expose())?);
+                let inner = decode_chain(*first, pt.expose())?;
+                // Unencrypted payloads before SK are rare (§3.14 allows them); without any the
+                // inner chain is the message.
+                let outer = &msg.payloads[..msg.payloads.len() - 1];
+                if outer.is_empty() {
+                    return Ok(Some(inner));
+                }
+                let mut out = Vec::with_capacity(outer.len() + inner.len());
+                out.extend_from_slice(outer);
+                out.extend(inner);
                 Ok(Some(out))
             }
             Some(Payload::Skf(skf)) => {

@@ -253,16 +253,25 @@ pub fn verify_psk_auth(
 /// `SHA-1(SPIi | SPIr | IP | Port)`, IP as 4 or 16 octets, port in network order.
 /// In IKE_SA_INIT requests `spi_r` is 0.
 pub fn nat_detection_hash(spi_i: u64, spi_r: u64, ip: IpAddr, port: u16) -> [u8; 20] {
-    let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
-    ctx.update(&spi_i.to_be_bytes());
-    ctx.update(&spi_r.to_be_bytes());
-    match ip {
-        IpAddr::V4(v4) => ctx.update(&v4.octets()),
-        IpAddr::V6(v6) => ctx.update(&v6.octets()),
-    }
-    ctx.update(&port.to_be_bytes());
+    // At most 8 + 8 + 16 + 2 bytes: joined on the stack and hashed in one call (AWS-LC's
+    // one-shot SHA-1), without a digest context per hash.
+    let mut input = [0u8; 34];
+    input[..8].copy_from_slice(&spi_i.to_be_bytes());
+    input[8..16].copy_from_slice(&spi_r.to_be_bytes());
+    let ip_len = match ip {
+        IpAddr::V4(v4) => {
+            input[16..20].copy_from_slice(&v4.octets());
+            4
+        }
+        IpAddr::V6(v6) => {
+            input[16..32].copy_from_slice(&v6.octets());
+            16
+        }
+    };
+    let end = 16 + ip_len + 2;
+    input[16 + ip_len..end].copy_from_slice(&port.to_be_bytes());
     let mut out = [0u8; 20];
-    out.copy_from_slice(ctx.finish().as_ref());
+    out.copy_from_slice(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &input[..end]).as_ref());
     out
 }
 

@@ -287,7 +287,8 @@ impl Message {
             .payloads
             .first()
             .map_or(PayloadType::None, Payload::kind);
-        let mut out = Vec::new();
+        // Room for a whole IKE_SA_INIT with a MODP-2048 KE, so the buffer grows once at most.
+        let mut out = Vec::with_capacity(ENCODE_CAPACITY);
         header.encode(&mut out);
         encode_chain(&self.payloads, &mut out);
         let len = out.len() as u32;
@@ -317,7 +318,8 @@ pub fn notifies(payloads: &[Payload], ty: enums::NotifyType) -> impl Iterator<It
 pub fn decode_chain(first: PayloadType, bytes: &[u8]) -> Result<Vec<Payload>, InvalidMessage> {
     let mut r = Reader::new(bytes);
     let mut next = first;
-    let mut out = Vec::new();
+    // IKE_SA_INIT and IKE_AUTH carry up to about ten payloads: one allocation, not four.
+    let mut out = Vec::with_capacity(10);
     while next != PayloadType::None {
         let this = next;
         let hdr = r.take(4)?;
@@ -361,6 +363,10 @@ pub fn decode_chain(first: PayloadType, bytes: &[u8]) -> Result<Vec<Payload>, In
     r.expect_empty()?;
     Ok(out)
 }
+
+/// Initial capacity of an encoded message or payload chain: typical IKE_SA_INIT and IKE_AUTH
+/// messages fit, so encoding does not reallocate byte by byte doubling.
+pub(crate) const ENCODE_CAPACITY: usize = 512;
 
 /// Encodes a payload chain (each generic header names the following payload's type).
 pub fn encode_chain(payloads: &[Payload], out: &mut Vec<u8>) {

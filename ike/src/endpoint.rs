@@ -17,6 +17,7 @@ use crate::admission::Admission;
 use crate::config::ChildConfigIndex;
 use crate::config::ConnId;
 use crate::config::EndpointConfig;
+use crate::config::PeerConfig;
 use crate::crypto::Rng;
 use crate::error::Error;
 use crate::error::PeerMisbehaved;
@@ -166,6 +167,9 @@ pub struct InstallFailed {
 /// The IKEv2 engine: owns every IKE SA, demultiplexes datagrams by SPI.
 pub struct Endpoint {
     config: Arc<EndpointConfig>,
+    /// `config.peers`, each shared once: every IKE SA of a profile holds the same
+    /// `Arc<PeerConfig>` instead of a copy made per handshake. Rebuilt on `Reconfigure`.
+    peers: Vec<Arc<PeerConfig>>,
     rng: Rng,
     /// IKE SAs by our own SPI.
     sas: HashMap<u64, IkeSa>,
@@ -195,6 +199,11 @@ fn wall_time(anchor: Option<(Instant, u64)>, now: Instant) -> Option<u64> {
     })
 }
 
+/// Each profile of `config` behind its own `Arc`, shared by the SAs made from it.
+fn shared_peers(config: &EndpointConfig) -> Vec<Arc<PeerConfig>> {
+    config.peers.iter().cloned().map(Arc::new).collect()
+}
+
 /// Borrows the engine's shared parts as a [`Ctx`] while leaving `sas` free.
 macro_rules! ctx {
     ($self:ident, $now:expr) => {
@@ -204,6 +213,7 @@ macro_rules! ctx {
             rng: &mut $self.rng,
             out: &mut $self.out,
             config: &$self.config,
+            peers: &$self.peers,
             stats: &mut $self.stats,
             actions: &mut $self.actions,
             next_id: &mut $self.next_id,
@@ -216,6 +226,7 @@ impl Endpoint {
     /// A new engine. All randomness (SPIs, nonces, key exchange, jitter) comes from `rng_seed`.
     pub fn new(config: Arc<EndpointConfig>, rng_seed: [u8; 32]) -> Self {
         Self {
+            peers: shared_peers(&config),
             config,
             rng: Rng::from_seed(rng_seed),
             sas: HashMap::new(),
@@ -309,7 +320,7 @@ impl Endpoint {
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Initiate { conn } => {
-                let Some(peer) = self.config.peers.iter().find(|p| p.id == conn).cloned() else {
+                let Some(peer) = self.peer(conn) else {
                     tracing::warn!(?conn, "initiate: unknown connection");
                     return;
                 };
@@ -340,7 +351,7 @@ impl Endpoint {
                 let session = self.alloc_id();
                 let mut ctx = ctx!(self, now);
                 let first = ChildRequest::default();
-                match IkeSa::initiate(&mut ctx, Arc::new(peer), spi, SessionId(session), first) {
+                match IkeSa::initiate(&mut ctx, peer, spi, SessionId(session), first) {
                     Ok(sa) => {
                         self.sas.insert(spi, sa);
                         self.after(spi);
@@ -427,6 +438,7 @@ impl Endpoint {
                 }
             }
             Command::Reconfigure(config) => {
+                self.peers = shared_peers(&config);
                 self.config = config;
                 // New CRLs apply to sessions already up, not only to the next handshake
                 // (RFC 5280 §6.3: a revoked certificate is no longer valid). Only the
@@ -465,8 +477,13 @@ impl Endpoint {
         self.run_actions(now);
     }
 
+    /// The profile `conn`, shared.
+    fn peer(&self, conn: ConnId) -> Option<Arc<PeerConfig>> {
+        self.peers.iter().find(|p| p.id == conn).cloned()
+    }
+
     fn initiate_child(&mut self, now: Instant, conn: ConnId, req: ChildRequest) {
-        let Some(peer) = self.config.peers.iter().find(|p| p.id == conn).cloned() else {
+        let Some(peer) = self.peer(conn) else {
             tracing::warn!(?conn, "initiate child: unknown connection");
             return;
         };
@@ -503,7 +520,7 @@ impl Endpoint {
         let spi = self.fresh_spi();
         let session = self.alloc_id();
         let mut ctx = ctx!(self, now);
-        match IkeSa::initiate(&mut ctx, Arc::new(peer), spi, SessionId(session), req) {
+        match IkeSa::initiate(&mut ctx, peer, spi, SessionId(session), req) {
             Ok(sa) => {
                 self.sas.insert(spi, sa);
                 self.after(spi);

@@ -85,6 +85,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) rng: &'a mut Rng,
     pub(crate) out: &'a mut VecDeque<Output>,
     pub(crate) config: &'a EndpointConfig,
+    /// `config.peers`, each behind the `Arc` its SAs share.
+    pub(crate) peers: &'a [Arc<PeerConfig>],
     pub(crate) stats: &'a mut Stats,
     pub(crate) actions: &'a mut Vec<SaAction>,
     pub(crate) next_id: &'a mut u64,

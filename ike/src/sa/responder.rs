@@ -106,7 +106,6 @@ impl IkeSa {
         let ke = need(f.ke, "KE")?;
         let ni = need(f.nonce, "Ni")?.to_vec();
         let candidates: Vec<Arc<PeerConfig>> = ctx
-            .config
             .peers
             .iter()
             .filter(|p| p.remote.matches(dgram.remote.ip()))
@@ -116,7 +115,6 @@ impl IkeSa {
                     || p.local.ip() == dgram.local.ip()
             })
             .cloned()
-            .map(Arc::new)
             .collect();
         if candidates.is_empty() {
             return Err(PeerIncompatible::NoProposalChosen.into());

@@ -70,6 +70,7 @@ mod sa;
 pub mod secret;
 pub mod transform;
 pub mod ts;
+pub mod v1;
 pub mod wire;
 
 pub use config::*;

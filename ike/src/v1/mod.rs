@@ -1,0 +1,16 @@
+//! IKEv1 (RFC 2409 over ISAKMP, RFC 2408): the same sans-IO shape as the IKEv2 engine.
+//!
+//! Inputs take `now`, outputs go to one ordered queue of the crate's [`crate::Output`]s
+//! (transmit, install Child SA, remove Child SA, event) in the same form the IKEv2 engine
+//! emits, so the agent installs them unchanged; randomness comes from a seed.
+//!
+//! | What | Where |
+//! |---|---|
+//! | ISAKMP header and payload codec (RFC 2408 §3, RFC 2407 §4.6, RFC 3947) | [`wire`] |
+//! | errors and their notify message types (RFC 2408 §3.14.1) | [`error`] |
+
+pub mod error;
+pub mod wire;
+
+#[cfg(test)]
+pub(crate) mod tests;

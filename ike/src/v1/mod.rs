@@ -10,6 +10,7 @@
 //! | errors and their notify message types (RFC 2408 §3.14.1) | [`error`] |
 
 pub mod error;
+pub mod keys;
 pub mod wire;
 
 #[cfg(test)]

@@ -265,6 +265,8 @@ pub fn phase2_iv(h: HashAlg, phase1_last_block: &[u8], message_id: u32, block: u
 /// ```
 ///
 /// `spi` is the SPI of that direction's SA, chosen by its receiver.
+// The arguments are the RFC's inputs, one each.
+#[allow(clippy::too_many_arguments)]
 pub fn quick_mode_keymat(
     h: HashAlg,
     skeyid_d: &Secret,

@@ -804,16 +804,14 @@ impl Phase1Sa {
     pub(crate) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         if let Some(mut r) = self.c.retrans.take() {
-            if r.at <= now {
-                if !r.fire(&self.c, ctx) {
-                    ctx.event(Event::PeerDead {
-                        session: self.c.session,
-                        conn: self.c.peer.id,
-                        peer: self.c.remote,
-                    });
-                    self.close(ctx, DownReason::Timeout);
-                    return;
-                }
+            if r.at <= now && !r.fire(&self.c, ctx) {
+                ctx.event(Event::PeerDead {
+                    session: self.c.session,
+                    conn: self.c.peer.id,
+                    peer: self.c.remote,
+                });
+                self.close(ctx, DownReason::Timeout);
+                return;
             }
             self.c.retrans = Some(r);
         }
@@ -873,6 +871,8 @@ fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: Child) {
 }
 
 impl ExpectMainMode2 {
+    // The state is consumed whole (rustls's `handle(self: Box<Self>, ..)`).
+    #[allow(clippy::boxed_local)]
     fn handle(
         self: Box<Self>,
         c: &mut Common,
@@ -948,6 +948,8 @@ fn phase1_keys(
 }
 
 impl ExpectMainMode3 {
+    // The state is consumed whole (rustls's `handle(self: Box<Self>, ..)`).
+    #[allow(clippy::boxed_local)]
     fn handle(
         self: Box<Self>,
         c: &mut Common,
@@ -984,6 +986,8 @@ impl ExpectMainMode3 {
 }
 
 impl ExpectMainMode4 {
+    // The state is consumed whole (rustls's `handle(self: Box<Self>, ..)`).
+    #[allow(clippy::boxed_local)]
     fn handle(
         self: Box<Self>,
         c: &mut Common,
@@ -1251,6 +1255,7 @@ impl Established {
 
     /// Builds `HDR*, HASH, tail...` (RFC 2409 §5.5, §5.7): the hash is `hash_of(tail bytes)`;
     /// returns the packet and the next IV of the exchange.
+    #[allow(clippy::too_many_arguments)]
     fn protect(
         &self,
         c: &Common,
@@ -1656,10 +1661,11 @@ impl Established {
                         }
                     }
                 }
-                Payload::Delete(d) if d.protocol == PROTO_ISAKMP => {
-                    if d.spis.iter().any(|s| s[..] == c.cookies()[..]) {
-                        return Ok(Flow::Close(DownReason::Peer));
-                    }
+                Payload::Delete(d)
+                    if d.protocol == PROTO_ISAKMP
+                        && d.spis.iter().any(|s| s[..] == c.cookies()[..]) =>
+                {
+                    return Ok(Flow::Close(DownReason::Peer));
                 }
                 _ => {}
             }

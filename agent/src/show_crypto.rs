@@ -51,6 +51,7 @@ pub fn integ_name(i: Option<Integ>) -> &'static str {
 pub fn group_long_name(g: DhGroup) -> String {
     let n = match g {
         DhGroup::Modp1024 => "DH_GROUP_1024_MODP",
+        DhGroup::Modp1536 => "DH_GROUP_1536_MODP",
         DhGroup::Modp2048 => "DH_GROUP_2048_MODP",
         DhGroup::Modp3072 => "DH_GROUP_3072_MODP",
         DhGroup::Modp4096 => "DH_GROUP_4096_MODP",

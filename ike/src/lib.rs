@@ -52,6 +52,7 @@
 //! | proposal selection (§2.7, §3.3), TS narrowing (§2.9) | [`proposal`], [`ts`] |
 //! | crypto and key derivation | [`crypto`], [`keys`] |
 //! | X.509: pinning, path validation to CAs, ID binding (RFC 4945 §3.1) | [`cert`] |
+//! | IKEv1 (RFC 2409 over ISAKMP, RFC 2408): codec, keys, main mode, quick mode, informational | [`v1`] |
 //! | IKE SA states (`ExpectSaInitResponse`, `ExpectAuthResponse`, `ExpectAuthRequest`, `Established`) | `sa` (private) |
 //! | their one transition function, the per-SA timer table, the Child SA lifecycle | `sa::state`, `sa::timers`, `sa::child` (private) |
 
@@ -70,6 +71,7 @@ mod sa;
 pub mod secret;
 pub mod transform;
 pub mod ts;
+pub mod v1;
 pub mod wire;
 
 pub use config::*;

@@ -106,6 +106,9 @@ impl Integ {
 pub enum DhGroup {
     /// 1024-bit MODP group 2 (RFC 7296 App. B). Legacy.
     Modp1024,
+    /// 1536-bit MODP group 5 (RFC 3526 §2). Legacy: IKEv1 peers (IOS's `group 5`) still
+    /// offer it.
+    Modp1536,
     /// 2048-bit MODP group 14 (RFC 3526).
     Modp2048,
     /// 3072-bit MODP group 15 (RFC 3526).
@@ -127,6 +130,7 @@ impl DhGroup {
     pub fn id(self) -> u16 {
         match self {
             Self::Modp1024 => 2,
+            Self::Modp1536 => 5,
             Self::Modp2048 => 14,
             Self::Modp3072 => 15,
             Self::Modp4096 => 16,
@@ -141,6 +145,7 @@ impl DhGroup {
     pub fn from_id(id: u16) -> Option<Self> {
         Some(match id {
             2 => Self::Modp1024,
+            5 => Self::Modp1536,
             14 => Self::Modp2048,
             15 => Self::Modp3072,
             16 => Self::Modp4096,
@@ -154,7 +159,7 @@ impl DhGroup {
 
     /// True for groups only accepted behind the legacy opt-in.
     pub fn is_legacy(self) -> bool {
-        matches!(self, Self::Modp1024)
+        matches!(self, Self::Modp1024 | Self::Modp1536)
     }
 }
 

@@ -36,6 +36,7 @@ pub(crate) const PRF: &[(&str, Prf)] = &[
 /// DH group names besides `groupN` and the bare number.
 pub(crate) const GROUP_NAMES: &[(&str, DhGroup)] = &[
     ("modp1024", DhGroup::Modp1024),
+    ("modp1536", DhGroup::Modp1536),
     ("modp2048", DhGroup::Modp2048),
     ("modp3072", DhGroup::Modp3072),
     ("modp4096", DhGroup::Modp4096),
@@ -47,7 +48,7 @@ pub(crate) const GROUP_NAMES: &[(&str, DhGroup)] = &[
 ];
 
 /// Group numbers we implement, for messages.
-pub(crate) const GROUP_NUMBERS: &[u16] = &[2, 14, 15, 16, 19, 20, 21, 31];
+pub(crate) const GROUP_NUMBERS: &[u16] = &[2, 5, 14, 15, 16, 19, 20, 21, 31];
 
 /// Looks `name` up in a table, case-insensitively.
 pub(crate) fn lookup<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {

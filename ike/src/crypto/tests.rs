@@ -20,8 +20,9 @@ fn rng() -> Rng {
     Rng::from_seed([7; 32])
 }
 
-const ALL_GROUPS: [DhGroup; 8] = [
+const ALL_GROUPS: [DhGroup; 9] = [
     DhGroup::Modp1024,
+    DhGroup::Modp1536,
     DhGroup::Modp2048,
     DhGroup::Modp3072,
     DhGroup::Modp4096,
@@ -412,6 +413,7 @@ fn malformed_public_values_rejected() {
 fn modp_primes_are_rfc3526_safe_primes() {
     for group in [
         DhGroup::Modp1024,
+        DhGroup::Modp1536,
         DhGroup::Modp2048,
         DhGroup::Modp3072,
         DhGroup::Modp4096,

@@ -108,6 +108,10 @@ fn write_fuzz_seeds() {
     let dir = std::path::Path::new(&dir);
     let _ = std::fs::create_dir_all(dir.join("message_decode"));
     let _ = std::fs::create_dir_all(dir.join("handle_datagram"));
+    let _ = std::fs::create_dir_all(dir.join("isakmp_decode"));
+    for (i, m) in crate::v1::tests::fuzz_seed_messages().iter().enumerate() {
+        let _ = std::fs::write(dir.join("isakmp_decode").join(format!("seed{i}")), m);
+    }
     // handle_datagram inputs start with the octet that picks its front door (0: default
     // limits, 1: cookies always).
     let mut conv = vec![0u8];

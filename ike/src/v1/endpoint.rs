@@ -1,0 +1,497 @@
+//! The IKEv1 engine's public surface, shaped like [`crate::Endpoint`]: `handle_*` inputs
+//! that take `now`, one ordered queue of [`Output`]s drained with [`Endpoint::poll_output`],
+//! and the earliest deadline from [`Endpoint::poll_timeout`].
+//!
+//! ISAKMP SAs are found by our own cookie: the initiator cookie when we initiated, the
+//! responder cookie when we answered (RFC 2408 §2.5.3). A first main mode message (responder
+//! cookie zero) gets a new SA unless it repeats one we answered already, which is then
+//! answered again from the SA's cache.
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand_core::RngCore;
+use rand_core::SeedableRng;
+
+use crate::config::ConnId;
+use crate::config::RemoteAddr;
+use crate::crypto::Rng;
+use crate::endpoint::InstallFailed;
+use crate::output::ChildSaId;
+use crate::output::Datagram;
+use crate::output::Event;
+use crate::output::Output;
+use crate::output::SessionId;
+use crate::output::Stats;
+use crate::output::Transmit;
+use crate::v1::config::V1Config;
+use crate::v1::error::Misbehaved;
+use crate::v1::error::Reaction;
+use crate::v1::error::V1Error;
+use crate::v1::sa::Ctx;
+use crate::v1::sa::Phase1Sa;
+use crate::v1::wire::Body;
+use crate::v1::wire::DOI_IPSEC;
+use crate::v1::wire::ExchangeType;
+use crate::v1::wire::Header;
+use crate::v1::wire::Message;
+use crate::v1::wire::Notify;
+use crate::v1::wire::PROTO_ISAKMP;
+use crate::v1::wire::Payload;
+use crate::v1::wire::encode_message;
+use crate::wire::Identity;
+use crate::wire::Reader;
+
+/// Commands of the IKEv1 engine (the subset of [`crate::Command`] this part implements).
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Start main mode, then quick mode, with the profile's peer.
+    Initiate {
+        /// The profile.
+        conn: ConnId,
+    },
+    /// Delete every ISAKMP SA of the profile, and their Child SAs, with the peer.
+    Terminate {
+        /// The profile.
+        conn: ConnId,
+    },
+    /// Delete the ISAKMP SA of one session, and its Child SAs, with the peer.
+    TerminateSession {
+        /// The session.
+        session: SessionId,
+    },
+    /// Delete one Child SA with the peer (RFC 2408 §3.15).
+    DeleteChild {
+        /// The Child SA.
+        child: ChildSaId,
+    },
+    /// Send a DPD R-U-THERE now (RFC 3706).
+    Dpd {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// One ISAKMP SA as status output sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct V1SaInfo {
+    /// The session.
+    pub session: SessionId,
+    /// The profile.
+    pub conn: ConnId,
+    /// State name (`ExpectMainMode2` ... `Established`).
+    pub state: &'static str,
+    /// True when we initiated it.
+    pub initiator: bool,
+    /// Initiator cookie.
+    pub cky_i: u64,
+    /// Responder cookie.
+    pub cky_r: u64,
+    /// The peer's authenticated identity.
+    pub peer_id: Option<Identity>,
+    /// Child SAs: (id, inbound SPI, outbound SPI).
+    pub children: Vec<(ChildSaId, u32, u32)>,
+}
+
+/// The IKEv1 engine.
+pub struct Endpoint {
+    config: Arc<V1Config>,
+    rng: Rng,
+    /// ISAKMP SAs by our cookie.
+    sas: HashMap<u64, Phase1Sa>,
+    /// (peer address, its initiator cookie) -> our responder cookie, for MM1 repeats.
+    answered: HashMap<(SocketAddr, u64), u64>,
+    out: VecDeque<Output>,
+    stats: Stats,
+    next_id: u64,
+}
+
+macro_rules! ctx {
+    ($self:ident, $now:expr, $drops:expr) => {
+        Ctx {
+            now: $now,
+            rng: &mut $self.rng,
+            out: &mut $self.out,
+            config: &$self.config,
+            stats: &mut $self.stats,
+            next_id: &mut $self.next_id,
+            drop_others: $drops,
+        }
+    };
+}
+
+impl Endpoint {
+    /// A new engine; all randomness (cookies, SPIs, nonces, DH, message IDs) from `rng_seed`.
+    pub fn new(config: Arc<V1Config>, rng_seed: [u8; 32]) -> Self {
+        Self {
+            config,
+            rng: Rng::from_seed(rng_seed),
+            sas: HashMap::new(),
+            answered: HashMap::new(),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+            next_id: 1,
+        }
+    }
+
+    /// Counters of handled and rejected inputs.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Number of ISAKMP SAs in any state.
+    pub fn sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// A snapshot of every ISAKMP SA.
+    pub fn sas(&self) -> Vec<V1SaInfo> {
+        let mut v: Vec<V1SaInfo> = self
+            .sas
+            .values()
+            .map(|sa| V1SaInfo {
+                session: sa.c.session,
+                conn: sa.c.peer.id,
+                state: sa.state_name(),
+                initiator: sa.c.initiator,
+                cky_i: sa.c.cky_i,
+                cky_r: sa.c.cky_r,
+                peer_id: sa.peer_id().cloned(),
+                children: sa.children(),
+            })
+            .collect();
+        v.sort_by_key(|i| (i.conn, i.session));
+        v
+    }
+
+    /// Handles one datagram. Never fails: rejections become counters, events and, where
+    /// RFC 2408 §5 asks for one, a notify.
+    pub fn handle_datagram(&mut self, now: Instant, dgram: Datagram<'_>) {
+        self.stats.datagrams += 1;
+        let mut drops = Vec::new();
+        if let Err(e) = self.datagram(now, dgram, &mut drops) {
+            self.reject(&e, dgram.remote);
+        }
+        self.settle(now, drops);
+    }
+
+    /// Handles a command.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        let mut drops = Vec::new();
+        match cmd {
+            Command::Initiate { conn } => {
+                let Some(peer) = self.config.peers.iter().find(|p| p.id == conn).cloned() else {
+                    tracing::warn!(?conn, "v1 initiate: unknown connection");
+                    return;
+                };
+                let RemoteAddr::Host(remote) = peer.remote else {
+                    tracing::warn!(?conn, "v1 initiate: the profile has no peer address");
+                    return;
+                };
+                if let Some(k) = self
+                    .sas
+                    .iter()
+                    .find(|(_, sa)| sa.c.peer.id == conn && sa.is_established())
+                    .map(|(k, _)| *k)
+                {
+                    let mut ctx = ctx!(self, now, &mut drops);
+                    if let Some(sa) = self.sas.get_mut(&k) {
+                        sa.start_child(&mut ctx);
+                    }
+                } else if !self.sas.values().any(|sa| sa.c.peer.id == conn) {
+                    let cky = self.fresh_cookie();
+                    let mut ctx = ctx!(self, now, &mut drops);
+                    match Phase1Sa::initiate(&mut ctx, Arc::new(peer), remote, cky) {
+                        Ok(sa) => {
+                            self.sas.insert(cky, sa);
+                        }
+                        Err(e) => tracing::warn!(?conn, error = %e, "v1 initiate failed"),
+                    }
+                }
+            }
+            Command::Terminate { conn } => {
+                let keys: Vec<u64> = self
+                    .sas
+                    .iter()
+                    .filter(|(_, sa)| sa.c.peer.id == conn)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in keys {
+                    self.with_sa(now, k, &mut drops, |sa, ctx| sa.terminate(ctx));
+                }
+            }
+            Command::TerminateSession { session } => {
+                if let Some(k) = self.key_of(|sa| sa.c.session == session) {
+                    self.with_sa(now, k, &mut drops, |sa, ctx| sa.terminate(ctx));
+                }
+            }
+            Command::DeleteChild { child } => {
+                if let Some(k) = self.key_of(|sa| sa.has_child(child)) {
+                    self.with_sa(now, k, &mut drops, |sa, ctx| sa.delete_child(ctx, child));
+                }
+            }
+            Command::Dpd { session } => {
+                if let Some(k) = self.key_of(|sa| sa.c.session == session) {
+                    self.with_sa(now, k, &mut drops, |sa, ctx| sa.dpd_now(ctx));
+                }
+            }
+        }
+        self.settle(now, drops);
+    }
+
+    /// Reports the kernel's answer to an [`Output::InstallChildSa`]; on failure the Child SA
+    /// is deleted with the peer.
+    pub fn handle_install_result(
+        &mut self,
+        now: Instant,
+        child: ChildSaId,
+        res: Result<(), InstallFailed>,
+    ) {
+        if let Err(e) = res {
+            tracing::warn!(?child, reason = %e.reason, "v1: child SA install failed");
+            let mut drops = Vec::new();
+            if let Some(k) = self.key_of(|sa| sa.has_child(child)) {
+                self.with_sa(now, k, &mut drops, |sa, ctx| sa.delete_child(ctx, child));
+            }
+            self.settle(now, drops);
+        }
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut drops = Vec::new();
+        let due: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.next_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            self.with_sa(now, k, &mut drops, |sa, ctx| sa.on_timeout(ctx));
+        }
+        self.settle(now, drops);
+    }
+
+    /// The next output, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The earliest deadline at which [`Endpoint::handle_timeout`] must be called. A scan of
+    /// every SA: the IKEv2 engine's deadline heap is the model once IKEv1 serves many peers.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(Phase1Sa::next_timeout).min()
+    }
+
+    fn datagram(
+        &mut self,
+        now: Instant,
+        dgram: Datagram<'_>,
+        drops: &mut Vec<(ConnId, Identity, u64)>,
+    ) -> Result<(), V1Error> {
+        let msg = match Message::decode(dgram.bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.answer_first_message(dgram, &e.into());
+                return Err(e.into());
+            }
+        };
+        let h = msg.header.clone();
+        let first = h.exchange == ExchangeType::IdentityProtection && h.cky_r == 0;
+        if first {
+            if let Some(k) = self.answered.get(&(dgram.remote, h.cky_i)).copied() {
+                let mut ctx = ctx!(self, now, drops);
+                return match self.sas.get_mut(&k) {
+                    Some(sa) => sa.handle(&mut ctx, dgram.bytes, msg),
+                    None => Ok(()),
+                };
+            }
+            return self.new_responder(now, dgram, msg, drops);
+        }
+        // Ours is the initiator cookie of an SA we started (whose responder cookie is not
+        // known before MM2), or the responder cookie of one we answered.
+        let key = match self.sas.get(&h.cky_r) {
+            Some(sa) if !sa.c.initiator && sa.c.cky_i == h.cky_i => Some(h.cky_r),
+            _ => match self.sas.get(&h.cky_i) {
+                Some(sa) if sa.c.initiator && (sa.c.cky_r == h.cky_r || sa.c.cky_r == 0) => {
+                    Some(h.cky_i)
+                }
+                _ => None,
+            },
+        };
+        let Some(key) = key else {
+            // RFC 2408 §5.1 allows INVALID-COOKIE here; answering strays would reflect
+            // traffic at spoofed sources, so we stay quiet.
+            return Err(Misbehaved::UnknownCookies.into());
+        };
+        let mut ctx = ctx!(self, now, drops);
+        let sa = self.sas.get_mut(&key).ok_or(Misbehaved::UnknownCookies)?;
+        sa.handle(&mut ctx, dgram.bytes, msg)
+    }
+
+    /// RFC 2408 §5: a first main mode message that does not decode is answered with its
+    /// notify (the header is readable, so the peer can match it); anything else is not.
+    fn answer_first_message(&mut self, dgram: Datagram<'_>, e: &V1Error) {
+        let Ok(h) = Header::read(&mut Reader::new(dgram.bytes)) else {
+            return;
+        };
+        if h.exchange != ExchangeType::IdentityProtection || h.cky_r != 0 || h.message_id != 0 {
+            return;
+        }
+        if let Reaction::Notify(ty) = e.notify() {
+            self.notify_unknown(dgram, h.cky_i, ty);
+        }
+    }
+
+    fn notify_unknown(&mut self, dgram: Datagram<'_>, cky_i: u64, ty: u16) {
+        let n = Payload::Notify(Notify {
+            doi: DOI_IPSEC,
+            protocol: PROTO_ISAKMP,
+            ty,
+            spi: [cky_i.to_be_bytes(), [0; 8]].concat(),
+            data: Vec::new(),
+        });
+        let h = Header::new(cky_i, 0, ExchangeType::Informational, 0, 0);
+        self.out.push_back(Output::Transmit(Transmit {
+            local: dgram.local,
+            remote: dgram.remote,
+            bytes: encode_message(&h, &[n]),
+        }));
+    }
+
+    fn new_responder(
+        &mut self,
+        now: Instant,
+        dgram: Datagram<'_>,
+        msg: Message,
+        drops: &mut Vec<(ConnId, Identity, u64)>,
+    ) -> Result<(), V1Error> {
+        let h = &msg.header;
+        if h.message_id != 0 {
+            return Err(Misbehaved::InvalidMessageId(h.message_id).into());
+        }
+        let Body::Plain(chain) = &msg.body else {
+            return Err(Misbehaved::UnexpectedEncryption.into());
+        };
+        let peer = self
+            .config
+            .peers
+            .iter()
+            .find(|p| {
+                (p.local.ip().is_unspecified() || p.local.ip() == dgram.local.ip())
+                    && p.remote.matches(dgram.remote.ip())
+            })
+            .cloned();
+        let cky_r = self.fresh_cookie();
+        let res = match peer {
+            Some(peer) => {
+                let mut ctx = ctx!(self, now, drops);
+                Phase1Sa::respond(
+                    &mut ctx,
+                    Arc::new(peer),
+                    dgram.local,
+                    dgram.remote,
+                    dgram.bytes,
+                    h,
+                    chain,
+                    cky_r,
+                )
+            }
+            None => Err(crate::v1::error::Incompatible::NoMatchingProfile.into()),
+        };
+        match res {
+            Ok(sa) => {
+                self.answered.insert((dgram.remote, h.cky_i), cky_r);
+                self.sas.insert(cky_r, sa);
+                Ok(())
+            }
+            Err(e) => {
+                if let Reaction::Notify(ty) = e.notify() {
+                    self.notify_unknown(dgram, h.cky_i, ty);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn with_sa(
+        &mut self,
+        now: Instant,
+        key: u64,
+        drops: &mut Vec<(ConnId, Identity, u64)>,
+        f: impl FnOnce(&mut Phase1Sa, &mut Ctx<'_>),
+    ) {
+        let mut ctx = ctx!(self, now, drops);
+        if let Some(sa) = self.sas.get_mut(&key) {
+            f(sa, &mut ctx);
+        }
+    }
+
+    /// Applies INITIAL-CONTACT (RFC 2407 §4.6.3.3: the peer has no other SA with us, so its
+    /// older ones go without a word), starts quick mode on SAs we initiated that have just
+    /// been established, and forgets closed SAs.
+    fn settle(&mut self, now: Instant, mut drops: Vec<(ConnId, Identity, u64)>) {
+        while let Some((conn, peer_id, keep)) = drops.pop() {
+            let victims: Vec<u64> = self
+                .sas
+                .iter()
+                .filter(|(k, sa)| {
+                    **k != keep && sa.c.peer.id == conn && sa.peer_id() == Some(&peer_id)
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for k in victims {
+                self.with_sa(now, k, &mut drops, |sa, ctx| sa.drop_silently(ctx));
+            }
+        }
+        let fresh: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.c.want_child && sa.is_established())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in fresh {
+            let mut none = Vec::new();
+            self.with_sa(now, k, &mut none, |sa, ctx| sa.start_child(ctx));
+        }
+        let closed: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.is_closed())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in closed {
+            if let Some(sa) = self.sas.remove(&k) {
+                self.answered.remove(&(sa.c.remote, sa.c.cky_i));
+            }
+        }
+    }
+
+    fn reject(&mut self, e: &V1Error, peer: SocketAddr) {
+        let reason = e.reason();
+        tracing::debug!(%peer, error = %e, "v1: rejected input");
+        *self.stats.rejected.entry(reason).or_default() += 1;
+        self.out
+            .push_back(Output::Event(Event::Rejected { reason, peer }));
+    }
+
+    fn fresh_cookie(&mut self) -> u64 {
+        loop {
+            let c = self.rng.next_u64();
+            if c != 0 && !self.sas.contains_key(&c) {
+                return c;
+            }
+        }
+    }
+
+    fn key_of(&self, f: impl Fn(&Phase1Sa) -> bool) -> Option<u64> {
+        self.sas
+            .iter()
+            .filter(|(_, sa)| f(sa) && !sa.is_closed())
+            .map(|(k, _)| *k)
+            .min()
+    }
+}

@@ -1,0 +1,2109 @@
+//! One ISAKMP SA: main mode (RFC 2409 §5) as states named for what they wait for, each
+//! consumed by its `handle`, then the established SA that runs quick modes (§5.5) and
+//! informational exchanges (§5.7, RFC 3706 DPD) keyed by message ID.
+//!
+//! ```text
+//! initiator: MM1 -> ExpectMainMode2 -> MM3 -> ExpectMainMode4 -> MM5 -> ExpectMainMode6 -> Established
+//! responder: MM1 -> MM2, ExpectMainMode3 -> MM4, ExpectMainMode5 -> MM6, Established
+//! quick mode: QM1 -> ExpectQuickMode2 -> QM3 [-> ExpectConnected when the responder commits]
+//!             QM1 -> QM2, ExpectQuickMode3 -> installed
+//! ```
+//!
+//! Both ends retransmit (RFC 2408 §5 leaves it to the sender of a message that expects an
+//! answer): the sender of MM1, MM3, MM5, QM1 on a timer, the quick mode responder its QM2
+//! until QM3 arrives. A duplicate of the peer's last message is answered by resending our
+//! answer, byte for byte, never by processing it again (its IV and nonces are spent).
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use rand_core::RngCore;
+
+use crate::config::ChildConfigIndex;
+use crate::crypto::KeyExchange;
+use crate::crypto::Rng;
+use crate::output::ChildSaId;
+use crate::output::ChildSaInstall;
+use crate::output::ChildSaRemove;
+use crate::output::DownReason;
+use crate::output::EspKeys;
+use crate::output::Event;
+use crate::output::Output;
+use crate::output::SessionId;
+use crate::output::Stats;
+use crate::output::Transmit;
+use crate::secret::Secret;
+use crate::ts;
+use crate::v1::config::V1Config;
+use crate::v1::config::V1Peer;
+use crate::v1::error::Incompatible;
+use crate::v1::error::Misbehaved;
+use crate::v1::error::Reaction;
+use crate::v1::error::V1Error;
+use crate::v1::error::notify_type;
+use crate::v1::keys;
+use crate::v1::keys::Cbc;
+use crate::v1::proposal;
+use crate::v1::proposal::EspPolicy;
+use crate::v1::proposal::EspSuite;
+use crate::v1::proposal::Phase1Suite;
+use crate::v1::wire::Body;
+use crate::v1::wire::Chain;
+use crate::v1::wire::DOI_IPSEC;
+use crate::v1::wire::Delete;
+use crate::v1::wire::ExchangeType;
+use crate::v1::wire::FLAG_COMMIT;
+use crate::v1::wire::FLAG_ENCRYPTION;
+use crate::v1::wire::Header;
+use crate::v1::wire::Id;
+use crate::v1::wire::Message;
+use crate::v1::wire::Notify;
+use crate::v1::wire::PROTO_IPSEC_ESP;
+use crate::v1::wire::PROTO_ISAKMP;
+use crate::v1::wire::Payload;
+use crate::v1::wire::Sa;
+use crate::v1::wire::decode_chain;
+use crate::v1::wire::encode_chain;
+use crate::v1::wire::encode_message;
+use crate::v1::wire::finish;
+use crate::v1::wire::payload_type;
+use crate::wire::Identity;
+use crate::wire::TrafficSelector;
+
+/// The DPD vendor ID (RFC 3706 §3): announcing it says we answer R-U-THERE.
+pub const DPD_VENDOR_ID: [u8; 16] = [
+    0xaf, 0xca, 0xd7, 0x13, 0x68, 0xa1, 0xf1, 0xc9, 0x6b, 0x86, 0x96, 0xfc, 0x77, 0x57, 0x01, 0x00,
+];
+
+/// How long a finished phase 2 exchange is remembered, so that a duplicate of its last
+/// message is answered (QM2 → our QM3 again) or ignored, not taken for a new exchange:
+/// longer than the peer's whole retransmission schedule (1 + 2 + 4 + 8 + 16 s by default).
+const DONE_LINGER: Duration = Duration::from_secs(64);
+
+/// Everything a handler may touch besides its own SA.
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) rng: &'a mut Rng,
+    pub(crate) out: &'a mut VecDeque<Output>,
+    pub(crate) config: &'a V1Config,
+    pub(crate) stats: &'a mut Stats,
+    pub(crate) next_id: &'a mut u64,
+    /// Other established SAs to drop silently (INITIAL-CONTACT, RFC 2407 §4.6.3.3).
+    pub(crate) drop_others: &'a mut Vec<(crate::config::ConnId, Identity, u64)>,
+}
+
+impl Ctx<'_> {
+    fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        id
+    }
+
+    fn nonce(&mut self) -> Vec<u8> {
+        // RFC 2409 §5: 8 to 256 octets; 32 covers every PRF we negotiate.
+        let mut n = vec![0u8; 32];
+        self.rng.fill_bytes(&mut n);
+        n
+    }
+
+    fn nonzero_u32(&mut self) -> u32 {
+        loop {
+            let v = self.rng.next_u32();
+            // ESP SPIs 1..=255 are reserved (RFC 4303 §2.1); message IDs only avoid 0.
+            if v > 0xff {
+                return v;
+            }
+        }
+    }
+}
+
+/// A message of ours resent until answered.
+#[derive(Clone, Debug)]
+struct Retrans {
+    packet: Vec<u8>,
+    sends: u32,
+    at: Instant,
+}
+
+impl Retrans {
+    fn new(ctx: &Ctx<'_>, packet: Vec<u8>) -> Self {
+        Self {
+            packet,
+            sends: 1,
+            at: crate::sa::later(ctx.now, ctx.config.retransmit.initial),
+        }
+    }
+
+    /// Resends when due; false when the schedule is exhausted.
+    fn fire(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> bool {
+        if self.sends >= ctx.config.retransmit.tries.max(1) {
+            return false;
+        }
+        let wait = ctx
+            .config
+            .retransmit
+            .initial
+            .saturating_mul(1 << self.sends.min(16));
+        self.sends += 1;
+        self.at = crate::sa::later(ctx.now, wait);
+        ctx.stats.retransmits += 1;
+        c.send(ctx, self.packet.clone());
+        true
+    }
+}
+
+/// What every state shares.
+pub(crate) struct Common {
+    pub(crate) peer: Arc<V1Peer>,
+    pub(crate) session: SessionId,
+    pub(crate) initiator: bool,
+    pub(crate) cky_i: u64,
+    pub(crate) cky_r: u64,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    /// Our main mode message awaiting its answer (initiator).
+    retrans: Option<Retrans>,
+    /// The peer's last main mode message and our answer to it.
+    last_in: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    /// A responder's unfinished main mode is dropped then.
+    half_open_until: Option<Instant>,
+    /// Main mode we initiated just completed: quick mode follows (RFC 2409 §5.5).
+    pub(crate) want_child: bool,
+}
+
+impl Common {
+    fn send(&self, ctx: &mut Ctx<'_>, bytes: Vec<u8>) {
+        ctx.out.push_back(Output::Transmit(Transmit {
+            local: self.local,
+            remote: self.remote,
+            bytes,
+        }));
+    }
+
+    fn header(&self, exchange: ExchangeType, flags: u8, mid: u32) -> Header {
+        Header::new(self.cky_i, self.cky_r, exchange, flags, mid)
+    }
+
+    fn cookies(&self) -> Vec<u8> {
+        [self.cky_i.to_be_bytes(), self.cky_r.to_be_bytes()].concat()
+    }
+
+    /// An unprotected informational notify: before the ISAKMP SA's keys exist there is no
+    /// other way to tell the peer (RFC 2408 §5).
+    fn notify_plain(&self, ctx: &mut Ctx<'_>, ty: u16) {
+        let n = Payload::Notify(Notify {
+            doi: DOI_IPSEC,
+            protocol: PROTO_ISAKMP,
+            ty,
+            spi: self.cookies(),
+            data: Vec::new(),
+        });
+        let h = self.header(ExchangeType::Informational, 0, 0);
+        self.send(ctx, encode_message(&h, &[n]));
+    }
+}
+
+/// Main mode state (rustls style: each holds only what is valid while it waits).
+pub(crate) enum State {
+    ExpectMainMode2(Box<ExpectMainMode2>),
+    ExpectMainMode3(Box<ExpectMainMode3>),
+    ExpectMainMode4(Box<ExpectMainMode4>),
+    ExpectMainMode5(Box<ExpectMainMode5>),
+    ExpectMainMode6(Box<ExpectMainMode6>),
+    Established(Box<Established>),
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ExpectMainMode2(_) => "ExpectMainMode2",
+            Self::ExpectMainMode3(_) => "ExpectMainMode3",
+            Self::ExpectMainMode4(_) => "ExpectMainMode4",
+            Self::ExpectMainMode5(_) => "ExpectMainMode5",
+            Self::ExpectMainMode6(_) => "ExpectMainMode6",
+            Self::Established(_) => "Established",
+            Self::Closed => "Closed",
+        }
+    }
+}
+
+/// Initiator: MM1 (our SA) sent.
+pub(crate) struct ExpectMainMode2 {
+    sai_b: Vec<u8>,
+}
+
+/// Responder: MM2 (the chosen transform) sent.
+pub(crate) struct ExpectMainMode3 {
+    sai_b: Vec<u8>,
+    suite: Phase1Suite,
+    peer_dpd: bool,
+}
+
+/// Initiator: MM3 (KE, Ni) sent.
+pub(crate) struct ExpectMainMode4 {
+    sai_b: Vec<u8>,
+    suite: Phase1Suite,
+    ke: KeyExchange,
+    ni: Vec<u8>,
+    peer_dpd: bool,
+}
+
+/// Responder: MM4 (KE, Nr) sent; the keys exist.
+pub(crate) struct ExpectMainMode5 {
+    p: Phase1Progress,
+}
+
+/// Initiator: MM5 (ID, HASH_I) sent.
+pub(crate) struct ExpectMainMode6 {
+    p: Phase1Progress,
+}
+
+/// What the last two main mode messages need: keys, the DH publics and SAi_b for the
+/// hashes, the CBC IV of the next message.
+struct Phase1Progress {
+    sai_b: Vec<u8>,
+    suite: Phase1Suite,
+    keys: keys::Phase1Keys,
+    cipher: Cbc,
+    gxi: Vec<u8>,
+    gxr: Vec<u8>,
+    iv: Vec<u8>,
+    peer_dpd: bool,
+}
+
+/// A Child SA whose keys exist, not yet installed.
+struct PendingChild {
+    suite: EspSuite,
+    spi_in: u32,
+    spi_out: u32,
+    inbound: EspKeys,
+    outbound: EspKeys,
+    local_ts: TrafficSelector,
+    remote_ts: TrafficSelector,
+}
+
+/// An installed Child SA.
+struct Child {
+    id: ChildSaId,
+    spi_in: u32,
+    spi_out: u32,
+    expire_at: Instant,
+    remove: ChildSaRemove,
+}
+
+/// Quick mode initiator: QM1 sent.
+pub(crate) struct ExpectQuickMode2 {
+    iv: Vec<u8>,
+    retrans: Retrans,
+    ni: Vec<u8>,
+    ke: Option<KeyExchange>,
+    spi_in: u32,
+    offer: Sa,
+    ids: (Id, Id),
+    local_ts: TrafficSelector,
+    remote_ts: TrafficSelector,
+}
+
+/// Quick mode responder: QM2 sent.
+pub(crate) struct ExpectQuickMode3 {
+    iv: Vec<u8>,
+    retrans: Retrans,
+    last_in: Vec<u8>,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    child: PendingChild,
+    commit: bool,
+}
+
+/// Quick mode initiator: QM3 sent to a responder that set the commit bit; the SA is used
+/// once its CONNECTED notify arrives (RFC 2408 §3.1, RFC 2409 §5.5).
+pub(crate) struct ExpectConnected {
+    child: PendingChild,
+    until: Instant,
+}
+
+/// A phase 2 exchange in progress, by message ID.
+enum Exchange {
+    ExpectQuickMode2(Box<ExpectQuickMode2>),
+    ExpectQuickMode3(Box<ExpectQuickMode3>),
+    ExpectConnected(Box<ExpectConnected>),
+}
+
+/// A finished exchange: the peer's last message and our answer, if any.
+struct Done {
+    last_in: Vec<u8>,
+    reply: Option<Vec<u8>>,
+    until: Instant,
+}
+
+/// An outstanding DPD probe.
+struct Probe {
+    seq: u32,
+    sends: u32,
+    at: Instant,
+}
+
+/// The ISAKMP SA after main mode.
+pub(crate) struct Established {
+    suite: Phase1Suite,
+    skeyid_d: Secret,
+    skeyid_a: Secret,
+    cipher: Cbc,
+    /// The last CBC block of main mode: every phase 2 IV derives from it (Appendix B).
+    p1_block: Vec<u8>,
+    peer_id: Identity,
+    peer_dpd: bool,
+    expire_at: Instant,
+    exchanges: HashMap<u32, Exchange>,
+    done: HashMap<u32, Done>,
+    children: Vec<Child>,
+    probe: Option<Probe>,
+    dpd_seq: u32,
+    last_heard: Instant,
+}
+
+/// One ISAKMP SA.
+pub(crate) struct Phase1Sa {
+    pub(crate) c: Common,
+    state: State,
+}
+
+fn sa_body(sa: &Sa) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_chain(&[Payload::Sa(sa.clone())], &mut out);
+    out.split_off(4)
+}
+
+fn id_body(id: &Id) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_chain(&[Payload::Id(id.clone())], &mut out);
+    out.split_off(4)
+}
+
+fn find<'a, T>(chain: &'a Chain, f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
+    chain.payloads.iter().find_map(f)
+}
+
+fn has_dpd(chain: &Chain) -> bool {
+    chain
+        .payloads
+        .iter()
+        .any(|p| matches!(p, Payload::VendorId(v) if v[..] == DPD_VENDOR_ID[..]))
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    verify_slices_are_equal(a, b).is_ok()
+}
+
+impl Phase1Sa {
+    /// Starts main mode as initiator: MM1 = SA (our policies) | VID(DPD).
+    pub(crate) fn initiate(
+        ctx: &mut Ctx<'_>,
+        peer: Arc<V1Peer>,
+        remote: SocketAddr,
+        cky_i: u64,
+    ) -> Result<Self, V1Error> {
+        let policies = peer.usable_policies();
+        if policies.is_empty() {
+            return Err(V1Error::Local("no usable isakmp policy"));
+        }
+        let offer = proposal::phase1_offer(&policies);
+        let sai_b = sa_body(&offer);
+        let session = SessionId(ctx.alloc_id());
+        let mut c = Common {
+            local: peer.local,
+            remote,
+            peer,
+            session,
+            initiator: true,
+            cky_i,
+            cky_r: 0,
+            retrans: None,
+            last_in: None,
+            half_open_until: None,
+            want_child: false,
+        };
+        let h = c.header(ExchangeType::IdentityProtection, 0, 0);
+        let mm1 = encode_message(
+            &h,
+            &[
+                Payload::Sa(offer),
+                Payload::VendorId(DPD_VENDOR_ID.to_vec()),
+            ],
+        );
+        c.send(ctx, mm1.clone());
+        c.retrans = Some(Retrans::new(ctx, mm1));
+        Ok(Self {
+            c,
+            state: State::ExpectMainMode2(Box::new(ExpectMainMode2 { sai_b })),
+        })
+    }
+
+    /// Answers MM1 as responder: MM2 = SA (the chosen transform) | VID(DPD).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn respond(
+        ctx: &mut Ctx<'_>,
+        peer: Arc<V1Peer>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        raw: &[u8],
+        header: &Header,
+        chain: &Chain,
+        cky_r: u64,
+    ) -> Result<Self, V1Error> {
+        let sa = find(chain, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        })
+        .ok_or(Misbehaved::MissingPayload("SA"))?;
+        let (answer, suite) = proposal::phase1_select(sa, &peer.usable_policies())?;
+        let sai_b = chain
+            .body_of(&raw[Header::LEN..], payload_type::SA)
+            .ok_or(Misbehaved::MissingPayload("SA"))?
+            .to_vec();
+        let c = Common {
+            peer,
+            session: SessionId(ctx.alloc_id()),
+            initiator: false,
+            cky_i: header.cky_i,
+            cky_r,
+            local,
+            remote,
+            retrans: None,
+            last_in: None,
+            half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
+            want_child: false,
+        };
+        let h = c.header(ExchangeType::IdentityProtection, 0, 0);
+        let mm2 = encode_message(
+            &h,
+            &[
+                Payload::Sa(answer),
+                Payload::VendorId(DPD_VENDOR_ID.to_vec()),
+            ],
+        );
+        c.send(ctx, mm2.clone());
+        let mut this = Self {
+            c,
+            state: State::ExpectMainMode3(Box::new(ExpectMainMode3 {
+                sai_b,
+                suite,
+                peer_dpd: has_dpd(chain),
+            })),
+        };
+        this.c.last_in = Some((raw.to_vec(), Some(mm2)));
+        Ok(this)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        matches!(self.state, State::Established(_))
+    }
+
+    pub(crate) fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    pub(crate) fn peer_id(&self) -> Option<&Identity> {
+        match &self.state {
+            State::Established(e) => Some(&e.peer_id),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn children(&self) -> Vec<(ChildSaId, u32, u32)> {
+        match &self.state {
+            State::Established(e) => e
+                .children
+                .iter()
+                .map(|c| (c.id, c.spi_in, c.spi_out))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn has_child(&self, child: ChildSaId) -> bool {
+        self.children().iter().any(|(id, ..)| *id == child)
+    }
+
+    /// The next deadline of this SA.
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        let mut t: Vec<Instant> = Vec::new();
+        t.extend(self.c.retrans.as_ref().map(|r| r.at));
+        if !self.is_established() {
+            t.extend(self.c.half_open_until);
+        }
+        if let State::Established(e) = &self.state {
+            t.push(e.expire_at);
+            t.extend(e.children.iter().map(|c| c.expire_at));
+            t.extend(e.done.values().map(|d| d.until));
+            t.extend(e.exchanges.values().map(|x| match x {
+                Exchange::ExpectQuickMode2(s) => s.retrans.at,
+                Exchange::ExpectQuickMode3(s) => s.retrans.at,
+                Exchange::ExpectConnected(s) => s.until,
+            }));
+            if let (Some(dpd), true) = (self.c.peer.dpd, e.peer_dpd) {
+                t.push(match &e.probe {
+                    Some(p) => p.at,
+                    None => crate::sa::later(e.last_heard, dpd.interval),
+                });
+            }
+        }
+        t.into_iter().min()
+    }
+
+    /// A message for this SA (header decoded, cookies matched).
+    pub(crate) fn handle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        msg: Message,
+    ) -> Result<(), V1Error> {
+        let h = &msg.header;
+        match h.exchange {
+            ExchangeType::IdentityProtection => {
+                if let Some((last, answer)) = &self.c.last_in {
+                    if last[..] == raw[..] {
+                        // RFC 2408 §5: a retransmission; our answer went missing.
+                        if let Some(a) = answer.clone() {
+                            ctx.stats.retransmits += 1;
+                            self.c.send(ctx, a);
+                        }
+                        return Ok(());
+                    }
+                }
+                if h.message_id != 0 {
+                    return Err(Misbehaved::InvalidMessageId(h.message_id).into());
+                }
+                let state = std::mem::replace(&mut self.state, State::Closed);
+                let res = self.main_mode(ctx, state, raw, msg);
+                match res {
+                    Ok(next) => {
+                        self.state = next;
+                        Ok(())
+                    }
+                    Err((state, e)) => {
+                        self.state = state;
+                        Err(e)
+                    }
+                }
+            }
+            ExchangeType::Informational if !h.is_encrypted() => {
+                // Unprotected notifies count only while main mode runs (the peer has no
+                // keys to protect them with); afterwards they could come from anyone.
+                if self.is_established() {
+                    return Err(Misbehaved::NotEncrypted.into());
+                }
+                let Body::Plain(chain) = &msg.body else {
+                    return Err(Misbehaved::NotEncrypted.into());
+                };
+                let err = chain.payloads.iter().find_map(|p| match p {
+                    Payload::Notify(n) if notify_type::is_error(n.ty) => Some(n.ty),
+                    _ => None,
+                });
+                match err {
+                    Some(ty) => {
+                        let e = V1Error::from(Incompatible::PeerRejected(ty));
+                        self.fail(ctx, &e, false);
+                        Err(e)
+                    }
+                    None => Ok(()),
+                }
+            }
+            ExchangeType::Informational | ExchangeType::Quick => {
+                let Body::Encrypted(ct) = &msg.body else {
+                    return Err(Misbehaved::NotEncrypted.into());
+                };
+                let res = match &mut self.state {
+                    State::Established(est) => {
+                        let r = est.protected(&self.c, ctx, raw, h, ct);
+                        if let Err(e) = &r {
+                            // RFC 2409 §5.7: errors after phase 1 travel protected.
+                            if let Reaction::Notify(ty) = e.notify() {
+                                est.send_notify(&self.c, ctx, PROTO_ISAKMP, self.c.cookies(), ty);
+                            }
+                        }
+                        r
+                    }
+                    _ => return Err(Misbehaved::UnexpectedEncryption.into()),
+                };
+                match res {
+                    Ok(Flow::Continue) => Ok(()),
+                    Ok(Flow::Close(reason)) => {
+                        self.close(ctx, reason);
+                        Ok(())
+                    }
+                    Ok(Flow::Refused(e)) | Err(e) => Err(e),
+                }
+            }
+            ExchangeType::Aggressive | ExchangeType::Other(_) => {
+                Err(Incompatible::UnsupportedExchange(h.exchange.to_raw()).into())
+            }
+        }
+    }
+
+    /// The main mode transition function.
+    #[allow(clippy::result_large_err)]
+    fn main_mode(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        state: State,
+        raw: &[u8],
+        msg: Message,
+    ) -> Result<State, (State, V1Error)> {
+        let c = &mut self.c;
+        let out = match (state, msg.body) {
+            (State::ExpectMainMode2(st), Body::Plain(chain)) => {
+                st.handle(c, ctx, raw, &msg.header, &chain)
+            }
+            (State::ExpectMainMode3(st), Body::Plain(chain)) => st.handle(c, ctx, raw, &chain),
+            (State::ExpectMainMode4(st), Body::Plain(chain)) => st.handle(c, ctx, raw, &chain),
+            (State::ExpectMainMode5(st), Body::Encrypted(ct)) => {
+                st.handle(c, ctx, raw, &msg.header, &ct)
+            }
+            (State::ExpectMainMode6(st), Body::Encrypted(ct)) => {
+                st.handle(c, ctx, raw, &msg.header, &ct)
+            }
+            (state @ State::Established(_), _) => {
+                // A main mode message that is no retransmission after main mode: stray.
+                return Err((state, Misbehaved::UnexpectedMessage.into()));
+            }
+            (state, _) => {
+                return Err((state, Misbehaved::UnexpectedMessage.into()));
+            }
+        };
+        match out {
+            Ok(next) => {
+                if matches!(next, State::Established(_)) {
+                    self.c.half_open_until = None;
+                }
+                Ok(next)
+            }
+            Err(e) => {
+                self.fail(ctx, &e, true);
+                Err((State::Closed, e))
+            }
+        }
+    }
+
+    /// Main mode failed: tell the peer (unprotected, RFC 2408 §5) unless the error was its
+    /// own notify, and close.
+    fn fail(&mut self, ctx: &mut Ctx<'_>, e: &V1Error, answer: bool) {
+        if answer {
+            if let Reaction::Notify(ty) = e.notify() {
+                self.c.notify_plain(ctx, ty);
+            }
+        }
+        let auth = matches!(
+            e,
+            V1Error::Misbehaved(
+                Misbehaved::InvalidHash
+                    | Misbehaved::UndecryptablePhase1
+                    | Misbehaved::IdentityMismatch
+            ) | V1Error::Incompatible(Incompatible::PeerRejected(
+                notify_type::AUTHENTICATION_FAILED | notify_type::INVALID_HASH_INFORMATION
+            ))
+        );
+        if auth {
+            ctx.event(Event::AuthFailed {
+                conn: Some(self.c.peer.id),
+                peer: self.c.remote,
+                reason: e.reason(),
+            });
+        }
+        self.c.retrans = None;
+        self.state = State::Closed;
+        ctx.event(Event::IkeSaDown {
+            session: self.c.session,
+            conn: self.c.peer.id,
+            reason: DownReason::Failed(e.reason()),
+        });
+    }
+
+    /// Removes every Child SA and closes the SA.
+    pub(crate) fn close(&mut self, ctx: &mut Ctx<'_>, reason: DownReason) {
+        if let State::Established(e) = &mut self.state {
+            for ch in e.children.drain(..) {
+                remove_child(&self.c, ctx, ch);
+            }
+        }
+        self.c.retrans = None;
+        self.state = State::Closed;
+        ctx.event(Event::IkeSaDown {
+            session: self.c.session,
+            conn: self.c.peer.id,
+            reason,
+        });
+    }
+
+    /// Deletes everything with the peer (RFC 2408 §3.15): the Child SAs' inbound SPIs, then
+    /// the ISAKMP SA's cookies, each in its own protected informational exchange.
+    pub(crate) fn terminate(&mut self, ctx: &mut Ctx<'_>) {
+        if let State::Established(e) = &mut self.state {
+            let spis: Vec<Vec<u8>> = e
+                .children
+                .iter()
+                .map(|c| c.spi_in.to_be_bytes().to_vec())
+                .collect();
+            if !spis.is_empty() {
+                e.send_info(&self.c, ctx, vec![delete_payload(PROTO_IPSEC_ESP, 4, spis)]);
+            }
+            let cookies = self.c.cookies();
+            e.send_info(
+                &self.c,
+                ctx,
+                vec![delete_payload(PROTO_ISAKMP, 16, vec![cookies])],
+            );
+        }
+        self.close(ctx, DownReason::Local);
+    }
+
+    /// Deletes one Child SA with the peer.
+    pub(crate) fn delete_child(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {
+        if let State::Established(e) = &mut self.state {
+            if let Some(i) = e.children.iter().position(|c| c.id == child) {
+                let ch = e.children.remove(i);
+                let spi = ch.spi_in.to_be_bytes().to_vec();
+                e.send_info(
+                    &self.c,
+                    ctx,
+                    vec![delete_payload(PROTO_IPSEC_ESP, 4, vec![spi])],
+                );
+                remove_child(&self.c, ctx, ch);
+            }
+        }
+    }
+
+    /// Sends a DPD R-U-THERE now.
+    pub(crate) fn dpd_now(&mut self, ctx: &mut Ctx<'_>) {
+        if let State::Established(e) = &mut self.state {
+            e.probe(&self.c, ctx, 1);
+        }
+    }
+
+    /// Drops the SA without telling the peer (it told us, with INITIAL-CONTACT, that it
+    /// holds no state for us).
+    pub(crate) fn drop_silently(&mut self, ctx: &mut Ctx<'_>) {
+        self.close(ctx, DownReason::Replaced);
+    }
+
+    /// Runs what is due.
+    pub(crate) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        if let Some(mut r) = self.c.retrans.take() {
+            if r.at <= now && !r.fire(&self.c, ctx) {
+                ctx.event(Event::PeerDead {
+                    session: self.c.session,
+                    conn: self.c.peer.id,
+                    peer: self.c.remote,
+                });
+                self.close(ctx, DownReason::Timeout);
+                return;
+            }
+            self.c.retrans = Some(r);
+        }
+        if !self.is_established() && self.c.half_open_until.is_some_and(|t| t <= now) {
+            tracing::debug!(peer = %self.c.remote, "v1: main mode did not complete in time");
+            self.close(ctx, DownReason::Failed("half_open_timeout"));
+            return;
+        }
+        let State::Established(e) = &mut self.state else {
+            return;
+        };
+        if e.expire_at <= now {
+            // Phase 1 rekeying is a later part; the SA ends at its lifetime.
+            self.terminate(ctx);
+            return;
+        }
+        match e.on_timeout(&self.c, ctx) {
+            Flow::Continue | Flow::Refused(_) => {}
+            Flow::Close(reason) => self.close(ctx, reason),
+        }
+    }
+
+    /// Starts a quick mode for the profile's Child SA (when none exists or is under way).
+    pub(crate) fn start_child(&mut self, ctx: &mut Ctx<'_>) {
+        self.c.want_child = false;
+        if let State::Established(e) = &mut self.state {
+            let busy = e
+                .exchanges
+                .values()
+                .any(|x| !matches!(x, Exchange::ExpectQuickMode3(_)));
+            if e.children.is_empty() && !busy {
+                if let Err(err) = e.start_quick_mode(&self.c, ctx) {
+                    tracing::warn!(conn = ?self.c.peer.id, error = %err, "v1: quick mode not started");
+                }
+            }
+        }
+    }
+}
+
+fn delete_payload(protocol: u8, spi_size: u8, spis: Vec<Vec<u8>>) -> Payload {
+    Payload::Delete(Delete {
+        doi: DOI_IPSEC,
+        protocol,
+        spi_size,
+        spis,
+    })
+}
+
+fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: Child) {
+    ctx.out.push_back(Output::RemoveChildSa(ch.remove));
+    ctx.event(Event::ChildSaDown {
+        child: ch.id,
+        session: c.session,
+        conn: c.peer.id,
+        config: ChildConfigIndex::FIRST,
+    });
+}
+
+impl ExpectMainMode2 {
+    // The state is consumed whole (rustls's `handle(self: Box<Self>, ..)`).
+    #[allow(clippy::boxed_local)]
+    fn handle(
+        self: Box<Self>,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        h: &Header,
+        chain: &Chain,
+    ) -> Result<State, V1Error> {
+        if h.cky_r == 0 {
+            return Err(Misbehaved::InvalidCookie.into());
+        }
+        let sa = find(chain, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        })
+        .ok_or(Misbehaved::MissingPayload("SA"))?;
+        let suite = proposal::phase1_check_answer(sa, &c.peer.usable_policies())?;
+        c.cky_r = h.cky_r;
+        let ke = KeyExchange::generate(suite.group, ctx.rng)?;
+        let ni = ctx.nonce();
+        let mm3 = encode_message(
+            &c.header(ExchangeType::IdentityProtection, 0, 0),
+            &[
+                Payload::Ke(ke.public().to_vec()),
+                Payload::Nonce(ni.clone()),
+            ],
+        );
+        c.send(ctx, mm3.clone());
+        c.retrans = Some(Retrans::new(ctx, mm3.clone()));
+        c.last_in = Some((raw.to_vec(), Some(mm3)));
+        Ok(State::ExpectMainMode4(Box::new(ExpectMainMode4 {
+            sai_b: self.sai_b,
+            suite,
+            ke,
+            ni,
+            peer_dpd: has_dpd(chain),
+        })))
+    }
+}
+
+fn ke_nonce(chain: &Chain) -> Result<(&[u8], &[u8]), V1Error> {
+    let ke = find(chain, |p| match p {
+        Payload::Ke(k) => Some(k.as_slice()),
+        _ => None,
+    })
+    .ok_or(Misbehaved::MissingPayload("KE"))?;
+    let n = find(chain, |p| match p {
+        Payload::Nonce(n) => Some(n.as_slice()),
+        _ => None,
+    })
+    .ok_or(Misbehaved::MissingPayload("NONCE"))?;
+    Ok((ke, n))
+}
+
+fn phase1_keys(
+    c: &Common,
+    suite: Phase1Suite,
+    ni: &[u8],
+    nr: &[u8],
+    gxy: &Secret,
+) -> Result<(keys::Phase1Keys, Cbc), V1Error> {
+    let skeyid = keys::skeyid_psk(suite.hash, c.peer.psk.expose(), ni, nr);
+    let k = keys::derive_phase1(
+        suite.hash,
+        suite.encr,
+        skeyid,
+        gxy.expose(),
+        c.cky_i,
+        c.cky_r,
+    );
+    let cipher = Cbc::new(suite.encr, &k.enc_key)?;
+    Ok((k, cipher))
+}
+
+impl ExpectMainMode3 {
+    // The state is consumed whole (rustls's `handle(self: Box<Self>, ..)`).
+    #[allow(clippy::boxed_local)]
+    fn handle(
+        self: Box<Self>,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        chain: &Chain,
+    ) -> Result<State, V1Error> {
+        let (gxi, ni) = ke_nonce(chain)?;
+        let ke = KeyExchange::generate(self.suite.group, ctx.rng)?;
+        let gxr = ke.public().to_vec();
+        let gxy = ke.agree(gxi).map_err(|_| Misbehaved::BadKeData)?;
+        let nr = ctx.nonce();
+        let (keys, cipher) = phase1_keys(c, self.suite, ni, &nr, &gxy)?;
+        let iv = keys::phase1_iv(self.suite.hash, gxi, &gxr, cipher.block());
+        let mm4 = encode_message(
+            &c.header(ExchangeType::IdentityProtection, 0, 0),
+            &[Payload::Ke(gxr.clone()), Payload::Nonce(nr)],
+        );
+        c.send(ctx, mm4.clone());
+        c.last_in = Some((raw.to_vec(), Some(mm4)));
+        Ok(State::ExpectMainMode5(Box::new(ExpectMainMode5 {
+            p: Phase1Progress {
+                sai_b: self.sai_b,
+                suite: self.suite,
+                keys,
+                cipher,
+                gxi: gxi.to_vec(),
+                gxr,
+                iv,
+                peer_dpd: self.peer_dpd,
+            },
+        })))
+    }
+}
+
+impl ExpectMainMode4 {
+    // The state is consumed whole (rustls's `handle(self: Box<Self>, ..)`).
+    #[allow(clippy::boxed_local)]
+    fn handle(
+        self: Box<Self>,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        chain: &Chain,
+    ) -> Result<State, V1Error> {
+        let (gxr, nr) = ke_nonce(chain)?;
+        let gxi = self.ke.public().to_vec();
+        let gxy = self.ke.agree(gxr).map_err(|_| Misbehaved::BadKeData)?;
+        let (keys, cipher) = phase1_keys(c, self.suite, &self.ni, nr, &gxy)?;
+        let iv = keys::phase1_iv(self.suite.hash, &gxi, gxr, cipher.block());
+        let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
+        let hash = keys::hash_i(
+            self.suite.hash,
+            &keys.skeyid,
+            &gxi,
+            gxr,
+            c.cky_i,
+            c.cky_r,
+            &self.sai_b,
+            &id_body(&id),
+        );
+        // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
+        let contact = Payload::Notify(Notify {
+            doi: DOI_IPSEC,
+            protocol: PROTO_ISAKMP,
+            ty: notify_type::INITIAL_CONTACT,
+            spi: c.cookies(),
+            data: Vec::new(),
+        });
+        let mut plain = Vec::new();
+        let next = encode_chain(
+            &[
+                Payload::Id(id),
+                Payload::Hash(hash.expose().to_vec()),
+                contact,
+            ],
+            &mut plain,
+        );
+        let ct = cipher.encrypt(&iv, &plain);
+        let next_iv = cipher.last_block(&ct);
+        let mm5 = finish(
+            &c.header(ExchangeType::IdentityProtection, FLAG_ENCRYPTION, 0),
+            next,
+            &ct,
+        );
+        c.send(ctx, mm5.clone());
+        c.retrans = Some(Retrans::new(ctx, mm5.clone()));
+        c.last_in = Some((raw.to_vec(), Some(mm5)));
+        Ok(State::ExpectMainMode6(Box::new(ExpectMainMode6 {
+            p: Phase1Progress {
+                sai_b: self.sai_b,
+                suite: self.suite,
+                keys,
+                cipher,
+                gxi,
+                gxr: gxr.to_vec(),
+                iv: next_iv,
+                peer_dpd: self.peer_dpd,
+            },
+        })))
+    }
+}
+
+/// Decrypts MM5/MM6 and checks the peer's ID and HASH; returns the identity, whether
+/// INITIAL-CONTACT came along, and the next IV.
+fn open_phase1(
+    c: &Common,
+    p: &Phase1Progress,
+    h: &Header,
+    ct: &[u8],
+    peer_is_initiator: bool,
+) -> Result<(Identity, bool, Vec<u8>), V1Error> {
+    let plain = p
+        .cipher
+        .decrypt(&p.iv, ct)
+        .map_err(|_| Misbehaved::UndecryptablePhase1)?;
+    let chain =
+        decode_chain(h.next, plain.expose(), true).map_err(|_| Misbehaved::UndecryptablePhase1)?;
+    let id = find(&chain, |x| match x {
+        Payload::Id(i) => Some(i),
+        _ => None,
+    })
+    .ok_or(Misbehaved::MissingPayload("ID"))?;
+    let got = find(&chain, |x| match x {
+        Payload::Hash(v) => Some(v.as_slice()),
+        _ => None,
+    })
+    .ok_or(Misbehaved::MissingPayload("HASH"))?;
+    let id_b = chain
+        .body_of(plain.expose(), payload_type::ID)
+        .ok_or(Misbehaved::MissingPayload("ID"))?;
+    let want = if peer_is_initiator {
+        keys::hash_i(
+            p.suite.hash,
+            &p.keys.skeyid,
+            &p.gxi,
+            &p.gxr,
+            c.cky_i,
+            c.cky_r,
+            &p.sai_b,
+            id_b,
+        )
+    } else {
+        keys::hash_r(
+            p.suite.hash,
+            &p.keys.skeyid,
+            &p.gxi,
+            &p.gxr,
+            c.cky_i,
+            c.cky_r,
+            &p.sai_b,
+            id_b,
+        )
+    };
+    if !ct_eq(want.expose(), got) {
+        return Err(Misbehaved::InvalidHash.into());
+    }
+    let identity = proposal::id_identity(id);
+    if !c.peer.remote_id.matches(&identity) {
+        return Err(Misbehaved::IdentityMismatch.into());
+    }
+    let contact = chain
+        .payloads
+        .iter()
+        .any(|x| matches!(x, Payload::Notify(n) if n.ty == notify_type::INITIAL_CONTACT));
+    Ok((identity, contact, p.cipher.last_block(ct)))
+}
+
+fn established(
+    c: &Common,
+    ctx: &mut Ctx<'_>,
+    p: Phase1Progress,
+    peer_id: Identity,
+    p1_block: Vec<u8>,
+    initial_contact: bool,
+) -> Established {
+    ctx.stats.ike_sas_established += 1;
+    ctx.event(Event::PeerAuthenticated {
+        session: c.session,
+        conn: c.peer.id,
+        peer_id: peer_id.clone(),
+        remote: c.remote,
+        local: c.local,
+        initial_contact,
+    });
+    ctx.event(Event::IkeSaUp {
+        session: c.session,
+        conn: c.peer.id,
+        local: c.local,
+        remote: c.remote,
+        initiator: c.initiator,
+    });
+    if initial_contact {
+        ctx.drop_others.push((
+            c.peer.id,
+            peer_id.clone(),
+            if c.initiator { c.cky_i } else { c.cky_r },
+        ));
+    }
+    let mut seq = [0u8; 4];
+    ctx.rng.fill_bytes(&mut seq);
+    Established {
+        suite: p.suite,
+        skeyid_d: p.keys.skeyid_d,
+        skeyid_a: p.keys.skeyid_a,
+        cipher: p.cipher,
+        p1_block,
+        peer_id,
+        peer_dpd: p.peer_dpd,
+        expire_at: crate::sa::later(ctx.now, p.suite.lifetime),
+        exchanges: HashMap::new(),
+        done: HashMap::new(),
+        children: Vec::new(),
+        probe: None,
+        // RFC 3706 §7: start from a random sequence number (kept below 2^31 so it never
+        // wraps in practice).
+        dpd_seq: u32::from_be_bytes(seq) >> 1,
+        last_heard: ctx.now,
+    }
+}
+
+impl ExpectMainMode5 {
+    fn handle(
+        self: Box<Self>,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        h: &Header,
+        ct: &[u8],
+    ) -> Result<State, V1Error> {
+        let p = self.p;
+        let (peer_id, contact, iv) = open_phase1(c, &p, h, ct, true)?;
+        let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
+        let hash = keys::hash_r(
+            p.suite.hash,
+            &p.keys.skeyid,
+            &p.gxi,
+            &p.gxr,
+            c.cky_i,
+            c.cky_r,
+            &p.sai_b,
+            &id_body(&id),
+        );
+        let mut plain = Vec::new();
+        let next = encode_chain(
+            &[Payload::Id(id), Payload::Hash(hash.expose().to_vec())],
+            &mut plain,
+        );
+        let ct6 = p.cipher.encrypt(&iv, &plain);
+        let p1_block = p.cipher.last_block(&ct6);
+        let mm6 = finish(
+            &c.header(ExchangeType::IdentityProtection, FLAG_ENCRYPTION, 0),
+            next,
+            &ct6,
+        );
+        c.send(ctx, mm6.clone());
+        c.last_in = Some((raw.to_vec(), Some(mm6)));
+        let est = established(c, ctx, p, peer_id, p1_block, contact);
+        Ok(State::Established(Box::new(est)))
+    }
+}
+
+impl ExpectMainMode6 {
+    fn handle(
+        self: Box<Self>,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        h: &Header,
+        ct: &[u8],
+    ) -> Result<State, V1Error> {
+        let p = self.p;
+        let (peer_id, contact, p1_block) = open_phase1(c, &p, h, ct, false)?;
+        c.retrans = None;
+        c.last_in = Some((raw.to_vec(), None));
+        c.want_child = true;
+        let est = established(c, ctx, p, peer_id, p1_block, contact);
+        Ok(State::Established(Box::new(est)))
+    }
+}
+
+/// What the established SA asks of its owner after a message or timer.
+pub(crate) enum Flow {
+    Continue,
+    Close(DownReason),
+    /// The message was refused and the peer told already (a quick mode it cannot have).
+    Refused(V1Error),
+}
+
+impl Established {
+    fn prf_a(&self, parts: &[&[u8]]) -> Secret {
+        self.suite.hash.prf(self.skeyid_a.expose(), parts)
+    }
+
+    fn fresh_mid(&self, ctx: &mut Ctx<'_>) -> u32 {
+        loop {
+            let m = ctx.rng.next_u32();
+            if m != 0 && !self.exchanges.contains_key(&m) && !self.done.contains_key(&m) {
+                return m;
+            }
+        }
+    }
+
+    /// Builds `HDR*, HASH, tail...` (RFC 2409 §5.5, §5.7): the hash is `hash_of(tail bytes)`;
+    /// returns the packet and the next IV of the exchange.
+    #[allow(clippy::too_many_arguments)]
+    fn protect(
+        &self,
+        c: &Common,
+        exchange: ExchangeType,
+        flags: u8,
+        mid: u32,
+        iv: &[u8],
+        tail: &[Payload],
+        hash_of: impl FnOnce(&[u8]) -> Secret,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let mut tail_bytes = Vec::new();
+        let first = encode_chain(tail, &mut tail_bytes);
+        let hash = hash_of(&tail_bytes);
+        let mut plain = vec![first, 0, 0, 0];
+        plain.extend_from_slice(hash.expose());
+        let len = plain.len() as u16;
+        plain[2..4].copy_from_slice(&len.to_be_bytes());
+        plain.extend_from_slice(&tail_bytes);
+        let ct = self.cipher.encrypt(iv, &plain);
+        let next_iv = self.cipher.last_block(&ct);
+        let packet = finish(
+            &c.header(exchange, FLAG_ENCRYPTION | flags, mid),
+            payload_type::HASH,
+            &ct,
+        );
+        (packet, next_iv)
+    }
+
+    /// Decrypts a protected phase 2 message whose first payload must be HASH; returns the
+    /// chain, the received hash, the bytes after the HASH payload it covers, and the next IV.
+    fn open(&self, iv: &[u8], h: &Header, ct: &[u8]) -> Result<Opened, V1Error> {
+        let plain = self
+            .cipher
+            .decrypt(iv, ct)
+            .map_err(|_| Misbehaved::UndecryptablePhase2)?;
+        let chain = decode_chain(h.next, plain.expose(), true)
+            .map_err(|_| Misbehaved::UndecryptablePhase2)?;
+        let Some(Payload::Hash(hash)) = chain.payloads.first() else {
+            return Err(Misbehaved::MissingPayload("HASH").into());
+        };
+        let start = chain.spans[0].end;
+        let end = chain.spans.last().map_or(start, |s| s.end);
+        Ok(Opened {
+            hash: hash.clone(),
+            covered: plain.expose()[start..end].to_vec(),
+            chain,
+            next_iv: self.cipher.last_block(ct),
+        })
+    }
+
+    /// Sends a protected informational exchange (RFC 2409 §5.7):
+    /// `HASH(1) = prf(SKEYID_a, M-ID | N/D)`.
+    fn send_info(&self, c: &Common, ctx: &mut Ctx<'_>, payloads: Vec<Payload>) -> Vec<u8> {
+        let mid = self.fresh_mid(ctx);
+        let iv = keys::phase2_iv(self.suite.hash, &self.p1_block, mid, self.cipher.block());
+        let (packet, _) = self.protect(
+            c,
+            ExchangeType::Informational,
+            0,
+            mid,
+            &iv,
+            &payloads,
+            |t| self.prf_a(&[&mid.to_be_bytes(), t]),
+        );
+        c.send(ctx, packet.clone());
+        packet
+    }
+
+    fn send_notify(
+        &self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        protocol: u8,
+        spi: Vec<u8>,
+        ty: u16,
+    ) -> Vec<u8> {
+        self.send_info(
+            c,
+            ctx,
+            vec![Payload::Notify(Notify {
+                doi: DOI_IPSEC,
+                protocol,
+                ty,
+                spi,
+                data: Vec::new(),
+            })],
+        )
+    }
+
+    /// Sends R-U-THERE (RFC 3706 §5): the ISAKMP SA's cookies as SPI, a sequence number as
+    /// data.
+    fn probe(&mut self, c: &Common, ctx: &mut Ctx<'_>, sends: u32) {
+        let Some(dpd) = c.peer.dpd else {
+            return;
+        };
+        self.dpd_seq = self.dpd_seq.wrapping_add(1);
+        let seq = self.dpd_seq;
+        self.send_info(
+            c,
+            ctx,
+            vec![Payload::Notify(Notify {
+                doi: DOI_IPSEC,
+                protocol: PROTO_ISAKMP,
+                ty: notify_type::R_U_THERE,
+                spi: c.cookies(),
+                data: seq.to_be_bytes().to_vec(),
+            })],
+        );
+        self.probe = Some(Probe {
+            seq,
+            sends,
+            at: crate::sa::later(ctx.now, dpd.interval),
+        });
+    }
+
+    fn on_timeout(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Flow {
+        let now = ctx.now;
+        self.done.retain(|_, d| d.until > now);
+        let due: Vec<(u32, ChildSaId)> = self
+            .children
+            .iter()
+            .filter(|ch| ch.expire_at <= now)
+            .map(|ch| (ch.spi_in, ch.id))
+            .collect();
+        for (spi, id) in due {
+            // Phase 2 rekeying is a later part; at its lifetime the SA is deleted.
+            self.send_info(
+                c,
+                ctx,
+                vec![delete_payload(
+                    PROTO_IPSEC_ESP,
+                    4,
+                    vec![spi.to_be_bytes().to_vec()],
+                )],
+            );
+            if let Some(i) = self.children.iter().position(|ch| ch.id == id) {
+                let ch = self.children.remove(i);
+                remove_child(c, ctx, ch);
+            }
+        }
+        let mids: Vec<u32> = self.exchanges.keys().copied().collect();
+        for mid in mids {
+            let Some(x) = self.exchanges.remove(&mid) else {
+                continue;
+            };
+            let keep = match x {
+                Exchange::ExpectQuickMode2(mut s) => {
+                    if s.retrans.at > now || s.retrans.fire(c, ctx) {
+                        Some(Exchange::ExpectQuickMode2(s))
+                    } else {
+                        return self.dead(c, ctx);
+                    }
+                }
+                Exchange::ExpectQuickMode3(mut s) => {
+                    if s.retrans.at > now || s.retrans.fire(c, ctx) {
+                        Some(Exchange::ExpectQuickMode3(s))
+                    } else {
+                        tracing::debug!(peer = %c.remote, "v1: quick mode responder got no QM3");
+                        None
+                    }
+                }
+                Exchange::ExpectConnected(s) => {
+                    if s.until > now {
+                        Some(Exchange::ExpectConnected(s))
+                    } else {
+                        tracing::warn!(peer = %c.remote, "v1: no CONNECTED for a committed quick mode");
+                        None
+                    }
+                }
+            };
+            if let Some(x) = keep {
+                self.exchanges.insert(mid, x);
+            }
+        }
+        if let (Some(dpd), true) = (c.peer.dpd, self.peer_dpd) {
+            match &self.probe {
+                Some(p) if p.at <= now => {
+                    if p.sends >= dpd.retries.max(1) {
+                        return self.dead(c, ctx);
+                    }
+                    let sends = p.sends + 1;
+                    self.probe(c, ctx, sends);
+                }
+                None if crate::sa::later(self.last_heard, dpd.interval) <= now => {
+                    self.probe(c, ctx, 1);
+                }
+                _ => {}
+            }
+        }
+        Flow::Continue
+    }
+
+    fn dead(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Flow {
+        ctx.event(Event::PeerDead {
+            session: c.session,
+            conn: c.peer.id,
+            peer: c.remote,
+        });
+        Flow::Close(DownReason::Timeout)
+    }
+
+    /// A protected quick mode or informational message.
+    fn protected(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        h: &Header,
+        ct: &[u8],
+    ) -> Result<Flow, V1Error> {
+        let mid = h.message_id;
+        if mid == 0 {
+            return Err(Misbehaved::InvalidMessageId(0).into());
+        }
+        if let Some(d) = self.done.get(&mid) {
+            if d.last_in[..] == raw[..] {
+                if let Some(r) = d.reply.clone() {
+                    ctx.stats.retransmits += 1;
+                    c.send(ctx, r);
+                }
+                return Ok(Flow::Continue);
+            }
+            return Err(Misbehaved::UnexpectedMessage.into());
+        }
+        if let Some(x) = self.exchanges.remove(&mid) {
+            return match x {
+                Exchange::ExpectQuickMode3(st) if st.last_in[..] == raw[..] => {
+                    ctx.stats.retransmits += 1;
+                    c.send(ctx, st.retrans.packet.clone());
+                    self.exchanges.insert(mid, Exchange::ExpectQuickMode3(st));
+                    Ok(Flow::Continue)
+                }
+                Exchange::ExpectQuickMode2(st) if h.exchange == ExchangeType::Quick => {
+                    match self.open(&st.iv, h, ct) {
+                        Ok(o) => {
+                            self.last_heard = ctx.now;
+                            self.quick_mode_2(c, ctx, raw, h, mid, *st, o)
+                        }
+                        Err(e) => {
+                            self.exchanges.insert(mid, Exchange::ExpectQuickMode2(st));
+                            Err(e)
+                        }
+                    }
+                }
+                Exchange::ExpectQuickMode3(st) if h.exchange == ExchangeType::Quick => {
+                    match self.open(&st.iv, h, ct) {
+                        Ok(o) => {
+                            self.last_heard = ctx.now;
+                            self.quick_mode_3(c, ctx, raw, mid, *st, o)
+                        }
+                        Err(e) => {
+                            self.exchanges.insert(mid, Exchange::ExpectQuickMode3(st));
+                            Err(e)
+                        }
+                    }
+                }
+                other => {
+                    self.exchanges.insert(mid, other);
+                    Err(Misbehaved::UnexpectedExchange(h.exchange.to_raw()).into())
+                }
+            };
+        }
+        let iv = keys::phase2_iv(self.suite.hash, &self.p1_block, mid, self.cipher.block());
+        let o = self.open(&iv, h, ct)?;
+        match h.exchange {
+            ExchangeType::Quick => {
+                let want = self.prf_a(&[&mid.to_be_bytes(), &o.covered]);
+                if !ct_eq(want.expose(), &o.hash) {
+                    return Err(Misbehaved::InvalidHash.into());
+                }
+                self.last_heard = ctx.now;
+                // The initiator's SPI names its quick mode in our answer to a refusal.
+                let spi = o.chain.payloads.iter().find_map(|p| match p {
+                    Payload::Sa(sa) => sa.proposals.first().map(|p| p.spi.clone()),
+                    _ => None,
+                });
+                match self.quick_mode_1(c, ctx, raw, h, mid, o) {
+                    Ok(()) => Ok(Flow::Continue),
+                    Err(e) => {
+                        // Told once, with the quick mode's SPI so the initiator can end it;
+                        // a retransmitted QM1 gets the same answer, not a second refusal.
+                        let reply = match e.notify() {
+                            Reaction::Notify(ty) => Some(self.send_notify(
+                                c,
+                                ctx,
+                                PROTO_IPSEC_ESP,
+                                spi.unwrap_or_default(),
+                                ty,
+                            )),
+                            Reaction::Drop => None,
+                        };
+                        self.done.insert(
+                            mid,
+                            Done {
+                                last_in: raw.to_vec(),
+                                reply,
+                                until: crate::sa::later(ctx.now, DONE_LINGER),
+                            },
+                        );
+                        Ok(Flow::Refused(e))
+                    }
+                }
+            }
+            _ => {
+                let want = self.prf_a(&[&mid.to_be_bytes(), &o.covered]);
+                if !ct_eq(want.expose(), &o.hash) {
+                    return Err(Misbehaved::InvalidHash.into());
+                }
+                self.last_heard = ctx.now;
+                self.done.insert(
+                    mid,
+                    Done {
+                        last_in: raw.to_vec(),
+                        reply: None,
+                        until: crate::sa::later(ctx.now, DONE_LINGER),
+                    },
+                );
+                self.informational(c, ctx, o.chain)
+            }
+        }
+    }
+
+    /// An authenticated informational exchange (RFC 2409 §5.7).
+    fn informational(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        chain: Chain,
+    ) -> Result<Flow, V1Error> {
+        for p in chain.payloads.into_iter().skip(1) {
+            match p {
+                Payload::Notify(n) if n.ty == notify_type::R_U_THERE => {
+                    // RFC 3706 §5.3: answer with the same sequence number.
+                    self.send_info(
+                        c,
+                        ctx,
+                        vec![Payload::Notify(Notify {
+                            ty: notify_type::R_U_THERE_ACK,
+                            spi: c.cookies(),
+                            ..n
+                        })],
+                    );
+                }
+                Payload::Notify(n) if n.ty == notify_type::R_U_THERE_ACK => {
+                    let seq = <[u8; 4]>::try_from(n.data.as_slice()).map(u32::from_be_bytes);
+                    match (&self.probe, seq) {
+                        (Some(p), Ok(s)) if p.seq == s => self.probe = None,
+                        _ => return Err(Misbehaved::DpdSequenceMismatch.into()),
+                    }
+                }
+                Payload::Notify(n) if n.ty == notify_type::CONNECTED => {
+                    let spi = <[u8; 4]>::try_from(n.spi.as_slice())
+                        .map(u32::from_be_bytes)
+                        .ok();
+                    let mid = self.exchanges.iter().find_map(|(m, x)| match x {
+                        Exchange::ExpectConnected(s)
+                            if spi.is_none_or(|v| v == s.child.spi_out || v == s.child.spi_in) =>
+                        {
+                            Some(*m)
+                        }
+                        _ => None,
+                    });
+                    if let Some(Exchange::ExpectConnected(s)) =
+                        mid.and_then(|m| self.exchanges.remove(&m))
+                    {
+                        self.install(c, ctx, s.child);
+                    }
+                }
+                Payload::Notify(n) if n.ty == notify_type::INITIAL_CONTACT => {
+                    ctx.drop_others.push((
+                        c.peer.id,
+                        self.peer_id.clone(),
+                        if c.initiator { c.cky_i } else { c.cky_r },
+                    ));
+                }
+                Payload::Notify(n) if notify_type::is_error(n.ty) => {
+                    tracing::info!(peer = %c.remote, notify = n.ty, "v1: peer reported an error");
+                    // An error about our quick mode (its SPI) ends that exchange.
+                    let spi = n.spi.clone();
+                    self.exchanges.retain(|_, x| match x {
+                        Exchange::ExpectQuickMode2(s) => s.spi_in.to_be_bytes()[..] != spi[..],
+                        _ => true,
+                    });
+                    ctx.event(Event::Rejected {
+                        reason: V1Error::from(Incompatible::PeerRejected(n.ty)).reason(),
+                        peer: c.remote,
+                    });
+                }
+                Payload::Delete(d) if d.protocol == PROTO_IPSEC_ESP => {
+                    for spi in &d.spis {
+                        let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()).map(u32::from_be_bytes)
+                        else {
+                            continue;
+                        };
+                        // The sender names its inbound SA, our outbound (RFC 2408 §3.15).
+                        if let Some(i) = self
+                            .children
+                            .iter()
+                            .position(|ch| ch.spi_out == spi || ch.spi_in == spi)
+                        {
+                            let ch = self.children.remove(i);
+                            remove_child(c, ctx, ch);
+                        }
+                    }
+                }
+                Payload::Delete(d)
+                    if d.protocol == PROTO_ISAKMP
+                        && d.spis.iter().any(|s| s[..] == c.cookies()[..]) =>
+                {
+                    return Ok(Flow::Close(DownReason::Peer));
+                }
+                _ => {}
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// QM1 (RFC 2409 §5.5): `HDR*, HASH(1), SA, Ni [, KE ] [, IDci, IDcr ]`.
+    fn start_quick_mode(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Result<(), V1Error> {
+        let child = &c.peer.child;
+        let local_ts = child
+            .local_ts
+            .first()
+            .copied()
+            .unwrap_or_else(|| TrafficSelector::host(c.local.ip()));
+        let remote_ts = child
+            .remote_ts
+            .first()
+            .copied()
+            .unwrap_or_else(|| TrafficSelector::host(c.remote.ip()));
+        let ids = (
+            proposal::ts_id(&local_ts).ok_or(Incompatible::IdUnacceptable)?,
+            proposal::ts_id(&remote_ts).ok_or(Incompatible::IdUnacceptable)?,
+        );
+        let props: Vec<_> = child
+            .esp_proposals
+            .iter()
+            .filter(|p| c.peer.allow_legacy || !p.is_legacy())
+            .copied()
+            .collect();
+        let suite = EspSuite {
+            encr: props.first().ok_or(Incompatible::NoProposalChosen)?.encr,
+            integ: None,
+            pfs: child.pfs,
+            mode: child.mode,
+            life_secs: child.lifetime.lifetime.as_secs(),
+            life_kb: child.lifetime_bytes.map(|b| b.hard / 1024),
+        };
+        let spi_in = ctx.nonzero_u32();
+        let offer = proposal::esp_offer(spi_in, &props, &suite);
+        let ni = ctx.nonce();
+        let ke = match child.pfs {
+            Some(g) => Some(KeyExchange::generate(g, ctx.rng)?),
+            None => None,
+        };
+        let mut tail = vec![Payload::Sa(offer.clone()), Payload::Nonce(ni.clone())];
+        if let Some(k) = &ke {
+            tail.push(Payload::Ke(k.public().to_vec()));
+        }
+        tail.push(Payload::Id(ids.0.clone()));
+        tail.push(Payload::Id(ids.1.clone()));
+        let mid = self.fresh_mid(ctx);
+        let iv = keys::phase2_iv(self.suite.hash, &self.p1_block, mid, self.cipher.block());
+        let (packet, next_iv) = self.protect(c, ExchangeType::Quick, 0, mid, &iv, &tail, |t| {
+            self.prf_a(&[&mid.to_be_bytes(), t])
+        });
+        c.send(ctx, packet.clone());
+        let retrans = Retrans::new(ctx, packet);
+        self.exchanges.insert(
+            mid,
+            Exchange::ExpectQuickMode2(Box::new(ExpectQuickMode2 {
+                iv: next_iv,
+                retrans,
+                ni,
+                ke,
+                spi_in,
+                offer,
+                ids,
+                local_ts,
+                remote_ts,
+            })),
+        );
+        Ok(())
+    }
+
+    fn esp_keys(
+        &self,
+        suite: &EspSuite,
+        gxy: Option<&Secret>,
+        spi: u32,
+        ni: &[u8],
+        nr: &[u8],
+    ) -> EspKeys {
+        let elen = suite.encr.keymat_len();
+        let len = elen + suite.integ.map_or(0, |i| i.key_len());
+        let km = keys::quick_mode_keymat(
+            self.suite.hash,
+            &self.skeyid_d,
+            gxy.map(Secret::expose),
+            PROTO_IPSEC_ESP,
+            spi,
+            ni,
+            nr,
+            len,
+        );
+        // RFC 2401 convention for ESP: the cipher key first, then the integrity key; for
+        // AES-GCM the 4-octet salt follows the key (RFC 4106 §8.1).
+        let (e, a) = km.expose().split_at(elen);
+        EspKeys {
+            encr: Secret::from_slice(e),
+            integ: suite.integ.map(|_| Secret::from_slice(a)),
+        }
+    }
+
+    /// The responder's answer to QM1: `HDR*, HASH(2), SA, Nr [, KE ] [, IDci, IDcr ]`.
+    fn quick_mode_1(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        h: &Header,
+        mid: u32,
+        o: Opened,
+    ) -> Result<(), V1Error> {
+        let chain = &o.chain;
+        let sa = find(chain, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        })
+        .ok_or(Misbehaved::MissingPayload("SA"))?;
+        let ni = find(chain, |p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        })
+        .ok_or(Misbehaved::MissingPayload("NONCE"))?;
+        let gxi = find(chain, |p| match p {
+            Payload::Ke(k) => Some(k.as_slice()),
+            _ => None,
+        });
+        let ids: Vec<&Id> = chain
+            .payloads
+            .iter()
+            .filter_map(|p| match p {
+                Payload::Id(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        // RFC 2409 §5.5: without IDs the SA is for the ISAKMP peers' addresses.
+        let (ts_i, ts_r) = match ids.as_slice() {
+            [] => (
+                TrafficSelector::host(c.remote.ip()),
+                TrafficSelector::host(c.local.ip()),
+            ),
+            [ci, cr] => (
+                proposal::id_ts(ci).ok_or(Incompatible::IdUnacceptable)?,
+                proposal::id_ts(cr).ok_or(Incompatible::IdUnacceptable)?,
+            ),
+            _ => return Err(Misbehaved::MissingPayload("IDcr").into()),
+        };
+        let child = &c.peer.child;
+        if !ts::is_subset(&[ts_r], &child.local_ts) || !ts::is_subset(&[ts_i], &child.remote_ts) {
+            return Err(Incompatible::IdUnacceptable.into());
+        }
+        let props: Vec<_> = child
+            .esp_proposals
+            .iter()
+            .filter(|p| c.peer.allow_legacy || !p.is_legacy())
+            .copied()
+            .collect();
+        let spi_in = ctx.nonzero_u32();
+        let choice = proposal::esp_select(
+            sa,
+            &EspPolicy {
+                proposals: &props,
+                pfs: child.pfs,
+                mode: child.mode,
+                life_secs: child.lifetime.lifetime.as_secs(),
+                life_kb: child.lifetime_bytes.map(|b| b.hard / 1024),
+                allow_legacy: c.peer.allow_legacy,
+            },
+            spi_in,
+        )?;
+        let (gxr, gxy) = match (choice.suite.pfs, gxi) {
+            (Some(g), Some(gxi)) => {
+                let ke = KeyExchange::generate(g, ctx.rng)?;
+                let gxr = ke.public().to_vec();
+                (
+                    Some(gxr),
+                    Some(ke.agree(gxi).map_err(|_| Misbehaved::BadKeData)?),
+                )
+            }
+            (Some(_), None) => return Err(Misbehaved::MissingPayload("KE").into()),
+            (None, Some(_)) => return Err(Misbehaved::BadKeData.into()),
+            (None, None) => (None, None),
+        };
+        let nr = ctx.nonce();
+        let mut tail = vec![
+            Payload::Sa(choice.answer.clone()),
+            Payload::Nonce(nr.clone()),
+        ];
+        if let Some(k) = gxr {
+            tail.push(Payload::Ke(k));
+        }
+        for id in &ids {
+            tail.push(Payload::Id((*id).clone()));
+        }
+        if choice.responder_lifetime {
+            tail.push(Payload::Notify(Notify {
+                doi: DOI_IPSEC,
+                protocol: PROTO_IPSEC_ESP,
+                ty: notify_type::RESPONDER_LIFETIME,
+                spi: spi_in.to_be_bytes().to_vec(),
+                data: proposal::responder_lifetime_data(&choice.suite),
+            }));
+        }
+        let commit = h.is_commit();
+        let flags = if commit { FLAG_COMMIT } else { 0 };
+        let (packet, next_iv) =
+            self.protect(c, ExchangeType::Quick, flags, mid, &o.next_iv, &tail, |t| {
+                self.prf_a(&[&mid.to_be_bytes(), &ni, t])
+            });
+        let pending = PendingChild {
+            suite: choice.suite,
+            spi_in,
+            spi_out: choice.peer_spi,
+            inbound: self.esp_keys(&choice.suite, gxy.as_ref(), spi_in, &ni, &nr),
+            outbound: self.esp_keys(&choice.suite, gxy.as_ref(), choice.peer_spi, &ni, &nr),
+            local_ts: ts_r,
+            remote_ts: ts_i,
+        };
+        c.send(ctx, packet.clone());
+        let retrans = Retrans::new(ctx, packet);
+        self.exchanges.insert(
+            mid,
+            Exchange::ExpectQuickMode3(Box::new(ExpectQuickMode3 {
+                iv: next_iv,
+                retrans,
+                last_in: raw.to_vec(),
+                ni,
+                nr,
+                child: pending,
+                commit,
+            })),
+        );
+        Ok(())
+    }
+
+    /// The initiator on QM2: check HASH(2), the choice and the IDs, derive KEYMAT, install,
+    /// then send QM3 `HDR*, HASH(3)` (install before send: the responder may use the SA as
+    /// soon as QM3 arrives).
+    #[allow(clippy::too_many_arguments)]
+    fn quick_mode_2(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        h: &Header,
+        mid: u32,
+        st: ExpectQuickMode2,
+        o: Opened,
+    ) -> Result<Flow, V1Error> {
+        let want = self.prf_a(&[&mid.to_be_bytes(), &st.ni, &o.covered]);
+        if !ct_eq(want.expose(), &o.hash) {
+            self.exchanges
+                .insert(mid, Exchange::ExpectQuickMode2(Box::new(st)));
+            return Err(Misbehaved::InvalidHash.into());
+        }
+        let chain = &o.chain;
+        let sa = find(chain, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        })
+        .ok_or(Misbehaved::MissingPayload("SA"))?;
+        let nr = find(chain, |p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        })
+        .ok_or(Misbehaved::MissingPayload("NONCE"))?;
+        let (mut suite, spi_out) = proposal::esp_check_answer(sa, &st.offer)?;
+        let ids: Vec<&Id> = chain
+            .payloads
+            .iter()
+            .filter_map(|p| match p {
+                Payload::Id(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        if !ids.is_empty() && (ids.len() != 2 || *ids[0] != st.ids.0 || *ids[1] != st.ids.1) {
+            return Err(Misbehaved::IdsChanged.into());
+        }
+        for p in &chain.payloads {
+            if let Payload::Notify(n) = p {
+                if n.ty == notify_type::RESPONDER_LIFETIME {
+                    proposal::apply_responder_lifetime(&mut suite, &n.data);
+                }
+            }
+        }
+        let gxr = find(chain, |p| match p {
+            Payload::Ke(k) => Some(k.as_slice()),
+            _ => None,
+        });
+        let gxy = match (st.ke, gxr) {
+            (Some(ke), Some(gxr)) => Some(ke.agree(gxr).map_err(|_| Misbehaved::BadKeData)?),
+            (Some(_), None) => return Err(Misbehaved::MissingPayload("KE").into()),
+            (None, Some(_)) => return Err(Misbehaved::BadKeData.into()),
+            (None, None) => None,
+        };
+        let pending = PendingChild {
+            suite,
+            spi_in: st.spi_in,
+            spi_out,
+            inbound: self.esp_keys(&suite, gxy.as_ref(), st.spi_in, &st.ni, &nr),
+            outbound: self.esp_keys(&suite, gxy.as_ref(), spi_out, &st.ni, &nr),
+            local_ts: st.local_ts,
+            remote_ts: st.remote_ts,
+        };
+        let (qm3, _) = self.protect(c, ExchangeType::Quick, 0, mid, &o.next_iv, &[], |_| {
+            self.prf_a(&[&[0], &mid.to_be_bytes(), &st.ni, &nr])
+        });
+        if h.is_commit() {
+            // RFC 2409 §5.5: the responder committed; its CONNECTED notify says when the
+            // SA may carry traffic.
+            let until = crate::sa::later(ctx.now, DONE_LINGER);
+            self.exchanges.insert(
+                mid,
+                Exchange::ExpectConnected(Box::new(ExpectConnected {
+                    child: pending,
+                    until,
+                })),
+            );
+            c.send(ctx, qm3.clone());
+        } else {
+            self.install(c, ctx, pending);
+            c.send(ctx, qm3.clone());
+        }
+        self.done.insert(
+            mid,
+            Done {
+                last_in: raw.to_vec(),
+                reply: Some(qm3),
+                until: crate::sa::later(ctx.now, DONE_LINGER),
+            },
+        );
+        Ok(Flow::Continue)
+    }
+
+    /// The responder on QM3: `HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b)`.
+    fn quick_mode_3(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        raw: &[u8],
+        mid: u32,
+        st: ExpectQuickMode3,
+        o: Opened,
+    ) -> Result<Flow, V1Error> {
+        let want = self.prf_a(&[&[0], &mid.to_be_bytes(), &st.ni, &st.nr]);
+        if !ct_eq(want.expose(), &o.hash) {
+            self.exchanges
+                .insert(mid, Exchange::ExpectQuickMode3(Box::new(st)));
+            return Err(Misbehaved::InvalidHash.into());
+        }
+        let spi_in = st.child.spi_in;
+        self.install(c, ctx, st.child);
+        if st.commit {
+            self.send_notify(
+                c,
+                ctx,
+                PROTO_IPSEC_ESP,
+                spi_in.to_be_bytes().to_vec(),
+                notify_type::CONNECTED,
+            );
+        }
+        self.done.insert(
+            mid,
+            Done {
+                last_in: raw.to_vec(),
+                reply: None,
+                until: crate::sa::later(ctx.now, DONE_LINGER),
+            },
+        );
+        Ok(Flow::Continue)
+    }
+
+    /// Hands the Child SA to the driver in the IKEv2 engine's form.
+    fn install(&mut self, c: &Common, ctx: &mut Ctx<'_>, p: PendingChild) {
+        let id = ChildSaId(ctx.alloc_id());
+        let hard = Duration::from_secs(p.suite.life_secs);
+        let bytes = p.suite.life_kb.map(|kb| {
+            let hard = kb.saturating_mul(1024);
+            crate::config::ByteLimits {
+                soft: hard - hard / 10,
+                hard,
+            }
+        });
+        let install = ChildSaInstall {
+            child: id,
+            replaces: None,
+            session: c.session,
+            conn: c.peer.id,
+            config: ChildConfigIndex::FIRST,
+            host_pair: None,
+            local: c.local,
+            remote: c.remote,
+            inbound_spi: p.spi_in,
+            outbound_spi: p.spi_out,
+            encr: p.suite.encr,
+            integ: p.suite.integ,
+            esn: false,
+            inbound: p.inbound,
+            outbound: p.outbound,
+            local_ts: vec![p.local_ts],
+            remote_ts: vec![p.remote_ts],
+            mode: p.suite.mode,
+            encap: None,
+            hard_lifetime: hard,
+            bytes,
+        };
+        ctx.out.push_back(Output::InstallChildSa(install));
+        ctx.stats.child_sas_installed += 1;
+        ctx.event(Event::ChildSaUp {
+            child: id,
+            session: c.session,
+            conn: c.peer.id,
+            config: ChildConfigIndex::FIRST,
+        });
+        self.children.push(Child {
+            id,
+            spi_in: p.spi_in,
+            spi_out: p.spi_out,
+            expire_at: crate::sa::later(ctx.now, hard),
+            remove: ChildSaRemove {
+                child: id,
+                session: c.session,
+                conn: c.peer.id,
+                local: c.local,
+                remote: c.remote,
+                inbound_spi: p.spi_in,
+                outbound_spi: p.spi_out,
+            },
+        });
+    }
+}
+
+/// A decrypted phase 2 message.
+struct Opened {
+    chain: Chain,
+    hash: Vec<u8>,
+    covered: Vec<u8>,
+    next_iv: Vec<u8>,
+}

@@ -745,6 +745,8 @@ impl Established {
             timers: TimerTable::default(),
             closed: false,
             reply_to: None,
+            int_auth: None,
+            prev_recv: None,
         };
         // The NAT keepalive moves to the new SA with the traffic.
         if let Some(at) = c.timers.get(Timer::NatKeepalive) {

@@ -489,15 +489,38 @@ pub(crate) fn expand_ike(p: &config::IkeProposalSpec) -> Vec<ike::IkeProposal> {
         for &integ in &integs {
             for &prf in &p.prf {
                 for &dh in &p.groups {
-                    out.push(ike::IkeProposal {
-                        encr,
-                        prf,
-                        integ,
-                        dh,
-                    });
+                    for addke in addke_combinations(&p.additional_key_exchanges) {
+                        out.push(ike::IkeProposal {
+                            encr,
+                            prf,
+                            integ,
+                            dh,
+                            addke,
+                        });
+                    }
                 }
             }
         }
+    }
+    out
+}
+
+/// Every combination of the per-round alternatives, the first alternatives first (so a
+/// round written `"mlkem768|none"` prefers ML-KEM).
+fn addke_combinations(
+    rounds: &[Vec<Option<ike::transform::KeMethod>>],
+) -> Vec<ike::transform::AddKes> {
+    let mut out = vec![ike::transform::AddKes::NONE];
+    for (i, alts) in rounds.iter().enumerate().take(ike::transform::ADDKE_SLOTS) {
+        let mut next = Vec::with_capacity(out.len() * alts.len());
+        for base in &out {
+            for alt in alts {
+                let mut a = *base;
+                a.0[i] = *alt;
+                next.push(a);
+            }
+        }
+        out = next;
     }
     out
 }
@@ -677,6 +700,7 @@ mod tests {
             integrity: vec![Integ::HmacSha256_128, Integ::HmacSha384_192],
             prf: vec![Prf::HmacSha256],
             groups: vec![DhGroup::Curve25519, DhGroup::Modp2048],
+            additional_key_exchanges: Vec::new(),
         };
         let v = expand_ike(&p);
         // CBC: 2 integ x 2 groups; GCM: no integ x 2 groups.

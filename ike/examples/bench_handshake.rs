@@ -1,7 +1,9 @@
 //! Benchmark (not a test): complete IKE_SA_INIT + IKE_AUTH handshakes (PSK, Curve25519,
 //! AES-GCM-256, first Child SA) per second on one core, initiator and responder in the same
 //! process with no IO, next to the cost of the Diffie-Hellman primitive itself (two X25519
-//! key generations and two agreements per handshake), in one run.
+//! key generations and two agreements per handshake), in one run. Then the same handshake
+//! with an ML-KEM-768 additional key exchange (RFC 9370, one IKE_INTERMEDIATE) side by side,
+//! with each primitive's share: X25519, ML-KEM keygen, encapsulation, decapsulation.
 //!
 //!   cargo run --release -p ike --example bench_handshake [N]
 
@@ -10,13 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ike::crypto::KeyExchange;
+use ike::crypto::kem;
 use ike::secret::Secret;
+use ike::transform::AddKes;
 use ike::transform::DhGroup;
+use ike::transform::KeMethod;
 use ike::wire::TrafficSelector;
 use ike::*;
 use rand_core::SeedableRng;
 
-fn peer(local: [u8; 4], remote: [u8; 4]) -> PeerConfig {
+fn peer(local: [u8; 4], remote: [u8; 4], suite: IkeProposal) -> PeerConfig {
     let sa = |ip: [u8; 4]| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), 500);
     PeerConfig {
         id: ConnId(1),
@@ -26,7 +31,7 @@ fn peer(local: [u8; 4], remote: [u8; 4]) -> PeerConfig {
         local_id: None,
         remote_id: IdMatch::Any,
         auth: AuthConfig::Psk(Secret::from_slice(b"benchmark-pre-shared-key")),
-        ike_proposals: vec![IkeProposal::AES256GCM_SHA256_X25519],
+        ike_proposals: vec![suite],
         ike_lifetime: Lifetime::IKE_DEFAULT,
         child: ChildConfig {
             esp_proposals: vec![EspProposal::AES256GCM],
@@ -45,7 +50,7 @@ fn peer(local: [u8; 4], remote: [u8; 4]) -> PeerConfig {
 }
 
 /// One handshake between fresh endpoints; returns when both sides installed the Child SA.
-fn handshake(seed: u64, now: Instant) -> Duration {
+fn handshake(seed: u64, now: Instant, suite: IkeProposal) -> Duration {
     let cfg = |p| {
         Arc::new(EndpointConfig {
             peers: vec![p],
@@ -54,9 +59,9 @@ fn handshake(seed: u64, now: Instant) -> Duration {
     };
     let mut s = [0u8; 32];
     s[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut a = Endpoint::new(cfg(peer([192, 0, 2, 1], [192, 0, 2, 2])), s);
+    let mut a = Endpoint::new(cfg(peer([192, 0, 2, 1], [192, 0, 2, 2], suite)), s);
     s[8] = 1;
-    let mut b = Endpoint::new(cfg(peer([192, 0, 2, 2], [192, 0, 2, 1])), s);
+    let mut b = Endpoint::new(cfg(peer([192, 0, 2, 2], [192, 0, 2, 1], suite)), s);
     let t0 = Instant::now();
     a.handle_command(now, Command::Initiate { conn: ConnId(1) });
     let mut installed = 0;
@@ -99,23 +104,34 @@ fn handshake(seed: u64, now: Instant) -> Duration {
     t0.elapsed()
 }
 
+fn per(t: Duration, n: u64) -> f64 {
+    t.as_secs_f64() * 1e6 / n as f64
+}
+
 fn main() {
     let n: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2000);
     let now = Instant::now();
+    let classic = IkeProposal::AES256GCM_SHA256_X25519;
+    let mut addke = AddKes::NONE;
+    addke.0[0] = Some(KeMethod::MlKem768);
+    let hybrid = IkeProposal { addke, ..classic };
     for i in 0..50 {
-        handshake(i, now); // warm-up
+        handshake(i, now, classic); // warm-up
+        handshake(i, now, hybrid);
     }
-    let mut total = Duration::ZERO;
+    // Interleaved, so both suites see the same machine load (the host is shared).
+    let (mut t_classic, mut t_hybrid) = (Duration::ZERO, Duration::ZERO);
     for i in 0..n {
-        total += handshake(1000 + i, now);
+        t_classic += handshake(1000 + i, now, classic);
+        t_hybrid += handshake(1000 + i, now, hybrid);
     }
-    let per_hs = total / n as u32;
+    let (hs_c, hs_h) = (per(t_classic, n), per(t_hybrid, n));
 
-    // The physical limit: the X25519 work one handshake needs (each side generates a key pair
-    // and computes the shared secret once).
+    // The primitives one handshake needs: X25519 (each side one key pair and one agreement),
+    // ML-KEM-768 (the initiator's key pair and decapsulation, the responder's encapsulation).
     let mut rng = crypto::Rng::seed_from_u64(7);
     let t0 = Instant::now();
     for _ in 0..n {
@@ -125,20 +141,53 @@ fn main() {
         x.agree(&py).unwrap();
         y.agree(&px).unwrap();
     }
-    let per_dh = t0.elapsed() / n as u32;
-    println!("handshakes (IKE_SA_INIT + IKE_AUTH + first Child SA, PSK, X25519, AES-GCM-256):");
+    let dh = per(t0.elapsed(), n);
+    let (mut keygen, mut encap, mut decap) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for _ in 0..n {
+        let t = Instant::now();
+        let i = kem::KeInitiator::generate(KeMethod::MlKem768, &mut rng).unwrap();
+        keygen += t.elapsed();
+        let t = Instant::now();
+        let (ct, _) = kem::respond(KeMethod::MlKem768, i.public(), &mut rng).unwrap();
+        encap += t.elapsed();
+        let t = Instant::now();
+        i.finish(&ct).unwrap();
+        decap += t.elapsed();
+    }
+    let (kg, en, de) = (per(keygen, n), per(encap, n), per(decap, n));
+    let share = |x: f64, hs: f64| 100.0 * x / hs;
+    println!("handshakes (IKE_SA_INIT [+ IKE_INTERMEDIATE] + IKE_AUTH + first Child SA, PSK, AES-GCM-256), {n} each:");
+    println!("                        x25519          x25519+ke1_mlkem768");
+    println!("  us per handshake   {hs_c:>10.1}          {hs_h:>10.1}");
     println!(
-        "  engine:      {:>8.1} us per handshake  {:>8.0} handshakes/s",
-        per_hs.as_secs_f64() * 1e6,
-        1.0 / per_hs.as_secs_f64()
+        "  handshakes/s       {:>10.0}          {:>10.0}",
+        1e6 / hs_c,
+        1e6 / hs_h
     );
     println!(
-        "  X25519 only: {:>8.1} us per handshake  (2 keygen + 2 agree; the physical limit)",
-        per_dh.as_secs_f64() * 1e6
+        "  X25519 (2 keygen + 2 agree)  {dh:>7.1} us   {:>4.0}%               {:>4.0}%",
+        share(dh, hs_c),
+        share(dh, hs_h)
     );
     println!(
-        "  DH share of handshake time: {:.0}% (target >= 60%); engine overhead {:.1} us",
-        100.0 * per_dh.as_secs_f64() / per_hs.as_secs_f64(),
-        (per_hs.as_secs_f64() - per_dh.as_secs_f64()) * 1e6
+        "  ML-KEM-768 keygen            {kg:>7.1} us      -                {:>4.0}%",
+        share(kg, hs_h)
+    );
+    println!(
+        "  ML-KEM-768 encapsulate       {en:>7.1} us      -                {:>4.0}%",
+        share(en, hs_h)
+    );
+    println!(
+        "  ML-KEM-768 decapsulate       {de:>7.1} us      -                {:>4.0}%",
+        share(de, hs_h)
+    );
+    println!(
+        "  engine overhead (rest)       {:>7.1} us / {:.1} us",
+        hs_c - dh,
+        hs_h - dh - kg - en - de
+    );
+    println!(
+        "  DH share of the classic handshake: {:.0}% (target >= 60%)",
+        share(dh, hs_c)
     );
 }

@@ -1602,15 +1602,6 @@ additional_key_exchanges = ["ke1_mlkem768|none", "ML-KEM-1024", "ecp256|none"]
             vec![Some(KeMethod::Dh(DhGroup::Ecp256)), None],
         ]
     );
-    // The engine gets every combination, ML-KEM-768 first, the skipped round after.
-    let suites = crate::plan::expand_ike(p);
-    assert_eq!(suites.len(), 4);
-    assert_eq!(suites[0].addke.0[0], Some(KeMethod::MlKem768));
-    assert_eq!(suites[0].addke.0[1], Some(KeMethod::MlKem1024));
-    assert_eq!(suites[0].addke.0[2], Some(KeMethod::Dh(DhGroup::Ecp256)));
-    assert_eq!(suites[1].addke.0[2], None);
-    assert_eq!(suites[2].addke.0[0], None);
-    assert!(suites.iter().all(|s| s.dh == DhGroup::Curve25519));
 }
 
 #[test]

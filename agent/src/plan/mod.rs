@@ -690,6 +690,30 @@ mod tests {
     }
 
     #[test]
+    fn expands_additional_key_exchanges_ml_kem_first() {
+        use ike::transform::{DhGroup, KeMethod};
+        let p = config::IkeProposalSpec {
+            additional_key_exchanges: vec![
+                vec![Some(KeMethod::MlKem768), None],
+                vec![Some(KeMethod::MlKem1024)],
+                vec![Some(KeMethod::Dh(DhGroup::Ecp256)), None],
+            ],
+            ..config::IkeProposalSpec::builtin_default()
+        };
+        let suites = expand_ike(&p);
+        // 3 groups x 2 x 1 x 2 combinations of the rounds.
+        assert_eq!(suites.len(), 12);
+        assert_eq!(suites[0].dh, DhGroup::Curve25519);
+        assert_eq!(suites[0].addke.0[0], Some(KeMethod::MlKem768));
+        assert_eq!(suites[0].addke.0[1], Some(KeMethod::MlKem1024));
+        assert_eq!(suites[0].addke.0[2], Some(KeMethod::Dh(DhGroup::Ecp256)));
+        assert_eq!(suites[1].addke.0[2], None);
+        assert_eq!(suites[2].addke.0[0], None);
+        assert_eq!(suites[4].dh, DhGroup::Ecp256);
+        assert!(suites.iter().all(|s| s.addke.0[3..].iter().all(Option::is_none)));
+    }
+
+    #[test]
     fn expands_cisco_proposals() {
         use ike::transform::{DhGroup, Encr, Integ, Prf};
         let p = config::IkeProposalSpec {

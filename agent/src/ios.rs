@@ -638,8 +638,15 @@ fn ikev2_proposal(out: &mut String, body: &Value) {
         let _ = writeln!(out, "     Integrity  : {}", list(&p["integrity"]));
         let _ = writeln!(out, "     PRF        : {}", list(&p["prf"]));
         let _ = writeln!(out, "     DH Group   : {}", list(&p["dh_groups"]));
-        if p["additional_key_exchanges"].as_array().is_some_and(|a| !a.is_empty()) {
-            let _ = writeln!(out, "     Additional : {}", list(&p["additional_key_exchanges"]));
+        if p["additional_key_exchanges"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "     Additional : {}",
+                list(&p["additional_key_exchanges"])
+            );
         }
     }
     if !any {
@@ -660,6 +667,17 @@ fn debug_condition(out: &mut String, body: &Value) {
             let _ = writeln!(out, "{title}\n{}", v.join(" "));
         }
     }
+}
+
+/// The RFC 9370 additional key exchanges of a suite (`ke1_mlkem768, ke2_mlkem1024`), when
+/// there are any. IOS prints no such line; vtid adds it below the suite line.
+fn additional_kes(suite: &Value) -> Option<String> {
+    let kes: Vec<&str> = suite["additional_key_exchanges"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!kes.is_empty()).then(|| kes.join(", "))
 }
 
 #[cfg(test)]
@@ -917,15 +935,4 @@ mod tests {
         );
         assert_eq!(t, "Crypto conditional debug currently is turned OFF\n");
     }
-}
-
-/// The RFC 9370 additional key exchanges of a suite (`ke1_mlkem768, ke2_mlkem1024`), when
-/// there are any. IOS prints no such line; vtid adds it below the suite line.
-fn additional_kes(suite: &Value) -> Option<String> {
-    let kes: Vec<&str> = suite["additional_key_exchanges"]
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    (!kes.is_empty()).then(|| kes.join(", "))
 }

@@ -379,6 +379,26 @@ pub fn debug_conditions(active: &[crate::debug::Condition]) -> Value {
     })
 }
 
+/// strongSwan's name of a key exchange method (`mlkem768`, `x25519`, `ecp256`, `modp2048`).
+fn ke_name(m: ike::transform::KeMethod) -> &'static str {
+    use ike::transform::{DhGroup, KeMethod};
+    match m {
+        KeMethod::MlKem512 => "mlkem512",
+        KeMethod::MlKem768 => "mlkem768",
+        KeMethod::MlKem1024 => "mlkem1024",
+        KeMethod::Dh(g) => match g {
+            DhGroup::Modp1024 => "modp1024",
+            DhGroup::Modp2048 => "modp2048",
+            DhGroup::Modp3072 => "modp3072",
+            DhGroup::Modp4096 => "modp4096",
+            DhGroup::Ecp256 => "ecp256",
+            DhGroup::Ecp384 => "ecp384",
+            DhGroup::Ecp521 => "ecp521",
+            DhGroup::Curve25519 => "x25519",
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,25 +522,5 @@ mod tests {
         assert_eq!(j["spis"], json!(["0xC0FFEE01"]));
         assert_eq!(j["tunnels"], json!(["Tunnel0"]));
         assert_eq!(debug_conditions(&[])["on"], false);
-    }
-}
-
-/// strongSwan's name of a key exchange method (`mlkem768`, `x25519`, `ecp256`, `modp2048`).
-fn ke_name(m: ike::transform::KeMethod) -> &'static str {
-    use ike::transform::{DhGroup, KeMethod};
-    match m {
-        KeMethod::MlKem512 => "mlkem512",
-        KeMethod::MlKem768 => "mlkem768",
-        KeMethod::MlKem1024 => "mlkem1024",
-        KeMethod::Dh(g) => match g {
-            DhGroup::Modp1024 => "modp1024",
-            DhGroup::Modp2048 => "modp2048",
-            DhGroup::Modp3072 => "modp3072",
-            DhGroup::Modp4096 => "modp4096",
-            DhGroup::Ecp256 => "ecp256",
-            DhGroup::Ecp384 => "ecp384",
-            DhGroup::Ecp521 => "ecp521",
-            DhGroup::Curve25519 => "x25519",
-        },
     }
 }

@@ -156,7 +156,9 @@ fn main() {
     }
     let (kg, en, de) = (per(keygen, n), per(encap, n), per(decap, n));
     let share = |x: f64, hs: f64| 100.0 * x / hs;
-    println!("handshakes (IKE_SA_INIT [+ IKE_INTERMEDIATE] + IKE_AUTH + first Child SA, PSK, AES-GCM-256), {n} each:");
+    println!(
+        "handshakes (IKE_SA_INIT [+ IKE_INTERMEDIATE] + IKE_AUTH + first Child SA, PSK, AES-GCM-256), {n} each:"
+    );
     println!("                        x25519          x25519+ke1_mlkem768");
     println!("  us per handshake   {hs_c:>10.1}          {hs_h:>10.1}");
     println!(

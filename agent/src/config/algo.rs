@@ -148,4 +148,3 @@ pub(crate) fn addke_by_name(name: &str, round: usize) -> Result<Option<KeMethod>
             )
         })
 }
-

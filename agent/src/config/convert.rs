@@ -905,7 +905,10 @@ impl Cx<'_> {
             for alt in v.get_ref().split('|') {
                 match algo::addke_by_name(alt, i + 1) {
                     Ok(m) if round.contains(&m) => {
-                        self.err(v.span(), format!("{at}: \"{}\" is listed twice", alt.trim()));
+                        self.err(
+                            v.span(),
+                            format!("{at}: \"{}\" is listed twice", alt.trim()),
+                        );
                         *ok = false;
                     }
                     Ok(m) => {

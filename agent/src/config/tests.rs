@@ -1612,15 +1612,21 @@ fn additional_key_exchange_errors_have_positions() {
     assert_eq!(e.len(), 4, "{e:#?}");
     assert_eq!((e[0].0, e[0].1), (4, 29));
     assert!(
-        e[0].2
-            .contains("ike_proposal.A.additional_key_exchanges[0]: unknown key exchange method \"mlkem769\""),
+        e[0].2.contains(
+            "ike_proposal.A.additional_key_exchanges[0]: unknown key exchange method \"mlkem769\""
+        ),
         "{}",
         e[0].2
     );
     assert_eq!((e[1].0, e[1].1), (4, 41));
-    assert!(e[1].2.contains("\"none\" alone runs no exchange"), "{}", e[1].2);
     assert!(
-        e[2].2.contains("strongSwan's spelling of ADDKE1, but this is entry 2 (ADDKE3)"),
+        e[1].2.contains("\"none\" alone runs no exchange"),
+        "{}",
+        e[1].2
+    );
+    assert!(
+        e[2].2
+            .contains("strongSwan's spelling of ADDKE1, but this is entry 2 (ADDKE3)"),
         "{}",
         e[2].2
     );

@@ -710,7 +710,11 @@ mod tests {
         assert_eq!(suites[1].addke.0[2], None);
         assert_eq!(suites[2].addke.0[0], None);
         assert_eq!(suites[4].dh, DhGroup::Ecp256);
-        assert!(suites.iter().all(|s| s.addke.0[3..].iter().all(Option::is_none)));
+        assert!(
+            suites
+                .iter()
+                .all(|s| s.addke.0[3..].iter().all(Option::is_none))
+        );
     }
 
     #[test]

@@ -77,11 +77,11 @@ impl KeInitiator {
             Private::MlKem(dk) => {
                 // FIPS 203 §7.3: decapsulation of a well-sized ciphertext always yields a key
                 // (implicit rejection), so a forged ciphertext shows up as an AUTH failure.
-                let ss = dk
-                    .decapsulate(kem::Ciphertext::from(peer))
-                    .map_err(|_| CryptoError::KemFailed {
+                let ss = dk.decapsulate(kem::Ciphertext::from(peer)).map_err(|_| {
+                    CryptoError::KemFailed {
                         method: self.method,
-                    })?;
+                    }
+                })?;
                 Ok(Secret::from_slice(ss.as_ref()))
             }
         }
@@ -98,7 +98,11 @@ impl std::fmt::Debug for KeInitiator {
 
 /// The responder's half: our KE data for `peer`'s and the shared secret. For ML-KEM the
 /// peer's data is an encapsulation key, checked by AWS-LC (FIPS 203 §7.2 modulus check).
-pub fn respond(method: KeMethod, peer: &[u8], rng: &mut Rng) -> Result<(Vec<u8>, Secret), CryptoError> {
+pub fn respond(
+    method: KeMethod,
+    peer: &[u8],
+    rng: &mut Rng,
+) -> Result<(Vec<u8>, Secret), CryptoError> {
     check_len(initiator_len(method), peer.len())?;
     match mlkem_alg(method) {
         None => {
@@ -207,7 +211,9 @@ mod tests {
         let i = KeInitiator::generate(KeMethod::MlKem768, &mut rng).expect("keygen");
         let (mut ct, ss_r) = respond(KeMethod::MlKem768, i.public(), &mut rng).expect("respond");
         ct[0] ^= 1;
-        let ss_i = i.finish(&ct).expect("implicit rejection still yields a key");
+        let ss_i = i
+            .finish(&ct)
+            .expect("implicit rejection still yields a key");
         assert_ne!(ss_i.expose(), ss_r.expose());
     }
 }

@@ -396,7 +396,6 @@ pub(crate) fn send_auth(c: &mut Common, ctx: &mut Ctx<'_>, hs: AuthStart) -> Res
     })))
 }
 
-
 /// Waiting for the IKE_AUTH response.
 pub(crate) struct ExpectAuthResponse {
     suite: crate::config::IkeProposal,

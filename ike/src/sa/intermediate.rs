@@ -189,7 +189,11 @@ impl ExpectIntermediateResponse {
         let Some((n, method)) = rest.pop() else {
             return send_auth(c, ctx, hs);
         };
-        tracing::debug!(addke = n, ?method, "IKE_INTERMEDIATE: additional key exchange");
+        tracing::debug!(
+            addke = n,
+            ?method,
+            "IKE_INTERMEDIATE: additional key exchange"
+        );
         let round = KeInitiator::generate(method, ctx.rng)?;
         let ke = Payload::Ke(Ke {
             group: method.id(),
@@ -260,7 +264,11 @@ impl ExpectIntermediateRequest {
         self.next.is_original_request(bytes)
     }
 
-    pub(crate) fn add_child(&mut self, conn: crate::config::ConnId, req: crate::sa::child::ChildRequest) {
+    pub(crate) fn add_child(
+        &mut self,
+        conn: crate::config::ConnId,
+        req: crate::sa::child::ChildRequest,
+    ) {
         self.next.add_child(conn, req);
     }
 
@@ -273,14 +281,17 @@ impl ExpectIntermediateRequest {
         id: u32,
         payloads: Vec<Payload>,
     ) -> Result<State, Error> {
-        let (n, method) = *self
-            .rest
-            .last()
-            .ok_or(PeerMisbehaved::UnexpectedExchange(ExchangeType::IkeIntermediate.to_raw()))?;
+        let (n, method) = *self.rest.last().ok_or(PeerMisbehaved::UnexpectedExchange(
+            ExchangeType::IkeIntermediate.to_raw(),
+        ))?;
         let ke = round_ke(&payloads, method, kem::initiator_len(method))?;
         let (reply, sk) =
             kem::respond(method, &ke.data, ctx.rng).map_err(|_| PeerMisbehaved::BadKeData)?;
-        tracing::debug!(addke = n, ?method, "IKE_INTERMEDIATE: additional key exchange answered");
+        tracing::debug!(
+            addke = n,
+            ?method,
+            "IKE_INTERMEDIATE: additional key exchange answered"
+        );
         let answer = Payload::Ke(Ke {
             group: method.id(),
             data: reply,

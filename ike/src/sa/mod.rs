@@ -434,7 +434,13 @@ impl Common {
     /// RFC 9242 §3.3.2: an IKE_INTERMEDIATE message we send joins its sender's IntAuth
     /// chain, computed over the message as if unfragmented (no unencrypted payloads: we send
     /// none in this exchange).
-    fn note_int_auth(&mut self, exchange: ExchangeType, response: bool, id: u32, payloads: &[Payload]) {
+    fn note_int_auth(
+        &mut self,
+        exchange: ExchangeType,
+        response: bool,
+        id: u32,
+        payloads: &[Payload],
+    ) {
         if exchange != ExchangeType::IkeIntermediate {
             return;
         }
@@ -444,13 +450,26 @@ impl Common {
         let mut inner = Vec::new();
         encode_chain(payloads, &mut inner);
         let first = payloads.first().map_or(PayloadType::None, Payload::kind);
-        let header = Header::new(self.spi_i, self.spi_r, exchange, self.initiator, response, id);
+        let header = Header::new(
+            self.spi_i,
+            self.spi_r,
+            exchange,
+            self.initiator,
+            response,
+            id,
+        );
         ia.add(keys, self.initiator, &header, &[], first, &inner);
     }
 
     /// The receiving side of [`Self::note_int_auth`], over the decrypted (and reassembled)
     /// message.
-    fn note_peer_int_auth(&mut self, header: &Header, unencrypted: &[u8], first: PayloadType, plain: &[u8]) {
+    fn note_peer_int_auth(
+        &mut self,
+        header: &Header,
+        unencrypted: &[u8],
+        first: PayloadType,
+        plain: &[u8],
+    ) {
         if header.exchange != ExchangeType::IkeIntermediate {
             return;
         }
@@ -474,7 +493,9 @@ impl Common {
                 let mut out: Vec<Payload> = msg.payloads[..msg.payloads.len() - 1].to_vec();
                 out.extend(decode_chain(*first, pt.expose())?);
                 // The unencrypted payloads lie between the header and the SK header.
-                let unencrypted = raw.get(Header::LEN..aad.len().saturating_sub(4)).unwrap_or(&[]);
+                let unencrypted = raw
+                    .get(Header::LEN..aad.len().saturating_sub(4))
+                    .unwrap_or(&[]);
                 self.note_peer_int_auth(&msg.header, unencrypted, *first, pt.expose());
                 Ok(Some(out))
             }

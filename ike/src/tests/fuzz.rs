@@ -210,7 +210,10 @@ fn write_fuzz_seeds() {
     let _ = std::fs::write(dir.join("handle_datagram").join("handshake_cookies"), &conv);
     // Hybrid handshakes (IKE_INTERMEDIATE, RFC 9370 rounds): the fuzz target's responder has
     // these suites too.
-    for (name, dh_only) in [("handshake_addke_dh", true), ("handshake_addke_mlkem", false)] {
+    for (name, dh_only) in [
+        ("handshake_addke_dh", true),
+        ("handshake_addke_mlkem", false),
+    ] {
         let mut h = hybrid_pair(dh_only);
         h.connect();
         let mut conv = vec![0u8];

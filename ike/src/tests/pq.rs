@@ -145,7 +145,10 @@ fn required_addke_is_refused_with_no_proposal_chosen() {
     p.connect();
     assert!(!established(&p.a) && !established(&p.b));
     assert_eq!(
-        p.b.ep.stats().rejected.get("additional_key_exchange_required"),
+        p.b.ep
+            .stats()
+            .rejected
+            .get("additional_key_exchange_required"),
         Some(&1)
     );
     assert!(p.a.has_event(|e| matches!(
@@ -163,15 +166,17 @@ fn required_addke_is_refused_with_no_proposal_chosen() {
     p.connect();
     assert!(!established(&p.a) && !established(&p.b));
     assert_eq!(
-        p.b.ep.stats().rejected.get("additional_key_exchange_required"),
+        p.b.ep
+            .stats()
+            .rejected
+            .get("additional_key_exchange_required"),
         Some(&1)
     );
-    let refused = p
-        .b
-        .sent
-        .iter()
-        .filter_map(|x| Message::decode(&x.bytes).ok())
-        .any(|m| m.notifies(NotifyType::NoProposalChosen).next().is_some());
+    let refused =
+        p.b.sent
+            .iter()
+            .filter_map(|x| Message::decode(&x.bytes).ok())
+            .any(|m| m.notifies(NotifyType::NoProposalChosen).next().is_some());
     assert!(refused, "NO_PROPOSAL_CHOSEN on the wire");
 }
 

@@ -129,6 +129,9 @@ fn ikev2_sa_row(out: &mut String, r: &Value) {
             s(&r["auth_sign"]),
             s(&r["auth_verify"])
         );
+        if let Some(kes) = additional_kes(su) {
+            let _ = writeln!(out, "      Additional KE: {kes}");
+        }
     }
     let active = r["active_secs"]
         .as_u64()
@@ -355,6 +358,9 @@ fn session(out: &mut String, body: &Value, detail: bool) {
                         s(&k["auth_sign"]),
                         s(&k["auth_verify"])
                     );
+                    if let Some(kes) = additional_kes(su) {
+                        let _ = writeln!(out, "          Additional KE: {kes}");
+                    }
                 }
                 let _ = writeln!(
                     out,
@@ -632,6 +638,16 @@ fn ikev2_proposal(out: &mut String, body: &Value) {
         let _ = writeln!(out, "     Integrity  : {}", list(&p["integrity"]));
         let _ = writeln!(out, "     PRF        : {}", list(&p["prf"]));
         let _ = writeln!(out, "     DH Group   : {}", list(&p["dh_groups"]));
+        if p["additional_key_exchanges"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "     Additional : {}",
+                list(&p["additional_key_exchanges"])
+            );
+        }
     }
     if !any {
         out.push_str("% No IKEv2 proposals are configured; IKE profiles use vtid's defaults.\n");
@@ -651,6 +667,17 @@ fn debug_condition(out: &mut String, body: &Value) {
             let _ = writeln!(out, "{title}\n{}", v.join(" "));
         }
     }
+}
+
+/// The RFC 9370 additional key exchanges of a suite (`ke1_mlkem768, ke2_mlkem1024`), when
+/// there are any. IOS prints no such line; vtid adds it below the suite line.
+fn additional_kes(suite: &Value) -> Option<String> {
+    let kes: Vec<&str> = suite["additional_key_exchanges"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!kes.is_empty()).then(|| kes.join(", "))
 }
 
 #[cfg(test)]

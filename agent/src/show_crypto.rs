@@ -108,6 +108,13 @@ pub fn ike_sa(s: &ike::IkeSaInfo, tunnel: Option<&TunnelPlan>, active_secs: Opti
             "prf": prf_name(p.prf),
             "hash": integ_name(p.integ),
             "dh_group": p.dh.id(),
+            // RFC 9370 rounds in strongSwan's spelling (`ke1_mlkem768`); empty for a classic
+            // suite, and after an IKE rekey (which runs no IKE_FOLLOWUP_KE yet).
+            "additional_key_exchanges": p
+                .addke
+                .rounds()
+                .map(|(n, m)| format!("ke{n}_{}", ke_name(m)))
+                .collect::<Vec<_>>(),
         })
     });
     let (local_spi, remote_spi) = if s.initiator {
@@ -299,6 +306,13 @@ fn proposal_json(name: &str, p: &IkeProposalSpec) -> Value {
         "integrity": p.integrity.iter().map(|i| integ_name(Some(*i))).collect::<Vec<_>>(),
         "prf": p.prf.iter().map(|x| prf_name(*x)).collect::<Vec<_>>(),
         "dh_groups": p.groups.iter().map(|g| group_long_name(*g)).collect::<Vec<_>>(),
+        // One entry per ADDKE round, alternatives in strongSwan's spelling: "ke1_mlkem768|ke1_none".
+        "additional_key_exchanges": p.additional_key_exchanges.iter().enumerate().map(|(i, alts)| {
+            alts.iter()
+                .map(|m| format!("ke{}_{}", i + 1, m.map_or("none", ke_name)))
+                .collect::<Vec<_>>()
+                .join("|")
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -364,6 +378,26 @@ pub fn debug_conditions(active: &[crate::debug::Condition]) -> Value {
         "spis": spis,
         "tunnels": tunnels,
     })
+}
+
+/// strongSwan's name of a key exchange method (`mlkem768`, `x25519`, `ecp256`, `modp2048`).
+fn ke_name(m: ike::transform::KeMethod) -> &'static str {
+    use ike::transform::{DhGroup, KeMethod};
+    match m {
+        KeMethod::MlKem512 => "mlkem512",
+        KeMethod::MlKem768 => "mlkem768",
+        KeMethod::MlKem1024 => "mlkem1024",
+        KeMethod::Dh(g) => match g {
+            DhGroup::Modp1024 => "modp1024",
+            DhGroup::Modp2048 => "modp2048",
+            DhGroup::Modp3072 => "modp3072",
+            DhGroup::Modp4096 => "modp4096",
+            DhGroup::Ecp256 => "ecp256",
+            DhGroup::Ecp384 => "ecp384",
+            DhGroup::Ecp521 => "ecp521",
+            DhGroup::Curve25519 => "x25519",
+        },
+    }
 }
 
 #[cfg(test)]

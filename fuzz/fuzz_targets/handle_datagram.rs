@@ -12,8 +12,17 @@ use std::time::Instant;
 use ike::config::*;
 use ike::endpoint::*;
 use ike::secret::Secret;
+use ike::transform::{DhGroup, KeMethod};
 use ike::wire::TrafficSelector;
 use libfuzzer_sys::fuzz_target;
+
+fn hybrid(rounds: &[KeMethod]) -> IkeProposal {
+    let mut s = IkeProposal::AES256GCM_SHA256_X25519;
+    for (i, m) in rounds.iter().enumerate() {
+        s.addke.0[i] = Some(*m);
+    }
+    s
+}
 
 fn config(strict: bool) -> Arc<EndpointConfig> {
     static CONFIG: [OnceLock<Arc<EndpointConfig>>; 2] = [OnceLock::new(), OnceLock::new()];
@@ -27,7 +36,11 @@ fn config(strict: bool) -> Arc<EndpointConfig> {
                 local_id: None,
                 remote_id: IdMatch::Any,
                 auth: AuthConfig::Psk(Secret::from_slice(b"fuzz")),
+                // Hybrid suites first (RFC 9370 additional key exchanges over IKE_INTERMEDIATE:
+                // seeded DH rounds, and ML-KEM-768), as the seeds' initiators offer them.
                 ike_proposals: vec![
+                    hybrid(&[KeMethod::Dh(DhGroup::Ecp256), KeMethod::Dh(DhGroup::Curve25519)]),
+                    hybrid(&[KeMethod::MlKem768]),
                     IkeProposal::AES256GCM_SHA256_X25519,
                     IkeProposal::AES128_SHA256_MODP2048,
                 ],

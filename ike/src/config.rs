@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::secret::Secret;
+use crate::transform::AddKes;
 use crate::transform::DhGroup;
 use crate::transform::Encr;
 use crate::transform::Esn;
@@ -363,6 +364,9 @@ pub struct IkeProposal {
     pub integ: Option<Integ>,
     /// Key exchange group.
     pub dh: DhGroup,
+    /// Additional key exchanges (RFC 9370), each in its own IKE_INTERMEDIATE exchange after
+    /// IKE_SA_INIT and in IKE_FOLLOWUP_KE exchanges on rekey.
+    pub addke: AddKes,
 }
 
 impl IkeProposal {
@@ -372,6 +376,7 @@ impl IkeProposal {
         prf: Prf::HmacSha256,
         integ: None,
         dh: DhGroup::Curve25519,
+        addke: AddKes::NONE,
     };
 
     /// `aes128-sha256-modp2048`-style CBC proposal.
@@ -380,12 +385,14 @@ impl IkeProposal {
         prf: Prf::HmacSha256,
         integ: Some(Integ::HmacSha256_128),
         dh: DhGroup::Modp2048,
+        addke: AddKes::NONE,
     };
 
     /// True when any transform needs the legacy opt-in.
     pub fn is_legacy(&self) -> bool {
         self.encr.is_legacy()
             || self.dh.is_legacy()
+            || self.addke.is_legacy()
             || matches!(self.prf, Prf::HmacSha1)
             || matches!(self.integ, Some(Integ::HmacSha1_96))
     }

@@ -630,8 +630,11 @@ impl Endpoint {
         }
         // Only an initiator's IKE_SA_INIT response leads to an IKE_AUTH request; the scan over
         // the other SAs happens for that message alone.
-        let has_contact = header.exchange == ExchangeType::IkeSaInit
-            && header.is_response()
+        // IKE_INTERMEDIATE responses (RFC 9242) may be what IKE_AUTH follows instead.
+        let has_contact = matches!(
+            header.exchange,
+            ExchangeType::IkeSaInit | ExchangeType::IkeIntermediate
+        ) && header.is_response()
             && self
                 .sas
                 .get(&ours)

@@ -35,6 +35,28 @@ pub enum PeerMisbehaved {
     BadCookie,
     /// The peer's KE data is not a valid public value for the group.
     BadKeData,
+    /// A KE payload of an additional key exchange (RFC 9370 §2.2.2) whose data has the wrong
+    /// length for its method (for ML-KEM: not an encapsulation key or ciphertext of FIPS 203
+    /// §8's size). INVALID_SYNTAX.
+    BadKeLength {
+        /// Transform Type 4 ID of the method.
+        method: u16,
+        /// Bytes the method requires.
+        expected: usize,
+        /// Bytes received.
+        actual: usize,
+    },
+    /// The KE payload of an IKE_INTERMEDIATE or IKE_FOLLOWUP_KE exchange names another method
+    /// than the additional key exchange due in that round (RFC 9370 §2.2.2). INVALID_SYNTAX.
+    AddKeMethodMismatch {
+        /// The method of the round.
+        expected: u16,
+        /// The method the KE payload names.
+        actual: u16,
+    },
+    /// The responder chose additional key exchanges but did not announce
+    /// INTERMEDIATE_EXCHANGE_SUPPORTED, which they need (RFC 9370 §2.2.1, RFC 9242 §3.1).
+    AddKeWithoutIntermediate,
     /// A fragment set exceeds our reassembly bounds (RFC 7383 §2.6).
     FragmentOverflow,
     /// The peer's identity is not one the matched profile accepts.
@@ -97,6 +119,10 @@ pub enum PeerIncompatible {
     HalfOpenLimitPerSource,
     /// Too many IKE SAs ([`crate::config::Limits::ike_sa_limit`]); the request is dropped.
     IkeSaLimit,
+    /// A peer proposal matched one of our suites in every transform but its additional key
+    /// exchanges (RFC 9370 §2.2.1): ours are required (no NONE), the peer offered other
+    /// methods or none (it may not support RFC 9370). NO_PROPOSAL_CHOSEN.
+    AdditionalKeyExchangeRequired,
 }
 
 /// What the engine puts on the wire for an error found in a request.
@@ -135,6 +161,9 @@ impl Error {
                     n(N::AuthenticationFailed)
                 }
                 PeerMisbehaved::BadKeData
+                | PeerMisbehaved::BadKeLength { .. }
+                | PeerMisbehaved::AddKeMethodMismatch { .. }
+                | PeerMisbehaved::AddKeWithoutIntermediate
                 | PeerMisbehaved::MissingPayload(_)
                 | PeerMisbehaved::UnexpectedExchange(_)
                 | PeerMisbehaved::ProposalNotOffered => n(N::InvalidSyntax),
@@ -155,7 +184,8 @@ impl Error {
                 | PeerMisbehaved::AlteredRetransmission => Reaction::Drop,
             },
             Self::PeerIncompatible(e) => match e {
-                PeerIncompatible::NoProposalChosen => n(N::NoProposalChosen),
+                PeerIncompatible::NoProposalChosen
+                | PeerIncompatible::AdditionalKeyExchangeRequired => n(N::NoProposalChosen),
                 PeerIncompatible::InvalidKePayload(g) => {
                     // §3.10.1: INVALID_KE_PAYLOAD carries the accepted group, two octets.
                     Reaction::Notify(N::InvalidKePayload, g.to_be_bytes().to_vec())
@@ -184,6 +214,9 @@ impl Error {
                 PeerMisbehaved::AuthenticationFailed => "authentication_failed",
                 PeerMisbehaved::BadCookie => "bad_cookie",
                 PeerMisbehaved::BadKeData => "bad_ke_data",
+                PeerMisbehaved::BadKeLength { .. } => "bad_ke_length",
+                PeerMisbehaved::AddKeMethodMismatch { .. } => "addke_method_mismatch",
+                PeerMisbehaved::AddKeWithoutIntermediate => "addke_without_intermediate",
                 PeerMisbehaved::FragmentOverflow => "fragment_overflow",
                 PeerMisbehaved::IdentityMismatch => "identity_mismatch",
                 PeerMisbehaved::IntegrityCheckFailed => "integrity_check_failed",
@@ -211,6 +244,9 @@ impl Error {
                 PeerIncompatible::HalfOpenLimit => "half_open_limit",
                 PeerIncompatible::HalfOpenLimitPerSource => "half_open_limit_per_source",
                 PeerIncompatible::IkeSaLimit => "ike_sa_limit",
+                PeerIncompatible::AdditionalKeyExchangeRequired => {
+                    "additional_key_exchange_required"
+                }
             },
             Self::Local(_) => "local_failure",
         }

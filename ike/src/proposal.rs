@@ -8,6 +8,8 @@ use crate::config::EspProposal;
 use crate::config::IkeProposal;
 use crate::error::PeerIncompatible;
 use crate::error::PeerMisbehaved;
+use crate::transform::ADDKE_SLOTS;
+use crate::transform::AddKes;
 use crate::transform::DhGroup;
 use crate::transform::Encr;
 use crate::transform::Esn;
@@ -41,14 +43,44 @@ pub fn ike_offer(ours: &[IkeProposal], spi: &[u8]) -> Sa {
                 }
             }
         }
+        // RFC 9370 §2.2.1: a round some suites of the run skip is offered with NONE (0)
+        // beside its methods, making it optional.
+        let run = &ours[i..j];
+        let mut optional = false;
+        for slot in 0..ADDKE_SLOTS {
+            let some = run.iter().any(|p| p.addke.0[slot].is_some());
+            let none = run.iter().any(|p| p.addke.0[slot].is_none());
+            if some && none {
+                transforms.push(Transform::new(TransformType::addke(slot as u8 + 1), 0));
+                optional = true;
+            }
+        }
         // §3.3.2: transforms are grouped by type.
         transforms.sort_by_key(|t| t.ty.to_raw());
+        // RFC 7296 §3.3.6: a responder that knows no ADDKE types must reject a proposal that
+        // has them, so when the run includes a suite without additional exchanges, that
+        // classic suite also follows alone, for such peers (the fallback of an optional
+        // ADDKE).
+        let fallback = optional && run.iter().any(|p| p.addke.is_empty());
+        let classic: Vec<Transform> = transforms
+            .iter()
+            .filter(|t| t.ty.addke_index().is_none())
+            .cloned()
+            .collect();
         proposals.push(Proposal {
             num,
             protocol: ProtocolId::Ike,
             spi: spi.to_vec(),
             transforms,
         });
+        if fallback {
+            proposals.push(Proposal {
+                num: num + 1,
+                protocol: ProtocolId::Ike,
+                spi: spi.to_vec(),
+                transforms: classic,
+            });
+        }
         i = j;
     }
     Sa { proposals }
@@ -76,7 +108,10 @@ fn is_cross_product(run: &[IkeProposal]) -> bool {
     let product = distinct(run, |p| p.encr)
         * distinct(run, |p| p.prf)
         * distinct(run, |p| p.integ)
-        * distinct(run, |p| p.dh);
+        * distinct(run, |p| p.dh)
+        * (0..ADDKE_SLOTS)
+            .map(|slot| distinct(run, |p| p.addke.0[slot]))
+            .product::<usize>();
     product == run.len()
 }
 
@@ -101,6 +136,9 @@ fn ike_proposal(num: u8, p: &IkeProposal, spi: &[u8]) -> Proposal {
         transforms.push(Transform::new(TransformType::Integ, i.id()));
     }
     transforms.push(Transform::new(TransformType::Dh, p.dh.id()));
+    for (n, m) in p.addke.rounds() {
+        transforms.push(Transform::new(TransformType::addke(n), m.id()));
+    }
     Proposal {
         num,
         protocol: ProtocolId::Ike,
@@ -137,11 +175,14 @@ fn esn_id(e: Esn) -> u16 {
     }
 }
 
-/// Equal transform sets regardless of order (responders order transforms as they like).
+/// Equal transform sets regardless of order (responders order transforms as they like). An
+/// ADDKE transform NONE counts as no transform of that type (RFC 9370 §2.2.1: no exchange in
+/// that round either way).
 fn same_transforms(a: &[Transform], b: &[Transform]) -> bool {
     let key = |t: &Transform| (t.ty.to_raw(), t.id, t.key_length());
-    let mut ka: Vec<_> = a.iter().map(key).collect();
-    let mut kb: Vec<_> = b.iter().map(key).collect();
+    let real = |t: &&Transform| !(t.ty.addke_index().is_some() && t.id == 0);
+    let mut ka: Vec<_> = a.iter().filter(real).map(key).collect();
+    let mut kb: Vec<_> = b.iter().filter(real).map(key).collect();
     ka.sort_unstable();
     kb.sort_unstable();
     ka == kb
@@ -178,14 +219,30 @@ fn integ_ok(p: &Proposal, integ: Option<Integ>) -> bool {
     }
 }
 
+/// RFC 9370 §2.2.1: the peer's proposal `p` allows our additional key exchanges `addke`:
+/// each round we run is among its transforms of that type, and each round we skip is either
+/// absent from it or offered with NONE.
+fn addke_ok(p: &Proposal, addke: &AddKes) -> bool {
+    addke.0.iter().enumerate().all(|(i, mine)| {
+        let ty = TransformType::addke(i as u8 + 1);
+        match mine {
+            Some(m) => has(p, &Transform::new(ty, m.id())),
+            None => !has_type(p, ty) || has(p, &Transform::new(ty, 0)),
+        }
+    })
+}
+
 /// Responder: picks the first of `ours` (allowed by `allow_legacy`) contained in any of the
 /// peer's IKE proposals. Returns our choice and the one-proposal SA payload to send back.
+/// When the peer would have matched a suite but for its additional key exchanges (RFC 9370),
+/// the refusal says so: [`PeerIncompatible::AdditionalKeyExchangeRequired`].
 pub fn select_ike(
     offer: &Sa,
     ours: &[IkeProposal],
     allow_legacy: bool,
     spi: &[u8],
 ) -> Result<(IkeProposal, Sa), PeerIncompatible> {
+    let mut classic_match = false;
     for mine in ours.iter().filter(|p| allow_legacy || !p.is_legacy()) {
         let probe = ike_proposal(0, mine, &[]);
         for theirs in offer
@@ -193,23 +250,42 @@ pub fn select_ike(
             .iter()
             .filter(|p| p.protocol == ProtocolId::Ike)
         {
-            if understood(theirs)
+            if !(understood(theirs)
                 && has(theirs, &probe.transforms[0])
                 && has(theirs, &Transform::new(TransformType::Prf, mine.prf.id()))
                 && integ_ok(theirs, mine.integ)
-                && has(theirs, &Transform::new(TransformType::Dh, mine.dh.id()))
+                && has(theirs, &Transform::new(TransformType::Dh, mine.dh.id())))
             {
-                if mine.is_legacy() {
-                    tracing::warn!(proposal = ?mine, "accepting a legacy IKE proposal");
-                }
-                let reply = Sa {
-                    proposals: vec![ike_proposal(theirs.num, mine, spi)],
-                };
-                return Ok((*mine, reply));
+                continue;
             }
+            if !addke_ok(theirs, &mine.addke) {
+                classic_match = true;
+                continue;
+            }
+            if mine.is_legacy() {
+                tracing::warn!(proposal = ?mine, "accepting a legacy IKE proposal");
+            }
+            let mut answer = ike_proposal(theirs.num, mine, spi);
+            // §3.3.6: one transform of each type the proposal has; a round we skip is
+            // answered NONE.
+            for (i, m) in mine.addke.0.iter().enumerate() {
+                let ty = TransformType::addke(i as u8 + 1);
+                if m.is_none() && has_type(theirs, ty) {
+                    answer.transforms.push(Transform::new(ty, 0));
+                }
+            }
+            answer.transforms.sort_by_key(|t| t.ty.to_raw());
+            let reply = Sa {
+                proposals: vec![answer],
+            };
+            return Ok((*mine, reply));
         }
     }
-    Err(PeerIncompatible::NoProposalChosen)
+    if classic_match {
+        Err(PeerIncompatible::AdditionalKeyExchangeRequired)
+    } else {
+        Err(PeerIncompatible::NoProposalChosen)
+    }
 }
 
 /// Initiator: checks the responder's one-proposal answer is one of ours (§2.7: "the
@@ -394,6 +470,7 @@ mod tests {
             prf: Prf::HmacSha1,
             integ: Some(Integ::HmacSha1_96),
             dh: DhGroup::Modp1024,
+            addke: AddKes::NONE,
         };
         let offer = ike_offer(&[legacy], &[]);
         assert_eq!(

@@ -171,3 +171,85 @@ pub enum Esn {
     /// ESN (1).
     Yes,
 }
+
+/// A key exchange method as an additional key exchange (RFC 9370 §2.2.1: ADDKE transforms
+/// take Transform Type 4 values): a classic group, or ML-KEM (FIPS 203; IANA Transform Type 4
+/// IDs 35, 36, 37), where the initiator sends the encapsulation key and the responder the
+/// ciphertext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeMethod {
+    /// A Diffie-Hellman group, as in IKE_SA_INIT.
+    Dh(DhGroup),
+    /// ML-KEM-512 (35).
+    MlKem512,
+    /// ML-KEM-768 (36).
+    MlKem768,
+    /// ML-KEM-1024 (37).
+    MlKem1024,
+}
+
+impl KeMethod {
+    /// IANA Transform Type 4 ID.
+    pub fn id(self) -> u16 {
+        match self {
+            Self::Dh(g) => g.id(),
+            Self::MlKem512 => 35,
+            Self::MlKem768 => 36,
+            Self::MlKem1024 => 37,
+        }
+    }
+
+    /// Looks a method up by its IANA number.
+    pub fn from_id(id: u16) -> Option<Self> {
+        Some(match id {
+            35 => Self::MlKem512,
+            36 => Self::MlKem768,
+            37 => Self::MlKem1024,
+            _ => Self::Dh(DhGroup::from_id(id)?),
+        })
+    }
+
+    /// True for ML-KEM (post-quantum) methods.
+    pub fn is_pq(self) -> bool {
+        !matches!(self, Self::Dh(_))
+    }
+
+    /// True for methods only accepted behind the legacy opt-in.
+    pub fn is_legacy(self) -> bool {
+        matches!(self, Self::Dh(g) if g.is_legacy())
+    }
+}
+
+/// Number of additional key exchange transform types, ADDKE1..ADDKE7 (RFC 9370 §2.2.1:
+/// Transform Types 6..12).
+pub const ADDKE_SLOTS: usize = 7;
+
+/// The additional key exchanges of one suite: entry `i` is ADDKE(i+1) (Transform Type 6+i).
+/// `None` means no exchange in that round: the NONE transform (ID 0) or no transform of that
+/// type at all, which RFC 9370 §2.2.1 treats alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AddKes(pub [Option<KeMethod>; ADDKE_SLOTS]);
+
+impl AddKes {
+    /// No additional key exchanges (a classic RFC 7296 suite).
+    pub const NONE: Self = Self([None; ADDKE_SLOTS]);
+
+    /// True when no additional key exchange takes place.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    /// The exchanges in the order they run (RFC 9370 §2.2.2: by transform type), each with
+    /// its 1-based ADDKE number.
+    pub fn rounds(&self) -> impl Iterator<Item = (u8, KeMethod)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.map(|m| (i as u8 + 1, m)))
+    }
+
+    /// True when any transform needs the legacy opt-in.
+    pub fn is_legacy(&self) -> bool {
+        self.0.iter().flatten().any(|m| m.is_legacy())
+    }
+}

@@ -3,7 +3,7 @@
 //! Names follow what Cisco users type (`aes-gcm-256`, `sha256`, `group14`) without the `esp-`
 //! prefixes. The tables are the single source for both parsing and the "expected one of" text.
 
-use ike::transform::{DhGroup, Encr, Integ, Prf};
+use ike::transform::{DhGroup, Encr, Integ, KeMethod, Prf};
 
 /// Encryption names (IKE and ESP share them).
 pub(crate) const ENCR: &[(&str, Encr)] = &[
@@ -104,4 +104,48 @@ pub(crate) fn prf_for_integ(i: Integ) -> Prf {
         Integ::HmacSha384_192 => Prf::HmacSha384,
         Integ::HmacSha512_256 => Prf::HmacSha512,
     }
+}
+
+/// Post-quantum key exchange names (FIPS 203 ML-KEM; strongSwan 6 spells them `mlkem768`).
+pub(crate) const KEM_NAMES: &[(&str, KeMethod)] = &[
+    ("mlkem512", KeMethod::MlKem512),
+    ("mlkem768", KeMethod::MlKem768),
+    ("mlkem1024", KeMethod::MlKem1024),
+    ("ml-kem-512", KeMethod::MlKem512),
+    ("ml-kem-768", KeMethod::MlKem768),
+    ("ml-kem-1024", KeMethod::MlKem1024),
+];
+
+/// One additional key exchange as written: an ML-KEM name, any DH group spelling, or `none`
+/// (`Some(None)`). strongSwan's `ke<N>_` prefix is accepted when N is `round` (1-based).
+pub(crate) fn addke_by_name(name: &str, round: usize) -> Result<Option<KeMethod>, String> {
+    let lower = name.trim().to_ascii_lowercase();
+    let bare = match lower.strip_prefix("ke").and_then(|r| r.split_once('_')) {
+        Some((n, rest)) if n.parse::<usize>().is_ok() => {
+            if n.parse::<usize>() != Ok(round) {
+                return Err(format!(
+                    "\"{name}\" is strongSwan's spelling of ADDKE{n}, but this is entry {} \
+                     (ADDKE{round}); entry i of the list is ADDKEi",
+                    round - 1
+                ));
+            }
+            rest.to_owned()
+        }
+        _ => lower,
+    };
+    if bare == "none" {
+        return Ok(None);
+    }
+    if let Some(m) = lookup(KEM_NAMES, &bare) {
+        return Ok(Some(m));
+    }
+    group_by_name(&bare)
+        .map(|g| Some(KeMethod::Dh(g)))
+        .ok_or_else(|| {
+            format!(
+                "unknown key exchange method \"{name}\"; expected \"mlkem512\", \"mlkem768\", \
+                 \"mlkem1024\", a DH group (\"x25519\", \"ecp256\", \"group14\") or \"none\", \
+                 alternatives joined with \"|\""
+            )
+        })
 }

@@ -834,6 +834,8 @@ impl Cx<'_> {
             );
             ok = false;
         }
+        let additional_key_exchanges =
+            self.additional_key_exchanges(&r.additional_key_exchanges, &path, &mut ok);
         if !ok {
             return None;
         }
@@ -876,7 +878,62 @@ impl Cx<'_> {
             integrity,
             prf,
             groups,
+            additional_key_exchanges,
         })
+    }
+
+    /// `additional_key_exchanges`: entry i is ADDKE(i+1) (RFC 9370 §2.2.1 allows seven), each
+    /// `|`-separated alternatives, `none` making that round optional.
+    fn additional_key_exchanges(
+        &mut self,
+        list: &[SStr],
+        path: &str,
+        ok: &mut bool,
+    ) -> Vec<Vec<Option<ike::transform::KeMethod>>> {
+        let mut out = Vec::new();
+        for (i, v) in list.iter().enumerate() {
+            let at = format!("{path}.additional_key_exchanges[{i}]");
+            if i >= ike::transform::ADDKE_SLOTS {
+                self.err(
+                    v.span(),
+                    format!("{at}: at most 7 additional key exchanges (ADDKE1..ADDKE7, RFC 9370)"),
+                );
+                *ok = false;
+                break;
+            }
+            let mut round = Vec::new();
+            for alt in v.get_ref().split('|') {
+                match algo::addke_by_name(alt, i + 1) {
+                    Ok(m) if round.contains(&m) => {
+                        self.err(
+                            v.span(),
+                            format!("{at}: \"{}\" is listed twice", alt.trim()),
+                        );
+                        *ok = false;
+                    }
+                    Ok(m) => {
+                        let legacy = m.is_some_and(|m| m.is_legacy());
+                        if !self.legacy_ok(legacy, v, &at) {
+                            *ok = false;
+                        }
+                        round.push(m);
+                    }
+                    Err(msg) => {
+                        self.err(v.span(), format!("{at}: {msg}"));
+                        *ok = false;
+                    }
+                }
+            }
+            if !round.is_empty() && round.iter().all(Option::is_none) {
+                self.err(
+                    v.span(),
+                    format!("{at}: \"none\" alone runs no exchange; name a method (\"mlkem768|none\" for an optional one) or remove the entry"),
+                );
+                *ok = false;
+            }
+            out.push(round);
+        }
+        out
     }
 
     fn transform_set(&mut self, n: &Named<raw::TransformSet>) -> Option<TransformSet> {

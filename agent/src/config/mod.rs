@@ -194,6 +194,10 @@ pub struct IkeProposalSpec {
     pub prf: Vec<Prf>,
     /// DH groups, never empty.
     pub groups: Vec<DhGroup>,
+    /// Additional key exchanges (RFC 9370): entry i lists the methods acceptable as ADDKE(i+1)
+    /// in order of preference, `None` for NONE (the round is optional). Empty: a classic
+    /// suite.
+    pub additional_key_exchanges: Vec<Vec<Option<ike::transform::KeMethod>>>,
 }
 
 impl IkeProposalSpec {
@@ -208,6 +212,7 @@ impl IkeProposalSpec {
             integrity: Vec::new(),
             prf: vec![Prf::HmacSha256],
             groups: vec![DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Modp2048],
+            additional_key_exchanges: Vec::new(),
         }
     }
 }

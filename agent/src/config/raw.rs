@@ -71,6 +71,12 @@ pub struct IkeProposal {
     pub prf: Vec<SStr>,
     /// Diffie-Hellman groups, as numbers (`14`) or names (`"group14"`).
     pub group: Vec<Spanned<GroupValue>>,
+    /// Additional key exchanges (RFC 9370), entry i being ADDKE(i+1), each run in its own
+    /// IKE_INTERMEDIATE exchange after IKE_SA_INIT: `["mlkem768"]`; alternatives with `|`,
+    /// `none` making the round optional (`["mlkem768|none"]`: a peer without it gets a
+    /// classic IKE SA).
+    #[serde(default)]
+    pub additional_key_exchanges: Vec<SStr>,
 }
 
 /// `[transform_set.NAME]`: one ESP transform set (`crypto ipsec transform-set`).

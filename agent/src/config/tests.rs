@@ -1581,3 +1581,59 @@ fn manual_entry_shape_is_checked() {
         "{m}"
     );
 }
+
+#[test]
+fn additional_key_exchanges_in_every_spelling() {
+    use ike::transform::KeMethod;
+    let c = parse(
+        r#"[ike_proposal.PQ]
+encryption = ["aes-gcm-256"]
+group = ["x25519"]
+additional_key_exchanges = ["ke1_mlkem768|none", "ML-KEM-1024", "ecp256|none"]
+"#,
+    )
+    .expect("valid");
+    let p = &c.ike_proposals["PQ"];
+    assert_eq!(
+        p.additional_key_exchanges,
+        vec![
+            vec![Some(KeMethod::MlKem768), None],
+            vec![Some(KeMethod::MlKem1024)],
+            vec![Some(KeMethod::Dh(DhGroup::Ecp256)), None],
+        ]
+    );
+}
+
+#[test]
+fn additional_key_exchange_errors_have_positions() {
+    let e = errors(
+        "[ike_proposal.A]\nencryption = [\"aes-gcm-256\"]\ngroup = [31]\nadditional_key_exchanges = [\"mlkem769\", \"none\", \"ke1_mlkem512\", \"mlkem768|mlkem768\"]\n",
+    );
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (4, 29));
+    assert!(
+        e[0].2.contains(
+            "ike_proposal.A.additional_key_exchanges[0]: unknown key exchange method \"mlkem769\""
+        ),
+        "{}",
+        e[0].2
+    );
+    assert_eq!((e[1].0, e[1].1), (4, 41));
+    assert!(
+        e[1].2.contains("\"none\" alone runs no exchange"),
+        "{}",
+        e[1].2
+    );
+    assert!(
+        e[2].2
+            .contains("strongSwan's spelling of ADDKE1, but this is entry 2 (ADDKE3)"),
+        "{}",
+        e[2].2
+    );
+    assert!(e[3].2.contains("listed twice"), "{}", e[3].2);
+    let e = errors(
+        "[ike_proposal.A]\nencryption = [\"aes-gcm-256\"]\ngroup = [31]\nadditional_key_exchanges = [\"mlkem768\",\"mlkem768\",\"mlkem768\",\"mlkem768\",\"mlkem768\",\"mlkem768\",\"mlkem768\",\"mlkem768\"]\n",
+    );
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].2.contains("at most 7"), "{}", e[0].2);
+}

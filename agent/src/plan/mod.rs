@@ -489,15 +489,38 @@ pub(crate) fn expand_ike(p: &config::IkeProposalSpec) -> Vec<ike::IkeProposal> {
         for &integ in &integs {
             for &prf in &p.prf {
                 for &dh in &p.groups {
-                    out.push(ike::IkeProposal {
-                        encr,
-                        prf,
-                        integ,
-                        dh,
-                    });
+                    for addke in addke_combinations(&p.additional_key_exchanges) {
+                        out.push(ike::IkeProposal {
+                            encr,
+                            prf,
+                            integ,
+                            dh,
+                            addke,
+                        });
+                    }
                 }
             }
         }
+    }
+    out
+}
+
+/// Every combination of the per-round alternatives, the first alternatives first (so a
+/// round written `"mlkem768|none"` prefers ML-KEM).
+fn addke_combinations(
+    rounds: &[Vec<Option<ike::transform::KeMethod>>],
+) -> Vec<ike::transform::AddKes> {
+    let mut out = vec![ike::transform::AddKes::NONE];
+    for (i, alts) in rounds.iter().enumerate().take(ike::transform::ADDKE_SLOTS) {
+        let mut next = Vec::with_capacity(out.len() * alts.len());
+        for base in &out {
+            for alt in alts {
+                let mut a = *base;
+                a.0[i] = *alt;
+                next.push(a);
+            }
+        }
+        out = next;
     }
     out
 }
@@ -667,6 +690,34 @@ mod tests {
     }
 
     #[test]
+    fn expands_additional_key_exchanges_ml_kem_first() {
+        use ike::transform::{DhGroup, KeMethod};
+        let p = config::IkeProposalSpec {
+            additional_key_exchanges: vec![
+                vec![Some(KeMethod::MlKem768), None],
+                vec![Some(KeMethod::MlKem1024)],
+                vec![Some(KeMethod::Dh(DhGroup::Ecp256)), None],
+            ],
+            ..config::IkeProposalSpec::builtin_default()
+        };
+        let suites = expand_ike(&p);
+        // 3 groups x 2 x 1 x 2 combinations of the rounds.
+        assert_eq!(suites.len(), 12);
+        assert_eq!(suites[0].dh, DhGroup::Curve25519);
+        assert_eq!(suites[0].addke.0[0], Some(KeMethod::MlKem768));
+        assert_eq!(suites[0].addke.0[1], Some(KeMethod::MlKem1024));
+        assert_eq!(suites[0].addke.0[2], Some(KeMethod::Dh(DhGroup::Ecp256)));
+        assert_eq!(suites[1].addke.0[2], None);
+        assert_eq!(suites[2].addke.0[0], None);
+        assert_eq!(suites[4].dh, DhGroup::Ecp256);
+        assert!(
+            suites
+                .iter()
+                .all(|s| s.addke.0[3..].iter().all(Option::is_none))
+        );
+    }
+
+    #[test]
     fn expands_cisco_proposals() {
         use ike::transform::{DhGroup, Encr, Integ, Prf};
         let p = config::IkeProposalSpec {
@@ -677,6 +728,7 @@ mod tests {
             integrity: vec![Integ::HmacSha256_128, Integ::HmacSha384_192],
             prf: vec![Prf::HmacSha256],
             groups: vec![DhGroup::Curve25519, DhGroup::Modp2048],
+            additional_key_exchanges: Vec::new(),
         };
         let v = expand_ike(&p);
         // CBC: 2 integ x 2 groups; GCM: no integ x 2 groups.

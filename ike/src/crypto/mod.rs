@@ -16,6 +16,7 @@
 //! | What | Item |
 //! |---|---|
 //! | KE payload data, g^ir (§3.4, RFC 5903 §7, RFC 8031, RFC 3526) | [`dh::KeyExchange`]: `generate(group, rng)`, `public()`, `agree(self, peer)` |
+//! | additional key exchanges, ML-KEM (RFC 9370, FIPS 203) | [`kem::KeInitiator`], [`kem::respond`] |
 //! | prf, prf+ (§2.13) | [`prf`], [`prf_plus`], [`prf_plus_public_seed`], [`prf_plus_of_prf`] (AWS-LC's HKDF), reusable [`PrfKey`] |
 //! | key lengths (§2.14, RFC 4868, RFC 5282, RFC 7634) | [`Prf::output_len`], [`Integ::key_len`], [`Integ::icv_len`], [`Encr::key_len`], [`Encr::salt_len`], [`Encr::keymat_len`] |
 //! | Encrypted / Encrypted Fragment payload (§3.14, RFC 5282, RFC 7634, RFC 7383) | [`sk::SkCipher`] |
@@ -37,6 +38,7 @@
 //! ```
 
 pub mod dh;
+pub mod kem;
 pub mod sig;
 pub mod sk;
 
@@ -130,6 +132,13 @@ pub enum CryptoError {
     /// AWS-LC failed to produce a signature.
     #[error("signing failed")]
     SigningFailed,
+    /// ML-KEM key generation, encapsulation or decapsulation failed (for encapsulation: the
+    /// peer's encapsulation key failed FIPS 203 §7.2's checks).
+    #[error("key encapsulation failed for {method:?}")]
+    KemFailed {
+        /// The method.
+        method: crate::transform::KeMethod,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -458,8 +458,7 @@ impl Established {
                 let ni = ctx.nonce();
                 let ke = KeyExchange::generate(self.suite.dh, ctx.rng)?;
                 // §2.18: offer our proposals with the negotiated suite first.
-                let mut props = vec![self.suite];
-                props.extend(usable(&c.peer).into_iter().filter(|p| *p != self.suite));
+                let props = rekey_proposals(&c.peer, self.suite);
                 let p = [
                     Payload::Sa(proposal::ike_offer(&props, &spi.to_be_bytes())),
                     Payload::Nonce(Nonce(ni.clone())),
@@ -675,8 +674,7 @@ impl Established {
         let sa = need(f.sa, "SA")?;
         let nr = need(f.nonce, "Nr")?;
         let ke = need(f.ke, "KE")?;
-        let mut props = vec![self.suite];
-        props.extend(usable(&c.peer).into_iter().filter(|x| *x != self.suite));
+        let props = rekey_proposals(&c.peer, self.suite);
         let (suite, spi) = proposal::accept_ike(sa, &props)?;
         let peer_spi = <[u8; 8]>::try_from(spi.as_slice())
             .map(u64::from_be_bytes)
@@ -745,6 +743,8 @@ impl Established {
             timers: TimerTable::default(),
             closed: false,
             reply_to: None,
+            int_auth: None,
+            prev_recv: None,
         };
         // The NAT keepalive moves to the new SA with the traffic.
         if let Some(at) = c.timers.get(Timer::NatKeepalive) {
@@ -831,8 +831,7 @@ impl Established {
         let ni = need(f.nonce, "Ni")?;
         let ke = need(f.ke, "KE")?;
         let our_spi = ctx.spi64();
-        let mut props = vec![self.suite];
-        props.extend(usable(&c.peer).into_iter().filter(|x| *x != self.suite));
+        let props = rekey_proposals(&c.peer, self.suite);
         // Prefer the group of the KE payload already sent (§1.2), as in IKE_SA_INIT.
         let same: Vec<IkeProposal> = props
             .iter()
@@ -1214,4 +1213,24 @@ pub(crate) fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: &Child) {
             config: ch.config,
         });
     }
+}
+
+/// The suites of an IKE SA rekey (§2.18), the negotiated one first, without additional key
+/// exchanges: IKE_FOLLOWUP_KE (RFC 9370 §2.2.4) is not implemented yet, and offering or
+/// accepting ADDKE transforms without running the exchanges would claim a protection the new
+/// keys lack. The rekeyed SA still depends on every earlier shared secret through SK_d
+/// (`SKEYSEED = prf(SK_d (old), g^ir | Ni | Nr)`), ML-KEM ones included.
+fn rekey_proposals(peer: &crate::config::PeerConfig, current: IkeProposal) -> Vec<IkeProposal> {
+    let classic = |p: IkeProposal| IkeProposal {
+        addke: crate::transform::AddKes::NONE,
+        ..p
+    };
+    let mut props = vec![classic(current)];
+    for p in usable(peer) {
+        let p = classic(p);
+        if !props.contains(&p) {
+            props.push(p);
+        }
+    }
+    props
 }

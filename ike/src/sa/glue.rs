@@ -95,3 +95,11 @@ pub(crate) fn fragmentation_supported() -> Payload {
         Vec::new(),
     ))
 }
+
+/// INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242 §3.1).
+pub(crate) fn intermediate_supported() -> Payload {
+    Payload::Notify(Notify::new(
+        NotifyType::IntermediateExchangeSupported,
+        Vec::new(),
+    ))
+}

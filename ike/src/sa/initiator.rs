@@ -30,6 +30,7 @@ use crate::sa::established::Established;
 use crate::sa::established::Queued;
 use crate::sa::established::install_child;
 use crate::sa::glue;
+use crate::sa::intermediate::ExpectIntermediateResponse;
 use crate::sa::later;
 use crate::sa::need;
 use crate::sa::timers::Timer;
@@ -129,6 +130,8 @@ impl IkeSa {
             timers: TimerTable::default(),
             closed: false,
             reply_to: None,
+            int_auth: None,
+            prev_recv: None,
         };
         let mut st = ExpectSaInitResponse {
             ke,
@@ -175,6 +178,9 @@ impl ExpectSaInitResponse {
         payloads.extend(glue::nat_notifies(c.spi_i, 0, c.local, c.remote));
         payloads.push(glue::fragmentation_supported());
         payloads.push(glue::signature_hash_algorithms());
+        if offers_intermediate(&c.peer) {
+            payloads.push(glue::intermediate_supported());
+        }
         let msg = Message {
             header: Header::new(c.spi_i, 0, ExchangeType::IkeSaInit, true, false, 0),
             payloads,
@@ -272,63 +278,122 @@ impl ExpectSaInitResponse {
                 }
             }
         }
-        let id = c.peer.local_identity_at(c.local.ip());
-        let id_body = id.to_vec();
-        let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
-        let prf = suite.prf;
-        let octets = keys::signed_octets(prf, &self.request, &nr, &keys.sk_pi, &id_body);
-        let auth = auth::build_auth(&c.peer.auth, prf, &octets)?;
-        let child = config_of(&c.peer, self.children.first.index);
-        let spi_in = ctx.spi32();
-        // §1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH.
-        let mut payloads = vec![Payload::IdI(id)];
-        payloads.extend(auth::cert_payloads(&c.peer.auth));
-        payloads.extend(auth::certreq([&c.peer.auth]));
-        // §2.4: INITIAL_CONTACT tells the responder to drop state from our earlier life, so
-        // only when no other IKE SA of ours joins the same identities (strongSwan deletes
-        // every IKE SA between the two identities on it, whatever their addresses).
-        if !ctx.has_contact {
-            payloads.push(Payload::Notify(Notify::new(
-                NotifyType::InitialContact,
-                Vec::new(),
-            )));
+        let wants_addke = !suite.addke.is_empty();
+        if wants_addke {
+            tracing::info!(conn = ?c.peer.id, addke = ?suite.addke, "additional key exchanges negotiated");
+        } else if usable(&c.peer).iter().any(|p| !p.addke.is_empty()) {
+            // RFC 9370 §2.2.1: the responder chose a suite without them (ours allowed it).
+            tracing::warn!(
+                conn = ?c.peer.id,
+                "IKE SA without additional key exchanges: the responder chose a classic suite"
+            );
         }
-        if let crate::config::IdMatch::Exact(r) = &c.peer.remote_id {
-            payloads.push(Payload::IdR(r.clone()));
+        // RFC 9242 §3.1: IKE_INTERMEDIATE needs the notify from both sides; RFC 9370 §2.2.1:
+        // additional key exchanges need IKE_INTERMEDIATE.
+        if offers_intermediate(&c.peer)
+            && msg
+                .notifies(NotifyType::IntermediateExchangeSupported)
+                .next()
+                .is_some()
+        {
+            c.int_auth = Some(super::intermediate::IntAuth::default());
+        } else if wants_addke {
+            return Err(PeerMisbehaved::AddKeWithoutIntermediate.into());
         }
-        payloads.push(auth);
-        // RFC 4555 §3.1: MOBIKE is offered in IKE_AUTH, by both sides.
-        if c.peer.mobike {
-            payloads.push(Payload::Notify(Notify::new(
-                NotifyType::MobikeSupported,
-                Vec::new(),
-            )));
-        }
-        if child.mode == Mode::Transport {
-            payloads.push(Payload::Notify(Notify::new(
-                NotifyType::UseTransportMode,
-                Vec::new(),
-            )));
-        }
-        payloads.push(Payload::Sa(proposal::esp_offer(
-            &esp_usable(&c.peer, child),
-            None,
-            spi_in,
-        )));
-        // §2.9: the configuration's selectors, or exactly the two hosts of a per-host child.
-        let (tsi, tsr) = &self.children.first_ts;
-        payloads.push(Payload::TsI(tsi.clone()));
-        payloads.push(Payload::TsR(tsr.clone()));
-        c.send_request(ctx, ExchangeType::IkeAuth, &payloads)?;
-        Ok(State::ExpectAuthResponse(Box::new(ExpectAuthResponse {
+        let hs = AuthStart {
             suite,
             ni: self.nonce,
             nr,
+            request: self.request,
             response: raw.to_vec(),
-            spi_in,
             children: self.children,
-        })))
+        };
+        ExpectIntermediateResponse::start(c, ctx, hs)
     }
+}
+
+/// What IKE_AUTH needs from IKE_SA_INIT, carried through any IKE_INTERMEDIATE exchanges.
+pub(crate) struct AuthStart {
+    pub(crate) suite: crate::config::IkeProposal,
+    pub(crate) ni: Vec<u8>,
+    pub(crate) nr: Vec<u8>,
+    /// Our IKE_SA_INIT request as last sent: the initiator's RealMessage1 (§2.15).
+    pub(crate) request: Vec<u8>,
+    /// The responder's IKE_SA_INIT message: its RealMessage2.
+    pub(crate) response: Vec<u8>,
+    pub(crate) children: PendingChildren,
+}
+
+/// Sends IKE_AUTH (§1.2) with the first Child SA; AUTH covers the IKE_INTERMEDIATE messages
+/// too when there were any (RFC 9242 §3.3.2).
+pub(crate) fn send_auth(c: &mut Common, ctx: &mut Ctx<'_>, hs: AuthStart) -> Result<State, Error> {
+    let AuthStart {
+        suite,
+        ni,
+        nr,
+        request,
+        response,
+        children,
+    } = hs;
+    let id = c.peer.local_identity_at(c.local.ip());
+    let id_body = id.to_vec();
+    let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
+    let prf = suite.prf;
+    let auth_mid = c.next_req;
+    let octets = keys::signed_octets(prf, &request, &nr, &keys.sk_pi, &id_body);
+    let octets = super::intermediate::with_int_auth(c, octets, auth_mid);
+    let auth = auth::build_auth(&c.peer.auth, prf, &octets)?;
+    let child = config_of(&c.peer, children.first.index);
+    let spi_in = ctx.spi32();
+    // §1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH.
+    let mut payloads = vec![Payload::IdI(id)];
+    payloads.extend(auth::cert_payloads(&c.peer.auth));
+    payloads.extend(auth::certreq([&c.peer.auth]));
+    // §2.4: INITIAL_CONTACT tells the responder to drop state from our earlier life, so
+    // only when no other IKE SA of ours joins the same identities (strongSwan deletes
+    // every IKE SA between the two identities on it, whatever their addresses).
+    if !ctx.has_contact {
+        payloads.push(Payload::Notify(Notify::new(
+            NotifyType::InitialContact,
+            Vec::new(),
+        )));
+    }
+    if let crate::config::IdMatch::Exact(r) = &c.peer.remote_id {
+        payloads.push(Payload::IdR(r.clone()));
+    }
+    payloads.push(auth);
+    // RFC 4555 §3.1: MOBIKE is offered in IKE_AUTH, by both sides.
+    if c.peer.mobike {
+        payloads.push(Payload::Notify(Notify::new(
+            NotifyType::MobikeSupported,
+            Vec::new(),
+        )));
+    }
+    if child.mode == Mode::Transport {
+        payloads.push(Payload::Notify(Notify::new(
+            NotifyType::UseTransportMode,
+            Vec::new(),
+        )));
+    }
+    payloads.push(Payload::Sa(proposal::esp_offer(
+        &esp_usable(&c.peer, child),
+        None,
+        spi_in,
+    )));
+    // §2.9: the configuration's selectors, or exactly the two hosts of a per-host child.
+    let (tsi, tsr) = &children.first_ts;
+    payloads.push(Payload::TsI(tsi.clone()));
+    payloads.push(Payload::TsR(tsr.clone()));
+    c.send_request(ctx, ExchangeType::IkeAuth, &payloads)?;
+    Ok(State::ExpectAuthResponse(Box::new(ExpectAuthResponse {
+        suite,
+        ni,
+        nr,
+        response,
+        auth_mid,
+        spi_in,
+        children,
+    })))
 }
 
 /// Waiting for the IKE_AUTH response.
@@ -338,6 +403,8 @@ pub(crate) struct ExpectAuthResponse {
     nr: Vec<u8>,
     /// The responder's IKE_SA_INIT message: its RealMessage2 (§2.15).
     response: Vec<u8>,
+    /// Message ID of our IKE_AUTH request (IKE_AUTH_MID of RFC 9242 §3.3.2).
+    auth_mid: u32,
     spi_in: u32,
     children: PendingChildren,
 }
@@ -375,6 +442,8 @@ impl ExpectAuthResponse {
         let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
         let prf = self.suite.prf;
         let octets = keys::signed_octets(prf, &self.response, &self.ni, &keys.sk_pr, &idr.to_vec());
+        let octets = super::intermediate::with_int_auth(c, octets, self.auth_mid);
+        c.int_auth = None;
         let presented = auth::Presented::new(idr, &payloads, ctx.unix_time);
         c.peer_serials = auth::verify(&c.peer.auth, prf, &octets, auth, &presented)?;
         c.peer_id = Some(idr.clone());
@@ -467,6 +536,12 @@ impl ExpectAuthResponse {
         est.children.push(ch);
         Ok(State::Established(Box::new(est)))
     }
+}
+
+/// We announce IKE_INTERMEDIATE (RFC 9242 §3.1) when a suite of ours has additional key
+/// exchanges, the one use we have for it.
+pub(crate) fn offers_intermediate(peer: &PeerConfig) -> bool {
+    usable(peer).iter().any(|p| !p.addke.is_empty())
 }
 
 /// Our IKE proposals, minus legacy ones unless allowed.

@@ -13,6 +13,7 @@ pub(crate) mod child;
 pub(crate) mod established;
 pub(crate) mod glue;
 pub(crate) mod initiator;
+pub(crate) mod intermediate;
 pub(crate) mod responder;
 pub(crate) mod state;
 pub(crate) mod timers;
@@ -269,6 +270,14 @@ pub(crate) struct Common {
     /// Where the request being answered came from (RFC 7296 §2.11: responses go back to the
     /// address and port the request came from).
     pub(crate) reply_to: Option<(SocketAddr, SocketAddr)>,
+    /// Both ends announced INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242 §3.1): the IntAuth
+    /// chains of the IKE_INTERMEDIATE messages so far, folded into IKE_AUTH's AUTH (§3.3.2).
+    /// Dropped once the SA is authenticated.
+    pub(crate) int_auth: Option<intermediate::IntAuth>,
+    /// The responder's receiving cipher before the last IKE_INTERMEDIATE key update (RFC
+    /// 9370 §2.2.2): a retransmission of that exchange's request is protected with it and
+    /// still gets the cached response.
+    pub(crate) prev_recv: Option<SkCipher>,
 }
 
 impl Common {
@@ -337,6 +346,7 @@ impl Common {
     ) -> Result<(), Error> {
         let id = self.next_req;
         let packets = self.protect(ctx, exchange, false, id, payloads)?;
+        self.note_int_auth(exchange, false, id, payloads);
         self.arm(ctx, id, packets, schedule);
         Ok(())
     }
@@ -362,6 +372,7 @@ impl Common {
         payloads: &[Payload],
     ) -> Result<(), Error> {
         let packets = self.protect(ctx, exchange, true, id, payloads)?;
+        self.note_int_auth(exchange, true, id, payloads);
         let to = self.reply_to.unwrap_or((self.local, self.remote));
         self.transmit_to(ctx, to, &packets);
         self.cached = Some((id, packets));
@@ -426,6 +437,54 @@ impl Common {
         Ok(out)
     }
 
+    /// RFC 9242 §3.3.2: an IKE_INTERMEDIATE message we send joins its sender's IntAuth
+    /// chain, computed over the message as if unfragmented (no unencrypted payloads: we send
+    /// none in this exchange).
+    fn note_int_auth(
+        &mut self,
+        exchange: ExchangeType,
+        response: bool,
+        id: u32,
+        payloads: &[Payload],
+    ) {
+        if exchange != ExchangeType::IkeIntermediate {
+            return;
+        }
+        let (Some(ia), Some(keys)) = (self.int_auth.as_mut(), self.keys.as_ref()) else {
+            return;
+        };
+        let mut inner = Vec::new();
+        encode_chain(payloads, &mut inner);
+        let first = payloads.first().map_or(PayloadType::None, Payload::kind);
+        let header = Header::new(
+            self.spi_i,
+            self.spi_r,
+            exchange,
+            self.initiator,
+            response,
+            id,
+        );
+        ia.add(keys, self.initiator, &header, &[], first, &inner);
+    }
+
+    /// The receiving side of [`Self::note_int_auth`], over the decrypted (and reassembled)
+    /// message.
+    fn note_peer_int_auth(
+        &mut self,
+        header: &Header,
+        unencrypted: &[u8],
+        first: PayloadType,
+        plain: &[u8],
+    ) {
+        if header.exchange != ExchangeType::IkeIntermediate {
+            return;
+        }
+        let (Some(ia), Some(keys)) = (self.int_auth.as_mut(), self.keys.as_ref()) else {
+            return;
+        };
+        ia.add(keys, !self.initiator, header, unencrypted, first, plain);
+    }
+
     /// Authenticates and decrypts a protected message. `Ok(None)` means a fragment was stored
     /// and the message is not complete yet.
     fn unprotect(&mut self, raw: &[u8], msg: &Message) -> Result<Option<Vec<Payload>>, Error> {
@@ -438,6 +497,12 @@ impl Common {
                     .open(aad, body)
                     .map_err(|_| PeerMisbehaved::IntegrityCheckFailed)?;
                 let inner = decode_chain(*first, pt.expose())?;
+                // The unencrypted payloads lie between the header and the SK header; RFC 9242
+                // §3.3 folds them and the decrypted chain into IntAuth.
+                let unencrypted = raw
+                    .get(Header::LEN..aad.len().saturating_sub(4))
+                    .unwrap_or(&[]);
+                self.note_peer_int_auth(&msg.header, unencrypted, *first, pt.expose());
                 // Unencrypted payloads before SK are rare (§3.14 allows them); without any the
                 // inner chain is the message.
                 let outer = &msg.payloads[..msg.payloads.len() - 1];
@@ -455,7 +520,7 @@ impl Common {
                     .recv
                     .open(aad, &skf.body)
                     .map_err(|_| PeerMisbehaved::IntegrityCheckFailed)?;
-                self.reassemble(msg.header.message_id, skf, pt.expose())
+                self.reassemble(&msg.header, skf, pt.expose())
             }
             _ => Err(PeerMisbehaved::NotEncrypted.into()),
         }
@@ -463,7 +528,13 @@ impl Common {
 
     /// RFC 7383 §2.6: collect authenticated fragments of one message, bounded in count and
     /// size; a fragment of a newer message discards an older incomplete set.
-    fn reassemble(&mut self, id: u32, skf: &Skf, pt: &[u8]) -> Result<Option<Vec<Payload>>, Error> {
+    fn reassemble(
+        &mut self,
+        header: &Header,
+        skf: &Skf,
+        pt: &[u8],
+    ) -> Result<Option<Vec<Payload>>, Error> {
+        let id = header.message_id;
         if skf.total > MAX_FRAGMENTS {
             return Err(PeerMisbehaved::FragmentOverflow.into());
         }
@@ -500,11 +571,14 @@ impl Common {
         let Some(r) = self.reassembly.take() else {
             return Ok(None);
         };
-        let mut all = Vec::with_capacity(r.bytes);
+        let mut all = zeroize::Zeroizing::new(Vec::with_capacity(r.bytes));
         for p in r.parts.into_iter().flatten() {
             all.extend_from_slice(&p);
         }
-        Ok(Some(decode_chain(r.first, &all)?))
+        let payloads = decode_chain(r.first, &all)?;
+        // RFC 9242 §3.3.2: IntAuth is computed as if the message had not been fragmented.
+        self.note_peer_int_auth(header, &[], r.first, &all);
+        Ok(Some(payloads))
     }
 
     /// Sends an error notify as the response to request `id` (RFC 7296 §2.21).
@@ -630,6 +704,8 @@ impl IkeSa {
             State::ExpectSaInitResponse(_) => ("ExpectSaInitResponse", none),
             State::ExpectAuthResponse(_) => ("ExpectAuthResponse", none),
             State::ExpectAuthRequest(_) => ("ExpectAuthRequest", none),
+            State::ExpectIntermediateResponse(_) => ("ExpectIntermediateResponse", none),
+            State::ExpectIntermediateRequest(_) => ("ExpectIntermediateRequest", none),
             State::Established(e) => (
                 if e.rekeyed { "Rekeyed" } else { "Established" },
                 e.children.as_slice(),
@@ -703,13 +779,18 @@ impl IkeSa {
         matches!(
             self.state,
             State::ExpectSaInitResponse(_)
+                | State::ExpectIntermediateResponse(_)
                 | State::ExpectAuthResponse(_)
+                | State::ExpectIntermediateRequest(_)
                 | State::ExpectAuthRequest(_)
         ) && !self.c.closed
     }
 
     pub(crate) fn is_half_open(&self) -> bool {
-        matches!(self.state, State::ExpectAuthRequest(_))
+        matches!(
+            self.state,
+            State::ExpectIntermediateRequest(_) | State::ExpectAuthRequest(_)
+        )
     }
 
     pub(crate) fn is_established(&self) -> bool {
@@ -730,9 +811,12 @@ impl IkeSa {
     /// IKE_SA_INIT response, when the configuration names that identity exactly: with a
     /// wildcard the peer is unknown until IKE_AUTH, and INITIAL_CONTACT is sent as usual.
     pub(crate) fn expected_contact(&self) -> Option<(Identity, &Identity)> {
-        let State::ExpectSaInitResponse(_) = &self.state else {
+        if !matches!(
+            self.state,
+            State::ExpectSaInitResponse(_) | State::ExpectIntermediateResponse(_)
+        ) {
             return None;
-        };
+        }
         let crate::config::IdMatch::Exact(peer) = &self.c.peer.remote_id else {
             return None;
         };
@@ -799,10 +883,12 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         req: &[u8],
     ) -> Result<(), Error> {
-        let State::ExpectAuthRequest(st) = &self.state else {
-            return Ok(());
+        let original = match &self.state {
+            State::ExpectAuthRequest(st) => st.is_original_request(req),
+            State::ExpectIntermediateRequest(st) => st.is_original_request(req),
+            _ => return Ok(()),
         };
-        if !st.is_original_request(req) {
+        if !original {
             return Err(PeerMisbehaved::AlteredRetransmission.into());
         }
         if let Some((0, packets)) = &self.c.cached {
@@ -867,9 +953,17 @@ impl IkeSa {
                     _ => return Err(PeerMisbehaved::NotEncrypted.into()),
                 };
                 let aad = &dgram.bytes[..dgram.bytes.len() - body.len()];
-                keys.recv
-                    .open(aad, body)
-                    .map_err(|_| PeerMisbehaved::IntegrityCheckFailed)?;
+                // After an IKE_INTERMEDIATE key update the repeated request still carries the
+                // keys it was first sent with.
+                let authentic = keys.recv.open(aad, body).is_ok()
+                    || self
+                        .c
+                        .prev_recv
+                        .as_ref()
+                        .is_some_and(|prev| prev.open(aad, body).is_ok());
+                if !authentic {
+                    return Err(PeerMisbehaved::IntegrityCheckFailed.into());
+                }
                 if first_fragment {
                     ctx.stats.retransmits += 1;
                     self.c

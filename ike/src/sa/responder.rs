@@ -35,6 +35,7 @@ use crate::sa::established::Queued;
 use crate::sa::established::install_child;
 use crate::sa::glue;
 use crate::sa::initiator::esp_usable;
+use crate::sa::intermediate::ExpectIntermediateRequest;
 use crate::sa::later;
 use crate::sa::need;
 use crate::sa::timers::Timer;
@@ -119,9 +120,16 @@ impl IkeSa {
         if candidates.is_empty() {
             return Err(PeerIncompatible::NoProposalChosen.into());
         }
+        // RFC 9242 §3.1: the initiator can do IKE_INTERMEDIATE; without it none of our suites
+        // with additional key exchanges (RFC 9370 §2.2.1) can be chosen.
+        let intermediate = msg
+            .notifies(NotifyType::IntermediateExchangeSupported)
+            .next()
+            .is_some();
         // §1.2: prefer a suite whose group matches the KE the initiator already sent (as
         // strongSwan does), so a multi-group offer costs no INVALID_KE_PAYLOAD round trip.
         let mut chosen = None;
+        let mut refusal = PeerIncompatible::NoProposalChosen;
         for same_group in [true, false] {
             for cand in &candidates {
                 let ours: Vec<IkeProposal> = cand
@@ -129,17 +137,43 @@ impl IkeSa {
                     .iter()
                     .copied()
                     .filter(|p| !same_group || p.dh.id() == ke.group)
+                    .filter(|p| intermediate || p.addke.is_empty())
                     .collect();
-                if let Ok(c) = proposal::select_ike(sa, &ours, cand.allow_legacy, &[]) {
-                    chosen = Some(c);
-                    break;
+                match proposal::select_ike(sa, &ours, cand.allow_legacy, &[]) {
+                    Ok(c) => {
+                        chosen = Some(c);
+                        break;
+                    }
+                    Err(e @ PeerIncompatible::AdditionalKeyExchangeRequired) => refusal = e,
+                    Err(_) => {}
                 }
             }
             if chosen.is_some() {
                 break;
             }
         }
-        let (suite, reply_sa) = chosen.ok_or(PeerIncompatible::NoProposalChosen)?;
+        if chosen.is_none() && !intermediate {
+            let required = candidates
+                .iter()
+                .any(|p| p.ike_proposals.iter().any(|s| !s.addke.is_empty()));
+            let fallback = candidates
+                .iter()
+                .any(|p| p.ike_proposals.iter().any(|s| s.addke.is_empty()));
+            if required && !fallback {
+                refusal = PeerIncompatible::AdditionalKeyExchangeRequired;
+            }
+        }
+        let Some((suite, reply_sa)) = chosen else {
+            if refusal == PeerIncompatible::AdditionalKeyExchangeRequired {
+                tracing::warn!(
+                    peer = %dgram.remote,
+                    intermediate,
+                    "IKE_SA_INIT refused: our proposals require additional key exchanges \
+                     (RFC 9370) the peer did not offer"
+                );
+            }
+            return Err(refusal.into());
+        };
         // §1.2: the proposal is fine but the KE guess is wrong: tell the initiator our group.
         if ke.group != suite.dh.id() {
             return Err(PeerIncompatible::InvalidKePayload(suite.dh.id()).into());
@@ -191,6 +225,8 @@ impl IkeSa {
             timers: TimerTable::default(),
             closed: false,
             reply_to: None,
+            int_auth: None,
+            prev_recv: None,
         };
         c.timers.set(
             Timer::HalfOpen,
@@ -215,6 +251,10 @@ impl IkeSa {
             payloads.push(glue::fragmentation_supported());
         }
         payloads.push(glue::signature_hash_algorithms());
+        if intermediate {
+            payloads.push(glue::intermediate_supported());
+            c.int_auth = Some(super::intermediate::IntAuth::default());
+        }
         // §1.2 / §3.7: CERTREQ in the IKE_SA_INIT response. IKE_AUTH picks the profile by
         // IDi later, so name the CAs of every candidate that uses certificates.
         payloads.extend(auth::certreq(candidates.iter().map(|p| &p.auth)));
@@ -240,16 +280,16 @@ impl IkeSa {
         };
         Ok(Self {
             c,
-            state: State::ExpectAuthRequest(Box::new(st)),
+            state: ExpectIntermediateRequest::start(st),
         })
     }
 }
 
 /// Responder after IKE_SA_INIT: waiting for IKE_AUTH.
 pub(crate) struct ExpectAuthRequest {
-    suite: IkeProposal,
-    ni: Vec<u8>,
-    nr: Vec<u8>,
+    pub(crate) suite: IkeProposal,
+    pub(crate) ni: Vec<u8>,
+    pub(crate) nr: Vec<u8>,
     /// The initiator's IKE_SA_INIT request (its RealMessage1).
     request: Vec<u8>,
     /// Our IKE_SA_INIT response (our RealMessage2).
@@ -299,6 +339,9 @@ impl ExpectAuthRequest {
         let keys = c.keys.as_ref().ok_or(Error::Local("keys"))?;
         let prf = self.suite.prf;
         let octets = keys::signed_octets(prf, &self.request, &self.nr, &keys.sk_pi, &idi.to_vec());
+        // RFC 9242 §3.3.2: IKE_AUTH_MID is this request's message ID.
+        let octets = super::intermediate::with_int_auth(c, octets, id);
+        c.prev_recv = None;
         let presented = auth::Presented::new(idi, &payloads, ctx.unix_time);
         // The first profile whose identity rules and PSK, key or certificate accept the
         // initiator.
@@ -320,6 +363,8 @@ impl ExpectAuthRequest {
         let our_id = c.peer.local_identity_at(c.local.ip());
         let octets =
             keys::signed_octets(prf, &self.response, &self.ni, &keys.sk_pr, &our_id.to_vec());
+        let octets = super::intermediate::with_int_auth(c, octets, id);
+        c.int_auth = None;
         let our_auth = auth::build(&c.peer.auth, prf, &octets)?;
         let initial_contact = notifies(&payloads, NotifyType::InitialContact)
             .next()

@@ -23,6 +23,8 @@ use crate::sa::established::Established;
 use crate::sa::established::Queued;
 use crate::sa::initiator::ExpectAuthResponse;
 use crate::sa::initiator::ExpectSaInitResponse;
+use crate::sa::intermediate::ExpectIntermediateRequest;
+use crate::sa::intermediate::ExpectIntermediateResponse;
 use crate::sa::later;
 use crate::sa::responder::ExpectAuthRequest;
 use crate::sa::timers::Timer;
@@ -35,7 +37,11 @@ use crate::wire::enums::NotifyType;
 /// The state machine position of an IKE SA, named for what it waits for.
 pub(crate) enum State {
     ExpectSaInitResponse(Box<ExpectSaInitResponse>),
+    /// RFC 9242 / RFC 9370: an IKE_INTERMEDIATE request with an additional key exchange sent.
+    ExpectIntermediateResponse(Box<ExpectIntermediateResponse>),
     ExpectAuthResponse(Box<ExpectAuthResponse>),
+    /// IKE_SA_INIT answered with additional key exchanges still to run.
+    ExpectIntermediateRequest(Box<ExpectIntermediateRequest>),
     ExpectAuthRequest(Box<ExpectAuthRequest>),
     Established(Box<Established>),
     Closed,
@@ -126,6 +132,19 @@ pub(crate) fn step(
                 Err(e) => (fail(c, ctx, &e), Err(e)),
             }
         }
+        (
+            State::ExpectIntermediateResponse(st),
+            Input::Response {
+                exchange: ExchangeType::IkeIntermediate,
+                payloads,
+            },
+        ) => {
+            c.request_done();
+            match st.handle(c, ctx, payloads) {
+                Ok(next) => (next, Ok(())),
+                Err(e) => (fail(c, ctx, &e), Err(e)),
+            }
+        }
         (State::Established(mut est), Input::Response { exchange, payloads }) => {
             c.request_done();
             let res = est.handle_response(c, ctx, exchange, payloads);
@@ -150,6 +169,22 @@ pub(crate) fn step(
             }
             Err(e) => {
                 // §2.21.2: IKE_AUTH errors are answered protected, then the SA goes.
+                c.answer_error(ctx, exchange, id, &e);
+                (fail(c, ctx, &e), Err(e))
+            }
+        },
+        (
+            State::ExpectIntermediateRequest(st),
+            Input::Request {
+                exchange: exchange @ ExchangeType::IkeIntermediate,
+                id,
+                payloads,
+            },
+        ) => match st.handle(c, ctx, id, payloads) {
+            Ok(next) => (next, Ok(())),
+            Err(e) => {
+                // RFC 9242 §3.4: IKE_INTERMEDIATE is protected like IKE_AUTH; its errors are
+                // answered protected, then the SA goes.
                 c.answer_error(ctx, exchange, id, &e);
                 (fail(c, ctx, &e), Err(e))
             }
@@ -220,6 +255,20 @@ pub(crate) fn step(
         ) => {
             st.children().add(req);
             (State::ExpectSaInitResponse(st), Ok(()))
+        }
+        (
+            State::ExpectIntermediateResponse(mut st),
+            Input::Command(SaCommand::InitiateChild { req, .. }),
+        ) => {
+            st.children().add(req);
+            (State::ExpectIntermediateResponse(st), Ok(()))
+        }
+        (
+            State::ExpectIntermediateRequest(mut st),
+            Input::Command(SaCommand::InitiateChild { conn, req }),
+        ) => {
+            st.add_child(conn, req);
+            (State::ExpectIntermediateRequest(st), Ok(()))
         }
         (
             State::ExpectAuthResponse(mut st),

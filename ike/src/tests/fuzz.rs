@@ -95,6 +95,90 @@ fn mutated_conversation_never_panics_responder() {
     eprintln!("engine mutation loop: {iters} iterations, {execs} handle_datagram calls");
 }
 
+/// The suites of the hybrid conversations: x25519 with additional key exchanges (RFC 9370).
+/// `dh_only` keeps every round seeded (ECP-256, then X25519), so a fresh responder replaying
+/// the initiator's side reaches IKE_AUTH; ML-KEM draws AWS-LC's own randomness, so a replay
+/// of an ML-KEM round reaches its IKE_INTERMEDIATE but not the keys after it.
+pub(crate) fn hybrid_suite(dh_only: bool) -> crate::config::IkeProposal {
+    use crate::transform::{DhGroup, KeMethod};
+    let mut s = crate::config::IkeProposal::AES256GCM_SHA256_X25519;
+    if dh_only {
+        s.addke.0[0] = Some(KeMethod::Dh(DhGroup::Ecp256));
+        s.addke.0[1] = Some(KeMethod::Dh(DhGroup::Curve25519));
+    } else {
+        s.addke.0[0] = Some(KeMethod::MlKem768);
+    }
+    s
+}
+
+fn hybrid_pair(dh_only: bool) -> Pair {
+    let mut a = peer(1, A_IP, B_IP, "secret");
+    a.ike_proposals = vec![hybrid_suite(dh_only)];
+    let mut b = peer(1, B_IP, A_IP, "secret");
+    b.ike_proposals = vec![hybrid_suite(dh_only)];
+    Pair::new(a, b)
+}
+
+#[test]
+fn mutated_hybrid_conversation_never_panics_responder() {
+    use crate::wire::enums::ExchangeType;
+    let iters: usize = std::env::var("IKE_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    for dh_only in [true, false] {
+        let mut p = hybrid_pair(dh_only);
+        p.connect();
+        let script: Vec<Transmit> = p.a.sent.clone();
+        let mut cfg = peer(1, B_IP, A_IP, "secret");
+        cfg.ike_proposals = vec![hybrid_suite(dh_only)];
+        let config = Arc::new(endpoint_config(vec![cfg]));
+        // Unmutated: the responder answers every IKE_INTERMEDIATE, and with seeded rounds
+        // authenticates the initiator and installs the Child SA.
+        let mut b = Endpoint::new(config.clone(), [2; 32]);
+        let (mut installs, mut intermediate) = (0, 0);
+        for t in &script {
+            b.handle_datagram(
+                p.start,
+                Datagram {
+                    local: t.remote,
+                    remote: t.local,
+                    bytes: &t.bytes,
+                },
+            );
+            while let Some(o) = b.poll_output() {
+                installs += usize::from(matches!(o, Output::InstallChildSa(_)));
+                if let Output::Transmit(t) = &o {
+                    let ex = crate::wire::Message::decode(&t.bytes).map(|m| m.header.exchange);
+                    intermediate += usize::from(ex == Ok(ExchangeType::IkeIntermediate));
+                }
+            }
+        }
+        assert_eq!(intermediate, if dh_only { 2 } else { 1 });
+        assert_eq!(installs, usize::from(dh_only), "dh_only={dh_only}");
+        let mut rng = ChaCha20Rng::from_seed([43; 32]);
+        for i in 0..iters {
+            let mut b = Endpoint::new(config.clone(), [2; 32]);
+            let target = i % script.len();
+            for (k, t) in script.iter().enumerate().take(target + 1) {
+                let mut bytes = t.bytes.clone();
+                if k == target {
+                    crate::wire::tests::mutate(&mut rng, &mut bytes);
+                }
+                b.handle_datagram(
+                    p.start,
+                    Datagram {
+                        local: t.remote,
+                        remote: t.local,
+                        bytes: &bytes,
+                    },
+                );
+                while b.poll_output().is_some() {}
+            }
+        }
+    }
+}
+
 /// Writes seed inputs for the cargo-fuzz targets: `IKE_FUZZ_SEED_DIR=fuzz/corpus cargo test
 /// -p ike write_fuzz_seeds -- --ignored`.
 #[test]
@@ -128,6 +212,27 @@ fn write_fuzz_seeds() {
     let _ = std::fs::write(dir.join("handle_datagram").join("handshake"), &conv);
     conv[0] = 1;
     let _ = std::fs::write(dir.join("handle_datagram").join("handshake_cookies"), &conv);
+    // Hybrid handshakes (IKE_INTERMEDIATE, RFC 9370 rounds): the fuzz target's responder has
+    // these suites too.
+    for (name, dh_only) in [
+        ("handshake_addke_dh", true),
+        ("handshake_addke_mlkem", false),
+    ] {
+        let mut h = hybrid_pair(dh_only);
+        h.connect();
+        let mut conv = vec![0u8];
+        for (i, t) in h.a.sent.iter().chain(h.b.sent.iter()).enumerate() {
+            let _ = std::fs::write(
+                dir.join("message_decode").join(format!("{name}{i}")),
+                &t.bytes,
+            );
+        }
+        for t in &h.a.sent {
+            conv.extend_from_slice(&(t.bytes.len() as u16).to_be_bytes());
+            conv.extend_from_slice(&t.bytes);
+        }
+        let _ = std::fs::write(dir.join("handle_datagram").join(name), &conv);
+    }
     if let Some(t) = p.a.sent.first() {
         for mode in [0u8, 1] {
             let seed = [&[mode][..], &t.bytes].concat();

@@ -7,6 +7,7 @@ mod front_door;
 mod fuzz;
 mod nat;
 mod pair;
+mod pq;
 mod status;
 
 use std::time::Duration;

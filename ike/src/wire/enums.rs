@@ -53,6 +53,8 @@ registry! {
         Informational = 0x25,
         /// IKE_INTERMEDIATE (RFC 9242).
         IkeIntermediate = 0x2b,
+        /// IKE_FOLLOWUP_KE (RFC 9370 §2.2.4).
+        IkeFollowupKe = 0x2c,
     }
 }
 
@@ -181,6 +183,24 @@ registry! {
         Ikev2FragmentationSupported = 0x402e,
         /// SIGNATURE_HASH_ALGORITHMS (RFC 7427).
         SignatureHashAlgorithms = 0x402f,
+        /// INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242 §3.1).
+        IntermediateExchangeSupported = 0x4036,
+        /// ADDITIONAL_KEY_EXCHANGE (RFC 9370 §2.2.4): links IKE_FOLLOWUP_KE exchanges to
+        /// their CREATE_CHILD_SA.
+        AdditionalKeyExchange = 0x4039,
+    }
+}
+
+impl TransformType {
+    /// ADDKE`n` (RFC 9370 §2.2.1: Transform Type 5 + n), for n in 1..=7.
+    pub fn addke(n: u8) -> Self {
+        Self::from(5 + n)
+    }
+
+    /// The n of an ADDKE`n` type.
+    pub fn addke_index(self) -> Option<u8> {
+        let raw = self.to_raw();
+        (6..=12).contains(&raw).then(|| raw - 5)
     }
 }
 
@@ -284,6 +304,20 @@ registry! {
         Dh = 0x04,
         /// Extended Sequence Numbers (ESN).
         Esn = 0x05,
+        /// Additional Key Exchange 1 (RFC 9370 §2.2.1).
+        Addke1 = 0x06,
+        /// Additional Key Exchange 2.
+        Addke2 = 0x07,
+        /// Additional Key Exchange 3.
+        Addke3 = 0x08,
+        /// Additional Key Exchange 4.
+        Addke4 = 0x09,
+        /// Additional Key Exchange 5.
+        Addke5 = 0x0a,
+        /// Additional Key Exchange 6.
+        Addke6 = 0x0b,
+        /// Additional Key Exchange 7.
+        Addke7 = 0x0c,
     }
 }
 

@@ -1,0 +1,320 @@
+//! Post-quantum hybrid key exchange: IKE_INTERMEDIATE (RFC 9242) carrying RFC 9370
+//! additional key exchanges with ML-KEM (FIPS 203).
+
+use std::time::Duration;
+
+use super::*;
+use crate::error::Error;
+use crate::error::PeerMisbehaved;
+use crate::error::Reaction;
+use crate::transform::AddKes;
+use crate::transform::KeMethod;
+use crate::wire::Header;
+
+const X25519: IkeProposal = IkeProposal::AES256GCM_SHA256_X25519;
+
+/// `x25519` with the given rounds as ADDKE1, ADDKE2, ...
+fn hybrid(rounds: &[KeMethod]) -> IkeProposal {
+    let mut addke = AddKes::NONE;
+    for (i, m) in rounds.iter().enumerate() {
+        addke.0[i] = Some(*m);
+    }
+    IkeProposal { addke, ..X25519 }
+}
+
+fn pair_with(a: Vec<IkeProposal>, b: Vec<IkeProposal>) -> Pair {
+    let mut pa = peer(1, A_IP, B_IP, "secret");
+    pa.ike_proposals = a;
+    let mut pb = peer(1, B_IP, A_IP, "secret");
+    pb.ike_proposals = b;
+    Pair::new(pa, pb)
+}
+
+/// Decoded headers of what `t` sent in `exchange`.
+fn headers(t: &TestEndpoint, exchange: ExchangeType) -> Vec<Header> {
+    t.sent
+        .iter()
+        .filter_map(|x| Message::decode(&x.bytes).ok())
+        .filter(|m| m.header.exchange == exchange)
+        .map(|m| m.header)
+        .collect()
+}
+
+fn notified(t: &TestEndpoint, ty: NotifyType) -> bool {
+    t.sent
+        .iter()
+        .filter_map(|x| Message::decode(&x.bytes).ok())
+        .filter(|m| m.header.exchange == ExchangeType::IkeSaInit)
+        .any(|m| m.notifies(ty).next().is_some())
+}
+
+#[test]
+fn mlkem768_setup_runs_one_intermediate_exchange() {
+    let s = hybrid(&[KeMethod::MlKem768]);
+    let mut p = pair_with(vec![s], vec![s]);
+    p.connect();
+    assert!(established(&p.a) && established(&p.b));
+    p.assert_children_match();
+    assert!(notified(&p.a, NotifyType::IntermediateExchangeSupported));
+    assert!(notified(&p.b, NotifyType::IntermediateExchangeSupported));
+    // RFC 9242 §3.4: IKE_INTERMEDIATE takes message ID 1, IKE_AUTH follows with 2.
+    let ids: Vec<u32> = headers(&p.a, ExchangeType::IkeIntermediate)
+        .iter()
+        .map(|h| h.message_id)
+        .collect();
+    assert_eq!(ids, vec![1]);
+    let auth: Vec<u32> = headers(&p.a, ExchangeType::IkeAuth)
+        .iter()
+        .map(|h| h.message_id)
+        .collect();
+    assert_eq!(auth, vec![2]);
+    assert_eq!(headers(&p.b, ExchangeType::IkeIntermediate).len(), 1);
+    // Both ends show the negotiated hybrid suite.
+    for t in [&p.a, &p.b] {
+        let suite = t.ep.sas()[0].suite.expect("suite");
+        assert_eq!(suite.addke.0[0], Some(KeMethod::MlKem768));
+    }
+}
+
+#[test]
+fn several_additional_exchanges_run_in_order() {
+    let s = hybrid(&[
+        KeMethod::MlKem768,
+        KeMethod::MlKem1024,
+        KeMethod::Dh(DhGroup::Ecp256),
+    ]);
+    let mut p = pair_with(vec![s], vec![s]);
+    p.connect();
+    assert!(established(&p.a) && established(&p.b));
+    p.assert_children_match();
+    // (ML-KEM-1024's 1568-byte share goes out in two fragments at the default size.)
+    let mut ids: Vec<u32> = headers(&p.a, ExchangeType::IkeIntermediate)
+        .iter()
+        .map(|h| h.message_id)
+        .collect();
+    ids.dedup();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(
+        headers(&p.a, ExchangeType::IkeAuth)[0].message_id,
+        4,
+        "IKE_AUTH after three IKE_INTERMEDIATE exchanges"
+    );
+}
+
+#[test]
+fn optional_addke_falls_back_when_the_responder_has_none() {
+    let a = vec![hybrid(&[KeMethod::MlKem768]), X25519];
+    let mut p = pair_with(a.clone(), vec![X25519]);
+    p.connect();
+    assert!(established(&p.a) && established(&p.b));
+    p.assert_children_match();
+    assert!(headers(&p.a, ExchangeType::IkeIntermediate).is_empty());
+    assert_eq!(p.a.ep.sas()[0].suite.expect("suite").addke, AddKes::NONE);
+    // The offer: one proposal with ADDKE1 {ML-KEM-768, NONE}, then the classic suite alone
+    // for responders that know no ADDKE types (RFC 7296 §3.3.6).
+    let offer = crate::proposal::ike_offer(&a, &[]);
+    assert_eq!(offer.proposals.len(), 2);
+    let addke1: Vec<u16> = offer.proposals[0]
+        .transforms
+        .iter()
+        .filter(|t| t.ty == crate::wire::enums::TransformType::Addke1)
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(addke1, vec![36, 0]);
+    assert!(
+        offer.proposals[1]
+            .transforms
+            .iter()
+            .all(|t| t.ty.addke_index().is_none())
+    );
+}
+
+#[test]
+fn optional_addke_on_the_responder_accepts_a_classic_initiator() {
+    let mut p = pair_with(vec![X25519], vec![hybrid(&[KeMethod::MlKem768]), X25519]);
+    p.connect();
+    assert!(established(&p.a) && established(&p.b));
+    assert!(!notified(&p.a, NotifyType::IntermediateExchangeSupported));
+    assert!(headers(&p.a, ExchangeType::IkeIntermediate).is_empty());
+}
+
+#[test]
+fn required_addke_is_refused_with_no_proposal_chosen() {
+    // The responder requires ML-KEM, the initiator has none to offer.
+    let mut p = pair_with(vec![X25519], vec![hybrid(&[KeMethod::MlKem768])]);
+    p.connect();
+    assert!(!established(&p.a) && !established(&p.b));
+    assert_eq!(
+        p.b.ep
+            .stats()
+            .rejected
+            .get("additional_key_exchange_required"),
+        Some(&1)
+    );
+    assert!(p.a.has_event(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::Failed("peer_rejected"),
+            ..
+        }
+    )));
+    // The initiator requires it, the responder offers other methods.
+    let mut p = pair_with(
+        vec![hybrid(&[KeMethod::MlKem768])],
+        vec![hybrid(&[KeMethod::MlKem1024])],
+    );
+    p.connect();
+    assert!(!established(&p.a) && !established(&p.b));
+    assert_eq!(
+        p.b.ep
+            .stats()
+            .rejected
+            .get("additional_key_exchange_required"),
+        Some(&1)
+    );
+    let refused =
+        p.b.sent
+            .iter()
+            .filter_map(|x| Message::decode(&x.bytes).ok())
+            .any(|m| m.notifies(NotifyType::NoProposalChosen).next().is_some());
+    assert!(refused, "NO_PROPOSAL_CHOSEN on the wire");
+}
+
+#[test]
+fn mlkem1024_intermediate_is_fragmented() {
+    let s = hybrid(&[KeMethod::MlKem1024]);
+    let mut pa = peer(1, A_IP, B_IP, "secret");
+    pa.ike_proposals = vec![s];
+    let mut pb = peer(1, B_IP, A_IP, "secret");
+    pb.ike_proposals = vec![s];
+    let mut ac = endpoint_config(vec![pa]);
+    ac.fragment_size = 500;
+    let mut bc = endpoint_config(vec![pb]);
+    bc.fragment_size = 500;
+    let mut p = Pair::with_configs(ac, bc);
+    p.connect();
+    assert!(established(&p.a) && established(&p.b));
+    p.assert_children_match();
+    for t in [&p.a, &p.b] {
+        let frags: Vec<Message> = t
+            .sent
+            .iter()
+            .filter(|x| exchange_of(&x.bytes) == Some(ExchangeType::IkeIntermediate))
+            .filter_map(|x| Message::decode(&x.bytes).ok())
+            .collect();
+        // 1568 bytes of key share in fragments of at most 500 bytes.
+        assert!(frags.len() >= 4, "{} fragments", frags.len());
+        assert!(
+            frags
+                .iter()
+                .all(|m| matches!(m.payloads.last(), Some(Payload::Skf(_))))
+        );
+    }
+    assert!(
+        p.a.sent
+            .iter()
+            .filter(|x| exchange_of(&x.bytes) != Some(ExchangeType::IkeSaInit))
+            .all(|x| x.bytes.len() <= 500)
+    );
+}
+
+#[test]
+fn lost_intermediate_request_is_retransmitted() {
+    let s = hybrid(&[KeMethod::MlKem768]);
+    let mut p = pair_with(vec![s], vec![s]);
+    drop_first(&mut p, Side::A, ExchangeType::IkeIntermediate);
+    p.connect();
+    assert!(established(&p.a) && established(&p.b));
+    p.assert_children_match();
+    assert_eq!(headers(&p.a, ExchangeType::IkeIntermediate).len(), 2);
+}
+
+#[test]
+fn lost_intermediate_response_is_replayed_under_the_old_keys() {
+    // The responder has updated its keys when the repeated request (protected with the
+    // previous ones) arrives; it must still recognise it and replay its cached response.
+    let s = hybrid(&[KeMethod::MlKem768, KeMethod::MlKem512]);
+    let mut p = pair_with(vec![s], vec![s]);
+    drop_first(&mut p, Side::B, ExchangeType::IkeIntermediate);
+    p.connect();
+    assert!(established(&p.a) && established(&p.b));
+    p.assert_children_match();
+    assert_eq!(headers(&p.b, ExchangeType::IkeIntermediate).len(), 3);
+    assert!(p.b.ep.stats().retransmits >= 1);
+}
+
+#[test]
+fn duplicated_intermediate_messages_are_harmless() {
+    let s = hybrid(&[KeMethod::MlKem768]);
+    let mut p = pair_with(vec![s], vec![s]);
+    p.filter = Some(Box::new(|_, t| {
+        if exchange_of(&t.bytes) == Some(ExchangeType::IkeIntermediate) {
+            Verdict::Duplicate
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    p.connect();
+    p.drive_for(Duration::from_secs(5));
+    assert!(established(&p.a) && established(&p.b));
+    p.assert_children_match();
+    assert_eq!(p.a.ep.ike_sa_count(), 1);
+}
+
+#[test]
+fn malformed_ke_of_a_round_is_invalid_syntax() {
+    use crate::sa::intermediate::round_ke;
+    use crate::wire::Ke;
+    let ke = |group, len| {
+        vec![Payload::Ke(Ke {
+            group,
+            data: vec![1; len],
+        })]
+    };
+    let syntax = |e: PeerMisbehaved| {
+        assert_eq!(
+            Error::from(e).reaction(),
+            Reaction::Notify(NotifyType::InvalidSyntax, Vec::new())
+        );
+    };
+    let m = KeMethod::MlKem768;
+    assert!(round_ke(&ke(36, 1184), m, 1184).is_ok());
+    let short = round_ke(&ke(36, 1183), m, 1184).expect_err("short");
+    assert_eq!(
+        short,
+        PeerMisbehaved::BadKeLength {
+            method: 36,
+            expected: 1184,
+            actual: 1183
+        }
+    );
+    syntax(short);
+    let other = round_ke(&ke(37, 1568), m, 1184).expect_err("other method");
+    assert_eq!(
+        other,
+        PeerMisbehaved::AddKeMethodMismatch {
+            expected: 36,
+            actual: 37
+        }
+    );
+    syntax(other);
+    let none = round_ke(&[], m, 1184).expect_err("no KE");
+    syntax(none);
+}
+
+#[test]
+fn ike_rekey_of_a_hybrid_sa_stays_up() {
+    let s = hybrid(&[KeMethod::MlKem768]);
+    let mut p = pair_with(vec![s], vec![s]);
+    p.connect();
+    let session = p.a.installs[0].session;
+    p.command(Side::A, Command::RekeyIke { session });
+    p.drive_for(Duration::from_secs(2));
+    assert!(p.a.has_event(|e| matches!(e, Event::IkeSaRekeyed { .. })));
+    assert_eq!(p.a.ep.ike_sa_count(), 1);
+    assert_eq!(p.b.ep.ike_sa_count(), 1);
+    p.assert_children_match();
+    // IKE_FOLLOWUP_KE is not implemented: the rekeyed SA says honestly that its own
+    // exchange was classic (its keys still derive from the old SK_d, ML-KEM included).
+    assert_eq!(p.a.ep.sas()[0].suite.expect("suite").addke, AddKes::NONE);
+}

@@ -389,6 +389,7 @@ fn ke_name(m: ike::transform::KeMethod) -> &'static str {
         KeMethod::MlKem1024 => "mlkem1024",
         KeMethod::Dh(g) => match g {
             DhGroup::Modp1024 => "modp1024",
+            DhGroup::Modp1536 => "modp1536",
             DhGroup::Modp2048 => "modp2048",
             DhGroup::Modp3072 => "modp3072",
             DhGroup::Modp4096 => "modp4096",

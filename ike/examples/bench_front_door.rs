@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ike::secret::Secret;
+use ike::transform::AddKes;
 use ike::wire::TrafficSelector;
 use ike::*;
 
@@ -36,6 +37,7 @@ fn peer(local: Ipv4Addr, remote: RemoteAddr) -> PeerConfig {
         child: ChildConfig {
             esp_proposals: vec![EspProposal::AES256GCM],
             pfs: None,
+            pfs_addke: AddKes::NONE,
             local_ts: vec![TrafficSelector::any(false)],
             remote_ts: vec![TrafficSelector::any(false)],
             mode: Mode::Tunnel,

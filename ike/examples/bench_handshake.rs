@@ -37,6 +37,7 @@ fn peer(local: [u8; 4], remote: [u8; 4], suite: IkeProposal) -> PeerConfig {
         child: ChildConfig {
             esp_proposals: vec![EspProposal::AES256GCM],
             pfs: None,
+            pfs_addke: AddKes::NONE,
             local_ts: vec![TrafficSelector::any(false)],
             remote_ts: vec![TrafficSelector::any(false)],
             mode: Mode::Tunnel,

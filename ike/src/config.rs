@@ -478,6 +478,11 @@ pub struct ChildConfig {
     pub esp_proposals: Vec<EspProposal>,
     /// PFS group for CREATE_CHILD_SA; IKE_AUTH never carries KE (RFC 7296 §1.2).
     pub pfs: Option<DhGroup>,
+    /// Additional key exchanges of the PFS exchange (RFC 9370 §2.2.4), each in its own
+    /// IKE_FOLLOWUP_KE after the CREATE_CHILD_SA; only with [`Self::pfs`] set (ADDKE
+    /// transforms go with a KE transform). Required of the peer: a proposal without them is
+    /// refused. strongSwan's `esp_proposals = aes256gcm16-x25519-ke1_mlkem768`.
+    pub pfs_addke: AddKes,
     /// Our traffic selectors (TSi when we initiate).
     pub local_ts: Vec<TrafficSelector>,
     /// The peer's traffic selectors.

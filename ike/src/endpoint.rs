@@ -299,6 +299,46 @@ impl Endpoint {
         self.admission.half_open()
     }
 
+    /// Test-only: changes the link data of every responder IKE_FOLLOWUP_KE state; returns how
+    /// many there were.
+    #[cfg(test)]
+    pub(crate) fn corrupt_followup_links(&mut self) -> usize {
+        let mut n = 0;
+        for sa in self.sas.values_mut() {
+            if let crate::sa::State::Established(est) = &mut sa.state {
+                if let Some(f) = &mut est.followup {
+                    f.corrupt_link();
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Test-only: responder IKE_FOLLOWUP_KE states held.
+    #[cfg(test)]
+    pub(crate) fn followup_count(&self) -> usize {
+        self.sas
+            .values()
+            .filter(|sa| {
+                matches!(&sa.state, crate::sa::State::Established(est) if est.followup.is_some())
+            })
+            .count()
+    }
+
+    /// Test-only: SK_d of each live IKE SA, to compare both ends' derivations.
+    #[cfg(test)]
+    pub(crate) fn sk_ds(&self) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = self
+            .sas
+            .values()
+            .filter(|sa| !sa.c.closed)
+            .filter_map(|sa| sa.c.keys.as_ref().map(|k| k.sk_d.expose().to_vec()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// A snapshot of every IKE SA and its Child SAs, for status output.
     pub fn sas(&self) -> Vec<IkeSaInfo> {
         let mut out: Vec<IkeSaInfo> = self.sas.values().map(IkeSa::info).collect();

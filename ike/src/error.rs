@@ -85,6 +85,10 @@ pub enum PeerMisbehaved {
     UnsolicitedResponse,
     /// A request refers to a Child SA we do not have (§2.25).
     UnknownChildSa(u32),
+    /// An IKE_FOLLOWUP_KE request whose ADDITIONAL_KEY_EXCHANGE link data names no exchange
+    /// of ours in progress (none, another, or one already finished or abandoned), or that
+    /// carries none. STATE_NOT_FOUND (RFC 9370 §2.2.4).
+    UnknownAddKeLink,
     /// An IKE SPI we do not know (§2.21.4).
     UnknownIkeSpi,
     /// An IKE_SA_INIT request with a half-open SA's SPIi from its peer's address that is not
@@ -173,6 +177,7 @@ impl Error {
                 // answer (only ever found in responses, which are not answered).
                 PeerMisbehaved::EmptyTrafficSelectors => n(N::InvalidSyntax),
                 PeerMisbehaved::UnknownChildSa(_) => n(N::ChildSaNotFound),
+                PeerMisbehaved::UnknownAddKeLink => n(N::StateNotFound),
                 // §2.21.2 / §2.21.4: never answer what we cannot authenticate or place.
                 PeerMisbehaved::BadCookie
                 | PeerMisbehaved::FragmentOverflow
@@ -230,6 +235,7 @@ impl Error {
                 PeerMisbehaved::UnexpectedMessageId(_) => "unexpected_message_id",
                 PeerMisbehaved::UnsolicitedResponse => "unsolicited_response",
                 PeerMisbehaved::UnknownChildSa(_) => "unknown_child_sa",
+                PeerMisbehaved::UnknownAddKeLink => "unknown_addke_link",
                 PeerMisbehaved::UnknownIkeSpi => "unknown_ike_spi",
                 PeerMisbehaved::AlteredRetransmission => "altered_retransmission",
             },

@@ -94,6 +94,10 @@ pub fn derive_ike_keys(
 /// Rekeyed IKE SA keys (RFC 7296 §2.18): `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)`
 /// with the **old** SA's PRF ("it is the old IKE SA's PRF that is used to generate
 /// SKEYSEED"), then prf+ as in §2.14 with the new suite's PRF and the new SPIs.
+///
+/// With additional key exchanges run in IKE_FOLLOWUP_KE exchanges (RFC 9370 §2.2.4) their
+/// secrets follow the nonces: `SKEYSEED = prf(SK_d (old), SK(0) | Ni | Nr | SK(1) | ... |
+/// SK(n))`, `g_ir` being SK(0) and `addke` SK(1)..SK(n) in ADDKE order (empty otherwise).
 // Each argument is a distinct protocol input of §2.18; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn derive_rekeyed_ike_keys(
@@ -103,10 +107,13 @@ pub fn derive_rekeyed_ike_keys(
     g_ir: &Secret,
     ni: &[u8],
     nr: &[u8],
+    addke: &[Secret],
     spi_i: u64,
     spi_r: u64,
 ) -> IkeKeys {
-    let skeyseed = PrfKey::new(old_prf, old_sk_d.expose()).compute(&[g_ir.expose(), ni, nr]);
+    let mut parts: Vec<&[u8]> = vec![g_ir.expose(), ni, nr];
+    parts.extend(addke.iter().map(Secret::expose));
+    let skeyseed = PrfKey::new(old_prf, old_sk_d.expose()).compute(&parts);
     expand_ike_keys(suite, &skeyseed, ni, nr, spi_i, spi_r)
 }
 
@@ -177,6 +184,11 @@ pub struct ChildKeys {
 /// to the responder are taken before SAs going from the responder to the initiator";
 /// encryption key before integrity key). `g_ir` is `Some` only for a CREATE_CHILD_SA with
 /// PFS. `ni`/`nr` are from the exchange that creates the Child SA.
+///
+/// PFS with additional key exchanges (RFC 9370 §2.2.4): `KEYMAT = prf+(SK_d, SK(0) | Ni | Nr
+/// | SK(1) | ... | SK(n))`, `g_ir` being SK(0) and `addke` the rest in ADDKE order.
+// Each argument is a distinct protocol input of §2.17.
+#[allow(clippy::too_many_arguments)]
 pub fn derive_child_keys(
     prf: Prf,
     sk_d: &Secret,
@@ -185,13 +197,18 @@ pub fn derive_child_keys(
     g_ir: Option<&Secret>,
     ni: &[u8],
     nr: &[u8],
+    addke: &[Secret],
 ) -> ChildKeys {
     let e_len = encr.keymat_len();
     let a_len = integ.map_or(0, Integ::key_len);
     let total = 2 * (e_len + a_len);
     let stream = match g_ir {
         // The PFS seed holds g^ir: keep it out of HKDF's unwiped seed buffer.
-        Some(g) => PrfKey::new(prf, sk_d.expose()).plus(&[g.expose(), ni, nr], total),
+        Some(g) => {
+            let mut seed: Vec<&[u8]> = vec![g.expose(), ni, nr];
+            seed.extend(addke.iter().map(Secret::expose));
+            PrfKey::new(prf, sk_d.expose()).plus(&seed, total)
+        }
         None => prf_plus_public_seed(prf, sk_d.expose(), &[ni, nr], total),
     };
     let (i, r) = stream.expose().split_at(e_len + a_len);

@@ -116,15 +116,44 @@ fn is_cross_product(run: &[IkeProposal]) -> bool {
 }
 
 /// The SA payload offering `ours` for an ESP Child SA with our inbound `spi`; `dh` adds a KE
-/// transform for PFS in CREATE_CHILD_SA (never in IKE_AUTH, §1.2).
-pub fn esp_offer(ours: &[EspProposal], dh: Option<DhGroup>, spi: u32) -> Sa {
+/// transform for PFS in CREATE_CHILD_SA (never in IKE_AUTH, §1.2), and `addke` the additional
+/// key exchanges run after it in IKE_FOLLOWUP_KE (RFC 9370 §2.2.4; only with `dh`).
+pub fn esp_offer(ours: &[EspProposal], dh: Option<DhGroup>, addke: AddKes, spi: u32) -> Sa {
+    let addke = if dh.is_some() { addke } else { AddKes::NONE };
     Sa {
         proposals: ours
             .iter()
             .enumerate()
-            .map(|(i, p)| esp_proposal(i as u8 + 1, p, dh, spi))
+            .map(|(i, p)| esp_proposal(i as u8 + 1, p, dh, addke, spi))
             .collect(),
     }
+}
+
+/// The additional key exchanges a peer's CREATE_CHILD_SA offer asks for, to follow when we
+/// configure none (as we follow its KE group, see `respond_create_child`): per ADDKE type of
+/// its first ESP proposal, the first method we implement, unless NONE makes the round
+/// optional (RFC 9370 §2.2.1).
+pub fn peer_addke(offer: &Sa) -> AddKes {
+    let mut out = AddKes::NONE;
+    let Some(p) = offer
+        .proposals
+        .iter()
+        .find(|p| p.protocol == ProtocolId::Esp)
+    else {
+        return out;
+    };
+    for (slot, m) in out.0.iter_mut().enumerate() {
+        let ty = TransformType::addke(slot as u8 + 1);
+        if has(p, &Transform::new(ty, 0)) {
+            continue;
+        }
+        *m = p
+            .transforms
+            .iter()
+            .filter(|t| t.ty == ty)
+            .find_map(|t| crate::transform::KeMethod::from_id(t.id));
+    }
+    out
 }
 
 fn ike_proposal(num: u8, p: &IkeProposal, spi: &[u8]) -> Proposal {
@@ -147,7 +176,13 @@ fn ike_proposal(num: u8, p: &IkeProposal, spi: &[u8]) -> Proposal {
     }
 }
 
-fn esp_proposal(num: u8, p: &EspProposal, dh: Option<DhGroup>, spi: u32) -> Proposal {
+fn esp_proposal(
+    num: u8,
+    p: &EspProposal,
+    dh: Option<DhGroup>,
+    addke: AddKes,
+    spi: u32,
+) -> Proposal {
     let mut transforms = vec![encr_transform(p.encr)];
     if let Some(i) = p.integ {
         transforms.push(Transform::new(TransformType::Integ, i.id()));
@@ -156,6 +191,9 @@ fn esp_proposal(num: u8, p: &EspProposal, dh: Option<DhGroup>, spi: u32) -> Prop
         transforms.push(Transform::new(TransformType::Dh, g.id()));
     }
     transforms.push(Transform::new(TransformType::Esn, esn_id(p.esn)));
+    for (n, m) in addke.rounds() {
+        transforms.push(Transform::new(TransformType::addke(n), m.id()));
+    }
     Proposal {
         num,
         protocol: ProtocolId::Esp,
@@ -311,20 +349,28 @@ pub struct EspChoice {
     pub proposal: EspProposal,
     /// PFS group, when a KE transform was negotiated.
     pub dh: Option<DhGroup>,
+    /// Additional key exchanges negotiated with it (RFC 9370 §2.2.4).
+    pub addke: AddKes,
     /// The peer's SPI.
     pub peer_spi: u32,
 }
 
 /// Responder: picks the first of `ours` contained in any of the peer's ESP proposals.
 /// `dh` is the PFS group we require (CREATE_CHILD_SA) or `None` (IKE_AUTH, where KE
-/// transforms in the offer are ignored per RFC 7296 §1.2).
+/// transforms in the offer are ignored per RFC 7296 §1.2, and so are ADDKE ones). `addke`
+/// are the additional key exchanges we require with `dh` (RFC 9370 §2.2.1 semantics as for
+/// IKE proposals: a round we run must be offered, a round we skip absent or NONE); a proposal
+/// matching but for them is [`PeerIncompatible::AdditionalKeyExchangeRequired`].
 pub fn select_esp(
     offer: &Sa,
     ours: &[EspProposal],
     dh: Option<DhGroup>,
+    addke: AddKes,
     allow_legacy: bool,
     our_spi: u32,
 ) -> Result<(EspChoice, Sa), PeerIncompatible> {
+    let addke = if dh.is_some() { addke } else { AddKes::NONE };
+    let mut classic_match = false;
     for mine in ours.iter().filter(|p| allow_legacy || !p.is_legacy()) {
         for theirs in offer
             .proposals
@@ -348,22 +394,42 @@ pub fn select_esp(
                 && esn_ok
                 && dh_ok
             {
+                if dh.is_some() && !addke_ok(theirs, &addke) {
+                    classic_match = true;
+                    continue;
+                }
                 if mine.is_legacy() {
                     tracing::warn!(proposal = ?mine, "accepting a legacy ESP proposal");
                 }
+                let mut answer = esp_proposal(theirs.num, mine, dh, addke, our_spi);
+                // §3.3.6: one transform of each type the proposal has; a round we skip is
+                // answered NONE (RFC 9370 §2.2.1).
+                if dh.is_some() {
+                    for (i, m) in addke.0.iter().enumerate() {
+                        let ty = TransformType::addke(i as u8 + 1);
+                        if m.is_none() && has_type(theirs, ty) {
+                            answer.transforms.push(Transform::new(ty, 0));
+                        }
+                    }
+                }
                 let reply = Sa {
-                    proposals: vec![esp_proposal(theirs.num, mine, dh, our_spi)],
+                    proposals: vec![answer],
                 };
                 let choice = EspChoice {
                     proposal: *mine,
                     dh,
+                    addke,
                     peer_spi: u32::from_be_bytes(spi),
                 };
                 return Ok((choice, reply));
             }
         }
     }
-    Err(PeerIncompatible::NoProposalChosen)
+    if classic_match {
+        Err(PeerIncompatible::AdditionalKeyExchangeRequired)
+    } else {
+        Err(PeerIncompatible::NoProposalChosen)
+    }
 }
 
 /// Initiator: checks the responder's ESP answer is one of ours.
@@ -371,7 +437,9 @@ pub fn accept_esp(
     reply: &Sa,
     ours: &[EspProposal],
     dh: Option<DhGroup>,
+    addke: AddKes,
 ) -> Result<EspChoice, PeerMisbehaved> {
+    let addke = if dh.is_some() { addke } else { AddKes::NONE };
     let [p] = reply.proposals.as_slice() else {
         return Err(PeerMisbehaved::ProposalNotOffered);
     };
@@ -380,11 +448,17 @@ pub fn accept_esp(
     let spi = u32::from_be_bytes(spi);
     let mine = ours
         .iter()
-        .find(|m| same_transforms(&esp_proposal(p.num, m, dh, spi).transforms, &p.transforms))
+        .find(|m| {
+            same_transforms(
+                &esp_proposal(p.num, m, dh, addke, spi).transforms,
+                &p.transforms,
+            )
+        })
         .ok_or(PeerMisbehaved::ProposalNotOffered)?;
     Ok(EspChoice {
         proposal: *mine,
         dh,
+        addke,
         peer_spi: spi,
     })
 }
@@ -490,12 +564,14 @@ mod tests {
         let offer = esp_offer(
             &[esn, EspProposal::AES256GCM],
             Some(DhGroup::Curve25519),
+            AddKes::NONE,
             0x1234,
         );
         let (c, reply) = select_esp(
             &offer,
             &[EspProposal::AES256GCM],
             Some(DhGroup::Curve25519),
+            AddKes::NONE,
             false,
             9,
         )
@@ -506,6 +582,7 @@ mod tests {
             &reply,
             &[esn, EspProposal::AES256GCM],
             Some(DhGroup::Curve25519),
+            AddKes::NONE,
         )
         .expect("ok");
         assert_eq!(back.peer_spi, 9);
@@ -514,6 +591,7 @@ mod tests {
                 &offer,
                 &[EspProposal::AES256GCM],
                 Some(DhGroup::Ecp256),
+                AddKes::NONE,
                 false,
                 9
             )

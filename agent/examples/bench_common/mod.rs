@@ -44,6 +44,7 @@ pub fn spoke_config(i: usize, psk: &str, retransmit: RetransmitConfig) -> Arc<En
             child: ChildConfig {
                 esp_proposals: vec![EspProposal::AES256GCM],
                 pfs: None,
+                pfs_addke: ike::transform::AddKes::NONE,
                 local_ts: vec![TrafficSelector::prefix(IpAddr::V4(spoke_inside(i)), 32)],
                 remote_ts: vec![TrafficSelector::prefix(IpAddr::V4(HUB_LAN), 32)],
                 mode: Mode::Tunnel,

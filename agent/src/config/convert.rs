@@ -834,8 +834,12 @@ impl Cx<'_> {
             );
             ok = false;
         }
-        let additional_key_exchanges =
-            self.additional_key_exchanges(&r.additional_key_exchanges, &path, &mut ok);
+        let additional_key_exchanges = self.additional_key_exchanges(
+            &r.additional_key_exchanges,
+            &path,
+            "additional_key_exchanges",
+            &mut ok,
+        );
         if !ok {
             return None;
         }
@@ -888,11 +892,12 @@ impl Cx<'_> {
         &mut self,
         list: &[SStr],
         path: &str,
+        field: &str,
         ok: &mut bool,
     ) -> Vec<Vec<Option<ike::transform::KeMethod>>> {
         let mut out = Vec::new();
         for (i, v) in list.iter().enumerate() {
-            let at = format!("{path}.additional_key_exchanges[{i}]");
+            let at = format!("{path}.{field}[{i}]");
             if i >= ike::transform::ADDKE_SLOTS {
                 self.err(
                     v.span(),
@@ -1047,6 +1052,7 @@ impl Cx<'_> {
                 .map(Some),
             None => Some(None),
         };
+        let pfs_addke = self.pfs_addke(r, path, pfs.flatten().is_some(), &mut ok);
         let (pfs, offload, ike_profile) = (pfs?, offload?, ike_profile?);
         // A set that exists but has its own errors leaves the profile unresolved, silently:
         // the set's error is reported where it is.
@@ -1059,10 +1065,56 @@ impl Cx<'_> {
             sets,
             transform_sets,
             pfs,
+            pfs_addke,
             lifetime,
             offload,
             ike_profile,
         })
+    }
+
+    /// `pfs_additional_key_exchanges`: as an IKE proposal's `additional_key_exchanges`, but
+    /// one method per round and no `none`: a Child SA's are required of the peer (the engine
+    /// follows a peer's when none are configured). ADDKE transforms go with a KE transform
+    /// (RFC 9370 §2.2.1), so `pfs` must be set.
+    fn pfs_addke(
+        &mut self,
+        r: &raw::IpsecProfile,
+        path: &str,
+        has_pfs: bool,
+        ok: &mut bool,
+    ) -> ike::transform::AddKes {
+        let field = "pfs_additional_key_exchanges";
+        let list = &r.pfs_additional_key_exchanges;
+        let rounds = self.additional_key_exchanges(list, path, field, ok);
+        let mut out = ike::transform::AddKes::NONE;
+        for (i, (round, v)) in rounds.iter().zip(list).enumerate() {
+            match round.as_slice() {
+                [Some(m)] => out.0[i] = Some(*m),
+                // Errors already reported.
+                [] => {}
+                _ => {
+                    self.err(
+                        v.span(),
+                        format!(
+                            "{path}.{field}[{i}]: one method per round; the PFS exchange's \
+                             additional key exchanges are required (no alternatives or \"none\")"
+                        ),
+                    );
+                    *ok = false;
+                }
+            }
+        }
+        if let (false, Some(first)) = (has_pfs, list.first()) {
+            self.err(
+                first.span(),
+                format!(
+                    "{path}.{field}: needs pfs (additional key exchanges follow the PFS key \
+                     exchange, RFC 9370); set e.g. pfs = \"group31\""
+                ),
+            );
+            *ok = false;
+        }
+        out
     }
 
     fn keyring(&mut self, n: &Named<raw::Keyring>) -> Option<Keyring> {

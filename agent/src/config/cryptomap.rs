@@ -428,6 +428,7 @@ impl Cx<'_> {
         let settings = raw::IpsecProfile {
             transform_sets: sets.clone(),
             pfs: pfs.map(clone_group),
+            pfs_additional_key_exchanges: Vec::new(),
             lifetime: lifetime.map(|l| {
                 toml::Spanned::new(
                     l.span(),
@@ -777,6 +778,7 @@ impl Cx<'_> {
             transform_sets: vec![ts_name],
             sets: vec![ts],
             pfs: None,
+            pfs_addke: ike::transform::AddKes::NONE,
             lifetime: super::super::SaLifetime::default(),
             offload: super::super::Offload::Off,
             ike_profile: None,

@@ -246,6 +246,8 @@ pub struct IpsecProfile {
     pub sets: Vec<TransformSet>,
     /// PFS group for CREATE_CHILD_SA, or `None` for no PFS (the default).
     pub pfs: Option<DhGroup>,
+    /// Additional key exchanges of the PFS exchange (RFC 9370 §2.2.4); only with `pfs`.
+    pub pfs_addke: ike::transform::AddKes,
     /// Child SA lifetimes.
     pub lifetime: SaLifetime,
     /// ESP hardware offload policy.

@@ -109,6 +109,12 @@ pub struct IpsecProfile {
     pub transform_sets: Spanned<Vec<SStr>>,
     /// PFS group for rekeys, or `false` (default).
     pub pfs: Option<Spanned<GroupValue>>,
+    /// Additional key exchanges of the PFS exchange (RFC 9370 §2.2.4), entry i being
+    /// ADDKE(i+1), each run in its own IKE_FOLLOWUP_KE after the CREATE_CHILD_SA:
+    /// `["mlkem768"]` (strongSwan's `esp_proposals = aes256gcm16-x25519-ke1_mlkem768`).
+    /// Needs `pfs`; required of the peer.
+    #[serde(default)]
+    pub pfs_additional_key_exchanges: Vec<SStr>,
     /// SA lifetimes.
     pub lifetime: Option<Spanned<Lifetime>>,
     /// `off` (default), `crypto`, `packet` or `auto`.

@@ -1637,3 +1637,59 @@ fn additional_key_exchange_errors_have_positions() {
     assert_eq!(e.len(), 1, "{e:#?}");
     assert!(e[0].2.contains("at most 7"), "{}", e[0].2);
 }
+
+#[test]
+fn pfs_additional_key_exchanges_of_an_ipsec_profile() {
+    use ike::transform::KeMethod;
+    let c = parse(
+        r#"[transform_set.T]
+esp = "aes-gcm-256"
+[ipsec_profile.P]
+transform_sets = ["T"]
+pfs = "group31"
+pfs_additional_key_exchanges = ["ke1_mlkem768"]
+"#,
+    )
+    .expect("valid");
+    let p = &c.ipsec_profiles["P"];
+    assert_eq!(p.pfs, Some(DhGroup::Curve25519));
+    assert_eq!(p.pfs_addke.0[0], Some(KeMethod::MlKem768));
+    assert!(p.pfs_addke.0[1..].iter().all(Option::is_none));
+    // Absent: none.
+    let c = parse(
+        "[transform_set.T]\nesp = \"aes-gcm-256\"\n[ipsec_profile.P]\ntransform_sets = [\"T\"]\n",
+    )
+    .expect("valid");
+    assert!(c.ipsec_profiles["P"].pfs_addke.is_empty());
+}
+
+#[test]
+fn pfs_additional_key_exchange_errors_have_positions() {
+    // Without pfs.
+    let e = errors(
+        "[transform_set.T]\nesp = \"aes-gcm-256\"\n[ipsec_profile.P]\ntransform_sets = [\"T\"]\npfs_additional_key_exchanges = [\"mlkem768\"]\n",
+    );
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (5, 33));
+    assert!(
+        e[0].2
+            .contains("ipsec_profile.P.pfs_additional_key_exchanges: needs pfs"),
+        "{}",
+        e[0].2
+    );
+    // An unknown method, and an optional round (required for a Child SA).
+    let e = errors(
+        "[transform_set.T]\nesp = \"aes-gcm-256\"\n[ipsec_profile.P]\ntransform_sets = [\"T\"]\npfs = 31\npfs_additional_key_exchanges = [\"mlkem769\", \"mlkem768|none\"]\n",
+    );
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (6, 33));
+    assert!(
+        e[0].2.contains(
+            "ipsec_profile.P.pfs_additional_key_exchanges[0]: unknown key exchange method \"mlkem769\""
+        ),
+        "{}",
+        e[0].2
+    );
+    assert_eq!((e[1].0, e[1].1), (6, 45));
+    assert!(e[1].2.contains("one method per round"), "{}", e[1].2);
+}

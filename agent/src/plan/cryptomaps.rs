@@ -296,6 +296,7 @@ fn line_child(a: &AclEntry, ipsec: &config::IpsecProfile) -> ike::ChildConfig {
     ike::ChildConfig {
         esp_proposals: esp_proposals(ipsec),
         pfs: ipsec.pfs,
+        pfs_addke: ipsec.pfs_addke,
         local_ts: vec![ts(a.src, a.proto, a.sport)],
         remote_ts: vec![ts(a.dst, a.proto, a.dport)],
         mode: ike::Mode::Tunnel,

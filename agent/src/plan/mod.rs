@@ -228,6 +228,7 @@ impl PartialEq for PeerPlan {
         let ike::ChildConfig {
             esp_proposals,
             pfs,
+            pfs_addke,
             local_ts,
             remote_ts,
             mode,
@@ -250,6 +251,7 @@ impl PartialEq for PeerPlan {
             && *more_children == o.more_children
             && *esp_proposals == oc.esp_proposals
             && *pfs == oc.pfs
+            && *pfs_addke == oc.pfs_addke
             && *local_ts == oc.local_ts
             && *remote_ts == oc.remote_ts
             && *mode == oc.mode
@@ -458,6 +460,7 @@ fn tunnel_peer(
             child: ike::ChildConfig {
                 esp_proposals,
                 pfs: profile.pfs,
+                pfs_addke: profile.pfs_addke,
                 local_ts,
                 remote_ts: any,
                 mode: ike::Mode::Tunnel,

@@ -133,6 +133,7 @@ pub fn plan_templates(
                     child: ike::ChildConfig {
                         esp_proposals: esp.clone(),
                         pfs: ipsec.pfs,
+                        pfs_addke: ipsec.pfs_addke,
                         // The spoke decides what it routes into its tunnel; we accept any
                         // narrowing of 0/0 (RFC 7296 §2.9) and route what it proposes.
                         local_ts: any.clone(),

@@ -134,8 +134,17 @@ fn rekeyed_ike_keys_use_old_prf_for_skeyseed() {
         encr: Encr::AesCbc { key_bits: 128 },
         integ: Some(Integ::HmacSha256_128),
     };
-    let keys =
-        derive_rekeyed_ike_keys(Prf::HmacSha1, &old_sk_d, suite, &g_ir, NI, NR, SPI_I, SPI_R);
+    let keys = derive_rekeyed_ike_keys(
+        Prf::HmacSha1,
+        &old_sk_d,
+        suite,
+        &g_ir,
+        NI,
+        NR,
+        &[],
+        SPI_I,
+        SPI_R,
+    );
     // SKEYSEED = prf_old(SK_d (old), g^ir (new) | Ni | Nr); then prf+ with the new PRF.
     let skeyseed = prf(
         Prf::HmacSha1,
@@ -151,6 +160,83 @@ fn rekeyed_ike_keys_use_old_prf_for_skeyseed() {
     assert_eq!(keys.sk_d.expose(), stream.expose());
     assert_eq!(keys.sk_ai.len(), 32);
     assert_eq!(keys.sk_ei.len(), 16);
+}
+
+#[test]
+fn followup_secrets_follow_the_nonces_in_skeyseed_and_keymat() {
+    // RFC 9370 §2.2.4: SKEYSEED = prf(SK_d (old), SK(0) | Ni | Nr | SK(1) | ... | SK(n)) and
+    // KEYMAT = prf+(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n)).
+    let sk_d = Secret::from_slice(&[0x55; 32]);
+    let sk0 = Secret::from_slice(&[0x66; 32]);
+    let sk1 = Secret::from_slice(&[0x99; 32]);
+    let sk2 = Secret::from_slice(&[0xaa; 32]);
+    let suite = IkeSuite {
+        prf: Prf::HmacSha256,
+        encr: Encr::AesGcm16 { key_bits: 256 },
+        integ: None,
+    };
+    let more = [sk1.clone(), sk2.clone()];
+    let keys = derive_rekeyed_ike_keys(
+        Prf::HmacSha256,
+        &sk_d,
+        suite,
+        &sk0,
+        NI,
+        NR,
+        &more,
+        SPI_I,
+        SPI_R,
+    );
+    let seed = [sk0.expose(), NI, NR, sk1.expose(), sk2.expose()].concat();
+    let skeyseed = prf(Prf::HmacSha256, sk_d.expose(), &seed);
+    let stream = prf_plus(
+        Prf::HmacSha256,
+        skeyseed.expose(),
+        &[NI, NR, &spis()].concat(),
+        32,
+    );
+    assert_eq!(keys.sk_d.expose(), stream.expose());
+    let classic = derive_rekeyed_ike_keys(
+        Prf::HmacSha256,
+        &sk_d,
+        suite,
+        &sk0,
+        NI,
+        NR,
+        &[],
+        SPI_I,
+        SPI_R,
+    );
+    assert_ne!(keys.sk_d.expose(), classic.sk_d.expose());
+    // Order matters: ADDKE order, not a set.
+    let swapped = [sk2, sk1];
+    let other = derive_rekeyed_ike_keys(
+        Prf::HmacSha256,
+        &sk_d,
+        suite,
+        &sk0,
+        NI,
+        NR,
+        &swapped,
+        SPI_I,
+        SPI_R,
+    );
+    assert_ne!(keys.sk_d.expose(), other.sk_d.expose());
+
+    let encr = Encr::AesGcm16 { key_bits: 256 };
+    let child = derive_child_keys(
+        Prf::HmacSha256,
+        &sk_d,
+        encr,
+        None,
+        Some(&sk0),
+        NI,
+        NR,
+        &more,
+    );
+    let km = prf_plus(Prf::HmacSha256, sk_d.expose(), &seed, 72);
+    assert_eq!(child.encr_i.expose(), &km.expose()[..36]);
+    assert_eq!(child.encr_r.expose(), &km.expose()[36..]);
 }
 
 #[test]
@@ -176,7 +262,16 @@ fn child_keymat_order_and_lengths() {
     ];
     for (encr, integ, e, a) in cases {
         for pfs in [None, Some(Secret::from_slice(&[0x88; 32]))] {
-            let keys = derive_child_keys(Prf::HmacSha256, &sk_d, encr, integ, pfs.as_ref(), NI, NR);
+            let keys = derive_child_keys(
+                Prf::HmacSha256,
+                &sk_d,
+                encr,
+                integ,
+                pfs.as_ref(),
+                NI,
+                NR,
+                &[],
+            );
             let seed = match &pfs {
                 Some(g) => [g.expose(), NI, NR].concat(),
                 None => [NI, NR].concat(),

@@ -40,6 +40,13 @@ use crate::sa::child::ChildRequest;
 use crate::sa::child::ChildState;
 use crate::sa::child::config_of;
 use crate::sa::error_notify;
+use crate::sa::followup::Answered;
+use crate::sa::followup::ChildDraft;
+use crate::sa::followup::Creates;
+use crate::sa::followup::ExpectFollowupKeRequest;
+use crate::sa::followup::ExpectFollowupKeResponse;
+use crate::sa::followup::Gathered;
+use crate::sa::followup::Received;
 use crate::sa::glue;
 use crate::sa::initiator::check_answer_ts;
 use crate::sa::initiator::esp_usable;
@@ -77,6 +84,8 @@ pub(crate) struct ChildParams<'a> {
     pub(crate) g_ir: Option<&'a Secret>,
     pub(crate) ni: &'a [u8],
     pub(crate) nr: &'a [u8],
+    /// SK(1)..SK(n) of the additional key exchanges (RFC 9370 §2.2.4), empty without them.
+    pub(crate) addke: &'a [Secret],
     pub(crate) local_ts: Vec<TrafficSelector>,
     pub(crate) remote_ts: Vec<TrafficSelector>,
     pub(crate) mode: Mode,
@@ -96,7 +105,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         // SA is useless rather than the process dead.
         None => (crate::transform::Prf::HmacSha256, Secret::new(Vec::new())),
     };
-    let ck = keys::derive_child_keys(prf, &sk_d, enc, integ, p.g_ir, p.ni, p.nr);
+    let ck = keys::derive_child_keys(prf, &sk_d, enc, integ, p.g_ir, p.ni, p.nr, p.addke);
     let keys_i = EspKeys {
         encr: ck.encr_i,
         integ: integ.map(|_| ck.integ_i),
@@ -206,6 +215,9 @@ pub(crate) enum Pending {
     CreateChild(ExpectCreateChildResponse),
     RekeyChild(ExpectCreateChildResponse),
     RekeyIke(ExpectRekeyIkeResponse),
+    /// A CREATE_CHILD_SA of ours answered with additional key exchanges to run (RFC 9370
+    /// §2.2.4): one IKE_FOLLOWUP_KE in flight.
+    FollowupKe(Box<ExpectFollowupKeResponse>),
     Informational(Informational),
 }
 
@@ -246,6 +258,8 @@ pub(crate) struct Established {
     pub(crate) pending: Option<Pending>,
     /// Replaced by a rekeyed IKE SA; only DELETE traffic remains (until `Timer::DeleteLinger`).
     pub(crate) rekeyed: bool,
+    /// The peer's CREATE_CHILD_SA answered with additional key exchanges still to run.
+    pub(crate) followup: Option<Box<ExpectFollowupKeRequest>>,
 }
 
 impl Established {
@@ -258,6 +272,7 @@ impl Established {
             queue: VecDeque::new(),
             pending: None,
             rekeyed: false,
+            followup: None,
         }
     }
 
@@ -541,6 +556,20 @@ impl Established {
             (Pending::RekeyIke(p), ExchangeType::CreateChildSa) => {
                 self.rekey_ike_done(c, ctx, p, &payloads)
             }
+            (Pending::FollowupKe(p), ExchangeType::IkeFollowupKe) => {
+                match p.handle(c, ctx, &payloads) {
+                    Ok(Answered::More(next)) => {
+                        self.pending = Some(Pending::FollowupKe(next));
+                        Ok(())
+                    }
+                    Ok(Answered::Done(creates, keys)) => self.complete(c, ctx, creates, keys),
+                    Err(failed) => {
+                        let (creates, e) = *failed;
+                        self.abandon(c, ctx, creates);
+                        Err(e)
+                    }
+                }
+            }
             (Pending::Informational(i), ExchangeType::Informational) => {
                 match i {
                     Informational::Dpd | Informational::DeleteSpis => {}
@@ -607,7 +636,7 @@ impl Established {
         let (sa, nr, ke, tsi, tsr) = child_payloads(payloads)?;
         let cfg = config_of(&c.peer, p.req.index);
         let pfs = cfg.pfs;
-        let choice = proposal::accept_esp(sa, &esp_usable(&c.peer, cfg), pfs)?;
+        let choice = proposal::accept_esp(sa, &esp_usable(&c.peer, cfg), pfs, cfg.pfs_addke)?;
         let g_ir = agree(p.ke, ke)?;
         let transport = notifies(payloads, NotifyType::UseTransportMode)
             .next()
@@ -617,6 +646,33 @@ impl Established {
             _ => Mode::Tunnel,
         };
         check_answer_ts(tsi, tsr, &p.offered.0, &p.offered.1)?;
+        if let (false, Some(sk0)) = (choice.addke.is_empty(), &g_ir) {
+            // RFC 9370 §2.2.4: the Child SA exists once the IKE_FOLLOWUP_KE rounds are done.
+            let draft = ChildDraft {
+                exchange_initiator: true,
+                spi_in: p.spi_in,
+                choice,
+                local_ts: tsi.to_vec(),
+                remote_ts: tsr.to_vec(),
+                mode,
+                replaces: p.old,
+                request: p.req,
+            };
+            let keys = Gathered::new(sk0.clone(), p.ni, nr.to_vec());
+            let creates = Creates::Child(draft);
+            let next =
+                ExpectFollowupKeResponse::start(c, ctx, creates, keys, choice.addke, payloads);
+            return match next {
+                Ok(next) => {
+                    self.pending = Some(Pending::FollowupKe(next));
+                    Ok(())
+                }
+                Err(e) => {
+                    self.rekey_failed(ctx, p.old);
+                    Err(e)
+                }
+            };
+        }
         let new = install_child(
             c,
             ctx,
@@ -627,6 +683,7 @@ impl Established {
                 g_ir: g_ir.as_ref(),
                 ni: &p.ni,
                 nr,
+                addke: &[],
                 local_ts: tsi.to_vec(),
                 remote_ts: tsr.to_vec(),
                 mode,
@@ -634,14 +691,20 @@ impl Established {
                 request: p.req,
             },
         );
-        let new_id = new.id;
         let ours_min = p.ni.as_slice().min(nr).to_vec();
+        self.own_child_installed(new, p.old, ours_min);
+        Ok(())
+    }
+
+    /// A Child SA of a CREATE_CHILD_SA we initiated is installed: retire what it replaces.
+    fn own_child_installed(&mut self, new: Child, old: Option<ChildSaId>, ours_min: Vec<u8>) {
+        let new_id = new.id;
         self.children.push(new);
         // Make-before-break: the new child is installed; now retire the old one. §2.8.1: on
         // a collision the exchange with the lowest nonce made the redundant SA, and whoever
         // initiated that exchange deletes what it created.
-        let Some(old_id) = p.old else {
-            return Ok(());
+        let Some(old_id) = old else {
+            return;
         };
         if let Some(old) = self.children.iter_mut().find(|ch| ch.id == old_id) {
             match old.on(ChildEvent::RekeyDone) {
@@ -655,7 +718,108 @@ impl Established {
                 _ => self.queue.push_front(Queued::Delete(vec![old_id])),
             }
         }
-        Ok(())
+    }
+
+    /// A Child SA of the peer's CREATE_CHILD_SA is installed; it may replace `old` (§2.8).
+    fn peer_child_installed(&mut self, new: Child, old: Option<ChildSaId>, min_nonce: Vec<u8>) {
+        let new_id = new.id;
+        self.children.push(new);
+        if let Some(old) = old {
+            if let Some(ch) = self.children.iter_mut().find(|ch| ch.id == old) {
+                // §2.8.1: while our own rekey of it is in flight this is a collision,
+                // decided when our response arrives; otherwise it is replaced.
+                ch.on(ChildEvent::RekeyedByPeer {
+                    new: new_id,
+                    min_nonce,
+                });
+            }
+        }
+    }
+
+    /// Our rekey of child `old` failed: try again later (§2.25), as after TEMPORARY_FAILURE.
+    fn rekey_failed(&mut self, ctx: &mut Ctx<'_>, old: Option<ChildSaId>) {
+        let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
+        if let Some(ch) = self.children.iter_mut().find(|ch| Some(ch.id) == old) {
+            ch.on(ChildEvent::RekeyRefused);
+            ch.rekey_at = Some(ctx.now + retry);
+        }
+    }
+
+    /// Our CREATE_CHILD_SA with additional key exchanges failed in a later round (an error
+    /// notify such as STATE_NOT_FOUND, or a bad answer): nothing is created, and a rekey is
+    /// tried again later.
+    fn abandon(&mut self, c: &mut Common, ctx: &mut Ctx<'_>, creates: Creates) {
+        match creates {
+            Creates::Child(d) => {
+                if d.replaces.is_none() {
+                    tracing::warn!(conn = ?c.peer.id, "new Child SA failed in IKE_FOLLOWUP_KE");
+                }
+                self.rekey_failed(ctx, d.replaces);
+            }
+            Creates::Ike { .. } => {
+                let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
+                c.timers.set(Timer::IkeRekey, ctx.now + retry);
+            }
+        }
+    }
+
+    /// Every additional key exchange is done: derive the keys and create the Child SA or
+    /// the rekeyed IKE SA (RFC 9370 §2.2.4).
+    fn complete(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        creates: Creates,
+        keys: Gathered,
+    ) -> Result<(), Error> {
+        match creates {
+            Creates::Child(d) => {
+                let initiator = d.exchange_initiator;
+                let old = d.replaces;
+                let new = install_child(
+                    c,
+                    ctx,
+                    ChildParams {
+                        exchange_initiator: d.exchange_initiator,
+                        spi_in: d.spi_in,
+                        choice: d.choice,
+                        g_ir: Some(&keys.sk0),
+                        ni: &keys.ni,
+                        nr: &keys.nr,
+                        addke: &keys.more,
+                        local_ts: d.local_ts,
+                        remote_ts: d.remote_ts,
+                        mode: d.mode,
+                        replaces: d.replaces,
+                        request: d.request,
+                    },
+                );
+                let min = keys.ni.as_slice().min(keys.nr.as_slice()).to_vec();
+                if initiator {
+                    self.own_child_installed(new, old, min);
+                } else {
+                    self.peer_child_installed(new, old, min);
+                }
+                Ok(())
+            }
+            Creates::Ike {
+                suite,
+                spi_i,
+                spi_r,
+                initiator,
+            } => {
+                self.rekeyed_into(
+                    c, ctx, suite, &keys.sk0, &keys.ni, &keys.nr, &keys.more, spi_i, spi_r,
+                    initiator,
+                )?;
+                self.queue.clear();
+                if initiator {
+                    // §2.18: the initiator of the rekey deletes the old IKE SA.
+                    self.queue.push_back(Queued::DeleteIke);
+                }
+                Ok(())
+            }
+        }
     }
 
     fn rekey_ike_done(
@@ -685,7 +849,30 @@ impl Established {
         let g_ir =
             p.ke.agree(&ke.data)
                 .map_err(|_| PeerMisbehaved::BadKeData)?;
-        self.rekeyed_into(c, ctx, suite, &g_ir, &p.ni, nr, p.spi, peer_spi, true)?;
+        if !suite.addke.is_empty() {
+            // RFC 9370 §2.2.4: the new IKE SA exists once the IKE_FOLLOWUP_KE rounds are done.
+            let creates = Creates::Ike {
+                suite,
+                spi_i: p.spi,
+                spi_r: peer_spi,
+                initiator: true,
+            };
+            let keys = Gathered::new(g_ir, p.ni, nr.to_vec());
+            let next =
+                ExpectFollowupKeResponse::start(c, ctx, creates, keys, suite.addke, payloads);
+            return match next {
+                Ok(next) => {
+                    self.pending = Some(Pending::FollowupKe(next));
+                    Ok(())
+                }
+                Err(e) => {
+                    let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
+                    c.timers.set(Timer::IkeRekey, ctx.now + retry);
+                    Err(e)
+                }
+            };
+        }
+        self.rekeyed_into(c, ctx, suite, &g_ir, &p.ni, nr, &[], p.spi, peer_spi, true)?;
         // §2.18: the initiator of the rekey deletes the old IKE SA.
         self.queue.clear();
         self.queue.push_back(Queued::DeleteIke);
@@ -702,6 +889,7 @@ impl Established {
         g_ir: &Secret,
         ni: &[u8],
         nr: &[u8],
+        addke: &[Secret],
         spi_i: u64,
         spi_r: u64,
         initiator: bool,
@@ -714,6 +902,7 @@ impl Established {
             g_ir,
             ni,
             nr,
+            addke,
             spi_i,
             spi_r,
         );
@@ -797,6 +986,14 @@ impl Established {
                 if self.rekeyed {
                     return Err(PeerIncompatible::TemporaryFailure.into());
                 }
+                // A new request while the peer's previous CREATE_CHILD_SA still has additional
+                // key exchanges to run: its window holds one exchange (RFC 7296 §2.3), so it
+                // gave that one up; so do we (RFC 9370 §2.2.4 leaves stale state to the
+                // responder, and a later IKE_FOLLOWUP_KE with the old link gets
+                // STATE_NOT_FOUND).
+                if self.followup.take().is_some() {
+                    tracing::debug!("peer abandoned its additional key exchanges");
+                }
                 let ike = payloads.iter().any(|p| {
                     matches!(p, Payload::Sa(s) if s.proposals.first().is_some_and(|x| x.protocol == ProtocolId::Ike))
                 });
@@ -807,6 +1004,7 @@ impl Established {
                 }
             }
             ExchangeType::Informational => self.respond_informational(c, ctx, id, payloads),
+            ExchangeType::IkeFollowupKe => self.respond_followup(c, ctx, id, payloads),
             ex => Err(PeerMisbehaved::UnexpectedExchange(ex.to_raw()).into()),
         }
     }
@@ -822,7 +1020,12 @@ impl Established {
         // sides back off with random delays, so one rekey wins.
         if matches!(
             self.pending,
-            Some(Pending::RekeyIke(_) | Pending::RekeyChild(_) | Pending::CreateChild(_))
+            Some(
+                Pending::RekeyIke(_)
+                    | Pending::RekeyChild(_)
+                    | Pending::CreateChild(_)
+                    | Pending::FollowupKe(_)
+            )
         ) {
             return Err(PeerIncompatible::TemporaryFailure.into());
         }
@@ -859,7 +1062,7 @@ impl Established {
             .agree(&ke.data)
             .map_err(|_| PeerMisbehaved::BadKeData)?;
         let nr = ctx.nonce();
-        let p = [
+        let mut p = vec![
             Payload::Sa(reply),
             Payload::Nonce(Nonce(nr.clone())),
             Payload::Ke(Ke {
@@ -867,9 +1070,26 @@ impl Established {
                 data: public,
             }),
         ];
+        if !suite.addke.is_empty() {
+            // RFC 9370 §2.2.4: the IKE_FOLLOWUP_KE rounds come next; the new SA exists after
+            // the last. The peer initiated the rekey, so it is the new SA's original
+            // initiator (§2.18).
+            let creates = Creates::Ike {
+                suite,
+                spi_i: peer_spi,
+                spi_r: our_spi,
+                initiator: false,
+            };
+            let keys = Gathered::new(g_ir, ni.to_vec(), nr);
+            let (link, st) = ExpectFollowupKeRequest::start(ctx, creates, keys, suite.addke);
+            p.push(link);
+            c.send_response(ctx, ExchangeType::CreateChildSa, id, &p)?;
+            self.followup = Some(st);
+            return Ok(());
+        }
         c.send_response(ctx, ExchangeType::CreateChildSa, id, &p)?;
         // The peer initiated the rekey, so it is the new SA's original initiator (§2.18).
-        self.rekeyed_into(c, ctx, suite, &g_ir, ni, &nr, peer_spi, our_spi, false)?;
+        self.rekeyed_into(c, ctx, suite, &g_ir, ni, &nr, &[], peer_spi, our_spi, false)?;
         self.queue.clear();
         Ok(())
     }
@@ -920,10 +1140,16 @@ impl Established {
         if pfs.is_some() && ke.is_none() {
             return Err(PeerIncompatible::NoProposalChosen.into());
         }
+        // RFC 9370 §2.2.4: the configured additional key exchanges are required; without
+        // any configured we follow the peer's, as its KE group above.
+        let addke = match config_of(&c.peer, sel.index).pfs_addke {
+            a if !a.is_empty() => a,
+            _ => proposal::peer_addke(sa),
+        };
         let transport = notifies(payloads, NotifyType::UseTransportMode)
             .next()
             .is_some();
-        let n = negotiate_child_pfs(c, ctx, sa, sel, transport, pfs)?;
+        let n = negotiate_child_pfs(c, ctx, sa, sel, transport, pfs, addke)?;
         let (public, g_ir) = match (pfs, ke) {
             (Some(g), Some(k)) => {
                 let ours = KeyExchange::generate(g, ctx.rng)?;
@@ -934,34 +1160,50 @@ impl Established {
             _ => (None, None),
         };
         let nr = ctx.nonce();
-        let new = install_child(
-            c,
-            ctx,
-            ChildParams {
-                exchange_initiator: false,
-                spi_in: n.spi_in,
-                choice: n.choice,
-                g_ir: g_ir.as_ref(),
-                ni,
-                nr: &nr,
-                local_ts: n.tsr.clone(),
-                remote_ts: n.tsi.clone(),
-                mode: n.mode,
-                replaces: old,
-                request,
-            },
-        );
-        let new_id = new.id;
-        self.children.push(new);
-        if let Some(old) = old {
-            let min = ni.min(nr.as_slice()).to_vec();
-            if let Some(ch) = self.children.iter_mut().find(|ch| ch.id == old) {
-                // §2.8.1: while our own rekey of it is in flight this is a collision,
-                // decided when our response arrives; otherwise it is replaced.
-                ch.on(ChildEvent::RekeyedByPeer {
-                    new: new_id,
-                    min_nonce: min,
-                });
+        let mut followup = None;
+        match (n.choice.addke.is_empty(), &g_ir) {
+            (false, Some(sk0)) => {
+                // RFC 9370 §2.2.4: installed once the IKE_FOLLOWUP_KE rounds are done.
+                let draft = ChildDraft {
+                    exchange_initiator: false,
+                    spi_in: n.spi_in,
+                    choice: n.choice,
+                    local_ts: n.tsr.clone(),
+                    remote_ts: n.tsi.clone(),
+                    mode: n.mode,
+                    replaces: old,
+                    request,
+                };
+                let keys = Gathered::new(sk0.clone(), ni.to_vec(), nr.clone());
+                let creates = Creates::Child(draft);
+                followup = Some(ExpectFollowupKeRequest::start(
+                    ctx,
+                    creates,
+                    keys,
+                    n.choice.addke,
+                ));
+            }
+            _ => {
+                let new = install_child(
+                    c,
+                    ctx,
+                    ChildParams {
+                        exchange_initiator: false,
+                        spi_in: n.spi_in,
+                        choice: n.choice,
+                        g_ir: g_ir.as_ref(),
+                        ni,
+                        nr: &nr,
+                        addke: &[],
+                        local_ts: n.tsr.clone(),
+                        remote_ts: n.tsi.clone(),
+                        mode: n.mode,
+                        replaces: old,
+                        request,
+                    },
+                );
+                let min = ni.min(nr.as_slice()).to_vec();
+                self.peer_child_installed(new, old, min);
             }
         }
         let mut p = Vec::new();
@@ -981,7 +1223,48 @@ impl Established {
         }
         p.push(Payload::TsI(n.tsi));
         p.push(Payload::TsR(n.tsr));
+        if let Some((link, st)) = followup {
+            p.push(link);
+            self.followup = Some(st);
+        }
         c.send_response(ctx, ExchangeType::CreateChildSa, id, &p)
+    }
+
+    /// An IKE_FOLLOWUP_KE request (RFC 9370 §2.2.4). A link we did not give for the round
+    /// due (none under way, an old one, a forged one) is answered STATE_NOT_FOUND and
+    /// changes nothing; any other error ends the exchange.
+    fn respond_followup(
+        &mut self,
+        c: &mut Common,
+        ctx: &mut Ctx<'_>,
+        id: u32,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        let st = match self.followup.take() {
+            Some(st) if st.is_ours(payloads) => st,
+            other => {
+                self.followup = other;
+                return Err(PeerMisbehaved::UnknownAddKeLink.into());
+            }
+        };
+        match st.handle(c, ctx, id, payloads)? {
+            Received::More(next) => {
+                self.followup = Some(next);
+                Ok(())
+            }
+            Received::Done(creates, keys, reply) => {
+                let ike = matches!(creates, Creates::Ike { .. });
+                if ike {
+                    // The response goes under the old SA before the new one takes over.
+                    c.send_response(ctx, ExchangeType::IkeFollowupKe, id, &reply)?;
+                    self.complete(c, ctx, creates, keys)
+                } else {
+                    // Make-before-break: inbound SAs exist before the peer can use them.
+                    self.complete(c, ctx, creates, keys)?;
+                    c.send_response(ctx, ExchangeType::IkeFollowupKe, id, &reply)
+                }
+            }
+        }
     }
 
     /// The IKE SA now runs between `c.local` and `c.remote` (an update of ours answered, or
@@ -1145,7 +1428,12 @@ fn send_child_request(
             vec![],
         )));
     }
-    p.push(Payload::Sa(proposal::esp_offer(&esp, pfs, spi_in)));
+    p.push(Payload::Sa(proposal::esp_offer(
+        &esp,
+        pfs,
+        cfg.pfs_addke,
+        spi_in,
+    )));
     p.push(Payload::Nonce(Nonce(ni.clone())));
     if let Some(k) = &ke {
         p.push(Payload::Ke(Ke {
@@ -1215,19 +1503,11 @@ pub(crate) fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: &Child) {
     }
 }
 
-/// The suites of an IKE SA rekey (§2.18), the negotiated one first, without additional key
-/// exchanges: IKE_FOLLOWUP_KE (RFC 9370 §2.2.4) is not implemented yet, and offering or
-/// accepting ADDKE transforms without running the exchanges would claim a protection the new
-/// keys lack. The rekeyed SA still depends on every earlier shared secret through SK_d
-/// (`SKEYSEED = prf(SK_d (old), g^ir | Ni | Nr)`), ML-KEM ones included.
+/// The suites of an IKE SA rekey (§2.18), the negotiated one first, additional key exchanges
+/// included (run in IKE_FOLLOWUP_KE exchanges, RFC 9370 §2.2.4).
 fn rekey_proposals(peer: &crate::config::PeerConfig, current: IkeProposal) -> Vec<IkeProposal> {
-    let classic = |p: IkeProposal| IkeProposal {
-        addke: crate::transform::AddKes::NONE,
-        ..p
-    };
-    let mut props = vec![classic(current)];
+    let mut props = vec![current];
     for p in usable(peer) {
-        let p = classic(p);
         if !props.contains(&p) {
             props.push(p);
         }

@@ -378,6 +378,7 @@ pub(crate) fn send_auth(c: &mut Common, ctx: &mut Ctx<'_>, hs: AuthStart) -> Res
     payloads.push(Payload::Sa(proposal::esp_offer(
         &esp_usable(&c.peer, child),
         None,
+        crate::transform::AddKes::NONE,
         spi_in,
     )));
     // §2.9: the configuration's selectors, or exactly the two hosts of a per-host child.
@@ -493,8 +494,13 @@ impl ExpectAuthResponse {
         // A Child SA we cannot accept does not void the authenticated IKE SA: the responder
         // has installed it, so delete it with the peer (§1.4.1) and keep the IKE SA.
         let (offered_i, offered_r) = &self.children.first_ts;
-        let checked = proposal::accept_esp(sa, &esp_usable(&c.peer, child), None)
-            .and_then(|choice| check_answer_ts(tsi, tsr, offered_i, offered_r).map(|()| choice));
+        let checked = proposal::accept_esp(
+            sa,
+            &esp_usable(&c.peer, child),
+            None,
+            crate::transform::AddKes::NONE,
+        )
+        .and_then(|choice| check_answer_ts(tsi, tsr, offered_i, offered_r).map(|()| choice));
         let choice = match checked {
             Ok(choice) => choice,
             Err(e) => {
@@ -526,6 +532,7 @@ impl ExpectAuthResponse {
                 g_ir: None,
                 ni: &self.ni,
                 nr: &self.nr,
+                addke: &[],
                 local_ts: tsi.to_vec(),
                 remote_ts: tsr.to_vec(),
                 mode,

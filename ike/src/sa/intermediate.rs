@@ -129,6 +129,7 @@ pub(crate) fn update_keys(c: &mut Common, sk: &Secret, ni: &[u8], nr: &[u8]) -> 
         sk,
         ni,
         nr,
+        &[],
         c.spi_i,
         c.spi_r,
     );

@@ -11,6 +11,7 @@
 pub(crate) mod auth;
 pub(crate) mod child;
 pub(crate) mod established;
+pub(crate) mod followup;
 pub(crate) mod glue;
 pub(crate) mod initiator;
 pub(crate) mod intermediate;

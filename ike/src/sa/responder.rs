@@ -441,6 +441,7 @@ impl ExpectAuthRequest {
                         g_ir: None,
                         ni: &self.ni,
                         nr: &self.nr,
+                        addke: &[],
                         local_ts: n.tsr.clone(),
                         remote_ts: n.tsi.clone(),
                         mode: n.mode,
@@ -541,7 +542,15 @@ pub(crate) fn negotiate_child(
     transport: bool,
 ) -> Result<Negotiated, Error> {
     let sel = select_child_config(&c.peer, None, tsi, tsr)?;
-    negotiate_child_pfs(c, ctx, sa, sel, transport, None)
+    negotiate_child_pfs(
+        c,
+        ctx,
+        sa,
+        sel,
+        transport,
+        None,
+        crate::transform::AddKes::NONE,
+    )
 }
 
 /// Responder side of a Child SA negotiation under a selected configuration, with an optional
@@ -553,6 +562,7 @@ pub(crate) fn negotiate_child_pfs(
     sel: Selected,
     transport: bool,
     dh: Option<crate::transform::DhGroup>,
+    addke: crate::transform::AddKes,
 ) -> Result<Negotiated, Error> {
     let child = config_of(&c.peer, sel.index);
     let spi_in = ctx.spi32();
@@ -560,6 +570,7 @@ pub(crate) fn negotiate_child_pfs(
         sa,
         &esp_usable(&c.peer, child),
         dh,
+        addke,
         c.peer.allow_legacy,
         spi_in,
     )?;

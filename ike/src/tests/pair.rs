@@ -111,6 +111,7 @@ pub(crate) fn peer(id: u32, local: Ipv4Addr, remote: Ipv4Addr, psk: &str) -> Pee
         child: ChildConfig {
             esp_proposals: vec![EspProposal::AES256GCM],
             pfs: None,
+            pfs_addke: crate::transform::AddKes::NONE,
             local_ts: vec![TrafficSelector::any(false)],
             remote_ts: vec![TrafficSelector::any(false)],
             mode: Mode::Tunnel,

@@ -302,19 +302,227 @@ fn malformed_ke_of_a_round_is_invalid_syntax() {
     syntax(none);
 }
 
+/// Headers of the IKE_FOLLOWUP_KE messages `t` sent.
+fn followups(t: &TestEndpoint) -> Vec<Header> {
+    headers(t, ExchangeType::IkeFollowupKe)
+}
+
 #[test]
-fn ike_rekey_of_a_hybrid_sa_stays_up() {
+fn ike_rekey_with_mlkem768_runs_one_followup_exchange() {
     let s = hybrid(&[KeMethod::MlKem768]);
     let mut p = pair_with(vec![s], vec![s]);
+    p.connect();
+    let before = p.a.ep.sk_ds();
+    assert_eq!(before, p.b.ep.sk_ds());
+    let session = p.a.installs[0].session;
+    p.command(Side::A, Command::RekeyIke { session });
+    p.drive_for(Duration::from_secs(2));
+    for t in [&p.a, &p.b] {
+        assert!(t.has_event(|e| matches!(e, Event::IkeSaRekeyed { .. })));
+        assert_eq!(t.ep.ike_sa_count(), 1);
+        // show: the rekeyed SA reports its additional key exchange (RFC 9370 §2.2.4).
+        let suite = t.ep.sas()[0].suite.expect("suite");
+        assert_eq!(suite.addke.0[0], Some(KeMethod::MlKem768));
+    }
+    // One IKE_FOLLOWUP_KE after the CREATE_CHILD_SA (message IDs 3 and 4 after IKE_AUTH 2).
+    let ids: Vec<u32> = followups(&p.a).iter().map(|h| h.message_id).collect();
+    assert_eq!(ids, vec![4]);
+    assert_eq!(followups(&p.b).len(), 1);
+    let after = p.a.ep.sk_ds();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after, p.b.ep.sk_ds(), "both ends derive the same SK_d");
+    assert_ne!(after, before);
+    p.assert_children_match();
+    // The rekeyed SA works: a child rekey on it.
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.a.installs.len(), 2);
+    p.assert_children_match();
+}
+
+#[test]
+fn classic_rekey_runs_no_followup_exchange() {
+    let mut p = pair_with(vec![X25519], vec![X25519]);
     p.connect();
     let session = p.a.installs[0].session;
     p.command(Side::A, Command::RekeyIke { session });
     p.drive_for(Duration::from_secs(2));
     assert!(p.a.has_event(|e| matches!(e, Event::IkeSaRekeyed { .. })));
-    assert_eq!(p.a.ep.ike_sa_count(), 1);
-    assert_eq!(p.b.ep.ike_sa_count(), 1);
+    assert!(followups(&p.a).is_empty() && followups(&p.b).is_empty());
+    assert_eq!(p.a.ep.sk_ds(), p.b.ep.sk_ds());
+}
+
+/// A pair whose Child SAs use PFS x25519 with ML-KEM-768 (strongSwan's
+/// `aes256gcm16-x25519-ke1_mlkem768`); `b_addke` for B's side.
+fn pfs_pair(a_addke: AddKes, b_addke: AddKes) -> Pair {
+    let mut a = peer(1, A_IP, B_IP, "secret");
+    a.child.pfs = Some(DhGroup::Curve25519);
+    a.child.pfs_addke = a_addke;
+    let mut b = peer(1, B_IP, A_IP, "secret");
+    b.child.pfs = Some(DhGroup::Curve25519);
+    b.child.pfs_addke = b_addke;
+    Pair::new(a, b)
+}
+
+fn mlkem768() -> AddKes {
+    hybrid(&[KeMethod::MlKem768]).addke
+}
+
+#[test]
+fn child_rekey_with_pfs_x25519_and_mlkem768() {
+    let mut p = pfs_pair(mlkem768(), mlkem768());
+    p.connect();
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.a.installs.len(), 2);
+    assert_eq!(p.b.installs.len(), 2);
+    // Both ends installed the same keys (inbound of one = outbound of the other).
     p.assert_children_match();
-    // IKE_FOLLOWUP_KE is not implemented: the rekeyed SA says honestly that its own
-    // exchange was classic (its keys still derive from the old SK_d, ML-KEM included).
-    assert_eq!(p.a.ep.sas()[0].suite.expect("suite").addke, AddKes::NONE);
+    assert_eq!(p.a.installs[1].outbound, p.b.installs[1].inbound);
+    assert_eq!(p.a.installs[1].inbound, p.b.installs[1].outbound);
+    assert_ne!(p.a.installs[0].outbound, p.a.installs[1].outbound);
+    assert_eq!(p.a.live_children().len(), 1);
+    assert_eq!(followups(&p.a).len(), 1);
+    assert_eq!(followups(&p.b).len(), 1);
+}
+
+#[test]
+fn child_create_with_pfs_x25519_and_mlkem768() {
+    let mut p = pfs_pair(mlkem768(), mlkem768());
+    p.connect();
+    // Delete the IKE_AUTH child with the peer, then ask for it again: CREATE_CHILD_SA.
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::ChildExpired { child });
+    p.drive_for(Duration::from_secs(1));
+    assert!(p.a.live_children().is_empty());
+    p.command(Side::A, Command::Initiate { conn: ConnId(1) });
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.a.installs.len(), 2);
+    assert_eq!(p.b.installs.len(), 2);
+    assert!(p.a.installs[1].replaces.is_none());
+    p.assert_children_match();
+    assert_eq!(p.a.installs[1].outbound, p.b.installs[1].inbound);
+    assert_eq!(followups(&p.a).len(), 1);
+}
+
+#[test]
+fn peer_requiring_mlkem_is_followed_without_local_addke() {
+    // B configures PFS without additional key exchanges: it follows A's (as a KE group).
+    let mut p = pfs_pair(mlkem768(), AddKes::NONE);
+    p.connect();
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.b.installs.len(), 2);
+    p.assert_children_match();
+    assert_eq!(followups(&p.b).len(), 1);
+}
+
+#[test]
+fn required_child_addke_is_refused_when_the_peer_offers_none() {
+    let mut p = pfs_pair(AddKes::NONE, mlkem768());
+    p.connect();
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.a.installs.len(), 1);
+    assert_eq!(p.b.installs.len(), 1);
+    assert_eq!(
+        p.b.ep
+            .stats()
+            .rejected
+            .get("additional_key_exchange_required"),
+        Some(&1)
+    );
+    assert!(followups(&p.a).is_empty());
+    // The old child stays.
+    assert_eq!(p.a.live_children().len(), 1);
+}
+
+#[test]
+fn lost_followup_request_is_retransmitted() {
+    let mut p = pfs_pair(mlkem768(), mlkem768());
+    p.connect();
+    drop_first(&mut p, Side::A, ExchangeType::IkeFollowupKe);
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(3));
+    assert_eq!(followups(&p.a).len(), 2);
+    assert_eq!(followups(&p.b).len(), 1);
+    assert_eq!(p.b.installs.len(), 2);
+    p.assert_children_match();
+}
+
+#[test]
+fn lost_followup_response_is_replayed_from_cache() {
+    let mut p = pfs_pair(mlkem768(), mlkem768());
+    p.connect();
+    drop_first(&mut p, Side::B, ExchangeType::IkeFollowupKe);
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(3));
+    // B answered the retransmission from its cache: same response twice, one install.
+    let sent = followups(&p.b);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(p.b.installs.len(), 2);
+    assert_eq!(p.a.installs.len(), 2);
+    assert!(p.a.ep.stats().retransmits >= 1);
+    assert!(!p.b.ep.stats().rejected.contains_key("unknown_addke_link"));
+    p.assert_children_match();
+}
+
+#[test]
+fn duplicated_followup_messages_are_harmless() {
+    let mut p = pfs_pair(mlkem768(), mlkem768());
+    p.connect();
+    p.filter = Some(Box::new(|_, t| {
+        if exchange_of(&t.bytes) == Some(ExchangeType::IkeFollowupKe) {
+            Verdict::Duplicate
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(3));
+    assert_eq!(p.a.installs.len(), 2);
+    assert_eq!(p.b.installs.len(), 2);
+    assert_eq!(p.a.live_children().len(), 1);
+    p.assert_children_match();
+}
+
+#[test]
+fn unknown_link_is_state_not_found_and_changes_nothing() {
+    assert_eq!(
+        Error::from(PeerMisbehaved::UnknownAddKeLink).reaction(),
+        Reaction::Notify(NotifyType::StateNotFound, Vec::new())
+    );
+    let mut p = pfs_pair(mlkem768(), mlkem768());
+    p.connect();
+    // Hold A's first IKE_FOLLOWUP_KE back, then make B forget the link it gave: A's
+    // retransmission carries a link B does not know.
+    drop_first(&mut p, Side::A, ExchangeType::IkeFollowupKe);
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_millis(200));
+    assert_eq!(p.b.ep.corrupt_followup_links(), 1);
+    let installs_b = p.b.installs.len();
+    let mut steps = 0;
+    while !p.b.ep.stats().rejected.contains_key("unknown_addke_link") {
+        p.drive_for(Duration::from_millis(100));
+        steps += 1;
+        assert!(steps < 100, "no retransmission reached B");
+    }
+    // B answered STATE_NOT_FOUND and kept its state: still waiting, nothing installed.
+    assert_eq!(p.b.ep.followup_count(), 1);
+    assert_eq!(p.b.installs.len(), installs_b);
+    assert_eq!(p.a.installs.len(), 1);
+    // A gave the rekey up and tries again later; the new CREATE_CHILD_SA replaces B's
+    // stale state and succeeds.
+    p.drive_for(Duration::from_secs(15));
+    assert_eq!(p.a.installs.len(), 2);
+    assert_eq!(p.b.installs.len(), 2);
+    p.assert_children_match();
 }

@@ -141,6 +141,9 @@ registry! {
         TemporaryFailure = 0x002b,
         /// CHILD_SA_NOT_FOUND (RFC 7296 §2.25).
         ChildSaNotFound = 0x002c,
+        /// STATE_NOT_FOUND (RFC 9370 §2.2.4): an IKE_FOLLOWUP_KE request whose link data the
+        /// responder does not know.
+        StateNotFound = 0x002f,
         /// INITIAL_CONTACT.
         InitialContact = 0x4000,
         /// SET_WINDOW_SIZE.

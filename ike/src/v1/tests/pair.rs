@@ -119,6 +119,7 @@ pub(crate) fn peer(local: Ipv4Addr, remote: Ipv4Addr, psk: &str) -> V1Peer {
                 esn: Esn::No,
             }],
             pfs: None,
+            pfs_addke: crate::transform::AddKes::NONE,
             local_ts: vec![net(l)],
             remote_ts: vec![net(r)],
             mode: Mode::Tunnel,

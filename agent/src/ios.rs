@@ -209,6 +209,10 @@ fn ipsec_sa(out: &mut String, body: &Value) {
         );
         let _ = writeln!(out, "     current outbound spi: {}", spi(&r["spi_out"]));
         let _ = writeln!(out, "     PFS (Y/N): {}", pfs(&r["pfs"]));
+        // RFC 9370 rounds of the PFS exchange (vtid's addition; IOS has none).
+        if let Some(kes) = pfs_additional_kes(r) {
+            let _ = writeln!(out, "     Additional KE: {kes}");
+        }
         for (dir, key) in [("inbound", "spi_in"), ("outbound", "spi_out")] {
             let _ = writeln!(out, "\n     {dir} esp sas:");
             let _ = writeln!(out, "      spi: {}", spi(&r[key]));
@@ -458,6 +462,9 @@ fn profile_body(out: &mut String, p: &Value) {
     match p["pfs"].as_u64() {
         Some(g) => {
             let _ = writeln!(out, "        PFS (Y/N): Y\n        DH group:  group{g}");
+            if let Some(kes) = pfs_additional_kes(p) {
+                let _ = writeln!(out, "        Additional KE: {kes}");
+            }
         }
         None => {
             let _ = writeln!(out, "        PFS (Y/N): N");
@@ -672,11 +679,16 @@ fn debug_condition(out: &mut String, body: &Value) {
 /// The RFC 9370 additional key exchanges of a suite (`ke1_mlkem768, ke2_mlkem1024`), when
 /// there are any. IOS prints no such line; vtid adds it below the suite line.
 fn additional_kes(suite: &Value) -> Option<String> {
-    let kes: Vec<&str> = suite["additional_key_exchanges"]
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    list(&suite["additional_key_exchanges"])
+}
+
+/// The `pfs_additional_key_exchanges` of a Child SA row or an IPsec profile.
+fn pfs_additional_kes(row: &Value) -> Option<String> {
+    list(&row["pfs_additional_key_exchanges"])
+}
+
+fn list(v: &Value) -> Option<String> {
+    let kes: Vec<&str> = v.as_array()?.iter().filter_map(Value::as_str).collect();
     (!kes.is_empty()).then(|| kes.join(", "))
 }
 
@@ -870,6 +882,22 @@ mod tests {
             "IPv4 Crypto ISAKMP SA\ndst             src             state          conn-id status\n"
         ));
         assert!(t.ends_with("% vtid has no IKEv1 SAs\n"), "{t}");
+    }
+
+    #[test]
+    fn ipsec_profile_lists_pfs_additional_key_exchanges() {
+        let set = json!({ "name": "ts1", "transform": "esp-gcm 256", "mode": "Tunnel" });
+        let prof = json!({ "name": "pq", "lifetime_secs": 3600, "lifetime_kb": 4608000,
+            "pfs": 31, "pfs_additional_key_exchanges": ["ke1_mlkem768"], "transform_sets": [set] });
+        let t = render(&CryptoView::IpsecProfile, &json!([prof]));
+        assert!(
+            t.contains("        DH group:  group31\n        Additional KE: ke1_mlkem768\n"),
+            "{t}"
+        );
+        let classic = json!({ "name": "c", "lifetime_secs": 3600, "lifetime_kb": 4608000,
+            "pfs": 31, "pfs_additional_key_exchanges": [], "transform_sets": [] });
+        let t = render(&CryptoView::IpsecProfile, &json!([classic]));
+        assert!(!t.contains("Additional KE"), "{t}");
     }
 
     #[test]

@@ -109,12 +109,8 @@ pub fn ike_sa(s: &ike::IkeSaInfo, tunnel: Option<&TunnelPlan>, active_secs: Opti
             "hash": integ_name(p.integ),
             "dh_group": p.dh.id(),
             // RFC 9370 rounds in strongSwan's spelling (`ke1_mlkem768`); empty for a classic
-            // suite, and after an IKE rekey (which runs no IKE_FOLLOWUP_KE yet).
-            "additional_key_exchanges": p
-                .addke
-                .rounds()
-                .map(|(n, m)| format!("ke{n}_{}", ke_name(m)))
-                .collect::<Vec<_>>(),
+            // suite. After an IKE rekey, those its IKE_FOLLOWUP_KE exchanges ran.
+            "additional_key_exchanges": addke_names(&p.addke),
         })
     });
     let (local_spi, remote_spi) = if s.initiator {
@@ -189,6 +185,10 @@ pub fn child_extra(
             json!(c.remote_ts.iter().map(ts_ident).collect::<Vec<_>>()),
         );
         obj.insert("pfs".into(), json!(c.pfs.map(|g| g.id())));
+        obj.insert(
+            "pfs_additional_key_exchanges".into(),
+            json!(addke_names(&c.pfs_addke)),
+        );
         obj.insert(
             "encaps_mode".into(),
             json!(match c.mode {
@@ -277,6 +277,7 @@ fn profile_json(name: &str, p: &IpsecProfile) -> Value {
         "lifetime_secs": p.lifetime.seconds,
         "lifetime_kb": p.lifetime.kilobytes,
         "pfs": p.pfs.map(|g| g.id()),
+        "pfs_additional_key_exchanges": addke_names(&p.pfs_addke),
         "transform_sets": p
             .transform_sets
             .iter()
@@ -381,6 +382,13 @@ pub fn debug_conditions(active: &[crate::debug::Condition]) -> Value {
 }
 
 /// strongSwan's name of a key exchange method (`mlkem768`, `x25519`, `ecp256`, `modp2048`).
+/// RFC 9370 rounds in strongSwan's spelling: `["ke1_mlkem768"]`.
+fn addke_names(a: &ike::transform::AddKes) -> Vec<String> {
+    a.rounds()
+        .map(|(n, m)| format!("ke{n}_{}", ke_name(m)))
+        .collect()
+}
+
 fn ke_name(m: ike::transform::KeMethod) -> &'static str {
     use ike::transform::{DhGroup, KeMethod};
     match m {

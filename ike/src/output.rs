@@ -400,6 +400,9 @@ pub struct ChildSaInfo {
     /// The PFS group of the CREATE_CHILD_SA that made it (RFC 7296 §1.3.1); `None` for the
     /// IKE_AUTH Child SA (§1.2: no KE there) and when no PFS was negotiated.
     pub pfs: Option<crate::transform::DhGroup>,
+    /// The additional key exchanges run after that PFS exchange in IKE_FOLLOWUP_KE (RFC 9370
+    /// §2.2.4); empty without them.
+    pub pfs_addke: crate::transform::AddKes,
     /// Carries traffic (not replaced by a rekey, not being deleted).
     pub live: bool,
 }

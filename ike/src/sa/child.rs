@@ -102,6 +102,8 @@ pub(crate) struct Child {
     pub(crate) host_pair: Option<(IpAddr, IpAddr)>,
     /// The PFS group its exchange used (RFC 7296 §1.3.1), for status output.
     pub(crate) pfs: Option<crate::transform::DhGroup>,
+    /// Its additional key exchanges (RFC 9370 §2.2.4), for status output.
+    pub(crate) pfs_addke: crate::transform::AddKes,
     state: ChildState,
 }
 
@@ -130,6 +132,7 @@ impl Child {
             config: ChildConfigIndex::FIRST,
             host_pair: None,
             pfs: None,
+            pfs_addke: crate::transform::AddKes::NONE,
             state: ChildState::Installed,
         }
     }

@@ -178,6 +178,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
     ch.config = p.request.index;
     ch.host_pair = p.request.host_pair;
     ch.pfs = p.choice.dh;
+    ch.pfs_addke = p.choice.addke;
     ch
 }
 

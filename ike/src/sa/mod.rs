@@ -724,6 +724,7 @@ impl IkeSa {
                 remote_ts: c.remote_ts.clone(),
                 mode: c.mode,
                 pfs: c.pfs,
+                pfs_addke: c.pfs_addke,
                 live: c.is_live(),
             })
             .collect();

@@ -386,6 +386,14 @@ fn child_rekey_with_pfs_x25519_and_mlkem768() {
     assert_eq!(p.a.live_children().len(), 1);
     assert_eq!(followups(&p.a).len(), 1);
     assert_eq!(followups(&p.b).len(), 1);
+    // Status shows the live child's PFS group and its additional key exchange.
+    for t in [&p.a, &p.b] {
+        let sa = &t.ep.sas()[0];
+        let live: Vec<_> = sa.child_sas.iter().filter(|c| c.live).collect();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].pfs, Some(DhGroup::Curve25519));
+        assert_eq!(live[0].pfs_addke, mlkem768());
+    }
 }
 
 #[test]

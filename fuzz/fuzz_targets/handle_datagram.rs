@@ -12,7 +12,7 @@ use std::time::Instant;
 use ike::config::*;
 use ike::endpoint::*;
 use ike::secret::Secret;
-use ike::transform::{DhGroup, KeMethod};
+use ike::transform::{AddKes, DhGroup, KeMethod};
 use ike::wire::TrafficSelector;
 use libfuzzer_sys::fuzz_target;
 
@@ -48,6 +48,7 @@ fn config(strict: bool) -> Arc<EndpointConfig> {
                 child: ChildConfig {
                     esp_proposals: vec![EspProposal::AES256GCM],
                     pfs: None,
+                    pfs_addke: AddKes::NONE,
                     local_ts: vec![TrafficSelector::any(false)],
                     remote_ts: vec![TrafficSelector::any(false)],
                     mode: Mode::Tunnel,

@@ -129,6 +129,13 @@ fn mutated_hybrid_conversation_never_panics_responder() {
     for dh_only in [true, false] {
         let mut p = hybrid_pair(dh_only);
         p.connect();
+        if dh_only {
+            // An IKE SA rekey with the same seeded rounds: CREATE_CHILD_SA, then one
+            // IKE_FOLLOWUP_KE per round (RFC 9370 §2.2.4), replayable to a fresh responder.
+            let session = p.a.installs[0].session;
+            p.command(Side::A, Command::RekeyIke { session });
+            p.drive_for(Duration::from_secs(1));
+        }
         let script: Vec<Transmit> = p.a.sent.clone();
         let mut cfg = peer(1, B_IP, A_IP, "secret");
         cfg.ike_proposals = vec![hybrid_suite(dh_only)];
@@ -136,7 +143,7 @@ fn mutated_hybrid_conversation_never_panics_responder() {
         // Unmutated: the responder answers every IKE_INTERMEDIATE, and with seeded rounds
         // authenticates the initiator and installs the Child SA.
         let mut b = Endpoint::new(config.clone(), [2; 32]);
-        let (mut installs, mut intermediate) = (0, 0);
+        let (mut installs, mut intermediate, mut followup) = (0, 0, 0);
         for t in &script {
             b.handle_datagram(
                 p.start,
@@ -151,11 +158,14 @@ fn mutated_hybrid_conversation_never_panics_responder() {
                 if let Output::Transmit(t) = &o {
                     let ex = crate::wire::Message::decode(&t.bytes).map(|m| m.header.exchange);
                     intermediate += usize::from(ex == Ok(ExchangeType::IkeIntermediate));
+                    followup += usize::from(ex == Ok(ExchangeType::IkeFollowupKe));
                 }
             }
         }
         assert_eq!(intermediate, if dh_only { 2 } else { 1 });
         assert_eq!(installs, usize::from(dh_only), "dh_only={dh_only}");
+        // The rekey's two rounds were answered, so mutations reach IKE_FOLLOWUP_KE too.
+        assert_eq!(followup, if dh_only { 2 } else { 0 });
         let mut rng = ChaCha20Rng::from_seed([43; 32]);
         for i in 0..iters {
             let mut b = Endpoint::new(config.clone(), [2; 32]);

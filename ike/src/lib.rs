@@ -55,6 +55,7 @@
 //! | IKEv1 (RFC 2409 over ISAKMP, RFC 2408): codec, keys, main mode, quick mode, informational | [`v1`] |
 //! | IKE SA states (`ExpectSaInitResponse`, `ExpectAuthResponse`, `ExpectAuthRequest`, `Established`) | `sa` (private) |
 //! | their one transition function, the per-SA timer table, the Child SA lifecycle | `sa::state`, `sa::timers`, `sa::child` (private) |
+//! | IKE_INTERMEDIATE set-up rounds (RFC 9242, RFC 9370 §2.2.2); IKE_FOLLOWUP_KE rounds of CREATE_CHILD_SA (RFC 9370 §2.2.4) | `sa::intermediate`, `sa::followup` (private) |
 
 #![warn(missing_docs)]
 

@@ -534,3 +534,41 @@ fn unknown_link_is_state_not_found_and_changes_nothing() {
     assert_eq!(p.b.installs.len(), 2);
     p.assert_children_match();
 }
+
+#[test]
+fn simultaneous_hybrid_ike_rekey_converges() {
+    let s = hybrid(&[KeMethod::MlKem768]);
+    let mut p = pair_with(vec![s], vec![s]);
+    p.connect();
+    let sa = p.a.installs[0].session;
+    let sb = p.b.installs[0].session;
+    p.command(Side::A, Command::RekeyIke { session: sa });
+    p.command(Side::B, Command::RekeyIke { session: sb });
+    p.drive_for(Duration::from_secs(30));
+    assert!(p.a.has_event(|e| matches!(e, Event::IkeSaRekeyed { .. })));
+    assert_eq!(p.a.ep.ike_sa_count(), 1);
+    assert_eq!(p.b.ep.ike_sa_count(), 1);
+    assert_eq!(p.a.ep.sk_ds(), p.b.ep.sk_ds());
+    assert!(!followups(&p.a).is_empty() || !followups(&p.b).is_empty());
+    p.assert_children_match();
+    let child = p.a.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(1));
+    p.assert_children_match();
+    assert_eq!(p.a.live_children().len(), 1);
+}
+
+#[test]
+fn simultaneous_child_rekey_with_mlkem_leaves_one_pair() {
+    let mut p = pfs_pair(mlkem768(), mlkem768());
+    p.connect();
+    let ca = p.a.installs[0].child;
+    let cb = p.b.installs[0].child;
+    p.command(Side::A, Command::RekeyChild { child: ca });
+    p.command(Side::B, Command::RekeyChild { child: cb });
+    p.drive_for(Duration::from_secs(5));
+    p.assert_children_match();
+    assert_eq!(p.a.live_children().len(), 1);
+    assert_eq!(p.b.live_children().len(), 1);
+    assert_eq!(followups(&p.a).len(), 2, "A's request and its answer to B");
+}

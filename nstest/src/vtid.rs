@@ -48,6 +48,54 @@ fn transform_set(esp: &str) -> Result<(&'static str, Option<&'static str>)> {
     })
 }
 
+/// A strongSwan proposal split into its algorithm tokens and its RFC 9370 additional key
+/// exchanges (`keN_METHOD`, N = 1..7): `aes256gcm16-prfsha384-x25519-ke1_mlkem768` gives
+/// `(["aes256gcm16", "prfsha384", "x25519"], ["mlkem768"])`. Several methods for one round
+/// (strongSwan's `ke1_mlkem768-ke1_none`) become vtid's alternatives (`mlkem768|none`).
+fn split_addke(proposal: &str) -> Result<(Vec<&str>, Vec<String>)> {
+    let first = proposal.split(',').next().unwrap_or(proposal);
+    let (mut algs, mut rounds) = (Vec::new(), Vec::<Vec<&str>>::new());
+    for tok in first.split('-') {
+        let Some((n, method)) = tok
+            .strip_prefix("ke")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(n, m)| Some((n.parse::<usize>().ok()?, m)))
+        else {
+            algs.push(tok);
+            continue;
+        };
+        if !(1..=7).contains(&n) {
+            bail!("{tok} in {proposal}: RFC 9370 has ADDKE1..ADDKE7");
+        }
+        if rounds.len() < n {
+            rounds.resize(n, Vec::new());
+        }
+        rounds[n - 1].push(method);
+    }
+    if rounds.iter().any(Vec::is_empty) {
+        bail!("{proposal}: a round of additional key exchanges is skipped");
+    }
+    Ok((algs, rounds.iter().map(|r| r.join("|")).collect()))
+}
+
+/// The `[ike_proposal]` keys of a strongSwan IKE proposal's algorithm tokens (AEAD, PRF,
+/// group), for the proposals vtid's defaults do not cover.
+fn ike_proposal_keys(algs: &[&str]) -> Result<(&'static str, String, String)> {
+    let [enc, prf, group] = algs else {
+        bail!("expected AEAD-PRF-GROUP in {algs:?}");
+    };
+    let enc = match *enc {
+        "aes256gcm16" => "aes-gcm-256",
+        "aes128gcm16" => "aes-gcm-128",
+        "chacha20poly1305" => "chacha20-poly1305",
+        other => bail!("no vtid equivalent for IKE encryption {other}"),
+    };
+    let prf = prf
+        .strip_prefix("prf")
+        .with_context(|| format!("expected a PRF (prfsha384), not {prf}"))?;
+    Ok((enc, prf.to_owned(), (*group).to_owned()))
+}
+
 /// vtid.toml for one tunnel end.
 pub fn render(end: &TunnelEnd, psk_file: &Path) -> Result<String> {
     render_many(&[(end, psk_file)])
@@ -63,14 +111,47 @@ pub fn render_many(tunnels: &[(&TunnelEnd, &Path)]) -> Result<String> {
         .collect();
     c.keyring("K", &peers);
     for (i, (end, _)) in tunnels.iter().enumerate() {
-        let (esp, integrity) = transform_set(&end.esp_proposals)?;
+        // vtid's default IKE proposals cover the classic suites the scenarios offer; one with
+        // additional key exchanges gets its own proposal and IKE profile.
+        let (ike_algs, ike_addke) = split_addke(&end.ike_proposals)?;
+        let ike_profile = if ike_addke.is_empty() {
+            None
+        } else {
+            let (enc, prf, group) = ike_proposal_keys(&ike_algs)?;
+            let addke: Vec<&str> = ike_addke.iter().map(String::as_str).collect();
+            c.ike_proposal(&format!("X{i}"))
+                .set("encryption", &[enc])
+                .set("prf", &[prf.as_str()])
+                .set("group", &[group.as_str()])
+                .set("additional_key_exchanges", &addke[..]);
+            c.ike_profile(&format!("I{i}"))
+                .set("proposals", &[format!("X{i}").as_str()])
+                .set("keyring", "K")
+                .set("match_identity", &[end.remote.as_str()]);
+            Some(format!("I{i}"))
+        };
+        // ESP: the transform set from the cipher; a PFS group and its additional key
+        // exchanges (`aes256gcm16-x25519-ke1_mlkem768`) from the tokens after it.
+        let (esp_algs, esp_addke) = split_addke(&end.esp_proposals)?;
+        let (cipher, pfs) = match esp_algs[..] {
+            [c, g] if !g.starts_with("sha") => (c.to_owned(), Some(g)),
+            _ => (esp_algs.join("-"), None),
+        };
+        let (esp, integrity) = transform_set(&cipher)?;
         c.transform_set(&format!("T{i}"), esp)
             .set_opt("integrity", integrity);
+        let pfs_addke: Vec<&str> = esp_addke.iter().map(String::as_str).collect();
         c.ipsec_profile(&format!("P{i}"), &[format!("T{i}").as_str()])
             .set_opt(
                 "lifetime",
                 end.child_lifetime
                     .map(|secs| Value::inline(&[("seconds", secs.into())])),
+            )
+            .set_opt("ike_profile", ike_profile)
+            .set_opt("pfs", pfs)
+            .set_opt(
+                "pfs_additional_key_exchanges",
+                (!pfs_addke.is_empty()).then_some(&pfs_addke[..]),
             );
         let (mode, if_id) = match &end.device {
             Device::Xfrmi { if_id, .. } => ("xfrmi", *if_id),
@@ -382,5 +463,69 @@ impl Vtid {
 impl Drop for Vtid {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::Device;
+
+    fn end(ike: &str, esp: &str) -> TunnelEnd {
+        TunnelEnd {
+            local: "192.0.2.1".into(),
+            remote: "192.0.2.2".into(),
+            psk: "k".into(),
+            device: Device::Xfrmi {
+                name: "tun1".into(),
+                if_id: 42,
+                underlay: "e-b".into(),
+            },
+            address: Some("10.255.0.1/30".into()),
+            routes: vec![],
+            initiator: true,
+            ike_proposals: ike.into(),
+            esp_proposals: esp.into(),
+            child_lifetime: None,
+        }
+    }
+
+    #[test]
+    fn additional_key_exchanges_are_split_by_round() {
+        let (algs, addke) =
+            split_addke("aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke1_none-ke2_mlkem1024")
+                .unwrap();
+        assert_eq!(algs, ["aes256gcm16", "prfsha384", "x25519"]);
+        assert_eq!(addke, ["mlkem768|none", "mlkem1024"]);
+        assert!(split_addke("aes256gcm16-prfsha384-x25519-ke2_mlkem768").is_err());
+        assert!(split_addke("aes256gcm16-prfsha384-x25519-ke8_mlkem768").is_err());
+    }
+
+    #[test]
+    fn a_hybrid_proposal_gets_its_own_ike_profile_and_pfs_rounds() {
+        let toml = render(
+            &end(
+                "aes256gcm16-prfsha384-x25519-ke1_mlkem768",
+                "aes256gcm16-x25519-ke1_mlkem768",
+            ),
+            Path::new("/k"),
+        )
+        .unwrap();
+        for want in [
+            "additional_key_exchanges = [\"mlkem768\"]",
+            "pfs_additional_key_exchanges = [\"mlkem768\"]",
+            "pfs = \"x25519\"",
+            "ike_profile = \"I0\"",
+            "prf = [\"sha384\"]",
+        ] {
+            assert!(toml.contains(want), "no {want} in\n{toml}");
+        }
+        // A classic proposal keeps vtid's defaults: no IKE profile of its own.
+        let classic = render(
+            &end("aes256gcm16-prfsha256-x25519", "aes256gcm16"),
+            Path::new("/k"),
+        )
+        .unwrap();
+        assert!(!classic.contains("ike_profile"), "{classic}");
     }
 }

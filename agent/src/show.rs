@@ -124,6 +124,28 @@ pub fn session(s: &ike::IkeSaInfo, tunnel: Option<&str>, uptime_secs: Option<u64
         "spi_i": format!("{:016x}", s.spi_i),
         "spi_r": format!("{:016x}", s.spi_r),
         "child_sas": s.children.len(),
+        "version": 2,
+    })
+}
+
+/// One IKEv1 session of `show sessions`: its state as IOS's `show crypto isakmp sa` names
+/// it (MM_NO_STATE ... QM_IDLE), the cookies in place of SPIs.
+pub fn v1_session(s: &ike::v1::V1SaInfo, tunnel: Option<&str>, uptime_secs: Option<u64>) -> Value {
+    json!({
+        "tunnel": tunnel,
+        "interface": tunnel,
+        "peer": s.remote.ip().to_string(),
+        "peer_id": s.peer_id.as_ref().map(|i| format!("{i:?}")),
+        "state": crate::show_crypto::isakmp_state(s.state),
+        "initiator": s.initiator,
+        "local": s.local.to_string(),
+        "remote": s.remote.to_string(),
+        "nat": false,
+        "uptime_secs": uptime_secs,
+        "spi_i": format!("{:016x}", s.cky_i),
+        "spi_r": format!("{:016x}", s.cky_r),
+        "child_sas": s.children.len(),
+        "version": 1,
     })
 }
 

@@ -95,6 +95,10 @@ pub struct TunnelPlan {
     pub vrf: Option<crate::vrf::VrfPlan>,
     /// Front-door VRF of the underlay and the IKE sockets.
     pub fvrf: Option<crate::vrf::VrfPlan>,
+    /// `Some` when the tunnel negotiates with IKEv1 (its IKE profile says `version = 1`):
+    /// the `[isakmp_policy.N]` list it offers and accepts. Part of the plan so that a reload
+    /// changing the policies renegotiates the tunnel.
+    pub v1_policies: Option<Vec<ike::v1::IsakmpPolicy>>,
 }
 
 impl TunnelPlan {
@@ -162,6 +166,9 @@ pub struct Plan {
     /// Every engine connection (tunnels', templates' and crypto maps'), with what it was
     /// derived from.
     pub peers: BTreeMap<ike::ConnId, PeerPlan>,
+    /// What the IKEv1 engine negotiates: the tunnels whose IKE profile says `version = 1`
+    /// (their connections are in `peers`, not in `endpoint`).
+    pub v1: ike::v1::V1Config,
     /// What the IKE engine negotiates: `peers` in the order the engine should try them
     /// (static tunnels first, by name, then templates by IKE profile).
     pub endpoint: ike::EndpointConfig,
@@ -186,9 +193,19 @@ impl Plan {
         let Some(peer) = old.peers.get(&t.conn) else {
             return;
         };
-        // Static tunnels come first in the engine's list, by name (see `build`).
-        let at = self.tunnels.keys().filter(|k| k.as_str() < name).count();
-        self.endpoint.peers.insert(at, peer.config.clone());
+        if t.v1_policies.is_some() {
+            if let Some(p) = old.v1.peers.iter().find(|p| p.id == t.conn) {
+                self.v1.peers.push(p.clone());
+            }
+        } else {
+            // Static tunnels come first in the engine's list, by name (see `build`).
+            let at = self
+                .tunnels
+                .iter()
+                .filter(|(k, t)| k.as_str() < name && t.v1_policies.is_none())
+                .count();
+            self.endpoint.peers.insert(at, peer.config.clone());
+        }
         self.peers.insert(t.conn, peer.clone());
         self.tunnels.insert(name.to_owned(), t.clone());
     }
@@ -392,14 +409,36 @@ pub fn build(
             offload,
             vrf: t.vrf.clone(),
             fvrf: t.fvrf.clone().or_else(|| t.ike.fvrf.clone()),
+            v1_policies: (t.ike.version == 1).then(|| cfg.isakmp_policies.clone()),
         };
         peers.push(tunnel_peer(cfg, &plan, t, esp));
         tunnels.insert(name.clone(), plan);
     }
     let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
     let maps = cryptomaps::plan_maps(cfg, conn_ids, links, &mut peers)?;
+    let v1_conns: Vec<ike::ConnId> = tunnels
+        .values()
+        .filter(|t| t.v1_policies.is_some())
+        .map(|t| t.conn)
+        .collect();
+    let v1 = ike::v1::V1Config {
+        peers: tunnels
+            .values()
+            .filter_map(|t| {
+                let policies = t.v1_policies.clone()?;
+                let p = peers.iter().find(|p| p.config.id == t.conn)?;
+                Some(v1_peer(&p.config, policies))
+            })
+            .collect(),
+        half_open_timeout: cfg.global.limits.half_open_timeout,
+        ..Default::default()
+    };
     let endpoint = ike::EndpointConfig {
-        peers: peers.iter().map(|p| p.config.clone()).collect(),
+        peers: peers
+            .iter()
+            .filter(|p| !v1_conns.contains(&p.config.id))
+            .map(|p| p.config.clone())
+            .collect(),
         nat_keepalive: cfg.global.nat_keepalive,
         limits: cfg.global.limits,
         ..Default::default()
@@ -411,6 +450,7 @@ pub fn build(
         maps,
         peers: peers.into_iter().map(|p| (p.config.id, p)).collect(),
         endpoint,
+        v1,
         global: cfg.global.clone(),
         credentials_read: cfg.files_read,
     })
@@ -473,6 +513,30 @@ fn tunnel_peer(
             mobike: ike_profile.mobike,
         },
         credentials: t.credentials.clone(),
+    }
+}
+
+/// The IKEv1 profile of a tunnel's connection: the same peer, identities, key, quick mode
+/// parameters (transform sets, PFS, selectors, lifetimes) and DPD; phase 1 from the
+/// `[isakmp_policy.N]` list instead of IKEv2 proposals.
+fn v1_peer(c: &ike::PeerConfig, policies: Vec<ike::v1::IsakmpPolicy>) -> ike::v1::V1Peer {
+    let psk = match &c.auth {
+        ike::AuthConfig::Psk(k) => k.clone(),
+        // Loading refuses anything but pre-shared keys in an IKEv1 profile.
+        ike::AuthConfig::Certificate(_) | ike::AuthConfig::Signature(_) => Secret::new(Vec::new()),
+    };
+    ike::v1::V1Peer {
+        id: c.id,
+        name: c.name.clone(),
+        local: c.local,
+        remote: c.remote.clone(),
+        local_id: c.local_id.clone(),
+        remote_id: c.remote_id.clone(),
+        psk,
+        policies,
+        child: c.child.clone(),
+        dpd: c.dpd,
+        allow_legacy: c.allow_legacy,
     }
 }
 

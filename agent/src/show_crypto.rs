@@ -140,22 +140,6 @@ pub fn ike_sa(s: &ike::IkeSaInfo, tunnel: Option<&TunnelPlan>, active_secs: Opti
     })
 }
 
-/// IOS's ISAKMP SA state (`show crypto isakmp sa`) for the IKEv1 engine's state: the
-/// state names main mode's progress by the last message exchanged, and an established
-/// ISAKMP SA is QM_IDLE (ready for quick mode) whether or not one runs.
-pub fn isakmp_state(state: &str) -> &'static str {
-    match state {
-        // Initiator: MM1 sent.
-        "ExpectMainMode2" => "MM_NO_STATE",
-        // MM2 sent (responder) or received and MM3 sent (initiator).
-        "ExpectMainMode3" | "ExpectMainMode4" => "MM_SA_SETUP",
-        // MM4 sent (responder), or MM5 sent (initiator).
-        "ExpectMainMode5" | "ExpectMainMode6" => "MM_KEY_EXCH",
-        "Established" => "QM_IDLE",
-        _ => "MM_NO_STATE",
-    }
-}
-
 /// One ISAKMP SA of `show crypto isakmp sa` (and an IKEv1 row of `show sessions`). IOS's
 /// `dst`/`src` are the responder's and the initiator's addresses, not ours and the peer's.
 pub fn isakmp_sa(s: &ike::v1::V1SaInfo, tunnel: Option<&TunnelPlan>) -> Value {
@@ -164,7 +148,7 @@ pub fn isakmp_sa(s: &ike::v1::V1SaInfo, tunnel: Option<&TunnelPlan>) -> Value {
     } else {
         (s.local, s.remote)
     };
-    let state = isakmp_state(s.state);
+    let state = crate::show::isakmp_state(s.state);
     json!({
         "dst": dst.ip().to_string(),
         "src": src.ip().to_string(),

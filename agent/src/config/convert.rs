@@ -1292,7 +1292,17 @@ impl Cx<'_> {
             }
         };
         let group = match &r.group {
-            Some(v) => self.group(v, &format!("{path}.group"), false).flatten(),
+            Some(v) => match self.group(v, &format!("{path}.group"), false).flatten() {
+                // IKEv1's group registry (RFC 2409 Appendix A, RFC 5903) has no Curve25519.
+                Some(DhGroup::Curve25519) => {
+                    self.err(
+                        v.span(),
+                        format!("{path}.group: group 31 (Curve25519) has no IKEv1 number"),
+                    );
+                    None
+                }
+                g => g,
+            },
             None => {
                 missing(self, "group", "group 1");
                 None

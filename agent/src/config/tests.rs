@@ -1683,6 +1683,14 @@ fn isakmp_policy_errors_have_positions() {
         "unknown encryption \"aes 512\"",
     );
     assert_error(
+        &v1_config(
+            "[isakmp_policy.1]\nencryption = \"aes\"\nhash = \"sha256\"\nauthentication = \"pre-share\"\ngroup = 31\n",
+        ),
+        23,
+        9,
+        "group 31 (Curve25519) has no IKEv1 number",
+    );
+    assert_error(
         &v1_config(&format!("[isakmp_policy.0]\nencryption = \"aes\"\n{good}")),
         19,
         16,

@@ -570,6 +570,66 @@ pub(crate) fn expand_ike(p: &config::IkeProposalSpec) -> Vec<ike::IkeProposal> {
 mod tests {
     use super::*;
 
+    /// A tunnel whose IKE profile says `version = 1` is the IKEv1 engine's connection (with
+    /// the policies, transform set and PFS), not the IKEv2 engine's; the other stays IKEv2.
+    #[test]
+    fn ikev1_tunnels_go_to_the_ikev1_engine() {
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let src = r#"[global]
+allow_legacy = true
+[isakmp_policy.10]
+encryption = "3des"
+authentication = "pre-share"
+group = 2
+[transform_set.T]
+esp = "3des"
+integrity = "sha1"
+[ipsec_profile.P]
+transform_sets = ["T"]
+pfs = 14
+[keyring.K]
+[[keyring.K.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/psk/k"
+[ike_profile.V1]
+version = 1
+keyring = "K"
+[tunnel.Tunnel0]
+source = "10.0.0.1"
+destination = "10.0.0.2"
+address = "10.9.0.1/30"
+protection = "P"
+ike_profile = "V1"
+[tunnel.Tunnel1]
+source = "10.0.0.1"
+destination = "10.0.0.3"
+address = "10.9.1.1/30"
+protection = "P"
+"#;
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), src, &opts).unwrap();
+        let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
+        let (t0, t1) = (&plan.tunnels["Tunnel0"], &plan.tunnels["Tunnel1"]);
+        assert_eq!(plan.v1.peers.len(), 1);
+        let v1 = &plan.v1.peers[0];
+        assert_eq!(v1.id, t0.conn);
+        assert_eq!(v1.policies, cfg.isakmp_policies);
+        assert_eq!(v1.child.pfs, Some(ike::transform::DhGroup::Modp2048));
+        assert_eq!(
+            v1.child.esp_proposals[0].encr,
+            ike::transform::Encr::TripleDes
+        );
+        assert!(v1.allow_legacy);
+        assert_eq!(t0.v1_policies.as_ref(), Some(&cfg.isakmp_policies));
+        assert_eq!(t1.v1_policies, None);
+        let v2: Vec<ike::ConnId> = plan.endpoint.peers.iter().map(|p| p.id).collect();
+        assert_eq!(v2, [t1.conn]);
+        // Both are the plan's connections (reload diffs them).
+        assert!(plan.peers.contains_key(&t0.conn) && plan.peers.contains_key(&t1.conn));
+    }
+
     #[test]
     fn builtin_default_plans_the_seed_tunnel() {
         let opts = config::LoadOptions {

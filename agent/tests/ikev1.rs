@@ -416,7 +416,7 @@ fn vm_ikev1_seed_c7206_to_c1750_lan_to_lan_vtid_both_ends() {
         ensure!(a.len() == 2 && a == b, "SA pairs: r7200 {a:?} c1750 {b:?}");
         // Both ends list the ISAKMP SA as IOS does: dst is the responder (the 1750).
         for p in ends {
-            let v = sc.peer(p).as_vtid().context("a vtid peer")?;
+            let v = sc.peer_mut(p).as_vtid().context("a vtid peer")?;
             let t = v.cli(&["show", "crypto", "isakmp", "sa"])?;
             ensure!(
                 t.lines().any(|l| {

@@ -529,7 +529,7 @@ fn v1_peer(c: &ike::PeerConfig, policies: Vec<ike::v1::IsakmpPolicy>) -> ike::v1
         id: c.id,
         name: c.name.clone(),
         local: c.local,
-        remote: c.remote.clone(),
+        remote: c.remote,
         local_id: c.local_id.clone(),
         remote_id: c.remote_id.clone(),
         psk,

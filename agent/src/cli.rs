@@ -138,8 +138,7 @@ pub enum ShowWhat {
 /// `vtid show crypto ...`.
 #[derive(Clone, Debug, Subcommand)]
 pub enum CryptoWhat {
-    /// `isakmp sa`: IKEv1 SAs. vtid speaks IKEv2 only, so this is IOS's empty table and a
-    /// note saying so.
+    /// `isakmp sa`: IKEv1 (ISAKMP) SAs of profiles with `version = 1`, as IOS lists them.
     Isakmp {
         /// `sa`.
         #[command(subcommand)]
@@ -587,14 +586,15 @@ fn render(what: &ShowWhat, body: &serde_json::Value) -> String {
         ShowWhat::Sessions => {
             let _ = writeln!(
                 out,
-                "{:<12} {:<14} {:<22} {:<22} {:>8} {:>6}",
-                "TUNNEL", "STATE", "LOCAL", "REMOTE", "UPTIME", "CHILD"
+                "{:<12} {:<3} {:<14} {:<22} {:<22} {:>8} {:>6}",
+                "TUNNEL", "VER", "STATE", "LOCAL", "REMOTE", "UPTIME", "CHILD"
             );
             for r in &rows {
                 let _ = writeln!(
                     out,
-                    "{:<12} {:<14} {:<22} {:<22} {:>8} {:>6}",
+                    "{:<12} {:<3} {:<14} {:<22} {:<22} {:>8} {:>6}",
                     s(&r["tunnel"]),
+                    format!("v{}", s(&r["version"])),
                     s(&r["state"]),
                     s(&r["local"]),
                     s(&r["remote"]),

@@ -67,7 +67,7 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CryptoView {
-    /// `show crypto isakmp sa`: IKEv1 SAs (vtid has none).
+    /// `show crypto isakmp sa`: IKEv1 (ISAKMP) SAs.
     IsakmpSa,
     /// `show crypto ikev2 sa`.
     Ikev2Sa,

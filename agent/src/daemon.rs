@@ -85,7 +85,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut rt = Runtime::new(Parts {
         config_path: opts.config.clone(),
         keep_on_exit: opts.keep_on_exit,
-        ep: Endpoint::new(Arc::new(plan.endpoint.clone()), random_seed()?),
+        ep: crate::engines::Engines::new(
+            Endpoint::new(Arc::new(plan.endpoint.clone()), random_seed()?),
+            ike::v1::Endpoint::new(Arc::new(plan.v1.clone()), random_seed()?),
+        ),
         cfg,
         plan,
         conn_ids,

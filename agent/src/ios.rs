@@ -68,11 +68,32 @@ fn spi(hex: &Value) -> String {
 }
 
 fn isakmp_sa(out: &mut String, body: &Value) {
-    // IOS's header, no rows: vtid has no IKEv1 SAs.
-    out.push_str("IPv4 Crypto ISAKMP SA\n");
-    out.push_str("dst             src             state          conn-id status\n\n");
-    out.push_str("IPv6 Crypto ISAKMP SA\n\n");
-    let _ = writeln!(out, "% {}", s(&body["note"]));
+    let sas: Vec<&Value> = body["sas"].as_array().into_iter().flatten().collect();
+    for (v6, title) in [(false, "IPv4"), (true, "IPv6")] {
+        let _ = writeln!(out, "{title} Crypto ISAKMP SA");
+        let rows: Vec<&&Value> = sas
+            .iter()
+            .filter(|r| s(&r["dst"]).contains(':') == v6)
+            .collect();
+        if !v6 {
+            out.push_str("dst             src             state          conn-id status\n");
+        }
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "{:<15} {:<15} {:<14} {:>7} {}",
+                s(&r["dst"]),
+                s(&r["src"]),
+                s(&r["state"]),
+                s(&r["conn_id"]),
+                s(&r["status"])
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(note) = body["note"].as_str() {
+        let _ = writeln!(out, "% {note}");
+    }
 }
 
 fn ikev2_sa(out: &mut String, body: &Value) {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod debug;
+pub mod engines;
 pub mod import_ios;
 pub mod ios;
 pub mod kernel;

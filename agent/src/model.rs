@@ -404,6 +404,7 @@ mod tests {
             offload: crate::config::Offload::Off,
             vrf: None,
             fvrf: None,
+            v1_policies: None,
         }
     }
 

@@ -124,6 +124,44 @@ pub fn session(s: &ike::IkeSaInfo, tunnel: Option<&str>, uptime_secs: Option<u64
         "spi_i": format!("{:016x}", s.spi_i),
         "spi_r": format!("{:016x}", s.spi_r),
         "child_sas": s.children.len(),
+        "version": 2,
+    })
+}
+
+/// IOS's ISAKMP SA state (`show crypto isakmp sa`) for the IKEv1 engine's state: the
+/// state names main mode's progress by the last message exchanged, and an established
+/// ISAKMP SA is QM_IDLE (ready for quick mode) whether or not one runs.
+pub fn isakmp_state(state: &str) -> &'static str {
+    match state {
+        // Initiator: MM1 sent.
+        "ExpectMainMode2" => "MM_NO_STATE",
+        // MM2 sent (responder) or received and MM3 sent (initiator).
+        "ExpectMainMode3" | "ExpectMainMode4" => "MM_SA_SETUP",
+        // MM4 sent (responder), or MM5 sent (initiator).
+        "ExpectMainMode5" | "ExpectMainMode6" => "MM_KEY_EXCH",
+        "Established" => "QM_IDLE",
+        _ => "MM_NO_STATE",
+    }
+}
+
+/// One IKEv1 session of `show sessions`: its state as IOS's `show crypto isakmp sa` names
+/// it (MM_NO_STATE ... QM_IDLE), the cookies in place of SPIs.
+pub fn v1_session(s: &ike::v1::V1SaInfo, tunnel: Option<&str>, uptime_secs: Option<u64>) -> Value {
+    json!({
+        "tunnel": tunnel,
+        "interface": tunnel,
+        "peer": s.remote.ip().to_string(),
+        "peer_id": s.peer_id.as_ref().map(|i| format!("{i:?}")),
+        "state": isakmp_state(s.state),
+        "initiator": s.initiator,
+        "local": s.local.to_string(),
+        "remote": s.remote.to_string(),
+        "nat": false,
+        "uptime_secs": uptime_secs,
+        "spi_i": format!("{:016x}", s.cky_i),
+        "spi_r": format!("{:016x}", s.cky_r),
+        "child_sas": s.children.len(),
+        "version": 1,
     })
 }
 

@@ -143,6 +143,34 @@ pub fn ike_sa(s: &ike::IkeSaInfo, tunnel: Option<&TunnelPlan>, active_secs: Opti
     })
 }
 
+/// One ISAKMP SA of `show crypto isakmp sa` (and an IKEv1 row of `show sessions`). IOS's
+/// `dst`/`src` are the responder's and the initiator's addresses, not ours and the peer's.
+pub fn isakmp_sa(s: &ike::v1::V1SaInfo, tunnel: Option<&TunnelPlan>) -> Value {
+    let (dst, src) = if s.initiator {
+        (s.remote, s.local)
+    } else {
+        (s.local, s.remote)
+    };
+    let state = crate::show::isakmp_state(s.state);
+    json!({
+        "dst": dst.ip().to_string(),
+        "src": src.ip().to_string(),
+        "state": state,
+        // IOS numbers its SAs from 1001; ours are the session's number in the IKEv1 engine.
+        "conn_id": s.session.0.saturating_sub(ike::v1::FIRST_ID) + 1001,
+        "status": if state == "QM_IDLE" { "ACTIVE" } else { "" },
+        "session": s.session.0,
+        "interface": tunnel.map(|t| &t.name),
+        "role": if s.initiator { "Initiator" } else { "Responder" },
+        "local": s.local.to_string(),
+        "remote": s.remote.to_string(),
+        "cookie_i": format!("{:016X}", s.cky_i),
+        "cookie_r": format!("{:016X}", s.cky_r),
+        "remote_id": s.peer_id.as_ref().map(identity_string),
+        "child_sas": s.children.len(),
+    })
+}
+
 /// IOS's IKEv2 SA status for an engine state.
 fn ike_status(state: &str) -> &'static str {
     match state {

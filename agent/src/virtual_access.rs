@@ -250,6 +250,7 @@ impl VirtualAccesses {
             offload: tp.offload,
             vrf: tp.vrf.clone(),
             fvrf: None,
+            v1_policies: None,
         };
         let interface = clone_interface(tp, &tunnel);
         Some(Proposed {

@@ -73,6 +73,10 @@ pub struct SwanConn {
     pub encap: Option<String>,
     /// `mobike` (strongSwan's default is `yes`).
     pub mobike: Option<String>,
+    /// IKE version: 2, or 1 for IKEv1 main mode (charon speaks both; `proposals` then
+    /// offers phase 1, e.g. `aes256-sha256-modp2048`, and traffic selectors must be one
+    /// subnet each, IKEv1's quick mode IDs carrying one).
+    pub version: u8,
 }
 
 impl SwanConn {
@@ -98,6 +102,7 @@ impl SwanConn {
             mode: "tunnel".into(),
             encap: None,
             mobike: None,
+            version: 2,
         }
     }
 
@@ -119,7 +124,7 @@ impl SwanConn {
                 ("pubkey", format!("      certs = {}\n", cert.display()))
             }
         };
-        let _ = writeln!(s, "  {name} {{\n    version = 2");
+        let _ = writeln!(s, "  {name} {{\n    version = {}", self.version);
         let _ = writeln!(s, "    local_addrs = {}", self.local_addr);
         let _ = writeln!(s, "    remote_addrs = {}", self.remote_addr);
         let _ = writeln!(s, "    proposals = {}", self.ike_proposals);

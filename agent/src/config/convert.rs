@@ -44,6 +44,7 @@ const SECTIONS: &[&str] = &[
     "ipsec_profile",
     "keyring",
     "trustpoint",
+    "isakmp_policy",
     "ike_profile",
     "tunnel",
     "virtual_template",
@@ -108,6 +109,30 @@ const SA_KILOBYTES: (i64, i64) = (2_560, 4_294_967_295);
 /// Cisco's range for the IKEv2 profile `lifetime` starts at 120; we allow 60 for the same
 /// reason as [`SA_SECONDS`] (interop tests watch vtid rekey its IKE SA within a minute).
 const IKE_SECONDS: (i64, i64) = (60, 86_400);
+/// IOS's `crypto isakmp policy` priorities.
+const ISAKMP_PRIORITY: (i64, i64) = (1, 10_000);
+/// `crypto isakmp policy` `lifetime`: IOS allows 60 to 86400 seconds, default 86400.
+const ISAKMP_SECONDS: (i64, i64) = (60, 86_400);
+/// `crypto isakmp policy` `encryption`, as IOS spells it (`encryption aes 256`).
+const ISAKMP_ENCR: &[(&str, Encr)] = &[
+    ("aes", Encr::AesCbc { key_bits: 128 }),
+    ("aes 128", Encr::AesCbc { key_bits: 128 }),
+    ("aes 192", Encr::AesCbc { key_bits: 192 }),
+    ("aes 256", Encr::AesCbc { key_bits: 256 }),
+    ("3des", Encr::TripleDes),
+];
+/// `crypto isakmp policy` `hash`.
+const ISAKMP_HASH: &[(&str, ike::v1::keys::HashAlg)] = &[
+    ("sha", ike::v1::keys::HashAlg::Sha1),
+    ("sha256", ike::v1::keys::HashAlg::Sha256),
+    ("sha384", ike::v1::keys::HashAlg::Sha384),
+    ("sha512", ike::v1::keys::HashAlg::Sha512),
+    ("md5", ike::v1::keys::HashAlg::Md5),
+];
+/// `crypto isakmp policy` `authentication`: pre-shared keys only, for now.
+const ISAKMP_AUTH: &[(&str, ike::v1::AuthMethod)] =
+    &[("pre-share", ike::v1::AuthMethod::PreShared)];
+
 /// Cisco allows at most six transform sets per profile.
 const MAX_TRANSFORM_SETS: usize = 6;
 
@@ -132,6 +157,7 @@ struct RawDoc {
     ipsec_profile: Vec<Named<raw::IpsecProfile>>,
     keyring: Vec<Named<raw::Keyring>>,
     trustpoint: Vec<Named<raw::Trustpoint>>,
+    isakmp_policy: Vec<Named<raw::IsakmpPolicy>>,
     ike_profile: Vec<Named<raw::IkeProfile>>,
     tunnel: Vec<Named<raw::Tunnel>>,
     virtual_template: Vec<Named<raw::VirtualTemplate>>,
@@ -233,6 +259,7 @@ fn split(sink: &mut Sink<'_>, doc: Spanned<DeTable<'_>>, rd: &mut RawDoc) {
                 "ipsec_profile" => push!(ipsec_profile),
                 "keyring" => push!(keyring),
                 "trustpoint" => push!(trustpoint),
+                "isakmp_policy" => push!(isakmp_policy),
                 "ike_profile" => push!(ike_profile),
                 "tunnel" => push!(tunnel),
                 "virtual_template" => push!(virtual_template),
@@ -316,6 +343,7 @@ impl Cx<'_> {
             access_lists: BTreeMap::new(),
             crypto_maps: BTreeMap::new(),
             dynamic_maps: BTreeMap::new(),
+            isakmp_policies: Vec::new(),
             files_read: self.opts.read_files,
         };
         let mut tables: HashMap<u32, String> = HashMap::new();
@@ -359,6 +387,12 @@ impl Cx<'_> {
                 c.virtual_templates.insert(n.name, v);
             }
         }
+        for n in rd.isakmp_policy {
+            if let Some(v) = self.isakmp_policy(&n) {
+                c.isakmp_policies.push(v);
+            }
+        }
+        c.isakmp_policies.sort_by_key(|p| p.priority);
         let mut dvti_profiles = BTreeSet::new();
         for n in rd.ike_profile {
             if let Some(v) = self.ike_profile(&n, &c) {
@@ -1300,6 +1334,103 @@ impl Cx<'_> {
         })
     }
 
+    /// `[isakmp_policy.N]`. A key left out takes IOS's default; where vtid lacks that default
+    /// (`des`, `rsa-sig`, group 1) the key is required and the error says why.
+    fn isakmp_policy(&mut self, n: &Named<raw::IsakmpPolicy>) -> Option<ike::v1::IsakmpPolicy> {
+        let path = format!("isakmp_policy.{}", n.name);
+        let r = &n.raw;
+        let priority = match n.name.parse::<i64>() {
+            Ok(p) if (ISAKMP_PRIORITY.0..=ISAKMP_PRIORITY.1).contains(&p) => u32::try_from(p).ok(),
+            _ => {
+                self.err(
+                    n.span.clone(),
+                    format!(
+                        "{path}: the policy's name is its priority, a number from {} to {} (as \
+                         in `crypto isakmp policy 10`)",
+                        ISAKMP_PRIORITY.0, ISAKMP_PRIORITY.1
+                    ),
+                );
+                None
+            }
+        };
+        let missing = |me: &mut Self, key: &str, ios_default: &str| {
+            me.err(
+                n.span.clone(),
+                format!(
+                    "{path}: missing key \"{key}\": IOS's default ({ios_default}) is not supported \
+                     by vtid"
+                ),
+            );
+        };
+        let encr = match &r.encryption {
+            Some(v) => self
+                .choice(v, &format!("{path}.encryption"), ISAKMP_ENCR, "encryption")
+                .filter(|e| self.legacy_ok(e.is_legacy(), v, &format!("{path}.encryption"))),
+            None => {
+                missing(self, "encryption", "des");
+                None
+            }
+        };
+        let hash = match &r.hash {
+            Some(v) => self
+                .choice(v, &format!("{path}.hash"), ISAKMP_HASH, "hash")
+                .filter(|h| self.legacy_ok(h.is_legacy(), v, &format!("{path}.hash"))),
+            // IOS's default is sha, a legacy algorithm.
+            None if !self.allow_legacy => {
+                self.err(
+                    n.span.clone(),
+                    format!(
+                        "{path}: no hash given, and IOS's default (sha) is a legacy algorithm; \
+                         set hash = \"sha256\", or allow_legacy = true in [global]"
+                    ),
+                );
+                None
+            }
+            None => Some(ike::v1::keys::HashAlg::Sha1),
+        };
+        let auth = match &r.authentication {
+            Some(v) => self.choice(
+                v,
+                &format!("{path}.authentication"),
+                ISAKMP_AUTH,
+                "authentication",
+            ),
+            None => {
+                missing(self, "authentication", "rsa-sig");
+                None
+            }
+        };
+        let group = match &r.group {
+            Some(v) => match self.group(v, &format!("{path}.group"), false).flatten() {
+                // IKEv1's group registry (RFC 2409 Appendix A, RFC 5903) has no Curve25519.
+                Some(DhGroup::Curve25519) => {
+                    self.err(
+                        v.span(),
+                        format!("{path}.group: group 31 (Curve25519) has no IKEv1 number"),
+                    );
+                    None
+                }
+                g => g,
+            },
+            None => {
+                missing(self, "group", "group 1");
+                None
+            }
+        };
+        let lifetime = match &r.lifetime {
+            Some(v) => self.u32_in(v, &format!("{path}.lifetime"), ISAKMP_SECONDS),
+            None => Some(86_400),
+        };
+        Some(ike::v1::IsakmpPolicy {
+            priority: priority?,
+            encr: encr?,
+            hash: hash?,
+            auth: auth?,
+            group: group?,
+            lifetime: std::time::Duration::from_secs(u64::from(lifetime?)),
+        })
+    }
+
     fn ike_profile(&mut self, n: &Named<raw::IkeProfile>, c: &Config) -> Option<IkeProfile> {
         let path = format!("ike_profile.{}", n.name);
         let r = &n.raw;
@@ -1461,6 +1592,23 @@ impl Cx<'_> {
             }
         }
         let fvrf = self.vrf_ref(r.fvrf.as_ref(), &format!("{path}.fvrf"), c);
+        let version = match &r.version {
+            None => 2,
+            Some(v) => match *v.get_ref() {
+                2 => 2,
+                1 => {
+                    if !self.v1_profile_ok(n, local_auth) {
+                        ok = false;
+                    }
+                    1
+                }
+                x => {
+                    self.err(v.span(), format!("{path}.version: {x} is not 1 or 2"));
+                    ok = false;
+                    2
+                }
+            },
+        };
         let lifetime_seconds = match &r.lifetime_seconds {
             Some(v) => self.u32_in(v, &format!("{path}.lifetime_seconds"), IKE_SECONDS),
             None => Some(DEFAULT_IKE_LIFETIME),
@@ -1621,12 +1769,66 @@ impl Cx<'_> {
             proposals,
             fvrf,
             lifetime_seconds,
+            version,
             proposal_specs,
             remote_id,
             local_id,
             credentials,
             template,
         })
+    }
+
+    /// What an IKEv1 profile (`version = 1`) may not hold: what this part of IKEv1 lacks
+    /// (signatures, dynamic VTIs) and the IKEv2-only `proposals` (IKEv1 negotiates phase 1
+    /// with `[isakmp_policy.N]`, which must then offer at least one policy).
+    fn v1_profile_ok(&mut self, n: &Named<raw::IkeProfile>, local_auth: AuthMethod) -> bool {
+        let path = format!("ike_profile.{}", n.name);
+        let r = &n.raw;
+        let at = |v: Option<&SStr>| v.map_or_else(|| n.span.clone(), |v| v.span());
+        let mut ok = true;
+        if local_auth != AuthMethod::Psk
+            || r.remote_auth.iter().flatten().any(|v| v.get_ref() != "psk")
+        {
+            self.err(
+                at(r.local_auth.as_ref()),
+                format!("{path}: IKEv1 (version = 1) authenticates with pre-shared keys only"),
+            );
+            ok = false;
+        }
+        if let Some(v) = &r.virtual_template {
+            self.err(
+                v.span(),
+                format!("{path}.virtual_template: dynamic VTIs are not supported over IKEv1 yet"),
+            );
+            ok = false;
+        }
+        if let Some(v) = r.proposals.as_ref().and_then(|l| l.first()) {
+            self.err(
+                v.span(),
+                format!(
+                    "{path}.proposals: IKEv2 proposals do not apply to an IKEv1 profile; phase 1 \
+                     uses the [isakmp_policy.N] entries"
+                ),
+            );
+            ok = false;
+        }
+        // Every policy written converted (or it reported its own error).
+        if self.count("isakmp_policy") == 0 {
+            let at = r
+                .version
+                .as_ref()
+                .map_or_else(|| n.span.clone(), |v| v.span());
+            self.err(
+                at,
+                format!(
+                    "{path}.version: IKEv1 needs at least one [isakmp_policy.N] (e.g. \
+                     encryption = \"aes 256\", hash = \"sha256\", authentication = \"pre-share\", \
+                     group = 14)"
+                ),
+            );
+            ok = false;
+        }
+        ok
     }
 
     /// An optional `vrf`/`fvrf` reference, resolved. `None` when it is wrong (reported) or
@@ -2287,6 +2489,7 @@ fn derived_profile(
         proposals: Vec::new(),
         fvrf,
         lifetime_seconds: DEFAULT_IKE_LIFETIME,
+        version: 2,
         proposal_specs: vec![IkeProposalSpec::builtin_default()],
         remote_id: ike::IdMatch::Exact(ike::wire::Identity::from_ip(destination)),
         local_id: None,

@@ -92,6 +92,9 @@ pub struct Config {
     pub crypto_maps: BTreeMap<String, CryptoMap>,
     /// Dynamic maps by name (`[dynamic_map.NAME]`), entries by sequence number.
     pub dynamic_maps: BTreeMap<String, Vec<DynamicEntry>>,
+    /// `[isakmp_policy.N]` entries in priority order (IKEv1 phase 1, profiles with
+    /// `version = 1`).
+    pub isakmp_policies: Vec<ike::v1::IsakmpPolicy>,
     /// Key, certificate and private key files were read ([`LoadOptions::read_files`]). When
     /// false, [`Credentials`] hold `None` and only the structure was checked.
     pub files_read: bool,
@@ -585,6 +588,8 @@ pub struct IkeProfile {
     pub fvrf: Option<VrfRef>,
     /// IKE SA lifetime in seconds (default 86400).
     pub lifetime_seconds: u32,
+    /// IKE version: 2 (the default) or 1 (opt-in; RFC 9395 deprecates IKEv1).
+    pub version: u8,
     /// Resolved: the proposals in order (the built-in one when none is named).
     pub proposal_specs: Vec<IkeProposalSpec>,
     /// Resolved: `match_identity` as the engine matches it.

@@ -204,6 +204,26 @@ pub struct IkeProfile {
     pub fvrf: Option<SStr>,
     /// IKE SA lifetime in seconds.
     pub lifetime_seconds: Option<Spanned<i64>>,
+    /// `2` (default) or `1`: IKEv1 main mode with the `[isakmp_policy.N]` list.
+    pub version: Option<Spanned<i64>>,
+}
+
+/// `[isakmp_policy.N]` (`crypto isakmp policy N`): one IKEv1 phase 1 policy. A key left
+/// out takes IOS's default, and the defaults vtid cannot offer (`des`, `rsa-sig`, group 1)
+/// are errors that say so.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsakmpPolicy {
+    /// `3des`, `aes` (128), `aes 192`, `aes 256`; IOS's default `des` is not offered.
+    pub encryption: Option<SStr>,
+    /// `sha` (the default), `sha256`, `sha384`, `sha512`, `md5`.
+    pub hash: Option<SStr>,
+    /// `pre-share`; IOS's default `rsa-sig` is not offered yet.
+    pub authentication: Option<SStr>,
+    /// DH group; IOS's default group 1 is not offered.
+    pub group: Option<Spanned<GroupValue>>,
+    /// ISAKMP SA lifetime in seconds (default 86400).
+    pub lifetime: Option<Spanned<i64>>,
 }
 
 /// `[tunnel.NAME]`: a static VTI (`interface TunnelN` + `tunnel mode ipsec`).

@@ -1693,3 +1693,181 @@ fn pfs_additional_key_exchange_errors_have_positions() {
     assert_eq!((e[1].0, e[1].1), (6, 45));
     assert!(e[1].2.contains("one method per round"), "{}", e[1].2);
 }
+
+// ---- IKEv1: [isakmp_policy.N] and version = 1 ------------------------------------------------
+
+/// BASE plus an IKEv1 profile and a tunnel using it (the policy is appended by each case).
+fn v1_config(policy: &str) -> String {
+    with_base(&format!(
+        r#"[ike_profile.V1]
+version = 1
+keyring = "KR1"
+match_identity = ["10.0.0.2"]
+[tunnel.Tunnel0]
+source = "10.0.0.1"
+destination = "10.0.0.2"
+address = "10.9.0.1/30"
+protection = "P1"
+ike_profile = "V1"
+{policy}"#
+    ))
+}
+
+#[test]
+fn isakmp_policies_in_priority_order_with_ios_defaults() {
+    let c = parse(&v1_config(
+        r#"[isakmp_policy.20]
+encryption = "aes 256"
+hash = "sha256"
+authentication = "pre-share"
+group = 14
+[isakmp_policy.10]
+encryption = "aes"
+hash = "sha512"
+authentication = "pre-share"
+group = 19
+lifetime = 180
+"#,
+    ))
+    .expect("valid IKEv1 configuration");
+    assert_eq!(c.ike_profiles["V1"].version, 1);
+    let p = &c.isakmp_policies;
+    assert_eq!(p.iter().map(|p| p.priority).collect::<Vec<_>>(), [10, 20]);
+    assert_eq!(p[0].encr, Encr::AesCbc { key_bits: 128 });
+    assert_eq!(p[0].group, DhGroup::Ecp256);
+    assert_eq!(p[0].lifetime, std::time::Duration::from_secs(180));
+    assert_eq!(p[1].encr, Encr::AesCbc { key_bits: 256 });
+    assert_eq!(p[1].hash, ike::v1::keys::HashAlg::Sha256);
+    // IOS's default lifetime.
+    assert_eq!(p[1].lifetime, std::time::Duration::from_secs(86_400));
+    // Profiles without `version` stay IKEv2.
+    let c = parse(&with_base("[ike_profile.V2]\nkeyring = \"KR1\"\n")).expect("valid");
+    assert_eq!(c.ike_profiles["V2"].version, 2);
+}
+
+#[test]
+fn the_seeds_isakmp_policy_needs_allow_legacy() {
+    let seed = "[isakmp_policy.1]\nencryption = \"3des\"\nhash = \"sha\"\nauthentication = \"pre-share\"\ngroup = 2\n";
+    let src = v1_config(seed);
+    let e = errors(&src);
+    // 3des, sha and group 2, each at its own value (BASE 8 + profile 4 + tunnel 6 lines).
+    let at: Vec<(usize, usize)> = e.iter().map(|(l, c, _)| (*l, *c)).collect();
+    assert_eq!(at, [(20, 14), (21, 8), (23, 9)], "{e:#?}");
+    assert!(
+        e.iter().all(|(_, _, m)| m.contains("allow_legacy")),
+        "{e:#?}"
+    );
+    let c =
+        parse(&format!("[global]\nallow_legacy = true\n{src}")).expect("valid with allow_legacy");
+    let p = c.isakmp_policies[0];
+    assert_eq!(
+        (p.encr, p.hash, p.group),
+        (
+            Encr::TripleDes,
+            ike::v1::keys::HashAlg::Sha1,
+            DhGroup::Modp1024
+        )
+    );
+    // hash left out is IOS's sha: legacy, so named at the policy without allow_legacy.
+    let (l, c, m) = one_error(&v1_config(
+        "[isakmp_policy.1]\nencryption = \"aes\"\nauthentication = \"pre-share\"\ngroup = 14\n",
+    ));
+    assert_eq!((l, c), (19, 16), "{m}");
+    assert!(m.contains("IOS's default (sha)"), "{m}");
+}
+
+#[test]
+fn isakmp_policy_errors_have_positions() {
+    // IOS's defaults vtid does not offer: des, rsa-sig, group 1.
+    let e = errors(&v1_config("[isakmp_policy.5]\nhash = \"sha256\"\n"));
+    assert_eq!(e.len(), 3, "{e:#?}");
+    for (key, (l, c, m)) in ["encryption", "authentication", "group"].iter().zip(&e) {
+        assert_eq!((*l, *c), (19, 16), "{m}");
+        assert!(m.contains(&format!("missing key \"{key}\"")), "{m}");
+    }
+    let good = "hash = \"sha256\"\nauthentication = \"pre-share\"\ngroup = 14\n";
+    assert_error(
+        &v1_config(&format!(
+            "[isakmp_policy.1]\nencryption = \"aes 512\"\n{good}"
+        )),
+        20,
+        14,
+        "unknown encryption \"aes 512\"",
+    );
+    assert_error(
+        &v1_config(
+            "[isakmp_policy.1]\nencryption = \"aes\"\nhash = \"sha256\"\nauthentication = \"pre-share\"\ngroup = 31\n",
+        ),
+        23,
+        9,
+        "group 31 (Curve25519) has no IKEv1 number",
+    );
+    assert_error(
+        &v1_config(&format!("[isakmp_policy.0]\nencryption = \"aes\"\n{good}")),
+        19,
+        16,
+        "priority, a number from 1 to 10000",
+    );
+    assert_error(
+        &v1_config(&format!(
+            "[isakmp_policy.1]\nencryption = \"aes\"\n{good}lifetime = 10\n"
+        )),
+        24,
+        12,
+        "10 is out of range; expected 60 to 86400",
+    );
+    assert_error(
+        &v1_config(&format!(
+            "[isakmp_policy.1]\nencryption = \"aes\"\n{}",
+            good.replace("pre-share", "rsa-sig")
+        )),
+        22,
+        18,
+        "unknown authentication \"rsa-sig\"",
+    );
+}
+
+#[test]
+fn ikev1_profiles_refuse_what_ikev1_lacks() {
+    // No policy at all.
+    assert_error(&v1_config(""), 10, 11, "at least one [isakmp_policy.N]");
+    let policy = "[isakmp_policy.1]\nencryption = \"aes\"\nhash = \"sha256\"\nauthentication = \"pre-share\"\ngroup = 14\n";
+    assert_error(
+        &with_base(&format!(
+            "{policy}[ike_profile.V1]\nversion = 3\nkeyring = \"KR1\"\n"
+        )),
+        15,
+        11,
+        "3 is not 1 or 2",
+    );
+    assert_error(
+        &with_base(&format!(
+            "{policy}[ike_profile.V1]\nversion = 1\nkeyring = \"KR1\"\nproposals = [\"default\"]\n"
+        )),
+        17,
+        14,
+        "IKEv2 proposals do not apply",
+    );
+    // A crypto map entry may not use an IKEv1 profile yet.
+    let e = errors(&with_base(&format!(
+        r#"{policy}[ike_profile.V1]
+version = 1
+keyring = "KR1"
+[access_list.A]
+entries = ["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"]
+[crypto_map.M]
+local_address = "10.0.0.1"
+[[crypto_map.M.entry]]
+seq = 10
+match_address = "A"
+peers = ["10.0.0.2"]
+transform_sets = ["T1"]
+ike_profile = "V1"
+"#
+    )));
+    assert!(
+        e.iter()
+            .any(|(_, _, m)| m.contains("crypto maps over IKEv1 are not supported yet")),
+        "{e:#?}"
+    );
+}

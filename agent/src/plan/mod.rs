@@ -95,6 +95,10 @@ pub struct TunnelPlan {
     pub vrf: Option<crate::vrf::VrfPlan>,
     /// Front-door VRF of the underlay and the IKE sockets.
     pub fvrf: Option<crate::vrf::VrfPlan>,
+    /// `Some` when the tunnel negotiates with IKEv1 (its IKE profile says `version = 1`):
+    /// the `[isakmp_policy.N]` list it offers and accepts. Part of the plan so that a reload
+    /// changing the policies renegotiates the tunnel.
+    pub v1_policies: Option<Vec<ike::v1::IsakmpPolicy>>,
 }
 
 impl TunnelPlan {
@@ -162,6 +166,9 @@ pub struct Plan {
     /// Every engine connection (tunnels', templates' and crypto maps'), with what it was
     /// derived from.
     pub peers: BTreeMap<ike::ConnId, PeerPlan>,
+    /// What the IKEv1 engine negotiates: the tunnels whose IKE profile says `version = 1`
+    /// (their connections are in `peers`, not in `endpoint`).
+    pub v1: ike::v1::V1Config,
     /// What the IKE engine negotiates: `peers` in the order the engine should try them
     /// (static tunnels first, by name, then templates by IKE profile).
     pub endpoint: ike::EndpointConfig,
@@ -186,9 +193,19 @@ impl Plan {
         let Some(peer) = old.peers.get(&t.conn) else {
             return;
         };
-        // Static tunnels come first in the engine's list, by name (see `build`).
-        let at = self.tunnels.keys().filter(|k| k.as_str() < name).count();
-        self.endpoint.peers.insert(at, peer.config.clone());
+        if t.v1_policies.is_some() {
+            if let Some(p) = old.v1.peers.iter().find(|p| p.id == t.conn) {
+                self.v1.peers.push(p.clone());
+            }
+        } else {
+            // Static tunnels come first in the engine's list, by name (see `build`).
+            let at = self
+                .tunnels
+                .iter()
+                .filter(|(k, t)| k.as_str() < name && t.v1_policies.is_none())
+                .count();
+            self.endpoint.peers.insert(at, peer.config.clone());
+        }
         self.peers.insert(t.conn, peer.clone());
         self.tunnels.insert(name.to_owned(), t.clone());
     }
@@ -394,14 +411,36 @@ pub fn build(
             offload,
             vrf: t.vrf.clone(),
             fvrf: t.fvrf.clone().or_else(|| t.ike.fvrf.clone()),
+            v1_policies: (t.ike.version == 1).then(|| cfg.isakmp_policies.clone()),
         };
         peers.push(tunnel_peer(cfg, &plan, t, esp));
         tunnels.insert(name.clone(), plan);
     }
     let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
     let maps = cryptomaps::plan_maps(cfg, conn_ids, links, &mut peers)?;
+    let v1_conns: Vec<ike::ConnId> = tunnels
+        .values()
+        .filter(|t| t.v1_policies.is_some())
+        .map(|t| t.conn)
+        .collect();
+    let v1 = ike::v1::V1Config {
+        peers: tunnels
+            .values()
+            .filter_map(|t| {
+                let policies = t.v1_policies.clone()?;
+                let p = peers.iter().find(|p| p.config.id == t.conn)?;
+                Some(v1_peer(&p.config, policies))
+            })
+            .collect(),
+        half_open_timeout: cfg.global.limits.half_open_timeout,
+        ..Default::default()
+    };
     let endpoint = ike::EndpointConfig {
-        peers: peers.iter().map(|p| p.config.clone()).collect(),
+        peers: peers
+            .iter()
+            .filter(|p| !v1_conns.contains(&p.config.id))
+            .map(|p| p.config.clone())
+            .collect(),
         nat_keepalive: cfg.global.nat_keepalive,
         limits: cfg.global.limits,
         ..Default::default()
@@ -413,6 +452,7 @@ pub fn build(
         maps,
         peers: peers.into_iter().map(|p| (p.config.id, p)).collect(),
         endpoint,
+        v1,
         global: cfg.global.clone(),
         credentials_read: cfg.files_read,
     })
@@ -479,6 +519,30 @@ fn tunnel_peer(
     }
 }
 
+/// The IKEv1 profile of a tunnel's connection: the same peer, identities, key, quick mode
+/// parameters (transform sets, PFS, selectors, lifetimes) and DPD; phase 1 from the
+/// `[isakmp_policy.N]` list instead of IKEv2 proposals.
+fn v1_peer(c: &ike::PeerConfig, policies: Vec<ike::v1::IsakmpPolicy>) -> ike::v1::V1Peer {
+    let psk = match &c.auth {
+        ike::AuthConfig::Psk(k) => k.clone(),
+        // Loading refuses anything but pre-shared keys in an IKEv1 profile.
+        ike::AuthConfig::Certificate(_) | ike::AuthConfig::Signature(_) => Secret::new(Vec::new()),
+    };
+    ike::v1::V1Peer {
+        id: c.id,
+        name: c.name.clone(),
+        local: c.local,
+        remote: c.remote,
+        local_id: c.local_id.clone(),
+        remote_id: c.remote_id.clone(),
+        psk,
+        policies,
+        child: c.child.clone(),
+        dpd: c.dpd,
+        allow_legacy: c.allow_legacy,
+    }
+}
+
 /// A Cisco-style proposal lists alternatives per transform type; the engine takes single
 /// suites, so expand the cross product in the configured order of preference.
 pub(crate) fn expand_ike(p: &config::IkeProposalSpec) -> Vec<ike::IkeProposal> {
@@ -531,6 +595,66 @@ fn addke_combinations(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tunnel whose IKE profile says `version = 1` is the IKEv1 engine's connection (with
+    /// the policies, transform set and PFS), not the IKEv2 engine's; the other stays IKEv2.
+    #[test]
+    fn ikev1_tunnels_go_to_the_ikev1_engine() {
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let src = r#"[global]
+allow_legacy = true
+[isakmp_policy.10]
+encryption = "3des"
+authentication = "pre-share"
+group = 2
+[transform_set.T]
+esp = "3des"
+integrity = "sha1"
+[ipsec_profile.P]
+transform_sets = ["T"]
+pfs = 14
+[keyring.K]
+[[keyring.K.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/psk/k"
+[ike_profile.V1]
+version = 1
+keyring = "K"
+[tunnel.Tunnel0]
+source = "10.0.0.1"
+destination = "10.0.0.2"
+address = "10.9.0.1/30"
+protection = "P"
+ike_profile = "V1"
+[tunnel.Tunnel1]
+source = "10.0.0.1"
+destination = "10.0.0.3"
+address = "10.9.1.1/30"
+protection = "P"
+"#;
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), src, &opts).unwrap();
+        let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
+        let (t0, t1) = (&plan.tunnels["Tunnel0"], &plan.tunnels["Tunnel1"]);
+        assert_eq!(plan.v1.peers.len(), 1);
+        let v1 = &plan.v1.peers[0];
+        assert_eq!(v1.id, t0.conn);
+        assert_eq!(v1.policies, cfg.isakmp_policies);
+        assert_eq!(v1.child.pfs, Some(ike::transform::DhGroup::Modp2048));
+        assert_eq!(
+            v1.child.esp_proposals[0].encr,
+            ike::transform::Encr::TripleDes
+        );
+        assert!(v1.allow_legacy);
+        assert_eq!(t0.v1_policies.as_ref(), Some(&cfg.isakmp_policies));
+        assert_eq!(t1.v1_policies, None);
+        let v2: Vec<ike::ConnId> = plan.endpoint.peers.iter().map(|p| p.id).collect();
+        assert_eq!(v2, [t1.conn]);
+        // Both are the plan's connections (reload diffs them).
+        assert!(plan.peers.contains_key(&t0.conn) && plan.peers.contains_key(&t1.conn));
+    }
 
     #[test]
     fn builtin_default_plans_the_seed_tunnel() {

@@ -117,7 +117,12 @@ impl Runtime {
                 show::session(&s, tunnel, up)
             })
             .collect();
-        json!(v)
+        let v1 = self.ep.v1_sas().into_iter().map(|s| {
+            let tunnel = self.tunnel_for(s.conn, s.session).map(|t| t.name.as_str());
+            let up = self.sessions.uptime(s.session, now).map(|d| d.as_secs());
+            show::v1_session(&s, tunnel, up)
+        });
+        json!(v.into_iter().chain(v1).collect::<Vec<_>>())
     }
 
     /// What the kernel says of a Child SA's two SAs (counters, offload) and the path MTU of

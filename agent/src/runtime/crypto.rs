@@ -18,11 +18,22 @@ impl Runtime {
     /// `show crypto <view>`.
     pub(super) async fn show_crypto(&self, view: &CryptoView) -> Response {
         Response::Ok(match view {
-            CryptoView::IsakmpSa => json!({
-                "ikev1_supported": false,
-                "sas": [],
-                "note": "vtid has no IKEv1 SAs: IKEv1 is not supported yet; see `vtid show crypto ikev2 sa`",
-            }),
+            CryptoView::IsakmpSa => {
+                let sas: Vec<_> = self
+                    .ep
+                    .v1_sas()
+                    .iter()
+                    .map(|s| show_crypto::isakmp_sa(s, self.tunnel_for(s.conn, s.session)))
+                    .collect();
+                let note = if self.ep.has_v1() {
+                    None
+                } else {
+                    Some(
+                        "no IKE profile says version = 1: vtid speaks IKEv2 only here; see `vtid show crypto ikev2 sa`",
+                    )
+                };
+                json!({ "ikev1_supported": true, "sas": sas, "note": note })
+            }
             CryptoView::Ikev2Sa => {
                 let now = Instant::now();
                 let v: Vec<_> = self

@@ -24,12 +24,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use ike::{ChildSaId, Command as IkeCommand, ConnId, Endpoint, Event, Output, SessionId};
+use ike::{ChildSaId, Command as IkeCommand, ConnId, Event, Output, SessionId};
 use serde_json::json;
 use tracing::{Instrument, error, info, warn};
 
 use crate::config::{Config, LoadOptions, Offload};
 use crate::control::{Request, Response, Target};
+use crate::engines::{Dispatched, Engines};
 use crate::model::Interface;
 use crate::offload::{self, Recheck};
 use crate::plan::TemplatePlan;
@@ -44,6 +45,9 @@ use crate::{kernel, model};
 
 /// One summary line per reason of rejected IKE input per this interval (see `rejects`).
 const REJECT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The reject reason of an IKEv1 datagram when no IKE profile says `version = 1`.
+const NO_IKEV1: &str = "ikev1-not-configured";
 
 /// Where a static tunnel is, besides its line state (up while a Child SA is installed).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +75,7 @@ pub struct Runtime {
     plan: Plan,
     conn_ids: BTreeMap<String, u32>,
     h: xfrm::Handle,
-    ep: Endpoint,
+    ep: Engines,
     socks: Sockets,
     sessions: Sessions,
     clones: VirtualAccesses,
@@ -108,8 +112,8 @@ pub struct Parts {
     pub conn_ids: BTreeMap<String, u32>,
     /// Kernel handle.
     pub h: xfrm::Handle,
-    /// The engine.
-    pub ep: Endpoint,
+    /// The engines (IKEv2 and IKEv1).
+    pub ep: Engines,
     /// IKE sockets.
     pub socks: Sockets,
     /// Datagram queues for sockets opened later.
@@ -206,14 +210,20 @@ impl Runtime {
     pub fn datagram(&mut self, now: Instant, d: &Datagram) {
         crate::debug::peer_span(d.remote).in_scope(|| {
             tracing::debug!(len = d.bytes.len(), local = %d.local, "IKE datagram received");
-            self.ep.handle_datagram(
+            let dispatched = self.ep.handle_datagram(
                 now,
                 ike::Datagram {
                     local: d.local,
                     remote: d.remote,
                     bytes: &d.bytes,
                 },
-            )
+            );
+            // One summary line per interval, whatever the rate (see `rejects`).
+            if dispatched == Dispatched::NoIkev1
+                && let Some(line) = self.rejects.note(now, NO_IKEV1, 1, Some(d.remote))
+            {
+                info!("{line}");
+            }
         })
     }
 
@@ -435,7 +445,12 @@ impl Runtime {
             .peers
             .iter()
             .find(|p| p.id == inst.conn)
-            .map_or(inst.hard_lifetime, |p| p.child.lifetime.lifetime);
+            .map(|p| &p.child)
+            .or_else(|| {
+                let v1 = self.plan.v1.peers.iter().find(|p| p.id == inst.conn);
+                v1.map(|p| &p.child)
+            })
+            .map_or(inst.hard_lifetime, |c| c.lifetime.lifetime);
         self.sessions.installed(
             inst.child,
             ChildInfo::installed(inst, lifetime, clone, routes),

@@ -192,6 +192,7 @@ impl Runtime {
             Instant::now(),
             IkeCommand::Reconfigure(Arc::new(new_plan.endpoint.clone())),
         );
+        self.ep.reconfigure_v1(Arc::new(new_plan.v1.clone()));
         // Front-door VRFs the new plan adds get their IKE sockets before their tunnels come up
         // (an initiator's first IKE_SA_INIT goes out of them); removed ones are closed.
         if let Err(e) =

@@ -90,11 +90,20 @@ pub struct V1SaInfo {
     pub cky_i: u64,
     /// Responder cookie.
     pub cky_r: u64,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
     /// The peer's authenticated identity.
     pub peer_id: Option<Identity>,
     /// Child SAs: (id, inbound SPI, outbound SPI).
     pub children: Vec<(ChildSaId, u32, u32)>,
 }
+
+/// The first session and Child SA id of the IKEv1 engine: an agent that drives both
+/// engines keeps one book of sessions and Child SAs, so the two must never hand out the
+/// same id (the IKEv2 engine counts up from 1 and would need 2^48 SAs to get here).
+pub const FIRST_ID: u64 = 1 << 48;
 
 /// The IKEv1 engine.
 pub struct Endpoint {
@@ -133,13 +142,38 @@ impl Endpoint {
             answered: HashMap::new(),
             out: VecDeque::new(),
             stats: Stats::default(),
-            next_id: 1,
+            next_id: FIRST_ID,
         }
     }
 
     /// Counters of handled and rejected inputs.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Replaces the profiles (a reload): ISAKMP SAs already set up keep the profile they
+    /// were made with; new ones, and `Initiate`, use the new list.
+    pub fn reconfigure(&mut self, config: Arc<V1Config>) {
+        self.config = config;
+    }
+
+    /// The profiles in use.
+    pub fn config(&self) -> &V1Config {
+        &self.config
+    }
+
+    /// True while the session's ISAKMP SA exists, being set up or established.
+    pub fn session_alive(&self, session: SessionId) -> bool {
+        self.sas
+            .values()
+            .any(|sa| sa.c.session == session && !sa.is_closed())
+    }
+
+    /// True while any ISAKMP SA of the profile exists.
+    pub fn conn_alive(&self, conn: ConnId) -> bool {
+        self.sas
+            .values()
+            .any(|sa| sa.c.peer.id == conn && !sa.is_closed())
     }
 
     /// Number of ISAKMP SAs in any state.
@@ -159,6 +193,8 @@ impl Endpoint {
                 initiator: sa.c.initiator,
                 cky_i: sa.c.cky_i,
                 cky_r: sa.c.cky_r,
+                local: sa.c.local,
+                remote: sa.c.remote,
                 peer_id: sa.peer_id().cloned(),
                 children: sa.children(),
             })

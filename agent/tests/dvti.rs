@@ -15,7 +15,7 @@ use nstest::hub::{
     ONE_TEMPLATE, start_hub, start_swan, swan_spoke, swan_spoke_conn, topology, vtid_spoke,
 };
 use nstest::kernel;
-use nstest::peer::{Impl, Peer};
+use nstest::peer::{Impl, Peer, StrongswanVersion};
 use nstest::strongswan::{Strongswan, SwanAuth, SwanConn};
 use nstest::vtid::Vtid;
 use nstest::{Netns, Scenario, scenario};
@@ -475,7 +475,7 @@ impl RestartableSwan {
 
 impl Peer for RestartableSwan {
     fn implementation(&self) -> Impl {
-        Impl::Strongswan
+        Impl::Strongswan(StrongswanVersion::Debian12)
     }
     fn initiate(&self) -> Result<()> {
         self.with(Strongswan::initiate_vici)

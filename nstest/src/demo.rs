@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, Capture};
-use nstest::peer::{Device, Impl, TunnelEnd};
+use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd};
 use nstest::{Scenario, TopoSpec, hub};
 
 pub(crate) fn run() -> Result<()> {
@@ -57,7 +57,7 @@ pub(crate) fn run() -> Result<()> {
         "demo: site a runs vtid (xfrm interface Tunnel0), site b runs strongSwan (ip_vti vti0)"
     );
     let t0 = Instant::now();
-    let pb = sc.start_peer(Impl::Strongswan, "b", &b)?;
+    let pb = sc.start_peer(Impl::Strongswan(StrongswanVersion::Debian12), "b", &b)?;
     let pa = sc.start_peer(Impl::Vtid, "a", &a)?;
     // Polled on vtid's control socket (a CLI start per poll costs about a second in the VM),
     // then confirmed once on both sides.

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use anyhow::Result;
 
-use crate::peer::{Impl, Peer, vtid_peer};
+use crate::peer::{Impl, Peer, StrongswanVersion, vtid_peer};
 use crate::strongswan::{Strongswan, SwanConn};
 use crate::vtid::{Vtid, write_secret};
 use crate::vtidconf::{Value, VtidConf};
@@ -140,7 +140,7 @@ struct Swan(Rc<Strongswan>);
 
 impl Peer for Swan {
     fn implementation(&self) -> Impl {
-        Impl::Strongswan
+        Impl::Strongswan(StrongswanVersion::Debian12)
     }
     fn initiate(&self) -> Result<()> {
         self.0.initiate()

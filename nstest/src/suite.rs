@@ -88,11 +88,16 @@ pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> R
     // a failure here fails the suite: it is a prerequisite, never a reason to skip.
     let ko = crate::netdevsim::build(&target, &crate::vm::kernel_release()?)
         .context("build netdevsim for the offload scenarios")?;
+    // Debian 13's strongSwan 6 (the second interop peer) likewise, from its cached tree.
+    let swan6 = crate::strongswan::debian13_tree(workspace, &target)
+        .context("make the Debian 13 strongSwan tree for the interop scenarios")?;
     let filter_arg = filter.map(|f| format!(" --filter {f}")).unwrap_or_default();
     let script = format!(
-        "export {}={}; {} vm-inner --list {}{filter_arg}",
+        "export {}={} {}={}; {} vm-inner --list {}{filter_arg}",
         crate::netdevsim::KO_ENV,
         ko.display(),
+        crate::strongswan::DEBIAN13_ROOT_ENV,
+        swan6.display(),
         nstest_exe.display(),
         list.display()
     );

@@ -108,7 +108,7 @@ fn hub_and_spokes() -> Result<()> {
     let t0 = Instant::now();
     let mut sc = Scenario::new("demo-hub", hub::topology(2))?;
     let h = hub::start_hub(&mut sc, hub::ONE_TEMPLATE)?;
-    let s1 = hub::swan_spoke(&mut sc, "s1", 1)?;
+    let s1 = hub::swan_spoke(&mut sc, "s1", 1, StrongswanVersion::Debian12)?;
     // The vtid spoke initiates as soon as it starts.
     let s2 = hub::vtid_spoke(&mut sc, "s2", 2)?;
     s1.initiate().context("strongSwan spoke s1 initiates")?;

@@ -66,14 +66,6 @@ impl StrongswanVersion {
     /// Both, oldest first.
     pub const ALL: [Self; 2] = [Self::Debian12, Self::Debian13];
 
-    /// The major.minor version `swanctl --version` reports.
-    pub fn release(self) -> &'static str {
-        match self {
-            Self::Debian12 => "5.9",
-            Self::Debian13 => "6.0",
-        }
-    }
-
     /// Starts charon of this version in `ns` with `conn` loaded ([`Strongswan::start`]).
     pub fn start(self, ns: &Netns, dir: &Path, conn: &SwanConn) -> Result<Strongswan> {
         install_keys(dir, [conn])?;
@@ -87,8 +79,20 @@ impl StrongswanVersion {
         dir: &Path,
         conns: &[(&str, &SwanConn)],
     ) -> Result<Strongswan> {
+        self.start_many_tuned(ns, dir, conns, "")
+    }
+
+    /// [`StrongswanVersion::start_many`] with strongswan.conf lines for the `charon { }`
+    /// section ([`Strongswan::start_conf_tuned`]).
+    pub fn start_many_tuned(
+        self,
+        ns: &Netns,
+        dir: &Path,
+        conns: &[(&str, &SwanConn)],
+        charon_extra: &str,
+    ) -> Result<Strongswan> {
         install_keys(dir, conns.iter().map(|(_, c)| *c))?;
-        Strongswan::launch(self, ns, dir, &render_many(conns), "")
+        Strongswan::launch(self, ns, dir, &render_many(conns), charon_extra)
     }
 
     /// Starts charon of this version with this swanctl.conf text and strongswan.conf extras

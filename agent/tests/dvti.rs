@@ -15,7 +15,7 @@ use nstest::hub::{
     ONE_TEMPLATE, start_hub, start_swan, swan_spoke, swan_spoke_conn, topology, vtid_spoke,
 };
 use nstest::kernel;
-use nstest::peer::{Impl, Peer};
+use nstest::peer::{Impl, Peer, StrongswanVersion};
 use nstest::strongswan::{Strongswan, SwanAuth, SwanConn};
 use nstest::vtid::Vtid;
 use nstest::{Netns, Scenario, scenario};
@@ -80,18 +80,19 @@ fn hub(sc: &mut Scenario, i: usize) -> Result<&mut Vtid> {
     sc.peer_mut(i).as_vtid().context("the hub is vtid")
 }
 
-/// Issue 6, scenario 1: one template, three spokes (two strongSwan, one vtid); every spoke's
-/// LAN reaches the others through the hub, each over its own clone; a spoke leaving takes
-/// exactly its clone and routes with it, whether the spoke leaves or the hub's operator
-/// runs `vtid down CLONE|PEER`. Then the hub is killed and restarted: the start-up sweep
+/// Issue 6, scenario 1: one template, three spokes (strongSwan 5.9.8, strongSwan 6.0.x and
+/// vtid); every spoke's LAN reaches the others through the hub, each over its own clone; a
+/// spoke leaving takes exactly its clone and routes with it, whether the spoke leaves or the
+/// hub's operator runs `vtid down CLONE|PEER`. Then the hub is killed and restarted: the start-up sweep
 /// removes the clones it left.
 #[test]
 #[ignore = "vm"]
 fn vm_dvti_hub_three_spokes() {
     scenario("dvti-hub", topology(3), |sc| {
         let h = start_hub(sc, ONE_TEMPLATE)?;
-        let s1 = swan_spoke(sc, "s1", 1)?;
-        let s2 = swan_spoke(sc, "s2", 2)?;
+        // One spoke of each strongSwan version and one vtid spoke.
+        let s1 = swan_spoke(sc, "s1", 1, StrongswanVersion::Debian12)?;
+        let s2 = swan_spoke(sc, "s2", 2, StrongswanVersion::Debian13)?;
         let s3 = vtid_spoke(sc, "s3", 3)?;
         s1.initiate().context("s1 initiate")?;
         s2.initiate().context("s2 initiate")?;
@@ -286,7 +287,7 @@ const CHURN_POLL: Duration = Duration::from_millis(20);
 fn vm_dvti_churn_leaves_nothing_behind() {
     scenario("dvti-churn", topology(2), |sc| {
         let h = start_hub(sc, ONE_TEMPLATE)?;
-        let s1 = swan_spoke(sc, "s1", 1)?;
+        let s1 = swan_spoke(sc, "s1", 1, StrongswanVersion::Debian12)?;
         let s2 = vtid_spoke(sc, "s2", 2)?;
         let cycles: u32 = std::env::var("DVTI_CHURN_CYCLES")
             .ok()
@@ -475,7 +476,7 @@ impl RestartableSwan {
 
 impl Peer for RestartableSwan {
     fn implementation(&self) -> Impl {
-        Impl::Strongswan
+        Impl::Strongswan(StrongswanVersion::Debian12)
     }
     fn initiate(&self) -> Result<()> {
         self.with(Strongswan::initiate_vici)
@@ -749,8 +750,8 @@ fn vm_dvti_vrf_aware_templates() {
             hub_ns.ip(&["link", "set", lan, "master", vrf])?;
         }
         start_hub(sc, TWO_VRFS)?;
-        let blue = swan_spoke(sc, "s1", 1)?;
-        let red = swan_spoke(sc, "s2", 2)?;
+        let blue = swan_spoke(sc, "s1", 1, StrongswanVersion::Debian12)?;
+        let red = swan_spoke(sc, "s2", 2, StrongswanVersion::Debian12)?;
         blue.initiate().context("BLUE spoke")?;
         red.initiate().context("RED spoke")?;
         let hub_ns = sc.topo.host("hub");

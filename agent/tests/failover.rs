@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use nstest::assert::{pings_pass, rows, wait_until};
 use nstest::kernel;
-use nstest::peer::{Device, Impl, TunnelEnd};
+use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd};
 use nstest::vtid::{Vtid, show_in, write_secret};
 use nstest::vtidconf::VtidConf;
 use nstest::{Netns, Scenario, TopoSpec, scenario};
@@ -338,7 +338,7 @@ fn vm_router_failover_dual_hub_floating_route_vtid_hubs() {
 #[ignore = "vm"]
 fn vm_router_failover_dual_hub_floating_route_strongswan_hubs() {
     scenario("failover-swan-hubs", spec(), |sc| {
-        failover(sc, Impl::Strongswan)
+        failover(sc, Impl::Strongswan(StrongswanVersion::Debian12))
     });
 }
 
@@ -349,7 +349,7 @@ fn vm_router_failover_dual_hub_floating_route_strongswan_hubs() {
 #[ignore = "vm"]
 fn vm_router_dpd_retries_set_the_detection_time() {
     scenario("dpd-retries", spec(), |sc| {
-        let (_, s) = start(sc, Impl::Strongswan, |c| {
+        let (_, s) = start(sc, Impl::Strongswan(StrongswanVersion::Debian12), |c| {
             spoke_tunnel(c, 1, 10, (2, 2), true);
             spoke_tunnel(c, 2, 20, (2, 5), true);
         })?;
@@ -416,7 +416,7 @@ fn vm_router_dpd_retries_set_the_detection_time() {
 #[ignore = "vm"]
 fn vm_router_initiate_false_is_not_started_by_traffic() {
     scenario("initiate-false", spec(), |sc| {
-        let (h, _) = start(sc, Impl::Strongswan, |c| {
+        let (h, _) = start(sc, Impl::Strongswan(StrongswanVersion::Debian12), |c| {
             spoke_tunnel(c, 1, 10, (2, 3), false);
         })?;
         let ns = sc.topo.host("s");
@@ -463,7 +463,7 @@ fn vm_router_initiate_false_is_not_started_by_traffic() {
 fn vm_router_dpd_action_clear_and_hold() {
     for action in ["clear", "hold"] {
         scenario(&format!("dpd-{action}"), spec(), |sc| {
-            let (_, s) = start(sc, Impl::Strongswan, |c| {
+            let (_, s) = start(sc, Impl::Strongswan(StrongswanVersion::Debian12), |c| {
                 spoke_tunnel(c, 1, 10, (1, 2), true);
                 c.ike_profile("I1").set(
                     "dpd",

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use nstest::assert::{links_of_kind, spis, wait_peers_up, wait_until};
 use nstest::kernel;
-use nstest::peer::{Device, Impl, TunnelEnd, vtid_peer};
+use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd, vtid_peer};
 use nstest::vtid::Vtid;
 use nstest::{TopoSpec, hub, scenario};
 
@@ -415,7 +415,11 @@ fn vm_import_seed_c7206_against_strongswan() {
             esp_proposals: "3des-sha1".into(),
             child_lifetime: None,
         };
-        let c = sc.start_peer(Impl::Strongswan, "c1750", &c1750)?;
+        let c = sc.start_peer(
+            Impl::Strongswan(StrongswanVersion::Debian12),
+            "c1750",
+            &c1750,
+        )?;
         let _ = sc.peer(c).initiate();
         wait_peers_up(sc, &[c, r7200], Duration::from_secs(40))?;
         let got = kernel::ping(sc.topo.host("h36"), "10.0.36.10", "10.0.35.10", 5)?;

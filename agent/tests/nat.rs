@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use nstest::assert::{pings_pass, rows, wait_until};
 use nstest::kernel::{self, Pinger, XfrmState};
-use nstest::peer::{Device, Impl, TunnelEnd};
+use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd};
 use nstest::topo::nat_rebind;
 use nstest::vtid::{Vtid, write_secret};
 use nstest::vtidconf::VtidConf;
@@ -119,7 +119,7 @@ fn rebinding(spoke: Impl) {
         let hi = sc.add_peer("h", nstest::peer::vtid_peer(hub));
         let si = sc.start_peer(spoke, "s", &spoke_end())?;
         // vtid initiates by itself on start (initiate = true); strongSwan is told to.
-        if spoke == Impl::Strongswan {
+        if spoke.is_strongswan() {
             sc.peer(si).initiate()?;
         }
         let (s, h) = (sc.topo.host("s"), sc.topo.host("h"));
@@ -225,7 +225,7 @@ fn rebinding(spoke: Impl) {
 #[test]
 #[ignore = "vm"]
 fn vm_nat_rebinding_against_strongswan() {
-    rebinding(Impl::Strongswan);
+    rebinding(Impl::Strongswan(StrongswanVersion::Debian12));
 }
 
 #[test]

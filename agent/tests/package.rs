@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use nstest::assert::{pings_pass, shown_spis_in, wait_until};
 use nstest::kernel;
-use nstest::peer::{Device, Impl, TunnelEnd};
+use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd};
 use nstest::topo::iface_to;
 use nstest::vtid::{RunWith, Vtid, render, write_secret};
 use nstest::{TopoSpec, scenario};
@@ -128,7 +128,11 @@ fn vm_packaged_vtid_with_the_units_capabilities() {
         let as_unit = unit_wrapper(&sc.dir().join("vtid-as-unit"), &bin, &notify_path, false)?;
         let keeping = unit_wrapper(&sc.dir().join("vtid-keep"), &bin, &notify_path, true)?;
 
-        sc.start_peer(Impl::Strongswan, "b", &end(2, false))?;
+        sc.start_peer(
+            Impl::Strongswan(StrongswanVersion::Debian12),
+            "b",
+            &end(2, false),
+        )?;
         let dir = sc.dir().join("a");
         let mut ea = end(1, true);
         let key = write_secret(&dir, "psk.key", &ea.psk)?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use nstest::assert::{pings_pass, spis_with, wait_until};
-use nstest::peer::{Device, Impl, TunnelEnd};
+use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd};
 use nstest::topo::iface_to;
 use nstest::vtid::Vtid;
 use nstest::{Scenario, TopoSpec, scenario};
@@ -53,7 +53,11 @@ fn end(on_a: bool) -> TunnelEnd {
 /// Runs `body` with strongSwan up on `b` (peer 0) and vtid on `a`, the tunnel up.
 fn with_tunnel(name: &str, body: impl FnOnce(&mut Scenario, &Vtid) -> Result<()>) {
     scenario(name, spec(), |sc| {
-        sc.start_peer(Impl::Strongswan, "b", &end(false))?;
+        sc.start_peer(
+            Impl::Strongswan(StrongswanVersion::Debian12),
+            "b",
+            &end(false),
+        )?;
         let v = Vtid::start(sc.topo.host("a"), &sc.dir().join("a"), &end(true))?;
         let r = up(sc, &v).and_then(|()| body(sc, &v));
         r.with_context(|| format!("==== log of vtid on a\n{}", v.log()))

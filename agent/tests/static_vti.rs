@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use nstest::assert::{links_of_kind, policy_count, spis, wait_peers_up, wait_until};
 use nstest::kernel;
-use nstest::peer::{Device, Impl, TunnelEnd, vtid_peer};
+use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd, vtid_peer};
 use nstest::vtid::{Vtid, write_secret};
 use nstest::vtidconf::{Value, VtidConf};
 use nstest::{Netns, Scenario, TopoSpec, scenario};
@@ -193,7 +193,11 @@ fn vm_seed_static_vti_c7206_to_c1750_lan_to_lan() {
             esp_proposals: "aes256gcm16".into(),
             child_lifetime: None,
         };
-        let c = sc.start_peer(Impl::Strongswan, "c1750", &c1750)?;
+        let c = sc.start_peer(
+            Impl::Strongswan(StrongswanVersion::Debian12),
+            "c1750",
+            &c1750,
+        )?;
         // Both routers bring the tunnel up at once, as two IOS routers do after boot. Each
         // completes an IKE SA; vtid deletes the duplicate (same survivor on both ends), so
         // the peer's own initiation may be the one that loses: its error is expected then.
@@ -365,7 +369,7 @@ fn rekey_under_traffic(sc: &mut Scenario, b_impl: Impl) -> Result<()> {
 #[ignore = "vm"]
 fn vm_rekey_under_traffic_vtid_to_strongswan_loses_no_packet() {
     scenario("rekey-traffic", two_sites(), |sc| {
-        rekey_under_traffic(sc, Impl::Strongswan)
+        rekey_under_traffic(sc, Impl::Strongswan(StrongswanVersion::Debian12))
     });
 }
 
@@ -396,8 +400,8 @@ fn vm_reload_keeps_spis_and_kill9_restart_leaves_no_orphans() {
         c.remote = ac.local.clone();
         c.address = Some("10.255.1.2/30".into());
         c.routes = vec!["10.1.0.0/24".into()];
-        let pb = sc.start_peer(Impl::Strongswan, "b", &b)?;
-        let pc = sc.start_peer(Impl::Strongswan, "c", &c)?;
+        let pb = sc.start_peer(Impl::Strongswan(StrongswanVersion::Debian12), "b", &b)?;
+        let pc = sc.start_peer(Impl::Strongswan(StrongswanVersion::Debian12), "c", &c)?;
         let dir = sc.dir().join("a");
         let v = Vtid::start_many(sc.topo.host("a"), &dir, std::slice::from_ref(&ab))?;
         let pa = sc.add_peer("a", vtid_peer(v));
@@ -476,7 +480,7 @@ fn vm_wrong_psk_is_refused_logged_and_leaves_no_sa() {
         let ea = site_end(1, xfrmi("tun0", 5, "e-b"), false, PSK);
         let eb = site_end(2, vti("tun0", 5), true, "not-the-right-key-000000");
         let pa = sc.start_peer(Impl::Vtid, "a", &ea)?;
-        let pb = sc.start_peer(Impl::Strongswan, "b", &eb)?;
+        let pb = sc.start_peer(Impl::Strongswan(StrongswanVersion::Debian12), "b", &eb)?;
         let ha = sc.topo.host("a");
         let policies = policy_count(ha)?;
         // The refusals vtid logged so far with the peer's address and the given reason.
@@ -581,7 +585,7 @@ fn vm_source_interface_unnumbered_underlay_mtu_and_show_sa() {
                 .ip(&["link", "set", dev, "mtu", "1400"])?;
         }
         let eb = site_end(2, xfrmi("tun0", 7, "e-a"), false, PSK);
-        let pb = sc.start_peer(Impl::Strongswan, "b", &eb)?;
+        let pb = sc.start_peer(Impl::Strongswan(StrongswanVersion::Debian12), "b", &eb)?;
         let dir = sc.dir().join("a");
         let key = write_secret(&dir, "b.key", PSK)?;
         let cfg = unnumbered_config(&key);

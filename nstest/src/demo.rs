@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, Capture};
-use nstest::peer::{Device, Impl, TunnelEnd};
+use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd};
 use nstest::{Scenario, TopoSpec, hub};
 
 pub(crate) fn run() -> Result<()> {
@@ -57,7 +57,7 @@ pub(crate) fn run() -> Result<()> {
         "demo: site a runs vtid (xfrm interface Tunnel0), site b runs strongSwan (ip_vti vti0)"
     );
     let t0 = Instant::now();
-    let pb = sc.start_peer(Impl::Strongswan, "b", &b)?;
+    let pb = sc.start_peer(Impl::Strongswan(StrongswanVersion::Debian12), "b", &b)?;
     let pa = sc.start_peer(Impl::Vtid, "a", &a)?;
     // Polled on vtid's control socket (a CLI start per poll costs about a second in the VM),
     // then confirmed once on both sides.
@@ -108,7 +108,7 @@ fn hub_and_spokes() -> Result<()> {
     let t0 = Instant::now();
     let mut sc = Scenario::new("demo-hub", hub::topology(2))?;
     let h = hub::start_hub(&mut sc, hub::ONE_TEMPLATE)?;
-    let s1 = hub::swan_spoke(&mut sc, "s1", 1)?;
+    let s1 = hub::swan_spoke(&mut sc, "s1", 1, StrongswanVersion::Debian12)?;
     // The vtid spoke initiates as soon as it starts.
     let s2 = hub::vtid_spoke(&mut sc, "s2", 2)?;
     s1.initiate().context("strongSwan spoke s1 initiates")?;

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use anyhow::Result;
 
-use crate::peer::{Impl, Peer, vtid_peer};
+use crate::peer::{Impl, Peer, StrongswanVersion, vtid_peer};
 use crate::strongswan::{Strongswan, SwanConn};
 use crate::vtid::{Vtid, write_secret};
 use crate::vtidconf::{Value, VtidConf};
@@ -140,7 +140,7 @@ struct Swan(Rc<Strongswan>);
 
 impl Peer for Swan {
     fn implementation(&self) -> Impl {
-        Impl::Strongswan
+        Impl::Strongswan(self.0.version())
     }
     fn initiate(&self) -> Result<()> {
         self.0.initiate()
@@ -153,20 +153,32 @@ impl Peer for Swan {
     }
 }
 
-/// Starts strongSwan spoke `n` on `host` ([`swan_spoke_conn`]); it does not initiate yet.
-pub fn swan_spoke(sc: &mut Scenario, host: &str, n: u8) -> Result<Rc<Strongswan>> {
+/// Starts strongSwan spoke `n` of `version` on `host` ([`swan_spoke_conn`]); it does not
+/// initiate yet.
+pub fn swan_spoke(
+    sc: &mut Scenario,
+    host: &str,
+    n: u8,
+    version: StrongswanVersion,
+) -> Result<Rc<Strongswan>> {
     let conn = swan_spoke_conn(sc, host, n)?;
-    start_swan(sc, host, &conn)
+    start_swan_version(sc, host, &conn, version)
 }
 
-/// Starts charon on `host` with `conn` (e.g. a [`swan_spoke_conn`] changed to certificates),
-/// kept by the scenario for its log.
+/// Starts Debian 12's charon on `host` with `conn` (e.g. a [`swan_spoke_conn`] changed to
+/// certificates), kept by the scenario for its log.
 pub fn start_swan(sc: &mut Scenario, host: &str, conn: &SwanConn) -> Result<Rc<Strongswan>> {
-    let s = Rc::new(Strongswan::start(
-        sc.topo.host(host),
-        &sc.dir().join(host),
-        conn,
-    )?);
+    start_swan_version(sc, host, conn, StrongswanVersion::Debian12)
+}
+
+/// [`start_swan`] with the strongSwan version to run.
+pub fn start_swan_version(
+    sc: &mut Scenario,
+    host: &str,
+    conn: &SwanConn,
+    version: StrongswanVersion,
+) -> Result<Rc<Strongswan>> {
+    let s = Rc::new(version.start(sc.topo.host(host), &sc.dir().join(host), conn)?);
     sc.add_peer(host, Box::new(Swan(s.clone())));
     Ok(s)
 }

@@ -32,6 +32,36 @@ pub mod vtidconf;
 
 use std::path::{Path, PathBuf};
 
+/// Writes a scenario once and runs it against each strongSwan version
+/// ([`strongswan::StrongswanVersion`]): `against_each_strongswan! { fn vm_NAME(v) { ... } }`
+/// becomes the scenario tests `vm_NAME::debian12` (5.9.8) and `vm_NAME::debian13` (6.0.x),
+/// each `#[ignore = "vm"]` like every scenario, with `v` the version. Everything of the
+/// enclosing file is in scope; `nstest vm-suite --filter ::debian13` runs one side.
+#[macro_export]
+macro_rules! against_each_strongswan {
+    ($($(#[$m:meta])* fn $name:ident($v:ident) $body:block)*) => {$(
+        $(#[$m])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($v: $crate::strongswan::StrongswanVersion) $body
+
+            #[test]
+            #[ignore = "vm"]
+            fn debian12() {
+                body($crate::strongswan::StrongswanVersion::Debian12)
+            }
+
+            #[test]
+            #[ignore = "vm"]
+            fn debian13() {
+                body($crate::strongswan::StrongswanVersion::Debian13)
+            }
+        }
+    )*};
+}
+
 pub use netns::Netns;
 pub use topo::{Topo, TopoSpec};
 
@@ -55,7 +85,11 @@ impl Scenario {
                  through `nstest vm-suite` / the README's test command"
             );
         }
-        let dir = std::env::temp_dir().join(format!("nstest-{name}-{}", std::process::id()));
+        // The counter: one scenario body may run twice in one process at once (once per
+        // strongSwan version, [`against_each_strongswan`]).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("nstest-{name}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         Ok(Self {
             topo: spec.build()?,

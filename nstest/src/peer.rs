@@ -7,27 +7,35 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 use crate::netns::Netns;
+pub use crate::strongswan::StrongswanVersion;
 use crate::strongswan::{Strongswan, SwanConn};
 use crate::vtid::Vtid;
 
 /// Which implementation plays a side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Impl {
-    /// strongSwan's charon, configured through swanctl.
-    Strongswan,
+    /// strongSwan's charon of one Debian release, configured through swanctl.
+    Strongswan(StrongswanVersion),
     /// vtid, configured through its TOML file and driven through its CLI.
     Vtid,
 }
 
 impl Impl {
-    /// Reads `var` (e.g. `NSTEST_LEFT`), defaulting to `default`. Unknown values are errors.
+    /// Reads `var` (e.g. `NSTEST_LEFT`: `strongswan` is Debian 12's, `strongswan6` Debian
+    /// 13's), defaulting to `default`. Unknown values are errors.
     pub fn from_env(var: &str, default: Impl) -> Result<Impl> {
         match std::env::var(var).as_deref() {
             Err(_) => Ok(default),
-            Ok("strongswan") => Ok(Impl::Strongswan),
+            Ok("strongswan") => Ok(Impl::Strongswan(StrongswanVersion::Debian12)),
+            Ok("strongswan6") => Ok(Impl::Strongswan(StrongswanVersion::Debian13)),
             Ok("vtid") => Ok(Impl::Vtid),
-            Ok(other) => bail!("{var}={other}: expected `strongswan` or `vtid`"),
+            Ok(other) => bail!("{var}={other}: expected `strongswan`, `strongswan6` or `vtid`"),
         }
+    }
+
+    /// True for either strongSwan.
+    pub fn is_strongswan(self) -> bool {
+        matches!(self, Impl::Strongswan(_))
     }
 }
 
@@ -159,7 +167,7 @@ impl Peer for VtidPeer {
 /// Starts `which` in `ns` for `end`, keeping its files in `dir`.
 pub fn start(which: Impl, ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Box<dyn Peer>> {
     match which {
-        Impl::Strongswan => Ok(Box::new(SwanPeer::start(ns, dir, end)?)),
+        Impl::Strongswan(v) => Ok(Box::new(SwanPeer::start(v, ns, dir, end)?)),
         Impl::Vtid => Ok(Box::new(VtidPeer(Vtid::start(ns, dir, end)?))),
     }
 }
@@ -167,7 +175,7 @@ pub fn start(which: Impl, ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Box
 struct SwanPeer(Strongswan);
 
 impl SwanPeer {
-    fn start(ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Self> {
+    fn start(version: StrongswanVersion, ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Self> {
         // strongSwan does not manage route-based devices: create them as its users do.
         let mut conn = SwanConn::psk(&end.local, &end.remote, &end.psk);
         conn.ike_proposals = end.ike_proposals.clone();
@@ -223,13 +231,13 @@ impl SwanPeer {
         for r in &end.routes {
             ns.ip(&["route", "add", r, "dev", dev])?;
         }
-        Ok(Self(Strongswan::start(ns, dir, &conn)?))
+        Ok(Self(version.start(ns, dir, &conn)?))
     }
 }
 
 impl Peer for SwanPeer {
     fn implementation(&self) -> Impl {
-        Impl::Strongswan
+        Impl::Strongswan(self.0.version())
     }
     fn initiate(&self) -> Result<()> {
         self.0.initiate()

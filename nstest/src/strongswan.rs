@@ -5,6 +5,11 @@
 //! compiled in, so each instance gets a private tmpfs `/run` (`unshare -m`); the vici unix
 //! socket must not live on a 9p share (the VM shares the host's tree over 9p); swanctl.conf
 //! takes one `key = value` per line.
+//!
+//! Two versions play the peer ([`StrongswanVersion`]): Debian 12's 5.9.8 is the host's own
+//! charon; Debian 13's 6.0.x runs from the Debian 13 tree `nstest/debian-root strongswan`
+//! makes (with the `ml` plugin: ML-KEM), chrooted in a private mount namespace whose `/tmp`
+//! is the VM's, so its config files and vici socket have the same paths inside and out.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,120 @@ use anyhow::{Context, Result};
 
 use crate::kernel::wait_until;
 use crate::netns::Netns;
+
+/// Environment variable that carries the Debian 13 strongSwan tree's path into the VM
+/// ([`crate::suite::run_suite`] makes the tree on the host before booting).
+pub const DEBIAN13_ROOT_ENV: &str = "NSTEST_DEBIAN13_ROOT";
+
+/// Host side: the Debian 13 strongSwan tree (made once by `nstest/debian-root strongswan`
+/// under `target`, then reused) and its path. Root, as the VM suite is.
+pub fn debian13_tree(workspace: &Path, target: &Path) -> Result<PathBuf> {
+    let started = std::time::Instant::now();
+    let out = Command::new(workspace.join("nstest/debian-root"))
+        .arg("strongswan")
+        .env("CARGO_TARGET_DIR", target)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run nstest/debian-root")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nstest/debian-root strongswan failed ({})",
+        out.status
+    );
+    let path = String::from_utf8_lossy(&out.stdout);
+    let path = PathBuf::from(path.lines().last().context("debian-root printed no path")?);
+    eprintln!(
+        "nstest: Debian 13 strongSwan tree {} ({:.0?})",
+        path.display(),
+        started.elapsed()
+    );
+    Ok(path)
+}
+
+/// Which Debian release's strongSwan plays a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrongswanVersion {
+    /// Debian 12's 5.9.8: the build host's own `/usr/lib/ipsec/charon`.
+    Debian12,
+    /// Debian 13's 6.0.x from the Debian 13 tree, with the `ml` plugin built from the same
+    /// version's source package: it offers ML-KEM-512/768/1024 (`ke1_mlkem768` in a
+    /// proposal), which Debian 13's own packages do not.
+    Debian13,
+}
+
+impl StrongswanVersion {
+    /// Both, oldest first.
+    pub const ALL: [Self; 2] = [Self::Debian12, Self::Debian13];
+
+    /// Starts charon of this version in `ns` with `conn` loaded ([`Strongswan::start`]).
+    pub fn start(self, ns: &Netns, dir: &Path, conn: &SwanConn) -> Result<Strongswan> {
+        install_keys(dir, [conn])?;
+        Strongswan::launch(self, ns, dir, &conn.render(), "")
+    }
+
+    /// Starts charon of this version with several connections ([`Strongswan::start_many`]).
+    pub fn start_many(
+        self,
+        ns: &Netns,
+        dir: &Path,
+        conns: &[(&str, &SwanConn)],
+    ) -> Result<Strongswan> {
+        self.start_many_tuned(ns, dir, conns, "")
+    }
+
+    /// [`StrongswanVersion::start_many`] with strongswan.conf lines for the `charon { }`
+    /// section ([`Strongswan::start_conf_tuned`]).
+    pub fn start_many_tuned(
+        self,
+        ns: &Netns,
+        dir: &Path,
+        conns: &[(&str, &SwanConn)],
+        charon_extra: &str,
+    ) -> Result<Strongswan> {
+        install_keys(dir, conns.iter().map(|(_, c)| *c))?;
+        Strongswan::launch(self, ns, dir, &render_many(conns), charon_extra)
+    }
+
+    /// Starts charon of this version with this swanctl.conf text and strongswan.conf extras
+    /// ([`Strongswan::start_conf_tuned`]).
+    pub fn start_conf_tuned(
+        self,
+        ns: &Netns,
+        dir: &Path,
+        swanctl_conf: &str,
+        charon_extra: &str,
+    ) -> Result<Strongswan> {
+        Strongswan::launch(self, ns, dir, swanctl_conf, charon_extra)
+    }
+
+    /// Where this version's programs live: `/` for Debian 12, the Debian 13 tree else.
+    fn root(self) -> Result<Option<PathBuf>> {
+        match self {
+            Self::Debian12 => Ok(None),
+            Self::Debian13 => {
+                let root = std::env::var_os(DEBIAN13_ROOT_ENV)
+                    .map(PathBuf::from)
+                    .with_context(|| {
+                        format!(
+                            "{DEBIAN13_ROOT_ENV} is unset: the VM suite runner makes the Debian 13 \
+                             tree (nstest/debian-root strongswan) and passes its path"
+                        )
+                    })?;
+                anyhow::ensure!(
+                    root.join("usr/lib/ipsec/charon").is_file()
+                        && root
+                            .join("usr/lib/ipsec/plugins/libstrongswan-ml.so")
+                            .is_file(),
+                    "{} is not a Debian 13 strongSwan tree with the ml plugin (remake it with \
+                     nstest/debian-root strongswan)",
+                    root.display()
+                );
+                Ok(Some(root))
+            }
+        }
+    }
+}
 
 /// How strongSwan authenticates (both sides use the same method here).
 #[derive(Clone, Debug)]
@@ -220,6 +339,9 @@ fn install_keys<'a>(dir: &Path, conns: impl IntoIterator<Item = &'a SwanConn>) -
 
 /// A running charon in a namespace.
 pub struct Strongswan {
+    version: StrongswanVersion,
+    /// The Debian 13 tree charon runs from; `None`: the host's (Debian 12).
+    root: Option<PathBuf>,
     ns_name: String,
     dir: PathBuf,
     run: PathBuf,
@@ -227,20 +349,18 @@ pub struct Strongswan {
 }
 
 impl Strongswan {
-    /// Starts charon in `ns` with `conn` loaded. `dir` receives the config files and
-    /// `charon.log`.
+    /// Starts Debian 12's charon in `ns` with `conn` loaded ([`StrongswanVersion::start`]
+    /// picks the version). `dir` receives the config files and `charon.log`.
     pub fn start(ns: &Netns, dir: &Path, conn: &SwanConn) -> Result<Self> {
-        install_keys(dir, [conn])?;
-        Self::start_conf(ns, dir, &conn.render())
+        StrongswanVersion::Debian12.start(ns, dir, conn)
     }
 
-    /// Starts charon in `ns` with several connections ([`render_many`]).
+    /// Starts charon in `ns` with several connections ([`render_many`]), Debian 12's.
     pub fn start_many(ns: &Netns, dir: &Path, conns: &[(&str, &SwanConn)]) -> Result<Self> {
-        install_keys(dir, conns.iter().map(|(_, c)| *c))?;
-        Self::start_conf(ns, dir, &render_many(conns))
+        StrongswanVersion::Debian12.start_many(ns, dir, conns)
     }
 
-    /// Starts charon in `ns` with this swanctl.conf text.
+    /// Starts Debian 12's charon in `ns` with this swanctl.conf text.
     pub fn start_conf(ns: &Netns, dir: &Path, swanctl_conf: &str) -> Result<Self> {
         Self::start_conf_tuned(ns, dir, swanctl_conf, "")
     }
@@ -255,13 +375,36 @@ impl Strongswan {
         swanctl_conf: &str,
         charon_extra: &str,
     ) -> Result<Self> {
-        crate::cmd::require_program("swanctl")?;
-        if !Path::new("/usr/lib/ipsec/charon").exists() {
-            anyhow::bail!(
-                "strongSwan's charon is not installed (apt-get install strongswan-charon)"
-            );
+        StrongswanVersion::Debian12.start_conf_tuned(ns, dir, swanctl_conf, charon_extra)
+    }
+
+    fn launch(
+        version: StrongswanVersion,
+        ns: &Netns,
+        dir: &Path,
+        swanctl_conf: &str,
+        charon_extra: &str,
+    ) -> Result<Self> {
+        let root = version.root()?;
+        if root.is_none() {
+            crate::cmd::require_program("swanctl")?;
+            if !Path::new("/usr/lib/ipsec/charon").exists() {
+                anyhow::bail!(
+                    "strongSwan's charon is not installed (apt-get install strongswan-charon)"
+                );
+            }
         }
         std::fs::create_dir_all(dir)?;
+        if root.is_some() {
+            // The tree's charon sees the VM's /tmp at /tmp and nothing else of the VM's.
+            let tmp = std::env::temp_dir();
+            anyhow::ensure!(
+                dir.starts_with(&tmp) && tmp == Path::new("/tmp"),
+                "the Debian 13 charon sees only /tmp of the VM; its files must be there, not \
+                 in {}",
+                dir.display()
+            );
+        }
         // Unix sockets do not work on 9p: keep the vici socket in the (guest-local) /tmp.
         let run = std::env::temp_dir().join(format!("nstest-ss-{}", ns.name()));
         std::fs::create_dir_all(&run)?;
@@ -279,8 +422,10 @@ impl Strongswan {
         )?;
         std::fs::write(dir.join("swanctl.conf"), swanctl_conf)?;
         let _ = std::fs::remove_file(dir.join("charon.log"));
-        let charon = Self::spawn_charon(ns.name(), dir)?;
+        let charon = Self::spawn_charon(root.as_deref(), ns.name(), dir)?;
         let ss = Self {
+            version,
+            root,
             ns_name: ns.name().to_string(),
             dir: dir.to_path_buf(),
             run,
@@ -290,17 +435,32 @@ impl Strongswan {
         Ok(ss)
     }
 
-    /// charon in namespace `ns` with `dir`'s strongswan.conf, appending to its log.
-    fn spawn_charon(ns: &str, dir: &Path) -> Result<Child> {
+    /// charon in namespace `ns` with `dir`'s strongswan.conf, appending to its log; from
+    /// the tree at `root` when given. The process started is charon itself (`ip netns exec`,
+    /// `unshare`, `sh` and `chroot` each exec the next), so its pid names its namespaces.
+    fn spawn_charon(root: Option<&Path>, ns: &str, dir: &Path) -> Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("charon.log"))?;
-        Command::new("ip")
-            .args(["netns", "exec", ns, "unshare", "-m", "sh", "-c"])
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, "unshare", "-m", "sh", "-c"]);
+        match root {
             // Private /run: charon's pid file path is compiled in and would collide.
-            .arg("mount -t tmpfs tmpfs /run && exec /usr/lib/ipsec/charon")
-            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
+            None => c.arg("mount -t tmpfs tmpfs /run && exec /usr/lib/ipsec/charon"),
+            // The tree is read-only (the VM's 9p share): a private tmpfs /run, the
+            // namespace's own /proc and /sys (`ip netns exec` mounted the netns's sysfs),
+            // the VM's /dev, and the VM's /tmp, which holds the config files and the vici
+            // socket (unix sockets do not work on 9p).
+            Some(r) => c
+                .arg(
+                    "mount -t tmpfs tmpfs \"$0/run\" && mount -t proc proc \"$0/proc\" && \
+                     mount --rbind /sys \"$0/sys\" && mount --rbind /dev \"$0/dev\" && \
+                     mount --rbind /tmp \"$0/tmp\" && exec chroot \"$0\" /usr/lib/ipsec/charon",
+                )
+                .arg(r),
+        };
+        c.env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -311,7 +471,7 @@ impl Strongswan {
     /// Starts charon again with the same files (after [`Strongswan::kill9`]).
     pub fn restart(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(self.run.join("charon.vici"));
-        self.charon = Self::spawn_charon(&self.ns_name, &self.dir)?;
+        self.charon = Self::spawn_charon(self.root.as_deref(), &self.ns_name, &self.dir)?;
         self.load()
     }
 
@@ -335,9 +495,25 @@ impl Strongswan {
     }
 
     fn swanctl(&self, args: &[&str], file: Option<&Path>) -> Result<String> {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns_name, "swanctl"])
-            .args(args)
+        let mut c = match self.root {
+            None => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &self.ns_name, "swanctl"]);
+                c
+            }
+            // The tree's own swanctl, in charon's namespaces and root (its /tmp is the VM's).
+            Some(_) => {
+                let mut c = Command::new("nsenter");
+                c.arg("--target").arg(self.charon.id().to_string()).args([
+                    "--mount",
+                    "--net",
+                    "--root",
+                    "/usr/sbin/swanctl",
+                ]);
+                c
+            }
+        };
+        c.args(args)
             .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"));
         if let Some(f) = file {
             c.arg(f);
@@ -402,6 +578,25 @@ impl Strongswan {
         self.vici()?
             .command("terminate", &[("ike", "t"), ("timeout", "10000")])
             .map(drop)
+    }
+
+    /// Which version this is.
+    pub fn version(&self) -> StrongswanVersion {
+        self.version
+    }
+
+    /// `swanctl --list-algs`: the algorithms charon's loaded plugins offer, one per line as
+    /// `NAME[plugin]` under a heading per type (`ke:` holds the key exchange methods).
+    pub fn list_algs(&self) -> Result<String> {
+        self.swanctl(&["--list-algs"], None)
+    }
+
+    /// The daemon's version as it reports it over VICI (`version` command), e.g. `6.0.1`.
+    pub fn daemon_version(&self) -> Result<String> {
+        self.vici()?
+            .request("version", &[])?
+            .remove("version")
+            .context("charon's version reply has no version")
     }
 
     /// `swanctl --list-sas --raw`: strongSwan's own view (state, SPIs, algorithms, counters).

@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(find("6.1.0-9-amd64").unwrap(), "6.1.0-9-amd64");
         let p = boot.join("vmlinuz-6.12.118+deb12-amd64");
         let k = find_in(&boot, &modules, p.to_str().unwrap()).unwrap();
-        assert_eq!((k.image, k.series()), (p, "6.12".to_string()));
+        assert_eq!((k.series(), k.image), ("6.12".to_string(), p));
         let e = find("6.6").unwrap_err().to_string();
         assert!(e.contains("apt-get install linux-image-6.6-amd64"), "{e}");
         let p = boot.join("vmlinuz-6.12.200+deb12-amd64");

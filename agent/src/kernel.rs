@@ -526,8 +526,10 @@ pub async fn install_child_sas(
     let mut got = Vec::new();
     for (i, s) in sas.iter().enumerate() {
         let inbound = i == 0;
+        let (modes, left_out) = crate::offload::modes_for(modes, inbound, xfrmi);
         let mut last = None;
-        for &m in modes {
+        let mut done = false;
+        for &m in &modes {
             let o = s.clone().offload(xfrm::Offload {
                 ifindex: dev.index,
                 inbound,
@@ -535,7 +537,7 @@ pub async fn install_child_sas(
             });
             match h.sa().add(&o).await {
                 Ok(()) => {
-                    last = None;
+                    done = true;
                     got.push(SaOffload::Offloaded(dev.name.clone(), m));
                     break;
                 }
@@ -546,12 +548,22 @@ pub async fn install_child_sas(
                 }
             }
         }
-        let Some((m, e)) = last else { continue };
-        let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
-        if demand && !crate::offload::tolerated_refusal(inbound, xfrmi, &e) {
-            remove_sas(h, &sas[..i]).await;
-            anyhow::bail!("offload {}: {why}", m.as_str());
+        if done {
+            continue;
         }
+        let why = match (last, left_out) {
+            (Some((m, e)), _) => {
+                let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
+                if demand && !crate::offload::tolerated_refusal(inbound, xfrmi, &e) {
+                    remove_sas(h, &sas[..i]).await;
+                    anyhow::bail!("offload {}: {why}", m.as_str());
+                }
+                why
+            }
+            // Nothing was offered: packet offload alone, for an inbound if_id SA.
+            (None, Some(why)) => why,
+            (None, None) => format!("no offload mode to offer {}", dev.name),
+        };
         if let Err(e) = h.sa().add(s).await {
             remove_sas(h, &sas[..i]).await;
             return Err(e.into());

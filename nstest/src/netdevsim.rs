@@ -3,10 +3,11 @@
 //!
 //! Debian does not ship netdevsim.ko, but linux-source-SERIES (6.1, 6.12) carries its source
 //! and it builds against linux-headers of the same series in seconds (measured: ~20 s here).
-//! [`build`] runs on the host before the VM boots and caches the module per kernel release; [`load`] and [`Device::new`] run
-//! inside the VM. In 6.1 netdevsim's ipsec.c accepts crypto offload of
-//! `rfc4106(gcm(aes))` with a 128-bit ICV only (nsim_ipsec_add_sa), and records each SA in the
-//! debugfs file `ports/N/ipsec`, which is the "hardware's" view the tests read.
+//! [`build`] runs on the host before the VM boots and caches the module per kernel release;
+//! [`load`] and [`Device::new`] run inside the VM. In 6.1 and 6.12 netdevsim's ipsec.c accepts
+//! crypto offload of `rfc4106(gcm(aes))` with a 128-bit ICV only (nsim_ipsec_add_sa; 6.12 also
+//! refuses packet offload itself, "Unsupported ipsec offload type"), and records each SA in
+//! the debugfs file `ports/N/ipsec`, which is the "hardware's" view the tests read.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -19,8 +19,9 @@ use crate::vm::Kernel;
 /// `second-kernel`: what `./x test` runs on the 6.12 kernel after the whole suite on 6.1,
 /// one or two scenarios per capability so that one more boot stays short: interop with
 /// strongSwan both ways, static VTIs, dynamic VTIs, ESP offload (netdevsim built for that
-/// kernel; the if_id-on-inbound-offload decision), VRFs, the packaged binary, and SA
-/// direction (XFRMA_SA_DIR, 6.10+). Every name must match a scenario, or the run fails.
+/// kernel; the if_id-on-inbound-offload decision; what netdevsim and the kernel refuse), VRFs,
+/// the packaged binary, and SA direction (XFRMA_SA_DIR, 6.10+). Every name must match a
+/// scenario, or the run fails.
 pub const SUBSETS: &[(&str, &[&str])] = &[(
     "second-kernel",
     &[
@@ -30,7 +31,9 @@ pub const SUBSETS: &[(&str, &[&str])] = &[(
         "vm_offload_template_clone_offloads",
         "vm_vrf_two_customers_overlapping_prefixes_front_door_vrf",
         "vm_packaged_vtid_with_the_units_capabilities",
-        "vm_sa_direction",
+        "vm_sa_direction_detected_and_used",
+        "vm_offload_crypto_on_netdevsim",
+        "vm_policy_packet_offload_refused_without_driver_support",
     ],
 )];
 

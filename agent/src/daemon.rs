@@ -58,6 +58,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let h = xfrm::Handle::open(xfrm::Netns::Current).context("open netlink")?;
     let plan = plan::build(&cfg, &mut conn_ids, &kernel::local_addrs(&h).await?)?;
 
+    // Asked (and logged) once, before the first SA goes in.
+    kernel::sa_direction(&h).await;
     // A previous run may have died without cleaning up (kill -9): remove what it left.
     for e in crate::runtime::sweep(&h).await {
         warn!("start-up sweep: {e:#}");

@@ -8,8 +8,8 @@
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
-use tracing::warn;
-use xfrm::{Handle, RouteSpec, SaId, SaSpec, TunnelDeviceSpec};
+use tracing::{info, warn};
+use xfrm::{Handle, RouteSpec, SaDir, SaId, SaSpec, TunnelDeviceSpec};
 
 use crate::model::{Interface, Route, RouteMode};
 use crate::offload::{Applied, Decision, Mode, SaOffload, Underlay};
@@ -456,6 +456,44 @@ pub async fn underlay(
     })
 }
 
+/// Whether SAs go into this kernel with their direction (XFRMA_SA_DIR, Linux 6.10+; see
+/// [`xfrm::SaSpec::dir`]): asked of the kernel, not read from its version, once per process
+/// (a property of the kernel, the same in every namespace), and said once in the log.
+pub async fn sa_direction(h: &Handle) -> bool {
+    static KNOWN: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    *KNOWN
+        .get_or_init(|| async {
+            match h.sa().supports_dir().await {
+                Ok(true) => {
+                    info!("kernel: SAs are installed with their direction (XFRMA_SA_DIR)");
+                    true
+                }
+                Ok(false) => {
+                    info!(
+                        "kernel: no SA direction (XFRMA_SA_DIR, Linux 6.10+): SAs are installed \
+                         without one"
+                    );
+                    false
+                }
+                Err(e) => {
+                    warn!("kernel: asking for SA direction failed ({e}): SAs are installed without one");
+                    false
+                }
+            }
+        })
+        .await
+}
+
+/// `sas` (`[inbound, outbound]`) with their directions, where the kernel keeps them.
+async fn directed(h: &Handle, sas: &[SaSpec; 2]) -> [SaSpec; 2] {
+    let [i, o] = sas.clone();
+    if sa_direction(h).await {
+        [i.dir(SaDir::In), o.dir(SaDir::Out)]
+    } else {
+        [i, o]
+    }
+}
+
 /// Adds a Child SA's SAs (`[inbound, outbound]`, in that order: the inbound one must exist
 /// before the peer may use it) offloaded as `d` says. Packet offload refused falls back to
 /// crypto when allowed; `xfrmi` marks SAs with an if_id, whose inbound SA may stay in software
@@ -467,6 +505,7 @@ pub async fn install_child_sas(
     d: &Decision,
     xfrmi: bool,
 ) -> Result<Applied> {
+    let sas = &directed(h, sas).await;
     let (dev, modes, demand) = match d {
         Decision::Software { why } => {
             let mut batch = h.batch();
@@ -487,8 +526,10 @@ pub async fn install_child_sas(
     let mut got = Vec::new();
     for (i, s) in sas.iter().enumerate() {
         let inbound = i == 0;
+        let (modes, left_out) = crate::offload::modes_for(modes, inbound, xfrmi);
         let mut last = None;
-        for &m in modes {
+        let mut done = false;
+        for &m in &modes {
             let o = s.clone().offload(xfrm::Offload {
                 ifindex: dev.index,
                 inbound,
@@ -496,7 +537,7 @@ pub async fn install_child_sas(
             });
             match h.sa().add(&o).await {
                 Ok(()) => {
-                    last = None;
+                    done = true;
                     got.push(SaOffload::Offloaded(dev.name.clone(), m));
                     break;
                 }
@@ -507,12 +548,22 @@ pub async fn install_child_sas(
                 }
             }
         }
-        let Some((m, e)) = last else { continue };
-        let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
-        if demand && !crate::offload::tolerated_refusal(inbound, xfrmi, &e) {
-            remove_sas(h, &sas[..i]).await;
-            anyhow::bail!("offload {}: {why}", m.as_str());
+        if done {
+            continue;
         }
+        let why = match (last, left_out) {
+            (Some((m, e)), _) => {
+                let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
+                if demand && !crate::offload::tolerated_refusal(inbound, xfrmi, &e) {
+                    remove_sas(h, &sas[..i]).await;
+                    anyhow::bail!("offload {}: {why}", m.as_str());
+                }
+                why
+            }
+            // Nothing was offered: packet offload alone, for an inbound if_id SA.
+            (None, Some(why)) => why,
+            (None, None) => format!("no offload mode to offer {}", dev.name),
+        };
         if let Err(e) = h.sa().add(s).await {
             remove_sas(h, &sas[..i]).await;
             return Err(e.into());

@@ -12,10 +12,16 @@
 //!   by trying, and kernels before 6.2 refuse the XFRM_OFFLOAD_PACKET flag outright.
 //! - `auto` tries packet, then crypto, then software, and says once why it fell back;
 //!   `crypto` and `packet` are demands: the tunnel does not come up when they cannot be met.
-//! - Inbound SAs of xfrm interfaces carry an if_id, which the offload RX path cannot match
-//!   (net/xfrm/xfrm_device.c on 6.2+: "XFRM if_id is not supported in RX path", EINVAL; older
-//!   kernels accept and ignore it). When the kernel refuses that inbound SA, it is installed
-//!   in software and `vtid show` reports only the outbound direction as offloaded.
+//! - Inbound SAs of xfrm interfaces carry an if_id, which only the stack can match: the
+//!   decrypted packet reaches its xfrm interface through the SA's if_id in xfrm_input, and a
+//!   NIC that decrypts on arrival knows nothing of it. Packet offload does all of ESP in the
+//!   NIC and bypasses xfrm_input, so it is never asked for such an SA ([`modes_for`]), on any
+//!   kernel: 6.1 and 6.12 would accept it, and the packets would arrive beside the interface.
+//!   Crypto offload keeps xfrm_input; whether the kernel takes it with an if_id is learnt by
+//!   trying: 6.1 and Debian's 6.12 do (xfrm_dev_state_add has no if_id check), upstream since
+//!   mid-2025 refuses it ("XFRM if_id is not supported in RX path", EINVAL). When the kernel
+//!   refuses, that SA is installed in software, one log line says so, and `vtid show` reports
+//!   only the outbound direction as offloaded.
 //! - Every install (first SAs and each rekey) decides afresh from the device as it is then,
 //!   so a rekey re-offloads, and an underlay renamed or removed is never pointed at.
 //! - The underlay can change under a running tunnel (route change, device down, renamed or
@@ -151,8 +157,30 @@ pub fn is_refusal(e: &xfrm::Error) -> bool {
         )
 }
 
+/// The offload modes to offer one SA, from the decision's `modes`, and why any was left out:
+/// an inbound SA of an xfrm interface (it carries an if_id) is never offered packet offload
+/// (see the module doc).
+pub fn modes_for(modes: &[Mode], inbound: bool, xfrmi: bool) -> (Vec<Mode>, Option<String>) {
+    if !(inbound && xfrmi && modes.contains(&Mode::Packet)) {
+        return (modes.to_vec(), None);
+    }
+    let kept = modes
+        .iter()
+        .copied()
+        .filter(|m| *m != Mode::Packet)
+        .collect();
+    (
+        kept,
+        Some(
+            "no packet offload for an inbound SA of an xfrm interface: the NIC would decrypt \
+             past the if_id lookup that delivers to the interface"
+                .into(),
+        ),
+    )
+}
+
 /// The one refusal a demand tolerates: the RX path cannot match an xfrm interface's if_id
-/// (6.2+ says so in the extended ack); that direction stays in software.
+/// (kernels that refuse it say so in the extended ack); that direction stays in software.
 pub fn tolerated_refusal(inbound: bool, xfrmi: bool, e: &xfrm::Error) -> bool {
     inbound && xfrmi && e.ext_ack().is_some_and(|m| m.contains("if_id"))
 }
@@ -441,6 +469,24 @@ mod tests {
             decide(Offload::Packet, Ok(dev(true))),
             Ok(Decision::Offload { modes, demand: true, .. }) if modes == [Mode::Packet]
         ));
+    }
+
+    /// Packet offload is never offered for an inbound xfrm-interface SA; the outbound SA and
+    /// ip_vti's SAs (a mark, no if_id) keep every mode.
+    #[test]
+    fn no_packet_offload_for_inbound_xfrmi_sas() {
+        let both = [Mode::Packet, Mode::Crypto];
+        let (m, why) = modes_for(&both, true, true);
+        assert_eq!(m, [Mode::Crypto]);
+        assert!(why.is_some_and(|w| w.contains("if_id")));
+        assert_eq!(modes_for(&both, false, true), (both.to_vec(), None));
+        assert_eq!(modes_for(&both, true, false), (both.to_vec(), None));
+        let (m, why) = modes_for(&[Mode::Packet], true, true);
+        assert!(m.is_empty() && why.is_some());
+        assert_eq!(
+            modes_for(&[Mode::Crypto], true, true),
+            (vec![Mode::Crypto], None)
+        );
     }
 
     #[test]

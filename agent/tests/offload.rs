@@ -595,10 +595,12 @@ fn vm_offload_follows_underlay_route_change_and_device_removal() {
 
 /// Template clones honour `offload`: a hub whose virtual template says `offload = "auto"`,
 /// with the route to its spoke through a netdevsim port, installs the clone's SAs offloaded.
-/// The clone is an xfrm interface, so its inbound SA carries an if_id: 6.1 accepts that
-/// offloaded (xfrm_dev_state_add has no if_id check), 6.2+ refuses it ("XFRM if_id is not
-/// supported in RX path") and vtid keeps that direction in software; either way `vtid show`
-/// must say which direction is offloaded, matching `ip xfrm state` and the driver.
+/// The clone is an xfrm interface, so its inbound SA carries an if_id: 6.1 and Debian's 6.12
+/// accept that offloaded (xfrm_dev_state_add has no if_id check), upstream since mid-2025
+/// refuses it ("XFRM if_id is not supported in RX path") and vtid keeps that direction in
+/// software. The test asks the kernel itself (an `ip xfrm state add ... if_id ... offload dev
+/// nsim0 dir in`) and checks that vtid chose the same; either way `vtid show` must say which
+/// direction is offloaded, matching `ip xfrm state` and the driver.
 #[test]
 #[ignore = "vm"]
 fn vm_offload_template_clone_offloads() {
@@ -668,8 +670,73 @@ fn vm_offload_template_clone_offloads() {
             nsim.ipsec_debugfs()?.contains(&format!("spi=0x{spi_out}")),
             "netdevsim lacks the clone's outbound SA"
         );
+        // What this kernel does with an inbound offload request carrying an if_id, asked
+        // directly: vtid must have chosen the same, whichever kernel this is.
+        let probe = |verb: &str| {
+            let mut args = vec![
+                "xfrm",
+                "state",
+                verb,
+                "src",
+                "198.51.100.9",
+                "dst",
+                "192.0.2.1",
+                "proto",
+                "esp",
+                "spi",
+                "0x9999",
+            ];
+            if verb == "add" {
+                args.extend([
+                    "reqid",
+                    "9",
+                    "mode",
+                    "tunnel",
+                    "if_id",
+                    "0x99",
+                    "aead",
+                    "rfc4106(gcm(aes))",
+                    "0x0102030405060708090a0b0c0d0e0f1011121314",
+                    "128",
+                    "offload",
+                    "dev",
+                    "nsim0",
+                    "dir",
+                    "in",
+                ]);
+            }
+            a.ip(&args)
+        };
+        let kernel_takes = match probe("add") {
+            Ok(_) => {
+                let text = probe("get")?;
+                probe("delete")?;
+                ensure!(
+                    text.contains("crypto offload parameters: dev nsim0 dir in"),
+                    "the kernel took the probe SA but not offloaded:\n{text}"
+                );
+                true
+            }
+            Err(e) => {
+                ensure!(
+                    format!("{e:#}").contains("if_id"),
+                    "probe refused otherwise: {e:#}"
+                );
+                false
+            }
+        };
+        ensure!(
+            inbound_offloaded == kernel_takes,
+            "the kernel {} an inbound offloaded SA with an if_id, vtid offloaded the clone's: \
+             {inbound_offloaded}",
+            if kernel_takes { "takes" } else { "refuses" }
+        );
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
         println!(
-            "clone {name}: out offloaded to nsim0, in {}",
+            "kernel {}: inbound offload with an if_id {}; clone {name}: out offloaded to \
+             nsim0, in {}",
+            kernel.trim(),
+            if kernel_takes { "taken" } else { "refused" },
             if inbound_offloaded {
                 "offloaded to nsim0"
             } else {

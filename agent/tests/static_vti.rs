@@ -355,12 +355,23 @@ fn rekey_under_traffic(sc: &mut Scenario, b_impl: Impl) -> Result<()> {
         "only {} SPIs seen in 85 s ({seen:x?}): fewer than three rekeys",
         seen.len()
     );
-    // Old SAs are deleted: one pair remains, and both kernels agree on it.
-    wait_until("old SAs deleted", Duration::from_secs(10), || {
-        Ok(spis(ha)?.len() == 2)
-    })?;
-    let (a, b) = (spis(ha)?, spis(sc.topo.host("b"))?);
-    ensure!(a == b, "kernels disagree after rekeys: a {a:x?} b {b:x?}");
+    // Old SAs are deleted: one pair remains, and both kernels agree on it. Waited for as a
+    // whole: the next rekey may be under way when the pings end, and the responder installs
+    // its new pair one round trip before the initiator does.
+    let hb = sc.topo.host("b");
+    let (mut a, mut b) = (spis(ha)?, spis(hb)?);
+    let agreed = wait_until(
+        "one SA pair, the same in both kernels",
+        Duration::from_secs(20),
+        || {
+            (a, b) = (spis(ha)?, spis(hb)?);
+            Ok(a.len() == 2 && a == b)
+        },
+    );
+    ensure!(
+        agreed.is_ok(),
+        "kernels disagree after rekeys: a {a:x?} b {b:x?}"
+    );
     ensure!(a.is_disjoint(&first), "the first SAs are still installed");
     Ok(())
 }

@@ -1,11 +1,15 @@
 //! `nstest`: boots the test VM and runs the scenario suite or the demo in it.
 //!
 //! ```text
-//! nstest vm -- COMMAND...              run a shell command in the VM (modules loaded)
-//! nstest vm-suite [--filter SUBSTR]    build test binaries, boot once, run every vm_ scenario
-//! nstest demo                          boot the VM and bring up the demo tunnel
+//! nstest vm [--kernel K] -- COMMAND...      run a shell command in the VM (modules loaded)
+//! nstest vm-suite [--kernel K] [--filter SUBSTR[,SUBSTR...] | --subset NAME]
+//!                                           build test binaries, boot once, run vm_ scenarios
+//! nstest demo [--kernel K]                  boot the VM and bring up the demo tunnel
 //! nstest flood --spec JSON --out FILE  the IKE attacker of the DoS scenarios (in its netns)
 //! ```
+//!
+//! `--kernel K` (or `NSTEST_KERNEL=K`) picks the VM's kernel: `6.1` (the default), `6.12`, a
+//! release or a vmlinuz path (nstest::vm::Kernel::select).
 
 use std::path::PathBuf;
 
@@ -24,27 +28,37 @@ fn real_main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let sub = args.first().map(String::as_str).unwrap_or("help");
     let rest = &args[args.len().min(1)..];
+    // Options come before a `--` (after it, `nstest vm` has its command).
+    let opts = &rest[..rest.iter().position(|a| a == "--").unwrap_or(rest.len())];
     let flag = |name: &str| {
-        rest.iter()
+        opts.iter()
             .position(|a| a == name)
-            .and_then(|i| rest.get(i + 1))
+            .and_then(|i| opts.get(i + 1))
             .map(String::as_str)
     };
     let me = std::env::current_exe().context("locate nstest")?;
+    let kernel = || nstest::vm::Kernel::select(flag("--kernel"));
     match sub {
         "vm" => {
-            let cmd = rest
-                .iter()
-                .skip_while(|a| *a == "--")
-                .cloned()
-                .collect::<Vec<_>>();
+            // Options end at `--`; what follows is the command.
+            let cmd = match rest.iter().position(|a| a == "--") {
+                Some(i) => &rest[i + 1..],
+                None => rest,
+            };
             if cmd.is_empty() {
-                bail!("usage: nstest vm -- COMMAND...");
+                bail!("usage: nstest vm [--kernel K] -- COMMAND...");
             }
-            let status = nstest::vm::run(&cmd.join(" "), &[])?;
+            let status = nstest::vm::run_on(&kernel()?, &cmd.join(" "), &[])?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        "vm-suite" => nstest::suite::run_suite(&workspace_root()?, &me, flag("--filter")),
+        "vm-suite" => {
+            let filter = match (flag("--filter"), flag("--subset")) {
+                (Some(_), Some(_)) => bail!("--filter and --subset exclude each other"),
+                (f, None) => f.map(str::to_string),
+                (None, Some(name)) => Some(nstest::suite::subset(name)?.join(",")),
+            };
+            nstest::suite::run_suite(&workspace_root()?, &me, filter.as_deref(), &kernel()?)
+        }
         "vm-inner" => nstest::suite::run_inside(
             &PathBuf::from(flag("--list").context("--list FILE")?),
             flag("--filter"),
@@ -53,7 +67,7 @@ fn real_main() -> Result<()> {
         "flood" => nstest::flood::cli(rest),
         "demo" if nstest::vm::in_vm() => demo::run(),
         "demo" => {
-            let status = nstest::vm::run(&format!("{} demo", me.display()), &[])?;
+            let status = nstest::vm::run_on(&kernel()?, &format!("{} demo", me.display()), &[])?;
             if !status.success() {
                 bail!("demo failed ({status})");
             }
@@ -61,7 +75,8 @@ fn real_main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: nstest vm -- CMD... | vm-suite [--filter SUBSTR] | demo | flood --spec JSON --out FILE\n\
+                "usage: nstest vm [--kernel K] -- CMD... | vm-suite [--kernel K] [--filter \
+                 SUBSTR[,SUBSTR...] | --subset NAME] | demo [--kernel K] | flood --spec JSON --out FILE\n\
                  (vm-inner is what vm-suite runs inside the VM)"
             );
             std::process::exit(2);

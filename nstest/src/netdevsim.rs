@@ -1,12 +1,13 @@
 //! netdevsim: a simulated NIC whose driver implements the xfrmdev (ESP offload) callbacks, so
 //! "offload dev X" reaches a real driver without hardware.
 //!
-//! Debian does not ship netdevsim.ko, but linux-source-6.1 carries its source and it builds
-//! against linux-headers in seconds (measured: ~20 s here). [`build`] runs on the host before
-//! the VM boots and caches the module per kernel version; [`load`] and [`Device::new`] run
-//! inside the VM. In 6.1 netdevsim's ipsec.c accepts crypto offload of
-//! `rfc4106(gcm(aes))` with a 128-bit ICV only (nsim_ipsec_add_sa), and records each SA in the
-//! debugfs file `ports/N/ipsec`, which is the "hardware's" view the tests read.
+//! Debian does not ship netdevsim.ko, but linux-source-SERIES (6.1, 6.12) carries its source
+//! and it builds against linux-headers of the same series in seconds (measured: ~20 s here).
+//! [`build`] runs on the host before the VM boots and caches the module per kernel release;
+//! [`load`] and [`Device::new`] run inside the VM. In 6.1 and 6.12 netdevsim's ipsec.c accepts
+//! crypto offload of `rfc4106(gcm(aes))` with a 128-bit ICV only (nsim_ipsec_add_sa; 6.12 also
+//! refuses packet offload itself, "Unsupported ipsec offload type"), and records each SA in
+//! the debugfs file `ports/N/ipsec`, which is the "hardware's" view the tests read.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,11 +20,13 @@ use crate::cmd::run_args as run;
 /// Environment variable that carries the module's path into the VM.
 pub const KO_ENV: &str = "NSTEST_NETDEVSIM_KO";
 
-const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
-
-/// Builds netdevsim.ko for `kernel_version` under `cache` (once; later calls reuse it) and
-/// returns its path. Errors name the Debian package that is missing.
-pub fn build(cache: &Path, kernel_version: &str) -> Result<PathBuf> {
+/// Builds netdevsim.ko for `kernel` under `cache` (once; later calls reuse it) from the
+/// source of its series, and returns its path. Errors name the Debian package that is missing.
+pub fn build(cache: &Path, kernel: &crate::vm::Kernel) -> Result<PathBuf> {
+    let kernel_version = kernel.release.as_str();
+    let series = kernel.series();
+    let source_pkg = format!("linux-source-{series}");
+    let tarball = format!("/usr/src/{source_pkg}.tar.xz");
     let dir = cache.join("netdevsim").join(kernel_version);
     let ko = dir.join("netdevsim.ko");
     if ko.is_file() {
@@ -32,13 +35,18 @@ pub fn build(cache: &Path, kernel_version: &str) -> Result<PathBuf> {
     let headers = Path::new("/lib/modules").join(kernel_version).join("build");
     ensure!(
         headers.join("Makefile").is_file(),
-        "no kernel headers at {} to build netdevsim: apt-get install linux-headers-amd64 \
+        "no kernel headers at {} to build netdevsim: apt-get install linux-headers-{} \
          (the README's commands do)",
-        headers.display()
+        headers.display(),
+        if series == crate::vm::DEFAULT_KERNEL {
+            "amd64".to_string()
+        } else {
+            format!("{series}-amd64")
+        }
     );
     ensure!(
-        Path::new(SOURCE_TARBALL).is_file(),
-        "{SOURCE_TARBALL} is missing (netdevsim's source): apt-get install linux-source-6.1 \
+        Path::new(&tarball).is_file(),
+        "{tarball} is missing (netdevsim's source): apt-get install {source_pkg} \
          (the README's commands do)"
     );
     let src = dir.join("src");
@@ -48,11 +56,11 @@ pub fn build(cache: &Path, kernel_version: &str) -> Result<PathBuf> {
     run(&[
         "tar",
         "xJf",
-        SOURCE_TARBALL,
+        &tarball,
         "-C",
         src_s,
         "--strip-components=4",
-        "linux-source-6.1/drivers/net/netdevsim",
+        &format!("{source_pkg}/drivers/net/netdevsim"),
     ])
     .context("extract netdevsim's source")?;
     run(&[

@@ -12,6 +12,46 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::vm::Kernel;
+
+/// Named subsets of the scenarios (`nstest vm-suite --subset NAME`).
+///
+/// `second-kernel`: what `./x test` runs on the 6.12 kernel after the whole suite on 6.1,
+/// one or two scenarios per capability so that one more boot stays short: interop with
+/// strongSwan both ways, static VTIs, dynamic VTIs, ESP offload (netdevsim built for that
+/// kernel; the if_id-on-inbound-offload decision; what netdevsim and the kernel refuse), VRFs,
+/// the packaged binary, and SA direction (XFRMA_SA_DIR, 6.10+). Every name must match a
+/// scenario, or the run fails.
+pub const SUBSETS: &[(&str, &[&str])] = &[(
+    "second-kernel",
+    &[
+        "vm_vtid_xfrmi_initiates_to_strongswan_vti",
+        "vm_strongswan_xfrmi_initiates_to_vtid_vti",
+        "vm_dvti_hub_three_spokes",
+        "vm_offload_template_clone_offloads",
+        "vm_vrf_two_customers_overlapping_prefixes_front_door_vrf",
+        "vm_packaged_vtid_with_the_units_capabilities",
+        "vm_sa_direction_detected_and_used",
+        "vm_offload_crypto_on_netdevsim",
+        "vm_policy_packet_offload_refused_without_driver_support",
+    ],
+)];
+
+/// The scenarios of subset `name` (see [`SUBSETS`]).
+pub fn subset(name: &str) -> Result<&'static [&'static str]> {
+    SUBSETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, list)| *list)
+        .with_context(|| {
+            let names: Vec<&str> = SUBSETS.iter().map(|(n, _)| *n).collect();
+            format!(
+                "no scenario subset {name:?} (there is {})",
+                names.join(", ")
+            )
+        })
+}
+
 /// One test binary to run inside the VM.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct TestBinary {
@@ -72,8 +112,14 @@ pub fn build_test_binaries(workspace: &Path) -> Result<Vec<TestBinary>> {
     Ok(bins)
 }
 
-/// Host side: build, boot once, run every `vm_` scenario inside, report.
-pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> Result<()> {
+/// Host side: build, boot `kernel` once, run every `vm_` scenario inside (or those matching
+/// one of `filter`'s comma-separated substrings), report.
+pub fn run_suite(
+    workspace: &Path,
+    nstest_exe: &Path,
+    filter: Option<&str>,
+    kernel: &Kernel,
+) -> Result<()> {
     let bins = build_test_binaries(workspace)?;
     // Under the target dir cargo builds into, so concurrent suites with their own
     // CARGO_TARGET_DIR never overwrite each other's binary list.
@@ -86,7 +132,7 @@ pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> R
     std::fs::write(&list, serde_json::to_vec_pretty(&bins)?)?;
     // netdevsim (ESP offload scenarios) is built on the host against the VM kernel's headers;
     // a failure here fails the suite: it is a prerequisite, never a reason to skip.
-    let ko = crate::netdevsim::build(&target, &crate::vm::kernel_release()?)
+    let ko = crate::netdevsim::build(&target, kernel)
         .context("build netdevsim for the offload scenarios")?;
     // Debian 13's strongSwan 6 (the second interop peer) likewise, from its cached tree.
     let swan6 = crate::strongswan::debian13_tree(workspace, &target)
@@ -102,8 +148,12 @@ pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> R
         list.display()
     );
     let started = std::time::Instant::now();
-    let status = crate::vm::run(&script, &[&state])?;
-    eprintln!("nstest: VM suite took {:.0?}", started.elapsed());
+    let status = crate::vm::run_on(kernel, &script, &[&state])?;
+    eprintln!(
+        "nstest: VM suite on {} took {:.0?}",
+        kernel.release,
+        started.elapsed()
+    );
     if !status.success() {
         bail!("VM scenario suite failed ({status})");
     }
@@ -111,7 +161,9 @@ pub fn run_suite(workspace: &Path, nstest_exe: &Path, filter: Option<&str>) -> R
 }
 
 /// VM side: run each binary's ignored (`vm_`) tests, print every libtest summary and one
-/// closing `vm: N passed, M failed` line; error if anything failed or nothing ran.
+/// closing `vm: N passed, M failed` line; error if anything failed, nothing ran, or one of
+/// `filter`'s comma-separated substrings matched no scenario (a renamed scenario must not
+/// silently leave a subset).
 pub fn run_inside(list: &Path, filter: Option<&str>, threads: usize) -> Result<()> {
     if !crate::vm::in_vm() {
         bail!("vm-inner runs inside the VM only (use `nstest vm-suite`)");
@@ -122,19 +174,28 @@ pub fn run_inside(list: &Path, filter: Option<&str>, threads: usize) -> Result<(
     let mut failures = Vec::new();
     // Scenarios are the ignored tests named vm_*; other ignored tests (benchmark-like probes,
     // fuzz seed writers) are not the VM's business.
-    let filter = filter.unwrap_or("vm_");
+    let filters: Vec<&str> = filter
+        .unwrap_or("vm_")
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .collect();
+    let mut unmatched: Vec<&str> = filters.clone();
     for b in &bins {
         // List first, so binaries without scenarios cost one quick exec and print nothing.
+        // libtest runs a test that matches any of its filters.
         let listing = Command::new(&b.exe)
             .current_dir(&b.dir)
             .args(["--ignored", "--list", "--format", "terse"])
-            .arg(filter)
+            .args(&filters)
             .output()
             .with_context(|| format!("list tests of {}", b.name))?;
-        let n = String::from_utf8_lossy(&listing.stdout)
+        let listed = String::from_utf8_lossy(&listing.stdout).into_owned();
+        let names: Vec<&str> = listed
             .lines()
-            .filter(|l| l.ends_with(": test"))
-            .count();
+            .filter_map(|l| l.strip_suffix(": test"))
+            .collect();
+        unmatched.retain(|f| !names.iter().any(|n| n.contains(f)));
+        let n = names.len();
         if n == 0 {
             continue;
         }
@@ -142,7 +203,7 @@ pub fn run_inside(list: &Path, filter: Option<&str>, threads: usize) -> Result<(
         let out = Command::new(&b.exe)
             .current_dir(&b.dir)
             .args(["--ignored", "--test-threads", &threads.to_string()])
-            .arg(filter)
+            .args(&filters)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .output()
@@ -160,6 +221,9 @@ pub fn run_inside(list: &Path, filter: Option<&str>, threads: usize) -> Result<(
         }
     }
     println!("vm: {passed} passed, {failed} failed");
+    if !unmatched.is_empty() {
+        bail!("no scenario matches {}", unmatched.join(", "));
+    }
     if !failures.is_empty() {
         bail!("scenario failures in: {}", failures.join(", "));
     }

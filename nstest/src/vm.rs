@@ -1,6 +1,8 @@
 //! The VM runner: boots Debian's stock kernel (which has esp4, ip_vti, xfrm_interface, dummy,
 //! vrf as modules; this machine's kernel has none and cannot load modules) under qemu with
 //! this machine's userspace shared in read-only via virtme-ng, and runs one command inside.
+//! Debian 12's 6.1 by default; `--kernel 6.12` (or `NSTEST_KERNEL=6.12`) boots the 6.12
+//! kernel Debian 12 also ships ([`Kernel::select`]).
 //!
 //! Measured here: about 20-35 s per boot under TCG, so the whole scenario suite runs in one
 //! boot. Inside, `/tmp` and `/run` are guest-local and writable, the rest of the host tree is
@@ -44,35 +46,121 @@ pub fn in_vm() -> bool {
     std::env::var_os(IN_VM_ENV).is_some()
 }
 
-/// The newest Debian kernel under /boot whose modules are installed (the VM boots it).
-pub fn find_kernel() -> Result<PathBuf> {
-    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir("/boot")
-        .context("read /boot")?
+/// Environment variable naming the kernel the VM boots (as `--kernel` does; the flag wins):
+/// a series (`6.1`, `6.12`), a release as `uname -r` prints it, or the path of a vmlinuz whose
+/// modules are under /lib/modules.
+pub const KERNEL_ENV: &str = "NSTEST_KERNEL";
+
+/// The series booted when nothing is selected: Debian 12's own kernel, the one
+/// `linux-image-amd64` installs. Named rather than "the newest installed" so that installing
+/// the second kernel (`linux-image-6.12-amd64`, for `--kernel 6.12`) changes nothing else.
+pub const DEFAULT_KERNEL: &str = "6.1";
+
+/// A kernel the VM can boot: its image and its release (`uname -r`, the /lib/modules
+/// directory that holds its modules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// The vmlinuz file.
+    pub image: PathBuf,
+    /// `uname -r` inside the VM.
+    pub release: String,
+}
+
+impl Kernel {
+    /// The kernel `flag` (`--kernel`) names, else [`KERNEL_ENV`], else [`DEFAULT_KERNEL`].
+    pub fn select(flag: Option<&str>) -> Result<Self> {
+        let env = std::env::var(KERNEL_ENV).ok().filter(|s| !s.is_empty());
+        let sel = flag.map(str::to_string).or(env);
+        Self::find(sel.as_deref().unwrap_or(DEFAULT_KERNEL))
+    }
+
+    /// The kernel `sel` names (see [`KERNEL_ENV`]) among those installed under /boot.
+    pub fn find(sel: &str) -> Result<Self> {
+        find_in(Path::new("/boot"), Path::new("/lib/modules"), sel)
+    }
+
+    /// The kernel series, `6.12` of `6.12.118+deb12-amd64`: which linux-source-SERIES
+    /// package holds its source (netdevsim is built from it).
+    pub fn series(&self) -> String {
+        series_of(&self.release)
+    }
+}
+
+/// `6.12` of `6.12.118+deb12-amd64`, `6.1` of `6.1.0-57-amd64`.
+pub fn series_of(release: &str) -> String {
+    release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// [`Kernel::find`] over the directories `boot` and `modules`: a path is taken as it is, a
+/// release or series picks the newest matching Debian kernel (`vmlinuz-*-amd64`, not the
+/// cloud flavour, which lacks modules the scenarios need) whose modules are installed.
+fn find_in(boot: &Path, modules: &Path, sel: &str) -> Result<Kernel> {
+    let has_modules = |release: &str| modules.join(release).join("kernel").is_dir();
+    if sel.contains('/') {
+        let image = PathBuf::from(sel);
+        let release = image
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+            .with_context(|| format!("{sel}: not a vmlinuz-RELEASE file"))?
+            .to_string();
+        anyhow::ensure!(image.is_file(), "{sel}: no such kernel image");
+        anyhow::ensure!(
+            has_modules(&release),
+            "{sel}: no modules under {}",
+            modules.join(&release).display()
+        );
+        return Ok(Kernel { image, release });
+    }
+    let mut found: Vec<Kernel> = std::fs::read_dir(boot)
+        .with_context(|| format!("read {}", boot.display()))?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let ver = name.strip_prefix("vmlinuz-")?.to_string();
-            (ver.ends_with("-amd64")
-                && !ver.contains("cloud")
-                && Path::new("/lib/modules").join(&ver).join("kernel").is_dir())
-            .then(|| (ver, e.path()))
+            let release = name.strip_prefix("vmlinuz-")?.to_string();
+            // A series matches at a component boundary: 6.1 is 6.1.0-57, never 6.12.118.
+            let matches = release == sel
+                || release
+                    .strip_prefix(sel)
+                    .is_some_and(|rest| rest.starts_with(['.', '-', '+']));
+            (matches
+                && release.ends_with("-amd64")
+                && !release.contains("cloud")
+                && has_modules(&release))
+            .then(|| Kernel {
+                image: e.path(),
+                release,
+            })
         })
         .collect();
-    found.sort_by_key(|(ver, _)| version_key(ver));
+    found.sort_by_key(|k| version_key(&k.release));
     match found.pop() {
-        Some((_, p)) => Ok(p),
+        Some(k) => Ok(k),
         None => bail!(
-            "no Debian kernel with modules under /boot: apt-get install linux-image-amd64 \
-             (the README's commands install it)"
+            "no {sel} Debian kernel with modules under {}: apt-get install {} (./x setup \
+             installs it)",
+            boot.display(),
+            if sel == DEFAULT_KERNEL {
+                "linux-image-amd64".to_string()
+            } else {
+                format!("linux-image-{sel}-amd64")
+            }
         ),
     }
 }
 
-/// The release string (`uname -r`) of the kernel the VM boots.
+/// The selected kernel's image (see [`Kernel::select`]).
+pub fn find_kernel() -> Result<PathBuf> {
+    Ok(Kernel::select(None)?.image)
+}
+
+/// The release string (`uname -r`) of the selected kernel.
 pub fn kernel_release() -> Result<String> {
-    let k = find_kernel()?;
-    let name = k.file_name().context("kernel path")?.to_string_lossy();
-    Ok(name.trim_start_matches("vmlinuz-").to_string())
+    Ok(Kernel::select(None)?.release)
 }
 
 fn version_key(v: &str) -> Vec<u64> {
@@ -81,10 +169,15 @@ fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Boots the VM and runs `script` (a shell command line) inside it, after loading
-/// [`MODULES`]. `rwdirs` are shared writable. Returns the command's exit status.
+/// Boots the selected kernel ([`Kernel::select`]) and runs `script` in it: see [`run_on`].
 pub fn run(script: &str, rwdirs: &[&Path]) -> Result<ExitStatus> {
-    let kernel = find_kernel()?;
+    run_on(&Kernel::select(None)?, script, rwdirs)
+}
+
+/// Boots `kernel` and runs `script` (a shell command line) inside it, after loading
+/// [`MODULES`]. `rwdirs` are shared writable. Returns the command's exit status.
+pub fn run_on(kernel: &Kernel, script: &str, rwdirs: &[&Path]) -> Result<ExitStatus> {
+    eprintln!("nstest: booting {}", kernel.release);
     let vng = which("vng").context(
         "virtme-ng (`vng`) is not installed: pip install virtme-ng (the README's commands do it)",
     )?;
@@ -95,7 +188,7 @@ pub fn run(script: &str, rwdirs: &[&Path]) -> Result<ExitStatus> {
          missing in the VM\" >&2; exit 97; }}; done; export {IN_VM_ENV}=1; {script}"
     );
     let mut cmd = Command::new(vng);
-    cmd.arg("-r").arg(&kernel);
+    cmd.arg("-r").arg(&kernel.image);
     // qemu/TCG: the development/CI machines expose /dev/kvm but qemu aborts on it ("failed
     // to set MSR"), so KVM is opt-in with NSTEST_KVM=1.
     if std::env::var_os("NSTEST_KVM").is_none() {
@@ -132,4 +225,55 @@ fn which(prog: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(prog))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A /boot and /lib/modules with Debian 12's kernel, the 6.12 one beside it, a cloud
+    /// flavour and an image whose modules are gone.
+    fn tree() -> (PathBuf, PathBuf, PathBuf) {
+        let root = std::env::temp_dir().join(format!("nstest-kernels-{}", std::process::id()));
+        let (boot, modules) = (root.join("boot"), root.join("modules"));
+        for r in [
+            "6.1.0-57-amd64",
+            "6.1.0-9-amd64",
+            "6.12.118+deb12-amd64",
+            "6.12.118+deb12-cloud-amd64",
+            "6.12.200+deb12-amd64",
+        ] {
+            std::fs::create_dir_all(&boot).unwrap();
+            std::fs::write(boot.join(format!("vmlinuz-{r}")), "").unwrap();
+            if r != "6.12.200+deb12-amd64" {
+                std::fs::create_dir_all(modules.join(r).join("kernel")).unwrap();
+            }
+        }
+        (root, boot, modules)
+    }
+
+    #[test]
+    fn selects_by_series_release_or_path_and_defaults_to_debian_12s() {
+        let (root, boot, modules) = tree();
+        let find = |sel: &str| find_in(&boot, &modules, sel).map(|k| k.release);
+        // The default is 6.1 though a newer kernel is installed; 6.1 never matches 6.12.
+        assert_eq!(find(DEFAULT_KERNEL).unwrap(), "6.1.0-57-amd64");
+        // Newest of the series with modules: not the cloud flavour, not 6.12.200 (no modules).
+        assert_eq!(find("6.12").unwrap(), "6.12.118+deb12-amd64");
+        assert_eq!(find("6.1.0-9-amd64").unwrap(), "6.1.0-9-amd64");
+        let p = boot.join("vmlinuz-6.12.118+deb12-amd64");
+        let k = find_in(&boot, &modules, p.to_str().unwrap()).unwrap();
+        assert_eq!((k.series(), k.image), ("6.12".to_string(), p));
+        let e = find("6.6").unwrap_err().to_string();
+        assert!(e.contains("apt-get install linux-image-6.6-amd64"), "{e}");
+        let p = boot.join("vmlinuz-6.12.200+deb12-amd64");
+        assert!(find_in(&boot, &modules, p.to_str().unwrap()).is_err());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn series_of_debian_releases() {
+        assert_eq!(series_of("6.1.0-57-amd64"), "6.1");
+        assert_eq!(series_of("6.12.118+deb12-amd64"), "6.12");
+    }
 }

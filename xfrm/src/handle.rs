@@ -191,6 +191,27 @@ impl SaHandle<'_> {
             }))
     }
 
+    /// Whether this kernel knows an SA's direction (XFRMA_SA_DIR, Linux 6.10+; see
+    /// [`SaSpec::dir`]), learnt by asking rather than from the version: a GETSA that carries
+    /// the attribute is refused by kernels that know it and answered "no such SA" by the
+    /// others (see `wire::sa_dir_probe_body`). Changes nothing in the kernel.
+    pub async fn supports_dir(&self) -> Result<bool> {
+        match self.0.xfrm.fetch(wire::sa_dir_probe_body(), false).await {
+            Err(e)
+                if e.errno() == Some(nix::errno::Errno::EINVAL)
+                    && e.ext_ack().is_some_and(|m| m.contains("SA_DIR")) =>
+            {
+                Ok(true)
+            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+            Ok(_) => Err(Error::Decode {
+                op: "probe XFRMA_SA_DIR",
+                detail: "the kernel returned an SA with SPI 0".into(),
+            }),
+        }
+    }
+
     /// Deletes one SA.
     ///
     /// Equivalent to: `ip xfrm state delete src S dst D proto P spi SPI [mark M]`.

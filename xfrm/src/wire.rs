@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netlink_packet_core::{Emitable, Nla};
+use netlink_packet_core::{DefaultNla, Emitable, Nla};
 use netlink_packet_xfrm as nx;
 use nx::XfrmAttrs;
 use zeroize::Zeroizing;
@@ -326,8 +326,21 @@ pub(crate) fn sa_body(sa: &SaSpec, update: bool) -> Result<Body> {
         })),
         None => {}
     }
+    if sa.dir == Some(SaDir::Out) && sa.replay_window > 0 {
+        return Err(Error::InvalidSpec(format!(
+            "SA {:08x} is outbound (dir out) but has replay window {}: an outbound SA has none",
+            sa.spi.0, sa.replay_window
+        )));
+    }
     if use_esn_attr(sa) {
-        let words = sa.replay_window.div_ceil(32).max(1);
+        // An outbound SA with its direction set carries no bitmap: 6.10+ refuses one
+        // ("Replay bmp_len should 0 for output SA"). Without the direction, 6.1 wants a
+        // bitmap of at least one word even on an outbound SA (xfrm_init_replay).
+        let words = if sa.dir == Some(SaDir::Out) {
+            0
+        } else {
+            sa.replay_window.div_ceil(32).max(1)
+        };
         if words > (nx::XFRMA_REPLAY_ESN_MAX / 32) as u32 {
             return Err(Error::InvalidSpec(format!(
                 "replay window {} exceeds the kernel maximum {}",
@@ -355,6 +368,9 @@ pub(crate) fn sa_body(sa: &SaSpec, update: bool) -> Result<Body> {
     if let Some(id) = sa.if_id {
         attrs.push(Attr::X(XfrmAttrs::IfId(id)));
     }
+    if let Some(d) = sa.dir {
+        attrs.push(Attr::X(sa_dir_attr(d)));
+    }
     if let Some(e) = &sa.encap {
         let oa = e.oa.map(|a| addr(&a)).unwrap_or_default();
         attrs.push(Attr::X(XfrmAttrs::EncapsulationTemplate(nx::EncapTmpl {
@@ -380,6 +396,31 @@ pub(crate) fn sa_body(sa: &SaSpec, update: bool) -> Result<Body> {
         bytes: body(&info, &attrs),
         op: if update { "update SA" } else { "add SA" },
     })
+}
+
+/// XFRMA_SA_DIR, which netlink-packet-xfrm 0.5 does not know: a u8.
+fn sa_dir_attr(d: SaDir) -> XfrmAttrs {
+    XfrmAttrs::Other(DefaultNla::new(XFRMA_SA_DIR, vec![d.to_kernel()]))
+}
+
+/// The probe of [`crate::SaHandle::supports_dir`]: XFRM_MSG_GETSA of an SA that cannot exist
+/// (SPI 0, reserved by RFC 4303 §2.1) carrying XFRMA_SA_DIR, which only NEWSA, UPDSA and
+/// ALLOCSPI may carry on kernels that know it (6.12 net/xfrm/xfrm_user.c
+/// xfrm_reject_unused_attr: EINVAL, "Invalid attribute SA_DIR"). Older kernels skip the
+/// attribute and find no SA (ESRCH).
+pub(crate) fn sa_dir_probe_body() -> Body {
+    let head = nx::UserSaId {
+        daddr: addr(&IpAddr::from([0, 0, 0, 0])),
+        spi: 0,
+        family: nx::AF_INET,
+        proto: Proto::Esp.number(),
+    };
+    Body {
+        flags: 0,
+        msg_type: nx::XFRM_MSG_GETSA,
+        bytes: body(&head, &[Attr::X(sa_dir_attr(SaDir::In))]),
+        op: "probe XFRMA_SA_DIR",
+    }
 }
 
 /// Body of XFRM_MSG_GETSA / XFRM_MSG_DELSA (struct xfrm_usersa_id + XFRMA_SRCADDR/MARK).
@@ -725,6 +766,7 @@ pub(crate) fn sa_from_kernel(
     let mut encap = None;
     let mut mapping_threshold = None;
     let mut offload = None;
+    let mut dir = None;
     for a in nlas.iter_mut() {
         match a {
             XfrmAttrs::EncryptionAlgAead(x) => {
@@ -778,6 +820,11 @@ pub(crate) fn sa_from_kernel(
                     inbound: o.flags & nx::XFRM_OFFLOAD_INBOUND != 0,
                     packet: o.flags & XFRM_OFFLOAD_PACKET != 0,
                 })
+            }
+            XfrmAttrs::Other(n) if n.kind() == XFRMA_SA_DIR && n.value_len() == 1 => {
+                let mut v = [0u8];
+                n.emit_value(&mut v);
+                dir = SaDir::from_kernel(v[0]);
             }
             _ => {}
         }
@@ -840,6 +887,7 @@ pub(crate) fn sa_from_kernel(
         encap,
         mapping_threshold,
         offload,
+        dir,
         selector,
     };
     Ok(SaState {
@@ -1094,6 +1142,60 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, XfrmAttrs::ReplayStateEsn(_)))
         );
+    }
+
+    /// `dir in|out` goes out as XFRMA_SA_DIR and comes back from a dump; an outbound ESN SA
+    /// with its direction carries no replay bitmap (6.10+ refuses one), and an outbound SA
+    /// with a replay window is refused before anything is sent.
+    #[test]
+    fn sa_direction_encodes_decodes_and_shapes_outbound_replay_state() {
+        let dir_of = |m: &nx::state::ModifyMessage| {
+            m.nlas.iter().find_map(|a| match a {
+                XfrmAttrs::Other(n) if n.kind() == XFRMA_SA_DIR => {
+                    let mut v = vec![0u8; n.value_len()];
+                    n.emit_value(&mut v);
+                    Some(v)
+                }
+                _ => None,
+            })
+        };
+        for (d, byte) in [(SaDir::In, 1u8), (SaDir::Out, 2)] {
+            let window = if d == SaDir::In { 128 } else { 0 };
+            let sa = golden_sa().esn(true).replay_window(window).dir(d);
+            let b = sa_body(&sa, false).unwrap();
+            let m = nx::state::ModifyMessage::parse(&b.bytes[..]).unwrap();
+            assert_eq!(dir_of(&m), Some(vec![byte]), "{d:?}");
+            let esn = m
+                .nlas
+                .iter()
+                .find_map(|a| match a {
+                    XfrmAttrs::ReplayStateEsn(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(esn.bmp_len, if d == SaDir::In { 4 } else { 0 }, "{d:?}");
+            let mut nlas = m.nlas;
+            let back = sa_from_kernel(&m.user_sa_info, &mut nlas, "test").unwrap();
+            assert_eq!(back.spec, sa);
+        }
+        // Without a direction nothing changes: 6.1 wants a one-word bitmap on any ESN SA.
+        let b = sa_body(&golden_sa().esn(true).replay_window(0), false).unwrap();
+        let m = nx::state::ModifyMessage::parse(&b.bytes[..]).unwrap();
+        assert_eq!(dir_of(&m), None);
+        let sa = golden_sa().replay_window(32).dir(SaDir::Out);
+        assert!(matches!(sa_body(&sa, false), Err(Error::InvalidSpec(_))));
+    }
+
+    /// The probe is a GETSA of SPI 0 with XFRMA_SA_DIR: a request no kernel can satisfy.
+    #[test]
+    fn sa_dir_probe_asks_for_no_existing_sa() {
+        let b = sa_dir_probe_body();
+        assert_eq!(b.msg_type, nx::XFRM_MSG_GETSA);
+        let id = nx::UserSaId::parse(&b.bytes[..nx::XFRM_USER_SA_ID_LEN]).unwrap();
+        assert_eq!((id.spi, id.proto), (0, Proto::Esp.number()));
+        let tail = &b.bytes[nx::XFRM_USER_SA_ID_LEN..];
+        // One attribute: length 5 (4 header + u8), type 33, value 1 (in), padded to 8.
+        assert_eq!(tail, [5, 0, 33, 0, 1, 0, 0, 0]);
     }
 
     #[test]

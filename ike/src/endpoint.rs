@@ -20,6 +20,7 @@ use crate::config::EndpointConfig;
 use crate::config::PeerConfig;
 use crate::crypto::Rng;
 use crate::error::Error;
+use crate::error::PeerIncompatible;
 use crate::error::PeerMisbehaved;
 use crate::sa::Ctx;
 use crate::sa::IkeSa;
@@ -855,7 +856,15 @@ impl Endpoint {
 
     fn reject(&mut self, e: &Error, peer: SocketAddr) {
         let reason = e.reason();
-        tracing::debug!(%peer, error = %e, "rejected input");
+        if let Error::PeerIncompatible(PeerIncompatible::PeerRejected(notify)) = e {
+            // The peer answered our request with an error notify (RFC 7296 §2.21): that
+            // is the reason a tunnel does not come up (NO_PROPOSAL_CHOSEN from a peer
+            // without the additional key exchanges we require, RFC 9370 §2.2.1; wrong
+            // credentials), so it is said without debug logging.
+            tracing::info!(%peer, ?notify, "the peer refused our request");
+        } else {
+            tracing::debug!(%peer, error = %e, "rejected input");
+        }
         *self.stats.rejected.entry(reason).or_default() += 1;
         self.out
             .push_back(Output::Event(Event::Rejected { reason, peer }));

@@ -20,7 +20,8 @@ use crate::vm::Kernel;
 /// one or two scenarios per capability so that one more boot stays short: interop with
 /// strongSwan both ways, static VTIs, dynamic VTIs, ESP offload (netdevsim built for that
 /// kernel; the if_id-on-inbound-offload decision; what netdevsim and the kernel refuse), VRFs,
-/// the packaged binary, and SA direction (XFRMA_SA_DIR, 6.10+). Every name must match a
+/// the packaged binary, SA direction (XFRMA_SA_DIR, 6.10+), and ML-KEM hybrid IKE against
+/// strongSwan 6 (Debian 13's pairing: kernel 6.12, strongSwan 6.0). Every name must match a
 /// scenario, or the run fails.
 pub const SUBSETS: &[(&str, &[&str])] = &[(
     "second-kernel",
@@ -34,6 +35,7 @@ pub const SUBSETS: &[(&str, &[&str])] = &[(
         "vm_sa_direction_detected_and_used",
         "vm_offload_crypto_on_netdevsim",
         "vm_policy_packet_offload_refused_without_driver_support",
+        "vm_pq_vtid_initiates_to_strongswan6_and_rekeys_both_sas",
     ],
 )];
 

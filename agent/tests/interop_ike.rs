@@ -480,8 +480,15 @@ fn matrix() -> Vec<Case> {
         Case::new(4, 19, Gcm128, Ecdsa, false),
         Case::new(5, 20, ChaCha, Psk, false),
         Case::new(6, 21, Gcm256, Rsa, true),
-        Case::new(7, 31, ChaCha, Ecdsa, true),
+        Case::new(7, 31, ChaCha, Psk, true),
     ];
+    // No two cases share an identity pair (PSK cases are identified by address): RFC 7296
+    // §2.4's INITIAL_CONTACT asserts the only IKE SA between two identities, and strongSwan
+    // (5.9.8 and 6.0.x alike) deletes every other one on it. vtid leaves the notify out only
+    // when another IKE SA with those identities is already established, so two such cases
+    // initiated at once both carried it, and whichever charon finished first was deleted
+    // (seen with cases 3 and 7, then both ECDSA with FQDNs).
+    m[3].dn = true;
     // vtid rekeys its Child SA (with PFS, a new KE in CREATE_CHILD_SA) and its IKE SA.
     m[0].pfs = Some(14);
     m[0].vtid_child_life = Some(30);

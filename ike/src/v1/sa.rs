@@ -197,6 +197,40 @@ impl Common {
         [self.cky_i.to_be_bytes(), self.cky_r.to_be_bytes()].concat()
     }
 
+    /// Sends a message that waits for an answer; returns its retransmission schedule.
+    fn send_retrans(&self, ctx: &mut Ctx<'_>, packet: Vec<u8>) -> Retrans {
+        self.send(ctx, packet.clone());
+        Retrans::new(ctx, packet)
+    }
+
+    /// An unencrypted main mode message (MM1 to MM4, RFC 2409 §5).
+    fn main_mode(&self, payloads: &[Payload]) -> Vec<u8> {
+        encode_message(
+            &self.header(ExchangeType::IdentityProtection, 0, 0),
+            payloads,
+        )
+    }
+
+    /// An encrypted main mode message (MM5, MM6, RFC 2409 §5) under `iv`; returns it and
+    /// the last ciphertext block, the IV that follows (RFC 2409 Appendix B).
+    fn main_mode_encrypted(
+        &self,
+        cipher: &Cbc,
+        iv: &[u8],
+        payloads: &[Payload],
+    ) -> (Vec<u8>, Vec<u8>) {
+        let mut plain = Vec::new();
+        let next = encode_chain(payloads, &mut plain);
+        let ct = cipher.encrypt(iv, &plain);
+        let next_iv = cipher.last_block(&ct);
+        let packet = finish(
+            &self.header(ExchangeType::IdentityProtection, FLAG_ENCRYPTION, 0),
+            next,
+            &ct,
+        );
+        (packet, next_iv)
+    }
+
     /// An unprotected informational notify: before the ISAKMP SA's keys exist there is no
     /// other way to tell the peer (RFC 2408 §5).
     fn notify_plain(&self, ctx: &mut Ctx<'_>, ty: u16) {
@@ -433,16 +467,11 @@ impl Phase1Sa {
             half_open_until: None,
             want_child: false,
         };
-        let h = c.header(ExchangeType::IdentityProtection, 0, 0);
-        let mm1 = encode_message(
-            &h,
-            &[
-                Payload::Sa(offer),
-                Payload::VendorId(DPD_VENDOR_ID.to_vec()),
-            ],
-        );
-        c.send(ctx, mm1.clone());
-        c.retrans = Some(Retrans::new(ctx, mm1));
+        let mm1 = c.main_mode(&[
+            Payload::Sa(offer),
+            Payload::VendorId(DPD_VENDOR_ID.to_vec()),
+        ]);
+        c.retrans = Some(c.send_retrans(ctx, mm1));
         Ok(Self {
             c,
             state: State::ExpectMainMode2(Box::new(ExpectMainMode2 { sai_b })),
@@ -484,14 +513,10 @@ impl Phase1Sa {
             half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
             want_child: false,
         };
-        let h = c.header(ExchangeType::IdentityProtection, 0, 0);
-        let mm2 = encode_message(
-            &h,
-            &[
-                Payload::Sa(answer),
-                Payload::VendorId(DPD_VENDOR_ID.to_vec()),
-            ],
-        );
+        let mm2 = c.main_mode(&[
+            Payload::Sa(answer),
+            Payload::VendorId(DPD_VENDOR_ID.to_vec()),
+        ]);
         c.send(ctx, mm2.clone());
         let mut this = Self {
             c,
@@ -893,15 +918,11 @@ impl ExpectMainMode2 {
         c.cky_r = h.cky_r;
         let ke = KeyExchange::generate(suite.group, ctx.rng)?;
         let ni = ctx.nonce();
-        let mm3 = encode_message(
-            &c.header(ExchangeType::IdentityProtection, 0, 0),
-            &[
-                Payload::Ke(ke.public().to_vec()),
-                Payload::Nonce(ni.clone()),
-            ],
-        );
-        c.send(ctx, mm3.clone());
-        c.retrans = Some(Retrans::new(ctx, mm3.clone()));
+        let mm3 = c.main_mode(&[
+            Payload::Ke(ke.public().to_vec()),
+            Payload::Nonce(ni.clone()),
+        ]);
+        c.retrans = Some(c.send_retrans(ctx, mm3.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm3)));
         Ok(State::ExpectMainMode4(Box::new(ExpectMainMode4 {
             sai_b: self.sai_b,
@@ -964,10 +985,7 @@ impl ExpectMainMode3 {
         let nr = ctx.nonce();
         let (keys, cipher) = phase1_keys(c, self.suite, ni, &nr, &gxy)?;
         let iv = keys::phase1_iv(self.suite.hash, gxi, &gxr, cipher.block());
-        let mm4 = encode_message(
-            &c.header(ExchangeType::IdentityProtection, 0, 0),
-            &[Payload::Ke(gxr.clone()), Payload::Nonce(nr)],
-        );
+        let mm4 = c.main_mode(&[Payload::Ke(gxr.clone()), Payload::Nonce(nr)]);
         c.send(ctx, mm4.clone());
         c.last_in = Some((raw.to_vec(), Some(mm4)));
         Ok(State::ExpectMainMode5(Box::new(ExpectMainMode5 {
@@ -1019,24 +1037,16 @@ impl ExpectMainMode4 {
             spi: c.cookies(),
             data: Vec::new(),
         });
-        let mut plain = Vec::new();
-        let next = encode_chain(
+        let (mm5, next_iv) = c.main_mode_encrypted(
+            &cipher,
+            &iv,
             &[
                 Payload::Id(id),
                 Payload::Hash(hash.expose().to_vec()),
                 contact,
             ],
-            &mut plain,
         );
-        let ct = cipher.encrypt(&iv, &plain);
-        let next_iv = cipher.last_block(&ct);
-        let mm5 = finish(
-            &c.header(ExchangeType::IdentityProtection, FLAG_ENCRYPTION, 0),
-            next,
-            &ct,
-        );
-        c.send(ctx, mm5.clone());
-        c.retrans = Some(Retrans::new(ctx, mm5.clone()));
+        c.retrans = Some(c.send_retrans(ctx, mm5.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm5)));
         Ok(State::ExpectMainMode6(Box::new(ExpectMainMode6 {
             p: Phase1Progress {
@@ -1193,17 +1203,10 @@ impl ExpectMainMode5 {
             &p.sai_b,
             &id_body(&id),
         );
-        let mut plain = Vec::new();
-        let next = encode_chain(
+        let (mm6, p1_block) = c.main_mode_encrypted(
+            &p.cipher,
+            &iv,
             &[Payload::Id(id), Payload::Hash(hash.expose().to_vec())],
-            &mut plain,
-        );
-        let ct6 = p.cipher.encrypt(&iv, &plain);
-        let p1_block = p.cipher.last_block(&ct6);
-        let mm6 = finish(
-            &c.header(ExchangeType::IdentityProtection, FLAG_ENCRYPTION, 0),
-            next,
-            &ct6,
         );
         c.send(ctx, mm6.clone());
         c.last_in = Some((raw.to_vec(), Some(mm6)));
@@ -1722,8 +1725,7 @@ impl Established {
         let (packet, next_iv) = self.protect(c, ExchangeType::Quick, 0, mid, &iv, &tail, |t| {
             self.prf_a(&[&mid.to_be_bytes(), t])
         });
-        c.send(ctx, packet.clone());
-        let retrans = Retrans::new(ctx, packet);
+        let retrans = c.send_retrans(ctx, packet);
         self.exchanges.insert(
             mid,
             Exchange::ExpectQuickMode2(Box::new(ExpectQuickMode2 {
@@ -1886,8 +1888,7 @@ impl Established {
             local_ts: ts_r,
             remote_ts: ts_i,
         };
-        c.send(ctx, packet.clone());
-        let retrans = Retrans::new(ctx, packet);
+        let retrans = c.send_retrans(ctx, packet);
         self.exchanges.insert(
             mid,
             Exchange::ExpectQuickMode3(Box::new(ExpectQuickMode3 {

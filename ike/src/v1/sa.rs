@@ -428,6 +428,41 @@ fn find<'a, T>(chain: &'a Chain, f: impl Fn(&'a Payload) -> Option<T>) -> Option
     chain.payloads.iter().find_map(f)
 }
 
+fn sa_payload(chain: &Chain) -> Result<&Sa, Misbehaved> {
+    find(chain, |p| match p {
+        Payload::Sa(s) => Some(s),
+        _ => None,
+    })
+    .ok_or(Misbehaved::MissingPayload("SA"))
+}
+
+fn ke_payload(chain: &Chain) -> Option<&[u8]> {
+    find(chain, |p| match p {
+        Payload::Ke(k) => Some(k.as_slice()),
+        _ => None,
+    })
+}
+
+fn nonce_payload(chain: &Chain) -> Result<&[u8], Misbehaved> {
+    find(chain, |p| match p {
+        Payload::Nonce(n) => Some(n.as_slice()),
+        _ => None,
+    })
+    .ok_or(Misbehaved::MissingPayload("NONCE"))
+}
+
+/// The quick mode IDs (IDci, IDcr), in order.
+fn id_payloads(chain: &Chain) -> Vec<&Id> {
+    chain
+        .payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Id(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
 fn has_dpd(chain: &Chain) -> bool {
     chain
         .payloads
@@ -490,11 +525,7 @@ impl Phase1Sa {
         chain: &Chain,
         cky_r: u64,
     ) -> Result<Self, V1Error> {
-        let sa = find(chain, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        })
-        .ok_or(Misbehaved::MissingPayload("SA"))?;
+        let sa = sa_payload(chain)?;
         let (answer, suite) = proposal::phase1_select(sa, &peer.usable_policies())?;
         let sai_b = chain
             .body_of(&raw[Header::LEN..], payload_type::SA)
@@ -909,11 +940,7 @@ impl ExpectMainMode2 {
         if h.cky_r == 0 {
             return Err(Misbehaved::InvalidCookie.into());
         }
-        let sa = find(chain, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        })
-        .ok_or(Misbehaved::MissingPayload("SA"))?;
+        let sa = sa_payload(chain)?;
         let suite = proposal::phase1_check_answer(sa, &c.peer.usable_policies())?;
         c.cky_r = h.cky_r;
         let ke = KeyExchange::generate(suite.group, ctx.rng)?;
@@ -935,16 +962,8 @@ impl ExpectMainMode2 {
 }
 
 fn ke_nonce(chain: &Chain) -> Result<(&[u8], &[u8]), V1Error> {
-    let ke = find(chain, |p| match p {
-        Payload::Ke(k) => Some(k.as_slice()),
-        _ => None,
-    })
-    .ok_or(Misbehaved::MissingPayload("KE"))?;
-    let n = find(chain, |p| match p {
-        Payload::Nonce(n) => Some(n.as_slice()),
-        _ => None,
-    })
-    .ok_or(Misbehaved::MissingPayload("NONCE"))?;
+    let ke = ke_payload(chain).ok_or(Misbehaved::MissingPayload("KE"))?;
+    let n = nonce_payload(chain)?;
     Ok((ke, n))
 }
 
@@ -1783,28 +1802,10 @@ impl Established {
         o: Opened,
     ) -> Result<(), V1Error> {
         let chain = &o.chain;
-        let sa = find(chain, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        })
-        .ok_or(Misbehaved::MissingPayload("SA"))?;
-        let ni = find(chain, |p| match p {
-            Payload::Nonce(n) => Some(n.clone()),
-            _ => None,
-        })
-        .ok_or(Misbehaved::MissingPayload("NONCE"))?;
-        let gxi = find(chain, |p| match p {
-            Payload::Ke(k) => Some(k.as_slice()),
-            _ => None,
-        });
-        let ids: Vec<&Id> = chain
-            .payloads
-            .iter()
-            .filter_map(|p| match p {
-                Payload::Id(i) => Some(i),
-                _ => None,
-            })
-            .collect();
+        let sa = sa_payload(chain)?;
+        let ni = nonce_payload(chain)?.to_vec();
+        let gxi = ke_payload(chain);
+        let ids = id_payloads(chain);
         // RFC 2409 §5.5: without IDs the SA is for the ISAKMP peers' addresses.
         let (ts_i, ts_r) = match ids.as_slice() {
             [] => (
@@ -1925,25 +1926,10 @@ impl Established {
             return Err(Misbehaved::InvalidHash.into());
         }
         let chain = &o.chain;
-        let sa = find(chain, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        })
-        .ok_or(Misbehaved::MissingPayload("SA"))?;
-        let nr = find(chain, |p| match p {
-            Payload::Nonce(n) => Some(n.clone()),
-            _ => None,
-        })
-        .ok_or(Misbehaved::MissingPayload("NONCE"))?;
+        let sa = sa_payload(chain)?;
+        let nr = nonce_payload(chain)?.to_vec();
         let (mut suite, spi_out) = proposal::esp_check_answer(sa, &st.offer)?;
-        let ids: Vec<&Id> = chain
-            .payloads
-            .iter()
-            .filter_map(|p| match p {
-                Payload::Id(i) => Some(i),
-                _ => None,
-            })
-            .collect();
+        let ids = id_payloads(chain);
         if !ids.is_empty() && (ids.len() != 2 || *ids[0] != st.ids.0 || *ids[1] != st.ids.1) {
             return Err(Misbehaved::IdsChanged.into());
         }
@@ -1954,10 +1940,7 @@ impl Established {
                 }
             }
         }
-        let gxr = find(chain, |p| match p {
-            Payload::Ke(k) => Some(k.as_slice()),
-            _ => None,
-        });
+        let gxr = ke_payload(chain);
         let gxy = match (st.ke, gxr) {
             (Some(ke), Some(gxr)) => Some(ke.agree(gxr).map_err(|_| Misbehaved::BadKeData)?),
             (Some(_), None) => return Err(Misbehaved::MissingPayload("KE").into()),

@@ -1266,6 +1266,19 @@ impl Established {
         self.suite.hash.prf(self.skeyid_a.expose(), parts)
     }
 
+    /// Records a finished exchange for DONE_LINGER: a retransmission of `raw` then gets
+    /// `reply` again rather than being taken for a new message.
+    fn remember(&mut self, ctx: &Ctx<'_>, mid: u32, raw: &[u8], reply: Option<Vec<u8>>) {
+        self.done.insert(
+            mid,
+            Done {
+                last_in: raw.to_vec(),
+                reply,
+                until: crate::sa::later(ctx.now, DONE_LINGER),
+            },
+        );
+    }
+
     fn fresh_mid(&self, ctx: &mut Ctx<'_>) -> u32 {
         loop {
             let m = ctx.rng.next_u32();
@@ -1569,14 +1582,7 @@ impl Established {
                             )),
                             Reaction::Drop => None,
                         };
-                        self.done.insert(
-                            mid,
-                            Done {
-                                last_in: raw.to_vec(),
-                                reply,
-                                until: crate::sa::later(ctx.now, DONE_LINGER),
-                            },
-                        );
+                        self.remember(ctx, mid, raw, reply);
                         Ok(Flow::Refused(e))
                     }
                 }
@@ -1587,14 +1593,7 @@ impl Established {
                     return Err(Misbehaved::InvalidHash.into());
                 }
                 self.last_heard = ctx.now;
-                self.done.insert(
-                    mid,
-                    Done {
-                        last_in: raw.to_vec(),
-                        reply: None,
-                        until: crate::sa::later(ctx.now, DONE_LINGER),
-                    },
-                );
+                self.remember(ctx, mid, raw, None);
                 self.informational(c, ctx, o.chain)
             }
         }
@@ -1975,14 +1974,7 @@ impl Established {
             self.install(c, ctx, pending);
             c.send(ctx, qm3.clone());
         }
-        self.done.insert(
-            mid,
-            Done {
-                last_in: raw.to_vec(),
-                reply: Some(qm3),
-                until: crate::sa::later(ctx.now, DONE_LINGER),
-            },
-        );
+        self.remember(ctx, mid, raw, Some(qm3));
         Ok(Flow::Continue)
     }
 
@@ -2013,14 +2005,7 @@ impl Established {
                 notify_type::CONNECTED,
             );
         }
-        self.done.insert(
-            mid,
-            Done {
-                last_in: raw.to_vec(),
-                reply: None,
-                until: crate::sa::later(ctx.now, DONE_LINGER),
-            },
-        );
+        self.remember(ctx, mid, raw, None);
         Ok(Flow::Continue)
     }
 

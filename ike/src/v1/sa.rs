@@ -315,6 +315,27 @@ struct Phase1Progress {
     peer_dpd: bool,
 }
 
+impl Phase1Progress {
+    /// HASH_I (`of_initiator`) or HASH_R over an ID payload body (RFC 2409 §5).
+    fn auth_hash(&self, c: &Common, of_initiator: bool, id_b: &[u8]) -> Secret {
+        let hash = if of_initiator {
+            keys::hash_i
+        } else {
+            keys::hash_r
+        };
+        hash(
+            self.suite.hash,
+            &self.keys.skeyid,
+            &self.gxi,
+            &self.gxr,
+            c.cky_i,
+            c.cky_r,
+            &self.sai_b,
+            id_b,
+        )
+    }
+}
+
 /// A Child SA whose keys exist, not yet installed.
 struct PendingChild {
     suite: EspSuite,
@@ -1037,17 +1058,18 @@ impl ExpectMainMode4 {
         let gxy = self.ke.agree(gxr).map_err(|_| Misbehaved::BadKeData)?;
         let (keys, cipher) = phase1_keys(c, self.suite, &self.ni, nr, &gxy)?;
         let iv = keys::phase1_iv(self.suite.hash, &gxi, gxr, cipher.block());
+        let mut p = Phase1Progress {
+            sai_b: self.sai_b,
+            suite: self.suite,
+            keys,
+            cipher,
+            gxi,
+            gxr: gxr.to_vec(),
+            iv,
+            peer_dpd: self.peer_dpd,
+        };
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
-        let hash = keys::hash_i(
-            self.suite.hash,
-            &keys.skeyid,
-            &gxi,
-            gxr,
-            c.cky_i,
-            c.cky_r,
-            &self.sai_b,
-            &id_body(&id),
-        );
+        let hash = p.auth_hash(c, true, &id_body(&id));
         // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
         let contact = Payload::Notify(Notify {
             doi: DOI_IPSEC,
@@ -1057,28 +1079,18 @@ impl ExpectMainMode4 {
             data: Vec::new(),
         });
         let (mm5, next_iv) = c.main_mode_encrypted(
-            &cipher,
-            &iv,
+            &p.cipher,
+            &p.iv,
             &[
                 Payload::Id(id),
                 Payload::Hash(hash.expose().to_vec()),
                 contact,
             ],
         );
+        p.iv = next_iv;
         c.retrans = Some(c.send_retrans(ctx, mm5.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm5)));
-        Ok(State::ExpectMainMode6(Box::new(ExpectMainMode6 {
-            p: Phase1Progress {
-                sai_b: self.sai_b,
-                suite: self.suite,
-                keys,
-                cipher,
-                gxi,
-                gxr: gxr.to_vec(),
-                iv: next_iv,
-                peer_dpd: self.peer_dpd,
-            },
-        })))
+        Ok(State::ExpectMainMode6(Box::new(ExpectMainMode6 { p })))
     }
 }
 
@@ -1110,29 +1122,7 @@ fn open_phase1(
     let id_b = chain
         .body_of(plain.expose(), payload_type::ID)
         .ok_or(Misbehaved::MissingPayload("ID"))?;
-    let want = if peer_is_initiator {
-        keys::hash_i(
-            p.suite.hash,
-            &p.keys.skeyid,
-            &p.gxi,
-            &p.gxr,
-            c.cky_i,
-            c.cky_r,
-            &p.sai_b,
-            id_b,
-        )
-    } else {
-        keys::hash_r(
-            p.suite.hash,
-            &p.keys.skeyid,
-            &p.gxi,
-            &p.gxr,
-            c.cky_i,
-            c.cky_r,
-            &p.sai_b,
-            id_b,
-        )
-    };
+    let want = p.auth_hash(c, peer_is_initiator, id_b);
     if !ct_eq(want.expose(), got) {
         return Err(Misbehaved::InvalidHash.into());
     }
@@ -1212,16 +1202,7 @@ impl ExpectMainMode5 {
         let p = self.p;
         let (peer_id, contact, iv) = open_phase1(c, &p, h, ct, true)?;
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
-        let hash = keys::hash_r(
-            p.suite.hash,
-            &p.keys.skeyid,
-            &p.gxi,
-            &p.gxr,
-            c.cky_i,
-            c.cky_r,
-            &p.sai_b,
-            &id_body(&id),
-        );
+        let hash = p.auth_hash(c, false, &id_body(&id));
         let (mm6, p1_block) = c.main_mode_encrypted(
             &p.cipher,
             &iv,

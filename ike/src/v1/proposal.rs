@@ -648,42 +648,26 @@ pub(crate) fn ts_id(ts: &TrafficSelector) -> Option<Id> {
         _ => return None,
     };
     let (id_type, data) = match (ts.start, ts.end) {
-        (IpAddr::V4(s), IpAddr::V4(e)) => {
-            let (s, e) = (u32::from(s), u32::from(e));
-            let hostmask = s ^ e;
-            if s == e {
-                (id_type::IPV4_ADDR, s.to_be_bytes().to_vec())
-            } else if hostmask.wrapping_add(1) & hostmask == 0 && s & hostmask == 0 {
-                let mask = !hostmask;
-                (
-                    id_type::IPV4_ADDR_SUBNET,
-                    [s.to_be_bytes(), mask.to_be_bytes()].concat(),
-                )
-            } else {
-                (
-                    id_type::IPV4_ADDR_RANGE,
-                    [s.to_be_bytes(), e.to_be_bytes()].concat(),
-                )
-            }
-        }
-        (IpAddr::V6(s), IpAddr::V6(e)) => {
-            let (s, e) = (u128::from(s), u128::from(e));
-            let hostmask = s ^ e;
-            if s == e {
-                (id_type::IPV6_ADDR, s.to_be_bytes().to_vec())
-            } else if hostmask.wrapping_add(1) & hostmask == 0 && s & hostmask == 0 {
-                let mask = !hostmask;
-                (
-                    id_type::IPV6_ADDR_SUBNET,
-                    [s.to_be_bytes(), mask.to_be_bytes()].concat(),
-                )
-            } else {
-                (
-                    id_type::IPV6_ADDR_RANGE,
-                    [s.to_be_bytes(), e.to_be_bytes()].concat(),
-                )
-            }
-        }
+        (IpAddr::V4(s), IpAddr::V4(e)) => address_id(
+            u32::from(s).into(),
+            u32::from(e).into(),
+            4,
+            [
+                id_type::IPV4_ADDR,
+                id_type::IPV4_ADDR_SUBNET,
+                id_type::IPV4_ADDR_RANGE,
+            ],
+        ),
+        (IpAddr::V6(s), IpAddr::V6(e)) => address_id(
+            s.into(),
+            e.into(),
+            16,
+            [
+                id_type::IPV6_ADDR,
+                id_type::IPV6_ADDR_SUBNET,
+                id_type::IPV6_ADDR_RANGE,
+            ],
+        ),
         _ => return None,
     };
     Some(Id {
@@ -692,6 +676,22 @@ pub(crate) fn ts_id(ts: &TrafficSelector) -> Option<Id> {
         port,
         data,
     })
+}
+
+/// The ID type and data for the addresses `s..=e` of one family, `len` octets wide (an
+/// IPv4 address is widened to u128): `[host, subnet, range]` are that family's ID types
+/// (RFC 2407 §4.6.2.1). A subnet when the range is a prefix: the differing bits are all
+/// low ones and `s` has none of them set.
+fn address_id(s: u128, e: u128, len: usize, [host, subnet, range]: [u8; 3]) -> (u8, Vec<u8>) {
+    let octets = |x: u128| x.to_be_bytes()[16 - len..].to_vec();
+    let hostmask = s ^ e;
+    if s == e {
+        (host, octets(s))
+    } else if hostmask.wrapping_add(1) & hostmask == 0 && s & hostmask == 0 {
+        (subnet, [octets(s), octets(!hostmask)].concat())
+    } else {
+        (range, [octets(s), octets(e)].concat())
+    }
 }
 
 /// A quick mode ID as a traffic selector; `None` for a non-address ID or a subnet whose
@@ -859,6 +859,16 @@ mod tests {
         assert_eq!(ts_id(&host).expect("host").id_type, id_type::IPV4_ADDR);
         let any6 = TrafficSelector::any(true);
         assert_eq!(id_ts(&ts_id(&any6).expect("any")), Some(any6));
+        // The whole IPv4 space is the prefix 0.0.0.0/0: its mask stays four octets wide.
+        let any4 = ts_id(&TrafficSelector::any(false)).expect("any4");
+        assert_eq!(any4.id_type, id_type::IPV4_ADDR_SUBNET);
+        assert_eq!(any4.data, vec![0; 8]);
+        let net6 = TrafficSelector::prefix("2001:db8::".parse().expect("ip"), 32);
+        let id6 = ts_id(&net6).expect("net6");
+        assert_eq!(id6.id_type, id_type::IPV6_ADDR_SUBNET);
+        assert_eq!(id6.data[16..20], [0xff; 4]);
+        assert_eq!(id6.data[20..], [0; 12]);
+        assert_eq!(id_ts(&id6), Some(net6));
         let range = TrafficSelector {
             start: "10.0.0.1".parse().expect("ip"),
             end: "10.0.0.6".parse().expect("ip"),

@@ -451,20 +451,13 @@ impl Common {
         if exchange != ExchangeType::IkeIntermediate {
             return;
         }
+        let header = self.header(exchange, response, id);
         let (Some(ia), Some(keys)) = (self.int_auth.as_mut(), self.keys.as_ref()) else {
             return;
         };
         let mut inner = Vec::new();
         encode_chain(payloads, &mut inner);
         let first = payloads.first().map_or(PayloadType::None, Payload::kind);
-        let header = Header::new(
-            self.spi_i,
-            self.spi_r,
-            exchange,
-            self.initiator,
-            response,
-            id,
-        );
         ia.add(keys, self.initiator, &header, &[], first, &inner);
     }
 

@@ -194,6 +194,18 @@ pub(crate) fn rekey_after(ctx: &mut Ctx<'_>, lt: Lifetime) -> Duration {
     base.saturating_sub(Duration::from_millis(r))
 }
 
+/// How long to wait before retrying a refused or failed rekey (RFC 7296 §2.25: "try again
+/// later"): 2 to 10 s, drawn from the seeded RNG.
+fn retry_delay(ctx: &mut Ctx<'_>) -> Duration {
+    Duration::from_millis(2000 + ctx.rng.next_u64() % 8000)
+}
+
+/// Our IKE SA rekey failed: schedule the next attempt after `retry_delay`.
+fn retry_ike_rekey(c: &mut Common, ctx: &mut Ctx<'_>) {
+    let retry = retry_delay(ctx);
+    c.timers.set(Timer::IkeRekey, ctx.now + retry);
+}
+
 /// A request waiting for the window.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Queued {
@@ -619,7 +631,7 @@ impl Established {
         if let Some(ty) = error_notify(payloads) {
             // §2.25: TEMPORARY_FAILURE means "try again later"; CHILD_SA_NOT_FOUND that the
             // peer no longer has it.
-            let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
+            let retry = retry_delay(ctx);
             let Some(old) = p.old else {
                 tracing::warn!(?ty, conn = ?c.peer.id, "new Child SA refused by the peer");
                 return Err(PeerIncompatible::PeerRejected(ty).into());
@@ -739,7 +751,7 @@ impl Established {
 
     /// Our rekey of child `old` failed: try again later (§2.25), as after TEMPORARY_FAILURE.
     fn rekey_failed(&mut self, ctx: &mut Ctx<'_>, old: Option<ChildSaId>) {
-        let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
+        let retry = retry_delay(ctx);
         if let Some(ch) = self.children.iter_mut().find(|ch| Some(ch.id) == old) {
             ch.on(ChildEvent::RekeyRefused);
             ch.rekey_at = Some(ctx.now + retry);
@@ -758,8 +770,7 @@ impl Established {
                 self.rekey_failed(ctx, d.replaces);
             }
             Creates::Ike { .. } => {
-                let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
-                c.timers.set(Timer::IkeRekey, ctx.now + retry);
+                retry_ike_rekey(c, ctx);
             }
         }
     }
@@ -831,8 +842,7 @@ impl Established {
         payloads: &[Payload],
     ) -> Result<(), Error> {
         if let Some(ty) = error_notify(payloads) {
-            let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
-            c.timers.set(Timer::IkeRekey, ctx.now + retry);
+            retry_ike_rekey(c, ctx);
             return Err(PeerIncompatible::PeerRejected(ty).into());
         }
         let f = Found::of(payloads);
@@ -867,8 +877,7 @@ impl Established {
                     Ok(())
                 }
                 Err(e) => {
-                    let retry = Duration::from_millis(2000 + ctx.rng.next_u64() % 8000);
-                    c.timers.set(Timer::IkeRekey, ctx.now + retry);
+                    retry_ike_rekey(c, ctx);
                     Err(e)
                 }
             };

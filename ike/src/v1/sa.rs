@@ -1260,6 +1260,11 @@ impl Established {
         );
     }
 
+    /// The first IV of phase 2 or informational exchange `mid` (RFC 2409 Appendix B).
+    fn phase2_iv(&self, mid: u32) -> Vec<u8> {
+        keys::phase2_iv(self.suite.hash, &self.p1_block, mid, self.cipher.block())
+    }
+
     fn fresh_mid(&self, ctx: &mut Ctx<'_>) -> u32 {
         loop {
             let m = ctx.rng.next_u32();
@@ -1326,7 +1331,7 @@ impl Established {
     /// `HASH(1) = prf(SKEYID_a, M-ID | N/D)`.
     fn send_info(&self, c: &Common, ctx: &mut Ctx<'_>, payloads: Vec<Payload>) -> Vec<u8> {
         let mid = self.fresh_mid(ctx);
-        let iv = keys::phase2_iv(self.suite.hash, &self.p1_block, mid, self.cipher.block());
+        let iv = self.phase2_iv(mid);
         let (packet, _) = self.protect(
             c,
             ExchangeType::Informational,
@@ -1534,7 +1539,7 @@ impl Established {
                 }
             };
         }
-        let iv = keys::phase2_iv(self.suite.hash, &self.p1_block, mid, self.cipher.block());
+        let iv = self.phase2_iv(mid);
         let o = self.open(&iv, h, ct)?;
         match h.exchange {
             ExchangeType::Quick => {
@@ -1720,7 +1725,7 @@ impl Established {
         tail.push(Payload::Id(ids.0.clone()));
         tail.push(Payload::Id(ids.1.clone()));
         let mid = self.fresh_mid(ctx);
-        let iv = keys::phase2_iv(self.suite.hash, &self.p1_block, mid, self.cipher.block());
+        let iv = self.phase2_iv(mid);
         let (packet, next_iv) = self.protect(c, ExchangeType::Quick, 0, mid, &iv, &tail, |t| {
             self.prf_a(&[&mid.to_be_bytes(), t])
         });

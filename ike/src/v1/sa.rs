@@ -231,16 +231,21 @@ impl Common {
         (packet, next_iv)
     }
 
-    /// An unprotected informational notify: before the ISAKMP SA's keys exist there is no
-    /// other way to tell the peer (RFC 2408 §5).
-    fn notify_plain(&self, ctx: &mut Ctx<'_>, ty: u16) {
-        let n = Payload::Notify(Notify {
+    /// A notify about the ISAKMP SA itself, named by its cookie pair as SPI.
+    fn isakmp_notify(&self, ty: u16, data: Vec<u8>) -> Payload {
+        Payload::Notify(Notify {
             doi: DOI_IPSEC,
             protocol: PROTO_ISAKMP,
             ty,
             spi: self.cookies(),
-            data: Vec::new(),
-        });
+            data,
+        })
+    }
+
+    /// An unprotected informational notify: before the ISAKMP SA's keys exist there is no
+    /// other way to tell the peer (RFC 2408 §5).
+    fn notify_plain(&self, ctx: &mut Ctx<'_>, ty: u16) {
+        let n = self.isakmp_notify(ty, Vec::new());
         let h = self.header(ExchangeType::Informational, 0, 0);
         self.send(ctx, encode_message(&h, &[n]));
     }
@@ -1071,13 +1076,7 @@ impl ExpectMainMode4 {
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
         let hash = p.auth_hash(c, true, &id_body(&id));
         // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
-        let contact = Payload::Notify(Notify {
-            doi: DOI_IPSEC,
-            protocol: PROTO_ISAKMP,
-            ty: notify_type::INITIAL_CONTACT,
-            spi: c.cookies(),
-            data: Vec::new(),
-        });
+        let contact = c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new());
         let (mm5, next_iv) = c.main_mode_encrypted(
             &p.cipher,
             &p.iv,
@@ -1377,13 +1376,7 @@ impl Established {
         self.send_info(
             c,
             ctx,
-            vec![Payload::Notify(Notify {
-                doi: DOI_IPSEC,
-                protocol: PROTO_ISAKMP,
-                ty: notify_type::R_U_THERE,
-                spi: c.cookies(),
-                data: seq.to_be_bytes().to_vec(),
-            })],
+            vec![c.isakmp_notify(notify_type::R_U_THERE, seq.to_be_bytes().to_vec())],
         );
         self.probe = Some(Probe {
             seq,

@@ -674,17 +674,10 @@ impl Established {
             let keys = Gathered::new(sk0.clone(), p.ni, nr.to_vec());
             let creates = Creates::Child(draft);
             let next =
-                ExpectFollowupKeResponse::start(c, ctx, creates, keys, choice.addke, payloads);
-            return match next {
-                Ok(next) => {
-                    self.pending = Some(Pending::FollowupKe(next));
-                    Ok(())
-                }
-                Err(e) => {
-                    self.rekey_failed(ctx, p.old);
-                    Err(e)
-                }
-            };
+                ExpectFollowupKeResponse::start(c, ctx, creates, keys, choice.addke, payloads)
+                    .inspect_err(|_| self.rekey_failed(ctx, p.old))?;
+            self.pending = Some(Pending::FollowupKe(next));
+            return Ok(());
         }
         let new = install_child(
             c,
@@ -870,17 +863,10 @@ impl Established {
             };
             let keys = Gathered::new(g_ir, p.ni, nr.to_vec());
             let next =
-                ExpectFollowupKeResponse::start(c, ctx, creates, keys, suite.addke, payloads);
-            return match next {
-                Ok(next) => {
-                    self.pending = Some(Pending::FollowupKe(next));
-                    Ok(())
-                }
-                Err(e) => {
-                    retry_ike_rekey(c, ctx);
-                    Err(e)
-                }
-            };
+                ExpectFollowupKeResponse::start(c, ctx, creates, keys, suite.addke, payloads)
+                    .inspect_err(|_| retry_ike_rekey(c, ctx))?;
+            self.pending = Some(Pending::FollowupKe(next));
+            return Ok(());
         }
         self.rekeyed_into(c, ctx, suite, &g_ir, &p.ni, nr, &[], p.spi, peer_spi, true)?;
         // §2.18: the initiator of the rekey deletes the old IKE SA.

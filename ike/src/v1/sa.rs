@@ -197,6 +197,13 @@ impl Common {
         [self.cky_i.to_be_bytes(), self.cky_r.to_be_bytes()].concat()
     }
 
+    /// Sends our answer to the peer's main mode message `raw` and keeps both: a
+    /// retransmitted `raw` gets this answer again (RFC 2408 §5).
+    fn answer(&mut self, ctx: &mut Ctx<'_>, raw: &[u8], packet: Vec<u8>) {
+        self.send(ctx, packet.clone());
+        self.last_in = Some((raw.to_vec(), Some(packet)));
+    }
+
     /// Sends a message that waits for an answer; returns its retransmission schedule.
     fn send_retrans(&self, ctx: &mut Ctx<'_>, packet: Vec<u8>) -> Retrans {
         self.send(ctx, packet.clone());
@@ -557,7 +564,7 @@ impl Phase1Sa {
             .body_of(&raw[Header::LEN..], payload_type::SA)
             .ok_or(Misbehaved::MissingPayload("SA"))?
             .to_vec();
-        let c = Common {
+        let mut c = Common {
             peer,
             session: SessionId(ctx.alloc_id()),
             initiator: false,
@@ -574,17 +581,15 @@ impl Phase1Sa {
             Payload::Sa(answer),
             Payload::VendorId(DPD_VENDOR_ID.to_vec()),
         ]);
-        c.send(ctx, mm2.clone());
-        let mut this = Self {
+        c.answer(ctx, raw, mm2);
+        Ok(Self {
             c,
             state: State::ExpectMainMode3(Box::new(ExpectMainMode3 {
                 sai_b,
                 suite,
                 peer_dpd: has_dpd(chain),
             })),
-        };
-        this.c.last_in = Some((raw.to_vec(), Some(mm2)));
-        Ok(this)
+        })
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -1031,8 +1036,7 @@ impl ExpectMainMode3 {
         let (keys, cipher) = phase1_keys(c, self.suite, ni, &nr, &gxy)?;
         let iv = keys::phase1_iv(self.suite.hash, gxi, &gxr, cipher.block());
         let mm4 = c.main_mode(&[Payload::Ke(gxr.clone()), Payload::Nonce(nr)]);
-        c.send(ctx, mm4.clone());
-        c.last_in = Some((raw.to_vec(), Some(mm4)));
+        c.answer(ctx, raw, mm4);
         Ok(State::ExpectMainMode5(Box::new(ExpectMainMode5 {
             p: Phase1Progress {
                 sai_b: self.sai_b,
@@ -1207,8 +1211,7 @@ impl ExpectMainMode5 {
             &iv,
             &[Payload::Id(id), Payload::Hash(hash.expose().to_vec())],
         );
-        c.send(ctx, mm6.clone());
-        c.last_in = Some((raw.to_vec(), Some(mm6)));
+        c.answer(ctx, raw, mm6);
         let est = established(c, ctx, p, peer_id, p1_block, contact);
         Ok(State::Established(Box::new(est)))
     }

@@ -18,7 +18,7 @@ use crate::vm::Kernel;
 ///
 /// `second-kernel`: what `./x test` runs on the 6.12 kernel after the whole suite on 6.1,
 /// one or two scenarios per capability so that one more boot stays short: interop with
-/// strongSwan both ways, static VTIs, dynamic VTIs, ESP offload (netdevsim built for that
+/// strongSwan 6 (Debian 13's pairing with 6.12) both ways, static VTIs, dynamic VTIs, ESP offload (netdevsim built for that
 /// kernel; the if_id-on-inbound-offload decision; what netdevsim and the kernel refuse), VRFs,
 /// the packaged binary, SA direction (XFRMA_SA_DIR, 6.10+), and ML-KEM hybrid IKE against
 /// strongSwan 6 (Debian 13's pairing: kernel 6.12, strongSwan 6.0). Every name must match a
@@ -26,8 +26,8 @@ use crate::vm::Kernel;
 pub const SUBSETS: &[(&str, &[&str])] = &[(
     "second-kernel",
     &[
-        "vm_vtid_xfrmi_initiates_to_strongswan_vti",
-        "vm_strongswan_xfrmi_initiates_to_vtid_vti",
+        "vm_vtid_xfrmi_initiates_to_strongswan_vti::debian13",
+        "vm_strongswan_xfrmi_initiates_to_vtid_vti::debian13",
         "vm_dvti_hub_three_spokes",
         "vm_offload_template_clone_offloads",
         "vm_vrf_two_customers_overlapping_prefixes_front_door_vrf",
@@ -166,7 +166,14 @@ pub fn run_suite(
 /// (IKE round trips, retransmission timers, pings at an interval), with no flood, no timing
 /// target and no shared kernel-wide state: they run more scenarios at once than the default
 /// two, which keeps the suite's wall time within CI's budget.
-const WIDE: &[(&str, usize)] = &[("agent::ikev1", 4), ("agent::interop", 3), ("agent::pq", 3)];
+const WIDE: &[(&str, usize)] = &[
+    ("agent::ikev1", 4),
+    ("agent::interop", 3),
+    ("agent::pq", 3),
+    ("agent::cryptomap", 3),
+    ("agent::show_clear", 3),
+    ("agent::import_ios", 3),
+];
 
 /// VM side: run each binary's ignored (`vm_`) tests, print every libtest summary and one
 /// closing `vm: N passed, M failed` line; error if anything failed, nothing ran, or one of

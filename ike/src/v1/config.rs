@@ -30,8 +30,9 @@ pub struct V1Config {
     pub half_open_timeout: Duration,
     /// NAT-T keepalive interval of the side behind a NAT (RFC 3948 §2.3).
     pub nat_keepalive: Duration,
-    /// Largest phase 1 message sent whole to a peer that announced IKE fragmentation; a
-    /// larger one goes as fragments of at most this many octets ([`crate::v1::fragment`]).
+    /// Largest phase 1 message (ISAKMP octets, without IP and UDP headers) sent whole to a
+    /// peer that announced IKE fragmentation; a larger one goes as fragment messages of at
+    /// most this many octets ([`crate::v1::fragment`]).
     pub fragment_size: usize,
 }
 

@@ -555,8 +555,10 @@ impl Endpoint {
             .map(|(k, _)| *k)
             .collect();
         for k in closed {
-            if let Some(sa) = self.sas.remove(&k) {
-                self.answered.remove(&(sa.c.remote, sa.c.cky_i));
+            if self.sas.remove(&k).is_some() {
+                // By our cookie: the SA's address may have changed since MM1 (NAT-T's
+                // float to port 4500), the entry's key has the address MM1 came from.
+                self.answered.retain(|_, ours| *ours != k);
             }
         }
     }

@@ -473,3 +473,62 @@ fn reassembly_holds_a_bounded_number_of_sets() {
         assert_eq!(r.add(now, addr(A_IP, 500), &f).is_ok(), want_ok);
     }
 }
+
+/// Seeds of the `v1_handle_datagram` fuzz target (fuzz/README.md): the initiator's side of
+/// whole conversations with the test pair's responder, plain, through the NAT, and in
+/// fragments, in the target's record format.
+#[test]
+#[ignore = "writes files; run by hand to refresh fuzz seeds"]
+fn write_fuzz_seeds_v1_natt() {
+    let Ok(dir) = std::env::var("IKE_FUZZ_SEED_DIR") else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir).join("v1_handle_datagram");
+    let _ = std::fs::create_dir_all(&dir);
+    let conversations: [(&str, Pair, bool); 3] = [
+        ("plain", Pair::default_pair(), false),
+        ("nat", nat_pair(), true),
+        (
+            "fragments",
+            {
+                let mut p = Pair::default_pair();
+                small_fragments(&mut p, 200);
+                p
+            },
+            false,
+        ),
+    ];
+    for (name, mut p, nat) in conversations {
+        p.connect();
+        let mut seed = vec![u8::from(nat)];
+        for t in &p.a.sent {
+            seed.push(u8::from(t.local.port() == 4500));
+            seed.extend_from_slice(&(t.bytes.len() as u16).to_be_bytes());
+            seed.extend_from_slice(&t.bytes);
+        }
+        let _ = std::fs::write(dir.join(name), &seed);
+    }
+}
+
+#[test]
+fn a_closed_nat_t_sa_leaves_no_mm1_entry_behind() {
+    // B answered A's MM1 from port 500; the SA then floated to 4500. Once it is gone, a new
+    // MM1 with the same cookie is a new exchange, not a repeat of the old one.
+    let mut p = nat_pair();
+    p.connect();
+    let session = p.b.ep.sas()[0].session;
+    p.command(Side::B, V1Command::TerminateSession { session });
+    p.drive_for(Duration::from_secs(1));
+    assert_eq!(p.b.ep.sa_count(), 0);
+    let mm1 = p.a.sent[0].bytes.clone();
+    let now = p.time;
+    p.b.ep.handle_datagram(
+        now,
+        Datagram {
+            local: addr(B_IP, 500),
+            remote: addr(NAT_PUBLIC, 30500),
+            bytes: &mm1,
+        },
+    );
+    assert_eq!(p.b.ep.sa_count(), 1, "a fresh responder SA");
+}

@@ -532,3 +532,100 @@ fn a_closed_nat_t_sa_leaves_no_mm1_entry_behind() {
     );
     assert_eq!(p.b.ep.sa_count(), 1, "a fresh responder SA");
 }
+
+#[test]
+fn quick_mode_modes_are_udp_encapsulated_only_through_a_nat_and_drafts_use_their_numbers() {
+    use crate::v1::wire::AttrValue;
+    use crate::v1::wire::Attribute;
+    use crate::v1::wire::Proposal;
+    use crate::v1::wire::Sa;
+    use crate::v1::wire::Transform;
+    let sa = |modes: &[u16]| Sa {
+        doi: 1,
+        situation: 1,
+        proposals: vec![Proposal {
+            number: 1,
+            protocol: 3,
+            spi: vec![1, 2, 3, 4],
+            transforms: modes
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Transform {
+                    number: i as u8 + 1,
+                    id: 12,
+                    attrs: vec![Attribute::basic(4, *m), Attribute::basic(5, 5)],
+                })
+                .collect(),
+        }],
+    };
+    let modes = |sa: &Sa| -> Vec<AttrValue> {
+        sa.proposals[0]
+            .transforms
+            .iter()
+            .map(|t| t.attrs[0].value.clone())
+            .collect()
+    };
+    let basic = |v: &[u16]| v.iter().map(|x| AttrValue::Basic(*x)).collect::<Vec<_>>();
+    let through_nat = |version| natt::NatT {
+        version: Some(version),
+        nat: natt::NatDetected {
+            local: true,
+            remote: false,
+        },
+        keepalive_at: None,
+    };
+    // RFC 3947 §5.2: 3 and 4; the drafts: 61443 and 61444.
+    let rfc = through_nat(NattVersion::Rfc3947).encap_sa(sa(&[1, 2]));
+    assert_eq!(modes(&rfc), basic(&[3, 4]));
+    let draft = through_nat(NattVersion::Draft02n).encap_sa(sa(&[1, 2]));
+    assert_eq!(modes(&draft), basic(&[61443, 61444]));
+    // Read back as the plain modes, for matching against transform sets.
+    assert_eq!(modes(&natt::plain_sa(&rfc)), basic(&[1, 2]));
+    assert_eq!(modes(&natt::plain_sa(&draft)), basic(&[1, 2]));
+    // Without a NAT (or without NAT-T) the offer is unchanged.
+    let no_nat = natt::NatT {
+        version: Some(NattVersion::Rfc3947),
+        ..Default::default()
+    };
+    assert_eq!(modes(&no_nat.encap_sa(sa(&[1, 2]))), basic(&[1, 2]));
+    assert_eq!(
+        modes(&natt::NatT::default().encap_sa(sa(&[1, 2]))),
+        basic(&[1, 2])
+    );
+    // NAT-OA only for transport mode through a NAT, numbered as the version numbers it.
+    let a = IpAddr::V4(A_IP);
+    let b = IpAddr::V4(B_IP);
+    assert!(
+        through_nat(NattVersion::Rfc3947)
+            .nat_oa(Mode::Tunnel, a, b)
+            .is_empty()
+    );
+    let oa = through_nat(NattVersion::Rfc3947).nat_oa(Mode::Transport, a, b);
+    assert!(
+        matches!(&oa[..], [Payload::NatOa(i), Payload::NatOa(r)] if i.addr == a && r.addr == b)
+    );
+    let oa = through_nat(NattVersion::Draft03).nat_oa(Mode::Transport, a, b);
+    assert!(matches!(
+        &oa[..],
+        [Payload::NatOaDraft(_), Payload::NatOaDraft(_)]
+    ));
+    assert!(no_nat.nat_oa(Mode::Transport, a, b).is_empty());
+}
+
+#[test]
+fn main_mode_3_and_4_carry_nat_d_only_when_both_speak_nat_t() {
+    let nat_d = |bytes: &[u8]| match Message::decode(bytes).map(|m| m.body) {
+        Ok(Body::Plain(c)) => c
+            .payloads
+            .iter()
+            .filter(|p| matches!(p, Payload::NatD(_)))
+            .count(),
+        _ => 0,
+    };
+    let mut p = Pair::default_pair();
+    p.connect();
+    // MM3 (A's second message) and MM4 (B's second): the peer's address, then the sender's.
+    assert_eq!(nat_d(&p.a.sent[1].bytes), 2);
+    assert_eq!(nat_d(&p.b.sent[1].bytes), 2);
+    assert_eq!(nat_d(&p.a.sent[0].bytes), 0, "MM1 has none");
+}

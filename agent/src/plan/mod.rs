@@ -433,6 +433,7 @@ pub fn build(
             })
             .collect(),
         half_open_timeout: cfg.global.limits.half_open_timeout,
+        nat_keepalive: cfg.global.nat_keepalive,
         ..Default::default()
     };
     let endpoint = ike::EndpointConfig {

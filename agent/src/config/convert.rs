@@ -1609,6 +1609,18 @@ impl Cx<'_> {
                 }
             },
         };
+        let aggressive = match &r.aggressive {
+            Some(v) if *v.get_ref() && version != 1 => {
+                self.err(
+                    v.span(),
+                    format!("{path}.aggressive: aggressive mode is IKEv1's; it needs version = 1"),
+                );
+                ok = false;
+                false
+            }
+            Some(v) => *v.get_ref(),
+            None => false,
+        };
         let lifetime_seconds = match &r.lifetime_seconds {
             Some(v) => self.u32_in(v, &format!("{path}.lifetime_seconds"), IKE_SECONDS),
             None => Some(DEFAULT_IKE_LIFETIME),
@@ -1770,6 +1782,7 @@ impl Cx<'_> {
             fvrf,
             lifetime_seconds,
             version,
+            aggressive,
             proposal_specs,
             remote_id,
             local_id,
@@ -2490,6 +2503,7 @@ fn derived_profile(
         fvrf,
         lifetime_seconds: DEFAULT_IKE_LIFETIME,
         version: 2,
+        aggressive: false,
         proposal_specs: vec![IkeProposalSpec::builtin_default()],
         remote_id: ike::IdMatch::Exact(ike::wire::Identity::from_ip(destination)),
         local_id: None,

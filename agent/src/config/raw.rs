@@ -206,6 +206,8 @@ pub struct IkeProfile {
     pub lifetime_seconds: Option<Spanned<i64>>,
     /// `2` (default) or `1`: IKEv1 main mode with the `[isakmp_policy.N]` list.
     pub version: Option<Spanned<i64>>,
+    /// IKEv1 only: initiate with aggressive mode and let peers use it with this profile.
+    pub aggressive: Option<Spanned<bool>>,
 }
 
 /// `[isakmp_policy.N]` (`crypto isakmp policy N`): one IKEv1 phase 1 policy. A key left

@@ -425,11 +425,12 @@ pub fn build(
         .collect();
     let v1 = ike::v1::V1Config {
         peers: tunnels
-            .values()
-            .filter_map(|t| {
+            .iter()
+            .filter_map(|(name, t)| {
                 let policies = t.v1_policies.clone()?;
                 let p = peers.iter().find(|p| p.config.id == t.conn)?;
-                Some(v1_peer(&p.config, policies))
+                let aggressive = cfg.tunnels.get(name).is_some_and(|c| c.ike.aggressive);
+                Some(v1_peer(&p.config, policies, aggressive))
             })
             .collect(),
         half_open_timeout: cfg.global.limits.half_open_timeout,
@@ -522,7 +523,11 @@ fn tunnel_peer(
 /// The IKEv1 profile of a tunnel's connection: the same peer, identities, key, quick mode
 /// parameters (transform sets, PFS, selectors, lifetimes) and DPD; phase 1 from the
 /// `[isakmp_policy.N]` list instead of IKEv2 proposals.
-fn v1_peer(c: &ike::PeerConfig, policies: Vec<ike::v1::IsakmpPolicy>) -> ike::v1::V1Peer {
+fn v1_peer(
+    c: &ike::PeerConfig,
+    policies: Vec<ike::v1::IsakmpPolicy>,
+    aggressive: bool,
+) -> ike::v1::V1Peer {
     let psk = match &c.auth {
         ike::AuthConfig::Psk(k) => k.clone(),
         // Loading refuses anything but pre-shared keys in an IKEv1 profile.
@@ -540,6 +545,7 @@ fn v1_peer(c: &ike::PeerConfig, policies: Vec<ike::v1::IsakmpPolicy>) -> ike::v1
         child: c.child.clone(),
         dpd: c.dpd,
         allow_legacy: c.allow_legacy,
+        aggressive,
     }
 }
 

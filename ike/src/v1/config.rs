@@ -106,6 +106,11 @@ pub struct V1Peer {
     pub dpd: Option<Dpd>,
     /// Accept 3DES, MD5, SHA-1 and MODP groups 2 and 5.
     pub allow_legacy: bool,
+    /// Aggressive mode (RFC 2409 §5.4): we initiate with it, and a peer may use it with
+    /// this profile, which is then chosen by the peer's identity as well as its address.
+    /// Opt-in: its HASH_R lets anyone who sends one message guess the pre-shared key
+    /// offline ([`crate::v1`]'s aggressive mode documentation).
+    pub aggressive: bool,
 }
 
 impl V1Peer {

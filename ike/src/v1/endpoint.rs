@@ -33,6 +33,7 @@ use crate::v1::error::Reaction;
 use crate::v1::error::V1Error;
 use crate::v1::sa::Ctx;
 use crate::v1::sa::Phase1Sa;
+use crate::v1::sa::aggressive;
 use crate::v1::wire::Body;
 use crate::v1::wire::DOI_IPSEC;
 use crate::v1::wire::ExchangeType;
@@ -240,7 +241,12 @@ impl Endpoint {
                 } else if !self.sas.values().any(|sa| sa.c.peer.id == conn) {
                     let cky = self.fresh_cookie();
                     let mut ctx = ctx!(self, now, &mut drops);
-                    match Phase1Sa::initiate(&mut ctx, Arc::new(peer), remote, cky) {
+                    let start = if peer.aggressive {
+                        Phase1Sa::initiate_aggressive
+                    } else {
+                        Phase1Sa::initiate
+                    };
+                    match start(&mut ctx, Arc::new(peer), remote, cky) {
                         Ok(sa) => {
                             self.sas.insert(cky, sa);
                         }
@@ -336,7 +342,10 @@ impl Endpoint {
             }
         };
         let h = msg.header.clone();
-        let first = h.exchange == ExchangeType::IdentityProtection && h.cky_r == 0;
+        let first = matches!(
+            h.exchange,
+            ExchangeType::IdentityProtection | ExchangeType::Aggressive
+        ) && h.cky_r == 0;
         if first {
             if let Some(k) = self.answered.get(&(dgram.remote, h.cky_i)).copied() {
                 let mut ctx = ctx!(self, now, drops);
@@ -374,7 +383,11 @@ impl Endpoint {
         let Ok(h) = Header::read(&mut Reader::new(dgram.bytes)) else {
             return;
         };
-        if h.exchange != ExchangeType::IdentityProtection || h.cky_r != 0 || h.message_id != 0 {
+        let phase1 = matches!(
+            h.exchange,
+            ExchangeType::IdentityProtection | ExchangeType::Aggressive
+        );
+        if !phase1 || h.cky_r != 0 || h.message_id != 0 {
             return;
         }
         if let Reaction::Notify(ty) = e.notify() {
@@ -412,6 +425,24 @@ impl Endpoint {
         let Body::Plain(chain) = &msg.body else {
             return Err(Misbehaved::UnexpectedEncryption.into());
         };
+        let cky_r = self.fresh_cookie();
+        if h.exchange == ExchangeType::Aggressive {
+            let res = aggressive::select_profile(&self.config, dgram.local, dgram.remote, chain)
+                .and_then(|peer| {
+                    let mut ctx = ctx!(self, now, drops);
+                    Phase1Sa::respond_aggressive(
+                        &mut ctx,
+                        Arc::new(peer),
+                        dgram.local,
+                        dgram.remote,
+                        dgram.bytes,
+                        h,
+                        chain,
+                        cky_r,
+                    )
+                });
+            return self.responder_started(dgram, h.cky_i, cky_r, res);
+        }
         let peer = self
             .config
             .peers
@@ -421,7 +452,6 @@ impl Endpoint {
                     && p.remote.matches(dgram.remote.ip())
             })
             .cloned();
-        let cky_r = self.fresh_cookie();
         let res = match peer {
             Some(peer) => {
                 let mut ctx = ctx!(self, now, drops);
@@ -438,15 +468,26 @@ impl Endpoint {
             }
             None => Err(crate::v1::error::Incompatible::NoMatchingProfile.into()),
         };
+        self.responder_started(dgram, h.cky_i, cky_r, res)
+    }
+
+    /// Keeps a new responder SA, or answers the first message's failure with its notify.
+    fn responder_started(
+        &mut self,
+        dgram: Datagram<'_>,
+        cky_i: u64,
+        cky_r: u64,
+        res: Result<Phase1Sa, V1Error>,
+    ) -> Result<(), V1Error> {
         match res {
             Ok(sa) => {
-                self.answered.insert((dgram.remote, h.cky_i), cky_r);
+                self.answered.insert((dgram.remote, cky_i), cky_r);
                 self.sas.insert(cky_r, sa);
                 Ok(())
             }
             Err(e) => {
                 if let Reaction::Notify(ty) = e.notify() {
-                    self.notify_unknown(dgram, h.cky_i, ty);
+                    self.notify_unknown(dgram, cky_i, ty);
                 }
                 Err(e)
             }

@@ -164,6 +164,9 @@ pub enum Incompatible {
     UnsupportedExchange(u8),
     /// The peer told us this error notify.
     PeerRejected(u16),
+    /// Aggressive mode from a peer whose profile has not opted in to it (its pre-shared
+    /// key could be attacked offline from our answer, RFC 2409 §5.4).
+    AggressiveNotAllowed,
 }
 
 /// What the engine says to the peer about an error in its message.
@@ -219,6 +222,8 @@ impl V1Error {
                 Incompatible::DoiNotSupported(_) => n(n::DOI_NOT_SUPPORTED),
                 Incompatible::SituationNotSupported(_) => n(n::SITUATION_NOT_SUPPORTED),
                 Incompatible::UnsupportedExchange(_) => n(n::UNSUPPORTED_EXCHANGE_TYPE),
+                // The exchange is refused for this peer, as one we do not run at all is.
+                Incompatible::AggressiveNotAllowed => n(n::UNSUPPORTED_EXCHANGE_TYPE),
                 // Never answer an error with an error.
                 Incompatible::PeerRejected(_) => Drop,
             },
@@ -264,6 +269,7 @@ impl V1Error {
                 Incompatible::SituationNotSupported(_) => "v1_situation_not_supported",
                 Incompatible::UnsupportedExchange(_) => "v1_unsupported_exchange",
                 Incompatible::PeerRejected(_) => "v1_peer_rejected",
+                Incompatible::AggressiveNotAllowed => "v1_aggressive_not_allowed",
             },
             Self::Local(_) => "v1_local_failure",
         }

@@ -75,6 +75,10 @@ use crate::v1::wire::payload_type;
 use crate::wire::Identity;
 use crate::wire::TrafficSelector;
 
+// A child module, so that aggressive mode shares main mode's private helpers.
+#[path = "aggressive.rs"]
+pub(crate) mod aggressive;
+
 /// The DPD vendor ID (RFC 3706 §3): announcing it says we answer R-U-THERE.
 pub const DPD_VENDOR_ID: [u8; 16] = [
     0xaf, 0xca, 0xd7, 0x13, 0x68, 0xa1, 0xf1, 0xc9, 0x6b, 0x86, 0x96, 0xfc, 0x77, 0x57, 0x01, 0x00,
@@ -265,6 +269,8 @@ pub(crate) enum State {
     ExpectMainMode4(Box<ExpectMainMode4>),
     ExpectMainMode5(Box<ExpectMainMode5>),
     ExpectMainMode6(Box<ExpectMainMode6>),
+    ExpectAggressive2(Box<aggressive::ExpectAggressive2>),
+    ExpectAggressive3(Box<aggressive::ExpectAggressive3>),
     Established(Box<Established>),
     Closed,
 }
@@ -277,6 +283,8 @@ impl State {
             Self::ExpectMainMode4(_) => "ExpectMainMode4",
             Self::ExpectMainMode5(_) => "ExpectMainMode5",
             Self::ExpectMainMode6(_) => "ExpectMainMode6",
+            Self::ExpectAggressive2(_) => "ExpectAggressive2",
+            Self::ExpectAggressive3(_) => "ExpectAggressive3",
             Self::Established(_) => "Established",
             Self::Closed => "Closed",
         }
@@ -736,7 +744,8 @@ impl Phase1Sa {
                     Ok(Flow::Refused(e)) | Err(e) => Err(e),
                 }
             }
-            ExchangeType::Aggressive | ExchangeType::Other(_) => {
+            ExchangeType::Aggressive => self.aggressive_mode(ctx, raw, msg),
+            ExchangeType::Other(_) => {
                 Err(Incompatible::UnsupportedExchange(h.exchange.to_raw()).into())
             }
         }

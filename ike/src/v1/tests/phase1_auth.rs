@@ -1,0 +1,264 @@
+//! Phase 1 authentication variants: aggressive mode with pre-shared keys (RFC 2409 §5.4),
+//! both roles, the responder's choice of key by identity, and its refusals.
+
+use std::time::Duration;
+
+use super::exchange_of;
+use super::pair::*;
+use super::up;
+use crate::config::ConnId;
+use crate::config::IdMatch;
+use crate::endpoint::*;
+use crate::v1::endpoint::Command as V1Command;
+use crate::v1::error::notify_type;
+use crate::v1::wire::ExchangeType;
+use crate::v1::wire::Message;
+use crate::v1::wire::Payload;
+use crate::wire::Identity;
+
+fn aggressive_peer(
+    local: std::net::Ipv4Addr,
+    remote: std::net::Ipv4Addr,
+    psk: &str,
+) -> crate::v1::config::V1Peer {
+    let mut p = peer(local, remote, psk);
+    p.aggressive = true;
+    p
+}
+
+/// The exchange types `t` sent, in order, with their encryption flag.
+fn sent_exchanges(t: &TestEndpoint) -> Vec<(ExchangeType, bool)> {
+    t.sent
+        .iter()
+        .filter_map(|s| exchange_of(&s.bytes))
+        .collect()
+}
+
+fn assert_no_rejections(p: &Pair) {
+    for t in [&p.a, &p.b] {
+        assert!(
+            t.ep.stats().rejected.is_empty(),
+            "{:?}",
+            t.ep.stats().rejected
+        );
+    }
+}
+
+fn aggressive_connect(initiator: Side) -> Pair {
+    let mut p = Pair::new(
+        aggressive_peer(A_IP, B_IP, "secret"),
+        aggressive_peer(B_IP, A_IP, "secret"),
+    );
+    p.command(initiator, V1Command::Initiate { conn: ConnId(1) });
+    p.drive_for(Duration::from_secs(1));
+    p
+}
+
+#[test]
+fn aggressive_psk_a_initiates_three_messages_then_quick_mode() {
+    let p = aggressive_connect(Side::A);
+    assert_eq!((up(&p.a), up(&p.b)), (1, 1));
+    p.assert_children_match();
+    assert_no_rejections(&p);
+    use ExchangeType::{Aggressive, Quick};
+    // AM1 clear, AM3 encrypted (as strongSwan and IOS send it); AM2 clear; then quick mode.
+    assert_eq!(
+        sent_exchanges(&p.a),
+        vec![
+            (Aggressive, false),
+            (Aggressive, true),
+            (Quick, true),
+            (Quick, true)
+        ]
+    );
+    assert_eq!(
+        sent_exchanges(&p.b),
+        vec![(Aggressive, false), (Quick, true)]
+    );
+    // AM1 carries SA, KE, Ni and IDii; AM2 adds HASH_R.
+    let kinds = |b: &[u8]| match Message::decode(b).expect("decodes").body {
+        crate::v1::wire::Body::Plain(c) => c.payloads.iter().map(Payload::ty).collect(),
+        crate::v1::wire::Body::Encrypted(_) => Vec::new(),
+    };
+    assert_eq!(kinds(&p.a.sent[0].bytes), vec![1, 4, 10, 5, 13]);
+    assert_eq!(kinds(&p.b.sent[0].bytes), vec![1, 4, 10, 5, 8, 13]);
+    for (t, other) in [(&p.a, B_IP), (&p.b, A_IP)] {
+        let sa = &t.ep.sas()[0];
+        assert_eq!(sa.state, "Established");
+        assert_eq!(sa.peer_id, Some(Identity::Ipv4(other)));
+        assert_eq!(sa.children.len(), 1);
+    }
+    assert!(p.a.ep.sas()[0].initiator && !p.b.ep.sas()[0].initiator);
+    // AM3 carried INITIAL-CONTACT.
+    assert!(p.b.has_event(|e| matches!(
+        e,
+        Event::PeerAuthenticated {
+            initial_contact: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn aggressive_psk_b_initiates() {
+    let p = aggressive_connect(Side::B);
+    assert_eq!((up(&p.a), up(&p.b)), (1, 1));
+    p.assert_children_match();
+    assert_no_rejections(&p);
+    assert!(p.b.ep.sas()[0].initiator && !p.a.ep.sas()[0].initiator);
+    assert_eq!(p.a.ep.sas()[0].state, "Established");
+    assert_eq!(sent_exchanges(&p.b)[0], (ExchangeType::Aggressive, false));
+}
+
+#[test]
+fn lost_am2_is_answered_again_from_the_cache() {
+    let mut p = Pair::new(
+        aggressive_peer(A_IP, B_IP, "secret"),
+        aggressive_peer(B_IP, A_IP, "secret"),
+    );
+    let mut seen = 0;
+    p.filter = Some(Box::new(move |s, t| {
+        if s == Side::B && exchange_of(&t.bytes).map(|e| e.0) == Some(ExchangeType::Aggressive) {
+            seen += 1;
+            if seen == 1 {
+                return Verdict::Drop;
+            }
+        }
+        Verdict::Deliver
+    }));
+    p.connect();
+    p.drive_for(Duration::from_secs(5));
+    assert_eq!((up(&p.a), up(&p.b)), (1, 1));
+    p.assert_children_match();
+    // B answered the repeated AM1 with the same AM2, byte for byte, not a second SA.
+    let am2: Vec<&Vec<u8>> =
+        p.b.sent
+            .iter()
+            .filter(|t| exchange_of(&t.bytes).map(|e| e.0) == Some(ExchangeType::Aggressive))
+            .map(|t| &t.bytes)
+            .collect();
+    assert_eq!(am2.len(), 2);
+    assert_eq!(am2[0], am2[1]);
+    assert_eq!(p.b.ep.sa_count(), 1);
+    assert_eq!(p.b.ep.stats().retransmits, 1);
+}
+
+#[test]
+fn responder_picks_the_key_by_identity() {
+    // A identifies as a.example; B has a profile for another identity first, with another
+    // key, and both accept any address: only the identity can choose.
+    let mut a = aggressive_peer(A_IP, B_IP, "key-of-a");
+    a.local_id = Some(Identity::Fqdn("a.example".into()));
+    let mut other = aggressive_peer(B_IP, A_IP, "key-of-c");
+    other.remote = crate::config::RemoteAddr::Any;
+    other.remote_id = IdMatch::Exact(Identity::Fqdn("c.example".into()));
+    other.id = ConnId(7);
+    let mut right = aggressive_peer(B_IP, A_IP, "key-of-a");
+    right.remote = crate::config::RemoteAddr::Any;
+    right.remote_id = IdMatch::Exact(Identity::Fqdn("a.example".into()));
+    right.id = ConnId(8);
+    let mut p = Pair::new(a, other.clone());
+    p.b.ep
+        .reconfigure(std::sync::Arc::new(crate::v1::config::V1Config {
+            peers: vec![other, right],
+            ..Default::default()
+        }));
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (1, 1));
+    p.assert_children_match();
+    let sa = &p.b.ep.sas()[0];
+    assert_eq!(sa.conn, ConnId(8));
+    assert_eq!(sa.peer_id, Some(Identity::Fqdn("a.example".into())));
+}
+
+#[test]
+fn wrong_psk_in_aggressive_mode_fails_at_hash_r() {
+    let mut p = Pair::new(
+        aggressive_peer(A_IP, B_IP, "secret"),
+        aggressive_peer(B_IP, A_IP, "other"),
+    );
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (0, 0));
+    assert!(p.a.installs.is_empty() && p.b.installs.is_empty());
+    // A checks HASH_R in AM2 first, fails, and says INVALID-HASH-INFORMATION in clear.
+    assert_eq!(p.a.ep.stats().rejected.get("v1_invalid_hash"), Some(&1));
+    assert!(p.a.has_event(|e| matches!(
+        e,
+        Event::AuthFailed {
+            reason: "v1_invalid_hash",
+            ..
+        }
+    )));
+    assert!(p.b.has_event(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::Failed("v1_peer_rejected"),
+            ..
+        }
+    )));
+    let notify = p.a.sent.last().expect("notify");
+    let msg = Message::decode(&notify.bytes).expect("decodes");
+    assert_eq!(msg.header.exchange, ExchangeType::Informational);
+    let crate::v1::wire::Body::Plain(c) = msg.body else {
+        panic!("unprotected before keys are trusted");
+    };
+    assert!(matches!(
+        &c.payloads[0],
+        Payload::Notify(n) if n.ty == notify_type::INVALID_HASH_INFORMATION
+    ));
+    assert_eq!((p.a.ep.sa_count(), p.b.ep.sa_count()), (0, 0));
+}
+
+#[test]
+fn aggressive_mode_refused_for_a_profile_without_it() {
+    let mut p = Pair::new(
+        aggressive_peer(A_IP, B_IP, "secret"),
+        peer(B_IP, A_IP, "secret"),
+    );
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (0, 0));
+    // B answered nothing but the notify: no AM2, so no HASH_R to attack offline.
+    assert_eq!(
+        p.b.ep.stats().rejected.get("v1_aggressive_not_allowed"),
+        Some(&1)
+    );
+    assert_eq!(p.b.sent.len(), 1);
+    let msg = Message::decode(&p.b.sent[0].bytes).expect("decodes");
+    assert_eq!(msg.header.exchange, ExchangeType::Informational);
+    let crate::v1::wire::Body::Plain(c) = msg.body else {
+        panic!("unprotected");
+    };
+    assert!(matches!(
+        &c.payloads[0],
+        Payload::Notify(n) if n.ty == notify_type::UNSUPPORTED_EXCHANGE_TYPE
+    ));
+    assert!(p.a.has_event(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::Failed("v1_peer_rejected"),
+            ..
+        }
+    )));
+    assert_eq!((p.a.ep.sa_count(), p.b.ep.sa_count()), (0, 0));
+    // Main mode with the same profiles still works.
+    let mut p = Pair::new(peer(A_IP, B_IP, "secret"), peer(B_IP, A_IP, "secret"));
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (1, 1));
+}
+
+#[test]
+fn aggressive_mode_refused_for_an_identity_no_profile_accepts() {
+    let mut a = aggressive_peer(A_IP, B_IP, "secret");
+    a.local_id = Some(Identity::Fqdn("stranger.example".into()));
+    let mut b = aggressive_peer(B_IP, A_IP, "secret");
+    b.remote_id = IdMatch::Exact(Identity::Fqdn("a.example".into()));
+    let mut p = Pair::new(a, b);
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (0, 0));
+    assert_eq!(
+        p.b.ep.stats().rejected.get("v1_no_matching_profile"),
+        Some(&1)
+    );
+    assert_eq!(p.b.ep.sa_count(), 0);
+    assert_eq!(p.a.ep.sa_count(), 0);
+}

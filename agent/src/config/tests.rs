@@ -1871,3 +1871,26 @@ ike_profile = "V1"
         "{e:#?}"
     );
 }
+
+#[test]
+fn ikev1_aggressive_mode_is_opt_in_and_ikev1_only() {
+    let policy = "[isakmp_policy.1]\nencryption = \"aes\"\nhash = \"sha256\"\nauthentication = \"pre-share\"\ngroup = 14\n";
+    let c = parse(&v1_config(policy)).expect("valid");
+    assert!(!c.ike_profiles["V1"].aggressive, "off unless asked for");
+    let src = v1_config(policy).replace("version = 1\n", "version = 1\naggressive = true\n");
+    let c = parse(&src).expect("valid with aggressive");
+    assert!(c.ike_profiles["V1"].aggressive);
+    // An IKEv2 profile (version left out, or 2) cannot have it.
+    assert_error(
+        &with_base("[ike_profile.V2]\nkeyring = \"KR1\"\naggressive = true\n"),
+        11,
+        14,
+        "aggressive mode is IKEv1's; it needs version = 1",
+    );
+    assert_error(
+        &with_base("[ike_profile.V2]\nversion = 2\nkeyring = \"KR1\"\naggressive = true\n"),
+        12,
+        14,
+        "needs version = 1",
+    );
+}

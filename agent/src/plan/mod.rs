@@ -660,6 +660,12 @@ protection = "P"
         assert_eq!(v2, [t1.conn]);
         // Both are the plan's connections (reload diffs them).
         assert!(plan.peers.contains_key(&t0.conn) && plan.peers.contains_key(&t1.conn));
+        assert!(!v1.aggressive);
+        // `aggressive = true` reaches the engine's profile.
+        let src = src.replace("version = 1\n", "version = 1\naggressive = true\n");
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), &src, &opts).unwrap();
+        let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
+        assert!(plan.v1.peers[0].aggressive);
     }
 
     #[test]

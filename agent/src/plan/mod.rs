@@ -545,6 +545,7 @@ fn v1_peer(
         child: c.child.clone(),
         dpd: c.dpd,
         allow_legacy: c.allow_legacy,
+        cert: None,
         aggressive,
     }
 }

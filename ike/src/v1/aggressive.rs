@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::IdMatch;
+use crate::v1::config::AuthMethod;
 use crate::v1::config::V1Peer;
 
 /// Initiator: AM1 (SA, KE, Ni, IDii) sent.
@@ -130,13 +131,17 @@ impl Phase1Sa {
             half_open_until: None,
             want_child: false,
         };
-        let am1 = c.aggressive(&[
+        let mut am1 = vec![
             Payload::Sa(offer),
             Payload::Ke(ke.public().to_vec()),
             Payload::Nonce(ni.clone()),
             Payload::Id(id),
-            Payload::VendorId(DPD_VENDOR_ID.to_vec()),
-        ]);
+        ];
+        if policies.iter().any(|p| p.auth == AuthMethod::RsaSig) {
+            am1.extend(auth::cert_requests(&c, AuthMethod::RsaSig));
+        }
+        am1.push(Payload::VendorId(DPD_VENDOR_ID.to_vec()));
+        let am1 = c.aggressive(&am1);
         c.retrans = Some(c.send_retrans(ctx, am1));
         Ok(Self {
             c,
@@ -205,15 +210,17 @@ impl Phase1Sa {
             peer_dpd: has_dpd(chain),
         };
         let id = proposal::identity_id(&c.peer.local_identity_at(local));
-        let hash = p.auth_hash(&c, false, &id_body(&id));
-        let am2 = c.aggressive(&[
+        let proof = p.proof(&c, false, &id_body(&id))?;
+        let mut am2 = vec![
             Payload::Sa(answer),
             Payload::Ke(gxr),
             Payload::Nonce(nr),
             Payload::Id(id),
-            Payload::Hash(hash.expose().to_vec()),
-            Payload::VendorId(DPD_VENDOR_ID.to_vec()),
-        ]);
+        ];
+        am2.extend(proof);
+        am2.extend(auth::cert_requests(&c, suite.auth));
+        am2.push(Payload::VendorId(DPD_VENDOR_ID.to_vec()));
+        let am2 = c.aggressive(&am2);
         let mut c = c;
         c.answer(ctx, raw, am2);
         Ok(Self {
@@ -292,11 +299,6 @@ impl ExpectAggressive2 {
         }
         let (gxr, nr) = ke_nonce(chain)?;
         let id = idii(chain)?;
-        let got = find(chain, |x| match x {
-            Payload::Hash(v) => Some(v.as_slice()),
-            _ => None,
-        })
-        .ok_or(Misbehaved::MissingPayload("HASH"))?;
         let idir_b = chain
             .body_of(&raw[Header::LEN..], payload_type::ID)
             .ok_or(Misbehaved::MissingPayload("ID"))?;
@@ -316,22 +318,16 @@ impl ExpectAggressive2 {
             peer_dpd: has_dpd(chain),
         };
         // With pre-shared keys a wrong key shows up here: HASH_R is keyed by SKEYID.
-        let want = p.auth_hash(c, false, idir_b);
-        if !ct_eq(want.expose(), got) {
-            return Err(Misbehaved::InvalidHash.into());
-        }
         let peer_id = proposal::id_identity(id);
+        p.check_proof(c, ctx.unix_time, chain, false, idir_b, &peer_id)?;
         if !c.peer.remote_id.matches(&peer_id) {
             return Err(Misbehaved::IdentityMismatch.into());
         }
-        let hash = p.auth_hash(c, true, &self.idii_b);
+        let mut am3 = p.proof(c, true, &self.idii_b)?;
         // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
-        let contact = c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new());
+        am3.push(c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new()));
         let mut plain = Vec::new();
-        let next = encode_chain(
-            &[Payload::Hash(hash.expose().to_vec()), contact],
-            &mut plain,
-        );
+        let next = encode_chain(&am3, &mut plain);
         let ct = p.cipher.encrypt(&p.iv, &plain);
         let p1_block = p.cipher.last_block(&ct);
         let am3 = finish(
@@ -374,15 +370,7 @@ impl ExpectAggressive3 {
                 (&decoded, p.cipher.last_block(ct))
             }
         };
-        let got = find(chain, |x| match x {
-            Payload::Hash(v) => Some(v.as_slice()),
-            _ => None,
-        })
-        .ok_or(Misbehaved::MissingPayload("HASH"))?;
-        let want = p.auth_hash(c, true, &self.idii_b);
-        if !ct_eq(want.expose(), got) {
-            return Err(Misbehaved::InvalidHash.into());
-        }
+        p.check_proof(c, ctx.unix_time, chain, true, &self.idii_b, &self.peer_id)?;
         let contact = chain
             .payloads
             .iter()

@@ -45,6 +45,8 @@ impl Default for V1Config {
 pub enum AuthMethod {
     /// Pre-shared key (1): IOS's `authentication pre-share`.
     PreShared,
+    /// RSA signatures (3): IOS's `authentication rsa-sig`; needs the profile's `cert`.
+    RsaSig,
 }
 
 impl AuthMethod {
@@ -52,6 +54,7 @@ impl AuthMethod {
     pub fn id(self) -> u16 {
         match self {
             Self::PreShared => 1,
+            Self::RsaSig => 3,
         }
     }
 }
@@ -106,6 +109,10 @@ pub struct V1Peer {
     pub dpd: Option<Dpd>,
     /// Accept 3DES, MD5, SHA-1 and MODP groups 2 and 5.
     pub allow_legacy: bool,
+    /// Our certificate, key and chain, and the CAs (with their CRLs) the peer's certificate
+    /// must chain to: what policies with [`AuthMethod::RsaSig`] use (the IKEv2 engine's
+    /// certificate configuration, validated by the same code).
+    pub cert: Option<crate::config::CertificateAuth>,
     /// Aggressive mode (RFC 2409 §5.4): we initiate with it, and a peer may use it with
     /// this profile, which is then chosen by the peer's identity as well as its address.
     /// Opt-in: its HASH_R lets anyone who sends one message guess the pre-shared key

@@ -117,6 +117,8 @@ pub struct Endpoint {
     out: VecDeque<Output>,
     stats: Stats,
     next_id: u64,
+    /// `(instant, unix seconds)` from [`Endpoint::set_wall_clock`], for certificates.
+    wall_clock: Option<(Instant, u64)>,
 }
 
 macro_rules! ctx {
@@ -129,6 +131,9 @@ macro_rules! ctx {
             stats: &mut $self.stats,
             next_id: &mut $self.next_id,
             drop_others: $drops,
+            unix_time: $self.wall_clock.map(|(at, secs)| {
+                secs.saturating_add($now.saturating_duration_since(at).as_secs())
+            }),
         }
     };
 }
@@ -144,7 +149,15 @@ impl Endpoint {
             out: VecDeque::new(),
             stats: Stats::default(),
             next_id: FIRST_ID,
+            wall_clock: None,
         }
+    }
+
+    /// Ties `now` to `unix_secs`, the wall-clock time certificates are checked at (as
+    /// [`crate::Endpoint::set_wall_clock`]); without it signature authentication refuses
+    /// every certificate.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_secs: u64) {
+        self.wall_clock = Some((now, unix_secs));
     }
 
     /// Counters of handled and rejected inputs.

@@ -75,9 +75,12 @@ use crate::v1::wire::payload_type;
 use crate::wire::Identity;
 use crate::wire::TrafficSelector;
 
-// A child module, so that aggressive mode shares main mode's private helpers.
+// Child modules, so that aggressive mode and the phase 1 proofs share main mode's private
+// helpers.
 #[path = "aggressive.rs"]
 pub(crate) mod aggressive;
+#[path = "auth.rs"]
+mod auth;
 
 /// The DPD vendor ID (RFC 3706 §3): announcing it says we answer R-U-THERE.
 pub const DPD_VENDOR_ID: [u8; 16] = [
@@ -99,6 +102,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) next_id: &'a mut u64,
     /// Other established SAs to drop silently (INITIAL-CONTACT, RFC 2407 §4.6.3.3).
     pub(crate) drop_others: &'a mut Vec<(crate::config::ConnId, Identity, u64)>,
+    /// Seconds since the Unix epoch at `now`, for certificate validity; `None` refuses
+    /// every certificate.
+    pub(crate) unix_time: Option<u64>,
 }
 
 impl Ctx<'_> {
@@ -809,9 +815,16 @@ impl Phase1Sa {
                 Misbehaved::InvalidHash
                     | Misbehaved::UndecryptablePhase1
                     | Misbehaved::IdentityMismatch
-            ) | V1Error::Incompatible(Incompatible::PeerRejected(
-                notify_type::AUTHENTICATION_FAILED | notify_type::INVALID_HASH_INFORMATION
-            ))
+                    | Misbehaved::InvalidSignature
+            ) | V1Error::Incompatible(
+                Incompatible::PeerRejected(
+                    notify_type::AUTHENTICATION_FAILED
+                        | notify_type::INVALID_HASH_INFORMATION
+                        | notify_type::INVALID_SIGNATURE
+                        | notify_type::INVALID_CERTIFICATE
+                ) | Incompatible::CertificateRejected(_)
+                    | Incompatible::CertificateUnavailable
+            )
         );
         if auth {
             ctx.event(Event::AuthFailed {
@@ -985,10 +998,12 @@ impl ExpectMainMode2 {
         c.cky_r = h.cky_r;
         let ke = KeyExchange::generate(suite.group, ctx.rng)?;
         let ni = ctx.nonce();
-        let mm3 = c.main_mode(&[
+        let mut mm3 = vec![
             Payload::Ke(ke.public().to_vec()),
             Payload::Nonce(ni.clone()),
-        ]);
+        ];
+        mm3.extend(auth::cert_requests(c, suite.auth));
+        let mm3 = c.main_mode(&mm3);
         c.retrans = Some(c.send_retrans(ctx, mm3.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm3)));
         Ok(State::ExpectMainMode4(Box::new(ExpectMainMode4 {
@@ -1014,7 +1029,13 @@ fn phase1_keys(
     nr: &[u8],
     gxy: &Secret,
 ) -> Result<(keys::Phase1Keys, Cbc), V1Error> {
-    let skeyid = keys::skeyid_psk(suite.hash, c.peer.psk.expose(), ni, nr);
+    // RFC 2409 §5: SKEYID depends on the authentication method.
+    let skeyid = match suite.auth {
+        crate::v1::config::AuthMethod::PreShared => {
+            keys::skeyid_psk(suite.hash, c.peer.psk.expose(), ni, nr)
+        }
+        crate::v1::config::AuthMethod::RsaSig => keys::skeyid_sig(suite.hash, ni, nr, gxy.expose()),
+    };
     let k = keys::derive_phase1(
         suite.hash,
         suite.encr,
@@ -1044,7 +1065,9 @@ impl ExpectMainMode3 {
         let nr = ctx.nonce();
         let (keys, cipher) = phase1_keys(c, self.suite, ni, &nr, &gxy)?;
         let iv = keys::phase1_iv(self.suite.hash, gxi, &gxr, cipher.block());
-        let mm4 = c.main_mode(&[Payload::Ke(gxr.clone()), Payload::Nonce(nr)]);
+        let mut mm4 = vec![Payload::Ke(gxr.clone()), Payload::Nonce(nr)];
+        mm4.extend(auth::cert_requests(c, self.suite.auth));
+        let mm4 = c.main_mode(&mm4);
         c.answer(ctx, raw, mm4);
         Ok(State::ExpectMainMode5(Box::new(ExpectMainMode5 {
             p: Phase1Progress {
@@ -1087,18 +1110,13 @@ impl ExpectMainMode4 {
             peer_dpd: self.peer_dpd,
         };
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
-        let hash = p.auth_hash(c, true, &id_body(&id));
+        let proof = p.proof(c, true, &id_body(&id))?;
         // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
         let contact = c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new());
-        let (mm5, next_iv) = c.main_mode_encrypted(
-            &p.cipher,
-            &p.iv,
-            &[
-                Payload::Id(id),
-                Payload::Hash(hash.expose().to_vec()),
-                contact,
-            ],
-        );
+        let mut mm5 = vec![Payload::Id(id)];
+        mm5.extend(proof);
+        mm5.push(contact);
+        let (mm5, next_iv) = c.main_mode_encrypted(&p.cipher, &p.iv, &mm5);
         p.iv = next_iv;
         c.retrans = Some(c.send_retrans(ctx, mm5.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm5)));
@@ -1110,6 +1128,7 @@ impl ExpectMainMode4 {
 /// INITIAL-CONTACT came along, and the next IV.
 fn open_phase1(
     c: &Common,
+    unix_time: Option<u64>,
     p: &Phase1Progress,
     h: &Header,
     ct: &[u8],
@@ -1126,19 +1145,11 @@ fn open_phase1(
         _ => None,
     })
     .ok_or(Misbehaved::MissingPayload("ID"))?;
-    let got = find(&chain, |x| match x {
-        Payload::Hash(v) => Some(v.as_slice()),
-        _ => None,
-    })
-    .ok_or(Misbehaved::MissingPayload("HASH"))?;
     let id_b = chain
         .body_of(plain.expose(), payload_type::ID)
         .ok_or(Misbehaved::MissingPayload("ID"))?;
-    let want = p.auth_hash(c, peer_is_initiator, id_b);
-    if !ct_eq(want.expose(), got) {
-        return Err(Misbehaved::InvalidHash.into());
-    }
     let identity = proposal::id_identity(id);
+    p.check_proof(c, unix_time, &chain, peer_is_initiator, id_b, &identity)?;
     if !c.peer.remote_id.matches(&identity) {
         return Err(Misbehaved::IdentityMismatch.into());
     }
@@ -1212,14 +1223,11 @@ impl ExpectMainMode5 {
         ct: &[u8],
     ) -> Result<State, V1Error> {
         let p = self.p;
-        let (peer_id, contact, iv) = open_phase1(c, &p, h, ct, true)?;
+        let (peer_id, contact, iv) = open_phase1(c, ctx.unix_time, &p, h, ct, true)?;
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
-        let hash = p.auth_hash(c, false, &id_body(&id));
-        let (mm6, p1_block) = c.main_mode_encrypted(
-            &p.cipher,
-            &iv,
-            &[Payload::Id(id), Payload::Hash(hash.expose().to_vec())],
-        );
+        let mut mm6 = vec![Payload::Id(id.clone())];
+        mm6.extend(p.proof(c, false, &id_body(&id))?);
+        let (mm6, p1_block) = c.main_mode_encrypted(&p.cipher, &iv, &mm6);
         c.answer(ctx, raw, mm6);
         let est = established(c, ctx, p, peer_id, p1_block, contact);
         Ok(State::Established(Box::new(est)))
@@ -1236,7 +1244,7 @@ impl ExpectMainMode6 {
         ct: &[u8],
     ) -> Result<State, V1Error> {
         let p = self.p;
-        let (peer_id, contact, p1_block) = open_phase1(c, &p, h, ct, false)?;
+        let (peer_id, contact, p1_block) = open_phase1(c, ctx.unix_time, &p, h, ct, false)?;
         c.retrans = None;
         c.last_in = Some((raw.to_vec(), None));
         c.want_child = true;

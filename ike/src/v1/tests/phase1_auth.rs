@@ -262,3 +262,216 @@ fn aggressive_mode_refused_for_an_identity_no_profile_accepts() {
     assert_eq!(p.b.ep.sa_count(), 0);
     assert_eq!(p.a.ep.sa_count(), 0);
 }
+
+// ---- RSA signatures (RFC 2409 §5.1) ------------------------------------------------------
+
+use crate::config::CertificateAuth;
+use crate::tests::certs::Alg;
+use crate::tests::certs::Ca;
+use crate::tests::certs::NOW;
+use crate::tests::certs::anchors;
+use crate::tests::certs::ip_san;
+use crate::tests::certs::subject_id;
+use crate::v1::config::AuthMethod;
+
+/// A's certificate is identified by its subject DN (ID_DER_ASN1_DN), B's by its address
+/// (ID_IPV4_ADDR, bound to the certificate's iPAddress subjectAltName).
+struct Pki {
+    ca: Ca,
+    a: (Vec<u8>, std::sync::Arc<crate::crypto::sig::SigningKey>),
+    b: (Vec<u8>, std::sync::Arc<crate::crypto::sig::SigningKey>),
+}
+
+fn pki() -> Pki {
+    let ca = Ca::root(Alg::Rsa, "v1 root");
+    let a = ca.issue(Alg::Rsa, "a.v1.test", vec![ip_san(A_IP)], 2035);
+    let b = ca.issue(Alg::Rsa, "b.v1.test", vec![ip_san(B_IP)], 2035);
+    Pki { ca, a, b }
+}
+
+fn rsa_peer(
+    local: std::net::Ipv4Addr,
+    remote: std::net::Ipv4Addr,
+    (certificate, key): (Vec<u8>, std::sync::Arc<crate::crypto::sig::SigningKey>),
+    trust: &Ca,
+    by_dn: bool,
+) -> crate::v1::config::V1Peer {
+    // The pre-shared key must play no part: each side has a different one.
+    let mut p = peer(local, remote, &format!("unused-{local}"));
+    for pol in &mut p.policies {
+        pol.auth = AuthMethod::RsaSig;
+    }
+    if by_dn {
+        p.local_id = Some(subject_id(&certificate));
+    }
+    p.cert = Some(CertificateAuth {
+        key,
+        certificate,
+        chain: Vec::new(),
+        trust_anchors: anchors(&[trust]),
+    });
+    p
+}
+
+fn rsa_pair(a: crate::v1::config::V1Peer, b: crate::v1::config::V1Peer) -> Pair {
+    let mut p = Pair::new(a, b);
+    let now = p.time;
+    p.a.ep.set_wall_clock(now, NOW);
+    p.b.ep.set_wall_clock(now, NOW);
+    p
+}
+
+/// The payload types of `t`'s encrypted phase 1 messages cannot be seen; the clear ones
+/// (MM3, MM4, AM1, AM2) can.
+fn clear_payloads(t: &TestEndpoint) -> Vec<Vec<u8>> {
+    t.sent
+        .iter()
+        .filter_map(|s| match Message::decode(&s.bytes).ok()?.body {
+            crate::v1::wire::Body::Plain(c) => Some(c.payloads.iter().map(Payload::ty).collect()),
+            crate::v1::wire::Body::Encrypted(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rsa_sig_main_mode_authenticates_both_certificates() {
+    let k = pki();
+    let a_dn = subject_id(&k.a.0);
+    let mut p = rsa_pair(
+        rsa_peer(A_IP, B_IP, k.a, &k.ca, true),
+        rsa_peer(B_IP, A_IP, k.b, &k.ca, false),
+    );
+    p.connect();
+    assert_no_rejections(&p);
+    assert_eq!((up(&p.a), up(&p.b)), (1, 1));
+    p.assert_children_match();
+    assert_eq!(p.a.ep.sas()[0].peer_id, Some(Identity::Ipv4(B_IP)));
+    assert_eq!(p.b.ep.sas()[0].peer_id, Some(a_dn));
+    assert_eq!(p.b.ep.sas()[0].state, "Established");
+    // MM3 and MM4 ask for certificates (CERTREQ, 7) naming the CA.
+    assert!(
+        clear_payloads(&p.a)[1].contains(&7),
+        "{:?}",
+        clear_payloads(&p.a)
+    );
+    assert!(
+        clear_payloads(&p.b)[1].contains(&7),
+        "{:?}",
+        clear_payloads(&p.b)
+    );
+    // Six main mode and three quick mode messages.
+    assert_eq!(p.a.sent.len() + p.b.sent.len(), 9);
+}
+
+#[test]
+fn rsa_sig_aggressive_mode_both_ways() {
+    for initiator in [Side::A, Side::B] {
+        let k = pki();
+        let mut a = rsa_peer(A_IP, B_IP, k.a, &k.ca, true);
+        let mut b = rsa_peer(B_IP, A_IP, k.b, &k.ca, false);
+        a.aggressive = true;
+        b.aggressive = true;
+        let mut p = rsa_pair(a, b);
+        p.command(initiator, V1Command::Initiate { conn: ConnId(1) });
+        p.drive_for(Duration::from_secs(1));
+        assert_no_rejections(&p);
+        assert_eq!((up(&p.a), up(&p.b)), (1, 1), "{initiator:?}");
+        p.assert_children_match();
+        let (i, r) = match initiator {
+            Side::A => (&p.a, &p.b),
+            Side::B => (&p.b, &p.a),
+        };
+        // AM1: SA KE NONCE ID CERTREQ VID; AM2: SA KE NONCE ID CERT SIG CERTREQ VID.
+        assert_eq!(clear_payloads(i)[0], vec![1, 4, 10, 5, 7, 13]);
+        assert_eq!(clear_payloads(r)[0], vec![1, 4, 10, 5, 6, 9, 7, 13]);
+        assert_eq!(
+            sent_exchanges(i)[..2],
+            [
+                (ExchangeType::Aggressive, false),
+                (ExchangeType::Aggressive, true)
+            ]
+        );
+    }
+}
+
+#[test]
+fn rsa_sig_certificate_from_an_untrusted_ca_is_refused() {
+    let k = pki();
+    let other = Ca::root(Alg::Rsa, "someone else's root");
+    // B trusts only `other`: A's certificate (from k.ca) does not chain.
+    let mut p = rsa_pair(
+        rsa_peer(A_IP, B_IP, k.a, &k.ca, true),
+        rsa_peer(B_IP, A_IP, k.b, &other, false),
+    );
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (0, 0));
+    assert!(p.a.installs.is_empty() && p.b.installs.is_empty());
+    assert_eq!(
+        p.b.ep.stats().rejected.get("v1_certificate_rejected"),
+        Some(&1),
+        "{:?}",
+        p.b.ep.stats().rejected
+    );
+    assert!(p.b.has_event(|e| matches!(
+        e,
+        Event::AuthFailed {
+            reason: "v1_certificate_rejected",
+            ..
+        }
+    )));
+    // B said INVALID-CERTIFICATE; A gave up on it.
+    assert!(p.a.has_event(|e| matches!(
+        e,
+        Event::AuthFailed {
+            reason: "v1_peer_rejected",
+            ..
+        }
+    )));
+    assert_eq!((p.a.ep.sa_count(), p.b.ep.sa_count()), (0, 0));
+}
+
+#[test]
+fn rsa_sig_signature_by_another_key_is_refused() {
+    let k = pki();
+    // A sends its valid certificate but signs with another key of the same CA.
+    let (_, wrong_key) = k.ca.issue(Alg::Rsa, "x.v1.test", vec![ip_san(A_IP)], 2035);
+    let a_cert = (k.a.0.clone(), wrong_key);
+    let mut p = rsa_pair(
+        rsa_peer(A_IP, B_IP, a_cert, &k.ca, true),
+        rsa_peer(B_IP, A_IP, k.b, &k.ca, false),
+    );
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (0, 0));
+    assert_eq!(
+        p.b.ep.stats().rejected.get("v1_invalid_signature"),
+        Some(&1),
+        "{:?}",
+        p.b.ep.stats().rejected
+    );
+    assert!(p.b.has_event(|e| matches!(
+        e,
+        Event::AuthFailed {
+            reason: "v1_invalid_signature",
+            ..
+        }
+    )));
+    assert!(p.a.installs.is_empty() && p.b.installs.is_empty());
+    assert_eq!((p.a.ep.sa_count(), p.b.ep.sa_count()), (0, 0));
+}
+
+#[test]
+fn rsa_sig_without_a_wall_clock_refuses_every_certificate() {
+    let k = pki();
+    let mut p = Pair::new(
+        rsa_peer(A_IP, B_IP, k.a, &k.ca, true),
+        rsa_peer(B_IP, A_IP, k.b, &k.ca, false),
+    );
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (0, 0));
+    assert_eq!(
+        p.b.ep.stats().rejected.get("v1_local_failure"),
+        Some(&1),
+        "{:?}",
+        p.b.ep.stats().rejected
+    );
+}

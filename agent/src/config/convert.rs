@@ -129,9 +129,12 @@ const ISAKMP_HASH: &[(&str, ike::v1::keys::HashAlg)] = &[
     ("sha512", ike::v1::keys::HashAlg::Sha512),
     ("md5", ike::v1::keys::HashAlg::Md5),
 ];
-/// `crypto isakmp policy` `authentication`: pre-shared keys only, for now.
-const ISAKMP_AUTH: &[(&str, ike::v1::AuthMethod)] =
-    &[("pre-share", ike::v1::AuthMethod::PreShared)];
+/// `crypto isakmp policy` `authentication`: pre-shared keys or RSA signatures (with the
+/// IKE profile's trustpoint).
+const ISAKMP_AUTH: &[(&str, ike::v1::AuthMethod)] = &[
+    ("pre-share", ike::v1::AuthMethod::PreShared),
+    ("rsa-sig", ike::v1::AuthMethod::RsaSig),
+];
 
 /// Cisco allows at most six transform sets per profile.
 const MAX_TRANSFORM_SETS: usize = 6;
@@ -1396,7 +1399,15 @@ impl Cx<'_> {
                 "authentication",
             ),
             None => {
-                missing(self, "authentication", "rsa-sig");
+                // IOS's default is rsa-sig; a policy that silently asked for certificates
+                // where keys were meant would only fail at negotiation, so say it.
+                self.err(
+                    n.span.clone(),
+                    format!(
+                        "{path}: missing key \"authentication\": write \"pre-share\" or \
+                         \"rsa-sig\" (IOS's default)"
+                    ),
+                );
                 None
             }
         };
@@ -1799,12 +1810,20 @@ impl Cx<'_> {
         let r = &n.raw;
         let at = |v: Option<&SStr>| v.map_or_else(|| n.span.clone(), |v| v.span());
         let mut ok = true;
-        if local_auth != AuthMethod::Psk
-            || r.remote_auth.iter().flatten().any(|v| v.get_ref() != "psk")
-        {
+        // IKEv1 authenticates both ends with the one method the policy negotiated.
+        let remote = |m: &str| r.remote_auth.iter().flatten().all(|v| v.get_ref() == m);
+        let same = match local_auth {
+            AuthMethod::Psk => remote("psk"),
+            AuthMethod::RsaSig => remote("rsa-sig"),
+            AuthMethod::EcdsaSig => false,
+        };
+        if !same {
             self.err(
                 at(r.local_auth.as_ref()),
-                format!("{path}: IKEv1 (version = 1) authenticates with pre-shared keys only"),
+                format!(
+                    "{path}: IKEv1 (version = 1) authenticates both ends with pre-shared keys \
+                     (psk) or both with RSA signatures (rsa-sig)"
+                ),
             );
             ok = false;
         }

@@ -528,10 +528,11 @@ fn v1_peer(
     policies: Vec<ike::v1::IsakmpPolicy>,
     aggressive: bool,
 ) -> ike::v1::V1Peer {
-    let psk = match &c.auth {
-        ike::AuthConfig::Psk(k) => k.clone(),
-        // Loading refuses anything but pre-shared keys in an IKEv1 profile.
-        ike::AuthConfig::Certificate(_) | ike::AuthConfig::Signature(_) => Secret::new(Vec::new()),
+    let (psk, cert) = match &c.auth {
+        ike::AuthConfig::Psk(k) => (k.clone(), None),
+        ike::AuthConfig::Certificate(a) => (Secret::new(Vec::new()), Some(a.clone())),
+        // Loading refuses pinned keys in an IKEv1 profile.
+        ike::AuthConfig::Signature(_) => (Secret::new(Vec::new()), None),
     };
     ike::v1::V1Peer {
         id: c.id,
@@ -545,7 +546,7 @@ fn v1_peer(
         child: c.child.clone(),
         dpd: c.dpd,
         allow_legacy: c.allow_legacy,
-        cert: None,
+        cert,
         aggressive,
     }
 }

@@ -122,12 +122,17 @@ pub struct V1Peer {
 
 impl V1Peer {
     /// The policies this profile may use, in priority order: legacy ones only with
-    /// `allow_legacy`.
+    /// `allow_legacy`, `rsa-sig` ones only with a certificate, `pre-share` ones only with a
+    /// key.
     pub fn usable_policies(&self) -> Vec<IsakmpPolicy> {
         let mut p: Vec<IsakmpPolicy> = self
             .policies
             .iter()
             .filter(|p| self.allow_legacy || !p.is_legacy())
+            .filter(|p| match p.auth {
+                AuthMethod::PreShared => !self.psk.expose().is_empty(),
+                AuthMethod::RsaSig => self.cert.is_some(),
+            })
             .copied()
             .collect();
         p.sort_by_key(|p| p.priority);

@@ -1,15 +1,21 @@
 //! IKEv1 phase 1 authentication variants (VM): vtid's static VTI with an IKE profile of
-//! `version = 1` against strongSwan's charon. Aggressive mode with pre-shared keys (RFC 2409
-//! §5.4): both ends identify by FQDN, so the responder must choose the key by the identity
-//! in the first message, not by address. Written once: the parameter picks who initiates.
-//! Each case proves traffic crosses the tunnel encrypted, that both kernels hold the same
-//! two SAs, and that strongSwan's account names the same SPIs and an IKEv1 SA.
+//! `version = 1` against strongSwan's charon, both ends identified by FQDN.
+//!
+//! - Aggressive mode with pre-shared keys (RFC 2409 §5.4): the responder must choose the key
+//!   by the identity in the first message, not by address.
+//! - Main mode with RSA signatures (RFC 2409 §5.1, `authentication = "rsa-sig"`): RSA 2048
+//!   certificates from one CA made with strongSwan's `pki` ([`nstest::pki`]), each end
+//!   validating the other's to the CA and its FQDN subjectAltName.
+//!
+//! Written once: the parameters pick the method and who initiates. Each case proves traffic
+//! crosses the tunnel encrypted, that both kernels hold the same two SAs, and that
+//! strongSwan's account names the same SPIs, an IKEv1 SA and both identities.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, Capture};
-use nstest::strongswan::{Strongswan, SwanConn};
+use nstest::strongswan::{Strongswan, SwanAuth, SwanConn};
 use nstest::vtid::{RunWith, Vtid, write_secret};
 use nstest::{TopoSpec, scenario};
 
@@ -18,6 +24,22 @@ const IF_ID: u32 = 43;
 const VTID_ID: &str = "vtid.example";
 const SWAN_ID: &str = "swan.example";
 
+/// How phase 1 authenticates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// Aggressive mode, pre-shared keys, FQDN identities.
+    AggressivePsk,
+    /// Main mode, RSA signatures with certificates (their FQDN subjectAltNames as IDs).
+    RsaSig,
+}
+
+/// The certificates of an RSA case.
+struct Certs {
+    ca: std::path::PathBuf,
+    vtid: nstest::pki::Issued,
+    swan: nstest::pki::Issued,
+}
+
 fn spec() -> TopoSpec {
     TopoSpec::new()
         .link("a", "192.0.2.1/24", "b", "192.0.2.2/24")
@@ -25,31 +47,46 @@ fn spec() -> TopoSpec {
         .lan("b", "10.2.0.1/24")
 }
 
-/// vtid on `a`: aggressive mode, identified as fqdn:vtid.example, accepting only
-/// fqdn:swan.example.
-fn vtid_config(vtid_initiates: bool, psk_file: &std::path::Path) -> String {
+/// vtid on `a`: aggressive mode identified as fqdn:vtid.example and accepting only
+/// fqdn:swan.example, or main mode with its certificate's FQDN.
+fn vtid_config(vtid_initiates: bool, psk_file: &std::path::Path, certs: Option<&Certs>) -> String {
+    let (auth, profile) = match certs {
+        None => (
+            "pre-share",
+            format!(
+                "[keyring.K]\n[[keyring.K.peer]]\naddress = \"192.0.2.2\"\npsk_file = \"{}\"\n\
+                 [ike_profile.V1]\nversion = 1\naggressive = true\nkeyring = \"K\"\n\
+                 local_identity = \"fqdn:{VTID_ID}\"\nmatch_identity = [\"fqdn:{SWAN_ID}\"]\n",
+                psk_file.display()
+            ),
+        ),
+        Some(c) => (
+            "rsa-sig",
+            format!(
+                "[trustpoint.TP]\nca = [\"{}\"]\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+                 [ike_profile.V1]\nversion = 1\ntrustpoint = \"TP\"\nlocal_auth = \"rsa-sig\"\n\
+                 remote_auth = [\"rsa-sig\"]\nlocal_identity = \"fqdn:{}\"\n\
+                 match_identity = [\"fqdn:{}\"]\n",
+                c.ca.display(),
+                c.vtid.cert.display(),
+                c.vtid.key.display(),
+                c.vtid.fqdn,
+                c.swan.fqdn,
+            ),
+        ),
+    };
     format!(
         r#"[isakmp_policy.10]
 encryption = "aes 256"
 hash = "sha256"
-authentication = "pre-share"
+authentication = "{auth}"
 group = 14
 [transform_set.T]
 esp = "aes-cbc-256"
 integrity = "sha256"
 [ipsec_profile.P]
 transform_sets = ["T"]
-[keyring.K]
-[[keyring.K.peer]]
-address = "192.0.2.2"
-psk_file = "{psk}"
-[ike_profile.V1]
-version = 1
-aggressive = true
-keyring = "K"
-local_identity = "fqdn:{VTID_ID}"
-match_identity = ["fqdn:{SWAN_ID}"]
-[tunnel.tun1]
+{profile}[tunnel.tun1]
 mode = "xfrmi"
 if_id = {IF_ID}
 source = "192.0.2.1"
@@ -60,11 +97,10 @@ ike_profile = "V1"
 routes = ["10.2.0.0/24"]
 initiate = {vtid_initiates}
 "#,
-        psk = psk_file.display(),
     )
 }
 
-fn run_aggressive_psk(name: &str, vtid_initiates: bool) {
+fn run(name: &str, method: Method, vtid_initiates: bool) {
     scenario(name, spec(), |sc| {
         let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
         let under = nstest::topo::iface_to("a");
@@ -75,11 +111,38 @@ fn run_aggressive_psk(name: &str, vtid_initiates: bool) {
         hb.ip(&["link", "set", "tun2", "up"])?;
         hb.ip(&["addr", "add", "10.255.0.2/30", "dev", "tun2"])?;
         hb.ip(&["route", "add", "10.1.0.0/24", "dev", "tun2"])?;
+        let certs = match method {
+            Method::AggressivePsk => None,
+            Method::RsaSig => {
+                let ca = nstest::pki::Ca::new(&sc.dir().join("pki"), true)?;
+                let vtid = ca.issue("vtid")?;
+                let swan = ca.issue("swan")?;
+                Some(Certs {
+                    ca: ca.cert,
+                    vtid,
+                    swan,
+                })
+            }
+        };
         let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
         conn.version = 1;
-        conn.aggressive = Some("yes".into());
-        conn.local_id = SWAN_ID.into();
-        conn.remote_id = VTID_ID.into();
+        match &certs {
+            None => {
+                conn.aggressive = Some("yes".into());
+                conn.local_id = SWAN_ID.into();
+                conn.remote_id = VTID_ID.into();
+            }
+            Some(c) => {
+                conn.auth = SwanAuth::Cert {
+                    cert: c.swan.cert.clone(),
+                    key: c.swan.key.clone(),
+                    ca: c.ca.clone(),
+                };
+                conn.local_id = c.swan.fqdn.clone();
+                conn.remote_id = c.vtid.fqdn.clone();
+            }
+        }
+        let (vtid_id, swan_id) = (conn.remote_id.clone(), conn.local_id.clone());
         conn.ike_proposals = "aes256-sha256-modp2048".into();
         conn.esp_proposals = "aes256-sha256".into();
         conn.local_ts = "0.0.0.0/0".into();
@@ -104,7 +167,7 @@ fn run_aggressive_psk(name: &str, vtid_initiates: bool) {
         let vtid = Vtid::start_config_with(
             ha,
             &dir,
-            &vtid_config(vtid_initiates, &psk_file),
+            &vtid_config(vtid_initiates, &psk_file, certs.as_ref()),
             "tun1",
             with,
         )?;
@@ -161,18 +224,27 @@ fn run_aggressive_psk(name: &str, vtid_initiates: bool) {
             listed.contains("version=1"),
             "strongSwan's SA is not IKEv1: {listed}"
         );
-        // Both ends authenticated the other's FQDN, the identity aggressive mode carried
-        // in clear and the responder chose the key by.
+        // Both ends authenticated the other's FQDN (in aggressive mode the identity the
+        // responder chose the key by; with signatures the one its certificate binds).
         ensure!(
-            listed.contains(VTID_ID) && listed.contains(SWAN_ID),
+            listed.contains(&vtid_id) && listed.contains(&swan_id),
             "strongSwan's SA does not name both FQDN identities: {listed}"
         );
-        // charon's log names the exchange: aggressive mode, not main mode.
+        // charon's log names the exchange and, with signatures, the certificate it checked.
         let log = swan.log();
-        ensure!(
-            log.contains("AGGRESSIVE") && !log.contains("ID_PROT request"),
-            "charon did not run aggressive mode:\n{log}"
-        );
+        match method {
+            Method::AggressivePsk => ensure!(
+                log.contains("AGGRESSIVE") && !log.contains("ID_PROT request"),
+                "charon did not run aggressive mode:\n{log}"
+            ),
+            Method::RsaSig => ensure!(
+                log.contains("ID_PROT")
+                    && log.contains("CERT")
+                    && log.contains("SIG")
+                    && log.contains(&format!("authentication of '{vtid_id}' with RSA")),
+                "charon did not authenticate vtid by RSA signature in main mode:\n{log}"
+            ),
+        }
         let sessions = vtid.show("sessions")?;
         let rows = sessions.as_array().context("sessions is a list")?;
         ensure!(rows.len() == 1, "one session expected: {sessions}");
@@ -190,11 +262,23 @@ fn run_aggressive_psk(name: &str, vtid_initiates: bool) {
 #[test]
 #[ignore = "vm"]
 fn vm_ikev1_aggressive_psk_vtid_initiates() {
-    run_aggressive_psk("ikev1-aggr-vtid-init", true);
+    run("ikev1-aggr-vtid-init", Method::AggressivePsk, true);
 }
 
 #[test]
 #[ignore = "vm"]
 fn vm_ikev1_aggressive_psk_strongswan_initiates() {
-    run_aggressive_psk("ikev1-aggr-swan-init", false);
+    run("ikev1-aggr-swan-init", Method::AggressivePsk, false);
+}
+
+#[test]
+#[ignore = "vm"]
+fn vm_ikev1_rsa_sig_vtid_initiates() {
+    run("ikev1-rsa-vtid-init", Method::RsaSig, true);
+}
+
+#[test]
+#[ignore = "vm"]
+fn vm_ikev1_rsa_sig_strongswan_initiates() {
+    run("ikev1-rsa-swan-init", Method::RsaSig, false);
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, Capture};
-use nstest::strongswan::{Strongswan, SwanAuth, SwanConn};
+use nstest::strongswan::{Strongswan, StrongswanVersion, SwanAuth, SwanConn};
 use nstest::vtid::{RunWith, Vtid, write_secret};
 use nstest::{TopoSpec, scenario};
 
@@ -151,10 +151,11 @@ fn run(name: &str, method: Method, vtid_initiates: bool) {
         // charon refuses aggressive mode PSK as responder unless told otherwise, for the
         // reason vtid makes it opt-in: AM2's HASH_R allows an offline attack on the key.
         // Retransmissions as in ikev1.rs (the VM's first ESP install can be slow).
-        let swan = Strongswan::start_conf_tuned(
+        // (`start_many_tuned` also installs strongSwan's private key for the RSA cases.)
+        let swan = StrongswanVersion::Debian12.start_many_tuned(
             hb,
             &sc.dir().join("b"),
-            &conn.render(),
+            &[("t", &conn)],
             "  retransmit_tries = 6\n  i_dont_care_about_security_and_use_aggressive_mode_psk = yes\n",
         )?;
         let dir = sc.dir().join("a");

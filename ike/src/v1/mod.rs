@@ -13,7 +13,8 @@
 //! | the engine: inputs, outputs, demux by cookie | [`endpoint`] |
 //! | SA payloads: IOS's policy matching, quick mode choice, IDs | `proposal` (private) |
 //! | main mode states, quick mode, informational exchanges, DPD | `sa` (private) |
-//! | aggressive mode with pre-shared keys (RFC 2409 §5.4), opt-in per profile | `sa::aggressive` (private, `aggressive.rs`) |
+//! | aggressive mode (RFC 2409 §5.4), opt-in per profile | `sa::aggressive` (private, `aggressive.rs`) |
+//! | phase 1 proofs: HASH, or CERT and RSA SIG (§5.1) checked with [`crate::cert`] | `sa::auth` (private, `auth.rs`) |
 
 pub mod config;
 pub mod endpoint;

@@ -5,6 +5,8 @@
 //! ```text
 //! initiator: MM1 -> ExpectMainMode2 -> MM3 -> ExpectMainMode4 -> MM5 -> ExpectMainMode6 -> Established
 //! responder: MM1 -> MM2, ExpectMainMode3 -> MM4, ExpectMainMode5 -> MM6, Established
+//! aggressive: AM1 -> ExpectAggressive2 -> AM3, Established   (child module `aggressive`)
+//!             AM1 -> AM2, ExpectAggressive3 -> Established
 //! quick mode: QM1 -> ExpectQuickMode2 -> QM3 [-> ExpectConnected when the responder commits]
 //!             QM1 -> QM2, ExpectQuickMode3 -> installed
 //! ```

@@ -1,6 +1,6 @@
 //! Engine simulation tests (L1): two endpoints in memory, virtual time, seeded RNGs.
 
-pub(crate) mod certs;
+mod certs;
 mod children;
 mod crl;
 mod front_door;

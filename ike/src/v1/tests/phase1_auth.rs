@@ -265,34 +265,87 @@ fn aggressive_mode_refused_for_an_identity_no_profile_accepts() {
 
 // ---- RSA signatures (RFC 2409 §5.1) ------------------------------------------------------
 
+use std::sync::Arc;
+
+use crate::cert::TrustAnchors;
 use crate::config::CertificateAuth;
-use crate::tests::certs::Alg;
-use crate::tests::certs::Ca;
-use crate::tests::certs::NOW;
-use crate::tests::certs::anchors;
-use crate::tests::certs::ip_san;
-use crate::tests::certs::subject_id;
+use crate::crypto::sig::SigningKey;
 use crate::v1::config::AuthMethod;
+
+/// 2026-01-01T00:00:00Z, inside every validity period below.
+const NOW: u64 = 1_767_225_600;
+
+/// A test CA made with rcgen (the IKEv2 tests' `crate::tests::certs` in the small: this
+/// module may not import that one, as `crate::tests` imports `v1`).
+struct Ca {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    der: Vec<u8>,
+}
+
+fn rsa_key() -> rcgen::KeyPair {
+    rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .expect("rsa")
+}
+
+fn params(cn: &str) -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "vtid test");
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    p
+}
+
+impl Ca {
+    fn root(cn: &str) -> Self {
+        let mut params = params(cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let key = rsa_key();
+        let der = params.self_signed(&key).expect("root").der().to_vec();
+        Self { params, key, der }
+    }
+
+    /// An RSA end-entity certificate whose only subjectAltName is `ip`, and its key.
+    fn issue(&self, cn: &str, ip: std::net::Ipv4Addr) -> (Vec<u8>, Arc<SigningKey>) {
+        let mut p = params(cn);
+        p.subject_alt_names = vec![rcgen::SanType::IpAddress(ip.into())];
+        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        let key = rsa_key();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let der = p.signed_by(&key, &issuer).expect("ee").der().to_vec();
+        let signing = SigningKey::from_pkcs8_der(&key.serialize_der()).expect("pkcs8");
+        (der, Arc::new(signing))
+    }
+}
+
+/// The certificate's subject as an ID_DER_ASN1_DN identity.
+fn subject_id(der: &[u8]) -> Identity {
+    Identity::DerAsn1Dn(crate::cert::subject_dn(der).expect("subject"))
+}
 
 /// A's certificate is identified by its subject DN (ID_DER_ASN1_DN), B's by its address
 /// (ID_IPV4_ADDR, bound to the certificate's iPAddress subjectAltName).
 struct Pki {
     ca: Ca,
-    a: (Vec<u8>, std::sync::Arc<crate::crypto::sig::SigningKey>),
-    b: (Vec<u8>, std::sync::Arc<crate::crypto::sig::SigningKey>),
+    a: (Vec<u8>, Arc<SigningKey>),
+    b: (Vec<u8>, Arc<SigningKey>),
 }
 
 fn pki() -> Pki {
-    let ca = Ca::root(Alg::Rsa, "v1 root");
-    let a = ca.issue(Alg::Rsa, "a.v1.test", vec![ip_san(A_IP)], 2035);
-    let b = ca.issue(Alg::Rsa, "b.v1.test", vec![ip_san(B_IP)], 2035);
+    let ca = Ca::root("v1 root");
+    let a = ca.issue("a.v1.test", A_IP);
+    let b = ca.issue("b.v1.test", B_IP);
     Pki { ca, a, b }
 }
 
 fn rsa_peer(
     local: std::net::Ipv4Addr,
     remote: std::net::Ipv4Addr,
-    (certificate, key): (Vec<u8>, std::sync::Arc<crate::crypto::sig::SigningKey>),
+    (certificate, key): (Vec<u8>, Arc<SigningKey>),
     trust: &Ca,
     by_dn: bool,
 ) -> crate::v1::config::V1Peer {
@@ -308,7 +361,7 @@ fn rsa_peer(
         key,
         certificate,
         chain: Vec::new(),
-        trust_anchors: anchors(&[trust]),
+        trust_anchors: Arc::new(TrustAnchors::from_der_certs([&trust.der]).expect("anchors")),
     });
     p
 }
@@ -337,6 +390,7 @@ fn clear_payloads(t: &TestEndpoint) -> Vec<Vec<u8>> {
 fn rsa_sig_main_mode_authenticates_both_certificates() {
     let k = pki();
     let a_dn = subject_id(&k.a.0);
+    let ca_dn = crate::cert::subject_dn(&k.ca.der).expect("ca subject");
     let mut p = rsa_pair(
         rsa_peer(A_IP, B_IP, k.a, &k.ca, true),
         rsa_peer(B_IP, A_IP, k.b, &k.ca, false),
@@ -358,6 +412,19 @@ fn rsa_sig_main_mode_authenticates_both_certificates() {
         clear_payloads(&p.b)[1].contains(&7),
         "{:?}",
         clear_payloads(&p.b)
+    );
+    // The CERTREQ's authority is the CA's subject Name, DER (RFC 2408 §3.10).
+    let msg = Message::decode(&p.a.sent[1].bytes).expect("MM3");
+    let crate::v1::wire::Body::Plain(c) = msg.body else {
+        panic!("MM3 is clear");
+    };
+    assert!(
+        c.payloads.iter().any(|x| matches!(
+            x,
+            Payload::CertReq(r) if r.cert_type == 4 && r.authority == ca_dn
+        )),
+        "{:?}",
+        c.payloads
     );
     // Six main mode and three quick mode messages.
     assert_eq!(p.a.sent.len() + p.b.sent.len(), 9);
@@ -397,7 +464,7 @@ fn rsa_sig_aggressive_mode_both_ways() {
 #[test]
 fn rsa_sig_certificate_from_an_untrusted_ca_is_refused() {
     let k = pki();
-    let other = Ca::root(Alg::Rsa, "someone else's root");
+    let other = Ca::root("someone else's root");
     // B trusts only `other`: A's certificate (from k.ca) does not chain.
     let mut p = rsa_pair(
         rsa_peer(A_IP, B_IP, k.a, &k.ca, true),
@@ -434,7 +501,7 @@ fn rsa_sig_certificate_from_an_untrusted_ca_is_refused() {
 fn rsa_sig_signature_by_another_key_is_refused() {
     let k = pki();
     // A sends its valid certificate but signs with another key of the same CA.
-    let (_, wrong_key) = k.ca.issue(Alg::Rsa, "x.v1.test", vec![ip_san(A_IP)], 2035);
+    let (_, wrong_key) = k.ca.issue("x.v1.test", A_IP);
     let a_cert = (k.a.0.clone(), wrong_key);
     let mut p = rsa_pair(
         rsa_peer(A_IP, B_IP, a_cert, &k.ca, true),

@@ -158,11 +158,10 @@ fn responder_picks_the_key_by_identity() {
     right.remote_id = IdMatch::Exact(Identity::Fqdn("a.example".into()));
     right.id = ConnId(8);
     let mut p = Pair::new(a, other.clone());
-    p.b.ep
-        .reconfigure(std::sync::Arc::new(crate::v1::config::V1Config {
-            peers: vec![other, right],
-            ..Default::default()
-        }));
+    p.b.ep.reconfigure(Arc::new(crate::v1::config::V1Config {
+        peers: vec![other, right],
+        ..Default::default()
+    }));
     p.connect();
     assert_eq!((up(&p.a), up(&p.b)), (1, 1));
     p.assert_children_match();

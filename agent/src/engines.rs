@@ -173,9 +173,10 @@ impl Engines {
         }
     }
 
-    /// Wall-clock time for certificate checks (IKEv2 only: IKEv1 here uses keys).
+    /// Wall-clock time for certificate checks, in both engines.
     pub fn set_wall_clock(&mut self, now: Instant, unix_secs: u64) {
         self.v2.set_wall_clock(now, unix_secs);
+        self.v1.set_wall_clock(now, unix_secs);
     }
 
     /// True while the session's IKE or ISAKMP SA exists.

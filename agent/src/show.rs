@@ -139,6 +139,8 @@ pub fn isakmp_state(state: &str) -> &'static str {
         "ExpectMainMode3" | "ExpectMainMode4" => "MM_SA_SETUP",
         // MM4 sent (responder), or MM5 sent (initiator).
         "ExpectMainMode5" | "ExpectMainMode6" => "MM_KEY_EXCH",
+        // Aggressive mode: AM1 sent (initiator) or AM2 sent (responder).
+        "ExpectAggressive2" | "ExpectAggressive3" => "AG_INIT_EXCH",
         "Established" => "QM_IDLE",
         _ => "MM_NO_STATE",
     }

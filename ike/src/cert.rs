@@ -344,6 +344,34 @@ impl TrustAnchors {
         self.anchors.is_empty()
     }
 
+    /// Each anchor's subject Name (DER, SEQUENCE included), in configuration order: the
+    /// Certificate Authority field of an IKEv1 CERTREQ (RFC 2408 §3.10).
+    pub fn subject_dns(&self) -> Vec<Vec<u8>> {
+        self.anchors
+            .iter()
+            .map(|a| {
+                let body: &[u8] = a.subject.as_ref();
+                let mut out = vec![0x30];
+                // DER definite length (X.690 §8.1.3): short form below 128, else the
+                // length's big-endian octets after 0x80 | their count.
+                match body.len() {
+                    n @ 0..=127 => out.push(n as u8),
+                    n => {
+                        let bytes: Vec<u8> = n
+                            .to_be_bytes()
+                            .into_iter()
+                            .skip_while(|b| *b == 0)
+                            .collect();
+                        out.push(0x80 | bytes.len() as u8);
+                        out.extend(bytes);
+                    }
+                }
+                out.extend_from_slice(body);
+                out
+            })
+            .collect()
+    }
+
     /// SHA-1 hashes of each anchor's SubjectPublicKeyInfo, in configuration order: the
     /// Certification Authority field of our CERTREQ (RFC 7296 §3.7).
     pub fn key_hashes(&self) -> &[[u8; 20]] {

@@ -196,6 +196,9 @@ pub struct SwanConn {
     /// offers phase 1, e.g. `aes256-sha256-modp2048`, and traffic selectors must be one
     /// subnet each, IKEv1's quick mode IDs carrying one).
     pub version: u8,
+    /// `aggressive` (IKEv1 aggressive mode; a PSK responder also needs strongswan.conf's
+    /// `i_dont_care_about_security_and_use_aggressive_mode_psk`).
+    pub aggressive: Option<String>,
 }
 
 impl SwanConn {
@@ -222,6 +225,7 @@ impl SwanConn {
             encap: None,
             mobike: None,
             version: 2,
+            aggressive: None,
         }
     }
 
@@ -251,6 +255,7 @@ impl SwanConn {
         opt(s, "    ", "dpd_delay", &self.dpd_delay);
         opt(s, "    ", "encap", &self.encap);
         opt(s, "    ", "mobike", &self.mobike);
+        opt(s, "    ", "aggressive", &self.aggressive);
         let _ = writeln!(
             s,
             "    local {{\n      auth = {auth}\n      id = {}\n{cert_lines}    }}",

@@ -129,9 +129,12 @@ const ISAKMP_HASH: &[(&str, ike::v1::keys::HashAlg)] = &[
     ("sha512", ike::v1::keys::HashAlg::Sha512),
     ("md5", ike::v1::keys::HashAlg::Md5),
 ];
-/// `crypto isakmp policy` `authentication`: pre-shared keys only, for now.
-const ISAKMP_AUTH: &[(&str, ike::v1::AuthMethod)] =
-    &[("pre-share", ike::v1::AuthMethod::PreShared)];
+/// `crypto isakmp policy` `authentication`: pre-shared keys or RSA signatures (with the
+/// IKE profile's trustpoint).
+const ISAKMP_AUTH: &[(&str, ike::v1::AuthMethod)] = &[
+    ("pre-share", ike::v1::AuthMethod::PreShared),
+    ("rsa-sig", ike::v1::AuthMethod::RsaSig),
+];
 
 /// Cisco allows at most six transform sets per profile.
 const MAX_TRANSFORM_SETS: usize = 6;
@@ -1396,7 +1399,15 @@ impl Cx<'_> {
                 "authentication",
             ),
             None => {
-                missing(self, "authentication", "rsa-sig");
+                // IOS's default is rsa-sig; a policy that silently asked for certificates
+                // where keys were meant would only fail at negotiation, so say it.
+                self.err(
+                    n.span.clone(),
+                    format!(
+                        "{path}: missing key \"authentication\": write \"pre-share\" or \
+                         \"rsa-sig\" (IOS's default)"
+                    ),
+                );
                 None
             }
         };
@@ -1609,6 +1620,18 @@ impl Cx<'_> {
                 }
             },
         };
+        let aggressive = match &r.aggressive {
+            Some(v) if *v.get_ref() && version != 1 => {
+                self.err(
+                    v.span(),
+                    format!("{path}.aggressive: aggressive mode is IKEv1's; it needs version = 1"),
+                );
+                ok = false;
+                false
+            }
+            Some(v) => *v.get_ref(),
+            None => false,
+        };
         let lifetime_seconds = match &r.lifetime_seconds {
             Some(v) => self.u32_in(v, &format!("{path}.lifetime_seconds"), IKE_SECONDS),
             None => Some(DEFAULT_IKE_LIFETIME),
@@ -1770,6 +1793,7 @@ impl Cx<'_> {
             fvrf,
             lifetime_seconds,
             version,
+            aggressive,
             proposal_specs,
             remote_id,
             local_id,
@@ -1786,12 +1810,20 @@ impl Cx<'_> {
         let r = &n.raw;
         let at = |v: Option<&SStr>| v.map_or_else(|| n.span.clone(), |v| v.span());
         let mut ok = true;
-        if local_auth != AuthMethod::Psk
-            || r.remote_auth.iter().flatten().any(|v| v.get_ref() != "psk")
-        {
+        // IKEv1 authenticates both ends with the one method the policy negotiated.
+        let remote = |m: &str| r.remote_auth.iter().flatten().all(|v| v.get_ref() == m);
+        let same = match local_auth {
+            AuthMethod::Psk => remote("psk"),
+            AuthMethod::RsaSig => remote("rsa-sig"),
+            AuthMethod::EcdsaSig => false,
+        };
+        if !same {
             self.err(
                 at(r.local_auth.as_ref()),
-                format!("{path}: IKEv1 (version = 1) authenticates with pre-shared keys only"),
+                format!(
+                    "{path}: IKEv1 (version = 1) authenticates both ends with pre-shared keys \
+                     (psk) or both with RSA signatures (rsa-sig)"
+                ),
             );
             ok = false;
         }
@@ -2490,6 +2522,7 @@ fn derived_profile(
         fvrf,
         lifetime_seconds: DEFAULT_IKE_LIFETIME,
         version: 2,
+        aggressive: false,
         proposal_specs: vec![IkeProposalSpec::builtin_default()],
         remote_id: ike::IdMatch::Exact(ike::wire::Identity::from_ip(destination)),
         local_id: None,

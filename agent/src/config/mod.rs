@@ -590,6 +590,10 @@ pub struct IkeProfile {
     pub lifetime_seconds: u32,
     /// IKE version: 2 (the default) or 1 (opt-in; RFC 9395 deprecates IKEv1).
     pub version: u8,
+    /// IKEv1 aggressive mode (RFC 2409 §5.4), `version = 1` only: we initiate with it and
+    /// peers may use it with this profile. Opt-in because its second message lets anyone
+    /// guess the pre-shared key offline.
+    pub aggressive: bool,
     /// Resolved: the proposals in order (the built-in one when none is named).
     pub proposal_specs: Vec<IkeProposalSpec>,
     /// Resolved: `match_identity` as the engine matches it.

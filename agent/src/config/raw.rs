@@ -206,11 +206,13 @@ pub struct IkeProfile {
     pub lifetime_seconds: Option<Spanned<i64>>,
     /// `2` (default) or `1`: IKEv1 main mode with the `[isakmp_policy.N]` list.
     pub version: Option<Spanned<i64>>,
+    /// IKEv1 only: initiate with aggressive mode and let peers use it with this profile.
+    pub aggressive: Option<Spanned<bool>>,
 }
 
 /// `[isakmp_policy.N]` (`crypto isakmp policy N`): one IKEv1 phase 1 policy. A key left
-/// out takes IOS's default, and the defaults vtid cannot offer (`des`, `rsa-sig`, group 1)
-/// are errors that say so.
+/// out takes IOS's default, and the defaults vtid cannot offer (`des`, group 1) are errors
+/// that say so; `authentication` must always be written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IsakmpPolicy {
@@ -218,7 +220,7 @@ pub struct IsakmpPolicy {
     pub encryption: Option<SStr>,
     /// `sha` (the default), `sha256`, `sha384`, `sha512`, `md5`.
     pub hash: Option<SStr>,
-    /// `pre-share`; IOS's default `rsa-sig` is not offered yet.
+    /// `pre-share` or `rsa-sig` (IOS's default, with the IKE profile's trustpoint).
     pub authentication: Option<SStr>,
     /// DH group; IOS's default group 1 is not offered.
     pub group: Option<Spanned<GroupValue>>,

@@ -1819,11 +1819,11 @@ fn isakmp_policy_errors_have_positions() {
     assert_error(
         &v1_config(&format!(
             "[isakmp_policy.1]\nencryption = \"aes\"\n{}",
-            good.replace("pre-share", "rsa-sig")
+            good.replace("pre-share", "rsa-encr")
         )),
         22,
         18,
-        "unknown authentication \"rsa-sig\"",
+        "unknown authentication \"rsa-encr\"",
     );
 }
 
@@ -1868,6 +1868,68 @@ ike_profile = "V1"
     assert!(
         e.iter()
             .any(|(_, _, m)| m.contains("crypto maps over IKEv1 are not supported yet")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn ikev1_aggressive_mode_is_opt_in_and_ikev1_only() {
+    let policy = "[isakmp_policy.1]\nencryption = \"aes\"\nhash = \"sha256\"\nauthentication = \"pre-share\"\ngroup = 14\n";
+    let c = parse(&v1_config(policy)).expect("valid");
+    assert!(!c.ike_profiles["V1"].aggressive, "off unless asked for");
+    let src = v1_config(policy).replace("version = 1\n", "version = 1\naggressive = true\n");
+    let c = parse(&src).expect("valid with aggressive");
+    assert!(c.ike_profiles["V1"].aggressive);
+    // An IKEv2 profile (version left out, or 2) cannot have it.
+    assert_error(
+        &with_base("[ike_profile.V2]\nkeyring = \"KR1\"\naggressive = true\n"),
+        11,
+        14,
+        "aggressive mode is IKEv1's; it needs version = 1",
+    );
+    assert_error(
+        &with_base("[ike_profile.V2]\nversion = 2\nkeyring = \"KR1\"\naggressive = true\n"),
+        12,
+        14,
+        "needs version = 1",
+    );
+}
+
+#[test]
+fn ikev1_rsa_sig_policy_with_a_trustpoint_profile() {
+    let src = with_base(
+        r#"[isakmp_policy.10]
+encryption = "aes 256"
+hash = "sha256"
+authentication = "rsa-sig"
+group = 14
+[trustpoint.TP]
+ca = ["/etc/vtid/ca.pem"]
+certificate = "/etc/vtid/me.pem"
+private_key = "/etc/vtid/me.key"
+[ike_profile.V1]
+version = 1
+trustpoint = "TP"
+local_auth = "rsa-sig"
+remote_auth = ["rsa-sig"]
+"#,
+    );
+    let c = parse(&src).expect("valid IKEv1 rsa-sig configuration");
+    assert_eq!(c.isakmp_policies[0].auth, ike::v1::AuthMethod::RsaSig);
+    assert_eq!(c.ike_profiles["V1"].version, 1);
+    // Mixed methods cannot be: IKEv1 authenticates both ends the same way.
+    let mixed = src.replace("remote_auth = [\"rsa-sig\"]", "remote_auth = [\"psk\"]");
+    let (l, _, m) = one_error(&mixed.replace(
+        "trustpoint = \"TP\"",
+        "trustpoint = \"TP\"\nkeyring = \"KR1\"",
+    ));
+    assert_eq!(l, 22, "{m}"); // at local_auth
+    assert!(m.contains("both ends with pre-shared keys"), "{m}");
+    // ECDSA is not an IKEv1 method here.
+    let e = errors(&src.replace("\"rsa-sig\"", "\"ecdsa-sig\""));
+    assert!(
+        e.iter()
+            .any(|(_, _, m)| m.contains("unknown authentication \"ecdsa-sig\"")),
         "{e:#?}"
     );
 }

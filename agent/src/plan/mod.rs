@@ -425,11 +425,12 @@ pub fn build(
         .collect();
     let v1 = ike::v1::V1Config {
         peers: tunnels
-            .values()
-            .filter_map(|t| {
+            .iter()
+            .filter_map(|(name, t)| {
                 let policies = t.v1_policies.clone()?;
                 let p = peers.iter().find(|p| p.config.id == t.conn)?;
-                Some(v1_peer(&p.config, policies))
+                let aggressive = cfg.tunnels.get(name).is_some_and(|c| c.ike.aggressive);
+                Some(v1_peer(&p.config, policies, aggressive))
             })
             .collect(),
         half_open_timeout: cfg.global.limits.half_open_timeout,
@@ -523,11 +524,16 @@ fn tunnel_peer(
 /// The IKEv1 profile of a tunnel's connection: the same peer, identities, key, quick mode
 /// parameters (transform sets, PFS, selectors, lifetimes) and DPD; phase 1 from the
 /// `[isakmp_policy.N]` list instead of IKEv2 proposals.
-fn v1_peer(c: &ike::PeerConfig, policies: Vec<ike::v1::IsakmpPolicy>) -> ike::v1::V1Peer {
-    let psk = match &c.auth {
-        ike::AuthConfig::Psk(k) => k.clone(),
-        // Loading refuses anything but pre-shared keys in an IKEv1 profile.
-        ike::AuthConfig::Certificate(_) | ike::AuthConfig::Signature(_) => Secret::new(Vec::new()),
+fn v1_peer(
+    c: &ike::PeerConfig,
+    policies: Vec<ike::v1::IsakmpPolicy>,
+    aggressive: bool,
+) -> ike::v1::V1Peer {
+    let (psk, cert) = match &c.auth {
+        ike::AuthConfig::Psk(k) => (k.clone(), None),
+        ike::AuthConfig::Certificate(a) => (Secret::new(Vec::new()), Some(a.clone())),
+        // Loading refuses pinned keys in an IKEv1 profile.
+        ike::AuthConfig::Signature(_) => (Secret::new(Vec::new()), None),
     };
     ike::v1::V1Peer {
         id: c.id,
@@ -541,6 +547,8 @@ fn v1_peer(c: &ike::PeerConfig, policies: Vec<ike::v1::IsakmpPolicy>) -> ike::v1
         child: c.child.clone(),
         dpd: c.dpd,
         allow_legacy: c.allow_legacy,
+        cert,
+        aggressive,
     }
 }
 
@@ -655,6 +663,12 @@ protection = "P"
         assert_eq!(v2, [t1.conn]);
         // Both are the plan's connections (reload diffs them).
         assert!(plan.peers.contains_key(&t0.conn) && plan.peers.contains_key(&t1.conn));
+        assert!(!v1.aggressive);
+        // `aggressive = true` reaches the engine's profile.
+        let src = src.replace("version = 1\n", "version = 1\naggressive = true\n");
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), &src, &opts).unwrap();
+        let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
+        assert!(plan.v1.peers[0].aggressive);
     }
 
     #[test]

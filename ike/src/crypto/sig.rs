@@ -217,6 +217,17 @@ impl SigningKey {
         }
     }
 
+    /// The PKCS#8 encoding of an RSA key, for the IKEv1 signature that aws-lc-rs's API does
+    /// not offer (`crate::v1` signs HASH_I/HASH_R with PKCS#1 v1.5 and no DigestInfo);
+    /// `None` for other keys.
+    pub(crate) fn rsa_pkcs8(&self) -> Option<Zeroizing<Vec<u8>>> {
+        use aws_lc_rs::encoding::AsDer;
+        match &self.inner {
+            KeyInner::Rsa(k) => k.as_der().ok().map(|d| Zeroizing::new(d.as_ref().to_vec())),
+            KeyInner::Ecdsa(..) | KeyInner::Ed25519(_) => None,
+        }
+    }
+
     /// Signs `message` (the signed octets) with `scheme`. RSA-PSS salts and ECDSA nonces come
     /// from AWS-LC's own DRBG: aws-lc-rs cannot take them from the engine [`super::Rng`].
     pub fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, CryptoError> {

@@ -54,6 +54,8 @@ impl Default for V1Config {
 pub enum AuthMethod {
     /// Pre-shared key (1): IOS's `authentication pre-share`.
     PreShared,
+    /// RSA signatures (3): IOS's `authentication rsa-sig`; needs the profile's `cert`.
+    RsaSig,
 }
 
 impl AuthMethod {
@@ -61,6 +63,7 @@ impl AuthMethod {
     pub fn id(self) -> u16 {
         match self {
             Self::PreShared => 1,
+            Self::RsaSig => 3,
         }
     }
 }
@@ -115,16 +118,30 @@ pub struct V1Peer {
     pub dpd: Option<Dpd>,
     /// Accept 3DES, MD5, SHA-1 and MODP groups 2 and 5.
     pub allow_legacy: bool,
+    /// Our certificate, key and chain, and the CAs (with their CRLs) the peer's certificate
+    /// must chain to: what policies with [`AuthMethod::RsaSig`] use (the IKEv2 engine's
+    /// certificate configuration, validated by the same code).
+    pub cert: Option<crate::config::CertificateAuth>,
+    /// Aggressive mode (RFC 2409 §5.4): we initiate with it, and a peer may use it with
+    /// this profile, which is then chosen by the peer's identity as well as its address.
+    /// Opt-in: its HASH_R lets anyone who sends one message guess the pre-shared key
+    /// offline ([`crate::v1`]'s aggressive mode documentation).
+    pub aggressive: bool,
 }
 
 impl V1Peer {
     /// The policies this profile may use, in priority order: legacy ones only with
-    /// `allow_legacy`.
+    /// `allow_legacy`, `rsa-sig` ones only with a certificate, `pre-share` ones only with a
+    /// key.
     pub fn usable_policies(&self) -> Vec<IsakmpPolicy> {
         let mut p: Vec<IsakmpPolicy> = self
             .policies
             .iter()
             .filter(|p| self.allow_legacy || !p.is_legacy())
+            .filter(|p| match p.auth {
+                AuthMethod::PreShared => !self.psk.expose().is_empty(),
+                AuthMethod::RsaSig => self.cert.is_some(),
+            })
             .copied()
             .collect();
         p.sort_by_key(|p| p.priority);

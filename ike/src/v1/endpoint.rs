@@ -33,6 +33,7 @@ use crate::v1::error::Reaction;
 use crate::v1::error::V1Error;
 use crate::v1::sa::Ctx;
 use crate::v1::sa::Phase1Sa;
+use crate::v1::sa::aggressive;
 use crate::v1::wire::Body;
 use crate::v1::wire::DOI_IPSEC;
 use crate::v1::wire::ExchangeType;
@@ -118,6 +119,8 @@ pub struct Endpoint {
     next_id: u64,
     /// Fragmented messages being reassembled ([`crate::v1::fragment`]).
     frags: crate::v1::fragment::Reassembly,
+    /// `(instant, unix seconds)` from [`Endpoint::set_wall_clock`], for certificates.
+    wall_clock: Option<(Instant, u64)>,
 }
 
 macro_rules! ctx {
@@ -130,6 +133,9 @@ macro_rules! ctx {
             stats: &mut $self.stats,
             next_id: &mut $self.next_id,
             drop_others: $drops,
+            unix_time: $self.wall_clock.map(|(at, secs)| {
+                secs.saturating_add($now.saturating_duration_since(at).as_secs())
+            }),
         }
     };
 }
@@ -146,7 +152,15 @@ impl Endpoint {
             stats: Stats::default(),
             next_id: FIRST_ID,
             frags: Default::default(),
+            wall_clock: None,
         }
+    }
+
+    /// Ties `now` to `unix_secs`, the wall-clock time certificates are checked at (as
+    /// [`crate::Endpoint::set_wall_clock`]); without it signature authentication refuses
+    /// every certificate.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_secs: u64) {
+        self.wall_clock = Some((now, unix_secs));
     }
 
     /// Counters of handled and rejected inputs.
@@ -286,7 +300,12 @@ impl Endpoint {
                 } else if !self.sas.values().any(|sa| sa.c.peer.id == conn) {
                     let cky = self.fresh_cookie();
                     let mut ctx = ctx!(self, now, &mut drops);
-                    match Phase1Sa::initiate(&mut ctx, Arc::new(peer), remote, cky) {
+                    let start = if peer.aggressive {
+                        Phase1Sa::initiate_aggressive
+                    } else {
+                        Phase1Sa::initiate
+                    };
+                    match start(&mut ctx, Arc::new(peer), remote, cky) {
                         Ok(sa) => {
                             self.sas.insert(cky, sa);
                         }
@@ -387,7 +406,10 @@ impl Endpoint {
             }
         };
         let h = msg.header.clone();
-        let first = h.exchange == ExchangeType::IdentityProtection && h.cky_r == 0;
+        let first = matches!(
+            h.exchange,
+            ExchangeType::IdentityProtection | ExchangeType::Aggressive
+        ) && h.cky_r == 0;
         if first {
             if let Some(k) = self.answered.get(&(dgram.remote, h.cky_i)).copied() {
                 let mut ctx = ctx!(self, now, drops);
@@ -429,7 +451,11 @@ impl Endpoint {
         let Ok(h) = Header::read(&mut Reader::new(dgram.bytes)) else {
             return;
         };
-        if h.exchange != ExchangeType::IdentityProtection || h.cky_r != 0 || h.message_id != 0 {
+        let phase1 = matches!(
+            h.exchange,
+            ExchangeType::IdentityProtection | ExchangeType::Aggressive
+        );
+        if !phase1 || h.cky_r != 0 || h.message_id != 0 {
             return;
         }
         if let Reaction::Notify(ty) = e.notify() {
@@ -467,6 +493,24 @@ impl Endpoint {
         let Body::Plain(chain) = &msg.body else {
             return Err(Misbehaved::UnexpectedEncryption.into());
         };
+        let cky_r = self.fresh_cookie();
+        if h.exchange == ExchangeType::Aggressive {
+            let res = aggressive::select_profile(&self.config, dgram.local, dgram.remote, chain)
+                .and_then(|peer| {
+                    let mut ctx = ctx!(self, now, drops);
+                    Phase1Sa::respond_aggressive(
+                        &mut ctx,
+                        Arc::new(peer),
+                        dgram.local,
+                        dgram.remote,
+                        dgram.bytes,
+                        h,
+                        chain,
+                        cky_r,
+                    )
+                });
+            return self.responder_started(dgram, h.cky_i, cky_r, res);
+        }
         let peer = self
             .config
             .peers
@@ -476,7 +520,6 @@ impl Endpoint {
                     && p.remote.matches(dgram.remote.ip())
             })
             .cloned();
-        let cky_r = self.fresh_cookie();
         let res = match peer {
             Some(peer) => {
                 let mut ctx = ctx!(self, now, drops);
@@ -493,15 +536,26 @@ impl Endpoint {
             }
             None => Err(crate::v1::error::Incompatible::NoMatchingProfile.into()),
         };
+        self.responder_started(dgram, h.cky_i, cky_r, res)
+    }
+
+    /// Keeps a new responder SA, or answers the first message's failure with its notify.
+    fn responder_started(
+        &mut self,
+        dgram: Datagram<'_>,
+        cky_i: u64,
+        cky_r: u64,
+        res: Result<Phase1Sa, V1Error>,
+    ) -> Result<(), V1Error> {
         match res {
             Ok(sa) => {
-                self.answered.insert((dgram.remote, h.cky_i), cky_r);
+                self.answered.insert((dgram.remote, cky_i), cky_r);
                 self.sas.insert(cky_r, sa);
                 Ok(())
             }
             Err(e) => {
                 if let Reaction::Notify(ty) = e.notify() {
-                    self.notify_unknown(dgram, h.cky_i, ty);
+                    self.notify_unknown(dgram, cky_i, ty);
                 }
                 Err(e)
             }

@@ -48,8 +48,14 @@ pub mod notify_type {
     pub const INVALID_ID_INFORMATION: u16 = 18;
     /// INVALID-HASH-INFORMATION.
     pub const INVALID_HASH_INFORMATION: u16 = 23;
+    /// INVALID-CERTIFICATE.
+    pub const INVALID_CERTIFICATE: u16 = 19;
     /// AUTHENTICATION-FAILED.
     pub const AUTHENTICATION_FAILED: u16 = 24;
+    /// INVALID-SIGNATURE.
+    pub const INVALID_SIGNATURE: u16 = 25;
+    /// CERTIFICATE-UNAVAILABLE.
+    pub const CERTIFICATE_UNAVAILABLE: u16 = 28;
     /// UNSUPPORTED-EXCHANGE-TYPE.
     pub const UNSUPPORTED_EXCHANGE_TYPE: u16 = 29;
     /// CONNECTED (status, RFC 2408 §3.14.1): the responder's answer to the commit bit.
@@ -116,6 +122,9 @@ pub enum Misbehaved {
     UndecryptablePhase2,
     /// The peer's identity is not one its profile accepts.
     IdentityMismatch,
+    /// The SIG payload (RFC 2409 §5.1) does not verify with the key of the peer's
+    /// certificate.
+    InvalidSignature,
     /// The KE data is not a valid public value for the group.
     BadKeData,
     /// A mandatory payload is absent (or the first payload is not HASH where §5.5 wants it).
@@ -167,6 +176,14 @@ pub enum Incompatible {
     UnsupportedExchange(u8),
     /// The peer told us this error notify.
     PeerRejected(u16),
+    /// Signature authentication without an X.509 certificate from the peer (we asked with
+    /// CERTREQ and pin no keys).
+    CertificateUnavailable,
+    /// The peer's certificate failed path validation, revocation or the identity binding.
+    CertificateRejected(crate::cert::CertError),
+    /// Aggressive mode from a peer whose profile has not opted in to it (its pre-shared
+    /// key could be attacked offline from our answer, RFC 2409 §5.4).
+    AggressiveNotAllowed,
 }
 
 /// What the engine says to the peer about an error in its message.
@@ -199,6 +216,7 @@ impl V1Error {
                     n(n::AUTHENTICATION_FAILED)
                 }
                 Misbehaved::UndecryptablePhase2 => n(n::PAYLOAD_MALFORMED),
+                Misbehaved::InvalidSignature => n(n::INVALID_SIGNATURE),
                 Misbehaved::BadKeData => n(n::INVALID_KEY_INFORMATION),
                 Misbehaved::MissingPayload(_) => n(n::PAYLOAD_MALFORMED),
                 Misbehaved::UnexpectedExchange(_) => n(n::INVALID_EXCHANGE_TYPE),
@@ -224,6 +242,10 @@ impl V1Error {
                 Incompatible::DoiNotSupported(_) => n(n::DOI_NOT_SUPPORTED),
                 Incompatible::SituationNotSupported(_) => n(n::SITUATION_NOT_SUPPORTED),
                 Incompatible::UnsupportedExchange(_) => n(n::UNSUPPORTED_EXCHANGE_TYPE),
+                Incompatible::CertificateUnavailable => n(n::CERTIFICATE_UNAVAILABLE),
+                Incompatible::CertificateRejected(_) => n(n::INVALID_CERTIFICATE),
+                // The exchange is refused for this peer, as one we do not run at all is.
+                Incompatible::AggressiveNotAllowed => n(n::UNSUPPORTED_EXCHANGE_TYPE),
                 // Never answer an error with an error.
                 Incompatible::PeerRejected(_) => Drop,
             },
@@ -247,6 +269,7 @@ impl V1Error {
                 Misbehaved::UndecryptablePhase1 => "v1_undecryptable_phase1",
                 Misbehaved::UndecryptablePhase2 => "v1_undecryptable_phase2",
                 Misbehaved::IdentityMismatch => "v1_identity_mismatch",
+                Misbehaved::InvalidSignature => "v1_invalid_signature",
                 Misbehaved::BadKeData => "v1_bad_ke_data",
                 Misbehaved::MissingPayload(_) => "v1_missing_payload",
                 Misbehaved::NotEncrypted => "v1_not_encrypted",
@@ -270,6 +293,9 @@ impl V1Error {
                 Incompatible::SituationNotSupported(_) => "v1_situation_not_supported",
                 Incompatible::UnsupportedExchange(_) => "v1_unsupported_exchange",
                 Incompatible::PeerRejected(_) => "v1_peer_rejected",
+                Incompatible::AggressiveNotAllowed => "v1_aggressive_not_allowed",
+                Incompatible::CertificateUnavailable => "v1_certificate_unavailable",
+                Incompatible::CertificateRejected(_) => "v1_certificate_rejected",
             },
             Self::Local(_) => "v1_local_failure",
         }

@@ -15,6 +15,8 @@
 //! | main mode states, quick mode, informational exchanges, DPD | `sa` (private) |
 //! | NAT traversal: vendor IDs, NAT-D, float to 4500, UDP-encapsulated modes (RFC 3947) | [`natt`] |
 //! | IKE fragmentation (Cisco/strongSwan vendor ID, payload 132) | [`fragment`] |
+//! | aggressive mode (RFC 2409 §5.4), opt-in per profile | `sa::aggressive` (private, `aggressive.rs`) |
+//! | phase 1 proofs: HASH, or CERT and RSA SIG (§5.1) checked with [`crate::cert`] | `sa::auth` (private, `auth.rs`) |
 
 pub mod config;
 pub mod endpoint;

@@ -399,8 +399,13 @@ impl Phase1Sa {
         remote: SocketAddr,
     ) -> Option<Tentative> {
         let established = self.is_established();
+        // In aggressive mode the responder has seen no NAT-D before AM3 (RFC 3947 §3.2 puts
+        // them in AM2 and AM3): an initiator that floated to 4500 for AM3 saw a NAT in AM2,
+        // and AM3's NAT-D, checked on the addresses it arrived on, tells the responder.
+        let aggressive3 = self.awaits_aggressive3();
         let c = &mut self.c;
-        if !c.natt.active() || local.port() != NATT_PORT {
+        let negotiated = c.natt.active() || (aggressive3 && c.natt.version.is_some());
+        if !negotiated || local.port() != NATT_PORT {
             return None;
         }
         if !established {

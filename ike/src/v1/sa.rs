@@ -5,6 +5,8 @@
 //! ```text
 //! initiator: MM1 -> ExpectMainMode2 -> MM3 -> ExpectMainMode4 -> MM5 -> ExpectMainMode6 -> Established
 //! responder: MM1 -> MM2, ExpectMainMode3 -> MM4, ExpectMainMode5 -> MM6, Established
+//! aggressive: AM1 -> ExpectAggressive2 -> AM3, Established   (child module `aggressive`)
+//!             AM1 -> AM2, ExpectAggressive3 -> Established
 //! quick mode: QM1 -> ExpectQuickMode2 -> QM3 [-> ExpectConnected when the responder commits]
 //!             QM1 -> QM2, ExpectQuickMode3 -> installed
 //! ```
@@ -75,6 +77,13 @@ use crate::v1::wire::payload_type;
 use crate::wire::Identity;
 use crate::wire::TrafficSelector;
 
+// Child modules, so that aggressive mode and the phase 1 proofs share main mode's private
+// helpers.
+#[path = "aggressive.rs"]
+pub(crate) mod aggressive;
+#[path = "auth.rs"]
+mod auth;
+
 /// The DPD vendor ID (RFC 3706 §3): announcing it says we answer R-U-THERE.
 pub const DPD_VENDOR_ID: [u8; 16] = [
     0xaf, 0xca, 0xd7, 0x13, 0x68, 0xa1, 0xf1, 0xc9, 0x6b, 0x86, 0x96, 0xfc, 0x77, 0x57, 0x01, 0x00,
@@ -95,6 +104,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) next_id: &'a mut u64,
     /// Other established SAs to drop silently (INITIAL-CONTACT, RFC 2407 §4.6.3.3).
     pub(crate) drop_others: &'a mut Vec<(crate::config::ConnId, Identity, u64)>,
+    /// Seconds since the Unix epoch at `now`, for certificate validity; `None` refuses
+    /// every certificate.
+    pub(crate) unix_time: Option<u64>,
 }
 
 impl Ctx<'_> {
@@ -288,6 +300,8 @@ pub(crate) enum State {
     ExpectMainMode4(Box<ExpectMainMode4>),
     ExpectMainMode5(Box<ExpectMainMode5>),
     ExpectMainMode6(Box<ExpectMainMode6>),
+    ExpectAggressive2(Box<aggressive::ExpectAggressive2>),
+    ExpectAggressive3(Box<aggressive::ExpectAggressive3>),
     Established(Box<Established>),
     Closed,
 }
@@ -300,6 +314,8 @@ impl State {
             Self::ExpectMainMode4(_) => "ExpectMainMode4",
             Self::ExpectMainMode5(_) => "ExpectMainMode5",
             Self::ExpectMainMode6(_) => "ExpectMainMode6",
+            Self::ExpectAggressive2(_) => "ExpectAggressive2",
+            Self::ExpectAggressive3(_) => "ExpectAggressive3",
             Self::Established(_) => "Established",
             Self::Closed => "Closed",
         }
@@ -638,6 +654,11 @@ impl Phase1Sa {
         matches!(self.state, State::Established(_))
     }
 
+    /// An aggressive mode responder waiting for AM3.
+    pub(crate) fn awaits_aggressive3(&self) -> bool {
+        matches!(self.state, State::ExpectAggressive3(_))
+    }
+
     pub(crate) fn state_name(&self) -> &'static str {
         self.state.name()
     }
@@ -775,7 +796,8 @@ impl Phase1Sa {
                     Ok(Flow::Refused(e)) | Err(e) => Err(e),
                 }
             }
-            ExchangeType::Aggressive | ExchangeType::Other(_) => {
+            ExchangeType::Aggressive => self.aggressive_mode(ctx, raw, msg),
+            ExchangeType::Other(_) => {
                 Err(Incompatible::UnsupportedExchange(h.exchange.to_raw()).into())
             }
         }
@@ -839,9 +861,16 @@ impl Phase1Sa {
                 Misbehaved::InvalidHash
                     | Misbehaved::UndecryptablePhase1
                     | Misbehaved::IdentityMismatch
-            ) | V1Error::Incompatible(Incompatible::PeerRejected(
-                notify_type::AUTHENTICATION_FAILED | notify_type::INVALID_HASH_INFORMATION
-            ))
+                    | Misbehaved::InvalidSignature
+            ) | V1Error::Incompatible(
+                Incompatible::PeerRejected(
+                    notify_type::AUTHENTICATION_FAILED
+                        | notify_type::INVALID_HASH_INFORMATION
+                        | notify_type::INVALID_SIGNATURE
+                        | notify_type::INVALID_CERTIFICATE
+                ) | Incompatible::CertificateRejected(_)
+                    | Incompatible::CertificateUnavailable
+            )
         );
         if auth {
             ctx.event(Event::AuthFailed {
@@ -1023,6 +1052,7 @@ impl ExpectMainMode2 {
             Payload::Nonce(ni.clone()),
         ];
         mm3.extend(crate::v1::natt::nat_d_for(c, suite.hash));
+        mm3.extend(auth::cert_requests(c, suite.auth));
         let mm3 = c.main_mode(&mm3);
         c.retrans = Some(c.send_retrans(ctx, mm3.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm3)));
@@ -1049,7 +1079,13 @@ fn phase1_keys(
     nr: &[u8],
     gxy: &Secret,
 ) -> Result<(keys::Phase1Keys, Cbc), V1Error> {
-    let skeyid = keys::skeyid_psk(suite.hash, c.peer.psk.expose(), ni, nr);
+    // RFC 2409 §5: SKEYID depends on the authentication method.
+    let skeyid = match suite.auth {
+        crate::v1::config::AuthMethod::PreShared => {
+            keys::skeyid_psk(suite.hash, c.peer.psk.expose(), ni, nr)
+        }
+        crate::v1::config::AuthMethod::RsaSig => keys::skeyid_sig(suite.hash, ni, nr, gxy.expose()),
+    };
     let k = keys::derive_phase1(
         suite.hash,
         suite.encr,
@@ -1082,6 +1118,7 @@ impl ExpectMainMode3 {
         crate::v1::natt::detect(c, self.suite.hash, chain);
         let mut mm4 = vec![Payload::Ke(gxr.clone()), Payload::Nonce(nr)];
         mm4.extend(crate::v1::natt::nat_d_for(c, self.suite.hash));
+        mm4.extend(auth::cert_requests(c, self.suite.auth));
         let mm4 = c.main_mode(&mm4);
         c.answer(ctx, raw, mm4);
         Ok(State::ExpectMainMode5(Box::new(ExpectMainMode5 {
@@ -1128,18 +1165,13 @@ impl ExpectMainMode4 {
         crate::v1::natt::detect(c, p.suite.hash, chain);
         crate::v1::natt::float(c, ctx);
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
-        let hash = p.auth_hash(c, true, &id_body(&id));
+        let proof = p.proof(c, true, &id_body(&id))?;
         // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
         let contact = c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new());
-        let (mm5, next_iv) = c.main_mode_encrypted(
-            &p.cipher,
-            &p.iv,
-            &[
-                Payload::Id(id),
-                Payload::Hash(hash.expose().to_vec()),
-                contact,
-            ],
-        );
+        let mut mm5 = vec![Payload::Id(id)];
+        mm5.extend(proof);
+        mm5.push(contact);
+        let (mm5, next_iv) = c.main_mode_encrypted(&p.cipher, &p.iv, &mm5);
         p.iv = next_iv;
         c.retrans = Some(c.send_retrans(ctx, mm5.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm5)));
@@ -1151,6 +1183,7 @@ impl ExpectMainMode4 {
 /// INITIAL-CONTACT came along, and the next IV.
 fn open_phase1(
     c: &Common,
+    unix_time: Option<u64>,
     p: &Phase1Progress,
     h: &Header,
     ct: &[u8],
@@ -1167,19 +1200,11 @@ fn open_phase1(
         _ => None,
     })
     .ok_or(Misbehaved::MissingPayload("ID"))?;
-    let got = find(&chain, |x| match x {
-        Payload::Hash(v) => Some(v.as_slice()),
-        _ => None,
-    })
-    .ok_or(Misbehaved::MissingPayload("HASH"))?;
     let id_b = chain
         .body_of(plain.expose(), payload_type::ID)
         .ok_or(Misbehaved::MissingPayload("ID"))?;
-    let want = p.auth_hash(c, peer_is_initiator, id_b);
-    if !ct_eq(want.expose(), got) {
-        return Err(Misbehaved::InvalidHash.into());
-    }
     let identity = proposal::id_identity(id);
+    p.check_proof(c, unix_time, &chain, peer_is_initiator, id_b, &identity)?;
     if !c.peer.remote_id.matches(&identity) {
         return Err(Misbehaved::IdentityMismatch.into());
     }
@@ -1253,14 +1278,11 @@ impl ExpectMainMode5 {
         ct: &[u8],
     ) -> Result<State, V1Error> {
         let p = self.p;
-        let (peer_id, contact, iv) = open_phase1(c, &p, h, ct, true)?;
+        let (peer_id, contact, iv) = open_phase1(c, ctx.unix_time, &p, h, ct, true)?;
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
-        let hash = p.auth_hash(c, false, &id_body(&id));
-        let (mm6, p1_block) = c.main_mode_encrypted(
-            &p.cipher,
-            &iv,
-            &[Payload::Id(id), Payload::Hash(hash.expose().to_vec())],
-        );
+        let mut mm6 = vec![Payload::Id(id.clone())];
+        mm6.extend(p.proof(c, false, &id_body(&id))?);
+        let (mm6, p1_block) = c.main_mode_encrypted(&p.cipher, &iv, &mm6);
         c.answer(ctx, raw, mm6);
         let est = established(c, ctx, p, peer_id, p1_block, contact);
         Ok(State::Established(Box::new(est)))
@@ -1277,7 +1299,7 @@ impl ExpectMainMode6 {
         ct: &[u8],
     ) -> Result<State, V1Error> {
         let p = self.p;
-        let (peer_id, contact, p1_block) = open_phase1(c, &p, h, ct, false)?;
+        let (peer_id, contact, p1_block) = open_phase1(c, ctx.unix_time, &p, h, ct, false)?;
         c.retrans = None;
         c.last_in = Some((raw.to_vec(), None));
         c.want_child = true;

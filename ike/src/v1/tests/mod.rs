@@ -3,6 +3,7 @@
 
 mod natt;
 mod pair;
+mod phase1_auth;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -629,3 +629,58 @@ fn main_mode_3_and_4_carry_nat_d_only_when_both_speak_nat_t() {
     assert_eq!(nat_d(&p.b.sent[1].bytes), 2);
     assert_eq!(nat_d(&p.a.sent[0].bytes), 0, "MM1 has none");
 }
+
+#[test]
+fn aggressive_mode_through_a_nat_floats_at_am3_and_installs_udp_encapsulated_sas() {
+    // RFC 3947 §3.2: NAT-D in AM2 and AM3; the initiator sends AM3 from port 4500 once AM2
+    // showed the NAT, and the responder follows and detects it from AM3's NAT-D.
+    let mut a = peer(A_IP, B_IP, "secret");
+    a.aggressive = true;
+    let mut b = peer(B_IP, A_IP, "secret");
+    b.remote = RemoteAddr::Any;
+    b.aggressive = true;
+    let mut p = Pair::new(a, b);
+    p.nat = true;
+    p.connect();
+    assert_eq!((up(&p.a), up(&p.b)), (1, 1));
+    p.assert_children_match();
+    let ports: Vec<u16> = p.a.sent.iter().map(|t| t.local.port()).collect();
+    assert_eq!(ports[0], 500, "AM1 from 500: {ports:?}");
+    assert!(ports[1..].iter().all(|p| *p == 4500), "AM3 on from 4500: {ports:?}");
+    // AM2 carries the NAT-T VID B chose and its NAT-D pair.
+    let am2 = Message::decode(&p.b.sent[0].bytes).expect("AM2 decodes");
+    let Body::Plain(chain) = am2.body else {
+        panic!("AM2 is in clear")
+    };
+    assert_eq!(
+        chain
+            .payloads
+            .iter()
+            .filter(|x| matches!(x, Payload::NatD(_)))
+            .count(),
+        2
+    );
+    assert!(vids(&p.b.sent[0].bytes).contains(&natt::VID_RFC3947.to_vec()));
+    let (ia, ib) = (&p.a.installs[0], &p.b.installs[0]);
+    assert_eq!(
+        ia.encap,
+        Some(UdpEncap {
+            local_port: 4500,
+            remote_port: 4500
+        })
+    );
+    assert_eq!(ib.remote, addr(NAT_PUBLIC, 34500));
+    assert_eq!(
+        ib.encap,
+        Some(UdpEncap {
+            local_port: 4500,
+            remote_port: 34500
+        })
+    );
+    // Only the side behind the NAT keeps the mapping open.
+    p.drive_for(Duration::from_secs(25));
+    assert!(!p.a.keepalives.is_empty());
+    assert!(p.b.keepalives.is_empty());
+    assert!(p.a.ep.stats().rejected.is_empty(), "{:?}", p.a.ep.stats());
+    assert!(p.b.ep.stats().rejected.is_empty(), "{:?}", p.b.ep.stats());
+}

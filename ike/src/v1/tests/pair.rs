@@ -135,6 +135,8 @@ pub(crate) fn peer(local: Ipv4Addr, remote: Ipv4Addr, psk: &str) -> V1Peer {
             retries: 3,
         }),
         allow_legacy: false,
+        cert: None,
+        aggressive: false,
     }
 }
 

@@ -312,18 +312,6 @@ impl Cx<'_> {
         let profile = e.ike_profile.as_ref().map(|p| {
             self.reference(p, &format!("{path}.ike_profile"), "ike_profile")
                 .and_then(|n| c.ike_profiles.get(&n).cloned().map(|prof| (n, prof)))
-                .filter(|(n, prof)| {
-                    prof.version == 2 || {
-                        self.err(
-                            p.span(),
-                            format!(
-                                "{path}.ike_profile: {n} is an IKEv1 profile (version = 1); \
-                                 crypto maps over IKEv1 are not supported yet"
-                            ),
-                        );
-                        false
-                    }
-                })
         });
         for (p, v) in peers.iter().zip(list) {
             let peer = match &profile {

@@ -418,20 +418,32 @@ pub fn build(
     }
     let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
     let maps = cryptomaps::plan_maps(cfg, conn_ids, links, &mut peers)?;
+    // The IKEv1 engine's connections: tunnels, templates and crypto map peers whose IKE
+    // profile says `version = 1`.
     let v1_conns: Vec<ike::ConnId> = tunnels
         .values()
         .filter(|t| t.v1_policies.is_some())
         .map(|t| t.conn)
+        .chain(
+            templates
+                .values()
+                .filter(|t| cfg.ike_profiles.get(&t.profile).is_some_and(|p| p.version == 1))
+                .map(|t| t.conn),
+        )
+        .chain(cryptomaps::v1_conns(cfg, &maps))
         .collect();
+    let mut v1_peers: Vec<ike::v1::V1Peer> = peers
+        .iter()
+        .filter(|p| v1_conns.contains(&p.config.id))
+        .map(|p| v1_peer(&p.config, cfg.isakmp_policies.clone()))
+        .collect();
+    // A main mode responder takes the first profile whose peer address matches (it must
+    // pick the pre-shared key before it sees an identity, RFC 2409 §5.4): most specific
+    // first, as IOS searches its keyrings, so a static tunnel's peer is not answered by a
+    // template's 0.0.0.0/0. The sort is stable: equal ones keep the plan's order.
+    v1_peers.sort_by_key(|p| std::cmp::Reverse(remote_specificity(&p.remote)));
     let v1 = ike::v1::V1Config {
-        peers: tunnels
-            .values()
-            .filter_map(|t| {
-                let policies = t.v1_policies.clone()?;
-                let p = peers.iter().find(|p| p.config.id == t.conn)?;
-                Some(v1_peer(&p.config, policies))
-            })
-            .collect(),
+        peers: v1_peers,
         half_open_timeout: cfg.global.limits.half_open_timeout,
         ..Default::default()
     };
@@ -519,6 +531,16 @@ fn tunnel_peer(
     }
 }
 
+/// How narrowly a profile's peer address matches: a host above any prefix, longer prefixes
+/// above shorter ones, "any" last.
+fn remote_specificity(r: &ike::RemoteAddr) -> u16 {
+    match r {
+        ike::RemoteAddr::Host(_) => 256,
+        ike::RemoteAddr::Prefix(_, len) => u16::from(*len) + 1,
+        ike::RemoteAddr::Any => 0,
+    }
+}
+
 /// The IKEv1 profile of a tunnel's connection: the same peer, identities, key, quick mode
 /// parameters (transform sets, PFS, selectors, lifetimes) and DPD; phase 1 from the
 /// `[isakmp_policy.N]` list instead of IKEv2 proposals.
@@ -538,6 +560,7 @@ fn v1_peer(c: &ike::PeerConfig, policies: Vec<ike::v1::IsakmpPolicy>) -> ike::v1
         psk,
         policies,
         child: c.child.clone(),
+        more_children: c.more_children.clone(),
         dpd: c.dpd,
         allow_legacy: c.allow_legacy,
     }

@@ -75,6 +75,8 @@ use crate::v1::wire::payload_type;
 use crate::wire::Identity;
 use crate::wire::TrafficSelector;
 
+mod selectors;
+
 /// The DPD vendor ID (RFC 3706 §3): announcing it says we answer R-U-THERE.
 pub const DPD_VENDOR_ID: [u8; 16] = [
     0xaf, 0xca, 0xd7, 0x13, 0x68, 0xa1, 0xf1, 0xc9, 0x6b, 0x86, 0x96, 0xfc, 0x77, 0x57, 0x01, 0x00,
@@ -178,6 +180,9 @@ pub(crate) struct Common {
     half_open_until: Option<Instant>,
     /// Main mode we initiated just completed: quick mode follows (RFC 2409 §5.5).
     pub(crate) want_child: bool,
+    /// Quick modes asked for by configuration (a crypto map's ACL lines), started one at a
+    /// time once the SA is established (`selectors.rs`).
+    pub(crate) queued: Vec<ChildConfigIndex>,
 }
 
 impl Common {
@@ -350,6 +355,7 @@ impl Phase1Progress {
 
 /// A Child SA whose keys exist, not yet installed.
 struct PendingChild {
+    config: ChildConfigIndex,
     suite: EspSuite,
     spi_in: u32,
     spi_out: u32,
@@ -362,6 +368,7 @@ struct PendingChild {
 /// An installed Child SA.
 struct Child {
     id: ChildSaId,
+    config: ChildConfigIndex,
     spi_in: u32,
     spi_out: u32,
     expire_at: Instant,
@@ -379,6 +386,7 @@ pub(crate) struct ExpectQuickMode2 {
     ids: (Id, Id),
     local_ts: TrafficSelector,
     remote_ts: TrafficSelector,
+    config: ChildConfigIndex,
 }
 
 /// Quick mode responder: QM2 sent.
@@ -534,6 +542,7 @@ impl Phase1Sa {
             last_in: None,
             half_open_until: None,
             want_child: false,
+            queued: Vec::new(),
         };
         let mm1 = c.main_mode(&[
             Payload::Sa(offer),
@@ -576,6 +585,7 @@ impl Phase1Sa {
             last_in: None,
             half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
             want_child: false,
+            queued: Vec::new(),
         };
         let mm2 = c.main_mode(&[
             Payload::Sa(answer),
@@ -953,7 +963,7 @@ fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: Child) {
         child: ch.id,
         session: c.session,
         conn: c.peer.id,
-        config: ChildConfigIndex::FIRST,
+        config: ch.config,
     });
 }
 
@@ -1678,7 +1688,21 @@ impl Established {
 
     /// QM1 (RFC 2409 §5.5): `HDR*, HASH(1), SA, Ni [, KE ] [, IDci, IDcr ]`.
     fn start_quick_mode(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Result<(), V1Error> {
-        let child = &c.peer.child;
+        self.start_quick_mode_at(c, ctx, ChildConfigIndex::FIRST)
+    }
+
+    /// QM1 for quick mode configuration `config`: its first selector of each side as
+    /// IDci/IDcr (one pair per quick mode).
+    fn start_quick_mode_at(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        config: ChildConfigIndex,
+    ) -> Result<(), V1Error> {
+        let child = c
+            .peer
+            .child_config(config)
+            .ok_or(Incompatible::NoProposalChosen)?;
         let local_ts = child
             .local_ts
             .first()
@@ -1738,6 +1762,7 @@ impl Established {
                 ids,
                 local_ts,
                 remote_ts,
+                config,
             })),
         );
         Ok(())
@@ -1799,10 +1824,15 @@ impl Established {
             ),
             _ => return Err(Misbehaved::MissingPayload("IDcr").into()),
         };
-        let child = &c.peer.child;
-        if !ts::is_subset(&[ts_r], &child.local_ts) || !ts::is_subset(&[ts_i], &child.remote_ts) {
-            return Err(Incompatible::IdUnacceptable.into());
-        }
+        // The first configuration whose selectors hold the peer's IDs (a crypto map's ACL
+        // lines are one configuration each).
+        let (config, child) = c
+            .peer
+            .child_configs()
+            .find(|(_, ch)| {
+                ts::is_subset(&[ts_r], &ch.local_ts) && ts::is_subset(&[ts_i], &ch.remote_ts)
+            })
+            .ok_or(Incompatible::IdUnacceptable)?;
         let props: Vec<_> = child
             .esp_proposals
             .iter()
@@ -1862,6 +1892,7 @@ impl Established {
                 self.prf_a(&[&mid.to_be_bytes(), &ni, t])
             });
         let pending = PendingChild {
+            config,
             suite: choice.suite,
             spi_in,
             spi_out: choice.peer_spi,
@@ -1929,6 +1960,7 @@ impl Established {
             (None, None) => None,
         };
         let pending = PendingChild {
+            config: st.config,
             suite,
             spi_in: st.spi_in,
             spi_out,
@@ -2007,7 +2039,7 @@ impl Established {
             replaces: None,
             session: c.session,
             conn: c.peer.id,
-            config: ChildConfigIndex::FIRST,
+            config: p.config,
             host_pair: None,
             local: c.local,
             remote: c.remote,
@@ -2031,10 +2063,11 @@ impl Established {
             child: id,
             session: c.session,
             conn: c.peer.id,
-            config: ChildConfigIndex::FIRST,
+            config: p.config,
         });
         self.children.push(Child {
             id,
+            config: p.config,
             spi_in: p.spi_in,
             spi_out: p.spi_out,
             expire_at: crate::sa::later(ctx.now, hard),

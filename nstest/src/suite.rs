@@ -168,6 +168,7 @@ pub fn run_suite(
 /// two, which keeps the suite's wall time within CI's budget.
 const WIDE: &[(&str, usize)] = &[
     ("agent::ikev1", 4),
+    ("agent::ikev1_hub", 3),
     ("agent::interop", 3),
     ("agent::pq", 3),
     ("agent::cryptomap", 3),

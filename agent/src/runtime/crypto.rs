@@ -192,9 +192,7 @@ impl Runtime {
                     .ep
                     .v1_sas()
                     .into_iter()
-                    .filter(|s| {
-                        conn_id.is_none_or(|c| show_crypto::isakmp_conn_id(s.session) == c)
-                    })
+                    .filter(|s| conn_id.is_none_or(|c| show_crypto::isakmp_conn_id(s.session) == c))
                     .map(|s| (s.session, s.conn, s.remote));
                 let sas: Vec<_> = v2
                     .chain(v1)

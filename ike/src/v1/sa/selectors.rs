@@ -21,8 +21,7 @@ impl Phase1Sa {
         let State::Established(e) = &mut self.state else {
             return;
         };
-        if e
-            .exchanges
+        if e.exchanges
             .values()
             .any(|x| matches!(x, Exchange::ExpectQuickMode2(_)))
         {

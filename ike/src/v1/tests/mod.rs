@@ -2,6 +2,7 @@
 //! harness's shape, `crate::tests::pair`), and the fuzz seeds they record.
 
 mod pair;
+mod selectors;
 
 use std::sync::Arc;
 use std::time::Duration;

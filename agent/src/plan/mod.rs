@@ -760,7 +760,7 @@ ike_profile = "V1"
             .map(|(i, c)| (i.0, c.local_ts[0], c.remote_ts[0]))
             .collect();
         let ts = |s: &str| {
-            let n: ipnet::IpNet = s.parse().unwrap();
+            let n: IpNet = s.parse().unwrap();
             TrafficSelector::prefix(n.addr(), n.prefix_len())
         };
         assert_eq!(

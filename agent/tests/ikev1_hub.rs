@@ -298,7 +298,13 @@ ike_profile = "V1"
         for (src, dst) in [("10.1.0.1", "10.2.0.1"), ("10.1.1.1", "10.2.1.1")] {
             got += kernel::ping(ha, src, dst, 3)?;
         }
-        let [esp_n, clear] = cap.stop_and_count(&["esp", "net 10.0.0.0/8"])?[..] else {
+        // tcpdump also shows what the receiving interface decrypted (the kernel re-injects
+        // the inner packet there), so "in clear on the wire" is counted on the side that
+        // sends: b's replies to a's networks must leave as ESP only.
+        let [esp_n, clear] = cap.stop_and_count(&[
+            "esp",
+            "icmp and src net 10.2.0.0/16 and dst net 10.1.0.0/16",
+        ])?[..] else {
             unreachable!()
         };
         ensure!(got == 6, "{got}/6 pings over the two lines");

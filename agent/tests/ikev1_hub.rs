@@ -228,12 +228,11 @@ fn two_sites() -> TopoSpec {
 
 /// Issue 15: a crypto map entry with an IKEv1 profile and two ACL lines against a
 /// policy-based strongSwan IKEv1 peer. Quick mode carries one selector pair (RFC 2409 §5.5),
-/// so each line's first packet (the kernel's ACQUIRE) gets its own quick mode and its own
-/// SA pair on the one ISAKMP SA.
-#[test]
-#[ignore = "vm"]
-fn vm_ikev1_crypto_map_with_strongswan() {
-    scenario("ikev1-crypto-map", two_sites(), |sc| {
+/// so each line gets its own quick mode and its own SA pair on the one ISAKMP SA: started by
+/// the line's first packet (the kernel's ACQUIRE) when vtid initiates, filed under the line
+/// the IDs fall in when strongSwan does.
+fn crypto_map_case(name: &str, vtid_initiates: bool) {
+    scenario(name, two_sites(), |sc| {
         let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
         ha.ip(&["addr", "add", "10.1.1.1/24", "dev", "lo"])?;
         hb.ip(&["addr", "add", "10.2.1.1/24", "dev", "lo"])?;
@@ -284,7 +283,15 @@ ike_profile = "V1"
                 swan.log()
             )
         };
-        // Each line's first packet starts its quick mode (ACQUIRE); then all pass.
+        if !vtid_initiates {
+            swan.initiate()
+                .with_context(|| diag("strongSwan's first line"))?;
+            swan.vici()?
+                .command("initiate", &[("child", "c2"), ("timeout", "30000")])
+                .with_context(|| diag("strongSwan's second line"))?;
+        }
+        // Each line's first packet starts its quick mode (ACQUIRE) if none is up; then all
+        // pass.
         for (src, dst) in [("10.1.0.1", "10.2.0.1"), ("10.1.1.1", "10.2.1.1")] {
             wait_until(
                 &format!("first answer {src} -> {dst}"),
@@ -313,6 +320,14 @@ ike_profile = "V1"
         // Two SA pairs, the same in both kernels, and one ISAKMP SA.
         let (sa, sb) = (nstest::assert::spis(ha)?, nstest::assert::spis(hb)?);
         ensure!(sa.len() == 4 && sa == sb, "SAs: a {sa:?} b {sb:?}");
+        // Each pair restricted to its own line's selectors.
+        let states = ha.ip(&["xfrm", "state"])?;
+        for sel in [
+            "sel src 10.1.0.0/24 dst 10.2.0.0/24",
+            "sel src 10.1.1.0/24 dst 10.2.1.0/24",
+        ] {
+            ensure!(states.contains(sel), "no SA with {sel}: {states}");
+        }
         let listed = swan.list_sas()?;
         ensure!(
             listed.contains("version=1") && listed.matches("state=INSTALLED").count() == 2,
@@ -337,4 +352,16 @@ ike_profile = "V1"
         sc.add_peer("a", nstest::peer::vtid_peer(vtid));
         Ok(())
     });
+}
+
+#[test]
+#[ignore = "vm"]
+fn vm_ikev1_crypto_map_with_strongswan() {
+    crypto_map_case("ikev1-crypto-map", true);
+}
+
+#[test]
+#[ignore = "vm"]
+fn vm_ikev1_crypto_map_with_strongswan_initiating() {
+    crypto_map_case("ikev1-crypto-map-swan-init", false);
 }

@@ -365,6 +365,21 @@ impl Cx<'_> {
                 None => ok = false,
             }
         }
+        // IKEv1 negotiates a line's selectors as its quick mode IDs; a per-host SA pair would
+        // need the packet's host pair instead, which IKEv1 here does not propose.
+        if let (Some(Some((pname, prof))), Some(v)) = (&profile, &e.per_host)
+            && prof.version == 1
+            && *v.get_ref()
+        {
+            self.err(
+                v.span(),
+                format!(
+                    "{path}.per_host: not supported over IKEv1 (ike_profile {pname} has \
+                     version = 1): each ACL line gets one SA pair for its own selectors"
+                ),
+            );
+            ok = false;
+        }
         let metric = self.reverse_route(path, e.reverse_route_metric.as_ref());
         let rri = e.reverse_route.as_ref().is_some_and(|b| *b.get_ref());
         if rri

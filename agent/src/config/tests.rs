@@ -1866,6 +1866,31 @@ ike_profile = "V1"
 "#
     )))
     .expect("a crypto map over IKEv1 loads");
+    // Per-host SA pairs are IKEv2 only: the error points at the key.
+    let per_host = format!(
+        r#"{policy}[ike_profile.V1]
+version = 1
+keyring = "KR1"
+[access_list.A]
+entries = ["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"]
+[crypto_map.M]
+local_address = "10.0.0.1"
+[[crypto_map.M.entry]]
+seq = 10
+match_address = "A"
+peers = ["10.0.0.2"]
+transform_sets = ["T1"]
+ike_profile = "V1"
+per_host = true
+"#
+    );
+    // BASE 8 lines, policy 5: `per_host` is on line 27, its value at column 12.
+    assert_error(
+        &with_base(&per_host),
+        27,
+        12,
+        "per_host: not supported over IKEv1",
+    );
 }
 
 /// The seeds' IKEv1 hub: `crypto isakmp profile` with `virtual-template` and the wildcard

@@ -681,8 +681,9 @@ impl Endpoint {
                 .get(&ours)
                 .and_then(IkeSa::expected_contact)
                 .is_some_and(|want| {
+                    let want = Some((want.0.clone(), want.1));
                     self.sas.iter().any(|(spi, sa)| {
-                        *spi != ours && sa.contact() == Some((want.0.clone(), want.1))
+                        *spi != ours && (sa.contact() == want || sa.contact_in_flight() == want)
                     })
                 });
         let mut ctx = ctx!(self, now);

@@ -449,6 +449,7 @@ pub fn build(
     let v1 = ike::v1::V1Config {
         peers: v1_peers,
         half_open_timeout: cfg.global.limits.half_open_timeout,
+        nat_keepalive: cfg.global.nat_keepalive,
         ..Default::default()
     };
     let endpoint = ike::EndpointConfig {

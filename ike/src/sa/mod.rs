@@ -802,6 +802,21 @@ impl IkeSa {
         Some((self.c.peer.local_identity_at(self.c.local.ip()), peer))
     }
 
+    /// (our identity, the one the peer must prove) of an initiator whose IKE_AUTH request
+    /// is out, when the configuration names that identity exactly. That request may carry
+    /// INITIAL_CONTACT; another SA between the same identities that sent one too would make
+    /// the peer delete this one as soon as both are up (RFC 7296 §2.4), so such an SA counts
+    /// as contact already made.
+    pub(crate) fn contact_in_flight(&self) -> Option<(Identity, &Identity)> {
+        if !matches!(self.state, State::ExpectAuthResponse(_)) {
+            return None;
+        }
+        let crate::config::IdMatch::Exact(peer) = &self.c.peer.remote_id else {
+            return None;
+        };
+        Some((self.c.peer.local_identity_at(self.c.local.ip()), peer))
+    }
+
     /// (our identity, the one the peer must prove) of an initiator still waiting for its
     /// IKE_SA_INIT response, when the configuration names that identity exactly: with a
     /// wildcard the peer is unknown until IKE_AUTH, and INITIAL_CONTACT is sent as usual.

@@ -664,6 +664,43 @@ fn second_ike_sa_between_same_identities_sends_no_initial_contact() {
 }
 
 #[test]
+fn two_ike_sas_started_together_between_same_identities_send_one_initial_contact() {
+    // Two tunnels of A to B under the same identities, started in the same instant (a
+    // daemon's start): neither is established when the other's IKE_SA_INIT response comes
+    // back, so "established" alone would let both send INITIAL_CONTACT, and B would delete
+    // whichever came up first.
+    let ids = |mut c: PeerConfig| {
+        c.local_id = Some(Identity::Fqdn("a.example".into()));
+        c.remote_id = IdMatch::Exact(Identity::Fqdn("b.example".into()));
+        c
+    };
+    let a1 = ids(peer(1, A_IP, B_IP, "secret"));
+    let a2 = ids(peer(2, A_IP, B_IP, "secret"));
+    let mut b = peer(1, B_IP, A_IP, "secret");
+    b.local_id = Some(Identity::Fqdn("b.example".into()));
+    let mut p = Pair::with_configs(endpoint_config(vec![a1, a2]), endpoint_config(vec![b]));
+    p.command(Side::A, Command::Initiate { conn: ConnId(1) });
+    p.command(Side::A, Command::Initiate { conn: ConnId(2) });
+    p.drive_for(Duration::from_secs(2));
+    let mut flags: Vec<bool> = p.b.initial_contacts();
+    flags.sort();
+    assert_eq!(
+        flags,
+        [false, true],
+        "exactly one IKE SA carries INITIAL_CONTACT"
+    );
+    assert_eq!(p.b.ep.ike_sa_count(), 2);
+    assert_eq!(p.a.ep.ike_sa_count(), 2);
+    assert!(!p.b.has_event(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::Replaced,
+            ..
+        }
+    )));
+}
+
+#[test]
 fn id_types_and_remote_id_match() {
     let mut a = peer(1, A_IP, B_IP, "secret");
     a.local_id = Some(Identity::Fqdn("a.example".into()));

@@ -29,6 +29,12 @@ pub struct V1Config {
     pub retransmit: RetransmitConfig,
     /// How long a responder's unfinished main mode is kept.
     pub half_open_timeout: Duration,
+    /// NAT-T keepalive interval of the side behind a NAT (RFC 3948 §2.3).
+    pub nat_keepalive: Duration,
+    /// Largest phase 1 message (ISAKMP octets, without IP and UDP headers) sent whole to a
+    /// peer that announced IKE fragmentation; a larger one goes as fragment messages of at
+    /// most this many octets ([`crate::v1::fragment`]).
+    pub fragment_size: usize,
 }
 
 impl Default for V1Config {
@@ -37,6 +43,9 @@ impl Default for V1Config {
             peers: Vec::new(),
             retransmit: RetransmitConfig::default(),
             half_open_timeout: Duration::from_secs(30),
+            nat_keepalive: Duration::from_secs(20),
+            // strongSwan's default (charon.fragment_size): an IPv6 minimum MTU datagram.
+            fragment_size: 1280,
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct Endpoint {
     out: VecDeque<Output>,
     stats: Stats,
     next_id: u64,
+    /// Fragmented messages being reassembled ([`crate::v1::fragment`]).
+    frags: crate::v1::fragment::Reassembly,
 }
 
 macro_rules! ctx {
@@ -151,6 +153,7 @@ impl Endpoint {
             out: VecDeque::new(),
             stats: Stats::default(),
             next_id: FIRST_ID,
+            frags: Default::default(),
         }
     }
 
@@ -215,11 +218,54 @@ impl Endpoint {
     /// RFC 2408 §5 asks for one, a notify.
     pub fn handle_datagram(&mut self, now: Instant, dgram: Datagram<'_>) {
         self.stats.datagrams += 1;
+        if crate::v1::fragment::is_fragment(dgram.bytes) {
+            self.fragment(now, dgram);
+            return;
+        }
         let mut drops = Vec::new();
         if let Err(e) = self.datagram(now, dgram, &mut drops) {
             self.reject(&e, dgram.remote);
         }
         self.settle(now, drops);
+    }
+
+    /// A fragment message: stored until its message is whole, which is then handled as if
+    /// it had arrived in one datagram.
+    fn fragment(&mut self, now: Instant, dgram: Datagram<'_>) {
+        let whole = crate::v1::fragment::parse(dgram.bytes).and_then(|f| {
+            let whole = self.frags.add(now, dgram.remote, &f)?;
+            // The reassembled message must be the one the fragments' header named.
+            match &whole {
+                Some(m)
+                    if m.get(..16)
+                        != Some(&[f.cky_i.to_be_bytes(), f.cky_r.to_be_bytes()].concat()[..]) =>
+                {
+                    Err(Misbehaved::BadFragment(
+                        "reassembled message of other cookies",
+                    ))
+                }
+                _ => Ok(whole),
+            }
+        });
+        match whole {
+            Ok(Some(bytes)) => {
+                tracing::info!(peer = %dgram.remote, len = bytes.len(), "v1: message reassembled from fragments");
+                self.handle_datagram(
+                    now,
+                    Datagram {
+                        bytes: &bytes,
+                        ..dgram
+                    },
+                );
+            }
+            Ok(None) => {}
+            Err(e) => self.reject(&e.into(), dgram.remote),
+        }
+    }
+
+    /// Messages reassembled from fragments so far, and messages still in reassembly.
+    pub fn fragment_counts(&self) -> (u64, usize) {
+        (self.frags.reassembled, self.frags.pending())
     }
 
     /// Handles a command.
@@ -316,6 +362,7 @@ impl Endpoint {
 
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.frags.expire(now);
         let mut drops = Vec::new();
         let due: Vec<u64> = self
             .sas
@@ -337,7 +384,11 @@ impl Endpoint {
     /// The earliest deadline at which [`Endpoint::handle_timeout`] must be called. A scan of
     /// every SA: the IKEv2 engine's deadline heap is the model once IKEv1 serves many peers.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(Phase1Sa::next_timeout).min()
+        self.sas
+            .values()
+            .filter_map(Phase1Sa::next_timeout)
+            .chain(self.frags.next_timeout())
+            .min()
     }
 
     fn datagram(
@@ -383,7 +434,11 @@ impl Endpoint {
         };
         let mut ctx = ctx!(self, now, drops);
         let sa = self.sas.get_mut(&key).ok_or(Misbehaved::UnknownCookies)?;
-        sa.handle(&mut ctx, dgram.bytes, msg)
+        // NAT-T (RFC 3947 §4): the float to port 4500, and a peer's NAT mapping that moved.
+        let moved = sa.natt_arrival(&ctx, dgram.local, dgram.remote);
+        let res = sa.handle(&mut ctx, dgram.bytes, msg);
+        sa.natt_settle(&mut ctx, moved, res.is_ok());
+        res
     }
 
     /// RFC 2408 §5: a first main mode message that does not decode is answered with its
@@ -528,8 +583,10 @@ impl Endpoint {
             .map(|(k, _)| *k)
             .collect();
         for k in closed {
-            if let Some(sa) = self.sas.remove(&k) {
-                self.answered.remove(&(sa.c.remote, sa.c.cky_i));
+            if self.sas.remove(&k).is_some() {
+                // By our cookie: the SA's address may have changed since MM1 (NAT-T's
+                // float to port 4500), the entry's key has the address MM1 came from.
+                self.answered.retain(|_, ours| *ours != k);
             }
         }
     }

@@ -143,6 +143,9 @@ pub enum Misbehaved {
     UnexpectedMessage,
     /// A DPD R-U-THERE-ACK whose sequence number is not the outstanding one (RFC 3706 §5.2).
     DpdSequenceMismatch,
+    /// A fragment (Cisco/strongSwan IKEv1 fragmentation) that is malformed or does not fit
+    /// the set it claims to belong to; it is dropped and changes nothing.
+    BadFragment(&'static str),
 }
 
 /// Well-formed input on which we cannot agree.
@@ -210,7 +213,9 @@ impl V1Error {
                 | Misbehaved::NotEncrypted
                 | Misbehaved::UnexpectedEncryption
                 | Misbehaved::UnexpectedMessage
-                | Misbehaved::DpdSequenceMismatch => Drop,
+                | Misbehaved::DpdSequenceMismatch
+                // A fragment is not a message: nothing to answer until it is reassembled.
+                | Misbehaved::BadFragment(_) => Drop,
             },
             Self::Incompatible(e) => match e {
                 Incompatible::NoProposalChosen => n(n::NO_PROPOSAL_CHOSEN),
@@ -255,6 +260,7 @@ impl V1Error {
                 Misbehaved::InvalidCookie => "v1_invalid_cookie",
                 Misbehaved::UnexpectedMessage => "v1_unexpected_message",
                 Misbehaved::DpdSequenceMismatch => "v1_dpd_sequence_mismatch",
+                Misbehaved::BadFragment(_) => "v1_bad_fragment",
             },
             Self::Incompatible(e) => match e {
                 Incompatible::NoProposalChosen => "v1_no_proposal_chosen",

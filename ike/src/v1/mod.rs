@@ -13,11 +13,15 @@
 //! | the engine: inputs, outputs, demux by cookie | [`endpoint`] |
 //! | SA payloads: IOS's policy matching, quick mode choice, IDs | `proposal` (private) |
 //! | main mode states, quick mode, informational exchanges, DPD | `sa` (private) |
+//! | NAT traversal: vendor IDs, NAT-D, float to 4500, UDP-encapsulated modes (RFC 3947) | [`natt`] |
+//! | IKE fragmentation (Cisco/strongSwan vendor ID, payload 132) | [`fragment`] |
 
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod fragment;
 pub mod keys;
+pub mod natt;
 pub(crate) mod proposal;
 pub(crate) mod sa;
 pub mod wire;

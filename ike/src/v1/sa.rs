@@ -183,10 +183,33 @@ pub(crate) struct Common {
     /// Quick modes asked for by configuration (a crypto map's ACL lines), started one at a
     /// time once the SA is established (`selectors.rs`).
     pub(crate) queued: Vec<ChildConfigIndex>,
+    /// NAT traversal (RFC 3947), [`crate::v1::natt`].
+    pub(crate) natt: crate::v1::natt::NatT,
+    /// The peer announced IKE fragmentation ([`crate::v1::fragment`]).
+    pub(crate) peer_frag: bool,
+    /// Fragment ID of our next fragmented message.
+    pub(crate) frag_id: std::cell::Cell<u16>,
 }
 
 impl Common {
     fn send(&self, ctx: &mut Ctx<'_>, bytes: Vec<u8>) {
+        // Phase 1 messages above the size go as fragments to a peer that takes them.
+        let phase1 = matches!(
+            bytes.get(18).copied().map(ExchangeType::from_raw),
+            Some(ExchangeType::IdentityProtection | ExchangeType::Aggressive)
+        );
+        if self.peer_frag && phase1 && bytes.len() > ctx.config.fragment_size {
+            let id = self.frag_id.get().wrapping_add(1);
+            self.frag_id.set(id);
+            for f in crate::v1::fragment::split(&bytes, id, ctx.config.fragment_size) {
+                ctx.out.push_back(Output::Transmit(Transmit {
+                    local: self.local,
+                    remote: self.remote,
+                    bytes: f,
+                }));
+            }
+            return;
+        }
         ctx.out.push_back(Output::Transmit(Transmit {
             local: self.local,
             remote: self.remote,
@@ -543,11 +566,17 @@ impl Phase1Sa {
             half_open_until: None,
             want_child: false,
             queued: Vec::new(),
+            natt: Default::default(),
+            peer_frag: false,
+            frag_id: Default::default(),
         };
-        let mm1 = c.main_mode(&[
+        let mut mm1 = vec![
             Payload::Sa(offer),
             Payload::VendorId(DPD_VENDOR_ID.to_vec()),
-        ]);
+            crate::v1::fragment::vendor_id(),
+        ];
+        mm1.extend(crate::v1::natt::vendor_ids());
+        let mm1 = c.main_mode(&mm1);
         c.retrans = Some(c.send_retrans(ctx, mm1));
         Ok(Self {
             c,
@@ -586,11 +615,20 @@ impl Phase1Sa {
             half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
             want_child: false,
             queued: Vec::new(),
+            natt: crate::v1::natt::NatT {
+                version: crate::v1::natt::NattVersion::negotiate(chain),
+                ..Default::default()
+            },
+            peer_frag: crate::v1::fragment::announced(chain),
+            frag_id: Default::default(),
         };
-        let mm2 = c.main_mode(&[
+        let mut mm2 = vec![
             Payload::Sa(answer),
             Payload::VendorId(DPD_VENDOR_ID.to_vec()),
-        ]);
+            crate::v1::fragment::vendor_id(),
+        ];
+        mm2.extend(c.natt.answer_vid());
+        let mm2 = c.main_mode(&mm2);
         c.answer(ctx, raw, mm2);
         Ok(Self {
             c,
@@ -640,6 +678,7 @@ impl Phase1Sa {
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
         let mut t: Vec<Instant> = Vec::new();
         t.extend(self.c.retrans.as_ref().map(|r| r.at));
+        t.extend(self.c.natt.keepalive_at);
         if !self.is_established() {
             t.extend(self.c.half_open_until);
         }
@@ -900,6 +939,7 @@ impl Phase1Sa {
     /// Runs what is due.
     pub(crate) fn on_timeout(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
+        crate::v1::natt::on_timeout(&mut self.c, ctx);
         if let Some(mut r) = self.c.retrans.take() {
             if r.at <= now && !r.fire(&self.c, ctx) {
                 ctx.event(Event::PeerDead {
@@ -984,12 +1024,16 @@ impl ExpectMainMode2 {
         let sa = sa_payload(chain)?;
         let suite = proposal::phase1_check_answer(sa, &c.peer.usable_policies())?;
         c.cky_r = h.cky_r;
+        c.natt.version = crate::v1::natt::NattVersion::negotiate(chain);
+        c.peer_frag = crate::v1::fragment::announced(chain);
         let ke = KeyExchange::generate(suite.group, ctx.rng)?;
         let ni = ctx.nonce();
-        let mm3 = c.main_mode(&[
+        let mut mm3 = vec![
             Payload::Ke(ke.public().to_vec()),
             Payload::Nonce(ni.clone()),
-        ]);
+        ];
+        mm3.extend(crate::v1::natt::nat_d_for(c, suite.hash));
+        let mm3 = c.main_mode(&mm3);
         c.retrans = Some(c.send_retrans(ctx, mm3.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm3)));
         Ok(State::ExpectMainMode4(Box::new(ExpectMainMode4 {
@@ -1045,7 +1089,10 @@ impl ExpectMainMode3 {
         let nr = ctx.nonce();
         let (keys, cipher) = phase1_keys(c, self.suite, ni, &nr, &gxy)?;
         let iv = keys::phase1_iv(self.suite.hash, gxi, &gxr, cipher.block());
-        let mm4 = c.main_mode(&[Payload::Ke(gxr.clone()), Payload::Nonce(nr)]);
+        crate::v1::natt::detect(c, self.suite.hash, chain);
+        let mut mm4 = vec![Payload::Ke(gxr.clone()), Payload::Nonce(nr)];
+        mm4.extend(crate::v1::natt::nat_d_for(c, self.suite.hash));
+        let mm4 = c.main_mode(&mm4);
         c.answer(ctx, raw, mm4);
         Ok(State::ExpectMainMode5(Box::new(ExpectMainMode5 {
             p: Phase1Progress {
@@ -1087,6 +1134,9 @@ impl ExpectMainMode4 {
             iv,
             peer_dpd: self.peer_dpd,
         };
+        // RFC 3947 §4: NAT seen, MM5 and everything after go to port 4500.
+        crate::v1::natt::detect(c, p.suite.hash, chain);
+        crate::v1::natt::float(c, ctx);
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
         let hash = p.auth_hash(c, true, &id_body(&id));
         // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
@@ -1732,7 +1782,7 @@ impl Established {
             life_kb: child.lifetime_bytes.map(|b| b.hard / 1024),
         };
         let spi_in = ctx.nonzero_u32();
-        let offer = proposal::esp_offer(spi_in, &props, &suite);
+        let offer = c.natt.encap_sa(proposal::esp_offer(spi_in, &props, &suite));
         let ni = ctx.nonce();
         let ke = match child.pfs {
             Some(g) => Some(KeyExchange::generate(g, ctx.rng)?),
@@ -1744,6 +1794,7 @@ impl Established {
         }
         tail.push(Payload::Id(ids.0.clone()));
         tail.push(Payload::Id(ids.1.clone()));
+        tail.extend(c.natt.nat_oa(suite.mode, c.local.ip(), c.remote.ip()));
         let mid = self.fresh_mid(ctx);
         let iv = self.phase2_iv(mid);
         let (packet, next_iv) = self.protect(c, ExchangeType::Quick, 0, mid, &iv, &tail, |t| {
@@ -1840,8 +1891,8 @@ impl Established {
             .copied()
             .collect();
         let spi_in = ctx.nonzero_u32();
-        let choice = proposal::esp_select(
-            sa,
+        let mut choice = proposal::esp_select(
+            &crate::v1::natt::plain_sa(sa),
             &EspPolicy {
                 proposals: &props,
                 pfs: child.pfs,
@@ -1852,6 +1903,7 @@ impl Established {
             },
             spi_in,
         )?;
+        choice.answer = c.natt.encap_sa(choice.answer);
         let (gxr, gxy) = match (choice.suite.pfs, gxi) {
             (Some(g), Some(gxi)) => {
                 let ke = KeyExchange::generate(g, ctx.rng)?;
@@ -1876,6 +1928,10 @@ impl Established {
         for id in &ids {
             tail.push(Payload::Id((*id).clone()));
         }
+        tail.extend(
+            c.natt
+                .nat_oa(choice.suite.mode, c.remote.ip(), c.local.ip()),
+        );
         if choice.responder_lifetime {
             tail.push(Payload::Notify(Notify {
                 doi: DOI_IPSEC,
@@ -1940,7 +1996,10 @@ impl Established {
         let chain = &o.chain;
         let sa = sa_payload(chain)?;
         let nr = nonce_payload(chain)?.to_vec();
-        let (mut suite, spi_out) = proposal::esp_check_answer(sa, &st.offer)?;
+        let (mut suite, spi_out) = proposal::esp_check_answer(
+            &crate::v1::natt::plain_sa(sa),
+            &crate::v1::natt::plain_sa(&st.offer),
+        )?;
         let ids = id_payloads(chain);
         if !ids.is_empty() && (ids.len() != 2 || *ids[0] != st.ids.0 || *ids[1] != st.ids.1) {
             return Err(Misbehaved::IdsChanged.into());
@@ -2053,7 +2112,7 @@ impl Established {
             local_ts: vec![p.local_ts],
             remote_ts: vec![p.remote_ts],
             mode: p.suite.mode,
-            encap: None,
+            encap: c.natt.encap(c.local, c.remote),
             hard_lifetime: hard,
             bytes,
         };

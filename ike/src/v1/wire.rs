@@ -141,6 +141,13 @@ pub mod payload_type {
     pub const NAT_D: u8 = 20;
     /// NAT-OA (RFC 3947 §5.1).
     pub const NAT_OA: u8 = 21;
+    /// NAT-D of the drafts before RFC 3947 (draft-ietf-ipsec-nat-t-ike-02/03, private use).
+    pub const NAT_D_DRAFT: u8 = 130;
+    /// NAT-OA of the same drafts.
+    pub const NAT_OA_DRAFT: u8 = 131;
+    /// The Cisco/strongSwan IKEv1 fragment payload ([`crate::v1::fragment`]); never part of
+    /// a decoded chain (fragments are reassembled before decoding).
+    pub const FRAGMENT: u8 = 132;
 }
 
 /// The fixed ISAKMP header (RFC 2408 §3.1).
@@ -608,6 +615,10 @@ pub enum Payload {
     NatD(Vec<u8>),
     /// NAT original address (RFC 3947 §5.1).
     NatOa(NatOa),
+    /// NAT-D as the pre-RFC drafts number it (type 130), for peers that negotiated a draft.
+    NatDDraft(Vec<u8>),
+    /// NAT-OA as the pre-RFC drafts number it (type 131).
+    NatOaDraft(NatOa),
 }
 
 impl Payload {
@@ -628,6 +639,8 @@ impl Payload {
             Self::VendorId(_) => t::VENDOR_ID,
             Self::NatD(_) => t::NAT_D,
             Self::NatOa(_) => t::NAT_OA,
+            Self::NatDDraft(_) => t::NAT_D_DRAFT,
+            Self::NatOaDraft(_) => t::NAT_OA_DRAFT,
         }
     }
 
@@ -697,7 +710,8 @@ impl Payload {
             }
             t::VENDOR_ID => Self::VendorId(r.rest().to_vec()),
             t::NAT_D => Self::NatD(r.rest().to_vec()),
-            t::NAT_OA => {
+            t::NAT_D_DRAFT => Self::NatDDraft(r.rest().to_vec()),
+            t::NAT_OA | t::NAT_OA_DRAFT => {
                 let id_type = r.u8()?;
                 if r.take(3)? != [0, 0, 0] {
                     return Err(Malformed::ReservedNotZero);
@@ -712,7 +726,11 @@ impl Payload {
                     }
                     _ => return Err(InvalidMessage::BadValue("NAT-OA address").into()),
                 };
-                Self::NatOa(NatOa { id_type, addr })
+                if ty == t::NAT_OA_DRAFT {
+                    Self::NatOaDraft(NatOa { id_type, addr })
+                } else {
+                    Self::NatOa(NatOa { id_type, addr })
+                }
             }
             other => return Err(Malformed::PayloadType(other)),
         };
@@ -728,7 +746,8 @@ impl Payload {
             | Self::Sig(b)
             | Self::Nonce(b)
             | Self::VendorId(b)
-            | Self::NatD(b) => out.extend_from_slice(b),
+            | Self::NatD(b)
+            | Self::NatDDraft(b) => out.extend_from_slice(b),
             Self::Id(id) => {
                 out.push(id.id_type);
                 out.push(id.protocol);
@@ -760,7 +779,7 @@ impl Payload {
                     out.extend_from_slice(s);
                 }
             }
-            Self::NatOa(n) => {
+            Self::NatOa(n) | Self::NatOaDraft(n) => {
                 out.push(n.id_type);
                 out.extend_from_slice(&[0, 0, 0]);
                 match n.addr {

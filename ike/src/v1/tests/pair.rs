@@ -45,6 +45,8 @@ pub(crate) struct TestEndpoint {
     pub(crate) events: Vec<Event>,
     pub(crate) log: Vec<&'static str>,
     pub(crate) sent: Vec<Transmit>,
+    pub(crate) keepalives: Vec<(SocketAddr, SocketAddr)>,
+    pub(crate) encap_updates: Vec<ChildSaEncapUpdate>,
 }
 
 impl TestEndpoint {
@@ -57,6 +59,8 @@ impl TestEndpoint {
             events: Vec::new(),
             log: Vec::new(),
             sent: Vec::new(),
+            keepalives: Vec::new(),
+            encap_updates: Vec::new(),
         }
     }
 
@@ -140,7 +144,16 @@ pub(crate) struct Pair {
     pub(crate) a: TestEndpoint,
     pub(crate) b: TestEndpoint,
     pub(crate) filter: Option<Filter>,
+    /// Put A behind a NAT: A's address becomes NAT_PUBLIC, its ports + `nat_offset`
+    /// (the IKEv2 harness's NAT, `crate::tests::pair`).
+    pub(crate) nat: bool,
+    /// Changing it rebinds A's mappings; datagrams to an old mapping are lost.
+    pub(crate) nat_offset: u16,
+    /// Deliver each batch of datagrams in reverse order.
+    pub(crate) reorder: bool,
 }
+
+pub(crate) const NAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 
 impl Pair {
     pub(crate) fn new(a: V1Peer, b: V1Peer) -> Self {
@@ -153,6 +166,9 @@ impl Pair {
             a: TestEndpoint::new(cfg(a), 1),
             b: TestEndpoint::new(cfg(b), 2),
             filter: None,
+            nat: false,
+            nat_offset: 30000,
+            reorder: false,
         }
     }
 
@@ -231,14 +247,8 @@ impl Pair {
                         Verdict::Drop => 0,
                         Verdict::Duplicate => 2,
                     };
-                    let to = match s {
-                        Side::A => Side::B,
-                        Side::B => Side::A,
-                    };
                     for _ in 0..n {
-                        self.side(to)
-                            .inbound
-                            .push_back((t.remote, t.local, t.bytes.clone()));
+                        self.route(s, &t);
                     }
                 }
                 Output::InstallChildSa(i) => {
@@ -256,21 +266,61 @@ impl Pair {
                     side.log.push("event");
                     side.events.push(e);
                 }
-                Output::NatKeepalive { .. } | Output::UpdateChildSaEncap(_) => {
-                    panic!("IKEv1 without NAT-T emits neither");
+                Output::NatKeepalive { local, remote } => {
+                    self.side(s).keepalives.push((local, remote));
+                }
+                Output::UpdateChildSaEncap(u) => {
+                    let side = self.side(s);
+                    side.log.push("encap");
+                    side.encap_updates.push(u);
                 }
             }
         }
         busy
     }
 
+    /// Applies the NAT (if any) and queues the datagram at the other side.
+    fn route(&mut self, from: Side, t: &Transmit) {
+        let (mut src, mut dst) = (t.local, t.remote);
+        if self.nat {
+            match from {
+                Side::A => {
+                    src = SocketAddr::new(IpAddr::V4(NAT_PUBLIC), src.port() + self.nat_offset)
+                }
+                Side::B => {
+                    if dst.ip() != IpAddr::V4(NAT_PUBLIC) {
+                        return;
+                    }
+                    // Only the current mappings of A's ports 500 and 4500 exist.
+                    let Some(port) = dst
+                        .port()
+                        .checked_sub(self.nat_offset)
+                        .filter(|p| *p == 500 || *p == 4500)
+                    else {
+                        return;
+                    };
+                    dst = SocketAddr::new(IpAddr::V4(A_IP), port);
+                }
+            }
+        }
+        let to = match from {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        };
+        self.side(to).inbound.push_back((dst, src, t.bytes.clone()));
+    }
+
     fn deliver(&mut self, s: Side) -> bool {
         let now = self.time;
+        let reorder = self.reorder;
         let side = self.side(s);
         if side.inbound.is_empty() {
             return false;
         }
-        let batch: Vec<_> = side.inbound.drain(..).collect();
+        let mut batch: Vec<_> = side.inbound.drain(..).collect();
+        if reorder {
+            batch.reverse();
+        }
         for (local, remote, bytes) in batch {
             side.ep.handle_datagram(
                 now,

@@ -255,6 +255,14 @@ pub enum ClearCrypto {
         #[command(subcommand)]
         filter: Option<ClearSaFilter>,
     },
+    /// `isakmp [CONN-ID]`: delete the ISAKMP (IKEv1) SAs, all or the one `show crypto isakmp
+    /// sa` lists with this conn-id; the peer is told (ISAKMP Delete, RFC 2408 §3.15). Unlike
+    /// IOS, their IPsec SAs go with them (vtid keeps an IKEv1 Child SA only under its ISAKMP
+    /// SA); an initiating static tunnel negotiates again at once.
+    Isakmp {
+        /// IOS's conn-id (1001 and up).
+        conn_id: Option<u64>,
+    },
     /// `ikev2 sa [remote ADDR]`: IKEv2 has nothing else, so this is `clear crypto session`
     /// (deleting an IKE SA deletes its Child SAs, RFC 7296 §1.4.1).
     Ikev2 {
@@ -419,6 +427,7 @@ impl ClearCrypto {
             } => ClearTarget::Session {
                 remote: remote.as_ref().map(|Remote::Remote { addr }| *addr),
             },
+            Self::Isakmp { conn_id } => ClearTarget::Isakmp { conn_id: *conn_id },
             Self::Sa { filter } => ClearTarget::Sa {
                 peer: match filter {
                     Some(ClearSaFilter::Peer { addr }) => Some(*addr),
@@ -1010,6 +1019,16 @@ mod tests {
         assert_eq!(
             clear(&["clear", "crypto", "session", "remote", "198.51.100.2"]),
             ClearTarget::Session { remote: Some(peer) }
+        );
+        assert_eq!(
+            clear(&["clear", "crypto", "isakmp"]),
+            ClearTarget::Isakmp { conn_id: None }
+        );
+        assert_eq!(
+            clear(&["clear", "crypto", "isakmp", "1002"]),
+            ClearTarget::Isakmp {
+                conn_id: Some(1002)
+            }
         );
         // IKEv2 has only IKE SAs and Child SAs: `ikev2 sa` is `session`.
         assert_eq!(

@@ -105,6 +105,12 @@ pub enum ClearTarget {
         /// The peer's address; `None` for every session.
         remote: Option<std::net::IpAddr>,
     },
+    /// `clear crypto isakmp [CONN-ID]`: ISAKMP (IKEv1) SAs, all or the one `show crypto
+    /// isakmp sa` numbers so, each with its Child SAs.
+    Isakmp {
+        /// IOS's conn-id (1001 and up); `None` for every ISAKMP SA.
+        conn_id: Option<u64>,
+    },
     /// `clear crypto sa [peer ADDR | spi SPI]`: Child SAs only; the IKE SAs stay.
     Sa {
         /// Only the Child SAs with this peer.

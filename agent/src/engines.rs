@@ -92,10 +92,16 @@ impl Engines {
         let v1_session = |s: SessionId| s.0 >= ike::v1::FIRST_ID;
         let v1_child = |c: ChildSaId| c.0 >= ike::v1::FIRST_ID;
         let v1 = match &cmd {
-            Command::Initiate { conn } | Command::InitiateChild { conn, .. }
-                if self.is_v1_conn(*conn) =>
-            {
+            Command::Initiate { conn } if self.is_v1_conn(*conn) => {
                 Some(V1::Initiate { conn: *conn })
+            }
+            // A quick mode per configuration (IKEv1 has no host pairs: a per-host crypto map
+            // entry negotiates the ACL line's selectors).
+            Command::InitiateChild { conn, index, .. } if self.is_v1_conn(*conn) => {
+                Some(V1::InitiateChild {
+                    conn: *conn,
+                    index: *index,
+                })
             }
             Command::Terminate { conn } if self.is_v1_conn(*conn) => {
                 Some(V1::Terminate { conn: *conn })

@@ -193,21 +193,30 @@ pub fn render(s: &Snapshot<'_>) -> String {
         }
     }
 
-    o.family("vtid_ike_sas", "gauge", "IKE SAs by state.");
-    let mut states: BTreeMap<String, u64> = BTreeMap::new();
+    o.family(
+        "vtid_ike_sas",
+        "gauge",
+        "IKE SAs (version 2) and ISAKMP SAs (version 1, in IOS's states) by state.",
+    );
+    let mut states: BTreeMap<(String, String), u64> = BTreeMap::new();
     for st in [
         "ExpectSaInitResponse",
         "ExpectAuthResponse",
         "ExpectAuthRequest",
         "Established",
     ] {
-        states.insert(st.into(), 0);
+        states.insert((st.into(), "2".into()), 0);
     }
     for sess in rows(s.sessions) {
-        *states.entry(text(&sess["state"])).or_default() += 1;
+        // `show sessions` rows say their version; rows without one are IKEv2's.
+        let version = match &sess["version"] {
+            Value::Null => "2".to_string(),
+            v => text(v),
+        };
+        *states.entry((text(&sess["state"]), version)).or_default() += 1;
     }
-    for (st, n) in &states {
-        o.sample("vtid_ike_sas", &[("state", st)], *n);
+    for ((st, version), n) in &states {
+        o.sample("vtid_ike_sas", &[("state", st), ("version", version)], *n);
     }
 
     o.family(
@@ -399,6 +408,8 @@ mod tests {
         let sessions = json!([
             {"tunnel": "Tunnel0", "state": "Established"},
             {"tunnel": null, "state": "ExpectAuthRequest"},
+            {"tunnel": "vtid-va1", "state": "QM_IDLE", "version": 1},
+            {"tunnel": "Tunnel2", "state": "MM_KEY_EXCH", "version": 1},
         ]);
         let sas = json!([
             {"tunnel": "Tunnel0", "in": {"packets": 5, "bytes": 600}, "out": {"packets": 6, "bytes": 700}},
@@ -457,6 +468,31 @@ mod tests {
         assert_eq!(
             get(&s, "vtid_ike_sas", &[("state", "ExpectAuthResponse")]),
             Some(0.0)
+        );
+        // IKEv1 sessions in IOS's states, told apart by version.
+        assert_eq!(
+            get(
+                &s,
+                "vtid_ike_sas",
+                &[("state", "QM_IDLE"), ("version", "1")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(
+                &s,
+                "vtid_ike_sas",
+                &[("state", "MM_KEY_EXCH"), ("version", "1")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(
+                &s,
+                "vtid_ike_sas",
+                &[("state", "Established"), ("version", "2")]
+            ),
+            Some(1.0)
         );
         assert_eq!(
             get(

@@ -143,6 +143,12 @@ pub fn ike_sa(s: &ike::IkeSaInfo, tunnel: Option<&TunnelPlan>, active_secs: Opti
     })
 }
 
+/// IOS's conn-id of an ISAKMP SA: IOS numbers its SAs from 1001; ours are the session's
+/// number in the IKEv1 engine (`clear crypto isakmp CONN-ID` takes it back).
+pub fn isakmp_conn_id(session: ike::SessionId) -> u64 {
+    session.0.saturating_sub(ike::v1::FIRST_ID) + 1001
+}
+
 /// One ISAKMP SA of `show crypto isakmp sa` (and an IKEv1 row of `show sessions`). IOS's
 /// `dst`/`src` are the responder's and the initiator's addresses, not ours and the peer's.
 pub fn isakmp_sa(s: &ike::v1::V1SaInfo, tunnel: Option<&TunnelPlan>) -> Value {
@@ -157,7 +163,7 @@ pub fn isakmp_sa(s: &ike::v1::V1SaInfo, tunnel: Option<&TunnelPlan>) -> Value {
         "src": src.ip().to_string(),
         "state": state,
         // IOS numbers its SAs from 1001; ours are the session's number in the IKEv1 engine.
-        "conn_id": s.session.0.saturating_sub(ike::v1::FIRST_ID) + 1001,
+        "conn_id": isakmp_conn_id(s.session),
         "status": if state == "QM_IDLE" { "ACTIVE" } else { "" },
         "session": s.session.0,
         "interface": tunnel.map(|t| &t.name),

@@ -169,6 +169,7 @@ pub fn run_suite(
 const WIDE: &[(&str, usize)] = &[
     ("agent::ikev1", 4),
     ("agent::ikev1_auth", 3),
+    ("agent::ikev1_hub", 3),
     ("agent::interop", 3),
     ("agent::pq", 3),
     ("agent::cryptomap", 3),

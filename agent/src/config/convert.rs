@@ -1734,6 +1734,33 @@ impl Cx<'_> {
                 ok = false;
             }
         }
+        // Main mode with pre-shared keys encrypts the identities with a key derived from the
+        // pre-shared key (RFC 2409 §5.4), so an IKEv1 hub must pick the key by the peer's
+        // address: a keyring entry by identity could never be found. (A static tunnel's key
+        // is the one of its destination, so only templates are concerned.)
+        if version == 1
+            && virtual_template.is_some()
+            && let ProfileCredentials::Psk(kname, ring) = &credentials
+            && let Some(i) = ring
+                .peers
+                .iter()
+                .position(|p| matches!(p.peer, PeerMatch::Identity(_)))
+        {
+            let span = r
+                .keyring
+                .as_ref()
+                .map_or_else(|| n.span.clone(), |v| v.span());
+            self.err(
+                span,
+                format!(
+                    "{path}.keyring: keyring.{kname}.peer[{i}] is keyed by identity, but IKEv1 \
+                     main mode picks the pre-shared key by the peer's address (RFC 2409 §5.4); \
+                     use address = \"PREFIX\" (e.g. \"0.0.0.0/0\") in a keyring for a \
+                     version = 1 profile"
+                ),
+            );
+            return None;
+        }
         let remote_id = certs::id_match(&match_identity).ok()?;
         let local_id = match (&local_identity, &credentials) {
             (LocalIdentity::Address, _) => None,
@@ -1803,7 +1830,7 @@ impl Cx<'_> {
     }
 
     /// What an IKEv1 profile (`version = 1`) may not hold: what this part of IKEv1 lacks
-    /// (signatures, dynamic VTIs) and the IKEv2-only `proposals` (IKEv1 negotiates phase 1
+    /// (signatures) and the IKEv2-only `proposals` (IKEv1 negotiates phase 1
     /// with `[isakmp_policy.N]`, which must then offer at least one policy).
     fn v1_profile_ok(&mut self, n: &Named<raw::IkeProfile>, local_auth: AuthMethod) -> bool {
         let path = format!("ike_profile.{}", n.name);
@@ -1824,13 +1851,6 @@ impl Cx<'_> {
                     "{path}: IKEv1 (version = 1) authenticates both ends with pre-shared keys \
                      (psk) or both with RSA signatures (rsa-sig)"
                 ),
-            );
-            ok = false;
-        }
-        if let Some(v) = &r.virtual_template {
-            self.err(
-                v.span(),
-                format!("{path}.virtual_template: dynamic VTIs are not supported over IKEv1 yet"),
             );
             ok = false;
         }

@@ -312,18 +312,6 @@ impl Cx<'_> {
         let profile = e.ike_profile.as_ref().map(|p| {
             self.reference(p, &format!("{path}.ike_profile"), "ike_profile")
                 .and_then(|n| c.ike_profiles.get(&n).cloned().map(|prof| (n, prof)))
-                .filter(|(n, prof)| {
-                    prof.version == 2 || {
-                        self.err(
-                            p.span(),
-                            format!(
-                                "{path}.ike_profile: {n} is an IKEv1 profile (version = 1); \
-                                 crypto maps over IKEv1 are not supported yet"
-                            ),
-                        );
-                        false
-                    }
-                })
         });
         for (p, v) in peers.iter().zip(list) {
             let peer = match &profile {
@@ -376,6 +364,21 @@ impl Cx<'_> {
                 }),
                 None => ok = false,
             }
+        }
+        // IKEv1 negotiates a line's selectors as its quick mode IDs; a per-host SA pair would
+        // need the packet's host pair instead, which IKEv1 here does not propose.
+        if let (Some(Some((pname, prof))), Some(v)) = (&profile, &e.per_host)
+            && prof.version == 1
+            && *v.get_ref()
+        {
+            self.err(
+                v.span(),
+                format!(
+                    "{path}.per_host: not supported over IKEv1 (ike_profile {pname} has \
+                     version = 1): each ACL line gets one SA pair for its own selectors"
+                ),
+            );
+            ok = false;
         }
         let metric = self.reverse_route(path, e.reverse_route_metric.as_ref());
         let rri = e.reverse_route.as_ref().is_some_and(|b| *b.get_ref());

@@ -1848,8 +1848,8 @@ fn ikev1_profiles_refuse_what_ikev1_lacks() {
         14,
         "IKEv2 proposals do not apply",
     );
-    // A crypto map entry may not use an IKEv1 profile yet.
-    let e = errors(&with_base(&format!(
+    // A crypto map entry may use an IKEv1 profile (quick mode per ACL line).
+    parse(&with_base(&format!(
         r#"{policy}[ike_profile.V1]
 version = 1
 keyring = "KR1"
@@ -1864,10 +1864,70 @@ peers = ["10.0.0.2"]
 transform_sets = ["T1"]
 ike_profile = "V1"
 "#
-    )));
+    )))
+    .expect("a crypto map over IKEv1 loads");
+    // Per-host SA pairs are IKEv2 only: the error points at the key.
+    let per_host = format!(
+        r#"{policy}[ike_profile.V1]
+version = 1
+keyring = "KR1"
+[access_list.A]
+entries = ["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"]
+[crypto_map.M]
+local_address = "10.0.0.1"
+[[crypto_map.M.entry]]
+seq = 10
+match_address = "A"
+peers = ["10.0.0.2"]
+transform_sets = ["T1"]
+ike_profile = "V1"
+per_host = true
+"#
+    );
+    // BASE 8 lines, policy 5: `per_host` is on line 27, its value at column 12.
+    assert_error(
+        &with_base(&per_host),
+        27,
+        12,
+        "per_host: not supported over IKEv1",
+    );
+}
+
+/// The seeds' IKEv1 hub: `crypto isakmp profile` with `virtual-template` and the wildcard
+/// key. Main mode with pre-shared keys picks the key by address (RFC 2409 §5.4), so a
+/// keyring entry by identity is refused for such a profile, where the keyring is named;
+/// dynamic crypto maps stay IKEv2 only.
+#[test]
+fn ikev1_virtual_templates_load_and_identity_keys_are_refused() {
+    let policy = "[isakmp_policy.1]\nencryption = \"aes\"\nhash = \"sha256\"\nauthentication = \"pre-share\"\ngroup = 14\n";
+    let hub = |keyring: &str| {
+        with_base(&format!(
+            "{policy}[virtual_template.VT1]\nunnumbered = \"lan0\"\nprotection = \"P1\"\n\
+             [ike_profile.HUB]\nversion = 1\nkeyring = \"{keyring}\"\n\
+             match_identity = [\"any\"]\nvirtual_template = \"VT1\"\n\
+             [keyring.BYID]\n[[keyring.BYID.peer]]\nidentity = \"fqdn:spoke.example\"\n\
+             psk_file = \"/etc/vtid/psk/s.key\"\n"
+        ))
+    };
+    let c = parse(&hub("KR1")).expect("an IKEv1 template hub loads");
+    assert_eq!(c.ike_profiles["HUB"].version, 1);
+    assert!(c.ike_profiles["HUB"].template.is_some());
+    // BASE 8 lines, policy 5, template 3: `keyring = "BYID"` is on line 19, its value at 11.
+    assert_error(
+        &hub("BYID"),
+        19,
+        11,
+        "keyring.BYID.peer[0] is keyed by identity, but IKEv1 main mode picks the pre-shared \
+         key by the peer's address",
+    );
+    let dynamic = DYNAMIC_MAP.replace(
+        "[ike_profile.SPOKES]\n",
+        "[ike_profile.SPOKES]\nversion = 1\n",
+    );
+    let e = errors(&with_base(&format!("{policy}{dynamic}")));
     assert!(
         e.iter()
-            .any(|(_, _, m)| m.contains("crypto maps over IKEv1 are not supported yet")),
+            .any(|(_, _, m)| m.contains("dynamic maps over IKEv1 are not supported yet")),
         "{e:#?}"
     );
 }

@@ -352,6 +352,33 @@ fn map_conn(
     })
 }
 
+/// The connections of crypto map peers whose IKE profile says `version = 1` (the IKEv1
+/// engine negotiates them; dynamic maps over IKEv1 are refused when loading). A peer's
+/// connection takes the profile of its first entry, as [`plan_maps`] does.
+pub fn v1_conns(cfg: &Config, maps: &BTreeMap<String, MapPlan>) -> Vec<(ike::ConnId, bool)> {
+    let mut out = Vec::new();
+    for (name, m) in &cfg.crypto_maps {
+        let mut seen = std::collections::BTreeSet::new();
+        let first = m
+            .entries
+            .iter()
+            .filter(|e| e.kind == config::EntryKind::Isakmp)
+            .flat_map(|e| e.peers.iter())
+            .filter(|p| seen.insert(p.addr));
+        for p in first.filter(|p| p.ike.version == 1) {
+            let conn = maps
+                .get(name)
+                .into_iter()
+                .flat_map(|mp| mp.entries.iter())
+                .flat_map(|e| e.peers.iter())
+                .find(|mp| mp.addr == p.addr)
+                .map(|mp| (mp.conn, p.ike.aggressive));
+            out.extend(conn);
+        }
+    }
+    out
+}
+
 /// Plans every crypto map: their connections go into `peers`, ids kept stable in `conn_ids`
 /// under `crypto_map:NAME:PEER` and `dynamic_map:NAME:SEQ#N`.
 pub fn plan_maps(

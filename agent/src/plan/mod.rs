@@ -418,21 +418,35 @@ pub fn build(
     }
     let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
     let maps = cryptomaps::plan_maps(cfg, conn_ids, links, &mut peers)?;
-    let v1_conns: Vec<ike::ConnId> = tunnels
-        .values()
-        .filter(|t| t.v1_policies.is_some())
-        .map(|t| t.conn)
+    // The IKEv1 engine's connections: tunnels, templates and crypto map peers whose IKE
+    // profile says `version = 1`, each with its profile's `aggressive`.
+    let v1_conns: BTreeMap<ike::ConnId, bool> = tunnels
+        .iter()
+        .filter(|(_, t)| t.v1_policies.is_some())
+        .map(|(name, t)| {
+            let aggressive = cfg.tunnels.get(name).is_some_and(|c| c.ike.aggressive);
+            (t.conn, aggressive)
+        })
+        .chain(templates.values().filter_map(|t| {
+            let p = cfg.ike_profiles.get(&t.profile)?;
+            (p.version == 1).then_some((t.conn, p.aggressive))
+        }))
+        .chain(cryptomaps::v1_conns(cfg, &maps))
         .collect();
+    let mut v1_peers: Vec<ike::v1::V1Peer> = peers
+        .iter()
+        .filter_map(|p| {
+            let aggressive = *v1_conns.get(&p.config.id)?;
+            Some(v1_peer(&p.config, cfg.isakmp_policies.clone(), aggressive))
+        })
+        .collect();
+    // A main mode responder takes the first profile whose peer address matches (it must
+    // pick the pre-shared key before it sees an identity, RFC 2409 §5.4): most specific
+    // first, as IOS searches its keyrings, so a static tunnel's peer is not answered by a
+    // template's 0.0.0.0/0. The sort is stable: equal ones keep the plan's order.
+    v1_peers.sort_by_key(|p| std::cmp::Reverse(remote_specificity(&p.remote)));
     let v1 = ike::v1::V1Config {
-        peers: tunnels
-            .iter()
-            .filter_map(|(name, t)| {
-                let policies = t.v1_policies.clone()?;
-                let p = peers.iter().find(|p| p.config.id == t.conn)?;
-                let aggressive = cfg.tunnels.get(name).is_some_and(|c| c.ike.aggressive);
-                Some(v1_peer(&p.config, policies, aggressive))
-            })
-            .collect(),
+        peers: v1_peers,
         half_open_timeout: cfg.global.limits.half_open_timeout,
         nat_keepalive: cfg.global.nat_keepalive,
         ..Default::default()
@@ -440,7 +454,7 @@ pub fn build(
     let endpoint = ike::EndpointConfig {
         peers: peers
             .iter()
-            .filter(|p| !v1_conns.contains(&p.config.id))
+            .filter(|p| !v1_conns.contains_key(&p.config.id))
             .map(|p| p.config.clone())
             .collect(),
         nat_keepalive: cfg.global.nat_keepalive,
@@ -521,6 +535,16 @@ fn tunnel_peer(
     }
 }
 
+/// How narrowly a profile's peer address matches: a host above any prefix, longer prefixes
+/// above shorter ones, "any" last.
+fn remote_specificity(r: &ike::RemoteAddr) -> u16 {
+    match r {
+        ike::RemoteAddr::Host(_) => 256,
+        ike::RemoteAddr::Prefix(_, len) => u16::from(*len) + 1,
+        ike::RemoteAddr::Any => 0,
+    }
+}
+
 /// The IKEv1 profile of a tunnel's connection: the same peer, identities, key, quick mode
 /// parameters (transform sets, PFS, selectors, lifetimes) and DPD; phase 1 from the
 /// `[isakmp_policy.N]` list instead of IKEv2 proposals.
@@ -545,6 +569,7 @@ fn v1_peer(
         psk,
         policies,
         child: c.child.clone(),
+        more_children: c.more_children.clone(),
         dpd: c.dpd,
         allow_legacy: c.allow_legacy,
         cert,
@@ -671,6 +696,95 @@ protection = "P"
         assert!(plan.v1.peers[0].aggressive);
     }
 
+    /// A `version = 1` profile with a virtual template, and a crypto map entry naming one,
+    /// are the IKEv1 engine's: the template answers any address (the seeds' `0.0.0.0
+    /// 0.0.0.0` key) after the static tunnel's own peer (most specific first), and the map's
+    /// ACL lines are the connection's quick mode configurations in line order.
+    #[test]
+    fn ikev1_templates_and_crypto_maps_go_to_the_ikev1_engine() {
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let src = r#"[isakmp_policy.10]
+encryption = "aes 256"
+hash = "sha256"
+authentication = "pre-share"
+group = 14
+[transform_set.T]
+esp = "aes-cbc-256"
+integrity = "sha256"
+[ipsec_profile.P]
+transform_sets = ["T"]
+[keyring.ANY]
+[[keyring.ANY.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/psk/any"
+[ike_profile.HUB]
+version = 1
+keyring = "ANY"
+match_identity = ["any"]
+virtual_template = "VT1"
+[virtual_template.VT1]
+unnumbered = "lan0"
+protection = "P"
+[ike_profile.V1]
+version = 1
+keyring = "ANY"
+[tunnel.Tunnel0]
+source = "10.0.0.1"
+destination = "10.0.0.2"
+address = "10.9.0.1/30"
+protection = "P"
+ike_profile = "V1"
+[access_list.120]
+entries = ["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255",
+           "permit ip 10.1.1.0 0.0.0.255 10.2.1.0 0.0.0.255"]
+[crypto_map.M]
+local_address = "10.0.0.1"
+[[crypto_map.M.entry]]
+seq = 10
+match_address = "120"
+peers = ["10.0.0.3"]
+transform_sets = ["T"]
+ike_profile = "V1"
+"#;
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), src, &opts).unwrap();
+        let mut links = LocalAddrs::default();
+        links
+            .links
+            .insert("lan0".into(), (1500, vec!["10.0.0.1/24".parse().unwrap()]));
+        let plan = build(&cfg, &mut BTreeMap::new(), &links).unwrap();
+        let template = plan.templates.values().next().expect("a template").conn;
+        let tunnel = plan.tunnels["Tunnel0"].conn;
+        let map = plan.maps["M"].entries[0].peers[0].conn;
+        let v1: Vec<ike::ConnId> = plan.v1.peers.iter().map(|p| p.id).collect();
+        assert_eq!(v1.len(), 3, "{v1:?}");
+        // Hosts (tunnel, map peer) before the template's 0.0.0.0/0.
+        assert_eq!(v1[2], template);
+        assert!(v1[..2].contains(&tunnel) && v1[..2].contains(&map));
+        assert!(plan.endpoint.peers.is_empty(), "nothing left for IKEv2");
+        let hub = &plan.v1.peers[2];
+        assert!(hub.remote.matches("198.51.100.7".parse().unwrap()));
+        assert_eq!(hub.policies, cfg.isakmp_policies);
+        let m = plan.v1.peers.iter().find(|p| p.id == map).unwrap();
+        let lines: Vec<_> = m
+            .child_configs()
+            .map(|(i, c)| (i.0, c.local_ts[0], c.remote_ts[0]))
+            .collect();
+        let ts = |s: &str| {
+            let n: IpNet = s.parse().unwrap();
+            TrafficSelector::prefix(n.addr(), n.prefix_len())
+        };
+        assert_eq!(
+            lines,
+            [
+                (0, ts("10.1.0.0/24"), ts("10.2.0.0/24")),
+                (1, ts("10.1.1.0/24"), ts("10.2.1.0/24"))
+            ]
+        );
+    }
+
     #[test]
     fn builtin_default_plans_the_seed_tunnel() {
         let opts = config::LoadOptions {
@@ -776,7 +890,12 @@ protection = "P"
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert_eq!(plan.tunnels.len(), cfg.tunnels.len(), "{name}");
             assert!(!plan.credentials_read, "{name}");
-            assert_eq!(plan.endpoint.peers.len(), plan.peers.len(), "{name}");
+            // Every connection is one engine's: IKEv2's or IKEv1's.
+            assert_eq!(
+                plan.endpoint.peers.len() + plan.v1.peers.len(),
+                plan.peers.len(),
+                "{name}"
+            );
         }
         // Without the interfaces, tunnels sourced from one wait for an address (the others
         // are planned); planning fails only for a template's or IKE profile's interface.

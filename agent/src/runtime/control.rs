@@ -90,6 +90,10 @@ impl Runtime {
         );
         // The engine's rejections and the requests the socket readers shed before it.
         let mut rejected = self.ep.stats().rejected.clone();
+        // The IKEv1 engine's too: reasons are stable names shared by both engines.
+        for (reason, n) in &self.ep.v1_stats().rejected {
+            *rejected.entry(reason).or_default() += n;
+        }
         let shed = self.feed.shed();
         if shed > 0 {
             rejected.insert(crate::rejects::QUEUE_FULL, shed);

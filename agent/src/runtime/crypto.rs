@@ -174,34 +174,57 @@ impl Runtime {
     pub(super) fn clear_crypto(&mut self, what: ClearTarget) -> Response {
         let now = Instant::now();
         match what {
-            ClearTarget::Session { remote } => {
-                let sas: Vec<_> = self
+            ClearTarget::Session { .. } | ClearTarget::Isakmp { .. } => {
+                // (session, conn, peer) of the IKE and ISAKMP SAs named.
+                let (remote, conn_id) = match what {
+                    ClearTarget::Session { remote } => (remote, None),
+                    ClearTarget::Isakmp { conn_id } => (None, conn_id),
+                    ClearTarget::Sa { .. } => (None, None),
+                };
+                let v1_only = matches!(what, ClearTarget::Isakmp { .. });
+                let v2 = self
                     .ep
                     .sas()
                     .into_iter()
-                    .filter(|s| s.state != "Rekeyed")
-                    .filter(|s| remote.is_none_or(|r| s.remote.ip() == r))
+                    .filter(|s| !v1_only && s.state != "Rekeyed")
+                    .map(|s| (s.session, s.conn, s.remote));
+                let v1 = self
+                    .ep
+                    .v1_sas()
+                    .into_iter()
+                    .filter(|s| conn_id.is_none_or(|c| show_crypto::isakmp_conn_id(s.session) == c))
+                    .map(|s| (s.session, s.conn, s.remote));
+                let sas: Vec<_> = v2
+                    .chain(v1)
+                    .filter(|(_, _, r)| remote.is_none_or(|a| r.ip() == a))
                     .collect();
                 if sas.is_empty() {
-                    return Response::error("not-found", no_session(remote));
+                    return Response::error(
+                        "not-found",
+                        match (v1_only, conn_id) {
+                            (true, Some(c)) => format!("no ISAKMP SA has conn-id {c}"),
+                            (true, None) => "no ISAKMP SAs".into(),
+                            _ => no_session(remote),
+                        },
+                    );
                 }
                 let mut sessions = BTreeSet::new();
                 let mut conns = BTreeSet::new();
                 let mut cleared = Vec::new();
-                for s in &sas {
-                    if sessions.insert(s.session) {
-                        let t = self.tunnel_for(s.conn, s.session).map(|t| t.name.clone());
+                for (session, conn, peer) in &sas {
+                    if sessions.insert(*session) {
+                        let t = self.tunnel_for(*conn, *session).map(|t| t.name.clone());
                         cleared.push(json!({
-                            "session": s.session.0,
-                            "peer": s.remote.ip().to_string(),
+                            "session": session.0,
+                            "peer": peer.ip().to_string(),
                             "interface": t,
                         }));
                         self.ep.handle_command(
                             now,
-                            IkeCommand::TerminateSession { session: s.session },
+                            IkeCommand::TerminateSession { session: *session },
                         );
                     }
-                    conns.insert(s.conn);
+                    conns.insert(*conn);
                 }
                 info!(
                     sessions = sessions.len(),

@@ -684,7 +684,11 @@ fn two_ike_sas_started_together_between_same_identities_send_one_initial_contact
     p.drive_for(Duration::from_secs(2));
     let mut flags: Vec<bool> = p.b.initial_contacts();
     flags.sort();
-    assert_eq!(flags, [false, true], "exactly one IKE SA carries INITIAL_CONTACT");
+    assert_eq!(
+        flags,
+        [false, true],
+        "exactly one IKE SA carries INITIAL_CONTACT"
+    );
     assert_eq!(p.b.ep.ike_sa_count(), 2);
     assert_eq!(p.a.ep.ike_sa_count(), 2);
     assert!(!p.b.has_event(|e| matches!(

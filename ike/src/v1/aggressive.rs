@@ -133,6 +133,7 @@ impl Phase1Sa {
             natt: Default::default(),
             peer_frag: false,
             frag_id: Default::default(),
+            queued: Vec::new(),
         };
         let mut am1 = vec![
             Payload::Sa(offer),
@@ -203,6 +204,7 @@ impl Phase1Sa {
             },
             peer_frag: crate::v1::fragment::announced(chain),
             frag_id: Default::default(),
+            queued: Vec::new(),
         };
         let ke = KeyExchange::generate(suite.group, ctx.rng)?;
         let gxr = ke.public().to_vec();

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::ChildConfig;
+use crate::config::ChildConfigIndex;
 use crate::config::ConnId;
 use crate::config::Dpd;
 use crate::config::IdMatch;
@@ -114,6 +115,10 @@ pub struct V1Peer {
     /// Quick mode: transform sets (ESP proposals, most preferred first), PFS, selectors
     /// (the first of each side is sent as IDci/IDcr), lifetimes.
     pub child: ChildConfig,
+    /// Further quick mode configurations ([`crate::ChildConfigIndex`] 1, 2, ...): a crypto
+    /// map's other ACL lines. Quick mode carries one IDci/IDcr pair (RFC 2409 §5.5), so each
+    /// is its own quick mode and its own Child SA.
+    pub more_children: Vec<ChildConfig>,
     /// Dead peer detection (RFC 3706) when the peer announces it.
     pub dpd: Option<Dpd>,
     /// Accept 3DES, MD5, SHA-1 and MODP groups 2 and 5.
@@ -146,6 +151,23 @@ impl V1Peer {
             .collect();
         p.sort_by_key(|p| p.priority);
         p
+    }
+
+    /// Quick mode configuration `index`: 0 is [`V1Peer::child`], `i` is `more_children[i - 1]`.
+    pub fn child_config(&self, index: ChildConfigIndex) -> Option<&ChildConfig> {
+        match usize::from(index.0).checked_sub(1) {
+            None => Some(&self.child),
+            Some(i) => self.more_children.get(i),
+        }
+    }
+
+    /// Every quick mode configuration with its index, in index order.
+    pub fn child_configs(&self) -> impl Iterator<Item = (ChildConfigIndex, &ChildConfig)> {
+        std::iter::once(&self.child)
+            .chain(self.more_children.iter())
+            .take(usize::from(u16::MAX) + 1)
+            .enumerate()
+            .map(|(i, c)| (ChildConfigIndex(u16::try_from(i).unwrap_or(u16::MAX)), c))
     }
 
     /// Our main mode identity when the SA runs on `local`.

@@ -54,6 +54,14 @@ pub enum Command {
         /// The profile.
         conn: ConnId,
     },
+    /// A Child SA of one quick mode configuration (a crypto map's ACL line): main mode
+    /// first when no ISAKMP SA with the peer exists.
+    InitiateChild {
+        /// The profile.
+        conn: ConnId,
+        /// Which of its quick mode configurations.
+        index: crate::config::ChildConfigIndex,
+    },
     /// Delete every ISAKMP SA of the profile, and their Child SAs, with the peer.
     Terminate {
         /// The profile.
@@ -310,6 +318,16 @@ impl Endpoint {
                             self.sas.insert(cky, sa);
                         }
                         Err(e) => tracing::warn!(?conn, error = %e, "v1 initiate failed"),
+                    }
+                }
+            }
+            Command::InitiateChild { conn, index } => {
+                if !self.conn_alive(conn) {
+                    self.handle_command(now, Command::Initiate { conn });
+                }
+                if let Some(k) = self.key_of(|sa| sa.c.peer.id == conn) {
+                    if let Some(sa) = self.sas.get_mut(&k) {
+                        sa.want_child_at(index);
                     }
                 }
             }
@@ -601,6 +619,16 @@ impl Endpoint {
         for k in fresh {
             let mut none = Vec::new();
             self.with_sa(now, k, &mut none, |sa, ctx| sa.start_child(ctx));
+        }
+        let queued: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| !sa.c.queued.is_empty() && sa.is_established())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in queued {
+            let mut none = Vec::new();
+            self.with_sa(now, k, &mut none, |sa, ctx| sa.start_queued(ctx));
         }
         let closed: Vec<u64> = self
             .sas

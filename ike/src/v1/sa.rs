@@ -83,6 +83,7 @@ use crate::wire::TrafficSelector;
 pub(crate) mod aggressive;
 #[path = "auth.rs"]
 mod auth;
+mod selectors;
 
 /// The DPD vendor ID (RFC 3706 §3): announcing it says we answer R-U-THERE.
 pub const DPD_VENDOR_ID: [u8; 16] = [
@@ -190,6 +191,9 @@ pub(crate) struct Common {
     half_open_until: Option<Instant>,
     /// Main mode we initiated just completed: quick mode follows (RFC 2409 §5.5).
     pub(crate) want_child: bool,
+    /// Quick modes asked for by configuration (a crypto map's ACL lines), started one at a
+    /// time once the SA is established (`selectors.rs`).
+    pub(crate) queued: Vec<ChildConfigIndex>,
     /// NAT traversal (RFC 3947), [`crate::v1::natt`].
     pub(crate) natt: crate::v1::natt::NatT,
     /// The peer announced IKE fragmentation ([`crate::v1::fragment`]).
@@ -389,6 +393,7 @@ impl Phase1Progress {
 
 /// A Child SA whose keys exist, not yet installed.
 struct PendingChild {
+    config: ChildConfigIndex,
     suite: EspSuite,
     spi_in: u32,
     spi_out: u32,
@@ -401,6 +406,7 @@ struct PendingChild {
 /// An installed Child SA.
 struct Child {
     id: ChildSaId,
+    config: ChildConfigIndex,
     spi_in: u32,
     spi_out: u32,
     expire_at: Instant,
@@ -418,6 +424,7 @@ pub(crate) struct ExpectQuickMode2 {
     ids: (Id, Id),
     local_ts: TrafficSelector,
     remote_ts: TrafficSelector,
+    config: ChildConfigIndex,
 }
 
 /// Quick mode responder: QM2 sent.
@@ -573,6 +580,7 @@ impl Phase1Sa {
             last_in: None,
             half_open_until: None,
             want_child: false,
+            queued: Vec::new(),
             natt: Default::default(),
             peer_frag: false,
             frag_id: Default::default(),
@@ -621,6 +629,7 @@ impl Phase1Sa {
             last_in: None,
             half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
             want_child: false,
+            queued: Vec::new(),
             natt: crate::v1::natt::NatT {
                 version: crate::v1::natt::NattVersion::negotiate(chain),
                 ..Default::default()
@@ -1022,7 +1031,7 @@ fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: Child) {
         child: ch.id,
         session: c.session,
         conn: c.peer.id,
-        config: ChildConfigIndex::FIRST,
+        config: ch.config,
     });
 }
 
@@ -1750,7 +1759,21 @@ impl Established {
 
     /// QM1 (RFC 2409 §5.5): `HDR*, HASH(1), SA, Ni [, KE ] [, IDci, IDcr ]`.
     fn start_quick_mode(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Result<(), V1Error> {
-        let child = &c.peer.child;
+        self.start_quick_mode_at(c, ctx, ChildConfigIndex::FIRST)
+    }
+
+    /// QM1 for quick mode configuration `config`: its first selector of each side as
+    /// IDci/IDcr (one pair per quick mode).
+    fn start_quick_mode_at(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        config: ChildConfigIndex,
+    ) -> Result<(), V1Error> {
+        let child = c
+            .peer
+            .child_config(config)
+            .ok_or(Incompatible::NoProposalChosen)?;
         let local_ts = child
             .local_ts
             .first()
@@ -1811,6 +1834,7 @@ impl Established {
                 ids,
                 local_ts,
                 remote_ts,
+                config,
             })),
         );
         Ok(())
@@ -1872,10 +1896,15 @@ impl Established {
             ),
             _ => return Err(Misbehaved::MissingPayload("IDcr").into()),
         };
-        let child = &c.peer.child;
-        if !ts::is_subset(&[ts_r], &child.local_ts) || !ts::is_subset(&[ts_i], &child.remote_ts) {
-            return Err(Incompatible::IdUnacceptable.into());
-        }
+        // The first configuration whose selectors hold the peer's IDs (a crypto map's ACL
+        // lines are one configuration each).
+        let (config, child) = c
+            .peer
+            .child_configs()
+            .find(|(_, ch)| {
+                ts::is_subset(&[ts_r], &ch.local_ts) && ts::is_subset(&[ts_i], &ch.remote_ts)
+            })
+            .ok_or(Incompatible::IdUnacceptable)?;
         let props: Vec<_> = child
             .esp_proposals
             .iter()
@@ -1940,6 +1969,7 @@ impl Established {
                 self.prf_a(&[&mid.to_be_bytes(), &ni, t])
             });
         let pending = PendingChild {
+            config,
             suite: choice.suite,
             spi_in,
             spi_out: choice.peer_spi,
@@ -2010,6 +2040,7 @@ impl Established {
             (None, None) => None,
         };
         let pending = PendingChild {
+            config: st.config,
             suite,
             spi_in: st.spi_in,
             spi_out,
@@ -2088,7 +2119,7 @@ impl Established {
             replaces: None,
             session: c.session,
             conn: c.peer.id,
-            config: ChildConfigIndex::FIRST,
+            config: p.config,
             host_pair: None,
             local: c.local,
             remote: c.remote,
@@ -2112,10 +2143,11 @@ impl Established {
             child: id,
             session: c.session,
             conn: c.peer.id,
-            config: ChildConfigIndex::FIRST,
+            config: p.config,
         });
         self.children.push(Child {
             id,
+            config: p.config,
             spi_in: p.spi_in,
             spi_out: p.spi_out,
             expire_at: crate::sa::later(ctx.now, hard),

@@ -4,6 +4,7 @@
 mod natt;
 mod pair;
 mod phase1_auth;
+mod selectors;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -130,6 +130,7 @@ pub(crate) fn peer(local: Ipv4Addr, remote: Ipv4Addr, psk: &str) -> V1Peer {
             lifetime: Lifetime::CHILD_DEFAULT,
             lifetime_bytes: None,
         },
+        more_children: Vec::new(),
         dpd: Some(Dpd {
             interval: Duration::from_secs(10),
             retries: 3,

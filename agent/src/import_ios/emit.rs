@@ -439,11 +439,13 @@ impl Emitter<'_> {
                         std::slice::from_ref(&integ),
                         &[group],
                     );
-                let mut s = Section::new(
-                    format!("[isakmp_policy.{}]", p.priority),
-                    self.span(p.line),
-                );
-                let ios_encr = if p.encr.0 == "aes" { "aes 128" } else { &p.encr.0 };
+                let mut s =
+                    Section::new(format!("[isakmp_policy.{}]", p.priority), self.span(p.line));
+                let ios_encr = if p.encr.0 == "aes" {
+                    "aes 128"
+                } else {
+                    &p.encr.0
+                };
                 let ios_auth = if method == "psk" { "pre-share" } else { method };
                 s.kv("encryption", q(ios_encr))
                     .kv("hash", q(&p.hash.0))

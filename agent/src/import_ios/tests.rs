@@ -149,14 +149,25 @@ fn the_seeds_ikev1_static_vti_stays_ikev1() {
     );
     assert!(b.contains("ike_profile = \"Tunnel0\""), "{b}");
     assert!(has_note(&i, 1, Why::Decided, "stays an IKEv1 policy"));
-    assert!(has_note(&i, 10, Why::Decided, "over IKEv1 with the ISAKMP policies"));
+    assert!(has_note(
+        &i,
+        10,
+        Why::Decided,
+        "over IKEv1 with the ISAKMP policies"
+    ));
     // What the import wrote passes vtid's own checker.
     let opts = crate::config::LoadOptions {
         read_files: false,
         ..crate::config::LoadOptions::default()
     };
-    let cfg = crate::config::Config::from_toml(std::path::Path::new("imported.toml"), &i.toml, &opts);
-    assert!(cfg.is_ok(), "{}\n{}", i.toml, cfg.err().map(|e| e.to_string()).unwrap_or_default());
+    let cfg =
+        crate::config::Config::from_toml(std::path::Path::new("imported.toml"), &i.toml, &opts);
+    assert!(
+        cfg.is_ok(),
+        "{}\n{}",
+        i.toml,
+        cfg.err().map(|e| e.to_string()).unwrap_or_default()
+    );
 }
 
 #[test]

@@ -105,6 +105,11 @@ pub enum Command {
         /// is written.
         #[arg(long, value_name = "DIR")]
         key_dir: Option<PathBuf>,
+        /// Convert IKEv1 (ISAKMP policies and profiles) to IKEv2 with the same algorithms.
+        /// Without it IKEv1 stays IKEv1 (`version = 1`), so the routers that keep the old
+        /// configuration still talk to the import.
+        #[arg(long)]
+        ikev2: bool,
     },
     /// Conditional debugging for one peer, SPI or tunnel.
     Debug {
@@ -518,7 +523,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             maps,
             key_dir,
-        } => import_ios(&file, &maps, key_dir.as_deref()),
+            ikev2,
+        } => import_ios(&file, &maps, key_dir.as_deref(), ikev2),
         Command::Clear {
             what: ClearWhat::Crypto { what },
         } => print_ok(ask(
@@ -706,7 +712,12 @@ fn render(what: &ShowWhat, body: &serde_json::Value) -> String {
 
 /// `vtid import-ios`: the TOML on stdout; on stderr one `FILE:LINE: kind: text` line per
 /// line not imported and a summary. Exits 0 when the input held IOS configuration.
-fn import_ios(file: &Path, maps: &[String], key_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn import_ios(
+    file: &Path,
+    maps: &[String],
+    key_dir: Option<&Path>,
+    ikev2: bool,
+) -> anyhow::Result<ExitCode> {
     use crate::import_ios::{Options, Why, import, parse_map};
     use anyhow::Context as _;
     let src = if file == Path::new("-") {
@@ -716,6 +727,7 @@ fn import_ios(file: &Path, maps: &[String], key_dir: Option<&Path>) -> anyhow::R
     };
     let mut opts = Options {
         input_name: file.display().to_string(),
+        ikev2,
         ..Options::default()
     };
     for m in maps {

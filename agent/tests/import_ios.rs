@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use nstest::assert::{links_of_kind, spis, wait_peers_up, wait_until};
 use nstest::kernel;
-use nstest::peer::{Device, Impl, StrongswanVersion, TunnelEnd, vtid_peer};
+use nstest::peer::{Device, StrongswanVersion, TunnelEnd, vtid_peer};
 use nstest::vtid::Vtid;
 use nstest::{TopoSpec, hub, scenario};
 
@@ -348,7 +348,7 @@ fn imported(name: &str, maps: &[&str], dir: &Path) -> Result<String> {
 }
 
 /// Both seed routers replaced by vtid running exactly what `import-ios` wrote from their IOS
-/// configurations (3DES/SHA-1/group 2 carried over, as IKEv2): LAN to LAN through Tunnel0.
+/// configurations (IKEv1 kept, with 3DES/SHA-1/group 2): LAN to LAN through Tunnel0.
 #[test]
 #[ignore = "vm"]
 fn vm_import_seed_c7206_and_c1750_run_lan_to_lan() {
@@ -389,9 +389,10 @@ fn vm_import_seed_c7206_and_c1750_run_lan_to_lan() {
     });
 }
 
-/// The imported 7200 against strongSwan as the 1750, configured by hand with the seed's own
-/// algorithms over IKEv2 (3DES, SHA-1, MODP-1024): the import interoperates with another
-/// implementation, not only with itself.
+/// The imported 7200 against strongSwan standing in for the 1750 left as it is: IKEv1 main
+/// mode with the seed's own policy (3DES, SHA-1, MODP-1024, `esp-3des esp-sha-hmac`),
+/// configured by hand. The usual migration replaces the hub and keeps the spokes, so the
+/// import keeps IKEv1 and interoperates with another implementation, not only with itself.
 #[test]
 #[ignore = "vm"]
 fn vm_import_seed_c7206_against_strongswan() {
@@ -415,17 +416,31 @@ fn vm_import_seed_c7206_against_strongswan() {
             esp_proposals: "3des-sha1".into(),
             child_lifetime: None,
         };
-        let c = sc.start_peer(
-            Impl::Strongswan(StrongswanVersion::Debian12),
-            "c1750",
+        let p = nstest::peer::start_strongswan_with(
+            StrongswanVersion::Debian12,
+            sc.topo.host("c1750"),
+            &sc.dir().join("c1750"),
             &c1750,
+            |conn| {
+                conn.version = 1;
+                // IKEv1 quick mode carries one selector pair: the LANs, as the seed's
+                // VTI negotiates any/any.
+                conn.local_ts = "0.0.0.0/0".into();
+                conn.remote_ts = "0.0.0.0/0".into();
+            },
         )?;
+        let c = sc.add_peer("c1750", p);
         let _ = sc.peer(c).initiate();
         wait_peers_up(sc, &[c, r7200], Duration::from_secs(40))?;
         let got = kernel::ping(sc.topo.host("h36"), "10.0.36.10", "10.0.35.10", 5)?;
         ensure!(
             got == 5,
             "{got}/5 pings LAN to LAN, vtid (imported) <-> strongSwan"
+        );
+        let listed = sc.peer(c).list_sas()?;
+        ensure!(
+            listed.contains("version=1"),
+            "strongSwan's SA is not IKEv1: {listed}"
         );
         Ok(())
     });

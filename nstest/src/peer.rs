@@ -172,10 +172,32 @@ pub fn start(which: Impl, ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Box
     }
 }
 
+/// Starts strongSwan for `end` as [`start`] does, with `tweak` applied to the connection
+/// first: what [`TunnelEnd`] does not say, such as `version = 1` for IKEv1.
+pub fn start_strongswan_with(
+    v: StrongswanVersion,
+    ns: &Netns,
+    dir: &Path,
+    end: &TunnelEnd,
+    tweak: impl FnOnce(&mut SwanConn),
+) -> Result<Box<dyn Peer>> {
+    Ok(Box::new(SwanPeer::start_with(v, ns, dir, end, tweak)?))
+}
+
 struct SwanPeer(Strongswan);
 
 impl SwanPeer {
     fn start(version: StrongswanVersion, ns: &Netns, dir: &Path, end: &TunnelEnd) -> Result<Self> {
+        Self::start_with(version, ns, dir, end, |_| {})
+    }
+
+    fn start_with(
+        version: StrongswanVersion,
+        ns: &Netns,
+        dir: &Path,
+        end: &TunnelEnd,
+        tweak: impl FnOnce(&mut SwanConn),
+    ) -> Result<Self> {
         // strongSwan does not manage route-based devices: create them as its users do.
         let mut conn = SwanConn::psk(&end.local, &end.remote, &end.psk);
         conn.ike_proposals = end.ike_proposals.clone();
@@ -231,6 +253,7 @@ impl SwanPeer {
         for r in &end.routes {
             ns.ip(&["route", "add", r, "dev", dev])?;
         }
+        tweak(&mut conn);
         Ok(Self(version.start(ns, dir, &conn)?))
     }
 }

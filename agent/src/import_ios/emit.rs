@@ -361,9 +361,13 @@ impl Emitter<'_> {
                     None
                 }
             };
+            let keep = !self.opts.ikev2;
             let integ = match p.hash.0.as_str() {
                 "sha" => Some("sha1".to_owned()),
                 h @ ("sha256" | "sha384" | "sha512") => Some(h.to_owned()),
+                // HMAC-MD5 is an IKEv1 PRF vtid keeps behind allow_legacy; IKEv2 has no
+                // PRF_HMAC_MD5 in vtid.
+                "md5" if keep => Some("md5".to_owned()),
                 other => {
                     bad.push(format!("hash {other}"));
                     None
@@ -376,7 +380,7 @@ impl Emitter<'_> {
             let method = match p.auth.0.as_str() {
                 "pre-share" => Some("psk"),
                 "rsa-sig" => Some("rsa-sig"),
-                "ecdsa-sig" => Some("ecdsa-sig"),
+                "ecdsa-sig" if !keep => Some("ecdsa-sig"),
                 other => {
                     bad.push(format!("authentication {other}"));
                     None
@@ -417,6 +421,42 @@ impl Emitter<'_> {
                     ),
                 ),
                 Some(_) => {}
+            }
+            if keep {
+                // Kept as IOS wrote it: `[isakmp_policy.N]` takes IOS's spellings.
+                notes.note(
+                    p.line,
+                    Why::Decided,
+                    format!(
+                        "crypto isakmp policy {} stays an IKEv1 policy (--ikev2 would make \
+                         it an IKEv2 proposal)",
+                        p.priority
+                    ),
+                );
+                self.legacy |= p.hash.0 == "md5"
+                    || legacy(
+                        std::slice::from_ref(&encr),
+                        std::slice::from_ref(&integ),
+                        &[group],
+                    );
+                let mut s =
+                    Section::new(format!("[isakmp_policy.{}]", p.priority), self.span(p.line));
+                let ios_encr = if p.encr.0 == "aes" {
+                    "aes 128"
+                } else {
+                    &p.encr.0
+                };
+                let ios_auth = if method == "psk" { "pre-share" } else { method };
+                s.kv("encryption", q(ios_encr))
+                    .kv("hash", q(&p.hash.0))
+                    .kv("authentication", q(ios_auth))
+                    .kv("group", group.to_string());
+                if let Some((l, _)) = p.lifetime {
+                    s.kv("lifetime", l.to_string());
+                }
+                self.sections.push(s);
+                v1.push(p.priority.to_string());
+                continue;
             }
             let name = format!("ISAKMP{}", p.priority);
             notes.note(
@@ -523,7 +563,7 @@ impl Emitter<'_> {
         let mut out = BTreeSet::new();
         for (name, p) in &self.ios.ike_profiles {
             let mut s = Section::new(format!("[ike_profile.{}]", key(name)), self.span(p.line));
-            if !p.ikev2 {
+            if !p.ikev2 && self.opts.ikev2 {
                 notes.note(
                     p.line,
                     Why::Decided,
@@ -630,15 +670,19 @@ impl Emitter<'_> {
                     ),
                 );
             }
-            let props = if p.ikev2 { v2 } else { v1 };
-            if !props.is_empty() {
-                s.kv("proposals", qlist(props));
-            }
-            let lifetime = p
-                .lifetime
-                .or_else(|| (!p.ikev2).then(|| self.first_v1_lifetime()).flatten());
-            if let Some(l) = lifetime {
-                s.kv("lifetime_seconds", l.to_string());
+            if p.ikev2 || self.opts.ikev2 {
+                let props = if p.ikev2 { v2 } else { v1 };
+                if !props.is_empty() {
+                    s.kv("proposals", qlist(props));
+                }
+                let lifetime = p
+                    .lifetime
+                    .or_else(|| (!p.ikev2).then(|| self.first_v1_lifetime()).flatten());
+                if let Some(l) = lifetime {
+                    s.kv("lifetime_seconds", l.to_string());
+                }
+            } else {
+                self.ike_version(&mut s, true, v1, v2);
             }
             if let Some(v) = &p.fvrf {
                 s.kv("fvrf", q(v));
@@ -650,6 +694,32 @@ impl Emitter<'_> {
             out.insert(name.clone());
         }
         out
+    }
+
+    /// A profile's version keys. An IKEv1 source stays IKEv1 (`version = 1`: phase 1 uses
+    /// the `[isakmp_policy.N]` sections, whose lifetimes it negotiates, RFC 2409 §5); with
+    /// `--ikev2` it gets the converted proposals and the first policy lifetime instead.
+    fn ike_version(&self, s: &mut Section, ikev1: bool, v1: &[String], v2: &[String]) {
+        if ikev1 && !self.opts.ikev2 {
+            s.kv("version", "1".into());
+            return;
+        }
+        let props = if ikev1 { v1 } else { v2 };
+        if !props.is_empty() {
+            s.kv("proposals", qlist(props));
+        }
+        if ikev1 && let Some(l) = self.first_v1_lifetime() {
+            s.kv("lifetime_seconds", l.to_string());
+        }
+    }
+
+    /// How a note names what became of the ISAKMP policies for a profile made here.
+    fn v1_fate(&self, ikev1: bool) -> &'static str {
+        match (ikev1, self.opts.ikev2) {
+            (false, _) => "",
+            (true, true) => ", ISAKMP policies as IKEv2 proposals",
+            (true, false) => ", over IKEv1 with the ISAKMP policies",
+        }
     }
 
     /// The lifetime of the highest-priority ISAKMP policy that set one (IKEv2 does not
@@ -1084,7 +1154,6 @@ impl Emitter<'_> {
             .max_by_key(|(len, _)| *len)
             .map(|(_, k)| k.clone());
         let ikev1 = !self.ios.isakmp_policies.is_empty() || !self.ios.isakmp_keys.is_empty();
-        let props = if ikev1 { v1 } else { v2 };
         let auth = if ikev1 { v1_auth } else { "psk" };
         let name = {
             let mut n = tunnel.to_owned();
@@ -1120,25 +1189,16 @@ impl Emitter<'_> {
             format!(
                 "{tunnel}: IKE profile {name} made for it (IOS uses its global policies and \
                  keys here): peer {dest}{}",
-                if ikev1 {
-                    ", ISAKMP policies as IKEv2 proposals"
-                } else {
-                    ""
-                }
+                self.v1_fate(ikev1)
             ),
         );
-        if !props.is_empty() {
-            s.kv("proposals", qlist(props));
-        }
         if let Some((iv, r)) = self.ios.keepalive {
             s.kv(
                 "dpd",
                 format!("{{ interval = {iv}, retries = {r}, action = \"restart\" }}"),
             );
         }
-        if ikev1 && let Some(l) = self.first_v1_lifetime() {
-            s.kv("lifetime_seconds", l.to_string());
-        }
+        self.ike_version(&mut s, ikev1, v1, v2);
         // Before the tunnel, as a reader expects a profile before its user.
         self.sections.push(s);
         Some(name)
@@ -1631,17 +1691,9 @@ impl Emitter<'_> {
                 } else {
                     ""
                 },
-                if ikev1 {
-                    ", ISAKMP policies as IKEv2 proposals"
-                } else {
-                    ""
-                }
+                self.v1_fate(ikev1)
             ),
         );
-        let props = if ikev1 { v1 } else { v2 };
-        if !props.is_empty() {
-            s.kv("proposals", qlist(props));
-        }
         if let Some((iv, r)) = self.ios.keepalive {
             let action = if peers.is_empty() { "clear" } else { "restart" };
             s.kv(
@@ -1652,9 +1704,7 @@ impl Emitter<'_> {
                 ),
             );
         }
-        if ikev1 && let Some(l) = self.first_v1_lifetime() {
-            s.kv("lifetime_seconds", l.to_string());
-        }
+        self.ike_version(&mut s, ikev1, v1, v2);
         self.sections.push(s);
         Some((name, kept))
     }

@@ -81,6 +81,9 @@ pub struct Options {
     pub key_dir: PathBuf,
     /// Shown in the header comment.
     pub input_name: String,
+    /// `--ikev2`: ISAKMP policies become IKEv2 proposals and ISAKMP profiles IKEv2
+    /// profiles. Off, IKEv1 stays IKEv1 (`[isakmp_policy.N]`, `version = 1`).
+    pub ikev2: bool,
 }
 
 impl Default for Options {
@@ -89,6 +92,7 @@ impl Default for Options {
             maps: Vec::new(),
             key_dir: PathBuf::from("/etc/vtid/psk"),
             input_name: "running-config".into(),
+            ikev2: false,
         }
     }
 }

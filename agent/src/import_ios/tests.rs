@@ -104,9 +104,7 @@ routes = [\"10.20.0.0/16\", { prefix = \"10.30.0.0/16\", metric = 250 }]"
     assert!(!i.notes.iter().any(|n| n.text.contains("IKEv1")));
 }
 
-#[test]
-fn the_seeds_ikev1_static_vti_becomes_ikev2_with_its_algorithms() {
-    let i = run("\
+const SEED_STATIC_VTI: &str = "\
 crypto isakmp policy 1
 encr 3des
 authentication pre-share
@@ -122,7 +120,63 @@ tunnel source 10.0.149.217
 tunnel destination 10.0.149.203
 tunnel mode ipsec ipv
 tunnel protection ipsec profile P1
-");
+";
+
+#[test]
+fn the_seeds_ikev1_static_vti_stays_ikev1() {
+    let i = run(SEED_STATIC_VTI);
+    let b = body(&i.toml);
+    assert!(b.starts_with("[global]\nallow_legacy = true\n"), "{b}");
+    // IOS's defaults filled in where the policy leaves them out (hash sha).
+    assert!(
+        b.contains(
+            "[isakmp_policy.1]\nencryption = \"3des\"\nhash = \"sha\"\n\
+             authentication = \"pre-share\"\ngroup = 2"
+        ),
+        "{b}"
+    );
+    assert!(!b.contains("[ike_proposal."), "{b}");
+    assert!(
+        b.contains(
+            "[ike_profile.Tunnel0]\nmatch_identity = [\"10.0.149.203\"]\nkeyring = \"default\"\n\
+             version = 1"
+        ),
+        "{b}"
+    );
+    assert!(
+        b.contains("[transform_set.T1]\nesp = \"3des\"\nintegrity = \"sha1\""),
+        "{b}"
+    );
+    assert!(b.contains("ike_profile = \"Tunnel0\""), "{b}");
+    assert!(has_note(&i, 1, Why::Decided, "stays an IKEv1 policy"));
+    assert!(has_note(
+        &i,
+        10,
+        Why::Decided,
+        "over IKEv1 with the ISAKMP policies"
+    ));
+    // What the import wrote passes vtid's own checker.
+    let opts = crate::config::LoadOptions {
+        read_files: false,
+        ..crate::config::LoadOptions::default()
+    };
+    let cfg =
+        crate::config::Config::from_toml(std::path::Path::new("imported.toml"), &i.toml, &opts);
+    assert!(
+        cfg.is_ok(),
+        "{}\n{}",
+        i.toml,
+        cfg.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
+#[test]
+fn the_seeds_ikev1_static_vti_becomes_ikev2_with_its_algorithms_under_ikev2() {
+    let opts = Options {
+        ikev2: true,
+        ..Options::default()
+    };
+    let i = import(SEED_STATIC_VTI, &opts).expect("imports");
     let b = body(&i.toml);
     assert!(b.starts_with("[global]\nallow_legacy = true\n"), "{b}");
     assert!(
@@ -138,13 +192,10 @@ tunnel protection ipsec profile P1
         ),
         "{b}"
     );
-    assert!(
-        b.contains("[transform_set.T1]\nesp = \"3des\"\nintegrity = \"sha1\""),
-        "{b}"
-    );
+    assert!(!b.contains("[isakmp_policy."), "{b}");
     assert!(b.contains("ike_profile = \"Tunnel0\""), "{b}");
     // Each translation that changes meaning says so at its line.
-    assert!(has_note(&i, 1, Why::Decided, "IKEv1 is not supported yet"));
+    assert!(has_note(&i, 1, Why::Decided, "becomes IKEv2 proposal"));
     assert!(has_note(&i, 5, Why::Decided, "keyring \"default\""));
     assert!(has_note(&i, 14, Why::Decided, "ambiguous (ipv4 or ipv6)"));
     assert!(
@@ -247,6 +298,7 @@ fn dvti_hub_with_vrf_and_mapped_interfaces() {
         ],
         key_dir: "/k".into(),
         input_name: "hub".into(),
+        ikev2: false,
     };
     let i = import(
         "\
@@ -284,7 +336,7 @@ interface Virtual-Template1 type tunnel
     assert!(
         b.contains(
             "[ike_profile.HUB]\nmatch_identity = [\"10.1.0.0/16\"]\nkeyring = \"SPOKES\"\n\
-             dpd = { interval = 10, retries = 3, action = \"clear\" }\nproposals = [\"ISAKMP10\"]\n\
+             dpd = { interval = 10, retries = 3, action = \"clear\" }\nversion = 1\n\
              virtual_template = \"VT1\""
         ),
         "{b}"
@@ -430,6 +482,7 @@ fn mapped(src: &str) -> Imported {
         ],
         key_dir: "/etc/vtid/keys".into(),
         input_name: "test".into(),
+        ikev2: false,
     };
     import(src, &opts).expect("imports")
 }
@@ -441,7 +494,7 @@ fn two_site_crypto_map_with_deny_and_permit() {
     assert!(
         b.contains(
             "[ike_profile.VPN-10]\nmatch_identity = [\"192.0.2.2\"]\nkeyring = \"default\"\n\
-             proposals = [\"ISAKMP10\"]\nlifetime_seconds = 28800\n\
+             version = 1\n\
              [access_list.120]\nentries = [\"deny ip host 10.1.0.9 10.2.0.0 0.0.0.255\", \
              \"permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255\"]\n\
              [crypto_map.VPN]\nlocal_address = \"192.0.2.1\"\n[[crypto_map.VPN.entry]]\nseq = 10\n\
@@ -475,7 +528,7 @@ fn dynamic_map_hub() {
     assert!(
         b.contains(
             "[ike_profile.SPOKES-10]\nmatch_identity = [\"any\"]\nkeyring = \"default\"\n\
-             proposals = [\"ISAKMP10\"]\ndpd = { interval = 10, retries = 3, action = \"clear\" }\n\
+             dpd = { interval = 10, retries = 3, action = \"clear\" }\nversion = 1\n\
              [access_list.130]\nentries = [\"permit ip 10.0.0.0 0.0.255.255 10.64.0.0 0.0.255.255\"]\n\
              [dynamic_map.SPOKES]\n[[dynamic_map.SPOKES.entry]]\nseq = 10\nmatch_address = \"130\"\n\
              transform_sets = [\"T1\"]\npfs = 14\nreverse_route = true\nike_profile = \"SPOKES-10\""

@@ -96,8 +96,11 @@ fn v1_endpoint(local: [u8; 4], remote: [u8; 4], group: DhGroup, seed: [u8; 32]) 
             lifetime: Duration::from_secs(86_400),
         }],
         child: child(),
+        more_children: Vec::new(),
         dpd: None,
         allow_legacy: false,
+        cert: None,
+        aggressive: false,
     };
     let cfg = v1::V1Config {
         peers: vec![peer],

@@ -75,6 +75,11 @@ use crate::v1::wire::payload_type;
 use crate::wire::Identity;
 use crate::wire::TrafficSelector;
 
+#[path = "rekey.rs"]
+pub(crate) mod rekey;
+
+use rekey::ChildRekey;
+
 /// The DPD vendor ID (RFC 3706 §3): announcing it says we answer R-U-THERE.
 pub const DPD_VENDOR_ID: [u8; 16] = [
     0xaf, 0xca, 0xd7, 0x13, 0x68, 0xa1, 0xf1, 0xc9, 0x6b, 0x86, 0x96, 0xfc, 0x77, 0x57, 0x01, 0x00,
@@ -178,6 +183,9 @@ pub(crate) struct Common {
     half_open_until: Option<Instant>,
     /// Main mode we initiated just completed: quick mode follows (RFC 2409 §5.5).
     pub(crate) want_child: bool,
+    /// The ISAKMP SA (by our cookie) this main mode replaces: a phase 1 rekey, which sends
+    /// no INITIAL-CONTACT and takes over the old SA's Child SAs (`rekey`).
+    pub(crate) rekey_of: Option<u64>,
 }
 
 impl Common {
@@ -357,6 +365,10 @@ struct PendingChild {
     outbound: EspKeys,
     local_ts: TrafficSelector,
     remote_ts: TrafficSelector,
+    /// The Child SA this quick mode rekeys (`rekey`).
+    replaces: Option<ChildSaId>,
+    /// We sent QM1.
+    initiated: bool,
 }
 
 /// An installed Child SA.
@@ -366,6 +378,7 @@ struct Child {
     spi_out: u32,
     expire_at: Instant,
     remove: ChildSaRemove,
+    r: ChildRekey,
 }
 
 /// Quick mode initiator: QM1 sent.
@@ -379,6 +392,7 @@ pub(crate) struct ExpectQuickMode2 {
     ids: (Id, Id),
     local_ts: TrafficSelector,
     remote_ts: TrafficSelector,
+    replaces: Option<ChildSaId>,
 }
 
 /// Quick mode responder: QM2 sent.
@@ -437,6 +451,10 @@ pub(crate) struct Established {
     probe: Option<Probe>,
     dpd_seq: u32,
     last_heard: Instant,
+    /// When a new main mode replaces this SA (`rekey`); `None` once started or taken over.
+    rekey_at: Option<Instant>,
+    /// The endpoint has looked for SAs this one replaces (`rekey::settle`).
+    settled: bool,
 }
 
 /// One ISAKMP SA.
@@ -534,6 +552,7 @@ impl Phase1Sa {
             last_in: None,
             half_open_until: None,
             want_child: false,
+            rekey_of: None,
         };
         let mm1 = c.main_mode(&[
             Payload::Sa(offer),
@@ -576,6 +595,7 @@ impl Phase1Sa {
             last_in: None,
             half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
             want_child: false,
+            rekey_of: None,
         };
         let mm2 = c.main_mode(&[
             Payload::Sa(answer),
@@ -635,6 +655,7 @@ impl Phase1Sa {
         }
         if let State::Established(e) = &self.state {
             t.push(e.expire_at);
+            t.extend(e.rekey_deadlines());
             t.extend(e.children.iter().map(|c| c.expire_at));
             t.extend(e.done.values().map(|d| d.until));
             t.extend(e.exchanges.values().map(|x| match x {
@@ -930,7 +951,7 @@ impl Phase1Sa {
                 .values()
                 .any(|x| !matches!(x, Exchange::ExpectQuickMode3(_)));
             if e.children.is_empty() && !busy {
-                if let Err(err) = e.start_quick_mode(&self.c, ctx) {
+                if let Err(err) = e.start_quick_mode(&self.c, ctx, None) {
                     tracing::warn!(conn = ?self.c.peer.id, error = %err, "v1: quick mode not started");
                 }
             }
@@ -1079,17 +1100,13 @@ impl ExpectMainMode4 {
         };
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
         let hash = p.auth_hash(c, true, &id_body(&id));
-        // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
-        let contact = c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new());
-        let (mm5, next_iv) = c.main_mode_encrypted(
-            &p.cipher,
-            &p.iv,
-            &[
-                Payload::Id(id),
-                Payload::Hash(hash.expose().to_vec()),
-                contact,
-            ],
-        );
+        let mut mm5_payloads = vec![Payload::Id(id), Payload::Hash(hash.expose().to_vec())];
+        // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer. Not
+        // on a phase 1 rekey, whose Child SAs must survive it.
+        if c.rekey_of.is_none() {
+            mm5_payloads.push(c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new()));
+        }
+        let (mm5, next_iv) = c.main_mode_encrypted(&p.cipher, &p.iv, &mm5_payloads);
         p.iv = next_iv;
         c.retrans = Some(c.send_retrans(ctx, mm5.clone()));
         c.last_in = Some((raw.to_vec(), Some(mm5)));
@@ -1190,6 +1207,8 @@ fn established(
         // wraps in practice).
         dpd_seq: u32::from_be_bytes(seq) >> 1,
         last_heard: ctx.now,
+        rekey_at: rekey::phase1_rekey_at(c, ctx, p.suite.lifetime),
+        settled: false,
     }
 }
 
@@ -1391,6 +1410,7 @@ impl Established {
     fn on_timeout(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Flow {
         let now = ctx.now;
         self.done.retain(|_, d| d.until > now);
+        self.child_rekey_timers(c, ctx);
         let due: Vec<(u32, ChildSaId)> = self
             .children
             .iter()
@@ -1677,18 +1697,28 @@ impl Established {
     }
 
     /// QM1 (RFC 2409 §5.5): `HDR*, HASH(1), SA, Ni [, KE ] [, IDci, IDcr ]`.
-    fn start_quick_mode(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Result<(), V1Error> {
+    /// `rekey` names the Child SA a rekey replaces and its selectors (`rekey`).
+    fn start_quick_mode(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        rekey: Option<(ChildSaId, TrafficSelector, TrafficSelector)>,
+    ) -> Result<(), V1Error> {
         let child = &c.peer.child;
-        let local_ts = child
-            .local_ts
-            .first()
-            .copied()
-            .unwrap_or_else(|| TrafficSelector::host(c.local.ip()));
-        let remote_ts = child
-            .remote_ts
-            .first()
-            .copied()
-            .unwrap_or_else(|| TrafficSelector::host(c.remote.ip()));
+        let local_ts = rekey.map(|r| r.1).unwrap_or_else(|| {
+            child
+                .local_ts
+                .first()
+                .copied()
+                .unwrap_or_else(|| TrafficSelector::host(c.local.ip()))
+        });
+        let remote_ts = rekey.map(|r| r.2).unwrap_or_else(|| {
+            child
+                .remote_ts
+                .first()
+                .copied()
+                .unwrap_or_else(|| TrafficSelector::host(c.remote.ip()))
+        });
         let ids = (
             proposal::ts_id(&local_ts).ok_or(Incompatible::IdUnacceptable)?,
             proposal::ts_id(&remote_ts).ok_or(Incompatible::IdUnacceptable)?,
@@ -1738,6 +1768,7 @@ impl Established {
                 ids,
                 local_ts,
                 remote_ts,
+                replaces: rekey.map(|r| r.0),
             })),
         );
         Ok(())
@@ -1869,6 +1900,8 @@ impl Established {
             outbound: self.esp_keys(&choice.suite, gxy.as_ref(), choice.peer_spi, &ni, &nr),
             local_ts: ts_r,
             remote_ts: ts_i,
+            replaces: self.rekey_candidate(&ts_r, &ts_i),
+            initiated: false,
         };
         let retrans = c.send_retrans(ctx, packet);
         self.exchanges.insert(
@@ -1936,6 +1969,8 @@ impl Established {
             outbound: self.esp_keys(&suite, gxy.as_ref(), spi_out, &st.ni, &nr),
             local_ts: st.local_ts,
             remote_ts: st.remote_ts,
+            replaces: st.replaces,
+            initiated: true,
         };
         let (qm3, _) = self.protect(c, ExchangeType::Quick, 0, mid, &o.next_iv, &[], |_| {
             self.prf_a(&[&[0], &mid.to_be_bytes(), &st.ni, &nr])
@@ -2004,7 +2039,7 @@ impl Established {
         });
         let install = ChildSaInstall {
             child: id,
-            replaces: None,
+            replaces: p.replaces,
             session: c.session,
             conn: c.peer.id,
             config: ChildConfigIndex::FIRST,
@@ -2027,12 +2062,27 @@ impl Established {
         };
         ctx.out.push_back(Output::InstallChildSa(install));
         ctx.stats.child_sas_installed += 1;
-        ctx.event(Event::ChildSaUp {
-            child: id,
-            session: c.session,
-            conn: c.peer.id,
-            config: ChildConfigIndex::FIRST,
-        });
+        match p.replaces {
+            Some(old) => ctx.event(Event::ChildSaRekeyed {
+                old,
+                new: id,
+                session: c.session,
+            }),
+            None => ctx.event(Event::ChildSaUp {
+                child: id,
+                session: c.session,
+                conn: c.peer.id,
+                config: ChildConfigIndex::FIRST,
+            }),
+        }
+        let r = ChildRekey::new(
+            c,
+            ctx,
+            (p.local_ts, p.remote_ts),
+            p.replaces,
+            p.initiated,
+            hard,
+        );
         self.children.push(Child {
             id,
             spi_in: p.spi_in,
@@ -2047,7 +2097,9 @@ impl Established {
                 inbound_spi: p.spi_in,
                 outbound_spi: p.spi_out,
             },
+            r,
         });
+        self.after_install(c, ctx, id);
     }
 }
 

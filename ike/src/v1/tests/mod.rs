@@ -2,6 +2,7 @@
 //! harness's shape, `crate::tests::pair`), and the fuzz seeds they record.
 
 mod pair;
+mod rekey;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -173,6 +173,7 @@ const WIDE: &[(&str, usize)] = &[
     ("agent::cryptomap", 3),
     ("agent::show_clear", 3),
     ("agent::import_ios", 3),
+    ("agent::ikev1_rekey", 3),
 ];
 
 /// VM side: run each binary's ignored (`vm_`) tests, print every libtest summary and one

@@ -288,6 +288,24 @@ impl Established {
     }
 }
 
+/// A rekey's QM3 goes out before the new pair is installed. The peer installs its half
+/// on QM3 (RFC 2409 §5.5) and our new outbound SA would be the kernel's choice at once (it
+/// picks the newest valid SA for a template), so installing first loses what we send until
+/// the peer has read QM3. Sent first, our install (local, the kernel modules loaded by the
+/// first pair) finishes while QM3 is still on its way; the peer's first packets on the new
+/// pair then find our inbound SA. A first quick mode keeps install-then-send: its install
+/// may load modules for seconds.
+pub(super) fn send_then_install(
+    e: &mut Established,
+    c: &Common,
+    ctx: &mut Ctx<'_>,
+    pending: PendingChild,
+    qm3: Vec<u8>,
+) {
+    c.send(ctx, qm3);
+    e.install(c, ctx, pending);
+}
+
 impl Phase1Sa {
     /// Rekeys Child SA `child` now (the kernel's soft EXPIRE, or the operator).
     pub(crate) fn rekey_child(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {
@@ -429,6 +447,32 @@ pub(crate) fn settle(sas: &mut HashMap<u64, Phase1Sa>, ctx: &mut Ctx<'_>) {
         if rekey_of.is_some() {
             ctx.out
                 .push_back(Output::Event(Event::IkeSaRekeyed { session, conn }));
+        }
+    }
+    // A peer that replaced its ISAKMP SA may delete the old Child SAs under the old one
+    // (strongSwan's IKEv1 reauthentication does) after we moved them to the new one.
+    let mut moved: Vec<(crate::config::ConnId, Option<Identity>, u32)> = Vec::new();
+    for sa in sas.values_mut() {
+        let (conn, id) = (sa.c.peer.id, sa.peer_id().cloned());
+        if let State::Established(e) = &mut sa.state {
+            moved.extend(e.moved_deletes.drain(..).map(|spi| (conn, id.clone(), spi)));
+        }
+    }
+    for (conn, id, spi) in moved {
+        for sa in sas.values_mut() {
+            if sa.c.peer.id != conn || sa.peer_id() != id.as_ref() {
+                continue;
+            }
+            if let State::Established(e) = &mut sa.state {
+                if let Some(i) = e
+                    .children
+                    .iter()
+                    .position(|ch| ch.spi_out == spi || ch.spi_in == spi)
+                {
+                    let ch = e.children.remove(i);
+                    remove_child(&sa.c, ctx, ch);
+                }
+            }
         }
     }
 }

@@ -455,6 +455,9 @@ pub(crate) struct Established {
     rekey_at: Option<Instant>,
     /// The endpoint has looked for SAs this one replaces (`rekey::settle`).
     settled: bool,
+    /// SPIs the peer deleted that name none of our Child SAs: `rekey::settle` looks for them
+    /// under the peer's other ISAKMP SAs.
+    moved_deletes: Vec<u32>,
 }
 
 /// One ISAKMP SA.
@@ -1209,6 +1212,7 @@ fn established(
         last_heard: ctx.now,
         rekey_at: rekey::phase1_rekey_at(c, ctx, p.suite.lifetime),
         settled: false,
+        moved_deletes: Vec::new(),
     }
 }
 
@@ -1681,6 +1685,9 @@ impl Established {
                         {
                             let ch = self.children.remove(i);
                             remove_child(c, ctx, ch);
+                        } else {
+                            // Perhaps a Child SA that moved to a newer ISAKMP SA (`rekey`).
+                            self.moved_deletes.push(spi);
                         }
                     }
                 }
@@ -1987,6 +1994,8 @@ impl Established {
                 })),
             );
             c.send(ctx, qm3.clone());
+        } else if pending.replaces.is_some() {
+            rekey::send_then_install(self, c, ctx, pending, qm3.clone());
         } else {
             self.install(c, ctx, pending);
             c.send(ctx, qm3.clone());

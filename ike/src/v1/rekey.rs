@@ -288,24 +288,6 @@ impl Established {
     }
 }
 
-/// A rekey's QM3 goes out before the new pair is installed. The peer installs its half
-/// on QM3 (RFC 2409 §5.5) and our new outbound SA would be the kernel's choice at once (it
-/// picks the newest valid SA for a template), so installing first loses what we send until
-/// the peer has read QM3. Sent first, our install (local, the kernel modules loaded by the
-/// first pair) finishes while QM3 is still on its way; the peer's first packets on the new
-/// pair then find our inbound SA. A first quick mode keeps install-then-send: its install
-/// may load modules for seconds.
-pub(super) fn send_then_install(
-    e: &mut Established,
-    c: &Common,
-    ctx: &mut Ctx<'_>,
-    pending: PendingChild,
-    qm3: Vec<u8>,
-) {
-    c.send(ctx, qm3);
-    e.install(c, ctx, pending);
-}
-
 impl Phase1Sa {
     /// Rekeys Child SA `child` now (the kernel's soft EXPIRE, or the operator).
     pub(crate) fn rekey_child(&mut self, ctx: &mut Ctx<'_>, child: ChildSaId) {

@@ -1994,8 +1994,6 @@ impl Established {
                 })),
             );
             c.send(ctx, qm3.clone());
-        } else if pending.replaces.is_some() {
-            rekey::send_then_install(self, c, ctx, pending, qm3.clone());
         } else {
             self.install(c, ctx, pending);
             c.send(ctx, qm3.clone());

@@ -9,7 +9,8 @@
 //! it and deletes the old ISAKMP SA; charon cannot rekey an IKEv1 SA and reauthenticates
 //! instead (its `rekey_time` for an IKEv1 connection schedules that, see strongSwan's
 //! "IKE and IPsec SA Renewal"): a new main mode to which it moves its Child SAs, then the
-//! old ISAKMP SA's DELETE. When vtid initiates, charon's timers are left at their defaults
+//! old ISAKMP SA's DELETE. As responder, charon recognises vtid's new main mode as such a
+//! reauthentication and moves its Child SAs over as well. When vtid initiates, charon's timers are left at their defaults
 //! (hours), so every rekey seen is vtid's; when charon initiates, its timers are shorter
 //! than vtid's responder timers, so the rekeys are charon's (checked in both logs).
 
@@ -247,13 +248,22 @@ fn run(name: &str, vtid_initiates: bool) {
                 "vtid started {ours_p2} phase 2 and {ours_p1} phase 1 rekeys\n{vlog}"
             );
             ensure!(
-                !slog.contains("reauthenticating IKE_SA"),
-                "charon reauthenticated though its timers are hours\n{slog}"
+                !slog.contains("initiating Main Mode"),
+                "charon ran a main mode though vtid initiates and its timers are hours\n{slog}"
+            );
+            // charon took our new main mode for what it is (its log: "detected reauth of
+            // existing IKE_SA, adopting N children").
+            ensure!(
+                slog.contains("adopting"),
+                "charon did not move its Child SAs to our new ISAKMP SA\n{slog}"
             );
         } else {
+            // charon's IKEv1 "rekey" is a second main mode (IKE_SA t[2]) while t[1] goes
+            // to REKEYING and is deleted afterwards.
             ensure!(
-                slog.contains("reauthenticating IKE_SA"),
-                "charon did not reauthenticate its IKEv1 SA\n{slog}"
+                slog.contains("initiating Main Mode IKE_SA t[2]")
+                    && slog.contains("ESTABLISHED => REKEYING"),
+                "charon did not replace its IKEv1 SA with a new main mode\n{slog}"
             );
             ensure!(
                 ours_p1 == 0,

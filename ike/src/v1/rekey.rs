@@ -41,6 +41,10 @@ pub(crate) const REKEY_OVERLAP: Duration = Duration::from_secs(3);
 /// retransmissions run out later, and end the ISAKMP SA).
 const REKEY_RETRY: Duration = Duration::from_secs(10);
 
+/// How long an expired ISAKMP SA whose replacement is under way is kept for it: longer
+/// than a main mode's retransmissions (1 + 2 + 4 + 8 + 16 s by default).
+const PHASE1_GRACE: Duration = Duration::from_secs(40);
+
 /// A Child SA's rekey bookkeeping.
 pub(crate) struct ChildRekey {
     local_ts: TrafficSelector,
@@ -131,6 +135,19 @@ impl Established {
             .flat_map(|ch| [ch.r.rekey_at, ch.r.retry_at, ch.r.delete_at])
             .chain([self.rekey_at])
             .flatten()
+    }
+
+    /// At the end of the ISAKMP SA's lifetime while it still has Child SAs (its replacement
+    /// under way, or due in the same timer run): it stays a while longer, once, so that a main mode slowed down (a loaded host, retransmissions, both
+    /// sides rekeying at once) still finds the Child SAs to take over. Ending it would
+    /// delete them with it, and Child SAs do not depend on their ISAKMP SA.
+    pub(super) fn expiry_grace(&mut self, now: Instant) -> bool {
+        if self.children.is_empty() || self.grace_used {
+            return false;
+        }
+        self.grace_used = true;
+        self.expire_at = crate::sa::later(now, PHASE1_GRACE);
+        true
     }
 
     /// The current Child SA a peer's quick mode for these selectors rekeys.
@@ -429,6 +446,42 @@ pub(crate) fn settle(sas: &mut HashMap<u64, Phase1Sa>, ctx: &mut Ctx<'_>) {
         if rekey_of.is_some() {
             ctx.out
                 .push_back(Output::Event(Event::IkeSaRekeyed { session, conn }));
+        }
+    }
+    // ISAKMP SAs the peer deleted while they had Child SAs: the Child SAs move to another
+    // live ISAKMP SA with the peer (both sides replaced it at once, or the peer deleted the
+    // old one before our books moved them); without one they end with it.
+    let mut deleted: Vec<u64> = sas
+        .iter()
+        .filter(|(_, sa)| matches!(&sa.state, State::Established(e) if e.peer_deleted))
+        .map(|(k, _)| *k)
+        .collect();
+    deleted.sort_unstable();
+    for k in deleted {
+        let Some(sa) = sas.get(&k) else {
+            continue;
+        };
+        let (conn, id) = (sa.c.peer.id, sa.peer_id().cloned());
+        let heir = sas
+            .iter()
+            .filter(|(hk, h)| {
+                **hk != k
+                    && h.c.peer.id == conn
+                    && h.peer_id() == id.as_ref()
+                    && matches!(&h.state, State::Established(e) if !e.peer_deleted)
+            })
+            .map(|(hk, _)| *hk)
+            .min();
+        let Some(sa) = sas.get_mut(&k) else {
+            continue;
+        };
+        let children = match heir {
+            Some(_) => sa.give_children(now),
+            None => Vec::new(),
+        };
+        sa.close(ctx, DownReason::Peer);
+        if let Some(h) = heir.and_then(|h| sas.get_mut(&h)) {
+            h.take_children(children);
         }
     }
     // A peer that replaced its ISAKMP SA may delete the old Child SAs under the old one

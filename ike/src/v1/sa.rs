@@ -458,6 +458,10 @@ pub(crate) struct Established {
     /// SPIs the peer deleted that name none of our Child SAs: `rekey::settle` looks for them
     /// under the peer's other ISAKMP SAs.
     moved_deletes: Vec<u32>,
+    /// The lifetime was stretched once for a replacement under way (`rekey`).
+    grace_used: bool,
+    /// The peer deleted it while it had Child SAs (`rekey::settle` decides their fate).
+    peer_deleted: bool,
 }
 
 /// One ISAKMP SA.
@@ -934,8 +938,8 @@ impl Phase1Sa {
         let State::Established(e) = &mut self.state else {
             return;
         };
-        if e.expire_at <= now {
-            // Phase 1 rekeying is a later part; the SA ends at its lifetime.
+        if e.expire_at <= now && !e.expiry_grace(now) {
+            // The SA ends at its lifetime (its replacement, if any, has its Child SAs).
             self.terminate(ctx);
             return;
         }
@@ -1213,6 +1217,8 @@ fn established(
         rekey_at: rekey::phase1_rekey_at(c, ctx, p.suite.lifetime),
         settled: false,
         moved_deletes: Vec::new(),
+        grace_used: false,
+        peer_deleted: false,
     }
 }
 
@@ -1695,6 +1701,12 @@ impl Established {
                     if d.protocol == PROTO_ISAKMP
                         && d.spis.iter().any(|s| s[..] == c.cookies()[..]) =>
                 {
+                    // `rekey::settle` closes it, after moving the Child SAs to another
+                    // ISAKMP SA with the peer if there is one.
+                    if !self.children.is_empty() {
+                        self.peer_deleted = true;
+                        return Ok(Flow::Continue);
+                    }
                     return Ok(Flow::Close(DownReason::Peer));
                 }
                 _ => {}

@@ -353,3 +353,47 @@ fn lost_phase1_rekey_messages_are_retransmitted() {
         assert_phase1_rekeyed(&mut p, old);
     }
 }
+
+#[test]
+fn slow_phase1_rekey_past_the_old_lifetime_keeps_the_child_sas() {
+    let short = |mut x: V1Peer| {
+        x.policies[0].lifetime = Duration::from_secs(100);
+        x
+    };
+    let mut p = pair_of(short);
+    // B's answers to the rekey's MM1 (its fourth to seventh main mode messages) are lost:
+    // A's retransmissions after 1, 2, 4 and 8 s carry the main mode past the old SA's end.
+    let mut seen = 0;
+    p.filter = Some(Box::new(move |s, t| {
+        if s == Side::B
+            && exchange_of(&t.bytes).map(|e| e.0) == Some(ExchangeType::IdentityProtection)
+        {
+            seen += 1;
+            if (4..=7).contains(&seen) {
+                return Verdict::Drop;
+            }
+        }
+        Verdict::Deliver
+    }));
+    p.connect();
+    let old = cookies(&p.a);
+    p.drive_for(Duration::from_secs(120));
+    assert!(p.a.ep.stats().retransmits >= 3);
+    // B's own responder timer (95 s) fired meanwhile: both replaced the SA. Whatever ISAKMP
+    // SAs are left, the first Child SA pair was never touched and one SA holds it.
+    for t in [&p.a, &p.b] {
+        let sas = t.ep.sas();
+        assert!(sas.iter().all(|s| (s.cky_i, s.cky_r) != old), "{sas:?}");
+        assert!(sas.iter().all(|s| s.state == "Established"));
+        let held: usize = sas.iter().map(|s| s.children.len()).sum();
+        assert_eq!(held, 1, "{sas:?}");
+        assert_eq!(t.installs.len(), 1);
+        assert!(t.removes.is_empty(), "{:?}", t.log);
+    }
+    p.assert_children_match();
+    // And it goes on: the next phase 2 rekey works under whichever SA holds it.
+    let child = p.a.installs[0].child;
+    p.command(Side::A, V1Command::RekeyChild { child });
+    p.drive_for(REKEY_OVERLAP + Duration::from_secs(1));
+    assert_rekeyed_once(&p);
+}

@@ -13,6 +13,7 @@
 //! | the engine: inputs, outputs, demux by cookie | [`endpoint`] |
 //! | SA payloads: IOS's policy matching, quick mode choice, IDs | `proposal` (private) |
 //! | main mode states, quick mode, informational exchanges, DPD | `sa` (private) |
+//! | rekeys: phase 2 by a new quick mode, phase 1 by a new main mode | `sa::rekey` (private) |
 
 pub mod config;
 pub mod endpoint;

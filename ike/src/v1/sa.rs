@@ -1428,7 +1428,8 @@ impl Established {
             .map(|ch| (ch.spi_in, ch.id))
             .collect();
         for (spi, id) in due {
-            // Phase 2 rekeying is a later part; at its lifetime the SA is deleted.
+            // Not replaced in time (`rekey` starts well before), or a peer's rekeyed pair the
+            // peer never deleted: at its lifetime the SA is deleted.
             self.send_info(
                 c,
                 ctx,

@@ -84,9 +84,8 @@ impl Engines {
         }
     }
 
-    /// Routes a command to the engine that owns what it names. IKEv1 has no rekeys yet
-    /// (its Child SAs are deleted at the end of their lifetime), so a soft EXPIRE of one is
-    /// only logged; a hard EXPIRE deletes it with the peer.
+    /// Routes a command to the engine that owns what it names. An IKEv1 Child SA's soft
+    /// EXPIRE rekeys it with a new quick mode; a hard EXPIRE deletes it with the peer.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         use ike::v1::Command as V1;
         let v1_session = |s: SessionId| s.0 >= ike::v1::FIRST_ID;
@@ -116,15 +115,10 @@ impl Engines {
                 Some(V1::DeleteChild { child: *child })
             }
             Command::RekeyChild { child } if v1_child(*child) => {
-                tracing::debug!(
-                    ?child,
-                    "IKEv1 Child SA: no rekey yet, it ends at its lifetime"
-                );
-                return;
+                Some(V1::RekeyChild { child: *child })
             }
             Command::RekeyIke { session } if v1_session(*session) => {
-                tracing::debug!(?session, "IKEv1 SA: no rekey yet, it ends at its lifetime");
-                return;
+                Some(V1::RekeyIke { session: *session })
             }
             Command::MoveLocal { conn, .. } if self.is_v1_conn(*conn) => return,
             _ => None,

@@ -176,6 +176,7 @@ const WIDE: &[(&str, usize)] = &[
     ("agent::show_clear", 3),
     ("agent::import_ios", 3),
     ("agent::ikev1_natt", 3),
+    ("agent::ikev1_rekey", 3),
 ];
 
 /// Binaries that run alone, with no other binary's scenarios beside them: floods and rate

@@ -134,6 +134,7 @@ impl Phase1Sa {
             peer_frag: false,
             frag_id: Default::default(),
             queued: Vec::new(),
+            rekey_of: None,
         };
         let mut am1 = vec![
             Payload::Sa(offer),
@@ -205,6 +206,7 @@ impl Phase1Sa {
             peer_frag: crate::v1::fragment::announced(chain),
             frag_id: Default::default(),
             queued: Vec::new(),
+            rekey_of: None,
         };
         let ke = KeyExchange::generate(suite.group, ctx.rng)?;
         let gxr = ke.public().to_vec();

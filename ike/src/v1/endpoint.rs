@@ -82,6 +82,16 @@ pub enum Command {
         /// The session.
         session: SessionId,
     },
+    /// Rekey one Child SA now with a new quick mode (the kernel's soft EXPIRE).
+    RekeyChild {
+        /// The Child SA.
+        child: ChildSaId,
+    },
+    /// Replace the session's ISAKMP SA now with a new main mode.
+    RekeyIke {
+        /// The session.
+        session: SessionId,
+    },
 }
 
 /// One ISAKMP SA as status output sees it.
@@ -343,7 +353,8 @@ impl Endpoint {
                 }
             }
             Command::TerminateSession { session } => {
-                if let Some(k) = self.key_of(|sa| sa.c.session == session) {
+                // A phase 1 rekey under way shares the session.
+                while let Some(k) = self.key_of(|sa| sa.c.session == session) {
                     self.with_sa(now, k, &mut drops, |sa, ctx| sa.terminate(ctx));
                 }
             }
@@ -355,6 +366,18 @@ impl Endpoint {
             Command::Dpd { session } => {
                 if let Some(k) = self.key_of(|sa| sa.c.session == session) {
                     self.with_sa(now, k, &mut drops, |sa, ctx| sa.dpd_now(ctx));
+                }
+            }
+            Command::RekeyChild { child } => {
+                if let Some(k) = self.key_of(|sa| sa.has_child(child)) {
+                    self.with_sa(now, k, &mut drops, |sa, ctx| sa.rekey_child(ctx, child));
+                }
+            }
+            Command::RekeyIke { session } => {
+                if let Some(k) = self.key_of(|sa| sa.c.session == session && sa.is_established()) {
+                    if let Some(sa) = self.sas.get_mut(&k) {
+                        sa.request_rekey(now);
+                    }
                 }
             }
         }
@@ -610,6 +633,10 @@ impl Endpoint {
                 self.with_sa(now, k, &mut drops, |sa, ctx| sa.drop_silently(ctx));
             }
         }
+        // Phase 1 rekeys: started when due, finished when their new SA is up.
+        let mut none = Vec::new();
+        let mut ctx = ctx!(self, now, &mut none);
+        crate::v1::sa::rekey::settle(&mut self.sas, &mut ctx);
         let fresh: Vec<u64> = self
             .sas
             .iter()

@@ -17,6 +17,7 @@
 //! | IKE fragmentation (Cisco/strongSwan vendor ID, payload 132) | [`fragment`] |
 //! | aggressive mode (RFC 2409 §5.4), opt-in per profile | `sa::aggressive` (private, `aggressive.rs`) |
 //! | phase 1 proofs: HASH, or CERT and RSA SIG (§5.1) checked with [`crate::cert`] | `sa::auth` (private, `auth.rs`) |
+//! | rekeys: phase 2 by a new quick mode, phase 1 by a new main mode | `sa::rekey` (private) |
 
 pub mod config;
 pub mod endpoint;

@@ -84,6 +84,10 @@ pub(crate) mod aggressive;
 #[path = "auth.rs"]
 mod auth;
 mod selectors;
+#[path = "rekey.rs"]
+pub(crate) mod rekey;
+
+use rekey::ChildRekey;
 
 /// The DPD vendor ID (RFC 3706 §3): announcing it says we answer R-U-THERE.
 pub const DPD_VENDOR_ID: [u8; 16] = [
@@ -200,6 +204,9 @@ pub(crate) struct Common {
     pub(crate) peer_frag: bool,
     /// Fragment ID of our next fragmented message.
     pub(crate) frag_id: std::cell::Cell<u16>,
+    /// The ISAKMP SA (by our cookie) this main mode replaces: a phase 1 rekey, which sends
+    /// no INITIAL-CONTACT and takes over the old SA's Child SAs (`rekey`).
+    pub(crate) rekey_of: Option<u64>,
 }
 
 impl Common {
@@ -401,6 +408,10 @@ struct PendingChild {
     outbound: EspKeys,
     local_ts: TrafficSelector,
     remote_ts: TrafficSelector,
+    /// The Child SA this quick mode rekeys (`rekey`).
+    replaces: Option<ChildSaId>,
+    /// We sent QM1.
+    initiated: bool,
 }
 
 /// An installed Child SA.
@@ -411,6 +422,7 @@ struct Child {
     spi_out: u32,
     expire_at: Instant,
     remove: ChildSaRemove,
+    r: ChildRekey,
 }
 
 /// Quick mode initiator: QM1 sent.
@@ -425,6 +437,7 @@ pub(crate) struct ExpectQuickMode2 {
     local_ts: TrafficSelector,
     remote_ts: TrafficSelector,
     config: ChildConfigIndex,
+    replaces: Option<ChildSaId>,
 }
 
 /// Quick mode responder: QM2 sent.
@@ -483,6 +496,17 @@ pub(crate) struct Established {
     probe: Option<Probe>,
     dpd_seq: u32,
     last_heard: Instant,
+    /// When a new main mode replaces this SA (`rekey`); `None` once started or taken over.
+    rekey_at: Option<Instant>,
+    /// The endpoint has looked for SAs this one replaces (`rekey::settle`).
+    settled: bool,
+    /// SPIs the peer deleted that name none of our Child SAs: `rekey::settle` looks for them
+    /// under the peer's other ISAKMP SAs.
+    moved_deletes: Vec<u32>,
+    /// The lifetime was stretched once for a replacement under way (`rekey`).
+    grace_used: bool,
+    /// The peer deleted it while it had Child SAs (`rekey::settle` decides their fate).
+    peer_deleted: bool,
 }
 
 /// One ISAKMP SA.
@@ -584,6 +608,7 @@ impl Phase1Sa {
             natt: Default::default(),
             peer_frag: false,
             frag_id: Default::default(),
+            rekey_of: None,
         };
         let mut mm1 = vec![
             Payload::Sa(offer),
@@ -636,6 +661,7 @@ impl Phase1Sa {
             },
             peer_frag: crate::v1::fragment::announced(chain),
             frag_id: Default::default(),
+            rekey_of: None,
         };
         let mut mm2 = vec![
             Payload::Sa(answer),
@@ -704,6 +730,7 @@ impl Phase1Sa {
         }
         if let State::Established(e) = &self.state {
             t.push(e.expire_at);
+            t.extend(e.rekey_deadlines());
             t.extend(e.children.iter().map(|c| c.expire_at));
             t.extend(e.done.values().map(|d| d.until));
             t.extend(e.exchanges.values().map(|x| match x {
@@ -988,8 +1015,8 @@ impl Phase1Sa {
         let State::Established(e) = &mut self.state else {
             return;
         };
-        if e.expire_at <= now {
-            // Phase 1 rekeying is a later part; the SA ends at its lifetime.
+        if e.expire_at <= now && !e.expiry_grace(now) {
+            // The SA ends at its lifetime (its replacement, if any, has its Child SAs).
             self.terminate(ctx);
             return;
         }
@@ -1008,7 +1035,7 @@ impl Phase1Sa {
                 .values()
                 .any(|x| !matches!(x, Exchange::ExpectQuickMode3(_)));
             if e.children.is_empty() && !busy {
-                if let Err(err) = e.start_quick_mode(&self.c, ctx) {
+                if let Err(err) = e.start_quick_mode(&self.c, ctx, None) {
                     tracing::warn!(conn = ?self.c.peer.id, error = %err, "v1: quick mode not started");
                 }
             }
@@ -1175,11 +1202,13 @@ impl ExpectMainMode4 {
         crate::v1::natt::float(c, ctx);
         let id = proposal::identity_id(&c.peer.local_identity_at(c.local));
         let proof = p.proof(c, true, &id_body(&id))?;
-        // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer.
-        let contact = c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new());
         let mut mm5 = vec![Payload::Id(id)];
         mm5.extend(proof);
-        mm5.push(contact);
+        // INITIAL-CONTACT (RFC 2407 §4.6.3.3): we hold no other state with this peer. Not
+        // on a phase 1 rekey, whose Child SAs must survive it.
+        if c.rekey_of.is_none() {
+            mm5.push(c.isakmp_notify(notify_type::INITIAL_CONTACT, Vec::new()));
+        }
         let (mm5, next_iv) = c.main_mode_encrypted(&p.cipher, &p.iv, &mm5);
         p.iv = next_iv;
         c.retrans = Some(c.send_retrans(ctx, mm5.clone()));
@@ -1274,6 +1303,11 @@ fn established(
         // wraps in practice).
         dpd_seq: u32::from_be_bytes(seq) >> 1,
         last_heard: ctx.now,
+        rekey_at: rekey::phase1_rekey_at(c, ctx, p.suite.lifetime),
+        settled: false,
+        moved_deletes: Vec::new(),
+        grace_used: false,
+        peer_deleted: false,
     }
 }
 
@@ -1472,6 +1506,7 @@ impl Established {
     fn on_timeout(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Flow {
         let now = ctx.now;
         self.done.retain(|_, d| d.until > now);
+        self.child_rekey_timers(c, ctx);
         let due: Vec<(u32, ChildSaId)> = self
             .children
             .iter()
@@ -1479,7 +1514,8 @@ impl Established {
             .map(|ch| (ch.spi_in, ch.id))
             .collect();
         for (spi, id) in due {
-            // Phase 2 rekeying is a later part; at its lifetime the SA is deleted.
+            // Not replaced in time (`rekey` starts well before), or a peer's rekeyed pair the
+            // peer never deleted: at its lifetime the SA is deleted.
             self.send_info(
                 c,
                 ctx,
@@ -1742,6 +1778,9 @@ impl Established {
                         {
                             let ch = self.children.remove(i);
                             remove_child(c, ctx, ch);
+                        } else {
+                            // Perhaps a Child SA that moved to a newer ISAKMP SA (`rekey`).
+                            self.moved_deletes.push(spi);
                         }
                     }
                 }
@@ -1749,6 +1788,12 @@ impl Established {
                     if d.protocol == PROTO_ISAKMP
                         && d.spis.iter().any(|s| s[..] == c.cookies()[..]) =>
                 {
+                    // `rekey::settle` closes it, after moving the Child SAs to another
+                    // ISAKMP SA with the peer if there is one.
+                    if !self.children.is_empty() {
+                        self.peer_deleted = true;
+                        return Ok(Flow::Continue);
+                    }
                     return Ok(Flow::Close(DownReason::Peer));
                 }
                 _ => {}
@@ -1758,32 +1803,47 @@ impl Established {
     }
 
     /// QM1 (RFC 2409 §5.5): `HDR*, HASH(1), SA, Ni [, KE ] [, IDci, IDcr ]`.
-    fn start_quick_mode(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Result<(), V1Error> {
-        self.start_quick_mode_at(c, ctx, ChildConfigIndex::FIRST)
+    /// `rekey` names the Child SA a rekey replaces and its selectors (`rekey`); the rekey
+    /// keeps that Child SA's configuration.
+    fn start_quick_mode(
+        &mut self,
+        c: &Common,
+        ctx: &mut Ctx<'_>,
+        rekey: Option<(ChildSaId, TrafficSelector, TrafficSelector)>,
+    ) -> Result<(), V1Error> {
+        let config = rekey
+            .and_then(|r| self.children.iter().find(|ch| ch.id == r.0))
+            .map_or(ChildConfigIndex::FIRST, |ch| ch.config);
+        self.start_quick_mode_at(c, ctx, config, rekey)
     }
 
     /// QM1 for quick mode configuration `config`: its first selector of each side as
-    /// IDci/IDcr (one pair per quick mode).
+    /// IDci/IDcr (one pair per quick mode), or a rekey's selectors.
     fn start_quick_mode_at(
         &mut self,
         c: &Common,
         ctx: &mut Ctx<'_>,
         config: ChildConfigIndex,
+        rekey: Option<(ChildSaId, TrafficSelector, TrafficSelector)>,
     ) -> Result<(), V1Error> {
         let child = c
             .peer
             .child_config(config)
             .ok_or(Incompatible::NoProposalChosen)?;
-        let local_ts = child
-            .local_ts
-            .first()
-            .copied()
-            .unwrap_or_else(|| TrafficSelector::host(c.local.ip()));
-        let remote_ts = child
-            .remote_ts
-            .first()
-            .copied()
-            .unwrap_or_else(|| TrafficSelector::host(c.remote.ip()));
+        let local_ts = rekey.map(|r| r.1).unwrap_or_else(|| {
+            child
+                .local_ts
+                .first()
+                .copied()
+                .unwrap_or_else(|| TrafficSelector::host(c.local.ip()))
+        });
+        let remote_ts = rekey.map(|r| r.2).unwrap_or_else(|| {
+            child
+                .remote_ts
+                .first()
+                .copied()
+                .unwrap_or_else(|| TrafficSelector::host(c.remote.ip()))
+        });
         let ids = (
             proposal::ts_id(&local_ts).ok_or(Incompatible::IdUnacceptable)?,
             proposal::ts_id(&remote_ts).ok_or(Incompatible::IdUnacceptable)?,
@@ -1835,6 +1895,7 @@ impl Established {
                 local_ts,
                 remote_ts,
                 config,
+                replaces: rekey.map(|r| r.0),
             })),
         );
         Ok(())
@@ -1977,6 +2038,8 @@ impl Established {
             outbound: self.esp_keys(&choice.suite, gxy.as_ref(), choice.peer_spi, &ni, &nr),
             local_ts: ts_r,
             remote_ts: ts_i,
+            replaces: self.rekey_candidate(&ts_r, &ts_i),
+            initiated: false,
         };
         let retrans = c.send_retrans(ctx, packet);
         self.exchanges.insert(
@@ -2048,6 +2111,8 @@ impl Established {
             outbound: self.esp_keys(&suite, gxy.as_ref(), spi_out, &st.ni, &nr),
             local_ts: st.local_ts,
             remote_ts: st.remote_ts,
+            replaces: st.replaces,
+            initiated: true,
         };
         let (qm3, _) = self.protect(c, ExchangeType::Quick, 0, mid, &o.next_iv, &[], |_| {
             self.prf_a(&[&[0], &mid.to_be_bytes(), &st.ni, &nr])
@@ -2116,7 +2181,7 @@ impl Established {
         });
         let install = ChildSaInstall {
             child: id,
-            replaces: None,
+            replaces: p.replaces,
             session: c.session,
             conn: c.peer.id,
             config: p.config,
@@ -2139,12 +2204,27 @@ impl Established {
         };
         ctx.out.push_back(Output::InstallChildSa(install));
         ctx.stats.child_sas_installed += 1;
-        ctx.event(Event::ChildSaUp {
-            child: id,
-            session: c.session,
-            conn: c.peer.id,
-            config: p.config,
-        });
+        match p.replaces {
+            Some(old) => ctx.event(Event::ChildSaRekeyed {
+                old,
+                new: id,
+                session: c.session,
+            }),
+            None => ctx.event(Event::ChildSaUp {
+                child: id,
+                session: c.session,
+                conn: c.peer.id,
+                config: p.config,
+            }),
+        }
+        let r = ChildRekey::new(
+            c,
+            ctx,
+            (p.local_ts, p.remote_ts),
+            p.replaces,
+            p.initiated,
+            hard,
+        );
         self.children.push(Child {
             id,
             config: p.config,
@@ -2160,7 +2240,9 @@ impl Established {
                 inbound_spi: p.spi_in,
                 outbound_spi: p.spi_out,
             },
+            r,
         });
+        self.after_install(c, ctx, id);
     }
 }
 

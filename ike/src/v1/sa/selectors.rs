@@ -32,7 +32,7 @@ impl Phase1Sa {
             if self.c.peer.child_config(index).is_none() || e.has_config(index) {
                 continue;
             }
-            if let Err(err) = e.start_quick_mode_at(&self.c, ctx, index) {
+            if let Err(err) = e.start_quick_mode_at(&self.c, ctx, index, None) {
                 tracing::warn!(
                     conn = ?self.c.peer.id,
                     config = index.0,

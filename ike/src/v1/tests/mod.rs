@@ -5,6 +5,7 @@ mod natt;
 mod pair;
 mod phase1_auth;
 mod selectors;
+mod rekey;
 
 use std::sync::Arc;
 use std::time::Duration;

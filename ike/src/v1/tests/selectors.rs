@@ -141,3 +141,41 @@ fn ids_outside_every_configuration_are_refused() {
     assert_eq!(configs, [0]);
     assert_eq!(p.a.live_children().len(), 1);
 }
+
+#[test]
+fn a_rekey_keeps_its_lines_configuration_and_selectors() {
+    let mut p = Pair::new(two_lines(A_IP, B_IP), two_lines(B_IP, A_IP));
+    p.command(Side::A, child(1, 0));
+    p.command(Side::A, child(1, 1));
+    p.drive_for(Duration::from_secs(1));
+    let old =
+        p.a.live_children()
+            .into_iter()
+            .find(|i| i.config.0 == 1)
+            .expect("line 1's Child SA")
+            .clone();
+    // The kernel's soft EXPIRE of line 1's SA on A.
+    p.command(Side::A, V1Command::RekeyChild { child: old.child });
+    p.drive_for(Duration::from_secs(5));
+    for side in [&p.a, &p.b] {
+        let new = side
+            .installs
+            .iter()
+            .find(|i| i.replaces.is_some())
+            .expect("a rekeyed Child SA");
+        assert_eq!(new.config.0, 1, "the rekey stays on line 1");
+        let (l, r) = if new.local.ip() == IpAddr::V4(A_IP) {
+            (1, 2)
+        } else {
+            (2, 1)
+        };
+        assert_eq!(new.local_ts, vec![net(l, 1)]);
+        assert_eq!(new.remote_ts, vec![net(r, 1)]);
+        // Line 0's pair is untouched; line 1 has exactly one live pair.
+        let live = side.live_children();
+        assert_eq!(live.iter().filter(|i| i.config.0 == 0).count(), 1);
+        assert_eq!(live.iter().filter(|i| i.config.0 == 1).count(), 1);
+    }
+    assert_eq!(p.a.installs[0].replaces, None);
+    p.assert_children_match();
+}

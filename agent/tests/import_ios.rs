@@ -111,7 +111,10 @@ fn seed_c7206_and_c1750_static_vti_import_and_check() -> Result<()> {
     )?;
     ensure!(t.contains("[tunnel.Tunnel0]\nmode = \"xfrmi\"\nsource = \"10.0.149.203\"\ndestination = \"10.0.149.217\"\naddress = \"10.0.51.203/24\""), "{t}");
     ensure!(t.contains("routes = [\"10.0.36.0/24\"]"), "{t}");
-    ensure!(t.contains("IKEv1 is not supported yet"), "{t}");
+    // IKEv1 stays IKEv1: the routers left as they are still talk to it.
+    ensure!(t.contains("stays an IKEv1 policy"), "{t}");
+    ensure!(t.contains("[isakmp_policy.1]"), "{t}");
+    ensure!(t.contains("version = 1"), "{t}");
     ensure!(e.contains("imported;"), "{e}");
     let (t, _) = import_and_check(
         "seed-c1750-static-vti.cfg",

@@ -481,6 +481,17 @@ impl Emitter<'_> {
             self.sections.push(s);
             v1.push(name);
         }
+        if !self.opts.ikev2
+            && v1.is_empty()
+            && let Some(p) = self.ios.isakmp_policies.values().next()
+        {
+            notes.note(
+                p.line,
+                Why::Decided,
+                "no crypto isakmp policy could be kept, so the profiles that would speak \
+                 IKEv1 are IKEv2 with vtid's default proposals: the peers must use IKEv2",
+            );
+        }
         let mut usable = BTreeSet::new();
         for (name, p) in &self.ios.ikev2_proposals {
             if p.encryption.is_empty() || p.group.is_empty() {
@@ -563,7 +574,7 @@ impl Emitter<'_> {
         let mut out = BTreeSet::new();
         for (name, p) in &self.ios.ike_profiles {
             let mut s = Section::new(format!("[ike_profile.{}]", key(name)), self.span(p.line));
-            if !p.ikev2 && self.opts.ikev2 {
+            if !p.ikev2 && !self.keep_v1() {
                 notes.note(
                     p.line,
                     Why::Decided,
@@ -670,7 +681,7 @@ impl Emitter<'_> {
                     ),
                 );
             }
-            if p.ikev2 || self.opts.ikev2 {
+            if p.ikev2 || !self.keep_v1() {
                 let props = if p.ikev2 { v2 } else { v1 };
                 if !props.is_empty() {
                     s.kv("proposals", qlist(props));
@@ -700,7 +711,7 @@ impl Emitter<'_> {
     /// the `[isakmp_policy.N]` sections, whose lifetimes it negotiates, RFC 2409 §5); with
     /// `--ikev2` it gets the converted proposals and the first policy lifetime instead.
     fn ike_version(&self, s: &mut Section, ikev1: bool, v1: &[String], v2: &[String]) {
-        if ikev1 && !self.opts.ikev2 {
+        if ikev1 && self.keep_v1() {
             s.kv("version", "1".into());
             return;
         }
@@ -713,12 +724,22 @@ impl Emitter<'_> {
         }
     }
 
+    /// True when IKEv1 profiles stay IKEv1: no `--ikev2`, and some `[isakmp_policy.N]` was
+    /// written (a `version = 1` profile without one is what `vtid check` refuses).
+    fn keep_v1(&self) -> bool {
+        !self.opts.ikev2
+            && self
+                .sections
+                .iter()
+                .any(|s| s.header.starts_with("[isakmp_policy."))
+    }
+
     /// How a note names what became of the ISAKMP policies for a profile made here.
     fn v1_fate(&self, ikev1: bool) -> &'static str {
-        match (ikev1, self.opts.ikev2) {
+        match (ikev1, self.keep_v1()) {
             (false, _) => "",
-            (true, true) => ", ISAKMP policies as IKEv2 proposals",
-            (true, false) => ", over IKEv1 with the ISAKMP policies",
+            (true, false) => ", ISAKMP policies as IKEv2 proposals",
+            (true, true) => ", over IKEv1 with the ISAKMP policies",
         }
     }
 

@@ -83,9 +83,9 @@ use crate::wire::TrafficSelector;
 pub(crate) mod aggressive;
 #[path = "auth.rs"]
 mod auth;
-mod selectors;
 #[path = "rekey.rs"]
 pub(crate) mod rekey;
+mod selectors;
 
 use rekey::ChildRekey;
 

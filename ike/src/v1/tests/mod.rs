@@ -4,8 +4,8 @@
 mod natt;
 mod pair;
 mod phase1_auth;
-mod selectors;
 mod rekey;
+mod selectors;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -646,7 +646,10 @@ fn aggressive_mode_through_a_nat_floats_at_am3_and_installs_udp_encapsulated_sas
     p.assert_children_match();
     let ports: Vec<u16> = p.a.sent.iter().map(|t| t.local.port()).collect();
     assert_eq!(ports[0], 500, "AM1 from 500: {ports:?}");
-    assert!(ports[1..].iter().all(|p| *p == 4500), "AM3 on from 4500: {ports:?}");
+    assert!(
+        ports[1..].iter().all(|p| *p == 4500),
+        "AM3 on from 4500: {ports:?}"
+    );
     // AM2 carries the NAT-T VID B chose and its NAT-D pair.
     let am2 = Message::decode(&p.b.sent[0].bytes).expect("AM2 decodes");
     let Body::Plain(chain) = am2.body else {

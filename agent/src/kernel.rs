@@ -495,21 +495,31 @@ async fn directed(h: &Handle, sas: &[SaSpec; 2]) -> [SaSpec; 2] {
 }
 
 /// Adds a Child SA's SAs (`[inbound, outbound]`, in that order: the inbound one must exist
-/// before the peer may use it) offloaded as `d` says. Packet offload refused falls back to
-/// crypto when allowed; `xfrmi` marks SAs with an if_id, whose inbound SA may stay in software
-/// (see offload.rs). On a refused demand nothing stays installed and the error says why.
-/// Static tunnels and virtual-access clones install through here alike.
+/// before the peer may use it), or the one `halves` names (an IKEv1 rekey installs its two
+/// SAs at two moments, see `ike::Halves`), offloaded as `d` says. Packet offload refused
+/// falls back to crypto when allowed; `xfrmi` marks SAs with an if_id, whose inbound SA may
+/// stay in software (see offload.rs). On a refused demand nothing this call added stays
+/// installed and the error says why. Static tunnels and virtual-access clones install
+/// through here alike. A half not installed is reported as software, "installed
+/// separately".
 pub async fn install_child_sas(
     h: &Handle,
     sas: &[SaSpec; 2],
     d: &Decision,
     xfrmi: bool,
+    halves: ike::Halves,
 ) -> Result<Applied> {
     let sas = &directed(h, sas).await;
+    let wanted = |i: usize| match halves {
+        ike::Halves::Both => true,
+        ike::Halves::InboundFirst => i == 0,
+        ike::Halves::OutboundLater => i == 1,
+    };
+    let separately = || SaOffload::Software(Some("installed separately".into()));
     let (dev, modes, demand) = match d {
         Decision::Software { why } => {
             let mut batch = h.batch();
-            for s in sas {
+            for (_, s) in sas.iter().enumerate().filter(|(i, _)| wanted(*i)) {
                 batch.add_sa(s);
             }
             for r in batch.execute().await? {
@@ -517,14 +527,19 @@ pub async fn install_child_sas(
             }
             let sw = SaOffload::Software(why.clone());
             return Ok(Applied {
-                inbound: sw.clone(),
-                outbound: sw,
+                inbound: if wanted(0) { sw.clone() } else { separately() },
+                outbound: if wanted(1) { sw } else { separately() },
             });
         }
         Decision::Offload { dev, modes, demand } => (dev, modes, *demand),
     };
     let mut got = Vec::new();
+    let mut added: Vec<SaSpec> = Vec::new();
     for (i, s) in sas.iter().enumerate() {
+        if !wanted(i) {
+            got.push(separately());
+            continue;
+        }
         let inbound = i == 0;
         let (modes, left_out) = crate::offload::modes_for(modes, inbound, xfrmi);
         let mut last = None;
@@ -543,19 +558,20 @@ pub async fn install_child_sas(
                 }
                 Err(e) if crate::offload::is_refusal(&e) => last = Some((m, e)),
                 Err(e) => {
-                    remove_sas(h, &sas[..i]).await;
+                    remove_sas(h, &added).await;
                     return Err(e.into());
                 }
             }
         }
         if done {
+            added.push(s.clone());
             continue;
         }
         let why = match (last, left_out) {
             (Some((m, e)), _) => {
                 let why = format!("{} refused {} offload: {e}", dev.name, m.as_str());
                 if demand && !crate::offload::tolerated_refusal(inbound, xfrmi, &e) {
-                    remove_sas(h, &sas[..i]).await;
+                    remove_sas(h, &added).await;
                     anyhow::bail!("offload {}: {why}", m.as_str());
                 }
                 why
@@ -565,9 +581,10 @@ pub async fn install_child_sas(
             (None, None) => format!("no offload mode to offer {}", dev.name),
         };
         if let Err(e) = h.sa().add(s).await {
-            remove_sas(h, &sas[..i]).await;
+            remove_sas(h, &added).await;
             return Err(e.into());
         }
+        added.push(s.clone());
         got.push(SaOffload::Software(Some(why)));
     }
     let outbound = got.pop().expect("two SAs");

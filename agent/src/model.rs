@@ -474,6 +474,7 @@ mod tests {
             }),
             hard_lifetime: std::time::Duration::from_secs(3600),
             bytes: None,
+            halves: ike::Halves::Both,
         };
         let [inb, out] = child_sas(&t, &inst).unwrap();
         let ports = |s: &SaSpec| s.encap.map(|e| (e.sport, e.dport));

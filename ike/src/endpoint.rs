@@ -46,6 +46,7 @@ pub use crate::output::Datagram;
 pub use crate::output::DownReason;
 pub use crate::output::EspKeys;
 pub use crate::output::Event;
+pub use crate::output::Halves;
 pub use crate::output::IkeSaInfo;
 pub use crate::output::Output;
 pub use crate::output::SessionId;

@@ -146,6 +146,31 @@ pub struct ChildSaInstall {
     pub hard_lifetime: Duration,
     /// Kernel byte limits.
     pub bytes: Option<ByteLimits>,
+    /// Which of the two SAs to install now ([`Halves::Both`] but for an IKEv1 rekey, whose
+    /// outbound SA follows later in a second output for the same Child SA).
+    pub halves: Halves,
+}
+
+/// The SAs of one [`ChildSaInstall`] to put in the kernel.
+///
+/// The kernel sends on the newest outbound SA of a flow the moment it exists
+/// (`xfrm_state_look_at` prefers the most recently added). IKEv1's quick mode has no message
+/// that tells its initiator the responder installed the new pair (the responder installs
+/// after QM3, the last message), so an initiator that installed both at once would send on
+/// an SA the peer does not know yet: packets lost during every rekey. An IKEv1 rekey
+/// initiator installs the inbound SA first (so the responder's new outbound SA, used as soon
+/// as QM3 is handled, reaches a known SA) and the outbound one a moment later, while the
+/// old pair, kept until then, carries the traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Halves {
+    /// Inbound and outbound together.
+    #[default]
+    Both,
+    /// Only the inbound SA; the same Child SA's outbound SA comes in a later output.
+    InboundFirst,
+    /// Only the outbound SA, after an earlier [`Halves::InboundFirst`]: nothing else about
+    /// the Child SA (routes, books) changes.
+    OutboundLater,
 }
 
 /// New UDP encapsulation for an installed Child SA (both directions), after the peer's NAT

@@ -184,6 +184,7 @@ impl Runtime {
                     &sas,
                     &offload::Decision::Software { why: None },
                     false,
+                    ike::Halves::Both,
                 )
                 .await?;
                 Ok::<_, anyhow::Error>(model::sa_ids(
@@ -294,6 +295,14 @@ impl Runtime {
             .by_child(inst.conn, inst.config)
             .context("no ACL line for this Child SA configuration")?;
         let e = &m.entries[i];
+        // An IKEv1 rekey's SAs come at two moments (`ike::Halves`). A dynamic map's flow
+        // has temporary policies made with its SAs, so its two go in together at the first
+        // (the short window that leaves is the one every IKEv2 rekey responder has).
+        let halves = match (dynamic, inst.halves) {
+            (Some(_), ike::Halves::OutboundLater) => return Ok(()),
+            (Some(_), _) => ike::Halves::Both,
+            (None, h) => h,
+        };
         let selectors = sa_selectors(inst, ace);
         // A dynamic map's flow gets its temporary policies first (or shares those of the SA
         // it rekeys), so that the SAs have a template to serve.
@@ -327,6 +336,7 @@ impl Runtime {
             &sas,
             &offload::Decision::Software { why: None },
             false,
+            halves,
         )
         .await
         {
@@ -334,6 +344,10 @@ impl Runtime {
                 self.release_temp(r, None).await;
             }
             return Err(err);
+        }
+        if halves == ike::Halves::OutboundLater {
+            // The rest (routes, books) came with the inbound SA.
+            return Ok(());
         }
         if let Some(r) = temp
             && let Some(t) = self.maps.temps.iter_mut().find(|t| t.reqid == r)

@@ -431,9 +431,19 @@ impl Runtime {
             .clone();
         let sas = model::child_sas(&t, inst)?;
         let d = self.decide_offload(&t).await.map_err(anyhow::Error::msg)?;
-        let res = kernel::install_child_sas(&self.h, &sas, &d, t.mode == DeviceKind::Xfrmi).await;
-        self.offload.record(&t.name, t.offload, &d, &res);
+        let xfrmi = t.mode == DeviceKind::Xfrmi;
+        let res = kernel::install_child_sas(&self.h, &sas, &d, xfrmi, inst.halves).await;
+        // An IKEv1 rekey installs its SAs at two moments (`ike::Halves`); the offload record
+        // (both SAs of the tunnel) stays the one of the pair it replaces, made by the same
+        // decision.
+        if inst.halves == ike::Halves::Both {
+            self.offload.record(&t.name, t.offload, &d, &res);
+        }
         res?;
+        if inst.halves == ike::Halves::OutboundLater {
+            // Routes and books came with the inbound SA.
+            return Ok(());
+        }
         let clone = self.clones.of_session(inst.session).map(|c| c.slot);
         let routes = match clone {
             Some(slot) => self.clone_child_routes(slot, &inst.remote_ts).await,

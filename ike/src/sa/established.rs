@@ -147,6 +147,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         encap,
         hard_lifetime: lt.lifetime.saturating_add(Duration::from_secs(60)),
         bytes: cfg.lifetime_bytes,
+        halves: crate::output::Halves::Both,
     }));
     ctx.stats.child_sas_installed += 1;
     match p.replaces {

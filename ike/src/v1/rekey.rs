@@ -37,6 +37,12 @@ use super::*;
 /// `delete_rekeyed_delay`).
 pub(crate) const REKEY_OVERLAP: Duration = Duration::from_secs(3);
 
+/// How long a rekey initiator waits between installing the new inbound SA (with QM3 sent)
+/// and the new outbound one: the responder installs its inbound SA when QM3 arrives, one
+/// trip and one kernel install later. Shorter than [`REKEY_OVERLAP`], so the old pair still
+/// exists until the new outbound SA takes over.
+pub(crate) const OUTBOUND_DELAY: Duration = Duration::from_secs(1);
+
 /// How long a phase 2 rekey may take before it is tried again (the quick mode's own
 /// retransmissions run out later, and end the ISAKMP SA).
 const REKEY_RETRY: Duration = Duration::from_secs(10);

@@ -35,6 +35,7 @@ use crate::output::ChildSaRemove;
 use crate::output::DownReason;
 use crate::output::EspKeys;
 use crate::output::Event;
+use crate::output::Halves;
 use crate::output::Output;
 use crate::output::SessionId;
 use crate::output::Stats;
@@ -412,6 +413,8 @@ struct PendingChild {
     replaces: Option<ChildSaId>,
     /// We sent QM1.
     initiated: bool,
+    /// A rekey responder's inbound SA, installed when QM2 went out (`Halves`).
+    pre_installed: Option<ChildSaId>,
 }
 
 /// An installed Child SA.
@@ -423,6 +426,8 @@ struct Child {
     expire_at: Instant,
     remove: ChildSaRemove,
     r: ChildRekey,
+    /// A rekey initiator's outbound SA, installed at that instant ([`Halves`]).
+    outbound_later: Option<(Instant, Box<ChildSaInstall>)>,
 }
 
 /// Quick mode initiator: QM1 sent.
@@ -732,6 +737,11 @@ impl Phase1Sa {
             t.push(e.expire_at);
             t.extend(e.rekey_deadlines());
             t.extend(e.children.iter().map(|c| c.expire_at));
+            t.extend(
+                e.children
+                    .iter()
+                    .filter_map(|c| c.outbound_later.as_ref().map(|o| o.0)),
+            );
             t.extend(e.done.values().map(|d| d.until));
             t.extend(e.exchanges.values().map(|x| match x {
                 Exchange::ExpectQuickMode2(s) => s.retrans.at,
@@ -1506,6 +1516,13 @@ impl Established {
     fn on_timeout(&mut self, c: &Common, ctx: &mut Ctx<'_>) -> Flow {
         let now = ctx.now;
         self.done.retain(|_, d| d.until > now);
+        for ch in &mut self.children {
+            if ch.outbound_later.as_ref().is_some_and(|o| o.0 <= now)
+                && let Some((_, inst)) = ch.outbound_later.take()
+            {
+                ctx.out.push_back(Output::InstallChildSa(*inst));
+            }
+        }
         self.child_rekey_timers(c, ctx);
         let due: Vec<(u32, ChildSaId)> = self
             .children
@@ -1548,6 +1565,18 @@ impl Established {
                         Some(Exchange::ExpectQuickMode3(s))
                     } else {
                         tracing::debug!(peer = %c.remote, "v1: quick mode responder got no QM3");
+                        // A rekey's inbound SA went in with QM2: take it out again.
+                        if let Some(id) = s.child.pre_installed {
+                            ctx.out.push_back(Output::RemoveChildSa(ChildSaRemove {
+                                child: id,
+                                session: c.session,
+                                conn: c.peer.id,
+                                local: c.local,
+                                remote: c.remote,
+                                inbound_spi: s.child.spi_in,
+                                outbound_spi: s.child.spi_out,
+                            }));
+                        }
                         None
                     }
                 }
@@ -2040,7 +2069,18 @@ impl Established {
             remote_ts: ts_i,
             replaces: self.rekey_candidate(&ts_r, &ts_i),
             initiated: false,
+            pre_installed: None,
         };
+        let mut pending = pending;
+        // A rekey's initiator sends on its new SA as soon as it has QM2 (it installs before
+        // QM3): our inbound SA must exist before QM2 leaves. Our outbound one waits for QM3,
+        // which says the initiator installed its inbound SA.
+        if pending.replaces.is_some() {
+            let id = ChildSaId(ctx.alloc_id());
+            let inst = self.child_install(c, id, &pending, Halves::InboundFirst);
+            ctx.out.push_back(Output::InstallChildSa(inst));
+            pending.pre_installed = Some(id);
+        }
         let retrans = c.send_retrans(ctx, packet);
         self.exchanges.insert(
             mid,
@@ -2113,6 +2153,7 @@ impl Established {
             remote_ts: st.remote_ts,
             replaces: st.replaces,
             initiated: true,
+            pre_installed: None,
         };
         let (qm3, _) = self.protect(c, ExchangeType::Quick, 0, mid, &o.next_iv, &[], |_| {
             self.prf_a(&[&[0], &mid.to_be_bytes(), &st.ni, &nr])
@@ -2168,9 +2209,14 @@ impl Established {
         Ok(Flow::Continue)
     }
 
-    /// Hands the Child SA to the driver in the IKEv2 engine's form.
-    fn install(&mut self, c: &Common, ctx: &mut Ctx<'_>, p: PendingChild) {
-        let id = ChildSaId(ctx.alloc_id());
+    /// The Child SA in the IKEv2 engine's form, for the kernel.
+    fn child_install(
+        &self,
+        c: &Common,
+        id: ChildSaId,
+        p: &PendingChild,
+        halves: Halves,
+    ) -> ChildSaInstall {
         let hard = Duration::from_secs(p.suite.life_secs);
         let bytes = p.suite.life_kb.map(|kb| {
             let hard = kb.saturating_mul(1024);
@@ -2179,7 +2225,7 @@ impl Established {
                 hard,
             }
         });
-        let install = ChildSaInstall {
+        ChildSaInstall {
             child: id,
             replaces: p.replaces,
             session: c.session,
@@ -2193,16 +2239,50 @@ impl Established {
             encr: p.suite.encr,
             integ: p.suite.integ,
             esn: false,
-            inbound: p.inbound,
-            outbound: p.outbound,
+            inbound: p.inbound.clone(),
+            outbound: p.outbound.clone(),
             local_ts: vec![p.local_ts],
             remote_ts: vec![p.remote_ts],
             mode: p.suite.mode,
             encap: c.natt.encap(c.local, c.remote),
             hard_lifetime: hard,
             bytes,
+            halves,
+        }
+    }
+
+    /// Hands the Child SA to the driver in the IKEv2 engine's form. A rekey goes in two
+    /// steps ([`Halves`]): as responder the inbound SA went in with QM2 and the outbound one
+    /// goes now; as initiator the inbound one goes now and the outbound one after
+    /// [`rekey::OUTBOUND_DELAY`], by when the responder has handled QM3 and installed its
+    /// inbound SA, while the old pair carries the traffic.
+    fn install(&mut self, c: &Common, ctx: &mut Ctx<'_>, p: PendingChild) {
+        let hard = Duration::from_secs(p.suite.life_secs);
+        let mut outbound_later = None;
+        let id = match p.pre_installed {
+            Some(id) => {
+                let inst = self.child_install(c, id, &p, Halves::OutboundLater);
+                ctx.out.push_back(Output::InstallChildSa(inst));
+                id
+            }
+            None if p.replaces.is_some() && p.initiated => {
+                let id = ChildSaId(ctx.alloc_id());
+                let inst = self.child_install(c, id, &p, Halves::InboundFirst);
+                ctx.out.push_back(Output::InstallChildSa(inst));
+                let later = self.child_install(c, id, &p, Halves::OutboundLater);
+                outbound_later = Some((
+                    crate::sa::later(ctx.now, rekey::OUTBOUND_DELAY),
+                    Box::new(later),
+                ));
+                id
+            }
+            None => {
+                let id = ChildSaId(ctx.alloc_id());
+                let inst = self.child_install(c, id, &p, Halves::Both);
+                ctx.out.push_back(Output::InstallChildSa(inst));
+                id
+            }
         };
-        ctx.out.push_back(Output::InstallChildSa(install));
         ctx.stats.child_sas_installed += 1;
         match p.replaces {
             Some(old) => ctx.event(Event::ChildSaRekeyed {
@@ -2241,6 +2321,7 @@ impl Established {
                 outbound_spi: p.spi_out,
             },
             r,
+            outbound_later,
         });
         self.after_install(c, ctx, id);
     }

@@ -41,6 +41,8 @@ pub(crate) struct TestEndpoint {
     pub(crate) ep: V1Endpoint,
     pub(crate) inbound: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     pub(crate) installs: Vec<ChildSaInstall>,
+    /// (when, Child SA) of each outbound SA installed after its inbound one (`Halves`).
+    pub(crate) outbound_later: Vec<(Instant, ChildSaId)>,
     pub(crate) removes: Vec<ChildSaRemove>,
     pub(crate) events: Vec<Event>,
     pub(crate) log: Vec<&'static str>,
@@ -55,6 +57,7 @@ impl TestEndpoint {
             ep: V1Endpoint::new(Arc::new(config), [seed; 32]),
             inbound: VecDeque::new(),
             installs: Vec::new(),
+            outbound_later: Vec::new(),
             removes: Vec::new(),
             events: Vec::new(),
             log: Vec::new(),
@@ -252,6 +255,14 @@ impl Pair {
                     for _ in 0..n {
                         self.route(s, &t);
                     }
+                }
+                // The second step of a rekey's install (`Halves`): its Child SA is already
+                // in `installs`; when it came is kept apart.
+                Output::InstallChildSa(i) if i.halves == Halves::OutboundLater => {
+                    let now = self.time;
+                    let side = self.side(s);
+                    side.log.push("install-outbound");
+                    side.outbound_later.push((now, i.child));
                 }
                 Output::InstallChildSa(i) => {
                     let side = self.side(s);

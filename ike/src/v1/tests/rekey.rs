@@ -397,3 +397,94 @@ fn slow_phase1_rekey_past_the_old_lifetime_keeps_the_child_sas() {
     p.drive_for(REKEY_OVERLAP + Duration::from_secs(1));
     assert_rekeyed_once(&p);
 }
+
+#[test]
+fn phase2_rekey_installs_inbound_before_outbound_on_both_sides() {
+    // No packet may reach an SA its receiver does not have yet (`Halves`): B (responder)
+    // installs its new inbound SA before QM2 leaves and its outbound SA on QM3; A
+    // (initiator) installs its inbound SA on QM2 and its outbound SA OUTBOUND_DELAY later,
+    // while the old pair still exists.
+    let mut p = pair_of(short_child);
+    p.connect();
+    p.drive_for(Duration::from_secs(50));
+    p.drive_for(REKEY_OVERLAP);
+    assert_rekeyed_once(&p);
+    let (old_a, new_a) = (p.a.installs[0].child, p.a.installs[1].child);
+    let (old_b, new_b) = (p.b.installs[0].child, p.b.installs[1].child);
+    assert_eq!(p.a.installs[0].halves, Halves::Both);
+    assert_eq!(p.a.installs[1].halves, Halves::InboundFirst);
+    assert_eq!(p.b.installs[1].halves, Halves::InboundFirst);
+    assert_eq!(p.a.outbound_later.len(), 1);
+    assert_eq!(p.b.outbound_later.len(), 1);
+    assert_eq!(p.a.outbound_later[0].1, new_a);
+    assert_eq!(p.b.outbound_later[0].1, new_b);
+    // B: inbound, then QM2 out, then (on QM3) outbound.
+    let b_in = install_pos(&p.b, new_b);
+    let b_out =
+        p.b.log
+            .iter()
+            .position(|l| *l == "install-outbound")
+            .unwrap();
+    assert_eq!(
+        p.b.log[b_in + 1],
+        "transmit",
+        "QM2 right after the inbound SA"
+    );
+    assert!(b_in < b_out);
+    // A's outbound SA follows B's by OUTBOUND_DELAY (B's came with QM3, at A's QM2 instant).
+    assert_eq!(
+        p.a.outbound_later[0].0 - p.b.outbound_later[0].0,
+        crate::v1::sa::rekey::OUTBOUND_DELAY
+    );
+    // Both outbound SAs are in before either side removes the old pair.
+    let a_out =
+        p.a.log
+            .iter()
+            .position(|l| *l == "install-outbound")
+            .unwrap();
+    assert!(a_out < remove_pos(&p.a, old_a));
+    assert!(b_out < remove_pos(&p.b, old_b));
+    p.assert_children_match();
+}
+
+#[test]
+fn a_rekey_responder_without_qm3_takes_its_early_inbound_sa_out() {
+    // The rekey's responder answers QM1 with QM2 and its new inbound SA; every QM3 is lost,
+    // so it never gets the go-ahead and removes that SA again when its QM2 retransmissions
+    // end. (QM3 is the quick mode initiator's second message under the same message ID.)
+    let mut p = pair_of(short_child);
+    p.connect();
+    // The first quick mode is over (`connect`): every quick mode from here on is a rekey.
+    let mut first: std::collections::HashMap<[u8; 4], Side> = Default::default();
+    p.filter = Some(Box::new(move |s, t| {
+        if exchange_of(&t.bytes).map(|e| e.0) != Some(ExchangeType::Quick) {
+            return Verdict::Deliver;
+        }
+        let mid: [u8; 4] = t.bytes[20..24].try_into().unwrap();
+        match first.get(&mid) {
+            None => {
+                first.insert(mid, s);
+                Verdict::Deliver
+            }
+            Some(i) if *i == s => Verdict::Drop,
+            Some(_) => Verdict::Deliver,
+        }
+    }));
+    p.drive_for(Duration::from_secs(120));
+    let (responder, early) = [&p.a, &p.b]
+        .into_iter()
+        .find_map(|t| {
+            let i = t
+                .installs
+                .iter()
+                .find(|i| i.halves == Halves::InboundFirst)?;
+            // The responder's early inbound SA: no outbound SA ever followed.
+            (!t.outbound_later.iter().any(|o| o.1 == i.child)).then_some((t, i.child))
+        })
+        .expect("a rekey responder installed its inbound SA without its outbound SA");
+    assert!(
+        responder.removes.iter().any(|r| r.child == early),
+        "the early inbound SA is removed: {:?}",
+        responder.removes
+    );
+}

@@ -202,15 +202,11 @@ fn run(name: &str, vtid_initiates: bool) {
             )
         })?;
 
-        // Bounded loss, not zero: the engine hands the kernel both halves of a new pair in
-        // one install, and the kernel sends on the newest outbound SA at once
-        // (`xfrm_state_look_at`), so what one side sends between its install and the peer's
-        // install of the inbound half is lost: QM3's flight plus the agent's install time,
-        // which under TCG on a loaded host has been seen near 1 s. So: no outage over 1 s
-        // (5 pings), at most that per Child SA rekey; the phase 1 rekey loses nothing (an
-        // outage there would exceed the bound: the Child SAs would be gone). Zero loss needs
-        // the outbound half installed once the peer has its inbound half: an install split
-        // in two steps in the agent.
+        // No ping lost. The kernel sends on the newest outbound SA at once
+        // (`xfrm_state_look_at`), so each side's new outbound SA goes in only once the peer
+        // has the matching inbound one: the responder's inbound SA before QM2, the
+        // initiator's on QM2, the responder's outbound SA on QM3, the initiator's a second
+        // later (`ike::Halves`). The last ping may still be in flight when the pinger stops.
         let rekeys = vtid.log().matches("ChildSaRekeyed").count() as u32;
         let mut seqs = log.replies.clone();
         seqs.sort_unstable();
@@ -222,9 +218,7 @@ fn run(name: &str, vtid_initiates: bool) {
             log.longest_outage()
         );
         ensure!(
-            missing.len() as u32 <= 5 * rekeys
-                && log.longest_outage() <= Duration::from_secs(1)
-                && log.lost() <= missing.len() as u32 + 1,
+            rekeys >= 1 && missing.is_empty() && log.lost() <= 1,
             "{} of {} pings lost across {rekeys} Child SA rekeys (missing icmp_seq {missing:?})\n{}",
             log.lost(),
             log.sent,

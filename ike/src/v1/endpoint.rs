@@ -561,6 +561,11 @@ impl Endpoint {
                     && p.remote.matches(dgram.remote.ip())
             })
             .cloned();
+        if let Some(p) = &peer
+            && self.simultaneous_start(p.id, dgram.remote, h.cky_i)
+        {
+            return Ok(());
+        }
         let res = match peer {
             Some(peer) => {
                 let mut ctx = ctx!(self, now, drops);
@@ -578,6 +583,41 @@ impl Endpoint {
             None => Err(crate::v1::error::Incompatible::NoMatchingProfile.into()),
         };
         self.responder_started(dgram, h.cky_i, cky_r, res)
+    }
+
+    /// Both ends started main mode at once (two routers whose tunnels both initiate, as IOS
+    /// tunnels do at start): two ISAKMP SAs and two pairs of Child SAs would follow, one
+    /// too many. RFC 2409 sets no rule; both ends see both initiator cookies, so both can
+    /// agree that the main mode with the higher one goes on. Ours higher: the peer's MM1 is
+    /// left unanswered (true is returned), and the peer drops its own main mode when ours
+    /// reaches it. Ours lower and still unanswered: ours is dropped without a message and
+    /// the peer's is answered. A phase 1 rekey (ours or, on an established SA, the peer's)
+    /// is left to the rekey rules.
+    fn simultaneous_start(&mut self, conn: ConnId, remote: SocketAddr, their_cky: u64) -> bool {
+        let Some((key, ours, unanswered)) = self
+            .sas
+            .iter()
+            .find(|(_, sa)| {
+                sa.c.initiator
+                    && sa.c.peer.id == conn
+                    && sa.c.remote.ip() == remote.ip()
+                    && sa.c.rekey_of.is_none()
+                    && !sa.is_established()
+                    && !sa.is_closed()
+            })
+            .map(|(k, sa)| (*k, sa.c.cky_i, sa.awaits_mm2()))
+        else {
+            return false;
+        };
+        if ours > their_cky {
+            tracing::debug!(peer = %remote, "v1: both ends started main mode; ours goes on");
+            return true;
+        }
+        if unanswered {
+            tracing::debug!(peer = %remote, "v1: both ends started main mode; the peer's goes on");
+            self.sas.remove(&key);
+        }
+        false
     }
 
     /// Keeps a new responder SA, or answers the first message's failure with its notify.

@@ -694,6 +694,11 @@ impl Phase1Sa {
         matches!(self.state, State::Established(_))
     }
 
+    /// A main mode we started that has had no answer yet.
+    pub(crate) fn awaits_mm2(&self) -> bool {
+        matches!(self.state, State::ExpectMainMode2(_))
+    }
+
     /// An aggressive mode responder waiting for AM3.
     pub(crate) fn awaits_aggressive3(&self) -> bool {
         matches!(self.state, State::ExpectAggressive3(_))

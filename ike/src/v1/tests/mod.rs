@@ -668,3 +668,24 @@ fn conversation_messages_decode() {
         }
     }
 }
+
+#[test]
+fn both_ends_starting_main_mode_at_once_end_with_one_isakmp_sa_and_one_pair() {
+    // Two routers whose tunnels both initiate at start (IOS does so): the main mode with
+    // the higher initiator cookie goes on at both ends, the other is dropped, so one ISAKMP
+    // SA and one Child SA pair result instead of two of each.
+    let mut p = Pair::default_pair();
+    p.command(Side::A, V1Command::Initiate { conn: ConnId(1) });
+    p.command(Side::B, V1Command::Initiate { conn: ConnId(1) });
+    p.drive_for(Duration::from_secs(30));
+    assert_eq!(up(&p.a), 1, "{:?}", p.a.events);
+    assert_eq!(up(&p.b), 1, "{:?}", p.b.events);
+    assert_eq!(p.a.ep.sa_count(), 1);
+    assert_eq!(p.b.ep.sa_count(), 1);
+    assert_eq!(p.a.live_children().len(), 1);
+    assert_eq!(p.b.live_children().len(), 1);
+    p.assert_children_match();
+    // One of the two was the initiator, the other the responder.
+    let (ia, ib) = (p.a.ep.sas()[0].initiator, p.b.ep.sas()[0].initiator);
+    assert_ne!(ia, ib);
+}

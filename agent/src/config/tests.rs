@@ -1937,7 +1937,8 @@ fn ikev1_virtual_templates_load_and_identity_keys_are_refused() {
         dynamic.replace("keyring = \"KR1\"", "keyring = \"BYID\"")
     )));
     assert!(
-        e.iter().any(|(_, _, m)| m.contains("ike_profile: keyring.BYID.peer[0] is keyed by identity, but IKEv1")),
+        e.iter().any(|(_, _, m)| m
+            .contains("ike_profile: keyring.BYID.peer[0] is keyed by identity, but IKEv1")),
         "{e:#?}"
     );
 }

@@ -380,7 +380,9 @@ pub fn v1_conns(cfg: &Config, maps: &BTreeMap<String, MapPlan>) -> Vec<(ike::Con
         for (e, ep) in m.entries.iter().zip(planned) {
             let (
                 config::EntryKind::Dynamic { entries, .. },
-                EntryPlanKind::Dynamic { entries: dplans, .. },
+                EntryPlanKind::Dynamic {
+                    entries: dplans, ..
+                },
             ) = (&e.kind, &ep.kind)
             else {
                 continue;

@@ -483,6 +483,23 @@ dynamic_map = "DYN"
         );
         let r = ha.ip(&["route", "show", "10.2.0.0/24"])?;
         ensure!(r.contains("via 192.0.2.2"), "reverse route: {r}");
+        // The spoke leaves (Deletes for its SA pair and its ISAKMP SA): its SAs, temporary
+        // entry and reverse route go with it.
+        swan.terminate()
+            .with_context(|| diag("spoke's terminate"))?;
+        wait_until("spoke's SAs removed", Duration::from_secs(20), || {
+            Ok(sa_count(ha)? == 0)
+        })
+        .with_context(|| diag("spoke's Delete"))?;
+        wait_until("reverse route removed", Duration::from_secs(10), || {
+            Ok(ha.ip(&["route", "show", "10.2.0.0/24"])?.trim().is_empty())
+        })
+        .with_context(|| diag("reverse route"))?;
+        let pol = ha.ip(&["xfrm", "policy"])?;
+        ensure!(
+            !pol.contains("tmpl") && pol.contains("action block"),
+            "the temporary entry left, the entry's block back: {pol}"
+        );
         sc.add_peer("a", nstest::peer::vtid_peer(vtid));
         Ok(())
     });

@@ -365,3 +365,142 @@ fn vm_ikev1_crypto_map_with_strongswan() {
 fn vm_ikev1_crypto_map_with_strongswan_initiating() {
     crypto_map_case("ikev1-crypto-map-swan-init", false);
 }
+
+/// Issue 15: the classic IOS hub over IKEv1: `crypto dynamic-map` with the wildcard key
+/// `crypto isakmp key ... address 0.0.0.0 0.0.0.0`, answering a strongSwan IKEv1 spoke it
+/// has no address for. The spoke proposes its own LAN pair (10.2.0.0/24 to 10.1.0.0/24),
+/// narrower than the entry's ACL line (10.1.0.0/16 to 10.2.0.0/16): the hub accepts it,
+/// installs the SA pair with the spoke's selectors (as IOS does for a dynamic map) and the
+/// entry's reverse route to the spoke's LAN.
+#[test]
+#[ignore = "vm"]
+fn vm_ikev1_dynamic_crypto_map_hub_with_strongswan_spoke() {
+    scenario("ikev1-dynamic-crypto-map", two_sites(), |sc| {
+        let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
+        let dir = sc.dir().join("a");
+        let key = write_secret(&dir, "psk.key", PSK)?;
+        let cfg = format!(
+            r#"{POLICY}[keyring.ANY]
+[[keyring.ANY.peer]]
+address = "0.0.0.0/0"
+psk_file = "{key}"
+[ike_profile.SPOKES]
+version = 1
+keyring = "ANY"
+match_identity = ["any"]
+[transform_set.T1]
+esp = "aes-cbc-256"
+integrity = "sha256"
+[access_list.130]
+entries = ["permit ip 10.1.0.0 0.0.255.255 10.2.0.0 0.0.255.255"]
+[dynamic_map.DYN]
+[[dynamic_map.DYN.entry]]
+seq = 10
+match_address = "130"
+transform_sets = ["T1"]
+ike_profile = "SPOKES"
+reverse_route = true
+[crypto_map.M]
+local_address = "192.0.2.1"
+[[crypto_map.M.entry]]
+seq = 100
+dynamic_map = "DYN"
+"#,
+            key = key.display()
+        );
+        let vtid = Vtid::start_config(ha, &dir, &cfg, "-")?;
+        let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
+        conn.version = 1;
+        conn.ike_proposals = SWAN_IKE.into();
+        conn.esp_proposals = SWAN_ESP.into();
+        conn.local_ts = "10.2.0.0/24".into();
+        conn.remote_ts = "10.1.0.0/24".into();
+        let swan = start_swan(hb, &sc.dir().join("b"), &conn, "")?;
+        let diag = |what: &str| {
+            format!(
+                "{what}\n--- vtid ---\n{}\n--- charon ---\n{}",
+                vtid.log(),
+                swan.log()
+            )
+        };
+        // Until a spoke connects, what the entry's ACL permits is blocked, not sent in clear.
+        let pol = ha.ip(&["xfrm", "policy"])?;
+        ensure!(pol.contains("action block"), "{pol}");
+        swan.initiate()
+            .with_context(|| diag("spoke's main mode + quick mode"))?;
+        wait_until("first answer", Duration::from_secs(60), || {
+            Ok(kernel::ping(hb, "10.2.0.1", "10.1.0.1", 1)? == 1)
+        })
+        .with_context(|| diag("LAN to LAN"))?;
+        let cap = kernel::Capture::start(hb, "e-a", sc.dir().join("underlay.pcap"))?;
+        let got = kernel::ping(hb, "10.2.0.1", "10.1.0.1", 3)?
+            + kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)?;
+        // Counted on the sending side (tcpdump on a receiving interface also shows what
+        // the kernel decrypted): b's packets to a's LAN leave as ESP only.
+        let [esp_n, clear] = cap.stop_and_count(&[
+            "esp",
+            "icmp and src net 10.2.0.0/16 and dst net 10.1.0.0/16",
+        ])?[..] else {
+            unreachable!()
+        };
+        ensure!(got == 6, "{got}/6 pings LAN to LAN");
+        ensure!(clear == 0, "{clear} plaintext packets on the underlay");
+        ensure!(esp_n >= 12, "only {esp_n} ESP packets for 6 round trips");
+        // One SA pair, the same in both kernels, with the spoke's selectors (not the ACL's).
+        let (sa, sb) = (nstest::assert::spis(ha)?, nstest::assert::spis(hb)?);
+        ensure!(sa.len() == 2 && sa == sb, "SAs: a {sa:?} b {sb:?}");
+        let states = ha.ip(&["xfrm", "state"])?;
+        ensure!(
+            states.contains("sel src 10.1.0.0/24 dst 10.2.0.0/24"),
+            "SA selectors: {states}"
+        );
+        let listed = swan.list_sas()?;
+        ensure!(
+            listed.contains("version=1") && listed.matches("state=INSTALLED").count() == 1,
+            "strongSwan: {listed}"
+        );
+        let sessions = vtid.show("sessions")?;
+        ensure!(
+            rows(&sessions).filter(|s| s["version"] == 1).count() == 1,
+            "one ISAKMP SA: {sessions}"
+        );
+        // The temporary entry of the spoke's flow, and the entry's reverse route to its LAN.
+        let body: serde_json::Value =
+            serde_json::from_str(&vtid.cli(&["show", "crypto", "map", "--json"])?)?;
+        let flows: Vec<(String, String)> = rows(&body["crypto_maps"])
+            .flat_map(|m| rows(&m["entries"]))
+            .flat_map(|e| rows(&e["kind"]["flows"]))
+            .map(|f| {
+                (
+                    f["peer"].as_str().unwrap_or_default().to_owned(),
+                    f["remote"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        ensure!(
+            flows == [("192.0.2.2".to_owned(), "10.2.0.0/24".to_owned())],
+            "{flows:?}"
+        );
+        let r = ha.ip(&["route", "show", "10.2.0.0/24"])?;
+        ensure!(r.contains("via 192.0.2.2"), "reverse route: {r}");
+        // The spoke leaves (Deletes for its SA pair and its ISAKMP SA): its SAs, temporary
+        // entry and reverse route go with it.
+        swan.terminate()
+            .with_context(|| diag("spoke's terminate"))?;
+        wait_until("spoke's SAs removed", Duration::from_secs(20), || {
+            Ok(sa_count(ha)? == 0)
+        })
+        .with_context(|| diag("spoke's Delete"))?;
+        wait_until("reverse route removed", Duration::from_secs(10), || {
+            Ok(ha.ip(&["route", "show", "10.2.0.0/24"])?.trim().is_empty())
+        })
+        .with_context(|| diag("reverse route"))?;
+        let pol = ha.ip(&["xfrm", "policy"])?;
+        ensure!(
+            !pol.contains("tmpl") && pol.contains("action block"),
+            "the temporary entry left, the entry's block back: {pol}"
+        );
+        sc.add_peer("a", nstest::peer::vtid_peer(vtid));
+        Ok(())
+    });
+}

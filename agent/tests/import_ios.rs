@@ -239,6 +239,8 @@ fn dynamic_map_hub_and_manual_entry_import_and_check() -> Result<()> {
         "{t}"
     );
     ensure!(e.contains("Tunnel Endpoint Discovery"), "{e}");
+    // The hub stays IKEv1 (IOS's ISAKMP): its dynamic map is the IKEv1 engine's.
+    ensure!(t.contains("version = 1"), "{t}");
     let (t, _) = import_and_check(
         "crypto-map-manual.cfg",
         &["Gi0/0=eth0"],

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::super::{
     Credentials, CryptoMap, CryptoMapEntry, DynamicEntry, EntryKind, LocalTermination, ManualKey,
-    ManualSa, MapPeer, ProfileCredentials,
+    ManualSa, MapPeer, PeerMatch, ProfileCredentials,
 };
 use super::{Config, Cx, MAX_TRANSFORM_SETS, Named, derived_profile, keyring_for_address, raw};
 
@@ -957,12 +957,25 @@ impl Cx<'_> {
                 .as_ref()
                 .and_then(|p| c.ike_profiles.get(p))
                 .cloned();
+            // Main mode with pre-shared keys picks the key by the peer's address before it
+            // sees an identity (RFC 2409 §5.4): an IKEv1 dynamic map, like an IKEv1 template,
+            // needs a keyring keyed by address (the IOS `address 0.0.0.0 0.0.0.0`).
             if let Some(p) = &ike
                 && p.version == 1
+                && let ProfileCredentials::Psk(kname, ring) = &p.credentials
+                && let Some(i) = ring
+                    .peers
+                    .iter()
+                    .position(|k| matches!(k.peer, PeerMatch::Identity(_)))
             {
                 self.err(
                     e.ike_profile.span(),
-                    format!("{epath}.ike_profile: dynamic maps over IKEv1 are not supported yet"),
+                    format!(
+                        "{epath}.ike_profile: keyring.{kname}.peer[{i}] is keyed by identity, \
+                         but IKEv1 main mode picks the pre-shared key by the peer's address \
+                         (RFC 2409 §5.4); use address = \"PREFIX\" (e.g. \"0.0.0.0/0\") in a \
+                         keyring for a version = 1 profile"
+                    ),
                 );
                 ok = false;
             }

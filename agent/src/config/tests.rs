@@ -1924,10 +1924,21 @@ fn ikev1_virtual_templates_load_and_identity_keys_are_refused() {
         "[ike_profile.SPOKES]\n",
         "[ike_profile.SPOKES]\nversion = 1\n",
     );
-    let e = errors(&with_base(&format!("{policy}{dynamic}")));
+    // A dynamic map over IKEv1 (the IOS hub: `crypto dynamic-map` and a 0.0.0.0 key) loads.
+    let c = parse(&with_base(&format!("{policy}{dynamic}"))).expect("an IKEv1 dynamic map loads");
+    let EntryKind::Dynamic { entries, .. } = &c.crypto_maps["hub"].entries[0].kind else {
+        panic!("not a dynamic entry");
+    };
+    assert_eq!(entries[0].ike.version, 1);
+    // Its keyring is held to IKEv1's rule too: main mode picks the key by address.
+    let e = errors(&with_base(&format!(
+        "{policy}{}[keyring.BYID]\n[[keyring.BYID.peer]]\nidentity = \"fqdn:spoke.example\"\n\
+         psk_file = \"/etc/vtid/psk/s.key\"\n",
+        dynamic.replace("keyring = \"KR1\"", "keyring = \"BYID\"")
+    )));
     assert!(
-        e.iter()
-            .any(|(_, _, m)| m.contains("dynamic maps over IKEv1 are not supported yet")),
+        e.iter().any(|(_, _, m)| m
+            .contains("ike_profile: keyring.BYID.peer[0] is keyed by identity, but IKEv1")),
         "{e:#?}"
     );
 }

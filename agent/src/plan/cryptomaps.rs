@@ -353,8 +353,9 @@ fn map_conn(
 }
 
 /// The connections of crypto map peers whose IKE profile says `version = 1` (the IKEv1
-/// engine negotiates them; dynamic maps over IKEv1 are refused when loading). A peer's
-/// connection takes the profile of its first entry, as [`plan_maps`] does.
+/// engine negotiates them). A peer's connection takes the profile of its first entry, as
+/// [`plan_maps`] does; a dynamic map entry's connections (one per keyring entry, answering
+/// any address its keyring covers) take the entry's profile.
 pub fn v1_conns(cfg: &Config, maps: &BTreeMap<String, MapPlan>) -> Vec<(ike::ConnId, bool)> {
     let mut out = Vec::new();
     for (name, m) in &cfg.crypto_maps {
@@ -374,6 +375,23 @@ pub fn v1_conns(cfg: &Config, maps: &BTreeMap<String, MapPlan>) -> Vec<(ike::Con
                 .find(|mp| mp.addr == p.addr)
                 .map(|mp| (mp.conn, p.ike.aggressive));
             out.extend(conn);
+        }
+        let planned = maps.get(name).into_iter().flat_map(|mp| mp.entries.iter());
+        for (e, ep) in m.entries.iter().zip(planned) {
+            let (
+                config::EntryKind::Dynamic { entries, .. },
+                EntryPlanKind::Dynamic {
+                    entries: dplans, ..
+                },
+            ) = (&e.kind, &ep.kind)
+            else {
+                continue;
+            };
+            for (d, dp) in entries.iter().zip(dplans) {
+                if d.ike.version == 1 {
+                    out.extend(dp.conns.iter().map(|c| (*c, d.ike.aggressive)));
+                }
+            }
         }
     }
     out

@@ -785,6 +785,87 @@ ike_profile = "V1"
         );
     }
 
+    /// A dynamic map entry whose profile says `version = 1` (the IOS hub's `crypto
+    /// dynamic-map` with an `address 0.0.0.0 0.0.0.0` key) is the IKEv1 engine's: its
+    /// connection answers any address, after the static entry's peer, and its quick mode
+    /// configuration is the entry's ACL line, which the responder narrows to the spoke's IDs.
+    #[test]
+    fn ikev1_dynamic_map_goes_to_the_ikev1_engine_after_static_peers() {
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let src = r#"[isakmp_policy.10]
+encryption = "aes 256"
+hash = "sha256"
+authentication = "pre-share"
+group = 14
+[transform_set.T]
+esp = "aes-cbc-256"
+integrity = "sha256"
+[keyring.ANY]
+[[keyring.ANY.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/psk/any"
+[ike_profile.V1]
+version = 1
+keyring = "ANY"
+[ike_profile.SPOKES]
+version = 1
+keyring = "ANY"
+match_identity = ["any"]
+[access_list.120]
+entries = ["permit ip 10.1.0.0 0.0.0.255 10.2.0.0 0.0.0.255"]
+[access_list.130]
+entries = ["permit ip 10.1.0.0 0.0.255.255 10.8.0.0 0.7.255.255"]
+[dynamic_map.DYN]
+[[dynamic_map.DYN.entry]]
+seq = 10
+match_address = "130"
+transform_sets = ["T"]
+ike_profile = "SPOKES"
+reverse_route = true
+[crypto_map.M]
+local_address = "10.0.0.1"
+[[crypto_map.M.entry]]
+seq = 10
+match_address = "120"
+peers = ["10.0.0.3"]
+transform_sets = ["T"]
+ike_profile = "V1"
+[[crypto_map.M.entry]]
+seq = 20
+dynamic_map = "DYN"
+"#;
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), src, &opts).unwrap();
+        let plan = build(&cfg, &mut BTreeMap::new(), &LocalAddrs::default()).unwrap();
+        let m = &plan.maps["M"];
+        let static_peer = m.entries[0].peers[0].conn;
+        let cryptomaps::EntryPlanKind::Dynamic { entries, .. } = &m.entries[1].kind else {
+            panic!("entry 20 is not dynamic");
+        };
+        let dynamic = entries[0].conns[0];
+        let v1: Vec<ike::ConnId> = plan.v1.peers.iter().map(|p| p.id).collect();
+        // The static peer's host first: its own key, not the wildcard's, answers it.
+        assert_eq!(v1, [static_peer, dynamic]);
+        assert!(plan.endpoint.peers.is_empty(), "nothing left for IKEv2");
+        let hub = &plan.v1.peers[1];
+        assert!(hub.remote.matches("198.51.100.7".parse().unwrap()));
+        assert_eq!(hub.policies, cfg.isakmp_policies);
+        let ts = |s: &str| {
+            let n: IpNet = s.parse().unwrap();
+            TrafficSelector::prefix(n.addr(), n.prefix_len())
+        };
+        let lines: Vec<_> = hub
+            .child_configs()
+            .map(|(i, c)| (i.0, c.local_ts.clone(), c.remote_ts.clone()))
+            .collect();
+        assert_eq!(
+            lines,
+            [(0, vec![ts("10.1.0.0/16")], vec![ts("10.8.0.0/13")])]
+        );
+    }
+
     #[test]
     fn builtin_default_plans_the_seed_tunnel() {
         let opts = config::LoadOptions {

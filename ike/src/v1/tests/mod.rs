@@ -1,6 +1,7 @@
 //! IKEv1 engine simulation tests: two engines in memory on a virtual clock (the IKEv2
 //! harness's shape, `crate::tests::pair`), and the fuzz seeds they record.
 
+mod dynamic_map;
 mod natt;
 mod pair;
 mod phase1_auth;

@@ -70,6 +70,10 @@ fn config() -> Arc<V1Config> {
                     retries: 3,
                 }),
                 allow_legacy: false,
+                more_children: Vec::new(),
+                cert: None,
+                // Aggressive mode is answered too, so mutations reach its responder.
+                aggressive: true,
             };
             Arc::new(V1Config {
                 peers: vec![peer],

@@ -118,24 +118,8 @@ impl Phase1Sa {
         let ni = ctx.nonce();
         let id = proposal::identity_id(&peer.local_identity_at(peer.local));
         let idii_b = id_body(&id);
-        let mut c = Common {
-            local: peer.local,
-            remote,
-            peer,
-            session: SessionId(ctx.alloc_id()),
-            initiator: true,
-            cky_i,
-            cky_r: 0,
-            retrans: None,
-            last_in: None,
-            half_open_until: None,
-            want_child: false,
-            natt: Default::default(),
-            peer_frag: false,
-            frag_id: Default::default(),
-            queued: Vec::new(),
-            rekey_of: None,
-        };
+        let session = SessionId(ctx.alloc_id());
+        let mut c = Common::initiator(peer, remote, session, cky_i);
         let mut am1 = vec![
             Payload::Sa(offer),
             Payload::Ke(ke.public().to_vec()),
@@ -187,27 +171,7 @@ impl Phase1Sa {
             .to_vec();
         let peer_id = proposal::id_identity(idii(chain)?);
         let (gxi, ni) = ke_nonce(chain)?;
-        let c = Common {
-            peer,
-            session: SessionId(ctx.alloc_id()),
-            initiator: false,
-            cky_i: header.cky_i,
-            cky_r,
-            local,
-            remote,
-            retrans: None,
-            last_in: None,
-            half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
-            want_child: false,
-            natt: crate::v1::natt::NatT {
-                version: crate::v1::natt::NattVersion::negotiate(chain),
-                ..Default::default()
-            },
-            peer_frag: crate::v1::fragment::announced(chain),
-            frag_id: Default::default(),
-            queued: Vec::new(),
-            rekey_of: None,
-        };
+        let c = Common::responder(ctx, peer, local, remote, header.cky_i, cky_r, chain);
         let ke = KeyExchange::generate(suite.group, ctx.rng)?;
         let gxr = ke.public().to_vec();
         let gxy = ke.agree(gxi).map_err(|_| Misbehaved::BadKeData)?;

@@ -211,6 +211,63 @@ pub(crate) struct Common {
 }
 
 impl Common {
+    /// Ours, as initiator: the peer's cookie and what it announces come with its answer.
+    fn initiator(peer: Arc<V1Peer>, remote: SocketAddr, session: SessionId, cky_i: u64) -> Self {
+        Self {
+            local: peer.local,
+            remote,
+            peer,
+            session,
+            initiator: true,
+            cky_i,
+            cky_r: 0,
+            retrans: None,
+            last_in: None,
+            half_open_until: None,
+            want_child: false,
+            queued: Vec::new(),
+            natt: Default::default(),
+            peer_frag: false,
+            frag_id: Default::default(),
+            rekey_of: None,
+        }
+    }
+
+    /// The peer's, as responder to its first message `chain`: its NAT-T version and
+    /// fragmentation support are in there (RFC 3947 §3.1; the Cisco/strongSwan vendor ID).
+    #[allow(clippy::too_many_arguments)]
+    fn responder(
+        ctx: &mut Ctx<'_>,
+        peer: Arc<V1Peer>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        cky_i: u64,
+        cky_r: u64,
+        chain: &Chain,
+    ) -> Self {
+        Self {
+            peer,
+            session: SessionId(ctx.alloc_id()),
+            initiator: false,
+            cky_i,
+            cky_r,
+            local,
+            remote,
+            retrans: None,
+            last_in: None,
+            half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
+            want_child: false,
+            queued: Vec::new(),
+            natt: crate::v1::natt::NatT {
+                version: crate::v1::natt::NattVersion::negotiate(chain),
+                ..Default::default()
+            },
+            peer_frag: crate::v1::fragment::announced(chain),
+            frag_id: Default::default(),
+            rekey_of: None,
+        }
+    }
+
     fn send(&self, ctx: &mut Ctx<'_>, bytes: Vec<u8>) {
         // Phase 1 messages above the size go as fragments to a peer that takes them.
         let phase1 = matches!(
@@ -597,24 +654,7 @@ impl Phase1Sa {
         let offer = proposal::phase1_offer(&policies);
         let sai_b = sa_body(&offer);
         let session = SessionId(ctx.alloc_id());
-        let mut c = Common {
-            local: peer.local,
-            remote,
-            peer,
-            session,
-            initiator: true,
-            cky_i,
-            cky_r: 0,
-            retrans: None,
-            last_in: None,
-            half_open_until: None,
-            want_child: false,
-            queued: Vec::new(),
-            natt: Default::default(),
-            peer_frag: false,
-            frag_id: Default::default(),
-            rekey_of: None,
-        };
+        let mut c = Common::initiator(peer, remote, session, cky_i);
         let mut mm1 = vec![
             Payload::Sa(offer),
             Payload::VendorId(DPD_VENDOR_ID.to_vec()),
@@ -647,27 +687,7 @@ impl Phase1Sa {
             .body_of(&raw[Header::LEN..], payload_type::SA)
             .ok_or(Misbehaved::MissingPayload("SA"))?
             .to_vec();
-        let mut c = Common {
-            peer,
-            session: SessionId(ctx.alloc_id()),
-            initiator: false,
-            cky_i: header.cky_i,
-            cky_r,
-            local,
-            remote,
-            retrans: None,
-            last_in: None,
-            half_open_until: Some(crate::sa::later(ctx.now, ctx.config.half_open_timeout)),
-            want_child: false,
-            queued: Vec::new(),
-            natt: crate::v1::natt::NatT {
-                version: crate::v1::natt::NattVersion::negotiate(chain),
-                ..Default::default()
-            },
-            peer_frag: crate::v1::fragment::announced(chain),
-            frag_id: Default::default(),
-            rekey_of: None,
-        };
+        let mut c = Common::responder(ctx, peer, local, remote, header.cky_i, cky_r, chain);
         let mut mm2 = vec![
             Payload::Sa(answer),
             Payload::VendorId(DPD_VENDOR_ID.to_vec()),

@@ -182,13 +182,18 @@ const WIDE: &[(&str, usize)] = &[
 /// Binaries that run alone, with no other binary's scenarios beside them: floods and rate
 /// limits whose figures another binary's load would move (`dos`), netdevsim's bus and module,
 /// which are kernel-wide (`offload`, and `vm_kernel`'s offload refusals), timers measured
-/// against DPD (`failover`), and a daemon killed and restarted on a clock (`crash`).
+/// against DPD (`failover`), a daemon killed and restarted on a clock (`crash`), the packaged
+/// daemon found by its name (`package`: `pidof vtid` would see another binary's daemons), and
+/// the interop matrix's eight concurrent tunnels, whose pings right after rekeys another
+/// binary's load made late.
 const ALONE: &[&str] = &[
     "agent::dos",
     "agent::offload",
     "xfrm::vm_kernel",
     "agent::failover",
     "agent::crash",
+    "agent::package",
+    "agent::interop_ike",
 ];
 
 /// How many binaries run at once (each with its own `--test-threads`): scenarios spend most

@@ -272,11 +272,7 @@ impl ExpectAggressive2 {
         h: &Header,
         chain: &Chain,
     ) -> Result<State, V1Error> {
-        if h.cky_r == 0 {
-            return Err(Misbehaved::InvalidCookie.into());
-        }
-        let sa = sa_payload(chain)?;
-        let suite = proposal::phase1_check_answer(sa, &c.peer.usable_policies())?;
+        let suite = answered_suite(c, h, chain)?;
         if suite.group != self.ke.group() {
             return Err(Misbehaved::ProposalNotOffered.into());
         }
@@ -285,9 +281,7 @@ impl ExpectAggressive2 {
         let idir_b = chain
             .body_of(&raw[Header::LEN..], payload_type::ID)
             .ok_or(Misbehaved::MissingPayload("ID"))?;
-        c.cky_r = h.cky_r;
-        c.natt.version = crate::v1::natt::NattVersion::negotiate(chain);
-        c.peer_frag = crate::v1::fragment::announced(chain);
+        c.learn_answer(h, chain);
         let gxi = self.ke.public().to_vec();
         let gxy = self.ke.agree(gxr).map_err(|_| Misbehaved::BadKeData)?;
         let (keys, cipher) = phase1_keys(c, suite, &self.ni, nr, &gxy)?;

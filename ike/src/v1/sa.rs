@@ -1097,6 +1097,26 @@ fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: Child) {
     });
 }
 
+/// The responder's answer to our first phase 1 message (MM2, AM2): its cookie must be set
+/// and its SA must pick one of our policies (RFC 2408 §4.2).
+fn answered_suite(c: &Common, h: &Header, chain: &Chain) -> Result<Phase1Suite, V1Error> {
+    if h.cky_r == 0 {
+        return Err(Misbehaved::InvalidCookie.into());
+    }
+    let sa = sa_payload(chain)?;
+    proposal::phase1_check_answer(sa, &c.peer.usable_policies())
+}
+
+impl Common {
+    /// What the answer to our first message tells: the responder's cookie, the NAT-T
+    /// version it chose (RFC 3947 §3.1) and whether it takes fragments.
+    fn learn_answer(&mut self, h: &Header, chain: &Chain) {
+        self.cky_r = h.cky_r;
+        self.natt.version = crate::v1::natt::NattVersion::negotiate(chain);
+        self.peer_frag = crate::v1::fragment::announced(chain);
+    }
+}
+
 impl ExpectMainMode2 {
     // The state is consumed whole (rustls's `handle(self: Box<Self>, ..)`).
     #[allow(clippy::boxed_local)]
@@ -1108,14 +1128,8 @@ impl ExpectMainMode2 {
         h: &Header,
         chain: &Chain,
     ) -> Result<State, V1Error> {
-        if h.cky_r == 0 {
-            return Err(Misbehaved::InvalidCookie.into());
-        }
-        let sa = sa_payload(chain)?;
-        let suite = proposal::phase1_check_answer(sa, &c.peer.usable_policies())?;
-        c.cky_r = h.cky_r;
-        c.natt.version = crate::v1::natt::NattVersion::negotiate(chain);
-        c.peer_frag = crate::v1::fragment::announced(chain);
+        let suite = answered_suite(c, h, chain)?;
+        c.learn_answer(h, chain);
         let ke = KeyExchange::generate(suite.group, ctx.rng)?;
         let ni = ctx.nonce();
         let mut mm3 = vec![

@@ -146,8 +146,9 @@ pub struct ChildSaInstall {
     pub hard_lifetime: Duration,
     /// Kernel byte limits.
     pub bytes: Option<ByteLimits>,
-    /// Which of the two SAs to install now ([`Halves::Both`] but for an IKEv1 rekey, whose
-    /// outbound SA follows later in a second output for the same Child SA).
+    /// Which of the two SAs to install now ([`Halves::Both`] but for an IKEv1 rekey and the
+    /// responder's side of an IKEv2 Child SA rekey, whose outbound SA follows later in a
+    /// second output for the same Child SA).
     pub halves: Halves,
 }
 
@@ -161,6 +162,11 @@ pub struct ChildSaInstall {
 /// initiator installs the inbound SA first (so the responder's new outbound SA, used as soon
 /// as QM3 is handled, reaches a known SA) and the outbound one a moment later, while the
 /// old pair, kept until then, carries the traffic.
+///
+/// IKEv2 has the same gap on the other side: the CREATE_CHILD_SA response is what lets a
+/// rekey's initiator install, so its responder installs the new inbound SA before it
+/// answers and the outbound SA when the initiator deletes the old Child SA (RFC 7296 §2.8:
+/// the initiator has the new pair by then), or after a fallback delay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Halves {
     /// Inbound and outbound together.

@@ -295,9 +295,10 @@ impl Runtime {
             .by_child(inst.conn, inst.config)
             .context("no ACL line for this Child SA configuration")?;
         let e = &m.entries[i];
-        // An IKEv1 rekey's SAs come at two moments (`ike::Halves`). A dynamic map's flow
-        // has temporary policies made with its SAs, so its two go in together at the first
-        // (the short window that leaves is the one every IKEv2 rekey responder has).
+        // A rekey's SAs may come at two moments (`ike::Halves`: IKEv1, and an IKEv2 rekey
+        // the peer initiated). A dynamic map's flow has temporary policies made with its
+        // SAs, so its two go in together at the first (leaving the one-flight window the
+        // split closes elsewhere).
         let halves = match (dynamic, inst.halves) {
             (Some(_), ike::Halves::OutboundLater) => return Ok(()),
             (Some(_), _) => ike::Halves::Both,

@@ -433,7 +433,7 @@ impl Runtime {
         let d = self.decide_offload(&t).await.map_err(anyhow::Error::msg)?;
         let xfrmi = t.mode == DeviceKind::Xfrmi;
         let res = kernel::install_child_sas(&self.h, &sas, &d, xfrmi, inst.halves).await;
-        // An IKEv1 rekey installs its SAs at two moments (`ike::Halves`); the offload record
+        // A rekey may install its SAs at two moments (`ike::Halves`); the offload record
         // (both SAs of the tunnel) stays the one of the pair it replaces, made by the same
         // decision.
         if inst.halves == ike::Halves::Both {

@@ -11,7 +11,30 @@ use crate::config::ChildConfigIndex;
 use crate::config::Mode;
 use crate::config::PeerConfig;
 use crate::output::ChildSaId;
+use crate::output::ChildSaInstall;
 use crate::wire::TrafficSelector;
+
+/// The outbound SA of a Child SA the peer rekeyed, held back (RFC 7296 §2.8 leaves when
+/// each end starts sending on the new SA to the implementation). The kernel sends on the
+/// newest outbound SA of a flow the moment it exists, and the CREATE_CHILD_SA response is
+/// what lets the rekey's initiator install its inbound SA: a responder that installed its
+/// outbound SA before answering would send, for one flight, on an SA the initiator does not
+/// have yet. So the responder installs its inbound SA before answering, keeps sending on the
+/// old pair, and installs this when the initiator deletes the old Child SA (the initiator
+/// does so once it has the new pair, §2.8), or at `at` if that DELETE never comes.
+pub(crate) struct OutboundLater {
+    /// The Child SA whose removal releases it: the one this rekey replaces.
+    pub(crate) after: ChildSaId,
+    /// Installed by then regardless.
+    pub(crate) at: Instant,
+    /// The [`crate::Halves::OutboundLater`] output to emit.
+    pub(crate) install: Box<ChildSaInstall>,
+}
+
+/// How long a rekey responder waits for the initiator's DELETE of the old Child SA before
+/// it installs the new outbound SA anyway: past the initiator's first retransmissions of its
+/// CREATE_CHILD_SA and of its DELETE.
+pub(crate) const OUTBOUND_FALLBACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which Child SA a request is for: a configuration of the connection and, for a per-host
 /// Child SA, the (our host, peer's host) pair. Two requests for the same one are the same
@@ -104,6 +127,8 @@ pub(crate) struct Child {
     pub(crate) pfs: Option<crate::transform::DhGroup>,
     /// Its additional key exchanges (RFC 9370 §2.2.4), for status output.
     pub(crate) pfs_addke: crate::transform::AddKes,
+    /// Its outbound SA, not installed yet (a rekey the peer initiated).
+    pub(crate) outbound_later: Option<OutboundLater>,
     state: ChildState,
 }
 
@@ -133,6 +158,7 @@ impl Child {
             host_pair: None,
             pfs: None,
             pfs_addke: crate::transform::AddKes::NONE,
+            outbound_later: None,
             state: ChildState::Installed,
         }
     }

@@ -23,6 +23,7 @@ use crate::output::ChildSaRemove;
 use crate::output::DownReason;
 use crate::output::EspKeys;
 use crate::output::Event;
+use crate::output::Halves;
 use crate::output::Output;
 use crate::output::UdpEncap;
 use crate::proposal;
@@ -38,6 +39,8 @@ use crate::sa::child::Child;
 use crate::sa::child::ChildEvent;
 use crate::sa::child::ChildRequest;
 use crate::sa::child::ChildState;
+use crate::sa::child::OUTBOUND_FALLBACK;
+use crate::sa::child::OutboundLater;
 use crate::sa::child::config_of;
 use crate::sa::error_notify;
 use crate::sa::followup::Answered;
@@ -125,7 +128,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         local_port: c.local.port(),
         remote_port: c.remote.port(),
     });
-    ctx.out.push_back(Output::InstallChildSa(ChildSaInstall {
+    let inst = ChildSaInstall {
         child: id,
         replaces: p.replaces,
         session: c.session,
@@ -147,8 +150,30 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
         encap,
         hard_lifetime: lt.lifetime.saturating_add(Duration::from_secs(60)),
         bytes: cfg.lifetime_bytes,
-        halves: crate::output::Halves::Both,
-    }));
+        halves: Halves::Both,
+    };
+    // A rekey the peer initiated: inbound now, outbound once the peer has the new pair (see
+    // `OutboundLater`).
+    let held = match p.replaces {
+        Some(old) if !p.exchange_initiator => {
+            ctx.out.push_back(Output::InstallChildSa(ChildSaInstall {
+                halves: Halves::InboundFirst,
+                ..inst.clone()
+            }));
+            Some(OutboundLater {
+                after: old,
+                at: later(ctx.now, OUTBOUND_FALLBACK),
+                install: Box::new(ChildSaInstall {
+                    halves: Halves::OutboundLater,
+                    ..inst
+                }),
+            })
+        }
+        _ => {
+            ctx.out.push_back(Output::InstallChildSa(inst));
+            None
+        }
+    };
     ctx.stats.child_sas_installed += 1;
     match p.replaces {
         Some(old) => ctx.event(Event::ChildSaRekeyed {
@@ -180,6 +205,7 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
     ch.host_pair = p.request.host_pair;
     ch.pfs = p.choice.dh;
     ch.pfs_addke = p.choice.addke;
+    ch.outbound_later = held;
     ch
 }
 
@@ -304,6 +330,7 @@ impl Established {
                 min(ch.rekey_at);
             }
             min(Some(ch.expire_at));
+            min(ch.outbound_later.as_ref().map(|o| o.at));
         }
         t
     }
@@ -322,6 +349,12 @@ impl Established {
         if c.timers.is_expired(Timer::IkeRekey, now) {
             c.timers.stop(Timer::IkeRekey);
             self.queue.push_back(Queued::RekeyIke);
+        }
+        for ch in &mut self.children {
+            if ch.outbound_later.as_ref().is_some_and(|o| o.at <= now) {
+                tracing::debug!(child = ?ch.id, "rekeyed Child SA: no DELETE of its predecessor; outbound SA installed");
+                release_outbound(ctx, ch);
+            }
         }
         let mut expired = Vec::new();
         for ch in &mut self.children {
@@ -414,16 +447,24 @@ impl Established {
 
     /// Removes a child now (hard expiry, failed install) and tells the peer.
     pub(crate) fn expire_child(&mut self, c: &Common, ctx: &mut Ctx<'_>, id: ChildSaId) {
-        if let Some(ch) = self.take_child(id) {
+        if let Some(ch) = self.take_child(ctx, id) {
             let spi = ch.spi_in;
             remove_child(c, ctx, &ch);
             self.queue.push_back(Queued::DeleteSpis(vec![spi]));
         }
     }
 
-    fn take_child(&mut self, id: ChildSaId) -> Option<Child> {
+    /// Takes a child out to be removed. A successor whose outbound SA waits for this one to
+    /// go gets it installed first, so that the flow always has an outbound SA.
+    fn take_child(&mut self, ctx: &mut Ctx<'_>, id: ChildSaId) -> Option<Child> {
         let i = self.children.iter().position(|c| c.id == id)?;
-        Some(self.children.remove(i))
+        let ch = self.children.remove(i);
+        for succ in &mut self.children {
+            if succ.outbound_later.as_ref().is_some_and(|o| o.after == id) {
+                release_outbound(ctx, succ);
+            }
+        }
+        Some(ch)
     }
 
     pub(crate) fn remove_all_children(&mut self, c: &Common, ctx: &mut Ctx<'_>) {
@@ -601,7 +642,7 @@ impl Established {
                     }
                     Informational::Delete(ids) => {
                         for id in ids {
-                            if let Some(ch) = self.take_child(id) {
+                            if let Some(ch) = self.take_child(ctx, id) {
                                 remove_child(c, ctx, &ch);
                             }
                         }
@@ -638,7 +679,7 @@ impl Established {
                 return Err(PeerIncompatible::PeerRejected(ty).into());
             };
             if ty == NotifyType::ChildSaNotFound {
-                if let Some(ch) = self.take_child(old) {
+                if let Some(ch) = self.take_child(ctx, old) {
                     remove_child(c, ctx, &ch);
                 }
             } else if let Some(ch) = self.children.iter_mut().find(|ch| Some(ch.id) == p.old) {
@@ -1352,10 +1393,17 @@ impl Established {
                     for spi in &d.spis {
                         // §1.4.1: the peer lists its inbound SPIs; we answer with ours, except
                         // for children we are deleting ourselves already.
-                        let Some(i) = self.children.iter().position(|ch| ch.spi_out == *spi) else {
+                        let Some(id) = self
+                            .children
+                            .iter()
+                            .find(|ch| ch.spi_out == *spi)
+                            .map(|ch| ch.id)
+                        else {
                             continue;
                         };
-                        let ch = self.children.remove(i);
+                        let Some(ch) = self.take_child(ctx, id) else {
+                            continue;
+                        };
                         if !ch.is_deleting() {
                             reply_spis.push(ch.spi_in);
                         }
@@ -1475,6 +1523,13 @@ fn agree(ours: Option<KeyExchange>, theirs: Option<&Ke>) -> Result<Option<Secret
                 k.agree(&t.data).map_err(|_| PeerMisbehaved::BadKeData)?,
             ))
         }
+    }
+}
+
+/// Emits the held-back outbound SA of a child (see [`OutboundLater`]), if any.
+fn release_outbound(ctx: &mut Ctx<'_>, ch: &mut Child) {
+    if let Some(o) = ch.outbound_later.take() {
+        ctx.out.push_back(Output::InstallChildSa(*o.install));
     }
 }
 

@@ -250,6 +250,82 @@ fn child_rekey_is_make_before_break() {
     }
 }
 
+/// RFC 7296 §2.8 rekey, seen from its responder (B): the new inbound SA is installed before
+/// the CREATE_CHILD_SA response leaves, the new outbound SA only when A deletes the old Child
+/// SA (A has the new pair by then), and the old pair is removed after that. A installs both
+/// halves of its new pair on the response. No moment leaves a side sending on an SA the other
+/// lacks.
+#[test]
+fn child_rekey_responder_sends_on_the_old_pair_until_the_initiator_deletes_it() {
+    let mut p = Pair::default_pair();
+    p.connect();
+    let old_b = p.b.installs[0].child;
+    let child = p.a.installs[0].child;
+    let (a0, b0) = (p.a.log.len(), p.b.log.len());
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(1));
+    p.assert_children_match();
+    let new_b = p.b.installs.last().expect("rekey install").clone();
+    assert_eq!(new_b.replaces, Some(old_b));
+    assert_eq!(new_b.halves, Halves::InboundFirst);
+    assert_eq!(p.b.outbound_later, vec![new_b.child]);
+    assert_eq!(p.a.installs.last().expect("a").halves, Halves::Both);
+    // B: inbound, the response, then (A's DELETE arrived) outbound, then the old pair goes.
+    let outputs = |log: &[String]| -> Vec<String> {
+        let kinds = ["install", "install-outbound", "remove", "transmit"];
+        log.iter()
+            .filter(|l| kinds.contains(&l.as_str()))
+            .cloned()
+            .collect()
+    };
+    let b_log = outputs(&p.b.log[b0..]);
+    assert_eq!(
+        b_log,
+        [
+            "install",
+            "transmit",
+            "install-outbound",
+            "remove",
+            "transmit"
+        ],
+        "B's outputs"
+    );
+    // A: the new pair on the response, then the DELETE of the old.
+    let a_log = outputs(&p.a.log[a0..]);
+    assert_eq!(
+        a_log[..3],
+        ["transmit", "install", "transmit"],
+        "A's outputs"
+    );
+}
+
+/// The initiator's DELETE of the old Child SA is lost for good: the responder installs its
+/// new outbound SA anyway once `OUTBOUND_FALLBACK` has passed, and not before.
+#[test]
+fn child_rekey_responder_installs_outbound_when_no_delete_comes() {
+    let mut p = Pair::default_pair();
+    p.connect();
+    let child = p.a.installs[0].child;
+    p.filter = Some(Box::new(|s, t| {
+        if s == Side::A && exchange_of(&t.bytes) == Some(ExchangeType::Informational) {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }));
+    p.command(Side::A, Command::RekeyChild { child });
+    p.drive_for(Duration::from_secs(1));
+    let new_b = p.b.installs.last().expect("rekey install").child;
+    assert_eq!(
+        p.b.outbound_pending(),
+        vec![new_b],
+        "held back while A may not have it"
+    );
+    p.drive_for(crate::sa::child::OUTBOUND_FALLBACK);
+    assert_eq!(p.b.outbound_later, vec![new_b]);
+    assert!(p.b.outbound_pending().is_empty());
+}
+
 #[test]
 fn child_rekey_on_command_with_pfs() {
     let mut a = peer(1, A_IP, B_IP, "secret");

@@ -35,6 +35,8 @@ pub(crate) struct TestEndpoint {
     pub(crate) ep: Endpoint,
     pub(crate) inbound: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     pub(crate) installs: Vec<ChildSaInstall>,
+    /// Child SAs whose outbound SA came later (`Halves::OutboundLater`).
+    pub(crate) outbound_later: Vec<ChildSaId>,
     pub(crate) removes: Vec<ChildSaRemove>,
     pub(crate) encap_updates: Vec<ChildSaEncapUpdate>,
     pub(crate) events: Vec<Event>,
@@ -50,6 +52,7 @@ impl TestEndpoint {
             ep: Endpoint::new(Arc::new(config), [seed; 32]),
             inbound: VecDeque::new(),
             installs: Vec::new(),
+            outbound_later: Vec::new(),
             removes: Vec::new(),
             encap_updates: Vec::new(),
             events: Vec::new(),
@@ -64,6 +67,16 @@ impl TestEndpoint {
         self.installs
             .iter()
             .filter(|i| !self.removes.iter().any(|r| r.child == i.child))
+            .collect()
+    }
+
+    /// Live Child SAs installed inbound first whose outbound SA has not come yet.
+    pub(crate) fn outbound_pending(&self) -> Vec<ChildSaId> {
+        self.live_children()
+            .into_iter()
+            .filter(|i| i.halves == Halves::InboundFirst)
+            .map(|i| i.child)
+            .filter(|c| !self.outbound_later.contains(c))
             .collect()
     }
 
@@ -288,8 +301,15 @@ impl Pair {
                 Output::InstallChildSa(i) => {
                     let child = i.child;
                     let side = self.side(s);
-                    side.log.push("install".into());
-                    side.installs.push(i);
+                    // The held-back outbound SA of a rekey the peer initiated: the Child SA is
+                    // in `installs` already, with its inbound SA.
+                    if i.halves == Halves::OutboundLater {
+                        side.log.push("install-outbound".into());
+                        side.outbound_later.push(child);
+                    } else {
+                        side.log.push("install".into());
+                        side.installs.push(i);
+                    }
                     let fail = s == Side::B && std::mem::take(&mut self.fail_install_b);
                     let res = if fail {
                         Err(InstallFailed {
@@ -393,6 +413,17 @@ impl Pair {
             b.len()
         );
         assert!(!a.is_empty());
+        // Every live Child SA sends: no outbound SA is still held back.
+        assert_eq!(
+            self.a.outbound_pending(),
+            Vec::new(),
+            "a: outbound SAs held back"
+        );
+        assert_eq!(
+            self.b.outbound_pending(),
+            Vec::new(),
+            "b: outbound SAs held back"
+        );
         for ia in a {
             let ib = b
                 .iter()

@@ -155,9 +155,18 @@ impl Runtime {
                     self.vici.publish(SaEventKind::IkeRekeyed, v);
                 }
             }
-            Event::IkeSaDown { session, .. } => {
-                if let Some(mut v) = self.vici.known(session.0).cloned() {
+            Event::IkeSaDown { session, conn, .. } => {
+                // An IKE SA that never came up (no answer, authentication refused) goes down
+                // too: a blocking `initiate` waits for exactly this to fail.
+                let v = self
+                    .vici
+                    .known(session.0)
+                    .cloned()
+                    .or_else(|| self.ike_view(session, now))
+                    .or_else(|| self.bare_view(conn, session));
+                if let Some(mut v) = v {
                     v.state = "DELETING".into();
+                    v.child_sas.clear();
                     self.vici.publish(SaEventKind::IkeDown, v);
                 }
             }
@@ -210,6 +219,34 @@ impl Runtime {
             Some(m) => m.name.clone(),
             None => format!("conn{}", conn.0),
         }
+    }
+
+    /// What is known of a session the engines no longer list: a static tunnel's name and
+    /// addresses.
+    fn bare_view(&self, conn: ConnId, session: SessionId) -> Option<IkeSaView> {
+        let t = self.tunnel_by_conn(conn)?;
+        Some(IkeSaView {
+            name: t.name.clone(),
+            uniqueid: session.0,
+            version: if t.v1_policies.is_some() { 1 } else { 2 },
+            state: "DELETING".into(),
+            local_host: t.local,
+            local_port: 0,
+            local_id: String::new(),
+            remote_host: t.remote,
+            remote_port: 0,
+            remote_id: String::new(),
+            initiator: t.initiate,
+            initiator_spi: 0,
+            responder_spi: 0,
+            nat: false,
+            encr: None,
+            integ: None,
+            prf: None,
+            dh_group: None,
+            established: None,
+            child_sas: Vec::new(),
+        })
     }
 
     /// One IKE SA with its Child SAs (counters not read).

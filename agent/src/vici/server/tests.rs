@@ -223,7 +223,7 @@ async fn list_sas_streams_list_sa_events_then_answers() {
             Packet::Event { name, message } => {
                 assert_eq!(name, "list-sa");
                 let (sa, body) = &message.entries[0];
-                let crate::vici::wire::Element::Section(body) = body else {
+                let wire::Element::Section(body) = body else {
                     panic!("not a section");
                 };
                 assert_eq!(body.get("remote-host"), Some("192.0.2.2"));

@@ -3,7 +3,8 @@
 //! fills [`IkeSaView`]s with plain data; `crate::vici::format` turns them into VICI.
 //!
 //! Names: an IKE SA's VICI name (and its Child SAs') is the tunnel's, else the crypto map's,
-//! else `conn<N>`; its `uniqueid` is the session id and a Child SA's is its Child SA id.
+//! else `conn<N>`; its `uniqueid` is the session id and a Child SA's is its Child SA id, both
+//! as 32-bit numbers ([`vici_id`]).
 
 use crate::control::TerminateTarget;
 use crate::vici::format::{encr_name, group_name, integ_name, prf_name};
@@ -22,7 +23,7 @@ impl Runtime {
             .iter()
             .map(|s| s.session)
             .chain(self.ep.v1_sas().iter().map(|s| s.session))
-            .filter(|s| ike_id.is_none_or(|id| s.0 == id))
+            .filter(|s| ike_id.is_none_or(|id| vici_id(s.0) == id))
             .collect();
         let mut out = Vec::new();
         for session in sessions {
@@ -103,12 +104,12 @@ impl Runtime {
                 }
                 info!(name, sessions = sessions.len(), "VICI terminate");
                 Response::Ok(json!({
-                    "sessions": sessions.iter().map(|s| s.0).collect::<Vec<_>>(),
+                    "sessions": sessions.iter().map(|s| vici_id(s.0)).collect::<Vec<_>>(),
                     "children": [],
                 }))
             }
             TerminateTarget::IkeId(id) => {
-                let Some((session, _)) = all.iter().find(|(s, _)| s.0 == id) else {
+                let Some((session, _)) = all.iter().find(|(s, _)| vici_id(s.0) == id) else {
                     return none();
                 };
                 self.ep
@@ -117,7 +118,7 @@ impl Runtime {
                 Response::Ok(json!({ "sessions": [id], "children": [] }))
             }
             TerminateTarget::ChildId(id) => {
-                let child = ChildSaId(id);
+                let child = ChildSaId(engine_id(id));
                 if self.sessions.child(child).is_none() {
                     return none();
                 }
@@ -160,7 +161,7 @@ impl Runtime {
                 // too: a blocking `initiate` waits for exactly this to fail.
                 let v = self
                     .vici
-                    .known(session.0)
+                    .known(vici_id(session.0))
                     .cloned()
                     .or_else(|| self.ike_view(session, now))
                     .or_else(|| self.bare_view(conn, session));
@@ -202,7 +203,7 @@ impl Runtime {
         }
         let Some(mut v) = self
             .ike_view(session, now)
-            .or_else(|| self.vici.known(session.0).cloned())
+            .or_else(|| self.vici.known(vici_id(session.0)).cloned())
         else {
             return;
         };
@@ -227,7 +228,7 @@ impl Runtime {
         let t = self.tunnel_by_conn(conn)?;
         Some(IkeSaView {
             name: t.name.clone(),
-            uniqueid: session.0,
+            uniqueid: vici_id(session.0),
             version: if t.v1_policies.is_some() { 1 } else { 2 },
             state: "DELETING".into(),
             local_host: t.local,
@@ -260,7 +261,7 @@ impl Runtime {
                 .collect();
             return Some(IkeSaView {
                 name: self.vici_name(s.conn, session),
-                uniqueid: session.0,
+                uniqueid: vici_id(session.0),
                 version: 2,
                 state: charon_state(s.state).into(),
                 local_host: s.local.ip(),
@@ -297,7 +298,7 @@ impl Runtime {
             .collect();
         Some(IkeSaView {
             name: self.vici_name(s.conn, session),
-            uniqueid: session.0,
+            uniqueid: vici_id(session.0),
             version: 1,
             state: charon_state(s.state).into(),
             local_host: s.local.ip(),
@@ -338,7 +339,7 @@ impl Runtime {
         let ts = |v: &[ike::wire::TrafficSelector]| v.iter().map(ts_text).collect::<Vec<_>>();
         Some(ChildSaView {
             name: self.vici_name(c.conn, c.session),
-            uniqueid: id.0,
+            uniqueid: vici_id(id.0),
             reqid: tunnel.map_or(0, |t| t.reqid),
             state: "INSTALLED".into(),
             mode: match detail.as_ref().map(|d| d.mode) {
@@ -364,12 +365,13 @@ impl Runtime {
 
     /// Fills a Child SA's byte and packet counters from its two kernel SAs.
     async fn read_counters(&self, v: &mut ChildSaView) {
-        let Some(c) = self.sessions.child(ChildSaId(v.uniqueid)) else {
+        let id = ChildSaId(engine_id(v.uniqueid));
+        let Some(c) = self.sessions.child(id) else {
             return;
         };
         let ids = match self.tunnel_for(c.conn, c.session) {
             Some(t) => model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out),
-            None => match self.map_child(ChildSaId(v.uniqueid)) {
+            None => match self.map_child(id) {
                 Some((_, _, ids)) => ids,
                 None => return,
             },
@@ -380,6 +382,28 @@ impl Runtime {
         if let Some(s) = kernel::sa_state(&self.h, &ids[1]).await {
             (v.bytes_out, v.packets_out) = (s.counters.bytes, s.counters.packets);
         }
+    }
+}
+
+/// IKEv1 ids as VICI numbers them: from 2^31 up.
+const V1_VICI_BASE: u64 = 1 << 31;
+
+/// The VICI `uniqueid` of an engine session or Child SA id. charon's unique ids are 32-bit and
+/// FRR's nhrpd reads them into a `uint32_t` (`nhrpd/vici.c`), but the IKEv1 engine numbers from
+/// [`ike::v1::FIRST_ID`] (2^48, so the two engines' ids never meet): its ids are shown from
+/// 2^31 up, where the IKEv2 engine's (counting from 1) never reach.
+fn vici_id(id: u64) -> u64 {
+    match id.checked_sub(ike::v1::FIRST_ID) {
+        Some(n) => V1_VICI_BASE + n,
+        None => id,
+    }
+}
+
+/// The engine id of a VICI `uniqueid` ([`vici_id`] undone).
+fn engine_id(id: u64) -> u64 {
+    match id.checked_sub(V1_VICI_BASE) {
+        Some(n) => ike::v1::FIRST_ID + n,
+        None => id,
     }
 }
 
@@ -415,5 +439,48 @@ fn ts_text(ts: &ike::wire::TrafficSelector) -> String {
         format!("{addr}[{proto}/{}]", ts.start_port)
     } else {
         format!("{addr}[{proto}/{}-{}]", ts.start_port, ts.end_port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both engines' ids fit nhrpd's 32 bits and map back.
+    #[test]
+    fn vici_ids_are_32_bit_and_reversible() {
+        for id in [1, 7, ike::v1::FIRST_ID, ike::v1::FIRST_ID + 41] {
+            let v = vici_id(id);
+            assert!(v <= u64::from(u32::MAX), "{id} -> {v}");
+            assert_eq!(engine_id(v), id);
+        }
+        assert_eq!(vici_id(ike::v1::FIRST_ID + 2), (1 << 31) + 2);
+        assert_eq!(vici_id(5), 5);
+    }
+
+    #[test]
+    fn selectors_as_charon_prints_them() {
+        let ts = |start: &str, end: &str, proto, ports: (u16, u16)| ike::wire::TrafficSelector {
+            ip_proto: proto,
+            start_port: ports.0,
+            end_port: ports.1,
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        };
+        let any = (0, u16::MAX);
+        assert_eq!(
+            ts_text(&ts("10.1.0.0", "10.1.0.255", 0, any)),
+            "10.1.0.0/24"
+        );
+        assert_eq!(
+            ts_text(&ts("192.0.2.1", "192.0.2.1", 47, any)),
+            "192.0.2.1/32[gre]"
+        );
+        assert_eq!(
+            ts_text(&ts("10.0.0.1", "10.0.0.9", 17, (500, 500))),
+            "10.0.0.1..10.0.0.9[udp/500]"
+        );
+        let all6 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        assert_eq!(ts_text(&ts("::", all6, 6, (1, 9))), "::/0[tcp/1-9]");
     }
 }

@@ -22,7 +22,7 @@ pub struct IkeSaView {
     /// The tunnel (or crypto map entry, or connection) name: VICI's IKE SA and
     /// connection name.
     pub name: String,
-    /// The session id, VICI's `uniqueid` (what `terminate ike-id=` takes).
+    /// The session id as a 32-bit number, VICI's `uniqueid` (what `terminate ike-id=` takes).
     pub uniqueid: u64,
     /// IKE version, 1 or 2.
     pub version: u8,

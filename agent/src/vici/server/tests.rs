@@ -120,6 +120,29 @@ fn response(p: Packet) -> Message {
     }
 }
 
+/// Sends a request the server holds open until an SA event, waits until the daemon was asked
+/// (the server subscribes to events before it asks, so none is missed), publishes `kind` for
+/// Tunnel0 and returns the answer.
+async fn held(
+    c: &mut Client,
+    r: &mut Rig,
+    command: &str,
+    message: Message,
+    kind: SaEventKind,
+) -> Message {
+    let before = r.asked.lock().unwrap().len();
+    c.send(&Packet::Request {
+        command: command.into(),
+        message,
+    })
+    .await;
+    while r.asked.lock().unwrap().len() == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.events.publish(kind, IkeSaView::sample("Tunnel0", 1));
+    response(c.recv().await)
+}
+
 #[tokio::test]
 async fn unknown_commands_and_events_get_charons_answers() {
     let r = rig("unknown").await;
@@ -297,15 +320,14 @@ async fn blocking_initiate_answers_when_the_child_sa_is_installed() {
     assert_eq!(m.get("success"), Some("no"));
 
     // A failure (the IKE SA went down) fails the blocking initiate.
-    c.send(&Packet::Request {
-        command: "initiate".into(),
-        message: Message::new().kv("ike", "Tunnel0"),
-    })
+    let m = held(
+        &mut c,
+        &mut r,
+        "initiate",
+        Message::new().kv("ike", "Tunnel0"),
+        SaEventKind::IkeDown,
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    r.events
-        .publish(SaEventKind::IkeDown, IkeSaView::sample("Tunnel0", 1));
-    let m = response(c.recv().await);
     assert_eq!(m.get("success"), Some("no"));
     assert!(m.get("errmsg").unwrap().contains("failed"));
 }
@@ -314,15 +336,14 @@ async fn blocking_initiate_answers_when_the_child_sa_is_installed() {
 async fn terminate_waits_for_the_ike_sa_to_go() {
     let mut r = rig("terminate").await;
     let mut c = Client::connect(&r).await;
-    c.send(&Packet::Request {
-        command: "terminate".into(),
-        message: Message::new().kv("ike", "Tunnel0"),
-    })
+    let m = held(
+        &mut c,
+        &mut r,
+        "terminate",
+        Message::new().kv("ike", "Tunnel0"),
+        SaEventKind::IkeDown,
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    r.events
-        .publish(SaEventKind::IkeDown, IkeSaView::sample("Tunnel0", 1));
-    let m = response(c.recv().await);
     assert_eq!(m.get("success"), Some("yes"));
     assert_eq!(m.get("matches"), Some("1"));
     assert_eq!(

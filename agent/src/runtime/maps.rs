@@ -397,6 +397,7 @@ impl Runtime {
                 temp,
             },
         );
+        self.vici_child(inst.child, crate::vici::SaEventKind::ChildInstalled);
         Ok(())
     }
 

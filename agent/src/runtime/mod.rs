@@ -16,6 +16,7 @@ mod maps;
 mod reload;
 mod revocation;
 mod underlay;
+mod vici;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -96,6 +97,8 @@ pub struct Runtime {
     shed_seen: u64,
     /// Crypto maps' run-time state.
     maps: maps::Maps,
+    /// SA changes for the VICI server.
+    vici: crate::vici::Events,
 }
 
 /// What [`Runtime::new`] is built from.
@@ -118,6 +121,8 @@ pub struct Parts {
     pub socks: Sockets,
     /// Datagram queues for sockets opened later.
     pub feed: Feed,
+    /// Where SA changes are published for the VICI server.
+    pub vici: crate::vici::Events,
 }
 
 impl Runtime {
@@ -144,6 +149,7 @@ impl Runtime {
             rejects: RejectLog::new(REJECT_LOG_INTERVAL),
             shed_seen: 0,
             maps: maps::Maps::default(),
+            vici: p.vici,
         }
     }
 
@@ -342,6 +348,7 @@ impl Runtime {
                     .handle_install_result(Instant::now(), inst.child, res);
             }
             Output::RemoveChildSa(rm) => {
+                self.vici_child(rm.child, crate::vici::SaEventKind::ChildDestroying);
                 let info = self.sessions.removed(rm.child);
                 if self.remove_map_child(rm.child).await {
                     return;
@@ -419,6 +426,7 @@ impl Runtime {
                     self.map_peer_failed(*conn, Instant::now()).await;
                 }
                 self.follow_ike(&ev, Instant::now());
+                self.vici_event(&ev);
                 self.event(ev)
             }
         }
@@ -474,6 +482,7 @@ impl Runtime {
         if clone.is_none() {
             self.child_up(&t.name, inst.remote.ip()).await;
         }
+        self.vici_child(inst.child, crate::vici::SaEventKind::ChildInstalled);
         Ok(())
     }
 

@@ -238,9 +238,7 @@ pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
                     match i {
                         NlLinkInfo::Kind(k) => li.kind = Some(k.to_string()),
                         NlLinkInfo::Data(InfoData::GreTun(v)) => li.gre = Some(gre_info(v, &[])),
-                        NlLinkInfo::Data(InfoData::GreTun6(v)) => {
-                            li.gre = Some(gre_info(&[], v))
-                        }
+                        NlLinkInfo::Data(InfoData::GreTun6(v)) => li.gre = Some(gre_info(&[], v)),
                         NlLinkInfo::Data(InfoData::Vrf(v)) => {
                             for a in v {
                                 if let InfoVrf::TableId(t) = a {

@@ -96,13 +96,12 @@ const AUTH_METHODS: &[(&str, AuthMethod)] = &[
     ("rsa-sig", AuthMethod::RsaSig),
     ("ecdsa-sig", AuthMethod::EcdsaSig),
 ];
-const TUNNEL_MODES: &[(&str, TunnelMode)] =
-    &[
-        ("xfrmi", TunnelMode::Xfrmi),
-        ("vti", TunnelMode::Vti),
-        ("gre", TunnelMode::Gre),
-        ("mgre", TunnelMode::Mgre),
-    ];
+const TUNNEL_MODES: &[(&str, TunnelMode)] = &[
+    ("xfrmi", TunnelMode::Xfrmi),
+    ("vti", TunnelMode::Vti),
+    ("gre", TunnelMode::Gre),
+    ("mgre", TunnelMode::Mgre),
+];
 
 /// Cisco's range for `set security-association lifetime seconds` starts at 120; we allow 30
 /// so that labs and rekey tests can watch several rekeys in minutes. Below that the rekey
@@ -1916,7 +1915,9 @@ impl Cx<'_> {
             let path = format!("tunnel.{}", n.name);
             let r = &n.raw;
             // Multipoint GRE has no destination and a type of its own (see gre_convert.rs).
-            if r.mode.as_ref().and_then(|m| algo::lookup(TUNNEL_MODES, m.get_ref()))
+            if r.mode
+                .as_ref()
+                .and_then(|m| algo::lookup(TUNNEL_MODES, m.get_ref()))
                 == Some(TunnelMode::Mgre)
             {
                 self.mgre_tunnel(&n, c, &mut gre_seen);

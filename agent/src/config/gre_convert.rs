@@ -237,7 +237,11 @@ impl Cx<'_> {
             ok = false;
         }
         for (set, field, why) in [
-            (r.if_id.as_ref().map(|v| v.span()), "if_id", "a GRE tunnel has no if_id"),
+            (
+                r.if_id.as_ref().map(|v| v.span()),
+                "if_id",
+                "a GRE tunnel has no if_id",
+            ),
             (
                 r.announce.first().map(|v| v.span()),
                 "announce",
@@ -366,9 +370,10 @@ impl Cx<'_> {
     /// at the later tunnel's `source`.
     pub(super) fn gre_sharing(&mut self, seen: &GreSources) {
         for (j, b) in seen.entries.iter().enumerate() {
-            let Some(a) = seen.entries[..j].iter().find(|a| {
-                a.source == b.source && clash(a, b).is_some()
-            }) else {
+            let Some(a) = seen.entries[..j]
+                .iter()
+                .find(|a| a.source == b.source && clash(a, b).is_some())
+            else {
                 continue;
             };
             let why = clash(a, b).unwrap_or_default();
@@ -397,9 +402,15 @@ fn clash(a: &GreEntry, b: &GreEntry) -> Option<String> {
         (None, None) if a.shared && b.shared && a.protection == b.protection => None,
         (None, None) => Some(format!(
             "two mgre tunnels on one source negotiate SAs for the same GRE packets, and the \
-             second's would replace the first's (seed 003); set shared = true on both, with \
-             the same protection (now \"{}\" and \"{}\")",
-            a.protection, b.protection
+             second's would replace the first's (seed 003); set shared = true on both{}",
+            if a.protection == b.protection {
+                String::new()
+            } else {
+                format!(
+                    ", with the same protection (now \"{}\" and \"{}\")",
+                    a.protection, b.protection
+                )
+            }
         )),
         _ => Some(
             "an mgre tunnel's SAs cover GRE to every peer, a point-to-point tunnel's destination \

@@ -20,8 +20,8 @@ pub mod acl;
 pub(crate) mod algo;
 pub(crate) mod certs;
 mod convert;
-mod gre;
 mod error;
+mod gre;
 mod raw;
 mod secret;
 

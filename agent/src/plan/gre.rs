@@ -67,7 +67,12 @@ pub fn engine_mode(m: SaMode) -> ike::Mode {
 /// packet's own IP header, so the room is what tunnel-mode ESP leaves for a whole inner
 /// packet ([`EspOverhead::tunnel_mtu`]) minus the GRE header; in tunnel mode the GRE packet's
 /// IP header (20 or 40 bytes) is inside the ESP payload as well.
-pub fn gre_mtu(first: Option<&ike::EspProposal>, local: IpAddr, spec: &GreSpec, underlay: u32) -> u32 {
+pub fn gre_mtu(
+    first: Option<&ike::EspProposal>,
+    local: IpAddr,
+    spec: &GreSpec,
+    underlay: u32,
+) -> u32 {
     let ip = if local.is_ipv6() { 40 } else { 20 };
     let esp = first.map_or(underlay, |p| {
         EspOverhead {
@@ -200,7 +205,11 @@ pub fn plan_mgre(
         };
         let esp = super::esp_proposals(&t.ipsec);
         let underlay = links.mtu_of(source).unwrap_or(DEFAULT_UNDERLAY_MTU);
-        let floor = if inner.addr().is_ipv6() { IPV6_MIN_MTU } else { 576 };
+        let floor = if inner.addr().is_ipv6() {
+            IPV6_MIN_MTU
+        } else {
+            576
+        };
         let mtu = t
             .mtu
             .unwrap_or_else(|| gre_mtu(esp.first(), source, &spec, underlay))
@@ -259,5 +268,165 @@ pub fn mgre_interface(m: &MgrePlan) -> crate::model::Interface {
         disable_ipv6: !m.inner.addr().is_ipv6(),
         qdisc: None,
         policies: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{DeviceKind, build};
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[transform_set.T1]
+esp = "aes-gcm-256"
+[transform_set.TT]
+esp = "aes-cbc-256"
+integrity = "sha256"
+mode = "tunnel"
+[ipsec_profile.P1]
+transform_sets = ["T1"]
+[ipsec_profile.PT]
+transform_sets = ["TT"]
+[keyring.K]
+[[keyring.K.peer]]
+address = "0.0.0.0/0"
+psk_file = "/etc/vtid/psk/any.key"
+[tunnel.gre1]
+mode = "gre"
+source = "eth0"
+destination = "192.0.2.2"
+address = "10.9.0.1/30"
+protection = "P1"
+key = 42
+routes = ["10.2.0.0/16"]
+[tunnel.gre2]
+mode = "gre"
+source = "192.0.2.1"
+destination = "192.0.2.3"
+address = "10.9.1.1/30"
+protection = "PT"
+[tunnel.dmvpn]
+mode = "mgre"
+source = "eth1"
+address = "10.0.0.11/24"
+protection = "P1"
+key = 100000
+shared = true
+"#;
+
+    fn planned() -> (Config, crate::plan::Plan) {
+        let opts = config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        };
+        let cfg = Config::from_toml(Path::new("t.toml"), CFG, &opts).unwrap();
+        let mut links = LocalAddrs::default();
+        links
+            .links
+            .insert("eth0".into(), (1500, vec!["192.0.2.1/24".parse().unwrap()]));
+        links.links.insert(
+            "eth1".into(),
+            (1500, vec!["198.51.100.1/24".parse().unwrap()]),
+        );
+        let plan = build(&cfg, &mut BTreeMap::new(), &links).unwrap();
+        (cfg, plan)
+    }
+
+    #[test]
+    fn p2p_gre_plans_a_transport_child_sa_for_its_gre_packets() {
+        let (_, plan) = planned();
+        let t = &plan.tunnels["gre1"];
+        let g = GreSpec {
+            key: Some(42),
+            ttl: 255,
+            sa_mode: ike::Mode::Transport,
+        };
+        assert_eq!(t.mode, DeviceKind::Gre(g));
+        assert_eq!(t.local, "192.0.2.1".parse::<IpAddr>().unwrap());
+        // 1500 - 20 (IP) - 8 (SPI, seq) - 8 (IV) - 16 (ICV) = 1448, minus 2 trailer bytes
+        // rounded to GCM's 4: 1446 bytes of GRE + inner; minus the keyed GRE header (8).
+        assert_eq!(t.mtu, 1438);
+        let peer = &plan.peers[&t.conn].config;
+        let gre_ts = |a: &str| TrafficSelector {
+            ip_proto: 47,
+            ..TrafficSelector::host(a.parse().unwrap())
+        };
+        assert_eq!(peer.child.local_ts, vec![gre_ts("192.0.2.1")]);
+        assert_eq!(peer.child.remote_ts, vec![gre_ts("192.0.2.2")]);
+        assert_eq!(peer.child.mode, ike::Mode::Transport);
+
+        // An explicit `mode = "tunnel"` set: ESP tunnel mode, and the GRE packet's IP header
+        // is inside the ESP payload. AES-CBC: 1500 - 20 - 8 - 16 (IV) - 16 (ICV) = 1440,
+        // 16-byte blocks: 1440 - 2 = 1438; minus 20 (inner IP) and 4 (GRE): 1414.
+        let t2 = &plan.tunnels["gre2"];
+        assert_eq!(
+            t2.mode,
+            DeviceKind::Gre(GreSpec {
+                key: None,
+                ttl: 255,
+                sa_mode: ike::Mode::Tunnel
+            })
+        );
+        assert_eq!(t2.mtu, 1414);
+        assert_eq!(plan.peers[&t2.conn].config.child.mode, ike::Mode::Tunnel);
+    }
+
+    #[test]
+    fn p2p_gre_policies_select_exactly_its_gre_packets() {
+        let (_, plan) = planned();
+        let t = &plan.tunnels["gre1"];
+        let ps = crate::model::tunnel_policies(t);
+        assert_eq!(ps.len(), 2, "out and in, no fwd: {ps:?}");
+        let (l, r): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for (p, dir, src, dst) in [(&ps[0], Dir::Out, l, r), (&ps[1], Dir::In, r, l)] {
+            assert_eq!(p.dir, dir);
+            assert_eq!(p.selector.src, IpNet::from(src));
+            assert_eq!(p.selector.dst, IpNet::from(dst));
+            assert_eq!(p.selector.proto, IPPROTO_GRE);
+            assert_eq!(p.priority, POLICY_PRIORITY);
+            assert!(xfrm::is_owned_priority(p.priority));
+            assert_eq!((p.if_id, p.mark), (None, None), "bound to no device");
+            assert_eq!(p.templates, vec![Template::transport(t.reqid)]);
+        }
+        let b = crate::model::Binding::of(t);
+        assert_eq!((b.reqid, b.if_id, b.mark), (t.reqid, None, None));
+        // Tunnel mode: the templates name the underlay ends.
+        let t2 = &plan.tunnels["gre2"];
+        let ps = crate::model::tunnel_policies(t2);
+        assert_eq!(
+            ps[0].templates,
+            vec![Template::tunnel(t2.local, t2.remote, t2.reqid)]
+        );
+        // The device, as the reconciler creates it: a gre device with the tunnel's ends.
+        let i = crate::model::static_interface(t, true);
+        assert_eq!(i.kind, t.mode);
+        assert_eq!((i.local, i.remote), (l, r));
+        assert_eq!(i.routes.len(), 1);
+        assert!(!i.disable_policy());
+    }
+
+    #[test]
+    fn mgre_plans_the_device_only() {
+        let (cfg, plan) = planned();
+        assert!(!plan.tunnels.contains_key("dmvpn"));
+        let m = &plan.mgre["dmvpn"];
+        assert_eq!(m.source, "198.51.100.1".parse::<IpAddr>().unwrap());
+        assert_eq!((m.key, m.ttl, m.shared), (Some(100_000), 255, true));
+        assert_eq!(m.protection, "P1");
+        assert_eq!(*m.ipsec, cfg.ipsec_profiles["P1"]);
+        assert_eq!(m.sa_mode, ike::Mode::Transport);
+        assert_eq!(m.mtu, 1438);
+        let i = mgre_interface(m);
+        assert!(matches!(i.kind, DeviceKind::Mgre(g) if g.key == Some(100_000)));
+        assert!(i.remote.is_unspecified());
+        assert!(i.policies.is_empty() && i.routes.is_empty());
+        assert_eq!(i.line, None);
+        // No engine connection for it: its sessions are per NBMA peer.
+        assert_eq!(plan.peers.len(), 2);
+        // Without the source interface's address it waits.
+        let (mgre, waiting) = plan_mgre(&cfg, &LocalAddrs::default());
+        assert!(mgre.is_empty());
+        assert!(waiting["dmvpn"].contains("eth1"), "{waiting:?}");
     }
 }

@@ -254,6 +254,10 @@ fn run(name: &str, a: Impl, b: Impl) {
                 "{host}: only {esp} ESP packets left for OSPF and 5 pings"
             );
             let after = sa_bytes(ns)?;
+            eprintln!(
+                "{name} {host}: egress GRE {gre} ESP {esp} packets; SA bytes {bytes_before:?} \
+                 -> {after:?}"
+            );
             ensure!(
                 after.len() == 2 && after.iter().zip(bytes_before).all(|(n, b)| n > b),
                 "{host}: SA byte counters did not grow in both directions: {bytes_before:?} \

@@ -63,14 +63,33 @@ impl Side {
 }
 
 /// vtid's configuration for site `me`: one `mode = "gre"` tunnel, keyed, protected by a
-/// transform set that does not say its mode (so transport, as GRE's default).
-fn vtid_config(me: u8, initiate: bool, psk_file: &str) -> String {
+/// transform set that does not say its mode (so transport, as GRE's default); with `v1`, an
+/// IKEv1 profile (quick mode then carries protocol 47 in its IDs, RFC 2407 §4.6.2).
+fn vtid_config(me: u8, initiate: bool, psk_file: &str, v1: bool) -> String {
     let peer = 3 - me;
+    let ikev1 = if v1 {
+        format!(
+            r#"[isakmp_policy.10]
+encryption = "aes 256"
+hash = "sha256"
+authentication = "pre-share"
+group = 14
+[ike_profile.I]
+version = 1
+keyring = "K"
+match_identity = ["{remote}"]
+"#,
+            remote = outer(peer)
+        )
+    } else {
+        String::new()
+    };
     format!(
-        r#"[transform_set.T]
+        r#"{ikev1}[transform_set.T]
 esp = "aes-gcm-256"
 [ipsec_profile.P]
 transform_sets = ["T"]
+{ike_ref}
 [keyring.K]
 [[keyring.K.peer]]
 address = "{remote}"
@@ -86,10 +105,11 @@ initiate = {initiate}
 "#,
         local = outer(me),
         remote = outer(peer),
+        ike_ref = if v1 { "ike_profile = \"I\"" } else { "" },
     )
 }
 
-fn start_side(sc: &mut Scenario, imp: Impl, me: u8, initiator: bool) -> Result<Side> {
+fn start_side(sc: &mut Scenario, imp: Impl, me: u8, initiator: bool, v1: bool) -> Result<Side> {
     let host = if me == 1 { "a" } else { "b" };
     let dir = sc.dir().join(host);
     let ns = sc.topo.host(host);
@@ -97,7 +117,7 @@ fn start_side(sc: &mut Scenario, imp: Impl, me: u8, initiator: bool) -> Result<S
     match imp {
         Impl::Vtid => {
             let psk = write_secret(&dir, "psk", PSK)?;
-            let cfg = vtid_config(me, initiator, &psk.to_string_lossy());
+            let cfg = vtid_config(me, initiator, &psk.to_string_lossy(), v1);
             let v = Vtid::start_config(ns, &dir, &cfg, "gre1")?;
             Ok(Side::Vtid(sc.add_peer(host, nstest::peer::vtid_peer(v))))
         }
@@ -180,11 +200,13 @@ fn sa_bytes(ns: &Netns) -> Result<Vec<u64>> {
         .collect())
 }
 
-fn run(name: &str, a: Impl, b: Impl) {
+/// One case: sides `a` (initiator) and `b`; `v1` makes vtid's profiles IKEv1 (strongSwan
+/// sides stay IKEv2).
+fn run(name: &str, a: Impl, b: Impl, v1: bool) {
     scenario(name, spec(), |sc| {
         // b answers, a initiates: the responder first.
-        let sb = start_side(sc, b, 2, false)?;
-        let sa = start_side(sc, a, 1, true)?;
+        let sb = start_side(sc, b, 2, false, v1)?;
+        let sa = start_side(sc, a, 1, true, v1)?;
         for s in [&sa, &sb] {
             wait_until("Child SA up", UP, || s.is_up(sc))
                 .with_context(|| format!("a: {}\nb: {}", sa.log(sc), sb.log(sc)))?;
@@ -276,6 +298,7 @@ fn vm_gre_vtid_initiates_to_strongswan() {
         "gre-vtid-ss",
         Impl::Vtid,
         Impl::Strongswan(StrongswanVersion::Debian12),
+        false,
     );
 }
 
@@ -287,12 +310,13 @@ fn vm_gre_strongswan_initiates_to_vtid() {
         "gre-ss-vtid",
         Impl::Strongswan(StrongswanVersion::Debian12),
         Impl::Vtid,
+        false,
     );
 }
 
-/// vtid on both ends.
+/// vtid on both ends, negotiating with IKEv1 main mode and quick mode.
 #[test]
 #[ignore = "vm"]
-fn vm_gre_vtid_to_vtid() {
-    run("gre-vtid-vtid", Impl::Vtid, Impl::Vtid);
+fn vm_gre_vtid_to_vtid_ikev1() {
+    run("gre-vtid-vtid-v1", Impl::Vtid, Impl::Vtid, true);
 }

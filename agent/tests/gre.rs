@@ -27,6 +27,44 @@ const KEY: u32 = 100_000;
 /// 1446 after the 2 trailer bytes (GCM pads to 4); minus the keyed GRE header (8 bytes).
 const VTID_MTU: u32 = 1438;
 const UP: Duration = Duration::from_secs(60);
+/// Source of the mGRE device in the vtid-vtid case.
+const MGRE_SOURCE: &str = "192.0.2.11";
+
+/// vtid's mGRE device as `ip -j -d link show` tells it: a gre device with the configured
+/// local, key and TTL and no remote (NBMA), vtid's MTU and address, up.
+fn check_mgre(ns: &Netns) -> Result<()> {
+    let l = ns.ip_json(&["-d", "link", "show", "mgre0"])?;
+    let i = &l[0]["linkinfo"];
+    ensure!(i["info_kind"] == "gre", "mgre0 is not a gre device: {l}");
+    let d = &i["info_data"];
+    ensure!(d["local"] == MGRE_SOURCE, "mgre0's local: {d}");
+    // iproute2 prints an unset remote as "any".
+    ensure!(
+        d["remote"].is_null() || d["remote"] == "any",
+        "mgre0 has a remote: {d}"
+    );
+    ensure!(
+        d["ikey"] == "0.0.0.7" && d["okey"] == "0.0.0.7",
+        "mgre0's key: {d}"
+    );
+    ensure!(d["ttl"] == 64, "mgre0's ttl: {d}");
+    ensure!(
+        l[0]["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "UP")),
+        "mgre0 is not up: {l}"
+    );
+    ensure!(
+        kernel::link_mtu(ns, "mgre0")? == VTID_MTU,
+        "mgre0's MTU is not {VTID_MTU}"
+    );
+    let a = ns.ip_json(&["addr", "show", "dev", "mgre0"])?;
+    ensure!(
+        a.to_string().contains("\"10.0.0.11\""),
+        "mgre0's address: {a}"
+    );
+    Ok(())
+}
 
 fn outer(n: u8) -> String {
     format!("192.0.2.{n}")
@@ -117,7 +155,16 @@ fn start_side(sc: &mut Scenario, imp: Impl, me: u8, initiator: bool, v1: bool) -
     match imp {
         Impl::Vtid => {
             let psk = write_secret(&dir, "psk", PSK)?;
-            let cfg = vtid_config(me, initiator, &psk.to_string_lossy(), v1);
+            let mut cfg = vtid_config(me, initiator, &psk.to_string_lossy(), v1);
+            if v1 && me == 1 {
+                // Beside the p2p tunnel, a multipoint one on a second underlay address (one
+                // source for both would be seed 003's clash, which `vtid check` refuses).
+                ns.ip(&["addr", "add", &format!("{MGRE_SOURCE}/24"), "dev", "e-b"])?;
+                cfg.push_str(&format!(
+                    "[tunnel.mgre0]\nmode = \"mgre\"\nsource = \"{MGRE_SOURCE}\"\naddress = \
+                     \"10.0.0.11/24\"\nprotection = \"P\"\nkey = 7\nshared = true\nttl = 64\n"
+                ));
+            }
             let v = Vtid::start_config(ns, &dir, &cfg, "gre1")?;
             Ok(Side::Vtid(sc.add_peer(host, nstest::peer::vtid_peer(v))))
         }
@@ -212,6 +259,9 @@ fn run(name: &str, a: Impl, b: Impl, v1: bool) {
                 .with_context(|| format!("a: {}\nb: {}", sa.log(sc), sb.log(sc)))?;
         }
         let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
+        if v1 && matches!(a, Impl::Vtid) {
+            check_mgre(ha)?;
+        }
         for (ns, me) in [(ha, 1u8), (hb, 2)] {
             // The GRE device as asked: `ip -j -d link show` (iproute2 prints keys as
             // dotted quads).
@@ -314,7 +364,8 @@ fn vm_gre_strongswan_initiates_to_vtid() {
     );
 }
 
-/// vtid on both ends, negotiating with IKEv1 main mode and quick mode.
+/// vtid on both ends, negotiating with IKEv1 main mode and quick mode; a's vtid also runs an
+/// mGRE device (device only: its per-peer SAs are not part of this case).
 #[test]
 #[ignore = "vm"]
 fn vm_gre_vtid_to_vtid_ikev1() {

@@ -133,6 +133,14 @@ pub fn static_interface(t: &TunnelPlan, line_up: bool) -> Interface {
 /// The policies of a tunnel: out/in/fwd for IPv4 and IPv6 0/0 selectors, bound to the device
 /// by if_id (xfrmi) or mark (vti), templates with the tunnel's reqid.
 pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
+    // GRE: policies for its GRE packets, bound to nothing (see plan/gre.rs).
+    match t.mode {
+        DeviceKind::Gre(g) => {
+            return crate::plan::gre::policies(t.local, t.remote, t.reqid, g.sa_mode);
+        }
+        DeviceKind::Mgre(_) => return Vec::new(),
+        DeviceKind::Xfrmi | DeviceKind::Vti => {}
+    }
     let mut out = Vec::new();
     for v6 in [false, true] {
         for dir in [Dir::Out, Dir::In, Dir::Fwd] {
@@ -149,11 +157,46 @@ pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
                 // ip_vti: okey marks outbound lookups, ikey is set on decapsulated packets
                 // before the inbound policy check (net/ipv4/ip_vti.c); we use one key.
                 DeviceKind::Vti => p.mark(Mark::exact(t.if_id)),
+                DeviceKind::Gre(_) | DeviceKind::Mgre(_) => p,
             };
             out.push(p);
         }
     }
     out
+}
+
+/// The device of a multipoint tunnel as the reconciler wants it: no policies (its per-peer
+/// protection is not bound to the device), no routes (NHRP and the routing protocol add
+/// them), the kernel's line state (a GRE device's carrier is up), IPv6 only when it has an
+/// IPv6 address.
+pub fn mgre_interface(m: &crate::plan::gre::MgrePlan) -> Interface {
+    let unspecified = if m.source.is_ipv6() {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    };
+    Interface {
+        name: m.name.clone(),
+        kind: DeviceKind::Mgre(crate::plan::gre::GreSpec {
+            key: m.key,
+            ttl: m.ttl,
+            sa_mode: m.sa_mode,
+        }),
+        if_id: 0,
+        local: m.source,
+        remote: unspecified,
+        mtu: m.mtu,
+        group: xfrm::OWNED_LINK_GROUP,
+        vrf: m.vrf.clone(),
+        fvrf: m.fvrf.clone(),
+        address: m.inner,
+        routes: Vec::new(),
+        route_mode: RouteMode::Add,
+        line: None,
+        disable_ipv6: !m.inner.addr().is_ipv6(),
+        qdisc: None,
+        policies: Vec::new(),
+    }
 }
 
 fn crypto(encr: Encr, integ: Option<Integ>, keys: &ike::EspKeys) -> Result<Crypto> {
@@ -216,6 +259,12 @@ impl Binding {
                 reqid: t.reqid,
                 if_id: None,
                 mark: Some(Mark::exact(t.if_id)),
+            },
+            // The GRE packets' SAs are found by address and reqid, as a crypto map's.
+            DeviceKind::Gre(_) | DeviceKind::Mgre(_) => Self {
+                reqid: t.reqid,
+                if_id: None,
+                mark: None,
             },
         }
     }
@@ -382,6 +431,9 @@ pub fn sa_ids(b: Binding, local: IpAddr, remote: IpAddr, spi_in: u32, spi_out: u
     };
     [id(remote, local, spi_in), id(local, remote, spi_out)]
 }
+
+#[cfg(test)]
+mod gre_tests;
 
 #[cfg(test)]
 mod tests {

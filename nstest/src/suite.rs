@@ -179,6 +179,7 @@ const WIDE: &[(&str, usize)] = &[
     ("agent::ikev1_rekey", 3),
     ("agent::rekey_loss", 2),
     ("agent::vici", 3),
+    ("agent::gre", 3),
 ];
 
 /// Binaries that run alone, with no other binary's scenarios beside them: floods and rate

@@ -177,6 +177,7 @@ const WIDE: &[(&str, usize)] = &[
     ("agent::import_ios", 3),
     ("agent::ikev1_natt", 3),
     ("agent::ikev1_rekey", 3),
+    ("agent::dmvpn", 3),
 ];
 
 /// Binaries that run alone, with no other binary's scenarios beside them: floods and rate

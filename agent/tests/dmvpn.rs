@@ -1,0 +1,176 @@
+//! DMVPN scenarios (VM): FRR's nhrpd on a hub and spokes (`nstest::dmvpn`), mGRE devices on
+//! one WAN router, phase 3 shortcuts driven by the hub's NFLOG Traffic Indications.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use nstest::assert::{pings_pass, wait_until};
+use nstest::dmvpn::{MgreIface, Nhrp, Role, add_mgre, hub_nflog};
+use nstest::{Netns, Scenario, TopoSpec, kernel, scenario};
+
+const KEY: u32 = 100000;
+const NFLOG_GROUP: u16 = 1;
+const HUB_NBMA: &str = "172.17.0.1";
+const HUB_TUN: &str = "10.0.0.1";
+/// (host, NBMA address, tunnel address, LAN address).
+const SPOKES: [(&str, &str, &str, &str); 2] = [
+    ("s1", "172.17.1.1", "10.0.0.11", "192.168.1.1"),
+    ("s2", "172.17.2.1", "10.0.0.12", "192.168.2.1"),
+];
+
+/// A WAN router with the hub and the spokes each on its own /30, a LAN behind each.
+fn topology() -> TopoSpec {
+    let mut t = TopoSpec::new()
+        .link("hub", "172.17.0.1/30", "wan", "172.17.0.2/30")
+        .forward("wan")
+        .forward("hub")
+        .lan("hub", "192.168.0.1/24")
+        .route("hub", "default", "via 172.17.0.2");
+    for (i, (h, nbma, _, lan)) in SPOKES.iter().enumerate() {
+        let n = i + 1;
+        t = t
+            .link(h, &format!("{nbma}/30"), "wan", &format!("172.17.{n}.2/30"))
+            .forward(h)
+            .lan(h, &format!("{lan}/24"))
+            .route(h, "default", &format!("via 172.17.{n}.2"));
+    }
+    t
+}
+
+fn mgre(tunnel_addr: &str, role: Role, protection: Option<&str>) -> MgreIface {
+    MgreIface {
+        device: "gre1".into(),
+        source_iface: nstest::topo::iface_to("wan"),
+        key: KEY,
+        tunnel_addr: tunnel_addr.into(),
+        network_id: 100000,
+        role,
+        protection: protection.map(str::to_string),
+        holdtime: 60,
+    }
+}
+
+/// Spokes reach the tunnel subnet and the other LANs through the hub (nhrpd's Resolution
+/// Reply goes to the requester's tunnel address, so the tunnel subnet needs a route); the
+/// hub reaches each spoke's LAN through its tunnel address.
+fn overlay_routes(sc: &Scenario) -> Result<()> {
+    let hub = sc.topo.host("hub");
+    for (h, _, tun, lan) in SPOKES {
+        let net = lan
+            .rsplit_once('.')
+            .map(|(n, _)| format!("{n}.0/24"))
+            .unwrap_or_default();
+        hub.ip(&["route", "add", &net, "via", tun, "dev", "gre1", "onlink"])?;
+        let ns = sc.topo.host(h);
+        for dst in ["192.168.0.0/16", "10.0.0.0/24"] {
+            ns.ip(&["route", "add", dst, "via", HUB_TUN, "dev", "gre1", "onlink"])?;
+        }
+    }
+    Ok(())
+}
+
+/// The gateway `ns` routes `dst` through (from `src`), empty for a direct route.
+fn gateway(ns: &Netns, dst: &str, src: &str) -> Result<String> {
+    let v = ns.ip_json(&["route", "get", dst, "from", src])?;
+    Ok(v[0]["gateway"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Runs `body`; on failure the nhrpd logs are printed with the error.
+fn with_logs(nodes: &[(&str, &Nhrp)], body: impl FnOnce() -> Result<()>) -> Result<()> {
+    let r = body();
+    if r.is_err() {
+        for (h, n) in nodes {
+            eprintln!("==== nhrpd on {h}\n{}", n.log());
+            eprintln!("{}", n.vtysh("show ip nhrp cache").unwrap_or_default());
+        }
+    }
+    r
+}
+
+/// The harness itself, before any IPsec: plain mGRE devices and nhrpd without `tunnel
+/// protection`. Spokes register with the hub, spoke-to-spoke traffic first crosses the
+/// hub, the hub's NFLOG rule makes nhrpd send a Traffic Indication, the spoke resolves the
+/// other spoke and from then on sends to it directly: its route for the other LAN leads to
+/// the other spoke's tunnel address and the hub's mGRE counters stay put.
+#[test]
+#[ignore = "vm"]
+fn vm_dmvpn_nhrp_plain_mgre_shortcut() {
+    scenario("dmvpn_plain", topology(), |sc| {
+        let hub_if = mgre(
+            HUB_TUN,
+            Role::Hub {
+                nflog_group: NFLOG_GROUP,
+            },
+            None,
+        );
+        add_mgre(sc.topo.host("hub"), &hub_if)?;
+        hub_nflog(sc.topo.host("hub"), "gre1", NFLOG_GROUP)?;
+        let hub = Nhrp::start(sc.topo.host("hub"), &[hub_if], &sc.dir().join("hub"))?;
+        let mut spokes = Vec::new();
+        for (h, _, tun, _) in SPOKES {
+            let role = Role::Spoke {
+                hub_nbma: HUB_NBMA.into(),
+            };
+            let i = mgre(tun, role, None);
+            add_mgre(sc.topo.host(h), &i)?;
+            spokes.push(Nhrp::start(sc.topo.host(h), &[i], &sc.dir().join(h))?);
+        }
+        overlay_routes(sc)?;
+        let nodes = [("hub", &hub), ("s1", &spokes[0]), ("s2", &spokes[1])];
+        with_logs(&nodes, || {
+            wait_until(
+                "both spokes registered at the hub",
+                Duration::from_secs(60),
+                || {
+                    let cache = hub.cache()?;
+                    Ok(SPOKES.iter().all(|(_, nbma, tun, _)| {
+                        cache
+                            .iter()
+                            .any(|e| e.protocol == *tun && e.nbma == *nbma && e.kind == "dynamic")
+                    }))
+                },
+            )?;
+            let (s1, s2) = (sc.topo.host("s1"), sc.topo.host("s2"));
+            let (src, dst) = (SPOKES[0].3, SPOKES[1].3);
+            ensure!(
+                gateway(s1, dst, src)? == HUB_TUN,
+                "s1 should start via the hub"
+            );
+            let before = kernel::link_stats(sc.topo.host("hub"), "gre1")?;
+            pings_pass(s1, src, dst, 3, "spoke to spoke via the hub")?;
+            let after = kernel::link_stats(sc.topo.host("hub"), "gre1")?;
+            ensure!(
+                after.rx_packets >= before.rx_packets + 6,
+                "the hub forwarded the first pings: {before:?} -> {after:?}"
+            );
+            // nhrpd installs the shortcut as a host route for the destination (and one for
+            // its LAN) on gre1 with the other spoke's NBMA address as the neighbour's
+            // link-layer address: no gateway, so "not via the hub" is what the route shows.
+            wait_until("s1 resolved s2 (shortcut)", Duration::from_secs(90), || {
+                kernel::ping(s1, src, dst, 1)?;
+                let resolved = spokes[0]
+                    .entry(SPOKES[1].2)?
+                    .is_some_and(|e| e.nbma == SPOKES[1].1);
+                Ok(resolved && gateway(s1, dst, src)? != HUB_TUN)
+            })?;
+            wait_until(
+                "s2 resolved s1 (shortcut back)",
+                Duration::from_secs(90),
+                || {
+                    kernel::ping(s1, src, dst, 1)?;
+                    Ok(gateway(s2, src, dst)? != HUB_TUN)
+                },
+            )?;
+            let before = kernel::link_stats(sc.topo.host("hub"), "gre1")?;
+            pings_pass(s1, src, dst, 10, "spoke to spoke, direct")?;
+            let after = kernel::link_stats(sc.topo.host("hub"), "gre1")?;
+            // Ten pings through the hub would be 20 packets in (and 20 out); a
+            // registration refresh may add one or two.
+            ensure!(
+                after.rx_packets - before.rx_packets <= 2,
+                "the hub still carries spoke-to-spoke traffic: {before:?} -> {after:?}"
+            );
+            Ok(())
+        })
+    });
+}

@@ -105,6 +105,13 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     let mut spec = match i.kind {
         DeviceKind::Xfrmi => TunnelDeviceSpec::xfrm(&i.name, i.if_id),
         DeviceKind::Vti => TunnelDeviceSpec::vti(&i.name, i.local, i.remote, i.if_id, i.if_id),
+        DeviceKind::Gre(g) => {
+            TunnelDeviceSpec::gre(&i.name, i.local, Some(i.remote), g.key).ttl(g.ttl)
+        }
+        // No remote: NBMA, nhrpd fills the neighbour table. nhrpd sets the device's
+        // IFLA_GRE_LINK to its source interface; vtid sets it only at creation (front-door
+        // VRF) and never compares it, so the two never fight over it.
+        DeviceKind::Mgre(g) => TunnelDeviceSpec::gre(&i.name, i.local, None, g.key).ttl(g.ttl),
     }
     .mtu(i.mtu)
     .alias(format!("{}{}", xfrm::OWNED_ALIAS_PREFIX, i.name))

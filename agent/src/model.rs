@@ -133,6 +133,14 @@ pub fn static_interface(t: &TunnelPlan, line_up: bool) -> Interface {
 /// The policies of a tunnel: out/in/fwd for IPv4 and IPv6 0/0 selectors, bound to the device
 /// by if_id (xfrmi) or mark (vti), templates with the tunnel's reqid.
 pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
+    // GRE: policies for its GRE packets, bound to nothing (see plan/gre.rs).
+    match t.mode {
+        DeviceKind::Gre(g) => {
+            return crate::plan::gre::policies(t.local, t.remote, t.reqid, g.sa_mode);
+        }
+        DeviceKind::Mgre(_) => return Vec::new(),
+        DeviceKind::Xfrmi | DeviceKind::Vti => {}
+    }
     let mut out = Vec::new();
     for v6 in [false, true] {
         for dir in [Dir::Out, Dir::In, Dir::Fwd] {
@@ -149,6 +157,7 @@ pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
                 // ip_vti: okey marks outbound lookups, ikey is set on decapsulated packets
                 // before the inbound policy check (net/ipv4/ip_vti.c); we use one key.
                 DeviceKind::Vti => p.mark(Mark::exact(t.if_id)),
+                DeviceKind::Gre(_) | DeviceKind::Mgre(_) => p,
             };
             out.push(p);
         }
@@ -216,6 +225,12 @@ impl Binding {
                 reqid: t.reqid,
                 if_id: None,
                 mark: Some(Mark::exact(t.if_id)),
+            },
+            // The GRE packets' SAs are found by address and reqid, as a crypto map's.
+            DeviceKind::Gre(_) | DeviceKind::Mgre(_) => Self {
+                reqid: t.reqid,
+                if_id: None,
+                mark: None,
             },
         }
     }

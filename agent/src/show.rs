@@ -9,7 +9,7 @@ use ike::transform::{Encr, Integ};
 use serde_json::{Value, json};
 
 use crate::offload;
-use crate::plan::{DeviceKind, TunnelPlan};
+use crate::plan::TunnelPlan;
 use crate::sessions::{ChildInfo, Sessions};
 use crate::virtual_access::{VirtualAccess, identity_string};
 
@@ -33,7 +33,7 @@ pub fn tunnel(t: &TunnelPlan, s: &TunnelStatus<'_>, offload: &offload::Tunnels) 
     let up_down = |up: bool| if up { "up" } else { "down" };
     json!({
         "name": t.name,
-        "mode": match t.mode { DeviceKind::Xfrmi => "xfrmi", DeviceKind::Vti => "vti" },
+        "mode": t.mode.as_str(),
         "if_id": t.if_id,
         "local": t.local.to_string(),
         "remote": t.remote.to_string(),
@@ -60,7 +60,7 @@ pub fn tunnel(t: &TunnelPlan, s: &TunnelStatus<'_>, offload: &offload::Tunnels) 
 pub fn waiting_tunnel(name: &str, t: &crate::config::Tunnel, why: &str) -> Value {
     json!({
         "name": name,
-        "mode": match t.mode { crate::config::TunnelMode::Xfrmi => "xfrmi", crate::config::TunnelMode::Vti => "vti" },
+        "mode": match t.mode { crate::config::TunnelMode::Xfrmi => "xfrmi", crate::config::TunnelMode::Vti => "vti", crate::config::TunnelMode::Gre => "gre", crate::config::TunnelMode::Mgre => "mgre" },
         "local": null,
         "remote": t.destination.to_string(),
         "routes": t.routes.iter().map(|r| r.to_string()).collect::<Vec<_>>(),

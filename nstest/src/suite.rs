@@ -178,6 +178,7 @@ const WIDE: &[(&str, usize)] = &[
     ("agent::ikev1_natt", 3),
     ("agent::ikev1_rekey", 3),
     ("agent::dmvpn", 3),
+    ("agent::gre", 3),
 ];
 
 /// Binaries that run alone, with no other binary's scenarios beside them: floods and rate

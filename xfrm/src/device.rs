@@ -49,8 +49,11 @@ use rtnetlink::packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::link::GreIOFlags;
 use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVti, LinkVti6, LinkXfrm};
+use rtnetlink::{
+    LinkGre, LinkGre6, LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVti, LinkVti6, LinkXfrm,
+};
 
 use crate::error::{Error, Result};
 use crate::link::{LinkHandle, route_err};
@@ -92,6 +95,27 @@ pub enum DeviceKind {
         /// IFLA_VTI_LINK, the underlay ifindex.
         underlay: Option<u32>,
     },
+    /// `type gre|ip6gre local L [remote R] [key K] ttl T [dev UNDERLAY]`; ip6gre when the
+    /// addresses are IPv6. Without `remote` the device is multipoint (mGRE): ip_gre then runs
+    /// it as an NBMA device whose neighbour table (filled by an NHRP daemon such as FRR's
+    /// nhrpd) gives each inner next hop's outer address (net/ipv4/ip_gre.c `ipgre_header`).
+    /// GRE is not keyed to any SA: the kernel encapsulates, then the packet meets the SPD as
+    /// any locally generated IP protocol 47 packet would.
+    Gre {
+        /// IFLA_GRE_LOCAL.
+        local: IpAddr,
+        /// IFLA_GRE_REMOTE; `None` for a multipoint device.
+        remote: Option<IpAddr>,
+        /// IFLA_GRE_IKEY and IFLA_GRE_OKEY with GRE_KEY in IFLA_GRE_IFLAGS/OFLAGS (RFC 2890
+        /// §2.1); `None` sends and accepts unkeyed GRE only.
+        key: Option<u32>,
+        /// IFLA_GRE_TTL of the outer header (IOS `tunnel ttl`, default 255); 0 would inherit
+        /// the inner packet's TTL.
+        ttl: u8,
+        /// IFLA_GRE_LINK, the underlay ifindex. FRR nhrpd sets this of an mGRE device to its
+        /// `tunnel source` interface itself; a caller that also sets it must use the same value.
+        underlay: Option<u32>,
+    },
     /// `type vrf table T`: not a tunnel, but vtid creates the VRFs its tunnels name, and they
     /// need the same mark from the first instant.
     Vrf {
@@ -103,7 +127,8 @@ pub enum DeviceKind {
 /// A tunnel device as one creation request.
 ///
 /// Equivalent to: `ip link add NAME [mtu M] group 7654 [master VRF] [up] type xfrm if_id ID
-/// [dev UNDERLAY]` (or `type vti|vti6 local L remote R ikey I okey O [dev UNDERLAY]`), then, when
+/// [dev UNDERLAY]` (or `type vti|vti6 local L remote R ikey I okey O [dev UNDERLAY]`, or `type
+/// gre|ip6gre local L [remote R] [key K] ttl T [dev UNDERLAY]`), then, when
 /// an alias or another group is asked for, `ip link set dev NAME alias TEXT group G` (the
 /// kernel ignores `alias` on `ip link add`; see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +179,30 @@ impl TunnelDeviceSpec {
         )
     }
 
+    /// A gre (IPv4 addresses) or ip6gre (IPv6) device, down, in the owned group, TTL 255 (the
+    /// IOS default); `remote = None` makes it multipoint. Equals `ip link add NAME type gre
+    /// local L [remote R] [key K] ttl 255` (`type ip6gre` for IPv6).
+    pub fn gre(name: &str, local: IpAddr, remote: Option<IpAddr>, key: Option<u32>) -> Self {
+        Self::new(
+            name,
+            DeviceKind::Gre {
+                local,
+                remote,
+                key,
+                ttl: 255,
+                underlay: None,
+            },
+        )
+    }
+
+    /// `ttl T` of a GRE device; other kinds have none.
+    pub fn ttl(mut self, t: u8) -> Self {
+        if let DeviceKind::Gre { ttl, .. } = &mut self.kind {
+            *ttl = t;
+        }
+        self
+    }
+
     /// A VRF device on `table`, down, in the owned group.
     pub fn vrf(name: &str, table: u32) -> Self {
         Self::new(name, DeviceKind::Vrf { table })
@@ -175,9 +224,9 @@ impl TunnelDeviceSpec {
     /// `dev UNDERLAY` (IFLA_XFRM_LINK / IFLA_VTI_LINK); a VRF has none.
     pub fn underlay(mut self, index: u32) -> Self {
         match &mut self.kind {
-            DeviceKind::Xfrm { underlay, .. } | DeviceKind::Vti { underlay, .. } => {
-                *underlay = Some(index)
-            }
+            DeviceKind::Xfrm { underlay, .. }
+            | DeviceKind::Vti { underlay, .. }
+            | DeviceKind::Gre { underlay, .. } => *underlay = Some(index),
             DeviceKind::Vrf { .. } => {}
         }
         self
@@ -234,6 +283,13 @@ impl TunnelDeviceSpec {
             }
             DeviceKind::Vti { local, remote, .. } if local.is_ipv4() != remote.is_ipv4() => {
                 return bad("vti local/remote families differ".into());
+            }
+            DeviceKind::Gre {
+                local,
+                remote: Some(remote),
+                ..
+            } if local.is_ipv4() != remote.is_ipv4() => {
+                return bad("gre local/remote families differ".into());
             }
             _ => {}
         }
@@ -308,6 +364,46 @@ impl TunnelDeviceSpec {
                 okey,
                 underlay,
             } => vti!(LinkVti6, l, r, ikey, okey, underlay),
+            DeviceKind::Gre {
+                local,
+                remote,
+                key,
+                ttl,
+                underlay,
+            } => {
+                // gre and ip6gre take the same attributes through builders of different
+                // types; the key needs GRE_KEY in both flag words, or ip_gre ignores it.
+                macro_rules! gre {
+                    ($builder:expr, $l:expr, $r:expr) => {{
+                        let mut b = $builder.local($l).ttl(*ttl);
+                        if let Some(r) = $r {
+                            b = b.remote(r);
+                        }
+                        if let Some(k) = key {
+                            b = b
+                                .iflags(GreIOFlags::Key)
+                                .oflags(GreIOFlags::Key)
+                                .ikey(*k)
+                                .okey(*k);
+                        }
+                        if let Some(u) = underlay {
+                            b = b.dev(*u);
+                        }
+                        common!(b)
+                    }};
+                }
+                match (local, remote) {
+                    (IpAddr::V4(l), None) => gre!(LinkGre::new(&self.name), *l, None),
+                    (IpAddr::V4(l), Some(IpAddr::V4(r))) => {
+                        gre!(LinkGre::new(&self.name), *l, Some(*r))
+                    }
+                    (IpAddr::V6(l), None) => gre!(LinkGre6::new(&self.name), *l, None),
+                    (IpAddr::V6(l), Some(IpAddr::V6(r))) => {
+                        gre!(LinkGre6::new(&self.name), *l, Some(*r))
+                    }
+                    _ => unreachable!("check() refuses mixed families"),
+                }
+            }
             DeviceKind::Vrf { table } => common!(LinkVrf::new(&self.name, *table)),
             DeviceKind::Vti { .. } => unreachable!("check() refuses mixed families"),
         })
@@ -535,6 +631,124 @@ mod tests {
         let (kind, d) = info(&a);
         assert_eq!(kind, "vti6");
         assert_eq!(attr(&d, 4).map(<[u8]>::len), Some(16));
+    }
+
+    #[test]
+    fn gre_and_ip6gre_kind_attributes() {
+        // include/uapi/linux/if_tunnel.h: IFLA_GRE_LINK 1, IFLAGS 2, OFLAGS 3, IKEY 4, OKEY 5,
+        // LOCAL 6, REMOTE 7, TTL 8. Flags and keys are big-endian; GRE_KEY is 0x2000.
+        let p2p = TunnelDeviceSpec::gre(
+            "gre1",
+            "192.0.2.1".parse().unwrap(),
+            Some("192.0.2.2".parse().unwrap()),
+            Some(0x0001_86a0),
+        )
+        .ttl(64)
+        .underlay(4)
+        .mtu(1400)
+        .up();
+        let (_, _, a) = wire(&p2p.newlink_message().unwrap());
+        let (kind, d) = info(&a);
+        assert_eq!(kind, "gre");
+        assert_eq!(u32_of(attr(&d, 1)), Some(4));
+        assert_eq!(attr(&d, 2), Some(&0x2000u16.to_be_bytes()[..]));
+        assert_eq!(attr(&d, 3), Some(&0x2000u16.to_be_bytes()[..]));
+        assert_eq!(attr(&d, 4), Some(&100_000u32.to_be_bytes()[..]));
+        assert_eq!(attr(&d, 5), Some(&100_000u32.to_be_bytes()[..]));
+        assert_eq!(attr(&d, 6), Some(&[192, 0, 2, 1][..]));
+        assert_eq!(attr(&d, 7), Some(&[192, 0, 2, 2][..]));
+        assert_eq!(attr(&d, 8), Some(&[64][..]));
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(OWNED_LINK_GROUP));
+        assert_eq!(u32_of(attr(&a, IFLA_MTU)), Some(1400));
+
+        // Multipoint, unkeyed: no remote (ip_gre runs it NBMA), no key or key flags, the IOS
+        // default TTL.
+        let mgre = TunnelDeviceSpec::gre("mgre0", "192.0.2.1".parse().unwrap(), None, None);
+        let (_, _, a) = wire(&mgre.newlink_message().unwrap());
+        let (kind, d) = info(&a);
+        assert_eq!(kind, "gre");
+        for absent in [1, 2, 3, 4, 5, 7] {
+            assert_eq!(attr(&d, absent), None, "attribute {absent}");
+        }
+        assert_eq!(attr(&d, 8), Some(&[255][..]));
+
+        let v6 = TunnelDeviceSpec::gre(
+            "gre6x",
+            "2001:db8::1".parse().unwrap(),
+            Some("2001:db8::2".parse().unwrap()),
+            Some(7),
+        );
+        let (_, _, a) = wire(&v6.newlink_message().unwrap());
+        let (kind, d) = info(&a);
+        assert_eq!(kind, "ip6gre");
+        assert_eq!(attr(&d, 6).map(<[u8]>::len), Some(16));
+        assert_eq!(attr(&d, 7).map(<[u8]>::len), Some(16));
+        assert_eq!(attr(&d, 4), Some(&7u32.to_be_bytes()[..]));
+
+        let mixed = TunnelDeviceSpec::gre(
+            "gre2",
+            "192.0.2.1".parse().unwrap(),
+            Some("2001:db8::2".parse().unwrap()),
+            None,
+        );
+        assert!(matches!(
+            mixed.newlink_message(),
+            Err(Error::InvalidSpec(_))
+        ));
+    }
+
+    /// What the sweep and `show` read back from a GRE device: the kernel reports an unset
+    /// remote as 0.0.0.0 (a multipoint device) and the key only with GRE_KEY in the flags.
+    #[test]
+    fn gre_devices_read_back() {
+        use rtnetlink::packet_core::Parseable;
+        let reparse = |s: &TunnelDeviceSpec| {
+            let m = s.newlink_message().unwrap();
+            let mut buf = vec![0u8; m.buffer_len()];
+            m.emit(&mut buf);
+            crate::link::link_info(&LinkMessage::parse(&buf[..]).unwrap())
+        };
+        let li = reparse(
+            &TunnelDeviceSpec::gre(
+                "gre1",
+                "192.0.2.1".parse().unwrap(),
+                Some("192.0.2.2".parse().unwrap()),
+                Some(42),
+            )
+            .ttl(9)
+            .underlay(3),
+        );
+        assert_eq!(li.kind.as_deref(), Some("gre"));
+        assert_eq!(li.group, Some(OWNED_LINK_GROUP));
+        assert_eq!(
+            li.gre,
+            Some(crate::GreInfo {
+                local: Some("192.0.2.1".parse().unwrap()),
+                remote: Some("192.0.2.2".parse().unwrap()),
+                key: Some(42),
+                ttl: 9,
+                underlay: 3,
+            })
+        );
+        let mut m = TunnelDeviceSpec::gre("mgre0", "192.0.2.1".parse().unwrap(), None, None)
+            .newlink_message()
+            .unwrap();
+        // As the kernel dumps it: REMOTE present and all zero, OKEY 0 without the flag.
+        use rtnetlink::packet_route::link::{InfoData, InfoGre, LinkAttribute, LinkInfo};
+        for a in &mut m.attributes {
+            if let LinkAttribute::LinkInfo(infos) = a {
+                for i in infos {
+                    if let LinkInfo::Data(InfoData::GreTun(v)) = i {
+                        v.push(InfoGre::Remote(std::net::Ipv4Addr::UNSPECIFIED));
+                        v.push(InfoGre::OKey(0));
+                    }
+                }
+            }
+        }
+        let li = crate::link::link_info(&m);
+        let g = li.gre.expect("gre info");
+        assert_eq!((g.remote, g.key, g.ttl), (None, None, 255));
+        assert_eq!(g.local, Some("192.0.2.1".parse().unwrap()));
     }
 
     #[test]

@@ -81,7 +81,9 @@ pub use device::{DeviceKind, TunnelDeviceSpec, is_owned_link};
 pub use error::{Error, Result};
 pub use ethtool::ESP_HW_OFFLOAD;
 pub use handle::{Batch, Handle, PolicyHandle, SaHandle};
-pub use link::{LinkHandle, LinkInfo, RouteSpec, VtiSpec, XfrmiSpec, get_sysctl, set_sysctl};
+pub use link::{
+    GreInfo, LinkHandle, LinkInfo, RouteSpec, VtiSpec, XfrmiSpec, get_sysctl, set_sysctl,
+};
 pub use monitor::{Acquire, Event, Expire, Mapping, Migrate, Monitor, PolicyExpire};
 pub use netmon::{NetEvent, NetMonitor};
 pub use netns::Netns;

@@ -11,7 +11,8 @@ use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_core::{NlaBuffer, NlasIterator};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoVrf, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    GreIOFlags, InfoData, InfoGre, InfoGre6, InfoVrf, LinkAttribute, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVrf, LinkVti, LinkVti6, LinkXfrm};
 
@@ -158,9 +159,61 @@ pub struct LinkInfo {
     pub master: Option<u32>,
     /// The routing table of a VRF device (IFLA_VRF_TABLE).
     pub vrf_table: Option<u32>,
+    /// The tunnel attributes of a gre/ip6gre device.
+    pub gre: Option<GreInfo>,
 }
 
-fn link_info(m: &LinkMessage) -> LinkInfo {
+/// What a gre/ip6gre device's IFLA_INFO_DATA says (`ip -d link show`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GreInfo {
+    /// IFLA_GRE_LOCAL; `None` when unspecified.
+    pub local: Option<IpAddr>,
+    /// IFLA_GRE_REMOTE; `None` when unspecified (a multipoint device).
+    pub remote: Option<IpAddr>,
+    /// IFLA_GRE_OKEY when GRE_KEY is in IFLA_GRE_OFLAGS.
+    pub key: Option<u32>,
+    /// IFLA_GRE_TTL (0: inherit).
+    pub ttl: u8,
+    /// IFLA_GRE_LINK (0: none).
+    pub underlay: u32,
+}
+
+/// The kernel reports an unset GRE endpoint as the unspecified address.
+fn specified(a: IpAddr) -> Option<IpAddr> {
+    (!a.is_unspecified()).then_some(a)
+}
+
+fn gre_info(v4: &[InfoGre], v6: &[InfoGre6]) -> GreInfo {
+    let mut g = GreInfo::default();
+    let mut keyed = false;
+    let mut okey = None;
+    for a in v4 {
+        match a {
+            InfoGre::Local(l) => g.local = specified((*l).into()),
+            InfoGre::Remote(r) => g.remote = specified((*r).into()),
+            InfoGre::OFlags(f) => keyed = f.contains(GreIOFlags::Key),
+            InfoGre::OKey(k) => okey = Some(*k),
+            InfoGre::Ttl(t) => g.ttl = *t,
+            InfoGre::Link(l) => g.underlay = *l,
+            _ => {}
+        }
+    }
+    for a in v6 {
+        match a {
+            InfoGre6::Local(l) => g.local = specified((*l).into()),
+            InfoGre6::Remote(r) => g.remote = specified((*r).into()),
+            InfoGre6::OFlags(f) => keyed = f.contains(GreIOFlags::Key),
+            InfoGre6::OKey(k) => okey = Some(*k),
+            InfoGre6::Ttl(t) => g.ttl = *t,
+            InfoGre6::Link(l) => g.underlay = *l,
+            _ => {}
+        }
+    }
+    g.key = okey.filter(|_| keyed);
+    g
+}
+
+pub(crate) fn link_info(m: &LinkMessage) -> LinkInfo {
     let mut li = LinkInfo {
         index: m.header.index,
         name: String::new(),
@@ -171,6 +224,7 @@ fn link_info(m: &LinkMessage) -> LinkInfo {
         alias: None,
         master: None,
         vrf_table: None,
+        gre: None,
     };
     for a in &m.attributes {
         match a {
@@ -183,6 +237,8 @@ fn link_info(m: &LinkMessage) -> LinkInfo {
                 for i in infos {
                     match i {
                         NlLinkInfo::Kind(k) => li.kind = Some(k.to_string()),
+                        NlLinkInfo::Data(InfoData::GreTun(v)) => li.gre = Some(gre_info(v, &[])),
+                        NlLinkInfo::Data(InfoData::GreTun6(v)) => li.gre = Some(gre_info(&[], v)),
                         NlLinkInfo::Data(InfoData::Vrf(v)) => {
                             for a in v {
                                 if let InfoVrf::TableId(t) = a {

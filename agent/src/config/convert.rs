@@ -96,8 +96,12 @@ const AUTH_METHODS: &[(&str, AuthMethod)] = &[
     ("rsa-sig", AuthMethod::RsaSig),
     ("ecdsa-sig", AuthMethod::EcdsaSig),
 ];
-const TUNNEL_MODES: &[(&str, TunnelMode)] =
-    &[("xfrmi", TunnelMode::Xfrmi), ("vti", TunnelMode::Vti)];
+const TUNNEL_MODES: &[(&str, TunnelMode)] = &[
+    ("xfrmi", TunnelMode::Xfrmi),
+    ("vti", TunnelMode::Vti),
+    ("gre", TunnelMode::Gre),
+    ("mgre", TunnelMode::Mgre),
+];
 
 /// Cisco's range for `set security-association lifetime seconds` starts at 120; we allow 30
 /// so that labs and rekey tests can watch several rekeys in minutes. Below that the rekey
@@ -149,6 +153,8 @@ struct Named<T> {
 #[path = "cryptomap.rs"]
 mod cryptomap;
 pub(crate) use cryptomap::warnings as crypto_map_warnings;
+#[path = "gre_convert.rs"]
+mod gre_convert;
 
 /// The document split into sections, each entry deserialized on its own.
 #[derive(Default)]
@@ -343,6 +349,7 @@ impl Cx<'_> {
             ike_profiles: BTreeMap::new(),
             tunnels: BTreeMap::new(),
             virtual_templates: BTreeMap::new(),
+            mgre_tunnels: BTreeMap::new(),
             access_lists: BTreeMap::new(),
             crypto_maps: BTreeMap::new(),
             dynamic_maps: BTreeMap::new(),
@@ -1013,6 +1020,7 @@ impl Cx<'_> {
                 esp,
                 integrity,
                 mode,
+                mode_written: r.mode.is_some(),
             }),
         }
     }
@@ -1902,9 +1910,29 @@ impl Cx<'_> {
         let mut ipsec_arcs: HashMap<String, Arc<IpsecProfile>> = HashMap::new();
         let mut ike_arcs: HashMap<String, Arc<IkeProfile>> = HashMap::new();
         let mut keyring_arcs: HashMap<String, Arc<Keyring>> = HashMap::new();
+        let mut gre_seen = gre_convert::GreSources::default();
         for n in raws {
             let path = format!("tunnel.{}", n.name);
             let r = &n.raw;
+            // Multipoint GRE has no destination and a type of its own (see gre_convert.rs).
+            if r.mode
+                .as_ref()
+                .and_then(|m| algo::lookup(TUNNEL_MODES, m.get_ref()))
+                == Some(TunnelMode::Mgre)
+            {
+                self.mgre_tunnel(&n, c, &mut gre_seen);
+                continue;
+            }
+            let Some(dest) = &r.destination else {
+                self.err(
+                    n.span.clone(),
+                    format!(
+                        "{path}: needs destination = \"ADDRESS\" (the peer's underlay address; \
+                         only mode = \"mgre\" has none)"
+                    ),
+                );
+                continue;
+            };
             let name_ok = self.ifname(&n.name, n.span.clone(), &path).is_some();
             let mode = match &r.mode {
                 Some(m) => self.choice(m, &format!("{path}.mode"), TUNNEL_MODES, "tunnel mode"),
@@ -1924,14 +1952,14 @@ impl Cx<'_> {
                     )
                     .map(TunnelSource::Interface),
             };
-            let destination = self.ip(&r.destination, &format!("{path}.destination"));
+            let destination = self.ip(dest, &format!("{path}.destination"));
             let mut family_ok = true;
             if let (Some(TunnelSource::Address(s)), Some(d)) = (&source, destination)
                 && s.is_ipv4() != d.is_ipv4()
             {
                 family_ok = false;
                 self.err(
-                    r.destination.span(),
+                    r.destination_span(),
                     format!(
                         "{path}.destination: {d} is {} but source {s} is {}; the underlay \
                          addresses must be the same family",
@@ -1969,9 +1997,13 @@ impl Cx<'_> {
                 &format!("{path}.protection"),
                 "ipsec_profile",
             );
-            if let Some(p) = protection.as_ref().and_then(|p| c.ipsec_profiles.get(p)) {
+            // GRE runs in transport mode; VTIs need tunnel mode.
+            if mode != Some(TunnelMode::Gre)
+                && let Some(p) = protection.as_ref().and_then(|p| c.ipsec_profiles.get(p))
+            {
                 self.check_tunnel_mode_sets(p, &r.protection, &path, &vtis.transport_sets);
             }
+            let gre = self.gre_options(&n, mode, protection.as_deref(), c);
             let ike_profile = match &r.ike_profile {
                 Some(v) => {
                     let p = self.reference(v, &format!("{path}.ike_profile"), "ike_profile");
@@ -2065,7 +2097,7 @@ impl Cx<'_> {
                          ambiguous (use mode = \"xfrmi\" for one of them)",
                         r.source.get_ref()
                     );
-                    self.err(r.destination.span(), msg);
+                    self.err(r.destination_span(), msg);
                 } else {
                     vti_pairs.insert(key, n.name.clone());
                 }
@@ -2105,7 +2137,7 @@ impl Cx<'_> {
             else {
                 continue;
             };
-            let Some(offload) = offload else {
+            let (Some(offload), Some(gre)) = (offload, gre) else {
                 continue;
             };
             // A family mismatch makes every later check on the destination a follow-on error.
@@ -2129,7 +2161,7 @@ impl Cx<'_> {
                                 Some(e) => Credentials::Psk(e.psk.clone()),
                                 None => {
                                     self.err(
-                                        r.destination.span(),
+                                        r.destination_span(),
                                         format!(
                                             "{path}.destination: keyring {kname} (of ike_profile \
                                              {pname}) has no peer entry for {destination}; add \
@@ -2193,6 +2225,9 @@ impl Cx<'_> {
             ) {
                 continue;
             }
+            if let Some(g) = gre {
+                gre_seen.p2p(&n, destination, g.key);
+            }
             c.tunnels.insert(
                 n.name,
                 Tunnel {
@@ -2213,9 +2248,11 @@ impl Cx<'_> {
                     if_id,
                     initiate,
                     offload,
+                    gre,
                 },
             );
         }
+        self.gre_sharing(&gre_seen);
     }
 
     /// Refuses what would make two static tunnels indistinguishable; records the tunnel
@@ -2237,7 +2274,7 @@ impl Cx<'_> {
         let mut ok = true;
         if *source == TunnelSource::Address(destination) {
             self.err(
-                r.destination.span(),
+                r.destination_span(),
                 format!(
                     "{path}.destination: {destination} is also the tunnel's source; a tunnel \
                      needs two different underlay ends"
@@ -2265,7 +2302,7 @@ impl Cx<'_> {
                     format!("{identity:?}")
                 };
                 self.err(
-                    r.destination.span(),
+                    r.destination_span(),
                     format!(
                         "{path}.destination: tunnel.{other} already runs from {} to \
                          {destination} and accepts the same peer identities ({shown}); a \

@@ -21,6 +21,7 @@ pub(crate) mod algo;
 pub(crate) mod certs;
 mod convert;
 mod error;
+mod gre;
 mod raw;
 mod secret;
 
@@ -35,6 +36,7 @@ use ipnet::IpNet;
 pub use certs::{TrustpointFiles, crl_report};
 pub(crate) use convert::check_ifname;
 pub use error::{ConfigError, ConfigErrors};
+pub use gre::{DEFAULT_GRE_TTL, GreOptions, MgreTunnel};
 pub use secret::Psk;
 
 /// Where the daemon reads its configuration unless told otherwise.
@@ -86,6 +88,8 @@ pub struct Config {
     pub tunnels: BTreeMap<String, Tunnel>,
     /// Dynamic VTI templates by name (`[virtual_template.NAME]`).
     pub virtual_templates: BTreeMap<String, VirtualTemplate>,
+    /// Multipoint GRE tunnels by interface name (`[tunnel.NAME] mode = "mgre"`).
+    pub mgre_tunnels: BTreeMap<String, MgreTunnel>,
     /// Crypto ACLs by name (`[access_list.NAME]`).
     pub access_lists: BTreeMap<String, Vec<acl::AclEntry>>,
     /// Crypto map sets by name (`[crypto_map.NAME]`).
@@ -229,6 +233,9 @@ pub struct TransformSet {
     pub integrity: Option<Integ>,
     /// SA mode. VTIs need tunnel mode.
     pub mode: SaMode,
+    /// `mode` was written: GRE protection runs in transport mode unless a set says
+    /// `mode = "tunnel"` explicitly (the default otherwise is tunnel).
+    pub mode_written: bool,
 }
 
 /// ESP encapsulation mode.
@@ -634,6 +641,12 @@ pub enum TunnelMode {
     Xfrmi,
     /// `ip_vti` / `ip6_vti` (`ip link add NAME type vti local A remote B key N`).
     Vti,
+    /// Point-to-point GRE protected by a transport-mode Child SA for its GRE packets
+    /// (`ip link add NAME type gre local A remote B [key K]`); see [`GreOptions`].
+    Gre,
+    /// Multipoint GRE; such tunnels are in [`Config::mgre_tunnels`], never in
+    /// [`Config::tunnels`].
+    Mgre,
 }
 
 /// A tunnel's local underlay end (`tunnel source`).
@@ -746,6 +759,8 @@ pub struct Tunnel {
     pub initiate: bool,
     /// ESP offload; `None` means the IPsec profile's (see [`Config::tunnel_offload`]).
     pub offload: Option<Offload>,
+    /// GRE settings, `Some` exactly when `mode` is [`TunnelMode::Gre`].
+    pub gre: Option<GreOptions>,
 }
 
 impl Tunnel {

@@ -236,8 +236,8 @@ pub struct Tunnel {
     pub mode: Option<SStr>,
     /// Local underlay address or interface name (`tunnel source`).
     pub source: SStr,
-    /// Peer underlay address (`tunnel destination`).
-    pub destination: SStr,
+    /// Peer underlay address (`tunnel destination`); none for `mgre`.
+    pub destination: Option<SStr>,
     /// Inner address with prefix length (`ip address`).
     pub address: Option<SStr>,
     /// Borrow the address of this interface (`ip unnumbered`).
@@ -266,6 +266,20 @@ pub struct Tunnel {
     pub initiate: Option<Spanned<bool>>,
     /// ESP offload for this tunnel; the IPsec profile's when absent.
     pub offload: Option<SStr>,
+    /// GRE key (`tunnel key`), `gre`/`mgre` only.
+    pub key: Option<Spanned<i64>>,
+    /// Outer TTL (`tunnel ttl`), `gre`/`mgre` only.
+    pub ttl: Option<Spanned<i64>>,
+    /// `tunnel protection ... shared`, `mgre` only.
+    pub shared: Option<Spanned<bool>>,
+}
+
+impl Tunnel {
+    /// Where `destination` is written (the entry's start when it is not: only an `mgre`
+    /// tunnel has none, and the tunnel checks that before any other use).
+    pub fn destination_span(&self) -> std::ops::Range<usize> {
+        self.destination.as_ref().map_or(0..0, |d| d.span())
+    }
 }
 
 /// `[virtual_template.NAME]`: the model for dynamic VTIs (`interface Virtual-Template N type

@@ -9,6 +9,9 @@ use ike::transform::{DhGroup, Encr, Integ, Prf};
 
 use super::*;
 
+#[path = "gre_tests.rs"]
+mod gre;
+
 /// No file access: structure only.
 fn no_files() -> LoadOptions {
     LoadOptions {
@@ -159,7 +162,8 @@ routes = ["10.0.36.0/24"]
         TransformSet {
             esp: Encr::AesGcm16 { key_bits: 256 },
             integrity: None,
-            mode: SaMode::Tunnel
+            mode: SaMode::Tunnel,
+            mode_written: false,
         }
     );
     assert_eq!(c.global, Global::default());

@@ -992,12 +992,18 @@ impl Emitter<'_> {
                 }
                 continue;
             }
-            if !matches!(i.mode, Some((TunnelMode::Ipsec, _))) {
+            let Some(kind) = super::gre::kind(i) else {
+                self.not_ipsec(i, notes);
+                continue;
+            };
+            let mgre = kind == super::gre::Kind::Mgre;
+            // A GRE tunnel without protection is plain GRE, not vtid's.
+            if kind != super::gre::Kind::Vti && i.protection.is_none() {
                 self.not_ipsec(i, notes);
                 continue;
             }
             let mut missing = Vec::new();
-            if i.destination.is_none() {
+            if i.destination.is_none() && !mgre {
                 missing.push("tunnel destination");
             }
             if i.source.is_none() {
@@ -1016,6 +1022,10 @@ impl Emitter<'_> {
                         missing.join(", no ")
                     ),
                 );
+                continue;
+            }
+            if kind != super::gre::Kind::Vti {
+                self.gre_tunnel(i, mgre, ipsec, ike, vrfs, notes);
                 continue;
             }
             let (Some(dest), Some(source), Some((profile, shared, pline))) =
@@ -1232,7 +1242,13 @@ impl Emitter<'_> {
             .interfaces
             .iter()
             .filter(|i| {
-                i.name.starts_with("Tunnel") && matches!(i.mode, Some((TunnelMode::Ipsec, _)))
+                i.name.starts_with("Tunnel")
+                    && match super::gre::kind(i) {
+                        Some(super::gre::Kind::Vti) => true,
+                        // Routes into a protected p2p GRE tunnel are imported with it.
+                        Some(super::gre::Kind::Gre) => i.protection.is_some(),
+                        _ => false,
+                    }
             })
             .map(|i| i.name.as_str())
             .collect();
@@ -2330,4 +2346,138 @@ fn order_checked(label: &str, cands: Vec<MapCandidate>, notes: &mut Notes) -> Ve
         kept.push(c);
     }
     kept
+}
+
+impl Emitter<'_> {
+    /// A protected GRE tunnel: `mode = "gre"` (with its destination and routes) or `"mgre"`
+    /// (multipoint: NHRP supplies the peers), with `tunnel key`, `tunnel ttl` and `shared`.
+    fn gre_tunnel(
+        &mut self,
+        i: &Interface,
+        mgre: bool,
+        ipsec: &BTreeSet<String>,
+        ike: &BTreeSet<String>,
+        vrfs: &BTreeSet<String>,
+        notes: &mut Notes,
+    ) {
+        let (Some(source), Some((profile, shared, pline))) = (&i.source, &i.protection) else {
+            return;
+        };
+        if !ipsec.contains(profile) {
+            notes.note(
+                i.line,
+                Why::Unsupported,
+                format!(
+                    "interface {}: its IPsec profile {profile} (line {pline}) was not imported; \
+                     neither is the tunnel",
+                    i.name
+                ),
+            );
+            return;
+        }
+        let name = self.own_name(&i.name);
+        let mut s = Section::new(format!("[tunnel.{}]", key(&name)), self.span(i.line));
+        s.kv("mode", q(if mgre { "mgre" } else { "gre" }));
+        let src = if source.parse::<IpAddr>().is_ok() {
+            source.clone()
+        } else {
+            self.ifname(source, i.line)
+        };
+        s.kv("source", q(&src));
+        if let (false, Some(d)) = (mgre, i.destination) {
+            s.kv("destination", q(&d.to_string()));
+        }
+        if let Some(a) = i.address {
+            s.kv("address", q(&a.to_string()));
+        } else if let Some(u) = &i.unnumbered {
+            s.kv("unnumbered", q(&self.ifname(u, i.line)));
+        }
+        s.kv("protection", q(profile));
+        if let Some(k) = i.key {
+            s.kv("key", k.to_string());
+        }
+        if let Some(t) = i.ttl {
+            s.kv("ttl", t.to_string());
+        }
+        match (*shared, mgre) {
+            (true, true) => {
+                s.kv("shared", "true".into());
+            }
+            (true, false) => notes.note(
+                *pline,
+                Why::Dropped,
+                "shared: only mGRE tunnels share SAs; a point-to-point GRE tunnel's SAs are \
+                 its own",
+            ),
+            _ => {}
+        }
+        let profile_ike = self
+            .ios
+            .ipsec_profiles
+            .get(profile)
+            .and_then(|p| p.ike_profile.as_ref())
+            .map(|(n, _)| n.clone());
+        if profile_ike.as_ref().is_none_or(|n| !ike.contains(n)) {
+            notes.note(
+                i.line,
+                Why::Decided,
+                format!(
+                    "interface {}: no IKE profile through its IPsec profile; vtid takes each \
+                     peer's key from the keyrings",
+                    i.name
+                ),
+            );
+        }
+        let transport = self.ios.ipsec_profiles.get(profile).is_some_and(|p| {
+            p.transform_sets
+                .iter()
+                .all(|(t, _)| self.ios.transform_sets.get(t).is_some_and(|t| t.transport))
+        });
+        if !transport {
+            notes.note(
+                i.line,
+                Why::Decided,
+                format!(
+                    "interface {}: GRE over IPsec runs in transport mode in vtid unless the \
+                     transform sets say mode = \"tunnel\"; IOS uses tunnel mode when the set \
+                     has no `mode transport`",
+                    i.name
+                ),
+            );
+        }
+        if let Some(m) = i.mtu {
+            s.kv("mtu", m.to_string());
+        }
+        if let Some(v) = i.vrf.as_ref().filter(|v| vrfs.contains(*v)) {
+            s.kv("vrf", q(v));
+        }
+        if let Some(v) = i.fvrf.as_ref().filter(|v| vrfs.contains(*v)) {
+            s.kv("fvrf", q(v));
+        }
+        if !mgre {
+            let mine: Vec<_> = self
+                .ios
+                .routes
+                .iter()
+                .filter(|r| r.interface.as_deref() == Some(&i.name))
+                .collect();
+            let routes: Vec<String> = mine
+                .iter()
+                .map(|r| match r.distance {
+                    Some(d) if d > 1 => {
+                        format!("{{ prefix = {}, metric = {d} }}", q(&r.prefix.to_string()))
+                    }
+                    _ => q(&r.prefix.to_string()),
+                })
+                .collect();
+            s.from.extend(mine.iter().map(|r| r.line));
+            if !routes.is_empty() {
+                s.kv("routes", format!("[{}]", routes.join(", ")));
+            }
+        }
+        if i.shutdown {
+            s.kv("initiate", "false".into());
+        }
+        self.sections.push(s);
+    }
 }

@@ -9,6 +9,7 @@
 //! files under `--key-dir` (0600), which the TOML names.
 
 mod emit;
+mod gre;
 mod model;
 mod parse;
 mod type7;

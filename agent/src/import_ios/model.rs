@@ -171,6 +171,10 @@ pub struct Interface {
     pub protection: Option<(String, bool, usize)>,
     /// `tunnel vrf V`.
     pub fvrf: Option<String>,
+    /// `tunnel key K`.
+    pub key: Option<u32>,
+    /// `tunnel ttl T`.
+    pub ttl: Option<u8>,
     /// `shutdown`.
     pub shutdown: bool,
     /// `crypto map NAME`, with its line.
@@ -1275,6 +1279,22 @@ fn interface(ios: &mut Ios, b: &Block, notes: &mut Notes) {
                 i.protection = Some((l.word(4).to_owned(), shared, l.line));
             }
             ("tunnel", "vrf", _) => i.fvrf = Some(l.word(2).to_owned()),
+            ("tunnel", "key", k) => match k.parse() {
+                Ok(k) => i.key = Some(k),
+                Err(_) => notes.note(
+                    l.line,
+                    Why::Unknown,
+                    format!("`{}`: the key must be a number 0 to 4294967295", l.text),
+                ),
+            },
+            ("tunnel", "ttl", t) => match t.parse() {
+                Ok(t) if t > 0 => i.ttl = Some(t),
+                _ => notes.note(
+                    l.line,
+                    Why::Unknown,
+                    format!("`{}`: the TTL must be 1 to 255", l.text),
+                ),
+            },
             ("shutdown", _, _) => i.shutdown = true,
             ("crypto", "map", _) => i.crypto_map = Some((l.word(2).to_owned(), l.line)),
             ("ipv6", "crypto", "map") => i.crypto_map_v6 = Some((l.word(3).to_owned(), l.line)),

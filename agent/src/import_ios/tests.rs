@@ -785,3 +785,91 @@ interface GigabitEthernet0/0
     );
     assert!(!b.contains("\"any\""), "{b}");
 }
+
+/// Seed 003's spoke with AES instead of DES: both mGRE tunnels import as `mode = "mgre"`
+/// with their keys and `shared`, and pass the sharing rule (same source, same profile, both
+/// shared, different keys); a p2p GRE tunnel (no `tunnel mode` line: IOS's default) imports
+/// as `mode = "gre"` with its routes, and `shared` on it is remarked as dropped.
+#[test]
+fn dmvpn_spoke_and_p2p_gre_import_as_gre_tunnels() {
+    let src = "\
+crypto isakmp policy 1
+ encr aes 256
+ hash sha256
+ authentication pre-share
+ group 14
+crypto isakmp key cisco47 address 0.0.0.0 0.0.0.0
+crypto ipsec transform-set trans2 esp-aes 256 esp-sha256-hmac
+ mode transport
+crypto ipsec profile vpnprof
+ set transform-set trans2
+interface Tunnel0
+ ip address 10.0.0.11 255.255.255.0
+ ip mtu 1400
+ ip nhrp network-id 100000
+ tunnel source Ethernet0
+ tunnel mode gre multipoint
+ tunnel key 100000
+ tunnel protection ipsec profile vpnprof shared
+interface Tunnel1
+ ip address 10.0.1.11 255.255.255.0
+ tunnel source Ethernet0
+ tunnel mode gre multipoint
+ tunnel key 100001
+ tunnel protection ipsec profile vpnprof shared
+interface Tunnel5
+ ip address 10.9.0.1 255.255.255.252
+ tunnel source 192.0.2.1
+ tunnel destination 192.0.2.2
+ tunnel ttl 64
+ tunnel protection ipsec profile vpnprof shared
+ip route 10.20.0.0 255.255.0.0 Tunnel5
+";
+    let i = run(src);
+    let b = body(&i.toml);
+    assert!(
+        b.contains(
+            "[tunnel.Tunnel0]\nmode = \"mgre\"\nsource = \"Ethernet0\"\naddress = \
+             \"10.0.0.11/24\"\nprotection = \"vpnprof\"\nkey = 100000\nshared = true\nmtu = 1400"
+        ),
+        "{b}"
+    );
+    assert!(
+        b.contains("[tunnel.Tunnel1]\nmode = \"mgre\"") && b.contains("key = 100001"),
+        "{b}"
+    );
+    assert!(
+        b.contains(
+            "[tunnel.Tunnel5]\nmode = \"gre\"\nsource = \"192.0.2.1\"\ndestination = \
+             \"192.0.2.2\"\naddress = \"10.9.0.1/30\"\nprotection = \"vpnprof\"\nttl = 64\n\
+             routes = [\"10.20.0.0/16\"]"
+        ),
+        "{b}"
+    );
+    assert!(
+        !i.notes
+            .iter()
+            .any(|n| n.text.contains("GRE") && n.text.contains("not supported")),
+        "{:?}",
+        i.notes
+    );
+    assert!(has_note(
+        &i,
+        30,
+        Why::Dropped,
+        "only mGRE tunnels share SAs"
+    ));
+    // What it gives passes loading: the sharing rule included.
+    let cfg = crate::config::Config::from_toml(
+        std::path::Path::new("i.toml"),
+        &i.toml,
+        &crate::config::LoadOptions {
+            read_files: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", i.toml));
+    assert_eq!(cfg.mgre_tunnels.len(), 2);
+    assert!(cfg.mgre_tunnels.values().all(|t| t.shared));
+    assert_eq!(cfg.tunnels["Tunnel5"].gre.unwrap().ttl, 64);
+}

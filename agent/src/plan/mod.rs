@@ -10,6 +10,7 @@
 
 pub mod cryptomaps;
 mod diff;
+pub mod gre;
 mod templates;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,11 @@ pub enum DeviceKind {
     Xfrmi,
     /// `ip_vti`/`ip6_vti`, keyed by mark (`ip link add NAME type vti local A remote B key N`).
     Vti,
+    /// Point-to-point GRE (`ip link add NAME type gre local A remote B [key K] ttl T`), keyed
+    /// by nothing: its SAs protect its GRE packets by address (see [`gre`]).
+    Gre(gre::GreSpec),
+    /// Multipoint GRE (`ip link add NAME type gre local A [key K] ttl T`, no remote).
+    Mgre(gre::GreSpec),
 }
 
 impl DeviceKind {
@@ -58,6 +64,8 @@ impl DeviceKind {
         match self {
             Self::Xfrmi => "xfrmi",
             Self::Vti => "vti",
+            Self::Gre(_) => "gre",
+            Self::Mgre(_) => "mgre",
         }
     }
 }
@@ -156,6 +164,10 @@ impl LocalAddrs {
 pub struct Plan {
     /// Static tunnels by name.
     pub tunnels: BTreeMap<String, TunnelPlan>,
+    /// Multipoint GRE tunnels by name (see [`gre::MgrePlan`]).
+    pub mgre: BTreeMap<String, gre::MgrePlan>,
+    /// Multipoint GRE tunnels left out, with what they wait for (as [`Plan::waiting`]).
+    pub mgre_waiting: BTreeMap<String, String>,
     /// Static tunnels left out because an interface they take an address from has none
     /// (`source` or `unnumbered`), with what they wait for. Not in `tunnels`.
     pub waiting: BTreeMap<String, String>,
@@ -388,17 +400,28 @@ pub fn build(
         };
         let carries_v6 =
             inner.addr().is_ipv6() || t.routes.iter().any(|r| r.prefix.addr().is_ipv6());
+        let mode = match (t.mode, &t.gre) {
+            (TunnelMode::Vti, _) => DeviceKind::Vti,
+            // Loading sets `gre` exactly for mode = "gre"; mgre tunnels are planned apart.
+            (_, Some(g)) => DeviceKind::Gre(gre::GreSpec::of(g)),
+            _ => DeviceKind::Xfrmi,
+        };
         let mtu = t
             .mtu
-            .unwrap_or_else(|| derived_mtu(&esp, local, links))
+            .unwrap_or_else(|| match mode {
+                DeviceKind::Gre(g) => gre::gre_mtu(
+                    esp.first(),
+                    local,
+                    &g,
+                    links.mtu_of(local).unwrap_or(DEFAULT_UNDERLAY_MTU),
+                ),
+                _ => derived_mtu(&esp, local, links),
+            })
             .max(if carries_v6 { IPV6_MIN_MTU } else { 576 });
         let plan = TunnelPlan {
             name: name.clone(),
             conn: ike::ConnId(conn),
-            mode: match t.mode {
-                TunnelMode::Xfrmi => DeviceKind::Xfrmi,
-                TunnelMode::Vti => DeviceKind::Vti,
-            },
+            mode,
             if_id,
             reqid: REQID_BASE + conn,
             local,
@@ -417,6 +440,7 @@ pub fn build(
         tunnels.insert(name.clone(), plan);
     }
     let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
+    let (mgre, mgre_waiting) = gre::plan_mgre(cfg, links);
     let maps = cryptomaps::plan_maps(cfg, conn_ids, links, &mut peers)?;
     // The IKEv1 engine's connections: tunnels, templates and crypto map peers whose IKE
     // profile says `version = 1`, each with its profile's `aggressive`.
@@ -463,6 +487,8 @@ pub fn build(
     };
     Ok(Plan {
         tunnels,
+        mgre,
+        mgre_waiting,
         waiting,
         templates,
         maps,
@@ -494,7 +520,7 @@ fn tunnel_peer(
     let hard = profile.lifetime.kilobytes.saturating_mul(1024);
     // `announce`: our prefixes instead of 0/0, so a dynamic VTI hub routes them to us. Only
     // the negotiation changes: our SAs and policies stay 0/0 keyed by the interface.
-    let local_ts = if t.announce.is_empty() {
+    let mut local_ts = if t.announce.is_empty() {
         any.clone()
     } else {
         t.announce
@@ -502,6 +528,13 @@ fn tunnel_peer(
             .map(|n| TrafficSelector::prefix(n.addr(), n.prefix_len()))
             .collect()
     };
+    let mut remote_ts = any;
+    let mut mode = ike::Mode::Tunnel;
+    // GRE: the Child SA protects the GRE packets between the underlay ends (see gre.rs).
+    if let DeviceKind::Gre(g) = plan.mode {
+        let (l, r) = gre::traffic_selectors(plan.local, plan.remote);
+        (local_ts, remote_ts, mode) = (vec![l], vec![r], g.sa_mode);
+    }
     PeerPlan {
         config: ike::PeerConfig {
             id: plan.conn,
@@ -518,8 +551,8 @@ fn tunnel_peer(
                 pfs: profile.pfs,
                 pfs_addke: profile.pfs_addke,
                 local_ts,
-                remote_ts: any,
-                mode: ike::Mode::Tunnel,
+                remote_ts,
+                mode,
                 lifetime: lifetime(profile.lifetime.seconds),
                 lifetime_bytes: Some(ike::ByteLimits {
                     soft: hard / 10 * 9,

@@ -13,6 +13,7 @@ mod control;
 mod crypto;
 mod line;
 mod maps;
+mod mgre;
 mod reload;
 mod revocation;
 mod underlay;
@@ -84,6 +85,8 @@ pub struct Runtime {
     states: BTreeMap<String, TunnelState>,
     /// The static tunnels' interfaces as created in the kernel, by name.
     made: BTreeMap<String, Interface>,
+    /// Multipoint GRE devices made, by name (mgre.rs).
+    mgre_made: BTreeMap<String, Interface>,
     /// The static tunnels' line protocol transitions, by name.
     lines: BTreeMap<String, line::Line>,
     /// Negotiation retries of initiating static tunnels.
@@ -138,6 +141,7 @@ impl Runtime {
             offload: Default::default(),
             states: BTreeMap::new(),
             made: BTreeMap::new(),
+            mgre_made: BTreeMap::new(),
             lines: BTreeMap::new(),
             retries: Default::default(),
             feed: p.feed,
@@ -162,6 +166,7 @@ impl Runtime {
         for t in &tunnels {
             self.bring_up(t).await;
         }
+        self.apply_mgre().await;
         self.start_maps().await;
     }
 

@@ -40,6 +40,9 @@ impl Runtime {
         if !self.cfg.tunnels.values().any(|t| {
             matches!(t.source, crate::config::TunnelSource::Interface(_))
                 || matches!(t.inner, crate::config::InnerAddress::Unnumbered(_))
+        }) && !self.cfg.mgre_tunnels.values().any(|t| {
+            matches!(t.source, crate::config::TunnelSource::Interface(_))
+                || matches!(t.inner, crate::config::InnerAddress::Unnumbered(_))
         }) {
             return;
         }
@@ -70,7 +73,10 @@ impl Runtime {
             new_plan.hold(&self.plan, name);
         }
         let diff = plan::diff(&self.plan, &new_plan);
-        if diff.is_empty() && new_plan.waiting == self.plan.waiting {
+        if diff.is_empty()
+            && new_plan.waiting == self.plan.waiting
+            && new_plan.mgre == self.plan.mgre
+        {
             return;
         }
         for (name, why) in &new_plan.waiting {
@@ -228,5 +234,6 @@ impl Runtime {
                 _ => {}
             }
         }
+        self.apply_mgre().await;
     }
 }

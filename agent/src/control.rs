@@ -61,6 +61,45 @@ pub enum Request {
         /// False to turn it off again.
         on: bool,
     },
+    /// IKE SAs as VICI's `list-sas` describes them (a JSON array of
+    /// `crate::vici::IkeSaView`), all or those of one name or one unique id.
+    SaList {
+        /// Only the IKE SAs of this tunnel (VICI `ike`).
+        ike: Option<String>,
+        /// Only the IKE SA with this unique id (VICI `ike-id`).
+        ike_id: Option<u64>,
+    },
+    /// VICI's `initiate`: bring up a static tunnel by name (as `up`), else an mGRE tunnel's
+    /// IPsec profile to one peer (`remote`, from `local`).
+    Initiate {
+        /// A tunnel name or an IPsec profile name.
+        name: String,
+        /// Our address (VICI `my-host`).
+        local: Option<std::net::IpAddr>,
+        /// The peer's address (VICI `other-host`).
+        remote: Option<std::net::IpAddr>,
+    },
+    /// VICI's `terminate`: delete IKE SAs (with their Child SAs) or Child SAs.
+    Terminate {
+        /// Which.
+        what: TerminateTarget,
+    },
+    /// Counts for VICI's `stats`.
+    Stats,
+}
+
+/// What VICI's `terminate` names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TerminateTarget {
+    /// The IKE SAs of a tunnel (VICI `ike`); a static tunnel is then held down as by `down`.
+    Ike(String),
+    /// One IKE SA by unique id (VICI `ike-id`).
+    IkeId(u64),
+    /// The Child SAs of a tunnel (VICI `child`).
+    Child(String),
+    /// One Child SA by unique id (VICI `child-id`).
+    ChildId(u64),
 }
 
 /// The `show crypto` views, named as IOS names them.

@@ -75,6 +75,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .unwrap_or_else(|| cfg.global.control_socket.clone());
     let listener = control::bind(&sock_path)?;
     let (ctl_tx, ctl_rx) = mpsc::channel(16);
+    let vici_events = crate::vici::Events::new();
+    let vici_path = spawn_vici(&cfg, &ctl_tx, &vici_events)?;
     tokio::spawn(control::serve(listener, ctl_tx));
     forward(ctl_rx, &tx, Input::Control);
     if let Some(addr) = cfg.global.metrics {
@@ -97,6 +99,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         h,
         socks,
         feed,
+        vici: vici_events,
     });
     rt.start().await;
     info!(socket = %sock_path.display(), tunnels = rt.tunnel_count(), "vtid running");
@@ -166,6 +169,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     rt.shutdown().await;
     let _ = std::fs::remove_file(&sock_path);
+    if let Some(p) = vici_path {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
 }
 
@@ -197,6 +203,25 @@ fn random_seed() -> Result<[u8; 32]> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
     Ok(seed)
+}
+
+/// The opt-in VICI server (`[vici]`): its requests share the control socket's channel to the
+/// runtime, its events come from `events`. Returns the socket path to remove at exit.
+fn spawn_vici(
+    cfg: &Config,
+    to_daemon: &mpsc::Sender<Incoming>,
+    events: &crate::vici::Events,
+) -> Result<Option<PathBuf>> {
+    let Some(v) = &cfg.vici else {
+        return Ok(None);
+    };
+    let group = v.group.as_deref().map(crate::vici::group_id).transpose()?;
+    let access = crate::vici::Access { group };
+    let listener = crate::vici::bind(&v.socket, &access)?;
+    let server = crate::vici::Server::new(to_daemon.clone(), events.sender(), access);
+    tokio::spawn(crate::vici::server::serve(listener, server));
+    info!(socket = %v.socket.display(), group = ?v.group, "VICI server");
+    Ok(Some(v.socket.clone()))
 }
 
 /// The opt-in Prometheus listener; scrapes come back to the daemon task as inputs.

@@ -25,5 +25,6 @@ pub mod show;
 pub mod show_crypto;
 pub mod sockets;
 pub mod udp;
+pub mod vici;
 pub mod virtual_access;
 pub mod vrf;

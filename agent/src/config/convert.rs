@@ -28,7 +28,7 @@ use super::{
     IfId, IkeProfile, IkeProposalSpec, InnerAddress, IpsecProfile, Keyring, KeyringPeer,
     LoadOptions, LocalIdentity, LocalTermination, LogLevel, Offload, PeerMatch, ProfileCredentials,
     Route, SaLifetime, SaMode, TemplateRoutes, TransformSet, Trustpoint, Tunnel, TunnelMode,
-    TunnelSource, VirtualTemplate, Vrf, VrfRef,
+    TunnelSource, Vici, VirtualTemplate, Vrf, VrfRef,
 };
 
 /// Default IKE SA lifetime: 24 hours, the Cisco IKEv2 profile default.
@@ -38,6 +38,7 @@ pub(crate) const DEFAULT_IKE_LIFETIME: u32 = 86_400;
 /// their referrers).
 const SECTIONS: &[&str] = &[
     "global",
+    "vici",
     "vrf",
     "ike_proposal",
     "transform_set",
@@ -160,6 +161,7 @@ mod gre_convert;
 #[derive(Default)]
 struct RawDoc {
     global: Option<raw::Global>,
+    vici: Option<raw::Vici>,
     vrf: Vec<Named<raw::Vrf>>,
     ike_proposal: Vec<Named<raw::IkeProposal>>,
     transform_set: Vec<Named<raw::TransformSet>>,
@@ -239,6 +241,10 @@ fn split(sink: &mut Sink<'_>, doc: Spanned<DeTable<'_>>, rd: &mut RawDoc) {
         };
         if section == "global" {
             rd.global = deserialize(sink, value, key_span, "global");
+            continue;
+        }
+        if section == "vici" {
+            rd.vici = deserialize(sink, value, key_span, "vici");
             continue;
         }
         let value_span = value.span();
@@ -338,8 +344,10 @@ impl Cx<'_> {
     fn config(&mut self, rd: RawDoc) -> Config {
         let global = self.global(rd.global);
         self.allow_legacy = global.allow_legacy;
+        let vici = rd.vici.as_ref().and_then(|v| self.vici(v));
         let mut c = Config {
             global,
+            vici,
             vrfs: BTreeMap::new(),
             ike_proposals: BTreeMap::new(),
             transform_sets: BTreeMap::new(),
@@ -757,6 +765,18 @@ impl Cx<'_> {
     }
 
     // ---- sections -----------------------------------------------------------------------
+
+    fn vici(&mut self, raw: &raw::Vici) -> Option<Vici> {
+        let socket = self.path_buf(&raw.socket, "vici.socket")?;
+        let group = raw.group.as_ref().map(|g| g.get_ref().clone());
+        if let Some(g) = &raw.group
+            && g.get_ref().is_empty()
+        {
+            self.err(g.span(), "vici.group: empty group name");
+            return None;
+        }
+        Some(Vici { socket, group })
+    }
 
     fn global(&mut self, raw: Option<raw::Global>) -> Global {
         let mut g = Global::default();

@@ -70,6 +70,8 @@ impl Default for LoadOptions {
 pub struct Config {
     /// Process-wide settings (`[global]`).
     pub global: Global,
+    /// The VICI server (`[vici]`); `None` (the default) means none.
+    pub vici: Option<Vici>,
     /// VRFs by name (`[vrf.NAME]`).
     pub vrfs: BTreeMap<String, Vrf>,
     /// IKE proposals by name (`[ike_proposal.NAME]`).
@@ -102,6 +104,15 @@ pub struct Config {
     /// Key, certificate and private key files were read ([`LoadOptions::read_files`]). When
     /// false, [`Credentials`] hold `None` and only the structure was checked.
     pub files_read: bool,
+}
+
+/// `[vici]`: the VICI server's socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vici {
+    /// Socket path (FRR nhrpd connects to `/var/run/charon.vici`).
+    pub socket: PathBuf,
+    /// A group allowed to connect besides root (mode 0660); `None`: root only, 0600.
+    pub group: Option<String>,
 }
 
 /// `[global]`.

@@ -49,6 +49,17 @@ pub struct Global {
     pub cookie_secret_lifetime: Option<Spanned<i64>>,
 }
 
+/// `[vici]`: the opt-in VICI server (strongSwan's control protocol, for FRR nhrpd and
+/// swanctl).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vici {
+    /// Socket path; FRR nhrpd looks for `/var/run/charon.vici`.
+    pub socket: SStr,
+    /// A group whose members may connect too (the socket is then 0660): `frr` for nhrpd.
+    pub group: Option<SStr>,
+}
+
 /// `[vrf.NAME]`: a Linux VRF device and its routing table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2008,3 +2008,29 @@ remote_auth = ["rsa-sig"]
         "{e:#?}"
     );
 }
+
+/// `[vici]`: off by default; a socket path and an optional group; a relative path or an
+/// unknown key is an error at its position.
+#[test]
+fn vici_section() {
+    assert_eq!(parse(BASE).unwrap().vici, None);
+    let c = parse(&format!(
+        "{BASE}\n[vici]\nsocket = \"/var/run/charon.vici\"\ngroup = \"frr\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.vici,
+        Some(Vici {
+            socket: PathBuf::from("/var/run/charon.vici"),
+            group: Some("frr".into()),
+        })
+    );
+    let (_, _, msg) = one_error(&format!("{BASE}\n[vici]\nsocket = \"charon.vici\"\n"));
+    assert_eq!(msg, "vici.socket: \"charon.vici\" must be an absolute path");
+    let (_, _, msg) = one_error(&format!(
+        "{BASE}\n[vici]\nsocket = \"/run/charon.vici\"\ngroups = \"frr\"\n"
+    ));
+    assert!(msg.starts_with("vici: unknown key \"groups\""), "{msg}");
+    let (_, _, msg) = one_error(&format!("{BASE}\n[vici]\ngroup = \"frr\"\n"));
+    assert!(msg.contains("missing key \"socket\""), "{msg}");
+}

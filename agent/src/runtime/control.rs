@@ -13,6 +13,22 @@ impl Runtime {
             Request::ShowCrypto { view } => self.show_crypto(&view).await,
             Request::ClearCrypto { what } => self.clear_crypto(what),
             Request::Rekey { what } => self.rekey(what),
+            Request::SaList { ike, ike_id } => self.vici_sa_list(ike.as_deref(), ike_id).await,
+            Request::Initiate {
+                name,
+                local,
+                remote,
+            } if !self.plan.tunnels.contains_key(&name) => {
+                self.initiate_profile(&name, local, remote)
+            }
+            Request::Initiate { name, .. } if self.tunnel_is_up(&name) => {
+                Response::Ok(json!({ "tunnel": name, "action": "already-up" }))
+            }
+            Request::Initiate { name, .. } => {
+                Box::pin(self.control(Request::Up(Target { tunnel: name }))).await
+            }
+            Request::Terminate { what } => self.vici_terminate(what),
+            Request::Stats => self.vici_stats(),
             // A dynamic VTI clone, by name or peer address: its peer's sessions are deleted
             // (the peer is told), and the clone goes with them like on any disconnect. The
             // peer may connect again; nothing is held down.

@@ -17,6 +17,7 @@ mod mgre;
 mod reload;
 mod revocation;
 mod underlay;
+mod vici;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -99,6 +100,8 @@ pub struct Runtime {
     shed_seen: u64,
     /// Crypto maps' run-time state.
     maps: maps::Maps,
+    /// SA changes for the VICI server.
+    vici: crate::vici::Events,
 }
 
 /// What [`Runtime::new`] is built from.
@@ -121,6 +124,8 @@ pub struct Parts {
     pub socks: Sockets,
     /// Datagram queues for sockets opened later.
     pub feed: Feed,
+    /// Where SA changes are published for the VICI server.
+    pub vici: crate::vici::Events,
 }
 
 impl Runtime {
@@ -148,6 +153,7 @@ impl Runtime {
             rejects: RejectLog::new(REJECT_LOG_INTERVAL),
             shed_seen: 0,
             maps: maps::Maps::default(),
+            vici: p.vici,
         }
     }
 
@@ -347,6 +353,7 @@ impl Runtime {
                     .handle_install_result(Instant::now(), inst.child, res);
             }
             Output::RemoveChildSa(rm) => {
+                self.vici_child(rm.child, crate::vici::SaEventKind::ChildDestroying);
                 let info = self.sessions.removed(rm.child);
                 if self.remove_map_child(rm.child).await {
                     return;
@@ -424,6 +431,7 @@ impl Runtime {
                     self.map_peer_failed(*conn, Instant::now()).await;
                 }
                 self.follow_ike(&ev, Instant::now());
+                self.vici_event(&ev);
                 self.event(ev)
             }
         }
@@ -479,6 +487,7 @@ impl Runtime {
         if clone.is_none() {
             self.child_up(&t.name, inst.remote.ip()).await;
         }
+        self.vici_child(inst.child, crate::vici::SaEventKind::ChildInstalled);
         Ok(())
     }
 

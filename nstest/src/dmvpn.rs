@@ -59,8 +59,11 @@ pub enum Role {
 pub struct MgreIface {
     /// Device name (`gre1`).
     pub device: String,
-    /// The underlay interface it is bound to (`tunnel source`).
-    pub source_iface: String,
+    /// The underlay interface it is bound to (`tunnel source`). `None` for a device with a
+    /// fixed local address (vtid's): nhrpd then takes that address as its NBMA address and
+    /// leaves the device as it is (FRR 8.4 `nhrp_interface_update_nbma`); with `tunnel
+    /// source` it rebinds the device to that interface and clears its local address.
+    pub source_iface: Option<String>,
     /// GRE key (`tunnel key`).
     pub key: u32,
     /// The node's tunnel address, a /32 as nhrpd wants.
@@ -104,7 +107,10 @@ pub fn render(ifaces: &[MgreIface], log: &Path) -> String {
         if let Some(p) = &i.protection {
             let _ = writeln!(c, " tunnel protection vici profile {p}");
         }
-        let _ = writeln!(c, " tunnel source {}\nexit", i.source_iface);
+        if let Some(src) = &i.source_iface {
+            let _ = writeln!(c, " tunnel source {src}");
+        }
+        let _ = writeln!(c, "exit");
     }
     c
 }
@@ -121,7 +127,9 @@ pub fn add_mgre(ns: &Netns, i: &MgreIface) -> Result<()> {
         "key",
         &i.key.to_string(),
         "dev",
-        &i.source_iface,
+        i.source_iface
+            .as_deref()
+            .context("a plain mGRE device needs its source interface")?,
     ])
     .context("mGRE device (needs ip_gre: run in the VM)")?;
     ns.ip(&["link", "set", &i.device, "up"])?;
@@ -268,7 +276,7 @@ mod tests {
     fn spoke_and_hub_render_what_nhrpd_needs() {
         let spoke = MgreIface {
             device: "gre1".into(),
-            source_iface: "e-wan".into(),
+            source_iface: Some("e-wan".into()),
             key: 100000,
             tunnel_addr: "10.0.0.11".into(),
             network_id: 100000,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use nstest::assert::{pings_pass, wait_until};
 use nstest::dmvpn::{MgreIface, Nhrp, Role, add_mgre, hub_nflog};
 use nstest::{Netns, Scenario, TopoSpec, kernel, scenario};
@@ -175,12 +175,13 @@ fn vm_dmvpn_nhrp_plain_mgre_shortcut() {
     });
 }
 
-/// vtid's configuration for one DMVPN node: the mGRE tunnel `gre1` on the WAN interface,
-/// protected in transport mode with a PSK for any peer, and the VICI socket nhrpd finds
-/// through this node's `ipsec --piddir`.
-fn vtid_config(dir: &std::path::Path, tunnel_addr: &str) -> Result<String> {
+/// vtid's configuration for one DMVPN node: its mGRE tunnels (name, tunnel address, key) on
+/// the WAN interface, protected in transport mode with a PSK for any peer (`shared` when
+/// there are several, seed 003's spoke), and the VICI socket nhrpd finds through this node's
+/// `ipsec --piddir`.
+fn vtid_config(dir: &std::path::Path, tunnels: &[(&str, &str, u32)]) -> Result<String> {
     let psk = nstest::vtid::write_secret(dir, "psk.key", "dmvpn-test-secret")?;
-    Ok(format!(
+    let mut c = format!(
         r#"[transform_set.T1]
 esp = "aes-gcm-256"
 mode = "transport"
@@ -193,41 +194,50 @@ keyring = "K"
 [ipsec_profile.vpnprof]
 transform_sets = ["T1"]
 ike_profile = "IKE"
-[tunnel.gre1]
-mode = "mgre"
-source = "{wan}"
-address = "{tunnel_addr}/32"
-protection = "vpnprof"
-key = {KEY}
 [vici]
 socket = "{sock}"
 group = "frr"
 "#,
         psk = psk.display(),
-        wan = nstest::topo::iface_to("wan"),
         sock = dir.join("charon.vici").display(),
-    ))
+    );
+    for (name, addr, key) in tunnels {
+        c.push_str(&format!(
+            "[tunnel.{name}]\nmode = \"mgre\"\nsource = \"{wan}\"\naddress = \"{addr}/32\"\n\
+             protection = \"vpnprof\"\nkey = {key}\nshared = {shared}\n",
+            wan = nstest::topo::iface_to("wan"),
+            shared = tunnels.len() > 1,
+        ));
+    }
+    Ok(c)
 }
 
-/// Starts vtid on `host` and nhrpd driving it over VICI; returns nhrpd.
-fn start_node(sc: &mut Scenario, host: &str, i: MgreIface) -> Result<Nhrp> {
+/// Starts vtid on `host` with mGRE tunnels for `ifaces` (named by their devices) and nhrpd
+/// driving it over VICI; returns nhrpd and vtid's peer index in the scenario.
+fn start_node(sc: &mut Scenario, host: &str, ifaces: &[MgreIface]) -> Result<(Nhrp, usize)> {
     let dir = sc.dir().join(host);
     std::fs::create_dir_all(&dir)?;
+    let tunnels: Vec<(&str, &str, u32)> = ifaces
+        .iter()
+        .map(|i| (i.device.as_str(), i.tunnel_addr.as_str(), i.key))
+        .collect();
     let v = nstest::vtid::Vtid::start_config(
         sc.topo.host(host),
         &dir,
-        &vtid_config(&dir, &i.tunnel_addr)?,
-        "gre1",
+        &vtid_config(&dir, &tunnels)?,
+        &ifaces[0].device,
     )?;
-    sc.add_peer(host, nstest::peer::vtid_peer(v));
+    let idx = sc.add_peer(host, nstest::peer::vtid_peer(v));
     let sock = dir.join("charon.vici");
     wait_until("vtid's VICI socket", Duration::from_secs(30), || {
         Ok(sock.exists())
     })?;
-    wait_until("vtid's gre1", Duration::from_secs(30), || {
-        Ok(sc.topo.host(host).ip(&["link", "show", "gre1"]).is_ok())
-    })?;
-    Nhrp::start(sc.topo.host(host), &[i], &dir)
+    for i in ifaces {
+        wait_until("vtid's mGRE device", Duration::from_secs(30), || {
+            Ok(sc.topo.host(host).ip(&["link", "show", &i.device]).is_ok())
+        })?;
+    }
+    Ok((Nhrp::start(sc.topo.host(host), ifaces, &dir)?, idx))
 }
 
 /// Phase 3 with vtid on every node: nhrpd asks vtid (VICI `initiate`) for transport-mode SAs
@@ -245,7 +255,7 @@ fn vm_dmvpn_phase3_spoke_to_spoke_goes_direct() {
         };
         let mut hub_if = mgre(HUB_TUN, hub_role, Some("vpnprof"));
         hub_if.source_iface = None;
-        let hub = start_node(sc, "hub", hub_if)?;
+        let (hub, _) = start_node(sc, "hub", &[hub_if])?;
         let mut spokes = Vec::new();
         for (h, _, tun, _) in SPOKES {
             let role = Role::Spoke {
@@ -253,7 +263,7 @@ fn vm_dmvpn_phase3_spoke_to_spoke_goes_direct() {
             };
             let mut i = mgre(tun, role, Some("vpnprof"));
             i.source_iface = None;
-            spokes.push(start_node(sc, h, i)?);
+            spokes.push(start_node(sc, h, &[i])?.0);
         }
         overlay_routes(sc)?;
         let nodes = [("hub", &hub), ("s1", &spokes[0]), ("s2", &spokes[1])];
@@ -298,6 +308,108 @@ fn vm_dmvpn_phase3_spoke_to_spoke_goes_direct() {
             ensure!(
                 after.rx_packets - before.rx_packets <= 2,
                 "the hub still carries spoke-to-spoke traffic: {before:?} -> {after:?}"
+            );
+            Ok(())
+        })
+    });
+}
+
+/// Seed 003's dual-hub dual-DMVPN reduced to one spoke: two hubs, each the NHS of its cloud
+/// (GRE keys 100000 and 100001), and a spoke whose two mGRE tunnels on one source share one
+/// protection. Both clouds come up; reloading the spoke without its second tunnel keeps the
+/// first cloud's SAs (the same SPIs) and traffic.
+#[test]
+#[ignore = "vm"]
+fn vm_dmvpn_dual_hub_shared_protection() {
+    // (host, NBMA, tunnel address, key) of each hub; the spoke is s1 (SPOKES[0]).
+    const HUBS: [(&str, &str, &str, u32); 2] = [
+        ("hub", "172.17.0.1", "10.0.0.1", 100000),
+        ("s2", "172.17.2.1", "10.0.1.1", 100001),
+    ];
+    const SPOKE_TUN: [&str; 2] = ["10.0.0.11", "10.0.1.11"];
+    scenario("dmvpn_dual_hub", topology(), |sc| {
+        let mut hubs = Vec::new();
+        for (n, (h, _, tun, key)) in HUBS.iter().enumerate() {
+            let mut i = mgre(
+                tun,
+                Role::Hub {
+                    nflog_group: NFLOG_GROUP,
+                },
+                Some("vpnprof"),
+            );
+            i.source_iface = None;
+            i.key = *key;
+            i.network_id = *key;
+            i.device = "gre1".into();
+            let _ = n;
+            hubs.push(start_node(sc, h, &[i])?.0);
+        }
+        let spoke_ifaces: Vec<MgreIface> = HUBS
+            .iter()
+            .zip(SPOKE_TUN)
+            .enumerate()
+            .map(|(n, ((_, nbma, _, key), tun))| {
+                let role = Role::Spoke {
+                    hub_nbma: (*nbma).into(),
+                };
+                let mut i = mgre(tun, role, Some("vpnprof"));
+                i.source_iface = None;
+                i.key = *key;
+                i.network_id = *key;
+                i.device = format!("gre{}", n + 1);
+                i
+            })
+            .collect();
+        let (spoke, vtid) = start_node(sc, "s1", &spoke_ifaces)?;
+        let nodes = [("hub1", &hubs[0]), ("hub2", &hubs[1]), ("spoke", &spoke)];
+        with_logs(&nodes, || {
+            let s1 = sc.topo.host("s1");
+            for (n, (h, nbma, tun, _)) in HUBS.iter().enumerate() {
+                wait_until(
+                    "the spoke registered in both clouds",
+                    Duration::from_secs(120),
+                    || {
+                        Ok(hubs[n]
+                            .entry(SPOKE_TUN[n])?
+                            .is_some_and(|e| e.nbma == SPOKES[0].1 && e.kind == "dynamic"))
+                    },
+                )?;
+                ensure!(
+                    !nstest::assert::spis_with(s1, nbma)?.is_empty(),
+                    "no SA with {h}"
+                );
+                pings_pass(s1, SPOKE_TUN[n], tun, 3, "spoke to its hub over the cloud")?;
+            }
+            // One Child SA pair per hub for both tunnels: two SAs with each.
+            for (_, nbma, _, _) in HUBS {
+                let n = nstest::assert::spis_with(s1, nbma)?.len();
+                ensure!(n == 2, "{n} SAs with {nbma}, want one pair");
+            }
+            let kept = nstest::assert::spis_with(s1, HUBS[0].1)?;
+            // Reload without the second cloud's tunnel.
+            {
+                let v = sc.peer_mut(vtid).as_vtid().context("vtid")?;
+                let path = v.config_path();
+                let config = std::fs::read_to_string(&path)?;
+                let cut = config.find("[tunnel.gre2]").context("gre2 in the config")?;
+                std::fs::write(&path, &config[..cut])?;
+                v.cli(&["reload"])?;
+            }
+            let s1 = sc.topo.host("s1");
+            wait_until("gre2 removed", Duration::from_secs(30), || {
+                Ok(s1.ip(&["link", "show", "gre2"]).is_err())
+            })?;
+            pings_pass(
+                s1,
+                SPOKE_TUN[0],
+                HUBS[0].2,
+                5,
+                "the first cloud after the reload",
+            )?;
+            let now = nstest::assert::spis_with(s1, HUBS[0].1)?;
+            ensure!(
+                now == kept,
+                "the first cloud's SAs changed: {kept:x?} -> {now:x?}"
             );
             Ok(())
         })

@@ -385,6 +385,21 @@ fn vm_dmvpn_dual_hub_shared_protection() {
                 let n = nstest::assert::spis_with(s1, nbma)?.len();
                 ensure!(n == 2, "{n} SAs with {nbma}, want one pair");
             }
+            // `show sa` names both tunnels on each shared Child SA.
+            let tunnels_of_sas = |ns: &Netns| -> Result<Vec<serde_json::Value>> {
+                let v = nstest::vtid::show_in(ns, "sa")?;
+                Ok(nstest::assert::rows(&v)
+                    .map(|r| r["tunnels"].clone())
+                    .collect())
+            };
+            let rows = tunnels_of_sas(s1)?;
+            ensure!(
+                rows.len() == 2
+                    && rows
+                        .iter()
+                        .all(|t| *t == serde_json::json!(["gre1", "gre2"])),
+                "show sa: {rows:?}"
+            );
             let kept = nstest::assert::spis_with(s1, HUBS[0].1)?;
             // Reload without the second cloud's tunnel.
             {

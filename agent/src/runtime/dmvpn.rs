@@ -166,6 +166,12 @@ impl Runtime {
         true
     }
 
+    /// The protection of an mGRE Child SA and its kernel SAs, for `show sa`.
+    pub(super) fn mgre_child(&self, child: ChildSaId) -> Option<(MgreProtectionPlan, [SaId; 2])> {
+        let (conn, _, ids) = self.protections.children.get(&child)?;
+        Some((self.mgre_protection(*conn)?.clone(), ids.clone()))
+    }
+
     /// VICI `initiate` for an mGRE protection named `name` (the IPsec profile, as nhrpd's
     /// `tunnel protection vici profile NAME` says): a Child SA from `local` to `remote`.
     pub(super) fn initiate_mgre(

@@ -169,7 +169,7 @@ impl Runtime {
     /// The protection of an mGRE Child SA and its kernel SAs, for `show sa`.
     pub(super) fn mgre_child(&self, child: ChildSaId) -> Option<(MgreProtectionPlan, [SaId; 2])> {
         let (conn, _, ids) = self.protections.children.get(&child)?;
-        Some((self.mgre_protection(*conn)?.clone(), ids.clone()))
+        Some((self.mgre_protection(*conn)?.clone(), *ids))
     }
 
     /// VICI `initiate` for an mGRE protection named `name` (the IPsec profile, as nhrpd's

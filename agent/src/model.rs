@@ -165,6 +165,40 @@ pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
     out
 }
 
+/// The device of a multipoint tunnel as the reconciler wants it: no policies (its per-peer
+/// protection is not bound to the device), no routes (NHRP and the routing protocol add
+/// them), the kernel's line state (a GRE device's carrier is up), IPv6 only when it has an
+/// IPv6 address.
+pub fn mgre_interface(m: &crate::plan::gre::MgrePlan) -> Interface {
+    let unspecified = if m.source.is_ipv6() {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    };
+    Interface {
+        name: m.name.clone(),
+        kind: DeviceKind::Mgre(crate::plan::gre::GreSpec {
+            key: m.key,
+            ttl: m.ttl,
+            sa_mode: m.sa_mode,
+        }),
+        if_id: 0,
+        local: m.source,
+        remote: unspecified,
+        mtu: m.mtu,
+        group: xfrm::OWNED_LINK_GROUP,
+        vrf: m.vrf.clone(),
+        fvrf: m.fvrf.clone(),
+        address: m.inner,
+        routes: Vec::new(),
+        route_mode: RouteMode::Add,
+        line: None,
+        disable_ipv6: !m.inner.addr().is_ipv6(),
+        qdisc: None,
+        policies: Vec::new(),
+    }
+}
+
 fn crypto(encr: Encr, integ: Option<Integ>, keys: &ike::EspKeys) -> Result<Crypto> {
     let key = Key::from_slice(keys.encr.expose());
     let integ_alg = |i: Integ| match i {
@@ -397,6 +431,9 @@ pub fn sa_ids(b: Binding, local: IpAddr, remote: IpAddr, spi_in: u32, spi_out: u
     };
     [id(remote, local, spi_in), id(local, remote, spi_out)]
 }
+
+#[cfg(test)]
+mod gre_tests;
 
 #[cfg(test)]
 mod tests {

@@ -148,6 +148,11 @@ fn mgre_tunnels_shared_on_one_source() {
     assert_eq!(t0.ike_profile, None);
     assert!(t0.initiate);
     assert_eq!(c.mgre_tunnels["tun1"].key, Some(100_001));
+    let summary = c.summary();
+    assert!(
+        summary.starts_with("0 tunnel(s)") && summary.ends_with(", 2 mgre tunnel(s)"),
+        "{summary}"
+    );
 }
 
 #[test]

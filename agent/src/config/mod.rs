@@ -877,7 +877,7 @@ impl Config {
     pub fn summary(&self) -> String {
         format!(
             "{} tunnel(s), {} virtual template(s), {} IPsec profile(s), {} IKE profile(s), \
-             {} keyring(s), {} VRF(s){}",
+             {} keyring(s), {} VRF(s){}{}",
             self.tunnels.len(),
             self.virtual_templates.len(),
             self.ipsec_profiles.len(),
@@ -895,6 +895,11 @@ impl Config {
                         .map(|m| m.entries.len())
                         .sum::<usize>()
                 )
+            },
+            if self.mgre_tunnels.is_empty() {
+                String::new()
+            } else {
+                format!(", {} mgre tunnel(s)", self.mgre_tunnels.len())
             }
         )
     }

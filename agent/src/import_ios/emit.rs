@@ -943,17 +943,15 @@ impl Emitter<'_> {
     /// A tunnel or template interface that is not `tunnel mode ipsec`.
     fn not_ipsec(&self, i: &Interface, notes: &mut Notes) {
         let why = match &i.mode {
-            None => "no tunnel mode line: IOS's default is GRE, and GRE over IPsec is not \
-                     supported yet"
+            // Protected GRE is imported (gre_tunnel); what reaches here is plain GRE.
+            None => "no tunnel mode line (GRE, IOS's default) and no tunnel protection: plain \
+                     GRE is the system's, not vtid's"
                 .to_owned(),
-            Some((TunnelMode::Gre(m), _)) => format!(
-                "tunnel mode {m}: GRE{} over IPsec is not supported yet",
-                if m.contains("multipoint") {
-                    " (mGRE, DMVPN)"
-                } else {
-                    ""
-                }
+            Some((TunnelMode::Gre(m), _)) if i.protection.is_none() => format!(
+                "tunnel mode {m} without tunnel protection: plain GRE is the system's, not \
+                 vtid's"
             ),
+            Some((TunnelMode::Gre(m), _)) => format!("tunnel mode {m} is not supported"),
             Some((TunnelMode::Other(m), _)) => format!("tunnel mode {m} is not supported"),
             Some((TunnelMode::Ipsec, _)) => return,
         };

@@ -230,8 +230,19 @@ access-list 101 permit ip 10.0.0.0 0.0.0.255 any
 ");
     // A map applied to no interface does nothing on IOS; its ACL is then a packet filter.
     assert!(has_note(&i, 1, Why::Unsupported, "applied to no interface"));
-    assert!(has_note(&i, 4, Why::Unsupported, "GRE (mGRE, DMVPN)"));
-    assert!(has_note(&i, 7, Why::Unsupported, "IOS's default is GRE"));
+    // Unprotected GRE (protected GRE imports: dmvpn_spoke_and_p2p_gre_import_as_gre_tunnels).
+    assert!(has_note(
+        &i,
+        4,
+        Why::Unsupported,
+        "tunnel mode gre multipoint without tunnel protection: plain GRE"
+    ));
+    assert!(has_note(
+        &i,
+        7,
+        Why::Unsupported,
+        "(GRE, IOS's default) and no tunnel protection"
+    ));
     assert!(has_note(&i, 10, Why::Unsupported, "Easy VPN"));
     assert!(has_note(&i, 12, Why::Unsupported, "packet filters"));
     assert!(!i.toml.contains("[crypto_map"));

@@ -237,40 +237,6 @@ pub fn plan_mgre(
     (plans, waiting)
 }
 
-/// The device of a multipoint tunnel as the reconciler wants it: no policies (its per-peer
-/// protection is not bound to the device), no routes (NHRP and the routing protocol add
-/// them), the kernel's line state (a GRE device's carrier is up), IPv6 only when it has an
-/// IPv6 address.
-pub fn mgre_interface(m: &MgrePlan) -> crate::model::Interface {
-    let unspecified = if m.source.is_ipv6() {
-        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-    };
-    crate::model::Interface {
-        name: m.name.clone(),
-        kind: super::DeviceKind::Mgre(GreSpec {
-            key: m.key,
-            ttl: m.ttl,
-            sa_mode: m.sa_mode,
-        }),
-        if_id: 0,
-        local: m.source,
-        remote: unspecified,
-        mtu: m.mtu,
-        group: xfrm::OWNED_LINK_GROUP,
-        vrf: m.vrf.clone(),
-        fvrf: m.fvrf.clone(),
-        address: m.inner,
-        routes: Vec::new(),
-        route_mode: crate::model::RouteMode::Add,
-        line: None,
-        disable_ipv6: !m.inner.addr().is_ipv6(),
-        qdisc: None,
-        policies: Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,40 +339,6 @@ shared = true
     }
 
     #[test]
-    fn p2p_gre_policies_select_exactly_its_gre_packets() {
-        let (_, plan) = planned();
-        let t = &plan.tunnels["gre1"];
-        let ps = crate::model::tunnel_policies(t);
-        assert_eq!(ps.len(), 2, "out and in, no fwd: {ps:?}");
-        let (l, r): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        for (p, dir, src, dst) in [(&ps[0], Dir::Out, l, r), (&ps[1], Dir::In, r, l)] {
-            assert_eq!(p.dir, dir);
-            assert_eq!(p.selector.src, IpNet::from(src));
-            assert_eq!(p.selector.dst, IpNet::from(dst));
-            assert_eq!(p.selector.proto, IPPROTO_GRE);
-            assert_eq!(p.priority, POLICY_PRIORITY);
-            assert!(xfrm::is_owned_priority(p.priority));
-            assert_eq!((p.if_id, p.mark), (None, None), "bound to no device");
-            assert_eq!(p.templates, vec![Template::transport(t.reqid)]);
-        }
-        let b = crate::model::Binding::of(t);
-        assert_eq!((b.reqid, b.if_id, b.mark), (t.reqid, None, None));
-        // Tunnel mode: the templates name the underlay ends.
-        let t2 = &plan.tunnels["gre2"];
-        let ps = crate::model::tunnel_policies(t2);
-        assert_eq!(
-            ps[0].templates,
-            vec![Template::tunnel(t2.local, t2.remote, t2.reqid)]
-        );
-        // The device, as the reconciler creates it: a gre device with the tunnel's ends.
-        let i = crate::model::static_interface(t, true);
-        assert_eq!(i.kind, t.mode);
-        assert_eq!((i.local, i.remote), (l, r));
-        assert_eq!(i.routes.len(), 1);
-        assert!(!i.disable_policy());
-    }
-
-    #[test]
     fn mgre_plans_the_device_only() {
         let (cfg, plan) = planned();
         assert!(!plan.tunnels.contains_key("dmvpn"));
@@ -417,11 +349,6 @@ shared = true
         assert_eq!(*m.ipsec, cfg.ipsec_profiles["P1"]);
         assert_eq!(m.sa_mode, ike::Mode::Transport);
         assert_eq!(m.mtu, 1438);
-        let i = mgre_interface(m);
-        assert!(matches!(i.kind, DeviceKind::Mgre(g) if g.key == Some(100_000)));
-        assert!(i.remote.is_unspecified());
-        assert!(i.policies.is_empty() && i.routes.is_empty());
-        assert_eq!(i.line, None);
         // No engine connection for it: its sessions are per NBMA peer.
         assert_eq!(plan.peers.len(), 2);
         // Without the source interface's address it waits.

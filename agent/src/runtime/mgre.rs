@@ -15,7 +15,7 @@ impl Runtime {
             .plan
             .mgre
             .iter()
-            .map(|(n, m)| (n.clone(), plan::gre::mgre_interface(m)))
+            .map(|(n, m)| (n.clone(), model::mgre_interface(m)))
             .collect();
         let ops = reconcile::interfaces(&self.mgre_made, &want, &BTreeSet::new());
         for op in &ops {

@@ -396,6 +396,7 @@ impl Runtime {
                 temp,
             },
         );
+        self.vici_child(inst.child, crate::vici::SaEventKind::ChildInstalled);
         Ok(())
     }
 

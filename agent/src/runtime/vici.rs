@@ -258,76 +258,83 @@ impl Runtime {
 
     /// One IKE SA with its Child SAs (counters not read).
     fn ike_view(&self, session: SessionId, now: Instant) -> Option<IkeSaView> {
-        let established = self.sessions.uptime(session, now).map(|d| d.as_secs());
         if let Some(s) = self.ep.sas().into_iter().find(|s| s.session == session) {
-            let child_sas = s
-                .children
-                .iter()
-                .filter_map(|(id, _, _)| self.child_view_of(*id, now))
-                .collect();
-            return Some(IkeSaView {
-                name: self.vici_name(s.conn, session),
-                uniqueid: vici_id(session.0),
-                version: 2,
-                state: charon_state(s.state).into(),
-                local_host: s.local.ip(),
-                local_port: s.local.port(),
-                local_id: s.local_id.to_string(),
-                remote_host: s.remote.ip(),
-                remote_port: s.remote.port(),
-                remote_id: s
-                    .peer_id
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                initiator: s.initiator,
-                initiator_spi: s.spi_i,
-                responder_spi: s.spi_r,
-                nat: s.nat,
-                encr: s.suite.as_ref().map(|p| encr_name(p.encr)),
-                integ: s.suite.as_ref().and_then(|p| p.integ).map(integ_name),
-                prf: s.suite.as_ref().map(|p| prf_name(p.prf)),
-                dh_group: s.suite.as_ref().map(|p| group_name(p.dh)),
-                established,
-                child_sas,
-            });
+            let mut v = self.view_of(
+                session,
+                Common {
+                    conn: s.conn,
+                    version: 2,
+                    state: s.state,
+                    initiator: s.initiator,
+                    local: s.local,
+                    remote: s.remote,
+                    peer_id: s.peer_id.as_ref(),
+                    spis: (s.spi_i, s.spi_r),
+                    children: &s.children,
+                },
+                now,
+            );
+            v.local_id = s.local_id.to_string();
+            v.nat = s.nat;
+            if let Some(p) = &s.suite {
+                v.encr = Some(encr_name(p.encr));
+                v.integ = p.integ.map(integ_name);
+                v.prf = Some(prf_name(p.prf));
+                v.dh_group = Some(group_name(p.dh));
+            }
+            return Some(v);
         }
         let s = self
             .ep
             .v1_sas()
             .into_iter()
             .find(|s| s.session == session)?;
-        let child_sas = s
-            .children
-            .iter()
-            .filter_map(|(id, _, _)| self.child_view_of(*id, now))
-            .collect();
-        Some(IkeSaView {
-            name: self.vici_name(s.conn, session),
+        Some(self.view_of(
+            session,
+            Common {
+                conn: s.conn,
+                version: 1,
+                state: s.state,
+                initiator: s.initiator,
+                local: s.local,
+                remote: s.remote,
+                peer_id: s.peer_id.as_ref(),
+                spis: (s.cky_i, s.cky_r),
+                children: &s.children,
+            },
+            now,
+        ))
+    }
+
+    /// The view of what both engines tell of an IKE SA; our identity defaults to our
+    /// address (IKEv1's main mode with PSKs identifies by address).
+    fn view_of(&self, session: SessionId, c: Common<'_>, now: Instant) -> IkeSaView {
+        IkeSaView {
+            name: self.vici_name(c.conn, session),
             uniqueid: vici_id(session.0),
-            version: 1,
-            state: charon_state(s.state).into(),
-            local_host: s.local.ip(),
-            local_port: s.local.port(),
-            local_id: s.local.ip().to_string(),
-            remote_host: s.remote.ip(),
-            remote_port: s.remote.port(),
-            remote_id: s
-                .peer_id
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            initiator: s.initiator,
-            initiator_spi: s.cky_i,
-            responder_spi: s.cky_r,
+            version: c.version,
+            state: charon_state(c.state).into(),
+            local_host: c.local.ip(),
+            local_port: c.local.port(),
+            local_id: c.local.ip().to_string(),
+            remote_host: c.remote.ip(),
+            remote_port: c.remote.port(),
+            remote_id: c.peer_id.map(ToString::to_string).unwrap_or_default(),
+            initiator: c.initiator,
+            initiator_spi: c.spis.0,
+            responder_spi: c.spis.1,
             nat: false,
             encr: None,
             integ: None,
             prf: None,
             dh_group: None,
-            established,
-            child_sas,
-        })
+            established: self.sessions.uptime(session, now).map(|d| d.as_secs()),
+            child_sas: c
+                .children
+                .iter()
+                .filter_map(|(id, _, _)| self.child_view_of(*id, now))
+                .collect(),
+        }
     }
 
     /// One installed Child SA as VICI shows it; mode and selectors from the IKEv2 engine's
@@ -389,6 +396,20 @@ impl Runtime {
             (v.bytes_out, v.packets_out) = (s.counters.bytes, s.counters.packets);
         }
     }
+}
+
+/// What both engines' snapshots of an IKE SA say.
+struct Common<'a> {
+    conn: ConnId,
+    version: u8,
+    state: &'a str,
+    initiator: bool,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+    peer_id: Option<&'a ike::wire::Identity>,
+    /// Initiator and responder SPIs (IKEv1: cookies).
+    spis: (u64, u64),
+    children: &'a [(ChildSaId, u32, u32)],
 }
 
 /// IKEv1 ids as VICI numbers them: from 2^31 up.

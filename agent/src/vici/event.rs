@@ -62,6 +62,41 @@ pub struct IkeSaView {
     pub child_sas: Vec<ChildSaView>,
 }
 
+#[cfg(test)]
+impl IkeSaView {
+    /// An established IKEv2 SA `name` between 192.0.2.1 and .2 with one installed Child SA
+    /// (`uniqueid` ten times the IKE SA's), for tests.
+    pub(crate) fn sample(name: &str, uniqueid: u64) -> Self {
+        Self {
+            name: name.into(),
+            uniqueid,
+            version: 2,
+            state: "ESTABLISHED".into(),
+            local_host: IpAddr::from([192, 0, 2, 1]),
+            local_port: 500,
+            local_id: "192.0.2.1".into(),
+            remote_host: IpAddr::from([192, 0, 2, 2]),
+            remote_port: 500,
+            remote_id: "192.0.2.2".into(),
+            initiator: true,
+            initiator_spi: 1,
+            responder_spi: 2,
+            nat: false,
+            encr: None,
+            integ: None,
+            prf: None,
+            dh_group: None,
+            established: Some(12),
+            child_sas: vec![ChildSaView {
+                name: name.into(),
+                uniqueid: uniqueid * 10,
+                state: "INSTALLED".into(),
+                ..ChildSaView::default()
+            }],
+        }
+    }
+}
+
 /// One Child SA.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildSaView {

@@ -195,40 +195,18 @@ mod tests {
     use super::*;
     use crate::vici::wire::Element;
 
-    pub(crate) fn view() -> IkeSaView {
-        IkeSaView {
-            name: "Tunnel0".into(),
-            uniqueid: 4,
-            version: 2,
-            state: "ESTABLISHED".into(),
-            local_host: "192.0.2.1".parse().unwrap(),
-            local_port: 500,
-            local_id: "192.0.2.1".into(),
-            remote_host: "192.0.2.2".parse().unwrap(),
-            remote_port: 500,
-            remote_id: "192.0.2.2".into(),
-            initiator: true,
-            initiator_spi: 0x1122,
-            responder_spi: 0x3344,
-            encr: Some(encr_name(Encr::AesGcm16 { key_bits: 256 })),
-            prf: Some(prf_name(Prf::HmacSha256)),
-            dh_group: Some(group_name(DhGroup::Curve25519)),
-            established: Some(12),
-            nat: false,
-            integ: None,
-            child_sas: vec![ChildSaView {
-                name: "Tunnel0".into(),
-                uniqueid: 9,
-                reqid: 0x7654_0001,
-                state: "INSTALLED".into(),
-                mode: "TUNNEL".into(),
-                spi_in: 0xc0ff_ee01,
-                spi_out: 0xc0ff_ee02,
-                local_ts: vec!["0.0.0.0/0".into()],
-                remote_ts: vec!["0.0.0.0/0".into()],
-                ..Default::default()
-            }],
-        }
+    fn view() -> IkeSaView {
+        let mut v = IkeSaView::sample("Tunnel0", 4);
+        v.initiator_spi = 0x1122;
+        v.encr = Some(encr_name(Encr::AesGcm16 { key_bits: 256 }));
+        v.prf = Some(prf_name(Prf::HmacSha256));
+        v.dh_group = Some(group_name(DhGroup::Curve25519));
+        let c = &mut v.child_sas[0];
+        c.reqid = 0x7654_0001;
+        c.mode = "TUNNEL".into();
+        c.spi_in = 0xc0ff_ee01;
+        c.local_ts = vec!["0.0.0.0/0".into()];
+        v
     }
 
     /// The levels nhrpd counts: its keys one section in, the Child SA's three in.
@@ -244,9 +222,12 @@ mod tests {
         assert_eq!(ike.get("encr-alg"), Some("AES_GCM_16"));
         assert_eq!(ike.get("encr-keysize"), Some("256"));
         assert_eq!(ike.get("integ-alg"), None, "AEAD has no integrity");
-        let child = ike.section_of("child-sas").unwrap().section_of("Tunnel0-9");
+        let child = ike
+            .section_of("child-sas")
+            .unwrap()
+            .section_of("Tunnel0-40");
         let child = child.unwrap();
-        assert_eq!(child.get("uniqueid"), Some("9"));
+        assert_eq!(child.get("uniqueid"), Some("40"));
         assert_eq!(child.get("state"), Some("INSTALLED"));
         assert_eq!(child.get("spi-in"), Some("c0ffee01"));
         assert_eq!(child.get("reqid"), Some("1985216513"));
@@ -275,7 +256,7 @@ mod tests {
         );
         let mut rekey = view();
         let mut new = rekey.child_sas[0].clone();
-        new.uniqueid = 10;
+        new.uniqueid = 41;
         rekey.child_sas[0].state = "REKEYED".into();
         rekey.child_sas.push(new);
         let evs = events(&SaEvent {
@@ -287,12 +268,15 @@ mod tests {
         let pair = pair
             .section_of("child-sas")
             .unwrap()
-            .section_of("Tunnel0-9");
+            .section_of("Tunnel0-40");
         let new = pair.unwrap().section_of("new").unwrap();
-        assert_eq!(new.get("uniqueid"), Some("10"));
+        assert_eq!(new.get("uniqueid"), Some("41"));
         assert_eq!(evs[1].0, "child-state-rekeyed");
         let old = evs[1].1.section_of("Tunnel0").unwrap();
-        let old = old.section_of("child-sas").unwrap().section_of("Tunnel0-9");
+        let old = old
+            .section_of("child-sas")
+            .unwrap()
+            .section_of("Tunnel0-40");
         assert_eq!(old.unwrap().get("state"), Some("REKEYED"));
     }
 

@@ -23,36 +23,6 @@ impl Drop for Rig {
     }
 }
 
-fn view(name: &str, id: u64) -> IkeSaView {
-    IkeSaView {
-        name: name.into(),
-        uniqueid: id,
-        version: 2,
-        state: "ESTABLISHED".into(),
-        local_host: "192.0.2.1".parse().unwrap(),
-        local_port: 500,
-        local_id: "192.0.2.1".into(),
-        remote_host: "192.0.2.2".parse().unwrap(),
-        remote_port: 500,
-        remote_id: "192.0.2.2".into(),
-        initiator: true,
-        initiator_spi: 1,
-        responder_spi: 2,
-        nat: false,
-        encr: None,
-        integ: None,
-        prf: None,
-        dh_group: None,
-        established: Some(1),
-        child_sas: vec![crate::vici::ChildSaView {
-            name: name.into(),
-            uniqueid: id * 10,
-            state: "INSTALLED".into(),
-            ..Default::default()
-        }],
-    }
-}
-
 async fn rig(tag: &str) -> Rig {
     let dir = std::env::temp_dir().join(format!("vtid-vici-{tag}-{}", std::process::id()));
     let path = dir.join("charon.vici");
@@ -67,7 +37,10 @@ async fn rig(tag: &str) -> Rig {
             log.lock().unwrap().push(inc.request.clone());
             let body = match &inc.request {
                 Request::SaList { ike, .. } => {
-                    let all = [view("Tunnel0", 1), view("Tunnel1", 2)];
+                    let all = [
+                        IkeSaView::sample("Tunnel0", 1),
+                        IkeSaView::sample("Tunnel1", 2),
+                    ];
                     let v: Vec<_> = all
                         .into_iter()
                         .filter(|v| ike.as_ref().is_none_or(|n| *n == v.name))
@@ -145,6 +118,29 @@ fn response(p: Packet) -> Message {
         Packet::Response(m) => m,
         other => panic!("expected a response, got {other:?}"),
     }
+}
+
+/// Sends a request the server holds open until an SA event, waits until the daemon was asked
+/// (the server subscribes to events before it asks, so none is missed), publishes `kind` for
+/// Tunnel0 and returns the answer.
+async fn held(
+    c: &mut Client,
+    r: &mut Rig,
+    command: &str,
+    message: Message,
+    kind: SaEventKind,
+) -> Message {
+    let before = r.asked.lock().unwrap().len();
+    c.send(&Packet::Request {
+        command: command.into(),
+        message,
+    })
+    .await;
+    while r.asked.lock().unwrap().len() == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.events.publish(kind, IkeSaView::sample("Tunnel0", 1));
+    response(c.recv().await)
 }
 
 #[tokio::test]
@@ -276,7 +272,7 @@ async fn blocking_initiate_answers_when_the_child_sa_is_installed() {
     let early = tokio::time::timeout(Duration::from_millis(300), c.recv()).await;
     assert!(early.is_err(), "answered before the SA was up");
     r.events
-        .publish(SaEventKind::ChildInstalled, view("Tunnel0", 1));
+        .publish(SaEventKind::ChildInstalled, IkeSaView::sample("Tunnel0", 1));
     assert_eq!(response(c.recv().await).get("success"), Some("yes"));
 
     // async answers at once; an unknown name gets charon-style errmsg.
@@ -324,14 +320,14 @@ async fn blocking_initiate_answers_when_the_child_sa_is_installed() {
     assert_eq!(m.get("success"), Some("no"));
 
     // A failure (the IKE SA went down) fails the blocking initiate.
-    c.send(&Packet::Request {
-        command: "initiate".into(),
-        message: Message::new().kv("ike", "Tunnel0"),
-    })
+    let m = held(
+        &mut c,
+        &mut r,
+        "initiate",
+        Message::new().kv("ike", "Tunnel0"),
+        SaEventKind::IkeDown,
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    r.events.publish(SaEventKind::IkeDown, view("Tunnel0", 1));
-    let m = response(c.recv().await);
     assert_eq!(m.get("success"), Some("no"));
     assert!(m.get("errmsg").unwrap().contains("failed"));
 }
@@ -340,14 +336,14 @@ async fn blocking_initiate_answers_when_the_child_sa_is_installed() {
 async fn terminate_waits_for_the_ike_sa_to_go() {
     let mut r = rig("terminate").await;
     let mut c = Client::connect(&r).await;
-    c.send(&Packet::Request {
-        command: "terminate".into(),
-        message: Message::new().kv("ike", "Tunnel0"),
-    })
+    let m = held(
+        &mut c,
+        &mut r,
+        "terminate",
+        Message::new().kv("ike", "Tunnel0"),
+        SaEventKind::IkeDown,
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    r.events.publish(SaEventKind::IkeDown, view("Tunnel0", 1));
-    let m = response(c.recv().await);
     assert_eq!(m.get("success"), Some("yes"));
     assert_eq!(m.get("matches"), Some("1"));
     assert_eq!(
@@ -372,8 +368,9 @@ async fn registered_clients_get_sa_events() {
     other.send(&Packet::Register("ike-updown".into())).await;
     assert_eq!(other.recv().await, Packet::Confirm);
     r.events
-        .publish(SaEventKind::ChildInstalled, view("Tunnel0", 1));
-    r.events.publish(SaEventKind::IkeUp, view("Tunnel0", 1));
+        .publish(SaEventKind::ChildInstalled, IkeSaView::sample("Tunnel0", 1));
+    r.events
+        .publish(SaEventKind::IkeUp, IkeSaView::sample("Tunnel0", 1));
     let Packet::Event { name, message } = nhrpd.recv().await else {
         panic!("no event");
     };

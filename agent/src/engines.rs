@@ -121,6 +121,11 @@ impl Engines {
                 Some(V1::RekeyIke { session: *session })
             }
             Command::MoveLocal { conn, .. } if self.is_v1_conn(*conn) => return,
+            // Initiating toward an address NHRP found is an IKEv2 profile's (mGRE protection).
+            Command::InitiateTo { conn, .. } if self.is_v1_conn(*conn) => {
+                tracing::warn!(?conn, "initiate to an address: not for an IKEv1 profile");
+                return;
+            }
             _ => None,
         };
         match v1 {

@@ -205,6 +205,26 @@ pub fn map_sa(
     v
 }
 
+/// A row of `show sa` for a Child SA of an mGRE protection: the IPsec profile and every
+/// tunnel that shares the SA (seed 003's `shared`), in its ESP mode.
+pub fn mgre_sa(
+    protection: &str,
+    tunnels: &[String],
+    mode: ike::Mode,
+    c: &ChildInfo,
+    r: &SaReading,
+    names: &BTreeMap<u32, String>,
+    now: Instant,
+) -> Value {
+    let mut v = sa_row(None, None, c, r, names, now);
+    v["protection"] = json!(protection);
+    v["tunnels"] = json!(tunnels);
+    if mode == ike::Mode::Transport {
+        v["mode"] = json!("transport");
+    }
+    v
+}
+
 fn sa_row(
     tunnel: Option<&str>,
     plaintext_mtu: Option<u32>,

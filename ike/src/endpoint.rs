@@ -91,6 +91,33 @@ pub enum Command {
         /// configuration's selectors.
         host_pair: Option<(std::net::IpAddr, std::net::IpAddr)>,
     },
+    /// [`Command::InitiateChild`] toward one peer address `remote` (port 500), for a
+    /// connection that only answers ([`crate::RemoteAddr::Any`] or
+    /// [`crate::RemoteAddr::Prefix`]: a DVTI hub, an mGRE profile) as well as for a fixed
+    /// peer at that address. An mGRE tunnel's NHRP daemon asks for it once it resolved the
+    /// NBMA address of a spoke (FRR nhrpd's VICI `initiate` with `my-host`/`other-host`).
+    /// Idempotent per (`conn`, `remote`):
+    ///
+    /// - an IKE SA of `conn` with `remote`, established or being set up, whichever side
+    ///   started it, takes the request as `InitiateChild` would (CREATE_CHILD_SA, RFC 7296
+    ///   §1.3.1, unless a Child SA for the request exists, one the peer created with exactly
+    ///   those hosts' selectors included, or is under way);
+    /// - with none, an IKE SA to `remote` is started and IKE_AUTH carries the Child SA.
+    ///
+    /// An address outside the connection's remote, an unknown index or a host outside the
+    /// configuration's selectors is ignored with a warning. With an unspecified local
+    /// address the IKE SA leaves from `host_pair`'s first host.
+    InitiateTo {
+        /// The profile.
+        conn: ConnId,
+        /// The peer's address.
+        remote: std::net::IpAddr,
+        /// Which of its Child SA configurations.
+        index: ChildConfigIndex,
+        /// (our host, the peer's host) for a per-host Child SA; `None` proposes the
+        /// configuration's selectors.
+        host_pair: Option<(std::net::IpAddr, std::net::IpAddr)>,
+    },
     /// Delete every IKE SA of the connection (with a DELETE to the peer).
     Terminate {
         /// The profile.
@@ -393,7 +420,7 @@ impl Endpoint {
                 let session = self.alloc_id();
                 let mut ctx = ctx!(self, now);
                 let first = ChildRequest::default();
-                match IkeSa::initiate(&mut ctx, peer, spi, SessionId(session), first) {
+                match IkeSa::initiate(&mut ctx, peer, spi, SessionId(session), first, None) {
                     Ok(sa) => {
                         self.sas.insert(spi, sa);
                         self.after(spi);
@@ -405,7 +432,13 @@ impl Endpoint {
                 conn,
                 index,
                 host_pair,
-            } => self.initiate_child(now, conn, ChildRequest { index, host_pair }),
+            } => self.initiate_child(now, conn, ChildRequest { index, host_pair }, None),
+            Command::InitiateTo {
+                conn,
+                remote,
+                index,
+                host_pair,
+            } => self.initiate_child(now, conn, ChildRequest { index, host_pair }, Some(remote)),
             Command::Terminate { conn } => {
                 let spis: Vec<u64> = self
                     .sas
@@ -524,11 +557,26 @@ impl Endpoint {
         self.peers.iter().find(|p| p.id == conn).cloned()
     }
 
-    fn initiate_child(&mut self, now: Instant, conn: ConnId, req: ChildRequest) {
+    /// [`Command::InitiateChild`], and with `to` [`Command::InitiateTo`]: only IKE SAs with
+    /// that peer address count, and a new one goes there.
+    fn initiate_child(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        req: ChildRequest,
+        to: Option<std::net::IpAddr>,
+    ) {
         let Some(peer) = self.peer(conn) else {
             tracing::warn!(?conn, "initiate child: unknown connection");
             return;
         };
+        if let Some(ip) = to {
+            if !peer.remote.matches(ip) {
+                tracing::warn!(?conn, %ip, "initiate: address outside the connection's remote");
+                return;
+            }
+        }
+        let with_peer = |sa: &IkeSa| to.is_none_or(|ip| sa.c.remote.ip() == ip);
         if req.proposal(&peer).is_none() {
             tracing::warn!(
                 ?conn,
@@ -542,14 +590,16 @@ impl Endpoint {
         let established = self
             .sas
             .iter()
-            .filter(|(_, sa)| sa.conn() == conn && sa.is_established() && !sa.is_deleting())
+            .filter(|(_, sa)| {
+                sa.conn() == conn && with_peer(sa) && sa.is_established() && !sa.is_deleting()
+            })
             .min_by_key(|(k, sa)| (sa.session(), **k))
             .map(|(k, _)| *k);
         // Otherwise one being set up takes the request for later.
         let handshaking = || {
             self.sas
                 .iter()
-                .filter(|(_, sa)| sa.conn() == conn && sa.is_handshaking())
+                .filter(|(_, sa)| sa.conn() == conn && with_peer(sa) && sa.is_handshaking())
                 .min_by_key(|(k, sa)| (sa.session(), **k))
                 .map(|(k, _)| *k)
         };
@@ -562,7 +612,7 @@ impl Endpoint {
         let spi = self.fresh_spi();
         let session = self.alloc_id();
         let mut ctx = ctx!(self, now);
-        match IkeSa::initiate(&mut ctx, peer, spi, SessionId(session), req) {
+        match IkeSa::initiate(&mut ctx, peer, spi, SessionId(session), req, to) {
             Ok(sa) => {
                 self.sas.insert(spi, sa);
                 self.after(spi);

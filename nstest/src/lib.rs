@@ -13,6 +13,7 @@
 
 pub mod assert;
 pub mod cmd;
+pub mod dmvpn;
 pub mod flood;
 pub mod frr;
 pub mod hub;

@@ -10,6 +10,7 @@
 
 pub mod cryptomaps;
 mod diff;
+pub mod dmvpn;
 pub mod gre;
 mod templates;
 
@@ -166,6 +167,8 @@ pub struct Plan {
     pub tunnels: BTreeMap<String, TunnelPlan>,
     /// Multipoint GRE tunnels by name (see [`gre::MgrePlan`]).
     pub mgre: BTreeMap<String, gre::MgrePlan>,
+    /// Their protections by engine connection (see [`dmvpn`]).
+    pub mgre_protections: BTreeMap<ike::ConnId, dmvpn::MgreProtectionPlan>,
     /// Multipoint GRE tunnels left out, with what they wait for (as [`Plan::waiting`]).
     pub mgre_waiting: BTreeMap<String, String>,
     /// Static tunnels left out because an interface they take an address from has none
@@ -440,7 +443,9 @@ pub fn build(
         tunnels.insert(name.clone(), plan);
     }
     let templates = plan_templates(cfg, conn_ids, links, &mut peers)?;
-    let (mgre, mgre_waiting) = gre::plan_mgre(cfg, links);
+    let (mgre, mut mgre_waiting) = gre::plan_mgre(cfg, links);
+    let (mgre_protections, unprotected) = dmvpn::plan_protections(cfg, &mgre, conn_ids, &mut peers);
+    mgre_waiting.extend(unprotected);
     let maps = cryptomaps::plan_maps(cfg, conn_ids, links, &mut peers)?;
     // The IKEv1 engine's connections: tunnels, templates and crypto map peers whose IKE
     // profile says `version = 1`, each with its profile's `aggressive`.
@@ -488,6 +493,7 @@ pub fn build(
     Ok(Plan {
         tunnels,
         mgre,
+        mgre_protections,
         mgre_waiting,
         waiting,
         templates,

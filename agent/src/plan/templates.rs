@@ -86,31 +86,7 @@ pub fn plan_templates(
         })?;
         let derived = derived_mtu(&esp, local, links);
         // Who may connect, and with which key.
-        let matches: Vec<(ike::RemoteAddr, Option<ike::IdMatch>, Credentials)> =
-            match &prof.credentials {
-                ProfileCredentials::Psk(_, keyring) => keyring
-                    .peers
-                    .iter()
-                    .map(|entry| {
-                        let creds = Credentials::Psk(entry.psk.clone());
-                        match &entry.peer {
-                            PeerMatch::Address(net) => (
-                                ike::RemoteAddr::Prefix(net.addr(), net.prefix_len()),
-                                None,
-                                creds,
-                            ),
-                            PeerMatch::Identity(_) => {
-                                (ike::RemoteAddr::Any, entry.id_match.clone(), creds)
-                            }
-                        }
-                    })
-                    .collect(),
-                ProfileCredentials::Certificate(_, files) => vec![(
-                    ike::RemoteAddr::Any,
-                    None,
-                    Credentials::Certificate(files.clone()),
-                )],
-            };
+        let matches = profile_matches(prof);
         let ike_proposals: Vec<ike::IkeProposal> =
             prof.proposal_specs.iter().flat_map(expand_ike).collect();
         let any = vec![TrafficSelector::any(false), TrafficSelector::any(true)];
@@ -174,4 +150,34 @@ pub fn plan_templates(
         }
     }
     Ok(out)
+}
+
+/// The peers an IKE profile answers, each as (the addresses it may come from, the identity
+/// override of a keyring entry that names one, its credentials): one per keyring entry, or
+/// any address for a certificate profile. A responder-only connection is made of each.
+pub(super) fn profile_matches(
+    prof: &config::IkeProfile,
+) -> Vec<(ike::RemoteAddr, Option<ike::IdMatch>, Credentials)> {
+    match &prof.credentials {
+        ProfileCredentials::Psk(_, keyring) => keyring
+            .peers
+            .iter()
+            .map(|entry| {
+                let creds = Credentials::Psk(entry.psk.clone());
+                match &entry.peer {
+                    PeerMatch::Address(net) => (
+                        ike::RemoteAddr::Prefix(net.addr(), net.prefix_len()),
+                        None,
+                        creds,
+                    ),
+                    PeerMatch::Identity(_) => (ike::RemoteAddr::Any, entry.id_match.clone(), creds),
+                }
+            })
+            .collect(),
+        ProfileCredentials::Certificate(_, files) => vec![(
+            ike::RemoteAddr::Any,
+            None,
+            Credentials::Certificate(files.clone()),
+        )],
+    }
 }

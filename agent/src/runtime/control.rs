@@ -171,6 +171,18 @@ impl Runtime {
                     let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
                     v.push(show::map_sa(&map, seq, c, &reading, &names, now));
                 }
+                if let Some((p, ids)) = self.mgre_child(id) {
+                    let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
+                    v.push(show::mgre_sa(
+                        &p.protection,
+                        &p.tunnels,
+                        p.sa_mode,
+                        c,
+                        &reading,
+                        &names,
+                        now,
+                    ));
+                }
                 continue;
             };
             let ids = model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);

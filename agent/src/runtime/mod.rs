@@ -11,6 +11,7 @@
 mod clones;
 mod control;
 mod crypto;
+mod dmvpn;
 mod line;
 mod maps;
 mod mgre;
@@ -100,6 +101,8 @@ pub struct Runtime {
     shed_seen: u64,
     /// Crypto maps' run-time state.
     maps: maps::Maps,
+    /// mGRE protections' peers and catch-alls (dmvpn.rs).
+    protections: dmvpn::Protections,
     /// SA changes for the VICI server.
     vici: crate::vici::Events,
 }
@@ -147,6 +150,7 @@ impl Runtime {
             states: BTreeMap::new(),
             made: BTreeMap::new(),
             mgre_made: BTreeMap::new(),
+            protections: Default::default(),
             lines: BTreeMap::new(),
             retries: Default::default(),
             feed: p.feed,
@@ -173,6 +177,7 @@ impl Runtime {
             self.bring_up(t).await;
         }
         self.apply_mgre().await;
+        self.apply_mgre_protections().await;
         self.start_maps().await;
     }
 
@@ -340,6 +345,8 @@ impl Runtime {
             Output::InstallChildSa(inst) => {
                 let res = if self.map_of_conn(inst.conn).is_some() {
                     self.install_map_child(&inst).await
+                } else if self.mgre_protection(inst.conn).is_some() {
+                    self.install_mgre_child(&inst).await
                 } else {
                     self.install(&inst).await
                 };
@@ -356,6 +363,10 @@ impl Runtime {
                 self.vici_child(rm.child, crate::vici::SaEventKind::ChildDestroying);
                 let info = self.sessions.removed(rm.child);
                 if self.remove_map_child(rm.child).await {
+                    return;
+                }
+                if self.remove_mgre_child(rm.child).await {
+                    self.session_changed(rm.session).await;
                     return;
                 }
                 if let Some(t) = self.tunnel_for(rm.conn, rm.session) {

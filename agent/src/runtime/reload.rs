@@ -235,5 +235,6 @@ impl Runtime {
             }
         }
         self.apply_mgre().await;
+        self.apply_mgre_protections().await;
     }
 }

@@ -47,9 +47,12 @@ impl Runtime {
     pub(super) fn initiate_profile(
         &mut self,
         name: &str,
-        _local: Option<IpAddr>,
-        _remote: Option<IpAddr>,
+        local: Option<IpAddr>,
+        remote: Option<IpAddr>,
     ) -> Response {
+        if let Some(r) = self.initiate_mgre(name, local, remote) {
+            return r;
+        }
         Response::error(
             "not-found",
             format!("no tunnel or mGRE profile named {name}"),
@@ -215,6 +218,9 @@ impl Runtime {
     fn vici_name(&self, conn: ConnId, session: SessionId) -> String {
         if let Some(t) = self.tunnel_for(conn, session) {
             return t.name.clone();
+        }
+        if let Some(p) = self.mgre_protection(conn) {
+            return p.protection.clone();
         }
         match self.map_of_conn(conn) {
             Some(m) => m.name.clone(),

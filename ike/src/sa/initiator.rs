@@ -84,17 +84,32 @@ impl PendingChildren {
 }
 
 impl IkeSa {
-    /// Starts an IKE SA as initiator: sends IKE_SA_INIT.
+    /// Starts an IKE SA as initiator: sends IKE_SA_INIT to the profile's peer or, with `to`,
+    /// to that address (port 500), which the profile's remote must admit
+    /// ([`crate::Command::InitiateTo`]).
     pub(crate) fn initiate(
         ctx: &mut Ctx<'_>,
         peer: Arc<PeerConfig>,
         spi: u64,
         session: SessionId,
         first: ChildRequest,
+        to: Option<std::net::IpAddr>,
     ) -> Result<Self, Error> {
-        let RemoteAddr::Host(remote) = peer.remote else {
-            return Err(Error::Local("connection is responder-only"));
+        let remote = match (peer.remote, to) {
+            (RemoteAddr::Host(remote), None) => remote,
+            (RemoteAddr::Host(remote), Some(ip)) if remote.ip() == ip => remote,
+            (r, Some(ip)) if !matches!(r, RemoteAddr::Host(_)) && r.matches(ip) => {
+                std::net::SocketAddr::new(ip, 500)
+            }
+            (_, Some(_)) => return Err(Error::Local("address outside the connection's remote")),
+            (_, None) => return Err(Error::Local("connection is responder-only")),
         };
+        // A profile bound to the unspecified address (a responder listening on every
+        // address) leaves from the host the Child SA is for.
+        let mut local = peer.local;
+        if let (true, Some((ours, _))) = (local.ip().is_unspecified(), first.host_pair) {
+            local.set_ip(ours);
+        }
         let first_ts = first.proposal(&peer).ok_or(Error::Local(
             "no such child configuration, or hosts outside it",
         ))?;
@@ -106,7 +121,7 @@ impl IkeSa {
         let ke = KeyExchange::generate(group, ctx.rng)?;
         let nonce = ctx.nonce();
         let mut c = Common {
-            local: peer.local,
+            local,
             peer,
             session,
             spi_i: spi,

@@ -5,6 +5,7 @@ mod children;
 mod crl;
 mod front_door;
 mod fuzz;
+mod initiate_to;
 mod nat;
 mod pair;
 mod pq;

@@ -181,8 +181,6 @@ const WIDE: &[(&str, usize)] = &[
     ("agent::vici", 3),
     ("agent::gre", 3),
     ("agent::dmvpn", 3),
-    ("agent::gre", 3),
-    ("agent::vici", 3),
 ];
 
 /// Binaries that run alone, with no other binary's scenarios beside them: floods and rate

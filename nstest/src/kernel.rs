@@ -239,12 +239,15 @@ pub fn ping(ns: &Netns, src: &str, dst: &str, count: u32) -> Result<u32> {
 pub struct Pinger {
     child: Child,
     interval: Duration,
+    /// Reads ping's output as it comes: a pipe left unread fills (64 KiB, about 1,000
+    /// replies) and ping then blocks writing, sending nothing more and never exiting.
+    reader: std::thread::JoinHandle<std::io::Result<String>>,
 }
 
 impl Pinger {
     /// Starts `ping -n -i INTERVAL -W 1 -I SRC DST` in `ns`.
     pub fn start(ns: &Netns, src: &str, dst: &str, interval: Duration) -> Result<Self> {
-        let child = ns
+        let mut child = ns
             .command("ping")
             .args(["-n", "-i", &format!("{:.3}", interval.as_secs_f64())])
             .args(["-W", "1", "-I", src, dst])
@@ -252,18 +255,27 @@ impl Pinger {
             .stderr(Stdio::null())
             .spawn()
             .context("start ping")?;
-        Ok(Self { child, interval })
+        let mut out = child.stdout.take().context("ping's stdout")?;
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut s = String::new();
+            out.read_to_string(&mut s).map(|_| s)
+        });
+        Ok(Self {
+            child,
+            interval,
+            reader,
+        })
     }
 
     /// Stops it (SIGINT makes ping print its summary) and reads what it printed.
     pub fn stop(mut self) -> Result<PingLog> {
-        use std::io::Read;
         crate::cmd::run_args(&["kill", "-INT", &self.child.id().to_string()])?;
         self.child.wait()?;
-        let mut out = String::new();
-        if let Some(mut o) = self.child.stdout.take() {
-            o.read_to_string(&mut out)?;
-        }
+        let out = self
+            .reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("ping reader panicked"))??;
         PingLog::parse(&out, self.interval)
     }
 }

@@ -335,7 +335,12 @@ impl Server {
         let Some(wait) = wait else {
             return success();
         };
-        let ours = |ike: &IkeSaView| ike.name == name || remote == Some(ike.remote_host);
+        // With `other-host` (an mGRE profile serves many peers under one name) only an SA
+        // with that peer is the one asked for; without it, the name says.
+        let ours = |ike: &IkeSaView| match remote {
+            Some(r) => ike.remote_host == r,
+            None => ike.name == name,
+        };
         let outcome = tokio::time::timeout(wait, async {
             loop {
                 match rx.recv().await {

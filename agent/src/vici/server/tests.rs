@@ -332,6 +332,34 @@ async fn blocking_initiate_answers_when_the_child_sa_is_installed() {
     assert!(m.get("errmsg").unwrap().contains("failed"));
 }
 
+/// nhrpd's initiate names a profile that serves many peers (mGRE) and the peer by
+/// `other-host`: an SA of the same profile with another peer coming up does not answer it.
+#[tokio::test]
+async fn blocking_initiate_with_other_host_waits_for_that_peer() {
+    let mut r = rig("initiate-peer").await;
+    let mut c = Client::connect(&r).await;
+    c.send(&Packet::Request {
+        command: "initiate".into(),
+        message: Message::new()
+            .kv("child", "Tunnel0")
+            .kv("other-host", "192.0.2.9")
+            .kv("timeout", 5000),
+    })
+    .await;
+    while r.asked.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let other = IkeSaView::sample("Tunnel0", 1);
+    assert_ne!(other.remote_host, "192.0.2.9".parse::<IpAddr>().unwrap());
+    r.events.publish(SaEventKind::ChildInstalled, other);
+    let early = tokio::time::timeout(Duration::from_millis(300), c.recv()).await;
+    assert!(early.is_err(), "answered for another peer of the profile");
+    let mut ours = IkeSaView::sample("Tunnel0", 2);
+    ours.remote_host = "192.0.2.9".parse().unwrap();
+    r.events.publish(SaEventKind::ChildInstalled, ours);
+    assert_eq!(response(c.recv().await).get("success"), Some("yes"));
+}
+
 #[tokio::test]
 async fn terminate_waits_for_the_ike_sa_to_go() {
     let mut r = rig("terminate").await;

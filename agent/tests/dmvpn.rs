@@ -92,6 +92,20 @@ fn with_logs(nodes: &[(&str, &Nhrp)], body: impl FnOnce() -> Result<()>) -> Resu
 /// hub, the hub's NFLOG rule makes nhrpd send a Traffic Indication, the spoke resolves the
 /// other spoke and from then on sends to it directly: its route for the other LAN leads to
 /// the other spoke's tunnel address and the hub's mGRE counters stay put.
+
+/// Waits until the hub's NHRP cache holds both spokes' registrations (dynamic entries, each
+/// tunnel address at its NBMA address).
+fn spokes_registered(hub: &Nhrp, within: Duration) -> Result<()> {
+    wait_until("both spokes registered at the hub", within, || {
+        let cache = hub.cache()?;
+        Ok(SPOKES.iter().all(|(_, nbma, tun, _)| {
+            cache
+                .iter()
+                .any(|e| e.protocol == *tun && e.nbma == *nbma && e.kind == "dynamic")
+        }))
+    })
+}
+
 #[test]
 #[ignore = "vm"]
 fn vm_dmvpn_nhrp_plain_mgre_shortcut() {
@@ -118,18 +132,7 @@ fn vm_dmvpn_nhrp_plain_mgre_shortcut() {
         overlay_routes(sc)?;
         let nodes = [("hub", &hub), ("s1", &spokes[0]), ("s2", &spokes[1])];
         with_logs(&nodes, || {
-            wait_until(
-                "both spokes registered at the hub",
-                Duration::from_secs(60),
-                || {
-                    let cache = hub.cache()?;
-                    Ok(SPOKES.iter().all(|(_, nbma, tun, _)| {
-                        cache
-                            .iter()
-                            .any(|e| e.protocol == *tun && e.nbma == *nbma && e.kind == "dynamic")
-                    }))
-                },
-            )?;
+            spokes_registered(&hub, Duration::from_secs(60))?;
             let (s1, s2) = (sc.topo.host("s1"), sc.topo.host("s2"));
             let (src, dst) = (SPOKES[0].3, SPOKES[1].3);
             ensure!(
@@ -268,18 +271,7 @@ fn vm_dmvpn_phase3_spoke_to_spoke_goes_direct() {
         overlay_routes(sc)?;
         let nodes = [("hub", &hub), ("s1", &spokes[0]), ("s2", &spokes[1])];
         with_logs(&nodes, || {
-            wait_until(
-                "both spokes registered at the hub",
-                Duration::from_secs(120),
-                || {
-                    let cache = hub.cache()?;
-                    Ok(SPOKES.iter().all(|(_, nbma, tun, _)| {
-                        cache
-                            .iter()
-                            .any(|e| e.protocol == *tun && e.nbma == *nbma && e.kind == "dynamic")
-                    }))
-                },
-            )?;
+            spokes_registered(&hub, Duration::from_secs(120))?;
             let h = sc.topo.host("hub");
             for (_, nbma, _, _) in SPOKES {
                 ensure!(

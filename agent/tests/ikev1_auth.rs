@@ -104,13 +104,7 @@ fn run(name: &str, method: Method, vtid_initiates: bool) {
     scenario(name, spec(), |sc| {
         let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
         let under = nstest::topo::iface_to("a");
-        let id = IF_ID.to_string();
-        hb.ip(&[
-            "link", "add", "tun2", "type", "xfrm", "dev", &under, "if_id", &id,
-        ])?;
-        hb.ip(&["link", "set", "tun2", "up"])?;
-        hb.ip(&["addr", "add", "10.255.0.2/30", "dev", "tun2"])?;
-        hb.ip(&["route", "add", "10.1.0.0/24", "dev", "tun2"])?;
+        kernel::xfrm_interface(hb, "tun2", &under, IF_ID, "10.255.0.2/30", "10.1.0.0/24")?;
         let certs = match method {
             Method::AggressivePsk => None,
             Method::RsaSig => {

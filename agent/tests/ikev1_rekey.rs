@@ -95,20 +95,7 @@ fn run(name: &str, vtid_initiates: bool) {
     scenario(name, spec(), |sc| {
         let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
         let under = nstest::topo::iface_to("a");
-        hb.ip(&[
-            "link",
-            "add",
-            "tun2",
-            "type",
-            "xfrm",
-            "dev",
-            &under,
-            "if_id",
-            &IF_ID.to_string(),
-        ])?;
-        hb.ip(&["link", "set", "tun2", "up"])?;
-        hb.ip(&["addr", "add", "10.255.0.2/30", "dev", "tun2"])?;
-        hb.ip(&["route", "add", "10.1.0.0/24", "dev", "tun2"])?;
+        kernel::xfrm_interface(hb, "tun2", &under, IF_ID, "10.255.0.2/30", "10.1.0.0/24")?;
         let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
         conn.version = 1;
         conn.ike_proposals = "aes256-sha256-modp2048".into();

@@ -75,21 +75,7 @@ fn run(name: &str, vtid_rekeys: bool) {
     scenario(name, spec(), |sc| {
         let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
         let under = nstest::topo::iface_to("a");
-        let link = |args: &[&str]| hb.ip(args);
-        link(&[
-            "link",
-            "add",
-            "tun2",
-            "type",
-            "xfrm",
-            "dev",
-            &under,
-            "if_id",
-            &IF_ID.to_string(),
-        ])?;
-        link(&["link", "set", "tun2", "up"])?;
-        link(&["addr", "add", "10.255.0.2/30", "dev", "tun2"])?;
-        link(&["route", "add", "10.1.0.0/24", "dev", "tun2"])?;
+        kernel::xfrm_interface(hb, "tun2", &under, IF_ID, "10.255.0.2/30", "10.1.0.0/24")?;
         let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
         conn.esp_proposals = "aes256gcm16-modp2048".into();
         conn.local_ts = "0.0.0.0/0".into();

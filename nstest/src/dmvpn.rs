@@ -151,8 +151,7 @@ pub fn hub_nflog(ns: &Netns, device: &str, group: u16) -> Result<()> {
 
 /// zebra + nhrpd running in one namespace.
 pub struct Nhrp {
-    ns_name: String,
-    dir: PathBuf,
+    daemons: crate::frr::Daemons,
 }
 
 /// One row of `show ip nhrp cache json`.
@@ -190,43 +189,18 @@ impl Nhrp {
         )?;
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&ipsec, std::fs::Permissions::from_mode(0o755))?;
-        crate::cmd::run_args(&["chown", "-R", "frr:frr", &dir.to_string_lossy()])?;
         let path = format!(
             "{}:{}",
             bin.display(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
         );
-        let d = dir.to_string_lossy().into_owned();
-        for daemon in ["zebra", "nhrpd"] {
-            crate::cmd::run(
-                Command::new("ip")
-                    .args(["netns", "exec", ns.name(), "env"])
-                    .arg(format!("PATH={path}"))
-                    .arg(format!("/usr/lib/frr/{daemon}"))
-                    .args(["-d", "-N", ns.name(), "-f"])
-                    .arg(format!("{d}/frr.conf"))
-                    .arg("-i")
-                    .arg(format!("{d}/{daemon}.pid"))
-                    .arg("--vty_socket")
-                    .arg(&d),
-            )
-            .with_context(|| format!("start {daemon}"))?;
-        }
-        Ok(Self {
-            ns_name: ns.name().to_string(),
-            dir,
-        })
+        let daemons = crate::frr::Daemons::start(ns, dir, "nhrpd", &[format!("PATH={path}")])?;
+        Ok(Self { daemons })
     }
 
     /// Runs a vtysh command against this node.
     pub fn vtysh(&self, command: &str) -> Result<String> {
-        crate::cmd::run(
-            Command::new("ip")
-                .args(["netns", "exec", &self.ns_name, "vtysh"])
-                .arg("--vty_socket")
-                .arg(&self.dir)
-                .args(["-c", command]),
-        )
+        self.daemons.vtysh(command)
     }
 
     /// The NHRP cache (`show ip nhrp cache json`).
@@ -254,17 +228,7 @@ impl Nhrp {
 
     /// nhrpd's and zebra's log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("frr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nhrp {
-    fn drop(&mut self) {
-        for d in ["nhrpd", "zebra"] {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("{d}.pid"))) {
-                let _ = crate::cmd::run_args(&["kill", pid.trim()]);
-            }
-        }
+        self.daemons.log()
     }
 }
 

@@ -29,8 +29,75 @@ pub struct Ospf {
 
 /// Running zebra + ospfd in a namespace.
 pub struct Frr {
+    daemons: Daemons,
+}
+
+/// zebra and one protocol daemon running in one namespace, with their frr.conf, pid files,
+/// vty sockets and log in one directory (guest-local, owned by `frr`); stopped on drop.
+pub(crate) struct Daemons {
     ns_name: String,
     dir: PathBuf,
+    daemon: &'static str,
+}
+
+impl Daemons {
+    /// Starts zebra and `daemon` in `ns` on `dir/frr.conf`, with `env` added to their
+    /// environment (nhrpd's PATH, for its `ipsec --piddir`).
+    pub(crate) fn start(
+        ns: &Netns,
+        dir: PathBuf,
+        daemon: &'static str,
+        env: &[String],
+    ) -> Result<Self> {
+        crate::cmd::run_args(&["chown", "-R", "frr:frr", &dir.to_string_lossy()])?;
+        let d = dir.to_string_lossy().into_owned();
+        for name in ["zebra", daemon] {
+            crate::cmd::run(
+                Command::new("ip")
+                    .args(["netns", "exec", ns.name(), "env"])
+                    .args(env)
+                    .arg(format!("/usr/lib/frr/{name}"))
+                    .args(["-d", "-N", ns.name(), "-f"])
+                    .arg(format!("{d}/frr.conf"))
+                    .arg("-i")
+                    .arg(format!("{d}/{name}.pid"))
+                    .arg("--vty_socket")
+                    .arg(&d),
+            )
+            .with_context(|| format!("start {name}"))?;
+        }
+        Ok(Self {
+            ns_name: ns.name().to_string(),
+            dir,
+            daemon,
+        })
+    }
+
+    /// Runs a vtysh command against these daemons.
+    pub(crate) fn vtysh(&self, command: &str) -> Result<String> {
+        crate::cmd::run(
+            Command::new("ip")
+                .args(["netns", "exec", &self.ns_name, "vtysh"])
+                .arg("--vty_socket")
+                .arg(&self.dir)
+                .args(["-c", command]),
+        )
+    }
+
+    /// Their log.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("frr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for d in [self.daemon, "zebra"] {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("{d}.pid"))) {
+                let _ = crate::cmd::run_args(&["kill", pid.trim()]);
+            }
+        }
+    }
 }
 
 impl Frr {
@@ -63,38 +130,14 @@ impl Frr {
             let _ = writeln!(c, " network {n} area 0");
         }
         std::fs::write(dir.join("frr.conf"), c)?;
-        crate::cmd::run_args(&["chown", "-R", "frr:frr", &dir.to_string_lossy()])?;
-        let d = dir.to_string_lossy().into_owned();
-        for daemon in ["zebra", "ospfd"] {
-            ns.exec(&[
-                &format!("/usr/lib/frr/{daemon}"),
-                "-d",
-                "-N",
-                ns.name(),
-                "-f",
-                &format!("{d}/frr.conf"),
-                "-i",
-                &format!("{d}/{daemon}.pid"),
-                "--vty_socket",
-                &d,
-            ])
-            .with_context(|| format!("start {daemon}"))?;
-        }
         Ok(Self {
-            ns_name: ns.name().to_string(),
-            dir,
+            daemons: Daemons::start(ns, dir, "ospfd", &[])?,
         })
     }
 
     /// Runs a vtysh command against this instance.
     pub fn vtysh(&self, command: &str) -> Result<String> {
-        crate::cmd::run(
-            Command::new("ip")
-                .args(["netns", "exec", &self.ns_name, "vtysh"])
-                .arg("--vty_socket")
-                .arg(&self.dir)
-                .args(["-c", command]),
-        )
+        self.daemons.vtysh(command)
     }
 
     /// The state of every OSPF neighbour (`Full/-`, `ExStart/-`, ...).
@@ -118,16 +161,6 @@ impl Frr {
 
     /// FRR's log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("frr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Frr {
-    fn drop(&mut self) {
-        for d in ["ospfd", "zebra"] {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("{d}.pid"))) {
-                let _ = crate::cmd::run_args(&["kill", pid.trim()]);
-            }
-        }
+        self.daemons.log()
     }
 }

@@ -234,6 +234,27 @@ pub fn ping(ns: &Netns, src: &str, dst: &str, count: u32) -> Result<u32> {
     Ok(received)
 }
 
+/// The other side of a route-based tunnel as strongSwan's users make it: `ip link add NAME
+/// type xfrm dev UNDERLAY if_id ID`, up, with `address` on it and a route to `route` through
+/// it (strongSwan installs SAs and policies with that if_id; the device is the admin's).
+pub fn xfrm_interface(
+    ns: &Netns,
+    name: &str,
+    underlay: &str,
+    if_id: u32,
+    address: &str,
+    route: &str,
+) -> Result<()> {
+    let id = if_id.to_string();
+    ns.ip(&[
+        "link", "add", name, "type", "xfrm", "dev", underlay, "if_id", &id,
+    ])?;
+    ns.ip(&["link", "set", name, "up"])?;
+    ns.ip(&["addr", "add", address, "dev", name])?;
+    ns.ip(&["route", "add", route, "dev", name])?;
+    Ok(())
+}
+
 /// A ping running in the background (one every `interval`, each waiting at most 1 s), for
 /// loss counts and the longest outage while something happens to the path.
 pub struct Pinger {

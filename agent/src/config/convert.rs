@@ -1920,6 +1920,55 @@ impl Cx<'_> {
         Some(Some(VrfRef { name, table }))
     }
 
+    /// A tunnel's `source`: an address, or an interface whose address the plan reads (the
+    /// same for VTIs and GRE).
+    pub(super) fn tunnel_source(&mut self, r: &raw::Tunnel, path: &str) -> Option<TunnelSource> {
+        match r.source.get_ref().parse::<IpAddr>() {
+            Ok(a) => Some(TunnelSource::Address(a)),
+            Err(_) if looks_like_ip(r.source.get_ref()) => {
+                self.ip(&r.source, &format!("{path}.source"));
+                None
+            }
+            Err(_) => self
+                .ifname(
+                    r.source.get_ref(),
+                    r.source.span(),
+                    &format!("{path}.source"),
+                )
+                .map(TunnelSource::Interface),
+        }
+    }
+
+    /// A tunnel's own address: `address` or `unnumbered`, exactly one of them.
+    pub(super) fn tunnel_inner(
+        &mut self,
+        n: &Named<raw::Tunnel>,
+        path: &str,
+    ) -> Option<InnerAddress> {
+        match (&n.raw.address, &n.raw.unnumbered) {
+            (Some(_), Some(u)) => {
+                self.err(
+                    u.span(),
+                    format!("{path}: set either address or unnumbered, not both"),
+                );
+                None
+            }
+            (Some(a), None) => self
+                .address_cidr(a, &format!("{path}.address"))
+                .map(InnerAddress::Address),
+            (None, Some(u)) => self
+                .ifname(u.get_ref(), u.span(), &format!("{path}.unnumbered"))
+                .map(InnerAddress::Unnumbered),
+            (None, None) => {
+                self.err(
+                    n.span.clone(),
+                    format!("{path}: needs address = \"ADDRESS/LEN\" or unnumbered = \"IFACE\""),
+                );
+                None
+            }
+        }
+    }
+
     fn tunnels(&mut self, raws: Vec<Named<raw::Tunnel>>, c: &mut Config, vtis: &VtiChecks) {
         // (source as written, destination, fvrf) of vti-mode tunnels → first tunnel's name.
         let mut vti_pairs: HashMap<(String, IpAddr, Option<String>), String> = HashMap::new();
@@ -1958,20 +2007,7 @@ impl Cx<'_> {
                 Some(m) => self.choice(m, &format!("{path}.mode"), TUNNEL_MODES, "tunnel mode"),
                 None => Some(TunnelMode::Xfrmi),
             };
-            let source = match r.source.get_ref().parse::<IpAddr>() {
-                Ok(a) => Some(TunnelSource::Address(a)),
-                Err(_) if looks_like_ip(r.source.get_ref()) => {
-                    self.ip(&r.source, &format!("{path}.source"));
-                    None
-                }
-                Err(_) => self
-                    .ifname(
-                        r.source.get_ref(),
-                        r.source.span(),
-                        &format!("{path}.source"),
-                    )
-                    .map(TunnelSource::Interface),
-            };
+            let source = self.tunnel_source(r, &path);
             let destination = self.ip(dest, &format!("{path}.destination"));
             let mut family_ok = true;
             if let (Some(TunnelSource::Address(s)), Some(d)) = (&source, destination)
@@ -1988,30 +2024,7 @@ impl Cx<'_> {
                     ),
                 );
             }
-            let inner = match (&r.address, &r.unnumbered) {
-                (Some(_), Some(u)) => {
-                    self.err(
-                        u.span(),
-                        format!("{path}: set either address or unnumbered, not both"),
-                    );
-                    None
-                }
-                (Some(a), None) => self
-                    .address_cidr(a, &format!("{path}.address"))
-                    .map(InnerAddress::Address),
-                (None, Some(u)) => self
-                    .ifname(u.get_ref(), u.span(), &format!("{path}.unnumbered"))
-                    .map(InnerAddress::Unnumbered),
-                (None, None) => {
-                    self.err(
-                        n.span.clone(),
-                        format!(
-                            "{path}: needs address = \"ADDRESS/LEN\" or unnumbered = \"IFACE\""
-                        ),
-                    );
-                    None
-                }
-            };
+            let inner = self.tunnel_inner(&n, &path);
             let protection = self.reference(
                 &r.protection,
                 &format!("{path}.protection"),

@@ -258,42 +258,8 @@ impl Cx<'_> {
                 ok = false;
             }
         }
-        let source = match r.source.get_ref().parse::<IpAddr>() {
-            Ok(a) => Some(TunnelSource::Address(a)),
-            Err(_) if looks_like_ip(r.source.get_ref()) => {
-                self.ip(&r.source, &format!("{path}.source"));
-                None
-            }
-            Err(_) => self
-                .ifname(
-                    r.source.get_ref(),
-                    r.source.span(),
-                    &format!("{path}.source"),
-                )
-                .map(TunnelSource::Interface),
-        };
-        let inner = match (&r.address, &r.unnumbered) {
-            (Some(_), Some(u)) => {
-                self.err(
-                    u.span(),
-                    format!("{path}: set either address or unnumbered, not both"),
-                );
-                None
-            }
-            (Some(a), None) => self
-                .address_cidr(a, &format!("{path}.address"))
-                .map(InnerAddress::Address),
-            (None, Some(u)) => self
-                .ifname(u.get_ref(), u.span(), &format!("{path}.unnumbered"))
-                .map(InnerAddress::Unnumbered),
-            (None, None) => {
-                self.err(
-                    n.span.clone(),
-                    format!("{path}: needs address = \"ADDRESS/LEN\" or unnumbered = \"IFACE\""),
-                );
-                None
-            }
-        };
+        let source = self.tunnel_source(r, &path);
+        let inner = self.tunnel_inner(n, &path);
         let protection = self.reference(
             &r.protection,
             &format!("{path}.protection"),

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use xfrm::{Dir, PolicySpec, Selector, Template};
 
 use super::{DEFAULT_UNDERLAY_MTU, LocalAddrs, POLICY_PRIORITY};
-use crate::config::{self, Config, InnerAddress, SaMode, TunnelSource};
+use crate::config::{self, Config, SaMode, TunnelSource};
 use crate::mtu::{EspOverhead, IPV6_MIN_MTU};
 
 /// IP protocol number of GRE (RFC 2784; IANA).
@@ -184,13 +184,7 @@ pub fn plan_mgre(
                 .or_else(|| links.pick(i, true))
                 .ok_or_else(|| format!("source interface {i} has no address")),
         };
-        let inner = match &t.inner {
-            InnerAddress::Unnumbered(dev) => links
-                .pick(dev, false)
-                .map(IpNet::from)
-                .ok_or_else(|| format!("unnumbered interface {dev} has no IPv4 address")),
-            InnerAddress::Address(a) => Ok(*a),
-        };
+        let inner = super::inner_address(links, &t.inner);
         let (source, inner) = match (source, inner) {
             (Ok(s), Ok(i)) => (s, i),
             (Err(why), _) | (_, Err(why)) => {

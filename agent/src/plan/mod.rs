@@ -160,6 +160,18 @@ impl LocalAddrs {
     }
 }
 
+/// A tunnel's own address as the kernel gets it: the configured one, or for `ip unnumbered
+/// IFACE` the interface's IPv4 address borrowed as a /32; `Err` says what it waits for.
+pub(crate) fn inner_address(links: &LocalAddrs, inner: &InnerAddress) -> Result<IpNet, String> {
+    match inner {
+        InnerAddress::Unnumbered(dev) => links
+            .pick(dev, false)
+            .map(IpNet::from)
+            .ok_or_else(|| format!("unnumbered interface {dev} has no IPv4 address")),
+        InnerAddress::Address(a) => Ok(*a),
+    }
+}
+
 /// The whole plan of a configuration.
 #[derive(Debug)]
 pub struct Plan {
@@ -377,14 +389,7 @@ pub fn build(
                 .pick(i, t.destination.is_ipv6())
                 .ok_or_else(|| format!("source interface {i} has no {family} address")),
         };
-        // `ip unnumbered IFACE`: borrow the interface's IPv4 address as a /32 on the tunnel.
-        let inner = match &t.inner {
-            InnerAddress::Unnumbered(dev) => links
-                .pick(dev, false)
-                .map(IpNet::from)
-                .ok_or_else(|| format!("unnumbered interface {dev} has no IPv4 address")),
-            InnerAddress::Address(a) => Ok(*a),
-        };
+        let inner = inner_address(links, &t.inner);
         let (local, inner) = match (local, inner) {
             (Ok(l), Ok(i)) => (l, i),
             (Err(why), _) | (_, Err(why)) => {

@@ -87,12 +87,6 @@ fn with_logs(nodes: &[(&str, &Nhrp)], body: impl FnOnce() -> Result<()>) -> Resu
     r
 }
 
-/// The harness itself, before any IPsec: plain mGRE devices and nhrpd without `tunnel
-/// protection`. Spokes register with the hub, spoke-to-spoke traffic first crosses the
-/// hub, the hub's NFLOG rule makes nhrpd send a Traffic Indication, the spoke resolves the
-/// other spoke and from then on sends to it directly: its route for the other LAN leads to
-/// the other spoke's tunnel address and the hub's mGRE counters stay put.
-
 /// Waits until the hub's NHRP cache holds both spokes' registrations (dynamic entries, each
 /// tunnel address at its NBMA address).
 fn spokes_registered(hub: &Nhrp, within: Duration) -> Result<()> {
@@ -106,6 +100,11 @@ fn spokes_registered(hub: &Nhrp, within: Duration) -> Result<()> {
     })
 }
 
+/// The harness itself, before any IPsec: plain mGRE devices and nhrpd without `tunnel
+/// protection`. Spokes register with the hub, spoke-to-spoke traffic first crosses the
+/// hub, the hub's NFLOG rule makes nhrpd send a Traffic Indication, the spoke resolves the
+/// other spoke and from then on sends to it directly: its route for the other LAN leads to
+/// the other spoke's tunnel address and the hub's mGRE counters stay put.
 #[test]
 #[ignore = "vm"]
 fn vm_dmvpn_nhrp_plain_mgre_shortcut() {

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::super::{
-    Config, DEFAULT_GRE_TTL, GreOptions, InnerAddress, IpsecProfile, MgreTunnel, SaMode,
-    TunnelMode, TunnelSource,
+    Config, DEFAULT_GRE_TTL, GreOptions, InnerAddress, IpsecProfile, MgreTunnel, SaMode, TunnelMode,
 };
-use super::{Cx, Named, OFFLOADS, looks_like_ip, raw};
+use super::{Cx, Named, OFFLOADS, raw};
 
 /// One protected GRE tunnel, as the sharing rule needs it.
 struct GreEntry {

@@ -75,7 +75,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .unwrap_or_else(|| cfg.global.control_socket.clone());
     let listener = control::bind(&sock_path)?;
     let (ctl_tx, ctl_rx) = mpsc::channel(16);
-    let vici_events = crate::vici::Events::new();
+    let vici_events = if cfg.vici.is_some() {
+        crate::vici::Events::new()
+    } else {
+        crate::vici::Events::off()
+    };
     let vici_path = spawn_vici(&cfg, &ctl_tx, &vici_events)?;
     tokio::spawn(control::serve(listener, ctl_tx));
     forward(ctl_rx, &tx, Input::Control);

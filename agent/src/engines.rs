@@ -223,6 +223,16 @@ impl Engines {
     pub fn v1_sas(&self) -> Vec<ike::v1::V1SaInfo> {
         self.v1.sas()
     }
+
+    /// One session's IKEv2 SA.
+    pub fn sa_of(&self, session: SessionId) -> Option<ike::IkeSaInfo> {
+        self.v2.sa_of(session)
+    }
+
+    /// One session's ISAKMP SA.
+    pub fn v1_sa_of(&self, session: SessionId) -> Option<ike::v1::V1SaInfo> {
+        self.v1.sa_of(session)
+    }
 }
 
 #[cfg(test)]

@@ -368,6 +368,15 @@ impl Endpoint {
         out
     }
 
+    /// The snapshot of one session's IKE SA, without making every other SA's (a per-event
+    /// view on a hub of thousands).
+    pub fn sa_of(&self, session: SessionId) -> Option<IkeSaInfo> {
+        self.sas
+            .values()
+            .find(|sa| sa.session() == session)
+            .map(IkeSa::info)
+    }
+
     /// A snapshot of every IKE SA and its Child SAs, for status output.
     pub fn sas(&self) -> Vec<IkeSaInfo> {
         let mut out: Vec<IkeSaInfo> = self.sas.values().map(IkeSa::info).collect();

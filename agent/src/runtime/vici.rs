@@ -145,6 +145,9 @@ impl Runtime {
     /// replaced by a rekey). Installs and removals of Child SAs are published where they
     /// happen ([`Self::vici_child`]).
     pub(super) fn vici_event(&mut self, ev: &Event) {
+        if !self.vici.on() {
+            return;
+        }
         let now = Instant::now();
         match *ev {
             Event::IkeSaUp { session, .. } => {
@@ -193,6 +196,9 @@ impl Runtime {
     /// Publishes a Child SA installed, or about to be removed (call it before the books
     /// forget it).
     pub(super) fn vici_child(&mut self, child: ChildSaId, kind: SaEventKind) {
+        if !self.vici.on() {
+            return;
+        }
         let now = Instant::now();
         let Some(c) = self.sessions.child(child) else {
             return;
@@ -258,7 +264,7 @@ impl Runtime {
 
     /// One IKE SA with its Child SAs (counters not read).
     fn ike_view(&self, session: SessionId, now: Instant) -> Option<IkeSaView> {
-        if let Some(s) = self.ep.sas().into_iter().find(|s| s.session == session) {
+        if let Some(s) = self.ep.sa_of(session) {
             let mut v = self.view_of(
                 session,
                 Common {
@@ -284,11 +290,7 @@ impl Runtime {
             }
             return Some(v);
         }
-        let s = self
-            .ep
-            .v1_sas()
-            .into_iter()
-            .find(|s| s.session == session)?;
+        let s = self.ep.v1_sa_of(session)?;
         Some(self.view_of(
             session,
             Common {

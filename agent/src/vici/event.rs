@@ -170,6 +170,9 @@ pub struct SaEvent {
 pub struct Events {
     tx: broadcast::Sender<SaEvent>,
     known: BTreeMap<u64, IkeSaView>,
+    /// A VICI server runs: without one (`[vici]` absent) the runtime builds no views at all,
+    /// so a hub without VICI pays nothing per Child SA.
+    on: bool,
 }
 
 impl Default for Events {
@@ -184,7 +187,22 @@ impl Events {
         Self {
             tx: broadcast::channel(BACKLOG).0,
             known: BTreeMap::new(),
+            on: true,
         }
+    }
+
+    /// No VICI server: nothing is published, and [`Self::on`] tells the runtime not to build
+    /// views.
+    pub fn off() -> Self {
+        Self {
+            on: false,
+            ..Self::new()
+        }
+    }
+
+    /// Whether anything should be published.
+    pub fn on(&self) -> bool {
+        self.on
     }
 
     /// A receiver for a VICI server (or a test).

@@ -158,6 +158,22 @@ macro_rules! ctx {
     };
 }
 
+/// What status output tells of one ISAKMP SA.
+fn info(sa: &Phase1Sa) -> V1SaInfo {
+    V1SaInfo {
+        session: sa.c.session,
+        conn: sa.c.peer.id,
+        state: sa.state_name(),
+        initiator: sa.c.initiator,
+        cky_i: sa.c.cky_i,
+        cky_r: sa.c.cky_r,
+        local: sa.c.local,
+        remote: sa.c.remote,
+        peer_id: sa.peer_id().cloned(),
+        children: sa.children(),
+    }
+}
+
 impl Endpoint {
     /// A new engine; all randomness (cookies, SPIs, nonces, DH, message IDs) from `rng_seed`.
     pub fn new(config: Arc<V1Config>, rng_seed: [u8; 32]) -> Self {
@@ -218,24 +234,17 @@ impl Endpoint {
 
     /// A snapshot of every ISAKMP SA.
     pub fn sas(&self) -> Vec<V1SaInfo> {
-        let mut v: Vec<V1SaInfo> = self
-            .sas
-            .values()
-            .map(|sa| V1SaInfo {
-                session: sa.c.session,
-                conn: sa.c.peer.id,
-                state: sa.state_name(),
-                initiator: sa.c.initiator,
-                cky_i: sa.c.cky_i,
-                cky_r: sa.c.cky_r,
-                local: sa.c.local,
-                remote: sa.c.remote,
-                peer_id: sa.peer_id().cloned(),
-                children: sa.children(),
-            })
-            .collect();
+        let mut v: Vec<V1SaInfo> = self.sas.values().map(info).collect();
         v.sort_by_key(|i| (i.conn, i.session));
         v
+    }
+
+    /// The snapshot of one session's ISAKMP SA, without making every other SA's.
+    pub fn sa_of(&self, session: SessionId) -> Option<V1SaInfo> {
+        self.sas
+            .values()
+            .find(|sa| sa.c.session == session)
+            .map(info)
     }
 
     /// Handles one datagram. Never fails: rejections become counters, events and, where

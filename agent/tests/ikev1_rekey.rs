@@ -195,10 +195,7 @@ fn run(name: &str, vtid_initiates: bool) {
         // initiator's on QM2, the responder's outbound SA on QM3, the initiator's a second
         // later (`ike::Halves`). The last ping may still be in flight when the pinger stops.
         let rekeys = vtid.log().matches("ChildSaRekeyed").count() as u32;
-        let mut seqs = log.replies.clone();
-        seqs.sort_unstable();
-        let last = *seqs.last().context("no ping answered")?;
-        let missing: Vec<u32> = (1..=last).filter(|s| !seqs.contains(s)).collect();
+        let (missing, last) = log.unanswered().context("no ping answered")?;
         eprintln!(
             "ikev1 rekey: {} of {last} pings lost across {rekeys} Child SA rekeys, longest outage {:?}",
             missing.len(),

@@ -147,10 +147,7 @@ fn run(name: &str, vtid_rekeys: bool) {
             )
         })?;
         let rekeys = vtid.log().matches("ChildSaRekeyed").count();
-        let mut seqs = log.replies.clone();
-        seqs.sort_unstable();
-        let last = *seqs.last().context("no ping answered")?;
-        let missing: Vec<u32> = (1..=last).filter(|s| !seqs.contains(s)).collect();
+        let (missing, last) = log.unanswered().context("no ping answered")?;
         eprintln!(
             "ikev2 rekey ({}): {} of {last} pings lost across {rekeys} Child SA rekeys, longest outage {:?}",
             if vtid_rekeys {

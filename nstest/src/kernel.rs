@@ -347,6 +347,15 @@ impl PingLog {
         self.sent.saturating_sub(self.received)
     }
 
+    /// The `icmp_seq` of every request before the last answered one that got no reply (those
+    /// after it may still have been in flight when ping stopped), with that last one; `None`
+    /// when nothing was answered.
+    pub fn unanswered(&self) -> Option<(Vec<u32>, u32)> {
+        let last = *self.replies.iter().max()?;
+        let missing = (1..=last).filter(|s| !self.replies.contains(s)).collect();
+        Some((missing, last))
+    }
+
     /// The longest run of unanswered requests between two answered ones, as time: from the
     /// last request answered before it to the first answered after it, less one interval.
     /// Requests after the last reply (still in flight when ping stopped) do not count.
@@ -490,5 +499,6 @@ src 192.0.2.1 dst 192.0.2.2
         assert_eq!(log.replies, vec![1, 2, 6, 7]);
         // 3, 4 and 5 unanswered between 2 and 6; 8 and 9 were in flight at the end.
         assert_eq!(log.longest_outage(), Duration::from_millis(300));
+        assert_eq!(log.unanswered(), Some((vec![3, 4, 5], 7)));
     }
 }

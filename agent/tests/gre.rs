@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use nstest::frr::{Frr, Ospf};
+use nstest::frr::ospf_over_tunnel;
 use nstest::kernel::{self, wait_until};
 use nstest::peer::Impl;
 use nstest::strongswan::{Strongswan, StrongswanVersion, SwanConn};
@@ -297,25 +297,7 @@ fn run(name: &str, a: Impl, b: Impl, v1: bool) {
             count_egress(ns, &nstest::topo::iface_to(if me == 1 { "b" } else { "a" }))?;
         }
         let before = (sa_bytes(ha)?, sa_bytes(hb)?);
-        let ospf = |rid: &str, lan: &str| Ospf {
-            router_id: rid.into(),
-            p2p_interfaces: vec!["gre1".into()],
-            networks: vec!["10.255.0.0/30".into(), lan.into()],
-            mtu_ignore: false,
-        };
-        let fa = Frr::start(ha, &ospf("1.1.1.1", "10.1.0.0/24"))?;
-        let fb = Frr::start(hb, &ospf("2.2.2.2", "10.2.0.0/24"))?;
-        wait_until("OSPF Full over GRE", Duration::from_secs(90), || {
-            Ok(fa.neighbor_states()?.iter().any(|s| s.starts_with("Full")))
-        })
-        .with_context(|| format!("a: {}\nb: {}", fa.log(), fb.log()))?;
-        for (ns, lan) in [(ha, "10.2.0.0/24"), (hb, "10.1.0.0/24")] {
-            wait_until("OSPF route to the far LAN", Duration::from_secs(30), || {
-                Ok(ns
-                    .ip(&["route", "show", lan, "proto", "ospf"])?
-                    .contains("dev gre1"))
-            })?;
-        }
+        let _ospf = ospf_over_tunnel(ha, hb, "gre1", Duration::from_secs(90))?;
         let got = kernel::ping(ha, "10.1.0.1", "10.2.0.1", 5)?;
         ensure!(got == 5, "{got}/5 pings over the OSPF route through GRE");
         for (ns, host, bytes_before) in [(ha, "a", &before.0), (hb, "b", &before.1)] {

@@ -285,7 +285,7 @@ const PSK: &str = "static-vti-psk-0123456789";
 #[test]
 #[ignore = "vm"]
 fn vm_ospf_full_over_vtid_vti_and_xfrmi_without_mtu_ignore() {
-    use nstest::frr::{Frr, Ospf};
+    use nstest::frr::ospf_over_tunnel;
     scenario("ospf-vtid", two_sites(), |sc| {
         let mut ea = site_end(1, vti("tun0", 42), true, PSK);
         let mut eb = site_end(2, xfrmi("tun0", 42, "e-a"), false, PSK);
@@ -299,25 +299,7 @@ fn vm_ospf_full_over_vtid_vti_and_xfrmi_without_mtu_ignore() {
         let (ma, mb) = (kernel::link_mtu(ha, "tun0")?, kernel::link_mtu(hb, "tun0")?);
         ensure!(ma == mb, "vtid set different MTUs: vti {ma}, xfrmi {mb}");
         ensure!(ma < 1480, "MTU {ma} ignores the ESP overhead");
-        let ospf = |rid: &str, lan: &str| Ospf {
-            router_id: rid.into(),
-            p2p_interfaces: vec!["tun0".into()],
-            networks: vec!["10.255.0.0/30".into(), lan.into()],
-            mtu_ignore: false,
-        };
-        let fa = Frr::start(ha, &ospf("1.1.1.1", "10.1.0.0/24"))?;
-        let fb = Frr::start(hb, &ospf("2.2.2.2", "10.2.0.0/24"))?;
-        wait_until("OSPF Full", Duration::from_secs(60), || {
-            Ok(fa.neighbor_states()?.iter().any(|s| s.starts_with("Full")))
-        })
-        .with_context(|| format!("a: {}\nb: {}", fa.log(), fb.log()))?;
-        for (ns, lan) in [(ha, "10.2.0.0/24"), (hb, "10.1.0.0/24")] {
-            wait_until("OSPF route to the far LAN", Duration::from_secs(30), || {
-                Ok(ns
-                    .ip(&["route", "show", lan, "proto", "ospf"])?
-                    .contains("dev tun0"))
-            })?;
-        }
+        let _ospf = ospf_over_tunnel(ha, hb, "tun0", Duration::from_secs(60))?;
         let got = kernel::ping(ha, "10.1.0.1", "10.2.0.1", 3)?;
         ensure!(got == 3, "{got}/3 pings over the OSPF-learnt route");
         Ok(())

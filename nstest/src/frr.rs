@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -25,6 +26,35 @@ pub struct Ospf {
     /// Add `ip ospf mtu-ignore` on the tunnel interfaces (the seeds' workaround; scenarios
     /// about vtid's MTU derivation leave it off).
     pub mtu_ignore: bool,
+}
+
+/// The seeds' "routing over the tunnel" pair: `a` (router id 1.1.1.1, LAN 10.1.0.0/24) and
+/// `b` (2.2.2.2, LAN 10.2.0.0/24) run OSPF over the point-to-point tunnel device `iface`
+/// (10.255.0.0/30 on both ends), without `mtu-ignore`. Returns both instances (dropping one
+/// stops it) once the adjacency is Full within `within` and each side routes the other's
+/// LAN through `iface`; FRR's logs come with the error otherwise.
+pub fn ospf_over_tunnel(a: &Netns, b: &Netns, iface: &str, within: Duration) -> Result<(Frr, Frr)> {
+    let ospf = |rid: &str, lan: &str| Ospf {
+        router_id: rid.into(),
+        p2p_interfaces: vec![iface.into()],
+        networks: vec!["10.255.0.0/30".into(), lan.into()],
+        mtu_ignore: false,
+    };
+    let fa = Frr::start(a, &ospf("1.1.1.1", "10.1.0.0/24"))?;
+    let fb = Frr::start(b, &ospf("2.2.2.2", "10.2.0.0/24"))?;
+    crate::assert::wait_until(&format!("OSPF Full over {iface}"), within, || {
+        Ok(fa.neighbor_states()?.iter().any(|s| s.starts_with("Full")))
+    })
+    .with_context(|| format!("a: {}\nb: {}", fa.log(), fb.log()))?;
+    let via = format!("dev {iface}");
+    for (ns, lan) in [(a, "10.2.0.0/24"), (b, "10.1.0.0/24")] {
+        crate::assert::wait_until("OSPF route to the far LAN", Duration::from_secs(30), || {
+            Ok(ns
+                .ip(&["route", "show", lan, "proto", "ospf"])?
+                .contains(&via))
+        })?;
+    }
+    Ok((fa, fb))
 }
 
 /// Running zebra + ospfd in a namespace.

@@ -35,7 +35,7 @@ fn config(strict: bool) -> Arc<EndpointConfig> {
                 remote: RemoteAddr::Any,
                 local_id: None,
                 remote_id: IdMatch::Any,
-                auth: AuthConfig::Psk(Secret::from_slice(b"fuzz")),
+                auth: AuthConfig::Psk(Secret::from_slice(b"fuzz").into()),
                 // Hybrid suites first (RFC 9370 additional key exchanges over IKE_INTERMEDIATE:
                 // seeded DH rounds, and ML-KEM-768), as the seeds' initiators offer them.
                 ike_proposals: vec![

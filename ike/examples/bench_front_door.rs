@@ -31,7 +31,7 @@ fn peer(local: Ipv4Addr, remote: RemoteAddr) -> PeerConfig {
         remote,
         local_id: None,
         remote_id: IdMatch::Any,
-        auth: AuthConfig::Psk(Secret::from_slice(b"benchmark-pre-shared-key")),
+        auth: AuthConfig::Psk(Secret::from_slice(b"benchmark-pre-shared-key").into()),
         ike_proposals: vec![IkeProposal::AES256GCM_SHA256_X25519],
         ike_lifetime: Lifetime::IKE_DEFAULT,
         child: ChildConfig {

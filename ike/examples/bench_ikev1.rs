@@ -56,7 +56,7 @@ fn v2_endpoint(local: [u8; 4], remote: [u8; 4], dh: DhGroup, seed: [u8; 32]) -> 
         remote: RemoteAddr::Host(sa(remote)),
         local_id: None,
         remote_id: IdMatch::Any,
-        auth: AuthConfig::Psk(Secret::from_slice(PSK)),
+        auth: AuthConfig::Psk(Secret::from_slice(PSK).into()),
         ike_proposals: vec![IkeProposal {
             encr: Encr::AesCbc { key_bits: 256 },
             prf: Prf::HmacSha256,

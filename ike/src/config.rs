@@ -5,6 +5,9 @@ use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::{Arc, OnceLock};
+
+use crate::crypto::PrfKey;
 use crate::secret::Secret;
 use crate::transform::AddKes;
 use crate::transform::DhGroup;
@@ -307,7 +310,7 @@ fn dn_value_eq(a: &str, b: &str) -> bool {
 #[derive(Clone, Debug)]
 pub enum AuthConfig {
     /// Pre-shared key, used in both directions (RFC 7296 §2.15).
-    Psk(Secret),
+    Psk(Psk),
     /// RFC 7427 Digital Signature with our private key; the peer's key is pinned.
     Signature(SignatureAuth),
     /// RFC 7427 Digital Signature with X.509 certificates: ours is sent in CERT, the
@@ -315,13 +318,72 @@ pub enum AuthConfig {
     Certificate(CertificateAuth),
 }
 
+/// A pre-shared key (RFC 7296 §2.15). Every AUTH it makes or checks is
+/// `prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>)`, and the inner `prf` depends on the
+/// key and the negotiated PRF alone: it is keyed once per PRF, the first time an AUTH needs
+/// it, and shared by every IKE SA of the profile (and by clones of this value), instead of
+/// two HMAC key schedules and a MAC per AUTH, four AUTHs per handshake pair.
+#[derive(Clone)]
+pub struct Psk {
+    key: Secret,
+    /// `prf(PSK, "Key Pad for IKEv2")` as a keyed PRF, by [`Prf`] (index [`Psk::slot`]).
+    pads: Arc<[OnceLock<PrfKey>; 4]>,
+}
+
+impl Psk {
+    /// The key bytes as configured.
+    pub fn new(key: Secret) -> Self {
+        Self {
+            key,
+            pads: Arc::default(),
+        }
+    }
+
+    /// The shared secret itself (IKEv1's SKEYID, the agent's plans).
+    pub fn secret(&self) -> &Secret {
+        &self.key
+    }
+
+    /// `prf(PSK, "Key Pad for IKEv2")` keyed for `prf` (RFC 7296 §2.15).
+    pub(crate) fn key_pad(&self, prf: Prf) -> &PrfKey {
+        self.pads[Self::slot(prf)].get_or_init(|| {
+            let inner = PrfKey::new(prf, self.key.expose()).compute(&[KEY_PAD]);
+            PrfKey::new(prf, inner.expose())
+        })
+    }
+
+    fn slot(prf: Prf) -> usize {
+        match prf {
+            Prf::HmacSha1 => 0,
+            Prf::HmacSha256 => 1,
+            Prf::HmacSha384 => 2,
+            Prf::HmacSha512 => 3,
+        }
+    }
+}
+
+impl From<Secret> for Psk {
+    fn from(key: Secret) -> Self {
+        Self::new(key)
+    }
+}
+
+impl std::fmt::Debug for Psk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// RFC 7296 §2.15 pad string for shared-key AUTH.
+const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
+
 /// Signature authentication (RFC 7427) with a pinned peer key: the peer's public key is
 /// configured, and its CERT payload, if any, is ignored. For X.509 chain validation to
 /// configured CAs use [`AuthConfig::Certificate`].
 #[derive(Clone, Debug)]
 pub struct SignatureAuth {
     /// Our private key.
-    pub key: std::sync::Arc<crate::crypto::sig::SigningKey>,
+    pub key: Arc<crate::crypto::sig::SigningKey>,
     /// Our certificate (DER), sent in a CERT payload so certificate-based peers can check it.
     pub certificate: Option<Vec<u8>>,
     /// The peer's public key: SubjectPublicKeyInfo DER (from a pinned certificate with
@@ -344,13 +406,13 @@ pub struct SignatureAuth {
 #[derive(Clone, Debug)]
 pub struct CertificateAuth {
     /// Our private key; it must belong to `certificate`.
-    pub key: std::sync::Arc<crate::crypto::sig::SigningKey>,
+    pub key: Arc<crate::crypto::sig::SigningKey>,
     /// Our end-entity certificate (DER), sent in the first CERT payload.
     pub certificate: Vec<u8>,
     /// Intermediate CA certificates (DER) sent after it, issuer of `certificate` first.
     pub chain: Vec<Vec<u8>>,
     /// CAs the peer's certificate must chain to ([`crate::cert::TrustAnchors::from_der_certs`]).
-    pub trust_anchors: std::sync::Arc<crate::cert::TrustAnchors>,
+    pub trust_anchors: Arc<crate::cert::TrustAnchors>,
 }
 
 /// One IKE SA proposal: a single transform of each type.

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
 
+use crate::config::Psk;
 use crate::crypto::{CryptoError, PrfKey, SkCipher, prf_plus_public_seed};
 use crate::secret::Secret;
 use crate::transform::{Encr, Integ, Prf};
@@ -220,9 +221,6 @@ pub fn derive_child_keys(
     }
 }
 
-/// RFC 7296 §2.15 pad string for shared-key AUTH.
-const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
-
 /// The octets an AUTH payload signs or MACs (RFC 7296 §2.15):
 /// `RealMessage | Nonce | prf(SK_p, IDx')`.
 ///
@@ -248,16 +246,16 @@ pub fn signed_octets(
 }
 
 /// Shared-key AUTH data (RFC 7296 §2.15):
-/// `AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)`.
-pub fn psk_auth(prf: Prf, psk: &Secret, signed_octets: &[u8]) -> Secret {
-    let inner = PrfKey::new(prf, psk.expose()).compute(&[KEY_PAD]);
-    PrfKey::new(prf, inner.expose()).compute(&[signed_octets])
+/// `AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)`, the inner prf
+/// keyed once per PSK and PRF ([`Psk`]).
+pub fn psk_auth(prf: Prf, psk: &Psk, signed_octets: &[u8]) -> Secret {
+    psk.key_pad(prf).compute(&[signed_octets])
 }
 
 /// Checks a peer's shared-key AUTH in constant time (RFC 7296 §2.15).
 pub fn verify_psk_auth(
     prf: Prf,
-    psk: &Secret,
+    psk: &Psk,
     signed_octets: &[u8],
     received: &[u8],
 ) -> Result<(), CryptoError> {

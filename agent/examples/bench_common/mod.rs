@@ -38,7 +38,7 @@ pub fn spoke_config(i: usize, psk: &str, retransmit: RetransmitConfig) -> Arc<En
             remote: RemoteAddr::Host(SocketAddr::new(IpAddr::V4(HUB_UNDERLAY), 500)),
             local_id: None,
             remote_id: IdMatch::Any,
-            auth: ike::AuthConfig::Psk(Secret::from_slice(psk.as_bytes())),
+            auth: ike::AuthConfig::Psk(Secret::from_slice(psk.as_bytes()).into()),
             ike_proposals: vec![IkeProposal::AES256GCM_SHA256_X25519],
             ike_lifetime: Lifetime::IKE_DEFAULT,
             child: ChildConfig {

@@ -309,10 +309,10 @@ impl PartialEq for PeerPlan {
 /// key: see [`Plan::credentials_read`].
 fn auth_config(c: &Credentials) -> ike::AuthConfig {
     match c {
-        Credentials::Psk(Some(k)) => ike::AuthConfig::Psk(Secret::from_slice(k.expose())),
+        Credentials::Psk(Some(k)) => ike::AuthConfig::Psk(Secret::from_slice(k.expose()).into()),
         Credentials::Certificate(Some(f)) => ike::AuthConfig::Certificate(f.auth.clone()),
         Credentials::Psk(None) | Credentials::Certificate(None) => {
-            ike::AuthConfig::Psk(Secret::new(Vec::new()))
+            ike::AuthConfig::Psk(Secret::new(Vec::new()).into())
         }
     }
 }
@@ -598,7 +598,7 @@ fn v1_peer(
     aggressive: bool,
 ) -> ike::v1::V1Peer {
     let (psk, cert) = match &c.auth {
-        ike::AuthConfig::Psk(k) => (k.clone(), None),
+        ike::AuthConfig::Psk(k) => (k.secret().clone(), None),
         ike::AuthConfig::Certificate(a) => (Secret::new(Vec::new()), Some(a.clone())),
         // Loading refuses pinned keys in an IKEv1 profile.
         ike::AuthConfig::Signature(_) => (Secret::new(Vec::new()), None),

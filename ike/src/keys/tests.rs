@@ -289,7 +289,7 @@ fn child_keymat_order_and_lengths() {
 #[test]
 fn psk_auth_matches_separate_computation() {
     let sk_pi = Secret::from_slice(&[0x99; 32]);
-    let psk = Secret::from_slice(b"correct horse battery staple");
+    let psk = Psk::new(Secret::from_slice(b"correct horse battery staple"));
     let id_body = [1, 0, 0, 0, 192, 0, 2, 1]; // ID_IPV4_ADDR 192.0.2.1
     let octets = signed_octets(
         Prf::HmacSha256,
@@ -306,7 +306,7 @@ fn psk_auth_matches_separate_computation() {
     );
     let auth = psk_auth(Prf::HmacSha256, &psk, &octets);
     let pad_key = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, psk.expose()),
+        &hmac::Key::new(hmac::HMAC_SHA256, psk.secret().expose()),
         b"Key Pad for IKEv2",
     );
     let want = hmac::sign(
@@ -322,6 +322,23 @@ fn psk_auth_matches_separate_computation() {
         Err(CryptoError::IntegrityCheckFailed)
     );
     assert!(verify_psk_auth(Prf::HmacSha256, &psk, &octets, &bad[..5]).is_err());
+    // The key pad is kept per PRF: after SHA-256's, the same key under SHA-384 gets its own,
+    // and a clone shares both.
+    let pad384 = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA384, psk.secret().expose()),
+        b"Key Pad for IKEv2",
+    );
+    let want384 = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA384, pad384.as_ref()), &octets);
+    let copy = psk.clone();
+    assert_eq!(
+        psk_auth(Prf::HmacSha384, &copy, &octets).expose(),
+        want384.as_ref()
+    );
+    assert_eq!(
+        psk_auth(Prf::HmacSha256, &copy, &octets).expose(),
+        want.as_ref()
+    );
+    assert_eq!(format!("{psk:?}"), "<redacted>");
 }
 
 #[test]

@@ -115,7 +115,7 @@ pub(crate) fn peer(id: u32, local: Ipv4Addr, remote: Ipv4Addr, psk: &str) -> Pee
         remote: RemoteAddr::Host(addr(remote, 500)),
         local_id: None,
         remote_id: IdMatch::Any,
-        auth: AuthConfig::Psk(Secret::from_slice(psk.as_bytes())),
+        auth: AuthConfig::Psk(Secret::from_slice(psk.as_bytes()).into()),
         ike_proposals: vec![
             IkeProposal::AES256GCM_SHA256_X25519,
             IkeProposal::AES128_SHA256_MODP2048,

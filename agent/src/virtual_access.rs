@@ -113,6 +113,10 @@ pub struct VirtualAccess {
     pub ifindex: u32,
     /// When it was created.
     pub created: Instant,
+    /// A spoke of a multipoint template: `interface` is its policies and routes on the
+    /// template's shared device (named `interface.name`, index `ifindex`), not a device of
+    /// its own (see `crate::multipoint`).
+    pub multipoint: bool,
 }
 
 /// A clone about to be created: its number is held, nothing is in the kernel yet.
@@ -252,7 +256,17 @@ impl VirtualAccesses {
             fvrf: None,
             v1_policies: None,
         };
-        let interface = clone_interface(tp, &tunnel);
+        let mut interface = clone_interface(tp, &tunnel);
+        if let Some(dev) = &tp.multipoint {
+            let mut tunnel = tunnel;
+            tunnel.name = crate::multipoint::spoke_name(dev, slot);
+            interface = crate::multipoint::spoke_interface(tp, &tunnel, dev);
+            return Some(Proposed {
+                slot,
+                tunnel,
+                interface,
+            });
+        }
         Some(Proposed {
             slot,
             tunnel,
@@ -282,6 +296,7 @@ impl VirtualAccesses {
                 interface: p.interface,
                 ifindex,
                 created: Instant::now(),
+                multipoint: tp.multipoint.is_some(),
             },
         );
         self.by_session.insert(session, p.slot);
@@ -314,6 +329,21 @@ impl VirtualAccesses {
             }
         }
         out
+    }
+
+    /// Those of clone `slot`'s fixed (template) routes it still owns: a multipoint spoke
+    /// deletes these when it goes (a clone's go with its device), and leaves alone those a
+    /// newer spoke took over.
+    pub fn fixed_routes_owned(&self, slot: u32) -> Vec<IpNet> {
+        let Some(c) = self.clones.get(&slot) else {
+            return Vec::new();
+        };
+        let table = c.interface.table();
+        c.fixed_routes
+            .iter()
+            .filter(|p| self.route_owner.get(&(table, **p)) == Some(&slot))
+            .copied()
+            .collect()
     }
 
     /// Route `p` now goes into clone `slot` (it was installed there).

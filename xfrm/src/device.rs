@@ -45,13 +45,13 @@
 use std::net::IpAddr;
 
 use futures::StreamExt;
+use rtnetlink::packet_core::DefaultNla;
 use rtnetlink::packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::DefaultNla;
-use rtnetlink::packet_route::link::{GreIOFlags, InfoXfrm};
 use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::link::{GreIOFlags, InfoXfrm};
 use rtnetlink::{
     LinkGre, LinkGre6, LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVti, LinkVti6, LinkXfrm,
 };

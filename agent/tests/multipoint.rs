@@ -58,12 +58,7 @@ impl Spoke {
     fn start(sc: &mut Scenario, side: Side, n: u8) -> Result<Spoke> {
         let host = format!("s{n}");
         Ok(match side {
-            Side::Strongswan => Spoke::Swan(swan_spoke(
-                sc,
-                &host,
-                n,
-                StrongswanVersion::Debian12,
-            )?),
+            Side::Strongswan => Spoke::Swan(swan_spoke(sc, &host, n, StrongswanVersion::Debian12)?),
             Side::Vtid => Spoke::Vtid(vtid_spoke(sc, &host, n)?),
         })
     }
@@ -162,12 +157,15 @@ fn device_routes(ns: &Netns) -> Result<BTreeMap<String, u32>> {
     let mut out = BTreeMap::new();
     for r in v.as_array().into_iter().flatten() {
         let dst = r["dst"].as_str().unwrap_or_default().to_string();
-        // The device's own local/broadcast entries carry no encap and are not spokes'.
-        if r["type"].as_str().is_some_and(|t| t != "unicast") {
+        // The device's own entries (local, broadcast, its IPv6 link-local prefix) are the
+        // kernel's, carry no encap and are not spokes'.
+        if r["type"].as_str().is_some_and(|t| t != "unicast") || r["protocol"] == "kernel" {
             continue;
         }
         ensure!(r["encap"] == "xfrm", "route {dst} without encap xfrm: {r}");
-        let if_id = r["if_id"].as_u64().with_context(|| format!("if_id in {r}"))?;
+        let if_id = r["if_id"]
+            .as_u64()
+            .with_context(|| format!("if_id in {r}"))?;
         out.insert(dst, if_id as u32);
     }
     Ok(out)
@@ -260,7 +258,10 @@ fn check_spokes(sc: &Scenario, h: usize, up: &[u8]) -> Result<BTreeMap<String, S
     for n in up {
         let r = &rows[&format!("172.16.{n}.2")];
         ensure!(r.interface == DEVICE, "{r:?}");
-        ensure!(r.name == format!("{DEVICE}:{}", r.if_id - FIRST_IF_ID + 1), "{r:?}");
+        ensure!(
+            r.name == format!("{DEVICE}:{}", r.if_id - FIRST_IF_ID + 1),
+            "{r:?}"
+        );
         ensure!(r.routes == [format!("10.{n}.0.0/24")], "{r:?}");
         want_routes.insert(format!("10.{n}.0.0/24"), r.if_id);
         ensure!(
@@ -274,7 +275,10 @@ fn check_spokes(sc: &Scenario, h: usize, up: &[u8]) -> Result<BTreeMap<String, S
             r.if_id
         );
     }
-    ensure!(routes == want_routes, "routes {routes:?}, want {want_routes:?}");
+    ensure!(
+        routes == want_routes,
+        "routes {routes:?}, want {want_routes:?}"
+    );
     let ids: Vec<u32> = want_routes.values().copied().collect();
     let mut distinct = ids.clone();
     distinct.sort();
@@ -316,6 +320,9 @@ fn check_traffic(sc: &Scenario, up: &[u8]) -> Result<()> {
 fn multipoint_hub(name: &str, sides: [Side; 2]) {
     scenario(name, topology(2), |sc| {
         let h = start_hub(sc, MULTIPOINT)?;
+        wait_until("the multipoint device", Duration::from_secs(20), || {
+            Ok(!xfrm_links(sc.topo.host("hub"))?.is_empty())
+        })?;
         check_device(sc.topo.host("hub"))?;
         let s: Vec<Spoke> = sides
             .iter()
@@ -330,8 +337,7 @@ fn multipoint_hub(name: &str, sides: [Side; 2]) {
             }
         }
         wait_until("both spokes on the hub", Duration::from_secs(60), || {
-            Ok(spokes(hub(sc, h)?)?.len() == 2
-                && sa_if_ids(ns)?.values().sum::<usize>() == 4)
+            Ok(spokes(hub(sc, h)?)?.len() == 2 && sa_if_ids(ns)?.values().sum::<usize>() == 4)
         })?;
         let rows = check_spokes(sc, h, &[1, 2])?;
         check_device(ns)?;
@@ -375,9 +381,10 @@ fn multipoint_hub(name: &str, sides: [Side; 2]) {
         // `show tunnels` lists the device with its spoke count.
         let t = hub(sc, h)?.show("tunnels")?;
         ensure!(
-            t.as_array().into_iter().flatten().any(|r| r["name"] == DEVICE
-                && r["mode"] == "multipoint"
-                && r["spokes"] == 2),
+            t.as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["name"] == DEVICE && r["mode"] == "multipoint" && r["spokes"] == 2),
             "show tunnels: {t}"
         );
         Ok(())
@@ -413,9 +420,11 @@ fn multipoint_churn(name: &str, sides: [Side; 2]) {
         // starts from nothing.
         for (spoke, side) in s.iter().zip(sides) {
             if side == Side::Vtid {
-                wait_until("vtid spoke's first connection", Duration::from_secs(60), || {
-                    Ok(!spokes(hub(sc, h)?)?.is_empty())
-                })?;
+                wait_until(
+                    "vtid spoke's first connection",
+                    Duration::from_secs(60),
+                    || Ok(!spokes(hub(sc, h)?)?.is_empty()),
+                )?;
                 spoke.disconnect(sc)?;
             }
         }
@@ -465,7 +474,10 @@ fn multipoint_churn(name: &str, sides: [Side; 2]) {
                 CHURN_POLL,
                 || {
                     Ok(spokes(hub(sc, h)?)?.is_empty()
-                        && s[..n].iter().map(|x| x.gone(sc)).all(|g| g.is_ok_and(|g| g)))
+                        && s[..n]
+                            .iter()
+                            .map(|x| x.gone(sc))
+                            .all(|g| g.is_ok_and(|g| g)))
                 },
             )?;
         }
@@ -500,13 +512,15 @@ fn multipoint_churn(name: &str, sides: [Side; 2]) {
             spoke.connect(sc)?;
         }
         wait_until("both spokes after churn", Duration::from_secs(60), || {
-            Ok(spokes(hub(sc, h)?)?.len() == 2
-                && sa_if_ids(ns)?.values().sum::<usize>() == 4)
+            Ok(spokes(hub(sc, h)?)?.len() == 2 && sa_if_ids(ns)?.values().sum::<usize>() == 4)
         })?;
         let rows = check_spokes(sc, h, &[1, 2])?;
         let mut ids: Vec<u32> = rows.values().map(|r| r.if_id).collect();
         ids.sort();
-        ensure!(ids == [FIRST_IF_ID, FIRST_IF_ID + 1], "after churn: {ids:x?}");
+        ensure!(
+            ids == [FIRST_IF_ID, FIRST_IF_ID + 1],
+            "after churn: {ids:x?}"
+        );
         check_traffic(sc, &[1, 2])?;
         Ok(())
     });

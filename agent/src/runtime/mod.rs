@@ -655,7 +655,7 @@ impl Runtime {
         // that cannot be deleted by SPI and lingers for net.core.xfrm_acq_expires.
         for c in self.clones.take_all() {
             if c.multipoint {
-                // Its routes go with the device (removed by the sweep below).
+                // Its routes go with the device (removed right after the spokes).
                 self.remove_spoke(&c, Vec::new()).await;
                 continue;
             }
@@ -664,6 +664,7 @@ impl Runtime {
             }
             info!(interface = %c.tunnel.name, peer = %c.tunnel.remote, "dynamic VTI removed");
         }
+        self.remove_multipoint().await;
         let ops = reconcile::interfaces(&self.made, &BTreeMap::new(), &BTreeSet::new());
         for e in kernel::apply(&self.h, &ops).await {
             warn!("teardown: {e:#}");

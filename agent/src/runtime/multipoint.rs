@@ -58,6 +58,16 @@ impl Runtime {
         }
     }
 
+    /// Removes every multipoint device (shutdown, after their spokes): the kernel flushes
+    /// their routes with them.
+    pub(super) async fn remove_multipoint(&mut self) {
+        for (name, (i, _)) in std::mem::take(&mut self.mp_made) {
+            for e in kernel::apply_one(&self.h, &Op::Remove(i)).await {
+                warn!(interface = %name, "remove multipoint interface: {e:#}");
+            }
+        }
+    }
+
     /// Puts an authenticated spoke of multipoint template `tp` on its device: a number and
     /// if_id as a clone gets, its policies and the template's fixed routes; no netdev.
     pub(super) async fn create_spoke(

@@ -63,7 +63,7 @@ impl Spoke {
         })
     }
 
-    fn vtid<'a>(sc: &'a Scenario, i: usize) -> Result<&'a Vtid> {
+    fn vtid(sc: &Scenario, i: usize) -> Result<&Vtid> {
         sc.peer(i).as_vtid_ref().context("a vtid spoke")
     }
 
@@ -108,7 +108,7 @@ struct SpokeRow {
     routes: Vec<String>,
 }
 
-fn hub<'a>(sc: &'a Scenario, i: usize) -> Result<&'a Vtid> {
+fn hub(sc: &Scenario, i: usize) -> Result<&Vtid> {
     sc.peer(i).as_vtid_ref().context("the hub is vtid")
 }
 
@@ -227,7 +227,8 @@ fn check_device(ns: &Netns) -> Result<()> {
         "the device has no if_id: {l}"
     );
     ensure!(
-        l["group"].as_u64() == Some(OWNED_GROUP) || l["group"] == OWNED_GROUP.to_string(),
+        l["group"].as_u64() == Some(OWNED_GROUP)
+            || l["group"].as_str() == Some(&OWNED_GROUP.to_string()),
         "group: {l}"
     );
     ensure!(l["ifalias"] == format!("vtid:{DEVICE}"), "alias: {l}");

@@ -556,3 +556,77 @@ mod tests {
         assert_eq!(ts_prefix(&ts("10.1.0.9", "10.1.0.1")), None);
     }
 }
+
+/// Spokes of a multipoint template (`crate::multipoint`) in the clones' books.
+#[cfg(test)]
+mod multipoint_tests {
+    use super::*;
+    use crate::plan::REQID_BASE;
+
+    fn template(routes: TemplateRoutes) -> TemplatePlan {
+        TemplatePlan {
+            template: "VT1".into(),
+            profile: "spokes".into(),
+            conn: ike::ConnId(3),
+            reqid: REQID_BASE + 3,
+            prefix: "vtid-va".into(),
+            unnumbered: "10.0.0.1".parse().unwrap(),
+            mtu: 1446,
+            group: xfrm::OWNED_LINK_GROUP,
+            vrf: None,
+            qdisc: None,
+            routes,
+            offload: crate::config::Offload::Off,
+            multipoint: Some("vtid-mp".into()),
+        }
+    }
+
+    #[test]
+    fn spokes_share_the_device_with_their_own_if_id_policies_and_routes() {
+        let tp = template(TemplateRoutes::Prefixes(vec![
+            "10.9.0.0/16".parse().unwrap(),
+        ]));
+        let dev = crate::multipoint::devices([&tp]);
+        let d = &dev["vtid-mp"];
+        assert_eq!(d.kind, DeviceKind::XfrmiExternal);
+        assert!(d.policies.is_empty() && d.routes.is_empty());
+        assert_eq!(d.address, "10.0.0.1/32".parse::<IpNet>().unwrap());
+        let mut books = VirtualAccesses::default();
+        let local = "172.16.1.1:500".parse().unwrap();
+        let id = ike::wire::Identity::Ipv4("172.16.1.2".parse().unwrap());
+        let mut made = Vec::new();
+        for (n, peer) in ["172.16.1.2:500", "172.16.2.2:500"].iter().enumerate() {
+            let p = books
+                .propose(&tp, &[], &[], local, peer.parse().unwrap())
+                .expect("a number");
+            assert_eq!(p.tunnel.name, format!("vtid-mp:{}", n + 1));
+            assert_eq!(p.tunnel.if_id, IF_ID_BASE + n as u32 + 1);
+            // Its interface is the shared device's name, with its own if_id on every policy.
+            assert_eq!(p.interface.name, "vtid-mp");
+            assert_eq!(p.interface.if_id, p.tunnel.if_id);
+            assert!(!p.interface.policies.is_empty());
+            assert!(
+                p.interface
+                    .policies
+                    .iter()
+                    .all(|x| x.if_id == Some(p.tunnel.if_id))
+            );
+            assert_eq!(
+                p.interface.routes,
+                vec![Route::from("10.9.0.0/16".parse::<IpNet>().unwrap())]
+            );
+            let slot = p.slot;
+            books.commit(p, 7, &tp, &id, ike::SessionId(n as u64 + 1));
+            books.claim_route(slot, "10.9.0.0/16".parse().unwrap());
+            made.push(slot);
+        }
+        // The template's prefix is the newer spoke's now: the older one must not delete it.
+        assert!(books.fixed_routes_owned(made[0]).is_empty());
+        assert_eq!(books.fixed_routes_owned(made[1]).len(), 1);
+        assert!(books.iter().all(|c| c.multipoint && c.ifindex == 7));
+        // `vtid down` finds a spoke by its name or its peer.
+        assert_eq!(books.sessions_of("vtid-mp:2").len(), 1);
+        assert_eq!(books.sessions_of("172.16.1.2").len(), 1);
+        assert!(books.sessions_of("vtid-mp").is_empty());
+    }
+}

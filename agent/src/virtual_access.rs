@@ -593,7 +593,7 @@ mod multipoint_tests {
         assert_eq!(d.address, "10.0.0.1/32".parse::<IpNet>().unwrap());
         let mut books = VirtualAccesses::default();
         let local = "172.16.1.1:500".parse().unwrap();
-        let id = ike::wire::Identity::Ipv4("172.16.1.2".parse().unwrap());
+        let id = Identity::Ipv4("172.16.1.2".parse().unwrap());
         let mut made = Vec::new();
         for (n, peer) in ["172.16.1.2:500", "172.16.2.2:500"].iter().enumerate() {
             let p = books
@@ -616,7 +616,7 @@ mod multipoint_tests {
                 vec![Route::from("10.9.0.0/16".parse::<IpNet>().unwrap())]
             );
             let slot = p.slot;
-            books.commit(p, 7, &tp, &id, ike::SessionId(n as u64 + 1));
+            books.commit(p, 7, &tp, &id, SessionId(n as u64 + 1));
             books.claim_route(slot, "10.9.0.0/16".parse().unwrap());
             made.push(slot);
         }

@@ -377,7 +377,7 @@ fn multipoint_hub(name: &str, sides: [Side; 2]) {
                 },
             )?;
         }
-        check_spokes(sc, h, &[1, 2])?;
+        let rows = check_spokes(sc, h, &[1, 2])?;
         check_traffic(sc, &[1, 2])?;
         // `show tunnels` lists the device with its spoke count.
         let t = hub(sc, h)?.show("tunnels")?;
@@ -388,6 +388,18 @@ fn multipoint_hub(name: &str, sides: [Side; 2]) {
                 .any(|r| r["name"] == DEVICE && r["mode"] == "multipoint" && r["spokes"] == 2),
             "show tunnels: {t}"
         );
+        // The hub's operator disconnects spoke 1 by its name (`vtid down vtid-mp:N`): its
+        // peer is told, and exactly its route, SAs and policies go.
+        let name = &rows["172.16.1.2"].name;
+        hub(sc, h)?.cli(&["down", name])?;
+        wait_until(
+            &format!("{name} down from the hub"),
+            Duration::from_secs(30),
+            || Ok(spokes(hub(sc, h)?)?.len() == 1),
+        )?;
+        check_spokes(sc, h, &[2])?;
+        check_device(ns)?;
+        check_traffic(sc, &[2])?;
         Ok(())
     });
 }

@@ -101,6 +101,8 @@ struct Args {
     window: usize,
     only: Option<Kind>,
     timeout: Duration,
+    /// The vtid hub's `virtual_template.mode` (`--template-mode multipoint`).
+    template_mode: Option<String>,
 }
 
 fn args() -> Result<Args> {
@@ -109,6 +111,7 @@ fn args() -> Result<Args> {
         window: 50,
         only: None,
         timeout: Duration::from_secs(1800),
+        template_mode: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut it = v.iter();
@@ -117,6 +120,7 @@ fn args() -> Result<Args> {
         match k.as_str() {
             "--spokes" => a.spokes = val()?.parse().context("--spokes")?,
             "--window" => a.window = val()?.parse().context("--window")?,
+            "--template-mode" => a.template_mode = Some(val()?.clone()),
             "--timeout-secs" => {
                 a.timeout = Duration::from_secs(val()?.parse().context("--timeout-secs")?)
             }
@@ -129,7 +133,7 @@ fn args() -> Result<Args> {
             }
             o => bail!(
                 "unknown argument {o}; usage: bench_dvti_hub [--spokes N] [--window W] \
-                 [--only vtid|strongswan] [--timeout-secs S]"
+                 [--only vtid|strongswan] [--timeout-secs S] [--template-mode multipoint]"
             ),
         }
     }
@@ -281,7 +285,7 @@ fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
     std::fs::write(&bf, batch)?;
     lg_ns.ip(&["-batch", &bf.to_string_lossy()])?;
 
-    let hub = start_hub(kind, hub_ns, &dir)?;
+    let hub = start_hub(kind, hub_ns, &dir, a.template_mode.as_deref())?;
     let pid = hub_pid(hub_ns, kind)?;
     // Let the daemon settle (start-up sweep, sockets) before the baseline RSS.
     std::thread::sleep(Duration::from_secs(2));
@@ -418,15 +422,16 @@ fn signed_ms(a: Instant, b: Instant) -> f64 {
     }
 }
 
-fn start_hub(kind: Kind, ns: &Netns, dir: &Path) -> Result<HubProc> {
+fn start_hub(kind: Kind, ns: &Netns, dir: &Path, mode: Option<&str>) -> Result<HubProc> {
     match kind {
         // The release binary next to this (release) example, unless NSTEST_VTID_BIN says.
-        Kind::Vtid => Ok(HubProc::Vtid(nstest::hub::start_psk_template_hub(
+        Kind::Vtid => Ok(HubProc::Vtid(nstest::hub::start_psk_template_hub_mode(
             ns,
             dir,
             PSK,
             "172.16.0.0/16",
             &format!("metrics = \"{HUB_METRICS}\"\ncookie_threshold = 1000"),
+            mode,
         )?)),
         Kind::Strongswan => {
             let updown = dir.join("updown.sh");

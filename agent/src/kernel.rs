@@ -104,6 +104,7 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     };
     let mut spec = match i.kind {
         DeviceKind::Xfrmi => TunnelDeviceSpec::xfrm(&i.name, i.if_id),
+        DeviceKind::XfrmiExternal => TunnelDeviceSpec::xfrm_external(&i.name),
         DeviceKind::Vti => TunnelDeviceSpec::vti(&i.name, i.local, i.remote, i.if_id, i.if_id),
         DeviceKind::Gre(g) => {
             TunnelDeviceSpec::gre(&i.name, i.local, Some(i.remote), g.key).ttl(g.ttl)
@@ -271,6 +272,106 @@ pub async fn remove(h: &Handle, i: &Interface) -> Vec<anyhow::Error> {
             }
         }
         Err(e) => errs.push(anyhow::Error::new(e).context(format!("find {}", i.name))),
+    }
+    errs
+}
+
+/// Puts multipoint spoke `i` (see `crate::multipoint::spoke_interface`) on the shared
+/// collect-metadata device `idx`: its policies, then its fixed routes with `encap xfrm if_id
+/// N`. On failure, what went in is taken out again. Equivalent to `ip xfrm policy add ...
+/// if_id N` for each policy and `ip route replace P dev NAME encap xfrm if_id N [table T]`
+/// for each route.
+pub async fn add_spoke(h: &Handle, i: &Interface, idx: u32) -> Result<()> {
+    let mut batch = h.batch();
+    for p in &i.policies {
+        batch.add_policy(p);
+    }
+    let mut added = Vec::new();
+    let mut failed = None;
+    for (p, r) in i.policies.iter().zip(batch.execute().await?) {
+        match r {
+            Ok(()) => added.push(p.id()),
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    let mut res = match failed {
+        Some(e) => Err(anyhow::Error::new(e).context(format!("{}: spoke policy", i.name))),
+        None => Ok(()),
+    };
+    if res.is_ok()
+        && let Some(e) = spoke_routes(h, &i.name, idx, i.table(), i.if_id, &i.routes, &[])
+            .await
+            .into_iter()
+            .next()
+    {
+        res = Err(e);
+    }
+    if res.is_err() {
+        spoke_routes(h, &i.name, idx, i.table(), i.if_id, &[], &i.routes).await;
+        for p in &added {
+            if let Err(d) = h.policy().delete(p).await {
+                tracing::debug!(interface = %i.name, "cleanup: delete spoke policy: {d}");
+            }
+        }
+    }
+    res
+}
+
+/// Takes multipoint spoke `i` off device `idx`: its policies and the routes `routes` (those
+/// it still owns); the device stays. Keeps going after errors and returns them all.
+pub async fn remove_spoke(
+    h: &Handle,
+    i: &Interface,
+    idx: u32,
+    routes: &[Route],
+) -> Vec<anyhow::Error> {
+    let mut errs = Vec::new();
+    for p in &i.policies {
+        if let Err(e) = h.policy().delete(&p.id()).await
+            && !matches!(e, xfrm::Error::NotFound { .. })
+        {
+            errs.push(anyhow::Error::new(e).context(format!("{}: delete spoke policy", i.name)));
+        }
+    }
+    errs.extend(spoke_routes(h, &i.name, idx, i.table(), i.if_id, &[], routes).await);
+    errs
+}
+
+/// Routes of multipoint spoke `if_id` on device `idx` (named `name`, for messages): `ip
+/// route del P dev NAME encap xfrm if_id N` for each of `del` (a route already gone counts
+/// as deleted; for IPv4 the kernel deletes only a route whose encap matches, 6.1
+/// `fib_nh_match` with `lwtunnel_cmp_encap`), then `ip route replace P dev NAME encap xfrm
+/// if_id N` for each of `add` (replace: a spoke that came back from another address takes
+/// its prefixes over from its older if_id, as a clone does). Returns every error.
+pub async fn spoke_routes(
+    h: &Handle,
+    name: &str,
+    idx: u32,
+    table: u32,
+    if_id: u32,
+    add: &[Route],
+    del: &[Route],
+) -> Vec<anyhow::Error> {
+    let spec = |r: &Route| {
+        let mut s = RouteSpec::dev(r.prefix, idx).table(table).xfrm_if_id(if_id);
+        if let Some(m) = r.metric {
+            s = s.metric(m);
+        }
+        s
+    };
+    let mut errs = Vec::new();
+    for r in del {
+        match h.link().del_route(&spec(r)).await {
+            Ok(()) | Err(xfrm::Error::NotFound { .. }) => {}
+            Err(e) => errs.push(
+                anyhow::Error::new(e).context(format!("{name}: delete route {r} (if_id {if_id})")),
+            ),
+        }
+    }
+    for r in add {
+        if let Err(e) = h.link().replace_route(&spec(r)).await {
+            errs.push(anyhow::Error::new(e).context(format!("{name}: route {r} (if_id {if_id})")));
+        }
     }
     errs
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod model;
 pub mod mtu;
+pub mod multipoint;
 pub mod notify;
 pub mod offload;
 pub mod plan;

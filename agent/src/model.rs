@@ -138,7 +138,8 @@ pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
         DeviceKind::Gre(g) => {
             return crate::plan::gre::policies(t.local, t.remote, t.reqid, g.sa_mode);
         }
-        DeviceKind::Mgre(_) => return Vec::new(),
+        // A multipoint template's device: its spokes' policies are their own.
+        DeviceKind::Mgre(_) | DeviceKind::XfrmiExternal => return Vec::new(),
         DeviceKind::Xfrmi | DeviceKind::Vti => {}
     }
     let mut out = Vec::new();
@@ -157,7 +158,7 @@ pub fn tunnel_policies(t: &TunnelPlan) -> Vec<PolicySpec> {
                 // ip_vti: okey marks outbound lookups, ikey is set on decapsulated packets
                 // before the inbound policy check (net/ipv4/ip_vti.c); we use one key.
                 DeviceKind::Vti => p.mark(Mark::exact(t.if_id)),
-                DeviceKind::Gre(_) | DeviceKind::Mgre(_) => p,
+                DeviceKind::Gre(_) | DeviceKind::Mgre(_) | DeviceKind::XfrmiExternal => p,
             };
             out.push(p);
         }
@@ -261,7 +262,7 @@ impl Binding {
                 mark: Some(Mark::exact(t.if_id)),
             },
             // The GRE packets' SAs are found by address and reqid, as a crypto map's.
-            DeviceKind::Gre(_) | DeviceKind::Mgre(_) => Self {
+            DeviceKind::Gre(_) | DeviceKind::Mgre(_) | DeviceKind::XfrmiExternal => Self {
                 reqid: t.reqid,
                 if_id: None,
                 mark: None,

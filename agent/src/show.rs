@@ -89,7 +89,9 @@ pub fn clone(
         .collect();
     json!({
         "name": c.tunnel.name,
-        "mode": "xfrmi",
+        "mode": if c.multipoint { "spoke" } else { "xfrmi" },
+        // The device its traffic goes through: its own, or a multipoint template's shared one.
+        "interface": c.interface.name,
         "dynamic": true,
         "template": c.template,
         "if_id": c.tunnel.if_id,

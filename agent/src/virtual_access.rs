@@ -113,6 +113,10 @@ pub struct VirtualAccess {
     pub ifindex: u32,
     /// When it was created.
     pub created: Instant,
+    /// A spoke of a multipoint template: `interface` is its policies and routes on the
+    /// template's shared device (named `interface.name`, index `ifindex`), not a device of
+    /// its own (see `crate::multipoint`).
+    pub multipoint: bool,
 }
 
 /// A clone about to be created: its number is held, nothing is in the kernel yet.
@@ -252,7 +256,17 @@ impl VirtualAccesses {
             fvrf: None,
             v1_policies: None,
         };
-        let interface = clone_interface(tp, &tunnel);
+        let mut interface = clone_interface(tp, &tunnel);
+        if let Some(dev) = &tp.multipoint {
+            let mut tunnel = tunnel;
+            tunnel.name = crate::multipoint::spoke_name(dev, slot);
+            interface = crate::multipoint::spoke_interface(tp, &tunnel, dev);
+            return Some(Proposed {
+                slot,
+                tunnel,
+                interface,
+            });
+        }
         Some(Proposed {
             slot,
             tunnel,
@@ -282,6 +296,7 @@ impl VirtualAccesses {
                 interface: p.interface,
                 ifindex,
                 created: Instant::now(),
+                multipoint: tp.multipoint.is_some(),
             },
         );
         self.by_session.insert(session, p.slot);
@@ -314,6 +329,21 @@ impl VirtualAccesses {
             }
         }
         out
+    }
+
+    /// Those of clone `slot`'s fixed (template) routes it still owns: a multipoint spoke
+    /// deletes these when it goes (a clone's go with its device), and leaves alone those a
+    /// newer spoke took over.
+    pub fn fixed_routes_owned(&self, slot: u32) -> Vec<IpNet> {
+        let Some(c) = self.clones.get(&slot) else {
+            return Vec::new();
+        };
+        let table = c.interface.table();
+        c.fixed_routes
+            .iter()
+            .filter(|p| self.route_owner.get(&(table, **p)) == Some(&slot))
+            .copied()
+            .collect()
     }
 
     /// Route `p` now goes into clone `slot` (it was installed there).
@@ -524,5 +554,79 @@ mod tests {
         assert_eq!(ts_prefix(&ts("10.1.0.1", "10.1.0.4")), None);
         assert_eq!(ts_prefix(&ts("10.1.0.128", "10.1.1.127")), None);
         assert_eq!(ts_prefix(&ts("10.1.0.9", "10.1.0.1")), None);
+    }
+}
+
+/// Spokes of a multipoint template (`crate::multipoint`) in the clones' books.
+#[cfg(test)]
+mod multipoint_tests {
+    use super::*;
+    use crate::plan::REQID_BASE;
+
+    fn template(routes: TemplateRoutes) -> TemplatePlan {
+        TemplatePlan {
+            template: "VT1".into(),
+            profile: "spokes".into(),
+            conn: ike::ConnId(3),
+            reqid: REQID_BASE + 3,
+            prefix: "vtid-va".into(),
+            unnumbered: "10.0.0.1".parse().unwrap(),
+            mtu: 1446,
+            group: xfrm::OWNED_LINK_GROUP,
+            vrf: None,
+            qdisc: None,
+            routes,
+            offload: crate::config::Offload::Off,
+            multipoint: Some("vtid-mp".into()),
+        }
+    }
+
+    #[test]
+    fn spokes_share_the_device_with_their_own_if_id_policies_and_routes() {
+        let tp = template(TemplateRoutes::Prefixes(vec![
+            "10.9.0.0/16".parse().unwrap(),
+        ]));
+        let dev = crate::multipoint::devices([&tp]);
+        let d = &dev["vtid-mp"];
+        assert_eq!(d.kind, DeviceKind::XfrmiExternal);
+        assert!(d.policies.is_empty() && d.routes.is_empty());
+        assert_eq!(d.address, "10.0.0.1/32".parse::<IpNet>().unwrap());
+        let mut books = VirtualAccesses::default();
+        let local = "172.16.1.1:500".parse().unwrap();
+        let id = Identity::Ipv4("172.16.1.2".parse().unwrap());
+        let mut made = Vec::new();
+        for (n, peer) in ["172.16.1.2:500", "172.16.2.2:500"].iter().enumerate() {
+            let p = books
+                .propose(&tp, &[], &[], local, peer.parse().unwrap())
+                .expect("a number");
+            assert_eq!(p.tunnel.name, format!("vtid-mp:{}", n + 1));
+            assert_eq!(p.tunnel.if_id, IF_ID_BASE + n as u32 + 1);
+            // Its interface is the shared device's name, with its own if_id on every policy.
+            assert_eq!(p.interface.name, "vtid-mp");
+            assert_eq!(p.interface.if_id, p.tunnel.if_id);
+            assert!(!p.interface.policies.is_empty());
+            assert!(
+                p.interface
+                    .policies
+                    .iter()
+                    .all(|x| x.if_id == Some(p.tunnel.if_id))
+            );
+            assert_eq!(
+                p.interface.routes,
+                vec![Route::from("10.9.0.0/16".parse::<IpNet>().unwrap())]
+            );
+            let slot = p.slot;
+            books.commit(p, 7, &tp, &id, SessionId(n as u64 + 1));
+            books.claim_route(slot, "10.9.0.0/16".parse().unwrap());
+            made.push(slot);
+        }
+        // The template's prefix is the newer spoke's now: the older one must not delete it.
+        assert!(books.fixed_routes_owned(made[0]).is_empty());
+        assert_eq!(books.fixed_routes_owned(made[1]).len(), 1);
+        assert!(books.iter().all(|c| c.multipoint && c.ifindex == 7));
+        // `vtid down` finds a spoke by its name or its peer.
+        assert_eq!(books.sessions_of("vtid-mp:2").len(), 1);
+        assert_eq!(books.sessions_of("172.16.1.2").len(), 1);
+        assert!(books.sessions_of("vtid-mp").is_empty());
     }
 }

@@ -74,6 +74,19 @@ pub fn start_psk_template_hub(
     spokes: &str,
     global: &str,
 ) -> Result<Vtid> {
+    start_psk_template_hub_mode(ns, dir, psk, spokes, global, None)
+}
+
+/// [`start_psk_template_hub`] with the template's `mode` (`"multipoint"`: every spoke on one
+/// collect-metadata device; `None`: vtid's default, a clone per spoke).
+pub fn start_psk_template_hub_mode(
+    ns: &crate::Netns,
+    dir: &Path,
+    psk: &str,
+    spokes: &str,
+    global: &str,
+    mode: Option<&str>,
+) -> Result<Vtid> {
     let key = write_secret(dir, "spokes.key", psk)?;
     let mut c = VtidConf::new();
     if !global.is_empty() {
@@ -89,7 +102,8 @@ pub fn start_psk_template_hub(
     c.virtual_template("VT1")
         .set("unnumbered", "lan0")
         .set("protection", "P")
-        .set("routes", "traffic-selectors");
+        .set("routes", "traffic-selectors")
+        .set_opt("mode", mode);
     Vtid::start_config_with(
         ns,
         dir,

@@ -131,6 +131,10 @@ pub trait Peer {
     fn as_vtid(&mut self) -> Option<&mut Vtid> {
         None
     }
+    /// [`Peer::as_vtid`] for reading (queries over the control socket need no `&mut`).
+    fn as_vtid_ref(&self) -> Option<&Vtid> {
+        None
+    }
 }
 
 struct VtidPeer(Vtid);
@@ -161,6 +165,9 @@ impl Peer for VtidPeer {
     }
     fn as_vtid(&mut self) -> Option<&mut Vtid> {
         Some(&mut self.0)
+    }
+    fn as_vtid_ref(&self) -> Option<&Vtid> {
+        Some(&self.0)
     }
 }
 

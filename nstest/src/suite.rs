@@ -181,6 +181,7 @@ const WIDE: &[(&str, usize)] = &[
     ("agent::vici", 3),
     ("agent::gre", 3),
     ("agent::dmvpn", 3),
+    ("agent::multipoint", 2),
 ];
 
 /// Binaries that run alone, with no other binary's scenarios beside them: floods and rate

@@ -45,12 +45,13 @@
 use std::net::IpAddr;
 
 use futures::StreamExt;
+use rtnetlink::packet_core::DefaultNla;
 use rtnetlink::packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::GreIOFlags;
 use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::link::{GreIOFlags, InfoXfrm};
 use rtnetlink::{
     LinkGre, LinkGre6, LinkMessageBuilder, LinkUnspec, LinkVrf, LinkVti, LinkVti6, LinkXfrm,
 };
@@ -58,6 +59,9 @@ use rtnetlink::{
 use crate::error::{Error, Result};
 use crate::link::{LinkHandle, route_err};
 use crate::{OWNED_LINK_GROUP, is_owned_alias};
+
+/// IFLA_XFRM_COLLECT_METADATA (include/uapi/linux/if_link.h, Linux 6.0).
+const IFLA_XFRM_COLLECT_METADATA: u16 = 3;
 
 /// The longest alias the kernel takes: the `ifla_policy` length of IFLA_IFALIAS is
 /// IFALIASZ - 1 = 255 bytes, and the attribute carries the text with its terminating NUL.
@@ -81,6 +85,15 @@ pub enum DeviceKind {
         /// IFLA_XFRM_LINK, the underlay ifindex used for the outer route lookup.
         underlay: Option<u32>,
     },
+    /// `type xfrm external`: an xfrm interface in collect-metadata mode (IFLA_XFRM_COLLECT_METADATA,
+    /// Linux 6.0+), the one device of a multipoint hub. It has no if_id of its own: on transmit
+    /// `xfrmi_xmit` takes the if_id (and optional underlay link) from the packet's metadata,
+    /// which a route with `encap xfrm if_id N` (LWTUNNEL_ENCAP_XFRM) attaches through its
+    /// lwtstate; on receive `xfrmi_rcv_cb` sets the SA's if_id as the packet's metadata and
+    /// `xfrmi_decode_session` gives the inbound policy check that if_id (6.1
+    /// net/xfrm/xfrm_interface_core.c). `xfrmi_newlink` refuses an if_id or link on such a
+    /// device and allows one per network namespace (EEXIST for a second).
+    XfrmExternal,
     /// `type vti|vti6 local L remote R ikey I okey O [dev UNDERLAY]`; vti6 when the addresses
     /// are IPv6. ip_vti marks decapsulated packets with `ikey` (see [`crate::VtiSpec`]).
     Vti {
@@ -127,8 +140,9 @@ pub enum DeviceKind {
 /// A tunnel device as one creation request.
 ///
 /// Equivalent to: `ip link add NAME [mtu M] group 7654 [master VRF] [up] type xfrm if_id ID
-/// [dev UNDERLAY]` (or `type vti|vti6 local L remote R ikey I okey O [dev UNDERLAY]`, or `type
-/// gre|ip6gre local L [remote R] [key K] ttl T [dev UNDERLAY]`), then, when
+/// [dev UNDERLAY]` (or `type xfrm external`, or `type vti|vti6 local L remote R ikey I okey O
+/// [dev UNDERLAY]`, or `type gre|ip6gre local L [remote R] [key K] ttl T [dev UNDERLAY]`),
+/// then, when
 /// an alias or another group is asked for, `ip link set dev NAME alias TEXT group G` (the
 /// kernel ignores `alias` on `ip link add`; see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +177,12 @@ impl TunnelDeviceSpec {
                 underlay: None,
             },
         )
+    }
+
+    /// An xfrm interface in collect-metadata mode (see [`DeviceKind::XfrmExternal`]), down, in
+    /// the owned group. Equals `ip link add NAME type xfrm external`.
+    pub fn xfrm_external(name: &str) -> Self {
+        Self::new(name, DeviceKind::XfrmExternal)
     }
 
     /// A vti (IPv4 addresses) or vti6 (IPv6) device, down, in the owned group.
@@ -221,13 +241,15 @@ impl TunnelDeviceSpec {
         }
     }
 
-    /// `dev UNDERLAY` (IFLA_XFRM_LINK / IFLA_VTI_LINK); a VRF has none.
+    /// `dev UNDERLAY` (IFLA_XFRM_LINK / IFLA_VTI_LINK); a VRF and an external xfrm interface
+    /// have none.
     pub fn underlay(mut self, index: u32) -> Self {
         match &mut self.kind {
             DeviceKind::Xfrm { underlay, .. }
             | DeviceKind::Vti { underlay, .. }
             | DeviceKind::Gre { underlay, .. } => *underlay = Some(index),
-            DeviceKind::Vrf { .. } => {}
+            // xfrmi_newlink refuses a link on a collect-metadata device.
+            DeviceKind::Vrf { .. } | DeviceKind::XfrmExternal => {}
         }
         self
     }
@@ -348,6 +370,14 @@ impl TunnelDeviceSpec {
                 if let Some(u) = underlay {
                     b = b.dev(*u);
                 }
+                common!(b)
+            }
+            DeviceKind::XfrmExternal => {
+                // IFLA_XFRM_COLLECT_METADATA (include/uapi/linux/if_link.h) is a flag: present
+                // and empty. netlink-packet-route 0.34 has no variant for it.
+                let b = LinkMessageBuilder::<LinkXfrm>::new(&self.name).append_info_data(
+                    InfoXfrm::Other(DefaultNla::new(IFLA_XFRM_COLLECT_METADATA, Vec::new())),
+                );
                 common!(b)
             }
             DeviceKind::Vti {
@@ -582,6 +612,24 @@ mod tests {
             req.header.flags,
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
         );
+    }
+
+    #[test]
+    fn external_xfrm_device_carries_the_flag_and_no_if_id() {
+        let s = TunnelDeviceSpec::xfrm_external("vtid-mp")
+            .underlay(3)
+            .mtu(1400)
+            .alias("vtid:vtid-mp")
+            .up();
+        let (flags, _, a) = wire(&s.newlink_message().unwrap());
+        assert_eq!(flags & IFF_UP, IFF_UP);
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(OWNED_LINK_GROUP));
+        let (kind, data) = info(&a);
+        assert_eq!(kind, "xfrm");
+        // Only IFLA_XFRM_COLLECT_METADATA (3), empty: xfrmi_newlink refuses a link or an if_id
+        // with it, so `underlay` is ignored.
+        assert_eq!(data, vec![(3, Vec::new())]);
+        assert!(s.setlink_message(5).is_some(), "the alias follows");
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub struct XfrmiSpec {
 
 /// A route.
 ///
-/// Equivalent to: `ip route add DST [via GW] [dev DEV] [src SRC] [metric M] [table T]`.
+/// Equivalent to: `ip route add DST [via GW] [dev DEV] [src SRC] [metric M] [table T] [encap
+/// xfrm if_id N]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
     /// Destination prefix.
@@ -98,6 +99,10 @@ pub struct RouteSpec {
     pub metric: Option<u32>,
     /// Table id (254 = main).
     pub table: u32,
+    /// `encap xfrm if_id N`: a lightweight-tunnel encap (LWTUNNEL_ENCAP_XFRM) that gives
+    /// packets routed here the xfrm metadata a collect-metadata xfrm interface sends with
+    /// (see [`crate::DeviceKind::XfrmExternal`]).
+    pub xfrm_if_id: Option<u32>,
 }
 
 impl RouteSpec {
@@ -110,7 +115,16 @@ impl RouteSpec {
             src: None,
             metric: None,
             table: 254,
+            xfrm_if_id: None,
         }
+    }
+
+    /// `encap xfrm if_id N`. The kernel (6.1 net/xfrm/xfrm_interface_core.c
+    /// `xfrmi_build_state`) requires a non-zero if_id; LWT_XFRM_LINK is left out, so the
+    /// outer lookup uses the SA's addresses in the default table.
+    pub fn xfrm_if_id(mut self, if_id: u32) -> Self {
+        self.xfrm_if_id = Some(if_id);
+        self
     }
 
     /// `table T`.
@@ -618,7 +632,20 @@ impl<'a> LinkHandle<'a> {
         if let Some(m) = r.metric {
             b = b.priority(m);
         }
-        Ok(b.build())
+        let mut msg = b.build();
+        if let Some(id) = r.xfrm_if_id {
+            use rtnetlink::packet_route::route::{
+                RouteAttribute, RouteLwEnCapType, RouteLwTunnelEncap, RouteXfrmTunnel,
+            };
+            // RTA_ENCAP_TYPE = LWTUNNEL_ENCAP_XFRM (10), RTA_ENCAP = { LWT_XFRM_IF_ID (1) }.
+            msg.attributes
+                .push(RouteAttribute::EncapType(RouteLwEnCapType::Xfrm));
+            msg.attributes
+                .push(RouteAttribute::Encap(vec![RouteLwTunnelEncap::Xfrm(
+                    RouteXfrmTunnel::IfId(id),
+                )]));
+        }
+        Ok(msg)
     }
 
     /// The interface a packet from `src` to `dst` leaves through, by the kernel's own route
@@ -832,4 +859,51 @@ pub(crate) fn line_attributes(up: bool) -> [LinkAttribute; 2] {
         LinkAttribute::Mode(LinkMode::Dormant),
         LinkAttribute::OperState(if up { State::Up } else { State::Dormant }),
     ]
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use rtnetlink::packet_core::{Emitable, NlaBuffer, NlasIterator};
+
+    fn nlas(b: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        NlasIterator::new(b)
+            .map(|n| {
+                let n: NlaBuffer<&[u8]> = n.unwrap();
+                (n.kind(), n.value().to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn encap_xfrm_route_carries_the_lwtunnel_attributes() {
+        // include/uapi/linux/rtnetlink.h, lwtunnel.h
+        const RTA_OIF: u16 = 4;
+        const RTA_ENCAP_TYPE: u16 = 21;
+        const RTA_ENCAP: u16 = 22;
+        const LWTUNNEL_ENCAP_XFRM: u16 = 10;
+        const LWT_XFRM_IF_ID: u16 = 1;
+        let r = RouteSpec::dev("10.1.0.0/24".parse().unwrap(), 7).xfrm_if_id(0x7660_0003);
+        let m = LinkHandle::route_msg(&r).unwrap();
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        // struct rtmsg is 12 bytes.
+        let a = nlas(&buf[12..]);
+        let get = |k| a.iter().find(|(t, _)| *t == k).map(|(_, v)| v.clone());
+        assert_eq!(get(RTA_OIF), Some(7u32.to_ne_bytes().to_vec()));
+        assert_eq!(
+            get(RTA_ENCAP_TYPE),
+            Some(LWTUNNEL_ENCAP_XFRM.to_ne_bytes().to_vec())
+        );
+        let inner = nlas(&get(RTA_ENCAP).expect("RTA_ENCAP"));
+        assert_eq!(
+            inner,
+            vec![(LWT_XFRM_IF_ID, 0x7660_0003u32.to_ne_bytes().to_vec())]
+        );
+        // Without it, no encap.
+        let plain = LinkHandle::route_msg(&RouteSpec::dev("10.1.0.0/24".parse().unwrap(), 7));
+        let mut buf = vec![0u8; plain.as_ref().unwrap().buffer_len()];
+        plain.unwrap().emit(&mut buf);
+        assert!(nlas(&buf[12..]).iter().all(|(t, _)| *t != RTA_ENCAP_TYPE));
+    }
 }

@@ -156,6 +156,8 @@ mod cryptomap;
 pub(crate) use cryptomap::warnings as crypto_map_warnings;
 #[path = "gre_convert.rs"]
 mod gre_convert;
+#[path = "multipoint.rs"]
+mod multipoint;
 
 /// The document split into sections, each entry deserialized on its own.
 #[derive(Default)]
@@ -2508,9 +2510,11 @@ impl Cx<'_> {
                 .map(Some),
             None => Some(None),
         };
+        let multipoint = self.template_mode(n, c);
         // A profile with its own errors is reported there.
         let ipsec = Arc::new(c.ipsec_profiles.get(protection.as_ref()?)?.clone());
         Some(VirtualTemplate {
+            multipoint: multipoint?,
             ipsec,
             offload: offload?,
             unnumbered: unnumbered?,

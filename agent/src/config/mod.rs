@@ -816,6 +816,9 @@ pub struct VirtualTemplate {
     pub routes: TemplateRoutes,
     /// ESP offload of the clones; `None` means the IPsec profile's.
     pub offload: Option<Offload>,
+    /// `mode = "multipoint"`: the name of the one collect-metadata xfrm interface every spoke
+    /// shares (see `agent/src/multipoint.rs`); `None`: a clone per spoke.
+    pub multipoint: Option<String>,
 }
 
 impl Config {

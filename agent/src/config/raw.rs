@@ -314,6 +314,10 @@ pub struct VirtualTemplate {
     pub routes: Option<Spanned<StrOrList>>,
     /// ESP offload for the clones; the IPsec profile's when absent.
     pub offload: Option<SStr>,
+    /// `"point-to-point"` (default: one clone per spoke) or `"multipoint"` (one device).
+    pub mode: Option<SStr>,
+    /// The multipoint device's name (`mode = "multipoint"` only).
+    pub interface: Option<SStr>,
 }
 
 /// `[access_list.NAME]`: a crypto ACL, IOS extended-ACL entries in order.

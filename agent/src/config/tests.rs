@@ -11,6 +11,8 @@ use super::*;
 
 #[path = "gre_tests.rs"]
 mod gre;
+#[path = "multipoint_tests.rs"]
+mod multipoint;
 
 /// No file access: structure only.
 fn no_files() -> LoadOptions {

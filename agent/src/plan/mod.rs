@@ -57,6 +57,10 @@ pub enum DeviceKind {
     Gre(gre::GreSpec),
     /// Multipoint GRE (`ip link add NAME type gre local A [key K] ttl T`, no remote).
     Mgre(gre::GreSpec),
+    /// A multipoint template's one device (`ip link add NAME type xfrm external`): an xfrm
+    /// interface in collect-metadata mode, keyed by nothing itself; each spoke's routes carry
+    /// its if_id (see `crate::multipoint`).
+    XfrmiExternal,
 }
 
 impl DeviceKind {
@@ -67,6 +71,7 @@ impl DeviceKind {
             Self::Vti => "vti",
             Self::Gre(_) => "gre",
             Self::Mgre(_) => "mgre",
+            Self::XfrmiExternal => "multipoint",
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct TemplatePlan {
     pub routes: config::TemplateRoutes,
     /// ESP offload of the clones (the template's, else its IPsec profile's; see offload.rs).
     pub offload: config::Offload,
+    /// `mode = "multipoint"`: the one collect-metadata device every spoke shares (see
+    /// `crate::multipoint`); `None`: a clone per spoke.
+    pub multipoint: Option<String>,
 }
 
 impl TemplatePlan {
@@ -145,6 +148,7 @@ pub fn plan_templates(
                     qdisc: vt.qdisc.clone(),
                     routes: vt.routes.clone(),
                     offload,
+                    multipoint: vt.multipoint.clone(),
                 },
             );
         }

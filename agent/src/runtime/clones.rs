@@ -16,8 +16,23 @@ impl Runtime {
             return Vec::new();
         };
         let (name, index, table) = (c.interface.name.clone(), c.ifindex, c.interface.table());
+        let spoke = c.multipoint.then_some(c.tunnel.if_id);
         let mut added = Vec::new();
         for p in self.clones.ts_routes(slot, remote_ts) {
+            if let Some(if_id) = spoke {
+                // A multipoint spoke's route: into the shared device with its if_id.
+                let errs =
+                    kernel::spoke_routes(&self.h, &name, index, table, if_id, &[p.into()], &[])
+                        .await;
+                match errs.first() {
+                    None => {
+                        self.clones.claim_route(slot, p);
+                        added.push(p);
+                    }
+                    Some(e) => warn!(interface = %name, route = %p, "route: {e:#}"),
+                }
+                continue;
+            }
             let op = Op::Routes {
                 name: name.clone(),
                 index: Some(index),
@@ -49,6 +64,19 @@ impl Runtime {
         let Some(c) = self.clones.iter().find(|c| c.slot == slot) else {
             return;
         };
+        if c.multipoint {
+            let del: Vec<model::Route> = del.into_iter().map(model::Route::from).collect();
+            let (name, idx, table, if_id) = (
+                &c.interface.name,
+                c.ifindex,
+                c.interface.table(),
+                c.tunnel.if_id,
+            );
+            for e in kernel::spoke_routes(&self.h, name, idx, table, if_id, &[], &del).await {
+                warn!("delete route: {e:#}");
+            }
+            return;
+        }
         let op = Op::Routes {
             name: c.interface.name.clone(),
             index: Some(c.ifindex),
@@ -80,7 +108,12 @@ impl Runtime {
 
     pub(super) async fn remove_clone_if_unused(&mut self, slot: u32) {
         let has_children = self.sessions.of_clone(slot).next().is_some();
+        let owned = self.clones.fixed_routes_owned(slot);
         if let Some(c) = self.clones.take_if_unused(slot, has_children) {
+            if c.multipoint {
+                self.remove_spoke(&c, owned).await;
+                return;
+            }
             // Routes go with the link (the kernel flushes a deleted device's routes).
             for e in kernel::apply_one(&self.h, &Op::Remove(c.interface.clone())).await {
                 warn!(interface = %c.tunnel.name, "remove dynamic VTI: {e:#}");
@@ -133,6 +166,11 @@ impl Runtime {
         local: std::net::SocketAddr,
         remote: std::net::SocketAddr,
     ) -> Result<()> {
+        if let Some(dev) = &tp.multipoint {
+            return self
+                .create_spoke(tp, dev, session, peer_id, local, remote)
+                .await;
+        }
         let statics: Vec<u32> = self.plan.tunnels.values().map(|t| t.if_id).collect();
         let mut refused: Vec<u32> = Vec::new();
         for _attempt in 0..8 {

@@ -223,6 +223,7 @@ impl Runtime {
             let t = self.cfg.tunnels.get(name)?;
             Some(show::waiting_tunnel(name, t, why))
         }));
+        v.extend(self.show_multipoint());
         v.extend(
             self.clones
                 .iter()

@@ -507,6 +507,7 @@ impl Runtime {
                 src: None,
                 metric: Some(metric),
                 table: MAIN_TABLE,
+                xfrm_if_id: None,
             };
             // A directly connected peer is the next hop itself (`via PEER dev DEV`), as IOS's
             // reverse route names the peer.

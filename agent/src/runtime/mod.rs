@@ -15,6 +15,7 @@ mod dmvpn;
 mod line;
 mod maps;
 mod mgre;
+mod multipoint;
 mod reload;
 mod revocation;
 mod underlay;
@@ -89,6 +90,8 @@ pub struct Runtime {
     made: BTreeMap<String, Interface>,
     /// Multipoint GRE devices made, by name (mgre.rs).
     mgre_made: BTreeMap<String, Interface>,
+    /// Multipoint templates' devices made, with their ifindex, by name (multipoint.rs).
+    mp_made: BTreeMap<String, (Interface, u32)>,
     /// The static tunnels' line protocol transitions, by name.
     lines: BTreeMap<String, line::Line>,
     /// Negotiation retries of initiating static tunnels.
@@ -150,6 +153,7 @@ impl Runtime {
             states: BTreeMap::new(),
             made: BTreeMap::new(),
             mgre_made: BTreeMap::new(),
+            mp_made: BTreeMap::new(),
             protections: Default::default(),
             lines: BTreeMap::new(),
             retries: Default::default(),
@@ -178,6 +182,7 @@ impl Runtime {
         }
         self.apply_mgre().await;
         self.apply_mgre_protections().await;
+        self.apply_multipoint().await;
         self.start_maps().await;
     }
 
@@ -649,11 +654,17 @@ impl Runtime {
         // already gone: the kernel would answer it with an ACQUIRE and a larval SA (spi 0)
         // that cannot be deleted by SPI and lingers for net.core.xfrm_acq_expires.
         for c in self.clones.take_all() {
+            if c.multipoint {
+                // Its routes go with the device (removed right after the spokes).
+                self.remove_spoke(&c, Vec::new()).await;
+                continue;
+            }
             for e in kernel::apply_one(&self.h, &Op::Remove(c.interface.clone())).await {
                 warn!(interface = %c.tunnel.name, "remove dynamic VTI: {e:#}");
             }
             info!(interface = %c.tunnel.name, peer = %c.tunnel.remote, "dynamic VTI removed");
         }
+        self.remove_multipoint().await;
         let ops = reconcile::interfaces(&self.made, &BTreeMap::new(), &BTreeSet::new());
         for e in kernel::apply(&self.h, &ops).await {
             warn!("teardown: {e:#}");

@@ -236,5 +236,6 @@ impl Runtime {
         }
         self.apply_mgre().await;
         self.apply_mgre_protections().await;
+        self.apply_multipoint().await;
     }
 }

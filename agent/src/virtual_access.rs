@@ -136,6 +136,12 @@ pub struct VirtualAccesses {
     /// same spoke returning from another address) moves there, and the older clone then
     /// leaves it alone when it goes.
     route_owner: HashMap<(u32, IpNet), u32>,
+    /// The routes each clone owns in `route_owner`, so removing a clone touches its own
+    /// entries, not every clone's.
+    routes_of: HashMap<u32, BTreeSet<(u32, IpNet)>>,
+    /// The clones of each (connection, peer address), for [`Self::join`] without a walk of
+    /// every clone per authentication.
+    by_peer: HashMap<(ike::ConnId, IpAddr), BTreeSet<u32>>,
 }
 
 /// The clone of template `tp` for `tunnel`: an xfrm interface borrowing the template's
@@ -169,6 +175,11 @@ impl VirtualAccesses {
     /// Every clone, by number.
     pub fn iter(&self) -> impl Iterator<Item = &VirtualAccess> {
         self.clones.values()
+    }
+
+    /// Clone `slot`.
+    pub fn get(&self, slot: u32) -> Option<&VirtualAccess> {
+        self.clones.get(&slot)
     }
 
     /// Clones named `what` or whose peer address is `what` (`vtid down vtid-va3` or `vtid
@@ -205,13 +216,22 @@ impl VirtualAccesses {
         if initial_contact {
             return false;
         }
-        let Some((slot, c)) = self.clones.iter_mut().find(|(_, c)| {
-            c.tunnel.conn == tp.conn && c.peer_id == *peer_id && c.tunnel.remote == remote.ip()
-        }) else {
+        let clones = &self.clones;
+        let Some(slot) = self
+            .by_peer
+            .get(&(tp.conn, remote.ip()))
+            .into_iter()
+            .flatten()
+            .copied()
+            .find(|s| clones.get(s).is_some_and(|c| c.peer_id == *peer_id))
+        else {
+            return false;
+        };
+        let Some(c) = self.clones.get_mut(&slot) else {
             return false;
         };
         c.sessions.insert(session);
-        self.by_session.insert(session, *slot);
+        self.by_session.insert(session, slot);
         info!(interface = %c.tunnel.name, peer = %remote, "session joins its peer's interface");
         true
     }
@@ -270,6 +290,7 @@ impl VirtualAccesses {
         peer_id: &Identity,
         session: SessionId,
     ) {
+        let peer = (p.tunnel.conn, p.tunnel.remote);
         self.clones.insert(
             p.slot,
             VirtualAccess {
@@ -285,6 +306,7 @@ impl VirtualAccesses {
             },
         );
         self.by_session.insert(session, p.slot);
+        self.by_peer.entry(peer).or_default().insert(p.slot);
     }
 
     /// The proposed clone could not be created: its number is free again.
@@ -321,11 +343,16 @@ impl VirtualAccesses {
         let Some(c) = self.clones.get(&slot) else {
             return;
         };
-        if let Some(prev) = self.route_owner.insert((c.interface.table(), p), slot)
+        let key = (c.interface.table(), p);
+        if let Some(prev) = self.route_owner.insert(key, slot)
             && prev != slot
         {
             info!(route = %p, interface = %c.tunnel.name, "route moved to a newer interface");
+            if let Some(set) = self.routes_of.get_mut(&prev) {
+                set.remove(&key);
+            }
         }
+        self.routes_of.entry(slot).or_default().insert(key);
     }
 
     /// A Child SA of clone `slot` that had added `routes` is gone and `still` are the routes
@@ -346,6 +373,9 @@ impl VirtualAccesses {
                 continue;
             }
             self.route_owner.remove(&(table, p));
+            if let Some(set) = self.routes_of.get_mut(&slot) {
+                set.remove(&(table, p));
+            }
             out.push(p);
         }
         out
@@ -387,9 +417,25 @@ impl VirtualAccesses {
 
     fn forget(&mut self, c: &VirtualAccess) {
         // Sessions of this clone that still map here (none when its last session went) are
-        // forgotten too.
-        self.by_session.retain(|_, s| *s != c.slot);
-        self.route_owner.retain(|_, s| *s != c.slot);
+        // forgotten too; only its own entries are visited (a retain over every clone's made
+        // tearing down N clones O(N²)).
+        for s in &c.sessions {
+            if self.by_session.get(s) == Some(&c.slot) {
+                self.by_session.remove(s);
+            }
+        }
+        for key in self.routes_of.remove(&c.slot).unwrap_or_default() {
+            if self.route_owner.get(&key) == Some(&c.slot) {
+                self.route_owner.remove(&key);
+            }
+        }
+        let peer = (c.tunnel.conn, c.tunnel.remote);
+        if let Some(set) = self.by_peer.get_mut(&peer) {
+            set.remove(&c.slot);
+            if set.is_empty() {
+                self.by_peer.remove(&peer);
+            }
+        }
         self.slots.release(c.slot);
     }
 }

@@ -12,7 +12,7 @@ impl Runtime {
         slot: u32,
         remote_ts: &[ike::wire::TrafficSelector],
     ) -> Vec<ipnet::IpNet> {
-        let Some(c) = self.clones.iter().find(|c| c.slot == slot) else {
+        let Some(c) = self.clones.get(slot) else {
             return Vec::new();
         };
         let (name, index, table) = (c.interface.name.clone(), c.ifindex, c.interface.table());
@@ -46,7 +46,7 @@ impl Runtime {
             .flat_map(|(_, k)| k.routes.iter().copied())
             .collect();
         let del = self.clones.release_routes(slot, routes, &still);
-        let Some(c) = self.clones.iter().find(|c| c.slot == slot) else {
+        let Some(c) = self.clones.get(slot) else {
             return;
         };
         let op = Op::Routes {

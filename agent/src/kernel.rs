@@ -120,6 +120,9 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     if let Some(up) = i.line {
         spec = spec.line(up);
     }
+    if i.disable_ipv6 {
+        spec = spec.no_ipv6();
+    }
     if let Some(u) = underlay {
         spec = spec.underlay(u);
     }

@@ -165,10 +165,30 @@ pub fn clone_interface(tp: &TemplatePlan, tunnel: &TunnelPlan) -> Interface {
         },
         route_mode: RouteMode::Replace,
         line: None,
-        disable_ipv6: false,
+        disable_ipv6: !template_v6(tp),
         qdisc: tp.qdisc.clone(),
-        policies: crate::model::tunnel_policies(tunnel),
+        policies: clone_policies(tunnel, template_v6(tp)),
     }
+}
+
+/// The template routes IPv6 prefixes into its clones (its unnumbered address is always
+/// IPv4). Without them a clone starts IPv4-only, and gets IPv6 only when a Child SA with
+/// IPv6 traffic selectors is installed on it ([`VirtualAccesses::enable_v6`]).
+fn template_v6(tp: &TemplatePlan) -> bool {
+    tp.unnumbered.is_ipv6()
+        || matches!(&tp.routes, TemplateRoutes::Prefixes(l) if l.iter().any(|p| p.addr().is_ipv6()))
+}
+
+/// A clone's policies: the IPv4 out/in/fwd triple, and the IPv6 one when `v6`. Each 0/0
+/// policy bound to an if_id is an "inexact" policy to the kernel, and inserting one walks
+/// every inexact policy of its direction on kernels before 6.10 (`xfrm_policy_inexact_insert`
+/// renumbering the list): the IPv6 triple no IPv4 spoke uses doubled that list and the
+/// inserts, four times the quadratic work at N spokes.
+pub fn clone_policies(tunnel: &TunnelPlan, v6: bool) -> Vec<xfrm::PolicySpec> {
+    crate::model::tunnel_policies(tunnel)
+        .into_iter()
+        .filter(|p| v6 || !p.selector.src.addr().is_ipv6())
+        .collect()
 }
 
 impl VirtualAccesses {
@@ -336,6 +356,24 @@ impl VirtualAccesses {
             }
         }
         out
+    }
+
+    /// A Child SA with IPv6 traffic selectors is installed on clone `slot`: its IPv6 policies
+    /// if it has none yet (they are recorded on the clone, so its removal takes them), for
+    /// the caller to add with IPv6 switched on on the device. `None` when it already has
+    /// them.
+    pub fn enable_v6(&mut self, slot: u32) -> Option<(String, Vec<xfrm::PolicySpec>)> {
+        let c = self.clones.get_mut(&slot)?;
+        if !c.interface.disable_ipv6 {
+            return None;
+        }
+        c.interface.disable_ipv6 = false;
+        let v6: Vec<xfrm::PolicySpec> = clone_policies(&c.tunnel, true)
+            .into_iter()
+            .filter(|p| p.selector.src.addr().is_ipv6())
+            .collect();
+        c.interface.policies.extend(v6.iter().cloned());
+        Some((c.interface.name.clone(), v6))
     }
 
     /// Route `p` now goes into clone `slot` (it was installed there).

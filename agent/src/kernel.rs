@@ -161,10 +161,8 @@ async fn furnish(
     added: &mut Vec<xfrm::PolicyId>,
 ) -> Result<()> {
     let link = h.link();
-    if i.disable_ipv6 {
-        link.set_disable_ipv6(&i.name, true)
-            .with_context(|| format!("{}: disable IPv6", i.name))?;
-    }
+    // IPv6 is off already when `disable_ipv6`: create() asked for it before the device
+    // first went up (TunnelDeviceSpec::no_ipv6).
     if i.disable_policy() {
         link.set_disable_policy(&i.name, true)?;
     }
@@ -174,8 +172,11 @@ async fn furnish(
     for p in &i.policies {
         batch.add_policy(p);
     }
+    // The policies (NETLINK_XFRM) and the address (NETLINK_ROUTE) are independent and go out
+    // on their two sockets at once: one round trip where there were two, per clone on a hub.
+    let (policies, address) = tokio::join!(batch.execute(), link.add_address(idx, i.address));
     let mut failed = None;
-    for (p, r) in i.policies.iter().zip(batch.execute().await?) {
+    for (p, r) in i.policies.iter().zip(policies?) {
         match r {
             Ok(()) => added.push(p.id()),
             Err(e) => failed = failed.or(Some(e)),
@@ -184,9 +185,7 @@ async fn furnish(
     if let Some(e) = failed {
         return Err(anyhow::Error::new(e).context(format!("{}: policy", i.name)));
     }
-    link.add_address(idx, i.address)
-        .await
-        .with_context(|| format!("{}: address {}", i.name, i.address))?;
+    address.with_context(|| format!("{}: address {}", i.name, i.address))?;
     if let Some(q) = &i.qdisc {
         qdisc(h, idx, &i.name, q).await?;
     }

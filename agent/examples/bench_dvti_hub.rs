@@ -1,50 +1,67 @@
-//! Benchmark (not a test): a dynamic-VTI hub with N spokes, vtid against strongSwan with an
-//! updown script (what users do today), in one run. Prints, for each hub and side by side:
-//! how many tunnels came up and passed a ping, the wall time from the first IKE_SA_INIT to
-//! the last tunnel passing its ping, p50/p99 from IKE_AUTH to the hub's per-peer interface
-//! being up with its route, the hub's RSS per tunnel, and (vtid only) the netlink requests
-//! the hub sent per tunnel (its `vtid_netlink_requests_total`, scraped before and after).
+//! Benchmark (not a test): a dynamic-VTI hub with N spokes, vtid against two strongSwan hubs,
+//! one run per N of a sweep. Prints, for each N and hub side by side: how many tunnels came up
+//! and passed a ping, the wall time from the first IKE_SA_INIT to the last tunnel passing its
+//! ping (and to 95% of them: the spokes' retransmit tail apart), the time per tunnel, the
+//! share up on the first try without a retransmission, IKE_SA_INIT -> ping reply under the
+//! window and for spokes brought up one at a time once the N are up (window 1: the latency
+//! of one handshake, not window ÷ throughput), p50/p99 from IKE_AUTH to the hub's per-peer
+//! interface being up with its route, the hub's RSS and the kernel's slab per tunnel, CPU
+//! seconds of the hub, of its helpers and of the load generator, the netlink requests vtid
+//! sent per tunnel (its `vtid_netlink_requests_total`) and the load average; then one summary
+//! line per run and how vtid's time per tunnel grows with N.
 //!
 //! Runs inside the VM (it needs xfrm_interface and esp4), as root:
 //!
 //! ```text
 //! cargo build -p nstest --bins
 //! cargo build --release -p vtid --bin vtid --example bench_dvti_hub
-//! $CARGO_TARGET_DIR/debug/nstest vm -- \
-//!     $CARGO_TARGET_DIR/release/examples/bench_dvti_hub [--spokes N] [--window W] [--only vtid|strongswan]
+//! $CARGO_TARGET_DIR/debug/nstest vm --memory 4G -- \
+//!     $CARGO_TARGET_DIR/release/examples/bench_dvti_hub [--spokes N[,N...]] [--window W] \
+//!     [--swan-max N] [--probe K] [--only vtid|strongswan|strongswan-helper]
 //! ```
 //!
-//! (default N = 1000, W = 50; the hub's `vtid` is the release binary next to this example.)
+//! (default N = 1000, W = 50, K = 20; strongSwan runs only for N <= --swan-max, default 2000;
+//! vtid runs first at every N, the strongSwan hubs after; the hub's `vtid` is the release
+//! binary next to this example.)
 //!
 //! Topology: a `hub` namespace and one load generator `lg`, joined by a veth in 172.16.0.0/16.
-//! The load generator holds N underlay addresses (172.16.1.0 + i) and N inside addresses
+//! The load generator holds N + K underlay addresses (172.16.1.0 + i) and inside addresses
 //! (10.128.0.1 + i, /32 on a dummy). Each spoke is an in-process `ike` engine with its own UDP
 //! socket on its underlay address; it authenticates with a PSK under its address identity
 //! and proposes TSi = its inside /32, TSr = the hub's LAN address 10.0.0.1/32. At most W
-//! handshakes are in flight at any time (the same for both hubs). When a spoke's IKE_AUTH
-//! response arrives its SAs and two policies (keyed by its inside /32, so the load generator
-//! needs no interface per spoke) go into the `lg` kernel with the `xfrm` crate, and the spoke
-//! pings 10.0.0.1 from its inside address (raw ICMP with IP_PKTINFO), every 300 ms until a
-//! reply comes back through its tunnel. Spokes retransmit patiently (2 s doubling, 8 tries,
-//! about 8.5 minutes); an attempt that fails anyway (no answer, or the hub dropped the IKE SA)
-//! is counted, reported by reason and started again, at most three attempts per spoke.
+//! handshakes are in flight at any time (the same for every hub); the K probe spokes then go
+//! one at a time. When a spoke's IKE_AUTH response arrives its SAs and two policies (keyed
+//! by its inside /32, so the load generator needs no interface per spoke) go into the `lg`
+//! kernel with the `xfrm` crate, and the spoke pings 10.0.0.1 from its inside address (raw
+//! ICMP with IP_PKTINFO), every 300 ms until a reply comes back through its tunnel. Spokes
+//! retransmit patiently (2 s doubling, 8 tries, about 8.5 minutes); an attempt that fails
+//! anyway (no answer, or the hub dropped the IKE SA) is counted, reported by reason and
+//! started again, at most three attempts per spoke.
 //!
 //! The hub is watched over rtnetlink from inside its namespace (RTM_NEWLINK with IFF_UP,
 //! RTM_NEWROUTE for each spoke's /32), timestamped on the same monotonic clock as the load
 //! generator, so "interface up with its route" is the later of the two for the route's
-//! interface. Both hubs create the interface while they process IKE_AUTH, before they send
-//! the response (vtid on `PeerAuthenticated`, charon runs updown from the Child SA install),
-//! so the latency is given from the spoke sending its IKE_AUTH request (always positive) and
-//! from it receiving the response (negative: the interface was up before the answer left).
+//! interface. vtid and the first strongSwan hub create the interface while they process
+//! IKE_AUTH, before they send the response (vtid on `PeerAuthenticated`, charon runs updown
+//! from the Child SA install), so the latency is given from the spoke sending its IKE_AUTH
+//! request (always positive) and from it receiving the response (negative: the interface was
+//! up before the answer left).
 //!
-//! Baseline: charon (Debian's strongSwan) with one connection matching every spoke,
-//! `if_id_in = if_id_out = %unique` and an updown script that adds an xfrm interface with
-//! that if_id, sets it up and routes the spoke's traffic selector into it (one `ip -batch`
-//! call, not three `ip` processes), and deletes it on down-client. Tuned for many peers so it
-//! is not handicapped: `ikesa_table_size = 1024`, `ikesa_table_segments = 16`,
-//! `cookie_threshold = 1000` (the default 30 would demand cookies at a window of 50: an
-//! extra round trip per spoke; the vtid hub gets the same `cookie_threshold = 1000`), stock
-//! 16 threads, log level 1 (vtid logs at its default `info`).
+//! Baselines: charon (Debian's strongSwan) with one connection matching every spoke,
+//! `if_id_in = if_id_out = %unique` and an updown script for the xfrm interface with that
+//! if_id, its up state and the route of the spoke's traffic selector, deleted on down-client:
+//! - `strongSwan+updown` (what users do today): the script runs one `ip -batch` per event,
+//!   so each spoke costs a shell and an `ip` process (each start costs 170-240 ms under TCG);
+//! - `strongSwan+helper`: the script only `printf`s the three commands (a shell builtin) into
+//!   a FIFO that one long-running `ip -force -batch FIFO` in the hub's namespace reads: the
+//!   shell charon starts per event is the only process per spoke. charon returns from the
+//!   script before the interface exists, so its IKE_AUTH response may leave first.
+//!
+//! Tuned for many peers so it is not handicapped: `ikesa_table_size = 1024`,
+//! `ikesa_table_segments = 16`, `cookie_threshold = 1000` (the default 30 would demand
+//! cookies at a window of 50: an extra round trip per spoke; the vtid hub gets the same
+//! `cookie_threshold = 1000`), stock 16 threads, log level 1 (vtid logs at its default
+//! `info`).
 
 #[path = "bench_common/mod.rs"]
 mod bench_common;
@@ -84,7 +101,10 @@ fn inside_index(a: Ipv4Addr) -> Option<usize> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Vtid,
+    /// charon running an updown script that runs `ip` per event.
     Strongswan,
+    /// charon whose updown script hands each event to one persistent `ip -batch` process.
+    SwanHelper,
 }
 
 impl Kind {
@@ -92,14 +112,20 @@ impl Kind {
         match self {
             Kind::Vtid => "vtid",
             Kind::Strongswan => "strongSwan+updown",
+            Kind::SwanHelper => "strongSwan+helper",
         }
     }
 }
 
 struct Args {
-    spokes: usize,
+    /// One run per N, in order.
+    spokes: Vec<usize>,
     window: usize,
     only: Option<Kind>,
+    /// Above this N only vtid runs (the strongSwan hubs take too long).
+    swan_max: usize,
+    /// Spokes brought up one at a time after the N (window 1), for per-handshake latency.
+    probe: usize,
     timeout: Duration,
     /// The vtid hub's `virtual_template.mode` (`--template-mode multipoint`).
     template_mode: Option<String>,
@@ -107,9 +133,11 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut a = Args {
-        spokes: 1000,
+        spokes: vec![1000],
         window: 50,
         only: None,
+        swan_max: 2000,
+        probe: 20,
         timeout: Duration::from_secs(1800),
         template_mode: None,
     };
@@ -118,8 +146,15 @@ fn args() -> Result<Args> {
     while let Some(k) = it.next() {
         let mut val = || it.next().with_context(|| format!("{k} needs a value"));
         match k.as_str() {
-            "--spokes" => a.spokes = val()?.parse().context("--spokes")?,
+            "--spokes" => {
+                a.spokes = val()?
+                    .split(',')
+                    .map(|n| n.trim().parse().context("--spokes N[,N...]"))
+                    .collect::<Result<_>>()?
+            }
             "--window" => a.window = val()?.parse().context("--window")?,
+            "--swan-max" => a.swan_max = val()?.parse().context("--swan-max")?,
+            "--probe" => a.probe = val()?.parse().context("--probe")?,
             "--template-mode" => a.template_mode = Some(val()?.clone()),
             "--timeout-secs" => {
                 a.timeout = Duration::from_secs(val()?.parse().context("--timeout-secs")?)
@@ -128,16 +163,21 @@ fn args() -> Result<Args> {
                 a.only = Some(match val()?.as_str() {
                     "vtid" => Kind::Vtid,
                     "strongswan" => Kind::Strongswan,
-                    o => bail!("--only vtid|strongswan, not {o}"),
+                    "strongswan-helper" => Kind::SwanHelper,
+                    o => bail!("--only vtid|strongswan|strongswan-helper, not {o}"),
                 })
             }
             o => bail!(
-                "unknown argument {o}; usage: bench_dvti_hub [--spokes N] [--window W] \
-                 [--only vtid|strongswan] [--timeout-secs S] [--template-mode multipoint]"
+                "unknown argument {o}; usage: bench_dvti_hub [--spokes N[,N...]] [--window W] \
+                 [--only vtid|strongswan|strongswan-helper] [--swan-max N] [--probe K] \
+                 [--timeout-secs S] [--template-mode multipoint]"
             ),
         }
     }
-    ensure!(a.spokes >= 1 && a.spokes <= 60_000, "--spokes 1..=60000");
+    ensure!(
+        a.spokes.iter().all(|&n| n >= 1 && n + a.probe <= 60_000),
+        "--spokes 1..=60000 (with the --probe spokes)"
+    );
     ensure!(a.window >= 1, "--window >= 1");
     Ok(a)
 }
@@ -169,6 +209,28 @@ struct Figures {
     hub_xfrm_links: usize,
     monitor_overruns: u64,
     helper_note: String,
+    /// The last of the N spokes passing its ping counted from the first IKE_SA_INIT, at 95%.
+    wall95: Duration,
+    /// Spokes up on their first attempt with no retransmission.
+    first_try: usize,
+    /// First IKE_SA_INIT sent -> first ping reply, ms, of the N spokes (under the window).
+    setup_window: Vec<f64>,
+    /// The same for the probe spokes, one at a time after the N are up (window 1).
+    setup_alone: Vec<f64>,
+    /// First IKE_SA_INIT sent -> IKE_AUTH response, ms, of the probe spokes.
+    handshake_alone: Vec<f64>,
+    probes: usize,
+    /// /proc/meminfo Slab before the hub started and once all were up, KiB.
+    slab_before_kib: u64,
+    slab_after_kib: u64,
+    /// CPU seconds (user+system) of the hub daemon, of the processes it waited for
+    /// (updown scripts and their `ip`), of the persistent helper, and of the load generator.
+    cpu_hub: f64,
+    cpu_children: f64,
+    cpu_helper: f64,
+    cpu_lg: f64,
+    /// /proc/loadavg's 1-minute figure once all were up.
+    loadavg: f64,
 }
 
 fn main() -> Result<()> {
@@ -200,29 +262,37 @@ fn main() -> Result<()> {
     ])
     .context("raise RLIMIT_NOFILE")?;
     warm_up_crypto()?;
-    let kinds: Vec<Kind> = match a.only {
-        Some(k) => vec![k],
-        None => vec![Kind::Vtid, Kind::Strongswan],
-    };
-    let mut all = Vec::new();
-    for k in kinds {
+    // vtid at every N first, then the strongSwan hubs where they run: the slow baselines
+    // come last, so the sweep's vtid figures are in even if they are cut short.
+    let mut runs: Vec<(usize, Kind)> = Vec::new();
+    for pass in [Kind::Vtid, Kind::Strongswan, Kind::SwanHelper] {
+        for &n in &a.spokes {
+            let wanted = match a.only {
+                Some(k) => k == pass,
+                None => pass == Kind::Vtid || n <= a.swan_max,
+            };
+            if wanted {
+                runs.push((n, pass));
+            }
+        }
+    }
+    let mut summary: Vec<Figures> = Vec::new();
+    for (n, k) in runs {
         wait_idle();
-        eprintln!(
-            "== {} hub, {} spokes, window {}",
-            k.label(),
-            a.spokes,
-            a.window
-        );
-        let f = run_hub(k, &a)?;
+        eprintln!("== {} hub, {} spokes, window {}", k.label(), n, a.window);
+        let f = run_hub(k, n, &a)?;
         eprintln!(
             "   {} pinged of {} in {:.2} s",
             f.pinged,
             f.spokes,
             f.wall.as_secs_f64()
         );
-        all.push(f);
+        summary.push(f);
+        // The table of this N so far (printed again as each hub of it finishes).
+        let same: Vec<&Figures> = summary.iter().filter(|x| x.spokes == n).collect();
+        print_table(&a, n, &same);
     }
-    print_table(&a, &all);
+    print_summary(&summary);
     Ok(())
 }
 
@@ -263,8 +333,8 @@ enum HubProc {
     Swan(Strongswan),
 }
 
-fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
-    let n = a.spokes;
+fn run_hub(kind: Kind, n: usize, a: &Args) -> Result<Figures> {
+    let total = n + a.probe;
     let topo = TopoSpec::new()
         .link("hub", "172.16.0.1/16", "lg", "172.16.0.2/16")
         .lan("hub", "10.0.0.1/24")
@@ -277,7 +347,7 @@ fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
     let mut batch = String::from(
         "link add in0 type dummy\nlink set in0 up\nroute add 10.0.0.0/24 via 172.16.0.1\n",
     );
-    for i in 0..n {
+    for i in 0..total {
         let _ = writeln!(batch, "addr add {}/16 dev e-hub", spoke_underlay(i));
         let _ = writeln!(batch, "addr add {}/32 dev in0", spoke_inside(i));
     }
@@ -285,27 +355,45 @@ fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
     std::fs::write(&bf, batch)?;
     lg_ns.ip(&["-batch", &bf.to_string_lossy()])?;
 
-    let hub = start_hub(kind, hub_ns, &dir, a.template_mode.as_deref())?;
+    let (hub, helper) = start_hub(kind, hub_ns, &dir, a.template_mode.as_deref())?;
     let pid = hub_pid(hub_ns, kind)?;
     // Let the daemon settle (start-up sweep, sockets) before the baseline RSS.
     std::thread::sleep(Duration::from_secs(2));
     let rss_before = rss_kib(pid)?;
     let nl_before = netlink_requests(hub_ns, kind)?;
+    let slab_before = slab_kib()?;
+    let cpu_before = cpu_secs(pid)?;
 
     let mon = Monitor::start(hub_ns.name())?;
-    let lg = loadgen(lg_ns.name(), n, a.window, a.timeout)?;
+    let lg = loadgen(lg_ns.name(), n, a.probe, a.window, a.timeout)?;
     // Late notifications (a route the ping raced) reach the monitor within moments.
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = rss_kib(pid)?;
     let nl_after = netlink_requests(hub_ns, kind)?;
+    let slab_after = slab_kib()?;
+    let cpu_after = cpu_secs(pid)?;
+    let loadavg = std::fs::read_to_string("/proc/loadavg")?
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let cpu_helper = match &helper {
+        Some(h) => cpu_secs(h.child.id())?.0,
+        None => 0.0,
+    };
     let helper_note = match kind {
         Kind::Vtid => String::new(),
-        Kind::Strongswan => {
+        Kind::Strongswan | Kind::SwanHelper => {
             let others = other_pids(hub_ns, pid)?;
             format!(
                 "charon's RSS only; {} other process(es) in the hub namespace now (updown \
-                 scripts are transient)",
-                others
+                 scripts are transient{})",
+                others,
+                if kind == Kind::SwanHelper {
+                    ", the helper is not"
+                } else {
+                    ""
+                }
             )
         }
     };
@@ -334,13 +422,28 @@ fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
             from_response.push(signed_ms(up, t));
         }
     }
-    let pinged = lg.pinged.iter().filter(|p| p.is_some()).count();
-    let wall = lg
-        .pinged
+    let mut up_at: Vec<Duration> = lg.pinged[..n]
         .iter()
         .flatten()
-        .max()
-        .map_or(Duration::ZERO, |t| t.duration_since(lg.t0));
+        .map(|t| t.duration_since(lg.t0))
+        .collect();
+    up_at.sort();
+    let pinged = up_at.len();
+    let wall = up_at.last().copied().unwrap_or_default();
+    // The 95th percentile of all N (not of those that made it).
+    let wall95 = up_at
+        .get((n * 95).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or(wall);
+    let first_try = (0..n)
+        .filter(|&i| lg.pinged[i].is_some() && lg.attempts[i] == 1 && lg.transmits[i] == 2)
+        .count();
+    let ms = |i: usize, until: &[Option<Instant>]| {
+        lg.init_sent[i].zip(until[i]).map(|(a, b)| signed_ms(b, a))
+    };
+    let setup_window: Vec<f64> = (0..n).filter_map(|i| ms(i, &lg.pinged)).collect();
+    let setup_alone: Vec<f64> = (n..total).filter_map(|i| ms(i, &lg.pinged)).collect();
+    let handshake_alone: Vec<f64> = (n..total).filter_map(|i| ms(i, &lg.auth_done)).collect();
     if pinged < n {
         eprintln!(
             "   {} spokes never passed a ping ({} handshakes failed); hub log in {}",
@@ -388,6 +491,8 @@ fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
             let _ = hub_ns.ip(&["-force", "-batch", &f.to_string_lossy()]);
         }
     }
+    // After the hub: charon's down-client scripts write to the FIFO while it stops.
+    drop(helper);
     drop(topo);
     Ok(Figures {
         kind,
@@ -406,7 +511,50 @@ fn run_hub(kind: Kind, a: &Args) -> Result<Figures> {
         hub_xfrm_links,
         monitor_overruns: seen.overruns,
         helper_note,
+        wall95,
+        first_try,
+        setup_window,
+        setup_alone,
+        handshake_alone,
+        probes: a.probe,
+        slab_before_kib: slab_before,
+        slab_after_kib: slab_after,
+        cpu_hub: cpu_after.0 - cpu_before.0,
+        cpu_children: cpu_after.1 - cpu_before.1,
+        cpu_helper,
+        cpu_lg: lg.cpu,
+        loadavg,
     })
+}
+
+/// /proc/meminfo's Slab (KiB): the kernel objects of every namespace in the VM, the load
+/// generator's SAs and policies included.
+fn slab_kib() -> Result<u64> {
+    std::fs::read_to_string("/proc/meminfo")?
+        .lines()
+        .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("Slab in /proc/meminfo")
+}
+
+/// (own user+system CPU, that of waited-for children) of process `pid` in seconds, from
+/// /proc/PID/stat (utime, stime, cutime, cstime; USER_HZ = 100 on Linux).
+fn cpu_secs(pid: u32) -> Result<(f64, f64)> {
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat"))?)
+}
+
+fn stat_cpu(stat: &str) -> Result<(f64, f64)> {
+    // The command name may hold spaces: the fields after it start past the last ')'.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    ensure!(f.len() == 4, "short stat");
+    Ok(((f[0] + f[1]) / 100.0, (f[2] + f[3]) / 100.0))
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -422,56 +570,128 @@ fn signed_ms(a: Instant, b: Instant) -> f64 {
     }
 }
 
-fn start_hub(kind: Kind, ns: &Netns, dir: &Path, mode: Option<&str>) -> Result<HubProc> {
-    match kind {
-        // The release binary next to this (release) example, unless NSTEST_VTID_BIN says.
-        Kind::Vtid => Ok(HubProc::Vtid(nstest::hub::start_psk_template_hub_mode(
-            ns,
-            dir,
-            PSK,
-            "172.16.0.0/16",
-            &format!("metrics = \"{HUB_METRICS}\"\ncookie_threshold = 1000"),
-            mode,
-        )?)),
-        Kind::Strongswan => {
-            let updown = dir.join("updown.sh");
-            std::fs::write(
-                &updown,
-                "#!/bin/sh\n\
-                 # One xfrm interface per CHILD_SA, keyed by its unique if_id.\n\
-                 dev=\"swv$PLUTO_IF_ID_IN\"\n\
-                 case \"$PLUTO_VERB\" in\n\
-                 up-client)\n\
-                 \tip -batch - <<EOF\n\
-                 link add $dev type xfrm if_id $PLUTO_IF_ID_IN\n\
-                 link set $dev up\n\
-                 route replace $PLUTO_PEER_CLIENT dev $dev\n\
-                 EOF\n\
-                 \t;;\n\
-                 down-client)\n\
-                 \tip link del \"$dev\"\n\
-                 \t;;\n\
-                 esac\n",
-            )?;
-            std::fs::set_permissions(&updown, std::fs::Permissions::from_mode(0o755))?;
-            let swanctl = format!(
-                "connections {{\n  spokes {{\n    version = 2\n    local_addrs = {HUB_UNDERLAY}\n    \
-                 remote_addrs = 172.16.0.0/16\n    proposals = aes256gcm16-prfsha256-x25519\n    \
-                 local {{\n      auth = psk\n      id = {HUB_UNDERLAY}\n    }}\n    \
-                 remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      c {{\n        \
-                 local_ts = 10.0.0.0/24\n        remote_ts = 10.128.0.0/16\n        \
-                 esp_proposals = aes256gcm16\n        mode = tunnel\n        start_action = none\n        \
-                 if_id_in = %unique\n        if_id_out = %unique\n        updown = {}\n      }}\n    }}\n  }}\n}}\n\
-                 secrets {{\n  ike-spokes {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
-                updown.display()
-            );
-            let extra = "  ikesa_table_size = 1024\n  ikesa_table_segments = 16\n  \
-                         cookie_threshold = 1000\n  threads = 16\n  filelog {\n    stderr {\n      \
-                         default = 1\n      ike = 1\n      cfg = 1\n      knl = 1\n    }\n  }\n";
-            let s = Strongswan::start_conf_tuned(ns, dir, &swanctl, extra)?;
-            Ok(HubProc::Swan(s))
-        }
+/// The vtid hub: its whole configuration is made here (one template, every spoke's address
+/// in one keyring entry, routes from the traffic selectors).
+fn start_vtid_hub(ns: &Netns, dir: &Path, mode: Option<&str>) -> Result<Vtid> {
+    nstest::hub::start_psk_template_hub_mode(
+        ns,
+        dir,
+        PSK,
+        "172.16.0.0/16",
+        &format!("metrics = \"{HUB_METRICS}\"\ncookie_threshold = 1000"),
+        mode,
+    )
+}
+
+/// The persistent helper of the second strongSwan baseline: one `ip -force -batch FIFO` in the
+/// hub's namespace, reading what the updown scripts write to the FIFO. We hold the FIFO open
+/// for writing too, so `ip` never reads an end of file between two events.
+struct Helper {
+    child: std::process::Child,
+    _fifo: std::fs::File,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+fn start_helper(ns: &Netns, dir: &Path) -> Result<(Helper, std::path::PathBuf)> {
+    let fifo = dir.join("updown.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .context("mkfifo")?;
+    // O_RDWR never blocks on a FIFO (Linux), and keeps a writer open.
+    let hold = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .context("open the FIFO")?;
+    let log = std::fs::File::create(dir.join("helper.log"))?;
+    let child = std::process::Command::new("ip")
+        .args(["-n", ns.name(), "-force", "-batch"])
+        .arg(&fifo)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start ip -batch")?;
+    Ok((Helper { child, _fifo: hold }, fifo))
+}
+
+fn start_hub(
+    kind: Kind,
+    ns: &Netns,
+    dir: &Path,
+    mode: Option<&str>,
+) -> Result<(HubProc, Option<Helper>)> {
+    let (updown_body, helper) = match kind {
+        // The release binary next to this (release) example, unless NSTEST_VTID_BIN says.
+        Kind::Vtid => return Ok((HubProc::Vtid(start_vtid_hub(ns, dir, mode)?), None)),
+        Kind::Strongswan => (
+            "up-client)\n\
+             \tip -batch - <<EOF\n\
+             link add $dev type xfrm if_id $PLUTO_IF_ID_IN\n\
+             link set $dev up\n\
+             route replace $PLUTO_PEER_CLIENT dev $dev\n\
+             EOF\n\
+             \t;;\n\
+             down-client)\n\
+             \tip link del \"$dev\"\n\
+             \t;;\n"
+                .to_string(),
+            None,
+        ),
+        Kind::SwanHelper => {
+            let (h, fifo) = start_helper(ns, dir)?;
+            // printf is a shell builtin: the script starts no process, and one write of
+            // less than PIPE_BUF bytes reaches the FIFO whole (pipe(7)).
+            let f = fifo.display();
+            (
+                format!(
+                    "up-client)\n\
+                     \tprintf 'link add %s type xfrm if_id %s\\nlink set %s up\\nroute replace %s dev %s\\n' \
+                     \"$dev\" \"$PLUTO_IF_ID_IN\" \"$dev\" \"$PLUTO_PEER_CLIENT\" \"$dev\" > {f}\n\
+                     \t;;\n\
+                     down-client)\n\
+                     \tprintf 'link del %s\\n' \"$dev\" > {f}\n\
+                     \t;;\n"
+                ),
+                Some(h),
+            )
+        }
+    };
+    let updown = dir.join("updown.sh");
+    std::fs::write(
+        &updown,
+        format!(
+            "#!/bin/sh\n\
+             # One xfrm interface per CHILD_SA, keyed by its unique if_id.\n\
+             dev=\"swv$PLUTO_IF_ID_IN\"\n\
+             case \"$PLUTO_VERB\" in\n\
+             {updown_body}\
+             esac\n"
+        ),
+    )?;
+    std::fs::set_permissions(&updown, std::fs::Permissions::from_mode(0o755))?;
+    let swanctl = format!(
+        "connections {{\n  spokes {{\n    version = 2\n    local_addrs = {HUB_UNDERLAY}\n    \
+         remote_addrs = 172.16.0.0/16\n    proposals = aes256gcm16-prfsha256-x25519\n    \
+         local {{\n      auth = psk\n      id = {HUB_UNDERLAY}\n    }}\n    \
+         remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      c {{\n        \
+         local_ts = 10.0.0.0/24\n        remote_ts = 10.128.0.0/16\n        \
+         esp_proposals = aes256gcm16\n        mode = tunnel\n        start_action = none\n        \
+         if_id_in = %unique\n        if_id_out = %unique\n        updown = {}\n      }}\n    }}\n  }}\n}}\n\
+         secrets {{\n  ike-spokes {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
+        updown.display()
+    );
+    let extra = "  ikesa_table_size = 1024\n  ikesa_table_segments = 16\n  \
+                 cookie_threshold = 1000\n  threads = 16\n  filelog {\n    stderr {\n      \
+                 default = 1\n      ike = 1\n      cfg = 1\n      knl = 1\n    }\n  }\n";
+    let s = Strongswan::start_conf_tuned(ns, dir, &swanctl, extra)?;
+    Ok((HubProc::Swan(s), helper))
 }
 
 /// The hub daemon's pid: the process in the hub namespace named `vtid` or `charon`.
@@ -492,7 +712,7 @@ fn netlink_requests(ns: &Netns, kind: Kind) -> Result<Option<f64>> {
 fn hub_pid(ns: &Netns, kind: Kind) -> Result<u32> {
     let want = match kind {
         Kind::Vtid => "vtid",
-        Kind::Strongswan => "charon",
+        Kind::Strongswan | Kind::SwanHelper => "charon",
     };
     let pids = nstest::cmd::run_args(&["ip", "netns", "pids", ns.name()])?;
     for p in pids.split_whitespace() {
@@ -695,11 +915,26 @@ struct LgResult {
     pinged: Vec<Option<Instant>>,
     failures: usize,
     fail_reasons: std::collections::BTreeMap<&'static str, usize>,
+    /// First IKE_SA_INIT of the first attempt.
+    init_sent: Vec<Option<Instant>>,
+    /// Attempts started per spoke.
+    attempts: Vec<u32>,
+    /// IKE datagrams sent per spoke (2 when nothing was retransmitted or retried).
+    transmits: Vec<u32>,
+    /// CPU seconds of the load generator's threads (the engines and the pinger).
+    cpu: f64,
 }
 
 /// Runs the load generator on a thread inside the `lg` namespace (sockets and netlink
-/// handles are created there and keep that namespace).
-fn loadgen(ns_name: &str, n: usize, window: usize, timeout: Duration) -> Result<LgResult> {
+/// handles are created there and keep that namespace). Spokes `0..n` go through `window` at a
+/// time; then spokes `n..n + probe`, one at a time.
+fn loadgen(
+    ns_name: &str,
+    n: usize,
+    probe: usize,
+    window: usize,
+    timeout: Duration,
+) -> Result<LgResult> {
     let path = format!("/run/netns/{ns_name}");
     std::thread::spawn(move || -> Result<LgResult> {
         let f = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
@@ -707,7 +942,7 @@ fn loadgen(ns_name: &str, n: usize, window: usize, timeout: Duration) -> Result<
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(loadgen_async(n, window, timeout))
+        rt.block_on(loadgen_async(n, probe, window, timeout))
     })
     .join()
     .map_err(|_| anyhow::anyhow!("load generator panicked"))?
@@ -766,7 +1001,14 @@ fn spoke_kernel_objects(
     (sas, pols)
 }
 
-async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgResult> {
+async fn loadgen_async(
+    main: usize,
+    probe: usize,
+    window: usize,
+    timeout: Duration,
+) -> Result<LgResult> {
+    let n = main + probe;
+    let lg_cpu_start = thread_cpu()?;
     ensure!(
         matches!(
             EspProposal::AES256GCM.encr,
@@ -820,6 +1062,7 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
     let icmp_rx = icmp.try_clone()?;
     let stop2 = stop.clone();
     let receiver = std::thread::spawn(move || {
+        let cpu0 = thread_cpu().unwrap_or(0.0);
         let mut buf = vec![0u8; 2048];
         while !stop2.load(Ordering::Relaxed) {
             let Ok(len) = sock::recv(icmp_rx.as_raw_fd(), &mut buf, sock::MsgFlags::empty()) else {
@@ -843,6 +1086,7 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
                 let _ = ptx.send((i, now));
             }
         }
+        thread_cpu().unwrap_or(0.0) - cpu0
     });
 
     let mut eng: Vec<Endpoint> = (0..n)
@@ -859,7 +1103,12 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
     let mut auth_sent: Vec<Option<Instant>> = vec![None; n];
     let mut auth_done: Vec<Option<Instant>> = vec![None; n];
     let mut pinged: Vec<Option<Instant>> = vec![None; n];
-    let mut ping_due: Vec<Option<Instant>> = vec![None; n];
+    // Due pings in time order (a scan of all N per loop made the load generator O(N²)).
+    let mut ping_due: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>> =
+        std::collections::BinaryHeap::new();
+    let mut init_sent: Vec<Option<Instant>> = vec![None; n];
+    let mut transmits = vec![0u32; n];
+    let mut main_left = main; // of the first `main`: neither pinged nor given up
     let mut in_flight: Vec<usize> = Vec::new();
     let mut next = 0usize;
     let mut failures = 0usize;
@@ -909,8 +1158,18 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
             );
             break;
         }
-        // Keep the window full: re-tries of failed handshakes first.
-        while in_flight.len() < window && (next < n || !retry.is_empty()) {
+        // Keep the window full: re-tries of failed handshakes first. The probe spokes go
+        // one at a time once every one of the first `main` is through.
+        loop {
+            let cap = if next < main || main_left > 0 {
+                window
+            } else {
+                1
+            };
+            let more = !retry.is_empty() || (next < main) || (main_left == 0 && next < n);
+            if in_flight.len() >= cap || !more {
+                break;
+            }
             let i = match retry.pop() {
                 Some(i) => i,
                 None => {
@@ -918,6 +1177,9 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
                     next - 1
                 }
             };
+            if init_sent[i].is_none() {
+                init_sent[i] = Some(Instant::now());
+            }
             st[i] = St::InFlight;
             attempts[i] += 1;
             in_flight.push(i);
@@ -929,28 +1191,30 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
                 None,
                 &mut auth_sent,
                 &mut auth_done,
+                &mut transmits,
                 &mut Vec::new(),
             )?;
         }
         // Due pings.
-        for i in 0..n {
-            if let Some(t) = ping_due[i]
-                && t <= now
-                && !got_reply[i]
-            {
-                if let Err(e) = send_ping(i)
-                    && !ping_error_shown
-                {
-                    eprintln!("   ping from spoke {i}: {e:#}");
-                    ping_error_shown = true;
-                }
-                ping_due[i] = Some(now + Duration::from_millis(300));
+        while let Some(&std::cmp::Reverse((t, i))) = ping_due.peek()
+            && t <= now
+        {
+            ping_due.pop();
+            if got_reply[i] {
+                continue;
             }
+            if let Err(e) = send_ping(i)
+                && !ping_error_shown
+            {
+                eprintln!("   ping from spoke {i}: {e:#}");
+                ping_error_shown = true;
+            }
+            ping_due.push(std::cmp::Reverse((now + Duration::from_millis(300), i)));
         }
         let wake = in_flight
             .iter()
             .filter_map(|&i| eng[i].poll_timeout())
-            .chain(ping_due.iter().flatten().copied())
+            .chain(ping_due.peek().map(|r| r.0.0))
             .min()
             .unwrap_or(now + Duration::from_millis(300))
             .min(now + Duration::from_millis(300))
@@ -968,7 +1232,7 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
                     let local = SocketAddr::new(IpAddr::V4(spoke_underlay(i)), 500);
                     eng[i].handle_datagram(at, ike::Datagram { local, remote: from, bytes: &bytes });
                     let mut ev = Vec::new();
-                    drain(i, &mut eng[i], &socks[i], Some(at), &mut auth_sent, &mut auth_done, &mut ev)?;
+                    drain(i, &mut eng[i], &socks[i], Some(at), &mut auth_sent, &mut auth_done, &mut transmits, &mut ev)?;
                     for e in ev {
                         match e {
                             Step::Installed(inst) => installs.push((i, *inst)),
@@ -982,8 +1246,10 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
                 if i < n && !got_reply[i] {
                     got_reply[i] = true;
                     pinged[i] = Some(at);
-                    ping_due[i] = None;
                     remaining -= 1;
+                    if i < main {
+                        main_left -= 1;
+                    }
                 }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
@@ -992,7 +1258,7 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
                     if eng[i].poll_timeout().is_some_and(|t| t <= now) {
                         eng[i].handle_timeout(now);
                         let mut ev = Vec::new();
-                        drain(i, &mut eng[i], &socks[i], None, &mut auth_sent, &mut auth_done, &mut ev)?;
+                        drain(i, &mut eng[i], &socks[i], None, &mut auth_sent, &mut auth_done, &mut transmits, &mut ev)?;
                         for e in ev {
                             match e {
                                 Step::Installed(inst) => installs.push((i, *inst)),
@@ -1022,6 +1288,9 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
             } else {
                 st[i] = St::Failed;
                 remaining -= 1;
+                if i < main {
+                    main_left -= 1;
+                }
             }
         }
         if !installs.is_empty() {
@@ -1044,12 +1313,16 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
                 }
                 st[i] = St::Up;
                 let _ = send_ping(i);
-                ping_due[i] = Some(Instant::now() + Duration::from_millis(300));
+                ping_due.push(std::cmp::Reverse((
+                    Instant::now() + Duration::from_millis(300),
+                    i,
+                )));
             }
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let _ = receiver.join();
+    let cpu_receiver = receiver.join().unwrap_or(0.0);
+    let cpu = thread_cpu()? - lg_cpu_start + cpu_receiver;
     for (f, a) in first_auth_sent.iter_mut().zip(&auth_sent) {
         if f.is_none() {
             *f = *a;
@@ -1063,7 +1336,16 @@ async fn loadgen_async(n: usize, window: usize, timeout: Duration) -> Result<LgR
         pinged,
         failures,
         fail_reasons,
+        init_sent,
+        attempts,
+        transmits,
+        cpu,
     })
+}
+
+/// CPU seconds (user+system) of the calling thread so far.
+fn thread_cpu() -> Result<f64> {
+    Ok(stat_cpu(&std::fs::read_to_string("/proc/thread-self/stat")?)?.0)
 }
 
 enum Step {
@@ -1075,6 +1357,7 @@ enum Step {
 /// after the IKE_SA_INIT response is the IKE_AUTH request (timestamped); a Child SA install
 /// (the IKE_AUTH response arrived) is acknowledged at once and handed to the caller, who
 /// installs it in the kernel.
+#[allow(clippy::too_many_arguments)]
 fn drain(
     i: usize,
     e: &mut Endpoint,
@@ -1082,11 +1365,13 @@ fn drain(
     received: Option<Instant>,
     auth_sent: &mut [Option<Instant>],
     auth_done: &mut [Option<Instant>],
+    transmits: &mut [u32],
     out: &mut Vec<Step>,
 ) -> Result<()> {
     while let Some(o) = e.poll_output() {
         match o {
             Output::Transmit(t) => {
+                transmits[i] += 1;
                 // IKE_SA_INIT carries no encrypted payload; the IKE_AUTH request is the
                 // first message with exchange type 35 (RFC 7296 §3.1, header octet 18).
                 if t.bytes.get(18) == Some(&35) && auth_sent[i].is_none() {
@@ -1130,113 +1415,164 @@ fn inet_checksum(b: &[u8]) -> u16 {
 // ---------------------------------------------------------------------------------------
 // Output.
 
-fn print_table(a: &Args, all: &[Figures]) {
-    let get = |k: Kind| all.iter().find(|f| f.kind == k);
-    let (v, s) = (get(Kind::Vtid), get(Kind::Strongswan));
+fn per_tunnel_kib(after: u64, before: u64, n: usize) -> f64 {
+    (after as f64 - before as f64) / n as f64
+}
+
+fn print_table(a: &Args, n: usize, all: &[&Figures]) {
     println!(
-        "dynamic-VTI hub, {} spokes from one load generator, {} handshakes in flight, one run \
-         (PSK, X25519, AES-GCM-256):",
-        a.spokes, a.window
+        "dynamic-VTI hub, {n} spokes from one load generator, {} handshakes in flight, one run \
+         (PSK, X25519, AES-GCM-256); then {} more spokes one at a time:",
+        a.window, a.probe
     );
-    println!(
-        "  {:<44} {:>16} {:>20} {:>8}",
-        "", "vtid", "strongSwan+updown", "ratio"
-    );
-    let row = |name: &str, f: &dyn Fn(&Figures) -> Option<f64>, unit: &str, ratio: bool| {
-        let fv = v.and_then(f);
-        let fs = s.and_then(f);
-        let cell = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.1}{unit}"));
-        let r = match (fv, fs) {
-            (Some(x), Some(y)) if ratio && x > 0.0 => format!("{:.1}x", y / x),
-            _ => String::new(),
-        };
-        println!("  {name:<44} {:>16} {:>20} {r:>8}", cell(fv), cell(fs));
+    let mut head = format!("  {:<46}", "");
+    for f in all {
+        let _ = write!(head, " {:>18}", f.kind.label());
+    }
+    println!("{head}");
+    let row = |name: &str, f: &dyn Fn(&Figures) -> Option<f64>, unit: &str| {
+        let mut line = format!("  {name:<46}");
+        for x in all {
+            let c = f(x).map_or("-".to_string(), |v| format!("{v:.1}{unit}"));
+            let _ = write!(line, " {c:>18}");
+        }
+        // Each baseline against vtid, when vtid ran.
+        if let Some(v) = all.iter().find(|x| x.kind == Kind::Vtid).and_then(|x| f(x))
+            && v > 0.0
+        {
+            for x in all.iter().filter(|x| x.kind != Kind::Vtid) {
+                if let Some(y) = f(x) {
+                    let _ = write!(line, "  {:.1}x", y / v);
+                }
+            }
+        }
+        println!("{line}");
     };
-    let up = |f: &Figures| {
-        format!(
+    let mut up = format!("  {:<46}", "tunnels up and passing a ping");
+    for f in all {
+        let c = format!(
             "{}/{}{}",
             f.pinged,
             f.spokes,
-            if f.pinged < f.spokes {
-                " (NOT ALL)"
-            } else {
-                ""
-            }
-        )
-    };
-    println!(
-        "  {:<44} {:>16} {:>20}",
-        "tunnels up and passing a ping",
-        v.map_or("-".into(), up),
-        s.map_or("-".into(), up)
-    );
+            if f.pinged < f.spokes { " NOT ALL" } else { "" }
+        );
+        let _ = write!(up, " {c:>18}");
+    }
+    println!("{up}");
     row(
         "time to all up and pinging (s)",
         &|f| Some(f.wall.as_secs_f64()),
         "",
-        true,
     );
     row(
-        "tunnels per second",
-        &|f| Some(f.pinged as f64 / f.wall.as_secs_f64().max(1e-9)),
+        "time to 95% up and pinging (s)",
+        &|f| Some(f.wall95.as_secs_f64()),
         "",
-        false,
+    );
+    row(
+        "time per tunnel, all up (ms)",
+        &|f| Some(f.wall.as_secs_f64() * 1e3 / f.spokes as f64),
+        "",
+    );
+    row(
+        "up on the first try, no retransmit (%)",
+        &|f| Some(100.0 * f.first_try as f64 / f.spokes as f64),
+        "",
+    );
+    row(
+        "IKE_SA_INIT -> ping reply p50, window (ms)",
+        &|f| pct(&f.setup_window, 50.0),
+        "",
+    );
+    row(
+        "IKE_SA_INIT -> ping reply p99, window (ms)",
+        &|f| pct(&f.setup_window, 99.0),
+        "",
+    );
+    row(
+        "IKE_SA_INIT -> IKE_AUTH resp. p50, alone (ms)",
+        &|f| pct(&f.handshake_alone, 50.0),
+        "",
+    );
+    row(
+        "IKE_SA_INIT -> ping reply p50, alone (ms)",
+        &|f| pct(&f.setup_alone, 50.0),
+        "",
+    );
+    row(
+        "IKE_SA_INIT -> ping reply p99, alone (ms)",
+        &|f| pct(&f.setup_alone, 99.0),
+        "",
     );
     row(
         "AUTH request -> hub iface+route p50 (ms)",
         &|f| pct(&f.from_request, 50.0),
         "",
-        true,
     );
     row(
         "AUTH request -> hub iface+route p99 (ms)",
         &|f| pct(&f.from_request, 99.0),
         "",
-        true,
     );
     row(
         "  same from the first attempt's request p99",
         &|f| pct(&f.from_first_request, 99.0),
         "",
-        true,
     );
     row(
         "AUTH response -> hub iface+route p50 (ms)",
         &|f| pct(&f.from_response, 50.0),
         "",
-        false,
-    );
-    row(
-        "AUTH response -> hub iface+route p99 (ms)",
-        &|f| pct(&f.from_response, 99.0),
-        "",
-        false,
     );
     row(
         "hub RSS per tunnel (KiB)",
-        &|f| Some((f.rss_after_kib as f64 - f.rss_before_kib as f64) / f.spokes as f64),
+        &|f| {
+            Some(per_tunnel_kib(
+                f.rss_after_kib,
+                f.rss_before_kib,
+                f.spokes + f.probes,
+            ))
+        },
         "",
-        true,
     );
+    row(
+        "kernel slab per tunnel, both sides (KiB)",
+        &|f| {
+            Some(per_tunnel_kib(
+                f.slab_after_kib,
+                f.slab_before_kib,
+                f.spokes + f.probes,
+            ))
+        },
+        "",
+    );
+    row("hub CPU (s)", &|f| Some(f.cpu_hub), "");
+    row(
+        "  its children (updown, ip) + helper CPU (s)",
+        &|f| Some(f.cpu_children + f.cpu_helper),
+        "",
+    );
+    row("load generator CPU (s)", &|f| Some(f.cpu_lg), "");
     row(
         "hub netlink requests per tunnel",
-        &|f| f.netlink_requests.map(|n| n / f.spokes as f64),
+        &|f| f.netlink_requests.map(|r| r / (f.spokes + f.probes) as f64),
         "",
-        true,
     );
     row(
-        "hub RSS before -> after (MiB, after)",
-        &|f| Some(f.rss_after_kib as f64 / 1024.0),
+        "load average (1 min) when all were up",
+        &|f| Some(f.loadavg),
         "",
-        false,
     );
     for f in all {
         println!(
-            "  {}: RSS {} KiB before, {} KiB after; {} xfrm interfaces on the hub; {} spokes' \
-             interface+route seen by rtnetlink{}; {} failed handshake attempts (retried) {:?}{}",
+            "  {}: RSS {} KiB before, {} KiB after; slab {} -> {} KiB; {} xfrm interfaces on \
+             the hub; {} spokes' interface+route seen by rtnetlink{}; {} failed handshake \
+             attempts (retried) {:?}{}",
             f.kind.label(),
             f.rss_before_kib,
             f.rss_after_kib,
+            f.slab_before_kib,
+            f.slab_after_kib,
             f.hub_xfrm_links,
             f.seen_on_hub,
             if f.monitor_overruns > 0 {
@@ -1256,16 +1592,63 @@ fn print_table(a: &Args, all: &[Figures]) {
             }
         );
     }
-    if let (Some(v), Some(s)) = (v, s) {
-        let speed = s.wall.as_secs_f64() / v.wall.as_secs_f64().max(1e-9);
-        let per = (v.rss_after_kib as f64 - v.rss_before_kib as f64) / v.spokes as f64;
+    println!();
+}
+
+/// One line per run, and how vtid's time per tunnel grows against its time at the smallest
+/// N of the sweep.
+fn print_summary(all: &[Figures]) {
+    println!("summary, one run per N (time per tunnel = time to all N up and pinging / N):");
+    println!(
+        "  {:>6} {:<18} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "N",
+        "hub",
+        "up",
+        "ms/tunnel",
+        "vs vtid",
+        "all-up s",
+        "95% s",
+        "1st try%",
+        "alone ms",
+        "RSS KiB/t",
+        "slab KiB/t",
+        "load"
+    );
+    for f in all {
+        let per = f.wall.as_secs_f64() * 1e3 / f.spokes as f64;
+        let vs = all
+            .iter()
+            .find(|v| v.kind == Kind::Vtid && v.spokes == f.spokes)
+            .map(|v| per / (v.wall.as_secs_f64() * 1e3 / v.spokes as f64))
+            .map_or("-".to_string(), |r| format!("{r:.1}x"));
         println!(
-            "  targets: all {} up: {}; vtid setup >= 5x faster: {} ({speed:.1}x); vtid < 20 KiB \
-             per tunnel: {} ({per:.1} KiB)",
-            a.spokes,
-            if v.pinged == v.spokes { "yes" } else { "NO" },
-            if speed >= 5.0 { "yes" } else { "NO" },
-            if per < 20.0 { "yes" } else { "NO" },
+            "  {:>6} {:<18} {:>9} {:>11.1} {:>8} {:>8.1} {:>8.1} {:>9.1} {:>9} {:>9.1} {:>10.1} {:>6.1}",
+            f.spokes,
+            f.kind.label(),
+            format!("{}/{}", f.pinged, f.spokes),
+            per,
+            vs,
+            f.wall.as_secs_f64(),
+            f.wall95.as_secs_f64(),
+            100.0 * f.first_try as f64 / f.spokes as f64,
+            pct(&f.setup_alone, 50.0).map_or("-".into(), |v| format!("{v:.0}")),
+            per_tunnel_kib(f.rss_after_kib, f.rss_before_kib, f.spokes + f.probes),
+            per_tunnel_kib(f.slab_after_kib, f.slab_before_kib, f.spokes + f.probes),
+            f.loadavg
         );
+    }
+    let vtid: Vec<&Figures> = all.iter().filter(|f| f.kind == Kind::Vtid).collect();
+    if let (Some(first), true) = (vtid.first(), vtid.len() > 1) {
+        let base = first.wall.as_secs_f64() / first.spokes as f64;
+        for f in &vtid[1..] {
+            let per = f.wall.as_secs_f64() / f.spokes as f64;
+            println!(
+                "  vtid time per tunnel at {} against {}: {:.2}x (target at 10,000 against \
+                 1,000: within 1.5x)",
+                f.spokes,
+                first.spokes,
+                per / base
+            );
+        }
     }
 }

@@ -121,6 +121,9 @@ pub async fn create(h: &Handle, i: &Interface) -> Result<u32> {
     if let Some(up) = i.line {
         spec = spec.line(up);
     }
+    if i.disable_ipv6 {
+        spec = spec.no_ipv6();
+    }
     if let Some(u) = underlay {
         spec = spec.underlay(u);
     }
@@ -159,10 +162,8 @@ async fn furnish(
     added: &mut Vec<xfrm::PolicyId>,
 ) -> Result<()> {
     let link = h.link();
-    if i.disable_ipv6 {
-        link.set_disable_ipv6(&i.name, true)
-            .with_context(|| format!("{}: disable IPv6", i.name))?;
-    }
+    // IPv6 is off already when `disable_ipv6`: create() asked for it before the device
+    // first went up (TunnelDeviceSpec::no_ipv6).
     if i.disable_policy() {
         link.set_disable_policy(&i.name, true)?;
     }
@@ -172,8 +173,11 @@ async fn furnish(
     for p in &i.policies {
         batch.add_policy(p);
     }
+    // The policies (NETLINK_XFRM) and the address (NETLINK_ROUTE) are independent and go out
+    // on their two sockets at once: one round trip where there were two, per clone on a hub.
+    let (policies, address) = tokio::join!(batch.execute(), link.add_address(idx, i.address));
     let mut failed = None;
-    for (p, r) in i.policies.iter().zip(batch.execute().await?) {
+    for (p, r) in i.policies.iter().zip(policies?) {
         match r {
             Ok(()) => added.push(p.id()),
             Err(e) => failed = failed.or(Some(e)),
@@ -182,9 +186,7 @@ async fn furnish(
     if let Some(e) = failed {
         return Err(anyhow::Error::new(e).context(format!("{}: policy", i.name)));
     }
-    link.add_address(idx, i.address)
-        .await
-        .with_context(|| format!("{}: address {}", i.name, i.address))?;
+    address.with_context(|| format!("{}: address {}", i.name, i.address))?;
     if let Some(q) = &i.qdisc {
         qdisc(h, idx, &i.name, q).await?;
     }

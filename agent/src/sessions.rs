@@ -3,7 +3,7 @@
 //! they added, and since when each session is up. Pure bookkeeping fed by the engine's
 //! outputs and events; the kernel side lives in [`crate::kernel`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -91,17 +91,48 @@ impl ChildInfo {
 pub struct Sessions {
     children: BTreeMap<ChildSaId, ChildInfo>,
     up_since: HashMap<SessionId, Instant>,
+    /// The Child SAs of each clone: a hub of thousands asks per install and removal, and a
+    /// walk of every Child SA each time made bringing up N spokes O(N²).
+    by_clone: HashMap<u32, BTreeSet<ChildSaId>>,
+    /// The Child SA of each SPI (both directions), for kernel EXPIREs, for the same reason.
+    by_spi: HashMap<u32, ChildSaId>,
 }
 
 impl Sessions {
     /// Records an installed Child SA.
     pub fn installed(&mut self, id: ChildSaId, c: ChildInfo) {
+        if let Some(old) = self.children.remove(&id) {
+            self.unindex(id, &old);
+        }
+        if let Some(slot) = c.clone {
+            self.by_clone.entry(slot).or_default().insert(id);
+        }
+        self.by_spi.insert(c.spi_in, id);
+        self.by_spi.insert(c.spi_out, id);
         self.children.insert(id, c);
     }
 
     /// Forgets a removed Child SA and returns what it was.
     pub fn removed(&mut self, id: ChildSaId) -> Option<ChildInfo> {
-        self.children.remove(&id)
+        let c = self.children.remove(&id)?;
+        self.unindex(id, &c);
+        Some(c)
+    }
+
+    fn unindex(&mut self, id: ChildSaId, c: &ChildInfo) {
+        if let Some(slot) = c.clone
+            && let Some(set) = self.by_clone.get_mut(&slot)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_clone.remove(&slot);
+            }
+        }
+        for spi in [c.spi_in, c.spi_out] {
+            if self.by_spi.get(&spi) == Some(&id) {
+                self.by_spi.remove(&spi);
+            }
+        }
     }
 
     /// One Child SA.
@@ -129,14 +160,16 @@ impl Sessions {
 
     /// The Child SAs installed on clone `slot`.
     pub fn of_clone(&self, slot: u32) -> impl Iterator<Item = (ChildSaId, &ChildInfo)> {
-        self.children().filter(move |(_, c)| c.clone == Some(slot))
+        self.by_clone
+            .get(&slot)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.children.get(id).map(|c| (*id, c)))
     }
 
     /// The Child SA one of whose SAs has `spi` (a kernel EXPIRE names the SPI).
     pub fn by_spi(&self, spi: u32) -> Option<ChildSaId> {
-        self.children()
-            .find(|(_, c)| c.spi_in == spi || c.spi_out == spi)
-            .map(|(id, _)| id)
+        self.by_spi.get(&spi).copied()
     }
 
     /// The peer's NAT mapping moved: the Child SA's ESP-in-UDP now goes to `remote`.
@@ -268,5 +301,14 @@ mod tests {
         );
         assert!(s.removed(ChildSaId(1)).is_some());
         assert!(!s.conn_up(ConnId(1)));
+        // The indexes follow a replacement and a removal.
+        s.installed(ChildSaId(2), info(2, 0x300, Some(4)));
+        assert_eq!(s.of_clone(3).count(), 0);
+        assert_eq!(s.of_clone(4).count(), 1);
+        assert_eq!(s.by_spi(0x201), None);
+        assert_eq!(s.by_spi(0x300), Some(ChildSaId(2)));
+        assert!(s.removed(ChildSaId(2)).is_some());
+        assert_eq!(s.of_clone(4).count(), 0);
+        assert_eq!(s.by_spi(0x301), None);
     }
 }

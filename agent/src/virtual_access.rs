@@ -140,6 +140,12 @@ pub struct VirtualAccesses {
     /// same spoke returning from another address) moves there, and the older clone then
     /// leaves it alone when it goes.
     route_owner: HashMap<(u32, IpNet), u32>,
+    /// The routes each clone owns in `route_owner`, so removing a clone touches its own
+    /// entries, not every clone's.
+    routes_of: HashMap<u32, BTreeSet<(u32, IpNet)>>,
+    /// The clones of each (connection, peer address), for [`Self::join`] without a walk of
+    /// every clone per authentication.
+    by_peer: HashMap<(ike::ConnId, IpAddr), BTreeSet<u32>>,
 }
 
 /// The clone of template `tp` for `tunnel`: an xfrm interface borrowing the template's
@@ -163,16 +169,41 @@ pub fn clone_interface(tp: &TemplatePlan, tunnel: &TunnelPlan) -> Interface {
         },
         route_mode: RouteMode::Replace,
         line: None,
-        disable_ipv6: false,
+        disable_ipv6: !template_v6(tp),
         qdisc: tp.qdisc.clone(),
-        policies: crate::model::tunnel_policies(tunnel),
+        policies: clone_policies(tunnel, template_v6(tp)),
     }
+}
+
+/// The template routes IPv6 prefixes into its clones (its unnumbered address is always
+/// IPv4). Without them a clone starts IPv4-only, and gets IPv6 only when a Child SA with
+/// IPv6 traffic selectors is installed on it ([`VirtualAccesses::enable_v6`]).
+fn template_v6(tp: &TemplatePlan) -> bool {
+    tp.unnumbered.is_ipv6()
+        || matches!(&tp.routes, TemplateRoutes::Prefixes(l) if l.iter().any(|p| p.addr().is_ipv6()))
+}
+
+/// A clone's policies: the IPv4 out/in/fwd triple, and the IPv6 one when `v6`. Each 0/0
+/// policy bound to an if_id is an "inexact" policy to the kernel, and inserting one walks
+/// every inexact policy of its direction on kernels before 6.10 (`xfrm_policy_inexact_insert`
+/// renumbering the list): the IPv6 triple no IPv4 spoke uses doubled that list and the
+/// inserts, four times the quadratic work at N spokes.
+pub fn clone_policies(tunnel: &TunnelPlan, v6: bool) -> Vec<xfrm::PolicySpec> {
+    crate::model::tunnel_policies(tunnel)
+        .into_iter()
+        .filter(|p| v6 || !p.selector.src.addr().is_ipv6())
+        .collect()
 }
 
 impl VirtualAccesses {
     /// Every clone, by number.
     pub fn iter(&self) -> impl Iterator<Item = &VirtualAccess> {
         self.clones.values()
+    }
+
+    /// Clone `slot`.
+    pub fn get(&self, slot: u32) -> Option<&VirtualAccess> {
+        self.clones.get(&slot)
     }
 
     /// Clones named `what` or whose peer address is `what` (`vtid down vtid-va3` or `vtid
@@ -209,13 +240,22 @@ impl VirtualAccesses {
         if initial_contact {
             return false;
         }
-        let Some((slot, c)) = self.clones.iter_mut().find(|(_, c)| {
-            c.tunnel.conn == tp.conn && c.peer_id == *peer_id && c.tunnel.remote == remote.ip()
-        }) else {
+        let clones = &self.clones;
+        let Some(slot) = self
+            .by_peer
+            .get(&(tp.conn, remote.ip()))
+            .into_iter()
+            .flatten()
+            .copied()
+            .find(|s| clones.get(s).is_some_and(|c| c.peer_id == *peer_id))
+        else {
+            return false;
+        };
+        let Some(c) = self.clones.get_mut(&slot) else {
             return false;
         };
         c.sessions.insert(session);
-        self.by_session.insert(session, *slot);
+        self.by_session.insert(session, slot);
         info!(interface = %c.tunnel.name, peer = %remote, "session joins its peer's interface");
         true
     }
@@ -284,6 +324,7 @@ impl VirtualAccesses {
         peer_id: &Identity,
         session: SessionId,
     ) {
+        let peer = (p.tunnel.conn, p.tunnel.remote);
         self.clones.insert(
             p.slot,
             VirtualAccess {
@@ -300,6 +341,7 @@ impl VirtualAccesses {
             },
         );
         self.by_session.insert(session, p.slot);
+        self.by_peer.entry(peer).or_default().insert(p.slot);
     }
 
     /// The proposed clone could not be created: its number is free again.
@@ -346,16 +388,39 @@ impl VirtualAccesses {
             .collect()
     }
 
+    /// A Child SA with IPv6 traffic selectors is installed on clone `slot`: its IPv6 policies
+    /// if it has none yet (they are recorded on the clone, so its removal takes them), for
+    /// the caller to add with IPv6 switched on on the device. `None` when it already has
+    /// them.
+    pub fn enable_v6(&mut self, slot: u32) -> Option<(String, Vec<xfrm::PolicySpec>)> {
+        let c = self.clones.get_mut(&slot)?;
+        if !c.interface.disable_ipv6 {
+            return None;
+        }
+        c.interface.disable_ipv6 = false;
+        let v6: Vec<xfrm::PolicySpec> = clone_policies(&c.tunnel, true)
+            .into_iter()
+            .filter(|p| p.selector.src.addr().is_ipv6())
+            .collect();
+        c.interface.policies.extend(v6.iter().cloned());
+        Some((c.interface.name.clone(), v6))
+    }
+
     /// Route `p` now goes into clone `slot` (it was installed there).
     pub fn claim_route(&mut self, slot: u32, p: IpNet) {
         let Some(c) = self.clones.get(&slot) else {
             return;
         };
-        if let Some(prev) = self.route_owner.insert((c.interface.table(), p), slot)
+        let key = (c.interface.table(), p);
+        if let Some(prev) = self.route_owner.insert(key, slot)
             && prev != slot
         {
             info!(route = %p, interface = %c.tunnel.name, "route moved to a newer interface");
+            if let Some(set) = self.routes_of.get_mut(&prev) {
+                set.remove(&key);
+            }
         }
+        self.routes_of.entry(slot).or_default().insert(key);
     }
 
     /// A Child SA of clone `slot` that had added `routes` is gone and `still` are the routes
@@ -376,6 +441,9 @@ impl VirtualAccesses {
                 continue;
             }
             self.route_owner.remove(&(table, p));
+            if let Some(set) = self.routes_of.get_mut(&slot) {
+                set.remove(&(table, p));
+            }
             out.push(p);
         }
         out
@@ -417,9 +485,25 @@ impl VirtualAccesses {
 
     fn forget(&mut self, c: &VirtualAccess) {
         // Sessions of this clone that still map here (none when its last session went) are
-        // forgotten too.
-        self.by_session.retain(|_, s| *s != c.slot);
-        self.route_owner.retain(|_, s| *s != c.slot);
+        // forgotten too; only its own entries are visited (a retain over every clone's made
+        // tearing down N clones O(N²)).
+        for s in &c.sessions {
+            if self.by_session.get(s) == Some(&c.slot) {
+                self.by_session.remove(s);
+            }
+        }
+        for key in self.routes_of.remove(&c.slot).unwrap_or_default() {
+            if self.route_owner.get(&key) == Some(&c.slot) {
+                self.route_owner.remove(&key);
+            }
+        }
+        let peer = (c.tunnel.conn, c.tunnel.remote);
+        if let Some(set) = self.by_peer.get_mut(&peer) {
+            set.remove(&c.slot);
+            if set.is_empty() {
+                self.by_peer.remove(&peer);
+            }
+        }
         self.slots.release(c.slot);
     }
 }

@@ -1,7 +1,10 @@
 //! `nstest`: boots the test VM and runs the scenario suite or the demo in it.
 //!
 //! ```text
-//! nstest vm [--kernel K] -- COMMAND...      run a shell command in the VM (modules loaded)
+//! nstest vm [--kernel K] [--memory M] -- COMMAND...
+//!                                           run a shell command in the VM (modules loaded;
+//!                                           M: guest memory, default 2G, e.g. 6G for 10,000
+//!                                           netdevs in a benchmark)
 //! nstest vm-suite [--kernel K] [--filter SUBSTR[,SUBSTR...] | --subset NAME]
 //!                                           build test binaries, boot once, run vm_ scenarios
 //! nstest demo [--kernel K]                  boot the VM and bring up the demo tunnel
@@ -46,9 +49,10 @@ fn real_main() -> Result<()> {
                 None => rest,
             };
             if cmd.is_empty() {
-                bail!("usage: nstest vm [--kernel K] -- COMMAND...");
+                bail!("usage: nstest vm [--kernel K] [--memory M] -- COMMAND...");
             }
-            let status = nstest::vm::run_on(&kernel()?, &cmd.join(" "), &[])?;
+            let memory = flag("--memory").unwrap_or(nstest::vm::DEFAULT_MEMORY);
+            let status = nstest::vm::run_with_memory(&kernel()?, &cmd.join(" "), &[], memory)?;
             std::process::exit(status.code().unwrap_or(1));
         }
         "vm-suite" => {

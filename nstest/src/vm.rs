@@ -177,7 +177,21 @@ pub fn run(script: &str, rwdirs: &[&Path]) -> Result<ExitStatus> {
 /// Boots `kernel` and runs `script` (a shell command line) inside it, after loading
 /// [`MODULES`]. `rwdirs` are shared writable. Returns the command's exit status.
 pub fn run_on(kernel: &Kernel, script: &str, rwdirs: &[&Path]) -> Result<ExitStatus> {
-    eprintln!("nstest: booting {}", kernel.release);
+    run_with_memory(kernel, script, rwdirs, DEFAULT_MEMORY)
+}
+
+/// The guest memory of [`run_on`]: enough for the scenarios (two vCPUs, a few hundred
+/// tunnels); a benchmark with thousands of netdevs asks for more with `nstest vm --memory`.
+pub const DEFAULT_MEMORY: &str = "2G";
+
+/// [`run_on`] with `memory` (qemu's `-m` syntax, e.g. `6G`) for the guest.
+pub fn run_with_memory(
+    kernel: &Kernel,
+    script: &str,
+    rwdirs: &[&Path],
+    memory: &str,
+) -> Result<ExitStatus> {
+    eprintln!("nstest: booting {} with {memory}", kernel.release);
     let vng = which("vng").context(
         "virtme-ng (`vng`) is not installed: pip install virtme-ng (the README's commands do it)",
     )?;
@@ -194,7 +208,7 @@ pub fn run_on(kernel: &Kernel, script: &str, rwdirs: &[&Path]) -> Result<ExitSta
     if std::env::var_os("NSTEST_KVM").is_none() {
         cmd.arg("--disable-kvm");
     }
-    cmd.args(["--force-9p", "--cpus", "2", "--memory", "2G"]);
+    cmd.args(["--force-9p", "--cpus", "2", "--memory", memory]);
     for d in rwdirs {
         cmd.arg("--rwdir").arg(d);
     }

@@ -162,6 +162,9 @@ pub struct TunnelDeviceSpec {
     pub master: Option<u32>,
     /// Administratively up from creation.
     pub up: bool,
+    /// `net.ipv6.conf.NAME.disable_ipv6 = 1` before the device first goes up (see
+    /// [`TunnelDeviceSpec::no_ipv6`]).
+    pub no_ipv6: bool,
     /// Line protocol kept by the caller (see [`crate::LinkHandle::set_line`]), set by the
     /// follow-up set-link; `None` leaves the kernel's.
     pub line: Option<bool>,
@@ -238,7 +241,19 @@ impl TunnelDeviceSpec {
             master: None,
             up: false,
             line: None,
+            no_ipv6: false,
         }
+    }
+
+    /// No IPv6 on the device from its first moment up: created down, IPv6 switched off, then
+    /// brought up by the follow-up set-link. A device that comes up with IPv6 on gets a
+    /// link-local address and its routes, and the kernel's NETDEV_UP handling
+    /// (`addrconf_notify` -> `rt6_sync_up` -> `fib6_clean_all`) walks the namespace's whole
+    /// IPv6 FIB: with one device per spoke that is O(N) per device, O(N²) for N spokes.
+    /// Setting `disable_ipv6` afterwards is too late for that walk.
+    pub fn no_ipv6(mut self) -> Self {
+        self.no_ipv6 = true;
+        self
     }
 
     /// `dev UNDERLAY` (IFLA_XFRM_LINK / IFLA_VTI_LINK); a VRF and an external xfrm interface
@@ -344,7 +359,7 @@ impl TunnelDeviceSpec {
                 if let Some(m) = self.master {
                     b = b.controller(m);
                 }
-                if self.up {
+                if self.up && !self.no_ipv6 {
                     b = b.up();
                 }
                 b.build()
@@ -447,12 +462,20 @@ impl TunnelDeviceSpec {
 
     /// The one RTM_SETLINK after creation (alias and final group together), if any is needed.
     pub(crate) fn setlink_message(&self, index: u32) -> Option<LinkMessage> {
-        if self.alias.is_none() && self.final_group() == OWNED_LINK_GROUP && self.line.is_none() {
+        let up_late = self.up && self.no_ipv6;
+        if self.alias.is_none()
+            && self.final_group() == OWNED_LINK_GROUP
+            && self.line.is_none()
+            && !up_late
+        {
             return None;
         }
         let mut b = LinkUnspec::new_with_index(index).link_group(self.final_group());
         if let Some(a) = &self.alias {
             b = b.alias(a.clone());
+        }
+        if up_late {
+            b = b.up();
         }
         let mut msg = b.build();
         if let Some(up) = self.line {
@@ -486,8 +509,22 @@ impl LinkHandle<'_> {
     /// is deleted again and the error returned.
     pub async fn create_tunnel_device(&self, spec: &TunnelDeviceSpec) -> Result<u32> {
         let create = spec.newlink_request()?;
-        self.create_whole(create, &spec.name, |i| spec.setlink_message(i))
-            .await
+        let mut knob = Ok(());
+        let index = self
+            .create_whole(create, &spec.name, |i| {
+                if spec.no_ipv6 {
+                    knob = self.set_disable_ipv6(&spec.name, true);
+                }
+                spec.setlink_message(i)
+            })
+            .await?;
+        if let Err(e) = knob {
+            if let Err(d) = self.delete(index).await {
+                tracing::warn!(device = %spec.name, error = %d, "delete half-made device");
+            }
+            return Err(e);
+        }
+        Ok(index)
     }
 
     /// Sends `create` (an RTM_NEWLINK for `name`) with an RTM_GETLINK for `name` queued right
@@ -630,6 +667,24 @@ mod tests {
         // with it, so `underlay` is ignored.
         assert_eq!(data, vec![(3, Vec::new())]);
         assert!(s.setlink_message(5).is_some(), "the alias follows");
+    }
+
+    #[test]
+    fn no_ipv6_device_comes_up_by_the_set_link() {
+        let s = TunnelDeviceSpec::xfrm("ipsec9", 9).up().no_ipv6();
+        let (flags, change, _) = wire(&s.newlink_message().unwrap());
+        assert_eq!((flags & IFF_UP, change & IFF_UP), (0, 0), "created down");
+        let set = s.setlink_message(5).expect("a set-link brings it up");
+        let (flags, change, a) = wire(&set);
+        assert_eq!((flags & IFF_UP, change & IFF_UP), (IFF_UP, IFF_UP));
+        assert_eq!(u32_of(attr(&a, IFLA_GROUP)), Some(OWNED_LINK_GROUP));
+        // Without `up` there is nothing to do after creation.
+        assert_eq!(
+            TunnelDeviceSpec::xfrm("ipsec9", 9)
+                .no_ipv6()
+                .setlink_message(5),
+            None
+        );
     }
 
     #[test]

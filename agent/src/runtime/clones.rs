@@ -12,7 +12,10 @@ impl Runtime {
         slot: u32,
         remote_ts: &[ike::wire::TrafficSelector],
     ) -> Vec<ipnet::IpNet> {
-        let Some(c) = self.clones.iter().find(|c| c.slot == slot) else {
+        if remote_ts.iter().any(|ts| ts.start.is_ipv6()) {
+            self.clone_v6(slot).await;
+        }
+        let Some(c) = self.clones.get(slot) else {
             return Vec::new();
         };
         let (name, index, table) = (c.interface.name.clone(), c.ifindex, c.interface.table());
@@ -52,6 +55,30 @@ impl Runtime {
         added
     }
 
+    /// IPv6 on clone `slot`, which started IPv4-only: the device's IPv6 on and its IPv6
+    /// policies in (see `VirtualAccesses::enable_v6`).
+    async fn clone_v6(&mut self, slot: u32) {
+        let Some((name, policies)) = self.clones.enable_v6(slot) else {
+            return;
+        };
+        if let Err(e) = self.h.link().set_disable_ipv6(&name, false) {
+            warn!(interface = %name, "enable IPv6: {e}");
+        }
+        let mut batch = self.h.batch();
+        for p in &policies {
+            batch.add_policy(p);
+        }
+        match batch.execute().await {
+            Ok(results) => {
+                for e in results.into_iter().filter_map(|r| r.err()) {
+                    warn!(interface = %name, "IPv6 policy: {e}");
+                }
+            }
+            Err(e) => warn!(interface = %name, "IPv6 policies: {e}"),
+        }
+        info!(interface = %name, "IPv6 traffic selectors: IPv6 policies added");
+    }
+
     /// A Child SA of clone `slot` is gone: drop the routes no other Child SA of the clone
     /// needs.
     pub(super) async fn clone_child_removed(&mut self, slot: u32, routes: Vec<ipnet::IpNet>) {
@@ -61,7 +88,7 @@ impl Runtime {
             .flat_map(|(_, k)| k.routes.iter().copied())
             .collect();
         let del = self.clones.release_routes(slot, routes, &still);
-        let Some(c) = self.clones.iter().find(|c| c.slot == slot) else {
+        let Some(c) = self.clones.get(slot) else {
             return;
         };
         if c.multipoint {

@@ -51,6 +51,11 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
+    // `vtid restart` re-executes the binary by the path it was started from: after a package
+    // upgrade that path holds the new binary (/proc/self/exe would be the old, deleted one).
+    let exe = std::env::current_exe().context("own executable")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let state_dir = crate::restart::state_dir();
     let cfg = Config::load_with(&opts.config, &LoadOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("load {}", opts.config.display()))?;
@@ -60,8 +65,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     // Asked (and logged) once, before the first SA goes in.
     kernel::sa_direction(&h).await;
-    // A previous run may have died without cleaning up (kill -9): remove what it left.
-    for e in crate::runtime::sweep(&h).await {
+    // A planned restart left its SAs in a state file (restart.rs): adopt those; without
+    // one, a previous run may have died without cleaning up (kill -9): remove what it left.
+    let mut v2 = Endpoint::new(Arc::new(plan.endpoint.clone()), random_seed()?);
+    let adopted = crate::restart::load(&state_dir, &opts.config)
+        .map(|r| crate::restart::adopt(&mut v2, &plan, r))
+        .filter(|a| !a.live.is_empty());
+    let swept = match &adopted {
+        Some(a) => crate::restart::sweep_around(&h, a).await,
+        None => crate::runtime::sweep(&h).await,
+    };
+    for e in swept {
         warn!("start-up sweep: {e:#}");
     }
 
@@ -94,7 +108,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         config_path: opts.config.clone(),
         keep_on_exit: opts.keep_on_exit,
         ep: crate::engines::Engines::new(
-            Endpoint::new(Arc::new(plan.endpoint.clone()), random_seed()?),
+            v2,
             ike::v1::Endpoint::new(Arc::new(plan.v1.clone()), random_seed()?),
         ),
         cfg,
@@ -105,10 +119,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         feed,
         vici: vici_events,
     });
+    if let Some(a) = adopted {
+        rt.adopted(a).await;
+    }
     rt.start().await;
     info!(socket = %sock_path.display(), tunnels = rt.tunnel_count(), "vtid running");
     crate::notify::ready();
 
+    let mut restart = false;
     loop {
         let deadline = rt.poll_timeout();
         // In this order: signals, control, kernel events; established peers' datagrams;
@@ -153,6 +171,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 rt.addresses_changed().await;
                 rt.underlay_changed().await;
             }
+            Some(Input::Control(inc)) if inc.request == control::Request::Restart => {
+                match rt.write_restart_state(&state_dir) {
+                    Ok(v) => {
+                        let _ = inc.reply.send(control::Response::Ok(v));
+                        restart = true;
+                        break;
+                    }
+                    Err(e) => {
+                        error!("restart refused: {e:#}");
+                        let msg = format!("{e:#}");
+                        let _ = inc.reply.send(control::Response::error("restart-failed", msg));
+                    }
+                }
+            }
             Some(Input::Control(inc)) => {
                 let resp = rt.control(inc.request).await;
                 let _ = inc.reply.send(resp);
@@ -171,10 +203,21 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         rt.timers();
         rt.drain().await;
     }
-    rt.shutdown().await;
+    if !restart {
+        rt.shutdown().await;
+    }
     let _ = std::fs::remove_file(&sock_path);
     if let Some(p) = vici_path {
         let _ = std::fs::remove_file(p);
+    }
+    if restart {
+        // Let the control task write its reply before the process image goes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info!(exe = %exe.display(), "restart: re-executing");
+        // Returns only on failure: the process then exits with an error, and a supervisor
+        // that starts it again (systemd's Restart=on-failure) finds the state file all the
+        // same.
+        return Err(crate::restart::exec(&exe, &args));
     }
     Ok(())
 }

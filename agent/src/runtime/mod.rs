@@ -16,6 +16,7 @@ mod line;
 mod maps;
 mod mgre;
 mod reload;
+mod restart;
 mod revocation;
 mod underlay;
 mod vici;
@@ -174,6 +175,10 @@ impl Runtime {
         }
         let tunnels: Vec<TunnelPlan> = self.plan.tunnels.values().cloned().collect();
         for t in &tunnels {
+            // Adopted across a restart (restart.rs): already up in the kernel.
+            if self.made.contains_key(&t.name) {
+                continue;
+            }
             self.bring_up(t).await;
         }
         self.apply_mgre().await;

@@ -588,12 +588,14 @@ fn restart(socket: &Path) -> anyhow::Result<ExitCode> {
     loop {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let short = std::time::Duration::from_secs(5);
-        if let Ok(Response::Ok(_)) = crate::control::request(socket, &Request::ShowTunnels, short)
-        {
+        if let Ok(Response::Ok(_)) = crate::control::request(socket, &Request::ShowTunnels, short) {
             break;
         }
         if std::time::Instant::now() > deadline {
-            anyhow::bail!("the restarted daemon did not answer on {} within 60 s", socket.display());
+            anyhow::bail!(
+                "the restarted daemon did not answer on {} within 60 s",
+                socket.display()
+            );
         }
     }
     print_ok(saved)

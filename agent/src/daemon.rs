@@ -181,7 +181,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     Err(e) => {
                         error!("restart refused: {e:#}");
                         let msg = format!("{e:#}");
-                        let _ = inc.reply.send(control::Response::error("restart-failed", msg));
+                        let _ = inc
+                            .reply
+                            .send(control::Response::error("restart-failed", msg));
                     }
                 }
             }

@@ -57,7 +57,10 @@ pub fn state_dir() -> PathBuf {
     std::env::var_os("STATE_DIRECTORY")
         .and_then(|v| {
             let s = v.to_string_lossy().into_owned();
-            s.split(':').next().filter(|s| !s.is_empty()).map(PathBuf::from)
+            s.split(':')
+                .next()
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
         })
         .unwrap_or_else(|| PathBuf::from("/var/lib/vtid"))
 }
@@ -72,7 +75,11 @@ pub fn boot_id() -> Result<String> {
 /// SHA-256 (hex) of the configuration file's bytes.
 pub fn fingerprint(config: &Path) -> Result<String> {
     let bytes = std::fs::read(config).with_context(|| format!("read {}", config.display()))?;
-    Ok(hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref()))
+    Ok(hex(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &bytes,
+    )
+    .as_ref()))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -353,17 +360,22 @@ pub fn adopt(ep: &mut ike::Endpoint, plan: &Plan, r: Restored) -> Adopted {
     let now = Instant::now();
     let waited = Duration::from_millis(unix_ms().saturating_sub(r.header.written_unix_ms));
     let at = now.checked_sub(waited).unwrap_or(now);
-    let books: BTreeMap<u64, &ChildBook> =
-        r.header.children.iter().map(|c| (c.id, c)).collect();
+    let books: BTreeMap<u64, &ChildBook> = r.header.children.iter().map(|c| (c.id, c)).collect();
     let ups: BTreeMap<u64, u64> = r.header.sessions.iter().copied().collect();
     let mut out = Adopted::default();
-    let clones: BTreeMap<u64, &CloneBook> = r.header.clones.iter().map(|c| (c.session, c)).collect();
+    let clones: BTreeMap<u64, &CloneBook> =
+        r.header.clones.iter().map(|c| (c.session, c)).collect();
     for sa in &r.sas {
-        let tunnel = plan.tunnels.values().find(|t| {
-            t.conn == sa.conn && t.local == sa.local.ip() && t.remote == sa.remote.ip()
-        });
+        let tunnel = plan
+            .tunnels
+            .values()
+            .find(|t| t.conn == sa.conn && t.local == sa.local.ip() && t.remote == sa.remote.ip());
         // A virtual template's session: its clone, rebuilt as the previous process made it.
-        let clone = match (plan.templates.get(&sa.conn), clones.get(&sa.session.0), &sa.peer_id) {
+        let clone = match (
+            plan.templates.get(&sa.conn),
+            clones.get(&sa.session.0),
+            &sa.peer_id,
+        ) {
             (Some(tp), Some(cb), Some(peer_id)) if tunnel.is_none() => {
                 let t = crate::virtual_access::clone_tunnel(tp, cb.slot, sa.local, sa.remote);
                 let interface = crate::virtual_access::clone_interface(tp, &t);
@@ -374,7 +386,9 @@ pub fn adopt(ep: &mut ike::Endpoint, plan: &Plan, r: Restored) -> Adopted {
                     slot: cb.slot,
                     tunnel: t,
                     interface,
-                    created: now.checked_sub(Duration::from_millis(cb.age_ms)).unwrap_or(now),
+                    created: now
+                        .checked_sub(Duration::from_millis(cb.age_ms))
+                        .unwrap_or(now),
                 })
             }
             _ => None,
@@ -505,7 +519,10 @@ pub async fn sweep_around(h: &xfrm::Handle, a: &Adopted) -> Vec<anyhow::Error> {
     );
     let failed = crate::kernel::apply(h, &ops).await;
     let removed = ops.len() - failed.len();
-    info!(removed, "restart: swept the kernel objects no adopted SA accounts for");
+    info!(
+        removed,
+        "restart: swept the kernel objects no adopted SA accounts for"
+    );
     errs.extend(failed);
     errs
 }
@@ -555,18 +572,35 @@ mod tests {
         let ok = decode(&bytes, "b", "c", 1_000_500).expect("fresh");
         assert_eq!(ok.header, header());
         assert!(ok.sas.is_empty());
-        assert!(matches!(decode(&bytes, "x", "c", 1_000_500), Err(Discard::OtherBoot(b)) if b == "b"));
-        assert_eq!(decode(&bytes, "b", "x", 1_000_500).err(), Some(Discard::OtherConfig));
-        assert_eq!(decode(&bytes, "b", "c", 1_000_000 + 121_000).err(), Some(Discard::Stale(121)));
+        assert!(
+            matches!(decode(&bytes, "x", "c", 1_000_500), Err(Discard::OtherBoot(b)) if b == "b")
+        );
+        assert_eq!(
+            decode(&bytes, "b", "x", 1_000_500).err(),
+            Some(Discard::OtherConfig)
+        );
+        assert_eq!(
+            decode(&bytes, "b", "c", 1_000_000 + 121_000).err(),
+            Some(Discard::Stale(121))
+        );
         let mut old = bytes.to_vec();
         old[13..15].copy_from_slice(&0u16.to_be_bytes());
-        assert_eq!(decode(&old, "b", "c", 1_000_500).err(), Some(Discard::Version { found: 0 }));
+        assert_eq!(
+            decode(&old, "b", "c", 1_000_500).err(),
+            Some(Discard::Version { found: 0 })
+        );
         let mut flipped = bytes.to_vec();
         let n = flipped.len();
         flipped[n / 2] ^= 1;
-        assert_eq!(decode(&flipped, "b", "c", 1_000_500).err(), Some(Discard::Corrupted));
+        assert_eq!(
+            decode(&flipped, "b", "c", 1_000_500).err(),
+            Some(Discard::Corrupted)
+        );
         for cut in [0, 10, 20, bytes.len() - 1] {
-            assert!(decode(&bytes[..cut], "b", "c", 1_000_500).is_err(), "cut at {cut}");
+            assert!(
+                decode(&bytes[..cut], "b", "c", 1_000_500).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -173,27 +173,27 @@ pub fn clone_tunnel(
     remote: SocketAddr,
 ) -> TunnelPlan {
     TunnelPlan {
-            name: format!("{}{slot}", tp.prefix),
-            conn: tp.conn,
-            mode: DeviceKind::Xfrmi,
-            if_id: IF_ID_BASE + slot,
-            reqid: tp.reqid,
-            local: if local.ip().is_unspecified() {
-                tp.unnumbered
-            } else {
-                local.ip()
-            },
-            remote: remote.ip(),
-            inner: IpNet::from(tp.unnumbered),
-            routes: Vec::new(),
-            mtu: tp.mtu,
-            initiate: false,
-            dpd_action: crate::config::DpdAction::Clear,
-            offload: tp.offload,
-            vrf: tp.vrf.clone(),
-            fvrf: None,
-            v1_policies: None,
-        }
+        name: format!("{}{slot}", tp.prefix),
+        conn: tp.conn,
+        mode: DeviceKind::Xfrmi,
+        if_id: IF_ID_BASE + slot,
+        reqid: tp.reqid,
+        local: if local.ip().is_unspecified() {
+            tp.unnumbered
+        } else {
+            local.ip()
+        },
+        remote: remote.ip(),
+        inner: IpNet::from(tp.unnumbered),
+        routes: Vec::new(),
+        mtu: tp.mtu,
+        initiate: false,
+        dpd_action: crate::config::DpdAction::Clear,
+        offload: tp.offload,
+        vrf: tp.vrf.clone(),
+        fvrf: None,
+        v1_policies: None,
+    }
 }
 
 impl VirtualAccesses {

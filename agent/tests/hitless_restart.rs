@@ -153,7 +153,11 @@ fn vm_hitless_restart_static_tunnel_loses_no_ping_and_rekeys_after() {
             "the state file was not deleted after use"
         );
         // The new process answers and shows the adopted tunnel up.
-        ensure!(vtid.is_up()?, "{}", diag("show sa after restart", &vtid, &swan));
+        ensure!(
+            vtid.is_up()?,
+            "{}",
+            diag("show sa after restart", &vtid, &swan)
+        );
         let tunnels = vtid.show("tunnels")?;
         ensure!(tunnels.to_string().contains("tun1"), "{tunnels}");
         // A DPD round trip of the adopted SA (10 s interval) passes before pings stop.
@@ -205,8 +209,15 @@ fn vm_hitless_restart_static_tunnel_loses_no_ping_and_rekeys_after() {
         );
         ensure!(pings.sent >= 500, "only {} pings", pings.sent);
         let swan_after = swan_spis(&swan)?;
-        ensure!(swan_after.is_disjoint(&swan_before), "rekeys left old SPIs: {swan_after:?}");
-        ensure!(swan.is_up()? && vtid.is_up()?, "{}", diag("end", &vtid, &swan));
+        ensure!(
+            swan_after.is_disjoint(&swan_before),
+            "rekeys left old SPIs: {swan_after:?}"
+        );
+        ensure!(
+            swan.is_up()? && vtid.is_up()?,
+            "{}",
+            diag("end", &vtid, &swan)
+        );
         // One IKE SA on each side (the rekeyed ones deleted), and nobody declared dead.
         ensure!(
             !vtid.log().contains("PeerDead")
@@ -234,22 +245,37 @@ fn vm_hitless_restart_stale_state_file_is_discarded() {
         let mut older = b"vtid-restart\n\x00\x00".to_vec();
         older.extend_from_slice(&[0; 40]);
         let cases: [(&[u8], &str); 2] = [
-            (&corrupted, "restart state discarded: corrupted (digest mismatch)"),
-            (&older, "restart state discarded: written by state format version 0"),
+            (
+                &corrupted,
+                "restart state discarded: corrupted (digest mismatch)",
+            ),
+            (
+                &older,
+                "restart state discarded: written by state format version 0",
+            ),
         ];
         for (bytes, line) in cases {
             let before = kernel_spis(ha)?;
-            let sweeps = vtid.log().matches("removed kernel objects vtid had left").count();
+            let sweeps = vtid
+                .log()
+                .matches("removed kernel objects vtid had left")
+                .count();
             // A crash leaves every kernel object; the file is found at the next start.
             vtid.kill9()?;
             std::fs::write(&file, bytes)?;
             vtid.restart()?;
-            kernel::wait_until("discarded and renegotiated", Duration::from_secs(60), || {
-                let log = vtid.log();
-                Ok(log.contains(line)
-                    && vtid.is_up()?
-                    && kernel_spis(ha)?.is_disjoint(&before))
-            })
+            kernel::wait_until(
+                "discarded and renegotiated",
+                Duration::from_secs(60),
+                || {
+                    let log = vtid.log();
+                    Ok(
+                        log.contains(line)
+                            && vtid.is_up()?
+                            && kernel_spis(ha)?.is_disjoint(&before),
+                    )
+                },
+            )
             .with_context(|| diag(line, &vtid, &swan))?;
             let log = vtid.log();
             ensure!(
@@ -324,7 +350,10 @@ routes = "traffic-selectors"
             ..RunWith::default()
         };
         let vtid = Vtid::start_config_with(hub, &dir, &cfg, "-", with)?;
-        let swan = Strongswan::start_many(lg, &sc.dir().join("lg"), &named)
+        // All 50 start at once: patient retransmissions, so a request lost in the burst
+        // under the VM's TCG is sent again rather than given up after three tries.
+        let swan = nstest::peer::StrongswanVersion::Debian12
+            .start_many_tuned(lg, &sc.dir().join("lg"), &named, "  retransmit_tries = 8\n")
             .with_context(|| vtid.log())?;
         let clones = |ns: &Netns| -> Result<std::collections::BTreeMap<String, u64>> {
             let all: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link"])?)?;
@@ -348,14 +377,24 @@ routes = "traffic-selectors"
         let probes = [1, 25, 50];
         for i in probes {
             let src = format!("10.128.0.{i}");
-            ensure!(kernel::ping(lg, &src, "10.0.0.1", 1)? == 1, "spoke {i}: no traffic");
+            ensure!(
+                kernel::ping(lg, &src, "10.0.0.1", 1)? == 1,
+                "spoke {i}: no traffic"
+            );
         }
         let clones_before = clones(hub)?;
         let spis_before = kernel_spis(hub)?;
         let inits_before = swan.log().matches("IKE_SA_INIT").count();
         let pingers = probes
             .iter()
-            .map(|i| Pinger::start(lg, &format!("10.128.0.{i}"), "10.0.0.1", Duration::from_millis(50)))
+            .map(|i| {
+                Pinger::start(
+                    lg,
+                    &format!("10.128.0.{i}"),
+                    "10.0.0.1",
+                    Duration::from_millis(50),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         std::thread::sleep(Duration::from_millis(500));
         let out = vtid
@@ -381,8 +420,14 @@ routes = "traffic-selectors"
                 missing.len()
             );
         }
-        ensure!(clones(hub)? == clones_before, "clones changed across the restart");
-        ensure!(kernel_spis(hub)? == spis_before, "SAs changed across the restart");
+        ensure!(
+            clones(hub)? == clones_before,
+            "clones changed across the restart"
+        );
+        ensure!(
+            kernel_spis(hub)? == spis_before,
+            "SAs changed across the restart"
+        );
         ensure!(
             swan.log().matches("IKE_SA_INIT").count() == inits_before,
             "IKE_SA_INIT during the restart"

@@ -25,6 +25,12 @@ use crate::sockets::{self, Datagram};
 /// woke it.
 const NEW_SA_BATCH: usize = 63;
 
+/// How long `vtid restart` waits for IKE SAs busy with an exchange (a DPD, a rekey) to finish
+/// it, so that they are saved too; those still busy then are left out and renegotiate.
+const RESTART_SETTLE: Duration = Duration::from_secs(2);
+/// How often the loop looks again meanwhile.
+const RESTART_TICK: Duration = Duration::from_millis(20);
+
 /// Inputs of the daemon task.
 enum Input {
     Datagram(Datagram),
@@ -127,8 +133,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     crate::notify::ready();
 
     let mut restart = false;
+    // A `vtid restart` waiting (until the instant) for busy SAs to become quiet.
+    let mut restart_asked: Option<(tokio::sync::oneshot::Sender<control::Response>, Instant)> =
+        None;
     loop {
-        let deadline = rt.poll_timeout();
+        let mut deadline = rt.poll_timeout();
+        if restart_asked.is_some() {
+            let tick = Instant::now() + RESTART_TICK;
+            deadline = Some(deadline.map_or(tick, |d| d.min(tick)));
+        }
         // In this order: signals, control, kernel events; established peers' datagrams;
         // requests for new IKE SAs that echo a cookie; other requests for new IKE SAs last,
         // so that a flood of them (shed by the readers when their queue is full) cannot delay
@@ -172,19 +185,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 rt.underlay_changed().await;
             }
             Some(Input::Control(inc)) if inc.request == control::Request::Restart => {
-                match rt.write_restart_state(&state_dir) {
-                    Ok(v) => {
-                        let _ = inc.reply.send(control::Response::Ok(v));
-                        restart = true;
-                        break;
-                    }
-                    Err(e) => {
-                        error!("restart refused: {e:#}");
-                        let msg = format!("{e:#}");
-                        let _ = inc
-                            .reply
-                            .send(control::Response::error("restart-failed", msg));
-                    }
+                if restart_asked.is_some() {
+                    let msg = "a restart is under way";
+                    let _ = inc.reply.send(control::Response::error("busy", msg));
+                } else {
+                    restart_asked = Some((inc.reply, now + RESTART_SETTLE));
                 }
             }
             Some(Input::Control(inc)) => {
@@ -204,6 +209,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
         rt.timers();
         rt.drain().await;
+        let due = restart_asked
+            .as_ref()
+            .is_some_and(|(_, by)| Instant::now() >= *by || rt.restart_quiet());
+        if due && let Some((reply, _)) = restart_asked.take() {
+            match rt.write_restart_state(&state_dir) {
+                Ok(v) => {
+                    let _ = reply.send(control::Response::Ok(v));
+                    restart = true;
+                    break;
+                }
+                Err(e) => {
+                    error!("restart refused: {e:#}");
+                    let msg = format!("{e:#}");
+                    let _ = reply.send(control::Response::error("restart-failed", msg));
+                }
+            }
+        }
     }
     if !restart {
         rt.shutdown().await;

@@ -20,8 +20,9 @@
 //! carries its own version and digest), and a SHA-256 over everything before it.
 //!
 //! Dynamic VTI clones are adopted with their sessions: the clone keeps its number, name,
-//! if_id and routes. Left out (their peers renegotiate, as after a crash): IKEv1 SAs, SAs busy
-//! with an exchange at that instant, and SAs of crypto maps and mGRE protections.
+//! if_id and routes. Left out (their peers renegotiate, as after a crash): IKEv1 SAs, SAs still
+//! busy with an exchange after the daemon waited `RESTART_SETTLE` (daemon.rs) for them, and
+//! SAs of crypto maps and mGRE protections.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;

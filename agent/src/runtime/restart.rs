@@ -63,6 +63,12 @@ impl Runtime {
         }))
     }
 
+    /// True when no established IKE SA is busy with an exchange (which would leave it out of
+    /// the state file): `vtid restart` waits a moment for that.
+    pub fn restart_quiet(&self) -> bool {
+        self.ep.export_v2(Instant::now()).busy() == 0
+    }
+
     /// Takes what [`restart::adopt`] adopted into the books: each tunnel counts as made with
     /// its line protocol up (its device, address, routes and policies are in the kernel as
     /// the previous process left them), each clone as made with its number, and the Child

@@ -19,6 +19,23 @@ pub struct Export {
     pub left_out: Vec<(SessionId, ConnId, &'static str)>,
 }
 
+impl Export {
+    /// How many established SAs were left out only because an exchange of theirs was under
+    /// way: waiting a round trip or two usually lets them be exported too.
+    pub fn busy(&self) -> usize {
+        self.left_out
+            .iter()
+            .filter(|(_, _, why)| {
+                [
+                    crate::sa::persist::IN_FLIGHT,
+                    crate::sa::persist::CHILD_REKEY,
+                ]
+                .contains(why)
+            })
+            .count()
+    }
+}
+
 impl Endpoint {
     /// Every established, quiet IKE SA with its Child SAs as data, at `now`. Changes nothing:
     /// the engine goes on as before, so a failed restart loses nothing. A rekeyed SA's

@@ -18,6 +18,11 @@ use crate::sa::later;
 use crate::sa::timers::{Timer, TimerTable};
 use crate::sa::{Common, IkeSa, State};
 
+/// Why an established SA is left out: a request of ours is unanswered.
+pub(crate) const IN_FLIGHT: &str = "an exchange in flight";
+/// Why an established SA is left out: a Child SA rekey is half done.
+pub(crate) const CHILD_REKEY: &str = "a Child SA rekey in flight";
+
 impl IkeSa {
     /// This SA as data, or why it cannot be exported now. Deadlines become the time left
     /// after `now`.
@@ -32,7 +37,7 @@ impl IkeSa {
             return Err("replaced by an IKE SA rekey");
         }
         if est.pending.is_some() || est.followup.is_some() || self.c.outstanding.is_some() {
-            return Err("an exchange in flight");
+            return Err(IN_FLIGHT);
         }
         if self.is_deleting() {
             return Err("being deleted");
@@ -42,7 +47,7 @@ impl IkeSa {
         let mut children = Vec::with_capacity(est.children.len());
         for ch in &est.children {
             if *ch.state() != ChildState::Installed || ch.outbound_later.is_some() {
-                return Err("a Child SA rekey in flight");
+                return Err(CHILD_REKEY);
             }
             children.push(ChildSaState {
                 id: ch.id,

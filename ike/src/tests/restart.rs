@@ -219,6 +219,13 @@ fn busy_sa_is_left_out() {
         e.left_out,
         vec![(session, ConnId(1), "an exchange in flight")]
     );
+    assert_eq!(e.busy(), 1);
+    // Once the retransmission (a liveness check's, one DPD interval later) is answered, the
+    // SA is quiet and exported.
+    p.filter = None;
+    p.drive_for(Duration::from_secs(35));
+    let e = p.a.ep.export_sas(p.time);
+    assert_eq!((e.sas.len(), e.busy()), (1, 0));
 }
 
 fn exported() -> (Pair, IkeSaState) {

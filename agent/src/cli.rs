@@ -87,6 +87,10 @@ pub enum Command {
     Down(Target),
     /// Re-read the configuration and apply only what changed.
     Reload,
+    /// Restart the daemon without dropping a tunnel: it saves its IKE SAs, leaves the kernel
+    /// as it is and re-executes its binary (an upgraded one after a package upgrade), which
+    /// adopts them. Waits until the new process answers.
+    Restart,
     /// Translate a Cisco IOS running-config into vtid configuration (TOML on stdout, a
     /// remark on stderr for each line not imported).
     #[command(name = "import-ios")]
@@ -542,6 +546,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(t) => print_ok(ask(&cli.socket, &Request::Up(t))?),
         Command::Down(t) => print_ok(ask(&cli.socket, &Request::Down(t))?),
         Command::Reload => print_ok(ask(&cli.socket, &Request::Reload)?),
+        Command::Restart => restart(&cli.socket),
         Command::Debug { kind, value, off } => {
             let kind = match kind {
                 DebugKind::Peer => "peer",
@@ -572,6 +577,28 @@ fn run(config: PathBuf, socket: PathBuf, keep_on_exit: bool) -> anyhow::Result<E
     };
     rt.block_on(crate::daemon::run(opts))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vtid restart`: asks for it, then waits for the new process to answer on the socket
+/// (the old one removes the socket before it re-executes; a request only the new one can
+/// answer succeeds).
+fn restart(socket: &Path) -> anyhow::Result<ExitCode> {
+    let saved = ask(socket, &Request::Restart)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let short = std::time::Duration::from_secs(5);
+        if let Ok(Response::Ok(_)) = crate::control::request(socket, &Request::ShowTunnels, short) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the restarted daemon did not answer on {} within 60 s",
+                socket.display()
+            );
+        }
+    }
+    print_ok(saved)
 }
 
 /// Sends one request to the daemon; a daemon-side error becomes this command's error.

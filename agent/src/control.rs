@@ -37,6 +37,9 @@ pub enum Request {
     Down(Target),
     /// Re-read the config file and apply only the difference.
     Reload,
+    /// Save the IKE SAs to the state file, leave the kernel as it is and re-execute the
+    /// binary, which adopts them (`vtid restart`, see `crate::restart`).
+    Restart,
     /// One of the IOS-vocabulary views (`vtid show crypto ...`).
     ShowCrypto {
         /// Which view.

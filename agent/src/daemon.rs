@@ -25,6 +25,12 @@ use crate::sockets::{self, Datagram};
 /// woke it.
 const NEW_SA_BATCH: usize = 63;
 
+/// How long `vtid restart` waits for IKE SAs busy with an exchange (a DPD, a rekey) to finish
+/// it, so that they are saved too; those still busy then are left out and renegotiate.
+const RESTART_SETTLE: Duration = Duration::from_secs(2);
+/// How often the loop looks again meanwhile.
+const RESTART_TICK: Duration = Duration::from_millis(20);
+
 /// Inputs of the daemon task.
 enum Input {
     Datagram(Datagram),
@@ -51,6 +57,11 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(opts: RunOptions) -> Result<()> {
+    // `vtid restart` re-executes the binary by the path it was started from: after a package
+    // upgrade that path holds the new binary (/proc/self/exe would be the old, deleted one).
+    let exe = std::env::current_exe().context("own executable")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let state_dir = crate::restart::state_dir();
     let cfg = Config::load_with(&opts.config, &LoadOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("load {}", opts.config.display()))?;
@@ -60,8 +71,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     // Asked (and logged) once, before the first SA goes in.
     kernel::sa_direction(&h).await;
-    // A previous run may have died without cleaning up (kill -9): remove what it left.
-    for e in crate::runtime::sweep(&h).await {
+    // A planned restart left its SAs in a state file (restart.rs): adopt those; without
+    // one, a previous run may have died without cleaning up (kill -9): remove what it left.
+    let mut v2 = Endpoint::new(Arc::new(plan.endpoint.clone()), random_seed()?);
+    let adopted = crate::restart::load(&state_dir, &opts.config)
+        .map(|r| crate::restart::adopt(&mut v2, &plan, r))
+        .filter(|a| !a.live.is_empty());
+    let swept = match &adopted {
+        Some(a) => crate::restart::sweep_around(&h, a).await,
+        None => crate::runtime::sweep(&h).await,
+    };
+    for e in swept {
         warn!("start-up sweep: {e:#}");
     }
 
@@ -94,7 +114,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         config_path: opts.config.clone(),
         keep_on_exit: opts.keep_on_exit,
         ep: crate::engines::Engines::new(
-            Endpoint::new(Arc::new(plan.endpoint.clone()), random_seed()?),
+            v2,
             ike::v1::Endpoint::new(Arc::new(plan.v1.clone()), random_seed()?),
         ),
         cfg,
@@ -105,12 +125,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         feed,
         vici: vici_events,
     });
+    if let Some(a) = adopted {
+        rt.adopted(a).await;
+    }
     rt.start().await;
     info!(socket = %sock_path.display(), tunnels = rt.tunnel_count(), "vtid running");
     crate::notify::ready();
 
+    let mut restart = false;
+    // A `vtid restart` waiting (until the instant) for busy SAs to become quiet.
+    let mut restart_asked: Option<(tokio::sync::oneshot::Sender<control::Response>, Instant)> =
+        None;
     loop {
-        let deadline = rt.poll_timeout();
+        let mut deadline = rt.poll_timeout();
+        if restart_asked.is_some() {
+            let tick = Instant::now() + RESTART_TICK;
+            deadline = Some(deadline.map_or(tick, |d| d.min(tick)));
+        }
         // In this order: signals, control, kernel events; established peers' datagrams;
         // requests for new IKE SAs that echo a cookie; other requests for new IKE SAs last,
         // so that a flood of them (shed by the readers when their queue is full) cannot delay
@@ -153,6 +184,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 rt.addresses_changed().await;
                 rt.underlay_changed().await;
             }
+            Some(Input::Control(inc)) if inc.request == control::Request::Restart => {
+                if restart_asked.is_some() {
+                    let msg = "a restart is under way";
+                    let _ = inc.reply.send(control::Response::error("busy", msg));
+                } else {
+                    restart_asked = Some((inc.reply, now + RESTART_SETTLE));
+                }
+            }
             Some(Input::Control(inc)) => {
                 let resp = rt.control(inc.request).await;
                 let _ = inc.reply.send(resp);
@@ -170,11 +209,39 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
         rt.timers();
         rt.drain().await;
+        let due = restart_asked
+            .as_ref()
+            .is_some_and(|(_, by)| Instant::now() >= *by || rt.restart_quiet());
+        if due && let Some((reply, _)) = restart_asked.take() {
+            match rt.write_restart_state(&state_dir) {
+                Ok(v) => {
+                    let _ = reply.send(control::Response::Ok(v));
+                    restart = true;
+                    break;
+                }
+                Err(e) => {
+                    error!("restart refused: {e:#}");
+                    let msg = format!("{e:#}");
+                    let _ = reply.send(control::Response::error("restart-failed", msg));
+                }
+            }
+        }
     }
-    rt.shutdown().await;
+    if !restart {
+        rt.shutdown().await;
+    }
     let _ = std::fs::remove_file(&sock_path);
     if let Some(p) = vici_path {
         let _ = std::fs::remove_file(p);
+    }
+    if restart {
+        // Let the control task write its reply before the process image goes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info!(exe = %exe.display(), "restart: re-executing");
+        // Returns only on failure: the process then exits with an error, and a supervisor
+        // that starts it again (systemd's Restart=on-failure) finds the state file all the
+        // same.
+        return Err(crate::restart::exec(&exe, &args));
     }
     Ok(())
 }

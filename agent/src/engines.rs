@@ -141,6 +141,12 @@ impl Engines {
         self.v1.reconfigure(config);
     }
 
+    /// The IKEv2 engine's established, quiet SAs as data for a planned restart
+    /// ([`ike::Endpoint::export_sas`]); IKEv1 SAs are not exported.
+    pub fn export_v2(&self, now: Instant) -> ike::Export {
+        self.v2.export_sas(now)
+    }
+
     /// The kernel's answer to an install, to the engine that asked for it.
     pub fn handle_install_result(
         &mut self,

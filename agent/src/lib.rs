@@ -20,6 +20,7 @@ pub mod offload;
 pub mod plan;
 pub mod reconcile;
 pub mod rejects;
+pub mod restart;
 pub mod runtime;
 pub mod sessions;
 pub mod show;

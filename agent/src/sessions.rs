@@ -209,6 +209,11 @@ impl Sessions {
         }
     }
 
+    /// A session adopted across a restart, up since `since`.
+    pub fn adopted(&mut self, session: SessionId, since: Instant) {
+        self.up_since.insert(session, since);
+    }
+
     /// How long a session has been up.
     pub fn uptime(&self, session: SessionId, now: Instant) -> Option<Duration> {
         self.up_since.get(&session).map(|t| now.duration_since(*t))

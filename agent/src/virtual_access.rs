@@ -195,6 +195,37 @@ pub fn clone_policies(tunnel: &TunnelPlan, v6: bool) -> Vec<xfrm::PolicySpec> {
         .collect()
 }
 
+/// Clone number `slot` of template `tp` for a peer at `remote`, as a tunnel.
+pub fn clone_tunnel(
+    tp: &TemplatePlan,
+    slot: u32,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> TunnelPlan {
+    TunnelPlan {
+        name: format!("{}{slot}", tp.prefix),
+        conn: tp.conn,
+        mode: DeviceKind::Xfrmi,
+        if_id: IF_ID_BASE + slot,
+        reqid: tp.reqid,
+        local: if local.ip().is_unspecified() {
+            tp.unnumbered
+        } else {
+            local.ip()
+        },
+        remote: remote.ip(),
+        inner: IpNet::from(tp.unnumbered),
+        routes: Vec::new(),
+        mtu: tp.mtu,
+        initiate: false,
+        dpd_action: crate::config::DpdAction::Clear,
+        offload: tp.offload,
+        vrf: tp.vrf.clone(),
+        fvrf: None,
+        v1_policies: None,
+    }
+}
+
 impl VirtualAccesses {
     /// Every clone, by number.
     pub fn iter(&self) -> impl Iterator<Item = &VirtualAccess> {
@@ -274,28 +305,7 @@ impl VirtualAccesses {
         let slot = self
             .slots
             .alloc(|n| refused.contains(&n) || static_if_ids.contains(&(IF_ID_BASE + n)))?;
-        let tunnel = TunnelPlan {
-            name: format!("{}{slot}", tp.prefix),
-            conn: tp.conn,
-            mode: DeviceKind::Xfrmi,
-            if_id: IF_ID_BASE + slot,
-            reqid: tp.reqid,
-            local: if local.ip().is_unspecified() {
-                tp.unnumbered
-            } else {
-                local.ip()
-            },
-            remote: remote.ip(),
-            inner: IpNet::from(tp.unnumbered),
-            routes: Vec::new(),
-            mtu: tp.mtu,
-            initiate: false,
-            dpd_action: crate::config::DpdAction::Clear,
-            offload: tp.offload,
-            vrf: tp.vrf.clone(),
-            fvrf: None,
-            v1_policies: None,
-        };
+        let tunnel = clone_tunnel(tp, slot, local, remote);
         let mut interface = clone_interface(tp, &tunnel);
         if let Some(dev) = &tp.multipoint {
             let mut tunnel = tunnel;
@@ -342,6 +352,40 @@ impl VirtualAccesses {
         );
         self.by_session.insert(session, p.slot);
         self.by_peer.entry(peer).or_default().insert(p.slot);
+    }
+
+    /// A clone the previous process made, adopted across a restart (see `crate::restart`)
+    /// with its number `slot`: false (nothing changed) when that number is in use.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(
+        &mut self,
+        tp: &TemplatePlan,
+        slot: u32,
+        tunnel: TunnelPlan,
+        interface: Interface,
+        ifindex: u32,
+        peer_id: &Identity,
+        session: SessionId,
+        created: Instant,
+    ) -> bool {
+        if self.clones.contains_key(&slot) || self.slots.alloc(|n| n != slot) != Some(slot) {
+            return false;
+        }
+        self.commit(
+            Proposed {
+                slot,
+                tunnel,
+                interface,
+            },
+            ifindex,
+            tp,
+            peer_id,
+            session,
+        );
+        if let Some(c) = self.clones.get_mut(&slot) {
+            c.created = created;
+        }
+        true
     }
 
     /// The proposed clone could not be created: its number is free again.

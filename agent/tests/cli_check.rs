@@ -229,6 +229,7 @@ fn daemon_commands_without_a_daemon_say_so() -> Result<()> {
         &["--socket", &s, "show", "sessions", "--json"][..],
         &["--socket", &s, "up", "Tunnel0"],
         &["--socket", &s, "reload"],
+        &["--socket", &s, "restart"],
         &["--socket", &s, "show", "crypto", "session", "detail"],
         &["--socket", &s, "clear", "crypto", "sa", "spi", "0xc0ffee01"],
         &["--socket", &s, "rekey", "ike", "tunnel", "Tunnel0"],

@@ -209,6 +209,18 @@ pub struct PathSerials {
     certs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl PathSerials {
+    /// The (issuer, serial) pairs, for [`crate::persist`].
+    pub(crate) fn pairs(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        &self.certs
+    }
+
+    /// Pairs read back by [`crate::persist`].
+    pub(crate) fn from_pairs(certs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+        Self { certs }
+    }
+}
+
 /// A validated peer certificate: the key for AUTH and what a later revocation check needs.
 #[derive(Clone, Debug)]
 pub struct VerifiedPeer {

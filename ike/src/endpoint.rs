@@ -53,6 +53,9 @@ pub use crate::output::SessionId;
 pub use crate::output::Stats;
 pub use crate::output::Transmit;
 pub use crate::output::UdpEncap;
+pub use persist::Export;
+
+mod persist;
 
 /// Application commands.
 #[derive(Clone, Debug)]

@@ -67,6 +67,7 @@ pub mod endpoint;
 pub mod error;
 pub mod keys;
 pub mod output;
+pub mod persist;
 pub mod proposal;
 mod sa;
 pub mod secret;

@@ -178,6 +178,7 @@ const WIDE: &[(&str, usize)] = &[
     ("agent::ikev1_natt", 3),
     ("agent::ikev1_rekey", 3),
     ("agent::rekey_loss", 2),
+    ("agent::hitless_restart", 2),
     ("agent::vici", 3),
     ("agent::gre", 3),
     ("agent::dmvpn", 3),

@@ -80,6 +80,8 @@ impl Runtime {
                     .handle_command(Instant::now(), IkeCommand::Terminate { conn });
                 Response::Ok(json!({ "tunnel": tunnel, "action": "terminated" }))
             }
+            // The daemon loop takes it (it must stop the loop); here only through VICI.
+            Request::Restart => Response::error("unsupported", "restart is the daemon's"),
             Request::Reload => match self.reload().await {
                 Ok(v) => Response::Ok(v),
                 Err(e) => Response::error("invalid-config", format!("{e:#}")),

@@ -17,6 +17,7 @@ mod maps;
 mod mgre;
 mod multipoint;
 mod reload;
+mod restart;
 mod revocation;
 mod underlay;
 mod vici;
@@ -178,6 +179,10 @@ impl Runtime {
         }
         let tunnels: Vec<TunnelPlan> = self.plan.tunnels.values().cloned().collect();
         for t in &tunnels {
+            // Adopted across a restart (restart.rs): already up in the kernel.
+            if self.made.contains_key(&t.name) {
+                continue;
+            }
             self.bring_up(t).await;
         }
         self.apply_mgre().await;

@@ -34,6 +34,8 @@ pub(crate) fn sa_keys(
         sk_d: keys.sk_d,
         sk_pi: keys.sk_pi,
         sk_pr: keys.sk_pr,
+        sk_e: (keys.sk_ei, keys.sk_er),
+        sk_a: (keys.sk_ai, keys.sk_ar),
         send,
         recv,
     }))

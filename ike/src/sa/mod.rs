@@ -15,6 +15,7 @@ pub(crate) mod followup;
 pub(crate) mod glue;
 pub(crate) mod initiator;
 pub(crate) mod intermediate;
+pub(crate) mod persist;
 pub(crate) mod responder;
 pub(crate) mod state;
 pub(crate) mod timers;
@@ -182,6 +183,10 @@ pub(crate) struct SaKeys {
     pub(crate) sk_d: crate::secret::Secret,
     pub(crate) sk_pi: crate::secret::Secret,
     pub(crate) sk_pr: crate::secret::Secret,
+    /// SK_ei/SK_er/SK_ai/SK_ar as derived: the ciphers below hold them only as key
+    /// schedules, and a planned restart exports them (`crate::persist`).
+    pub(crate) sk_e: (crate::secret::Secret, crate::secret::Secret),
+    pub(crate) sk_a: (crate::secret::Secret, crate::secret::Secret),
     pub(crate) send: SkCipher,
     pub(crate) recv: SkCipher,
 }

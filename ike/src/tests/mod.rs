@@ -9,6 +9,7 @@ mod initiate_to;
 mod nat;
 mod pair;
 mod pq;
+mod restart;
 mod status;
 
 use std::time::Duration;

@@ -378,8 +378,8 @@ pub fn adopt(ep: &mut ike::Endpoint, plan: &Plan, r: Restored) -> Adopted {
             &sa.peer_id,
         ) {
             (Some(tp), Some(cb), Some(peer_id)) if tunnel.is_none() => {
-                let t = crate::virtual_access::clone_tunnel(tp, cb.slot, sa.local, sa.remote);
-                let interface = crate::virtual_access::clone_interface(tp, &t);
+                let (t, interface) =
+                    crate::virtual_access::clone_of(tp, cb.slot, sa.local, sa.remote);
                 Some(AdoptedClone {
                     conn: sa.conn,
                     session: sa.session,

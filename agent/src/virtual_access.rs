@@ -195,6 +195,25 @@ pub fn clone_policies(tunnel: &TunnelPlan, v6: bool) -> Vec<xfrm::PolicySpec> {
         .collect()
 }
 
+/// Clone number `slot` of template `tp` for a peer at `remote`: as a tunnel, and as the
+/// kernel is to hold it (its own device, or a spoke of the template's multipoint device).
+/// A new clone and one adopted across a restart are built alike.
+pub fn clone_of(
+    tp: &TemplatePlan,
+    slot: u32,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> (TunnelPlan, Interface) {
+    let mut tunnel = clone_tunnel(tp, slot, local, remote);
+    if let Some(dev) = &tp.multipoint {
+        tunnel.name = crate::multipoint::spoke_name(dev, slot);
+        let interface = crate::multipoint::spoke_interface(tp, &tunnel, dev);
+        return (tunnel, interface);
+    }
+    let interface = clone_interface(tp, &tunnel);
+    (tunnel, interface)
+}
+
 /// Clone number `slot` of template `tp` for a peer at `remote`, as a tunnel.
 pub fn clone_tunnel(
     tp: &TemplatePlan,
@@ -305,18 +324,7 @@ impl VirtualAccesses {
         let slot = self
             .slots
             .alloc(|n| refused.contains(&n) || static_if_ids.contains(&(IF_ID_BASE + n)))?;
-        let tunnel = clone_tunnel(tp, slot, local, remote);
-        let mut interface = clone_interface(tp, &tunnel);
-        if let Some(dev) = &tp.multipoint {
-            let mut tunnel = tunnel;
-            tunnel.name = crate::multipoint::spoke_name(dev, slot);
-            interface = crate::multipoint::spoke_interface(tp, &tunnel, dev);
-            return Some(Proposed {
-                slot,
-                tunnel,
-                interface,
-            });
-        }
+        let (tunnel, interface) = clone_of(tp, slot, local, remote);
         Some(Proposed {
             slot,
             tunnel,

@@ -36,7 +36,8 @@ pub const MIN_KERNEL: (u32, u32) = (6, 0);
 
 /// The device of multipoint template `tp` (named `dev`): up, vtid's group and alias (set by
 /// `kernel::create` as for every device), the template's MTU, VRF and unnumbered address,
-/// no policies and no routes of its own.
+/// no policies and no routes of its own; IPv6 off unless the template asks for it (a spoke
+/// with IPv6 traffic selectors switches it on, `VirtualAccesses::enable_v6`).
 pub fn device_interface(tp: &TemplatePlan, dev: &str) -> Interface {
     Interface {
         name: dev.to_owned(),
@@ -52,7 +53,7 @@ pub fn device_interface(tp: &TemplatePlan, dev: &str) -> Interface {
         routes: Vec::new(),
         route_mode: RouteMode::Replace,
         line: None,
-        disable_ipv6: false,
+        disable_ipv6: !tp.carries_v6(),
         qdisc: None,
         policies: Vec::new(),
     }
@@ -78,8 +79,10 @@ pub fn spoke_name(dev: &str, slot: u32) -> String {
 }
 
 /// What spoke `tunnel` of multipoint template `tp` holds in the kernel: its policies (bound
-/// by its if_id, as a clone's) and the template's fixed routes, on the shared device `dev`.
-/// It is never created or removed as a device (see `kernel::add_spoke`).
+/// by its if_id, as a clone's: the IPv4 triple, and the IPv6 one when the template asks for
+/// IPv6 or the spoke's traffic selectors do, `VirtualAccesses::enable_v6`, whose
+/// `disable_ipv6` here marks the spoke as IPv4-only) and the template's fixed routes, on the
+/// shared device `dev`. It is never created or removed as a device (see `kernel::add_spoke`).
 pub fn spoke_interface(tp: &TemplatePlan, tunnel: &TunnelPlan, dev: &str) -> Interface {
     Interface {
         name: dev.to_owned(),
@@ -98,9 +101,12 @@ pub fn spoke_interface(tp: &TemplatePlan, tunnel: &TunnelPlan, dev: &str) -> Int
         },
         route_mode: RouteMode::Replace,
         line: None,
-        disable_ipv6: false,
+        disable_ipv6: !tp.carries_v6(),
         qdisc: None,
-        policies: crate::model::tunnel_policies(tunnel),
+        policies: crate::model::tunnel_policies(tunnel)
+            .into_iter()
+            .filter(|p| tp.carries_v6() || !p.selector.src.addr().is_ipv6())
+            .collect(),
     }
 }
 

@@ -726,6 +726,10 @@ mod multipoint_tests {
         let d = &dev["vtid-mp"];
         assert_eq!(d.kind, DeviceKind::XfrmiExternal);
         assert!(d.policies.is_empty() && d.routes.is_empty());
+        assert!(
+            d.disable_ipv6,
+            "an IPv4 template's device starts without IPv6"
+        );
         assert_eq!(d.address, "10.0.0.1/32".parse::<IpNet>().unwrap());
         let mut books = VirtualAccesses::default();
         let local = "172.16.1.1:500".parse().unwrap();
@@ -740,7 +744,14 @@ mod multipoint_tests {
             // Its interface is the shared device's name, with its own if_id on every policy.
             assert_eq!(p.interface.name, "vtid-mp");
             assert_eq!(p.interface.if_id, p.tunnel.if_id);
-            assert!(!p.interface.policies.is_empty());
+            // An IPv4 template's spoke starts with the IPv4 out/in/fwd triple only.
+            assert_eq!(p.interface.policies.len(), 3);
+            assert!(
+                p.interface
+                    .policies
+                    .iter()
+                    .all(|x| !x.selector.src.addr().is_ipv6())
+            );
             assert!(
                 p.interface
                     .policies

@@ -48,6 +48,14 @@ pub struct TemplatePlan {
 }
 
 impl TemplatePlan {
+    /// The template itself asks for IPv6: an IPv6 unnumbered address or IPv6 fixed routes.
+    /// Without that its clones and spokes start IPv4-only (IPv6 follows a spoke's IPv6
+    /// traffic selectors, see `VirtualAccesses::enable_v6`).
+    pub fn carries_v6(&self) -> bool {
+        self.unnumbered.is_ipv6()
+            || matches!(&self.routes, config::TemplateRoutes::Prefixes(l) if l.iter().any(|p| p.addr().is_ipv6()))
+    }
+
     /// Routing table of the clones' routes.
     pub fn table(&self) -> u32 {
         self.vrf.as_ref().map_or(MAIN_TABLE, |v| v.table)

@@ -297,8 +297,6 @@ fn vm_hitless_restart_stale_state_file_is_discarded() {
     });
 }
 
-const SPOKES: u32 = 50;
-
 /// A dynamic-VTI hub with 50 spokes (one charon on `lg` holding a connection per spoke
 /// address, each proposing its own inside /32) restarted: every clone keeps its ifindex,
 /// every SA its SPI, charon sees no IKE_SA_INIT, and pings through three spokes' tunnels
@@ -306,17 +304,57 @@ const SPOKES: u32 = 50;
 #[test]
 #[ignore = "vm"]
 fn vm_hitless_restart_hub_keeps_fifty_spokes() {
+    hub_restart(50, "point-to-point");
+}
+
+/// The same with the template in multipoint mode (one collect-metadata xfrm interface, a
+/// route with `encap xfrm if_id N` per spoke) and 10 spokes: the device keeps its ifindex,
+/// every spoke its route and if_id, every SA its SPI.
+#[test]
+#[ignore = "vm"]
+fn vm_hitless_restart_multipoint_hub_keeps_its_spokes() {
+    hub_restart(10, "multipoint");
+}
+
+/// The hub's per-spoke kernel objects other than SAs, by name: a point-to-point template's
+/// clones (name -> ifindex), or a multipoint template's device (name -> ifindex) and its
+/// spokes' routes (prefix -> if_id of their `encap xfrm`).
+fn spoke_objects(ns: &Netns, mode: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+    let links: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link"])?)?;
+    let mut out: std::collections::BTreeMap<String, u64> = links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let name = l["ifname"].as_str()?;
+            (name.starts_with("vtid-va") || name == "vtid-mp")
+                .then(|| (name.to_owned(), l["ifindex"].as_u64().unwrap_or(0)))
+        })
+        .collect();
+    if mode == "multipoint" {
+        let routes: serde_json::Value =
+            serde_json::from_str(&ns.ip(&["-j", "route", "show", "dev", "vtid-mp"])?)?;
+        for r in routes.as_array().into_iter().flatten() {
+            if let (Some(dst), Some(if_id)) = (r["dst"].as_str(), r["if_id"].as_u64()) {
+                out.insert(dst.to_owned(), if_id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn hub_restart(spokes: u32, mode: &str) {
     let spec = TopoSpec::new()
         .link("hub", "172.16.0.1/16", "lg", "172.16.0.2/16")
         .lan("hub", "10.0.0.1/24");
-    scenario("hitless-restart-hub", spec, |sc| {
+    scenario(&format!("hitless-restart-hub-{mode}"), spec, |sc| {
         let (hub, lg) = (sc.topo.host("hub"), sc.topo.host("lg"));
         let under = nstest::topo::iface_to("hub");
         lg.ip(&["link", "add", "inside", "type", "dummy"])?;
         lg.ip(&["link", "set", "inside", "up"])?;
         lg.ip(&["route", "add", "10.0.0.0/24", "via", "172.16.0.1"])?;
         let mut conns = Vec::new();
-        for i in 1..=SPOKES {
+        for i in 1..=spokes {
             lg.ip(&["addr", "add", &format!("172.16.1.{i}/16"), "dev", &under])?;
             lg.ip(&["addr", "add", &format!("10.128.0.{i}/32"), "dev", "inside"])?;
             let mut c = SwanConn::psk(&format!("172.16.1.{i}"), "172.16.0.1", PSK);
@@ -346,6 +384,7 @@ virtual_template = "VT1"
 unnumbered = "lan0"
 protection = "P"
 routes = "traffic-selectors"
+mode = "{mode}"
 "#,
             key = key.display()
         );
@@ -360,26 +399,16 @@ routes = "traffic-selectors"
         let swan = nstest::peer::StrongswanVersion::Debian12
             .start_many_tuned(lg, &sc.dir().join("lg"), &named, "  retransmit_tries = 8\n")
             .with_context(|| vtid.log())?;
-        let clones = |ns: &Netns| -> Result<std::collections::BTreeMap<String, u64>> {
-            let all: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link"])?)?;
-            Ok(all
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| {
-                    let name = l["ifname"].as_str()?;
-                    name.starts_with("vtid-va")
-                        .then(|| (name.to_owned(), l["ifindex"].as_u64().unwrap_or(0)))
-                })
-                .collect())
-        };
-        kernel::wait_until("50 spokes up", Duration::from_secs(180), || {
-            Ok(clones(hub)?.len() == SPOKES as usize
-                && swan.list_sas()?.matches("state=INSTALLED").count() == SPOKES as usize
-                && kernel_spis(hub)?.len() == 2 * SPOKES as usize)
+        // Each spoke: a clone, or a route on the multipoint device (which is one more entry).
+        let objects = spokes as usize + usize::from(mode == "multipoint");
+        let clones = |ns: &Netns| spoke_objects(ns, mode);
+        kernel::wait_until("spokes up", Duration::from_secs(180), || {
+            Ok(clones(hub)?.len() == objects
+                && swan.list_sas()?.matches("state=INSTALLED").count() == spokes as usize
+                && kernel_spis(hub)?.len() == 2 * spokes as usize)
         })
         .with_context(|| diag("spokes", &vtid, &swan))?;
-        let probes = [1, 25, 50];
+        let probes = [1, spokes / 2, spokes];
         for i in probes {
             let src = format!("10.128.0.{i}");
             ensure!(
@@ -407,11 +436,11 @@ routes = "traffic-selectors"
             .with_context(|| diag("vtid restart", &vtid, &swan))?;
         let saved: serde_json::Value = serde_json::from_str(&out)?;
         ensure!(
-            saved["ike_sas"] == SPOKES && saved["child_sas"] == SPOKES && saved["left_out"] == 0,
+            saved["ike_sas"] == spokes && saved["child_sas"] == spokes && saved["left_out"] == 0,
             "{saved}"
         );
         ensure!(
-            vtid.log().matches("restart: IKE SA adopted").count() == SPOKES as usize,
+            vtid.log().matches("restart: IKE SA adopted").count() == spokes as usize,
             "{}",
             diag("adoption", &vtid, &swan)
         );
@@ -439,10 +468,12 @@ routes = "traffic-selectors"
         );
         let sessions = vtid.show("sessions")?;
         ensure!(
-            sessions.as_array().map(Vec::len) == Some(SPOKES as usize),
+            sessions.as_array().map(Vec::len) == Some(spokes as usize),
             "{sessions}"
         );
-        eprintln!("hitless restart: hub with {SPOKES} spokes restarted, every clone and SA kept");
+        eprintln!(
+            "hitless restart: {mode} hub with {spokes} spokes restarted, every clone and SA kept"
+        );
         Ok(())
     });
 }

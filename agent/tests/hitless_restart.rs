@@ -14,6 +14,7 @@ use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, Pinger};
 use nstest::strongswan::{Strongswan, SwanConn};
 use nstest::vtid::{RunWith, Vtid, write_secret};
+use nstest::vtidconf::{Value, VtidConf};
 use nstest::{Netns, TopoSpec, scenario};
 
 const PSK: &str = "hitless-restart-psk-0123456789ab";
@@ -27,32 +28,25 @@ fn spec() -> TopoSpec {
 }
 
 fn vtid_config(psk: &Path) -> String {
-    format!(
-        r#"[transform_set.T]
-esp = "aes-gcm-256"
-[ipsec_profile.P]
-transform_sets = ["T"]
-[keyring.K]
-[[keyring.K.peer]]
-address = "192.0.2.2"
-psk_file = "{psk}"
-[ike_profile.I]
-keyring = "K"
-match_identity = ["192.0.2.2"]
-dpd = {{ interval = 10, retries = 3 }}
-[tunnel.tun1]
-mode = "xfrmi"
-if_id = {IF_ID}
-source = "192.0.2.1"
-destination = "192.0.2.2"
-address = "10.255.0.1/30"
-protection = "P"
-ike_profile = "I"
-routes = ["10.2.0.0/24"]
-initiate = true
-"#,
-        psk = psk.display(),
-    )
+    let mut c = VtidConf::new();
+    c.transform_set("T", "aes-gcm-256");
+    c.ipsec_profile("P", &["T"]);
+    c.keyring("K", &[("192.0.2.2", psk)]);
+    c.ike_profile("I")
+        .set("keyring", "K")
+        .set("match_identity", &["192.0.2.2"])
+        .set("dpd", Value::raw("{ interval = 10, retries = 3 }"));
+    c.tunnel("tun1")
+        .set("mode", "xfrmi")
+        .set("if_id", IF_ID)
+        .set("source", "192.0.2.1")
+        .set("destination", "192.0.2.2")
+        .set("address", "10.255.0.1/30")
+        .set("protection", "P")
+        .set("ike_profile", "I")
+        .set("routes", &["10.2.0.0/24"])
+        .set("initiate", true);
+    c.render()
 }
 
 /// vtid on `a` (state directory = its scenario directory) and charon on `b`, tunnel up.
@@ -206,7 +200,10 @@ fn vm_hitless_restart_static_tunnel_loses_no_ping_and_rekeys_after() {
             missing.len(),
             diag("ping", &vtid, &swan)
         );
-        ensure!(pings.sent >= 500, "only {} pings", pings.sent);
+        // The pinger ran across the restart and the rekeys: at least the 0.5 s before the
+        // restart and the 3.5 s of waits after it, 20 ms apart, even when a loaded VM sends
+        // fewer than one per 20 ms (a count fixed by the rekeys' speed would fail a fast run).
+        ensure!(pings.sent >= 100, "only {} pings", pings.sent);
         // Rekeys are CREATE_CHILD_SA exchanges: IKE_SA_INIT never came, first to last.
         ensure!(
             swan.log().matches("IKE_SA_INIT").count() == inits_before,
@@ -367,27 +364,20 @@ fn hub_restart(spokes: u32, mode: &str) {
         let dir = sc.dir().join("hub");
         std::fs::create_dir_all(&dir)?;
         let key = write_secret(&dir, "spokes.key", PSK)?;
-        let cfg = format!(
-            r#"[transform_set.T]
-esp = "aes-gcm-256"
-[ipsec_profile.P]
-transform_sets = ["T"]
-[keyring.SPOKES]
-[[keyring.SPOKES.peer]]
-address = "172.16.0.0/16"
-psk_file = "{key}"
-[ike_profile.spokes]
-match_identity = ["172.16.0.0/16"]
-keyring = "SPOKES"
-virtual_template = "VT1"
-[virtual_template.VT1]
-unnumbered = "lan0"
-protection = "P"
-routes = "traffic-selectors"
-mode = "{mode}"
-"#,
-            key = key.display()
-        );
+        let mut c = VtidConf::new();
+        c.transform_set("T", "aes-gcm-256");
+        c.ipsec_profile("P", &["T"]);
+        c.keyring("SPOKES", &[("172.16.0.0/16", key.as_path())]);
+        c.ike_profile("spokes")
+            .set("match_identity", &["172.16.0.0/16"])
+            .set("keyring", "SPOKES")
+            .set("virtual_template", "VT1");
+        c.virtual_template("VT1")
+            .set("unnumbered", "lan0")
+            .set("protection", "P")
+            .set("routes", "traffic-selectors")
+            .set("mode", mode);
+        let cfg = c.render();
         let with = RunWith {
             rust_log: Some("info".into()),
             env: vec![("STATE_DIRECTORY".into(), dir.display().to_string())],

@@ -88,22 +88,15 @@ pub fn ike_offer(ours: &[IkeProposal], spi: &[u8]) -> Sa {
 
 /// True when `run` holds exactly every combination of its per-type transform sets.
 fn is_cross_product(run: &[IkeProposal]) -> bool {
-    fn distinct<T: PartialEq + Copy>(run: &[IkeProposal], f: impl Fn(&IkeProposal) -> T) -> usize {
-        let mut seen: Vec<T> = Vec::new();
-        for p in run {
-            let v = f(p);
-            if !seen.contains(&v) {
-                seen.push(v);
-            }
-        }
-        seen.len()
+    // Counted by comparing each element with those before it: runs are a few suites, and
+    // this is on every IKE_SA_INIT an initiator sends, so no scratch vectors.
+    fn distinct<T: PartialEq>(run: &[IkeProposal], f: impl Fn(&IkeProposal) -> T) -> usize {
+        (0..run.len())
+            .filter(|&i| !run[..i].iter().any(|q| f(q) == f(&run[i])))
+            .count()
     }
-    let mut unique: Vec<&IkeProposal> = Vec::new();
-    for p in run {
-        if unique.contains(&p) {
-            return false;
-        }
-        unique.push(p);
+    if (0..run.len()).any(|i| run[..i].contains(&run[i])) {
+        return false;
     }
     let product = distinct(run, |p| p.encr)
         * distinct(run, |p| p.prf)

@@ -267,7 +267,8 @@ impl Codec for Sa {
             let spi_size = usize::from(p.u8()?);
             let count = p.u8()?;
             let spi = p.take(spi_size)?.to_vec();
-            let mut transforms = Vec::new();
+            // At most 255 (a one-octet count), each at least 8 octets of this payload.
+            let mut transforms = Vec::with_capacity(usize::from(count).min(p.left() / 8));
             for k in 0..count {
                 let tlast = p.u8()?;
                 p.u8()?;

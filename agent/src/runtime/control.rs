@@ -147,17 +147,35 @@ impl Runtime {
         json!(v.into_iter().chain(v1).collect::<Vec<_>>())
     }
 
+    /// Every SA the kernel has, keyed by (destination, SPI, protocol), from one dump: `show
+    /// sa`, `show crypto ipsec sa` and every metrics scrape read all Child SAs, and one
+    /// XFRM_MSG_GETSA request per SA made a scrape of a 5,000-spoke hub hold the event loop
+    /// for over 10 s (two round trips per Child SA). A failed dump reads as no SA, as a
+    /// failed request did.
+    pub(super) async fn kernel_sas(&self) -> KernelSas {
+        KernelSas(
+            self.h
+                .sa()
+                .dump()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| ((s.spec.dst, s.spec.spi, s.spec.proto), s))
+                .collect(),
+        )
+    }
+
     /// What the kernel says of a Child SA's two SAs (counters, offload) and the path MTU of
     /// its local address, for `show sa` and `show crypto ipsec sa`.
-    pub(super) async fn sa_reading(
-        &self,
+    pub(super) fn sa_reading(
+        all: &mut KernelSas,
         ids: &[xfrm::SaId; 2],
         local: IpAddr,
         underlay: &plan::LocalAddrs,
     ) -> show::SaReading {
         show::SaReading {
-            inbound: kernel::sa_state(&self.h, &ids[0]).await,
-            outbound: kernel::sa_state(&self.h, &ids[1]).await,
+            inbound: all.take(&ids[0]),
+            outbound: all.take(&ids[1]),
             path_mtu: underlay.mtu_of(local).unwrap_or(plan::DEFAULT_UNDERLAY_MTU),
         }
     }
@@ -165,16 +183,17 @@ impl Runtime {
     pub(super) async fn show_sa(&self) -> serde_json::Value {
         let names = kernel::link_names(&self.h).await;
         let underlay = kernel::local_addrs(&self.h).await.unwrap_or_default();
+        let mut all = self.kernel_sas().await;
         let now = Instant::now();
         let mut v = Vec::new();
         for (id, c) in self.sessions.children() {
             let Some(t) = self.tunnel_for(c.conn, c.session) else {
                 if let Some((map, seq, ids)) = self.map_child(id) {
-                    let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
+                    let reading = Self::sa_reading(&mut all, &ids, c.local.ip(), &underlay);
                     v.push(show::map_sa(&map, seq, c, &reading, &names, now));
                 }
                 if let Some((p, ids)) = self.mgre_child(id) {
-                    let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
+                    let reading = Self::sa_reading(&mut all, &ids, c.local.ip(), &underlay);
                     v.push(show::mgre_sa(
                         &p.protection,
                         &p.tunnels,
@@ -188,7 +207,7 @@ impl Runtime {
                 continue;
             };
             let ids = model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);
-            let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
+            let reading = Self::sa_reading(&mut all, &ids, c.local.ip(), &underlay);
             v.push(show::sa(t, c, &reading, &names, now));
         }
         json!(v)
@@ -232,5 +251,16 @@ impl Runtime {
                 .map(|c| show::clone(c, &self.sessions, &self.offload, now)),
         );
         json!(v)
+    }
+}
+
+/// The kernel's SAs from one dump (see [`Runtime::kernel_sas`]), each read at most once.
+pub(super) struct KernelSas(
+    std::collections::HashMap<(IpAddr, xfrm::Spi, xfrm::Proto), xfrm::SaState>,
+);
+
+impl KernelSas {
+    fn take(&mut self, id: &xfrm::SaId) -> Option<xfrm::SaState> {
+        self.0.remove(&(id.dst, id.spi, id.proto))
     }
 }

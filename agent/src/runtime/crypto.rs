@@ -98,6 +98,7 @@ impl Runtime {
             .collect();
         let names = kernel::link_names(&self.h).await;
         let underlay = kernel::local_addrs(&self.h).await.unwrap_or_default();
+        let mut all = self.kernel_sas().await;
         let now = Instant::now();
         let mut v = Vec::new();
         for (id, c) in self.sessions.children() {
@@ -105,7 +106,7 @@ impl Runtime {
                 continue;
             };
             let ids = model::child_sa_ids(t, c.local.ip(), c.remote.ip(), c.spi_in, c.spi_out);
-            let reading = self.sa_reading(&ids, c.local.ip(), &underlay).await;
+            let reading = Self::sa_reading(&mut all, &ids, c.local.ip(), &underlay);
             let mut row = show::sa(t, c, &reading, &names, now);
             show_crypto::child_extra(&mut row, details.get(&id), t, c.local, c.remote, c.encr);
             v.push(row);

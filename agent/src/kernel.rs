@@ -278,7 +278,7 @@ pub async fn remove(h: &Handle, i: &Interface) -> Vec<anyhow::Error> {
     errs
 }
 
-/// Puts multipoint spoke `i` (see `crate::multipoint::spoke_interface`) on the shared
+/// Puts multipoint spoke `i` (see `crate::virtual_access::clone_of`) on the shared
 /// collect-metadata device `idx`: its policies, then its fixed routes with `encap xfrm if_id
 /// N`. On failure, what went in is taken out again. Equivalent to `ip xfrm policy add ...
 /// if_id N` for each policy and `ip route replace P dev NAME encap xfrm if_id N [table T]`

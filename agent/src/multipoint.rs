@@ -26,9 +26,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use crate::config::TemplateRoutes;
-use crate::model::{Interface, Route, RouteMode};
-use crate::plan::{DeviceKind, TemplatePlan, TunnelPlan};
+use crate::model::{Interface, RouteMode};
+use crate::plan::{DeviceKind, TemplatePlan};
 
 /// The oldest kernel with collect-metadata xfrm interfaces and LWTUNNEL_ENCAP_XFRM routes
 /// (both merged for Linux 6.0).
@@ -76,38 +75,6 @@ pub fn devices<'a>(
 /// How `show` and `vtid down` name spoke `slot` of device `dev`.
 pub fn spoke_name(dev: &str, slot: u32) -> String {
     format!("{dev}:{slot}")
-}
-
-/// What spoke `tunnel` of multipoint template `tp` holds in the kernel: its policies (bound
-/// by its if_id, as a clone's: the IPv4 triple, and the IPv6 one when the template asks for
-/// IPv6 or the spoke's traffic selectors do, `VirtualAccesses::enable_v6`, whose
-/// `disable_ipv6` here marks the spoke as IPv4-only) and the template's fixed routes, on the
-/// shared device `dev`. It is never created or removed as a device (see `kernel::add_spoke`).
-pub fn spoke_interface(tp: &TemplatePlan, tunnel: &TunnelPlan, dev: &str) -> Interface {
-    Interface {
-        name: dev.to_owned(),
-        kind: DeviceKind::Xfrmi,
-        if_id: tunnel.if_id,
-        local: tunnel.local,
-        remote: tunnel.remote,
-        mtu: tunnel.mtu,
-        group: xfrm::OWNED_LINK_GROUP,
-        vrf: tp.vrf.clone(),
-        fvrf: None,
-        address: tunnel.inner,
-        routes: match &tp.routes {
-            TemplateRoutes::Prefixes(list) => list.iter().copied().map(Route::from).collect(),
-            TemplateRoutes::TrafficSelectors => Vec::new(),
-        },
-        route_mode: RouteMode::Replace,
-        line: None,
-        disable_ipv6: !tp.carries_v6(),
-        qdisc: None,
-        policies: crate::model::tunnel_policies(tunnel)
-            .into_iter()
-            .filter(|p| tp.carries_v6() || !p.selector.src.addr().is_ipv6())
-            .collect(),
-    }
 }
 
 /// Whether kernel release `release` (`uname -r`, e.g. `6.1.0-28-amd64`) has collect-metadata

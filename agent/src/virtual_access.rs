@@ -169,18 +169,10 @@ pub fn clone_interface(tp: &TemplatePlan, tunnel: &TunnelPlan) -> Interface {
         },
         route_mode: RouteMode::Replace,
         line: None,
-        disable_ipv6: !template_v6(tp),
+        disable_ipv6: !tp.carries_v6(),
         qdisc: tp.qdisc.clone(),
-        policies: clone_policies(tunnel, template_v6(tp)),
+        policies: clone_policies(tunnel, tp.carries_v6()),
     }
-}
-
-/// The template routes IPv6 prefixes into its clones (its unnumbered address is always
-/// IPv4). Without them a clone starts IPv4-only, and gets IPv6 only when a Child SA with
-/// IPv6 traffic selectors is installed on it ([`VirtualAccesses::enable_v6`]).
-fn template_v6(tp: &TemplatePlan) -> bool {
-    tp.unnumbered.is_ipv6()
-        || matches!(&tp.routes, TemplateRoutes::Prefixes(l) if l.iter().any(|p| p.addr().is_ipv6()))
 }
 
 /// A clone's policies: the IPv4 out/in/fwd triple, and the IPv6 one when `v6`. Each 0/0
@@ -207,11 +199,27 @@ pub fn clone_of(
     let mut tunnel = clone_tunnel(tp, slot, local, remote);
     if let Some(dev) = &tp.multipoint {
         tunnel.name = crate::multipoint::spoke_name(dev, slot);
-        let interface = crate::multipoint::spoke_interface(tp, &tunnel, dev);
+        let interface = spoke_interface(tp, &tunnel, dev);
         return (tunnel, interface);
     }
     let interface = clone_interface(tp, &tunnel);
     (tunnel, interface)
+}
+
+/// What spoke `tunnel` of multipoint template `tp` holds in the kernel: its policies (bound
+/// by its if_id, as a clone's: the IPv4 triple, and the IPv6 one when the template asks for
+/// IPv6 or the spoke's traffic selectors do, `VirtualAccesses::enable_v6`, whose
+/// `disable_ipv6` here marks the spoke as IPv4-only) and the template's fixed routes, on the
+/// shared device `dev`. It is never created or removed as a device (see `kernel::add_spoke`).
+fn spoke_interface(tp: &TemplatePlan, tunnel: &TunnelPlan, dev: &str) -> Interface {
+    // A clone's books (if_id, addresses, routes, policies) on the shared device, which
+    // carries vtid's own group and no qdisc of the template's.
+    Interface {
+        name: dev.to_owned(),
+        group: xfrm::OWNED_LINK_GROUP,
+        qdisc: None,
+        ..clone_interface(tp, tunnel)
+    }
 }
 
 /// Clone number `slot` of template `tp` for a peer at `remote`, as a tunnel.

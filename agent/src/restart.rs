@@ -454,20 +454,10 @@ fn child_info(
     now: Instant,
     clone: Option<u32>,
 ) -> Option<ChildInfo> {
-    use ike::transform::Integ;
     let encr = ike::proposal::encr_from_wire(b.encr.0, (b.encr.1 != 0).then_some(b.encr.1))?;
     let integ = match b.integ {
         0 => None,
-        id => Some(
-            [
-                Integ::HmacSha1_96,
-                Integ::HmacSha256_128,
-                Integ::HmacSha384_192,
-                Integ::HmacSha512_256,
-            ]
-            .into_iter()
-            .find(|i| i.id() == id)?,
-        ),
+        id => Some(ike::proposal::integ_from_wire(id)?),
     };
     let (local, remote) = c.addrs.unwrap_or((sa.local, sa.remote));
     Some(ChildInfo {

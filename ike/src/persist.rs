@@ -469,15 +469,8 @@ fn read_suite(r: &mut R<'_>) -> Result<IkeProposal, PersistError> {
     let integ = match r.u16()? {
         0 => None,
         id => Some(
-            [
-                Integ::HmacSha1_96,
-                Integ::HmacSha256_128,
-                Integ::HmacSha384_192,
-                Integ::HmacSha512_256,
-            ]
-            .into_iter()
-            .find(|i| i.id() == id)
-            .ok_or(PersistError::Invalid("integrity transform"))?,
+            crate::proposal::integ_from_wire(id)
+                .ok_or(PersistError::Invalid("integrity transform"))?,
         ),
     };
     if encr.is_aead() != integ.is_none() {

@@ -479,9 +479,35 @@ pub fn prf_from_wire(id: u16) -> Option<Prf> {
     .find(|p| p.id() == id)
 }
 
+/// Maps an integrity transform ID (never NONE, 0: an AEAD suite has no integrity transform).
+pub fn integ_from_wire(id: u16) -> Option<Integ> {
+    [
+        Integ::HmacSha1_96,
+        Integ::HmacSha256_128,
+        Integ::HmacSha384_192,
+        Integ::HmacSha512_256,
+    ]
+    .into_iter()
+    .find(|i| i.id() == id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integrity_ids_map_back() {
+        for i in [
+            Integ::HmacSha1_96,
+            Integ::HmacSha256_128,
+            Integ::HmacSha384_192,
+            Integ::HmacSha512_256,
+        ] {
+            assert_eq!(integ_from_wire(i.id()), Some(i));
+        }
+        assert_eq!(integ_from_wire(0), None, "NONE is no integrity transform");
+        assert_eq!(integ_from_wire(0xffff), None);
+    }
 
     const CBC: IkeProposal = IkeProposal::AES128_SHA256_MODP2048;
     const GCM: IkeProposal = IkeProposal::AES256GCM_SHA256_X25519;

@@ -366,21 +366,7 @@ fn hub_restart(spokes: u32, mode: &str) {
         let named: Vec<(&str, &SwanConn)> = conns.iter().map(|(n, c)| (n.as_str(), c)).collect();
         let dir = sc.dir().join("hub");
         std::fs::create_dir_all(&dir)?;
-        let key = write_secret(&dir, "spokes.key", PSK)?;
-        let mut c = VtidConf::new();
-        c.transform_set("T", "aes-gcm-256");
-        c.ipsec_profile("P", &["T"]);
-        c.keyring("SPOKES", &[("172.16.0.0/16", key.as_path())]);
-        c.ike_profile("spokes")
-            .set("match_identity", &["172.16.0.0/16"])
-            .set("keyring", "SPOKES")
-            .set("virtual_template", "VT1");
-        c.virtual_template("VT1")
-            .set("unnumbered", "lan0")
-            .set("protection", "P")
-            .set("routes", "traffic-selectors")
-            .set("mode", mode);
-        let cfg = c.render();
+        let cfg = nstest::hub::psk_template_hub_config(&dir, PSK, "172.16.0.0/16", "", Some(mode))?;
         let with = RunWith {
             rust_log: Some("info".into()),
             env: vec![("STATE_DIRECTORY".into(), dir.display().to_string())],

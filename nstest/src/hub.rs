@@ -77,16 +77,15 @@ pub fn start_psk_template_hub(
     start_psk_template_hub_mode(ns, dir, psk, spokes, global, None)
 }
 
-/// [`start_psk_template_hub`] with the template's `mode` (`"multipoint"`: every spoke on one
-/// collect-metadata device; `None`: vtid's default, a clone per spoke).
-pub fn start_psk_template_hub_mode(
-    ns: &crate::Netns,
+/// The `vtid.toml` of [`start_psk_template_hub_mode`]'s hub (the PSK written to `dir`), for
+/// a scenario that starts the hub its own way (another environment, a restart).
+pub fn psk_template_hub_config(
     dir: &Path,
     psk: &str,
     spokes: &str,
     global: &str,
     mode: Option<&str>,
-) -> Result<Vtid> {
+) -> Result<String> {
     let key = write_secret(dir, "spokes.key", psk)?;
     let mut c = VtidConf::new();
     if !global.is_empty() {
@@ -104,10 +103,24 @@ pub fn start_psk_template_hub_mode(
         .set("protection", "P")
         .set("routes", "traffic-selectors")
         .set_opt("mode", mode);
+    Ok(c.render())
+}
+
+/// [`start_psk_template_hub`] with the template's `mode` (`"multipoint"`: every spoke on one
+/// collect-metadata device; `None`: vtid's default, a clone per spoke).
+pub fn start_psk_template_hub_mode(
+    ns: &crate::Netns,
+    dir: &Path,
+    psk: &str,
+    spokes: &str,
+    global: &str,
+    mode: Option<&str>,
+) -> Result<Vtid> {
+    let cfg = psk_template_hub_config(dir, psk, spokes, global, mode)?;
     Vtid::start_config_with(
         ns,
         dir,
-        &c.render(),
+        &cfg,
         "-",
         crate::vtid::RunWith {
             rust_log: Some("info".into()),

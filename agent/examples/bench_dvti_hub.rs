@@ -65,6 +65,8 @@
 
 #[path = "bench_common/mod.rs"]
 mod bench_common;
+#[path = "bench_common/policy_floor.rs"]
+mod policy_floor;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -294,7 +296,15 @@ fn main() -> Result<()> {
         let same: Vec<&Figures> = summary.iter().filter(|x| x.spokes == n).collect();
         print_table(&a, n, &same);
     }
-    print_summary(&summary);
+    // The kernel alone inserting the same policies, at each N vtid ran (after the hubs, so
+    // their figures are in first): what part of the growth with N no key manager can avoid.
+    let mut floors = Vec::new();
+    for n in summary.iter().filter(|f| f.kind == Kind::Vtid).map(|f| f.spokes) {
+        wait_idle();
+        let t = policy_floor::policy_insert_time(n, HUB_UNDERLAY, spoke_underlay)?;
+        floors.push((n, t));
+    }
+    print_summary(&summary, &floors);
     Ok(())
 }
 
@@ -998,7 +1008,14 @@ fn spoke_kernel_objects(
     inst: &ChildSaInstall,
 ) -> (Vec<xfrm::SaSpec>, Vec<xfrm::PolicySpec>) {
     let (l, r) = (inst.local.ip(), inst.remote.ip());
-    let reqid = 0x100 + i as u32;
+    // Unique per spoke but not in step with its address: the kernel hashes an SA by
+    // `reqid ^ (daddr + saddr)` (net/xfrm/xfrm_hash.h, `__xfrm_dst_hash`), so a reqid that
+    // grows with the spoke's address, as 0x100 + i did, puts most spokes' SAs in a few
+    // chains, and the load generator's own SA inserts and lookups (`__find_acq_core`,
+    // `__xfrm_state_bump_genids`, `xfrm_state_find`) grew with N: at 10,000 spokes they
+    // were 68 s of its CPU, time taken from the hub's two CPUs. An odd multiplier is a
+    // bijection on u32, and maps no i + 1 to 0 (reqid 0 means "any").
+    let reqid = (i as u32 + 1).wrapping_mul(0x9e37_79b1);
     let aead = |k: &ike::EspKeys| xfrm::Crypto::Aead {
         alg: xfrm::AeadAlg::AesGcm16,
         key: xfrm::Key::from_slice(k.encr.expose()),
@@ -1620,7 +1637,7 @@ fn print_table(a: &Args, n: usize, all: &[&Figures]) {
 
 /// One line per run, and how vtid's time per tunnel grows against its time at the smallest
 /// N of the sweep.
-fn print_summary(all: &[Figures]) {
+fn print_summary(all: &[Figures], floors: &[(usize, Duration)]) {
     println!("summary, one run per N (time per tunnel = time to all N up and pinging / N):");
     println!(
         "  {:>6} {:<18} {:>9} {:>11} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6}",
@@ -1673,5 +1690,34 @@ fn print_summary(all: &[Figures]) {
                 per / base
             );
         }
+    }
+    let floor = |n: usize| {
+        floors
+            .iter()
+            .find(|(m, _)| *m == n)
+            .map(|(_, t)| t.as_secs_f64() * 1e3 / n as f64)
+    };
+    for f in &vtid {
+        let Some(fl) = floor(f.spokes) else { continue };
+        let per = f.wall.as_secs_f64() * 1e3 / f.spokes as f64;
+        println!(
+            "  kernel alone, the 3 policies per spoke at N = {} (one batch, no IKE): {fl:.2} \
+             ms/tunnel; vtid's time per tunnel less it: {:.1} ms",
+            f.spokes,
+            per - fl
+        );
+    }
+    if let (Some(a), Some(b)) = (vtid.first(), vtid.last())
+        && a.spokes != b.spokes
+        && let (Some(fa), Some(fb)) = (floor(a.spokes), floor(b.spokes))
+    {
+        let per = |f: &Figures| f.wall.as_secs_f64() * 1e3 / f.spokes as f64;
+        println!(
+            "  growth {} -> {}: kernel policy insert alone {:.2}x; vtid less it {:.2}x",
+            a.spokes,
+            b.spokes,
+            fb / fa,
+            (per(b) - fb) / (per(a) - fa)
+        );
     }
 }

@@ -366,6 +366,7 @@ pub fn adopt(ep: &mut ike::Endpoint, plan: &Plan, r: Restored) -> Adopted {
     let mut out = Adopted::default();
     let clones: BTreeMap<u64, &CloneBook> =
         r.header.clones.iter().map(|c| (c.session, c)).collect();
+    let mut pending = Vec::new();
     for sa in &r.sas {
         let tunnel = plan
             .tunnels
@@ -412,7 +413,12 @@ pub fn adopt(ep: &mut ike::Endpoint, plan: &Plan, r: Restored) -> Adopted {
             info!(tunnel = %name, "restart: IKE SA without Child SA books; left to the sweep");
             continue;
         };
-        if let Err(e) = ep.adopt(at, sa) {
+        pending.push((sa, name, tunnel, clone, children));
+    }
+    // One batch: the engine gathers the ids in use once, not once per SA.
+    let results = ep.adopt_all(at, pending.iter().map(|p| p.0));
+    for ((sa, name, tunnel, clone, children), res) in pending.into_iter().zip(results) {
+        if let Err(e) = res {
             warn!(tunnel = %name, "restart: IKE SA not adopted: {e}");
             continue;
         }

@@ -55,6 +55,7 @@ pub use crate::output::Transmit;
 pub use crate::output::UdpEncap;
 pub use persist::Export;
 
+mod by_peer;
 mod persist;
 
 /// Application commands.
@@ -205,6 +206,8 @@ pub struct Endpoint {
     rng: Rng,
     /// IKE SAs by our own SPI.
     sas: HashMap<u64, IkeSa>,
+    /// The same SAs' SPIs by connection and authenticated peer, kept by `after`.
+    by_peer: by_peer::ByPeer,
     /// Which new IKE_SA_INIT requests get state, and the half-open book they are counted
     /// by (with the request each responder SA was made by, for retransmissions).
     admission: Admission,
@@ -262,6 +265,7 @@ impl Endpoint {
             config,
             rng: Rng::from_seed(rng_seed),
             sas: HashMap::new(),
+            by_peer: by_peer::ByPeer::default(),
             admission: Admission::default(),
             scheduled: HashMap::new(),
             deadlines: BinaryHeap::new(),
@@ -812,12 +816,15 @@ impl Endpoint {
             return;
         };
         if sa.is_closed() {
+            self.by_peer.book(spi, None);
             self.sas.remove(&spi);
             self.admission.settle(spi, false, false);
             self.scheduled.remove(&spi);
             self.prune_deadlines();
             return;
         }
+        self.by_peer
+            .book(spi, sa.peer_id().map(|id| (sa.conn(), id)));
         self.admission.settle(spi, sa.is_half_open(), true);
         match sa.next_timeout() {
             Some(at) if self.scheduled.get(&spi) != Some(&at) => {
@@ -867,12 +874,11 @@ impl Endpoint {
                     peer_id,
                 } => {
                     let victims: Vec<u64> = self
-                        .sas
+                        .by_peer
+                        .of(conn, &peer_id)
                         .iter()
-                        .filter(|(k, sa)| {
-                            **k != keep && sa.conn() == conn && sa.peer_id() == Some(&peer_id)
-                        })
-                        .map(|(k, _)| *k)
+                        .copied()
+                        .filter(|k| *k != keep)
                         .collect();
                     for spi in victims {
                         self.with_sa(now, spi, |sa, ctx| sa.drop_silently(ctx));
@@ -887,16 +893,13 @@ impl Endpoint {
                     // for rekey collisions): the SA whose smaller SPI is the larger survives.
                     // Either end may delete the loser first; a second DELETE is harmless.
                     let dups: Vec<(u64, u64)> = self
-                        .sas
+                        .by_peer
+                        .of(conn, &peer_id)
                         .iter()
-                        .filter(|(_, sa)| {
-                            // One we are deleting already is no rival: it goes anyway.
-                            sa.conn() == conn
-                                && sa.peer_id() == Some(&peer_id)
-                                && sa.is_established()
-                                && !sa.is_deleting()
-                        })
-                        .map(|(k, sa)| (*k, sa.c.spi_i.min(sa.c.spi_r)))
+                        .filter_map(|k| Some((*k, self.sas.get(k)?)))
+                        // One we are deleting already is no rival: it goes anyway.
+                        .filter(|(_, sa)| sa.is_established() && !sa.is_deleting())
+                        .map(|(k, sa)| (k, sa.c.spi_i.min(sa.c.spi_r)))
                         .collect();
                     // Only a race we took part in is ours to settle: when the peer started
                     // every one of them (a hub's spoke reauthenticating make-before-break,

@@ -14,7 +14,7 @@
 //! `--kernel K` (or `NSTEST_KERNEL=K`) picks the VM's kernel: `6.1` (the default), `6.12`, a
 //! release or a vmlinuz path (nstest::vm::Kernel::select).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -49,10 +49,13 @@ fn real_main() -> Result<()> {
                 None => rest,
             };
             if cmd.is_empty() {
-                bail!("usage: nstest vm [--kernel K] [--memory M] -- COMMAND...");
+                bail!("usage: nstest vm [--kernel K] [--memory M] [--rwdir DIR] -- COMMAND...");
             }
             let memory = flag("--memory").unwrap_or(nstest::vm::DEFAULT_MEMORY);
-            let status = nstest::vm::run_with_memory(&kernel()?, &cmd.join(" "), &[], memory)?;
+            // A directory the command may write to (a profile's output): the host tree is
+            // shared read-only otherwise.
+            let rw: Vec<&Path> = flag("--rwdir").map(Path::new).into_iter().collect();
+            let status = nstest::vm::run_with_memory(&kernel()?, &cmd.join(" "), &rw, memory)?;
             std::process::exit(status.code().unwrap_or(1));
         }
         "vm-suite" => {

@@ -1,6 +1,7 @@
 //! [`Endpoint::export_sas`] and [`Endpoint::adopt`]: established IKEv2 SAs handed from one
 //! process to the next on a planned restart (see [`crate::persist`]).
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use super::Endpoint;
@@ -62,6 +63,34 @@ impl Endpoint {
     /// request uses the next message ID. The connection must be configured here under the
     /// same id and name. On error nothing changes.
     pub fn adopt(&mut self, now: Instant, state: &IkeSaState) -> Result<(), PersistError> {
+        self.adopt_all(now, [state]).pop().expect("one result per state")
+    }
+
+    /// [`Endpoint::adopt`] for each of `states` in order, one result each. The session and
+    /// Child SA ids in use are gathered once for the batch: checked per state against every
+    /// SA, a restart of a hub with N sessions cost O(N²).
+    pub fn adopt_all<'a>(
+        &mut self,
+        now: Instant,
+        states: impl IntoIterator<Item = &'a IkeSaState>,
+    ) -> Vec<Result<(), PersistError>> {
+        let mut used: HashSet<u64> = HashSet::new();
+        for sa in self.sas.values() {
+            used.insert(sa.session().0);
+            used.extend(sa.child_ids().map(|c| c.0));
+        }
+        states
+            .into_iter()
+            .map(|st| self.adopt_one(now, st, &mut used))
+            .collect()
+    }
+
+    fn adopt_one(
+        &mut self,
+        now: Instant,
+        state: &IkeSaState,
+        used: &mut HashSet<u64>,
+    ) -> Result<(), PersistError> {
         let peer = self
             .peers
             .iter()
@@ -80,17 +109,16 @@ impl Endpoint {
             return Err(PersistError::SpiInUse(spi));
         }
         let ids = std::iter::once(state.session.0).chain(state.children.iter().map(|c| c.id.0));
+        // Within the state too: a file listing one id twice is refused, not half adopted.
+        let mut mine = HashSet::new();
         for id in ids.clone() {
-            let taken = self
-                .sas
-                .values()
-                .any(|sa| sa.session().0 == id || sa.has_child(crate::output::ChildSaId(id)));
-            if taken || id == 0 {
+            if id == 0 || used.contains(&id) || !mine.insert(id) {
                 return Err(PersistError::IdInUse(id));
             }
         }
         let sa = IkeSa::adopt(now, peer, state, self.config.nat_keepalive)?;
         self.next_id = self.next_id.max(ids.max().unwrap_or(0) + 1);
+        used.extend(mine);
         self.sas.insert(spi, sa);
         self.after(spi);
         Ok(())

@@ -846,6 +846,15 @@ impl IkeSa {
         }
     }
 
+    /// The ids of this SA's Child SAs (none before it is established).
+    pub(crate) fn child_ids(&self) -> impl Iterator<Item = ChildSaId> + '_ {
+        let children = match &self.state {
+            State::Established(e) => e.children.as_slice(),
+            _ => &[],
+        };
+        children.iter().map(|c| c.id)
+    }
+
     pub(crate) fn has_child(&self, child: ChildSaId) -> bool {
         match &self.state {
             State::Established(e) => e.children.iter().any(|c| c.id == child),

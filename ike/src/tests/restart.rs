@@ -321,3 +321,20 @@ fn state_debug_is_redacted() {
         );
     }
 }
+
+/// A batch checks each state against the SAs already held and the states before it in the
+/// batch: the second of two states with one session id is refused, the first kept.
+#[test]
+fn adopt_all_refuses_an_id_taken_earlier_in_the_batch() {
+    let (p, st) = exported();
+    let now = p.time;
+    let mut ep = Endpoint::new(Arc::new(endpoint_config(vec![a_cfg()])), [3; 32]);
+    let mut other_spi = st.clone();
+    other_spi.spi_i ^= 1;
+    let res = ep.adopt_all(now, [&st, &other_spi]);
+    assert_eq!(res, vec![Ok(()), Err(PersistError::IdInUse(st.session.0))]);
+    assert_eq!(ep.ike_sa_count(), 1);
+    // And against what the endpoint held before the batch.
+    let again = ep.adopt_all(now, [&other_spi]);
+    assert_eq!(again, vec![Err(PersistError::IdInUse(st.session.0))]);
+}

@@ -29,21 +29,20 @@ pub struct SkCipher {
     inner: Inner,
 }
 
-// One SkCipher per SA direction, built once: boxing the larger CBC variant would only add a
-// pointer chase to every seal/open.
-#[allow(clippy::large_enum_variant)]
+// The CBC key schedules and HMAC context are kilobytes, the AEAD key a pointer: the CBC
+// variant is boxed so that an SkCipher (and the SaKeys, Common and IkeSa holding it) stays
+// small, as an IkeSa is moved whole on every state change and table insert.
 enum Inner {
-    Aead {
-        key: LessSafeKey,
-        salt: [u8; 4],
-    },
-    Cbc {
-        enc: EncryptingKey,
-        dec: DecryptingKey,
-        block: usize,
-        integ: Integ,
-        mac: hmac::Key,
-    },
+    Aead { key: LessSafeKey, salt: [u8; 4] },
+    Cbc(Box<Cbc>),
+}
+
+struct Cbc {
+    enc: EncryptingKey,
+    dec: DecryptingKey,
+    block: usize,
+    integ: Integ,
+    mac: hmac::Key,
 }
 
 impl SkCipher {
@@ -90,13 +89,13 @@ impl SkCipher {
                         actual: key_bytes.len(),
                     })
                 };
-                Inner::Cbc {
+                Inner::Cbc(Box::new(Cbc {
                     enc: EncryptingKey::cbc(unbound()?).map_err(|_| CryptoError::WeakKey)?,
                     dec: DecryptingKey::cbc(unbound()?).map_err(|_| CryptoError::WeakKey)?,
                     block: alg.block_len(),
                     integ,
                     mac: hmac::Key::new(integ_hmac_alg(integ), mac_key.expose()),
-                }
+                }))
             }
             _ => return Err(bad_suite),
         };
@@ -121,7 +120,7 @@ impl SkCipher {
         match &self.inner {
             // RFC 5282 §3 (ENCR_AES_GCM_16) and RFC 7634 §2: 16-octet tag.
             Inner::Aead { .. } => 16,
-            Inner::Cbc { integ, .. } => integ.icv_len(),
+            Inner::Cbc(c) => c.integ.icv_len(),
         }
     }
 
@@ -137,7 +136,7 @@ impl SkCipher {
             // RFC 5282 §3: no block alignment needed; we send no padding, only Pad Length = 0.
             Inner::Aead { .. } => plaintext_len + 1,
             // RFC 7296 §3.14: plaintext | padding | pad length is a multiple of the block size.
-            Inner::Cbc { block, .. } => (plaintext_len + 1).div_ceil(*block) * block,
+            Inner::Cbc(c) => (plaintext_len + 1).div_ceil(c.block) * c.block,
         }
     }
 
@@ -182,10 +181,11 @@ impl SkCipher {
                     .expect("AEAD seal fails only on oversized input; IKE messages are < 64 KiB");
                 icv.copy_from_slice(tag.as_ref());
             }
-            Inner::Cbc { enc, mac, .. } => {
-                enc.less_safe_encrypt(ct, cbc_context(iv))
+            Inner::Cbc(c) => {
+                c.enc
+                    .less_safe_encrypt(ct, cbc_context(iv))
                     .expect("ct is block-aligned and the IV has the cipher's block length");
-                let mut ctx = hmac::Context::with_key(mac);
+                let mut ctx = hmac::Context::with_key(&c.mac);
                 ctx.update(aad);
                 ctx.update(iv);
                 ctx.update(ct);
@@ -204,7 +204,7 @@ impl SkCipher {
         let truncated = CryptoError::Truncated { len: body.len() };
         let min_ct = match &self.inner {
             Inner::Aead { .. } => 1,
-            Inner::Cbc { block, .. } => *block,
+            Inner::Cbc(c) => c.block,
         };
         if body.len() < iv_len + min_ct + icv_len {
             return Err(truncated);
@@ -220,9 +220,10 @@ impl SkCipher {
                     .map_err(|_| CryptoError::IntegrityCheckFailed)?
                     .len()
             }
-            Inner::Cbc {
-                dec, mac, block, ..
-            } => {
+            Inner::Cbc(c) => {
+                let Cbc {
+                    dec, mac, block, ..
+                } = &**c;
                 let mut ctx = hmac::Context::with_key(mac);
                 ctx.update(aad);
                 ctx.update(iv);

@@ -254,8 +254,8 @@ pub(crate) struct Common {
     /// UPDATE_SA_ADDRESSES (RFC 4555 §3.4, the initiator decides); kept across IKE rekeys,
     /// which may change who holds the I flag.
     pub(crate) mobike_initiator: bool,
-    /// Boxed: the two SK ciphers are kilobytes, and an `IkeSa` is moved whole into the
-    /// endpoint's table (and by every rehash of it).
+    /// Boxed: the keys and ciphers are a few hundred bytes, and an `IkeSa` is moved whole
+    /// into the endpoint's table (and by every rehash of it).
     pub(crate) keys: Option<Box<SaKeys>>,
     pub(crate) peer_id: Option<Identity>,
     /// Issuers and serials of the peer's certificate path, when it authenticated with a

@@ -886,16 +886,22 @@ impl Endpoint {
                     // know equally, the SPI pair (RFC 7296 §2.8.1 uses nonces the same way
                     // for rekey collisions): the SA whose smaller SPI is the larger survives.
                     // Either end may delete the loser first; a second DELETE is harmless.
+                    let rival = |sa: &IkeSa| {
+                        // One we are deleting already is no rival: it goes anyway.
+                        sa.conn() == conn
+                            && sa.peer_id() == Some(&peer_id)
+                            && sa.is_established()
+                            && !sa.is_deleting()
+                    };
+                    // The SA just established counts itself: without a second one there is
+                    // nothing to settle (the usual case, which then collects nothing).
+                    if self.sas.values().filter(|sa| rival(sa)).nth(1).is_none() {
+                        continue;
+                    }
                     let dups: Vec<(u64, u64)> = self
                         .sas
                         .iter()
-                        .filter(|(_, sa)| {
-                            // One we are deleting already is no rival: it goes anyway.
-                            sa.conn() == conn
-                                && sa.peer_id() == Some(&peer_id)
-                                && sa.is_established()
-                                && !sa.is_deleting()
-                        })
+                        .filter(|(_, sa)| rival(sa))
                         .map(|(k, sa)| (*k, sa.c.spi_i.min(sa.c.spi_r)))
                         .collect();
                     // Only a race we took part in is ours to settle: when the peer started

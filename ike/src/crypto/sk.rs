@@ -158,7 +158,29 @@ impl SkCipher {
         self.seal_to(rng, aad, plaintext, body);
     }
 
+    /// Like [`seal_append`](Self::seal_append) with the plaintext already in place, so that a
+    /// sender encodes its inner payloads straight into the message: `message` holds the AAD
+    /// (`aad_len` bytes), then [`iv_len`](Self::iv_len) bytes of room for the IV (any value),
+    /// then the plaintext. On return it holds `AAD | IV | Ciphertext | ICV`, the bytes
+    /// `seal_append` makes from the same AAD, plaintext and RNG state.
+    ///
+    /// # Panics
+    /// If `message` is shorter than `aad_len + iv_len()`.
+    pub fn seal_in_place(&self, rng: &mut Rng, message: &mut Vec<u8>, aad_len: usize) {
+        let plaintext_len = message.len() - aad_len - self.iv_len();
+        message.resize(aad_len + self.sealed_len(plaintext_len), 0);
+        let (aad, body) = message.split_at_mut(aad_len);
+        self.seal_body(rng, aad, plaintext_len, body);
+    }
+
     fn seal_to(&self, rng: &mut Rng, aad: &[u8], plaintext: &[u8], body: &mut [u8]) {
+        let iv_len = self.iv_len();
+        body[iv_len..iv_len + plaintext.len()].copy_from_slice(plaintext);
+        self.seal_body(rng, aad, plaintext.len(), body);
+    }
+
+    /// Seals `body` = `IV room | plaintext (plaintext_len) | room for padding and ICV`.
+    fn seal_body(&self, rng: &mut Rng, aad: &[u8], plaintext_len: usize, body: &mut [u8]) {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
         let ct_len = body.len() - iv_len - icv_len;
@@ -168,9 +190,8 @@ impl SkCipher {
         // must never repeat under one key; 64 random bits keep collisions negligible at IKE
         // message rates).
         fill(rng, iv);
-        ct[..plaintext.len()].copy_from_slice(plaintext);
-        let pad_len = ct_len - plaintext.len() - 1;
-        ct[plaintext.len()..ct_len - 1].fill(0);
+        let pad_len = ct_len - plaintext_len - 1;
+        ct[plaintext_len..ct_len - 1].fill(0);
         // pad_len < block size <= 16, so it fits the one-octet Pad Length field.
         ct[ct_len - 1] = pad_len as u8;
         match &self.inner {

@@ -226,16 +226,35 @@ fn esn_id(e: Esn) -> u16 {
 /// ADDKE transform NONE counts as no transform of that type (RFC 9370 §2.2.1: no exchange in
 /// that round either way).
 fn same_transforms(a: &[Transform], b: &[Transform]) -> bool {
+    type Key = (u8, u16, Option<u16>);
     let key = |t: &Transform| (t.ty.to_raw(), t.id, t.key_length());
     let real = |t: &&Transform| !(t.ty.addke_index().is_some() && t.id == 0);
-    // Multiset equality without scratch vectors (every answer is checked against each of our
-    // suites): as many real transforms on both sides, and each of `a`'s keys as often in `b`
-    // as in `a`. `a` is ours (a handful), so a long peer list costs |a| passes over it.
-    let count = |set: &[Transform], k| set.iter().filter(real).filter(|t| key(t) == k).count();
-    a.iter().filter(real).count() == b.iter().filter(real).count()
-        && a.iter()
-            .filter(real)
-            .all(|t| count(a, key(t)) == count(b, key(t)))
+    // Sorted keys on the stack (every answer is checked against each of our suites, whose
+    // transforms are a handful); a longer list, only ever the peer's, is sorted on the heap.
+    const ON_STACK: usize = 16;
+    fn sorted<'k>(
+        set: &[Transform],
+        buf: &'k mut [Key; ON_STACK],
+        heap: &'k mut Vec<Key>,
+        key: impl Fn(&Transform) -> Key,
+        real: impl Fn(&&Transform) -> bool,
+    ) -> &'k [Key] {
+        let n = set.iter().filter(&real).count();
+        let keys = if n <= ON_STACK {
+            for (slot, t) in buf.iter_mut().zip(set.iter().filter(&real)) {
+                *slot = key(t);
+            }
+            &mut buf[..n]
+        } else {
+            heap.extend(set.iter().filter(&real).map(&key));
+            &mut heap[..]
+        };
+        keys.sort_unstable();
+        keys
+    }
+    let (mut ba, mut bb) = ([(0, 0, None); ON_STACK], [(0, 0, None); ON_STACK]);
+    let (mut ha, mut hb) = (Vec::new(), Vec::new());
+    sorted(a, &mut ba, &mut ha, key, real) == sorted(b, &mut bb, &mut hb, key, real)
 }
 
 fn has(p: &Proposal, t: &Transform) -> bool {
@@ -666,5 +685,12 @@ mod tests {
             &[aes(256), prf, dh]
         ));
         assert!(same_transforms(&[], &[none]));
+        // Past the stack buffer (a peer's long list): same answers.
+        let many: Vec<Transform> = (0..20).map(|id| t(TransformType::Dh, id)).collect();
+        let mut shuffled = many.clone();
+        shuffled.reverse();
+        assert!(same_transforms(&many, &shuffled));
+        assert!(!same_transforms(&mine, &many));
+        assert!(!same_transforms(&many, &shuffled[1..]));
     }
 }

@@ -1496,5 +1496,5 @@ fn ike_sa_moves_stay_small() {
         "{}",
         size_of::<crate::sa::IkeSa>()
     );
-    assert!(size_of::<crate::output::Output>() <= 512);
+    assert!(size_of::<Output>() <= 512);
 }

@@ -892,13 +892,22 @@ impl Endpoint {
                     // know equally, the SPI pair (RFC 7296 §2.8.1 uses nonces the same way
                     // for rekey collisions): the SA whose smaller SPI is the larger survives.
                     // Either end may delete the loser first; a second DELETE is harmless.
+                    // One we are deleting already is no rival: it goes anyway. The book
+                    // holds this connection's SAs of this peer only.
+                    let rival = |sa: &IkeSa| sa.is_established() && !sa.is_deleting();
+                    let book = self.by_peer.of(conn, &peer_id);
+                    // The SA just established counts itself: without a second one there is
+                    // nothing to settle (the usual case, which then allocates nothing).
+                    let rivals = book.iter().filter(|k| self.sas.get(k).is_some_and(rival));
+                    if rivals.count() < 2 {
+                        continue;
+                    }
                     let dups: Vec<(u64, u64)> = self
                         .by_peer
                         .of(conn, &peer_id)
                         .iter()
                         .filter_map(|k| Some((*k, self.sas.get(k)?)))
-                        // One we are deleting already is no rival: it goes anyway.
-                        .filter(|(_, sa)| sa.is_established() && !sa.is_deleting())
+                        .filter(|(_, sa)| rival(sa))
                         .map(|(k, sa)| (k, sa.c.spi_i.min(sa.c.spi_r)))
                         .collect();
                     // Only a race we took part in is ours to settle: when the peer started

@@ -35,9 +35,10 @@ pub fn ike_offer(ours: &[IkeProposal], spi: &[u8]) -> Sa {
             .find(|&j| is_cross_product(&ours[i..j]))
             .unwrap_or(i + 1);
         let num = proposals.len() as u8 + 1;
-        let mut transforms = Vec::new();
+        // One suite's transforms, or more for a run (grows then).
+        let mut transforms = Vec::with_capacity(4 + ADDKE_SLOTS);
         for p in &ours[i..j] {
-            for t in ike_proposal(num, p, spi).transforms {
+            for t in ike_transforms(p) {
                 if !transforms.contains(&t) {
                     transforms.push(t);
                 }
@@ -62,18 +63,20 @@ pub fn ike_offer(ours: &[IkeProposal], spi: &[u8]) -> Sa {
         // classic suite also follows alone, for such peers (the fallback of an optional
         // ADDKE).
         let fallback = optional && run.iter().any(|p| p.addke.is_empty());
-        let classic: Vec<Transform> = transforms
-            .iter()
-            .filter(|t| t.ty.addke_index().is_none())
-            .cloned()
-            .collect();
+        let classic: Option<Vec<Transform>> = fallback.then(|| {
+            transforms
+                .iter()
+                .filter(|t| t.ty.addke_index().is_none())
+                .cloned()
+                .collect()
+        });
         proposals.push(Proposal {
             num,
             protocol: ProtocolId::Ike,
             spi: spi.to_vec(),
             transforms,
         });
-        if fallback {
+        if let Some(classic) = classic {
             proposals.push(Proposal {
                 num: num + 1,
                 protocol: ProtocolId::Ike,
@@ -150,10 +153,20 @@ pub fn peer_addke(offer: &Sa) -> AddKes {
 }
 
 fn ike_proposal(num: u8, p: &IkeProposal, spi: &[u8]) -> Proposal {
-    let mut transforms = vec![
-        encr_transform(p.encr),
-        Transform::new(TransformType::Prf, p.prf.id()),
-    ];
+    Proposal {
+        num,
+        protocol: ProtocolId::Ike,
+        spi: spi.to_vec(),
+        transforms: ike_transforms(p),
+    }
+}
+
+/// The transforms of one IKE suite, in §3.3.2's type order.
+fn ike_transforms(p: &IkeProposal) -> Vec<Transform> {
+    // ENCR, PRF, INTEG, DH and the additional key exchanges: sized once.
+    let mut transforms = Vec::with_capacity(4 + ADDKE_SLOTS);
+    transforms.push(encr_transform(p.encr));
+    transforms.push(Transform::new(TransformType::Prf, p.prf.id()));
     if let Some(i) = p.integ {
         transforms.push(Transform::new(TransformType::Integ, i.id()));
     }
@@ -161,12 +174,7 @@ fn ike_proposal(num: u8, p: &IkeProposal, spi: &[u8]) -> Proposal {
     for (n, m) in p.addke.rounds() {
         transforms.push(Transform::new(TransformType::addke(n), m.id()));
     }
-    Proposal {
-        num,
-        protocol: ProtocolId::Ike,
-        spi: spi.to_vec(),
-        transforms,
-    }
+    transforms
 }
 
 fn esp_proposal(
@@ -176,7 +184,20 @@ fn esp_proposal(
     addke: AddKes,
     spi: u32,
 ) -> Proposal {
-    let mut transforms = vec![encr_transform(p.encr)];
+    Proposal {
+        num,
+        protocol: ProtocolId::Esp,
+        spi: spi.to_be_bytes().to_vec(),
+        transforms: esp_transforms(p, dh, addke),
+    }
+}
+
+/// The transforms of one ESP suite, in §3.3.2's type order.
+fn esp_transforms(p: &EspProposal, dh: Option<DhGroup>, addke: AddKes) -> Vec<Transform> {
+    // ENCR, INTEG, DH, ESN and the additional key exchanges, plus room for the NONE answers
+    // `select_esp` adds: sized once.
+    let mut transforms = Vec::with_capacity(4 + ADDKE_SLOTS);
+    transforms.push(encr_transform(p.encr));
     if let Some(i) = p.integ {
         transforms.push(Transform::new(TransformType::Integ, i.id()));
     }
@@ -187,12 +208,7 @@ fn esp_proposal(
     for (n, m) in addke.rounds() {
         transforms.push(Transform::new(TransformType::addke(n), m.id()));
     }
-    Proposal {
-        num,
-        protocol: ProtocolId::Esp,
-        spi: spi.to_be_bytes().to_vec(),
-        transforms,
-    }
+    transforms
 }
 
 fn encr_transform(e: Encr) -> Transform {
@@ -210,13 +226,35 @@ fn esn_id(e: Esn) -> u16 {
 /// ADDKE transform NONE counts as no transform of that type (RFC 9370 §2.2.1: no exchange in
 /// that round either way).
 fn same_transforms(a: &[Transform], b: &[Transform]) -> bool {
+    type Key = (u8, u16, Option<u16>);
     let key = |t: &Transform| (t.ty.to_raw(), t.id, t.key_length());
     let real = |t: &&Transform| !(t.ty.addke_index().is_some() && t.id == 0);
-    let mut ka: Vec<_> = a.iter().filter(real).map(key).collect();
-    let mut kb: Vec<_> = b.iter().filter(real).map(key).collect();
-    ka.sort_unstable();
-    kb.sort_unstable();
-    ka == kb
+    // Sorted keys on the stack (every answer is checked against each of our suites, whose
+    // transforms are a handful); a longer list, only ever the peer's, is sorted on the heap.
+    const ON_STACK: usize = 16;
+    fn sorted<'k>(
+        set: &[Transform],
+        buf: &'k mut [Key; ON_STACK],
+        heap: &'k mut Vec<Key>,
+        key: impl Fn(&Transform) -> Key,
+        real: impl Fn(&&Transform) -> bool,
+    ) -> &'k [Key] {
+        let n = set.iter().filter(&real).count();
+        let keys = if n <= ON_STACK {
+            for (slot, t) in buf.iter_mut().zip(set.iter().filter(&real)) {
+                *slot = key(t);
+            }
+            &mut buf[..n]
+        } else {
+            heap.extend(set.iter().filter(&real).map(&key));
+            &mut heap[..]
+        };
+        keys.sort_unstable();
+        keys
+    }
+    let (mut ba, mut bb) = ([(0, 0, None); ON_STACK], [(0, 0, None); ON_STACK]);
+    let (mut ha, mut hb) = (Vec::new(), Vec::new());
+    sorted(a, &mut ba, &mut ha, key, real) == sorted(b, &mut bb, &mut hb, key, real)
 }
 
 fn has(p: &Proposal, t: &Transform) -> bool {
@@ -330,7 +368,7 @@ pub fn accept_ike(
     };
     let mine = ours
         .iter()
-        .find(|m| same_transforms(&ike_proposal(p.num, m, &p.spi).transforms, &p.transforms))
+        .find(|m| same_transforms(&ike_transforms(m), &p.transforms))
         .ok_or(PeerMisbehaved::ProposalNotOffered)?;
     Ok((*mine, p.spi.clone()))
 }
@@ -441,12 +479,7 @@ pub fn accept_esp(
     let spi = u32::from_be_bytes(spi);
     let mine = ours
         .iter()
-        .find(|m| {
-            same_transforms(
-                &esp_proposal(p.num, m, dh, addke, spi).transforms,
-                &p.transforms,
-            )
-        })
+        .find(|m| same_transforms(&esp_transforms(m, dh, addke), &p.transforms))
         .ok_or(PeerMisbehaved::ProposalNotOffered)?;
     Ok(EspChoice {
         proposal: *mine,
@@ -616,5 +649,48 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// The answer check compares transform multisets without sorting copies: order is free,
+    /// but a transform missing, extra, repeated or with another key length is a different
+    /// suite; an ADDKE NONE counts as no transform.
+    #[test]
+    fn same_transforms_is_multiset_equality() {
+        let t = |ty, id| Transform::new(ty, id);
+        let aes = |bits| Transform::with_key_length(TransformType::Encr, 20, Some(bits));
+        let prf = t(TransformType::Prf, 5);
+        let dh = t(TransformType::Dh, 31);
+        let none = t(TransformType::addke(1), 0);
+        let mine = [aes(256), prf.clone(), dh.clone()];
+        assert!(same_transforms(&mine, &[dh.clone(), aes(256), prf.clone()]));
+        assert!(same_transforms(
+            &mine,
+            &[prf.clone(), none.clone(), dh.clone(), aes(256)]
+        ));
+        assert!(!same_transforms(
+            &mine,
+            &[aes(128), prf.clone(), dh.clone()]
+        ));
+        assert!(!same_transforms(&mine, &[aes(256), prf.clone()]));
+        assert!(!same_transforms(
+            &mine,
+            &[aes(256), prf.clone(), dh.clone(), dh.clone()]
+        ));
+        assert!(!same_transforms(
+            &mine,
+            &[aes(256), prf.clone(), prf.clone()]
+        ));
+        assert!(!same_transforms(
+            &[aes(256), prf.clone(), prf.clone()],
+            &[aes(256), prf, dh]
+        ));
+        assert!(same_transforms(&[], &[none]));
+        // Past the stack buffer (a peer's long list): same answers.
+        let many: Vec<Transform> = (0..20).map(|id| t(TransformType::Dh, id)).collect();
+        let mut shuffled = many.clone();
+        shuffled.reverse();
+        assert!(same_transforms(&many, &shuffled));
+        assert!(!same_transforms(&mine, &many));
+        assert!(!same_transforms(&many, &shuffled[1..]));
     }
 }

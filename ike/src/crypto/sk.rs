@@ -29,21 +29,20 @@ pub struct SkCipher {
     inner: Inner,
 }
 
-// One SkCipher per SA direction, built once: boxing the larger CBC variant would only add a
-// pointer chase to every seal/open.
-#[allow(clippy::large_enum_variant)]
+// The CBC key schedules and HMAC context are kilobytes, the AEAD key a pointer: the CBC
+// variant is boxed so that an SkCipher (and the SaKeys, Common and IkeSa holding it) stays
+// small, as an IkeSa is moved whole on every state change and table insert.
 enum Inner {
-    Aead {
-        key: LessSafeKey,
-        salt: [u8; 4],
-    },
-    Cbc {
-        enc: EncryptingKey,
-        dec: DecryptingKey,
-        block: usize,
-        integ: Integ,
-        mac: hmac::Key,
-    },
+    Aead { key: LessSafeKey, salt: [u8; 4] },
+    Cbc(Box<Cbc>),
+}
+
+struct Cbc {
+    enc: EncryptingKey,
+    dec: DecryptingKey,
+    block: usize,
+    integ: Integ,
+    mac: hmac::Key,
 }
 
 impl SkCipher {
@@ -90,13 +89,13 @@ impl SkCipher {
                         actual: key_bytes.len(),
                     })
                 };
-                Inner::Cbc {
+                Inner::Cbc(Box::new(Cbc {
                     enc: EncryptingKey::cbc(unbound()?).map_err(|_| CryptoError::WeakKey)?,
                     dec: DecryptingKey::cbc(unbound()?).map_err(|_| CryptoError::WeakKey)?,
                     block: alg.block_len(),
                     integ,
                     mac: hmac::Key::new(integ_hmac_alg(integ), mac_key.expose()),
-                }
+                }))
             }
             _ => return Err(bad_suite),
         };
@@ -121,7 +120,7 @@ impl SkCipher {
         match &self.inner {
             // RFC 5282 §3 (ENCR_AES_GCM_16) and RFC 7634 §2: 16-octet tag.
             Inner::Aead { .. } => 16,
-            Inner::Cbc { integ, .. } => integ.icv_len(),
+            Inner::Cbc(c) => c.integ.icv_len(),
         }
     }
 
@@ -137,7 +136,7 @@ impl SkCipher {
             // RFC 5282 §3: no block alignment needed; we send no padding, only Pad Length = 0.
             Inner::Aead { .. } => plaintext_len + 1,
             // RFC 7296 §3.14: plaintext | padding | pad length is a multiple of the block size.
-            Inner::Cbc { block, .. } => (plaintext_len + 1).div_ceil(*block) * block,
+            Inner::Cbc(c) => (plaintext_len + 1).div_ceil(c.block) * c.block,
         }
     }
 
@@ -159,7 +158,29 @@ impl SkCipher {
         self.seal_to(rng, aad, plaintext, body);
     }
 
+    /// Like [`seal_append`](Self::seal_append) with the plaintext already in place, so that a
+    /// sender encodes its inner payloads straight into the message: `message` holds the AAD
+    /// (`aad_len` bytes), then [`iv_len`](Self::iv_len) bytes of room for the IV (any value),
+    /// then the plaintext. On return it holds `AAD | IV | Ciphertext | ICV`, the bytes
+    /// `seal_append` makes from the same AAD, plaintext and RNG state.
+    ///
+    /// # Panics
+    /// If `message` is shorter than `aad_len + iv_len()`.
+    pub fn seal_in_place(&self, rng: &mut Rng, message: &mut Vec<u8>, aad_len: usize) {
+        let plaintext_len = message.len() - aad_len - self.iv_len();
+        message.resize(aad_len + self.sealed_len(plaintext_len), 0);
+        let (aad, body) = message.split_at_mut(aad_len);
+        self.seal_body(rng, aad, plaintext_len, body);
+    }
+
     fn seal_to(&self, rng: &mut Rng, aad: &[u8], plaintext: &[u8], body: &mut [u8]) {
+        let iv_len = self.iv_len();
+        body[iv_len..iv_len + plaintext.len()].copy_from_slice(plaintext);
+        self.seal_body(rng, aad, plaintext.len(), body);
+    }
+
+    /// Seals `body` = `IV room | plaintext (plaintext_len) | room for padding and ICV`.
+    fn seal_body(&self, rng: &mut Rng, aad: &[u8], plaintext_len: usize, body: &mut [u8]) {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
         let ct_len = body.len() - iv_len - icv_len;
@@ -169,9 +190,8 @@ impl SkCipher {
         // must never repeat under one key; 64 random bits keep collisions negligible at IKE
         // message rates).
         fill(rng, iv);
-        ct[..plaintext.len()].copy_from_slice(plaintext);
-        let pad_len = ct_len - plaintext.len() - 1;
-        ct[plaintext.len()..ct_len - 1].fill(0);
+        let pad_len = ct_len - plaintext_len - 1;
+        ct[plaintext_len..ct_len - 1].fill(0);
         // pad_len < block size <= 16, so it fits the one-octet Pad Length field.
         ct[ct_len - 1] = pad_len as u8;
         match &self.inner {
@@ -182,10 +202,11 @@ impl SkCipher {
                     .expect("AEAD seal fails only on oversized input; IKE messages are < 64 KiB");
                 icv.copy_from_slice(tag.as_ref());
             }
-            Inner::Cbc { enc, mac, .. } => {
-                enc.less_safe_encrypt(ct, cbc_context(iv))
+            Inner::Cbc(c) => {
+                c.enc
+                    .less_safe_encrypt(ct, cbc_context(iv))
                     .expect("ct is block-aligned and the IV has the cipher's block length");
-                let mut ctx = hmac::Context::with_key(mac);
+                let mut ctx = hmac::Context::with_key(&c.mac);
                 ctx.update(aad);
                 ctx.update(iv);
                 ctx.update(ct);
@@ -204,7 +225,7 @@ impl SkCipher {
         let truncated = CryptoError::Truncated { len: body.len() };
         let min_ct = match &self.inner {
             Inner::Aead { .. } => 1,
-            Inner::Cbc { block, .. } => *block,
+            Inner::Cbc(c) => c.block,
         };
         if body.len() < iv_len + min_ct + icv_len {
             return Err(truncated);
@@ -220,9 +241,10 @@ impl SkCipher {
                     .map_err(|_| CryptoError::IntegrityCheckFailed)?
                     .len()
             }
-            Inner::Cbc {
-                dec, mac, block, ..
-            } => {
+            Inner::Cbc(c) => {
+                let Cbc {
+                    dec, mac, block, ..
+                } = &**c;
                 let mut ctx = hmac::Context::with_key(mac);
                 ctx.update(aad);
                 ctx.update(iv);

@@ -539,6 +539,32 @@ fn sk_round_trip_every_suite() {
     }
 }
 
+/// The sender encodes its inner payloads into the message and seals them there
+/// (`seal_in_place`): the bytes must be exactly those of `seal_append` from the same AAD,
+/// plaintext and RNG state, in every suite and at every padding length, whatever the IV room
+/// held before.
+#[test]
+fn sk_seal_in_place_matches_seal_append() {
+    let mut rng = rng();
+    for (encr, integ) in all_suites() {
+        let sk = cipher_for(encr, integ, &mut rng);
+        for len in [0, 1, 7, 8, 15, 16, 17, 100, 1000] {
+            let aad = b"IKE header and SK generic header";
+            let pt: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let seed: [u8; 32] = [len as u8; 32];
+            let mut appended = aad.to_vec();
+            sk.seal_append(&mut Rng::from_seed(seed), &mut appended, &pt);
+            let mut in_place = aad.to_vec();
+            in_place.resize(aad.len() + sk.iv_len(), 0xa5);
+            in_place.extend_from_slice(&pt);
+            sk.seal_in_place(&mut Rng::from_seed(seed), &mut in_place, aad.len());
+            assert_eq!(in_place, appended, "{encr:?} {integ:?} {len}");
+            let opened = sk.open(aad, &in_place[aad.len()..]).expect("open");
+            assert_eq!(opened.expose(), pt);
+        }
+    }
+}
+
 #[test]
 fn sk_tamper_anywhere_fails_integrity() {
     let mut rng = rng();

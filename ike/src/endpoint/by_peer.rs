@@ -16,7 +16,8 @@ type Key = (ConnId, Identity);
 
 #[derive(Default)]
 pub(super) struct ByPeer {
-    spis: HashMap<Key, Vec<u64>>,
+    /// By connection, then peer: a lookup borrows the identity instead of cloning it.
+    spis: HashMap<ConnId, HashMap<Identity, Vec<u64>>>,
     key_of: HashMap<u64, Key>,
 }
 
@@ -30,25 +31,30 @@ impl ByPeer {
             (None, None) => return,
             _ => {}
         }
-        if let Some(old) = self.key_of.remove(&spi)
-            && let Some(v) = self.spis.get_mut(&old)
+        if let Some((conn, id)) = self.key_of.remove(&spi)
+            && let Some(peers) = self.spis.get_mut(&conn)
+            && let Some(v) = peers.get_mut(&id)
         {
             v.retain(|s| *s != spi);
             if v.is_empty() {
-                self.spis.remove(&old);
+                peers.remove(&id);
+                if peers.is_empty() {
+                    self.spis.remove(&conn);
+                }
             }
         }
         if let Some((conn, id)) = key {
-            let k = (conn, id.clone());
-            self.spis.entry(k.clone()).or_default().push(spi);
-            self.key_of.insert(spi, k);
+            let peers = self.spis.entry(conn).or_default();
+            peers.entry(id.clone()).or_default().push(spi);
+            self.key_of.insert(spi, (conn, id.clone()));
         }
     }
 
     /// The SAs of `conn` authenticated as `peer`, in the order they were booked.
     pub(super) fn of(&self, conn: ConnId, peer: &Identity) -> &[u64] {
         self.spis
-            .get(&(conn, peer.clone()))
+            .get(&conn)
+            .and_then(|peers| peers.get(peer))
             .map_or(&[], Vec::as_slice)
     }
 
@@ -83,6 +89,7 @@ mod tests {
         p.book(2, None);
         assert!(p.of(ConnId(1), &a).is_empty());
         assert_eq!(p.len(), 2);
-        assert!(p.spis.len() == 2, "empty buckets are dropped");
+        assert_eq!(p.spis.len(), 2);
+        assert_eq!(p.spis[&ConnId(1)].len(), 1, "empty buckets are dropped");
     }
 }

@@ -102,13 +102,14 @@ pub(crate) fn install_child(c: &Common, ctx: &mut Ctx<'_>, p: ChildParams<'_>) -
     let id = ChildSaId(ctx.alloc_id());
     let enc = p.choice.proposal.encr;
     let integ = p.choice.proposal.integ;
+    let no_key = Secret::new(Vec::new());
     let (prf, sk_d) = match &c.keys {
-        Some(k) => (k.suite.prf, k.sk_d.clone()),
+        Some(k) => (k.suite.prf, &k.sk_d),
         // Established SAs always have keys; an empty SK_d yields keys nobody shares, and the
         // SA is useless rather than the process dead.
-        None => (crate::transform::Prf::HmacSha256, Secret::new(Vec::new())),
+        None => (crate::transform::Prf::HmacSha256, &no_key),
     };
-    let ck = keys::derive_child_keys(prf, &sk_d, enc, integ, p.g_ir, p.ni, p.nr, p.addke);
+    let ck = keys::derive_child_keys(prf, sk_d, enc, integ, p.g_ir, p.ni, p.nr, p.addke);
     let keys_i = EspKeys {
         encr: ck.encr_i,
         integ: integ.map(|_| ck.integ_i),
@@ -1559,7 +1560,7 @@ pub(crate) fn remove_child(c: &Common, ctx: &mut Ctx<'_>, ch: &Child) {
 /// included (run in IKE_FOLLOWUP_KE exchanges, RFC 9370 §2.2.4).
 fn rekey_proposals(peer: &crate::config::PeerConfig, current: IkeProposal) -> Vec<IkeProposal> {
     let mut props = vec![current];
-    for p in usable(peer) {
+    for &p in usable(peer).iter() {
         if !props.contains(&p) {
             props.push(p);
         }

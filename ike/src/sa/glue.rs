@@ -68,15 +68,12 @@ pub(crate) fn nat_detect(
     dst: SocketAddr,
 ) -> Option<(bool, bool)> {
     let h = |a: SocketAddr| crate::keys::nat_detection_hash(spi_i, spi_r, a.ip(), a.port());
-    let srcs: Vec<&Notify> =
-        crate::wire::notifies(payloads, NotifyType::NatDetectionSourceIp).collect();
+    let mut srcs = crate::wire::notifies(payloads, NotifyType::NatDetectionSourceIp).peekable();
     let dst_n = crate::wire::notifies(payloads, NotifyType::NatDetectionDestinationIp).next()?;
-    if srcs.is_empty() {
-        return None;
-    }
+    srcs.peek()?;
     let want_src = h(src);
     // §2.23: several SOURCE payloads may be present (multi-homed); any match means no NAT.
-    let sender_nat = !srcs.iter().any(|n| n.data == want_src);
+    let sender_nat = !srcs.any(|n| n.data == want_src);
     let our_nat = dst_n.data != h(dst);
     Some((sender_nat, our_nat))
 }

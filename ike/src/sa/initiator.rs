@@ -1,6 +1,7 @@
 //! Initiator handshake states: IKE_SA_INIT (with COOKIE and INVALID_KE_PAYLOAD retries,
 //! RFC 7296 §1.2, §2.6) and IKE_AUTH with PSK (§2.15) carrying the first Child SA.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::ChildConfig;
@@ -175,7 +176,9 @@ impl ExpectSaInitResponse {
     }
 
     fn send(&mut self, c: &mut Common, ctx: &mut Ctx<'_>) {
-        let mut payloads = Vec::new();
+        // [COOKIE,] SA, KE, Ni, two NAT_DETECTION, fragmentation, signature hashes,
+        // [IKE_INTERMEDIATE]: sized once.
+        let mut payloads = Vec::with_capacity(9);
         if let Some(cookie) = &self.cookie {
             // §2.6: the COOKIE notify MUST be the first payload.
             payloads.push(Payload::Notify(Notify::new(
@@ -361,7 +364,10 @@ pub(crate) fn send_auth(c: &mut Common, ctx: &mut Ctx<'_>, hs: AuthStart) -> Res
     let child = config_of(&c.peer, children.first.index);
     let spi_in = ctx.spi32();
     // §1.2: IDi, [CERT,] [CERTREQ,] [IDr,] AUTH.
-    let mut payloads = vec![Payload::IdI(id)];
+    // IDi, INITIAL_CONTACT, IDr, AUTH, MOBIKE, transport mode, SA, TSi, TSr, sized once
+    // (certificates and CERTREQs grow it).
+    let mut payloads = Vec::with_capacity(9);
+    payloads.push(Payload::IdI(id));
     payloads.extend(auth::cert_payloads(&c.peer.auth));
     payloads.extend(auth::certreq([&c.peer.auth]));
     // §2.4: INITIAL_CONTACT tells the responder to drop state from our earlier life, so
@@ -566,13 +572,15 @@ pub(crate) fn offers_intermediate(peer: &PeerConfig) -> bool {
     usable(peer).iter().any(|p| !p.addke.is_empty())
 }
 
-/// Our IKE proposals, minus legacy ones unless allowed.
-pub(crate) fn usable(peer: &PeerConfig) -> Vec<crate::config::IkeProposal> {
-    peer.ike_proposals
-        .iter()
-        .copied()
-        .filter(|p| peer.allow_legacy || !p.is_legacy())
-        .collect()
+/// Our IKE proposals, minus legacy ones unless allowed: the configured list itself, copied
+/// only when it has legacy suites to leave out (it is consulted several times per
+/// handshake).
+pub(crate) fn usable(peer: &PeerConfig) -> Cow<'_, [crate::config::IkeProposal]> {
+    let keep = |p: &crate::config::IkeProposal| peer.allow_legacy || !p.is_legacy();
+    if peer.ike_proposals.iter().all(keep) {
+        return Cow::Borrowed(&peer.ike_proposals);
+    }
+    Cow::Owned(peer.ike_proposals.iter().copied().filter(keep).collect())
 }
 
 /// The initiator's check of a Child SA answer (IKE_AUTH or CREATE_CHILD_SA response): the
@@ -594,14 +602,13 @@ pub(crate) fn check_answer_ts(
 
 /// ESP proposals of Child SA configuration `child`, minus legacy ones unless the profile
 /// allows them.
-pub(crate) fn esp_usable(
+pub(crate) fn esp_usable<'a>(
     peer: &PeerConfig,
-    child: &ChildConfig,
-) -> Vec<crate::config::EspProposal> {
-    child
-        .esp_proposals
-        .iter()
-        .copied()
-        .filter(|p| peer.allow_legacy || !p.is_legacy())
-        .collect()
+    child: &'a ChildConfig,
+) -> Cow<'a, [crate::config::EspProposal]> {
+    let keep = |p: &crate::config::EspProposal| peer.allow_legacy || !p.is_legacy();
+    if child.esp_proposals.iter().all(keep) {
+        return Cow::Borrowed(&child.esp_proposals);
+    }
+    Cow::Owned(child.esp_proposals.iter().copied().filter(keep).collect())
 }

@@ -254,8 +254,8 @@ pub(crate) struct Common {
     /// UPDATE_SA_ADDRESSES (RFC 4555 §3.4, the initiator decides); kept across IKE rekeys,
     /// which may change who holds the I flag.
     pub(crate) mobike_initiator: bool,
-    /// Boxed: the two SK ciphers are kilobytes, and an `IkeSa` is moved whole into the
-    /// endpoint's table (and by every rehash of it).
+    /// Boxed: the keys and ciphers are a few hundred bytes, and an `IkeSa` is moved whole
+    /// into the endpoint's table (and by every rehash of it).
     pub(crate) keys: Option<Box<SaKeys>>,
     pub(crate) peer_id: Option<Identity>,
     /// Issuers and serials of the peer's certificate path, when it authenticated with a
@@ -396,23 +396,29 @@ impl Common {
         payloads: &[Payload],
     ) -> Result<Vec<Vec<u8>>, Error> {
         let keys = self.keys.as_ref().ok_or(Error::Local("no SK keys"))?;
-        let mut inner = Vec::with_capacity(crate::wire::ENCODE_CAPACITY);
-        encode_chain(payloads, &mut inner);
         let first = payloads.first().map_or(PayloadType::None, Payload::kind);
         let mut header = self.header(exchange, response, id);
-        let whole = Header::LEN + 4 + keys.send.sealed_len(inner.len());
+        // The inner payloads are encoded straight into the message, after the IKE header, the
+        // SK header and room for the IV, and sealed there: one buffer, no copy of the
+        // plaintext. The lengths (part of the AAD) are written once the chain's is known.
+        let aad_len = Header::LEN + 4;
+        let start = aad_len + keys.send.iv_len();
+        let mut out = Vec::with_capacity(crate::wire::ENCODE_CAPACITY);
+        header.next = PayloadType::Sk;
+        crate::wire::Codec::encode(&header, &mut out);
+        out.extend_from_slice(&[first.to_raw(), 0, 0, 0]);
+        out.resize(start, 0);
+        encode_chain(payloads, &mut out);
+        let whole = aad_len + keys.send.sealed_len(out.len() - start);
         let limit = ctx.config.fragment_size;
         if whole <= limit || !self.frag || exchange == ExchangeType::IkeSaInit {
-            header.next = PayloadType::Sk;
-            header.length = whole as u32;
-            // Sized once: header, SK header and the sealed body.
-            let mut out = Vec::with_capacity(whole);
-            crate::wire::Codec::encode(&header, &mut out);
-            out.extend_from_slice(&[first.to_raw(), 0]);
-            out.extend_from_slice(&((whole - Header::LEN) as u16).to_be_bytes());
-            keys.send.seal_append(ctx.rng, &mut out, &inner);
+            out[24..28].copy_from_slice(&(whole as u32).to_be_bytes());
+            out[Header::LEN + 2..aad_len]
+                .copy_from_slice(&((whole - Header::LEN) as u16).to_be_bytes());
+            keys.send.seal_in_place(ctx.rng, &mut out, aad_len);
             return Ok(vec![out]);
         }
+        let inner = &out[start..];
         // Room for inner bytes per fragment: the fixed parts, then the cipher's overhead
         // (IV, ICV, pad length and at most one block of padding).
         let overhead = keys.send.sealed_len(limit) - limit + 16;

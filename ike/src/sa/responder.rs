@@ -130,15 +130,18 @@ impl IkeSa {
         // strongSwan does), so a multi-group offer costs no INVALID_KE_PAYLOAD round trip.
         let mut chosen = None;
         let mut refusal = PeerIncompatible::NoProposalChosen;
+        // One buffer for every candidate's filtered suites.
+        let mut ours: Vec<IkeProposal> = Vec::new();
         for same_group in [true, false] {
             for cand in &candidates {
-                let ours: Vec<IkeProposal> = cand
-                    .ike_proposals
-                    .iter()
-                    .copied()
-                    .filter(|p| !same_group || p.dh.id() == ke.group)
-                    .filter(|p| intermediate || p.addke.is_empty())
-                    .collect();
+                ours.clear();
+                ours.extend(
+                    cand.ike_proposals
+                        .iter()
+                        .copied()
+                        .filter(|p| !same_group || p.dh.id() == ke.group)
+                        .filter(|p| intermediate || p.addke.is_empty()),
+                );
                 match proposal::select_ike(sa, &ours, cand.allow_legacy, &[]) {
                     Ok(c) => {
                         chosen = Some(c);
@@ -238,14 +241,15 @@ impl IkeSa {
                 later(ctx.now, ctx.config.nat_keepalive),
             );
         }
-        let mut payloads = vec![
-            Payload::Sa(reply_sa),
-            Payload::Ke(Ke {
-                group: suite.dh.id(),
-                data: public,
-            }),
-            Payload::Nonce(Nonce(nr.clone())),
-        ];
+        // SA, KE, Nr, two NAT_DETECTION, fragmentation, signature hashes,
+        // [IKE_INTERMEDIATE], [CERTREQ]: sized once.
+        let mut payloads = Vec::with_capacity(9);
+        payloads.push(Payload::Sa(reply_sa));
+        payloads.push(Payload::Ke(Ke {
+            group: suite.dh.id(),
+            data: public,
+        }));
+        payloads.push(Payload::Nonce(Nonce(nr.clone())));
         payloads.extend(glue::nat_notifies(spi_i, spi, dgram.local, dgram.remote));
         if frag {
             payloads.push(glue::fragmentation_supported());
@@ -406,7 +410,9 @@ impl ExpectAuthRequest {
             conn: c.peer.id,
             peer_id: idi.clone(),
         });
-        let mut reply = vec![Payload::IdR(our_id)];
+        // IDr, [CERT,] AUTH, MOBIKE, transport mode, SA, TSi, TSr: sized once.
+        let mut reply = Vec::with_capacity(7);
+        reply.push(Payload::IdR(our_id));
         reply.extend(our_auth);
         // RFC 4555 §3.1: answer the offer when the matched profile allows MOBIKE.
         c.mobike = c.peer.mobike

@@ -1482,3 +1482,19 @@ fn initiate_does_not_wait_for_an_unanswered_delete() {
         )
     );
 }
+
+/// An IKE SA is moved whole on every state change, into the endpoint's table and by each
+/// rehash of it: its large parts (SK ciphers, CBC key schedules, state) live behind boxes,
+/// so that these moves copy hundreds of bytes, not kilobytes (the CBC + HMAC cipher alone is
+/// over 2 KiB inline).
+#[test]
+fn ike_sa_moves_stay_small() {
+    use std::mem::size_of;
+    assert!(size_of::<crate::crypto::SkCipher>() <= 64);
+    assert!(
+        size_of::<crate::sa::IkeSa>() <= 1024,
+        "{}",
+        size_of::<crate::sa::IkeSa>()
+    );
+    assert!(size_of::<Output>() <= 512);
+}

@@ -299,7 +299,11 @@ fn main() -> Result<()> {
     // The kernel alone inserting the same policies, at each N vtid ran (after the hubs, so
     // their figures are in first): what part of the growth with N no key manager can avoid.
     let mut floors = Vec::new();
-    for n in summary.iter().filter(|f| f.kind == Kind::Vtid).map(|f| f.spokes) {
+    for n in summary
+        .iter()
+        .filter(|f| f.kind == Kind::Vtid)
+        .map(|f| f.spokes)
+    {
         wait_idle();
         let t = policy_floor::policy_insert_time(n, HUB_UNDERLAY, spoke_underlay)?;
         floors.push((n, t));
@@ -994,7 +998,7 @@ fn spoke_config(i: usize) -> Arc<EndpointConfig> {
     )
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum St {
     Waiting,
     InFlight,
@@ -1334,17 +1338,24 @@ async fn loadgen_async(
         }
         if !installs.is_empty() {
             let mut b = h.batch();
+            // What each batch item is, for an error that names it.
+            let mut what = Vec::new();
             for (i, inst) in &installs {
                 let (sas, pols) = spoke_kernel_objects(*i, inst);
                 for s in &sas {
                     b.add_sa(s);
+                    what.push(format!(
+                        "spoke {i} (state {:?}, attempt {}): SA {} -> {} spi {:08x}",
+                        st[*i], attempts[*i], s.src, s.dst, s.spi.0
+                    ));
                 }
                 for p in &pols {
                     b.add_policy(p);
+                    what.push(format!("spoke {i}: policy {:?}", p.dir));
                 }
             }
-            for r in b.execute().await? {
-                r.context("spoke SA/policy install")?;
+            for (r, w) in b.execute().await?.into_iter().zip(what) {
+                r.with_context(|| format!("spoke SA/policy install: {w}"))?;
             }
             for (i, _) in installs {
                 if st[i] == St::InFlight {

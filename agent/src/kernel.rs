@@ -474,7 +474,10 @@ pub async fn local_addrs(h: &Handle) -> Result<LocalAddrs> {
         // ESP offload is a feature of the drivers that implement xdo_dev_state_add
         // (net/xfrm/xfrm_device.c); tunnel devices never have it, so the hub's thousands of
         // xfrm/vti interfaces are not asked one ethtool ioctl each.
-        let tunnel = matches!(l.kind.as_deref(), Some("xfrm" | "vti" | "vti6" | "gre" | "ip6gre"));
+        let tunnel = matches!(
+            l.kind.as_deref(),
+            Some("xfrm" | "vti" | "vti6" | "gre" | "ip6gre")
+        );
         if !tunnel && link.esp_hw_offload(&l.name).unwrap_or(false) {
             out.esp_offload.insert(l.name.clone());
         }

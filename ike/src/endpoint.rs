@@ -204,6 +204,8 @@ pub struct Endpoint {
     /// `Arc<PeerConfig>` instead of a copy made per handshake. Rebuilt on `Reconfigure`.
     peers: Vec<Arc<PeerConfig>>,
     rng: Rng,
+    /// Inbound ESP SPIs handed out (see [`crate::spis`]).
+    spis: crate::spis::Spis,
     /// IKE SAs by our own SPI.
     sas: HashMap<u64, IkeSa>,
     /// The same SAs' SPIs by connection and authenticated peer, kept by `after`.
@@ -246,6 +248,7 @@ macro_rules! ctx {
             now: $now,
             unix_time: wall_time($self.wall_clock, $now),
             rng: &mut $self.rng,
+            spis: &mut $self.spis,
             out: &mut $self.out,
             config: &$self.config,
             peers: &$self.peers,
@@ -260,10 +263,14 @@ macro_rules! ctx {
 impl Endpoint {
     /// A new engine. All randomness (SPIs, nonces, key exchange, jitter) comes from `rng_seed`.
     pub fn new(config: Arc<EndpointConfig>, rng_seed: [u8; 32]) -> Self {
+        // The SPI permutation's keys come from their own ChaCha stream of the same seed.
+        let mut spi_rng = Rng::from_seed(rng_seed);
+        spi_rng.set_stream(u64::from_be_bytes(*b"vtidspis"));
         Self {
             peers: shared_peers(&config),
             config,
             rng: Rng::from_seed(rng_seed),
+            spis: crate::spis::Spis::new(&mut spi_rng),
             sas: HashMap::new(),
             by_peer: by_peer::ByPeer::default(),
             admission: Admission::default(),

@@ -71,6 +71,7 @@ pub mod persist;
 pub mod proposal;
 mod sa;
 pub mod secret;
+mod spis;
 pub mod transform;
 pub mod ts;
 pub mod v1;

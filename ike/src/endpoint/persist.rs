@@ -63,7 +63,9 @@ impl Endpoint {
     /// request uses the next message ID. The connection must be configured here under the
     /// same id and name. On error nothing changes.
     pub fn adopt(&mut self, now: Instant, state: &IkeSaState) -> Result<(), PersistError> {
-        self.adopt_all(now, [state]).pop().expect("one result per state")
+        self.adopt_all(now, [state])
+            .pop()
+            .expect("one result per state")
     }
 
     /// [`Endpoint::adopt`] for each of `states` in order, one result each. The session and
@@ -119,6 +121,10 @@ impl Endpoint {
         let sa = IkeSa::adopt(now, peer, state, self.config.nat_keepalive)?;
         self.next_id = self.next_id.max(ids.max().unwrap_or(0) + 1);
         used.extend(mine);
+        // Its inbound SPIs stay in use: the engine must not hand them out again.
+        for c in &state.children {
+            self.spis.adopt(c.spi_in);
+        }
         self.sas.insert(spi, sa);
         self.after(spi);
         Ok(())

@@ -86,6 +86,8 @@ pub(crate) struct Ctx<'a> {
     /// validity (RFC 5280 §6.1.3 (a)(2)) reads it.
     pub(crate) unix_time: Option<u64>,
     pub(crate) rng: &'a mut Rng,
+    /// Inbound ESP SPIs, unique within the engine (see [`crate::spis`]).
+    pub(crate) spis: &'a mut crate::spis::Spis,
     pub(crate) out: &'a mut VecDeque<Output>,
     pub(crate) config: &'a EndpointConfig,
     /// `config.peers`, each behind the `Arc` its SAs share.
@@ -120,13 +122,7 @@ impl Ctx<'_> {
     }
 
     pub(crate) fn spi32(&mut self) -> u32 {
-        loop {
-            // SPIs 1..=255 are reserved by IANA (RFC 4303 §2.1).
-            let s = self.rng.next_u32();
-            if s > 0xff {
-                return s;
-            }
-        }
+        self.spis.next()
     }
 
     pub(crate) fn spi64(&mut self) -> u64 {

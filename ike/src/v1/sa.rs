@@ -1930,7 +1930,8 @@ impl Established {
             life_secs: child.lifetime.lifetime.as_secs(),
             life_kb: child.lifetime_bytes.map(|b| b.hard / 1024),
         };
-        let spi_in = ctx.nonzero_u32();
+        // The upper half of the SPI space: IKEv2's engine hands out the lower (crate::spis).
+        let spi_in = ctx.nonzero_u32() | crate::spis::V1_BIT;
         let offer = c.natt.encap_sa(proposal::esp_offer(spi_in, &props, &suite));
         let ni = ctx.nonce();
         let ke = match child.pfs {
@@ -2040,7 +2041,8 @@ impl Established {
             .filter(|p| c.peer.allow_legacy || !p.is_legacy())
             .copied()
             .collect();
-        let spi_in = ctx.nonzero_u32();
+        // The upper half of the SPI space: IKEv2's engine hands out the lower (crate::spis).
+        let spi_in = ctx.nonzero_u32() | crate::spis::V1_BIT;
         let mut choice = proposal::esp_select(
             &crate::v1::natt::plain_sa(sa),
             &EspPolicy {

@@ -6,10 +6,11 @@
 //! a hub of 10,000 spokes, and more as rekeys add SAs. A colliding SA cannot be installed
 //! (the kernel refuses a second (dst, SPI, proto): `xfrm_state_add` returns EEXIST), while
 //! the peer already sends on it. So the engine walks a keyed permutation of a counter
-//! instead: each SPI is new until 2³¹ have been handed out, and none is predictable from
-//! the count alone. SPIs adopted from a previous process ([`crate::Endpoint::adopt`]) are
-//! skipped. IKEv2 takes the lower half of the space; the IKEv1 engine, which has its own,
-//! sets the top bit ([`V1_BIT`]), so the two never meet.
+//! instead (keyed from the engine's seed): each SPI is new until 2³¹ have been handed out.
+//! Nothing relies on SPIs being unguessable (ESP's integrity check is what rejects forged
+//! packets, RFC 4303 §3.4.4). SPIs adopted from a previous process
+//! ([`crate::Endpoint::adopt`]) are skipped. IKEv2 takes the lower half of the space; the
+//! IKEv1 engine, which has its own, sets the top bit ([`V1_BIT`]), so the two never meet.
 
 use std::collections::HashSet;
 

@@ -47,15 +47,21 @@
 //! request (always positive) and from it receiving the response (negative: the interface was
 //! up before the answer left).
 //!
-//! Baselines: charon (Debian's strongSwan) with one connection matching every spoke,
-//! `if_id_in = if_id_out = %unique` and an updown script for the xfrm interface with that
-//! if_id, its up state and the route of the spoke's traffic selector, deleted on down-client:
-//! - `strongSwan+updown` (what users do today): the script runs one `ip -batch` per event,
-//!   so each spoke costs a shell and an `ip` process (each start costs 170-240 ms under TCG);
-//! - `strongSwan+helper`: the script only `printf`s the three commands (a shell builtin) into
-//!   a FIFO that one long-running `ip -force -batch FIFO` in the hub's namespace reads: the
-//!   shell charon starts per event is the only process per spoke. charon returns from the
-//!   script before the interface exists, so its IKE_AUTH response may leave first.
+//! Baselines: charon (Debian's strongSwan) with one connection matching every spoke and
+//! `if_id_in = if_id_out = %unique`; per Child SA up, the xfrm interface with that if_id, its
+//! up state and the route of the spoke's traffic selector; per Child SA down, the interface
+//! deleted:
+//! - `strongSwan+updown` (what users do today): an updown script that runs one `ip -batch`
+//!   per event, so each spoke costs a shell and an `ip` process (each start costs 170-240 ms
+//!   under TCG), run by charon before it sends the IKE_AUTH response;
+//! - `strongSwan+helper`: no updown script and no process per spoke. One persistent helper (a
+//!   thread of this benchmark and one `ip -force -batch -` in the hub's namespace, started
+//!   before the spokes) is registered for charon's `child-updown` VICI event (strongSwan's
+//!   vici README; the message is `up = yes` on up, then the IKE SA's section holding
+//!   `child-sas`, each Child SA with its hex `if-id-in` and its `remote-ts` list) and writes
+//!   the same `ip` commands the updown script runs to that `ip`'s standard input. charon
+//!   raises the event and goes on without waiting for it, so its IKE_AUTH response may leave
+//!   before the interface exists. The helper's CPU (its thread and its `ip`) is counted.
 //!
 //! Tuned for many peers so it is not handicapped: `ikesa_table_size = 1024`,
 //! `ikesa_table_segments = 16`, `cookie_threshold = 1000` (the default 30 would demand
@@ -70,10 +76,11 @@ mod policy_floor;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::IoSlice;
+use std::io::{IoSlice, Read, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,6 +96,7 @@ use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockProtocol, Sock
 use nstest::strongswan::Strongswan;
 use nstest::vtid::Vtid;
 use nstest::{Netns, TopoSpec};
+use vtid::vici::wire;
 
 const PSK: &str = "benchmark-hub-and-spokes-key";
 /// The vtid hub's metrics listener, in its namespace (for its netlink request counter).
@@ -105,7 +113,7 @@ enum Kind {
     Vtid,
     /// charon running an updown script that runs `ip` per event.
     Strongswan,
-    /// charon whose updown script hands each event to one persistent `ip -batch` process.
+    /// charon without updown; one persistent helper takes its `child-updown` VICI events.
     SwanHelper,
 }
 
@@ -400,23 +408,33 @@ fn run_hub(kind: Kind, n: usize, a: &Args) -> Result<Figures> {
         .next()
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN);
-    let cpu_helper = match &helper {
-        Some(h) => cpu_secs(h.child.id())?.0,
-        None => 0.0,
+    let helper_cpu = match &helper {
+        Some(h) => h.cpu_secs()?,
+        None => (0.0, 0.0, 0.0),
     };
-    let helper_note = match kind {
-        Kind::Vtid => String::new(),
-        Kind::Strongswan | Kind::SwanHelper => {
-            let others = other_pids(hub_ns, pid)?;
+    let cpu_helper = helper_cpu.0 + helper_cpu.1;
+    let helper_note = match (&helper, kind) {
+        (_, Kind::Vtid) => String::new(),
+        (None, _) => format!(
+            "charon's RSS only; {} other process(es) in the hub namespace now (updown scripts \
+             are transient)",
+            other_pids(hub_ns, pid)?
+        ),
+        (Some(h), _) => {
+            let t = h.tally();
             format!(
-                "charon's RSS only; {} other process(es) in the hub namespace now (updown \
-                 scripts are transient{})",
-                others,
-                if kind == Kind::SwanHelper {
-                    ", the helper is not"
-                } else {
-                    ""
-                }
+                "charon's RSS only; the helper's thread and its `ip` (RSS {} KiB) are not; \
+                 helper CPU: thread {:.1} s, `ip` {:.1} s ({:.1} s in the kernel); it took {} \
+                 child-updown events up and {} down{}",
+                rss_kib(h.ip.id())?,
+                helper_cpu.0,
+                helper_cpu.1,
+                helper_cpu.2,
+                t.up,
+                t.down,
+                t.error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("; its first error: {e}"))
             )
         }
     };
@@ -514,7 +532,7 @@ fn run_hub(kind: Kind, n: usize, a: &Args) -> Result<Figures> {
             let _ = hub_ns.ip(&["-force", "-batch", &f.to_string_lossy()]);
         }
     }
-    // After the hub: charon's down-client scripts write to the FIFO while it stops.
+    // After the hub: its VICI connection is closed by then.
     drop(helper);
     drop(topo);
     Ok(Figures {
@@ -619,42 +637,207 @@ fn start_vtid_hub(ns: &Netns, dir: &Path, mode: Option<&str>) -> Result<Vtid> {
     )
 }
 
-/// The persistent helper of the second strongSwan baseline: one `ip -force -batch FIFO` in the
-/// hub's namespace, reading what the updown scripts write to the FIFO. We hold the FIFO open
-/// for writing too, so `ip` never reads an end of file between two events.
+/// What the helper has done so far.
+#[derive(Default)]
+struct Tally {
+    up: usize,
+    down: usize,
+    /// The first event it could not act on, or why it stopped early.
+    error: Option<String>,
+}
+
+/// The persistent helper of the second strongSwan baseline: a thread of this process
+/// registered for charon's `child-updown` VICI event, and one `ip -force -batch -` in the
+/// hub's namespace that runs the commands the thread writes to its standard input (`-force`:
+/// a failed command does not end the batch).
 struct Helper {
-    child: std::process::Child,
-    _fifo: std::fs::File,
+    ip: std::process::Child,
+    /// The thread's VICI connection, shut down to end its blocking read.
+    conn: UnixStream,
+    /// The thread's id, for its CPU in /proc/self/task/TID/stat.
+    tid: i32,
+    tally: Arc<Mutex<Tally>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Helper {
+    /// Registers for `child-updown` on charon's VICI socket at `vici` (the confirmation is
+    /// awaited here, so no event of the run is missed) and starts the thread and its `ip`.
+    fn start(ns: &Netns, vici: &Path, dir: &Path) -> Result<Self> {
+        let mut conn = UnixStream::connect(vici)
+            .with_context(|| format!("connect to charon at {}", vici.display()))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        conn.write_all(&wire::Packet::Register("child-updown".into()).encode()?)?;
+        match read_vici(&mut conn)? {
+            Some(wire::Packet::Confirm) => {}
+            other => bail!("charon answered the child-updown registration with {other:?}"),
+        }
+        conn.set_read_timeout(None)?;
+        let log = std::fs::File::create(dir.join("helper.log"))?;
+        let mut ip = std::process::Command::new("ip")
+            .args(["-n", ns.name(), "-force", "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start ip -batch")?;
+        let stdin = ip.stdin.take().context("ip's stdin")?;
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (reader, t2) = (conn.try_clone()?, tally.clone());
+        let thread = std::thread::spawn(move || {
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+            if let Err(e) = helper_loop(reader, stdin, &t2) {
+                t2.lock()
+                    .expect("tally lock")
+                    .error
+                    .get_or_insert(format!("{e:#}"));
+            }
+        });
+        let tid = tid_rx.recv().context("helper thread")?;
+        Ok(Self {
+            ip,
+            conn,
+            tid,
+            tally,
+            thread: Some(thread),
+        })
+    }
+
+    /// CPU seconds so far of the thread, of its `ip`, and the system part of the latter
+    /// (creating a netdev is kernel work in the caller's context).
+    fn cpu_secs(&self) -> Result<(f64, f64, f64)> {
+        let own = stat_cpu(&std::fs::read_to_string(format!(
+            "/proc/self/task/{}/stat",
+            self.tid
+        ))?)?
+        .0;
+        Ok((own, cpu_secs(self.ip.id())?.0, sys_secs(self.ip.id())?))
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().expect("tally lock")
+    }
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The thread's read returns, it ends and closes `ip`'s standard input: `ip` exits.
+        let _ = self.conn.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = self.ip.kill();
+        let _ = self.ip.wait();
     }
 }
 
-fn start_helper(ns: &Netns, dir: &Path) -> Result<(Helper, std::path::PathBuf)> {
-    let fifo = dir.join("updown.fifo");
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .context("mkfifo")?;
-    // O_RDWR never blocks on a FIFO (Linux), and keeps a writer open.
-    let hold = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .context("open the FIFO")?;
-    let log = std::fs::File::create(dir.join("helper.log"))?;
-    let child = std::process::Command::new("ip")
-        .args(["-n", ns.name(), "-force", "-batch"])
-        .arg(&fifo)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("start ip -batch")?;
-    Ok((Helper { child, _fifo: hold }, fifo))
+/// One VICI packet from `conn` (README "Transport protocol": a 32-bit big-endian length, then
+/// the packet); `None` at the end of the stream.
+fn read_vici(conn: &mut UnixStream) -> Result<Option<wire::Packet>> {
+    let mut len = [0u8; 4];
+    match conn.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e).context("read from charon's VICI socket"),
+    }
+    let mut body = vec![0u8; wire::check_length(u32::from_be_bytes(len))?];
+    conn.read_exact(&mut body)?;
+    Ok(Some(wire::decode(&body)?))
+}
+
+/// Events until charon closes the connection (or the bench shuts it down): each
+/// `child-updown` becomes its `ip` commands, written as one line batch.
+fn helper_loop(
+    mut conn: UnixStream,
+    mut ip: std::process::ChildStdin,
+    tally: &Mutex<Tally>,
+) -> Result<()> {
+    // Child SA (its `child-sas` section name, unique per Child SA) -> its if_id, for a down
+    // event that does not list the SA's if_id (charon lists it only in some states).
+    let mut if_ids: HashMap<String, u32> = HashMap::new();
+    while let Some(p) = read_vici(&mut conn)? {
+        let wire::Packet::Event { name, message } = p else {
+            continue;
+        };
+        if name != "child-updown" {
+            continue;
+        }
+        match updown_commands(&message, &mut if_ids) {
+            Ok((up, cmds)) => {
+                ip.write_all(cmds.as_bytes())
+                    .context("write to ip -batch")?;
+                let mut t = tally.lock().expect("tally lock");
+                if up {
+                    t.up += 1;
+                } else {
+                    t.down += 1;
+                }
+            }
+            Err(e) => {
+                tally
+                    .lock()
+                    .expect("tally lock")
+                    .error
+                    .get_or_insert(format!("{e:#}: {message:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `ip` commands of one `child-updown` event, the updown script's: on up the xfrm
+/// interface `swvN` with if_id N (charon prints `if-id-in` as hex, updown's `PLUTO_IF_ID_IN`
+/// as decimal), up, and a route to each remote traffic selector through it; on down the
+/// interface deleted (its routes go with it). Returns whether the event was an up.
+fn updown_commands(m: &wire::Message, if_ids: &mut HashMap<String, u32>) -> Result<(bool, String)> {
+    let up = m.get("up") == Some("yes");
+    let ike = m
+        .entries
+        .iter()
+        .find_map(|(_, e)| match e {
+            wire::Element::Section(s) => Some(s),
+            _ => None,
+        })
+        .context("no IKE SA section")?;
+    let children = ike.section_of("child-sas").context("no child-sas")?;
+    let mut cmds = String::new();
+    for (child_name, e) in &children.entries {
+        let wire::Element::Section(child) = e else {
+            continue;
+        };
+        let listed = child
+            .get("if-id-in")
+            .map(|h| u32::from_str_radix(h, 16).with_context(|| format!("if-id-in {h}")))
+            .transpose()?;
+        let dev = |id: u32| format!("swv{id}");
+        if up {
+            let id = listed.context("an up Child SA without if-id-in")?;
+            if_ids.insert(child_name.clone(), id);
+            let _ = writeln!(cmds, "link add {} type xfrm if_id {id}", dev(id));
+            let _ = writeln!(cmds, "link set {} up", dev(id));
+            let ts = child
+                .entries
+                .iter()
+                .find_map(|(k, e)| match e {
+                    wire::Element::List(items) if k == "remote-ts" => Some(items),
+                    _ => None,
+                })
+                .context("no remote-ts")?;
+            for t in ts {
+                let t = std::str::from_utf8(t).context("remote-ts not text")?;
+                let _ = writeln!(cmds, "route replace {t} dev {}", dev(id));
+            }
+        } else {
+            let id = listed
+                .or_else(|| if_ids.get(child_name).copied())
+                .context("a down Child SA without if-id-in, not seen up")?;
+            if_ids.remove(child_name);
+            let _ = writeln!(cmds, "link del {}", dev(id));
+        }
+    }
+    ensure!(!cmds.is_empty(), "no Child SA in the event");
+    Ok((up, cmds))
 }
 
 fn start_hub(
@@ -663,55 +846,34 @@ fn start_hub(
     dir: &Path,
     mode: Option<&str>,
 ) -> Result<(HubProc, Option<Helper>)> {
-    let (updown_body, helper) = match kind {
+    let updown = match kind {
         // The release binary next to this (release) example, unless NSTEST_VTID_BIN says.
         Kind::Vtid => return Ok((HubProc::Vtid(start_vtid_hub(ns, dir, mode)?), None)),
-        Kind::Strongswan => (
-            "up-client)\n\
-             \tip -batch - <<EOF\n\
-             link add $dev type xfrm if_id $PLUTO_IF_ID_IN\n\
-             link set $dev up\n\
-             route replace $PLUTO_PEER_CLIENT dev $dev\n\
-             EOF\n\
-             \t;;\n\
-             down-client)\n\
-             \tip link del \"$dev\"\n\
-             \t;;\n"
-                .to_string(),
-            None,
-        ),
-        Kind::SwanHelper => {
-            let (h, fifo) = start_helper(ns, dir)?;
-            // printf is a shell builtin: the script starts no process, and one write of
-            // less than PIPE_BUF bytes reaches the FIFO whole (pipe(7)).
-            let f = fifo.display();
-            (
-                format!(
-                    "up-client)\n\
-                     \tprintf 'link add %s type xfrm if_id %s\\nlink set %s up\\nroute replace %s dev %s\\n' \
-                     \"$dev\" \"$PLUTO_IF_ID_IN\" \"$dev\" \"$PLUTO_PEER_CLIENT\" \"$dev\" > {f}\n\
-                     \t;;\n\
-                     down-client)\n\
-                     \tprintf 'link del %s\\n' \"$dev\" > {f}\n\
-                     \t;;\n"
-                ),
-                Some(h),
-            )
+        Kind::Strongswan => {
+            let path = dir.join("updown.sh");
+            std::fs::write(
+                &path,
+                "#!/bin/sh\n\
+                 # One xfrm interface per CHILD_SA, keyed by its unique if_id.\n\
+                 dev=\"swv$PLUTO_IF_ID_IN\"\n\
+                 case \"$PLUTO_VERB\" in\n\
+                 up-client)\n\
+                 \tip -batch - <<EOF\n\
+                 link add $dev type xfrm if_id $PLUTO_IF_ID_IN\n\
+                 link set $dev up\n\
+                 route replace $PLUTO_PEER_CLIENT dev $dev\n\
+                 EOF\n\
+                 \t;;\n\
+                 down-client)\n\
+                 \tip link del \"$dev\"\n\
+                 \t;;\n\
+                 esac\n",
+            )?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            format!("        updown = {}\n", path.display())
         }
+        Kind::SwanHelper => String::new(),
     };
-    let updown = dir.join("updown.sh");
-    std::fs::write(
-        &updown,
-        format!(
-            "#!/bin/sh\n\
-             # One xfrm interface per CHILD_SA, keyed by its unique if_id.\n\
-             dev=\"swv$PLUTO_IF_ID_IN\"\n\
-             case \"$PLUTO_VERB\" in\n\
-             {updown_body}\
-             esac\n"
-        ),
-    )?;
-    std::fs::set_permissions(&updown, std::fs::Permissions::from_mode(0o755))?;
     let swanctl = format!(
         "connections {{\n  spokes {{\n    version = 2\n    local_addrs = {HUB_UNDERLAY}\n    \
          remote_addrs = 172.16.0.0/16\n    proposals = aes256gcm16-prfsha256-x25519\n    \
@@ -719,14 +881,18 @@ fn start_hub(
          remote {{\n      auth = psk\n      id = %any\n    }}\n    children {{\n      c {{\n        \
          local_ts = 10.0.0.0/24\n        remote_ts = 10.128.0.0/16\n        \
          esp_proposals = aes256gcm16\n        mode = tunnel\n        start_action = none\n        \
-         if_id_in = %unique\n        if_id_out = %unique\n        updown = {}\n      }}\n    }}\n  }}\n}}\n\
-         secrets {{\n  ike-spokes {{\n    secret = \"{PSK}\"\n  }}\n}}\n",
-        updown.display()
+         if_id_in = %unique\n        if_id_out = %unique\n{updown}      }}\n    }}\n  }}\n}}\n\
+         secrets {{\n  ike-spokes {{\n    secret = \"{PSK}\"\n  }}\n}}\n"
     );
     let extra = "  ikesa_table_size = 1024\n  ikesa_table_segments = 16\n  \
                  cookie_threshold = 1000\n  threads = 16\n  filelog {\n    stderr {\n      \
                  default = 1\n      ike = 1\n      cfg = 1\n      knl = 1\n    }\n  }\n";
     let s = Strongswan::start_conf_tuned(ns, dir, &swanctl, extra)?;
+    // Running before the first spoke: registered once charon's socket is up.
+    let helper = match kind {
+        Kind::SwanHelper => Some(Helper::start(ns, &s.vici_path(), dir)?),
+        _ => None,
+    };
     Ok((HubProc::Swan(s), helper))
 }
 
@@ -1730,5 +1896,64 @@ fn print_summary(all: &[Figures], floors: &[(usize, Duration)]) {
             fb / fa,
             (per(b) - fb) / (per(a) - fa)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `child-updown` message shaped as strongSwan 5.9.8's `vici_query.c` builds it
+    /// (`child_updown`, `list_child`, `list_child_ipsec`), through the wire and back.
+    fn event(up: bool, if_id: Option<&str>) -> wire::Message {
+        let mut child = wire::Message::new()
+            .kv("name", "c")
+            .kv("uniqueid", 7)
+            .kv("state", if up { "INSTALLED" } else { "DELETING" });
+        if let Some(id) = if_id {
+            child = child.kv("if-id-in", id).kv("if-id-out", id);
+        }
+        let child = child
+            .list("local-ts", &["10.0.0.0/24"])
+            .list("remote-ts", &["10.128.0.5/32"]);
+        let ike = wire::Message::new()
+            .kv("uniqueid", 3)
+            .section("child-sas", wire::Message::new().section("c-7", child));
+        let m = if up {
+            wire::Message::new().kv("up", "yes")
+        } else {
+            wire::Message::new()
+        }
+        .section("spokes", ike);
+        let bytes = wire::Packet::Event {
+            name: "child-updown".into(),
+            message: m,
+        }
+        .encode()
+        .unwrap();
+        match wire::decode_frame(&bytes).unwrap() {
+            wire::Packet::Event { message, .. } => message,
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn child_updown_becomes_the_updown_scripts_commands() {
+        let mut ids = HashMap::new();
+        let (up, cmds) = updown_commands(&event(true, Some("0000002a")), &mut ids).unwrap();
+        assert!(up);
+        assert_eq!(
+            cmds,
+            "link add swv42 type xfrm if_id 42\nlink set swv42 up\n\
+             route replace 10.128.0.5/32 dev swv42\n"
+        );
+        // A down event without the if_id: the one seen on up.
+        let (up, cmds) = updown_commands(&event(false, None), &mut ids).unwrap();
+        assert!(!up);
+        assert_eq!(cmds, "link del swv42\n");
+        // Neither listed nor seen: an error, not a guess.
+        assert!(updown_commands(&event(false, None), &mut ids).is_err());
+        assert!(updown_commands(&event(true, None), &mut ids).is_err());
+        assert!(updown_commands(&event(true, Some("zz")), &mut ids).is_err());
     }
 }

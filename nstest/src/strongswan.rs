@@ -567,7 +567,13 @@ impl Strongswan {
     /// A VICI connection to this charon ([`crate::vici`]): the same commands as `swanctl`
     /// without a process start per command.
     pub fn vici(&self) -> Result<crate::vici::Vici> {
-        crate::vici::Vici::connect(&self.run.join("charon.vici"), Duration::from_secs(60))
+        crate::vici::Vici::connect(&self.vici_path(), Duration::from_secs(60))
+    }
+
+    /// charon's VICI socket, for a client of its own (a Unix socket is reached by path from
+    /// any network namespace).
+    pub fn vici_path(&self) -> PathBuf {
+        self.run.join("charon.vici")
     }
 
     /// Like [`Strongswan::initiate`] over VICI: blocks until the child is up or the attempt

@@ -1504,24 +1504,30 @@ async fn loadgen_async(
         }
         if !installs.is_empty() {
             let mut b = h.batch();
-            // What each batch item is, for an error that names it.
+            // What each batch item is (spoke, and the SA's addresses and SPI), so that an
+            // error names it; formatted only then, the loop being the load generator's.
             let mut what = Vec::new();
             for (i, inst) in &installs {
                 let (sas, pols) = spoke_kernel_objects(*i, inst);
                 for s in &sas {
                     b.add_sa(s);
-                    what.push(format!(
-                        "spoke {i} (state {:?}, attempt {}): SA {} -> {} spi {:08x}",
-                        st[*i], attempts[*i], s.src, s.dst, s.spi.0
-                    ));
+                    what.push((*i, Some((s.src, s.dst, s.spi.0))));
                 }
                 for p in &pols {
                     b.add_policy(p);
-                    what.push(format!("spoke {i}: policy {:?}", p.dir));
+                    what.push((*i, None));
                 }
             }
-            for (r, w) in b.execute().await?.into_iter().zip(what) {
-                r.with_context(|| format!("spoke SA/policy install: {w}"))?;
+            for (r, (i, sa)) in b.execute().await?.into_iter().zip(what) {
+                r.with_context(|| {
+                    let item = sa.map_or("a policy".to_string(), |(src, dst, spi)| {
+                        format!("SA {src} -> {dst} spi {spi:08x}")
+                    });
+                    format!(
+                        "spoke SA/policy install: spoke {i} (state {:?}, attempt {}): {item}",
+                        st[i], attempts[i]
+                    )
+                })?;
             }
             for (i, _) in installs {
                 if st[i] == St::InFlight {

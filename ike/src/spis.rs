@@ -10,7 +10,8 @@
 //! Nothing relies on SPIs being unguessable (ESP's integrity check is what rejects forged
 //! packets, RFC 4303 §3.4.4). SPIs adopted from a previous process
 //! ([`crate::Endpoint::adopt`]) are skipped. IKEv2 takes the lower half of the space; the
-//! IKEv1 engine, which has its own, sets the top bit ([`V1_BIT`]), so the two never meet.
+//! IKEv1 engine walks its own permutation ([`Spis::v1`]) in the upper half (the top bit,
+//! [`V1_BIT`], set), so the two never meet.
 
 use std::collections::HashSet;
 
@@ -27,29 +28,41 @@ pub(crate) struct Spis {
     mul: u32,
     xor: u32,
     next: u32,
+    /// 0 for IKEv2's half of the space, [`V1_BIT`] for IKEv1's.
+    half: u32,
     /// In use by adopted Child SAs, which the permutation does not know about.
     adopted: HashSet<u32>,
 }
 
 impl Spis {
+    /// IKEv2's SPIs: the lower half of the space.
     pub(crate) fn new(rng: &mut impl RngCore) -> Self {
         Spis {
             mul: rng.next_u32() | 1,
             xor: rng.next_u32(),
             next: rng.next_u32(),
+            half: 0,
             adopted: HashSet::new(),
         }
     }
 
-    /// The next inbound SPI: in 0x100..=0x7fff_ffff, never one handed out before in this
-    /// process or adopted.
+    /// IKEv1's SPIs: the upper half of the space.
+    pub(crate) fn v1(rng: &mut impl RngCore) -> Self {
+        Spis {
+            half: V1_BIT,
+            ..Spis::new(rng)
+        }
+    }
+
+    /// The next inbound SPI: in 0x100..=0x7fff_ffff (IKEv2) or 0x8000_0000..=0xffff_ffff
+    /// (IKEv1), never one handed out before in this process or adopted.
     pub(crate) fn next(&mut self) -> u32 {
         loop {
             let c = self.next;
             self.next = self.next.wrapping_add(1);
             // Multiplication by an odd number and XOR are both bijections modulo 2³¹, so
             // distinct counters give distinct SPIs until the counter wraps.
-            let spi = (c.wrapping_mul(self.mul) ^ self.xor) & !V1_BIT;
+            let spi = (c.wrapping_mul(self.mul) ^ self.xor) & !V1_BIT | self.half;
             if spi > RESERVED && !self.adopted.contains(&spi) {
                 return spi;
             }
@@ -79,6 +92,17 @@ mod tests {
             let spi = s.next();
             assert!(spi > RESERVED && spi & V1_BIT == 0, "{spi:#x}");
             assert_ne!(spi, first, "an adopted SPI is never handed out");
+            assert!(seen.insert(spi), "{spi:#x} handed out twice");
+        }
+    }
+
+    #[test]
+    fn v1_distinct_in_the_upper_half() {
+        let mut s = Spis::v1(&mut crate::crypto::Rng::from_seed([5; 32]));
+        let mut seen = HashSet::new();
+        for _ in 0..100_000 {
+            let spi = s.next();
+            assert!(spi & V1_BIT != 0, "{spi:#x}");
             assert!(seen.insert(spi), "{spi:#x} handed out twice");
         }
     }

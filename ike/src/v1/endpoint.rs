@@ -128,6 +128,8 @@ pub const FIRST_ID: u64 = 1 << 48;
 pub struct Endpoint {
     config: Arc<V1Config>,
     rng: Rng,
+    /// Inbound ESP SPIs: the upper half of the space, each handed out once (crate::spis).
+    spis: crate::spis::Spis,
     /// ISAKMP SAs by our cookie.
     sas: HashMap<u64, Phase1Sa>,
     /// (peer address, its initiator cookie) -> our responder cookie, for MM1 repeats.
@@ -146,6 +148,7 @@ macro_rules! ctx {
         Ctx {
             now: $now,
             rng: &mut $self.rng,
+            spis: &mut $self.spis,
             out: &mut $self.out,
             config: &$self.config,
             stats: &mut $self.stats,
@@ -177,9 +180,11 @@ fn info(sa: &Phase1Sa) -> V1SaInfo {
 impl Endpoint {
     /// A new engine; all randomness (cookies, SPIs, nonces, DH, message IDs) from `rng_seed`.
     pub fn new(config: Arc<V1Config>, rng_seed: [u8; 32]) -> Self {
+        let mut rng = Rng::from_seed(rng_seed);
         Self {
             config,
-            rng: Rng::from_seed(rng_seed),
+            spis: crate::spis::Spis::v1(&mut rng),
+            rng,
             sas: HashMap::new(),
             answered: HashMap::new(),
             out: VecDeque::new(),

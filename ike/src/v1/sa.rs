@@ -104,6 +104,8 @@ const DONE_LINGER: Duration = Duration::from_secs(64);
 pub(crate) struct Ctx<'a> {
     pub(crate) now: Instant,
     pub(crate) rng: &'a mut Rng,
+    /// Inbound ESP SPIs, unique within the engine (crate::spis).
+    pub(crate) spis: &'a mut crate::spis::Spis,
     pub(crate) out: &'a mut VecDeque<Output>,
     pub(crate) config: &'a V1Config,
     pub(crate) stats: &'a mut Stats,
@@ -131,16 +133,6 @@ impl Ctx<'_> {
         let mut n = vec![0u8; 32];
         self.rng.fill_bytes(&mut n);
         n
-    }
-
-    fn nonzero_u32(&mut self) -> u32 {
-        loop {
-            let v = self.rng.next_u32();
-            // ESP SPIs 1..=255 are reserved (RFC 4303 §2.1); message IDs only avoid 0.
-            if v > 0xff {
-                return v;
-            }
-        }
     }
 }
 
@@ -1930,8 +1922,7 @@ impl Established {
             life_secs: child.lifetime.lifetime.as_secs(),
             life_kb: child.lifetime_bytes.map(|b| b.hard / 1024),
         };
-        // The upper half of the SPI space: IKEv2's engine hands out the lower (crate::spis).
-        let spi_in = ctx.nonzero_u32() | crate::spis::V1_BIT;
+        let spi_in = ctx.spis.next();
         let offer = c.natt.encap_sa(proposal::esp_offer(spi_in, &props, &suite));
         let ni = ctx.nonce();
         let ke = match child.pfs {
@@ -2041,8 +2032,7 @@ impl Established {
             .filter(|p| c.peer.allow_legacy || !p.is_legacy())
             .copied()
             .collect();
-        // The upper half of the SPI space: IKEv2's engine hands out the lower (crate::spis).
-        let spi_in = ctx.nonzero_u32() | crate::spis::V1_BIT;
+        let spi_in = ctx.spis.next();
         let mut choice = proposal::esp_select(
             &crate::v1::natt::plain_sa(sa),
             &EspPolicy {

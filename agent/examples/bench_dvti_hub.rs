@@ -17,12 +17,13 @@
 //! cargo build --release -p vtid --bin vtid --example bench_dvti_hub
 //! $CARGO_TARGET_DIR/debug/nstest vm --memory 4G -- \
 //!     $CARGO_TARGET_DIR/release/examples/bench_dvti_hub [--spokes N[,N...]] [--window W] \
-//!     [--swan-max N] [--probe K] [--only vtid|strongswan|strongswan-helper]
+//!     [--swan-max N] [--updown-max N] [--probe K] [--only vtid|strongswan|strongswan-helper]
 //! ```
 //!
-//! (default N = 1000, W = 50, K = 20; strongSwan runs only for N <= --swan-max, default 2000;
-//! vtid runs first at every N, the strongSwan hubs after; the hub's `vtid` is the release
-//! binary next to this example.)
+//! (default N = 1000, W = 50, K = 20; strongSwan runs only for N <= --swan-max, default 2000,
+//! and strongSwan+updown only for N <= --updown-max as well; vtid runs first at every N, then
+//! strongSwan+helper, then strongSwan+updown; the hub's `vtid` is the release binary next to
+//! this example.)
 //!
 //! Topology: a `hub` namespace and one load generator `lg`, joined by a veth in 172.16.0.0/16.
 //! The load generator holds N + K underlay addresses (172.16.1.0 + i) and inside addresses
@@ -134,6 +135,8 @@ struct Args {
     only: Option<Kind>,
     /// Above this N only vtid runs (the strongSwan hubs take too long).
     swan_max: usize,
+    /// Above this N strongSwan+updown does not run (a process per spoke: 647 s at 500).
+    updown_max: usize,
     /// Spokes brought up one at a time after the N (window 1), for per-handshake latency.
     probe: usize,
     timeout: Duration,
@@ -147,6 +150,7 @@ fn args() -> Result<Args> {
         window: 50,
         only: None,
         swan_max: 2000,
+        updown_max: usize::MAX,
         probe: 20,
         timeout: Duration::from_secs(1800),
         template_mode: None,
@@ -164,6 +168,7 @@ fn args() -> Result<Args> {
             }
             "--window" => a.window = val()?.parse().context("--window")?,
             "--swan-max" => a.swan_max = val()?.parse().context("--swan-max")?,
+            "--updown-max" => a.updown_max = val()?.parse().context("--updown-max")?,
             "--probe" => a.probe = val()?.parse().context("--probe")?,
             "--template-mode" => a.template_mode = Some(val()?.clone()),
             "--timeout-secs" => {
@@ -179,8 +184,8 @@ fn args() -> Result<Args> {
             }
             o => bail!(
                 "unknown argument {o}; usage: bench_dvti_hub [--spokes N[,N...]] [--window W] \
-                 [--only vtid|strongswan|strongswan-helper] [--swan-max N] [--probe K] \
-                 [--timeout-secs S] [--template-mode multipoint]"
+                 [--only vtid|strongswan|strongswan-helper] [--swan-max N] [--updown-max N] \
+                 [--probe K] [--timeout-secs S] [--template-mode multipoint]"
             ),
         }
     }
@@ -274,14 +279,18 @@ fn main() -> Result<()> {
     ])
     .context("raise RLIMIT_NOFILE")?;
     warm_up_crypto()?;
-    // vtid at every N first, then the strongSwan hubs where they run: the slow baselines
-    // come last, so the sweep's vtid figures are in even if they are cut short.
+    // vtid at every N first, then the strongSwan hubs where they run, the slowest
+    // (updown) last: the sweep's other figures are in even if it is cut short.
     let mut runs: Vec<(usize, Kind)> = Vec::new();
-    for pass in [Kind::Vtid, Kind::Strongswan, Kind::SwanHelper] {
+    for pass in [Kind::Vtid, Kind::SwanHelper, Kind::Strongswan] {
         for &n in &a.spokes {
             let wanted = match a.only {
                 Some(k) => k == pass,
-                None => pass == Kind::Vtid || n <= a.swan_max,
+                None => match pass {
+                    Kind::Vtid => true,
+                    Kind::SwanHelper => n <= a.swan_max,
+                    Kind::Strongswan => n <= a.swan_max.min(a.updown_max),
+                },
             };
             if wanted {
                 runs.push((n, pass));

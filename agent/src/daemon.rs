@@ -41,7 +41,28 @@ enum Input {
     /// A metrics scrape wants the exposition text.
     Metrics(crate::metrics::Scrape),
     Reload,
+    /// SIGINT: stop.
     Shutdown,
+    /// SIGTERM: stop, unless systemd stops the unit to start it again.
+    Terminate,
+}
+
+/// What the daemon does once a planned restart has saved its SAs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// `vtid restart`: re-execute the binary in the same process.
+    Exec,
+    /// `systemctl restart`: exit, leaving the kernel as it is; systemd starts the next
+    /// process, which finds the state file.
+    Exit,
+}
+
+/// A planned restart waiting (until `by`) for busy SAs to become quiet.
+struct Planned {
+    /// `vtid restart`'s request, answered once the state is saved.
+    reply: Option<tokio::sync::oneshot::Sender<control::Response>>,
+    by: Instant,
+    then: Then,
 }
 
 /// Options of `vtid run`.
@@ -132,10 +153,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     info!(socket = %sock_path.display(), tunnels = rt.tunnel_count(), "vtid running");
     crate::notify::ready();
 
-    let mut restart = false;
-    // A `vtid restart` waiting (until the instant) for busy SAs to become quiet.
-    let mut restart_asked: Option<(tokio::sync::oneshot::Sender<control::Response>, Instant)> =
-        None;
+    let mut restart: Option<Then> = None;
+    let mut restart_asked: Option<Planned> = None;
     loop {
         let mut deadline = rt.poll_timeout();
         if restart_asked.is_some() {
@@ -189,7 +208,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     let msg = "a restart is under way";
                     let _ = inc.reply.send(control::Response::error("busy", msg));
                 } else {
-                    restart_asked = Some((inc.reply, now + RESTART_SETTLE));
+                    restart_asked = Some(Planned {
+                        reply: Some(inc.reply),
+                        by: now + RESTART_SETTLE,
+                        then: Then::Exec,
+                    });
                 }
             }
             Some(Input::Control(inc)) => {
@@ -205,36 +228,61 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             Some(Input::Shutdown) => break,
+            // A SIGTERM during a planned restart is a stop after all.
+            Some(Input::Terminate) if restart_asked.is_some() => break,
+            Some(Input::Terminate) => {
+                if !systemd_restarts_us().await {
+                    break;
+                }
+                restart_asked = Some(Planned {
+                    reply: None,
+                    by: now + RESTART_SETTLE,
+                    then: Then::Exit,
+                });
+            }
             None => {}
         }
         rt.timers();
         rt.drain().await;
         let due = restart_asked
             .as_ref()
-            .is_some_and(|(_, by)| Instant::now() >= *by || rt.restart_quiet());
-        if due && let Some((reply, _)) = restart_asked.take() {
+            .is_some_and(|p| Instant::now() >= p.by || rt.restart_quiet());
+        if due && let Some(p) = restart_asked.take() {
             match rt.write_restart_state(&state_dir) {
                 Ok(v) => {
-                    let _ = reply.send(control::Response::Ok(v));
-                    restart = true;
+                    if let Some(reply) = p.reply {
+                        let _ = reply.send(control::Response::Ok(v));
+                    }
+                    restart = Some(p.then);
                     break;
                 }
                 Err(e) => {
                     error!("restart refused: {e:#}");
                     let msg = format!("{e:#}");
-                    let _ = reply.send(control::Response::error("restart-failed", msg));
+                    match p.reply {
+                        Some(reply) => {
+                            let _ = reply.send(control::Response::error("restart-failed", msg));
+                        }
+                        // systemd is stopping us all the same: an ordinary stop, and the
+                        // next process negotiates again.
+                        None => break,
+                    }
                 }
             }
         }
     }
-    if !restart {
+    if restart.is_none() {
         rt.shutdown().await;
     }
     let _ = std::fs::remove_file(&sock_path);
     if let Some(p) = vici_path {
         let _ = std::fs::remove_file(p);
     }
-    if restart {
+    if restart == Some(Then::Exit) {
+        info!("restart: SAs saved for the process systemd starts next");
+        return Ok(());
+    }
+    if restart == Some(Then::Exec) {
         // Let the control task write its reply before the process image goes.
         tokio::time::sleep(Duration::from_millis(100)).await;
         info!(exe = %exe.display(), "restart: re-executing");
@@ -244,6 +292,32 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         return Err(crate::restart::exec(&exe, &args));
     }
     Ok(())
+}
+
+/// Whether the SIGTERM just received is systemd stopping this unit in order to start it
+/// again (`systemctl restart`; notify.rs): the stop is then a planned restart, as `vtid
+/// restart` (restart.rs), with systemd starting the next process. Anything else, or an
+/// answer that cannot be had, is a stop.
+async fn systemd_restarts_us() -> bool {
+    let Some(unit) = crate::notify::own_unit() else {
+        return false;
+    };
+    let ask = unit.clone();
+    match tokio::task::spawn_blocking(move || crate::notify::restart_job(&ask)).await {
+        Ok(Ok(true)) => {
+            info!(%unit, "systemd restarts the unit: saving the IKE SAs for the next process");
+            true
+        }
+        Ok(Ok(false)) => false,
+        Ok(Err(e)) => {
+            warn!(%unit, "cannot tell a restart from a stop ({e:#}): stopping");
+            false
+        }
+        Err(e) => {
+            warn!(%unit, "cannot tell a restart from a stop ({e}): stopping");
+            false
+        }
+    }
 }
 
 /// Moves everything from a helper channel into the daemon's input channel.
@@ -363,10 +437,10 @@ fn spawn_signals(tx: mpsc::Sender<Input>) -> Result<()> {
         loop {
             let input = tokio::select! {
                 _ = hup.recv() => Input::Reload,
-                _ = term.recv() => Input::Shutdown,
+                _ = term.recv() => Input::Terminate,
                 _ = int.recv() => Input::Shutdown,
             };
-            let stop = matches!(input, Input::Shutdown);
+            let stop = matches!(input, Input::Shutdown | Input::Terminate);
             if tx.send(input).await.is_err() || stop {
                 return;
             }

@@ -6,6 +6,9 @@
 //! tunnel's interface, policies, routes and Child SAs into its books, sweeps only what no
 //! adopted SA accounts for, and deletes the file: a state file is used at most once.
 //!
+//! `systemctl restart` takes the same path up to the exec: on the SIGTERM of a restart job
+//! (notify.rs) the daemon saves the file and exits, and systemd starts the next process.
+//!
 //! Without a fresh state file (a crash, `kill -9`, a plain stop and start) nothing changes:
 //! the start-up sweep removes everything vtid owned and the tunnels negotiate again. A file
 //! that is unreadable, corrupted, of another format version, written before the last reboot

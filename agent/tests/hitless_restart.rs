@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use nstest::kernel::{self, Pinger};
 use nstest::strongswan::{Strongswan, SwanConn};
+use nstest::systemd::Systemd;
 use nstest::vtid::{RunWith, Vtid, write_secret};
 use nstest::vtidconf::{Value, VtidConf};
 use nstest::{Netns, TopoSpec, scenario};
@@ -49,21 +50,39 @@ fn vtid_config(psk: &Path) -> String {
     c.render()
 }
 
-/// vtid on `a` (state directory = its scenario directory) and charon on `b`, tunnel up.
-fn setup(sc: &nstest::Scenario) -> Result<(Vtid, Strongswan)> {
-    let (ha, hb) = (sc.topo.host("a"), sc.topo.host("b"));
+/// charon on `b`, its xfrm interface ready, waiting for vtid on `a`.
+fn start_swan(sc: &nstest::Scenario) -> Result<Strongswan> {
+    let hb = sc.topo.host("b");
     let under = nstest::topo::iface_to("a");
     kernel::xfrm_interface(hb, "tun2", &under, IF_ID, "10.255.0.2/30", "10.1.0.0/24")?;
     let mut conn = SwanConn::psk("192.0.2.2", "192.0.2.1", PSK);
     conn.local_ts = "0.0.0.0/0".into();
     conn.remote_ts = "0.0.0.0/0".into();
     conn.if_id = Some(IF_ID);
-    let swan = Strongswan::start_conf_tuned(
+    Strongswan::start_conf_tuned(
         hb,
         &sc.dir().join("b"),
         &conn.render(),
         "  retransmit_tries = 6\n",
-    )?;
+    )
+}
+
+/// Waits for the tunnel and checks that it carries traffic.
+fn until_up(sc: &nstest::Scenario, vtid: &Vtid, swan: &Strongswan) -> Result<()> {
+    kernel::wait_until("SAs up on both sides", Duration::from_secs(60), || {
+        Ok(vtid.is_up()? && swan.is_up()?)
+    })
+    .with_context(|| diag("negotiation", vtid, swan))?;
+    ensure!(
+        kernel::ping(sc.topo.host("a"), "10.1.0.1", "10.2.0.1", 2)? == 2,
+        "no traffic across the tunnel"
+    );
+    Ok(())
+}
+
+/// vtid on `a` (state directory = its scenario directory) and charon on `b`, tunnel up.
+fn setup(sc: &nstest::Scenario) -> Result<(Vtid, Strongswan)> {
+    let swan = start_swan(sc)?;
     let dir = sc.dir().join("a");
     std::fs::create_dir_all(&dir)?;
     let psk = write_secret(&dir, "psk", PSK)?;
@@ -71,15 +90,8 @@ fn setup(sc: &nstest::Scenario) -> Result<(Vtid, Strongswan)> {
         env: vec![("STATE_DIRECTORY".into(), dir.display().to_string())],
         ..RunWith::default()
     };
-    let vtid = Vtid::start_config_with(ha, &dir, &vtid_config(&psk), "tun1", with)?;
-    kernel::wait_until("SAs up on both sides", Duration::from_secs(60), || {
-        Ok(vtid.is_up()? && swan.is_up()?)
-    })
-    .with_context(|| diag("negotiation", &vtid, &swan))?;
-    ensure!(
-        kernel::ping(ha, "10.1.0.1", "10.2.0.1", 2)? == 2,
-        "no traffic across the tunnel"
-    );
+    let vtid = Vtid::start_config_with(sc.topo.host("a"), &dir, &vtid_config(&psk), "tun1", with)?;
+    until_up(sc, &vtid, &swan)?;
     Ok((vtid, swan))
 }
 
@@ -233,6 +245,152 @@ fn vm_hitless_restart_static_tunnel_loses_no_ping_and_rekeys_after() {
         );
         Ok(())
     });
+}
+
+/// The Debian package's `vtid.service`, run by a real systemd (Debian 12's, as PID 1 of a PID
+/// namespace: nstest::systemd): `systemctl restart vtid` is a hitless restart as `vtid
+/// restart` is. On SIGTERM the daemon sees that the unit's job is a restart (notify.rs), saves
+/// its SAs and exits leaving the kernel as it is, and the process systemd starts next adopts
+/// them: a new main PID, not one ping of a 20 ms stream lost, no IKE_SA_INIT, the same SPIs,
+/// and a Child SA rekey after it works. `systemctl stop` then is still a stop: the daemon
+/// deletes the IKE SA with charon and removes its SAs, and leaves no state file.
+#[test]
+#[ignore = "vm"]
+fn vm_hitless_restart_systemctl_restart_is_hitless_and_stop_still_stops() {
+    scenario("hitless-restart-systemctl", spec(), |sc| {
+        let swan = start_swan(sc)?;
+        let ha = sc.topo.host("a");
+        let dir = sc.dir().join("a");
+        std::fs::create_dir_all(&dir)?;
+        // The package's paths: the VM's /usr, /etc and /var are writable overlays of this
+        // machine's (removed again by the guard), so the unit runs as packaged: its
+        // ExecStart, configuration, StateDirectory, RuntimeDirectory and sandbox unchanged.
+        let _installed = Installed::new()?;
+        std::fs::copy(nstest::vtid::binary()?, "/usr/sbin/vtid")?;
+        std::fs::create_dir_all("/etc/vtid")?;
+        let psk = write_secret(Path::new("/etc/vtid"), "psk", PSK)?;
+        std::fs::write("/etc/vtid/vtid.toml", vtid_config(&psk))?;
+        let sd = Systemd::boot(ha, &sc.dir().join("systemd"))?;
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/deb/vtid.service"),
+        )?;
+        // The drop-in adds only what this private manager lacks: sysinit.target and
+        // basic.target (the implicit ordering after them) and a journal (the log goes to the
+        // scenario's directory instead).
+        let dropin = format!(
+            "[Unit]\nDefaultDependencies=no\n\n[Service]\n\
+             Environment=RUST_LOG=info,ike=debug\n\
+             StandardOutput=append:{}/vtid.log\nStandardError=inherit\n",
+            dir.display()
+        );
+        sd.install("vtid.service", &unit, Some(&dropin))?;
+        // Type=notify: returns once vtid sent READY=1.
+        sd.systemctl(&["start", "vtid.service"])?;
+        let vtid = Vtid::attach(ha, &dir, Path::new("/run/vtid/vtid.sock"), "tun1");
+        until_up(sc, &vtid, &swan)?;
+        let pid_before = sd.property("vtid.service", "MainPID")?;
+        let inits_before = swan.log().matches("IKE_SA_INIT").count();
+        let swan_before = swan_spis(&swan)?;
+        let kernel_before = kernel_spis(ha)?;
+        let pinger = Pinger::start(ha, "10.1.0.1", "10.2.0.1", Duration::from_millis(20))?;
+        std::thread::sleep(Duration::from_millis(500));
+        sd.systemctl(&["restart", "vtid.service"])
+            .with_context(|| diag("systemctl restart", &vtid, &swan))?;
+        let pid_after = sd.property("vtid.service", "MainPID")?;
+        ensure!(
+            pid_after != pid_before && pid_after != "0",
+            "MainPID {pid_before} -> {pid_after}: systemd did not start a new process"
+        );
+        let log = vtid.log();
+        ensure!(
+            log.contains("systemd restarts the unit")
+                && log.contains("restart: IKE SA adopted")
+                && log.matches("vtid running").count() == 2,
+            "{}",
+            diag("adoption after systemctl restart", &vtid, &swan)
+        );
+        let state_file = Path::new("/var/lib/vtid/restart.state");
+        ensure!(
+            !state_file.exists(),
+            "the state file was not deleted after use"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        ensure!(
+            swan.log().matches("IKE_SA_INIT").count() == inits_before
+                && swan_spis(&swan)? == swan_before
+                && kernel_spis(ha)? == kernel_before,
+            "SAs renegotiated or changed across systemctl restart\n{}",
+            diag("", &vtid, &swan)
+        );
+        vtid.cli(&["rekey", "child", "tunnel", "tun1"])?;
+        kernel::wait_until("Child SA rekeyed", Duration::from_secs(30), || {
+            Ok(kernel_spis(ha)?.is_disjoint(&kernel_before) && vtid.is_up()?)
+        })
+        .with_context(|| diag("child rekey after systemctl restart", &vtid, &swan))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let pings = pinger.stop()?;
+        let (missing, last) = pings.unanswered().context("no ping answered")?;
+        eprintln!(
+            "systemctl restart: {} of {last} pings lost, longest outage {:?}",
+            missing.len(),
+            pings.longest_outage()
+        );
+        ensure!(
+            missing.is_empty() && pings.sent >= 100,
+            "{} of {last} pings lost (icmp_seq {missing:?}), {} sent\n{}",
+            missing.len(),
+            pings.sent,
+            diag("ping", &vtid, &swan)
+        );
+
+        // A stop is a stop: the IKE SA deleted with charon, every SA gone from the kernel,
+        // no state file left for a later start to adopt.
+        sd.systemctl(&["stop", "vtid.service"])?;
+        ensure!(
+            vtid.log().matches("systemd restarts the unit").count() == 1,
+            "systemctl stop was taken for a restart\n{}",
+            vtid.log()
+        );
+        ensure!(
+            kernel_spis(ha)?.is_empty() && !state_file.exists(),
+            "after systemctl stop: SAs {:?}, state file {}",
+            kernel_spis(ha)?,
+            state_file.exists()
+        );
+        kernel::wait_until("charon saw the delete", Duration::from_secs(20), || {
+            Ok(!swan.is_up()?)
+        })
+        .with_context(|| diag("systemctl stop", &vtid, &swan))?;
+        Ok(())
+    });
+}
+
+/// What [`vm_hitless_restart_systemctl_restart_is_hitless_and_stop_still_stops`] puts at the
+/// package's paths in the VM, removed when it ends, however it ends; it refuses to start
+/// where a vtid is installed already.
+struct Installed;
+
+impl Installed {
+    const PATHS: [&str; 3] = ["/usr/sbin/vtid", "/etc/vtid", "/var/lib/vtid"];
+
+    fn new() -> Result<Self> {
+        ensure!(
+            nstest::vm::in_vm(),
+            "writes /usr/sbin/vtid and /etc/vtid: the VM's overlays only"
+        );
+        for p in Self::PATHS {
+            ensure!(!Path::new(p).exists(), "{p} exists already");
+        }
+        Ok(Installed)
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Self::PATHS[0]);
+        let _ = std::fs::remove_dir_all(Self::PATHS[1]);
+        let _ = std::fs::remove_dir_all(Self::PATHS[2]);
+    }
 }
 
 /// A state file found at start that cannot be trusted (a corrupted one, one of an older

@@ -25,6 +25,7 @@ pub mod peer;
 pub mod pki;
 pub mod strongswan;
 pub mod suite;
+pub mod systemd;
 pub mod topo;
 pub mod vici;
 pub mod vm;

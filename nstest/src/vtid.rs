@@ -309,6 +309,19 @@ impl Vtid {
         Ok(v)
     }
 
+    /// A daemon this process did not start (systemd runs it: [`crate::systemd`]), answering
+    /// on `socket` and logging to `dir/vtid.log`; `stop` and drop leave it alone.
+    pub fn attach(ns: &Netns, dir: &Path, socket: &Path, tunnel: &str) -> Self {
+        Self {
+            ns_name: ns.name().to_string(),
+            dir: dir.to_path_buf(),
+            socket: socket.to_path_buf(),
+            child: None,
+            tunnel: tunnel.to_string(),
+            with: RunWith::default(),
+        }
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)

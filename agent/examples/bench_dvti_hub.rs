@@ -1827,8 +1827,8 @@ fn print_table(a: &Args, n: usize, all: &[&Figures]) {
     println!();
 }
 
-/// One line per run, and how vtid's time per tunnel grows against its time at the smallest
-/// N of the sweep.
+/// One line per run, and how vtid's time per tunnel grows against its time at 1,000 spokes
+/// (issue 20's base), or at the smallest N of a sweep without 1,000.
 fn print_summary(all: &[Figures], floors: &[(usize, Duration)]) {
     println!("summary, one run per N (time per tunnel = time to all N up and pinging / N):");
     println!(
@@ -1870,9 +1870,14 @@ fn print_summary(all: &[Figures], floors: &[(usize, Duration)]) {
         );
     }
     let vtid: Vec<&Figures> = all.iter().filter(|f| f.kind == Kind::Vtid).collect();
-    if let (Some(first), true) = (vtid.first(), vtid.len() > 1) {
+    let first = vtid
+        .iter()
+        .find(|f| f.spokes == 1000)
+        .or(vtid.first())
+        .copied();
+    if let (Some(first), true) = (first, vtid.len() > 1) {
         let base = first.wall.as_secs_f64() / first.spokes as f64;
-        for f in &vtid[1..] {
+        for f in vtid.iter().filter(|f| f.spokes != first.spokes) {
             let per = f.wall.as_secs_f64() / f.spokes as f64;
             println!(
                 "  vtid time per tunnel at {} against {}: {:.2}x (target at 10,000 against \
@@ -1899,7 +1904,7 @@ fn print_summary(all: &[Figures], floors: &[(usize, Duration)]) {
             per - fl
         );
     }
-    if let (Some(a), Some(b)) = (vtid.first(), vtid.last())
+    if let (Some(a), Some(b)) = (first, vtid.last())
         && a.spokes != b.spokes
         && let (Some(fa), Some(fb)) = (floor(a.spokes), floor(b.spokes))
     {

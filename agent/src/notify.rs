@@ -43,47 +43,59 @@ fn unit_of_cgroup(cgroup: &str) -> Option<String> {
 /// `try-restart` or `reload-or-restart`, which systemd turns into a restart job of an active
 /// unit): while it stops the unit, the unit's job is of type `restart`; it becomes a start
 /// job only once the stop has finished. A plain stop (`systemctl stop`, system shutdown) has
-/// a job of type `stop`, and `systemctl kill` none. Asked of `systemctl list-jobs`, with a
-/// bound on the wait: a stop must not hang on a busy bus.
+/// a job of type `stop`, and `systemctl kill` none. Only the unit's main process counts: a
+/// vtid started from inside another service (whose cgroup and `INVOCATION_ID` it inherits)
+/// is not what that service's restart is about. Asked of `systemctl`, each call bounded: a
+/// stop must not hang on a busy manager.
 pub fn restart_job(unit: &str) -> anyhow::Result<bool> {
+    let main_pid = systemctl(&["show", "--property=MainPID", "--value", "--", unit])?;
+    if main_pid.trim() != std::process::id().to_string() {
+        return Ok(false);
+    }
+    let jobs = systemctl(&[
+        "list-jobs",
+        "--no-legend",
+        "--no-pager",
+        "--full",
+        "--",
+        unit,
+    ])?;
+    Ok(has_restart_job(&jobs, unit))
+}
+
+/// `systemctl ARGS`' standard output; an error if it fails or takes over 3 s.
+fn systemctl(args: &[&str]) -> anyhow::Result<String> {
     use anyhow::Context as _;
     use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let what = || format!("systemctl {}", args.join(" "));
     let mut child = Command::new("systemctl")
-        .args([
-            "list-jobs",
-            "--no-legend",
-            "--no-pager",
-            "--full",
-            "--",
-            unit,
-        ])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("run systemctl list-jobs")?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        if child.try_wait().context("wait for systemctl")?.is_some() {
-            break;
-        }
-        if std::time::Instant::now() >= deadline {
+        .with_context(|| format!("run {}", what()))?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // Its output is a few lines, well under a pipe's buffer: it cannot block on writing
+    // before it exits.
+    while child.try_wait().context("wait for systemctl")?.is_none() {
+        if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            anyhow::bail!("systemctl list-jobs did not answer within 3 s");
+            anyhow::bail!("{} did not answer within 3 s", what());
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let out = child
-        .wait_with_output()
-        .context("read systemctl list-jobs")?;
+    let out = child.wait_with_output().context("read systemctl")?;
     anyhow::ensure!(
         out.status.success(),
-        "systemctl list-jobs: {} {}",
+        "{}: {} {}",
+        what(),
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    Ok(has_restart_job(&String::from_utf8_lossy(&out.stdout), unit))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `list-jobs` prints one job per line: id, unit, type, state.

@@ -10,6 +10,11 @@
 //!   when [`Systemd`] is dropped and kills `unshare`.
 //! - `container=nstest`: systemd then behaves as in a container (no udev, no hardware units,
 //!   the cgroup it starts in is its root).
+//! - Without CAP_SYS_MODULE (`setpriv --bounding-set=-sys_module`) and in a UTS namespace of
+//!   its own: as PID 1 systemd otherwise loads `ip_tables` and `autofs4` and sets the
+//!   hostname, for the whole VM. `ip_tables` loaded changes what later scenarios' charon does
+//!   (its connmark and forecast plugins then insert iptables rules for marked Child SAs,
+//!   and vti tunnels stopped passing traffic), so nothing of this manager may outlive it.
 //! - `SYSTEMD_UNIT_PATH` names only the scenario's unit directory (no trailing `:`, so none of
 //!   the machine's units are loaded): the manager starts `nstest.target`, which is empty, and
 //!   nothing else until told.
@@ -49,7 +54,8 @@ impl Systemd {
         )?;
         let mut unshare = ns
             .command("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+            .args(["--pid", "--fork", "--mount-proc", "--uts", "--kill-child", "--"])
+            .args(["setpriv", "--bounding-set=-sys_module", "--"])
             .args([
                 "/lib/systemd/systemd",
                 "--system",
@@ -64,7 +70,7 @@ impl Systemd {
             .stderr(Stdio::null())
             .spawn()
             .context("start systemd in a PID namespace")?;
-        // `ip netns exec` execs `unshare`, whose one child is systemd.
+        // `ip netns exec` execs `unshare`, whose one child is systemd (`setpriv` execs it).
         let children = format!("/proc/{0}/task/{0}/children", unshare.id());
         let mut pid = None;
         let found = wait_until("systemd started", Duration::from_secs(20), || {

@@ -54,7 +54,14 @@ impl Systemd {
         )?;
         let mut unshare = ns
             .command("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--uts", "--kill-child", "--"])
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--uts",
+                "--kill-child",
+                "--",
+            ])
             .args(["setpriv", "--bounding-set=-sys_module", "--"])
             .args([
                 "/lib/systemd/systemd",

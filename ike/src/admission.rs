@@ -31,6 +31,7 @@ use crate::error::PeerMisbehaved;
 use crate::output::Datagram;
 use crate::output::Output;
 use crate::output::Transmit;
+use crate::spi_map::SpiMap;
 use crate::transform::Prf;
 use crate::wire::Header;
 use crate::wire::InvalidMessage;
@@ -55,7 +56,7 @@ pub(crate) struct Admission {
     /// retransmission (§2.1), not start a second SA.
     by_init: HashMap<(SocketAddr, u64), u64>,
     /// Our SPI to its key in `by_init` and whether it is still counted as half-open.
-    entries: HashMap<u64, Entry>,
+    entries: SpiMap<Entry>,
     /// Half-open responder SAs in all.
     half_open: usize,
     /// Half-open responder SAs per source address; an address leaves the map at zero, so

@@ -4,7 +4,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use crate::sa::Ctx;
 use crate::sa::IkeSa;
 use crate::sa::SaAction;
 use crate::sa::SaCommand;
+use crate::spi_map::SpiMap;
 use crate::sa::child::ChildRequest;
 use crate::wire::Header;
 use crate::wire::InvalidMessage;
@@ -207,7 +207,7 @@ pub struct Endpoint {
     /// Inbound ESP SPIs handed out (see [`crate::spis`]).
     spis: crate::spis::Spis,
     /// IKE SAs by our own SPI.
-    sas: HashMap<u64, IkeSa>,
+    sas: SpiMap<IkeSa>,
     /// The same SAs' SPIs by connection and authenticated peer, kept by `after`.
     by_peer: by_peer::ByPeer,
     /// Which new IKE_SA_INIT requests get state, and the half-open book they are counted
@@ -217,7 +217,7 @@ pub struct Endpoint {
     /// that finding and running due timers costs O(log N), not a scan of every SA per
     /// input. A heap entry whose instant is not its SA's scheduled one is stale (the
     /// deadline moved) and is dropped when it reaches the top.
-    scheduled: HashMap<u64, Instant>,
+    scheduled: SpiMap<Instant>,
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     out: VecDeque<Output>,
     stats: Stats,
@@ -271,10 +271,10 @@ impl Endpoint {
             config,
             rng: Rng::from_seed(rng_seed),
             spis: crate::spis::Spis::new(&mut spi_rng),
-            sas: HashMap::new(),
+            sas: SpiMap::default(),
             by_peer: by_peer::ByPeer::default(),
             admission: Admission::default(),
-            scheduled: HashMap::new(),
+            scheduled: SpiMap::default(),
             deadlines: BinaryHeap::new(),
             out: VecDeque::new(),
             stats: Stats::default(),

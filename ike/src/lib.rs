@@ -71,6 +71,7 @@ pub mod persist;
 pub mod proposal;
 mod sa;
 pub mod secret;
+mod spi_map;
 mod spis;
 pub mod transform;
 pub mod ts;

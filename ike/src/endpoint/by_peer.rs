@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use crate::config::ConnId;
+use crate::spi_map::SpiMap;
 use crate::wire::payloads::Identity;
 
 type Key = (ConnId, Identity);
@@ -18,7 +19,7 @@ type Key = (ConnId, Identity);
 pub(super) struct ByPeer {
     /// By connection, then peer: a lookup borrows the identity instead of cloning it.
     spis: HashMap<ConnId, HashMap<Identity, Vec<u64>>>,
-    key_of: HashMap<u64, Key>,
+    key_of: SpiMap<Key>,
 }
 
 impl ByPeer {

@@ -10,7 +10,7 @@ use aws_lc_rs::constant_time;
 use aws_lc_rs::digest;
 
 use crate::config::Psk;
-use crate::crypto::{CryptoError, PrfKey, SkCipher, prf_plus_public_seed};
+use crate::crypto::{CryptoError, PrfKey, SkCipher, prf_plus_public_seed_into};
 use crate::secret::Secret;
 use crate::transform::{Encr, Integ, Prf};
 
@@ -78,18 +78,66 @@ pub fn derive_ike_keys(
     spi_i: u64,
     spi_r: u64,
 ) -> IkeKeys {
-    let mut nonces = Vec::with_capacity(ni.len() + nr.len());
-    nonces.extend_from_slice(ni);
-    nonces.extend_from_slice(nr);
+    // Ni | Nr joined on the stack when the nonces have the usual lengths (RFC 7296 §2.10: at
+    // least half the PRF key size; we send 32 octets), on the heap otherwise.
+    let mut joined = [0u8; 2 * NONCE_ON_STACK];
+    let heap;
+    let nonces: &[u8] = if ni.len() + nr.len() <= joined.len() {
+        joined[..ni.len()].copy_from_slice(ni);
+        joined[ni.len()..ni.len() + nr.len()].copy_from_slice(nr);
+        &joined[..ni.len() + nr.len()]
+    } else {
+        heap = [ni, nr].concat();
+        &heap
+    };
     // SKEYSEED and prf+ in one HKDF call: the PRF key here is the public Ni | Nr.
-    let stream = crate::crypto::prf_plus_of_prf(
+    let mut stream = KeyStream::new(ike_keys_len(suite));
+    crate::crypto::prf_plus_of_prf_into(
         suite.prf,
-        &nonces,
+        nonces,
         g_ir,
         &[ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()],
-        ike_keys_len(suite),
+        stream.bytes(),
     );
-    split_ike_keys(suite, &stream)
+    split_ike_keys(suite, stream.bytes())
+}
+
+/// Nonce lengths joined on the stack for SKEYSEED's key (longer ones are joined on the heap).
+const NONCE_ON_STACK: usize = 64;
+
+/// A prf+ output stream: on the stack up to the longest IKE SA key set (3 × 64 octets of
+/// SK_d / SK_p, 2 × 64 of SK_a, 2 × 36 of SK_e: 392), so deriving keys costs no heap copy of
+/// the whole stream (issue 20); longer streams go to a zeroizing heap buffer. The used part
+/// is wiped on drop.
+struct KeyStream {
+    stack: [u8; STREAM_ON_STACK],
+    heap: Option<zeroize::Zeroizing<Vec<u8>>>,
+    len: usize,
+}
+
+const STREAM_ON_STACK: usize = 392;
+
+impl KeyStream {
+    fn new(len: usize) -> Self {
+        Self {
+            stack: [0; STREAM_ON_STACK],
+            heap: (len > STREAM_ON_STACK).then(|| zeroize::Zeroizing::new(vec![0u8; len])),
+            len,
+        }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        match &mut self.heap {
+            Some(v) => v,
+            None => &mut self.stack[..self.len],
+        }
+    }
+}
+
+impl Drop for KeyStream {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.stack[..self.len.min(STREAM_ON_STACK)]);
+    }
 }
 
 /// Rekeyed IKE SA keys (RFC 7296 §2.18): `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)`
@@ -126,13 +174,14 @@ fn expand_ike_keys(
     spi_i: u64,
     spi_r: u64,
 ) -> IkeKeys {
-    let stream = prf_plus_public_seed(
+    let mut stream = KeyStream::new(ike_keys_len(suite));
+    prf_plus_public_seed_into(
         suite.prf,
         skeyseed.expose(),
         &[ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()],
-        ike_keys_len(suite),
+        stream.bytes(),
     );
-    split_ike_keys(suite, &stream)
+    split_ike_keys(suite, stream.bytes())
 }
 
 /// Length of `SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr` (§2.14).
@@ -142,11 +191,11 @@ fn ike_keys_len(suite: IkeSuite) -> usize {
 }
 
 /// The seven keys, taken in §2.14's order from the prf+ stream.
-fn split_ike_keys(suite: IkeSuite, stream: &Secret) -> IkeKeys {
+fn split_ike_keys(suite: IkeSuite, stream: &[u8]) -> IkeKeys {
     let prf_len = suite.prf.preferred_key_len();
     let a_len = suite.integ.map_or(0, Integ::key_len);
     let e_len = suite.encr.keymat_len();
-    let mut rest = stream.expose();
+    let mut rest = stream;
     let mut take = |n: usize| {
         let (head, tail) = rest.split_at(n);
         rest = tail;
@@ -203,16 +252,19 @@ pub fn derive_child_keys(
     let e_len = encr.keymat_len();
     let a_len = integ.map_or(0, Integ::key_len);
     let total = 2 * (e_len + a_len);
-    let stream = match g_ir {
+    let mut stream = KeyStream::new(total);
+    match g_ir {
         // The PFS seed holds g^ir: keep it out of HKDF's unwiped seed buffer.
         Some(g) => {
             let mut seed: Vec<&[u8]> = vec![g.expose(), ni, nr];
             seed.extend(addke.iter().map(Secret::expose));
-            PrfKey::new(prf, sk_d.expose()).plus(&seed, total)
+            stream
+                .bytes()
+                .copy_from_slice(PrfKey::new(prf, sk_d.expose()).plus(&seed, total).expose());
         }
-        None => prf_plus_public_seed(prf, sk_d.expose(), &[ni, nr], total),
-    };
-    let (i, r) = stream.expose().split_at(e_len + a_len);
+        None => prf_plus_public_seed_into(prf, sk_d.expose(), &[ni, nr], stream.bytes()),
+    }
+    let (i, r) = stream.bytes().split_at(e_len + a_len);
     ChildKeys {
         encr_i: Secret::from_slice(&i[..e_len]),
         integ_i: Secret::from_slice(&i[e_len..]),
@@ -237,11 +289,13 @@ pub fn signed_octets(
     sk_p: &Secret,
     id_body: &[u8],
 ) -> Vec<u8> {
-    let maced_id = PrfKey::new(prf, sk_p.expose()).compute(&[id_body]);
+    // Straight into the octets (which are not kept secret), without a heap Secret between.
+    let maced_id = PrfKey::new(prf, sk_p.expose()).tag(&[id_body]);
+    let maced_id = maced_id.as_ref();
     let mut out = Vec::with_capacity(real_message.len() + peer_nonce.len() + maced_id.len());
     out.extend_from_slice(real_message);
     out.extend_from_slice(peer_nonce);
-    out.extend_from_slice(maced_id.expose());
+    out.extend_from_slice(maced_id);
     out
 }
 
@@ -252,6 +306,12 @@ pub fn psk_auth(prf: Prf, psk: &Psk, signed_octets: &[u8]) -> Secret {
     psk.key_pad(prf).compute(&[signed_octets])
 }
 
+/// [`psk_auth`] as the AUTH payload's data, which is sent as it is: no heap [`Secret`]
+/// copied into it.
+pub(crate) fn psk_auth_data(prf: Prf, psk: &Psk, signed_octets: &[u8]) -> Vec<u8> {
+    psk.key_pad(prf).tag(&[signed_octets]).as_ref().to_vec()
+}
+
 /// Checks a peer's shared-key AUTH in constant time (RFC 7296 §2.15).
 pub fn verify_psk_auth(
     prf: Prf,
@@ -259,8 +319,9 @@ pub fn verify_psk_auth(
     signed_octets: &[u8],
     received: &[u8],
 ) -> Result<(), CryptoError> {
-    let expected = psk_auth(prf, psk, signed_octets);
-    constant_time::verify_slices_are_equal(expected.expose(), received)
+    // The expected value stays on the stack (one AUTH, compared and dropped).
+    let expected = psk.key_pad(prf).tag(&[signed_octets]);
+    constant_time::verify_slices_are_equal(expected.as_ref(), received)
         .map_err(|_| CryptoError::IntegrityCheckFailed)
 }
 

@@ -49,7 +49,10 @@ mod tests {
             m.insert(i.wrapping_mul(0x0123_4567_89ab_cdef), i as u32);
         }
         for i in 0..1000u64 {
-            assert_eq!(m.get(&i.wrapping_mul(0x0123_4567_89ab_cdef)), Some(&(i as u32)));
+            assert_eq!(
+                m.get(&i.wrapping_mul(0x0123_4567_89ab_cdef)),
+                Some(&(i as u32))
+            );
         }
         assert_eq!(m.get(&7), None);
     }

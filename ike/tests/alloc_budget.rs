@@ -76,9 +76,10 @@ fn handshake(seed: u64, now: Instant, ends: &Ends) -> (u64, u64) {
     )
 }
 
-/// Allocations per pair measured when the budget was set: 192 (230 before issue 20's work).
+/// Allocations per pair measured when the budget was set: 186 (230 before issue 20's work,
+/// 200 before key derivation filled stack buffers and AUTH values skipped their heap Secret).
 /// A change that adds allocations to every handshake raises this on purpose, with a reason.
-const BUDGET: u64 = 200;
+const BUDGET: u64 = 190;
 
 #[test]
 fn handshake_pair_allocations_stay_within_budget() {

@@ -183,6 +183,21 @@ pub fn prf_plus_public_seed(alg: Prf, key: &[u8], seed: &[&[u8]], len: usize) ->
     expand(&hkdf::Prk::new_less_safe(hkdf_alg(alg), key), seed, len)
 }
 
+/// [`prf_plus_public_seed`] into `out` (its length is the length asked for): key
+/// derivation fills a zeroizing buffer of the caller's, on its stack, and splits the keys
+/// out of it, without a heap copy of the whole stream (issue 20).
+///
+/// # Panics
+/// As [`prf_plus`].
+pub(crate) fn prf_plus_public_seed_into(alg: Prf, key: &[u8], seed: &[&[u8]], out: &mut [u8]) {
+    check_plus_len(alg, out.len());
+    if key.len() > aws_lc_rs::digest::MAX_OUTPUT_LEN {
+        out.copy_from_slice(PrfKey::new(alg, key).plus(seed, out.len()).expose());
+        return;
+    }
+    expand_into(&hkdf::Prk::new_less_safe(hkdf_alg(alg), key), seed, out);
+}
+
 /// `prf+(prf(key, data), seed)` truncated to `len` bytes: SKEYSEED and its key stream
 /// (RFC 7296 §2.14) in one call into AWS-LC's HKDF, whose Extract step is
 /// `PRK = HMAC(salt, IKM)` (RFC 5869 §2.2), i.e. `prf(key, data)` with `salt = key`, and whose
@@ -205,19 +220,40 @@ pub fn prf_plus_of_prf(
     expand(&prk, seed, len)
 }
 
+/// [`prf_plus_of_prf`] into `out` (see [`prf_plus_public_seed_into`]).
+///
+/// # Panics
+/// As [`prf_plus`].
+pub(crate) fn prf_plus_of_prf_into(
+    alg: Prf,
+    public_key: &[u8],
+    data: &Secret,
+    seed: &[&[u8]],
+    out: &mut [u8],
+) {
+    check_plus_len(alg, out.len());
+    let prk = hkdf::Salt::new(hkdf_alg(alg), public_key).extract(data.expose());
+    expand_into(&prk, seed, out);
+}
+
 /// HKDF-Expand of `prk` over `info` into a new secret of `len` bytes.
 fn expand(prk: &hkdf::Prk, info: &[&[u8]], len: usize) -> Secret {
+    let mut out = zeroize::Zeroizing::new(vec![0u8; len]);
+    expand_into(prk, info, &mut out);
+    Secret::new(std::mem::take(&mut *out))
+}
+
+/// HKDF-Expand of `prk` over `info`, filling `out`.
+fn expand_into(prk: &hkdf::Prk, info: &[&[u8]], out: &mut [u8]) {
     struct Len(usize);
     impl hkdf::KeyType for Len {
         fn len(&self) -> usize {
             self.0
         }
     }
-    let mut out = zeroize::Zeroizing::new(vec![0u8; len]);
-    prk.expand(info, Len(len))
-        .and_then(|okm| okm.fill(&mut out))
+    prk.expand(info, Len(out.len()))
+        .and_then(|okm| okm.fill(out))
         .expect("length checked against 255 blocks; the output buffer has the asked length");
-    Secret::new(std::mem::take(&mut *out))
 }
 
 fn check_plus_len(alg: Prf, len: usize) {
@@ -255,6 +291,17 @@ impl PrfKey {
             ctx.update(part);
         }
         Secret::from_slice(ctx.sign().as_ref())
+    }
+
+    /// `prf(K, parts[0] | parts[1] | …)` on the stack, for values that are sent or that
+    /// go into non-secret bytes anyway: an AUTH payload's data, the MACedIDFor of signed
+    /// octets (RFC 7296 §2.15). No heap [`Secret`] per AUTH (issue 20).
+    pub(crate) fn tag(&self, parts: &[&[u8]]) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        for part in parts {
+            ctx.update(part);
+        }
+        ctx.sign()
     }
 
     /// `prf(K, parts[0] | parts[1] | …)` compared in constant time with `expected`, without

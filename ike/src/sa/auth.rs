@@ -101,7 +101,7 @@ pub(crate) fn build_auth(auth: &AuthConfig, prf: Prf, octets: &[u8]) -> Result<P
         AuthConfig::Psk(psk) => {
             return Ok(Payload::Auth(Auth {
                 method: AuthMethod::SharedKeyMic,
-                data: keys::psk_auth(prf, psk, octets).expose().to_vec(),
+                data: keys::psk_auth_data(prf, psk, octets),
             }));
         }
         AuthConfig::Signature(s) => &s.key,

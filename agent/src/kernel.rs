@@ -279,10 +279,11 @@ pub async fn remove(h: &Handle, i: &Interface) -> Vec<anyhow::Error> {
 }
 
 /// Puts multipoint spoke `i` (see `crate::virtual_access::clone_of`) on the shared
-/// collect-metadata device `idx`: its policies, then its fixed routes with `encap xfrm if_id
-/// N`. On failure, what went in is taken out again. Equivalent to `ip xfrm policy add ...
-/// if_id N` for each policy and `ip route replace P dev NAME encap xfrm if_id N [table T]`
-/// for each route.
+/// collect-metadata device `idx`: its policies, its nexthop objects (IPv4, and IPv6 unless
+/// the spoke is IPv4-only; `crate::multipoint::nexthop`), then its fixed routes naming them.
+/// On failure, what went in is taken out again. Equivalent to `ip xfrm policy add ... if_id
+/// N` for each policy, `ip nexthop add id ID dev NAME encap xfrm if_id N proto 76` for each
+/// family and `ip route replace P nhid ID [table T]` for each route.
 pub async fn add_spoke(h: &Handle, i: &Interface, idx: u32) -> Result<()> {
     let mut batch = h.batch();
     for p in &i.policies {
@@ -300,6 +301,15 @@ pub async fn add_spoke(h: &Handle, i: &Interface, idx: u32) -> Result<()> {
         Some(e) => Err(anyhow::Error::new(e).context(format!("{}: spoke policy", i.name))),
         None => Ok(()),
     };
+    for v6 in [false, true] {
+        if res.is_err() || (v6 && i.disable_ipv6) {
+            continue;
+        }
+        let nh = crate::multipoint::nexthop(i.if_id, v6, idx);
+        if let Err(e) = h.nexthop().ensure(&nh).await {
+            res = Err(anyhow::Error::new(e).context(format!("{}: spoke nexthop", i.name)));
+        }
+    }
     if res.is_ok()
         && let Some(e) = spoke_routes(h, &i.name, idx, i.table(), i.if_id, &i.routes, &[])
             .await
@@ -309,7 +319,10 @@ pub async fn add_spoke(h: &Handle, i: &Interface, idx: u32) -> Result<()> {
         res = Err(e);
     }
     if res.is_err() {
-        spoke_routes(h, &i.name, idx, i.table(), i.if_id, &[], &i.routes).await;
+        // The nexthops take the routes naming them along (net/ipv4/nexthop.c remove_nexthop).
+        for e in delete_spoke_nexthops(h, i.if_id).await {
+            tracing::debug!(interface = %i.name, "cleanup: {e:#}");
+        }
         for p in &added {
             if let Err(d) = h.policy().delete(p).await {
                 tracing::debug!(interface = %i.name, "cleanup: delete spoke policy: {d}");
@@ -319,8 +332,9 @@ pub async fn add_spoke(h: &Handle, i: &Interface, idx: u32) -> Result<()> {
     res
 }
 
-/// Takes multipoint spoke `i` off device `idx`: its policies and the routes `routes` (those
-/// it still owns); the device stays. Keeps going after errors and returns them all.
+/// Takes multipoint spoke `i` off device `idx`: its policies, the routes `routes` (those it
+/// still owns) and its nexthop objects (with any route still naming them); the device stays.
+/// Keeps going after errors and returns them all.
 pub async fn remove_spoke(
     h: &Handle,
     i: &Interface,
@@ -336,15 +350,76 @@ pub async fn remove_spoke(
         }
     }
     errs.extend(spoke_routes(h, &i.name, idx, i.table(), i.if_id, &[], routes).await);
+    errs.extend(delete_spoke_nexthops(h, i.if_id).await);
     errs
 }
 
+/// Deletes both nexthop objects of spoke `if_id`; one already gone (or never made: an
+/// IPv4-only spoke has no IPv6 one) is not an error.
+async fn delete_spoke_nexthops(h: &Handle, if_id: u32) -> Vec<anyhow::Error> {
+    let mut errs = Vec::new();
+    for v6 in [false, true] {
+        let id = crate::multipoint::nexthop(if_id, v6, 0).id;
+        match h.nexthop().delete(id).await {
+            Ok(()) | Err(xfrm::Error::NotFound { .. }) => {}
+            Err(e) => errs.push(anyhow::Error::new(e).context(format!("delete nexthop {id}"))),
+        }
+    }
+    errs
+}
+
+/// Deletes vtid's nexthop objects on device `dev` whose ids are not in `keep` (those of
+/// spokes a restart did not adopt), with the routes that name them. Returns how many went
+/// and every error. Equivalent to `ip nexthop show dev DEV protocol 76` and `ip nexthop del
+/// id ID` for each stale one.
+pub async fn sweep_nexthops(
+    h: &Handle,
+    dev: &str,
+    keep: &std::collections::HashSet<u32>,
+) -> (usize, Vec<anyhow::Error>) {
+    let idx = match h.link().index_of(dev).await {
+        Ok(i) => i,
+        Err(e) => {
+            return (
+                0,
+                vec![anyhow::Error::new(e).context(format!("find {dev}"))],
+            );
+        }
+    };
+    let listed = match h.nexthop().dump_dev(idx).await {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                0,
+                vec![anyhow::Error::new(e).context(format!("{dev}: dump nexthops"))],
+            );
+        }
+    };
+    let (mut n, mut errs) = (0, Vec::new());
+    for nh in listed {
+        if nh.protocol != xfrm::OWNED_NEXTHOP_PROTOCOL || keep.contains(&nh.id) {
+            continue;
+        }
+        match h.nexthop().delete(nh.id).await {
+            Ok(()) => n += 1,
+            Err(xfrm::Error::NotFound { .. }) => {}
+            Err(e) => {
+                errs.push(anyhow::Error::new(e).context(format!("{dev}: delete nexthop {}", nh.id)))
+            }
+        }
+    }
+    (n, errs)
+}
+
 /// Routes of multipoint spoke `if_id` on device `idx` (named `name`, for messages): `ip
-/// route del P dev NAME encap xfrm if_id N` for each of `del` (a route already gone counts
-/// as deleted; for IPv4 the kernel deletes only a route whose encap matches, 6.1
-/// `fib_nh_match` with `lwtunnel_cmp_encap`), then `ip route replace P dev NAME encap xfrm
-/// if_id N` for each of `add` (replace: a spoke that came back from another address takes
-/// its prefixes over from its older if_id, as a clone does). Returns every error.
+/// route del P nhid ID` for each of `del` (a route already gone counts as deleted), then `ip
+/// route replace P nhid ID` for each of `add` (replace: a spoke that came back from another
+/// address takes its prefixes over from its older if_id, as a clone does). ID is the spoke's
+/// nexthop object of the route's family (`crate::multipoint::nexthop`); one not there yet
+/// (the IPv6 one of a spoke that started IPv4-only) is made and the route tried once more.
+/// A route to delete that is not found by its nexthop is looked for as a plain `dev NAME
+/// encap xfrm if_id N` route too: what a version without nexthop objects installed, for a
+/// spoke adopted across the upgrade. Returns every error.
 pub async fn spoke_routes(
     h: &Handle,
     name: &str,
@@ -354,8 +429,9 @@ pub async fn spoke_routes(
     add: &[Route],
     del: &[Route],
 ) -> Vec<anyhow::Error> {
+    let nh = |r: &Route| crate::multipoint::nexthop(if_id, r.prefix.addr().is_ipv6(), idx);
     let spec = |r: &Route| {
-        let mut s = RouteSpec::dev(r.prefix, idx).table(table).xfrm_if_id(if_id);
+        let mut s = RouteSpec::nexthop(r.prefix, nh(r).id).table(table);
         if let Some(m) = r.metric {
             s = s.metric(m);
         }
@@ -363,7 +439,19 @@ pub async fn spoke_routes(
     };
     let mut errs = Vec::new();
     for r in del {
-        match h.link().del_route(&spec(r)).await {
+        let res = match h.link().del_route(&spec(r)).await {
+            Err(xfrm::Error::NotFound { .. }) => {
+                let plain = RouteSpec {
+                    dev: Some(idx),
+                    nexthop: None,
+                    xfrm_if_id: Some(if_id),
+                    ..spec(r)
+                };
+                h.link().del_route(&plain).await
+            }
+            res => res,
+        };
+        match res {
             Ok(()) | Err(xfrm::Error::NotFound { .. }) => {}
             Err(e) => errs.push(
                 anyhow::Error::new(e).context(format!("{name}: delete route {r} (if_id {if_id})")),
@@ -371,7 +459,11 @@ pub async fn spoke_routes(
         }
     }
     for r in add {
-        if let Err(e) = h.link().replace_route(&spec(r)).await {
+        let mut res = h.link().replace_route(&spec(r)).await;
+        if res.is_err() && h.nexthop().ensure(&nh(r)).await.is_ok() {
+            res = h.link().replace_route(&spec(r)).await;
+        }
+        if let Err(e) = res {
             errs.push(anyhow::Error::new(e).context(format!("{name}: route {r} (if_id {if_id})")));
         }
     }

@@ -72,6 +72,31 @@ pub fn devices<'a>(
         .collect()
 }
 
+/// Spoke if_id N's IPv6 nexthop object is N + this; its IPv4 one is N itself. Spoke if_ids
+/// are `virtual_access::IF_ID_BASE + slot`, so the two bands never meet.
+pub const V6_NEXTHOP_OFFSET: u32 = 0x0100_0000;
+const _: () = assert!(
+    crate::virtual_access::MAX_SLOT < V6_NEXTHOP_OFFSET
+        && (crate::virtual_access::IF_ID_BASE + crate::virtual_access::MAX_SLOT)
+            .checked_add(V6_NEXTHOP_OFFSET)
+            .is_some()
+);
+
+/// The nexthop object spoke `if_id`'s routes of one family name (`nhid`): out of device
+/// `dev` with `encap xfrm if_id N`, as vtid's (`xfrm::OWNED_NEXTHOP_PROTOCOL`). Routes that
+/// name a nexthop object are hashed apart by its id; plain `encap xfrm` routes on the one
+/// device all share one hash chain, which made each new spoke's route cost grow with the
+/// number of spokes (see `xfrm`'s nexthop module).
+pub fn nexthop(if_id: u32, v6: bool, dev: u32) -> xfrm::NexthopSpec {
+    xfrm::NexthopSpec {
+        id: if v6 { if_id + V6_NEXTHOP_OFFSET } else { if_id },
+        v6,
+        dev,
+        xfrm_if_id: Some(if_id),
+        protocol: xfrm::OWNED_NEXTHOP_PROTOCOL,
+    }
+}
+
 /// How `show` and `vtid down` name spoke `slot` of device `dev`.
 pub fn spoke_name(dev: &str, slot: u32) -> String {
     format!("{dev}:{slot}")
@@ -104,6 +129,22 @@ mod tests {
         assert!(!kernel_supports("5.10.0-33-amd64"));
         assert!(!kernel_supports("4.19.0"));
         assert!(kernel_supports("weird"));
+    }
+
+    #[test]
+    fn nexthop_ids_of_spokes_never_collide() {
+        use crate::virtual_access::{IF_ID_BASE, MAX_SLOT};
+        let mut seen = std::collections::HashSet::new();
+        for slot in (0..=MAX_SLOT).step_by(997).chain([MAX_SLOT]) {
+            let if_id = IF_ID_BASE + slot;
+            for v6 in [false, true] {
+                let n = nexthop(if_id, v6, 9);
+                assert!(seen.insert(n.id), "id {} twice", n.id);
+                assert_eq!((n.v6, n.xfrm_if_id, n.dev), (v6, Some(if_id), 9));
+            }
+        }
+        // Both bands stay apart: the highest IPv4 id is below the lowest IPv6 one.
+        assert!(IF_ID_BASE + MAX_SLOT < nexthop(IF_ID_BASE, true, 9).id);
     }
 
     #[test]

@@ -354,6 +354,8 @@ pub struct AdoptedClone {
     pub tunnel: crate::plan::TunnelPlan,
     /// The clone as the kernel holds it.
     pub interface: crate::model::Interface,
+    /// A spoke of a multipoint template: its shared device's name.
+    pub multipoint: Option<String>,
     /// When it was created.
     pub created: Instant,
 }
@@ -391,6 +393,7 @@ pub fn adopt(ep: &mut ike::Endpoint, plan: &Plan, r: Restored) -> Adopted {
                     slot: cb.slot,
                     tunnel: t,
                     interface,
+                    multipoint: tp.multipoint.clone(),
                     created: now
                         .checked_sub(Duration::from_millis(cb.age_ms))
                         .unwrap_or(now),
@@ -518,12 +521,26 @@ pub async fn sweep_around(h: &xfrm::Handle, a: &Adopted) -> Vec<anyhow::Error> {
             .map(Op::RemoveSa),
     );
     let failed = crate::kernel::apply(h, &ops).await;
-    let removed = ops.len() - failed.len();
+    let mut removed = ops.len() - failed.len();
+    errs.extend(failed);
+    // Multipoint devices stay (adopted spokes are on them); the nexthops of spokes whose
+    // SAs were left out go, and the kernel takes their routes along.
+    let mut keep: BTreeMap<&str, HashSet<u32>> = BTreeMap::new();
+    for c in &a.clones {
+        if let Some(dev) = &c.multipoint {
+            let ids = [false, true].map(|v6| crate::multipoint::nexthop(c.tunnel.if_id, v6, 0).id);
+            keep.entry(dev.as_str()).or_default().extend(ids);
+        }
+    }
+    for (dev, ids) in keep {
+        let (n, e) = crate::kernel::sweep_nexthops(h, dev, &ids).await;
+        removed += n;
+        errs.extend(e);
+    }
     info!(
         removed,
         "restart: swept the kernel objects no adopted SA accounts for"
     );
-    errs.extend(failed);
     errs
 }
 

@@ -166,7 +166,33 @@ fn device_routes(ns: &Netns) -> Result<BTreeMap<String, u32>> {
         let if_id = r["if_id"]
             .as_u64()
             .with_context(|| format!("if_id in {r}"))?;
+        // The route names its spoke's nexthop object (the IPv4 one's id is the if_id), so
+        // the kernel hashes it apart from the other spokes' (`xfrm`'s nexthop module); its
+        // device and encap above are the nexthop's, shown by nexthop_compat_mode.
+        ensure!(
+            r["nhid"].as_u64() == Some(if_id),
+            "route {dst} names no spoke nexthop: {r}"
+        );
         out.insert(dst, if_id as u32);
+    }
+    Ok(out)
+}
+
+/// The hub's nexthop objects, as id -> if_id of their `encap xfrm`, from `ip -j nexthop
+/// show`: each must be vtid's (protocol 76) on the multipoint device.
+fn spoke_nexthops(ns: &Netns) -> Result<BTreeMap<u32, u32>> {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "nexthop", "show"])?)?;
+    let mut out = BTreeMap::new();
+    for n in v.as_array().into_iter().flatten() {
+        ensure!(
+            n["dev"] == DEVICE && n["encap"] == "xfrm" && n["protocol"].to_string().contains("76"),
+            "a nexthop that is not a spoke's: {n}"
+        );
+        let id = n["id"].as_u64().with_context(|| format!("id in {n}"))?;
+        let if_id = n["if_id"]
+            .as_u64()
+            .with_context(|| format!("if_id in {n}"))?;
+        out.insert(id as u32, if_id as u32);
     }
     Ok(out)
 }
@@ -279,6 +305,13 @@ fn check_spokes(sc: &Scenario, h: usize, up: &[u8]) -> Result<BTreeMap<String, S
     ensure!(
         routes == want_routes,
         "routes {routes:?}, want {want_routes:?}"
+    );
+    // One IPv4 nexthop object per spoke (the template is IPv4-only), named by its if_id.
+    let nexthops = spoke_nexthops(ns)?;
+    let want_nexthops: BTreeMap<u32, u32> = want_routes.values().map(|i| (*i, *i)).collect();
+    ensure!(
+        nexthops == want_nexthops,
+        "nexthops {nexthops:x?}, want {want_nexthops:x?}"
     );
     let ids: Vec<u32> = want_routes.values().copied().collect();
     let mut distinct = ids.clone();
@@ -472,9 +505,10 @@ fn multipoint_churn(name: &str, sides: [Side; 2]) {
             let want: Vec<u32> = (0..n as u32).map(|k| FIRST_IF_ID + k).collect();
             ensure!(ids == want, "cycle {i}: if_ids {ids:x?}, want {want:x?}");
             ensure!(
-                device_routes(ns)?.len() == n,
-                "cycle {i}: routes {:?}",
-                device_routes(ns)?
+                device_routes(ns)?.len() == n && spoke_nexthops(ns)?.len() == n,
+                "cycle {i}: routes {:?}, nexthops {:?}",
+                device_routes(ns)?,
+                spoke_nexthops(ns)?
             );
             for spoke in &s[..n] {
                 spoke
@@ -507,6 +541,8 @@ fn multipoint_churn(name: &str, sides: [Side; 2]) {
         check_device(ns)?;
         let routes = device_routes(ns)?;
         ensure!(routes.is_empty(), "routes left: {routes:?}");
+        let nexthops = spoke_nexthops(ns)?;
+        ensure!(nexthops.is_empty(), "nexthops left: {nexthops:x?}");
         let all = ns.ip(&["route", "show", "table", "all"])?;
         ensure!(
             !all.contains("10.1.0.0/24") && !all.contains("10.2.0.0/24"),

@@ -17,7 +17,10 @@ use netlink_packet_core::{
 use netlink_packet_core::{NlaBuffer, NlasIterator, ParseableParametrized};
 use netlink_packet_xfrm::XfrmMessage;
 use nix::errno::Errno;
-use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_XFRM};
+use rtnetlink::sys::{
+    Socket, SocketAddr,
+    protocols::{NETLINK_ROUTE, NETLINK_XFRM},
+};
 use tokio::io::unix::AsyncFd;
 use zeroize::Zeroizing;
 
@@ -42,10 +45,19 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
 
 /// Opens a NETLINK_XFRM socket in `netns`, optionally joined to multicast `groups`.
 pub(crate) fn open_socket(netns: &Netns, groups: &[u32]) -> Result<Socket> {
+    open_family(netns, NETLINK_XFRM, "open NETLINK_XFRM socket", groups)
+}
+
+/// Opens a NETLINK_ROUTE socket in `netns` for the requests rtnetlink's message types cannot
+/// carry (nexthop objects, RTM_NEWNEXTHOP: see [`crate::nexthop`]).
+pub(crate) fn open_route_socket(netns: &Netns) -> Result<Socket> {
+    open_family(netns, NETLINK_ROUTE, "open NETLINK_ROUTE socket", &[])
+}
+
+fn open_family(netns: &Netns, family: isize, op: &'static str, groups: &[u32]) -> Result<Socket> {
     let groups = groups.to_vec();
     netns.run(move || {
-        let op = "open NETLINK_XFRM socket";
-        let mut s = Socket::new(NETLINK_XFRM).map_err(io_err(op))?;
+        let mut s = Socket::new(family).map_err(io_err(op))?;
         s.bind(&SocketAddr::new(0, 0)).map_err(io_err(op))?;
         // CAP_ACK: error replies echo only the header, never the request body (which may hold
         // keys). EXT_ACK: the kernel adds its human-readable reason.
@@ -188,8 +200,10 @@ fn frame_len(body: &Body) -> usize {
     (HDR + body.bytes.len() + 3) & !3
 }
 
-/// A request/response NETLINK_XFRM socket. Requests are serialized by a mutex; a batch holds
-/// the mutex for its whole run.
+/// A request/response netlink socket: NETLINK_XFRM, or NETLINK_ROUTE for nexthop objects
+/// (rtnetlink_rcv also runs every message of a datagram inside `sendmsg`, under the RTNL, and
+/// answers a failed one with NLMSG_ERROR, so batches work alike). Requests are serialized by
+/// a mutex; a batch holds the mutex for its whole run.
 pub(crate) struct Conn {
     inner: tokio::sync::Mutex<Inner>,
 }
@@ -225,10 +239,24 @@ impl Conn {
 
     /// Sends one request and returns the data messages of the reply (all parts of a dump).
     pub(crate) async fn fetch(&self, body: Body, dump: bool) -> Result<Vec<XfrmMessage>> {
+        self.fetch_with(body, dump, |ty, payload| {
+            XfrmMessage::parse_with_param(payload, ty).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// As [`Conn::fetch`], each data message decoded by `parse(type, payload)` (for sockets
+    /// of other netlink families, e.g. NETLINK_ROUTE's nexthops).
+    pub(crate) async fn fetch_with<T>(
+        &self,
+        body: Body,
+        dump: bool,
+        parse: impl Fn(u16, &[u8]) -> std::result::Result<T, String>,
+    ) -> Result<Vec<T>> {
         let mut inner = self.inner.lock().await;
         // A dump interrupted by a concurrent change (NLM_F_DUMP_INTR) is retried.
         for _ in 0..5 {
-            match inner.fetch_once(&body, dump).await? {
+            match inner.fetch_once(&body, dump, &parse).await? {
                 Some(v) => return Ok(v),
                 None => continue,
             }
@@ -289,7 +317,12 @@ impl Inner {
         }
     }
 
-    async fn fetch_once(&mut self, body: &Body, dump: bool) -> Result<Option<Vec<XfrmMessage>>> {
+    async fn fetch_once<T>(
+        &mut self,
+        body: &Body,
+        dump: bool,
+        parse: &impl Fn(u16, &[u8]) -> std::result::Result<T, String>,
+    ) -> Result<Option<Vec<T>>> {
         let seq = self.next_seq();
         let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
         let mut frame = Zeroizing::new(Vec::with_capacity(frame_len(body)));
@@ -309,11 +342,9 @@ impl Inner {
                         payload,
                     } if s == seq => {
                         interrupted |= flags & NLM_F_DUMP_INTR != 0;
-                        let msg = XfrmMessage::parse_with_param(payload, ty).map_err(|e| {
-                            Error::Decode {
-                                op: body.op,
-                                detail: e.to_string(),
-                            }
+                        let msg = parse(ty, payload).map_err(|detail| Error::Decode {
+                            op: body.op,
+                            detail,
                         })?;
                         out.push(msg);
                     }

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use netlink_packet_xfrm::XfrmMessage;
 use rtnetlink::sys::AsyncSocket;
 
-use crate::conn::{Conn, open_socket};
+use crate::conn::{Conn, open_route_socket, open_socket};
 use crate::error::{Error, Result};
 use crate::ethtool;
 use crate::link::LinkHandle;
 use crate::netns::Netns;
+use crate::nexthop::{self, NexthopInfo, NexthopSpec};
 use crate::spec::*;
 use crate::wire::{self, AllocSpi, Body};
 
@@ -22,6 +23,8 @@ use crate::wire::{self, AllocSpi, Body};
 #[derive(Clone)]
 pub struct Handle {
     xfrm: Arc<Conn>,
+    /// NETLINK_ROUTE requests rtnetlink cannot express (nexthop objects).
+    route_raw: Arc<Conn>,
     route: rtnetlink::Handle,
     netns: Arc<Netns>,
     /// Netlink request messages sent, XFRM and route together.
@@ -42,6 +45,7 @@ impl Handle {
             source: std::io::Error::other("xfrm::Handle::open must run inside a tokio runtime"),
         })?;
         let sock = open_socket(&netns, &[])?;
+        let route_sock = open_route_socket(&netns)?;
         let (conn, route, _msgs, ethtool) = netns.run(|| {
             let _guard = rt.enter();
             let op = "open NETLINK_ROUTE socket";
@@ -60,6 +64,7 @@ impl Handle {
         let requests = Arc::new(AtomicU64::new(0));
         Ok(Handle {
             xfrm: Arc::new(Conn::new(sock, requests.clone())?),
+            route_raw: Arc::new(Conn::new(route_sock, requests.clone())?),
             route,
             netns: Arc::new(netns),
             requests,
@@ -96,6 +101,11 @@ impl Handle {
         LinkHandle::new(&self.route, &self.netns, &self.requests, &self.ethtool)
     }
 
+    /// Nexthop object operations (`ip nexthop ...`).
+    pub fn nexthop(&self) -> NexthopHandle<'_> {
+        NexthopHandle(self)
+    }
+
     /// The underlying rtnetlink handle, for routing operations this crate does not wrap.
     pub fn rtnetlink(&self) -> &rtnetlink::Handle {
         &self.route
@@ -108,6 +118,77 @@ impl Handle {
             bodies: Vec::new(),
             error: None,
         }
+    }
+}
+
+/// Nexthop object operations. Obtained from [`Handle::nexthop`].
+pub struct NexthopHandle<'a>(&'a Handle);
+
+impl NexthopHandle<'_> {
+    /// Creates a nexthop; fails with [`Error::Exists`] if its id is taken.
+    ///
+    /// Equivalent to: `ip nexthop add id ID ...` (see [`NexthopSpec`]).
+    pub async fn add(&self, spec: &NexthopSpec) -> Result<()> {
+        self.0.route_raw.ack(nexthop::new_body(spec, false)?).await
+    }
+
+    /// Creates a nexthop or overwrites the one with its id; routes naming it stay.
+    ///
+    /// Equivalent to: `ip nexthop replace id ID ...`.
+    pub async fn replace(&self, spec: &NexthopSpec) -> Result<()> {
+        self.0.route_raw.ack(nexthop::new_body(spec, true)?).await
+    }
+
+    /// Creates `spec` unless the very same nexthop is there already (one left by an earlier
+    /// run of ours: a restart's adoption). Its id held by anything else (another protocol,
+    /// another device, a gateway or group) is [`Error::Exists`], and it is left alone.
+    pub async fn ensure(&self, spec: &NexthopSpec) -> Result<()> {
+        match self.add(spec).await {
+            Err(e) if e.is_exists() => {
+                let have = self.get(spec.id).await?;
+                if have.matches(spec) {
+                    return Ok(());
+                }
+                Err(Error::Exists {
+                    op: "add nexthop",
+                    ext_ack: Some(format!(
+                        "nexthop id {} is already in use: {have:?}",
+                        spec.id
+                    )),
+                })
+            }
+            r => r,
+        }
+    }
+
+    /// Removes a nexthop and, with it, every route that names it.
+    ///
+    /// Equivalent to: `ip nexthop del id ID`.
+    pub async fn delete(&self, id: u32) -> Result<()> {
+        self.0.route_raw.ack(nexthop::del_body(id)).await
+    }
+
+    /// Equivalent to: `ip nexthop get id ID`.
+    pub async fn get(&self, id: u32) -> Result<NexthopInfo> {
+        let mut v = self
+            .0
+            .route_raw
+            .fetch_with(nexthop::get_body(id), false, nexthop::parse)
+            .await?;
+        v.pop().ok_or(Error::NotFound {
+            op: "get nexthop",
+            ext_ack: None,
+        })
+    }
+
+    /// The nexthops on device `dev`.
+    ///
+    /// Equivalent to: `ip nexthop show dev DEV`.
+    pub async fn dump_dev(&self, dev: u32) -> Result<Vec<NexthopInfo>> {
+        self.0
+            .route_raw
+            .fetch_with(nexthop::dump_body(dev), true, nexthop::parse)
+            .await
     }
 }
 

@@ -58,6 +58,7 @@
 //!   [`LinkHandle::create_tunnel_device`] creates a device already in the owned group (the
 //!   kernel ignores IFLA_IFALIAS on creation, so the alias follows in one set-link; see
 //!   [`TunnelDeviceSpec`]).
+//! - **Nexthop objects**: nh_protocol [`OWNED_NEXTHOP_PROTOCOL`], on an owned interface.
 //!
 //! Use [`is_owned_reqid`], [`is_owned_priority`] and [`is_owned_link`] (alias or group) when
 //! reconciling.
@@ -72,6 +73,7 @@ mod link;
 mod monitor;
 mod netmon;
 mod netns;
+mod nexthop;
 mod qdisc;
 mod spec;
 mod wire;
@@ -80,13 +82,14 @@ pub use bypass::{bypass_socket, clear_socket_policy};
 pub use device::{DeviceKind, TunnelDeviceSpec, is_owned_link};
 pub use error::{Error, Result};
 pub use ethtool::ESP_HW_OFFLOAD;
-pub use handle::{Batch, Handle, PolicyHandle, SaHandle};
+pub use handle::{Batch, Handle, NexthopHandle, PolicyHandle, SaHandle};
 pub use link::{
     GreInfo, LinkHandle, LinkInfo, RouteSpec, VtiSpec, XfrmiSpec, get_sysctl, set_sysctl,
 };
 pub use monitor::{Acquire, Event, Expire, Mapping, Migrate, Monitor, PolicyExpire};
 pub use netmon::{NetEvent, NetMonitor};
 pub use netns::Netns;
+pub use nexthop::{NexthopInfo, NexthopSpec};
 pub use qdisc::Qdisc;
 pub use spec::*;
 pub use wire::{AllocSpi, XFRM_OFFLOAD_PACKET, XFRMA_SA_DIR};
@@ -100,6 +103,9 @@ pub const OWNED_PRIORITY: std::ops::RangeInclusive<u32> = 0x0003_0000..=0x0003_f
 pub const OWNED_ALIAS_PREFIX: &str = "vtid:";
 /// Link group of interfaces vtid created (`ip link show group 7654`).
 pub const OWNED_LINK_GROUP: u32 = 7654;
+/// nh_protocol of nexthop objects vtid created (`ip nexthop show protocol 76`): a number no
+/// routing daemon in include/uapi/linux/rtnetlink.h or FRR's rt_protos claims.
+pub const OWNED_NEXTHOP_PROTOCOL: u8 = 76;
 
 /// True when `reqid` is in vtid's range.
 pub fn is_owned_reqid(reqid: u32) -> bool {

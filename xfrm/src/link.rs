@@ -84,7 +84,7 @@ pub struct XfrmiSpec {
 /// A route.
 ///
 /// Equivalent to: `ip route add DST [via GW] [dev DEV] [src SRC] [metric M] [table T] [encap
-/// xfrm if_id N]`.
+/// xfrm if_id N]`, or with a nexthop object `ip route add DST nhid ID [metric M] [table T]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
     /// Destination prefix.
@@ -103,6 +103,10 @@ pub struct RouteSpec {
     /// packets routed here the xfrm metadata a collect-metadata xfrm interface sends with
     /// (see [`crate::DeviceKind::XfrmExternal`]).
     pub xfrm_if_id: Option<u32>,
+    /// `nhid ID`: the route's next hop is nexthop object ID (see [`crate::NexthopSpec`]);
+    /// device, gateway and encap then come from it, and `dev`, `gateway` and `xfrm_if_id`
+    /// are not sent (the kernel refuses a route with both, 6.1 `fib_create_info`).
+    pub nexthop: Option<u32>,
 }
 
 impl RouteSpec {
@@ -116,6 +120,16 @@ impl RouteSpec {
             metric: None,
             table: 254,
             xfrm_if_id: None,
+            nexthop: None,
+        }
+    }
+
+    /// A route to `dst` through nexthop object `id` in the main table.
+    pub fn nexthop(dst: IpNet, id: u32) -> Self {
+        RouteSpec {
+            dev: None,
+            nexthop: Some(id),
+            ..RouteSpec::dev(dst, 0)
         }
     }
 
@@ -633,6 +647,11 @@ impl<'a> LinkHandle<'a> {
             b = b.priority(m);
         }
         let mut msg = b.build();
+        if let Some(id) = r.nexthop {
+            use rtnetlink::packet_route::route::RouteAttribute;
+            msg.attributes.push(RouteAttribute::NhId(id));
+            return Ok(msg);
+        }
         if let Some(id) = r.xfrm_if_id {
             use rtnetlink::packet_route::route::{
                 RouteAttribute, RouteLwEnCapType, RouteLwTunnelEncap, RouteXfrmTunnel,

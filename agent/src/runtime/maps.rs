@@ -508,6 +508,7 @@ impl Runtime {
                 metric: Some(metric),
                 table: MAIN_TABLE,
                 xfrm_if_id: None,
+                nexthop: None,
             };
             // A directly connected peer is the next hop itself (`via PEER dev DEV`), as IOS's
             // reverse route names the peer.

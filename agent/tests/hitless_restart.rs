@@ -187,6 +187,24 @@ fn vm_hitless_restart_static_tunnel_loses_no_ping_and_rekeys_after() {
             Ok(kernel_spis(ha)?.is_disjoint(&kernel_before) && vtid.is_up()?)
         })
         .with_context(|| diag("child rekey", &vtid, &swan))?;
+        // charon drops the replaced Child SA once vtid's DELETE for it is answered, keeping
+        // its inbound SA for delete_rekeyed_delay (5 s) more. An IKE SA rekey inside that
+        // window can lose charon's delayed removal (seen once in CI: the old inbound SA
+        // stayed for good, though vtid's DELETE had been answered), so the IKE rekeys wait
+        // until charon is done with it.
+        let child_spis = |set: &BTreeSet<String>| -> BTreeSet<String> {
+            set.iter()
+                .filter(|k| k.starts_with("spi-"))
+                .cloned()
+                .collect()
+        };
+        let child_before = child_spis(&swan_before);
+        kernel::wait_until(
+            "charon without the pre-restart Child SA",
+            Duration::from_secs(20),
+            || Ok(child_spis(&swan_spis(&swan)?).is_disjoint(&child_before)),
+        )
+        .with_context(|| format!("the Child SA rekey left old SPIs: {:?}", swan_spis(&swan)))?;
         let mut v = swan.vici()?;
         v.request("rekey", &[("ike", "t")])?;
         kernel::wait_until("IKE SA rekeyed by charon", Duration::from_secs(30), || {
@@ -222,8 +240,7 @@ fn vm_hitless_restart_static_tunnel_loses_no_ping_and_rekeys_after() {
             "IKE_SA_INIT after the restart\n{}",
             diag("", &vtid, &swan)
         );
-        // charon drops the replaced Child SA when vtid's DELETE for it arrives, which may be
-        // queued behind the IKE SA rekeys the test starts right after the Child SA rekey.
+        // Both pre-restart IKE SAs are gone once the DELETEs of the two IKE rekeys are done.
         kernel::wait_until(
             "charon without the pre-restart SAs",
             Duration::from_secs(15),
@@ -475,8 +492,9 @@ fn vm_hitless_restart_multipoint_hub_keeps_its_spokes() {
 }
 
 /// The hub's per-spoke kernel objects other than SAs, by name: a point-to-point template's
-/// clones (name -> ifindex), or a multipoint template's device (name -> ifindex) and its
-/// spokes' routes (prefix -> if_id of their `encap xfrm`).
+/// clones (name -> ifindex), or a multipoint template's device (name -> ifindex), its
+/// spokes' routes (prefix -> if_id of their `encap xfrm`) and nexthops ("nexthop ID" ->
+/// if_id).
 fn spoke_objects(ns: &Netns, mode: &str) -> Result<std::collections::BTreeMap<String, u64>> {
     let links: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link"])?)?;
     let mut out: std::collections::BTreeMap<String, u64> = links
@@ -495,6 +513,14 @@ fn spoke_objects(ns: &Netns, mode: &str) -> Result<std::collections::BTreeMap<St
         for r in routes.as_array().into_iter().flatten() {
             if let (Some(dst), Some(if_id)) = (r["dst"].as_str(), r["if_id"].as_u64()) {
                 out.insert(dst.to_owned(), if_id);
+            }
+        }
+        // The spokes' nexthop objects, which their routes name (`nhid`).
+        let nexthops: serde_json::Value =
+            serde_json::from_str(&ns.ip(&["-j", "nexthop", "show", "dev", "vtid-mp"])?)?;
+        for n in nexthops.as_array().into_iter().flatten() {
+            if let (Some(id), Some(if_id)) = (n["id"].as_u64(), n["if_id"].as_u64()) {
+                out.insert(format!("nexthop {id}"), if_id);
             }
         }
     }
@@ -536,8 +562,12 @@ fn hub_restart(spokes: u32, mode: &str) {
         let swan = nstest::peer::StrongswanVersion::Debian12
             .start_many_tuned(lg, &sc.dir().join("lg"), &named, "  retransmit_tries = 8\n")
             .with_context(|| vtid.log())?;
-        // Each spoke: a clone, or a route on the multipoint device (which is one more entry).
-        let objects = spokes as usize + usize::from(mode == "multipoint");
+        // Each spoke: a clone, or a route and a nexthop on the multipoint device (which is
+        // one more entry).
+        let objects = match mode {
+            "multipoint" => 2 * spokes as usize + 1,
+            _ => spokes as usize,
+        };
         let clones = |ns: &Netns| spoke_objects(ns, mode);
         kernel::wait_until("spokes up", Duration::from_secs(180), || {
             Ok(clones(hub)?.len() == objects

@@ -583,7 +583,29 @@ fn hub_restart(spokes: u32, mode: &str) {
                 "spoke {i}: no traffic"
             );
         }
-        let clones_before = clones(hub)?;
+        // A nexthop of vtid's that no adopted spoke names (as a spoke whose IKE SA was left
+        // out of the state file leaves), with a route through it, and one of another owner
+        // on the same device: the restart's sweep removes the first with its route and
+        // leaves the second alone.
+        const STALE: u32 = 0x7660_0fff;
+        const FOREIGN: u32 = 4242;
+        let extra = [
+            format!("nexthop {STALE}"),
+            format!("nexthop {FOREIGN}"),
+            "10.99.0.0/24".to_string(),
+        ];
+        if mode == "multipoint" {
+            for (id, proto) in [(STALE, "76"), (FOREIGN, "static")] {
+                let (id, if_id) = (id.to_string(), STALE.to_string());
+                hub.ip(&[
+                    "-4", "nexthop", "add", "id", &id, "dev", "vtid-mp", "proto", proto, "encap",
+                    "xfrm", "if_id", &if_id,
+                ])?;
+            }
+            hub.ip(&["route", "add", "10.99.0.0/24", "nhid", &STALE.to_string()])?;
+        }
+        let mut clones_before = clones(hub)?;
+        clones_before.retain(|k, _| !extra.contains(k));
         let spis_before = kernel_spis(hub)?;
         let inits_before = swan.log().matches("IKE_SA_INIT").count();
         let pingers = probes
@@ -621,10 +643,19 @@ fn hub_restart(spokes: u32, mode: &str) {
                 missing.len()
             );
         }
-        ensure!(
-            clones(hub)? == clones_before,
-            "clones changed across the restart"
-        );
+        let mut after = clones(hub)?;
+        if mode == "multipoint" {
+            ensure!(
+                after.remove(&extra[1]).is_some(),
+                "the restart removed another owner's nexthop: {after:?}"
+            );
+            let all = hub.ip(&["route", "show", "table", "all"])?;
+            ensure!(
+                !all.contains("10.99.0.0/24") && !after.contains_key(&extra[0]),
+                "the restart left a nexthop no adopted spoke names, or its route: {after:?}\n{all}"
+            );
+        }
+        ensure!(after == clones_before, "clones changed across the restart");
         ensure!(
             kernel_spis(hub)? == spis_before,
             "SAs changed across the restart"

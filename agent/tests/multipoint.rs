@@ -185,7 +185,10 @@ fn spoke_nexthops(ns: &Netns) -> Result<BTreeMap<u32, u32>> {
     let mut out = BTreeMap::new();
     for n in v.as_array().into_iter().flatten() {
         ensure!(
-            n["dev"] == DEVICE && n["encap"] == "xfrm" && n["protocol"].to_string().contains("76"),
+            // "vtid" where the package's rt_protos.d entry names protocol 76.
+            n["dev"] == DEVICE
+                && n["encap"] == "xfrm"
+                && (n["protocol"] == "76" || n["protocol"] == 76 || n["protocol"] == "vtid"),
             "a nexthop that is not a spoke's: {n}"
         );
         let id = n["id"].as_u64().with_context(|| format!("id in {n}"))?;

@@ -41,6 +41,14 @@ pub const MAX_SLOT: u32 = 999_999;
 const _: () = assert!(
     IF_ID_BASE > crate::plan::IF_ID_BASE + 0xffff && IF_ID_BASE.checked_add(MAX_SLOT).is_some()
 );
+// A multipoint spoke's IPv4 and IPv6 nexthop ids (its if_id, and that plus the offset:
+// `multipoint::nexthop`) stay apart and inside u32.
+const _: () = assert!(
+    MAX_SLOT < crate::multipoint::V6_NEXTHOP_OFFSET
+        && (IF_ID_BASE + MAX_SLOT)
+            .checked_add(crate::multipoint::V6_NEXTHOP_OFFSET)
+            .is_some()
+);
 /// Hands out clone numbers: always the lowest free one (so names stay short and predictable,
 /// like Cisco's Virtual-Access numbering), each at most once at a time. Released numbers are
 /// reused; the set of free numbers never grows past the peak number of clones, so thousands of
@@ -723,6 +731,21 @@ mod multipoint_tests {
             offload: crate::config::Offload::Off,
             multipoint: Some("vtid-mp".into()),
         }
+    }
+
+    #[test]
+    fn nexthop_ids_of_spokes_never_collide() {
+        let mut seen = std::collections::HashSet::new();
+        for slot in (0..=MAX_SLOT).step_by(997).chain([MAX_SLOT]) {
+            let if_id = IF_ID_BASE + slot;
+            for v6 in [false, true] {
+                let n = crate::multipoint::nexthop(if_id, v6, 9);
+                assert!(seen.insert(n.id), "id {} twice", n.id);
+                assert_eq!((n.v6, n.xfrm_if_id, n.dev), (v6, Some(if_id), 9));
+            }
+        }
+        // Both bands stay apart: the highest IPv4 id is below the lowest IPv6 one.
+        assert!(IF_ID_BASE + MAX_SLOT < crate::multipoint::nexthop(IF_ID_BASE, true, 9).id);
     }
 
     #[test]

@@ -359,7 +359,7 @@ pub async fn remove_spoke(
 async fn delete_spoke_nexthops(h: &Handle, if_id: u32) -> Vec<anyhow::Error> {
     let mut errs = Vec::new();
     for v6 in [false, true] {
-        let id = crate::multipoint::nexthop(if_id, v6, 0).id;
+        let id = crate::multipoint::nexthop_id(if_id, v6);
         match h.nexthop().delete(id).await {
             Ok(()) | Err(xfrm::Error::NotFound { .. }) => {}
             Err(e) => errs.push(anyhow::Error::new(e).context(format!("delete nexthop {id}"))),

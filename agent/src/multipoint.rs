@@ -76,6 +76,11 @@ pub fn devices<'a>(
 /// are `virtual_access::IF_ID_BASE + slot`, so the two bands never meet (asserted there).
 pub const V6_NEXTHOP_OFFSET: u32 = 0x0100_0000;
 
+/// The id of spoke `if_id`'s nexthop object of one family (see [`V6_NEXTHOP_OFFSET`]).
+pub fn nexthop_id(if_id: u32, v6: bool) -> u32 {
+    if v6 { if_id + V6_NEXTHOP_OFFSET } else { if_id }
+}
+
 /// The nexthop object spoke `if_id`'s routes of one family name (`nhid`): out of device
 /// `dev` with `encap xfrm if_id N`, as vtid's (`xfrm::OWNED_NEXTHOP_PROTOCOL`). Routes that
 /// name a nexthop object are hashed apart by its id; plain `encap xfrm` routes on the one
@@ -83,7 +88,7 @@ pub const V6_NEXTHOP_OFFSET: u32 = 0x0100_0000;
 /// number of spokes (see `xfrm`'s nexthop module).
 pub fn nexthop(if_id: u32, v6: bool, dev: u32) -> xfrm::NexthopSpec {
     xfrm::NexthopSpec {
-        id: if v6 { if_id + V6_NEXTHOP_OFFSET } else { if_id },
+        id: nexthop_id(if_id, v6),
         v6,
         dev,
         xfrm_if_id: Some(if_id),

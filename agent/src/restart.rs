@@ -528,7 +528,7 @@ pub async fn sweep_around(h: &xfrm::Handle, a: &Adopted) -> Vec<anyhow::Error> {
     let mut keep: BTreeMap<&str, HashSet<u32>> = BTreeMap::new();
     for c in &a.clones {
         if let Some(dev) = &c.multipoint {
-            let ids = [false, true].map(|v6| crate::multipoint::nexthop(c.tunnel.if_id, v6, 0).id);
+            let ids = [false, true].map(|v6| crate::multipoint::nexthop_id(c.tunnel.if_id, v6));
             keep.entry(dev.as_str()).or_default().extend(ids);
         }
     }

@@ -16,7 +16,9 @@
 //! go over a NETLINK_ROUTE socket of our own ([`crate::conn`]). Layout from
 //! include/uapi/linux/nexthop.h (`struct nhmsg`, `NHA_*`) and include/uapi/linux/lwtunnel.h.
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{
+    DefaultNla, Emitable, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NlaBuffer, NlasIterator,
+};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -35,7 +37,6 @@ const NHA_ENCAP: u16 = 8;
 /// `NLA_F_NESTED`: the kernel parses NHA_ENCAP strictly (`nla_parse_nested` in the lwtunnel
 /// build_state), which refuses a nested attribute without this flag.
 const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 /// `LWTUNNEL_ENCAP_XFRM` and its `LWT_XFRM_IF_ID` (Linux 6.0+).
 const LWTUNNEL_ENCAP_XFRM: u16 = 10;
 const LWT_XFRM_IF_ID: u16 = 1;
@@ -91,12 +92,18 @@ impl NexthopInfo {
     }
 }
 
-fn push_attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = 4 + value.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len() + ((len + 3) & !3) - len, 0);
+/// `nhmsg` followed by `attrs`, emitted by netlink-packet-core as the XFRM bodies are
+/// (`DefaultNla` sets NLA_F_NESTED when the kind carries it).
+fn message(family: u8, protocol: u8, attrs: &[DefaultNla]) -> Vec<u8> {
+    let mut v = nhmsg(family, protocol);
+    let head = v.len();
+    v.resize(head + Emitable::buffer_len(&attrs), 0);
+    Emitable::emit(&attrs, &mut v[head..]);
+    v
+}
+
+fn u32_nla(kind: u16, value: u32) -> DefaultNla {
+    DefaultNla::new(kind, value.to_ne_bytes().to_vec())
 }
 
 fn nhmsg(family: u8, protocol: u8) -> Vec<u8> {
@@ -124,19 +131,26 @@ pub(crate) fn new_body(spec: &NexthopSpec, replace: bool) -> Result<Body> {
             "nexthop id 0 (the kernel would choose one)".into(),
         ));
     }
-    let mut v = nhmsg(if spec.v6 { AF_INET6 } else { AF_INET }, spec.protocol);
-    push_attr(&mut v, NHA_ID, &spec.id.to_ne_bytes());
-    push_attr(&mut v, NHA_OIF, &spec.dev.to_ne_bytes());
+    let mut attrs = vec![u32_nla(NHA_ID, spec.id), u32_nla(NHA_OIF, spec.dev)];
     if let Some(if_id) = spec.xfrm_if_id {
         if if_id == 0 {
             // 6.1 xfrmi_build_state: "if_id must be non-zero".
             return Err(Error::InvalidSpec("encap xfrm if_id 0".into()));
         }
-        push_attr(&mut v, NHA_ENCAP_TYPE, &LWTUNNEL_ENCAP_XFRM.to_ne_bytes());
-        let mut nested = Vec::new();
-        push_attr(&mut nested, LWT_XFRM_IF_ID, &if_id.to_ne_bytes());
-        push_attr(&mut v, NHA_ENCAP | NLA_F_NESTED, &nested);
+        let inner: &[DefaultNla] = &[u32_nla(LWT_XFRM_IF_ID, if_id)];
+        let mut nested = vec![0; Emitable::buffer_len(&inner)];
+        Emitable::emit(&inner, &mut nested);
+        attrs.push(DefaultNla::new(
+            NHA_ENCAP_TYPE,
+            LWTUNNEL_ENCAP_XFRM.to_ne_bytes().to_vec(),
+        ));
+        attrs.push(DefaultNla::new(NHA_ENCAP | NLA_F_NESTED, nested));
     }
+    let v = message(
+        if spec.v6 { AF_INET6 } else { AF_INET },
+        spec.protocol,
+        &attrs,
+    );
     let flags = NLM_F_CREATE | if replace { NLM_F_REPLACE } else { NLM_F_EXCL };
     Ok(body(RTM_NEWNEXTHOP, flags, v, "add nexthop"))
 }
@@ -144,40 +158,34 @@ pub(crate) fn new_body(spec: &NexthopSpec, replace: bool) -> Result<Body> {
 /// RTM_DELNEXTHOP for `id`. The kernel removes the routes that name it along with it
 /// (net/ipv4/nexthop.c `remove_nexthop` → `__remove_nexthop_fib`).
 pub(crate) fn del_body(id: u32) -> Body {
-    let mut v = nhmsg(0, 0);
-    push_attr(&mut v, NHA_ID, &id.to_ne_bytes());
+    let v = message(0, 0, &[u32_nla(NHA_ID, id)]);
     body(RTM_DELNEXTHOP, 0, v, "delete nexthop")
 }
 
 /// RTM_GETNEXTHOP for `id`.
 pub(crate) fn get_body(id: u32) -> Body {
-    let mut v = nhmsg(0, 0);
-    push_attr(&mut v, NHA_ID, &id.to_ne_bytes());
+    let v = message(0, 0, &[u32_nla(NHA_ID, id)]);
     body(RTM_GETNEXTHOP, 0, v, "get nexthop")
 }
 
 /// A dump of the nexthops on device `dev` (NHA_OIF as a dump filter; the header must be
 /// all zero, 6.1 `nh_valid_dump_req`).
 pub(crate) fn dump_body(dev: u32) -> Body {
-    let mut v = nhmsg(0, 0);
-    push_attr(&mut v, NHA_OIF, &dev.to_ne_bytes());
+    let v = message(0, 0, &[u32_nla(NHA_OIF, dev)]);
     body(RTM_GETNEXTHOP, 0, v, "dump nexthops")
 }
 
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let kind = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let value = &b[4..len];
-        b = &b[((len + 3) & !3).min(b.len())..];
-        Some((kind, value))
-    })
+/// The attributes of `b` as (kind without flags, value); a malformed one is an error.
+fn attrs(b: &[u8]) -> std::result::Result<Vec<(u16, &[u8])>, String> {
+    NlasIterator::new(b)
+        .map(|nla| {
+            let nla: NlaBuffer<&[u8]> = nla.map_err(|e| format!("bad attribute: {e}"))?;
+            let (kind, len) = (nla.kind(), nla.value_length());
+            // The iterator's buffer runs on to the end; the value is the `len` bytes after
+            // this attribute's 4-byte header (new_checked has bounded them).
+            Ok((kind, &nla.into_inner()[4..4 + len]))
+        })
+        .collect()
 }
 
 fn u32_of(v: &[u8]) -> Option<u32> {
@@ -201,7 +209,7 @@ pub(crate) fn parse(ty: u16, payload: &[u8]) -> std::result::Result<NexthopInfo,
         gateway: false,
     };
     let mut encap_type = None;
-    for (kind, v) in attrs(&payload[8..]) {
+    for (kind, v) in attrs(&payload[8..])? {
         match kind {
             NHA_ID => info.id = u32_of(v).ok_or("short NHA_ID")?,
             NHA_OIF => info.dev = Some(u32_of(v).ok_or("short NHA_OIF")?),
@@ -211,7 +219,8 @@ pub(crate) fn parse(ty: u16, payload: &[u8]) -> std::result::Result<NexthopInfo,
                 encap_type = v.get(..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
             }
             NHA_ENCAP => {
-                info.xfrm_if_id = attrs(v)
+                info.xfrm_if_id = attrs(v)?
+                    .into_iter()
                     .find(|(k, _)| *k == LWT_XFRM_IF_ID)
                     .and_then(|(_, x)| u32_of(x));
             }
@@ -248,7 +257,11 @@ mod tests {
         assert_eq!(b.flags, NLM_F_CREATE | NLM_F_EXCL);
         let v = &b.bytes;
         assert_eq!(&v[..4], &[AF_INET, 0, 118, 0]);
-        let got: Vec<(u16, Vec<u8>)> = attrs(&v[8..]).map(|(k, x)| (k, x.to_vec())).collect();
+        let got: Vec<(u16, Vec<u8>)> = attrs(&v[8..])
+            .unwrap()
+            .into_iter()
+            .map(|(k, x)| (k, x.to_vec()))
+            .collect();
         assert_eq!(got[0], (NHA_ID, 0x7660_0003u32.to_ne_bytes().to_vec()));
         assert_eq!(got[1], (NHA_OIF, 7u32.to_ne_bytes().to_vec()));
         assert_eq!(got[2], (NHA_ENCAP_TYPE, 10u16.to_ne_bytes().to_vec()));
@@ -257,7 +270,11 @@ mod tests {
         let encap_at = 8 + 8 + 8 + 8;
         let raw_kind = u16::from_ne_bytes([v[encap_at + 2], v[encap_at + 3]]);
         assert_eq!(raw_kind, NHA_ENCAP | NLA_F_NESTED);
-        let inner: Vec<_> = attrs(&got[3].1).map(|(k, x)| (k, x.to_vec())).collect();
+        let inner: Vec<_> = attrs(&got[3].1)
+            .unwrap()
+            .into_iter()
+            .map(|(k, x)| (k, x.to_vec()))
+            .collect();
         assert_eq!(
             inner,
             vec![(LWT_XFRM_IF_ID, 0x7660_0003u32.to_ne_bytes().to_vec())]

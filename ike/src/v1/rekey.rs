@@ -34,14 +34,17 @@ use super::*;
 
 /// How long a rekeyed Child SA is kept after its successor is installed: packets sent on it
 /// before the peer switched must still decrypt (strongSwan keeps them 5 s,
-/// `delete_rekeyed_delay`).
-pub(crate) const REKEY_OVERLAP: Duration = Duration::from_secs(3);
+/// `delete_rekeyed_delay`), and as initiator we send on it until [`OUTBOUND_DELAY`].
+pub(crate) const REKEY_OVERLAP: Duration = Duration::from_secs(5);
 
 /// How long a rekey initiator waits between installing the new inbound SA (with QM3 sent)
 /// and the new outbound one: the responder installs its inbound SA when QM3 arrives, one
-/// trip and one kernel install later. Shorter than [`REKEY_OVERLAP`], so the old pair still
-/// exists until the new outbound SA takes over.
-pub(crate) const OUTBOUND_DELAY: Duration = Duration::from_secs(1);
+/// trip and one kernel install later, and nothing in quick mode says when that happened
+/// (RFC 2409 §5.5: QM3 is the last message). One second proved short: a loaded peer (four
+/// tunnels negotiating at once under emulation) handled QM3 later than that, and the one
+/// ping sent on the new SA in between was dropped. Well within [`REKEY_OVERLAP`], so the
+/// old pair still exists until the new outbound SA takes over.
+pub(crate) const OUTBOUND_DELAY: Duration = Duration::from_millis(2500);
 
 /// How long a phase 2 rekey may take before it is tried again (the quick mode's own
 /// retransmissions run out later, and end the ISAKMP SA).

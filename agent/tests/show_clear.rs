@@ -334,9 +334,18 @@ fn vm_show_crypto_views_after_traffic() {
         ensure!(s["ike_sas"][0]["suite"]["dh_group"] == 31, "{s}");
         ensure!(s["flows"][0]["out"]["packets"].as_u64() >= Some(8), "{s}");
 
-        // The older views are unchanged.
+        // The older views are unchanged, and the CLI's `--json` prints what the control
+        // socket answers (the scenarios read it over the socket, `Vtid::show`).
         ensure!(!v.show("sessions")?.as_array().context("array")?.is_empty());
         ensure!(v.cli(&["show", "sa"])?.contains("inbound spi 0x"));
+        for what in ["tunnels", "sessions"] {
+            let (cli, socket) = (v.show_cli(what)?, v.show(what)?);
+            let shape = |j: &serde_json::Value| nstest::assert::numbers_aside(&j.to_string());
+            ensure!(
+                nstest::assert::rows(&socket).next().is_some() && shape(&cli) == shape(&socket),
+                "show {what} --json: the CLI printed {cli}, the socket answered {socket}"
+            );
+        }
         Ok(())
     });
 }

@@ -65,6 +65,20 @@ pub fn links_of_kind(ns: &Netns, kind: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `s` with each run of digits replaced by one `#`: two looks at a daemon's state compared
+/// numbers aside (counters and timers move between them).
+pub fn numbers_aside(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('#') {
+            out.push('#');
+        }
+    }
+    out
+}
+
 /// The rows of a `vtid show ... --json` answer (an array; anything else has none).
 pub fn rows(v: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
     v.as_array().into_iter().flatten()
@@ -104,9 +118,18 @@ pub fn pings_blocked(ns: &Netns, src: &str, dst: &str, count: u32, what: &str) -
     Ok(())
 }
 
-/// Polls `cond` every 100 ms until it returns true or `timeout` passes ([`poll_every`]).
+/// Polls `cond` until it returns true or `timeout` passes ([`poll_every`]): every 100 ms
+/// for the first two seconds, then every 250 ms. Most conditions start a process (`ip`)
+/// per look, which under the VM's TCG costs a good part of 100 ms of CPU: a long wait
+/// polled at 100 ms kept a vCPU busy that the scenarios beside it needed.
 pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> Result<bool>) -> Result<()> {
-    poll_every(what, timeout, Duration::from_millis(100), cond)
+    poll_with(what, timeout, cond, |waited| {
+        Duration::from_millis(if waited < Duration::from_secs(2) {
+            100
+        } else {
+            250
+        })
+    })
 }
 
 /// Polls `cond` every `interval` until it returns true; fails once `timeout` has passed with
@@ -117,7 +140,17 @@ pub fn poll_every(
     what: &str,
     timeout: Duration,
     interval: Duration,
+    cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    poll_with(what, timeout, cond, |_| interval)
+}
+
+/// [`poll_every`] with the pause after each look chosen by how long it has waited so far.
+fn poll_with(
+    what: &str,
+    timeout: Duration,
     mut cond: impl FnMut() -> Result<bool>,
+    interval: impl Fn(Duration) -> Duration,
 ) -> Result<()> {
     let start = Instant::now();
     loop {
@@ -134,7 +167,7 @@ pub fn poll_every(
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }
-        std::thread::sleep(interval);
+        std::thread::sleep(interval(start.elapsed()));
     }
 }
 

@@ -208,19 +208,36 @@ fn socket_path(ns: &Netns) -> PathBuf {
     std::env::temp_dir().join(format!("nstest-vtid-{}.sock", ns.name()))
 }
 
-/// `vtid show WHAT --json` of the vtid running in `ns`, through the CLI, for a test that
-/// handed its [`Vtid`] to the scenario (for the diagnostics) and kept only the namespace.
+/// `vtid show WHAT --json` of the vtid running in `ns`, for a test that handed its [`Vtid`]
+/// to the scenario (for the diagnostics) and kept only the namespace; asked over the control
+/// socket, as [`Vtid::show`].
 pub fn show_in(ns: &Netns, what: &str) -> Result<serde_json::Value> {
-    let (bin, sock) = (binary()?, socket_path(ns));
-    let out = ns.exec(&[
-        bin.to_str().context("utf-8 path")?,
-        "--socket",
-        sock.to_str().context("utf-8 path")?,
-        "show",
-        what,
-        "--json",
-    ])?;
-    Ok(serde_json::from_str(&out)?)
+    request_at(&socket_path(ns), &show_request(what))
+}
+
+/// The control-socket request `vtid show WHAT` sends (`{"cmd":"show-sa"}`).
+fn show_request(what: &str) -> serde_json::Value {
+    serde_json::json!({ "cmd": format!("show-{what}") })
+}
+
+/// One request on the control socket at `socket`: the JSON line protocol of
+/// `agent/src/control.rs`, returning the `ok` body.
+fn request_at(socket: &Path, req: &serde_json::Value) -> Result<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connect to {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let mut resp = String::new();
+    BufReader::new(s).read_line(&mut resp)?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&resp).with_context(|| format!("bad response {resp:?}"))?;
+    match v.get_mut("ok") {
+        Some(body) => Ok(body.take()),
+        None => bail!("vtid answered {req} with {resp}"),
+    }
 }
 
 /// How to run a [`Vtid`]: which binary (e.g. the one installed from the Debian package) and
@@ -374,37 +391,30 @@ impl Vtid {
         }
     }
 
-    /// `vtid show WHAT --json`, parsed.
+    /// What `vtid show WHAT --json` prints, asked over the control socket (see
+    /// [`Vtid::request`]; [`Vtid::show_cli`] runs the command).
     pub fn show(&self, what: &str) -> Result<serde_json::Value> {
+        self.query(what)
+    }
+
+    /// `vtid show WHAT --json` run as a command, as an operator would: what
+    /// [`Vtid::show`] reads over the socket, printed by the CLI.
+    pub fn show_cli(&self, what: &str) -> Result<serde_json::Value> {
         Ok(serde_json::from_str(&self.cli(&["show", what, "--json"])?)?)
     }
 
     /// One control-socket request sent from this process, without the CLI: the JSON line
     /// protocol of `agent/src/control.rs` (`{"cmd":"show-tunnels"}`, `{"cmd":"up",
-    /// "tunnel":...}`), returning the `ok` body. For loops that would otherwise pay a process
-    /// start over 9p per step (about a second under TCG); the CLI stays the operator's path
-    /// everywhere else.
+    /// "tunnel":...}`), returning the `ok` body. Tests poll through this: under TCG a
+    /// process start over 9p costs about a second of the VM's CPU, and a poll loop that
+    /// started the CLI every 100 ms kept a vCPU busy with nothing else.
     pub fn request(&self, req: &serde_json::Value) -> Result<serde_json::Value> {
-        use std::io::{BufRead, BufReader, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)
-            .with_context(|| format!("connect to {}", self.socket.display()))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut line = serde_json::to_vec(req)?;
-        line.push(b'\n');
-        s.write_all(&line)?;
-        let mut resp = String::new();
-        BufReader::new(s).read_line(&mut resp)?;
-        let mut v: serde_json::Value =
-            serde_json::from_str(&resp).with_context(|| format!("bad response {resp:?}"))?;
-        match v.get_mut("ok") {
-            Some(body) => Ok(body.take()),
-            None => bail!("vtid answered {req} with {resp}"),
-        }
+        request_at(&self.socket, req)
     }
 
     /// `vtid show WHAT --json` through [`Vtid::request`].
     pub fn query(&self, what: &str) -> Result<serde_json::Value> {
-        self.request(&serde_json::json!({ "cmd": format!("show-{what}") }))
+        self.request(&show_request(what))
     }
 
     /// Kills the daemon with SIGKILL (no cleanup), as a crash would.

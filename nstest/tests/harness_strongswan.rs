@@ -209,6 +209,41 @@ fn vm_strongswan_ospf_needs_equal_tunnel_mtus() {
     });
 }
 
+/// Two charons of `version` on a and b, each with an xfrm interface (if_id 42) routing the
+/// other's LAN, a connection proposing `proposal` for IKE, a initiating; returns them once
+/// b's Child SA is up.
+fn xfrmi_swan_pair(
+    sc: &mut Scenario,
+    version: StrongswanVersion,
+    proposal: &str,
+) -> Result<Vec<nstest::strongswan::Strongswan>> {
+    use nstest::strongswan::SwanConn;
+    let mut swans = Vec::new();
+    for (me, peer, lan, peer_lan) in [
+        ("a", "b", "10.1.0.0/24", "10.2.0.0/24"),
+        ("b", "a", "10.2.0.0/24", "10.1.0.0/24"),
+    ] {
+        let ns = sc.topo.host(me);
+        let underlay = nstest::topo::iface_to(peer);
+        ns.ip(&[
+            "link", "add", "ipsec0", "type", "xfrm", "dev", &underlay, "if_id", "42",
+        ])?;
+        ns.ip(&["link", "set", "ipsec0", "up"])?;
+        ns.ip(&["route", "add", peer_lan, "dev", "ipsec0"])?;
+        let addr = |h| if h == "a" { "192.0.2.1" } else { "192.0.2.2" };
+        let mut c = SwanConn::psk(addr(me), addr(peer), "nstest-psk-0123456789");
+        c.ike_proposals = proposal.into();
+        c.if_id = Some(42);
+        (c.local_ts, c.remote_ts) = (lan.into(), peer_lan.into());
+        swans.push(version.start(ns, &sc.dir().join(me), &c)?);
+    }
+    let (a, b) = (&swans[0], &swans[1]);
+    a.initiate()
+        .with_context(|| format!("a:\n{}\nb:\n{}", a.log(), b.log()))?;
+    kernel::wait_until("child SA up on b", Duration::from_secs(30), || b.is_up())?;
+    Ok(swans)
+}
+
 /// Debian 13's strongSwan 6 with the `ml` plugin built from its source package (the peer of
 /// the post-quantum scenarios): charon reports 6.0, offers ML-KEM-512/768/1024, and two of
 /// them negotiate an X25519 + ML-KEM-768 hybrid IKE SA (RFC 9370's additional key exchange,
@@ -218,28 +253,9 @@ fn vm_strongswan_ospf_needs_equal_tunnel_mtus() {
 #[test]
 #[ignore = "vm"]
 fn vm_strongswan6_offers_and_negotiates_ml_kem() {
-    use nstest::strongswan::SwanConn;
     scenario("ss6-mlkem", pair_spec(), |sc| {
         let proposal = "aes256gcm16-prfsha384-x25519-ke1_mlkem768";
-        let mut swans = Vec::new();
-        for (me, peer, lan, peer_lan) in [
-            ("a", "b", "10.1.0.0/24", "10.2.0.0/24"),
-            ("b", "a", "10.2.0.0/24", "10.1.0.0/24"),
-        ] {
-            let ns = sc.topo.host(me);
-            let underlay = nstest::topo::iface_to(peer);
-            ns.ip(&[
-                "link", "add", "ipsec0", "type", "xfrm", "dev", &underlay, "if_id", "42",
-            ])?;
-            ns.ip(&["link", "set", "ipsec0", "up"])?;
-            ns.ip(&["route", "add", peer_lan, "dev", "ipsec0"])?;
-            let addr = |h| if h == "a" { "192.0.2.1" } else { "192.0.2.2" };
-            let mut c = SwanConn::psk(addr(me), addr(peer), "nstest-psk-0123456789");
-            c.ike_proposals = proposal.into();
-            c.if_id = Some(42);
-            (c.local_ts, c.remote_ts) = (lan.into(), peer_lan.into());
-            swans.push(StrongswanVersion::Debian13.start(ns, &sc.dir().join(me), &c)?);
-        }
+        let swans = xfrmi_swan_pair(sc, StrongswanVersion::Debian13, proposal)?;
         let (a, b) = (&swans[0], &swans[1]);
         let version = a.daemon_version()?;
         ensure!(version.starts_with("6.0."), "charon reports {version}");
@@ -250,10 +266,8 @@ fn vm_strongswan6_offers_and_negotiates_ml_kem() {
                 "charon 6 offers no {kem}:\n{algs}"
             );
         }
-        a.initiate()
-            .with_context(|| format!("a:\n{}\nb:\n{}", a.log(), b.log()))?;
-        kernel::wait_until("child SA up on b", Duration::from_secs(30), || b.is_up())?;
         let sas = b.list_sas()?;
+        same_as_swanctl(b, &sas)?;
         eprintln!("strongSwan 6's view of the hybrid IKE SA: {sas}");
         ensure!(
             sas.contains("ML_KEM_768") && sas.contains("CURVE_25519"),
@@ -275,6 +289,32 @@ fn vm_strongswan6_offers_and_negotiates_ml_kem() {
             spis(ha)? == spis(hb)? && spis(ha)?.len() == 2,
             "the kernels' SAs differ"
         );
+        Ok(())
+    });
+}
+
+/// What [`nstest::strongswan::Strongswan::list_sas`] reads over VICI is what `swanctl
+/// --list-sas --raw` prints, numbers aside (timers and counters move between the two
+/// looks): the scenarios parse it as swanctl's.
+fn same_as_swanctl(swan: &nstest::strongswan::Strongswan, vici: &str) -> Result<()> {
+    let swanctl = swan.list_sas_swanctl()?;
+    let digits = |s: &str| nstest::assert::numbers_aside(s.trim());
+    ensure!(
+        vici.contains("state=ESTABLISHED") && digits(vici) == digits(&swanctl),
+        "VICI's list-sas renders differently from swanctl --raw:\nvici:    {vici}\nswanctl: {swanctl}"
+    );
+    Ok(())
+}
+
+/// strongSwan 5 (Debian 12's) over VICI as well as swanctl: see [`same_as_swanctl`].
+#[test]
+#[ignore = "vm"]
+fn vm_strongswan_list_sas_over_vici_reads_as_swanctl() {
+    scenario("ss-vici-list", pair_spec(), |sc| {
+        let swans = xfrmi_swan_pair(sc, StrongswanVersion::Debian12, "aes256-sha256-modp2048")?;
+        for s in &swans {
+            same_as_swanctl(s, &s.list_sas()?)?;
+        }
         Ok(())
     });
 }

@@ -162,6 +162,19 @@ pub fn scenario(
         Err(e) => panic!("scenario {name}: set-up failed: {e:#}"),
     };
     if let Err(e) = body(&mut sc) {
+        // The reason first: the diagnostics that follow run to thousands of lines, and a
+        // CI excerpt keeps a log's head and tail only (the whole error, logs and all, is
+        // the panic message at the end).
+        let reason = format!("{e:#}");
+        let head: String = reason
+            .lines()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" / ")
+            .chars()
+            .take(600)
+            .collect();
+        eprintln!("scenario {name} failed: {head}");
         eprintln!("{}", sc.diagnostics());
         sc.peers.clear();
         panic!("scenario {name} failed: {e:#}");

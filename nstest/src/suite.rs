@@ -340,8 +340,13 @@ fn run_jobs(jobs: Vec<Job>, lanes: usize, filters: &[&str]) -> Vec<Finished> {
             running += 1;
             scope.spawn(move || {
                 let started = std::time::Instant::now();
+                // `--report-time` puts each scenario's duration on its result line, which is
+                // what keeping the suite within CI's budget is planned from; libtest takes
+                // `-Z` flags from a stable build when RUSTC_BOOTSTRAP is set.
                 let out = Command::new(&j.bin.exe)
                     .current_dir(&j.bin.dir)
+                    .env("RUSTC_BOOTSTRAP", "1")
+                    .args(["-Z", "unstable-options", "--report-time"])
                     .args(["--ignored", "--test-threads", &j.threads.to_string()])
                     .args(filters)
                     .stdout(std::process::Stdio::piped())

@@ -17,6 +17,7 @@ import socket, struct, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(('198.51.100.1', 500))
 s.settimeout(0.2)
+print('bound', flush=True)
 cookie = b'\xaa' * 16
 end = time.time() + 40
 while time.time() < end:
@@ -43,14 +44,25 @@ struct Responder(Child);
 
 impl Responder {
     fn start(ns: &Netns) -> Result<Self> {
-        let c = ns
+        use std::io::BufRead;
+        let mut c = ns
             .command("python3")
             .args(["-c", RESPONDER])
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .context("start the python3 responder")?;
-        // Until it has bound its socket.
-        std::thread::sleep(Duration::from_millis(500));
+        // Until it has bound its socket: a request that arrives before draws an ICMP port
+        // unreachable, and the attacker's connected socket then fails its next send with
+        // ECONNREFUSED (a fixed half second was not enough on a loaded host: ten such
+        // errors, one per source).
+        let mut line = String::new();
+        std::io::BufReader::new(c.stdout.take().context("responder stdout")?)
+            .read_line(&mut line)?;
+        ensure!(
+            line.trim() == "bound",
+            "the responder did not bind: {line:?}"
+        );
         Ok(Self(c))
     }
 }

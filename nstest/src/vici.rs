@@ -78,9 +78,7 @@ impl Vici {
             match body[0] {
                 EVENT => {
                     let mut rest = &body[1..];
-                    let n = usize::from(*rest.first().context("event without a name")?);
-                    ensure!(rest.len() > n, "vici {cmd}: truncated event name");
-                    rest = &rest[1 + n..];
+                    name(&mut rest).with_context(|| format!("vici {cmd}: event name"))?;
                     out.push_str(&render_raw(&format!("{event} event"), rest)?);
                     out.push('\n');
                 }

@@ -746,20 +746,31 @@ impl Endpoint {
         // Only an initiator's IKE_SA_INIT response leads to an IKE_AUTH request; the scan over
         // the other SAs happens for that message alone.
         // IKE_INTERMEDIATE responses (RFC 9242) may be what IKE_AUTH follows instead.
+        // Contact is made by an SA between the same identities, up or with its IKE_AUTH out;
+        // by one of the same connection up with the same address (the identity may not be
+        // configured); and by one the peer's address has started with us and not yet
+        // authenticated (its identity is unknown until IKE_AUTH): the peer is initiating
+        // too. Without the last two, two ends starting at once could each send
+        // INITIAL_CONTACT on crossing SAs, and a peer that drops its other SAs on it
+        // (strongSwan) could end up with the SA the other end deleted as a duplicate.
         let has_contact = matches!(
             header.exchange,
             ExchangeType::IkeSaInit | ExchangeType::IkeIntermediate
         ) && header.is_response()
-            && self
-                .sas
-                .get(&ours)
-                .and_then(IkeSa::expected_contact)
-                .is_some_and(|want| {
-                    let want = Some((want.0.clone(), want.1));
-                    self.sas.iter().any(|(spi, sa)| {
-                        *spi != ours && (sa.contact() == want || sa.contact_in_flight() == want)
-                    })
-                });
+            && self.sas.get(&ours).is_some_and(|me| {
+                if !me.awaits_init_response() {
+                    return false;
+                }
+                let want = me.expected_contact().map(|w| (w.0.clone(), w.1));
+                let (conn, ip) = (me.c.peer.id, me.c.remote.ip());
+                self.sas.iter().any(|(spi, sa)| {
+                    *spi != ours
+                        && ((want.is_some()
+                            && (sa.contact() == want || sa.contact_in_flight() == want))
+                            || sa.up_with(conn, ip)
+                            || sa.peer_starting_from(ip))
+                })
+            });
         let mut ctx = ctx!(self, now);
         ctx.has_contact = has_contact;
         let sa = self
@@ -879,13 +890,23 @@ impl Endpoint {
                     keep,
                     conn,
                     peer_id,
+                    born,
                 } => {
+                    // The notify says the peer keeps no other state with us: true of SAs
+                    // from before its restart, not of one we initiated while its own
+                    // initiation was under way. The peer may have that one up (it answered
+                    // our IKE_AUTH), so dropping it here without a word would leave the
+                    // peer an SA we no longer have; the duplicate check settles it with a
+                    // DELETE instead.
+                    let crossed = |sa: &IkeSa| {
+                        sa.c.initiator && sa.c.lineage.authenticated.is_some_and(|a| a > born)
+                    };
                     let victims: Vec<u64> = self
                         .by_peer
                         .of(conn, &peer_id)
                         .iter()
                         .copied()
-                        .filter(|k| *k != keep)
+                        .filter(|k| *k != keep && !self.sas.get(k).is_some_and(crossed))
                         .collect();
                     for spi in victims {
                         self.with_sa(now, spi, |sa, ctx| sa.drop_silently(ctx));
@@ -896,8 +917,9 @@ impl Endpoint {
                     // RFC 7296 allows duplicates but a route-based tunnel wants one: two
                     // Child SA pairs on one interface would split traffic between them. Both
                     // ends must pick the same survivor without talking, so rank by what both
-                    // know equally, the SPI pair (RFC 7296 §2.8.1 uses nonces the same way
-                    // for rekey collisions): the SA whose smaller SPI is the larger survives.
+                    // know equally: INITIAL_CONTACT (below), then the SPI pair (RFC 7296
+                    // §2.8.1 uses nonces the same way for rekey collisions): the SA whose
+                    // smaller SPI is the larger survives.
                     // Either end may delete the loser first; a second DELETE is harmless.
                     // One we are deleting already is no rival: it goes anyway. The book
                     // holds this connection's SAs of this peer only.
@@ -909,13 +931,29 @@ impl Endpoint {
                     if rivals.count() < 2 {
                         continue;
                     }
-                    let dups: Vec<(u64, u64)> = self
+                    // An SA that carried INITIAL_CONTACT ranks first: on receiving one the
+                    // peer may already have dropped the others without a word (§2.4 allows
+                    // it, strongSwan does it), so keeping another would leave both ends
+                    // with SAs the other lacks. Both ends see the same notifies, and both
+                    // rank them the same: two vtids never send one each on crossing SAs
+                    // (an IKE_AUTH goes without it while any other exchange with the peer is
+                    // under way). A peer that does sent its own while ours was in flight:
+                    // ours ranks next, as that peer dropped the rest when ours came.
+                    let dups: Vec<(u64, (bool, bool, u64))> = self
                         .by_peer
                         .of(conn, &peer_id)
                         .iter()
                         .filter_map(|k| Some((*k, self.sas.get(k)?)))
                         .filter(|(_, sa)| rival(sa))
-                        .map(|(k, sa)| (k, sa.c.spi_i.min(sa.c.spi_r)))
+                        .map(|(k, sa)| {
+                            let ic = sa.c.lineage.initial_contact;
+                            let rank = (
+                                ic.is_some(),
+                                ic == Some(crate::sa::ContactBy::Us),
+                                sa.c.spi_i.min(sa.c.spi_r),
+                            );
+                            (k, rank)
+                        })
                         .collect();
                     // Only a race we took part in is ours to settle: when the peer started
                     // every one of them (a hub's spoke reauthenticating make-before-break,

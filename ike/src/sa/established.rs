@@ -973,6 +973,8 @@ impl Established {
             reply_to: None,
             int_auth: None,
             prev_recv: None,
+            // The new SA takes the old one's place among the peer's SAs.
+            lineage: c.lineage,
         };
         // The NAT keepalive moves to the new SA with the traffic.
         if let Some(at) = c.timers.get(Timer::NatKeepalive) {

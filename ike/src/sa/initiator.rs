@@ -148,6 +148,7 @@ impl IkeSa {
             reply_to: None,
             int_auth: None,
             prev_recv: None,
+            lineage: super::Lineage::new(ctx),
         };
         let mut st = ExpectSaInitResponse {
             ke,
@@ -378,6 +379,7 @@ pub(crate) fn send_auth(c: &mut Common, ctx: &mut Ctx<'_>, hs: AuthStart) -> Res
             NotifyType::InitialContact,
             Vec::new(),
         )));
+        c.lineage.initial_contact = Some(super::ContactBy::Us);
     }
     if let crate::config::IdMatch::Exact(r) = &c.peer.remote_id {
         payloads.push(Payload::IdR(r.clone()));
@@ -474,8 +476,8 @@ impl ExpectAuthResponse {
                 .next()
                 .is_some();
         c.mobike_initiator = c.mobike;
+        c.lineage.authenticate(ctx);
         let mut est = Established::new(c, ctx, self.suite);
-        ctx.stats.ike_sas_established += 1;
         ctx.event(Event::PeerAuthenticated {
             session: c.session,
             conn: c.peer.id,

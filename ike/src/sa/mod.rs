@@ -139,11 +139,15 @@ impl Ctx<'_> {
 pub(crate) enum SaAction {
     /// A new IKE SA (rekeyed) to register.
     Insert(Box<IkeSa>),
-    /// INITIAL_CONTACT (RFC 7296 §2.4): drop other SAs of this peer without notifying it.
+    /// INITIAL_CONTACT (RFC 7296 §2.4): drop other SAs of this peer without notifying it,
+    /// but for those we initiated that were authenticated after `keep` began (its
+    /// [`Lineage::born`]): those crossed the peer's initiation and are left to
+    /// `ResolveDuplicates`.
     DeleteOthers {
         keep: u64,
         conn: ConnId,
         peer_id: Identity,
+        born: u64,
     },
     /// An IKE SA was established: if another established SA of the same connection and peer
     /// exists (both ends initiated at once), delete the duplicate.
@@ -228,6 +232,53 @@ struct Reassembly {
     bytes: usize,
 }
 
+/// Who put INITIAL_CONTACT on an IKE SA's IKE_AUTH request (RFC 7296 §2.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ContactBy {
+    Us,
+    Peer,
+}
+
+/// Where an IKE SA stands among the other SAs of its peer, for settling simultaneous
+/// initiation: which SA carried INITIAL_CONTACT, and whether it began before or after
+/// another was authenticated. Order is counted in `Stats::ike_sas_established`, not in time:
+/// two SAs' messages may be handled at the same instant (always so on a virtual clock), and
+/// the counter only grows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lineage {
+    pub(crate) initial_contact: Option<ContactBy>,
+    /// The counter when this SA's IKE_SA_INIT was sent or received.
+    pub(crate) born: u64,
+    /// The counter right after this SA was authenticated.
+    pub(crate) authenticated: Option<u64>,
+}
+
+impl Lineage {
+    /// A new SA's, about to send or answer IKE_SA_INIT.
+    pub(crate) fn new(ctx: &Ctx<'_>) -> Self {
+        Self {
+            initial_contact: None,
+            born: ctx.stats.ike_sas_established,
+            authenticated: None,
+        }
+    }
+
+    /// An SA adopted from a previous process: older than anything this one starts.
+    pub(crate) fn adopted() -> Self {
+        Self {
+            initial_contact: None,
+            born: 0,
+            authenticated: Some(0),
+        }
+    }
+
+    /// Marks the SA authenticated; counts it in the endpoint's statistics.
+    pub(crate) fn authenticate(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.stats.ike_sas_established += 1;
+        self.authenticated = Some(ctx.stats.ike_sas_established);
+    }
+}
+
 /// State-independent data of an IKE SA.
 pub(crate) struct Common {
     pub(crate) peer: Arc<PeerConfig>,
@@ -280,6 +331,7 @@ pub(crate) struct Common {
     /// 9370 §2.2.2): a retransmission of that exchange's request is protected with it and
     /// still gets the cached response.
     pub(crate) prev_recv: Option<SkCipher>,
+    pub(crate) lineage: Lineage,
 }
 
 impl Common {
@@ -824,14 +876,32 @@ impl IkeSa {
         Some((self.c.peer.local_identity_at(self.c.local.ip()), peer))
     }
 
+    /// An initiator still waiting for its IKE_SA_INIT (or IKE_INTERMEDIATE) response.
+    pub(crate) fn awaits_init_response(&self) -> bool {
+        matches!(
+            self.state,
+            State::ExpectSaInitResponse(_) | State::ExpectIntermediateResponse(_)
+        )
+    }
+
+    /// Established for connection `conn` with the peer at `ip`.
+    pub(crate) fn up_with(&self, conn: ConnId, ip: std::net::IpAddr) -> bool {
+        self.is_established()
+            && !self.is_deleting()
+            && self.c.peer.id == conn
+            && self.c.remote.ip() == ip
+    }
+
+    /// A responder SA the peer at `ip` has started and not yet authenticated.
+    pub(crate) fn peer_starting_from(&self, ip: std::net::IpAddr) -> bool {
+        !self.c.initiator && self.c.peer_id.is_none() && !self.c.closed && self.c.remote.ip() == ip
+    }
+
     /// (our identity, the one the peer must prove) of an initiator still waiting for its
     /// IKE_SA_INIT response, when the configuration names that identity exactly: with a
     /// wildcard the peer is unknown until IKE_AUTH, and INITIAL_CONTACT is sent as usual.
     pub(crate) fn expected_contact(&self) -> Option<(Identity, &Identity)> {
-        if !matches!(
-            self.state,
-            State::ExpectSaInitResponse(_) | State::ExpectIntermediateResponse(_)
-        ) {
+        if !self.awaits_init_response() {
             return None;
         }
         let crate::config::IdMatch::Exact(peer) = &self.c.peer.remote_id else {

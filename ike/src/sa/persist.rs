@@ -153,6 +153,7 @@ impl IkeSa {
             reply_to: None,
             int_auth: None,
             prev_recv: None,
+            lineage: super::Lineage::adopted(),
         };
         if let Some(d) = s.ike_rekey_in {
             c.timers.set(Timer::IkeRekey, later(now, d));

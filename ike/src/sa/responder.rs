@@ -230,6 +230,7 @@ impl IkeSa {
             reply_to: None,
             int_auth: None,
             prev_recv: None,
+            lineage: super::Lineage::new(ctx),
         };
         c.timers.set(
             Timer::HalfOpen,
@@ -373,11 +374,14 @@ impl ExpectAuthRequest {
         let initial_contact = notifies(&payloads, NotifyType::InitialContact)
             .next()
             .is_some();
+        c.lineage.authenticate(ctx);
         if initial_contact {
+            c.lineage.initial_contact = Some(super::ContactBy::Peer);
             ctx.actions.push(SaAction::DeleteOthers {
                 keep: c.local_spi(),
                 conn: c.peer.id,
                 peer_id: idi.clone(),
+                born: c.lineage.born,
             });
         }
         let mut est = Established::new(c, ctx, self.suite);
@@ -390,7 +394,6 @@ impl ExpectAuthRequest {
                 .filter(|(k, _)| *k == conn)
                 .map(|(_, req)| Queued::CreateChild(*req)),
         );
-        ctx.stats.ike_sas_established += 1;
         ctx.event(Event::PeerAuthenticated {
             session: c.session,
             conn: c.peer.id,

@@ -890,6 +890,61 @@ fn simultaneous_initiation_leaves_one_ike_sa() {
     assert_eq!((ia[0].spi_i, ia[0].spi_r), (ib[0].spi_i, ib[0].spi_r));
 }
 
+/// Both ends start at once, their messages delivered in every kind of order (seeded), with
+/// the peer's identity configured and not: each run ends with one IKE SA and one Child SA
+/// pair, the same on both ends, and INITIAL_CONTACT never rides on both crossing SAs (a
+/// peer that drops its other SAs on it, as strongSwan does, would otherwise be left with
+/// the SA this end deleted as the duplicate, RFC 7296 §2.4).
+#[test]
+fn simultaneous_initiation_converges_in_any_order() {
+    let mut crossed = 0;
+    for run in 0u64..400 {
+        let (mut a, mut b) = (peer(1, A_IP, B_IP, "secret"), peer(1, B_IP, A_IP, "secret"));
+        if run % 2 == 1 {
+            a.remote_id = IdMatch::Exact(Identity::Ipv4(B_IP));
+            b.remote_id = IdMatch::Exact(Identity::Ipv4(A_IP));
+        }
+        let seeds = [(run % 251) as u8 + 1, (run / 2 % 241) as u8 + 3];
+        let mut p = Pair::with_seeds(endpoint_config(vec![a]), endpoint_config(vec![b]), seeds);
+        // splitmix64: the order of deliveries, and when B starts.
+        let mut state = run.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as usize
+        };
+        p.command(Side::A, Command::Initiate { conn: ConnId(1) });
+        let b_after = next() % 4;
+        for step in 0..2000 {
+            if step == b_after {
+                p.command(Side::B, Command::Initiate { conn: ConnId(1) });
+            }
+            if !p.deliver_one(&mut |n| next() % n) && step > b_after {
+                break;
+            }
+        }
+        p.drive_for(Duration::from_secs(60));
+        let ctx = format!("run {run}: a {:?} b {:?}", p.a.log, p.b.log);
+        assert_eq!(p.a.ep.ike_sa_count(), 1, "{ctx}");
+        assert_eq!(p.b.ep.ike_sa_count(), 1, "{ctx}");
+        let (ia, ib) = (p.a.ep.sas(), p.b.ep.sas());
+        assert_eq!(
+            (ia[0].spi_i, ia[0].spi_r),
+            (ib[0].spi_i, ib[0].spi_r),
+            "{ctx}"
+        );
+        assert_eq!(p.a.live_children().len(), 1, "{ctx}");
+        p.assert_children_match();
+        let ic = |e: &TestEndpoint| e.initial_contacts().iter().filter(|c| **c).count();
+        assert!(ic(&p.a) + ic(&p.b) <= 1, "{ctx}: INITIAL_CONTACT both ways");
+        crossed += usize::from(p.a.initial_contacts().len() + p.b.initial_contacts().len() > 2);
+    }
+    // The orders played did make both ends complete an IKE SA, many times.
+    assert!(crossed > 50, "only {crossed} runs had two IKE SAs at once");
+}
+
 #[test]
 fn simultaneous_ike_rekey_converges() {
     let mut p = Pair::default_pair();

@@ -173,12 +173,17 @@ impl Pair {
     }
 
     pub(crate) fn with_configs(a: EndpointConfig, b: EndpointConfig) -> Self {
+        Self::with_seeds(a, b, [1, 2])
+    }
+
+    /// As [`Self::with_configs`], each engine's randomness (SPIs, nonces) from its seed.
+    pub(crate) fn with_seeds(a: EndpointConfig, b: EndpointConfig, seeds: [u8; 2]) -> Self {
         let start = Instant::now();
         Self {
             start,
             time: start,
-            a: TestEndpoint::new(a, 1),
-            b: TestEndpoint::new(b, 2),
+            a: TestEndpoint::new(a, seeds[0]),
+            b: TestEndpoint::new(b, seeds[1]),
             filter: None,
             nat: false,
             nat_offset: 30000,
@@ -242,6 +247,37 @@ impl Pair {
             }
         }
         false
+    }
+
+    /// Drains both sides, then hands one queued datagram to its side: the `pick(n)`th of the
+    /// `n` queued at either side, so any order across and within directions can be played.
+    /// False when nothing was queued. No time passes.
+    pub(crate) fn deliver_one(&mut self, pick: &mut dyn FnMut(usize) -> usize) -> bool {
+        self.drain(Side::A);
+        self.drain(Side::B);
+        let (na, nb) = (self.a.inbound.len(), self.b.inbound.len());
+        if na + nb == 0 {
+            return false;
+        }
+        let i = pick(na + nb) % (na + nb);
+        let (s, i) = if i < na {
+            (Side::A, i)
+        } else {
+            (Side::B, i - na)
+        };
+        let now = self.time;
+        let side = self.side(s);
+        if let Some((local, remote, bytes)) = side.inbound.remove(i) {
+            side.ep.handle_datagram(
+                now,
+                Datagram {
+                    local,
+                    remote,
+                    bytes: &bytes,
+                },
+            );
+        }
+        true
     }
 
     /// Drives, advancing virtual time to each deadline, until `limit` has passed.

@@ -39,6 +39,20 @@ fn real_main() -> Result<()> {
             .and_then(|i| opts.get(i + 1))
             .map(String::as_str)
     };
+    // Every option takes a value, and each subcommand knows its own: a mistyped or unknown
+    // one (`--help`, `--filer`) is an error, not a full suite run without it.
+    let known: &[&str] = match sub {
+        "vm" => &["--kernel", "--memory", "--rwdir"],
+        "vm-suite" => &["--kernel", "--filter", "--subset"],
+        "vm-inner" => &["--list", "--filter", "--threads"],
+        "demo" => &["--kernel"],
+        _ => &[],
+    };
+    // `nstest vm CMD...` without `--` is all command.
+    let all_command = sub == "vm" && !rest.iter().any(|a| a == "--");
+    if !known.is_empty() && !all_command {
+        check_options(sub, opts, known)?;
+    }
     let me = std::env::current_exe().context("locate nstest")?;
     let kernel = || nstest::vm::Kernel::select(flag("--kernel"));
     match sub {
@@ -91,6 +105,23 @@ fn real_main() -> Result<()> {
     }
 }
 
+/// `opts` is a list of `--name value` pairs with names from `known`.
+fn check_options(sub: &str, opts: &[String], known: &[&str]) -> Result<()> {
+    let mut it = opts.iter();
+    while let Some(name) = it.next() {
+        if !known.contains(&name.as_str()) {
+            bail!(
+                "nstest {sub}: unknown option {name:?} (options: {})",
+                known.join(", ")
+            );
+        }
+        if it.next().is_none() {
+            bail!("nstest {sub}: {name} needs a value");
+        }
+    }
+    Ok(())
+}
+
 /// The workspace root: nstest is built into `<root>/target/<profile>/nstest`.
 fn workspace_root() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("NSTEST_WORKSPACE") {
@@ -101,4 +132,23 @@ fn workspace_root() -> Result<PathBuf> {
         .parent()
         .context("nstest has a parent dir")?
         .to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_options;
+
+    fn opts(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_are_known_pairs() {
+        let known = ["--kernel", "--filter"];
+        assert!(check_options("vm-suite", &opts(&["--filter", "a,b"]), &known).is_ok());
+        let e = check_options("vm-suite", &opts(&["--help"]), &known).unwrap_err();
+        assert!(e.to_string().contains("unknown option \"--help\""), "{e}");
+        let e = check_options("vm-suite", &opts(&["--kernel"]), &known).unwrap_err();
+        assert!(e.to_string().contains("--kernel needs a value"), "{e}");
+    }
 }

@@ -80,6 +80,18 @@ impl TestEndpoint {
             .collect()
     }
 
+    /// Hands a queued datagram (local, remote, bytes) to the engine.
+    fn receive(&mut self, now: Instant, (local, remote, bytes): (SocketAddr, SocketAddr, Vec<u8>)) {
+        self.ep.handle_datagram(
+            now,
+            Datagram {
+                local,
+                remote,
+                bytes: &bytes,
+            },
+        );
+    }
+
     pub(crate) fn has_event(&self, f: impl Fn(&Event) -> bool) -> bool {
         self.events.iter().any(f)
     }
@@ -267,15 +279,8 @@ impl Pair {
         };
         let now = self.time;
         let side = self.side(s);
-        if let Some((local, remote, bytes)) = side.inbound.remove(i) {
-            side.ep.handle_datagram(
-                now,
-                Datagram {
-                    local,
-                    remote,
-                    bytes: &bytes,
-                },
-            );
+        if let Some(d) = side.inbound.remove(i) {
+            side.receive(now, d);
         }
         true
     }
@@ -424,15 +429,8 @@ impl Pair {
         if reorder {
             batch.reverse();
         }
-        for (local, remote, bytes) in batch {
-            side.ep.handle_datagram(
-                now,
-                Datagram {
-                    local,
-                    remote,
-                    bytes: &bytes,
-                },
-            );
+        for d in batch {
+            side.receive(now, d);
         }
         true
     }

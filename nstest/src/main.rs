@@ -9,6 +9,8 @@
 //!                                           build test binaries, boot once, run vm_ scenarios
 //! nstest demo [--kernel K]                  boot the VM and bring up the demo tunnel
 //! nstest flood --spec JSON --out FILE  the IKE attacker of the DoS scenarios (in its netns)
+//! nstest http-get ADDR PATH            print the body of a 200 answer to GET PATH from ADDR
+//!                                           (a metrics scrape, run in the listener's netns)
 //! ```
 //!
 //! `--kernel K` (or `NSTEST_KERNEL=K`) picks the VM's kernel: `6.1` (the default), `6.12`, a
@@ -86,6 +88,13 @@ fn real_main() -> Result<()> {
             flag("--threads").map(str::parse).transpose()?.unwrap_or(2),
         ),
         "flood" => nstest::flood::cli(rest),
+        "http-get" => match rest {
+            [addr, path] => {
+                print!("{}", nstest::vtid::http_get(addr, path)?);
+                Ok(())
+            }
+            _ => bail!("usage: nstest http-get ADDR PATH"),
+        },
         "demo" if nstest::vm::in_vm() => demo::run(),
         "demo" => {
             let status = nstest::vm::run_on(&kernel()?, &format!("{} demo", me.display()), &[])?;
@@ -97,7 +106,7 @@ fn real_main() -> Result<()> {
         _ => {
             eprintln!(
                 "usage: nstest vm [--kernel K] -- CMD... | vm-suite [--kernel K] [--filter \
-                 SUBSTR[,SUBSTR...] | --subset NAME] | demo [--kernel K] | flood --spec JSON --out FILE\n\
+                 SUBSTR[,SUBSTR...] | --subset NAME] | demo [--kernel K] | flood --spec JSON --out FILE | http-get ADDR PATH\n\
                  (vm-inner is what vm-suite runs inside the VM)"
             );
             std::process::exit(2);

@@ -522,6 +522,38 @@ mod tests {
     use super::*;
     use crate::peer::Device;
 
+    /// A listener on loopback that answers one connection with `answer`, having read the
+    /// request head; returns its address and the request it read.
+    fn one_answer(answer: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = std::io::BufReader::new(s);
+            let mut head = String::new();
+            while r.read_line(&mut head).unwrap() > 2 && !head.ends_with("\r\n\r\n") {}
+            r.get_mut().write_all(answer.as_bytes()).unwrap();
+            head
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn http_get_returns_the_body_of_a_200_and_names_any_other_status() {
+        let (addr, t) = one_answer("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\na 1\nb 2\n");
+        assert_eq!(http_get(&addr, "/metrics").unwrap(), "a 1\nb 2\n");
+        assert!(t.join().unwrap().starts_with("GET /metrics HTTP/1.1\r\n"));
+        let (addr, t) = one_answer("HTTP/1.1 404 Not Found\r\n\r\ntry /metrics\n");
+        let e = http_get(&addr, "/x").unwrap_err().to_string();
+        assert!(e.contains("404 Not Found"), "{e}");
+        t.join().unwrap();
+        assert!(
+            http_get("127.0.0.1", "/").is_err(),
+            "an address without a port"
+        );
+    }
+
     fn end(ike: &str, esp: &str) -> TunnelEnd {
         TunnelEnd {
             local: "192.0.2.1".into(),

@@ -1,7 +1,9 @@
 //! Running external programs (`ip`, `charon`, `swanctl`, `tcpdump`, `vtid`) with errors that
 //! say what was run and what it printed.
 
+use std::io::Read;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -21,11 +23,69 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs `cmd` to completion and returns its raw output whatever the exit status.
+/// How long one program may run: a `swanctl` whose charon is wedged, or an `ip` waiting on
+/// a lock, would otherwise hold its scenario (and the VM suite) until CI's own timeout. No
+/// program a scenario runs to completion takes a tenth of this; daemons are spawned, not run.
+const COMMAND_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to completion and returns its raw output whatever the exit status; one still
+/// running after [`COMMAND_LIMIT`] is killed and is an error naming it.
 pub fn output(cmd: &mut Command) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("spawn `{}`", describe(cmd)))
+    output_within(cmd, COMMAND_LIMIT)
+}
+
+fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn `{}`", describe(cmd)))?;
+    // Both pipes drained while the program runs, as `Command::output` does: one that fills
+    // a pipe buffer would otherwise never exit.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    // Most programs here (`ip`) end within milliseconds: the polls start at 1 ms.
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            // The readers are left behind: a daemon the program started may hold its pipes.
+            bail!("`{}` still running after {limit:?}: killed", describe(cmd));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    };
+    let join = |t: std::thread::JoinHandle<Vec<u8>>| t.join().unwrap_or_default();
+    Ok(Output {
+        status,
+        stdout: join(stdout),
+        stderr: join(stderr),
+    })
 }
 
 /// Runs a program given as a list of words.
@@ -56,4 +116,29 @@ pub fn require_program(name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_collects_both_streams_and_kills_a_program_past_its_limit() {
+        let o = output(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"])).unwrap();
+        assert_eq!(o.stdout, b"out\n");
+        assert_eq!(o.stderr, b"err\n");
+        assert_eq!(o.status.code(), Some(3));
+        // More than a pipe buffer on stdout: drained while the program runs.
+        let o = output(Command::new("sh").args(["-c", "head -c 200000 /dev/zero"])).unwrap();
+        assert_eq!(o.stdout.len(), 200_000);
+        let started = Instant::now();
+        let e = output_within(Command::new("sleep").arg("30"), Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`sleep 30` still running after"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "killed, not waited for"
+        );
+    }
 }

@@ -161,6 +161,7 @@ pub fn scenario(
         Ok(sc) => sc,
         Err(e) => panic!("scenario {name}: set-up failed: {e:#}"),
     };
+    let _watchdog = Watchdog::start(name, sc.dir());
     if let Err(e) = body(&mut sc) {
         // The reason first: the diagnostics that follow run to thousands of lines, and a
         // CI excerpt keeps a log's head and tail only (the whole error, logs and all, is
@@ -181,10 +182,113 @@ pub fn scenario(
     }
 }
 
+/// How long a scenario may run before [`Watchdog`] ends its test binary; the longest take
+/// under 200 s in CI (`--report-time`). `NSTEST_SCENARIO_LIMIT` (seconds) changes it.
+const SCENARIO_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Bounds a scenario's run: a scenario stuck in a wait without a deadline, or behind a
+/// daemon that never answers, would otherwise hold the whole VM suite until CI's own timeout,
+/// with nothing said about which one. Past the limit it prints the scenario's name, the
+/// processes and the tail of every log under the scenario's directory, and aborts the test
+/// binary, which the suite reports as failed. Written to the stderr file descriptor itself:
+/// libtest captures the print macros of a test's threads, and a captured message of a
+/// process that aborts is never shown.
+struct Watchdog {
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Watchdog {
+    fn start(name: &str, dir: &Path) -> Self {
+        let limit = std::env::var("NSTEST_SCENARIO_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(SCENARIO_LIMIT, std::time::Duration::from_secs);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (name, dir) = (name.to_string(), dir.to_path_buf());
+        std::thread::spawn(move || {
+            // A message or a hang-up (the scenario ended, however) stops the watch.
+            if rx.recv_timeout(limit) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            use std::io::Write;
+            let report = format!(
+                "scenario {name} failed: still running after {limit:?} (NSTEST_SCENARIO_LIMIT); \
+                 aborting its test binary\n{}",
+                stuck_report(&dir)
+            );
+            let _ = std::io::stderr().write_all(report.as_bytes());
+            std::process::abort();
+        });
+        Self { done: Some(tx) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.take();
+    }
+}
+
+/// What a stuck scenario leaves to look at: every process (which one spins, which one
+/// waits) and the last lines of each log file under `dir`.
+fn stuck_report(dir: &Path) -> String {
+    let mut s = String::from("==== ps\n");
+    if let Ok(o) = std::process::Command::new("ps")
+        .args(["-eo", "pid,ppid,etime,time,stat,args", "--sort=-time"])
+        .output()
+    {
+        s.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    let mut logs = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "log") {
+                logs.push(p);
+            }
+        }
+    }
+    logs.sort();
+    for p in logs {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        s.push_str(&format!("==== last lines of {}\n", p.display()));
+        for l in &lines[lines.len().saturating_sub(40)..] {
+            s.push_str(l);
+            s.push('\n');
+        }
+    }
+    s
+}
+
 impl Drop for Scenario {
     fn drop(&mut self) {
         if std::thread::panicking() && !self.peers.is_empty() {
             eprintln!("{}", self.diagnostics());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_stuck_scenario_report_has_the_processes_and_each_logs_tail() {
+        let dir = std::env::temp_dir().join(format!("nstest-stuck-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("hub")).unwrap();
+        let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(dir.join("hub/vtid.log"), &long).unwrap();
+        std::fs::write(dir.join("hub/other.txt"), "not a log").unwrap();
+        let r = super::stuck_report(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(r.starts_with("==== ps\n") && r.contains("PID"), "{r}");
+        assert!(
+            r.contains("hub/vtid.log") && !r.contains("not a log"),
+            "{r}"
+        );
+        assert!(r.contains("line 99\n") && r.contains("line 60\n"), "{r}");
+        assert!(!r.contains("line 59\n"), "only the last 40 lines: {r}");
     }
 }

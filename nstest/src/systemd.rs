@@ -98,7 +98,7 @@ impl Systemd {
             dir: dir.to_path_buf(),
         };
         wait_until("systemd answers", Duration::from_secs(60), || {
-            let out = me.command(&["is-system-running"]).output()?;
+            let out = crate::cmd::output(&mut me.command(&["is-system-running"]))?;
             let state = String::from_utf8_lossy(&out.stdout);
             Ok(matches!(state.trim(), "running" | "degraded"))
         })
@@ -132,7 +132,7 @@ impl Systemd {
     /// `systemctl ARGS...` against this manager; its stdout, or an error with its output and
     /// the manager's log.
     pub fn systemctl(&self, args: &[&str]) -> Result<String> {
-        let out = self.command(args).output().context("run systemctl")?;
+        let out = crate::cmd::output(&mut self.command(args)).context("run systemctl")?;
         if !out.status.success() {
             bail!(
                 "systemctl {}: {}\n{}{}\n--- systemd ---\n{}",

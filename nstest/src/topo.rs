@@ -182,10 +182,7 @@ pub fn nat_rebind(ns: &Netns, out_iface: &str, (lo, hi): (u16, u16)) -> Result<(
     std::fs::write(&file, rules)?;
     ns.exec(&["nft", "-f", &file.to_string_lossy()])?;
     // conntrack exits 1 when it deleted nothing; a missing binary is the error that matters.
-    let out = ns
-        .command("conntrack")
-        .args(["-D", "-p", "udp"])
-        .output()
+    let out = crate::cmd::output(ns.command("conntrack").args(["-D", "-p", "udp"]))
         .context("conntrack (package conntrack; ./x setup installs it)")?;
     let err = String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(

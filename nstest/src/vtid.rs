@@ -180,11 +180,10 @@ pub fn render_many(tunnels: &[(&TunnelEnd, &Path)]) -> Result<String> {
 /// kept the VM's CPUs busy, long enough for a half-open SA to time out between the flood and
 /// the sample the test compared with it.
 pub fn scrape_metrics(ns: &Netns, addr: &str) -> Result<String> {
-    let out = ns
-        .command(&crate::flood::nstest_binary()?.to_string_lossy())
-        .args(["http-get", addr, "/metrics"])
-        .output()
-        .context("run nstest http-get")?;
+    let out = crate::cmd::output(
+        ns.command(&crate::flood::nstest_binary()?.to_string_lossy())
+            .args(["http-get", addr, "/metrics"]),
+    )?;
     if !out.status.success() {
         bail!("scrape failed: {}", String::from_utf8_lossy(&out.stderr));
     }

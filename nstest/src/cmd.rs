@@ -29,9 +29,20 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 const COMMAND_LIMIT: Duration = Duration::from_secs(300);
 
 /// Runs `cmd` to completion and returns its raw output whatever the exit status; one still
-/// running after [`COMMAND_LIMIT`] is killed and is an error naming it.
+/// running after `COMMAND_LIMIT` (300 s) is killed and is an error naming it.
 pub fn output(cmd: &mut Command) -> Result<Output> {
     output_within(cmd, COMMAND_LIMIT)
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut v);
+        }
+        v
+    })
 }
 
 fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
@@ -43,27 +54,8 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
         .with_context(|| format!("spawn `{}`", describe(cmd)))?;
     // Both pipes drained while the program runs, as `Command::output` does: one that fills
     // a pipe buffer would otherwise never exit.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut v);
-            }
-            v
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     // The wait blocks on a thread of its own, so a program is seen to end the moment it
     // does (no polling latency on the thousands of `ip` calls a suite makes); past the limit
     // it is killed by its PID, which stays its own until that wait reaps it.

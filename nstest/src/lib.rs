@@ -161,7 +161,7 @@ pub fn scenario(
         Ok(sc) => sc,
         Err(e) => panic!("scenario {name}: set-up failed: {e:#}"),
     };
-    let _watchdog = Watchdog::start(name, sc.dir());
+    let _watchdog = watchdog(name, sc.dir());
     if let Err(e) = body(&mut sc) {
         // The reason first: the diagnostics that follow run to thousands of lines, and a
         // CI excerpt keeps a log's head and tail only (the whole error, logs and all, is
@@ -182,51 +182,39 @@ pub fn scenario(
     }
 }
 
-/// How long a scenario may run before [`Watchdog`] ends its test binary; the longest take
+/// How long a scenario may run before [`watchdog`] ends its test binary; the longest take
 /// under 200 s in CI (`--report-time`). `NSTEST_SCENARIO_LIMIT` (seconds) changes it.
 const SCENARIO_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Bounds a scenario's run: a scenario stuck in a wait without a deadline, or behind a
-/// daemon that never answers, would otherwise hold the whole VM suite until CI's own timeout,
-/// with nothing said about which one. Past the limit it prints the scenario's name, the
+/// Bounds a scenario's run until the returned sender is dropped: a scenario stuck in a wait
+/// without a deadline, or behind a daemon that never answers, would otherwise hold the whole
+/// VM suite until CI's own timeout, with nothing said about which one. Past the limit it prints the scenario's name, the
 /// processes and the tail of every log under the scenario's directory, and aborts the test
 /// binary, which the suite reports as failed. Written to the stderr file descriptor itself:
 /// libtest captures the print macros of a test's threads, and a captured message of a
 /// process that aborts is never shown.
-struct Watchdog {
-    done: Option<std::sync::mpsc::Sender<()>>,
-}
-
-impl Watchdog {
-    fn start(name: &str, dir: &Path) -> Self {
-        let limit = std::env::var("NSTEST_SCENARIO_LIMIT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(SCENARIO_LIMIT, std::time::Duration::from_secs);
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let (name, dir) = (name.to_string(), dir.to_path_buf());
-        std::thread::spawn(move || {
-            // A message or a hang-up (the scenario ended, however) stops the watch.
-            if rx.recv_timeout(limit) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
-                return;
-            }
-            use std::io::Write;
-            let report = format!(
-                "scenario {name} failed: still running after {limit:?} (NSTEST_SCENARIO_LIMIT); \
-                 aborting its test binary\n{}",
-                stuck_report(&dir)
-            );
-            let _ = std::io::stderr().write_all(report.as_bytes());
-            std::process::abort();
-        });
-        Self { done: Some(tx) }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.done.take();
-    }
+fn watchdog(name: &str, dir: &Path) -> std::sync::mpsc::Sender<()> {
+    let limit = std::env::var("NSTEST_SCENARIO_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(SCENARIO_LIMIT, std::time::Duration::from_secs);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (name, dir) = (name.to_string(), dir.to_path_buf());
+    std::thread::spawn(move || {
+        // The scenario's end drops the sender: a hang-up stops the watch.
+        if rx.recv_timeout(limit) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            return;
+        }
+        use std::io::Write;
+        let report = format!(
+            "scenario {name} failed: still running after {limit:?} (NSTEST_SCENARIO_LIMIT); \
+             aborting its test binary\n{}",
+            stuck_report(&dir)
+        );
+        let _ = std::io::stderr().write_all(report.as_bytes());
+        std::process::abort();
+    });
+    tx
 }
 
 /// What a stuck scenario leaves to look at: every process (which one spins, which one

@@ -188,11 +188,11 @@ const SCENARIO_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Bounds a scenario's run until the returned sender is dropped: a scenario stuck in a wait
 /// without a deadline, or behind a daemon that never answers, would otherwise hold the whole
-/// VM suite until CI's own timeout, with nothing said about which one. Past the limit it prints the scenario's name, the
-/// processes and the tail of every log under the scenario's directory, and aborts the test
-/// binary, which the suite reports as failed. Written to the stderr file descriptor itself:
-/// libtest captures the print macros of a test's threads, and a captured message of a
-/// process that aborts is never shown.
+/// VM suite until CI's own timeout, with nothing said about which one. Past the limit it
+/// prints the scenario's name, the processes and the tail of every log under the scenario's
+/// directory, and aborts the test binary, which the suite reports as failed. Written to the
+/// stderr file descriptor itself: libtest captures the print macros of a test's threads, and
+/// a captured message of a process that aborts is never shown.
 fn watchdog(name: &str, dir: &Path) -> std::sync::mpsc::Sender<()> {
     let limit = std::env::var("NSTEST_SCENARIO_LIMIT")
         .ok()
